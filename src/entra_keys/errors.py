@@ -1,0 +1,160 @@
+"""The one exception tree of entra_keys.
+
+Every error the library raises on purpose is an ``EntraKeysError``; lower-level errors
+(``TSS2_Exception``, ``struct.error``, OS errors on key files) are translated at one boundary
+and chained with ``raise ... from exc``. No message carries key material.
+
+::
+
+    EntraKeysError
+    ├── ProviderError                  a provider could not be opened or used
+    │   ├── HardwareUnavailable        hardware was required and there is none (says why)
+    │   └── TPMError                   the TPM answered with an error (keeps .rc)
+    │       ├── TPMUnreachable         the TCTI could not talk to the TPM
+    │       ├── TPMObjectMemory        no free transient object slot (TPM_RC_OBJECT_MEMORY)
+    │       ├── TPMAuthFailure         a wrong authorization value
+    │       └── TPMLockout             dictionary-attack lockout is in force
+    ├── KeyStoreError                  a key store problem; names the key (.key_name)
+    │   ├── InvalidKeyName             a name that is not a safe file name
+    │   ├── KeyNotFound
+    │   ├── KeyExists
+    │   ├── StorePermissionError       the store directory is open to others
+    │   ├── KeyFileCorrupt             truncated, garbage or wrong-format key file
+    │   ├── WrongPassphrase            a passphrase is missing or wrong
+    │   ├── WrongProvider              a TPM key opened with the software provider, or back
+    │   └── ForeignKey                 a TPM key blob made by another TPM or storage key
+    ├── KeyUsageError                  the key may not do that (sign with a decrypt key, ...)
+    ├── KeyNotExportable               the private half lives in hardware
+    ├── DecryptionError                a ciphertext that does not decrypt (also a ValueError)
+    ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
+    ├── InvalidData                    bytes that do not parse (formats, wire structures)
+    └── InvalidSignature               a signature that does not verify
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DecryptionError",
+    "EntraKeysError",
+    "ForeignKey",
+    "HardwareUnavailable",
+    "InvalidData",
+    "InvalidKeyName",
+    "InvalidSignature",
+    "KeyExists",
+    "KeyFileCorrupt",
+    "KeyNotExportable",
+    "KeyNotFound",
+    "KeyStoreError",
+    "KeyUsageError",
+    "ProviderError",
+    "StorePermissionError",
+    "TPMAuthFailure",
+    "TPMError",
+    "TPMLockout",
+    "TPMObjectMemory",
+    "TPMUnreachable",
+    "UnsupportedAlgorithm",
+    "WrongPassphrase",
+    "WrongProvider",
+]
+
+
+class EntraKeysError(Exception):
+    """Base of every error entra_keys raises on purpose."""
+
+
+class ProviderError(EntraKeysError):
+    """A key provider could not be opened or used."""
+
+
+class HardwareUnavailable(ProviderError):
+    """Hardware-backed keys were required but no usable TPM was found; the message says why."""
+
+
+class TPMError(ProviderError):
+    """The TPM (or the TSS below it) returned an error; ``rc`` keeps the response code."""
+
+    def __init__(self, message: str, rc: int | None = None) -> None:
+        super().__init__(message)
+        self.rc = rc
+
+
+class TPMUnreachable(TPMError):
+    """The TCTI could not reach the TPM (no device, simulator stopped, I/O failed)."""
+
+
+class TPMObjectMemory(TPMError):
+    """The TPM has no free transient object slot (TPM_RC_OBJECT_MEMORY, 0x902)."""
+
+
+class TPMAuthFailure(TPMError):
+    """An authorization value was wrong; it counts toward dictionary-attack lockout."""
+
+
+class TPMLockout(TPMError):
+    """The TPM is in dictionary-attack lockout and refuses authorizations until it recovers."""
+
+
+class KeyStoreError(EntraKeysError):
+    """A problem with the key store; ``key_name`` names the key when there is one."""
+
+    def __init__(self, message: str, key_name: str | None = None) -> None:
+        super().__init__(message)
+        self.key_name = key_name
+
+
+class InvalidKeyName(KeyStoreError):
+    """A key name that is not a safe file name (letters, digits, '.', '_', '-'; 1-64 chars)."""
+
+
+class KeyNotFound(KeyStoreError):
+    """No key of that name is in the store."""
+
+
+class KeyExists(KeyStoreError):
+    """A key of that name is already in the store and replacing it was not asked for."""
+
+
+class StorePermissionError(KeyStoreError):
+    """The store directory or a key file is readable or writable by other users."""
+
+
+class KeyFileCorrupt(KeyStoreError):
+    """A key file is truncated, garbage, or not in a format this provider reads."""
+
+
+class WrongPassphrase(KeyStoreError):
+    """An encrypted software key was opened without its passphrase or with a wrong one."""
+
+
+class WrongProvider(KeyStoreError):
+    """A key file of the other provider (a TPM key opened with the software provider, or back)."""
+
+
+class ForeignKey(KeyStoreError):
+    """A TPM key blob that this TPM cannot load: made by another TPM or another storage key."""
+
+
+class KeyUsageError(EntraKeysError):
+    """The key was created for another use (signing versus decryption)."""
+
+
+class KeyNotExportable(EntraKeysError):
+    """The private half of a hardware-backed key never leaves the TPM."""
+
+
+class DecryptionError(EntraKeysError, ValueError):
+    """A ciphertext that does not decrypt with this key; a ValueError, as pyca's decrypt raises."""
+
+
+class UnsupportedAlgorithm(EntraKeysError):
+    """An algorithm, padding, hash or key type that entra_keys does not offer."""
+
+
+class InvalidData(EntraKeysError):
+    """Bytes that do not parse as the structure they claim to be."""
+
+
+class InvalidSignature(EntraKeysError):
+    """A signature that does not verify."""

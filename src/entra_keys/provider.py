@@ -1,0 +1,272 @@
+"""The provider interface and the key objects both providers hand out.
+
+A provider makes and loads keys; a key is a ``cryptography`` private key (``RSAPrivateKey`` or
+``EllipticCurvePrivateKey``) that also says what it is (``key_type``, ``usage``) and whether it
+lives in hardware (``hardware_backed``). The argument checks that decide what a key accepts live
+here, once, so that both providers accept and refuse exactly the same calls.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+
+from .errors import KeyUsageError, UnsupportedAlgorithm
+
+__all__ = [
+    "EntraECKey",
+    "EntraKey",
+    "EntraPrivateKey",
+    "EntraRSAKey",
+    "KeyType",
+    "KeyUsage",
+    "Provider",
+    "ProviderInfo",
+    "SignatureScheme",
+]
+
+
+class KeyType(enum.Enum):
+    """The key types entra_keys creates: RSA 2048/3072 and NIST P-256/P-384."""
+
+    RSA2048 = "rsa2048"
+    RSA3072 = "rsa3072"
+    ECC256 = "ecc256"
+    ECC384 = "ecc384"
+
+    @property
+    def is_rsa(self) -> bool:
+        """True for the RSA types."""
+        return self in (KeyType.RSA2048, KeyType.RSA3072)
+
+    @property
+    def bits(self) -> int:
+        """The RSA modulus size or the curve size in bits."""
+        return _BITS[self]
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        """The curve of an ECC type; UnsupportedAlgorithm for RSA."""
+        if self is KeyType.ECC256:
+            return ec.SECP256R1()
+        if self is KeyType.ECC384:
+            return ec.SECP384R1()
+        raise UnsupportedAlgorithm(f"{self.value} is not an elliptic-curve key type")
+
+    @classmethod
+    def of(cls, key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> KeyType:
+        """The type of a public key; UnsupportedAlgorithm for sizes and curves not offered."""
+        if isinstance(key, rsa.RSAPublicKey):
+            found = {2048: cls.RSA2048, 3072: cls.RSA3072}.get(key.key_size)
+            if found is not None and key.public_numbers().e == 65537:
+                return found
+            raise UnsupportedAlgorithm(f"RSA-{key.key_size} with e={key.public_numbers().e}")
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            found = {"secp256r1": cls.ECC256, "secp384r1": cls.ECC384}.get(key.curve.name)
+            if found is not None:
+                return found
+            raise UnsupportedAlgorithm(f"curve {key.curve.name}")
+        raise UnsupportedAlgorithm(f"key type {type(key).__name__}")
+
+
+_BITS = {KeyType.RSA2048: 2048, KeyType.RSA3072: 3072, KeyType.ECC256: 256, KeyType.ECC384: 384}
+
+
+class KeyUsage(enum.Enum):
+    """What a key is for: a device key signs, a transport key decrypts."""
+
+    SIGN = "sign"
+    DECRYPT = "decrypt"
+
+
+class SignatureScheme(enum.Enum):
+    """The signature schemes keys offer (RSA PKCS#1 v1.5, RSA-PSS, ECDSA)."""
+
+    RSASSA = "rsassa"
+    RSAPSS = "rsapss"
+    ECDSA = "ecdsa"
+
+
+# Hashes a key signs with, and the ones RSA-OAEP decrypts with (SHA-1 is the Entra transport key's).
+_SIGN_HASHES: dict[str, int] = {"sha256": 32, "sha384": 48, "sha512": 64}
+_OAEP_HASHES = ("sha1", "sha256")
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What a provider is: its kind and, for a TPM, the chip's maker and versions."""
+
+    kind: str
+    hardware_backed: bool
+    manufacturer: str | None = None
+    vendor: str | None = None
+    firmware_version: str | None = None
+    spec_version: str | None = None
+    tcti: str | None = None
+    storage_key: str | None = None
+
+
+class EntraKey(abc.ABC):
+    """What every entra_keys key says about itself, beyond the ``cryptography`` interface."""
+
+    key_type: KeyType
+    usage: KeyUsage
+
+    @property
+    @abc.abstractmethod
+    def hardware_backed(self) -> bool:
+        """True only when the private half lives in a TPM."""
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[None]:
+        """Keep the key ready for a run of operations (a TPM key stays loaded until exit)."""
+        yield
+
+    def __repr__(self) -> str:
+        backing = "hardware" if self.hardware_backed else "software"
+        return f"<{type(self).__name__} {self.key_type.value} {self.usage.value} {backing}>"
+
+    def _require(self, usage: KeyUsage) -> None:
+        """Refuse an operation the key was not created for, the same way in both providers."""
+        if self.usage is not usage:
+            raise KeyUsageError(
+                f"this {self.key_type.value} key was created to {self.usage.value}, "
+                f"not to {usage.value}"
+            )
+
+
+class EntraRSAKey(EntraKey, rsa.RSAPrivateKey):
+    """An RSA key from either provider; a ``cryptography`` ``RSAPrivateKey``."""
+
+    def rsa_sign_args(
+        self,
+        data: bytes,
+        pad: AsymmetricPadding,
+        algorithm: hashes.HashAlgorithm | utils.Prehashed,
+    ) -> tuple[SignatureScheme, hashes.HashAlgorithm, bytes]:
+        """Check a sign call and return (scheme, hash, digest); refuse what is not offered."""
+        self._require(KeyUsage.SIGN)
+        hash_alg, digest = _digest(data, algorithm)
+        if isinstance(pad, padding.PKCS1v15):
+            return SignatureScheme.RSASSA, hash_alg, digest
+        if isinstance(pad, padding.PSS):
+            mgf = pad.mgf
+            if not isinstance(mgf, padding.MGF1) or mgf._algorithm.name != hash_alg.name:
+                raise UnsupportedAlgorithm("RSA-PSS needs MGF1 with the signature's own hash")
+            salt = pad._salt_length
+            if salt is not padding.PSS.DIGEST_LENGTH and salt != hash_alg.digest_size:
+                raise UnsupportedAlgorithm(
+                    "RSA-PSS salt length must be the digest length (PSS.DIGEST_LENGTH): "
+                    "that is the length a TPM signs with"
+                )
+            return SignatureScheme.RSAPSS, hash_alg, digest
+        raise UnsupportedAlgorithm(f"RSA signature padding {pad.name}")
+
+    def rsa_decrypt_args(self, pad: AsymmetricPadding) -> hashes.HashAlgorithm:
+        """Check a decrypt call and return the OAEP hash; only RSA-OAEP, empty label."""
+        self._require(KeyUsage.DECRYPT)
+        if not isinstance(pad, padding.OAEP):
+            raise UnsupportedAlgorithm(f"RSA decryption padding {pad.name}: only OAEP is offered")
+        alg = pad.algorithm
+        if alg.name not in _OAEP_HASHES:
+            raise UnsupportedAlgorithm(f"RSA-OAEP with {alg.name}: SHA-1 and SHA-256 are offered")
+        mgf = pad.mgf
+        if not isinstance(mgf, padding.MGF1) or mgf._algorithm.name != alg.name:
+            raise UnsupportedAlgorithm("RSA-OAEP needs MGF1 with the same hash as OAEP")
+        if pad._label:
+            raise UnsupportedAlgorithm("RSA-OAEP with a label is not offered")
+        return alg
+
+
+class EntraECKey(EntraKey, ec.EllipticCurvePrivateKey):
+    """An elliptic-curve key from either provider; a ``cryptography`` ``EllipticCurvePrivateKey``."""
+
+    def ecdsa_sign_args(
+        self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
+    ) -> tuple[hashes.HashAlgorithm, bytes]:
+        """Check an ECDSA sign call and return (hash, digest)."""
+        self._require(KeyUsage.SIGN)
+        if not isinstance(signature_algorithm, ec.ECDSA):
+            raise UnsupportedAlgorithm("only ECDSA signatures are offered")
+        if signature_algorithm.deterministic_signing:
+            raise UnsupportedAlgorithm("deterministic ECDSA (RFC 6979) is not offered")
+        return _digest(data, signature_algorithm.algorithm)
+
+    def exchange(
+        self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey
+    ) -> bytes:
+        """Refused: entra_keys keys sign; ECDH is not offered."""
+        raise UnsupportedAlgorithm("ECDH key exchange is not offered")
+
+
+EntraPrivateKey = EntraRSAKey | EntraECKey
+
+
+def _digest(
+    data: bytes, algorithm: hashes.HashAlgorithm | utils.Prehashed
+) -> tuple[hashes.HashAlgorithm, bytes]:
+    """Hash the data (or take a prehashed digest) with an offered hash."""
+    if isinstance(algorithm, utils.Prehashed):
+        hash_alg = algorithm._algorithm
+        _check_sign_hash(hash_alg)
+        if len(data) != hash_alg.digest_size:
+            raise UnsupportedAlgorithm(
+                f"a prehashed {hash_alg.name} digest is {hash_alg.digest_size} bytes, "
+                f"not {len(data)}"
+            )
+        return hash_alg, bytes(data)
+    _check_sign_hash(algorithm)
+    h = hashes.Hash(algorithm)
+    h.update(data)
+    return algorithm, h.finalize()
+
+
+def _check_sign_hash(algorithm: hashes.HashAlgorithm) -> None:
+    if algorithm.name not in _SIGN_HASHES:
+        raise UnsupportedAlgorithm(
+            f"signing with {algorithm.name}: SHA-256, SHA-384 and SHA-512 are offered"
+        )
+
+
+class Provider(abc.ABC):
+    """Makes, stores and loads keys; one implementation per place keys can live."""
+
+    kind: ClassVar[str]
+    hardware_backed: ClassVar[bool]
+    #: PEM labels of the key files this provider writes and reads.
+    pem_labels: ClassVar[frozenset[str]]
+
+    @abc.abstractmethod
+    def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
+        """Creates a new key of that type for that use."""
+
+    @abc.abstractmethod
+    def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
+        """Serializes a key of this provider to the PEM form kept in the key store."""
+
+    @abc.abstractmethod
+    def key_from_pem(
+        self, data: bytes, usage: KeyUsage, passphrase: bytes | None = None
+    ) -> EntraPrivateKey:
+        """Loads a key from its stored PEM form; raises KeyStoreError subclasses on bad input."""
+
+    @abc.abstractmethod
+    def info(self) -> ProviderInfo:
+        """Describes the provider (and, for a TPM, the chip)."""
+
+    def close(self) -> None:  # noqa: B027 - a provider with nothing to release keeps this
+        """Releases what the provider holds (TPM connection, storage key)."""
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,527 @@
+"""The TPM provider: keys created and used inside a TPM 2.0 through tpm2-pytss (ESAPI).
+
+This is the only module that imports ``tpm2_pytss``, and only when a TPM provider is opened, so
+the package works where libtss2 is absent. Every ESAPI call goes through ``TPMProvider._tpm``,
+which serializes access (ESAPI is not thread-safe) and translates ``TSS2_Exception`` into the
+library's errors, keeping the response code.
+
+Object slots: a swtpm holds three transient objects and has no resource manager, so the provider
+keeps only its storage key loaded. A key is loaded for one operation and flushed after it, unless
+the caller holds ``with key.loaded():`` to keep it loaded for a run of operations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+
+from ..errors import (
+    DecryptionError,
+    EntraKeysError,
+    ForeignKey,
+    HardwareUnavailable,
+    KeyFileCorrupt,
+    KeyNotExportable,
+    TPMAuthFailure,
+    TPMError,
+    TPMLockout,
+    TPMObjectMemory,
+    TPMUnreachable,
+    UnsupportedAlgorithm,
+    WrongPassphrase,
+)
+from ..provider import (
+    EntraECKey,
+    EntraPrivateKey,
+    EntraRSAKey,
+    KeyType,
+    KeyUsage,
+    Provider,
+    ProviderInfo,
+    SignatureScheme,
+)
+
+__all__ = ["SRK_HANDLE", "TPMECKey", "TPMProvider", "TPMRSAKey", "default_tcti"]
+
+log = logging.getLogger(__name__)
+
+#: Where a provisioned storage root key lives (TCG Provisioning Guidance).
+SRK_HANDLE = 0x81000001
+_RH_OWNER = 0x40000001
+
+# Response codes (TPM 2.0 Part 2, 6.6), after format-one decoding.
+_RC_AUTH_FAIL = 0x08E
+_RC_BAD_AUTH = 0x0A2
+_RC_INTEGRITY = 0x09F
+_RC_OBJECT_MEMORY = 0x902
+_RC_LOCKOUT = 0x921
+_LAYER_TCTI = 0x0A0000
+_BASE_RC_UNREACHABLE = {0x0A, 0x0B, 0x17, 0x1B}  # IO_ERROR, TRY_AGAIN, NO_CONNECTION, ...?
+
+
+def default_tcti() -> str | None:
+    """The TPM to use when none is named: ``TPM2TOOLS_TCTI``, ``TSS2_TCTI``, or /dev/tpmrm0."""
+    for var in ("TPM2TOOLS_TCTI", "TSS2_TCTI"):
+        value = os.environ.get(var)
+        if value:
+            return value
+    if os.path.exists("/dev/tpmrm0"):
+        return "device:/dev/tpmrm0"
+    return None
+
+
+def _import_pytss() -> Any:
+    try:
+        import tpm2_pytss
+        import tpm2_pytss.tsskey
+    except ImportError as exc:
+        raise HardwareUnavailable(
+            f"tpm2-pytss is not usable ({exc}): install entra_keys[tpm] and libtss2"
+        ) from exc
+    return tpm2_pytss
+
+
+def _translate(exc: Exception, what: str, tcti: str | None) -> TPMError:
+    """Map a ``TSS2_Exception`` to the library's TPM errors, keeping its response code."""
+    rc = int(getattr(exc, "rc", 0))
+    error = int(getattr(exc, "error", rc))
+    detail = f"{exc} (rc 0x{rc:x})"
+    if rc & 0xFF0000 == _LAYER_TCTI or (rc & 0xFF0000 and rc & 0xFFFF in _BASE_RC_UNREACHABLE):
+        return TPMUnreachable(f"{what}: cannot reach the TPM at {tcti}: {detail}", rc)
+    if rc & 0xFF0000 == 0:
+        if error == _RC_OBJECT_MEMORY:
+            return TPMObjectMemory(
+                f"{what}: the TPM has no free object slot: another program left objects "
+                f"loaded (flush them with 'tpm2_flushcontext -t' or restart the simulator) {detail}",
+                rc,
+            )
+        if error == _RC_LOCKOUT:
+            return TPMLockout(
+                f"{what}: the TPM is in dictionary-attack lockout; it recovers after its "
+                f"recovery interval, or clear it with the lockout authorization "
+                f"('tpm2_dictionarylockout -c') {detail}",
+                rc,
+            )
+        if error in (_RC_AUTH_FAIL, _RC_BAD_AUTH):
+            return TPMAuthFailure(f"{what}: wrong authorization value {detail}", rc)
+    return TPMError(f"{what} failed: {detail}", rc)
+
+
+class _TPMKeyBase:
+    """State shared by TPM RSA and EC keys: the blob, the public half, the loaded handle."""
+
+    _provider: TPMProvider
+    _private: Any
+    _public: Any
+    _pub: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    _handle: Any
+    _pins: int
+
+    def _init_tpm(
+        self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage
+    ) -> None:
+        self._provider = provider
+        self._private = private
+        self._public = public
+        self._pub = _public_key(public)
+        self._handle = None
+        self._pins = 0
+        self.key_type = KeyType.of(self._pub)
+        self.usage = usage
+
+    @property
+    def hardware_backed(self) -> bool:
+        """Always True: the private half never leaves the TPM."""
+        return True
+
+    @property
+    def tpm_public(self) -> bytes:
+        """The key's TPM2B_PUBLIC, marshaled (what attestation certifies)."""
+        return bytes(self._public.marshal())
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[None]:
+        """Keep the key loaded in the TPM until the block ends (one object slot)."""
+        provider = self._provider
+        with provider._tpm("load key") as esys:
+            if self._pins == 0:
+                self._handle = provider._load(esys, self._private, self._public)
+            self._pins += 1
+        try:
+            yield
+        finally:
+            with provider._tpm("flush key") as esys:
+                self._pins -= 1
+                if self._pins == 0:
+                    handle, self._handle = self._handle, None
+                    esys.flush_context(handle)
+
+    @contextlib.contextmanager
+    def _use(self, what: str) -> Iterator[tuple[Any, Any]]:
+        """The ESAPI context and a handle for this key, loaded for this operation if not pinned."""
+        provider = self._provider
+        with provider._tpm(what) as esys:
+            if self._handle is not None:
+                yield esys, self._handle
+                return
+            handle = provider._load(esys, self._private, self._public)
+            try:
+                yield esys, handle
+            finally:
+                esys.flush_context(handle)
+
+    def _refuse_export(self) -> KeyNotExportable:
+        return KeyNotExportable(
+            "the private half of a TPM key never leaves the TPM; store the key with "
+            "KeyStore (a TSS2 PRIVATE KEY blob only this TPM can load) instead"
+        )
+
+
+class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
+    """An RSA key inside the TPM; a ``cryptography`` ``RSAPrivateKey`` that cannot be exported."""
+
+    def __init__(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
+        self._init_tpm(provider, private, public, usage)
+
+    def sign(
+        self,
+        data: bytes,
+        padding: AsymmetricPadding,
+        algorithm: hashes.HashAlgorithm | utils.Prehashed,
+    ) -> bytes:
+        """Signs the data in the TPM (PKCS#1 v1.5, or PSS with a digest-length salt)."""
+        scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
+        p = self._provider
+        tpm_scheme = p._t.TPM2_ALG.RSAPSS if scheme is SignatureScheme.RSAPSS else (
+            p._t.TPM2_ALG.RSASSA
+        )
+        with self._use("RSA sign") as (esys, handle):
+            sig = esys.sign(handle, p._t.TPM2B_DIGEST(digest), p._sig_scheme(tpm_scheme, hash_alg),
+                            p._null_ticket)
+        return bytes(sig.signature.rsassa.sig)
+
+    def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+        """Decrypts an RSA-OAEP ciphertext in the TPM (SHA-1 or SHA-256, empty label)."""
+        hash_alg = self.rsa_decrypt_args(padding)
+        p = self._provider
+        t = p._t
+        scheme = t.TPMT_RSA_DECRYPT(scheme=t.TPM2_ALG.OAEP)
+        scheme.details.oaep.hashAlg = p._hash_alg(hash_alg)
+        if len(ciphertext) != self.key_size // 8:
+            raise DecryptionError("the ciphertext is not as long as the key's modulus")
+        try:
+            with self._use("RSA decrypt") as (esys, handle):
+                msg = esys.rsa_decrypt(
+                    handle, t.TPM2B_PUBLIC_KEY_RSA(ciphertext), scheme, t.TPM2B_DATA()
+                )
+        except (TPMUnreachable, TPMObjectMemory, TPMLockout, TPMAuthFailure):
+            raise
+        except TPMError as exc:
+            raise DecryptionError("the ciphertext does not decrypt with this key") from exc
+        return bytes(msg)
+
+    @property
+    def key_size(self) -> int:
+        """The modulus size in bits."""
+        return self._pub.key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half, read from the key's TPM public area."""
+        assert isinstance(self._pub, rsa.RSAPublicKey)
+        return self._pub
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def __copy__(self) -> TPMRSAKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TPMRSAKey:
+        return self
+
+
+class TPMECKey(_TPMKeyBase, EntraECKey):
+    """An elliptic-curve key inside the TPM; a ``cryptography`` ``EllipticCurvePrivateKey``."""
+
+    def __init__(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
+        self._init_tpm(provider, private, public, usage)
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
+        hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
+        p = self._provider
+        with self._use("ECDSA sign") as (esys, handle):
+            sig = esys.sign(handle, p._t.TPM2B_DIGEST(digest),
+                            p._sig_scheme(p._t.TPM2_ALG.ECDSA, hash_alg), p._null_ticket)
+        r = int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big")
+        s = int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big")
+        return utils.encode_dss_signature(r, s)
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        """The curve."""
+        assert isinstance(self._pub, ec.EllipticCurvePublicKey)
+        return self._pub.curve
+
+    @property
+    def key_size(self) -> int:
+        """The curve size in bits."""
+        return self._pub.key_size
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The public half, read from the key's TPM public area."""
+        assert isinstance(self._pub, ec.EllipticCurvePublicKey)
+        return self._pub
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def __copy__(self) -> TPMECKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TPMECKey:
+        return self
+
+
+def _public_key(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    """The pyca public key of a TPM2B_PUBLIC."""
+    key = serialization.load_der_public_key(bytes(public.to_der()))
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise UnsupportedAlgorithm(f"TPM key of type {type(key).__name__}")
+    return key
+
+
+class TPMProvider(Provider):
+    """Keys inside a TPM 2.0 reached through any TCTI (device, swtpm, mssim, tabrmd)."""
+
+    kind: ClassVar[str] = "tpm"
+    hardware_backed: ClassVar[bool] = True
+    pem_labels: ClassVar[frozenset[str]] = frozenset({"TSS2 PRIVATE KEY"})
+
+    def __init__(self, tcti: str | None = None) -> None:
+        self._t = _import_pytss()
+        self.tcti = tcti or default_tcti()
+        if self.tcti is None:
+            raise HardwareUnavailable(
+                "no TPM found: /dev/tpmrm0 does not exist and neither TPM2TOOLS_TCTI nor "
+                "TSS2_TCTI is set"
+            )
+        self._lock = threading.RLock()
+        self._esys: Any = None
+        try:
+            self._esys = self._t.ESAPI(self.tcti)
+        except self._t.TSS2_Exception as exc:
+            raise TPMUnreachable(
+                f"cannot open the TPM at {self.tcti}: {exc} (rc 0x{int(exc.rc):x})", int(exc.rc)
+            ) from exc
+        self._null_ticket = self._t.TPMT_TK_HASHCHECK(
+            tag=self._t.TPM2_ST.HASHCHECK, hierarchy=self._t.TPM2_RH.NULL
+        )
+        self._srk: Any = None
+        self._srk_parent = _RH_OWNER
+        self._srk_owned = False
+        try:
+            self._open_storage_key()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the one boundary to ESAPI ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tpm(self, what: str) -> Iterator[Any]:
+        """Serialize ESAPI use and translate its errors; the block gets the ESAPI context."""
+        with self._lock:
+            if self._esys is None:
+                raise TPMUnreachable(f"{what}: the TPM provider is closed")
+            try:
+                yield self._esys
+            except self._t.TSS2_Exception as exc:
+                raise _translate(exc, what, self.tcti) from exc
+
+    def _open_storage_key(self) -> None:
+        """Use the persistent SRK where provisioned, else create the standard primary once."""
+        t = self._t
+        with self._tpm("open the storage key") as esys:
+            _, data = esys.get_capability(t.TPM2_CAP.HANDLES, SRK_HANDLE, 1)
+            handles = list(data.data.handles)
+            if handles and int(handles[0]) == SRK_HANDLE:
+                self._srk = esys.tr_from_tpmpublic(SRK_HANDLE)
+                self._srk_parent = SRK_HANDLE
+                return
+            template = t.tsskey.TSSPrivKey._getparenttemplate(esys)
+            self._srk, _, _, _, _ = esys.create_primary(
+                t.TPM2B_SENSITIVE_CREATE(),
+                t.TPM2B_PUBLIC(publicArea=template),
+                t.ESYS_TR.OWNER,
+            )
+            self._srk_owned = True
+
+    def _load(self, esys: Any, private: Any, public: Any) -> Any:
+        """TPM2_Load under the storage key; the caller flushes what this returns."""
+        return esys.load(self._srk, private, public)
+
+    def _hash_alg(self, hash_alg: hashes.HashAlgorithm) -> Any:
+        return getattr(self._t.TPM2_ALG, hash_alg.name.upper())
+
+    def _sig_scheme(self, scheme: Any, hash_alg: hashes.HashAlgorithm) -> Any:
+        sig_scheme = self._t.TPMT_SIG_SCHEME(scheme=scheme)
+        sig_scheme.details.any.hashAlg = self._hash_alg(hash_alg)
+        return sig_scheme
+
+    # -- Provider -----------------------------------------------------------------------------
+
+    def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
+        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the SRK."""
+        t = self._t
+        if not key_type.is_rsa and usage is not KeyUsage.SIGN:
+            raise UnsupportedAlgorithm("elliptic-curve keys sign; decryption keys are RSA")
+        attrs = (
+            t.TPMA_OBJECT.FIXEDTPM
+            | t.TPMA_OBJECT.FIXEDPARENT
+            | t.TPMA_OBJECT.SENSITIVEDATAORIGIN
+            | t.TPMA_OBJECT.USERWITHAUTH
+            | t.TPMA_OBJECT.NODA
+            | (t.TPMA_OBJECT.SIGN_ENCRYPT if usage is KeyUsage.SIGN else t.TPMA_OBJECT.DECRYPT)
+        )
+        alg = f"{key_type.value}:null:null" if key_type.is_rsa else f"{key_type.value}:null"
+        template = t.TPM2B_PUBLIC.parse(alg, nameAlg=t.TPM2_ALG.SHA256, objectAttributes=attrs)
+        with self._tpm(f"create a {key_type.value} key") as esys:
+            private, public, _, _, _ = esys.create(self._srk, t.TPM2B_SENSITIVE_CREATE(), template)
+        return self._key(private, public, usage)
+
+    def _key(self, private: Any, public: Any, usage: KeyUsage) -> EntraPrivateKey:
+        if public.publicArea.type == self._t.TPM2_ALG.RSA:
+            return TPMRSAKey(self, private, public, usage)
+        return TPMECKey(self, private, public, usage)
+
+    def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
+        """The TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) of a key of this TPM."""
+        if passphrase:
+            raise UnsupportedAlgorithm(
+                "a TPM key file is bound to this TPM and needs no passphrase"
+            )
+        if not isinstance(key, TPMRSAKey | TPMECKey) or key._provider is not self:
+            raise UnsupportedAlgorithm("only keys of this TPM provider can be stored by it")
+        blob = self._t.tsskey.TSSPrivKey(
+            key._private, key._public, empty_auth=True, parent=self._srk_parent
+        )
+        return bytes(blob.to_pem())
+
+    def key_from_pem(
+        self, data: bytes, usage: KeyUsage, passphrase: bytes | None = None
+    ) -> EntraPrivateKey:
+        """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it."""
+        if passphrase:
+            raise WrongPassphrase("a TPM key file takes no passphrase")
+        try:
+            blob = self._t.tsskey.TSSPrivKey.from_pem(data)
+        except Exception as exc:  # the TSS key parser raises many types on bad input
+            raise KeyFileCorrupt(f"not a readable TSS2 PRIVATE KEY ({exc})") from exc
+        if not blob.empty_auth:
+            raise KeyFileCorrupt("the key needs an authorization value, which is not supported")
+        if int(blob.parent) != self._srk_parent:
+            raise ForeignKey(
+                f"the key was made under parent 0x{int(blob.parent):08x}, this TPM's storage "
+                f"key is 0x{self._srk_parent:08x}"
+            )
+        attrs = int(blob.public.publicArea.objectAttributes)
+        want = int(
+            self._t.TPMA_OBJECT.SIGN_ENCRYPT if usage is KeyUsage.SIGN else self._t.TPMA_OBJECT.DECRYPT
+        )
+        if not attrs & want:
+            raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
+        try:
+            key = self._key(blob.private, blob.public, usage)
+        except (EntraKeysError, ValueError) as exc:
+            raise KeyFileCorrupt(f"the key's public area is not a key entra_keys makes ({exc})") from exc
+        try:
+            with key._use("load key"):
+                pass
+        except TPMError as exc:
+            if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
+                raise
+            raise ForeignKey(
+                f"this TPM refuses the key blob: it was made by another TPM or under another "
+                f"storage key ({exc})"
+            ) from exc
+        return key
+
+    def info(self) -> ProviderInfo:
+        """The TPM's manufacturer, vendor string, firmware and specification version."""
+        t = self._t
+        with self._tpm("read TPM properties") as esys:
+            _, data = esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT.FIXED, 64)
+        props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
+
+        def text(*keys: int) -> str:
+            raw = b"".join(props.get(k, 0).to_bytes(4, "big") for k in keys)
+            return raw.replace(b"\0", b"").decode("ascii", "replace").strip()
+
+        fixed = int(t.TPM2_PT.FIXED)
+        fw1, fw2 = props.get(fixed + 11, 0), props.get(fixed + 12, 0)
+        revision = props.get(fixed + 2, 0)
+        return ProviderInfo(
+            kind=self.kind,
+            hardware_backed=True,
+            manufacturer=text(fixed + 5),
+            vendor=text(fixed + 6, fixed + 7, fixed + 8, fixed + 9),
+            firmware_version=f"{fw1 >> 16}.{fw1 & 0xFFFF}.{fw2 >> 16}.{fw2 & 0xFFFF}",
+            spec_version=f"{text(fixed)}, revision {revision // 100}.{revision % 100:02d}",
+            tcti=self.tcti,
+            storage_key=f"0x{self._srk_parent:08x}"
+            + (" (persistent)" if not self._srk_owned else " (primary, owner hierarchy)"),
+        )
+
+    def transient_handles(self) -> list[int]:
+        """The transient objects loaded in the TPM now (the storage key, and any pinned keys)."""
+        t = self._t
+        with self._tpm("list transient objects") as esys:
+            _, data = esys.get_capability(t.TPM2_CAP.HANDLES, t.TPM2_HC.TRANSIENT_FIRST, 64)
+        return [int(h) for h in data.data.handles]
+
+    def close(self) -> None:
+        """Flushes the storage key this provider created and closes the TPM connection."""
+        with self._lock:
+            esys, self._esys = self._esys, None
+            if esys is None:
+                return
+            try:
+                if self._srk is not None:
+                    if self._srk_owned:
+                        esys.flush_context(self._srk)
+                    else:
+                        esys.tr_close(self._srk)
+            except self._t.TSS2_Exception as exc:
+                log.warning("could not release the storage key: %s", exc)
+            finally:
+                self._srk = None
+                esys.close()
