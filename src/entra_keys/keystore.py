@@ -10,6 +10,9 @@ old key or the new one, never half of either.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import builtins
 import contextlib
 import errno
 import os
@@ -135,7 +138,7 @@ class KeyStore:
         """Describes the key stored under ``name`` from its file alone."""
         return self._read(name)[0]
 
-    def list(self) -> list[KeyInfo]:
+    def list(self) -> builtins.list[KeyInfo]:
         """Every readable key in the store, by name; unreadable files are skipped, not fatal."""
         if not self.path.is_dir():
             return []
@@ -151,7 +154,7 @@ class KeyStore:
                 continue
         return found
 
-    def broken(self) -> list[tuple[str, str]]:
+    def broken(self) -> builtins.list[tuple[str, str]]:
         """The names and errors of key files that cannot be read (for status reports)."""
         out = []
         if self.path.is_dir():
@@ -177,9 +180,11 @@ class KeyStore:
         self._fsync_dir()
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _NAME.fullmatch(name) is not None and (
-            self.path / (name + _SUFFIX)
-        ).is_file()
+        return (
+            isinstance(name, str)
+            and _NAME.fullmatch(name) is not None
+            and (self.path / (name + _SUFFIX)).is_file()
+        )
 
     # -- files --------------------------------------------------------------------------------
 
@@ -270,6 +275,23 @@ class KeyStore:
             os.close(fd)
 
 
+def _is_der_sequence(body: bytes) -> bool:
+    """True when a PEM body is base64 of exactly one DER SEQUENCE (catches cut or mangled files)."""
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+    except binascii.Error:
+        return False
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return len(der) == 2 + first
+    n = first & 0x7F
+    if not 1 <= n <= 4 or len(der) < 2 + n:
+        return False
+    return len(der) == 2 + n + int.from_bytes(der[2 : 2 + n], "big")
+
+
 def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     """Read the header lines and the PEM label; the key itself is the provider's to parse."""
     begin = _PEM_BEGIN.search(data)
@@ -279,8 +301,11 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     kind = _KIND_BY_LABEL.get(label)
     if kind is None:
         raise KeyFileCorrupt(f"key {name!r}: a {label!r} is not a key file entra_keys writes", name)
-    if f"-----END {label}-----".encode() not in data[begin.end() :]:
+    end = data.find(f"-----END {label}-----".encode(), begin.end())
+    if end < 0:
         raise KeyFileCorrupt(f"key {name!r}: the file is truncated (no PEM end line)", name)
+    if not _is_der_sequence(data[begin.end() : end]):
+        raise KeyFileCorrupt(f"key {name!r}: the PEM body is not base64 of a DER key", name)
     fields: dict[str, str] = {}
     for line in data[: begin.start()].decode("ascii", "replace").splitlines():
         key, sep, value = line.partition(":")

@@ -18,6 +18,7 @@ from typing import ClassVar
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.utils import Buffer
 
 from .errors import KeyUsageError, UnsupportedAlgorithm
 
@@ -150,7 +151,7 @@ class EntraRSAKey(EntraKey, rsa.RSAPrivateKey):
         self,
         data: bytes,
         pad: AsymmetricPadding,
-        algorithm: hashes.HashAlgorithm | utils.Prehashed,
+        algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
     ) -> tuple[SignatureScheme, hashes.HashAlgorithm, bytes]:
         """Check a sign call and return (scheme, hash, digest); refuse what is not offered."""
         self._require(KeyUsage.SIGN)
@@ -187,10 +188,10 @@ class EntraRSAKey(EntraKey, rsa.RSAPrivateKey):
 
 
 class EntraECKey(EntraKey, ec.EllipticCurvePrivateKey):
-    """An elliptic-curve key from either provider; a ``cryptography`` ``EllipticCurvePrivateKey``."""
+    """An elliptic-curve key from either provider; a ``cryptography`` EC private key."""
 
     def ecdsa_sign_args(
-        self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
+        self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
     ) -> tuple[hashes.HashAlgorithm, bytes]:
         """Check an ECDSA sign call and return (hash, digest)."""
         self._require(KeyUsage.SIGN)
@@ -200,9 +201,7 @@ class EntraECKey(EntraKey, ec.EllipticCurvePrivateKey):
             raise UnsupportedAlgorithm("deterministic ECDSA (RFC 6979) is not offered")
         return _digest(data, signature_algorithm.algorithm)
 
-    def exchange(
-        self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey
-    ) -> bytes:
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         """Refused: entra_keys keys sign; ECDH is not offered."""
         raise UnsupportedAlgorithm("ECDH key exchange is not offered")
 
@@ -211,9 +210,12 @@ EntraPrivateKey = EntraRSAKey | EntraECKey
 
 
 def _digest(
-    data: bytes, algorithm: hashes.HashAlgorithm | utils.Prehashed
+    data: Buffer, algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo
 ) -> tuple[hashes.HashAlgorithm, bytes]:
     """Hash the data (or take a prehashed digest) with an offered hash."""
+    data = bytes(data)
+    if not isinstance(algorithm, hashes.HashAlgorithm | utils.Prehashed):
+        raise UnsupportedAlgorithm("a signature without a hash (NoDigestInfo) is not offered")
     if isinstance(algorithm, utils.Prehashed):
         hash_alg = algorithm._algorithm
         _check_sign_hash(hash_alg)

@@ -28,7 +28,9 @@ def open_provider(
     """Opens the provider chosen by argument, environment, or what the machine has."""
     chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
     if chosen not in PROVIDER_KINDS:
-        raise ProviderError(f"unknown provider {chosen!r}: choose one of {', '.join(PROVIDER_KINDS)}")
+        raise ProviderError(
+            f"unknown provider {chosen!r}: choose one of {', '.join(PROVIDER_KINDS)}"
+        )
     if chosen == "software":
         if require_hardware:
             raise HardwareUnavailable("hardware was required but the software provider was chosen")

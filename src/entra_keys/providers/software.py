@@ -12,6 +12,7 @@ from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.utils import Buffer
 
 from ..errors import DecryptionError, KeyFileCorrupt, UnsupportedAlgorithm, WrongPassphrase
 from ..provider import (
@@ -45,15 +46,11 @@ class SoftwareRSAKey(EntraRSAKey):
         self,
         data: bytes,
         padding: AsymmetricPadding,
-        algorithm: hashes.HashAlgorithm | utils.Prehashed,
+        algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
     ) -> bytes:
         """Signs the data (PKCS#1 v1.5 or PSS with a digest-length salt)."""
         scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
-        pad: AsymmetricPadding
-        if scheme is SignatureScheme.RSAPSS:
-            pad = _pss(hash_alg)
-        else:
-            pad = padding
+        pad = _pss(hash_alg) if scheme is SignatureScheme.RSAPSS else padding
         return self._key.sign(digest, pad, utils.Prehashed(hash_alg))
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
@@ -106,7 +103,7 @@ class SoftwareECKey(EntraECKey):
         self.key_type = KeyType.of(key.public_key())
         self.usage = usage
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """Signs the data with ECDSA; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         return self._key.sign(digest, ec.ECDSA(utils.Prehashed(hash_alg)))
@@ -201,7 +198,9 @@ class SoftwareProvider(Provider):
                 return SoftwareECKey(key, usage)
         except UnsupportedAlgorithm as exc:
             raise KeyFileCorrupt(f"a key entra_keys does not make: {exc}") from exc
-        raise KeyFileCorrupt(f"a {type(key).__name__} for {usage.value} is not a key entra_keys makes")
+        raise KeyFileCorrupt(
+            f"a {type(key).__name__} for {usage.value} is not a key entra_keys makes"
+        )
 
     def info(self) -> ProviderInfo:
         """The software provider has no chip to describe."""

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.utils import Buffer
 
 from ..errors import (
     DecryptionError,
@@ -53,6 +54,8 @@ __all__ = ["SRK_HANDLE", "TPMECKey", "TPMProvider", "TPMRSAKey", "default_tcti"]
 
 log = logging.getLogger(__name__)
 
+#: The kernel's resource-managed TPM device, used when no TCTI is named.
+TPM_DEVICE = "/dev/tpmrm0"
 #: Where a provisioned storage root key lives (TCG Provisioning Guidance).
 SRK_HANDLE = 0x81000001
 _RH_OWNER = 0x40000001
@@ -64,7 +67,8 @@ _RC_INTEGRITY = 0x09F
 _RC_OBJECT_MEMORY = 0x902
 _RC_LOCKOUT = 0x921
 _LAYER_TCTI = 0x0A0000
-_BASE_RC_UNREACHABLE = {0x0A, 0x0B, 0x17, 0x1B}  # IO_ERROR, TRY_AGAIN, NO_CONNECTION, ...?
+# TSS base codes that mean the TPM did not answer: NO_CONNECTION, TRY_AGAIN, IO_ERROR.
+_BASE_RC_UNREACHABLE = {0x08, 0x09, 0x0A}
 
 
 def default_tcti() -> str | None:
@@ -73,8 +77,8 @@ def default_tcti() -> str | None:
         value = os.environ.get(var)
         if value:
             return value
-    if os.path.exists("/dev/tpmrm0"):
-        return "device:/dev/tpmrm0"
+    if os.path.exists(TPM_DEVICE):
+        return f"device:{TPM_DEVICE}"
     return None
 
 
@@ -94,13 +98,15 @@ def _translate(exc: Exception, what: str, tcti: str | None) -> TPMError:
     rc = int(getattr(exc, "rc", 0))
     error = int(getattr(exc, "error", rc))
     detail = f"{exc} (rc 0x{rc:x})"
-    if rc & 0xFF0000 == _LAYER_TCTI or (rc & 0xFF0000 and rc & 0xFFFF in _BASE_RC_UNREACHABLE):
+    layer = rc & 0xFF0000
+    if layer == _LAYER_TCTI or (layer and rc & 0xFFFF in _BASE_RC_UNREACHABLE):
         return TPMUnreachable(f"{what}: cannot reach the TPM at {tcti}: {detail}", rc)
-    if rc & 0xFF0000 == 0:
+    if layer == 0:
         if error == _RC_OBJECT_MEMORY:
             return TPMObjectMemory(
-                f"{what}: the TPM has no free object slot: another program left objects "
-                f"loaded (flush them with 'tpm2_flushcontext -t' or restart the simulator) {detail}",
+                f"{what}: the TPM has no free object slot: keys are pinned with loaded() or "
+                "another program left objects loaded (flush them with 'tpm2_flushcontext -t' "
+                f"or restart the simulator) {detail}",
                 rc,
             )
         if error == _RC_LOCKOUT:
@@ -125,9 +131,7 @@ class _TPMKeyBase:
     _handle: Any
     _pins: int
 
-    def _init_tpm(
-        self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage
-    ) -> None:
+    def _init_tpm(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
         self._provider = provider
         self._private = private
         self._public = public
@@ -195,17 +199,21 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         self,
         data: bytes,
         padding: AsymmetricPadding,
-        algorithm: hashes.HashAlgorithm | utils.Prehashed,
+        algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
     ) -> bytes:
         """Signs the data in the TPM (PKCS#1 v1.5, or PSS with a digest-length salt)."""
         scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
         p = self._provider
-        tpm_scheme = p._t.TPM2_ALG.RSAPSS if scheme is SignatureScheme.RSAPSS else (
-            p._t.TPM2_ALG.RSASSA
+        tpm_scheme = (
+            p._t.TPM2_ALG.RSAPSS if scheme is SignatureScheme.RSAPSS else (p._t.TPM2_ALG.RSASSA)
         )
         with self._use("RSA sign") as (esys, handle):
-            sig = esys.sign(handle, p._t.TPM2B_DIGEST(digest), p._sig_scheme(tpm_scheme, hash_alg),
-                            p._null_ticket)
+            sig = esys.sign(
+                handle,
+                p._t.TPM2B_DIGEST(digest),
+                p._sig_scheme(tpm_scheme, hash_alg),
+                p._null_ticket,
+            )
         return bytes(sig.signature.rsassa.sig)
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
@@ -264,13 +272,17 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
     def __init__(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
         self._init_tpm(provider, private, public, usage)
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         p = self._provider
         with self._use("ECDSA sign") as (esys, handle):
-            sig = esys.sign(handle, p._t.TPM2B_DIGEST(digest),
-                            p._sig_scheme(p._t.TPM2_ALG.ECDSA, hash_alg), p._null_ticket)
+            sig = esys.sign(
+                handle,
+                p._t.TPM2B_DIGEST(digest),
+                p._sig_scheme(p._t.TPM2_ALG.ECDSA, hash_alg),
+                p._null_ticket,
+            )
         r = int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big")
         s = int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big")
         return utils.encode_dss_signature(r, s)
@@ -418,7 +430,7 @@ class TPMProvider(Provider):
             private, public, _, _, _ = esys.create(self._srk, t.TPM2B_SENSITIVE_CREATE(), template)
         return self._key(private, public, usage)
 
-    def _key(self, private: Any, public: Any, usage: KeyUsage) -> EntraPrivateKey:
+    def _key(self, private: Any, public: Any, usage: KeyUsage) -> TPMRSAKey | TPMECKey:
         if public.publicArea.type == self._t.TPM2_ALG.RSA:
             return TPMRSAKey(self, private, public, usage)
         return TPMECKey(self, private, public, usage)
@@ -455,14 +467,18 @@ class TPMProvider(Provider):
             )
         attrs = int(blob.public.publicArea.objectAttributes)
         want = int(
-            self._t.TPMA_OBJECT.SIGN_ENCRYPT if usage is KeyUsage.SIGN else self._t.TPMA_OBJECT.DECRYPT
+            self._t.TPMA_OBJECT.SIGN_ENCRYPT
+            if usage is KeyUsage.SIGN
+            else self._t.TPMA_OBJECT.DECRYPT
         )
         if not attrs & want:
             raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
         try:
-            key = self._key(blob.private, blob.public, usage)
+            key: TPMRSAKey | TPMECKey = self._key(blob.private, blob.public, usage)
         except (EntraKeysError, ValueError) as exc:
-            raise KeyFileCorrupt(f"the key's public area is not a key entra_keys makes ({exc})") from exc
+            raise KeyFileCorrupt(
+                f"the key's public area is not a key entra_keys makes ({exc})"
+            ) from exc
         try:
             with key._use("load key"):
                 pass

@@ -1,0 +1,199 @@
+"""Provision and run a software TPM (swtpm) in a directory of its own, for tests and the demo.
+
+``swtpm_setup`` manufactures the TPM state with RSA and ECC endorsement keys and their
+certificates, signed by a local CA whose configuration and keys live in the same directory (never
+/var/lib). ``swtpm`` then serves it on a unix socket in that directory; the TCTI string is
+``swtpm:path=<dir>/sock``. The ``swtpm/`` scripts of the source tree call this module.
+
+Usage: ``python -m entra_keys.testing.swtpm {provision,start,stop,tcti} DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["Swtpm", "SwtpmError", "swtpm_available"]
+
+_TOOLS = ("swtpm", "swtpm_setup", "swtpm_localca")
+
+
+class SwtpmError(RuntimeError):
+    """swtpm is missing, could not be provisioned, or did not start."""
+
+
+def swtpm_available() -> bool:
+    """True when the swtpm, swtpm_setup and swtpm_localca programs are installed."""
+    return all(shutil.which(tool) for tool in _TOOLS)
+
+
+class Swtpm:
+    """One software TPM: its state, CA and socket under ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory).absolute()
+        self.state_dir = self.directory / "tpm"
+        self.ca_dir = self.directory / "ca"
+        self.socket = self.directory / "sock"
+        self.pid_file = self.directory / "swtpm.pid"
+        self.log_file = self.directory / "swtpm.log"
+
+    @property
+    def tcti(self) -> str:
+        """The TCTI string for tpm2-tss and tpm2-tools."""
+        return f"swtpm:path={self.socket}"
+
+    @property
+    def ca_certificates(self) -> list[Path]:
+        """The local CA's root and issuer certificates, which the EK certificates chain to."""
+        return [
+            self.ca_dir / "swtpm-localca-rootca-cert.pem",
+            self.ca_dir / "issuercert.pem",
+        ]
+
+    @property
+    def provisioned(self) -> bool:
+        """True once swtpm_setup has written the TPM state."""
+        return (self.state_dir / "tpm2-00.permall").exists()
+
+    def provision(self, *, platform_cert: bool = True) -> None:
+        """Manufacture the TPM: EKs with certificates from the local CA (and a platform cert)."""
+        if not swtpm_available():
+            raise SwtpmError("swtpm is not installed (Debian: apt-get install swtpm swtpm-tools)")
+        for d in (self.directory, self.state_dir, self.ca_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conf = self.directory / "swtpm_setup.conf"
+        ca_conf = self.directory / "swtpm-localca.conf"
+        ca_opts = self.directory / "swtpm-localca.options"
+        conf.write_text(
+            f"create_certs_tool = {shutil.which('swtpm_localca')}\n"
+            f"create_certs_tool_config = {ca_conf}\n"
+            f"create_certs_tool_options = {ca_opts}\n"
+            "active_pcr_banks = sha256,sha1\n"
+        )
+        ca_conf.write_text(
+            f"statedir = {self.ca_dir}\n"
+            f"signingkey = {self.ca_dir / 'signkey.pem'}\n"
+            f"issuercert = {self.ca_dir / 'issuercert.pem'}\n"
+            f"certserial = {self.ca_dir / 'certserial'}\n"
+        )
+        ca_opts.write_text(
+            "--platform-manufacturer entra_keys\n--platform-version 2.1\n--platform-model swtpm\n"
+        )
+        cmd = [
+            "swtpm_setup", "--tpm2", "--tpmstate", str(self.state_dir),
+            "--create-ek-cert", "--config", str(conf), "--overwrite",
+            "--logfile", str(self.directory / "swtpm_setup.log"),
+        ]  # fmt: skip
+        if platform_cert:
+            cmd.append("--create-platform-cert")
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0 or not self.provisioned:
+            log = (self.directory / "swtpm_setup.log").read_text(errors="replace")[-2000:]
+            raise SwtpmError(f"swtpm_setup failed ({done.returncode}): {done.stderr}{log}")
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start swtpm on the unix socket (provisioning first if needed); returns the TCTI."""
+        if not self.provisioned:
+            self.provision()
+        if self.running():
+            return self.tcti
+        self.socket.unlink(missing_ok=True)
+        cmd = [
+            "swtpm", "socket", "--tpm2",
+            "--tpmstate", f"dir={self.state_dir}",
+            "--server", f"type=unixio,path={self.socket}",
+            "--ctrl", f"type=unixio,path={self.socket}.ctrl",
+            "--flags", "not-need-init,startup-clear",
+            "--pid", f"file={self.pid_file}",
+            "--log", f"file={self.log_file},level=1",
+            "--daemon",
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise SwtpmError(f"swtpm did not start ({done.returncode}): {done.stderr.strip()}")
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if time.monotonic() > deadline:
+                raise SwtpmError(f"swtpm started but {self.socket} did not appear")
+            time.sleep(0.01)
+        return self.tcti
+
+    def pid(self) -> int | None:
+        """The running swtpm's process id, or None."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        """True when the swtpm process of this directory is alive."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop swtpm (SIGTERM, then SIGKILL after the timeout); the state stays on disk."""
+        pid = self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.running():
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        self.pid_file.unlink(missing_ok=True)
+        self.socket.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """Kill swtpm at once (SIGKILL), as a crash or a pulled TPM would."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            while self.running():
+                time.sleep(0.01)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line for the swtpm/ scripts: provision, start (prints the TCTI), stop, tcti."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("provision", "start", "stop", "tcti"):
+        print(
+            "usage: python -m entra_keys.testing.swtpm {provision,start,stop,tcti} DIR",
+            file=sys.stderr,
+        )
+        return 2
+    tpm = Swtpm(args[1])
+    try:
+        if args[0] == "provision":
+            tpm.provision()
+        elif args[0] == "start":
+            print(tpm.start())
+        elif args[0] == "stop":
+            tpm.stop()
+        else:
+            print(tpm.tcti)
+    except SwtpmError as exc:
+        print(f"swtpm: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

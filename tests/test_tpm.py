@@ -1,0 +1,162 @@
+"""What only a TPM provider does: object attributes, slots, storage keys, blobs bound to one TPM."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from entra_keys import (
+    ForeignKey,
+    KeyStore,
+    KeyType,
+    KeyUsage,
+    Provider,
+    TPMObjectMemory,
+    TPMUnreachable,
+    open_provider,
+)
+from entra_keys.providers.tpm import TPMProvider
+from entra_keys.testing.swtpm import Swtpm
+
+from .conftest import cached_key, transient_handles
+
+
+@pytest.fixture
+def other_swtpm(swtpm: Swtpm, tmp_path: Path) -> Iterator[Swtpm]:
+    """A second, separately manufactured swtpm (its own seeds), for this test only."""
+    tpm = Swtpm(tmp_path / "other-tpm")
+    tpm.start()
+    yield tpm
+    tpm.stop()
+
+
+def as_tpm(provider: Provider) -> TPMProvider:
+    assert isinstance(provider, TPMProvider)
+    return provider
+
+
+@pytest.mark.parametrize(
+    ("key_type", "usage"),
+    [(KeyType.RSA2048, KeyUsage.SIGN), (KeyType.RSA2048, KeyUsage.DECRYPT),
+     (KeyType.ECC256, KeyUsage.SIGN)],
+)  # fmt: skip
+def test_keys_are_made_inside_the_tpm_and_cannot_leave_it(
+    tpm_provider: Provider, key_type: KeyType, usage: KeyUsage
+) -> None:
+    from tpm2_pytss import TPM2B_PUBLIC, TPMA_OBJECT
+
+    key = cached_key(tpm_provider, key_type, usage)
+    public, _ = TPM2B_PUBLIC.unmarshal(key.tpm_public)  # type: ignore[union-attr]
+    attrs = public.publicArea.objectAttributes
+    for required in (TPMA_OBJECT.FIXEDTPM, TPMA_OBJECT.FIXEDPARENT,
+                     TPMA_OBJECT.SENSITIVEDATAORIGIN):  # fmt: skip
+        assert attrs & required, f"missing {required!r}"
+    assert not attrs & TPMA_OBJECT.RESTRICTED
+    assert bool(attrs & TPMA_OBJECT.SIGN_ENCRYPT) is (usage is KeyUsage.SIGN)
+    assert bool(attrs & TPMA_OBJECT.DECRYPT) is (usage is KeyUsage.DECRYPT)
+
+
+def test_only_the_storage_key_stays_loaded(tpm_provider: Provider) -> None:
+    tpm = as_tpm(tpm_provider)
+    key = cached_key(tpm, KeyType.ECC256, KeyUsage.SIGN)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    baseline = tpm.transient_handles()
+    assert len(baseline) == 1  # the storage key this provider created
+    key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    assert tpm.transient_handles() == baseline
+    with key.loaded():
+        with key.loaded():  # nested pins share one slot
+            assert len(tpm.transient_handles()) == 2
+            key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        assert len(tpm.transient_handles()) == 2
+    assert tpm.transient_handles() == baseline
+
+
+def test_full_object_memory_is_a_typed_error_and_recovers(tpm_provider: Provider) -> None:
+    """swtpm has three object slots: storage key + two pinned keys fill them."""
+    a = cached_key(tpm_provider, KeyType.ECC256, KeyUsage.SIGN)
+    b = cached_key(tpm_provider, KeyType.ECC384, KeyUsage.SIGN)
+    c = cached_key(tpm_provider, KeyType.RSA2048, KeyUsage.SIGN)
+    assert isinstance(a, ec.EllipticCurvePrivateKey)
+    assert isinstance(b, ec.EllipticCurvePrivateKey)
+    assert isinstance(c, rsa.RSAPrivateKey)
+    with a.loaded(), b.loaded():
+        c.public_key()  # the public half needs no slot, loading does:
+        with pytest.raises(TPMObjectMemory, match="no free object slot") as info:
+            c.sign(b"m", padding.PKCS1v15(), hashes.SHA256())
+        assert info.value.rc is not None and info.value.rc & 0xFFF == 0x902
+    assert len(as_tpm(tpm_provider).transient_handles()) == 1
+    a.sign(b"m", ec.ECDSA(hashes.SHA256()))
+
+
+def test_key_file_is_a_tss2_private_key_other_tools_read(
+    tpm_provider: Provider, tmp_path: Path
+) -> None:
+    from tpm2_pytss.tsskey import TSSPrivKey
+
+    store = KeyStore(tpm_provider, tmp_path / "store")
+    key = store.create("device", KeyType.RSA2048, KeyUsage.SIGN)
+    path = store.info("device").path
+    blob = TSSPrivKey.from_pem(path.read_bytes())
+    assert blob.empty_auth and blob.parent == 0x40000001
+    assert bytes(blob.public.marshal()) == key.tpm_public  # type: ignore[union-attr]
+    parsed = subprocess.run(
+        ["openssl", "asn1parse", "-in", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "2.23.133.10.1.3" in parsed  # the TCG loadable-key OID
+
+
+def test_blob_from_another_tpm_is_a_foreign_key(
+    tpm_provider: Provider, other_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    store = KeyStore(tpm_provider, tmp_path / "store")
+    store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    with open_provider("tpm", tcti=other_swtpm.tcti) as other:
+        with pytest.raises(ForeignKey, match=r"'device'.*another TPM") as info:
+            KeyStore(other, tmp_path / "store").load("device")
+        assert info.value.key_name == "device"
+    assert transient_handles(other_swtpm.tcti) == []
+    assert store.load("device").hardware_backed  # the original TPM still loads it
+
+
+def test_persistent_srk_is_used_where_provisioned(other_swtpm: Swtpm, tmp_path: Path) -> None:
+    env = {**os.environ, "TPM2TOOLS_TCTI": other_swtpm.tcti}
+    with open_provider("tpm", tcti=other_swtpm.tcti) as before:
+        KeyStore(before, tmp_path / "store").create("old", KeyType.ECC256, KeyUsage.SIGN)
+    ctx = tmp_path / "srk.ctx"
+    subprocess.run(["tpm2_createprimary", "-C", "o", "-G", "rsa2048", "-c", str(ctx)],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(["tpm2_evictcontrol", "-C", "o", "-c", str(ctx), "0x81000001"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    # tpm2-tools without a resource manager leave their objects loaded: flush them.
+    subprocess.run(["tpm2_flushcontext", "-t"], env=env, check=True, capture_output=True)
+    with open_provider("tpm", tcti=other_swtpm.tcti) as provider:
+        assert provider.info().storage_key == "0x81000001 (persistent)"
+        assert transient_handles(other_swtpm.tcti) == []  # a persistent SRK takes no slot
+        store = KeyStore(provider, tmp_path / "store")
+        key = store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        loaded = store.load("device")
+        assert loaded.public_key() == key.public_key()
+        with pytest.raises(ForeignKey, match="parent 0x40000001"):
+            store.load("old")
+    assert transient_handles(other_swtpm.tcti) == []
+
+
+def test_unreachable_tpm_is_a_typed_error(tmp_path: Path) -> None:
+    with pytest.raises(TPMUnreachable, match="cannot open the TPM"):
+        open_provider("tpm", tcti=f"swtpm:path={tmp_path / 'nothing'}")
+
+
+def test_stopped_tpm_is_unreachable_not_a_hang(other_swtpm: Swtpm) -> None:
+    with open_provider("tpm", tcti=other_swtpm.tcti) as provider:
+        key = provider.create_key(KeyType.ECC256, KeyUsage.SIGN)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        other_swtpm.kill()
+        with pytest.raises(TPMUnreachable):
+            key.sign(b"m", ec.ECDSA(hashes.SHA256()))
