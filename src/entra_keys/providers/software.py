@@ -182,12 +182,11 @@ class SoftwareProvider(Provider):
         if encrypted and not passphrase:
             raise WrongPassphrase("the key is encrypted and no passphrase was given")
         try:
+            # A passphrase given for an unencrypted key is ignored, as for a TPM key's file.
             key = serialization.load_pem_private_key(
                 data, password=passphrase if encrypted else None
             )
-        except TypeError as exc:
-            raise WrongPassphrase("a passphrase was given for an unencrypted key") from exc
-        except (ValueError, _PycaUnsupported) as exc:
+        except (ValueError, TypeError, _PycaUnsupported) as exc:
             if encrypted:
                 raise WrongPassphrase("the passphrase is wrong or the key is damaged") from exc
             raise KeyFileCorrupt(f"not a readable PKCS#8 key ({exc})") from exc

@@ -37,7 +37,6 @@ from ..errors import (
     TPMObjectMemory,
     TPMUnreachable,
     UnsupportedAlgorithm,
-    WrongPassphrase,
 )
 from ..provider import (
     EntraECKey,
@@ -83,6 +82,9 @@ def default_tcti() -> str | None:
 
 
 def _import_pytss() -> Any:
+    # libtss2 logs every TPM error to stderr; the library raises them instead. TSS2_LOG, when
+    # set, still wins (e.g. TSS2_LOG=esys+debug to see what crosses the interface).
+    os.environ.setdefault("TSS2_LOG", "all+NONE")
     try:
         import tpm2_pytss
         import tpm2_pytss.tsskey
@@ -452,8 +454,7 @@ class TPMProvider(Provider):
         self, data: bytes, usage: KeyUsage, passphrase: bytes | None = None
     ) -> EntraPrivateKey:
         """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it."""
-        if passphrase:
-            raise WrongPassphrase("a TPM key file takes no passphrase")
+        del passphrase  # a TPM key file is bound to the TPM, not to a passphrase: ignored
         try:
             blob = self._t.tsskey.TSSPrivKey.from_pem(data)
         except Exception as exc:  # the TSS key parser raises many types on bad input

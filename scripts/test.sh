@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, then run the checks and the whole test suite (against a swtpm the tests start).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/ruff check src tests
+.venv/bin/ruff format --check src tests
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
