@@ -5,6 +5,7 @@ Open a provider (``open_provider``), keep named keys in a ``KeyStore``, and use 
 """
 
 from .errors import (
+    AttestationError,
     DecryptionError,
     EntraKeysError,
     ForeignKey,
@@ -31,6 +32,8 @@ from .errors import (
 )
 from .keystore import KeyInfo, KeyStore, default_store_path
 from .provider import (
+    Certification,
+    EndorsementKey,
     EntraECKey,
     EntraKey,
     EntraPrivateKey,
@@ -39,13 +42,18 @@ from .provider import (
     KeyUsage,
     Provider,
     ProviderInfo,
+    Quote,
+    SessionKey,
 )
 from .providers import open_provider
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AttestationError",
+    "Certification",
     "DecryptionError",
+    "EndorsementKey",
     "EntraECKey",
     "EntraKey",
     "EntraKeysError",
@@ -69,6 +77,8 @@ __all__ = [
     "Provider",
     "ProviderError",
     "ProviderInfo",
+    "Quote",
+    "SessionKey",
     "StorePermissionError",
     "TPMAuthFailure",
     "TPMError",

@@ -434,8 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = key_commands.add_parser("create", help="create a key and store it")
     create.add_argument("name")
-    create.add_argument("--type", required=True, choices=[t.value for t in KeyType])
-    create.add_argument("--usage", default="sign", choices=[u.value for u in KeyUsage])
+    create.add_argument("--type", required=True, choices=[t.value for t in KeyType.asymmetric()])
+    create.add_argument(
+        "--usage",
+        default="sign",
+        choices=[u.value for u in KeyUsage if u is not KeyUsage.DERIVE],
+        help="sign (device key), decrypt (transport key) or attest (attestation key)",
+    )
     create.add_argument("--replace", action="store_true", help="overwrite a key of that name")
     create.set_defaults(handler=cmd_keys_create)
 

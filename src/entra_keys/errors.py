@@ -28,12 +28,14 @@ and chained with ``raise ... from exc``. No message carries key material.
     ├── DecryptionError                a ciphertext that does not decrypt (also a ValueError)
     ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
     ├── InvalidData                    bytes that do not parse (formats, wire structures)
+    ├── AttestationError               an attestation could not be made or did not verify
     └── InvalidSignature               a signature that does not verify
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AttestationError",
     "DecryptionError",
     "EntraKeysError",
     "ForeignKey",
@@ -158,3 +160,7 @@ class InvalidData(EntraKeysError):
 
 class InvalidSignature(EntraKeysError):
     """A signature that does not verify."""
+
+
+class AttestationError(EntraKeysError):
+    """An attestation could not be produced, or it failed verification (subclasses say which)."""

@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +30,11 @@ from .errors import (
     KeyFileCorrupt,
     KeyNotFound,
     KeyStoreError,
+    KeyUsageError,
     StorePermissionError,
     WrongProvider,
 )
-from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider
+from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
 
 __all__ = ["KeyInfo", "KeyStore", "default_store_path"]
 
@@ -46,7 +48,10 @@ _KIND_BY_LABEL = {
     _TPM_LABEL: "tpm",
     "PRIVATE KEY": "software",
     "ENCRYPTED PRIVATE KEY": "software",
+    "ENTRA SESSION KEY": "software",
+    "ENTRA ENCRYPTED SESSION KEY": "software",
 }
+_ENCRYPTED_LABELS = {"ENCRYPTED PRIVATE KEY", "ENTRA ENCRYPTED SESSION KEY"}
 
 
 def default_store_path() -> Path:
@@ -108,24 +113,29 @@ class KeyStore:
         """Stores a key of this store's provider under ``name``, atomically."""
         path = self._file(name)
         pem = self.provider.key_to_pem(key, passphrase)
-        header = (
-            f"Entra-Keys-Type: {key.key_type.value}\nEntra-Keys-Usage: {key.usage.value}\n"
-        ).encode()
+        self._write_atomic(path, _header(key.key_type, key.usage) + pem, replace=replace)
+
+    def save_session_key(
+        self,
+        name: str,
+        key: SessionKey,
+        *,
+        passphrase: bytes | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Stores the PRT session key under ``name``; a new PRT's key replaces it atomically."""
+        path = self._file(name)
+        pem = self.provider.session_key_to_pem(key, passphrase)
+        header = _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE)
         self._write_atomic(path, header + pem, replace=replace)
 
     def load(self, name: str, *, passphrase: bytes | None = None) -> EntraPrivateKey:
         """Loads the key stored under ``name``; errors name the key and leave the store as is."""
-        info, pem = self._read(name)
-        if info.kind != self.provider.kind:
-            raise WrongProvider(
-                f"key {name!r} is a {info.kind} key; open the store with the "
-                f"{info.kind} provider to use it",
-                name,
-            )
-        try:
+        info, pem = self._read_for_provider(name)
+        if info.usage is KeyUsage.DERIVE:
+            raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
+        with _naming(name):
             key = self.provider.key_from_pem(pem, info.usage, passphrase)
-        except KeyStoreError as exc:
-            raise type(exc)(f"key {name!r}: {exc}", name) from exc
         if key.key_type is not info.key_type or key.usage is not info.usage:
             raise KeyFileCorrupt(
                 f"key {name!r}: the file says {info.key_type.value}/{info.usage.value} but holds "
@@ -133,6 +143,24 @@ class KeyStore:
                 name,
             )
         return key
+
+    def load_session_key(self, name: str, *, passphrase: bytes | None = None) -> SessionKey:
+        """Loads the session key stored under ``name`` (typed errors name it)."""
+        info, pem = self._read_for_provider(name)
+        if info.usage is not KeyUsage.DERIVE:
+            raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
+        with _naming(name):
+            return self.provider.session_key_from_pem(pem, passphrase)
+
+    def _read_for_provider(self, name: str) -> tuple[KeyInfo, bytes]:
+        info, pem = self._read(name)
+        if info.kind != self.provider.kind:
+            raise WrongProvider(
+                f"key {name!r} is a {info.kind} key; open the store with the "
+                f"{info.kind} provider to use it",
+                name,
+            )
+        return info, pem
 
     def info(self, name: str) -> KeyInfo:
         """Describes the key stored under ``name`` from its file alone."""
@@ -275,6 +303,20 @@ class KeyStore:
             os.close(fd)
 
 
+def _header(key_type: KeyType, usage: KeyUsage) -> bytes:
+    """The explanatory-text lines before the PEM block that say what the key is."""
+    return f"Entra-Keys-Type: {key_type.value}\nEntra-Keys-Usage: {usage.value}\n".encode()
+
+
+@contextlib.contextmanager
+def _naming(name: str) -> Iterator[None]:
+    """Re-raise a provider's key-store error with the key's name in it."""
+    try:
+        yield
+    except KeyStoreError as exc:
+        raise type(exc)(f"key {name!r}: {exc}", name) from exc
+
+
 def _is_der_sequence(body: bytes) -> bool:
     """True when a PEM body is base64 of exactly one DER SEQUENCE (catches cut or mangled files)."""
     try:
@@ -325,6 +367,6 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         usage=usage,
         kind=kind,
         hardware_backed=kind == "tpm",
-        encrypted=label == "ENCRYPTED PRIVATE KEY",
+        encrypted=label in _ENCRYPTED_LABELS,
         path=path,
     )

@@ -23,6 +23,8 @@ from cryptography.utils import Buffer
 from .errors import KeyUsageError, UnsupportedAlgorithm
 
 __all__ = [
+    "Certification",
+    "EndorsementKey",
     "EntraECKey",
     "EntraKey",
     "EntraPrivateKey",
@@ -31,7 +33,10 @@ __all__ = [
     "KeyUsage",
     "Provider",
     "ProviderInfo",
+    "Quote",
+    "SessionKey",
     "SignatureScheme",
+    "check_creatable",
 ]
 
 
@@ -42,6 +47,13 @@ class KeyType(enum.Enum):
     RSA3072 = "rsa3072"
     ECC256 = "ecc256"
     ECC384 = "ecc384"
+    #: The PRT session key (imported, never created): HMAC-SHA256 with a 32-byte key.
+    HMAC_SHA256 = "hmac-sha256"
+
+    @classmethod
+    def asymmetric(cls) -> tuple[KeyType, ...]:
+        """The key types ``create_key`` makes (all but the session key's)."""
+        return tuple(t for t in cls if t is not cls.HMAC_SHA256)
 
     @property
     def is_rsa(self) -> bool:
@@ -78,14 +90,35 @@ class KeyType(enum.Enum):
         raise UnsupportedAlgorithm(f"key type {type(key).__name__}")
 
 
-_BITS = {KeyType.RSA2048: 2048, KeyType.RSA3072: 3072, KeyType.ECC256: 256, KeyType.ECC384: 384}
+_BITS = {
+    KeyType.RSA2048: 2048,
+    KeyType.RSA3072: 3072,
+    KeyType.ECC256: 256,
+    KeyType.ECC384: 384,
+    KeyType.HMAC_SHA256: 256,
+}
+
+
+def check_creatable(key_type: KeyType, usage: KeyUsage) -> None:
+    """Refuse, the same way in both providers, what ``create_key`` cannot make."""
+    if key_type is KeyType.HMAC_SHA256 or usage is KeyUsage.DERIVE:
+        raise UnsupportedAlgorithm("session keys are imported (import_session_key), not created")
+    if usage is KeyUsage.DECRYPT and not key_type.is_rsa:
+        raise UnsupportedAlgorithm("elliptic-curve keys sign; decryption keys are RSA")
+    if usage is KeyUsage.ATTEST and key_type not in (KeyType.RSA2048, KeyType.ECC256):
+        raise UnsupportedAlgorithm("attestation keys are RSA-2048 or ECC P-256")
 
 
 class KeyUsage(enum.Enum):
-    """What a key is for: a device key signs, a transport key decrypts."""
+    """What a key is for: a device key signs, a transport key decrypts, an AK attests."""
 
     SIGN = "sign"
     DECRYPT = "decrypt"
+    #: The PRT session key: an HMAC-SHA256 key that only derives per-request keys.
+    DERIVE = "derive"
+    #: A restricted signing key (attestation key): it signs only what the TPM itself produced
+    #: (quotes, key certifications), never caller-given data.
+    ATTEST = "attest"
 
 
 class SignatureScheme(enum.Enum):
@@ -113,6 +146,63 @@ class ProviderInfo:
     spec_version: str | None = None
     tcti: str | None = None
     storage_key: str | None = None
+
+
+@dataclass(frozen=True)
+class EndorsementKey:
+    """An endorsement key's public area (TPMT_PUBLIC) and its certificate from NV, if any."""
+
+    key_type: KeyType
+    public: bytes
+    certificate: bytes | None
+    nv_index: int | None
+    handle: int | None
+    hardware_backed: bool
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A signed PCR quote: the exact TPMS_ATTEST and TPMT_SIGNATURE bytes, and the PCR values."""
+
+    attest: bytes
+    signature: bytes
+    pcr_bank: str
+    pcr_values: dict[int, bytes]
+    nonce: bytes
+    hardware_backed: bool
+
+
+@dataclass(frozen=True)
+class Certification:
+    """A key certified by an AK (TPM2_Certify): TPMS_ATTEST, TPMT_SIGNATURE, its TPMT_PUBLIC."""
+
+    attest: bytes
+    signature: bytes
+    key_public: bytes
+    nonce: bytes
+    hardware_backed: bool
+
+
+class SessionKey(abc.ABC):
+    """The PRT session key bound to a provider: it computes HMAC-SHA256 and never shows itself."""
+
+    @property
+    @abc.abstractmethod
+    def hardware_backed(self) -> bool:
+        """True only when the key lives in a TPM (a keyed-hash object under the storage key)."""
+
+    @abc.abstractmethod
+    def hmac_sha256(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of the data under the session key (one TPM2_HMAC in a TPM)."""
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[None]:
+        """Keep the key ready for a run of derivations (a TPM object stays loaded until exit)."""
+        yield
+
+    def __repr__(self) -> str:
+        backing = "hardware" if self.hardware_backed else "software"
+        return f"<{type(self).__name__} {backing}>"
 
 
 class EntraKey(abc.ABC):
@@ -263,6 +353,22 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def info(self) -> ProviderInfo:
         """Describes the provider (and, for a TPM, the chip)."""
+
+    # -- the PRT session key ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def import_session_key(
+        self, transport_key: EntraPrivateKey, encrypted_key: bytes
+    ) -> SessionKey:
+        """Decrypts a session key (RSA-OAEP SHA-1 to the transport key) and binds it here."""
+
+    @abc.abstractmethod
+    def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
+        """Serializes a session key of this provider to the PEM form kept in the key store."""
+
+    @abc.abstractmethod
+    def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
+        """Loads a session key from its stored PEM form."""
 
     def close(self) -> None:  # noqa: B027 - a provider with nothing to release keeps this
         """Releases what the provider holds (TPM connection, storage key)."""

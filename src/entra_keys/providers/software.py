@@ -6,12 +6,19 @@ so that code written against one runs on the other, but its keys are never ``har
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
 from typing import ClassVar
 
+from cryptography.exceptions import InvalidTag
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.utils import Buffer
 
 from ..errors import DecryptionError, KeyFileCorrupt, UnsupportedAlgorithm, WrongPassphrase
@@ -23,10 +30,12 @@ from ..provider import (
     KeyUsage,
     Provider,
     ProviderInfo,
+    SessionKey,
     SignatureScheme,
+    check_creatable,
 )
 
-__all__ = ["SoftwareECKey", "SoftwareProvider", "SoftwareRSAKey"]
+__all__ = ["SoftwareECKey", "SoftwareProvider", "SoftwareRSAKey", "SoftwareSessionKey"]
 
 
 class SoftwareRSAKey(EntraRSAKey):
@@ -52,6 +61,11 @@ class SoftwareRSAKey(EntraRSAKey):
         scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
         pad = _pss(hash_alg) if scheme is SignatureScheme.RSAPSS else padding
         return self._key.sign(digest, pad, utils.Prehashed(hash_alg))
+
+    def _attest_sign(self, data: bytes) -> bytes:
+        """Sign TPM-format attestation bytes as a TPM's RSASSA-SHA256 AK would (AKs only)."""
+        self._require(KeyUsage.ATTEST)
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         """Decrypts an RSA-OAEP ciphertext (SHA-1 or SHA-256, empty label)."""
@@ -108,6 +122,11 @@ class SoftwareECKey(EntraECKey):
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         return self._key.sign(digest, ec.ECDSA(utils.Prehashed(hash_alg)))
 
+    def _attest_sign(self, data: bytes) -> bytes:
+        """Sign TPM-format attestation bytes as a TPM's ECDSA-SHA256 AK would (AKs only); DER."""
+        self._require(KeyUsage.ATTEST)
+        return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+
     @property
     def curve(self) -> ec.EllipticCurve:
         """The curve."""
@@ -142,6 +161,76 @@ class SoftwareECKey(EntraECKey):
         return self
 
 
+class SoftwareSessionKey(SessionKey):
+    """The PRT session key in process memory (the software provider's stand-in for a TPM)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != SESSION_KEY_BYTES:
+            raise DecryptionError(f"the session key is {len(key)} bytes, not {SESSION_KEY_BYTES}")
+        self.__key = bytes(key)
+
+    @property
+    def hardware_backed(self) -> bool:
+        """Always False: the key is in this process's memory."""
+        return False
+
+    def hmac_sha256(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of the data under the session key."""
+        return hmac.new(self.__key, data, hashlib.sha256).digest()
+
+    def _key_bytes(self) -> bytes:
+        return self.__key
+
+
+SESSION_KEY_BYTES = 32
+_SESSION_LABEL = "ENTRA SESSION KEY"
+_ENCRYPTED_SESSION_LABEL = "ENTRA ENCRYPTED SESSION KEY"
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
+
+
+def _der_octets(*parts: bytes) -> bytes:
+    """SEQUENCE { INTEGER version, OCTET STRING... } for short parts (each under 128 bytes)."""
+    version = 1 if len(parts) > 1 else 0
+    body = bytes([0x02, 0x01, version]) + b"".join(bytes([0x04, len(p)]) + p for p in parts)
+    return bytes([0x30, len(body)]) + body
+
+
+def _der_octets_parse(der: bytes) -> tuple[int, list[bytes]]:
+    """The inverse of ``_der_octets``; KeyFileCorrupt on anything else."""
+    if len(der) < 5 or der[0] != 0x30 or der[1] != len(der) - 2 or der[2:4] != b"\x02\x01":
+        raise KeyFileCorrupt("not a session key structure")
+    version, rest, parts = der[4], der[5:], []
+    while rest:
+        if len(rest) < 2 or rest[0] != 0x04 or len(rest) < 2 + rest[1]:
+            raise KeyFileCorrupt("not a session key structure")
+        parts.append(rest[2 : 2 + rest[1]])
+        rest = rest[2 + rest[1] :]
+    return version, parts
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode("ascii")
+    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n".encode("ascii")
+
+
+def _unpem(data: bytes) -> tuple[str, bytes]:
+    try:
+        text = data.decode("ascii")
+        _, _, rest = text.partition("-----BEGIN ")
+        label, _, rest = rest.partition("-----")
+        body, sep, _ = rest.partition(f"-----END {label}-----")
+        if not sep:
+            raise ValueError("no end line")
+        return label, base64.b64decode("".join(body.split()), validate=True)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise KeyFileCorrupt(f"not a readable session key PEM ({exc})") from exc
+
+
+def _session_kek(passphrase: bytes, salt: bytes) -> AESGCM:
+    kdf = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    return AESGCM(kdf.derive(passphrase))
+
+
 def _pss(hash_alg: hashes.HashAlgorithm) -> padding.PSS:
     return padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.DIGEST_LENGTH)
 
@@ -151,14 +240,15 @@ class SoftwareProvider(Provider):
 
     kind: ClassVar[str] = "software"
     hardware_backed: ClassVar[bool] = False
-    pem_labels: ClassVar[frozenset[str]] = frozenset({"PRIVATE KEY", "ENCRYPTED PRIVATE KEY"})
+    pem_labels: ClassVar[frozenset[str]] = frozenset(
+        {"PRIVATE KEY", "ENCRYPTED PRIVATE KEY", _SESSION_LABEL, _ENCRYPTED_SESSION_LABEL}
+    )
 
     def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
         """Creates a key in memory."""
+        check_creatable(key_type, usage)
         if key_type.is_rsa:
             return SoftwareRSAKey(rsa.generate_private_key(65537, key_type.bits), usage)
-        if usage is not KeyUsage.SIGN:
-            raise UnsupportedAlgorithm("elliptic-curve keys sign; decryption keys are RSA")
         return SoftwareECKey(ec.generate_private_key(key_type.curve), usage)
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
@@ -204,3 +294,44 @@ class SoftwareProvider(Provider):
     def info(self) -> ProviderInfo:
         """The software provider has no chip to describe."""
         return ProviderInfo(kind=self.kind, hardware_backed=False)
+
+    def import_session_key(
+        self, transport_key: EntraPrivateKey, encrypted_key: bytes
+    ) -> SessionKey:
+        """Decrypts the session key with the software transport key (RSA-OAEP SHA-1)."""
+        if not isinstance(transport_key, SoftwareRSAKey):
+            raise UnsupportedAlgorithm("the transport key must be an RSA key of this provider")
+        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
+        secret = transport_key.decrypt(encrypted_key, padding.OAEP(padding.MGF1(sha1), sha1, None))
+        return SoftwareSessionKey(secret)
+
+    def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
+        """The raw key in a PEM structure, or scrypt + AES-256-GCM with a passphrase."""
+        if not isinstance(key, SoftwareSessionKey):
+            raise UnsupportedAlgorithm("only software session keys can be stored by this provider")
+        if not passphrase:
+            return _pem(_SESSION_LABEL, _der_octets(key._key_bytes()))
+        salt, nonce = os.urandom(16), os.urandom(12)
+        sealed = _session_kek(passphrase, salt).encrypt(
+            nonce, key._key_bytes(), _ENCRYPTED_SESSION_LABEL.encode()
+        )
+        return _pem(_ENCRYPTED_SESSION_LABEL, _der_octets(salt, nonce, sealed))
+
+    def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
+        """Loads a stored session key; a missing or wrong passphrase is WrongPassphrase."""
+        label, der = _unpem(data)
+        version, parts = _der_octets_parse(der)
+        if label == _SESSION_LABEL and version == 0 and len(parts) == 1:
+            return SoftwareSessionKey(parts[0])
+        if label != _ENCRYPTED_SESSION_LABEL or version != 1 or len(parts) != 3:
+            raise KeyFileCorrupt(f"not a software session key ({label})")
+        if not passphrase:
+            raise WrongPassphrase("the session key is encrypted and no passphrase was given")
+        salt, nonce, sealed = parts
+        try:
+            secret = _session_kek(passphrase, salt).decrypt(
+                nonce, sealed, _ENCRYPTED_SESSION_LABEL.encode()
+            )
+        except InvalidTag as exc:
+            raise WrongPassphrase("the passphrase is wrong or the session key is damaged") from exc
+        return SoftwareSessionKey(secret)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
@@ -46,7 +46,9 @@ from ..provider import (
     KeyUsage,
     Provider,
     ProviderInfo,
+    SessionKey,
     SignatureScheme,
+    check_creatable,
 )
 
 __all__ = ["SRK_HANDLE", "TPMECKey", "TPMProvider", "TPMRSAKey", "default_tcti"]
@@ -123,25 +125,21 @@ def _translate(exc: Exception, what: str, tcti: str | None) -> TPMError:
     return TPMError(f"{what} failed: {detail}", rc)
 
 
-class _TPMKeyBase:
-    """State shared by TPM RSA and EC keys: the blob, the public half, the loaded handle."""
+class _TPMObject:
+    """A TPM object known by its blob (private, public): loaded for one use, or pinned."""
 
     _provider: TPMProvider
     _private: Any
     _public: Any
-    _pub: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
     _handle: Any
     _pins: int
 
-    def _init_tpm(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
+    def _init_object(self, provider: TPMProvider, private: Any, public: Any) -> None:
         self._provider = provider
         self._private = private
         self._public = public
-        self._pub = _public_key(public)
         self._handle = None
         self._pins = 0
-        self.key_type = KeyType.of(self._pub)
-        self.usage = usage
 
     @property
     def hardware_backed(self) -> bool:
@@ -150,12 +148,12 @@ class _TPMKeyBase:
 
     @property
     def tpm_public(self) -> bytes:
-        """The key's TPM2B_PUBLIC, marshaled (what attestation certifies)."""
-        return bytes(self._public.marshal())
+        """The object's TPMT_PUBLIC, marshaled (what attestation certifies and names)."""
+        return bytes(self._public.publicArea.marshal())
 
     @contextlib.contextmanager
     def loaded(self) -> Iterator[None]:
-        """Keep the key loaded in the TPM until the block ends (one object slot)."""
+        """Keep the object loaded in the TPM until the block ends (one object slot)."""
         provider = self._provider
         with provider._tpm("load key") as esys:
             if self._pins == 0:
@@ -172,7 +170,7 @@ class _TPMKeyBase:
 
     @contextlib.contextmanager
     def _use(self, what: str) -> Iterator[tuple[Any, Any]]:
-        """The ESAPI context and a handle for this key, loaded for this operation if not pinned."""
+        """The ESAPI context and a handle for this object, loaded for this use if not pinned."""
         provider = self._provider
         with provider._tpm(what) as esys:
             if self._handle is not None:
@@ -183,6 +181,18 @@ class _TPMKeyBase:
                 yield esys, handle
             finally:
                 esys.flush_context(handle)
+
+
+class _TPMKeyBase(_TPMObject):
+    """What TPM RSA and EC keys share beyond the object: the public half, type and usage."""
+
+    _pub: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+    def _init_tpm(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
+        self._init_object(provider, private, public)
+        self._pub = _public_key(public)
+        self.key_type = KeyType.of(self._pub)
+        self.usage = usage
 
     def _refuse_export(self) -> KeyNotExportable:
         return KeyNotExportable(
@@ -220,7 +230,11 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         """Decrypts an RSA-OAEP ciphertext in the TPM (SHA-1 or SHA-256, empty label)."""
-        hash_alg = self.rsa_decrypt_args(padding)
+        plain = self._decrypt(ciphertext, self.rsa_decrypt_args(padding))
+        return bytes(plain)
+
+    def _decrypt(self, ciphertext: bytes, hash_alg: hashes.HashAlgorithm) -> Any:
+        """TPM2_RSA_Decrypt in a session that encrypts the plaintext on its way out of the TPM."""
         p = self._provider
         t = p._t
         scheme = t.TPMT_RSA_DECRYPT(scheme=t.TPM2_ALG.OAEP)
@@ -228,15 +242,18 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         if len(ciphertext) != self.key_size // 8:
             raise DecryptionError("the ciphertext is not as long as the key's modulus")
         try:
-            with self._use("RSA decrypt") as (esys, handle):
-                msg = esys.rsa_decrypt(
-                    handle, t.TPM2B_PUBLIC_KEY_RSA(ciphertext), scheme, t.TPM2B_DATA()
+            with self._use("RSA decrypt") as (esys, handle), p._encrypted_session(esys) as session:
+                return esys.rsa_decrypt(
+                    handle,
+                    t.TPM2B_PUBLIC_KEY_RSA(ciphertext),
+                    scheme,
+                    t.TPM2B_DATA(),
+                    session1=session,
                 )
         except (TPMUnreachable, TPMObjectMemory, TPMLockout, TPMAuthFailure):
             raise
         except TPMError as exc:
             raise DecryptionError("the ciphertext does not decrypt with this key") from exc
-        return bytes(msg)
 
     @property
     def key_size(self) -> int:
@@ -325,6 +342,37 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
         return self
 
 
+class TPMSessionKey(_TPMObject, SessionKey):
+    """The PRT session key as a keyed-hash (HMAC-SHA256) object under the storage key."""
+
+    #: The largest input one TPM2_HMAC takes (TPM2B_MAX_BUFFER).
+    MAX_INPUT = 1024
+
+    def __init__(self, provider: TPMProvider, private: Any, public: Any) -> None:
+        self._init_object(provider, private, public)
+
+    @property
+    def hardware_backed(self) -> bool:
+        """Always True: the key was created inside the TPM and cannot be read back."""
+        return True
+
+    def hmac_sha256(self, data: bytes) -> bytes:
+        """One TPM2_HMAC over the data (at most 1024 bytes, which every KDF input fits)."""
+        if len(data) > self.MAX_INPUT:
+            raise UnsupportedAlgorithm(
+                f"TPM2_HMAC takes at most {self.MAX_INPUT} bytes, not {len(data)}"
+            )
+        t = self._provider._t
+        with self._use("session key HMAC") as (esys, handle):
+            return bytes(esys.hmac(handle, t.TPM2B_MAX_BUFFER(data), t.TPM2_ALG.SHA256))
+
+
+def _wipe(tpm2b: Any) -> None:
+    """Overwrite a TPM2B buffer that held a secret (best effort: Python may keep copies)."""
+    with contextlib.suppress(Exception):
+        tpm2b.buffer[:] = bytes(len(tpm2b.buffer))
+
+
 def _public_key(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
     """The pyca public key of a TPM2B_PUBLIC."""
     key = serialization.load_der_public_key(bytes(public.to_der()))
@@ -403,6 +451,43 @@ class TPMProvider(Provider):
         """TPM2_Load under the storage key; the caller flushes what this returns."""
         return esys.load(self._srk, private, public)
 
+    @contextlib.contextmanager
+    def _encrypted_session(self, esys: Any) -> Iterator[Any]:
+        """A salted HMAC session (salt sealed to the storage key, AES-128-CFB) that encrypts the
+        first command and response parameters, so secrets never cross the TPM interface bare."""
+        t = self._t
+        session = esys.start_auth_session(
+            tpm_key=self._srk,
+            bind=t.ESYS_TR.NONE,
+            session_type=t.TPM2_SE.HMAC,
+            symmetric=t.TPMT_SYM_DEF.parse("aes128cfb"),
+            auth_hash=t.TPM2_ALG.SHA256,
+        )
+        try:
+            esys.trsess_set_attributes(
+                session,
+                t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT | t.TPMA_SESSION.CONTINUESESSION,
+            )
+            yield session
+        finally:
+            esys.flush_context(session)
+
+    def _hmac_template(self) -> Any:
+        """A keyed-hash HMAC-SHA256 object with caller-given key bytes, bound to this TPM."""
+        t = self._t
+        attrs = (
+            t.TPMA_OBJECT.FIXEDTPM
+            | t.TPMA_OBJECT.FIXEDPARENT
+            | t.TPMA_OBJECT.USERWITHAUTH
+            | t.TPMA_OBJECT.NODA
+            | t.TPMA_OBJECT.SIGN_ENCRYPT
+        )
+        public = t.TPMT_PUBLIC(type=t.TPM2_ALG.KEYEDHASH, nameAlg=t.TPM2_ALG.SHA256)
+        public.objectAttributes = attrs
+        public.parameters.keyedHashDetail.scheme.scheme = t.TPM2_ALG.HMAC
+        public.parameters.keyedHashDetail.scheme.details.hmac.hashAlg = t.TPM2_ALG.SHA256
+        return t.TPM2B_PUBLIC(publicArea=public)
+
     def _hash_alg(self, hash_alg: hashes.HashAlgorithm) -> Any:
         return getattr(self._t.TPM2_ALG, hash_alg.name.upper())
 
@@ -414,19 +499,30 @@ class TPMProvider(Provider):
     # -- Provider -----------------------------------------------------------------------------
 
     def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
-        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the SRK."""
+        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the SRK.
+
+        An attestation key (``KeyUsage.ATTEST``) is restricted, with the TPM's own signing
+        scheme (RSASSA-SHA256 or ECDSA-SHA256), so it signs only what the TPM produced.
+        """
         t = self._t
-        if not key_type.is_rsa and usage is not KeyUsage.SIGN:
-            raise UnsupportedAlgorithm("elliptic-curve keys sign; decryption keys are RSA")
+        check_creatable(key_type, usage)
         attrs = (
             t.TPMA_OBJECT.FIXEDTPM
             | t.TPMA_OBJECT.FIXEDPARENT
             | t.TPMA_OBJECT.SENSITIVEDATAORIGIN
             | t.TPMA_OBJECT.USERWITHAUTH
             | t.TPMA_OBJECT.NODA
-            | (t.TPMA_OBJECT.SIGN_ENCRYPT if usage is KeyUsage.SIGN else t.TPMA_OBJECT.DECRYPT)
         )
-        alg = f"{key_type.value}:null:null" if key_type.is_rsa else f"{key_type.value}:null"
+        if usage is KeyUsage.DECRYPT:
+            attrs |= t.TPMA_OBJECT.DECRYPT
+        else:
+            attrs |= t.TPMA_OBJECT.SIGN_ENCRYPT
+        if usage is KeyUsage.ATTEST:
+            attrs |= t.TPMA_OBJECT.RESTRICTED
+            scheme = "rsassa-sha256" if key_type.is_rsa else "ecdsa-sha256"
+        else:
+            scheme = "null"
+        alg = f"{key_type.value}:{scheme}" + (":null" if key_type.is_rsa else "")
         template = t.TPM2B_PUBLIC.parse(alg, nameAlg=t.TPM2_ALG.SHA256, objectAttributes=attrs)
         with self._tpm(f"create a {key_type.value} key") as esys:
             private, public, _, _, _ = esys.create(self._srk, t.TPM2B_SENSITIVE_CREATE(), template)
@@ -455,6 +551,25 @@ class TPMProvider(Provider):
     ) -> EntraPrivateKey:
         """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it."""
         del passphrase  # a TPM key file is bound to the TPM, not to a passphrase: ignored
+        blob = self._read_blob(data)
+        attrs = int(blob.public.publicArea.objectAttributes)
+        want = int(
+            self._t.TPMA_OBJECT.DECRYPT
+            if usage is KeyUsage.DECRYPT
+            else self._t.TPMA_OBJECT.SIGN_ENCRYPT
+        )
+        restricted = bool(attrs & int(self._t.TPMA_OBJECT.RESTRICTED))
+        if not attrs & want or restricted is not (usage is KeyUsage.ATTEST):
+            raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
+        try:
+            key: TPMRSAKey | TPMECKey = self._key(blob.private, blob.public, usage)
+        except (EntraKeysError, ValueError) as exc:
+            raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
+        self._check_loads(key)
+        return key
+
+    def _read_blob(self, data: bytes) -> Any:
+        """Parse a TSS2 PRIVATE KEY and check it hangs under this provider's storage key."""
         try:
             blob = self._t.tsskey.TSSPrivKey.from_pem(data)
         except Exception as exc:  # the TSS key parser raises many types on bad input
@@ -466,22 +581,12 @@ class TPMProvider(Provider):
                 f"the key was made under parent 0x{int(blob.parent):08x}, this TPM's storage "
                 f"key is 0x{self._srk_parent:08x}"
             )
-        attrs = int(blob.public.publicArea.objectAttributes)
-        want = int(
-            self._t.TPMA_OBJECT.SIGN_ENCRYPT
-            if usage is KeyUsage.SIGN
-            else self._t.TPMA_OBJECT.DECRYPT
-        )
-        if not attrs & want:
-            raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
+        return blob
+
+    def _check_loads(self, obj: _TPMObject) -> None:
+        """Load and flush once: a blob of another TPM or storage key fails here, typed."""
         try:
-            key: TPMRSAKey | TPMECKey = self._key(blob.private, blob.public, usage)
-        except (EntraKeysError, ValueError) as exc:
-            raise KeyFileCorrupt(
-                f"the key's public area is not a key entra_keys makes ({exc})"
-            ) from exc
-        try:
-            with key._use("load key"):
+            with obj._use("load key"):
                 pass
         except TPMError as exc:
             if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
@@ -490,6 +595,57 @@ class TPMProvider(Provider):
                 f"this TPM refuses the key blob: it was made by another TPM or under another "
                 f"storage key ({exc})"
             ) from exc
+
+    def import_session_key(
+        self, transport_key: EntraPrivateKey, encrypted_key: bytes
+    ) -> SessionKey:
+        """RSA-OAEP (SHA-1) decrypt in the TPM, then bind the 32 bytes as an HMAC key object.
+
+        Both commands run in a salted session with parameter encryption, so the key crosses the
+        TPM interface only encrypted; in this process it lives only between the two commands.
+        """
+        if not isinstance(transport_key, TPMRSAKey) or transport_key._provider is not self:
+            raise UnsupportedAlgorithm("the transport key must be an RSA key of this TPM provider")
+        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
+        transport_key.rsa_decrypt_args(padding.OAEP(padding.MGF1(sha1), sha1, None))
+        t = self._t
+        secret = transport_key._decrypt(encrypted_key, sha1)
+        try:
+            if secret.size != 32:
+                raise DecryptionError(f"the session key is {secret.size} bytes, not 32")
+            sensitive = t.TPM2B_SENSITIVE_CREATE(
+                sensitive=t.TPMS_SENSITIVE_CREATE(data=t.TPM2B_SENSITIVE_DATA(bytes(secret)))
+            )
+            with self._tpm("bind the session key") as esys, self._encrypted_session(esys) as s:
+                private, public, _, _, _ = esys.create(
+                    self._srk, sensitive, self._hmac_template(), session1=s
+                )
+            _wipe(sensitive.sensitive.data)
+        finally:
+            _wipe(secret)
+        return TPMSessionKey(self, private, public)
+
+    def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
+        """The session key object as a TSS2 PRIVATE KEY blob only this TPM can load."""
+        if passphrase:
+            raise UnsupportedAlgorithm(
+                "a TPM key file is bound to this TPM and needs no passphrase"
+            )
+        if not isinstance(key, TPMSessionKey) or key._provider is not self:
+            raise UnsupportedAlgorithm("only session keys of this TPM provider can be stored by it")
+        blob = self._t.tsskey.TSSPrivKey(
+            key._private, key._public, empty_auth=True, parent=self._srk_parent
+        )
+        return bytes(blob.to_pem())
+
+    def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
+        """Reads a session key blob and checks, by loading it once, that this TPM can use it."""
+        blob = self._read_blob(data)
+        area = blob.public.publicArea
+        if area.type != self._t.TPM2_ALG.KEYEDHASH:
+            raise KeyFileCorrupt("the blob is not a keyed-hash (session key) object")
+        key = TPMSessionKey(self, blob.private, blob.public)
+        self._check_loads(key)
         return key
 
     def info(self) -> ProviderInfo:
