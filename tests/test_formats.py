@@ -272,7 +272,7 @@ def test_jwk_members_are_the_key_numbers_in_base64url(signing_key: EntraPrivateK
     assert jwk_thumbprint(public) == thumbprint
 
 
-@pytest.mark.parametrize("kind", list(KeyType), ids=lambda t: t.value)
+@pytest.mark.parametrize("kind", KeyType.asymmetric(), ids=lambda t: t.value)
 def test_jwk_round_trips(kind: KeyType) -> None:
     key = software_key(kind)
     back = public_key_from_jwk(jwk(key))
