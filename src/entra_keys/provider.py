@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
-from .errors import KeyUsageError, UnsupportedAlgorithm
+from .errors import AttestationError, KeyUsageError, UnsupportedAlgorithm
 
 __all__ = [
+    "MAX_NONCE",
     "Certification",
     "EndorsementKey",
     "EntraECKey",
@@ -37,6 +38,7 @@ __all__ = [
     "SessionKey",
     "SignatureScheme",
     "check_creatable",
+    "check_nonce",
 ]
 
 
@@ -97,6 +99,16 @@ _BITS = {
     KeyType.ECC384: 384,
     KeyType.HMAC_SHA256: 256,
 }
+
+
+#: The largest qualifying data (nonce) a TPM takes: its largest digest (SHA-256 here).
+MAX_NONCE = 32
+
+
+def check_nonce(nonce: bytes) -> None:
+    """Refuse, in both providers, a nonce the TPM would reject with TPM_RC_SIZE."""
+    if len(nonce) > MAX_NONCE:
+        raise AttestationError(f"the nonce is {len(nonce)} bytes; a TPM takes at most {MAX_NONCE}")
 
 
 def check_creatable(key_type: KeyType, usage: KeyUsage) -> None:
@@ -353,6 +365,32 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def info(self) -> ProviderInfo:
         """Describes the provider (and, for a TPM, the chip)."""
+
+    # -- attestation ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def endorsement_keys(self) -> list[EndorsementKey]:
+        """The endorsement keys (RSA and ECC) with their certificates where provisioned."""
+
+    @abc.abstractmethod
+    def activate_credential(
+        self,
+        ak: EntraPrivateKey,
+        ek: EndorsementKey,
+        credential_blob: bytes,
+        encrypted_secret: bytes,
+    ) -> bytes:
+        """Recovers the secret a verifier bound to this EK and this AK's name (enrollment)."""
+
+    @abc.abstractmethod
+    def quote(
+        self, ak: EntraPrivateKey, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256"
+    ) -> Quote:
+        """A PCR quote signed by the AK over the caller's nonce (at most 32 bytes)."""
+
+    @abc.abstractmethod
+    def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
+        """The AK's signed statement that the key lives here, with its attributes."""
 
     # -- the PRT session key ------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -21,8 +22,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.utils import Buffer
 
-from ..errors import DecryptionError, KeyFileCorrupt, UnsupportedAlgorithm, WrongPassphrase
+from ..errors import (
+    AttestationError,
+    DecryptionError,
+    KeyFileCorrupt,
+    UnsupportedAlgorithm,
+    WrongPassphrase,
+)
 from ..provider import (
+    Certification,
+    EndorsementKey,
     EntraECKey,
     EntraPrivateKey,
     EntraRSAKey,
@@ -30,9 +39,11 @@ from ..provider import (
     KeyUsage,
     Provider,
     ProviderInfo,
+    Quote,
     SessionKey,
     SignatureScheme,
     check_creatable,
+    check_nonce,
 )
 
 __all__ = ["SoftwareECKey", "SoftwareProvider", "SoftwareRSAKey", "SoftwareSessionKey"]
@@ -61,6 +72,13 @@ class SoftwareRSAKey(EntraRSAKey):
         scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
         pad = _pss(hash_alg) if scheme is SignatureScheme.RSAPSS else padding
         return self._key.sign(digest, pad, utils.Prehashed(hash_alg))
+
+    @property
+    def tpm_public(self) -> bytes:
+        """The TPMT_PUBLIC a TPM would give this key (for names and certification)."""
+        from ..attestation.software import software_tpmt_public
+
+        return software_tpmt_public(self._key.public_key(), self.usage)
 
     def _attest_sign(self, data: bytes) -> bytes:
         """Sign TPM-format attestation bytes as a TPM's RSASSA-SHA256 AK would (AKs only)."""
@@ -121,6 +139,13 @@ class SoftwareECKey(EntraECKey):
         """Signs the data with ECDSA; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         return self._key.sign(digest, ec.ECDSA(utils.Prehashed(hash_alg)))
+
+    @property
+    def tpm_public(self) -> bytes:
+        """The TPMT_PUBLIC a TPM would give this key (for names and certification)."""
+        from ..attestation.software import software_tpmt_public
+
+        return software_tpmt_public(self._key.public_key(), self.usage)
 
     def _attest_sign(self, data: bytes) -> bytes:
         """Sign TPM-format attestation bytes as a TPM's ECDSA-SHA256 AK would (AKs only); DER."""
@@ -244,6 +269,9 @@ class SoftwareProvider(Provider):
         {"PRIVATE KEY", "ENCRYPTED PRIVATE KEY", _SESSION_LABEL, _ENCRYPTED_SESSION_LABEL}
     )
 
+    def __init__(self) -> None:
+        self._ek: rsa.RSAPrivateKey | None = None
+
     def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
         """Creates a key in memory."""
         check_creatable(key_type, usage)
@@ -294,6 +322,64 @@ class SoftwareProvider(Provider):
     def info(self) -> ProviderInfo:
         """The software provider has no chip to describe."""
         return ProviderInfo(kind=self.kind, hardware_backed=False)
+
+    # -- attestation, in the TPM's wire formats, marked as software --------------------------
+
+    def endorsement_keys(self) -> list[EndorsementKey]:
+        """A software EK (RSA-2048, made once per provider, in memory); it has no certificate."""
+        from ..attestation.software import software_endorsement_key
+
+        if self._ek is None:
+            self._ek = rsa.generate_private_key(65537, 2048)
+        return [software_endorsement_key(self._ek)]
+
+    def activate_credential(
+        self,
+        ak: EntraPrivateKey,
+        ek: EndorsementKey,
+        credential_blob: bytes,
+        encrypted_secret: bytes,
+    ) -> bytes:
+        """The TPM's ActivateCredential, done in software with this provider's software EK."""
+        from ..attestation.credential import activate_credential_with_key
+        from ..attestation.structures import TPMTPublic
+
+        ak_key = self._own_ak(ak)
+        mine = self.endorsement_keys()[0]
+        if self._ek is None or ek.public != mine.public:
+            raise AttestationError("the endorsement key given is not this provider's")
+        ak_name = TPMTPublic.parse(ak_key.tpm_public).name()
+        return activate_credential_with_key(
+            self._ek, TPMTPublic.parse(ek.public), ak_name, credential_blob, encrypted_secret
+        )
+
+    def quote(
+        self, ak: EntraPrivateKey, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256"
+    ) -> Quote:
+        """A quote in TPMS_ATTEST form over software PCRs (all zero), signed by a software AK."""
+        from ..attestation.software import software_quote
+
+        check_nonce(nonce)
+        ak_key = self._own_ak(ak)
+        return software_quote(ak_key, pcrs, nonce, bank)
+
+    def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
+        """A TPM2_Certify-shaped statement about a software key, signed by a software AK."""
+        from ..attestation.software import software_certify
+
+        check_nonce(nonce)
+        ak_key = self._own_ak(ak)
+        if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
+            raise UnsupportedAlgorithm("only software keys can be certified by a software AK")
+        return software_certify(key.tpm_public, ak_key, nonce)
+
+    def _own_ak(self, ak: EntraPrivateKey) -> SoftwareRSAKey | SoftwareECKey:
+        if not isinstance(ak, SoftwareRSAKey | SoftwareECKey):
+            raise UnsupportedAlgorithm("the attestation key must be a software key")
+        ak._require(KeyUsage.ATTEST)
+        return ak
+
+    # -- the PRT session key ------------------------------------------------------------------
 
     def import_session_key(
         self, transport_key: EntraPrivateKey, encrypted_key: bytes

@@ -16,19 +16,22 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
 from ..errors import (
+    AttestationError,
     DecryptionError,
     EntraKeysError,
     ForeignKey,
     HardwareUnavailable,
+    InvalidData,
     KeyFileCorrupt,
     KeyNotExportable,
     TPMAuthFailure,
@@ -39,6 +42,8 @@ from ..errors import (
     UnsupportedAlgorithm,
 )
 from ..provider import (
+    Certification,
+    EndorsementKey,
     EntraECKey,
     EntraPrivateKey,
     EntraRSAKey,
@@ -46,9 +51,11 @@ from ..provider import (
     KeyUsage,
     Provider,
     ProviderInfo,
+    Quote,
     SessionKey,
     SignatureScheme,
     check_creatable,
+    check_nonce,
 )
 
 __all__ = ["SRK_HANDLE", "TPMECKey", "TPMProvider", "TPMRSAKey", "default_tcti"]
@@ -60,6 +67,16 @@ TPM_DEVICE = "/dev/tpmrm0"
 #: Where a provisioned storage root key lives (TCG Provisioning Guidance).
 SRK_HANDLE = 0x81000001
 _RH_OWNER = 0x40000001
+
+# Endorsement keys (TCG EK Credential Profile 2.0): attributes fixedTPM|fixedParent|
+# sensitiveDataOrigin|adminWithPolicy|restricted|decrypt, and PolicySecret(TPM_RH_ENDORSEMENT).
+_EK_ATTRIBUTES = 0x000300B2
+_EK_POLICY = bytes.fromhex("837197674484B3F81A90CC8D46A5D724FD52D76E06520B64F2A1DA1B331469AA")
+_EK_PERSISTENT_FIRST, _EK_PERSISTENT_LAST = 0x81010000, 0x8101FFFF
+_EK_CERT_NV_FIRST = 0x01C00002
+# RSA and ECC low range, then the high range (RSA 2048/3072/4096, ECC P-256/P-384/P-521, ...).
+_EK_CERT_NV_INDICES = frozenset({0x01C00002, 0x01C0000A, *range(0x01C00012, 0x01C00020, 2)})
+_QUOTE_TRIES = 3
 
 # Response codes (TPM 2.0 Part 2, 6.6), after format-one decoding.
 _RC_AUTH_FAIL = 0x08E
@@ -367,6 +384,11 @@ class TPMSessionKey(_TPMObject, SessionKey):
             return bytes(esys.hmac(handle, t.TPM2B_MAX_BUFFER(data), t.TPM2_ALG.SHA256))
 
 
+def _check_same_ek(public: Any, ek: EndorsementKey) -> None:
+    if bytes(public.publicArea.marshal()) != ek.public:
+        raise AttestationError("this TPM's endorsement key is not the one given")
+
+
 def _wipe(tpm2b: Any) -> None:
     """Overwrite a TPM2B buffer that held a secret (best effort: Python may keep copies)."""
     with contextlib.suppress(Exception):
@@ -522,8 +544,11 @@ class TPMProvider(Provider):
             scheme = "rsassa-sha256" if key_type.is_rsa else "ecdsa-sha256"
         else:
             scheme = "null"
-        alg = f"{key_type.value}:{scheme}" + (":null" if key_type.is_rsa else "")
-        template = t.TPM2B_PUBLIC.parse(alg, nameAlg=t.TPM2_ALG.SHA256, objectAttributes=attrs)
+        template = t.TPM2B_PUBLIC.parse(
+            f"{key_type.value}:{scheme}", nameAlg=t.TPM2_ALG.SHA256, objectAttributes=attrs
+        )
+        # A signing or decryption key is not a storage parent: no symmetric algorithm.
+        template.publicArea.parameters.asymDetail.symmetric.algorithm = t.TPM2_ALG.NULL
         with self._tpm(f"create a {key_type.value} key") as esys:
             private, public, _, _, _ = esys.create(self._srk, t.TPM2B_SENSITIVE_CREATE(), template)
         return self._key(private, public, usage)
@@ -647,6 +672,265 @@ class TPMProvider(Provider):
         key = TPMSessionKey(self, blob.private, blob.public)
         self._check_loads(key)
         return key
+
+    # -- attestation --------------------------------------------------------------------------
+
+    def endorsement_keys(self) -> list[EndorsementKey]:
+        """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
+        with its certificate from NV where one is there."""
+        certs = self._ek_certificates()
+        found: list[EndorsementKey] = []
+        with self._tpm("read the endorsement keys") as esys:
+            for handle in self._persistent_handles(esys, _EK_PERSISTENT_FIRST, _EK_PERSISTENT_LAST):
+                tr = esys.tr_from_tpmpublic(handle)
+                try:
+                    public, _, _ = esys.read_public(tr)
+                finally:
+                    esys.tr_close(tr)
+                area = public.publicArea
+                if int(area.objectAttributes) & _EK_ATTRIBUTES != _EK_ATTRIBUTES:
+                    continue  # another kind of persistent key (an AK, a device key)
+                found.append(self._ek(area, handle, certs))
+            kinds = {ek.key_type.is_rsa for ek in found}
+            for key_type in (KeyType.RSA2048, KeyType.ECC256):
+                if key_type.is_rsa not in kinds:
+                    with self._transient_ek(esys, key_type) as (_, public):
+                        found.append(self._ek(public.publicArea, None, certs))
+        return found
+
+    def _ek(self, area: Any, handle: int | None, certs: dict[int, bytes]) -> EndorsementKey:
+        public = _public_key(self._t.TPM2B_PUBLIC(publicArea=area))
+        key_type = KeyType.of(public)
+        index, cert = None, None
+        for nv_index, der in certs.items():
+            try:
+                cert_key = x509.load_der_x509_certificate(der).public_key()
+            except ValueError:
+                continue
+            if cert_key == public:
+                index, cert = nv_index, der
+                break
+        return EndorsementKey(
+            key_type=key_type,
+            public=bytes(area.marshal()),
+            certificate=cert,
+            nv_index=index,
+            handle=handle,
+            hardware_backed=True,
+        )
+
+    def _persistent_handles(self, esys: Any, first: int, last: int) -> list[int]:
+        _, data = esys.get_capability(self._t.TPM2_CAP.HANDLES, first, 64)
+        return [int(h) for h in data.data.handles if first <= int(h) <= last]
+
+    def _ek_certificates(self) -> dict[int, bytes]:
+        """The EK certificates in NV (low and high range), by index; absent ones skipped."""
+        t = self._t
+        out: dict[int, bytes] = {}
+        with self._tpm("read the EK certificates") as esys:
+            _, data = esys.get_capability(t.TPM2_CAP.HANDLES, _EK_CERT_NV_FIRST, 64)
+            indices = [int(h) for h in data.data.handles if int(h) in _EK_CERT_NV_INDICES]
+            for index in indices:
+                out[index] = self._nv_read(esys, index)
+        return out
+
+    def _nv_read(self, esys: Any, index: int) -> bytes:
+        tr = esys.tr_from_tpmpublic(index)
+        try:
+            nv_public, _ = esys.nv_read_public(tr)
+            size = int(nv_public.nvPublic.dataSize)
+            chunk = self._nv_buffer_max(esys)
+            data = b"".join(
+                bytes(esys.nv_read(tr, min(chunk, size - offset), offset))
+                for offset in range(0, size, chunk)
+            )
+        finally:
+            esys.tr_close(tr)
+        return data
+
+    def _nv_buffer_max(self, esys: Any) -> int:
+        t = self._t
+        _, data = esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT_NV.BUFFER_MAX, 1)
+        props = list(data.data.tpmProperties)
+        return int(props[0].value) if props else 512
+
+    @contextlib.contextmanager
+    def _transient_ek(self, esys: Any, key_type: KeyType) -> Iterator[tuple[Any, Any]]:
+        """The EK made from its TCG template in the endorsement hierarchy (flushed after)."""
+        t = self._t
+        if key_type.is_rsa:
+            template = t.TPM2B_PUBLIC.parse(
+                "rsa2048:aes128cfb", objectAttributes=_EK_ATTRIBUTES, authPolicy=_EK_POLICY
+            )
+            template.publicArea.unique.rsa = b"\0" * 256
+        else:
+            template = t.TPM2B_PUBLIC.parse(
+                "ecc256:aes128cfb", objectAttributes=_EK_ATTRIBUTES, authPolicy=_EK_POLICY
+            )
+            template.publicArea.unique.ecc.x = b"\0" * 32
+            template.publicArea.unique.ecc.y = b"\0" * 32
+        handle, public, _, _, _ = esys.create_primary(
+            t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.ENDORSEMENT
+        )
+        try:
+            yield handle, public
+        finally:
+            esys.flush_context(handle)
+
+    @contextlib.contextmanager
+    def _ek_handle(self, esys: Any, ek: EndorsementKey) -> Iterator[Any]:
+        """A handle on this TPM's copy of the EK, refusing an EK this TPM does not hold."""
+        if ek.handle is not None:
+            tr = esys.tr_from_tpmpublic(ek.handle)
+            try:
+                public, _, _ = esys.read_public(tr)
+                _check_same_ek(public, ek)
+                yield tr
+            finally:
+                esys.tr_close(tr)
+            return
+        with self._transient_ek(esys, ek.key_type) as (handle, public):
+            _check_same_ek(public, ek)
+            yield handle
+
+    @contextlib.contextmanager
+    def _ek_auth(self, esys: Any, ek: EndorsementKey) -> Iterator[Any]:
+        """The EK's authorization: its empty password where userWithAuth is set (high-range
+        EKs), else a policy session satisfying PolicySecret(TPM_RH_ENDORSEMENT)."""
+        t = self._t
+        area, _ = t.TPMT_PUBLIC.unmarshal(ek.public)
+        if int(area.objectAttributes) & int(t.TPMA_OBJECT.USERWITHAUTH):
+            yield t.ESYS_TR.PASSWORD
+            return
+        session = esys.start_auth_session(
+            tpm_key=t.ESYS_TR.NONE,
+            bind=t.ESYS_TR.NONE,
+            session_type=t.TPM2_SE.POLICY,
+            symmetric=t.TPMT_SYM_DEF(algorithm=t.TPM2_ALG.NULL),
+            auth_hash=area.nameAlg,
+        )
+        try:
+            esys.policy_secret(t.ESYS_TR.ENDORSEMENT, session)
+            yield session
+        finally:
+            esys.flush_context(session)
+
+    def activate_credential(
+        self,
+        ak: EntraPrivateKey,
+        ek: EndorsementKey,
+        credential_blob: bytes,
+        encrypted_secret: bytes,
+    ) -> bytes:
+        """TPM2_ActivateCredential: recover a verifier's secret, which only a TPM holding both
+        this AK and this EK can do (the EK is authorized by PolicySecret(endorsement))."""
+        t = self._t
+        ak_obj = self._attestation_key(ak)
+        try:
+            blob, _ = t.TPM2B_ID_OBJECT.unmarshal(credential_blob)
+            secret, _ = t.TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
+        except Exception as exc:  # the unmarshalers raise several types on short input
+            raise InvalidData(f"not a TPM2B_ID_OBJECT / TPM2B_ENCRYPTED_SECRET ({exc})") from exc
+        with (
+            ak_obj._use("activate the credential") as (esys, ak_handle),
+            self._ek_handle(esys, ek) as ek_handle,
+        ):
+            try:
+                with self._ek_auth(esys, ek) as ek_session:
+                    cert_info = esys.activate_credential(
+                        ak_handle, ek_handle, blob, secret, session2=ek_session
+                    )
+            except self._t.TSS2_Exception as exc:
+                raise AttestationError(
+                    "the TPM refused the credential: it was not made for this EK and this AK "
+                    f"({exc})"
+                ) from exc
+        return bytes(cert_info)
+
+    def quote(
+        self,
+        ak: EntraPrivateKey,
+        pcrs: Sequence[int],
+        nonce: bytes,
+        bank: str = "sha256",
+    ) -> Quote:
+        """TPM2_Quote over the PCRs with the caller's nonce, with the PCR values read in the
+        same run; the quote is retried if a PCR changes between the read and the quote."""
+        check_nonce(nonce)
+        selection = self._pcr_selection(pcrs, bank)
+        ak_obj = self._attestation_key(ak)
+        t = self._t
+        with ak_obj._use("quote") as (esys, ak_handle):
+            for _ in range(_QUOTE_TRIES):
+                before, values = self._pcr_values(esys, bank, pcrs)
+                attest, signature = esys.quote(ak_handle, selection, t.TPM2B_DATA(nonce))
+                after, _ = self._pcr_values(esys, bank, pcrs[:1])
+                if before == after:
+                    return Quote(
+                        attest=bytes(attest),
+                        signature=bytes(signature.marshal()),
+                        pcr_bank=bank,
+                        pcr_values=values,
+                        nonce=bytes(nonce),
+                        hardware_backed=True,
+                    )
+        raise AttestationError(
+            f"the PCRs kept changing while they were quoted ({_QUOTE_TRIES} tries)"
+        )
+
+    def _pcr_selection(self, pcrs: Sequence[int], bank: str) -> Any:
+        if not pcrs or any(not 0 <= p <= 23 for p in pcrs) or len(set(pcrs)) != len(pcrs):
+            raise InvalidData(f"PCR indices must be distinct and 0..23, not {list(pcrs)}")
+        if bank not in ("sha1", "sha256", "sha384", "sha512"):
+            raise UnsupportedAlgorithm(f"PCR bank {bank!r}")
+        return self._t.TPML_PCR_SELECTION.parse(f"{bank}:{','.join(map(str, sorted(pcrs)))}")
+
+    def _pcr_values(
+        self, esys: Any, bank: str, pcrs: Sequence[int]
+    ) -> tuple[int, dict[int, bytes]]:
+        """The PCR update counter and values (TPM2_PCR_Read gives at most 8 per call)."""
+        t = self._t
+        wanted = sorted(pcrs)
+        values: dict[int, bytes] = {}
+        counter = None
+        for start in range(0, len(wanted), 8):
+            part = wanted[start : start + 8]
+            spec = f"{bank}:{','.join(map(str, part))}"
+            update, _, digests = esys.pcr_read(t.TPML_PCR_SELECTION.parse(spec))
+            if counter is None:
+                counter = int(update)
+            elif counter != int(update):
+                counter = -1  # changed mid-read: the caller's comparison fails and retries
+            values.update(zip(part, (bytes(d) for d in digests), strict=True))
+        return counter if counter is not None else -1, values
+
+    def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
+        """TPM2_Certify: the AK signs that this key (by name) lives in this TPM."""
+        check_nonce(nonce)
+        ak_obj = self._attestation_key(ak)
+        if not isinstance(key, TPMRSAKey | TPMECKey) or key._provider is not self:
+            raise UnsupportedAlgorithm("only keys of this TPM provider can be certified by it")
+        t = self._t
+        with key._use("certify") as (esys, key_handle), ak_obj._use("certify") as (_, ak_handle):
+            attest, signature = esys.certify(
+                key_handle,
+                ak_handle,
+                t.TPM2B_DATA(nonce),
+                t.TPMT_SIG_SCHEME(scheme=t.TPM2_ALG.NULL),
+            )
+        return Certification(
+            attest=bytes(attest),
+            signature=bytes(signature.marshal()),
+            key_public=key.tpm_public,
+            nonce=bytes(nonce),
+            hardware_backed=True,
+        )
+
+    def _attestation_key(self, ak: EntraPrivateKey) -> TPMRSAKey | TPMECKey:
+        if not isinstance(ak, TPMRSAKey | TPMECKey) or ak._provider is not self:
+            raise UnsupportedAlgorithm("the attestation key must be a key of this TPM provider")
+        ak._require(KeyUsage.ATTEST)
+        return ak
 
     def info(self) -> ProviderInfo:
         """The TPM's manufacturer, vendor string, firmware and specification version."""
