@@ -233,17 +233,11 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         """Signs the data in the TPM (PKCS#1 v1.5, or PSS with a digest-length salt)."""
         scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
         p = self._provider
-        tpm_scheme = (
-            p._t.TPM2_ALG.RSAPSS if scheme is SignatureScheme.RSAPSS else (p._t.TPM2_ALG.RSASSA)
-        )
         with self._use("RSA sign") as (esys, handle):
             sig = esys.sign(
-                handle,
-                p._t.TPM2B_DIGEST(digest),
-                p._sig_scheme(tpm_scheme, hash_alg),
-                p._null_ticket,
+                handle, p._t.TPM2B_DIGEST(digest), p._sig_scheme(scheme, hash_alg), p._null_ticket
             )
-        return bytes(sig.signature.rsassa.sig)
+        return _signature_parts(sig)[0]
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         """Decrypts an RSA-OAEP ciphertext in the TPM (SHA-1 or SHA-256, empty label)."""
@@ -316,12 +310,11 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
             sig = esys.sign(
                 handle,
                 p._t.TPM2B_DIGEST(digest),
-                p._sig_scheme(p._t.TPM2_ALG.ECDSA, hash_alg),
+                p._sig_scheme(SignatureScheme.ECDSA, hash_alg),
                 p._null_ticket,
             )
-        r = int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big")
-        s = int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big")
-        return utils.encode_dss_signature(r, s)
+        r, s = _signature_parts(sig)
+        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
 
     @property
     def curve(self) -> ec.EllipticCurve:
@@ -384,6 +377,19 @@ class TPMSessionKey(_TPMObject, SessionKey):
             return bytes(esys.hmac(handle, t.TPM2B_MAX_BUFFER(data), t.TPM2_ALG.SHA256))
 
 
+def _signature_parts(signature: Any) -> tuple[bytes, bytes]:
+    """The RSA signature (and b"") or ECDSA (r, s) of a TPMT_SIGNATURE, read from its wire form
+    in one C call rather than through the TSS's per-field Python wrappers."""
+    wire = bytes(signature.marshal())  # sigAlg u16, hashAlg u16, then TPM2B field(s)
+    first = int.from_bytes(wire[4:6], "big")
+    part1 = wire[6 : 6 + first]
+    rest = wire[6 + first :]
+    if not rest:
+        return part1, b""
+    second = int.from_bytes(rest[:2], "big")
+    return part1, rest[2 : 2 + second]
+
+
 def _check_same_ek(public: Any, ek: EndorsementKey) -> None:
     if bytes(public.publicArea.marshal()) != ek.public:
         raise AttestationError("this TPM's endorsement key is not the one given")
@@ -426,6 +432,7 @@ class TPMProvider(Provider):
             raise TPMUnreachable(
                 f"cannot open the TPM at {self.tcti}: {exc} (rc 0x{int(exc.rc):x})", int(exc.rc)
             ) from exc
+        self._sig_schemes: dict[tuple[SignatureScheme, str], Any] = {}
         self._null_ticket = self._t.TPMT_TK_HASHCHECK(
             tag=self._t.TPM2_ST.HASHCHECK, hierarchy=self._t.TPM2_RH.NULL
         )
@@ -513,10 +520,20 @@ class TPMProvider(Provider):
     def _hash_alg(self, hash_alg: hashes.HashAlgorithm) -> Any:
         return getattr(self._t.TPM2_ALG, hash_alg.name.upper())
 
-    def _sig_scheme(self, scheme: Any, hash_alg: hashes.HashAlgorithm) -> Any:
-        sig_scheme = self._t.TPMT_SIG_SCHEME(scheme=scheme)
-        sig_scheme.details.any.hashAlg = self._hash_alg(hash_alg)
-        return sig_scheme
+    def _sig_scheme(self, scheme: SignatureScheme, hash_alg: hashes.HashAlgorithm) -> Any:
+        """The TPMT_SIG_SCHEME for a scheme and hash, built once (signing is the hot path)."""
+        cached = self._sig_schemes.get((scheme, hash_alg.name))
+        if cached is None:
+            t = self._t
+            alg = {
+                SignatureScheme.RSASSA: t.TPM2_ALG.RSASSA,
+                SignatureScheme.RSAPSS: t.TPM2_ALG.RSAPSS,
+                SignatureScheme.ECDSA: t.TPM2_ALG.ECDSA,
+            }[scheme]
+            cached = t.TPMT_SIG_SCHEME(scheme=alg)
+            cached.details.any.hashAlg = self._hash_alg(hash_alg)
+            self._sig_schemes[(scheme, hash_alg.name)] = cached
+        return cached
 
     # -- Provider -----------------------------------------------------------------------------
 
