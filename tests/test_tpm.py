@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +162,33 @@ def test_stopped_tpm_is_unreachable_not_a_hang(other_swtpm: Swtpm) -> None:
         other_swtpm.kill()
         with pytest.raises(TPMUnreachable):
             key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+
+
+def test_tpm_that_stops_answering_fails_in_bounded_time(other_swtpm: Swtpm, tmp_path: Path) -> None:
+    """A frozen simulator (SIGSTOP) must not hang the caller: the call fails as unreachable."""
+    provider = TPMProvider(other_swtpm.tcti, timeout=1.0)
+    store = KeyStore(provider, tmp_path / "store")
+    key = store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    pid = other_swtpm.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TPMUnreachable, match="did not answer within 1 s"):
+            key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        assert time.monotonic() - started < 5
+        with pytest.raises(TPMUnreachable, match="closed"):
+            key.sign(b"m", ec.ECDSA(hashes.SHA256()))  # fails fast from now on
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        provider.close()
+    other_swtpm.stop()  # a restart clears what the frozen call left loaded
+    other_swtpm.start()
+    with open_provider("tpm", tcti=other_swtpm.tcti) as again:
+        reloaded = KeyStore(again, tmp_path / "store").load("device")
+        assert isinstance(reloaded, ec.EllipticCurvePrivateKey)
+        reloaded.public_key().verify(
+            reloaded.sign(b"m", ec.ECDSA(hashes.SHA256())), b"m", ec.ECDSA(hashes.SHA256())
+        )
+    assert transient_handles(other_swtpm.tcti) == []

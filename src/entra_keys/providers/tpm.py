@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import stat
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -390,6 +393,60 @@ def _signature_parts(signature: Any) -> tuple[bytes, bytes]:
     return part1, rest[2 : 2 + second]
 
 
+class _Watchdog:
+    """Ends a simulator command that waits longer than the timeout, by shutting down the
+    socket it waits on: the TSS's one-call API waits without limit, and a stopped swtpm would
+    hang the caller. (/dev/tpmrm0 is bounded by the kernel driver's own timeouts.)"""
+
+    def __init__(self, tcti: str, timeout: float) -> None:
+        self.timeout = timeout
+        self.started: float | None = None
+        self.fired = False
+        conf = tcti.partition(":")[2]
+        options = dict(part.partition("=")[::2] for part in conf.split(",") if part)
+        self._path = options.get("path")  # swtpm on a unix socket
+        port = options.get("port", "2321")  # swtpm or mssim over TCP (command port, +1 platform)
+        self._port = int(port) if port.isdigit() else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="entra-keys-tpm-watchdog")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(self.timeout / 4, 0.5)):
+            started = self.started
+            if started is not None and time.monotonic() - started > self.timeout:
+                self.fired = True
+                self._shutdown_sockets()
+
+    def _shutdown_sockets(self) -> None:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if not stat.S_ISSOCK(os.fstat(int(fd)).st_mode):
+                    continue
+                sock = socket.socket(fileno=os.dup(int(fd)))
+            except OSError:
+                continue
+            with sock:
+                try:
+                    peer = sock.getpeername()
+                except OSError:
+                    continue
+                ours = (
+                    peer == self._path
+                    if isinstance(peer, str)
+                    else (
+                        isinstance(peer, tuple) and peer[1] in (self._port, (self._port or 0) + 1)
+                    )
+                )
+                if ours:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def _check_same_ek(public: Any, ek: EndorsementKey) -> None:
     if bytes(public.publicArea.marshal()) != ek.public:
         raise AttestationError("this TPM's endorsement key is not the one given")
@@ -416,7 +473,10 @@ class TPMProvider(Provider):
     hardware_backed: ClassVar[bool] = True
     pem_labels: ClassVar[frozenset[str]] = frozenset({"TSS2 PRIVATE KEY"})
 
-    def __init__(self, tcti: str | None = None) -> None:
+    #: Seconds a command may wait for a simulator's answer before it fails as unreachable.
+    DEFAULT_TIMEOUT = 30.0
+
+    def __init__(self, tcti: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._t = _import_pytss()
         self.tcti = tcti or default_tcti()
         if self.tcti is None:
@@ -426,12 +486,15 @@ class TPMProvider(Provider):
             )
         self._lock = threading.RLock()
         self._esys: Any = None
+        self._watchdog: _Watchdog | None = None
         try:
             self._esys = self._t.ESAPI(self.tcti)
         except self._t.TSS2_Exception as exc:
             raise TPMUnreachable(
                 f"cannot open the TPM at {self.tcti}: {exc} (rc 0x{int(exc.rc):x})", int(exc.rc)
             ) from exc
+        simulator = self.tcti.partition(":")[0] in ("swtpm", "mssim")
+        self._watchdog = _Watchdog(self.tcti, timeout) if simulator and timeout > 0 else None
         self._sig_schemes: dict[tuple[SignatureScheme, str], Any] = {}
         self._null_ticket = self._t.TPMT_TK_HASHCHECK(
             tag=self._t.TPM2_ST.HASHCHECK, hierarchy=self._t.TPM2_RH.NULL
@@ -453,10 +516,25 @@ class TPMProvider(Provider):
         with self._lock:
             if self._esys is None:
                 raise TPMUnreachable(f"{what}: the TPM provider is closed")
+            watchdog = self._watchdog
+            if watchdog is not None:
+                watchdog.started = time.monotonic()
             try:
                 yield self._esys
             except self._t.TSS2_Exception as exc:
-                raise _translate(exc, what, self.tcti) from exc
+                error = _translate(exc, what, self.tcti)
+                if watchdog is not None and watchdog.fired:
+                    error = TPMUnreachable(
+                        f"{what}: the TPM at {self.tcti} did not answer within "
+                        f"{watchdog.timeout:g} s",
+                        error.rc,
+                    )
+                if isinstance(error, TPMUnreachable):
+                    self._drop_connection()
+                raise error from exc
+            finally:
+                if watchdog is not None:
+                    watchdog.started = None
 
     def _open_storage_key(self) -> None:
         """Use the persistent SRK where provisioned, else create the standard primary once."""
@@ -982,8 +1060,20 @@ class TPMProvider(Provider):
             _, data = esys.get_capability(t.TPM2_CAP.HANDLES, t.TPM2_HC.TRANSIENT_FIRST, 64)
         return [int(h) for h in data.data.handles]
 
+    def _drop_connection(self) -> None:
+        """After an I/O failure the ESAPI context is unusable: close it so that every later
+        call fails fast as unreachable (open a new provider once the TPM is back)."""
+        esys, self._esys = self._esys, None
+        self._srk = None
+        if esys is not None:
+            with contextlib.suppress(Exception):
+                esys.close()
+
     def close(self) -> None:
         """Flushes the storage key this provider created and closes the TPM connection."""
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            watchdog.stop()
         with self._lock:
             esys, self._esys = self._esys, None
             if esys is None:
