@@ -80,8 +80,11 @@ def test_only_the_storage_key_stays_loaded(tpm_provider: Provider) -> None:
     assert tpm.transient_handles() == baseline
 
 
-def test_full_object_memory_is_a_typed_error_and_recovers(tpm_provider: Provider) -> None:
+def test_full_object_memory_is_a_typed_error_and_recovers(
+    tpm_provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """swtpm has three object slots: storage key + two pinned keys fill them."""
+    monkeypatch.setattr(tpm_provider, "OBJECT_MEMORY_WAIT", 0.2)  # our own pins never free up
     a = cached_key(tpm_provider, KeyType.ECC256, KeyUsage.SIGN)
     b = cached_key(tpm_provider, KeyType.ECC384, KeyUsage.SIGN)
     c = cached_key(tpm_provider, KeyType.RSA2048, KeyUsage.SIGN)

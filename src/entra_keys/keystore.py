@@ -269,7 +269,8 @@ class KeyStore:
         """Temp file (0600) in the same directory, fsync, then link or rename into place."""
         self._ensure_dir()
         name = path.name.removesuffix(_SUFFIX)
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX + name + ".", dir=self.path)
+        self._remove_stale_temp_files()
+        fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}.{name}.", dir=self.path)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -295,12 +296,31 @@ class KeyStore:
             raise
         self._fsync_dir()
 
+    def _remove_stale_temp_files(self) -> None:
+        """Remove temp files a killed writer left (their process is gone); they never held a
+        key under its name, so nothing stored is lost."""
+        for entry in self.path.glob(_TEMP_PREFIX + "*"):
+            pid = entry.name[len(_TEMP_PREFIX) :].partition(".")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
     def _fsync_dir(self) -> None:
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _header(key_type: KeyType, usage: KeyUsage) -> bytes:

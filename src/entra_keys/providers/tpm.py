@@ -475,6 +475,8 @@ class TPMProvider(Provider):
 
     #: Seconds a command may wait for a simulator's answer before it fails as unreachable.
     DEFAULT_TIMEOUT = 30.0
+    #: Seconds a load waits for a free object slot held by another process.
+    OBJECT_MEMORY_WAIT = 2.0
 
     def __init__(self, tcti: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._t = _import_pytss()
@@ -555,8 +557,22 @@ class TPMProvider(Provider):
             self._srk_owned = True
 
     def _load(self, esys: Any, private: Any, public: Any) -> Any:
-        """TPM2_Load under the storage key; the caller flushes what this returns."""
-        return esys.load(self._srk, private, public)
+        """TPM2_Load under the storage key; the caller flushes what this returns.
+
+        Without a resource manager (swtpm), another process may hold the object slots for a
+        moment: a full TPM is retried for up to ``OBJECT_MEMORY_WAIT`` seconds before
+        ``TPMObjectMemory`` is raised.
+        """
+        deadline = time.monotonic() + self.OBJECT_MEMORY_WAIT
+        pause = 0.005
+        while True:
+            try:
+                return esys.load(self._srk, private, public)
+            except self._t.TSS2_Exception as exc:
+                if int(exc.error) != _RC_OBJECT_MEMORY or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     @contextlib.contextmanager
     def _encrypted_session(self, esys: Any) -> Iterator[Any]:
