@@ -189,3 +189,15 @@ def test_default_path_follows_the_environment(
     store = KeyStore(open_provider("software"))
     store.create("k", KeyType.ECC256, KeyUsage.SIGN)
     assert (tmp_path / "xdg" / "entra-keys" / "k.pem").is_file()
+
+
+def test_software_pin_is_the_key_files_passphrase(tmp_path: Path) -> None:
+    """Software has no dictionary-attack counter: a PIN encrypts the file, asked again to load."""
+    store = KeyStore(open_provider("software"), tmp_path / "store")
+    made = store.create("device", KeyType.ECC256, KeyUsage.SIGN, pin=b"1234")
+    assert store.info("device").encrypted
+    with pytest.raises(WrongPassphrase, match="'device'"):
+        store.load("device")
+    with pytest.raises(WrongPassphrase, match="'device'"):
+        store.load("device", pin=b"0000")
+    assert store.load("device", pin=b"1234").public_key() == made.public_key()

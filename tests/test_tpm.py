@@ -18,7 +18,10 @@ from entra_keys import (
     KeyStore,
     KeyType,
     KeyUsage,
+    PinRequired,
     Provider,
+    TPMAuthFailure,
+    TPMLockout,
     TPMObjectMemory,
     TPMUnreachable,
     open_provider,
@@ -195,3 +198,52 @@ def test_tpm_that_stops_answering_fails_in_bounded_time(other_swtpm: Swtpm, tmp_
             reloaded.sign(b"m", ec.ECDSA(hashes.SHA256())), b"m", ec.ECDSA(hashes.SHA256())
         )
     assert transient_handles(other_swtpm.tcti) == []
+
+
+@pytest.fixture
+def strict_swtpm(other_swtpm: Swtpm) -> Swtpm:
+    """The second swtpm with a short dictionary-attack policy: 3 tries, one forgiven per 2 s."""
+    subprocess.run(
+        ["tpm2_dictionarylockout", "-s", "-n", "3", "-t", "2", "-l", "2"],
+        env={**os.environ, "TPM2TOOLS_TCTI": other_swtpm.tcti},
+        check=True,
+        capture_output=True,
+    )
+    return other_swtpm
+
+
+def test_pin_guards_a_key_and_wrong_pins_lead_to_lockout(
+    strict_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    from tpm2_pytss import TPMA_OBJECT, TPMT_PUBLIC
+
+    with open_provider("tpm", tcti=strict_swtpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        made = store.create("device", KeyType.ECC256, KeyUsage.SIGN, pin=b"1234")
+        plain = store.create("plain", KeyType.ECC256, KeyUsage.SIGN)
+        public, _ = TPMT_PUBLIC.unmarshal(made.tpm_public)  # type: ignore[union-attr]
+        assert not public.objectAttributes & TPMA_OBJECT.NODA  # wrong PINs are counted
+        public, _ = TPMT_PUBLIC.unmarshal(plain.tpm_public)  # type: ignore[union-attr]
+        assert public.objectAttributes & TPMA_OBJECT.NODA  # no PIN: nothing to count
+
+        with pytest.raises(PinRequired, match="'device'"):
+            store.load("device")
+        good = store.load("device", pin=b"1234")
+        wrong = store.load("device", pin=b"0000")
+        assert isinstance(good, ec.EllipticCurvePrivateKey)
+        assert isinstance(wrong, ec.EllipticCurvePrivateKey)
+        good.public_key().verify(
+            good.sign(b"m", ec.ECDSA(hashes.SHA256())), b"m", ec.ECDSA(hashes.SHA256())
+        )
+        for left in (2, 1, 0):
+            with pytest.raises(TPMAuthFailure, match=f"wrong PIN; {left} tries left") as info:
+                wrong.sign(b"m", ec.ECDSA(hashes.SHA256()))
+            assert info.value.tries_left == left
+        with pytest.raises(TPMLockout, match="forgives one every 2 s") as locked:
+            good.sign(b"m", ec.ECDSA(hashes.SHA256()))  # even the right PIN, while locked out
+        assert locked.value.retry_after == 2
+        assert isinstance(plain, ec.EllipticCurvePrivateKey)
+        plain.sign(b"m", ec.ECDSA(hashes.SHA256()))  # a noDA key works through the lockout
+        time.sleep(2.5)  # one failure forgiven
+        good.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    assert transient_handles(strict_swtpm.tcti) == []

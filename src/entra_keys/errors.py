@@ -22,6 +22,7 @@ and chained with ``raise ... from exc``. No message carries key material.
     │   ├── KeyFileCorrupt             truncated, garbage or wrong-format key file
     │   ├── WrongPassphrase            a passphrase is missing or wrong
     │   ├── WrongProvider              a TPM key opened with the software provider, or back
+    │   ├── PinRequired                a key made with a PIN was loaded without one
     │   └── ForeignKey                 a TPM key blob made by another TPM or storage key
     ├── KeyUsageError                  the key may not do that (sign with a decrypt key, ...)
     ├── KeyNotExportable               the private half lives in hardware
@@ -49,6 +50,7 @@ __all__ = [
     "KeyNotFound",
     "KeyStoreError",
     "KeyUsageError",
+    "PinRequired",
     "ProviderError",
     "StorePermissionError",
     "TPMAuthFailure",
@@ -91,11 +93,19 @@ class TPMObjectMemory(TPMError):
 
 
 class TPMAuthFailure(TPMError):
-    """An authorization value was wrong; it counts toward dictionary-attack lockout."""
+    """A wrong authorization value (PIN); ``tries_left`` before dictionary-attack lockout."""
+
+    def __init__(self, message: str, rc: int | None = None, tries_left: int | None = None) -> None:
+        super().__init__(message, rc)
+        self.tries_left = tries_left
 
 
 class TPMLockout(TPMError):
-    """The TPM is in dictionary-attack lockout and refuses authorizations until it recovers."""
+    """The TPM is in dictionary-attack lockout; ``retry_after`` seconds until one more try."""
+
+    def __init__(self, message: str, rc: int | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, rc)
+        self.retry_after = retry_after
 
 
 class KeyStoreError(EntraKeysError):
@@ -132,6 +142,10 @@ class WrongPassphrase(KeyStoreError):
 
 class WrongProvider(KeyStoreError):
     """A key file of the other provider (a TPM key opened with the software provider, or back)."""
+
+
+class PinRequired(KeyStoreError):
+    """The key was made with a PIN (authorization value) and none was given to load it."""
 
 
 class ForeignKey(KeyStoreError):

@@ -92,13 +92,14 @@ class KeyStore:
         usage: KeyUsage,
         *,
         passphrase: bytes | None = None,
+        pin: bytes | None = None,
         replace: bool = False,
     ) -> EntraPrivateKey:
-        """Creates a key in the provider and stores it under ``name``."""
+        """Creates a key in the provider and stores it under ``name`` (with a PIN if given)."""
         self._file(name)  # refuse a bad name before making a key
         if not replace and name in self:
             raise KeyExists(f"key {name!r} already exists", name)
-        key = self.provider.create_key(key_type, usage)
+        key = self.provider.create_key(key_type, usage, pin=pin)
         self.save(name, key, passphrase=passphrase, replace=replace)
         return key
 
@@ -129,13 +130,15 @@ class KeyStore:
         header = _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE)
         self._write_atomic(path, header + pem, replace=replace)
 
-    def load(self, name: str, *, passphrase: bytes | None = None) -> EntraPrivateKey:
+    def load(
+        self, name: str, *, passphrase: bytes | None = None, pin: bytes | None = None
+    ) -> EntraPrivateKey:
         """Loads the key stored under ``name``; errors name the key and leave the store as is."""
         info, pem = self._read_for_provider(name)
         if info.usage is KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
         with _naming(name):
-            key = self.provider.key_from_pem(pem, info.usage, passphrase)
+            key = self.provider.key_from_pem(pem, info.usage, passphrase, pin=pin)
         if key.key_type is not info.key_type or key.usage is not info.usage:
             raise KeyFileCorrupt(
                 f"key {name!r}: the file says {info.key_type.value}/{info.usage.value} but holds "

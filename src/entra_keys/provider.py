@@ -349,8 +349,10 @@ class Provider(abc.ABC):
     pem_labels: ClassVar[frozenset[str]]
 
     @abc.abstractmethod
-    def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
-        """Creates a new key of that type for that use."""
+    def create_key(
+        self, key_type: KeyType, usage: KeyUsage, *, pin: bytes | None = None
+    ) -> EntraPrivateKey:
+        """Creates a new key of that type for that use, guarded by a PIN if one is given."""
 
     @abc.abstractmethod
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
@@ -358,7 +360,12 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def key_from_pem(
-        self, data: bytes, usage: KeyUsage, passphrase: bytes | None = None
+        self,
+        data: bytes,
+        usage: KeyUsage,
+        passphrase: bytes | None = None,
+        *,
+        pin: bytes | None = None,
     ) -> EntraPrivateKey:
         """Loads a key from its stored PEM form; raises KeyStoreError subclasses on bad input."""
 

@@ -57,6 +57,8 @@ class SoftwareRSAKey(EntraRSAKey):
         """Always False: the private half is in this process's memory."""
         return False
 
+    _pin: bytes | None = None
+
     def __init__(self, key: rsa.RSAPrivateKey, usage: KeyUsage) -> None:
         self._key = key
         self.key_type = KeyType.of(key.public_key())
@@ -129,6 +131,8 @@ class SoftwareECKey(EntraECKey):
     def hardware_backed(self) -> bool:
         """Always False: the private half is in this process's memory."""
         return False
+
+    _pin: bytes | None = None
 
     def __init__(self, key: ec.EllipticCurvePrivateKey, usage: KeyUsage) -> None:
         self._key = key
@@ -272,17 +276,25 @@ class SoftwareProvider(Provider):
     def __init__(self) -> None:
         self._ek: rsa.RSAPrivateKey | None = None
 
-    def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
-        """Creates a key in memory."""
+    def create_key(
+        self, key_type: KeyType, usage: KeyUsage, *, pin: bytes | None = None
+    ) -> EntraPrivateKey:
+        """Creates a key in memory. Software has no dictionary-attack counter: a ``pin`` is the
+        passphrase its key file is encrypted with, asked for again to load it."""
         check_creatable(key_type, usage)
+        key: SoftwareRSAKey | SoftwareECKey
         if key_type.is_rsa:
-            return SoftwareRSAKey(rsa.generate_private_key(65537, key_type.bits), usage)
-        return SoftwareECKey(ec.generate_private_key(key_type.curve), usage)
+            key = SoftwareRSAKey(rsa.generate_private_key(65537, key_type.bits), usage)
+        else:
+            key = SoftwareECKey(ec.generate_private_key(key_type.curve), usage)
+        key._pin = pin or None
+        return key
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
         """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given."""
         if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
             raise UnsupportedAlgorithm(f"{type(key).__name__} is not a software key")
+        passphrase = passphrase or key._pin
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase)
             if passphrase
@@ -293,9 +305,15 @@ class SoftwareProvider(Provider):
         )
 
     def key_from_pem(
-        self, data: bytes, usage: KeyUsage, passphrase: bytes | None = None
+        self,
+        data: bytes,
+        usage: KeyUsage,
+        passphrase: bytes | None = None,
+        *,
+        pin: bytes | None = None,
     ) -> EntraPrivateKey:
-        """Loads a PKCS#8 PEM key; a missing or wrong passphrase is WrongPassphrase."""
+        """Loads a PKCS#8 PEM key; a missing or wrong passphrase (or PIN) is WrongPassphrase."""
+        passphrase = passphrase or pin
         encrypted = b"ENCRYPTED PRIVATE KEY" in data
         if encrypted and not passphrase:
             raise WrongPassphrase("the key is encrypted and no passphrase was given")

@@ -37,6 +37,7 @@ from ..errors import (
     InvalidData,
     KeyFileCorrupt,
     KeyNotExportable,
+    PinRequired,
     TPMAuthFailure,
     TPMError,
     TPMLockout,
@@ -80,6 +81,8 @@ _EK_CERT_NV_FIRST = 0x01C00002
 # RSA and ECC low range, then the high range (RSA 2048/3072/4096, ECC P-256/P-384/P-521, ...).
 _EK_CERT_NV_INDICES = frozenset({0x01C00002, 0x01C0000A, *range(0x01C00012, 0x01C00020, 2)})
 _QUOTE_TRIES = 3
+# TPM_PT_LOCKOUT_COUNTER, then MAX_AUTH_FAIL, LOCKOUT_INTERVAL, LOCKOUT_RECOVERY (Part 2, 6.13).
+_PT_LOCKOUT_COUNTER = 0x20E
 
 # Response codes (TPM 2.0 Part 2, 6.6), after format-one decoding.
 _RC_AUTH_FAIL = 0x08E
@@ -153,13 +156,22 @@ class _TPMObject:
     _public: Any
     _handle: Any
     _pins: int
+    _auth: bytes | None
 
-    def _init_object(self, provider: TPMProvider, private: Any, public: Any) -> None:
+    def _init_object(
+        self, provider: TPMProvider, private: Any, public: Any, auth: bytes | None = None
+    ) -> None:
         self._provider = provider
         self._private = private
         self._public = public
         self._handle = None
         self._pins = 0
+        self._auth = auth or None
+
+    @property
+    def has_pin(self) -> bool:
+        """True when the TPM asks for an authorization value (PIN) to use this key."""
+        return self._auth is not None
 
     @property
     def hardware_backed(self) -> bool:
@@ -177,7 +189,7 @@ class _TPMObject:
         provider = self._provider
         with provider._tpm("load key") as esys:
             if self._pins == 0:
-                self._handle = provider._load(esys, self._private, self._public)
+                self._handle = provider._load(esys, self._private, self._public, self._auth)
             self._pins += 1
         try:
             yield
@@ -189,18 +201,28 @@ class _TPMObject:
                     esys.flush_context(handle)
 
     @contextlib.contextmanager
-    def _use(self, what: str) -> Iterator[tuple[Any, Any]]:
-        """The ESAPI context and a handle for this object, loaded for this use if not pinned."""
+    def _use(self, what: str, *, encrypted: bool = False) -> Iterator[tuple[Any, Any, Any]]:
+        """(ESAPI context, handle, authorization session) for one use of this object.
+
+        The object is loaded for this use unless pinned. It is authorized by the plain password
+        session when it has no PIN; with a PIN, or when ``encrypted`` asks for parameter
+        encryption, by a salted HMAC session, so that neither PIN nor secret crosses bare.
+        """
         provider = self._provider
         with provider._tpm(what) as esys:
-            if self._handle is not None:
-                yield esys, self._handle
-                return
-            handle = provider._load(esys, self._private, self._public)
+            handle = self._handle
+            flush = handle is None
+            if flush:
+                handle = provider._load(esys, self._private, self._public, self._auth)
             try:
-                yield esys, handle
+                if encrypted or self._auth is not None:
+                    with provider._hmac_session(esys, encrypt=encrypted) as session:
+                        yield esys, handle, session
+                else:
+                    yield esys, handle, provider._t.ESYS_TR.PASSWORD
             finally:
-                esys.flush_context(handle)
+                if flush:
+                    esys.flush_context(handle)
 
 
 class _TPMKeyBase(_TPMObject):
@@ -208,8 +230,15 @@ class _TPMKeyBase(_TPMObject):
 
     _pub: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
-    def _init_tpm(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
-        self._init_object(provider, private, public)
+    def _init_tpm(
+        self,
+        provider: TPMProvider,
+        private: Any,
+        public: Any,
+        usage: KeyUsage,
+        auth: bytes | None = None,
+    ) -> None:
+        self._init_object(provider, private, public, auth)
         self._pub = _public_key(public)
         self.key_type = KeyType.of(self._pub)
         self.usage = usage
@@ -224,8 +253,15 @@ class _TPMKeyBase(_TPMObject):
 class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     """An RSA key inside the TPM; a ``cryptography`` ``RSAPrivateKey`` that cannot be exported."""
 
-    def __init__(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
-        self._init_tpm(provider, private, public, usage)
+    def __init__(
+        self,
+        provider: TPMProvider,
+        private: Any,
+        public: Any,
+        usage: KeyUsage,
+        auth: bytes | None = None,
+    ) -> None:
+        self._init_tpm(provider, private, public, usage, auth)
 
     def sign(
         self,
@@ -236,9 +272,13 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         """Signs the data in the TPM (PKCS#1 v1.5, or PSS with a digest-length salt)."""
         scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
         p = self._provider
-        with self._use("RSA sign") as (esys, handle):
+        with self._use("RSA sign") as (esys, handle, session):
             sig = esys.sign(
-                handle, p._t.TPM2B_DIGEST(digest), p._sig_scheme(scheme, hash_alg), p._null_ticket
+                handle,
+                p._t.TPM2B_DIGEST(digest),
+                p._sig_scheme(scheme, hash_alg),
+                p._null_ticket,
+                session1=session,
             )
         return _signature_parts(sig)[0]
 
@@ -256,7 +296,7 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         if len(ciphertext) != self.key_size // 8:
             raise DecryptionError("the ciphertext is not as long as the key's modulus")
         try:
-            with self._use("RSA decrypt") as (esys, handle), p._encrypted_session(esys) as session:
+            with self._use("RSA decrypt", encrypted=True) as (esys, handle, session):
                 return esys.rsa_decrypt(
                     handle,
                     t.TPM2B_PUBLIC_KEY_RSA(ciphertext),
@@ -302,19 +342,27 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
 class TPMECKey(_TPMKeyBase, EntraECKey):
     """An elliptic-curve key inside the TPM; a ``cryptography`` ``EllipticCurvePrivateKey``."""
 
-    def __init__(self, provider: TPMProvider, private: Any, public: Any, usage: KeyUsage) -> None:
-        self._init_tpm(provider, private, public, usage)
+    def __init__(
+        self,
+        provider: TPMProvider,
+        private: Any,
+        public: Any,
+        usage: KeyUsage,
+        auth: bytes | None = None,
+    ) -> None:
+        self._init_tpm(provider, private, public, usage, auth)
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         p = self._provider
-        with self._use("ECDSA sign") as (esys, handle):
+        with self._use("ECDSA sign") as (esys, handle, session):
             sig = esys.sign(
                 handle,
                 p._t.TPM2B_DIGEST(digest),
                 p._sig_scheme(SignatureScheme.ECDSA, hash_alg),
                 p._null_ticket,
+                session1=session,
             )
         r, s = _signature_parts(sig)
         return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
@@ -376,8 +424,10 @@ class TPMSessionKey(_TPMObject, SessionKey):
                 f"TPM2_HMAC takes at most {self.MAX_INPUT} bytes, not {len(data)}"
             )
         t = self._provider._t
-        with self._use("session key HMAC") as (esys, handle):
-            return bytes(esys.hmac(handle, t.TPM2B_MAX_BUFFER(data), t.TPM2_ALG.SHA256))
+        with self._use("session key HMAC") as (esys, handle, session):
+            return bytes(
+                esys.hmac(handle, t.TPM2B_MAX_BUFFER(data), t.TPM2_ALG.SHA256, session1=session)
+            )
 
 
 def _signature_parts(signature: Any) -> tuple[bytes, bytes]:
@@ -525,6 +575,8 @@ class TPMProvider(Provider):
                 yield self._esys
             except self._t.TSS2_Exception as exc:
                 error = _translate(exc, what, self.tcti)
+                if isinstance(error, TPMAuthFailure | TPMLockout):
+                    error = self._with_lockout_state(error, what)
                 if watchdog is not None and watchdog.fired:
                     error = TPMUnreachable(
                         f"{what}: the TPM at {self.tcti} did not answer within "
@@ -556,7 +608,7 @@ class TPMProvider(Provider):
             )
             self._srk_owned = True
 
-    def _load(self, esys: Any, private: Any, public: Any) -> Any:
+    def _load(self, esys: Any, private: Any, public: Any, auth: bytes | None = None) -> Any:
         """TPM2_Load under the storage key; the caller flushes what this returns.
 
         Without a resource manager (swtpm), another process may hold the object slots for a
@@ -567,7 +619,10 @@ class TPMProvider(Provider):
         pause = 0.005
         while True:
             try:
-                return esys.load(self._srk, private, public)
+                handle = esys.load(self._srk, private, public)
+                if auth:
+                    esys.tr_set_auth(handle, auth)
+                return handle
             except self._t.TSS2_Exception as exc:
                 if int(exc.error) != _RC_OBJECT_MEMORY or time.monotonic() + pause > deadline:
                     raise
@@ -578,6 +633,13 @@ class TPMProvider(Provider):
     def _encrypted_session(self, esys: Any) -> Iterator[Any]:
         """A salted HMAC session (salt sealed to the storage key, AES-128-CFB) that encrypts the
         first command and response parameters, so secrets never cross the TPM interface bare."""
+        with self._hmac_session(esys, encrypt=True) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _hmac_session(self, esys: Any, *, encrypt: bool) -> Iterator[Any]:
+        """A salted HMAC session: it authorizes with a PIN the TPM never sees in the clear, and
+        with ``encrypt`` also encrypts the first command and response parameters."""
         t = self._t
         session = esys.start_auth_session(
             tpm_key=self._srk,
@@ -587,10 +649,10 @@ class TPMProvider(Provider):
             auth_hash=t.TPM2_ALG.SHA256,
         )
         try:
-            esys.trsess_set_attributes(
-                session,
-                t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT | t.TPMA_SESSION.CONTINUESESSION,
-            )
+            attributes = t.TPMA_SESSION.CONTINUESESSION
+            if encrypt:
+                attributes |= t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT
+            esys.trsess_set_attributes(session, attributes)
             yield session
         finally:
             esys.flush_context(session)
@@ -631,11 +693,14 @@ class TPMProvider(Provider):
 
     # -- Provider -----------------------------------------------------------------------------
 
-    def create_key(self, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
+    def create_key(
+        self, key_type: KeyType, usage: KeyUsage, *, pin: bytes | None = None
+    ) -> EntraPrivateKey:
         """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the SRK.
 
         An attestation key (``KeyUsage.ATTEST``) is restricted, with the TPM's own signing
-        scheme (RSASSA-SHA256 or ECDSA-SHA256), so it signs only what the TPM produced.
+        scheme (RSASSA-SHA256 or ECDSA-SHA256), so it signs only what the TPM produced. A key
+        with a ``pin`` counts wrong PINs toward dictionary-attack lockout; one without is noDA.
         """
         t = self._t
         check_creatable(key_type, usage)
@@ -644,8 +709,9 @@ class TPMProvider(Provider):
             | t.TPMA_OBJECT.FIXEDPARENT
             | t.TPMA_OBJECT.SENSITIVEDATAORIGIN
             | t.TPMA_OBJECT.USERWITHAUTH
-            | t.TPMA_OBJECT.NODA
         )
+        if not pin:
+            attrs |= t.TPMA_OBJECT.NODA
         if usage is KeyUsage.DECRYPT:
             attrs |= t.TPMA_OBJECT.DECRYPT
         else:
@@ -660,14 +726,26 @@ class TPMProvider(Provider):
         )
         # A signing or decryption key is not a storage parent: no symmetric algorithm.
         template.publicArea.parameters.asymDetail.symmetric.algorithm = t.TPM2_ALG.NULL
+        sensitive = t.TPM2B_SENSITIVE_CREATE()
         with self._tpm(f"create a {key_type.value} key") as esys:
-            private, public, _, _, _ = esys.create(self._srk, t.TPM2B_SENSITIVE_CREATE(), template)
-        return self._key(private, public, usage)
+            if pin:
+                # The PIN is the first command parameter's secret: send it encrypted.
+                sensitive.sensitive.userAuth = t.TPM2B_AUTH(pin)
+                with self._encrypted_session(esys) as session:
+                    private, public, _, _, _ = esys.create(
+                        self._srk, sensitive, template, session1=session
+                    )
+                _wipe(sensitive.sensitive.userAuth)
+            else:
+                private, public, _, _, _ = esys.create(self._srk, sensitive, template)
+        return self._key(private, public, usage, pin)
 
-    def _key(self, private: Any, public: Any, usage: KeyUsage) -> TPMRSAKey | TPMECKey:
+    def _key(
+        self, private: Any, public: Any, usage: KeyUsage, auth: bytes | None = None
+    ) -> TPMRSAKey | TPMECKey:
         if public.publicArea.type == self._t.TPM2_ALG.RSA:
-            return TPMRSAKey(self, private, public, usage)
-        return TPMECKey(self, private, public, usage)
+            return TPMRSAKey(self, private, public, usage, auth)
+        return TPMECKey(self, private, public, usage, auth)
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
         """The TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) of a key of this TPM."""
@@ -678,16 +756,28 @@ class TPMProvider(Provider):
         if not isinstance(key, TPMRSAKey | TPMECKey) or key._provider is not self:
             raise UnsupportedAlgorithm("only keys of this TPM provider can be stored by it")
         blob = self._t.tsskey.TSSPrivKey(
-            key._private, key._public, empty_auth=True, parent=self._srk_parent
+            key._private, key._public, empty_auth=key._auth is None, parent=self._srk_parent
         )
         return bytes(blob.to_pem())
 
     def key_from_pem(
-        self, data: bytes, usage: KeyUsage, passphrase: bytes | None = None
+        self,
+        data: bytes,
+        usage: KeyUsage,
+        passphrase: bytes | None = None,
+        *,
+        pin: bytes | None = None,
     ) -> EntraPrivateKey:
-        """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it."""
-        del passphrase  # a TPM key file is bound to the TPM, not to a passphrase: ignored
+        """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it.
+
+        A key made with a PIN needs it here; the TPM checks it at each use (a wrong one raises
+        ``TPMAuthFailure`` with the tries left). A passphrase is ignored: the file is bound to
+        the TPM, not to a passphrase.
+        """
+        del passphrase
         blob = self._read_blob(data)
+        if not blob.empty_auth and not pin:
+            raise PinRequired("the key has a PIN; give it to use the key")
         attrs = int(blob.public.publicArea.objectAttributes)
         want = int(
             self._t.TPMA_OBJECT.DECRYPT
@@ -698,7 +788,9 @@ class TPMProvider(Provider):
         if not attrs & want or restricted is not (usage is KeyUsage.ATTEST):
             raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
         try:
-            key: TPMRSAKey | TPMECKey = self._key(blob.private, blob.public, usage)
+            key: TPMRSAKey | TPMECKey = self._key(
+                blob.private, blob.public, usage, None if blob.empty_auth else pin
+            )
         except (EntraKeysError, ValueError) as exc:
             raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
         self._check_loads(key)
@@ -710,8 +802,6 @@ class TPMProvider(Provider):
             blob = self._t.tsskey.TSSPrivKey.from_pem(data)
         except Exception as exc:  # the TSS key parser raises many types on bad input
             raise KeyFileCorrupt(f"not a readable TSS2 PRIVATE KEY ({exc})") from exc
-        if not blob.empty_auth:
-            raise KeyFileCorrupt("the key needs an authorization value, which is not supported")
         if int(blob.parent) != self._srk_parent:
             raise ForeignKey(
                 f"the key was made under parent 0x{int(blob.parent):08x}, this TPM's storage "
@@ -722,8 +812,8 @@ class TPMProvider(Provider):
     def _check_loads(self, obj: _TPMObject) -> None:
         """Load and flush once: a blob of another TPM or storage key fails here, typed."""
         try:
-            with obj._use("load key"):
-                pass
+            with self._tpm("load key") as esys:
+                esys.flush_context(self._load(esys, obj._private, obj._public))
         except TPMError as exc:
             if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
                 raise
@@ -943,13 +1033,18 @@ class TPMProvider(Provider):
         except Exception as exc:  # the unmarshalers raise several types on short input
             raise InvalidData(f"not a TPM2B_ID_OBJECT / TPM2B_ENCRYPTED_SECRET ({exc})") from exc
         with (
-            ak_obj._use("activate the credential") as (esys, ak_handle),
+            ak_obj._use("activate the credential") as (esys, ak_handle, ak_session),
             self._ek_handle(esys, ek) as ek_handle,
         ):
             try:
                 with self._ek_auth(esys, ek) as ek_session:
                     cert_info = esys.activate_credential(
-                        ak_handle, ek_handle, blob, secret, session2=ek_session
+                        ak_handle,
+                        ek_handle,
+                        blob,
+                        secret,
+                        session1=ak_session,
+                        session2=ek_session,
                     )
             except self._t.TSS2_Exception as exc:
                 raise AttestationError(
@@ -971,10 +1066,12 @@ class TPMProvider(Provider):
         selection = self._pcr_selection(pcrs, bank)
         ak_obj = self._attestation_key(ak)
         t = self._t
-        with ak_obj._use("quote") as (esys, ak_handle):
+        with ak_obj._use("quote") as (esys, ak_handle, ak_session):
             for _ in range(_QUOTE_TRIES):
                 before, values = self._pcr_values(esys, bank, pcrs)
-                attest, signature = esys.quote(ak_handle, selection, t.TPM2B_DATA(nonce))
+                attest, signature = esys.quote(
+                    ak_handle, selection, t.TPM2B_DATA(nonce), session1=ak_session
+                )
                 after, _ = self._pcr_values(esys, bank, pcrs[:1])
                 if before == after:
                     return Quote(
@@ -1022,12 +1119,17 @@ class TPMProvider(Provider):
         if not isinstance(key, TPMRSAKey | TPMECKey) or key._provider is not self:
             raise UnsupportedAlgorithm("only keys of this TPM provider can be certified by it")
         t = self._t
-        with key._use("certify") as (esys, key_handle), ak_obj._use("certify") as (_, ak_handle):
+        with (
+            key._use("certify") as (esys, key_handle, key_session),
+            ak_obj._use("certify") as (_, ak_handle, ak_session),
+        ):
             attest, signature = esys.certify(
                 key_handle,
                 ak_handle,
                 t.TPM2B_DATA(nonce),
                 t.TPMT_SIG_SCHEME(scheme=t.TPM2_ALG.NULL),
+                session1=key_session,
+                session2=ak_session,
             )
         return Certification(
             attest=bytes(attest),
@@ -1075,6 +1177,31 @@ class TPMProvider(Provider):
         with self._tpm("list transient objects") as esys:
             _, data = esys.get_capability(t.TPM2_CAP.HANDLES, t.TPM2_HC.TRANSIENT_FIRST, 64)
         return [int(h) for h in data.data.handles]
+
+    def _with_lockout_state(self, error: TPMError, what: str) -> TPMError:
+        """Add the dictionary-attack state to an authorization error: tries left, or when the
+        TPM lets one more try in and how to clear the lockout."""
+        t = self._t
+        try:
+            _, data = self._esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, _PT_LOCKOUT_COUNTER, 4)
+        except t.TSS2_Exception:
+            return error
+        props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
+        failures = props.get(_PT_LOCKOUT_COUNTER, 0)
+        max_tries = props.get(_PT_LOCKOUT_COUNTER + 1, 0)
+        interval = props.get(_PT_LOCKOUT_COUNTER + 2, 0)
+        if isinstance(error, TPMLockout):
+            return TPMLockout(
+                f"{what}: the TPM is in dictionary-attack lockout after {max_tries} wrong "
+                f"authorizations; it forgives one every {interval} s, or clear the lockout with "
+                "the lockout authorization ('tpm2_dictionarylockout -c')",
+                error.rc,
+                retry_after=interval,
+            )
+        left = max(max_tries - failures, 0)
+        return TPMAuthFailure(
+            f"{what}: wrong PIN; {left} tries left before the TPM locks out", error.rc, left
+        )
 
     def _drop_connection(self) -> None:
         """After an I/O failure the ESAPI context is unusable: close it so that every later
