@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
@@ -600,7 +599,11 @@ class TPMProvider(Provider):
                 self._srk = esys.tr_from_tpmpublic(SRK_HANDLE)
                 self._srk_parent = SRK_HANDLE
                 return
-            template = t.tsskey.TSSPrivKey._getparenttemplate(esys)
+            # The TCG key-file format's storage primary: ECC P-256 where the TPM has ECC, else
+            # RSA-2048 (asking for the one algorithm, not listing them all, keeps this fast).
+            _, algs = esys.get_capability(t.TPM2_CAP.ALGS, t.TPM2_ALG.ECC, 1)
+            has_ecc = any(int(a.alg) == t.TPM2_ALG.ECC for a in algs.data.algorithms)
+            template = t.tsskey._parent_ecc_template if has_ecc else t.tsskey._parent_rsa_template
             self._srk, _, _, _, _ = esys.create_primary(
                 t.TPM2B_SENSITIVE_CREATE(),
                 t.TPM2B_PUBLIC(publicArea=template),
@@ -900,6 +903,8 @@ class TPMProvider(Provider):
         return found
 
     def _ek(self, area: Any, handle: int | None, certs: dict[int, bytes]) -> EndorsementKey:
+        from cryptography import x509  # costly to import; only attestation needs it
+
         public = _public_key(self._t.TPM2B_PUBLIC(publicArea=area))
         key_type = KeyType.of(public)
         index, cert = None, None
