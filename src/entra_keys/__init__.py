@@ -47,6 +47,7 @@ from .provider import (
     SessionKey,
 )
 from .providers import open_provider
+from .session import PRTSession
 
 __version__ = "0.1.0.dev0"
 
@@ -75,6 +76,7 @@ __all__ = [
     "KeyType",
     "KeyUsage",
     "KeyUsageError",
+    "PRTSession",
     "PinRequired",
     "Provider",
     "ProviderError",

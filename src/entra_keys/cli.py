@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, formats
+from ._cli_session import add_session_commands
 from .errors import EntraKeysError
 from .keystore import KeyInfo, KeyStore
 from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, ProviderInfo
@@ -474,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--in", dest="input", metavar="FILE", default="-", help="'-' for stdin")
     sign.add_argument("--out", dest="output", metavar="FILE", default="-", help="'-' for stdout")
     sign.set_defaults(handler=cmd_sign)
+    add_session_commands(commands)
     return parser
 
 

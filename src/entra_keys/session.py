@@ -1,0 +1,452 @@
+"""The PRT session key: import it from ``session_key_jwe``, derive keys, sign requests, decrypt.
+
+Entra sends the Primary Refresh Token with a 32-byte session key encrypted to the transport key
+(``session_key_jwe``). Every later use of the PRT proves possession of that key through a key
+derived from it (MS-OAPXBC 3.1.5.1.3.3, SP 800-108 counter mode with HMAC-SHA256)::
+
+    derived = HMAC-SHA256(session_key, 00000001 || "AzureAD-SecureConversation" || 00
+                                       || context || 00000100)
+
+with ``context`` = ctx (KDF v1) or SHA-256(ctx || payload) (KDF v2). The session key stays in
+the provider (a keyed-hash object in a TPM), so each derivation is one ``hmac_sha256`` call, one
+TPM2_HMAC; a derived key is a per-request key and is used here, in Python, for one HS256
+signature or one response decryption.
+
+``ctx`` travels in JOSE headers as *standard* base64 with padding (RFC 4648 §4), as Windows and
+the open-source peers write it (a Windows request header: ``"ctx": "ET4R9hXL...a3/Mz1Y"``); all
+other JOSE segments are base64url without padding. Both decoders here are strict.
+
+Responses come AES-256-GCM (12-byte IV) or AES-256-CBC (16-byte IV). The CBC form is not
+authenticated: its tag segment is checked by none of the service's peers and is ignored here too,
+so only TLS protects such a response from tampering; its padding is checked.
+
+Nothing here logs key material, puts it in an exception message or shows it in a ``repr``: not
+the session key, not a derived key, not a decrypted response.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import DecryptionError, InvalidData, KeyUsageError, UnsupportedAlgorithm
+from .formats import b64url_decode, b64url_encode
+from .keystore import KeyStore
+from .provider import EntraPrivateKey, KeyUsage, Provider, SessionKey
+
+__all__ = [
+    "CTX_BYTES",
+    "KDF_LABEL",
+    "MAX_CTX_BYTES",
+    "PRTSession",
+    "b64_decode",
+    "b64_encode",
+    "decrypt_response",
+    "delete_session_key",
+    "derive_key",
+    "import_session_key",
+    "kdf_context",
+    "kdf_input",
+    "parse_session_key_jwe",
+    "sign_request",
+]
+
+log = logging.getLogger(__name__)
+
+#: The SP 800-108 label of every Entra derived key.
+KDF_LABEL = b"AzureAD-SecureConversation"
+#: The length of the random ctx a request carries.
+CTX_BYTES = 24
+#: The longest ctx whose KDF input still fits one TPM2_HMAC (1024 bytes, TPM2B_MAX_BUFFER).
+MAX_CTX_BYTES = 1024 - (4 + len(KDF_LABEL) + 1 + 4)
+
+# Counter i = 1 and the length L = 256 bits, 32-bit big-endian; one HMAC block is the whole key.
+_KDF_PREFIX = (1).to_bytes(4, "big") + KDF_LABEL + b"\x00"
+_KDF_SUFFIX = (256).to_bytes(4, "big")
+_GCM_IV_BYTES = 12
+_GCM_TAG_BYTES = 16
+_CBC_IV_BYTES = 16
+_B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_SESSION_KEY_JWE_HEADER = {"alg": "RSA-OAEP", "enc": "A256GCM"}
+
+
+# -- encodings ------------------------------------------------------------------------------
+
+
+def b64_encode(data: bytes) -> str:
+    """Standard base64 with padding (RFC 4648 §4): how ``ctx`` is written in JOSE headers."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64_decode(text: str) -> bytes:
+    """Strict standard base64 with its padding; base64url, stray or missing '=' are InvalidData."""
+    if not isinstance(text, str):
+        raise InvalidData(f"base64 input must be a str, not {type(text).__name__}")
+    if _B64.fullmatch(text) is None:
+        if any(c in "-_" for c in text):
+            raise InvalidData("base64: '-' and '_' belong to base64url, not standard base64")
+        if len(text) % 4:
+            raise InvalidData(f"base64: {len(text)} characters is not a padded base64 length")
+        raise InvalidData("base64: not standard base64 (alphabet or padding)")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - excluded by the pattern
+        raise InvalidData(f"base64: {exc}") from exc
+    if b64_encode(data) != text:
+        raise InvalidData("base64: not canonical (the unused low bits are not zero)")
+    return data
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in members:
+            raise InvalidData(f"the member {name!r} appears twice")
+        members[name] = value
+    return members
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidData(f"{name} is not JSON")
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object with unique members, or InvalidData naming ``what``."""
+    try:
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_unique_members,
+            parse_constant=_reject_constant,
+        )
+    except InvalidData as exc:
+        raise InvalidData(f"{what}: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidData(f"{what}: not UTF-8 JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise InvalidData(f"{what}: a JSON object was expected, not {type(value).__name__}")
+    return value
+
+
+def _segments(token: str, count: int, what: str) -> list[str]:
+    if not isinstance(token, str):
+        raise InvalidData(f"{what} is a str, not {type(token).__name__}")
+    parts = token.split(".")
+    if len(parts) != count:
+        raise InvalidData(f"{what} has {count} dot-separated segments, this one has {len(parts)}")
+    return parts
+
+
+def _segment(text: str, what: str) -> bytes:
+    try:
+        return b64url_decode(text)
+    except InvalidData as exc:
+        raise InvalidData(f"{what}: {exc}") from exc
+
+
+def _check_ctx(ctx: bytes) -> bytes:
+    if type(ctx) is not bytes:  # the common case first: derivation is a hot path
+        if not isinstance(ctx, bytes | bytearray | memoryview):
+            raise TypeError(f"ctx is bytes, not {type(ctx).__name__}")
+        ctx = bytes(ctx)
+    if not 1 <= len(ctx) <= MAX_CTX_BYTES:
+        raise InvalidData(f"ctx is {len(ctx)} bytes; it must be 1 to {MAX_CTX_BYTES}")
+    return ctx
+
+
+# -- the session key ------------------------------------------------------------------------
+
+
+def parse_session_key_jwe(jwe: str) -> bytes:
+    """The encrypted key (segment 1) of a compact ``{"alg":"RSA-OAEP","enc":"A256GCM"}`` JWE.
+
+    Every segment must be strict base64url (IV, one-byte ciphertext and tag carry nothing).
+    """
+    parts = _segments(jwe.strip() if isinstance(jwe, str) else jwe, 5, "a session_key_jwe")
+    header = _json_object(_segment(parts[0], "session_key_jwe header"), "session_key_jwe header")
+    for name, expected in _SESSION_KEY_JWE_HEADER.items():
+        if header.get(name) != expected:
+            raise InvalidData(
+                f"session_key_jwe header: {name} is {header.get(name)!r}, not {expected!r}"
+            )
+    if "crit" in header or "zip" in header:
+        raise InvalidData("session_key_jwe header: 'crit' and 'zip' are not supported")
+    encrypted_key = _segment(parts[1], "session_key_jwe encrypted key")
+    for index, name in ((2, "IV"), (3, "ciphertext"), (4, "tag")):
+        _segment(parts[index], f"session_key_jwe {name}")
+    if not encrypted_key:
+        raise InvalidData("session_key_jwe: the encrypted key segment is empty")
+    return encrypted_key
+
+
+def import_session_key(
+    provider: Provider, transport_key: EntraPrivateKey, session_key_jwe: str
+) -> SessionKey:
+    """Decrypt the session key with the transport key and bind it to the provider (a TPM object).
+
+    In a TPM both steps run under parameter encryption, so the key never crosses the TPM
+    interface in the clear. A JWE for another transport key is a DecryptionError.
+    """
+    encrypted_key = parse_session_key_jwe(session_key_jwe)
+    key = provider.import_session_key(transport_key, encrypted_key)
+    log.debug("imported a session key into the %s provider", provider.kind)
+    return key
+
+
+# -- derived keys ---------------------------------------------------------------------------
+
+
+def kdf_context(ctx: bytes, *, kdf_version: int = 2, payload: bytes | None = None) -> bytes:
+    """The SP 800-108 context: ctx itself (v1) or SHA-256(ctx || payload) (v2)."""
+    ctx = _check_ctx(ctx)
+    if kdf_version == 1:
+        if payload is not None:
+            raise InvalidData("KDF v1 takes no payload (the payload is hashed only in v2)")
+        return ctx
+    if kdf_version == 2:
+        if payload is None:
+            raise InvalidData("KDF v2 needs the exact payload bytes of the JWT")
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"the payload is bytes, not {type(payload).__name__}")
+        return hashlib.sha256(ctx + bytes(payload)).digest()
+    raise UnsupportedAlgorithm(f"KDF version {kdf_version!r}: versions 1 and 2 are offered")
+
+
+def kdf_input(context: bytes) -> bytes:
+    """The one HMAC block of the KDF: counter 1, label, 0x00, context, L = 256 bits."""
+    return _KDF_PREFIX + bytes(context) + _KDF_SUFFIX
+
+
+def derive_key(
+    session_key: SessionKey, ctx: bytes, *, kdf_version: int = 2, payload: bytes | None = None
+) -> bytes:
+    """The 32-byte derived key for this ctx (and payload in v2): one TPM2_HMAC in a TPM."""
+    if not isinstance(session_key, SessionKey):
+        raise TypeError(f"a SessionKey is needed, not {type(session_key).__name__}")
+    context = kdf_context(ctx, kdf_version=kdf_version, payload=payload)
+    return session_key.hmac_sha256(kdf_input(context))
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
+    if isinstance(payload, bytes | bytearray | memoryview):
+        body = bytes(payload)
+        _json_object(body, "the request payload")
+        return body
+    if isinstance(payload, Mapping):
+        try:
+            text = json.dumps(
+                dict(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidData(f"the request payload cannot be serialized as JSON ({exc})") from exc
+        return text.encode("utf-8")
+    raise TypeError(f"a request payload is a mapping or bytes, not {type(payload).__name__}")
+
+
+def sign_request(session_key: SessionKey, payload: Mapping[str, Any] | bytes) -> str:
+    """A compact JWS ``{"alg":"HS256","typ":"JWT","ctx":...,"kdf_ver":2}``, fresh ctx, KDF v2.
+
+    A mapping is serialized once, compactly, and those bytes are hashed and sent; bytes (a JSON
+    object) are hashed and sent as they are.
+    """
+    body = _payload_bytes(payload)
+    ctx = os.urandom(CTX_BYTES)
+    header = {"alg": "HS256", "typ": "JWT", "ctx": b64_encode(ctx), "kdf_ver": 2}
+    header_b64 = b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
+    signing_input = f"{header_b64}.{b64url_encode(body)}"
+    derived = derive_key(session_key, ctx, kdf_version=2, payload=body)
+    signature = hmac.new(derived, signing_input.encode("ascii"), hashlib.sha256).digest()
+    log.debug("signed a %d-byte request payload with a derived key (KDF v2)", len(body))
+    return f"{signing_input}.{b64url_encode(signature)}"
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def decrypt_response(session_key: SessionKey, body: bytes | str) -> bytes:
+    """A response's plaintext: a body starting ``{"`` as is, else the ``dir`` JWE opened.
+
+    Key: KDF v1 over the header's ctx. 12-byte IV: AES-256-GCM, AAD the header segment; 16-byte
+    IV: AES-256-CBC + PKCS#7, tag not checked. Malformed: InvalidData; wrong tag or padding:
+    DecryptionError.
+    """
+    if isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+        if raw.startswith(b'{"'):
+            return raw
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidData("an encrypted response is ASCII (a compact JWE)") from None
+    elif isinstance(body, str):
+        if body.startswith('{"'):
+            return body.encode("utf-8")
+        text = body
+    else:
+        raise TypeError(f"a response body is bytes or str, not {type(body).__name__}")
+    parts = _segments(text.strip(), 5, "an encrypted response (compact JWE)")
+    header_b64 = parts[0]
+    header = _json_object(_segment(header_b64, "JWE header"), "JWE header")
+    if header.get("alg") != "dir":
+        raise InvalidData(f"JWE header: alg is {header.get('alg')!r}, not 'dir'")
+    enc = header.get("enc")
+    if not isinstance(enc, str) or not enc:
+        raise InvalidData("JWE header: 'enc' is missing or not a string")
+    if "crit" in header or "zip" in header:
+        raise InvalidData("JWE header: 'crit' and 'zip' are not supported")
+    ctx_text = header.get("ctx")
+    if not isinstance(ctx_text, str):
+        raise InvalidData("JWE header: 'ctx' is missing or not a string")
+    try:
+        ctx = _check_ctx(b64_decode(ctx_text))
+    except InvalidData as exc:
+        raise InvalidData(f"JWE header ctx: {exc}") from exc
+    _segment(parts[1], "JWE encrypted key")  # empty for 'dir'; not used
+    iv = _segment(parts[2], "JWE IV")
+    ciphertext = _segment(parts[3], "JWE ciphertext")
+    tag = _segment(parts[4], "JWE tag")
+    if len(iv) == _GCM_IV_BYTES:
+        if len(tag) != _GCM_TAG_BYTES:
+            raise InvalidData(f"JWE tag: AES-GCM tags are {_GCM_TAG_BYTES} bytes, not {len(tag)}")
+        key = derive_key(session_key, ctx, kdf_version=1)
+        try:
+            plain = AESGCM(key).decrypt(iv, ciphertext + tag, header_b64.encode("ascii"))
+        except InvalidTag:
+            raise DecryptionError(
+                "the response does not decrypt: the AES-GCM tag does not match (another "
+                "session key, or a damaged response)"
+            ) from None
+        log.debug("decrypted a response: AES-256-GCM, %d bytes", len(plain))
+        return plain
+    if len(iv) != _CBC_IV_BYTES:
+        raise InvalidData(
+            f"JWE IV: {len(iv)} bytes; {_GCM_IV_BYTES} means AES-GCM and {_CBC_IV_BYTES} AES-CBC"
+        )
+    if not ciphertext or len(ciphertext) % 16:
+        raise DecryptionError(
+            f"the response does not decrypt: an AES-CBC ciphertext is whole 16-byte blocks, "
+            f"not {len(ciphertext)} bytes"
+        )
+    key = derive_key(session_key, ctx, kdf_version=1)
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = sym_padding.PKCS7(128).unpadder()
+    try:
+        plain = unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise DecryptionError(
+            "the response does not decrypt: bad AES-CBC padding (another session key, or a "
+            "damaged response)"
+        ) from None
+    log.debug("decrypted a response: AES-256-CBC, %d bytes", len(plain))
+    return plain
+
+
+# -- the session key in a key store ---------------------------------------------------------
+
+
+def delete_session_key(store: KeyStore, name: str) -> None:
+    """Remove the session key stored under ``name`` (on leave); refuses any other kind of key.
+
+    It does not load the key, so the blob of another TPM (after a TPM clear) can be removed.
+    """
+    info = store.info(name)
+    if info.usage is not KeyUsage.DERIVE:
+        raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
+    store.delete(name)
+    log.debug("deleted session key %r", name)
+
+
+class PRTSession:
+    """The PRT session key kept under a name in a key store, beside the device keys.
+
+    ``create`` imports it from a ``session_key_jwe``, ``open`` loads it after a restart,
+    ``renew`` replaces it atomically when a new PRT arrives, ``delete`` removes it on leave.
+    """
+
+    def __init__(self, store: KeyStore, name: str, key: SessionKey) -> None:
+        self.store = store
+        self.name = name
+        self.key = key
+
+    @classmethod
+    def create(
+        cls,
+        store: KeyStore,
+        name: str,
+        transport_key: EntraPrivateKey,
+        session_key_jwe: str,
+        *,
+        passphrase: bytes | None = None,
+        replace: bool = False,
+    ) -> PRTSession:
+        """Import the session key of a new PRT and store it under ``name``."""
+        key = import_session_key(store.provider, transport_key, session_key_jwe)
+        store.save_session_key(name, key, passphrase=passphrase, replace=replace)
+        return cls(store, name, key)
+
+    @classmethod
+    def open(cls, store: KeyStore, name: str, *, passphrase: bytes | None = None) -> PRTSession:
+        """Load the session key stored under ``name`` (after a process or TPM restart)."""
+        return cls(store, name, store.load_session_key(name, passphrase=passphrase))
+
+    def renew(
+        self,
+        transport_key: EntraPrivateKey,
+        session_key_jwe: str,
+        *,
+        passphrase: bytes | None = None,
+    ) -> None:
+        """Replace the stored key with a new PRT's: imported first, then renamed into place."""
+        key = import_session_key(self.store.provider, transport_key, session_key_jwe)
+        self.store.save_session_key(self.name, key, passphrase=passphrase, replace=True)
+        self.key = key
+
+    def delete(self) -> None:
+        """Remove the stored session key (on leave); this object cannot be used afterwards."""
+        delete_session_key(self.store, self.name)
+
+    @property
+    def hardware_backed(self) -> bool:
+        """True when the session key lives in a TPM."""
+        return self.key.hardware_backed
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[None]:
+        """Keep the session key loaded for a run of derivations (one TPM object slot)."""
+        with self.key.loaded():
+            yield
+
+    def derive_key(
+        self, ctx: bytes, *, kdf_version: int = 2, payload: bytes | None = None
+    ) -> bytes:
+        """The derived key for this ctx (and payload in v2); see ``derive_key``."""
+        return derive_key(self.key, ctx, kdf_version=kdf_version, payload=payload)
+
+    def sign_request(self, payload: Mapping[str, Any] | bytes) -> str:
+        """A compact JWS over the payload, HS256 with a KDF v2 key; see ``sign_request``."""
+        return sign_request(self.key, payload)
+
+    def decrypt_response(self, body: bytes | str) -> bytes:
+        """The plaintext of a response; see ``decrypt_response``."""
+        return decrypt_response(self.key, body)
+
+    def __repr__(self) -> str:
+        backing = "hardware" if self.hardware_backed else "software"
+        return f"<PRTSession {self.name!r} {backing}>"

@@ -1,0 +1,273 @@
+"""The ``entra-keys session`` commands over both providers: import, derive, sign, decrypt.
+
+Each test gets its own store holding the transport key; the token-service stand-in plays Entra.
+A failed command prints one ``entra-keys: error:`` line and exits 1; a usage error exits 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
+
+from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
+from entra_keys.formats import b64url_decode
+from entra_keys.testing.token_service import TokenService
+
+from .conftest import PROVIDERS, cached_key, transient_handles
+from .test_cli import Cli, one_error_line, run_program
+
+RESPONSE = b'{"access_token":"eyJ0-secret","refresh_token":"0.AXk"}'
+
+
+def kbkdf(key: bytes, context: bytes) -> bytes:
+    return KBKDFHMAC(
+        algorithm=hashes.SHA256(),
+        mode=Mode.CounterMode,
+        length=32,
+        rlen=4,
+        llen=4,
+        location=CounterLocation.BeforeFixed,
+        label=b"AzureAD-SecureConversation",
+        context=context,
+        fixed=None,
+    ).derive(key)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ENTRA_KEYS_PASSPHRASE", "ENTRA_KEYS_PROVIDER", "ENTRA_KEYS_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TSS2_LOG", "")
+    monkeypatch.delenv("TSS2_LOG")
+
+
+@pytest.fixture(params=PROVIDERS)
+def cli(
+    request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Cli]:
+    """The command for each provider, with the session's transport key stored as 'transport'."""
+    store = tmp_path / "store"
+    if request.param == "software":
+        provider = open_provider("software")
+        KeyStore(provider, store).save(
+            "transport", cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
+        )
+        yield Cli("software", ["--provider", "software"], store, capsys)
+        return
+    swtpm = request.getfixturevalue("swtpm")
+    with open_provider("tpm", tcti=swtpm.tcti) as provider:
+        KeyStore(provider, store).save(
+            "transport", cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
+        )
+    yield Cli("tpm", ["--provider", "tpm", "--tcti", swtpm.tcti], store, capsys)
+    left = transient_handles(swtpm.tcti)
+    assert left == [], f"the session commands left transient objects in the TPM: {left}"
+
+
+def transport_public(cli: Cli) -> rsa.RSAPublicKey:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(cli.ok("keys", "export", "transport").encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    return key
+
+
+def write(path: Path, data: bytes | str) -> str:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return str(path)
+
+
+def _json(cli: Cli, *args: str) -> str:
+    return cli.ok("--json", *args)
+
+
+def imported(cli: Cli, tmp_path: Path, name: str = "prt") -> TokenService:
+    service = TokenService()
+    jwe = write(tmp_path / "jwe.txt", service.session_key_jwe(transport_public(cli)) + "\n")
+    cli.ok("session", "import", name, "--transport-key", "transport", "--in", jwe)
+    return service
+
+
+def test_import_derive_sign_decrypt(cli: Cli, tmp_path: Path) -> None:
+    service = imported(cli, tmp_path)
+    keys = json.loads(_json(cli, "keys", "list"))
+    prt = next(k for k in keys["keys"] if k["name"] == "prt")
+    assert (prt["type"], prt["usage"]) == ("hmac-sha256", "derive")
+    assert prt["hardware_backed"] is (cli.kind == "tpm")
+
+    ctx = os.urandom(24)
+    out = cli.ok("session", "derive", "prt", "--ctx", ctx.hex(), "--kdf", "1")
+    assert out == kbkdf(service.session_key, ctx).hex() + "\n"
+    assert cli.ok("session", "derive", "prt", "--ctx", ctx.hex()) == out  # v1 without a payload
+
+    payload = b'{ "refresh_token": "0.A",\n  "request_nonce": "AwAB" }\n'
+    path = write(tmp_path / "payload.json", payload)
+    want = kbkdf(service.session_key, hashlib.sha256(ctx + payload).digest()).hex()
+    assert cli.ok("session", "derive", "prt", "--ctx", ctx.hex(), "--payload", path) == want + "\n"
+    out = cli.ok("session", "derive", "prt", "--ctx", ctx.hex(), "--payload", path, "--kdf", "2")
+    assert out == want + "\n"
+
+    token = cli.ok("session", "sign", "prt", "--in", path).strip()
+    assert b64url_decode(token.split(".")[1]) == payload  # the file's exact bytes
+    assert service.verify_request(token) == {"refresh_token": "0.A", "request_nonce": "AwAB"}
+
+    for mode in ("gcm", "cbc"):
+        body = write(tmp_path / f"{mode}.jwe", service.encrypt_response(RESPONSE, mode=mode))
+        assert cli.ok("session", "decrypt", "prt", "--in", body) == RESPONSE.decode()
+    plain = write(tmp_path / "plain.json", RESPONSE)
+    assert cli.ok("session", "decrypt", "prt", "--in", plain) == RESPONSE.decode()
+
+
+def test_json_output(cli: Cli, tmp_path: Path) -> None:
+    service = TokenService()
+    response = json.dumps({"session_key_jwe": service.session_key_jwe(transport_public(cli))})
+    document = json.loads(
+        _json(
+            cli, "session", "import", "prt", "--transport-key", "transport",
+            "--in", write(tmp_path / "token_response.json", response),
+        )
+    )  # fmt: skip
+    assert document["name"] == "prt" and document["hardware_backed"] is (cli.kind == "tpm")
+    ctx = os.urandom(24)
+    derived = json.loads(_json(cli, "session", "derive", "prt", "--ctx", ctx.hex()))
+    assert derived == {
+        "name": "prt",
+        "kdf_ver": 1,
+        "derived_key": kbkdf(service.session_key, ctx).hex(),
+    }
+    signed = json.loads(_json(cli, "session", "sign", "prt", "--in", write(tmp_path / "p", "{}")))
+    service.verify_request(signed["jws"])
+    body = write(tmp_path / "r.jwe", service.encrypt_response(RESPONSE))
+    assert json.loads(_json(cli, "session", "decrypt", "prt", "--in", body)) == {
+        "name": "prt",
+        "plaintext": RESPONSE.decode(),
+    }
+    body = write(tmp_path / "b.jwe", service.encrypt_response(b"\xff\x00", mode="cbc"))
+    document = json.loads(_json(cli, "session", "decrypt", "prt", "--in", body))
+    assert base64.b64decode(document["plaintext_base64"]) == b"\xff\x00"
+
+
+def test_import_replaces_only_when_asked(cli: Cli, tmp_path: Path) -> None:
+    first = imported(cli, tmp_path)
+    second = TokenService()
+    jwe = write(tmp_path / "second.jwe", second.session_key_jwe(transport_public(cli)))
+    result = cli("session", "import", "prt", "--transport-key", "transport", "--in", jwe)
+    assert result.code == 1
+    assert "already exists" in one_error_line(result.err)
+    ctx = os.urandom(24)
+    assert cli.ok("session", "derive", "prt", "--ctx", ctx.hex()).strip() == (
+        kbkdf(first.session_key, ctx).hex()
+    )
+    cli.ok("session", "import", "prt", "--transport-key", "transport", "--in", jwe, "--replace")
+    assert cli.ok("session", "derive", "prt", "--ctx", ctx.hex()).strip() == (
+        kbkdf(second.session_key, ctx).hex()
+    )
+    cli.ok("keys", "delete", "prt")
+    result = cli("session", "derive", "prt", "--ctx", ctx.hex())
+    assert result.code == 1 and "no key 'prt'" in one_error_line(result.err)
+
+
+def test_failures_are_one_error_line(cli: Cli, tmp_path: Path) -> None:
+    service = imported(cli, tmp_path)
+    other = rsa.generate_private_key(65537, 2048).public_key()
+    cases = {
+        "not a JWE": write(tmp_path / "garbage", "not a jwe"),
+        "another key": write(tmp_path / "other", TokenService().session_key_jwe(other)),
+        "not ASCII": write(tmp_path / "binary", b"\xff\xfe"),
+        "no such file": str(tmp_path / "missing"),
+        "no session_key_jwe": write(tmp_path / "resp.json", '{"refresh_token": "x"}'),
+    }
+    for what, path in cases.items():
+        result = cli("session", "import", "p2", "--transport-key", "transport", "--in", path)
+        assert result.code == 1, what
+        one_error_line(result.err)
+    result = cli(
+        "session", "import", "p2", "--transport-key", "nosuch", "--in", cases["another key"]
+    )
+    assert result.code == 1 and "no key 'nosuch'" in one_error_line(result.err)
+    result = cli("session", "derive", "transport", "--ctx", "00")
+    assert result.code == 1 and "not a session key" in one_error_line(result.err)
+    result = cli("session", "derive", "prt", "--ctx", "00", "--kdf", "2")
+    assert result.code == 1 and "--payload" in one_error_line(result.err)
+    result = cli("session", "sign", "prt", "--in", write(tmp_path / "bad.json", "[1]"))
+    assert result.code == 1 and "JSON object" in one_error_line(result.err)
+    sealed = service.encrypt_response(RESPONSE).split(".")
+    sealed[4] = sealed[4][:-2] + ("AA" if sealed[4][-2:] != "AA" else "BA")
+    result = cli("session", "decrypt", "prt", "--in", write(tmp_path / "t.jwe", ".".join(sealed)))
+    assert result.code == 1 and "does not decrypt" in one_error_line(result.err)
+    result = cli("session", "decrypt", "prt", "--in", write(tmp_path / "u.jwe", "a.b+.c.d.e"))
+    assert result.code == 1 and "base64" in one_error_line(result.err)
+    for secret_form in (service.session_key.hex(), base64.b64encode(service.session_key).decode()):
+        assert secret_form not in result.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["session", "derive", "prt", "--ctx", "zz"],
+        ["session", "derive", "prt", "--ctx", ""],
+        ["session", "derive", "prt", "--ctx", "00", "--kdf", "3"],
+        ["session", "derive", "prt"],
+        ["session", "import", "prt", "--in", "x"],
+        ["session", "sign", "prt"],
+        ["session"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from entra_keys.cli import main
+
+    assert main(["--provider", "software", *args]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_software_session_key_uses_the_passphrase(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    provider = open_provider("software")
+    KeyStore(provider, store).save(
+        "transport", cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
+    )
+    cli = Cli("software", ["--provider", "software"], store, capsys)
+    monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "correct horse")
+    service = imported(cli, tmp_path)
+    assert KeyStore(provider, store).info("prt").encrypted
+    ctx = os.urandom(24)
+    assert cli.ok("session", "derive", "prt", "--ctx", ctx.hex()).strip() == (
+        kbkdf(service.session_key, ctx).hex()
+    )
+    monkeypatch.delenv("ENTRA_KEYS_PASSPHRASE")
+    result = cli("session", "derive", "prt", "--ctx", ctx.hex())
+    assert result.code == 1 and "passphrase" in one_error_line(result.err)
+
+
+def test_help_says_derive_is_for_diagnostics() -> None:
+    done = run_program("session", "derive", "--help")
+    assert done.returncode == 0
+    assert b"diagnostics" in done.stdout
+
+
+def test_decrypt_from_stdin_as_a_program(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    provider = open_provider("software")
+    transport = cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
+    assert isinstance(transport, rsa.RSAPrivateKey)
+    KeyStore(provider, store).save("transport", transport)
+    service = TokenService()
+    jwe = write(tmp_path / "jwe", service.session_key_jwe(transport.public_key()))
+    base = ["--provider", "software", "--store", str(store), "session"]
+    done = run_program(*base, "import", "prt", "--transport-key", "transport", "--in", jwe)
+    assert done.returncode == 0, done.stderr
+    body = service.encrypt_response(b"\x00binary\xff", mode="cbc").encode()
+    done = run_program(*base, "decrypt", "prt", "--in", "-", stdin=body)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"\x00binary\xff"
