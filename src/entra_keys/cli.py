@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, formats
+from ._cli_attest import add_attest_commands
 from ._cli_session import add_session_commands
 from .errors import EntraKeysError
 from .keystore import KeyInfo, KeyStore
@@ -189,16 +190,73 @@ def _provider_rows(info: ProviderInfo) -> list[tuple[str, str]]:
     return rows
 
 
+def _device_state(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, Any]:
+    """What ``dsregcmd /status`` shows of a join, from the join state the store recorded."""
+    state = ctx.store.load_join_state() or {}
+    device = next((k for k in keys if k.name == "device"), None)
+    hardware = bool(device and device.hardware_backed)
+    out: dict[str, Any] = {
+        "azure_ad_joined": bool(state.get("device_id")),
+        "device_id": state.get("device_id"),
+        "thumbprint": state.get("thumbprint"),
+        "key_provider": (
+            "Microsoft Platform Crypto Provider" if hardware
+            else "Microsoft Software Key Storage Provider" if device else None
+        ),
+        "tpm_protected": hardware,
+        "ak_enrolled": bool(state.get("ak_enrolled")),
+        "ek_certificate_chain": state.get("ek_certificate_chain"),
+        "session_key_present": False,
+        "session_key_tpm_bound": False,
+    }  # fmt: skip
+    name = state.get("session_key")
+    if isinstance(name, str) and name in ctx.store:
+        try:
+            key = ctx.store.load_session_key(name, passphrase=ctx.passphrase())
+        except EntraKeysError as exc:
+            out["session_key_error"] = _one_line(str(exc))
+        else:
+            out["session_key_present"] = True
+            out["session_key_tpm_bound"] = key.hardware_backed
+    return out
+
+
+def _device_sections(device: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    def text(value: Any) -> str:
+        return "" if value is None else _yes(value) if isinstance(value, bool) else str(value)
+
+    rows = [
+        ("AzureAdJoined", text(device["azure_ad_joined"])),
+        ("DeviceId", text(device["device_id"])),
+        ("Thumbprint", text(device["thumbprint"])),
+        ("KeyProvider", text(device["key_provider"])),
+        ("TpmProtected", text(device["tpm_protected"])),
+    ]
+    attestation = [
+        ("AkEnrolled", text(device["ak_enrolled"])),
+        ("EkCertificateChain", text(device["ek_certificate_chain"])),
+    ]
+    sso = [
+        ("SessionKeyPresent", text(device["session_key_present"])),
+        ("SessionKeyTpmBound", text(device["session_key_tpm_bound"])),
+    ]
+    if "session_key_error" in device:
+        sso.append(("SessionKeyError", device["session_key_error"]))
+    return [("Device State", rows), ("Attestation State", attestation), ("SSO State", sso)]
+
+
 def cmd_status(ctx: Context) -> int:
-    """Describe the provider and the stored keys, and check that every signing key signs."""
+    """Describe the join, the provider and the stored keys; check that every signing key signs."""
     info = ctx.provider.info()
     keys = ctx.store.list()
     broken = ctx.store.broken()
+    device = _device_state(ctx, keys)
     test = _sign_test(ctx, keys)
     code = 1 if test.failures else 0
     if ctx.json:
         _write_json(
             {
+                "device": device,
                 "provider": {
                     "kind": info.kind,
                     "tpm_protected": info.hardware_backed,
@@ -240,6 +298,7 @@ def cmd_status(ctx: Context) -> int:
     _write(
         _sections(
             [
+                *_device_sections(device),
                 ("Provider State", _provider_rows(info)),
                 ("Key State", key_rows),
                 ("Diagnostic Data", test_rows),
@@ -247,6 +306,17 @@ def cmd_status(ctx: Context) -> int:
         )
     )
     return code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the join demo, then show the status report of what it built."""
+    from .demo import run_demo  # the demo pulls in attestation and the stand-in services
+
+    out = sys.stderr if args.json else sys.stdout
+    provider, store, cleanup = run_demo(args.provider, args.tcti, args.store, out, args.ek_ca)
+    with cleanup:
+        out.write("\n")
+        return cmd_status(Context(args, provider, store))
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -430,6 +500,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="provider, TPM and keys; test-sign every key")
     status.set_defaults(handler=cmd_status)
 
+    demo = commands.add_parser(
+        "demo",
+        help="run a whole join on a throwaway swtpm (or --tcti, or software) and show status",
+    )
+    demo.add_argument(
+        "--ek-ca",
+        metavar="PEM",
+        action="append",
+        default=[],
+        help="a CA certificate the EK certificate chains to (for a TPM given with --tcti)",
+    )
+    demo.set_defaults(handler=None, run=cmd_demo)
+
     keys = commands.add_parser("keys", help="create, list, show, delete and export keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
@@ -476,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--out", dest="output", metavar="FILE", default="-", help="'-' for stdout")
     sign.set_defaults(handler=cmd_sign)
     add_session_commands(commands)
+    add_attest_commands(commands)
     return parser
 
 
@@ -502,9 +586,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # libtss2 logs its own errors to stderr; the one error line below already says what failed.
         os.environ.setdefault("TSS2_LOG", "all+NONE")
-    handler: Handler = args.handler
+    handler: Handler | None = args.handler
     provider: Provider | None = None
     try:
+        if handler is None:  # a command that opens its own provider (demo)
+            code: int = args.run(args)
+            return code
         provider = open_provider(args.provider, tcti=args.tcti)
         return handler(Context(args, provider, KeyStore(provider, args.store)))
     except (EntraKeysError, CommandError) as exc:

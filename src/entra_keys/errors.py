@@ -30,28 +30,61 @@ and chained with ``raise ... from exc``. No message carries key material.
     ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
     ├── InvalidData                    bytes that do not parse (formats, wire structures)
     ├── AttestationError               an attestation could not be made or did not verify
+    │   ├── CredentialActivationFailed a credential blob not made for this EK and AK name
+    │   └── AttestationCheckFailed     a verifier check failed; ``.check`` names it
+    │       ├── MalformedAttestation   bytes that do not parse (also an InvalidData)
+    │       ├── UntrustedKey           the policy does not trust the AK (or it is no AK)
+    │       ├── HashAlgorithmRefused   SHA-1 (unless allowed) or an unknown hash
+    │       ├── SignatureCheckFailed   wrong scheme for the key, or a bad signature
+    │       ├── SoftwareAttestationRefused  made by the software provider, not allowed
+    │       ├── MagicCheckFailed       not TPM_GENERATED_VALUE: not made by a TPM
+    │       ├── AttestTypeCheckFailed  a certification where a quote was expected, or back
+    │       ├── NonceCheckFailed       extraData is not the verifier's nonce
+    │       ├── PCRSelectionCheckFailed  other PCRs were quoted than expected
+    │       ├── PCRDigestCheckFailed   the quoted PCR digest is not of the expected values
+    │       ├── NameCheckFailed        the certified name is not the given key's
+    │       ├── KeyMismatch            the certified key is not the expected key
+    │       ├── KeyAttributesCheckFailed  the key is not fixedTPM/fixedParent/...
+    │       ├── KeyStrengthCheckFailed RSA below 2048 bits or a curve not offered
+    │       └── CertificateCheckFailed an EK certificate that does not chain or is unfit
     └── InvalidSignature               a signature that does not verify
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AttestTypeCheckFailed",
+    "AttestationCheckFailed",
     "AttestationError",
+    "CertificateCheckFailed",
+    "CredentialActivationFailed",
     "DecryptionError",
     "EntraKeysError",
     "ForeignKey",
     "HardwareUnavailable",
+    "HashAlgorithmRefused",
     "InvalidData",
     "InvalidKeyName",
     "InvalidSignature",
+    "KeyAttributesCheckFailed",
     "KeyExists",
     "KeyFileCorrupt",
+    "KeyMismatch",
     "KeyNotExportable",
     "KeyNotFound",
     "KeyStoreError",
+    "KeyStrengthCheckFailed",
     "KeyUsageError",
+    "MagicCheckFailed",
+    "MalformedAttestation",
+    "NameCheckFailed",
+    "NonceCheckFailed",
+    "PCRDigestCheckFailed",
+    "PCRSelectionCheckFailed",
     "PinRequired",
     "ProviderError",
+    "SignatureCheckFailed",
+    "SoftwareAttestationRefused",
     "StorePermissionError",
     "TPMAuthFailure",
     "TPMError",
@@ -59,6 +92,7 @@ __all__ = [
     "TPMObjectMemory",
     "TPMUnreachable",
     "UnsupportedAlgorithm",
+    "UntrustedKey",
     "WrongPassphrase",
     "WrongProvider",
 ]
@@ -178,3 +212,107 @@ class InvalidSignature(EntraKeysError):
 
 class AttestationError(EntraKeysError):
     """An attestation could not be produced, or it failed verification (subclasses say which)."""
+
+
+# --- attestation: what failed, one class per check ------------------------------------------
+
+
+class CredentialActivationFailed(AttestationError):
+    """A credential blob that does not open with this EK and AK name (TPM_RC_INTEGRITY)."""
+
+
+class AttestationCheckFailed(AttestationError):
+    """A check of an attestation failed; ``check`` names it (as in REFERENCE.md section 3)."""
+
+    #: Which check failed: "signature", "magic", "nonce", "pcr-digest", ...
+    check = "attestation"
+
+
+class MalformedAttestation(AttestationCheckFailed, InvalidData):
+    """An attestation whose bytes do not parse: also an InvalidData."""
+
+    check = "structure"
+
+
+class UntrustedKey(AttestationCheckFailed):
+    """The trust policy does not trust the attestation key, or it is no restricted signing key."""
+
+    check = "trust"
+
+
+class HashAlgorithmRefused(AttestationCheckFailed):
+    """A hash the policy refuses: SHA-1 unless allowed, or one that is not SHA-2."""
+
+    check = "hash"
+
+
+class SignatureCheckFailed(AttestationCheckFailed):
+    """The signature scheme does not fit the key, or the signature does not verify."""
+
+    check = "signature"
+
+
+class SoftwareAttestationRefused(AttestationCheckFailed):
+    """A software provider's attestation, refused because the policy does not allow software."""
+
+    check = "software"
+
+
+class MagicCheckFailed(AttestationCheckFailed):
+    """The attestation does not begin with TPM_GENERATED_VALUE: no TPM made it."""
+
+    check = "magic"
+
+
+class AttestTypeCheckFailed(AttestationCheckFailed):
+    """The attestation is of another type (a certification given as a quote, or back)."""
+
+    check = "type"
+
+
+class NonceCheckFailed(AttestationCheckFailed):
+    """The attestation's extraData is not the verifier's nonce (a replay, or another request)."""
+
+    check = "nonce"
+
+
+class PCRSelectionCheckFailed(AttestationCheckFailed):
+    """The quote covers other PCRs or banks than the verifier expected."""
+
+    check = "pcr-selection"
+
+
+class PCRDigestCheckFailed(AttestationCheckFailed):
+    """The quoted PCR digest is not the hash of the expected PCR values."""
+
+    check = "pcr-digest"
+
+
+class NameCheckFailed(AttestationCheckFailed):
+    """The name in the certification is not the name of the TPMT_PUBLIC given with it."""
+
+    check = "name"
+
+
+class KeyMismatch(AttestationCheckFailed):
+    """The certified key is not the public key the verifier expected."""
+
+    check = "key"
+
+
+class KeyAttributesCheckFailed(AttestationCheckFailed):
+    """The certified key is not fixedTPM, fixedParent, sensitiveDataOrigin and unrestricted."""
+
+    check = "key-attributes"
+
+
+class KeyStrengthCheckFailed(AttestationCheckFailed):
+    """The certified key is weaker than RSA-2048, or on a curve other than P-256/384/521."""
+
+    check = "key-strength"
+
+
+class CertificateCheckFailed(AttestationCheckFailed):
+    """An EK certificate that does not chain to the CA bundle, is out of date or is unfit."""
+
+    check = "certificate"

@@ -15,13 +15,15 @@ import binascii
 import builtins
 import contextlib
 import errno
+import json
 import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import (
     EntraKeysError,
@@ -41,6 +43,7 @@ __all__ = ["KeyInfo", "KeyStore", "default_store_path"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUFFIX = ".pem"
 _TEMP_PREFIX = ".tmp-"
+_JOIN_STATE = "join.json"
 _PEM_BEGIN = re.compile(rb"^-----BEGIN ([A-Z0-9 ]+)-----\r?$", re.MULTILINE)
 _MAX_FILE = 64 * 1024
 _TPM_LABEL = "TSS2 PRIVATE KEY"
@@ -164,6 +167,29 @@ class KeyStore:
                 name,
             )
         return info, pem
+
+    def save_join_state(self, state: Mapping[str, Any]) -> None:
+        """Records what a join established (device id, certificate, AK, session key names)
+        beside the keys, atomically, for ``status`` to report."""
+        data = json.dumps(dict(state), indent=2, sort_keys=True).encode()
+        self._write_atomic(self.path / _JOIN_STATE, data, replace=True)
+
+    def load_join_state(self) -> dict[str, Any] | None:
+        """The recorded join state, or None when this store's device has not joined."""
+        self._check_dir()
+        try:
+            data = (self.path / _JOIN_STATE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read the join state: {exc.strerror}") from exc
+        try:
+            state = json.loads(data)
+        except ValueError as exc:
+            raise KeyFileCorrupt(f"the join state {_JOIN_STATE} is not JSON ({exc})") from exc
+        if not isinstance(state, dict):
+            raise KeyFileCorrupt(f"the join state {_JOIN_STATE} is not a JSON object")
+        return state
 
     def info(self, name: str) -> KeyInfo:
         """Describes the key stored under ``name`` from its file alone."""

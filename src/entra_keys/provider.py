@@ -228,6 +228,11 @@ class EntraKey(abc.ABC):
     def hardware_backed(self) -> bool:
         """True only when the private half lives in a TPM."""
 
+    @property
+    @abc.abstractmethod
+    def tpm_public(self) -> bytes:
+        """The key's TPMT_PUBLIC: what a TPM names and certifies (built alike for software)."""
+
     @contextlib.contextmanager
     def loaded(self) -> Iterator[None]:
         """Keep the key ready for a run of operations (a TPM key stays loaded until exit)."""

@@ -1,0 +1,265 @@
+"""``entra-keys attest ...`` (the device side) and ``entra-keys verify ...`` (the verifier's).
+
+The device side works through the open provider; ``verify`` is pure Python and opens no
+provider at all, as a service would run it. ``verify`` exits 0 only for a valid attestation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import formats
+from .errors import EntraKeysError, InvalidData
+from .provider import KeyType, KeyUsage
+
+if TYPE_CHECKING:
+    from .cli import Context
+
+__all__ = ["add_attest_commands"]
+
+
+def _hex(text: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise InvalidData(f"{what} is not hex: {text!r}") from exc
+
+
+def _pcrs(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise InvalidData(f"--pcrs takes indices like 0,1,7, not {text!r}") from exc
+
+
+def _write_document(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text + "\n")
+        return
+    try:
+        Path(path).write_text(text + "\n")
+    except OSError as exc:
+        raise InvalidData(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidData(f"cannot read the {what} {path}: {exc.strerror}") from exc
+
+
+def _print(ctx_json: bool, document: dict[str, Any], lines: list[str]) -> None:
+    if ctx_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+# -- attest ---------------------------------------------------------------------------------
+
+
+def cmd_attest_ak_create(ctx: Context) -> int:
+    """Create an attestation key (restricted signing key) and store it."""
+    args = ctx.args
+    ak = ctx.store.create(args.name, KeyType(args.type), KeyUsage.ATTEST, replace=args.replace)
+    pem = formats.public_pem(ak).decode()
+    _print(
+        ctx.json,
+        {"name": args.name, "type": args.type, "hardware_backed": ak.hardware_backed,
+         "public_key_pem": pem},
+        [f"Attestation key {args.name!r} ({args.type}) created", pem.rstrip()],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_attest_ek(ctx: Context) -> int:
+    """Print the endorsement keys (and, with --cert, their certificates) as JSON or PEM."""
+    from .attestation.software import endorsement_key_to_json
+    from .attestation.structures import TPMTPublic
+
+    eks = ctx.provider.endorsement_keys()
+    if ctx.json:
+        _print(
+            True, {"endorsement_keys": [json.loads(endorsement_key_to_json(e)) for e in eks]}, []
+        )
+        return 0
+    for ek in eks:
+        pem = formats.public_pem(TPMTPublic.parse(ek.public).public_key()).decode()
+        where = f"persistent 0x{ek.handle:08x}" if ek.handle else "from the template"
+        sys.stdout.write(f"# EK {ek.key_type.value} ({where})\n{pem}")
+        if ctx.args.cert:
+            if ek.certificate is None:
+                sys.stdout.write("# no certificate\n")
+            else:
+                from cryptography import x509
+                from cryptography.hazmat.primitives.serialization import Encoding
+
+                cert = x509.load_der_x509_certificate(ek.certificate)
+                sys.stdout.write(f"# certificate at NV 0x{ek.nv_index or 0:08x}\n")
+                sys.stdout.write(cert.public_bytes(Encoding.PEM).decode())
+    return 0
+
+
+def cmd_attest_quote(ctx: Context) -> int:
+    """Quote PCRs with an AK over a nonce; write the quote as JSON (and tpm2-tools' files)."""
+    from .attestation.software import quote_to_json, write_checkquote_files
+
+    args = ctx.args
+    ak = ctx.load(args.ak)
+    quote = ctx.provider.quote(ak, _pcrs(args.pcrs), _hex(args.nonce, "--nonce"), args.bank)
+    _write_document(args.out, quote_to_json(quote))
+    if args.tpm2_tools:
+        write_checkquote_files(quote, Path(args.tpm2_tools))
+    return 0
+
+
+def cmd_attest_certify(ctx: Context) -> int:
+    """Certify a stored key with an AK over a nonce; write the certification as JSON."""
+    from .attestation.software import certification_to_json
+
+    args = ctx.args
+    certification = ctx.provider.certify(
+        ctx.load(args.key), ctx.load(args.ak), _hex(args.nonce, "--nonce")
+    )
+    _write_document(args.out, certification_to_json(certification))
+    return 0
+
+
+# -- verify (no provider) --------------------------------------------------------------------
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from .attestation.verifier import TrustPolicy
+
+    return TrustPolicy(allow_software=args.allow_software, allow_sha1=args.allow_sha1)
+
+
+def cmd_verify_quote(args: argparse.Namespace) -> int:
+    """Verify a quote JSON file against the AK's public key and the nonce; exit 0 if valid."""
+    from .attestation.software import quote_from_json
+    from .attestation.verifier import verify_quote
+
+    quote = quote_from_json(_read(args.file, "quote"))
+    ak = formats.load_public_key(_read(args.ak_public, "AK public key"))
+    expected = quote.pcr_values
+    if args.pcr_values:
+        expected = {int(k): _hex(v, "PCR value") for k, v in
+                    json.loads(_read(args.pcr_values, "PCR values")).items()}  # fmt: skip
+    result = verify_quote(
+        quote.attest, quote.signature, ak, _hex(args.nonce, "--nonce"),
+        {quote.pcr_bank: expected}, policy=_policy(args),
+    )  # fmt: skip
+    values = {
+        bank: {i: v.hex() for i, v in pcrs.items()} for bank, pcrs in result.pcr_values.items()
+    }
+    _print(
+        args.json,
+        {"valid": True, "hardware_backed": result.hardware_backed, "pcr_values": values,
+         "checks": list(result.checks)},
+        ["Quote: VALID" + ("" if result.hardware_backed else " (software attestation)"),
+         *(f"  {bank} PCR{i}: {v}" for bank, pcrs in values.items() for i, v in pcrs.items())],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_verify_certify(args: argparse.Namespace) -> int:
+    """Verify a certification JSON file against the AK and the key; exit 0 if valid."""
+    from .attestation.software import certification_from_json
+    from .attestation.verifier import verify_certify
+
+    certification = certification_from_json(_read(args.file, "certification"))
+    ak = formats.load_public_key(_read(args.ak_public, "AK public key"))
+    key = formats.load_public_key(_read(args.key_public, "key's public key"))
+    result = verify_certify(
+        certification.attest, certification.signature, ak, certification.key_public,
+        _hex(args.nonce, "--nonce"), policy=_policy(args), expected_key=key,
+    )  # fmt: skip
+    _print(
+        args.json,
+        {"valid": True, "hardware_backed": result.hardware_backed,
+         "key_name": result.key_name.hex(), "checks": list(result.checks)},
+        ["Certification: VALID" + ("" if result.hardware_backed else " (software attestation)"),
+         f"  key name: {result.key_name.hex()}"],
+    )  # fmt: skip
+    return 0
+
+
+def _verify_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nonce", required=True, help="the nonce the verifier chose (hex)")
+    parser.add_argument("--allow-software", action="store_true",
+                        help="accept attestations of the software provider")  # fmt: skip
+    parser.add_argument("--allow-sha1", action="store_true", help="accept SHA-1")
+
+
+def add_attest_commands(commands: Any) -> None:
+    """Add ``attest`` and ``verify`` to the ``entra-keys`` parser."""
+    attest = commands.add_parser("attest", help="attestation keys, EK, quotes, certifications")
+    sub = attest.add_subparsers(dest="attest_command", metavar="ACTION", required=True)
+
+    ak = sub.add_parser("ak", help="attestation keys")
+    ak_sub = ak.add_subparsers(dest="ak_command", metavar="ACTION", required=True)
+    create = ak_sub.add_parser("create", help="create an attestation key and store it")
+    create.add_argument("name")
+    create.add_argument("--type", default="rsa2048", choices=["rsa2048", "ecc256"])
+    create.add_argument("--replace", action="store_true")
+    create.set_defaults(handler=cmd_attest_ak_create)
+
+    ek = sub.add_parser("ek", help="print the endorsement keys")
+    ek.add_argument("--cert", action="store_true", help="also print their certificates")
+    ek.set_defaults(handler=cmd_attest_ek)
+
+    quote = sub.add_parser("quote", help="quote PCRs with an AK")
+    quote.add_argument("--ak", required=True, help="the stored attestation key")
+    quote.add_argument("--pcrs", default="0,1,7", help="PCR indices (default 0,1,7)")
+    quote.add_argument("--bank", default="sha256", choices=["sha1", "sha256", "sha384"])
+    quote.add_argument("--nonce", required=True, help="the verifier's nonce (hex, ≤ 32 bytes)")
+    quote.add_argument("--out", required=True, metavar="FILE.json", help="'-' for stdout")
+    quote.add_argument(
+        "--tpm2-tools",
+        metavar="DIR",
+        help="also write tpm2_checkquote's message, signature and PCR files",
+    )
+    quote.set_defaults(handler=cmd_attest_quote)
+
+    certify = sub.add_parser("certify", help="certify a stored key with an AK")
+    certify.add_argument("key")
+    certify.add_argument("--ak", required=True)
+    certify.add_argument("--nonce", required=True, help="the verifier's nonce (hex, ≤ 32 bytes)")
+    certify.add_argument("--out", required=True, metavar="FILE.json", help="'-' for stdout")
+    certify.set_defaults(handler=cmd_attest_certify)
+
+    verify = commands.add_parser("verify", help="verify quotes and certifications (no TPM)")
+    vsub = verify.add_subparsers(dest="verify_command", metavar="WHAT", required=True)
+    vq = vsub.add_parser("quote", help="verify a quote JSON file")
+    vq.add_argument("file", metavar="FILE.json")
+    vq.add_argument("--ak-public", required=True, metavar="PEM")
+    vq.add_argument("--pcr-values", metavar="JSON",
+                    help='expected {"index": "hex"} (default: the values in the file)')  # fmt: skip
+    _verify_flags(vq)
+    vq.set_defaults(handler=None, run=_guarded(cmd_verify_quote))
+    vc = vsub.add_parser("certify", help="verify a certification JSON file")
+    vc.add_argument("file", metavar="FILE.json")
+    vc.add_argument("--ak-public", required=True, metavar="PEM")
+    vc.add_argument("--key-public", required=True, metavar="PEM")
+    _verify_flags(vc)
+    vc.set_defaults(handler=None, run=_guarded(cmd_verify_certify))
+
+
+def _guarded(command: Any) -> Any:
+    """Verification errors say which check failed; ``main`` prints them as one line."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code: int = command(args)
+        except EntraKeysError as exc:
+            if args.json:
+                sys.stdout.write(json.dumps({"valid": False, "error": str(exc)}) + "\n")
+            raise
+        return code
+
+    return run

@@ -1,0 +1,120 @@
+"""``entra-keys attest`` and ``verify``: over both providers, checked by tpm2-tools as well."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from entra_keys.cli import main
+from entra_keys.testing.swtpm import Swtpm
+
+from .conftest import PROVIDERS, transient_handles
+
+NONCE = "00112233445566778899aabbccddeeff"
+
+
+@pytest.fixture(params=PROVIDERS)
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """Global options for one provider; after a TPM test no transient object may remain."""
+    base = ["--store", str(tmp_path / "store")]
+    if request.param == "software":
+        yield ["--provider", "software", *base]
+        return
+    swtpm: Swtpm = request.getfixturevalue("swtpm")
+    yield ["--provider", "tpm", "--tcti", swtpm.tcti, *base]
+    assert transient_handles(swtpm.tcti) == []
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_quote_and_certify_round_trip_through_verify(
+    cli: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    software = "software" in cli
+    allow = ["--allow-software"] if software else []
+    assert run(capsys, *cli, "attest", "ak", "create", "ak")[0] == 0
+    assert run(capsys, *cli, "keys", "create", "device", "--type", "ecc256")[0] == 0
+    (tmp_path / "ak.pem").write_text(_export(capsys, cli, "ak"))
+    (tmp_path / "device.pem").write_text(_export(capsys, cli, "device"))
+
+    quote_file, cert_file = tmp_path / "quote.json", tmp_path / "cert.json"
+    code, _, err = run(capsys, *cli, "attest", "quote", "--ak", "ak", "--pcrs", "0,1,7",
+                       "--nonce", NONCE, "--out", str(quote_file))  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, *cli, "attest", "certify", "device", "--ak", "ak",
+                       "--nonce", NONCE, "--out", str(cert_file))  # fmt: skip
+    assert code == 0, err
+    assert json.loads(quote_file.read_text())["hardware_backed"] is not software
+
+    verify_quote = ["verify", "quote", str(quote_file), "--ak-public", str(tmp_path / "ak.pem")]
+    code, out, err = run(capsys, "--json", *verify_quote, "--nonce", NONCE, *allow)
+    assert code == 0, err
+    assert json.loads(out)["valid"] is True
+    assert json.loads(out)["hardware_backed"] is not software
+    code, _, err = run(capsys, *verify_quote, "--nonce", "ff" * 16, *allow)
+    assert code == 1
+    assert err.startswith("entra-keys: error: ") and "nonce" in err
+    if software:  # a software quote is refused unless allowed
+        code, _, err = run(capsys, *verify_quote, "--nonce", NONCE)
+        assert code == 1
+        assert "software" in err
+
+    verify_cert = ["verify", "certify", str(cert_file), "--ak-public", str(tmp_path / "ak.pem")]
+    key = ["--key-public", str(tmp_path / "device.pem")]
+    code, out, err = run(capsys, *verify_cert, *key, "--nonce", NONCE, *allow)
+    assert code == 0, err
+    assert "Certification: VALID" in out
+    other = ["--key-public", str(tmp_path / "ak.pem")]  # not the certified key
+    code, _, err = run(capsys, *verify_cert, *other, "--nonce", NONCE, *allow)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+
+
+def _export(capsys: pytest.CaptureFixture[str], cli: list[str], name: str) -> str:
+    assert main([*cli, "keys", "export", name, "--format", "pem"]) == 0
+    return capsys.readouterr().out
+
+
+def test_ek_with_certificate_on_the_tpm(
+    swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--provider", "tpm", "--tcti", swtpm.tcti, "--store", str(tmp_path / "s")]
+    code, out, _ = run(capsys, *base, "attest", "ek", "--cert")
+    assert code == 0
+    assert out.count("-----BEGIN PUBLIC KEY-----") == 2
+    assert out.count("-----BEGIN CERTIFICATE-----") == 2
+    code, out, _ = run(capsys, *base, "--json", "attest", "ek")
+    assert code == 0
+    kinds = {ek["key_type"] for ek in json.loads(out)["endorsement_keys"]}
+    assert kinds == {"rsa2048", "ecc384"}
+    assert transient_handles(swtpm.tcti) == []
+
+
+def test_tpm2_checkquote_accepts_the_quote_files(
+    swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--provider", "tpm", "--tcti", swtpm.tcti, "--store", str(tmp_path / "s")]
+    assert main([*base, "attest", "ak", "create", "ak", "--type", "ecc256"]) == 0
+    (tmp_path / "ak.pem").write_text(_export(capsys, base, "ak"))
+    files = tmp_path / "files"
+    files.mkdir()
+    code = main([*base, "attest", "quote", "--ak", "ak", "--pcrs", "0,7", "--nonce", NONCE,
+                 "--out", str(tmp_path / "q.json"), "--tpm2-tools", str(files)])  # fmt: skip
+    assert code == 0
+    checked = subprocess.run(
+        ["tpm2_checkquote", "-u", "ak.pem", "-m", "files/quote.msg", "-s", "files/quote.sig",
+         "-f", "files/quote.pcrs", "-g", "sha256", "-q", NONCE],
+        cwd=tmp_path, env={**os.environ, "TPM2TOOLS_TCTI": swtpm.tcti},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert transient_handles(swtpm.tcti) == []
