@@ -481,3 +481,18 @@ def test_json_readers_raise_only_invalid_data(text: Any) -> None:
             pass
         except EntraKeysError as exc:  # pragma: no cover - the assertion says which
             raise AssertionError(f"{reader.__name__} raised {exc!r}") from exc
+
+
+def test_exported_names_are_complete() -> None:
+    """Every public name of the attestation modules is exported, and every export resolves."""
+    import entra_keys.attestation as package
+    from entra_keys.attestation import credential, software, structures, verifier
+
+    for module in (credential, software, structures, verifier):
+        public = {
+            name for name, value in vars(module).items()
+            if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+            and callable(value)
+        }  # fmt: skip
+        assert public <= set(module.__all__), (module.__name__, public - set(module.__all__))
+    assert all(hasattr(package, name) for name in package.__all__)

@@ -239,7 +239,8 @@ def add_attest_commands(commands: Any) -> None:
     vq.add_argument("file", metavar="FILE.json")
     vq.add_argument("--ak-public", required=True, metavar="PEM")
     vq.add_argument("--pcr-values", metavar="JSON",
-                    help='expected {"index": "hex"} (default: the values in the file)')  # fmt: skip
+                    help='expected {"index": "hex"} (default: the values in the file, which '
+                         'proves only that the TPM quoted them)')  # fmt: skip
     _verify_flags(vq)
     vq.set_defaults(handler=None, run=_guarded(cmd_verify_quote))
     vc = vsub.add_parser("certify", help="verify a certification JSON file")

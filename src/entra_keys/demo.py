@@ -148,7 +148,7 @@ class JoinDemo:
         ak = self._keys["ak"]
         certified = {}
         for name in ("device", "transport"):
-            nonce = os.urandom(16)
+            nonce = self.service.issue_nonce()
             certification = self.provider.certify(self._keys[name], ak, nonce)
             _check(certification.nonce == nonce, "the certification lost its nonce")
             certified[name] = json.loads(certification_to_json(certification))

@@ -49,9 +49,12 @@ __all__ = [
     "TPM_ALG_SHA384",
     "TPM_ALG_SHA512",
     "TPM_ALG_SM2",
+    "TPM_ALG_SM3_256",
     "TPM_ALG_SM4",
     "TPM_ALG_SYMCIPHER",
     "TPM_ALG_XOR",
+    "TPM_ECC_NIST_P192",
+    "TPM_ECC_NIST_P224",
     "TPM_ECC_NIST_P256",
     "TPM_ECC_NIST_P384",
     "TPM_ECC_NIST_P521",
@@ -159,7 +162,7 @@ class HashInfo:
 
     def digest(self, data: bytes) -> bytes:
         """The digest of the data."""
-        return hashlib.new(self.name, data).digest()
+        return _HASHLIB[self.alg](data).digest()
 
 
 #: The hash algorithms entra_keys knows, by TPM_ALG id.
@@ -173,6 +176,12 @@ HASH_ALGORITHMS: Mapping[int, HashInfo] = {
     )
 }
 _HASH_BY_NAME = {info.name: info for info in HASH_ALGORITHMS.values()}
+_HASHLIB = {
+    TPM_ALG_SHA1: hashlib.sha1,
+    TPM_ALG_SHA256: hashlib.sha256,
+    TPM_ALG_SHA384: hashlib.sha384,
+    TPM_ALG_SHA512: hashlib.sha512,
+}
 
 
 def hash_info(alg: int, what: str = "hash algorithm") -> HashInfo:
@@ -607,14 +616,6 @@ class TPMTPublic:
             ecc = TPMSECCParms(symmetric, scheme, curve_id, _SCHEME_NULL)
             return cls(TPM_ALG_ECC, name_alg, int(attributes), auth_policy, ecc, point)
         raise UnsupportedAlgorithm(f"key type {type(key).__name__} has no TPMT_PUBLIC here")
-
-
-def curve_for(curve_id: int) -> ec.EllipticCurve:
-    """The ``cryptography`` curve of a TPM_ECC_CURVE id; UnsupportedAlgorithm for others."""
-    curve = _CURVES.get(curve_id)
-    if curve is None:
-        raise UnsupportedAlgorithm(f"TPM curve 0x{curve_id:04x} is not a NIST curve")
-    return curve
 
 
 # --- TPML_PCR_SELECTION --------------------------------------------------------------------

@@ -180,6 +180,11 @@ class _AK:
     is_rsa: bool
     scheme: tuple[int, int] | None
 
+    @functools.cached_property
+    def coordinate_size(self) -> int:
+        """The byte size of an ECDSA r or s for this key's curve (0 for RSA)."""
+        return 0 if self.is_rsa else (self.key.key_size + 7) // 8
+
 
 @functools.lru_cache(maxsize=256)
 def _ak_from_tpmt(public: TPMTPublic) -> _AK:
@@ -273,6 +278,9 @@ def _signed_attest(
             pad = _PSS[sig.hash] if sig.sig_alg == TPM_ALG_RSAPSS else _PKCS1
             ak.key.verify(sig.signature, attest, pad, _PYCA_HASHES[sig.hash])
         else:
+            size = ak.coordinate_size
+            if len(sig.signature_r) > size or len(sig.signature_s) > size:
+                raise SignatureCheckFailed(f"an ECDSA r or s is longer than {size} bytes")
             ak.key.verify(sig.to_der(), attest, _ECDSA[sig.hash])
     except (_PycaInvalidSignature, ValueError) as exc:
         raise SignatureCheckFailed(
@@ -586,7 +594,8 @@ def verify_ek_certificate(
     policy: TrustPolicy | None = None,
 ) -> EKCertificateInfo:
     """Checks that an EK certificate chains to one of the CA certificates (or the policy's),
-    is in date, is for the EK (when ``ek_public`` is given), and reads the TPM it names.
+    is in date, is for the EK (when ``ek_public`` is given), and reads the TPM it names. Every
+    certificate in ``ca_certs`` is a trust anchor; ``intermediates`` only help build the chain.
 
     The chain is checked step by step (signature, validity, CA and keyCertSign bits, path
     length, critical extensions) rather than by a WebPKI verifier, which refuses what the TCG

@@ -329,7 +329,7 @@ class SoftwareProvider(Provider):
         try:
             if isinstance(key, rsa.RSAPrivateKey):
                 return SoftwareRSAKey(key, usage)
-            if isinstance(key, ec.EllipticCurvePrivateKey) and usage is KeyUsage.SIGN:
+            if isinstance(key, ec.EllipticCurvePrivateKey) and usage is not KeyUsage.DECRYPT:
                 return SoftwareECKey(key, usage)
         except UnsupportedAlgorithm as exc:
             raise KeyFileCorrupt(f"a key entra_keys does not make: {exc}") from exc

@@ -83,6 +83,7 @@ class RegistrationService:
             .sign(self._ca_key, hashes.SHA256())
         )
         self._challenges: dict[bytes, tuple[bytes, bool]] = {}
+        self._nonces: set[bytes] = set()
         self._enrolled: dict[bytes, bool] = {}
         self.devices: dict[str, DeviceRecord] = {}
 
@@ -116,6 +117,12 @@ class RegistrationService:
         return TPMTPublic.parse(ak_public).name() in self._enrolled
 
     # -- registration -------------------------------------------------------------------------
+
+    def issue_nonce(self) -> bytes:
+        """A fresh nonce for one key certification; each is accepted once."""
+        nonce = os.urandom(16)
+        self._nonces.add(nonce)
+        return nonce
 
     def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Handle a join request (REFERENCE §1.2): check the CSR, the transport key and the key
@@ -178,6 +185,9 @@ class RegistrationService:
         ak_key = TPMTPublic.parse(ak_public).public_key()
         for field_name, expected in (("DeviceKey", device_key), ("TransportKey", transport)):
             certification = certification_from_json(attestation[field_name])
+            if certification.nonce not in self._nonces:
+                raise AttestationError(f"the {field_name} certification's nonce was not issued")
+            self._nonces.discard(certification.nonce)  # one use: no replay
             verify_certify(
                 certification.attest,
                 certification.signature,

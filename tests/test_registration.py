@@ -1,0 +1,46 @@
+"""The stand-in registration service refuses what the real one would: stale or foreign proofs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from entra_keys import AttestationError, KeyStore, KeyType, KeyUsage, Provider
+from entra_keys.attestation.software import certification_to_json
+from entra_keys.testing.registration import RegistrationService
+
+
+def enrolled(provider: Provider, store: KeyStore, service: RegistrationService) -> object:
+    ak = store.create("ak", KeyType.ECC256, KeyUsage.ATTEST)
+    ek = provider.endorsement_keys()[0]  # a software EK: the service allows software here
+    blob, secret = service.enrollment_challenge(ek, ak.tpm_public)
+    service.finish_enrollment(ak.tpm_public, provider.activate_credential(ak, ek, blob, secret))
+    return ak
+
+
+def test_certification_nonce_must_be_issued_and_is_used_once(tmp_path: Path) -> None:
+    from entra_keys import open_provider
+
+    provider = open_provider("software")
+    store = KeyStore(provider, tmp_path / "store")
+    service = RegistrationService(allow_software=True)
+    ak = enrolled(provider, store, service)
+    device = store.create("device", KeyType.RSA2048, KeyUsage.SIGN)
+    assert store.load("ak").usage is KeyUsage.ATTEST  # an ECC software AK reloads
+
+    def attestation(nonce: bytes) -> dict[str, object]:
+        proof = json.loads(certification_to_json(provider.certify(device, ak, nonce)))  # type: ignore[arg-type]
+        return {"AkPublic": base64.b64encode(ak.tpm_public).decode(),  # type: ignore[attr-defined]
+                "DeviceKey": proof, "TransportKey": proof}  # fmt: skip
+
+    with pytest.raises(AttestationError, match="nonce was not issued"):
+        service._check_attestation(attestation(b"chosen by device"), device.public_key(), None)  # type: ignore[arg-type]
+    nonce = service.issue_nonce()
+    # The device key's proof spends the nonce; the transport key's, reusing it, is refused.
+    with pytest.raises(AttestationError, match="TransportKey certification's nonce"):
+        service._check_attestation(attestation(nonce), device.public_key(), device.public_key())  # type: ignore[arg-type]
+    with pytest.raises(AttestationError, match="nonce was not issued"):  # spent: no replay
+        service._check_attestation(attestation(nonce), device.public_key(), None)  # type: ignore[arg-type]

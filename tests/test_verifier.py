@@ -1,0 +1,951 @@
+"""The verifier: every check of REFERENCE.md section 3, each failing on its own, and interop.
+
+Quotes and certifications made by tpm2-tools on swtpm (saved vectors, and fresh ones from the
+session swtpm) verify; for each check one field is changed (and the attestation re-signed, so
+that exactly that check is what fails) and exactly that check's error is expected. Hypothesis
+damages valid attestations: nothing damaged is accepted, and only entra_keys errors come out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from entra_keys import KeyType, KeyUsage, open_provider
+from entra_keys.attestation import (
+    SOFTWARE_FIRMWARE_VERSION,
+    SOFTWARE_SIGNER_PREFIX,
+    TPMA_OBJECT,
+    TPMLPCRSelection,
+    TPMSAttest,
+    TPMSCertifyInfo,
+    TPMSClockInfo,
+    TPMSQuoteInfo,
+    TPMTPublic,
+    TPMTSignature,
+    TrustPolicy,
+    parse_platform_certificate,
+    parse_tpm2_pcrs_file,
+    software_tpmt_public,
+    verify_certify,
+    verify_ek_certificate,
+    verify_quote,
+    write_checkquote_files,
+)
+from entra_keys.attestation.structures import (
+    TPM_ALG_ECDSA,
+    TPM_ALG_HMAC,
+    TPM_ALG_KEYEDHASH,
+    TPM_ALG_RSAPSS,
+    TPM_ALG_RSASSA,
+    TPM_ALG_SHA1,
+    TPM_ALG_SHA256,
+    TPM_ALG_SHA384,
+    TPM_GENERATED_VALUE,
+    TPM_ST_ATTEST_CERTIFY,
+    TPM_ST_ATTEST_QUOTE,
+    TPMSKeyedHashParms,
+    TPMSPCRSelection,
+    TPMTScheme,
+)
+from entra_keys.errors import (
+    AttestationCheckFailed,
+    AttestationError,
+    AttestTypeCheckFailed,
+    CertificateCheckFailed,
+    EntraKeysError,
+    HashAlgorithmRefused,
+    InvalidData,
+    KeyAttributesCheckFailed,
+    KeyMismatch,
+    KeyStrengthCheckFailed,
+    MagicCheckFailed,
+    MalformedAttestation,
+    NameCheckFailed,
+    NonceCheckFailed,
+    PCRDigestCheckFailed,
+    PCRSelectionCheckFailed,
+    SignatureCheckFailed,
+    SoftwareAttestationRefused,
+    UntrustedKey,
+)
+from entra_keys.testing.swtpm import Swtpm
+
+from .conftest import IN_CI, transient_handles
+
+VECTORS: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "vectors" / "swtpm_tpm2_tools.json").read_text()
+)
+NONCE = bytes(range(20))
+PCRS = {0: bytes(32), 7: bytes([7]) * 32, 16: bytes([16]) * 32}
+RSA_AK = rsa.generate_private_key(65537, 2048)
+# Fixed EC keys, so that Hypothesis' saved examples stay meaningful from run to run.
+EC_AK = ec.derive_private_key(0x5EC2E7AC, ec.SECP256R1())
+DEVICE = ec.derive_private_key(0xDE71CE, ec.SECP256R1())
+AK_ATTRS = (
+    TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
+)  # fmt: skip
+VECTOR_TIME = datetime(2027, 1, 1, tzinfo=UTC)  # the vectors' certificates were made in 2026
+
+
+def vec(name: str, field: str) -> bytes:
+    return bytes.fromhex(VECTORS[name][field])
+
+
+def ak_public(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, attrs: int = AK_ATTRS) -> bytes:
+    """The AK's TPMT_PUBLIC as a TPM would give it (RSASSA-SHA256 or ECDSA-SHA256)."""
+    alg = TPM_ALG_RSASSA if isinstance(key, rsa.RSAPrivateKey) else TPM_ALG_ECDSA
+    public = TPMTPublic.from_public_key(
+        key.public_key(), attrs, scheme=TPMTScheme(alg, TPM_ALG_SHA256)
+    )
+    return public.to_bytes()
+
+
+def sign(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    data: bytes,
+    hash_alg: int = TPM_ALG_SHA256,
+    pss: bool = False,
+) -> bytes:
+    """TPMT_SIGNATURE over the bytes, as a TPM's AK signs."""
+    h = {TPM_ALG_SHA1: hashes.SHA1(), TPM_ALG_SHA256: hashes.SHA256(),
+         TPM_ALG_SHA384: hashes.SHA384()}[hash_alg]  # fmt: skip
+    if isinstance(key, rsa.RSAPrivateKey):
+        pad: padding.AsymmetricPadding = (
+            padding.PSS(padding.MGF1(h), padding.PSS.DIGEST_LENGTH) if pss else padding.PKCS1v15()
+        )
+        alg = TPM_ALG_RSAPSS if pss else TPM_ALG_RSASSA
+        return TPMTSignature(alg, hash_alg, key.sign(data, pad, h)).to_bytes()
+    der = key.sign(data, ec.ECDSA(h))
+    return TPMTSignature.from_signature(TPM_ALG_ECDSA, hash_alg, der, key.public_key()).to_bytes()
+
+
+def quote_attest(**changes: Any) -> TPMSAttest:
+    """A hardware-looking quote over PCRS with NONCE; fields replaced as asked."""
+    digest = hashlib.sha256(b"".join(PCRS[i] for i in sorted(PCRS))).digest()
+    attest = TPMSAttest(
+        magic=TPM_GENERATED_VALUE,
+        type=TPM_ST_ATTEST_QUOTE,
+        qualified_signer=b"\x00\x0b" + bytes(32),
+        extra_data=NONCE,
+        clock_info=TPMSClockInfo(1234, 2, 0, True),
+        firmware_version=0x2019102300163636,
+        attested=TPMSQuoteInfo(TPMLPCRSelection.of({"sha256": PCRS}), digest),
+    )
+    return dataclasses.replace(attest, **changes)
+
+
+def quote_body() -> TPMSQuoteInfo:
+    body = quote_attest().attested
+    assert isinstance(body, TPMSQuoteInfo)
+    return body
+
+
+def check_quote(
+    attest: TPMSAttest | bytes,
+    *,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = RSA_AK,
+    signature: bytes | None = None,
+    ak: Any = None,
+    nonce: bytes = NONCE,
+    pcrs: dict[str, dict[int, bytes]] | None = None,
+    policy: TrustPolicy | None = None,
+) -> Any:
+    data = attest.to_bytes() if isinstance(attest, TPMSAttest) else attest
+    return verify_quote(
+        data,
+        sign(key, data) if signature is None else signature,
+        ak_public(key) if ak is None else ak,
+        nonce,
+        {"sha256": PCRS} if pcrs is None else pcrs,
+        policy=policy,
+    )
+
+
+def device_public(attrs: int | None = None) -> bytes:
+    public = TPMTPublic.parse(software_tpmt_public(DEVICE.public_key(), KeyUsage.SIGN))
+    if attrs is None:
+        return public.to_bytes()
+    return dataclasses.replace(public, object_attributes=attrs).to_bytes()
+
+
+def certify_attest(key_public: bytes, **changes: Any) -> TPMSAttest:
+    name = TPMTPublic.parse(key_public).name()
+    return quote_attest(type=TPM_ST_ATTEST_CERTIFY, attested=TPMSCertifyInfo(name, name), **changes)
+
+
+def check_certify(
+    key_public: bytes,
+    attest: TPMSAttest | None = None,
+    *,
+    nonce: bytes = NONCE,
+    policy: TrustPolicy | None = None,
+    expected_key: Any = None,
+) -> Any:
+    data = (attest or certify_attest(key_public)).to_bytes()
+    return verify_certify(
+        data, sign(EC_AK, data), ak_public(EC_AK), key_public, nonce,
+        policy=policy, expected_key=expected_key,
+    )  # fmt: skip
+
+
+# --- what tpm2-tools on swtpm made verifies ------------------------------------------------------
+
+
+def test_tpm2_quote_vector_verifies_and_says_what_was_checked() -> None:
+    _, values = parse_tpm2_pcrs_file(vec("quote_rsa", "pcrs_file"))
+    result = verify_quote(
+        vec("quote_rsa", "attest"), vec("quote_rsa", "signature"), vec("ak_rsa", "public"),
+        vec("quote_rsa", "nonce"), {"sha256": values[TPM_ALG_SHA256]},
+    )  # fmt: skip
+    assert result.hardware_backed
+    assert sorted(result.pcr_values["sha256"]) == [0, 1, 7, 16]
+    assert result.checks[:4] == ("trust", "hash", "signature-scheme", "signature")
+    assert result.checks[-2:] == ("pcr-selection", "pcr-digest")
+    assert result.attest.firmware_version == 0x2019102300163636
+    assert result.signature.sig_alg == TPM_ALG_RSASSA
+
+
+def test_tpm2_quote_with_a_sha1_bank_needs_allow_sha1() -> None:
+    _, values = parse_tpm2_pcrs_file(vec("quote_ecc", "pcrs_file"))
+    banks = {"sha256": values[TPM_ALG_SHA256], "sha1": values[TPM_ALG_SHA1]}
+    args = (vec("quote_ecc", "attest"), vec("quote_ecc", "signature"), vec("ak_ecc", "public"),
+            vec("quote_ecc", "nonce"), banks)  # fmt: skip
+    with pytest.raises(HashAlgorithmRefused, match="sha1 PCR bank"):
+        verify_quote(*args)
+    result = verify_quote(*args, policy=TrustPolicy(allow_sha1=True))
+    assert set(result.pcr_values) == {"sha256", "sha1"}
+
+
+@pytest.mark.parametrize("which", ["certify_rsa", "certify_ecc"])
+def test_tpm2_certify_vectors_verify(which: str) -> None:
+    ak = VECTORS[which]["ak"]
+    key_public = vec(which, "key_public")
+    expected = TPMTPublic.parse(key_public).public_key()
+    result = verify_certify(
+        vec(which, "attest"), vec(which, "signature"), vec(ak, "public"), key_public,
+        vec(which, "nonce"), expected_key=expected,
+    )  # fmt: skip
+    assert result.hardware_backed and result.key_name == TPMTPublic.parse(key_public).name()
+    assert result.public_key == expected and result.checks[-1] == "expected-key"
+
+
+# --- one check at a time -------------------------------------------------------------------------
+
+
+def test_a_well_made_quote_passes() -> None:
+    for key in (RSA_AK, EC_AK):
+        result = check_quote(quote_attest(), key=key)
+        assert result.hardware_backed and result.nonce == NONCE
+
+
+def test_trust_ak_not_trusted() -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(UntrustedKey, match="does not trust") as caught:
+        check_quote(quote_attest(), policy=TrustPolicy(trusted_aks=[other.public_key()]))
+    assert caught.value.check == "trust"
+    check_quote(quote_attest(), policy=TrustPolicy(trusted_aks=[ak_public(RSA_AK)]))
+
+    class NoOne(TrustPolicy):
+        def trust_ak(self, ak_public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bool:
+            return False
+
+    with pytest.raises(UntrustedKey):
+        check_quote(quote_attest(), policy=NoOne())
+
+
+def test_trust_ak_that_is_not_a_restricted_signing_key() -> None:
+    unrestricted = ak_public(RSA_AK, AK_ATTRS & ~TPMA_OBJECT.RESTRICTED)
+    with pytest.raises(UntrustedKey, match="not a restricted signing key"):
+        check_quote(quote_attest(), ak=unrestricted)
+
+
+def test_hash_sha1_signature_is_refused_unless_allowed() -> None:
+    data = quote_attest().to_bytes()
+    sha1_signature = sign(RSA_AK, data, TPM_ALG_SHA1)
+    with pytest.raises(HashAlgorithmRefused, match="sha1 is refused") as caught:
+        check_quote(data, signature=sha1_signature, ak=RSA_AK.public_key())
+    assert caught.value.check == "hash"
+    # The quoted PCR digest is made with the signing hash: SHA-1 here.
+    digest = hashlib.sha1(b"".join(PCRS[i] for i in sorted(PCRS))).digest()
+    sha1_quote = quote_attest(attested=dataclasses.replace(quote_body(), pcr_digest=digest))
+    data = sha1_quote.to_bytes()
+    check_quote(data, signature=sign(RSA_AK, data, TPM_ALG_SHA1), ak=RSA_AK.public_key(),
+                policy=TrustPolicy(allow_sha1=True))  # fmt: skip
+
+
+def test_signature_scheme_must_fit_the_key() -> None:
+    data = quote_attest().to_bytes()
+    with pytest.raises(SignatureCheckFailed, match="does not fit an RSA") as caught:
+        check_quote(data, signature=sign(EC_AK, data))
+    assert caught.value.check == "signature"
+    # The AK's public area fixes RSASSA-SHA256; an RSA-PSS signature by the same key is refused.
+    pss = sign(RSA_AK, data, pss=True)
+    with pytest.raises(SignatureCheckFailed, match="the AK signs with scheme 0x0014"):
+        check_quote(data, signature=pss)
+    check_quote(data, signature=pss, ak=RSA_AK.public_key())  # no scheme fixed: PSS verifies
+
+
+def test_signature_over_other_bytes_fails() -> None:
+    data = quote_attest().to_bytes()
+    signature = sign(RSA_AK, data)
+    changed = data[:-1] + bytes([data[-1] ^ 1])
+    with pytest.raises(SignatureCheckFailed, match="does not verify"):
+        check_quote(changed, signature=signature)
+    other = rsa.generate_private_key(65537, 2048)
+    with pytest.raises(SignatureCheckFailed):
+        check_quote(data, signature=sign(other, data))
+
+
+def test_ecdsa_coordinates_longer_than_the_curve_are_refused() -> None:
+    data = quote_attest().to_bytes()
+    good = TPMTSignature.parse(sign(EC_AK, data))
+    padded = dataclasses.replace(good, signature_r=b"\0" + good.signature_r)
+    with pytest.raises(SignatureCheckFailed, match="longer than 32 bytes"):
+        check_quote(data, key=EC_AK, signature=padded.to_bytes())
+
+
+def test_trailing_bytes_are_refused_even_when_signed() -> None:
+    with pytest.raises(MalformedAttestation, match="1 trailing bytes") as caught:
+        check_quote(quote_attest().to_bytes() + b"\0")
+    assert isinstance(caught.value, InvalidData) and caught.value.check == "structure"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"firmware_version": SOFTWARE_FIRMWARE_VERSION},
+        {"qualified_signer": SOFTWARE_SIGNER_PREFIX + b"\x00\x0b" + bytes(32)},
+    ],
+    ids=["firmware-mark", "signer-mark"],
+)
+def test_software_marks_are_refused_unless_allowed(changes: dict[str, Any]) -> None:
+    with pytest.raises(SoftwareAttestationRefused) as caught:
+        check_quote(quote_attest(**changes))
+    assert caught.value.check == "software"
+    result = check_quote(quote_attest(**changes), policy=TrustPolicy(allow_software=True))
+    assert result.hardware_backed is False
+
+
+def test_magic_other_than_tpm_generated() -> None:
+    with pytest.raises(MagicCheckFailed, match="not TPM_GENERATED_VALUE") as caught:
+        check_quote(quote_attest(magic=TPM_GENERATED_VALUE + 1))
+    assert caught.value.check == "magic"
+
+
+def test_type_a_certification_is_no_quote_and_back() -> None:
+    certification = certify_attest(device_public())
+    with pytest.raises(AttestTypeCheckFailed, match="not a quote") as caught:
+        check_quote(certification)
+    assert caught.value.check == "type"
+    data = quote_attest().to_bytes()
+    with pytest.raises(AttestTypeCheckFailed, match="not a certification"):
+        verify_certify(data, sign(EC_AK, data), ak_public(EC_AK), device_public(), NONCE)
+
+
+@pytest.mark.parametrize("nonce", [bytes(20), NONCE[:-1], NONCE + b"\0", b""])
+def test_nonce_other_than_the_verifiers(nonce: bytes) -> None:
+    with pytest.raises(NonceCheckFailed, match="extraData is not the nonce") as caught:
+        check_quote(quote_attest(), nonce=nonce)
+    assert caught.value.check == "nonce"
+
+
+@pytest.mark.parametrize(
+    "expected",
+    [
+        {"sha256": {0: PCRS[0], 7: PCRS[7]}},  # the quote covers one PCR more
+        {"sha256": {**PCRS, 1: bytes(32)}},  # the quote covers one PCR less
+        {"sha384": {i: bytes(48) for i in PCRS}},  # another bank
+        {"sha256": PCRS, "sha384": {0: bytes(48)}},  # a bank more
+    ],
+    ids=["more-pcrs", "fewer-pcrs", "other-bank", "more-banks"],
+)
+def test_pcr_selection_other_than_expected(expected: dict[str, dict[int, bytes]]) -> None:
+    with pytest.raises(PCRSelectionCheckFailed, match="the quote covers PCRs sha256:") as caught:
+        check_quote(quote_attest(), pcrs=expected)
+    assert caught.value.check == "pcr-selection"
+
+
+def test_pcr_selection_with_a_bank_twice() -> None:
+    twice = TPMLPCRSelection(
+        (
+            TPMSPCRSelection(TPM_ALG_SHA256, frozenset(PCRS)),
+            TPMSPCRSelection(TPM_ALG_SHA256, frozenset({1})),
+        )
+    )
+    body = dataclasses.replace(quote_body(), pcr_select=twice)
+    with pytest.raises(PCRSelectionCheckFailed):
+        check_quote(quote_attest(attested=body))
+
+
+def test_pcr_digest_of_other_values() -> None:
+    with pytest.raises(PCRDigestCheckFailed, match="not the sha256 of the expected") as caught:
+        check_quote(quote_attest(), pcrs={"sha256": {**PCRS, 7: bytes(32)}})
+    assert caught.value.check == "pcr-digest"
+    body = dataclasses.replace(quote_body(), pcr_digest=bytes(32))
+    with pytest.raises(PCRDigestCheckFailed):
+        check_quote(quote_attest(attested=body))
+
+
+def test_expected_pcr_values_of_the_wrong_size_are_invalid_data() -> None:
+    with pytest.raises(InvalidData, match="expected PCR sha256:0 is 20 bytes, not 32"):
+        check_quote(quote_attest(), pcrs={"sha256": {**PCRS, 0: bytes(20)}})
+    with pytest.raises(HashAlgorithmRefused, match="'md5'"):
+        check_quote(quote_attest(), pcrs={"md5": {0: bytes(16)}})
+
+
+def test_a_well_made_certification_passes() -> None:
+    result = check_certify(device_public(), expected_key=DEVICE.public_key())
+    assert result.public_key == DEVICE.public_key() and result.hardware_backed
+    assert result.key_public.attributes & TPMA_OBJECT.SIGN_ENCRYPT
+
+
+def test_name_of_another_key() -> None:
+    other = software_tpmt_public(
+        ec.generate_private_key(ec.SECP256R1()).public_key(), KeyUsage.SIGN
+    )
+    with pytest.raises(NameCheckFailed, match="not the name of the TPMT_PUBLIC") as caught:
+        check_certify(device_public(), certify_attest(other))
+    assert caught.value.check == "name"
+
+
+def test_certify_nonce() -> None:
+    with pytest.raises(NonceCheckFailed):
+        check_certify(device_public(), nonce=b"other")
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [TPMA_OBJECT.FIXEDTPM, TPMA_OBJECT.FIXEDPARENT, TPMA_OBJECT.SENSITIVEDATAORIGIN],
+    ids=lambda f: f.name,
+)
+def test_key_attributes_missing(drop: TPMA_OBJECT) -> None:
+    attrs = TPMTPublic.parse(device_public()).object_attributes & ~drop
+    with pytest.raises(KeyAttributesCheckFailed, match="are not fixedTPM") as caught:
+        check_certify(device_public(attrs))
+    assert caught.value.check == "key-attributes"
+
+
+def test_key_attributes_restricted() -> None:
+    attrs = TPMTPublic.parse(device_public()).object_attributes | TPMA_OBJECT.RESTRICTED
+    with pytest.raises(KeyAttributesCheckFailed, match="unrestricted"):
+        check_certify(device_public(attrs))
+
+
+def test_key_strength() -> None:
+    attrs = TPMTPublic.parse(device_public()).object_attributes
+    weak_rsa = TPMTPublic.from_public_key(rsa.generate_private_key(65537, 1024).public_key(), attrs)
+    with pytest.raises(KeyStrengthCheckFailed, match="RSA-1024 is weaker") as caught:
+        check_certify(weak_rsa.to_bytes())
+    assert caught.value.check == "key-strength"
+    p192 = TPMTPublic.from_public_key(ec.generate_private_key(ec.SECP192R1()).public_key(), attrs)
+    with pytest.raises(KeyStrengthCheckFailed, match="curve 0x0001 is not P-256"):
+        check_certify(p192.to_bytes())
+    hmac_scheme = TPMSKeyedHashParms(TPMTScheme(TPM_ALG_HMAC, TPM_ALG_SHA256))
+    hmac_key = TPMTPublic(TPM_ALG_KEYEDHASH, TPM_ALG_SHA256, attrs, b"", hmac_scheme, bytes(32))
+    with pytest.raises(KeyStrengthCheckFailed, match="not an RSA or ECC key"):
+        check_certify(hmac_key.to_bytes())
+
+
+def test_expected_key_mismatch() -> None:
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(KeyMismatch) as caught:
+        check_certify(device_public(), expected_key=other)
+    assert caught.value.check == "key"
+
+
+def test_certified_key_with_a_sha1_name_needs_allow_sha1() -> None:
+    sha1_public = dataclasses.replace(TPMTPublic.parse(device_public()), name_alg=TPM_ALG_SHA1)
+    with pytest.raises(HashAlgorithmRefused, match="nameAlg 0x0004"):
+        check_certify(sha1_public.to_bytes())
+    check_certify(sha1_public.to_bytes(), policy=TrustPolicy(allow_sha1=True))
+
+
+def test_every_failure_is_an_attestation_error_naming_its_check() -> None:
+    checks = {cls: cls.check for cls in AttestationCheckFailed.__subclasses__()}
+    assert len(set(checks.values())) == len(checks)  # one name per check
+    assert all(issubclass(cls, AttestationError) for cls in checks)
+
+
+# --- software attestations -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_type", [KeyType.RSA2048, KeyType.ECC256], ids=lambda t: t.value)
+def test_software_provider_attestations_are_never_taken_for_hardware(key_type: KeyType) -> None:
+    provider = open_provider("software")
+    ak = provider.create_key(key_type, KeyUsage.ATTEST)
+    ak_tpmt = software_tpmt_public(ak.public_key(), KeyUsage.ATTEST)
+    quote = provider.quote(ak, [0, 7], NONCE)
+    args = (quote.attest, quote.signature, ak_tpmt, NONCE, {quote.pcr_bank: quote.pcr_values})
+    with pytest.raises(SoftwareAttestationRefused):
+        verify_quote(*args)
+    assert verify_quote(*args, policy=TrustPolicy(allow_software=True)).hardware_backed is False
+    key = provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
+    cert = provider.certify(key, ak, NONCE)
+    with pytest.raises(SoftwareAttestationRefused):
+        verify_certify(cert.attest, cert.signature, ak_tpmt, cert.key_public, NONCE)
+    allowed = TrustPolicy(allow_software=True)
+    result = verify_certify(cert.attest, cert.signature, ak_tpmt, cert.key_public, NONCE,
+                            policy=allowed, expected_key=key.public_key())  # fmt: skip
+    assert result.hardware_backed is False
+    with pytest.raises(AttestationError, match="at most 32"):
+        provider.quote(ak, [0], bytes(33))
+
+
+# --- Hypothesis: damaged attestations are never accepted -----------------------------------------
+
+VALID = quote_attest().to_bytes()
+VALID_SIGNATURE = sign(EC_AK, VALID)
+EC_AK_PUBLIC = ak_public(EC_AK)
+
+
+@st.composite
+def damaged_bytes(draw: st.DrawFn, original: bytes) -> bytes:
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 3))):
+        action = draw(st.sampled_from(["flip", "cut", "append", "delete"]))
+        where = draw(st.integers(0, len(data) - 1)) if data else 0
+        if action == "flip" and data:
+            data[where] ^= 1 << draw(st.integers(0, 7))
+        elif action == "cut":
+            del data[where:]
+        elif action == "append":
+            data += draw(st.binary(min_size=1, max_size=8))
+        elif data:
+            del data[where]
+    return bytes(data)
+
+
+@given(attest=damaged_bytes(VALID) | st.binary(max_size=200), resign=st.booleans())
+def test_damaged_quotes_are_never_accepted(attest: bytes, resign: bool) -> None:
+    signature = sign(EC_AK, attest) if resign else VALID_SIGNATURE
+    try:
+        result = verify_quote(attest, signature, EC_AK_PUBLIC, NONCE, {"sha256": PCRS})
+    except EntraKeysError:
+        return
+    # Accepted only when what the checks cover is unchanged (a re-signed clock change passes).
+    assert resign or attest == VALID
+    original, got = quote_attest(), result.attest
+    assert (got.magic, got.type, got.extra_data, got.attested) == (
+        original.magic, original.type, original.extra_data, original.attested,
+    )  # fmt: skip
+
+
+@given(signature=damaged_bytes(VALID_SIGNATURE) | st.binary(max_size=100))
+def test_damaged_signatures_are_never_accepted(signature: bytes) -> None:
+    assume(signature != VALID_SIGNATURE)  # two flips of one bit undo each other
+    with pytest.raises(EntraKeysError):
+        verify_quote(VALID, signature, EC_AK_PUBLIC, NONCE, {"sha256": PCRS})
+
+
+def _swap_signer_and_nonce(attest: TPMSAttest) -> TPMSAttest:
+    return dataclasses.replace(
+        attest, qualified_signer=attest.extra_data, extra_data=attest.qualified_signer
+    )
+
+
+def _swap_names(attest: TPMSAttest) -> TPMSAttest:
+    body = attest.attested
+    assert isinstance(body, TPMSCertifyInfo)
+    return dataclasses.replace(attest, attested=TPMSCertifyInfo(body.qualified_name, body.name))
+
+
+def _swap_nonce_and_digest(attest: TPMSAttest) -> TPMSAttest:
+    body = attest.attested
+    assert isinstance(body, TPMSQuoteInfo)
+    swapped = TPMSQuoteInfo(body.pcr_select, attest.extra_data)
+    return dataclasses.replace(attest, extra_data=body.pcr_digest, attested=swapped)
+
+
+def _swap_type(attest: TPMSAttest) -> TPMSAttest:
+    kind = TPM_ST_ATTEST_CERTIFY if attest.type == TPM_ST_ATTEST_QUOTE else TPM_ST_ATTEST_QUOTE
+    return dataclasses.replace(attest, type=kind)
+
+
+@given(
+    swap=st.sampled_from([_swap_signer_and_nonce, _swap_names, _swap_nonce_and_digest, _swap_type]),
+    certify=st.booleans(),
+)
+def test_swapped_fields_are_never_accepted(swap: Any, certify: bool) -> None:
+    device = device_public()
+    name = TPMTPublic.parse(device).name()
+    attest = dataclasses.replace(
+        certify_attest(device) if certify else quote_attest(),
+        qualified_signer=b"\x00\x0b" + bytes(range(32)),
+    )
+    if certify:
+        attest = dataclasses.replace(attest, attested=TPMSCertifyInfo(name, name[:2] + bytes(32)))
+    try:
+        data = swap(attest).to_bytes()
+    except AssertionError:  # that swap does not apply to this kind of attestation
+        return
+    signature = sign(EC_AK, data)
+    if certify:
+        with pytest.raises(EntraKeysError):
+            verify_certify(data, signature, EC_AK_PUBLIC, device, NONCE)
+    else:
+        with pytest.raises(EntraKeysError):
+            verify_quote(data, signature, EC_AK_PUBLIC, NONCE, {"sha256": PCRS})
+
+
+@given(
+    attest=st.binary(max_size=150),
+    signature=st.binary(max_size=80),
+    key=st.binary(max_size=80) | st.just(EC_AK_PUBLIC),
+)
+def test_random_bytes_raise_only_entra_keys_errors(
+    attest: bytes, signature: bytes, key: bytes
+) -> None:
+    with pytest.raises(EntraKeysError):
+        verify_quote(attest, signature, key, NONCE, {"sha256": PCRS})
+    with pytest.raises(EntraKeysError):
+        verify_certify(attest, signature, key, attest, NONCE)
+
+
+# --- EK and platform certificates ----------------------------------------------------------------
+
+CA = [VECTORS["ca"]["root"].encode(), VECTORS["ca"]["issuer"].encode()]
+
+
+@pytest.mark.parametrize("which", ["ek_rsa", "ek_ecc"])
+def test_ek_certificates_chain_to_the_swtpm_ca_and_name_the_tpm(which: str) -> None:
+    info = verify_ek_certificate(
+        vec(which, "certificate"), CA, ek_public=vec(which, "public"), at=VECTOR_TIME
+    )
+    assert (info.manufacturer, info.model, info.version) == ("id:00001014", "swtpm", "id:20191023")
+    assert info.manufacturer_id == 0x1014 and info.tpm_specification == ("2.0", 0, 164)
+    assert len(info.chain) == 2
+    # With only the root trusted, the issuer comes in as an untrusted intermediate.
+    chained = verify_ek_certificate(
+        vec(which, "certificate"), CA[:1], intermediates=CA[1:], at=VECTOR_TIME
+    )
+    assert len(chained.chain) == 3
+
+
+def test_ek_certificate_refusals() -> None:
+    cert = vec("ek_rsa", "certificate")
+    with pytest.raises(CertificateCheckFailed, match="no trusted CA signed") as caught:
+        verify_ek_certificate(cert, CA[:1], at=VECTOR_TIME)  # the issuer is missing
+    assert caught.value.check == "certificate"
+    with pytest.raises(CertificateCheckFailed, match="is valid from"):
+        verify_ek_certificate(cert, CA, at=datetime(2000, 1, 1, tzinfo=UTC))
+    with pytest.raises(CertificateCheckFailed, match="for another key"):
+        verify_ek_certificate(cert, CA, ek_public=vec("ek_ecc", "public"), at=VECTOR_TIME)
+    with pytest.raises(CertificateCheckFailed, match="no CA certificates"):
+        verify_ek_certificate(cert, [], at=VECTOR_TIME)
+    with pytest.raises(CertificateCheckFailed, match=r"not an X\.509 certificate"):
+        verify_ek_certificate(cert[:-3], CA, at=VECTOR_TIME)
+    policy = TrustPolicy(ek_ca_certificates=CA)
+    assert verify_ek_certificate(cert, policy=policy, at=VECTOR_TIME).model == "swtpm"
+
+
+def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return key, cert
+
+
+def _leaf(
+    issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate, *extensions: tuple[Any, bool]
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(issuer.subject)
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key()).serial_number(2)
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1))
+    )  # fmt: skip
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def test_ek_certificate_critical_extensions_are_handled_deliberately() -> None:
+    key, ca = _ca("test EK CA")
+    tpm = x509.DirectoryName(x509.Name([
+        x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.1"), "id:49465800"),
+        x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.2"), "SLB9670"),
+        x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.3"), "id:00070055"),
+    ]))  # fmt: skip
+    # The EK profile's shape: empty subject, critical subjectAltName: accepted.
+    ok = _leaf(key, ca, (x509.SubjectAlternativeName([tpm]), True))
+    info = verify_ek_certificate(ok.public_bytes(serialization.Encoding.DER), [ca])
+    assert (info.manufacturer_id, info.model) == (0x49465800, "SLB9670")
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.3.4"), b"\x05\x00")
+    bad = _leaf(key, ca, (unknown, True))
+    with pytest.raises(CertificateCheckFailed, match=r"critical extension 1\.2\.3\.4"):
+        verify_ek_certificate(bad.public_bytes(serialization.Encoding.DER), [ca])
+    server = _leaf(
+        key, ca, (x509.ExtendedKeyUsage([x509.ObjectIdentifier("1.3.6.1.5.5.7.3.1")]), False)
+    )
+    with pytest.raises(CertificateCheckFailed, match="do not include EK"):
+        verify_ek_certificate(server.public_bytes(serialization.Encoding.DER), [ca])
+    # A certificate that is not a CA cannot issue EK certificates.
+    now = datetime.now(UTC)
+    not_ca = (
+        x509.CertificateBuilder().subject_name(ca.subject).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(3)
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    with pytest.raises(CertificateCheckFailed, match="is not a CA"):
+        verify_ek_certificate(ok.public_bytes(serialization.Encoding.DER), [not_ca])
+
+
+def test_platform_certificate_of_swtpm() -> None:
+    info = parse_platform_certificate(bytes.fromhex(VECTORS["platform_certificate"]))
+    assert (info.form, info.manufacturer, info.model, info.version) == (
+        "x509", "entra_keys", "swtpm", "2.1",
+    )  # fmt: skip
+    with pytest.raises(InvalidData, match="not a TCG platform certificate"):
+        parse_platform_certificate(b"\x30\x03\x02\x01\x01")
+
+
+def test_platform_attribute_certificate() -> None:
+    """An RFC 5755 attribute certificate as the IWG Platform Certificate Profile has it."""
+    from asn1crypto import cms, core
+    from asn1crypto import x509 as asn1_x509
+
+    def oid_value(oid: str, text: str) -> dict[str, Any]:
+        return {"type": oid, "value": core.UTF8String(text)}
+
+    directory = asn1_x509.Name.build({"common_name": "Platform CA"})
+    platform = asn1_x509.Name(
+        name="", value=asn1_x509.RDNSequence([
+            asn1_x509.RelativeDistinguishedName([oid_value("2.23.133.5.1.1", "Contoso")]),
+            asn1_x509.RelativeDistinguishedName([oid_value("2.23.133.5.1.4", "Laptop 9")]),
+            asn1_x509.RelativeDistinguishedName([oid_value("2.23.133.5.1.5", "1.0")]),
+            asn1_x509.RelativeDistinguishedName([oid_value("2.23.133.5.1.6", "SN-42")]),
+        ]),
+    )  # fmt: skip
+    info = cms.AttributeCertificateInfoV2({
+        "version": "v2",
+        "holder": {"base_certificate_id": {
+            "issuer": [asn1_x509.GeneralName(name="directory_name", value=directory)],
+            "serial": 7,
+        }},
+        "issuer": cms.AttCertIssuer(name="v2_form", value={
+            "issuer_name": [asn1_x509.GeneralName(name="directory_name", value=directory)],
+        }),
+        "signature": {"algorithm": "sha256_ecdsa"},
+        "serial_number": 99,
+        "att_cert_validity_period": {
+            "not_before_time": datetime(2024, 1, 1, tzinfo=UTC),
+            "not_after_time": datetime(2034, 1, 1, tzinfo=UTC),
+        },
+        "attributes": [],
+        "extensions": [{
+            "extn_id": "subject_alt_name", "critical": False,
+            "extn_value": [asn1_x509.GeneralName(name="directory_name", value=platform)],
+        }],
+    })  # fmt: skip
+    signature = EC_AK.sign(info.dump(), ec.ECDSA(hashes.SHA256()))
+    der = cms.AttributeCertificateV2({
+        "ac_info": info, "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+        "signature": signature,
+    }).dump()  # fmt: skip
+    parsed = parse_platform_certificate(der)
+    assert (parsed.form, parsed.manufacturer, parsed.model, parsed.version, parsed.serial) == (
+        "attribute", "Contoso", "Laptop 9", "1.0", "SN-42",
+    )  # fmt: skip
+    assert parsed.serial_number == 99 and parsed.holder_serial_number == 7
+
+
+# --- interop with tpm2-tools on the session swtpm ------------------------------------------------
+
+
+def tools(swtpm: Swtpm, *args: str, cwd: Path) -> str:
+    """Runs a tpm2-tools command on the session swtpm and flushes what it left loaded."""
+    env = {**os.environ, "TPM2TOOLS_TCTI": swtpm.tcti}
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    subprocess.run(["tpm2_flushcontext", "-t"], env=env, capture_output=True, check=False)
+    assert done.returncode == 0, f"{args[0]} failed: {done.stderr}"
+    return done.stdout
+
+
+def need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        if IN_CI:
+            pytest.fail(f"CI=true and {tool} is not installed", pytrace=False)
+        pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture(scope="module")
+def tool_aks(swtpm: Swtpm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An RSA and an ECC AK made by tpm2_createak under the swtpm's RSA EK (contexts saved)."""
+    need("tpm2_createak")
+    folder = tmp_path_factory.mktemp("tool-aks")
+    for alg, scheme in (("rsa", "rsassa"), ("ecc", "ecdsa")):
+        tools(swtpm, "tpm2_createak", "-C", "0x81010001", "-c", f"ak_{alg}.ctx", "-G", alg,
+              "-g", "sha256", "-s", scheme, "-u", f"ak_{alg}.pub", "-f", "tpmt",
+              "-n", f"ak_{alg}.name", cwd=folder)  # fmt: skip
+    yield folder
+    assert transient_handles(swtpm.tcti) == []
+
+
+@pytest.mark.parametrize("alg", ["rsa", "ecc"])
+def test_fresh_tpm2_quote_verifies(swtpm: Swtpm, tool_aks: Path, alg: str) -> None:
+    nonce = os.urandom(16)
+    tools(swtpm, "tpm2_quote", "-c", f"ak_{alg}.ctx", "-l", "sha256:0,1,7,16", "-q", nonce.hex(),
+          "-m", "q.msg", "-s", "q.sig", "-o", "q.pcrs", "-g", "sha256", cwd=tool_aks)  # fmt: skip
+    _, values = parse_tpm2_pcrs_file((tool_aks / "q.pcrs").read_bytes())
+    args = ((tool_aks / "q.msg").read_bytes(), (tool_aks / "q.sig").read_bytes(),
+            (tool_aks / f"ak_{alg}.pub").read_bytes())  # fmt: skip
+    result = verify_quote(*args, nonce, {"sha256": values[TPM_ALG_SHA256]})
+    assert result.hardware_backed
+    with pytest.raises(NonceCheckFailed):
+        verify_quote(*args, os.urandom(16), {"sha256": values[TPM_ALG_SHA256]})
+    assert transient_handles(swtpm.tcti) == []
+
+
+def test_fresh_tpm2_certify_verifies(swtpm: Swtpm, tool_aks: Path) -> None:
+    cwd = tool_aks
+    tools(
+        swtpm,
+        "tpm2_createprimary",
+        "-C",
+        "o",
+        "-G",
+        "ecc256:null:aes128cfb",
+        "-c",
+        "srk.ctx",
+        cwd=cwd,
+    )
+    tools(swtpm, "tpm2_create", "-C", "srk.ctx", "-G", "ecc256:null:null", "-u", "key.pub",
+          "-r", "key.priv", "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|sign",
+          cwd=cwd)  # fmt: skip
+    tools(
+        swtpm,
+        "tpm2_load",
+        "-C",
+        "srk.ctx",
+        "-u",
+        "key.pub",
+        "-r",
+        "key.priv",
+        "-c",
+        "key.ctx",
+        cwd=cwd,
+    )
+    tools(swtpm, "tpm2_readpublic", "-c", "key.ctx", "-f", "tpmt", "-o", "key.tpmt", cwd=cwd)
+    tools(swtpm, "tpm2_certify", "-c", "key.ctx", "-C", "ak_ecc.ctx", "-g", "sha256",
+          "-o", "c.attest", "-s", "c.sig", cwd=cwd)  # fmt: skip
+    key_public = (cwd / "key.tpmt").read_bytes()
+    result = verify_certify(
+        (cwd / "c.attest").read_bytes(), (cwd / "c.sig").read_bytes(),
+        (cwd / "ak_ecc.pub").read_bytes(), key_public, bytes.fromhex("00ff55aa"),
+    )  # fmt: skip
+    assert result.key_name == TPMTPublic.parse(key_public).name() and result.hardware_backed
+    assert transient_handles(swtpm.tcti) == []
+
+
+@pytest.mark.parametrize("key_type", [KeyType.RSA2048, KeyType.ECC256], ids=lambda t: t.value)
+def test_tpm2_checkquote_accepts_a_software_quote(tmp_path: Path, key_type: KeyType) -> None:
+    need("tpm2_checkquote")
+    provider = open_provider("software")
+    ak = provider.create_key(key_type, KeyUsage.ATTEST)
+    quote = provider.quote(ak, [0, 1, 7, 16], NONCE)
+    files = write_checkquote_files(quote, tmp_path)
+    (tmp_path / "ak.pem").write_bytes(ak.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    command = ["tpm2_checkquote", "-u", "ak.pem", "-m", files.message.name, "-s",
+               files.signature.name, "-f", files.pcrs.name, "-g", "sha256"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TPM2TOOLS_TCTI"}
+    good = subprocess.run(
+        [*command, "-q", NONCE.hex()], cwd=tmp_path, env=env, capture_output=True, check=False
+    )
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run(
+        [*command, "-q", bytes(20).hex()], cwd=tmp_path, env=env, capture_output=True, check=False
+    )
+    assert bad.returncode != 0
+
+
+def test_swtpm_ek_and_platform_certificates_from_nv(swtpm: Swtpm, tmp_path: Path) -> None:
+    for index, handle in (("0x01c00002", "0x81010001"), ("0x01c00016", "0x81010016")):
+        tools(swtpm, "tpm2_nvread", index, "-o", "ek.crt", cwd=tmp_path)
+        tools(swtpm, "tpm2_readpublic", "-c", handle, "-f", "tpmt", "-o", "ek.pub", cwd=tmp_path)
+        info = verify_ek_certificate(
+            (tmp_path / "ek.crt").read_bytes(),
+            [p.read_bytes() for p in swtpm.ca_certificates],
+            ek_public=(tmp_path / "ek.pub").read_bytes(),
+        )
+        assert info.model == "swtpm"
+    tools(swtpm, "tpm2_nvread", "0x01c08000", "-o", "platform.crt", cwd=tmp_path)
+    platform = parse_platform_certificate((tmp_path / "platform.crt").read_bytes())
+    assert (platform.manufacturer, platform.model, platform.version) == (
+        "entra_keys",
+        "swtpm",
+        "2.1",
+    )
+    assert transient_handles(swtpm.tcti) == []
+
+
+def test_the_verifier_works_without_tpm2_pytss() -> None:
+    """A service imports the verifier where libtss2 is absent: tpm2_pytss is made unimportable."""
+    code = (
+        "import sys, json; sys.modules['tpm2_pytss'] = None\n"
+        "from entra_keys.attestation import verify_certify\n"
+        "v = json.load(open(sys.argv[1]))\n"
+        "h = lambda n, f: bytes.fromhex(v[n][f])\n"
+        "r = verify_certify(h('certify_rsa', 'attest'), h('certify_rsa', 'signature'),"
+        " h('ak_rsa', 'public'), h('certify_rsa', 'key_public'), h('certify_rsa', 'nonce'))\n"
+        "loaded = [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "assert r.hardware_backed and not [m for m in loaded if m.startswith('tpm2_pytss')]\n"
+    )
+    vectors = Path(__file__).parent / "vectors" / "swtpm_tpm2_tools.json"
+    src = str(Path(__file__).parent.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(vectors)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@given(
+    certificate=damaged_bytes(vec("ek_rsa", "certificate"))
+    | damaged_bytes(bytes.fromhex(VECTORS["platform_certificate"]))
+    | st.binary(max_size=64)
+)
+def test_damaged_certificates_raise_only_entra_keys_errors(certificate: bytes) -> None:
+    try:
+        info = verify_ek_certificate(certificate, CA, at=VECTOR_TIME)
+    except EntraKeysError:
+        pass
+    else:  # only a change the signature does not cover (the outer signature's encoding) passes
+        assert (
+            info.certificate.tbs_certificate_bytes
+            == x509.load_der_x509_certificate(vec("ek_rsa", "certificate")).tbs_certificate_bytes
+        )
+    with contextlib.suppress(InvalidData):  # InvalidData is the one error it may raise
+        parse_platform_certificate(certificate)
