@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -259,12 +260,15 @@ class EntraRSAKey(EntraKey, rsa.RSAPrivateKey):
         data: bytes,
         pad: AsymmetricPadding,
         algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
+        *,
+        digest: bool = True,
     ) -> tuple[SignatureScheme, hashes.HashAlgorithm, bytes]:
-        """Check a sign call and return (scheme, hash, digest); refuse what is not offered."""
+        """Check a sign call and return (scheme, hash, digest); refuse what is not offered.
+        With ``digest=False`` only check (the digest is then b"")."""
         self._require(KeyUsage.SIGN)
-        hash_alg, digest = _digest(data, algorithm)
+        hash_alg, value = _digest(data, algorithm, compute=digest)
         if isinstance(pad, padding.PKCS1v15):
-            return SignatureScheme.RSASSA, hash_alg, digest
+            return SignatureScheme.RSASSA, hash_alg, value
         if isinstance(pad, padding.PSS):
             mgf = pad.mgf
             if not isinstance(mgf, padding.MGF1) or mgf._algorithm.name != hash_alg.name:
@@ -275,7 +279,7 @@ class EntraRSAKey(EntraKey, rsa.RSAPrivateKey):
                     "RSA-PSS salt length must be the digest length (PSS.DIGEST_LENGTH): "
                     "that is the length a TPM signs with"
                 )
-            return SignatureScheme.RSAPSS, hash_alg, digest
+            return SignatureScheme.RSAPSS, hash_alg, value
         raise UnsupportedAlgorithm(f"RSA signature padding {pad.name}")
 
     def rsa_decrypt_args(self, pad: AsymmetricPadding) -> hashes.HashAlgorithm:
@@ -298,15 +302,19 @@ class EntraECKey(EntraKey, ec.EllipticCurvePrivateKey):
     """An elliptic-curve key from either provider; a ``cryptography`` EC private key."""
 
     def ecdsa_sign_args(
-        self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
+        self,
+        data: Buffer,
+        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
+        *,
+        digest: bool = True,
     ) -> tuple[hashes.HashAlgorithm, bytes]:
-        """Check an ECDSA sign call and return (hash, digest)."""
+        """Check an ECDSA sign call and return (hash, digest); ``digest=False`` only checks."""
         self._require(KeyUsage.SIGN)
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise UnsupportedAlgorithm("only ECDSA signatures are offered")
         if signature_algorithm.deterministic_signing:
             raise UnsupportedAlgorithm("deterministic ECDSA (RFC 6979) is not offered")
-        return _digest(data, signature_algorithm.algorithm)
+        return _digest(data, signature_algorithm.algorithm, compute=digest)
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         """Refused: entra_keys keys sign; ECDH is not offered."""
@@ -317,25 +325,29 @@ EntraPrivateKey = EntraRSAKey | EntraECKey
 
 
 def _digest(
-    data: Buffer, algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo
+    data: Buffer,
+    algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
+    *,
+    compute: bool = True,
 ) -> tuple[hashes.HashAlgorithm, bytes]:
-    """Hash the data (or take a prehashed digest) with an offered hash."""
-    data = bytes(data)
+    """Hash the data (or take a prehashed digest) with an offered hash; with ``compute=False``
+    only check, for a caller that hands the data to pyca to hash."""
     if not isinstance(algorithm, hashes.HashAlgorithm | utils.Prehashed):
         raise UnsupportedAlgorithm("a signature without a hash (NoDigestInfo) is not offered")
     if isinstance(algorithm, utils.Prehashed):
         hash_alg = algorithm._algorithm
         _check_sign_hash(hash_alg)
+        data = bytes(data)
         if len(data) != hash_alg.digest_size:
             raise UnsupportedAlgorithm(
                 f"a prehashed {hash_alg.name} digest is {hash_alg.digest_size} bytes, "
                 f"not {len(data)}"
             )
-        return hash_alg, bytes(data)
+        return hash_alg, data
     _check_sign_hash(algorithm)
-    h = hashes.Hash(algorithm)
-    h.update(data)
-    return algorithm, h.finalize()
+    if not compute:
+        return algorithm, b""
+    return algorithm, hashlib.new(algorithm.name, data).digest()
 
 
 def _check_sign_hash(algorithm: hashes.HashAlgorithm) -> None:

@@ -71,9 +71,9 @@ class SoftwareRSAKey(EntraRSAKey):
         algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
     ) -> bytes:
         """Signs the data (PKCS#1 v1.5 or PSS with a digest-length salt)."""
-        scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
+        scheme, hash_alg, _ = self.rsa_sign_args(data, padding, algorithm, digest=False)
         pad = _pss(hash_alg) if scheme is SignatureScheme.RSAPSS else padding
-        return self._key.sign(digest, pad, utils.Prehashed(hash_alg))
+        return self._key.sign(data, pad, algorithm)  # checked above; pyca hashes
 
     @property
     def tpm_public(self) -> bytes:
@@ -141,8 +141,8 @@ class SoftwareECKey(EntraECKey):
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """Signs the data with ECDSA; the signature is DER, as from ``cryptography``."""
-        hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
-        return self._key.sign(digest, ec.ECDSA(utils.Prehashed(hash_alg)))
+        self.ecdsa_sign_args(data, signature_algorithm, digest=False)
+        return self._key.sign(data, signature_algorithm)  # checked above; pyca hashes
 
     @property
     def tpm_public(self) -> bytes:

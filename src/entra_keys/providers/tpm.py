@@ -274,7 +274,7 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         with self._use("RSA sign") as (esys, handle, session):
             sig = esys.sign(
                 handle,
-                p._t.TPM2B_DIGEST(digest),
+                p._digest(digest),
                 p._sig_scheme(scheme, hash_alg),
                 p._null_ticket,
                 session1=session,
@@ -358,7 +358,7 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
         with self._use("ECDSA sign") as (esys, handle, session):
             sig = esys.sign(
                 handle,
-                p._t.TPM2B_DIGEST(digest),
+                p._digest(digest),
                 p._sig_scheme(SignatureScheme.ECDSA, hash_alg),
                 p._null_ticket,
                 session1=session,
@@ -559,6 +559,7 @@ class TPMProvider(Provider):
             _Watchdog(_inner_tcti(self.tcti), timeout) if simulator and timeout > 0 else None
         )
         self._sig_schemes: dict[tuple[SignatureScheme, str], Any] = {}
+        self._digest_buffer = self._t.TPM2B_DIGEST()
         self._null_ticket = self._t.TPMT_TK_HASHCHECK(
             tag=self._t.TPM2_ST.HASHCHECK, hierarchy=self._t.TPM2_RH.NULL
         )
@@ -687,6 +688,12 @@ class TPMProvider(Provider):
         public.parameters.keyedHashDetail.scheme.scheme = t.TPM2_ALG.HMAC
         public.parameters.keyedHashDetail.scheme.details.hmac.hashAlg = t.TPM2_ALG.SHA256
         return t.TPM2B_PUBLIC(publicArea=public)
+
+    def _digest(self, digest: bytes) -> Any:
+        """The provider's one TPM2B_DIGEST, refilled (callers hold the lock): building a new
+        one per signature costs a tenth of a swtpm ECDSA signature. A digest is not secret."""
+        self._digest_buffer.buffer = digest
+        return self._digest_buffer
 
     def _hash_alg(self, hash_alg: hashes.HashAlgorithm) -> Any:
         return getattr(self._t.TPM2_ALG, hash_alg.name.upper())
