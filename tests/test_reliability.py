@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,14 @@ from entra_keys import (
     KeyType,
     KeyUsage,
     Provider,
+    PRTSession,
+    TPMError,
     open_provider,
 )
+from entra_keys.providers.tpm import TPMProvider
+from entra_keys.session import derive_key, import_session_key
 from entra_keys.testing.swtpm import Swtpm
+from entra_keys.testing.token_service import TokenService
 
 from .conftest import cached_key, transient_handles
 
@@ -176,6 +182,10 @@ def test_eight_threads_share_one_tpm_provider(tpm_provider: Provider) -> None:
     assert isinstance(rsa_key, rsa.RSAPrivateKey)
     assert isinstance(transport, rsa.RSAPrivateKey)
     oaep = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
+    service = TokenService()
+    session_key = import_session_key(
+        tpm_provider, transport, service.session_key_jwe(transport.public_key())
+    )
     errors: list[BaseException] = []
     done = [0] * 8
 
@@ -184,7 +194,7 @@ def test_eight_threads_share_one_tpm_provider(tpm_provider: Provider) -> None:
         try:
             for n in range(per_thread):
                 message = f"{index}-{n}".encode()
-                op = rng.randrange(4)
+                op = rng.randrange(5)
                 if op == 0:
                     sig = ec_key.sign(message, ec.ECDSA(hashes.SHA256()))
                     ec_key.public_key().verify(sig, message, ec.ECDSA(hashes.SHA256()))
@@ -195,10 +205,14 @@ def test_eight_threads_share_one_tpm_provider(tpm_provider: Provider) -> None:
                     secret = os.urandom(32)
                     ciphertext = transport.public_key().encrypt(secret, oaep)
                     assert transport.decrypt(ciphertext, oaep) == secret
-                else:
+                elif op == 3:
                     nonce = os.urandom(32)
                     quote = tpm_provider.quote(ak, [0, 7], nonce)
                     assert nonce in quote.attest
+                else:
+                    ctx = os.urandom(24)
+                    derived = derive_key(session_key, ctx, kdf_version=2, payload=message)
+                    assert derived == service.derived_key(ctx, kdf_version=2, payload=message)
                 done[index] += 1
         except BaseException as exc:  # collected and reported below
             errors.append(exc)
@@ -249,3 +263,70 @@ def test_two_processes_share_one_swtpm_without_a_resource_manager(
         out, err = child.communicate(timeout=120)
         assert child.returncode == 0, err
         assert out.strip() == "ok"
+
+
+def _exercise(operation: str, store: KeyStore, round_: int, jwe: str) -> None:
+    """One unit of the work a TPM is pulled from under: sign, create a key, import a PRT key."""
+    if operation == "sign":
+        key = store.load("device")
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        with key.loaded():
+            while True:
+                key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    transport = store.load("transport")
+    while True:
+        if operation == "create":
+            store.create(f"new{round_ % 3}", KeyType.ECC256, KeyUsage.SIGN, replace=True)
+        else:
+            PRTSession.create(store, "prt", transport, jwe, replace=True)
+
+
+@pytest.mark.parametrize("operation", ["sign", "create", "import"])
+def test_tpm_killed_mid_operation_fails_typed_and_loses_no_key(
+    operation: str, swtpm: Swtpm, tmp_path: Path
+) -> None:
+    """SIGKILL the swtpm at a random moment of the work; then restart it on the same state."""
+    tpm = Swtpm(tmp_path / "tpm")
+    tpm.start()
+    store_dir = tmp_path / "store"
+    with open_provider("tpm", tcti=tpm.tcti) as provider:
+        store = KeyStore(provider, store_dir)
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+        assert isinstance(transport, rsa.RSAPrivateKey)
+        jwe = TokenService().session_key_jwe(transport.public_key())
+    rng = random.Random(operation)
+    try:
+        for round_ in range(50 if EXTENDED else 20):
+            provider = TPMProvider(tpm.tcti, timeout=5.0)
+            store = KeyStore(provider, store_dir)
+            killer = threading.Timer(rng.uniform(0.0, 0.03), tpm.kill)
+            started = time.monotonic()
+            killer.start()
+            try:
+                with pytest.raises(TPMError):
+                    _exercise(operation, store, round_, jwe)
+            finally:
+                killer.join()
+                provider.close()
+            assert time.monotonic() - started < 10  # typed error, in bounded time
+            tpm.start()  # the same state: what was created before the kill is all there
+            with open_provider("tpm", tcti=tpm.tcti) as again:
+                survivors = KeyStore(again, store_dir)
+                assert survivors.broken() == []
+                for info in survivors.list():
+                    if info.usage is KeyUsage.DERIVE:
+                        survivors.load_session_key(info.name).hmac_sha256(b"ctx")
+                    elif info.usage is KeyUsage.SIGN:
+                        key = survivors.load(info.name)
+                        assert isinstance(key, ec.EllipticCurvePrivateKey)
+                        key.public_key().verify(
+                            key.sign(b"m", ec.ECDSA(hashes.SHA256())),
+                            b"m",
+                            ec.ECDSA(hashes.SHA256()),
+                        )
+                    else:
+                        survivors.load(info.name)
+            assert transient_handles(tpm.tcti) == []
+    finally:
+        tpm.stop()

@@ -90,6 +90,9 @@ _RC_INTEGRITY = 0x09F
 _RC_OBJECT_MEMORY = 0x902
 _RC_LOCKOUT = 0x921
 _LAYER_TCTI = 0x0A0000
+_LAYER_ESYS = 0x070000
+# ESYS codes for an answer that stopped short or made no sense: the TPM went away mid-command.
+_ESYS_RC_BROKEN_RESPONSE = {0x11, 0x13}  # MALFORMED_RESPONSE, INSUFFICIENT_RESPONSE
 # TSS base codes that mean the TPM did not answer: NO_CONNECTION, TRY_AGAIN, IO_ERROR.
 _BASE_RC_UNREACHABLE = {0x08, 0x09, 0x0A}
 
@@ -127,6 +130,8 @@ def _translate(exc: Exception, what: str, tcti: str | None) -> TPMError:
     layer = rc & 0xFF0000
     if layer == _LAYER_TCTI or (layer and rc & 0xFFFF in _BASE_RC_UNREACHABLE):
         return TPMUnreachable(f"{what}: cannot reach the TPM at {tcti}: {detail}", rc)
+    if layer == _LAYER_ESYS and rc & 0xFFFF in _ESYS_RC_BROKEN_RESPONSE:
+        return TPMUnreachable(f"{what}: the TPM at {tcti} broke off its answer: {detail}", rc)
     if layer == 0:
         if error == _RC_OBJECT_MEMORY:
             return TPMObjectMemory(
@@ -192,12 +197,26 @@ class _TPMObject:
             self._pins += 1
         try:
             yield
-        finally:
-            with provider._tpm("flush key") as esys:
-                self._pins -= 1
-                if self._pins == 0:
-                    handle, self._handle = self._handle, None
+        except BaseException:
+            self._unpin(quiet=True)  # keep the block's own error, not a failed flush's
+            raise
+        self._unpin(quiet=False)
+
+    def _unpin(self, *, quiet: bool) -> None:
+        provider = self._provider
+        with provider._lock:
+            self._pins -= 1
+            if self._pins or self._handle is None:
+                return
+            handle, self._handle = self._handle, None
+            if provider._esys is None:
+                return  # the connection is gone, and the object with it
+            try:
+                with provider._tpm("flush key") as esys:
                     esys.flush_context(handle)
+            except EntraKeysError:
+                if not quiet:
+                    raise
 
     @contextlib.contextmanager
     def _use(self, what: str, *, encrypted: bool = False) -> Iterator[tuple[Any, Any, Any]]:
@@ -303,9 +322,13 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
                     t.TPM2B_DATA(),
                     session1=session,
                 )
-        except (TPMUnreachable, TPMObjectMemory, TPMLockout, TPMAuthFailure):
-            raise
         except TPMError as exc:
+            # Only the TPM's own refusal means a bad ciphertext; TSS and I/O errors stay what
+            # they are (a TPM that went away mid-command is not a wrong ciphertext).
+            if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout | TPMAuthFailure):
+                raise
+            if exc.rc is None or exc.rc & 0xFF0000:
+                raise
             raise DecryptionError("the ciphertext does not decrypt with this key") from exc
 
     @property

@@ -141,7 +141,10 @@ class Swtpm:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
-        return True
+        try:  # a killed process waiting to be reaped is not running
+            return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+        except (OSError, IndexError):
+            return True
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop swtpm (SIGTERM, then SIGKILL after the timeout); the state stays on disk."""
