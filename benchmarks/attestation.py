@@ -1,0 +1,220 @@
+"""Quotes, key certifications, their verification, and session-key derivation.
+
+Quote and certification throughput are reported for the TPM and software providers (the AK
+pinned with ``loaded()``); verification runs in this one process, so its rate is per core. The
+derivation case has a raw baseline: TPM2_HMAC in a loop on a bare ESAPI connection with a
+keyed-hash object loaded, against ``derive_key`` on a pinned session key.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from entra_keys import KeyType, KeyUsage, open_provider
+from entra_keys.attestation.verifier import TrustPolicy, verify_certify, verify_quote
+from entra_keys.session import derive_key, import_session_key, kdf_context, kdf_input
+from entra_keys.testing.token_service import TokenService
+
+from .context import Context
+from .measure import Case, Contender, Result, Target, interleave, timed_loop
+
+__all__ = ["CASES"]
+
+_NONCE = bytes(range(32))
+_PCRS = [0, 1, 7]
+_ATTEST = {
+    n: f"attest.{n}"
+    for n in (
+        "quote_tpm",
+        "quote_software",
+        "certify_tpm",
+        "certify_software",
+        "verify_quote",
+        "verify_certify",
+    )
+}
+_DERIVE = {n: f"derive.{n}" for n in ("esapi", "tpm", "software")}
+_SOFTWARE = TrustPolicy(allow_software=True)
+
+
+def _run_attestation(ctx: Context) -> list[Result]:
+    software = open_provider("software")
+    soft_ak = software.create_key(KeyType.RSA2048, KeyUsage.ATTEST)
+    soft_key = software.create_key(KeyType.RSA2048, KeyUsage.SIGN)
+    with ExitStack() as stack:
+        provider = ctx.tpm_provider()
+        stack.callback(provider.close)
+        ak = ctx.tpm_key(provider, KeyType.RSA2048, KeyUsage.ATTEST)
+        device = ctx.tpm_key(provider, KeyType.ECC256, KeyUsage.SIGN)
+        with ak.loaded():
+            quote = provider.quote(ak, _PCRS, _NONCE)
+            certification = provider.certify(device, ak, _NONCE)
+        expected = {quote.pcr_bank: quote.pcr_values}
+        ak_public = ak.public_key()
+        assert isinstance(ak_public, rsa.RSAPublicKey)
+
+        def check_quote() -> object:
+            return verify_quote(quote.attest, quote.signature, ak_public, _NONCE, expected)
+
+        def check_certify() -> object:
+            return verify_certify(
+                certification.attest,
+                certification.signature,
+                ak_public,
+                certification.key_public,
+                _NONCE,
+                expected_key=device.public_key(),
+            )
+
+        assert verify_quote(
+            quote.attest, quote.signature, ak_public, _NONCE, expected
+        ).hardware_backed
+        soft_quote = software.quote(soft_ak, _PCRS, _NONCE)
+        assert not verify_quote(
+            soft_quote.attest,
+            soft_quote.signature,
+            soft_ak.public_key(),
+            _NONCE,
+            {soft_quote.pcr_bank: soft_quote.pcr_values},
+            policy=_SOFTWARE,
+        ).hardware_backed
+        contenders = [
+            Contender(
+                _ATTEST["quote_tpm"],
+                "TPM quote (PCRs read before and after), AK pinned",
+                timed_loop(lambda: provider.quote(ak, _PCRS, _NONCE), ak.loaded),
+            ),
+            Contender(
+                _ATTEST["quote_software"],
+                "software quote",
+                timed_loop(lambda: software.quote(soft_ak, _PCRS, _NONCE)),
+            ),
+            Contender(
+                _ATTEST["certify_tpm"],
+                "TPM key certification, AK pinned",
+                timed_loop(lambda: provider.certify(device, ak, _NONCE), ak.loaded),
+            ),
+            Contender(
+                _ATTEST["certify_software"],
+                "software key certification",
+                timed_loop(lambda: software.certify(soft_key, soft_ak, _NONCE)),
+            ),
+            Contender(_ATTEST["verify_quote"], "verify_quote, one core", timed_loop(check_quote)),
+            Contender(
+                _ATTEST["verify_certify"], "verify_certify, one core", timed_loop(check_certify)
+            ),
+        ]
+        return interleave(ctx, "Attestation: quote, certify, verify (RSA-2048 AK)", contenders)
+
+
+def _raw_hmac_key(raw: Any, key: bytes) -> Any:
+    """A keyed-hash HMAC-SHA256 object with the given key, loaded on the bare connection."""
+    t = raw.t
+    public = t.TPMT_PUBLIC(type=t.TPM2_ALG.KEYEDHASH, nameAlg=t.TPM2_ALG.SHA256)
+    public.objectAttributes = (
+        t.TPMA_OBJECT.FIXEDTPM
+        | t.TPMA_OBJECT.FIXEDPARENT
+        | t.TPMA_OBJECT.USERWITHAUTH
+        | t.TPMA_OBJECT.NODA
+        | t.TPMA_OBJECT.SIGN_ENCRYPT
+    )
+    public.parameters.keyedHashDetail.scheme.scheme = t.TPM2_ALG.HMAC
+    public.parameters.keyedHashDetail.scheme.details.hmac.hashAlg = t.TPM2_ALG.SHA256
+    sensitive = t.TPM2B_SENSITIVE_CREATE(
+        sensitive=t.TPMS_SENSITIVE_CREATE(data=t.TPM2B_SENSITIVE_DATA(key))
+    )
+    parent = raw.primary()
+    try:
+        private, public_out, _, _, _ = raw.esys.create(
+            parent, sensitive, t.TPM2B_PUBLIC(publicArea=public)
+        )
+    finally:
+        raw.flush(parent)
+    return raw.load(private, public_out)
+
+
+def _run_derive(ctx: Context) -> list[Result]:
+    service = TokenService()
+    ctx_bytes = os.urandom(24)
+    block = kdf_input(kdf_context(ctx_bytes, kdf_version=1))
+    software = open_provider("software")
+    soft_transport = software.create_key(KeyType.RSA2048, KeyUsage.DECRYPT)
+    assert isinstance(soft_transport, rsa.RSAPrivateKey)
+    soft_session = import_session_key(
+        software, soft_transport, service.session_key_jwe(soft_transport.public_key())
+    )
+    expected = service.derived_key(ctx_bytes, kdf_version=1)
+    with ExitStack() as stack:
+        raw = stack.enter_context(ctx.raw_tpm())
+        t = raw.t
+        handle = _raw_hmac_key(raw, service.session_key)
+        provider = ctx.tpm_provider()
+        stack.callback(provider.close)
+        transport = ctx.tpm_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
+        assert isinstance(transport, rsa.RSAPrivateKey)
+        session = import_session_key(
+            provider, transport, service.session_key_jwe(transport.public_key())
+        )
+
+        def raw_hmac() -> bytes:
+            return bytes(raw.esys.hmac(handle, t.TPM2B_MAX_BUFFER(block), t.TPM2_ALG.SHA256))
+
+        def library() -> bytes:
+            return derive_key(session, ctx_bytes, kdf_version=1)
+
+        def in_software() -> bytes:
+            return derive_key(soft_session, ctx_bytes, kdf_version=1)
+
+        with session.loaded():
+            for op in (raw_hmac, library, in_software):
+                if op() != expected:
+                    raise RuntimeError(f"{op.__name__} derived another key")
+        contenders = [
+            Contender(_DERIVE["esapi"], "raw ESAPI TPM2_HMAC, key loaded", timed_loop(raw_hmac)),
+            Contender(
+                _DERIVE["tpm"],
+                "entra_keys derive_key (KDF v1), session key pinned",
+                timed_loop(library, session.loaded),
+                baseline=_DERIVE["esapi"],
+            ),
+            Contender(
+                _DERIVE["software"], "entra_keys software derive_key", timed_loop(in_software)
+            ),
+        ]
+        return interleave(ctx, "Session-key derivation (one TPM2_HMAC each)", contenders)
+
+
+CASES = (
+    Case(
+        id="attestation",
+        title="quote, key certification, verification",
+        figures=tuple(_ATTEST.values()),
+        run=_run_attestation,
+        targets=(
+            Target("quote verification per core (/s)", _ATTEST["verify_quote"], at_least=5000.0),
+            Target("key-certification verification per core (/s)", _ATTEST["verify_certify"]),
+            Target(
+                "TPM quote / software quote", _ATTEST["quote_tpm"], over=_ATTEST["quote_software"]
+            ),
+        ),
+    ),
+    Case(
+        id="derive",
+        title="session-key derivation",
+        figures=tuple(_DERIVE.values()),
+        run=_run_derive,
+        targets=(
+            Target(
+                "TPM derive: entra_keys / raw TPM2_HMAC",
+                _DERIVE["tpm"],
+                over=_DERIVE["esapi"],
+                at_least=0.90,
+            ),
+            Target("software derive / TPM derive", _DERIVE["software"], over=_DERIVE["tpm"]),
+        ),
+    ),
+)
