@@ -29,13 +29,9 @@ def _command_error(message: str) -> Exception:
 
 
 def _read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise _command_error(f"cannot read {path}: {exc.strerror or exc}") from exc
+    from .cli import _read_input  # late: cli imports this module
+
+    return _read_input(path)
 
 
 def _text(data: bytes, path: str) -> str:

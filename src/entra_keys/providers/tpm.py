@@ -248,7 +248,7 @@ class _TPMKeyBase(_TPMObject):
 
     _pub: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
-    def _init_tpm(
+    def __init__(
         self,
         provider: TPMProvider,
         private: Any,
@@ -270,16 +270,6 @@ class _TPMKeyBase(_TPMObject):
 
 class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     """An RSA key inside the TPM; a ``cryptography`` ``RSAPrivateKey`` that cannot be exported."""
-
-    def __init__(
-        self,
-        provider: TPMProvider,
-        private: Any,
-        public: Any,
-        usage: KeyUsage,
-        auth: bytes | None = None,
-    ) -> None:
-        self._init_tpm(provider, private, public, usage, auth)
 
     def sign(
         self,
@@ -363,16 +353,6 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
 
 class TPMECKey(_TPMKeyBase, EntraECKey):
     """An elliptic-curve key inside the TPM; a ``cryptography`` ``EllipticCurvePrivateKey``."""
-
-    def __init__(
-        self,
-        provider: TPMProvider,
-        private: Any,
-        public: Any,
-        usage: KeyUsage,
-        auth: bytes | None = None,
-    ) -> None:
-        self._init_tpm(provider, private, public, usage, auth)
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
