@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the TPM to measure (e.g. swtpm:path=/tmp/tpm/sock); default: start a swtpm",
     )
     parser.add_argument(
-        "--out", default="bench-out", type=Path, help="where the JSON and the chart go"
+        "--out",
+        default="bench-out",
+        type=Path,
+        metavar="DIR",
+        help="where the JSON and the chart go (default: bench-out)",
     )
     parser.add_argument(
         "--only",

@@ -117,11 +117,8 @@ class Context:
         )
 
     def key_store(self, kind: str) -> Path:
-        """A key store of that provider kind holding ``device-rsa2048`` and ``device-ecc256``.
-
-        Made once per run, as an agent's store would be before it starts; the provider used to
-        fill it is closed again, so nothing of it stays in the TPM.
-        """
+        """A store of that provider kind with ``device-rsa2048`` and ``device-ecc256``, made once
+        per run by a provider closed again (nothing of it stays in the TPM)."""
         if kind not in self._stores:
             path = self.workdir / f"store-{kind}"
             provider = self.tpm_provider() if kind == "tpm" else open_provider("software")
@@ -140,9 +137,8 @@ class Context:
         return self._stores[kind]
 
     def child_env(self) -> dict[str, str]:
-        """The environment of a measured child process: entra_keys importable as it is here,
-        and bytecode cached under the run's directory, as an installed package has it
-        (PYTHONDONTWRITEBYTECODE would make every child compile stale modules again)."""
+        """A measured child's environment: entra_keys importable as here, bytecode cached in the
+        run's directory as an installed package has it (not recompiled in every child)."""
         source = str(Path(entra_keys.__file__).resolve().parents[1])
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         path = env.get("PYTHONPATH")

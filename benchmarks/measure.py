@@ -134,9 +134,8 @@ class Result:
         return q1, q3
 
     def over(self, base: Result) -> float:
-        """This figure relative to ``base``: the median of the per-round ratios when their rounds
-        ran side by side (a burst of other work then skews one round of each, not the ratio),
-        else the ratio of the medians. NaN when either is not measured."""
+        """Relative to ``base``: the median of per-round ratios when the rounds ran side by side
+        (a burst of other work skews one pair, not the ratio), else the ratio of medians."""
         if not self.measured or not base.measured:
             return math.nan
         if self.interleaved is not None and self.interleaved == base.interleaved:
@@ -315,11 +314,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Target:
-    """A figure to report: a result's field, or its ratio over another's; bounds make it a target.
-
-    ``of`` may name several results when ``field`` is a counter (their values are added up).
-    Without ``at_least`` / ``at_most`` the figure is reported for information only.
-    """
+    """A result's field, or its ratio ``over`` another result; with bounds, a target (else only
+    reported). ``of`` may name several results whose counter ``field`` is added up."""
 
     name: str
     of: str | tuple[str, ...]

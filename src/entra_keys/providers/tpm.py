@@ -89,6 +89,11 @@ _RC_BAD_AUTH = 0x0A2
 _RC_INTEGRITY = 0x09F
 _RC_OBJECT_MEMORY = 0x902
 _RC_LOCKOUT = 0x921
+# A format-zero warning (TPM_RC_WARN: resources, retry, yielded, canceled) is never about the
+# command's parameters (Part 2, 6.6.3).
+_RC_WARN_MASK, _RC_WARN = 0x880, 0x800
+# TPM_ALG_IDs of the signatures _signature_parts reads from C (Part 2, 6.3).
+_ALG_RSASSA, _ALG_RSAPSS, _ALG_ECDSA = 0x0014, 0x0016, 0x0018
 _LAYER_TCTI = 0x0A0000
 _LAYER_ESYS = 0x070000
 # ESYS codes for an answer that stopped short or made no sense: the TPM went away mid-command.
@@ -261,6 +266,18 @@ class _TPMKeyBase(_TPMObject):
         self.key_type = KeyType.of(self._pub)
         self.usage = usage
 
+    def _sign(self, what: str, digest: bytes, scheme: Any) -> Any:
+        """TPM2_Sign of a digest, returning the TPMT_SIGNATURE. A pinned key without a PIN
+        takes one lock and no session context manager: the hot path of a signing run."""
+        p = self._provider
+        with p._tpm(what) as esys:
+            if self._handle is not None and self._auth is None:
+                return esys.sign(self._handle, p._digest(digest), scheme, p._null_ticket)
+            with self._use(what) as (esys, handle, session):  # the provider's lock is an RLock
+                return esys.sign(
+                    handle, p._digest(digest), scheme, p._null_ticket, session1=session
+                )
+
     def _refuse_export(self) -> KeyNotExportable:
         return KeyNotExportable(
             "the private half of a TPM key never leaves the TPM; store the key with "
@@ -279,16 +296,8 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     ) -> bytes:
         """Signs the data in the TPM (PKCS#1 v1.5, or PSS with a digest-length salt)."""
         scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
-        p = self._provider
-        with self._use("RSA sign") as (esys, handle, session):
-            sig = esys.sign(
-                handle,
-                p._digest(digest),
-                p._sig_scheme(scheme, hash_alg),
-                p._null_ticket,
-                session1=session,
-            )
-        return _signature_parts(sig)[0]
+        sig = self._sign("RSA sign", digest, self._provider._sig_scheme(scheme, hash_alg))
+        return _signature_parts(self._provider._ffi, sig)[0]
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         """Decrypts an RSA-OAEP ciphertext in the TPM (SHA-1 or SHA-256, empty label)."""
@@ -317,8 +326,8 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
             # they are (a TPM that went away mid-command is not a wrong ciphertext).
             if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout | TPMAuthFailure):
                 raise
-            if exc.rc is None or exc.rc & 0xFF0000:
-                raise
+            if exc.rc is None or exc.rc & 0xFF0000 or exc.rc & _RC_WARN_MASK == _RC_WARN:
+                raise  # TSS and I/O errors, and TPM warnings (no session memory, retry, ...)
             raise DecryptionError("the ciphertext does not decrypt with this key") from exc
 
     @property
@@ -358,15 +367,8 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         p = self._provider
-        with self._use("ECDSA sign") as (esys, handle, session):
-            sig = esys.sign(
-                handle,
-                p._digest(digest),
-                p._sig_scheme(SignatureScheme.ECDSA, hash_alg),
-                p._null_ticket,
-                session1=session,
-            )
-        r, s = _signature_parts(sig)
+        sig = self._sign("ECDSA sign", digest, p._sig_scheme(SignatureScheme.ECDSA, hash_alg))
+        r, s = _signature_parts(p._ffi, sig)
         return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
 
     @property
@@ -435,10 +437,20 @@ class TPMSessionKey(_TPMObject, SessionKey):
             return bytes(digest.buffer)
 
 
-def _signature_parts(signature: Any) -> tuple[bytes, bytes]:
-    """The RSA signature (and b"") or ECDSA (r, s) of a TPMT_SIGNATURE, read from its wire form
-    in one C call rather than through the TSS's per-field Python wrappers."""
-    wire = bytes(signature.marshal())  # sigAlg u16, hashAlg u16, then TPM2B field(s)
+def _signature_parts(ffi: Any, signature: Any) -> tuple[bytes, bytes]:
+    """The RSA signature (and b"") or ECDSA (r, s) of a TPMT_SIGNATURE, copied out of its C
+    struct: the TSS's per-field wrappers and its marshaler cost 20-40 µs per signature."""
+    cdata = signature._cdata
+    alg = cdata.sigAlg
+    if alg in (_ALG_RSASSA, _ALG_RSAPSS):
+        part = cdata.signature.rsassa.sig
+        return ffi.buffer(part.buffer, part.size)[:], b""
+    if alg == _ALG_ECDSA:
+        ecc = cdata.signature.ecdsa
+        r, s = ecc.signatureR, ecc.signatureS
+        return ffi.buffer(r.buffer, r.size)[:], ffi.buffer(s.buffer, s.size)[:]
+    # Another scheme: its wire form (sigAlg u16, hashAlg u16, then TPM2B field(s)).
+    wire = bytes(signature.marshal())
     first = int.from_bytes(wire[4:6], "big")
     part1 = wire[6 : 6 + first]
     rest = wire[6 + first :]
@@ -534,6 +546,8 @@ class TPMProvider(Provider):
     kind: ClassVar[str] = "tpm"
     hardware_backed: ClassVar[bool] = True
     pem_labels: ClassVar[frozenset[str]] = frozenset({"TSS2 PRIVATE KEY"})
+    #: The tpm2_pytss module (imported when a provider opens).
+    _t: Any
 
     #: Seconds a command may wait for a simulator's answer before it fails as unreachable.
     DEFAULT_TIMEOUT = 30.0
@@ -562,10 +576,13 @@ class TPMProvider(Provider):
             _Watchdog(_inner_tcti(self.tcti), timeout) if simulator and timeout > 0 else None
         )
         self._sig_schemes: dict[tuple[SignatureScheme, str], Any] = {}
-        self._digest_buffer = self._t.TPM2B_DIGEST()
+        # ESAPI takes C structs as they are: the hot path hands it those, not the TSS's Python
+        # wrappers, whose unwrapping costs ~10 µs each per call.
+        self._ffi = self._t.ffi
+        self._digest_buffer = self._t.TPM2B_DIGEST()._cdata
         self._null_ticket = self._t.TPMT_TK_HASHCHECK(
             tag=self._t.TPM2_ST.HASHCHECK, hierarchy=self._t.TPM2_RH.NULL
-        )
+        )._cdata
         self._srk: Any = None
         self._srk_parent = _RH_OWNER
         self._srk_owned = False
@@ -695,8 +712,10 @@ class TPMProvider(Provider):
     def _digest(self, digest: bytes) -> Any:
         """The provider's one TPM2B_DIGEST, refilled (callers hold the lock): building a new
         one per signature costs a tenth of a swtpm ECDSA signature. A digest is not secret."""
-        self._digest_buffer.buffer = digest
-        return self._digest_buffer
+        buffer = self._digest_buffer
+        buffer.size = len(digest)
+        self._ffi.memmove(buffer.buffer, digest, len(digest))
+        return buffer
 
     def _hash_alg(self, hash_alg: hashes.HashAlgorithm) -> Any:
         return getattr(self._t.TPM2_ALG, hash_alg.name.upper())
@@ -711,9 +730,9 @@ class TPMProvider(Provider):
                 SignatureScheme.RSAPSS: t.TPM2_ALG.RSAPSS,
                 SignatureScheme.ECDSA: t.TPM2_ALG.ECDSA,
             }[scheme]
-            cached = t.TPMT_SIG_SCHEME(scheme=alg)
-            cached.details.any.hashAlg = self._hash_alg(hash_alg)
-            self._sig_schemes[(scheme, hash_alg.name)] = cached
+            built = t.TPMT_SIG_SCHEME(scheme=alg)
+            built.details.any.hashAlg = self._hash_alg(hash_alg)
+            cached = self._sig_schemes[(scheme, hash_alg.name)] = built._cdata
         return cached
 
     # -- Provider -----------------------------------------------------------------------------
