@@ -74,6 +74,16 @@ def transient_handles(tcti: str) -> list[str]:
 
 
 @pytest.fixture
+def clean_cli_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ENTRA_KEYS_* from the caller's shell; TSS2_LOG, which main() sets, restored after."""
+    for name in ("ENTRA_KEYS_PASSPHRASE", "ENTRA_KEYS_PROVIDER", "ENTRA_KEYS_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    # Setting it first makes monkeypatch's teardown restore whatever it was.
+    monkeypatch.setenv("TSS2_LOG", "")
+    monkeypatch.delenv("TSS2_LOG")
+
+
+@pytest.fixture
 def tpm_provider(swtpm: Swtpm) -> Iterator[Provider]:
     """A TPM provider on the session swtpm; after the test, no transient object may remain."""
     provider = open_provider("tpm", tcti=swtpm.tcti)

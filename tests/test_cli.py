@@ -96,13 +96,7 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ENTRA_KEYS_PASSPHRASE", "ENTRA_KEYS_PROVIDER", "ENTRA_KEYS_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    # main() quiets libtss2 with TSS2_LOG; setting it here first makes teardown restore it.
-    monkeypatch.setenv("TSS2_LOG", "")
-    monkeypatch.delenv("TSS2_LOG")
+pytestmark = pytest.mark.usefixtures("clean_cli_environment")
 
 
 @pytest.fixture(params=PROVIDERS)

@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
 from entra_keys.formats import b64url_decode
@@ -24,30 +22,12 @@ from entra_keys.testing.token_service import TokenService
 
 from .conftest import PROVIDERS, cached_key, transient_handles
 from .test_cli import Cli, one_error_line, run_program
+from .test_session import kbkdf
 
 RESPONSE = b'{"access_token":"eyJ0-secret","refresh_token":"0.AXk"}'
 
 
-def kbkdf(key: bytes, context: bytes) -> bytes:
-    return KBKDFHMAC(
-        algorithm=hashes.SHA256(),
-        mode=Mode.CounterMode,
-        length=32,
-        rlen=4,
-        llen=4,
-        location=CounterLocation.BeforeFixed,
-        label=b"AzureAD-SecureConversation",
-        context=context,
-        fixed=None,
-    ).derive(key)
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ENTRA_KEYS_PASSPHRASE", "ENTRA_KEYS_PROVIDER", "ENTRA_KEYS_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TSS2_LOG", "")
-    monkeypatch.delenv("TSS2_LOG")
+pytestmark = pytest.mark.usefixtures("clean_cli_environment")
 
 
 @pytest.fixture(params=PROVIDERS)
