@@ -200,30 +200,26 @@ class KeyStore:
         if not self.path.is_dir():
             return []
         self._check_dir()
-        found = []
-        for entry in sorted(self.path.iterdir()):
-            name = entry.name.removesuffix(_SUFFIX)
-            if not entry.name.endswith(_SUFFIX) or not _NAME.fullmatch(name):
-                continue
-            try:
-                found.append(self.info(name))
-            except KeyStoreError:
-                continue
-        return found
+        return [found for _, found in self._scan() if isinstance(found, KeyInfo)]
 
     def broken(self) -> builtins.list[tuple[str, str]]:
         """The names and errors of key files that cannot be read (for status reports)."""
-        out = []
-        if self.path.is_dir():
-            for entry in sorted(self.path.glob("*" + _SUFFIX)):
-                name = entry.name.removesuffix(_SUFFIX)
-                if not _NAME.fullmatch(name):
-                    continue
-                try:
-                    self.info(name)
-                except KeyStoreError as exc:
-                    out.append((name, str(exc)))
-        return out
+        return [
+            (name, str(found)) for name, found in self._scan() if not isinstance(found, KeyInfo)
+        ]
+
+    def _scan(self) -> Iterator[tuple[str, KeyInfo | KeyStoreError]]:
+        """Each key file by name, with what the store reads of it or why it cannot."""
+        if not self.path.is_dir():
+            return
+        for entry in sorted(self.path.glob("*" + _SUFFIX)):
+            name = entry.name.removesuffix(_SUFFIX)
+            if not _NAME.fullmatch(name):
+                continue
+            try:
+                yield name, self.info(name)
+            except KeyStoreError as exc:
+                yield name, exc
 
     def delete(self, name: str) -> None:
         """Removes the key stored under ``name`` (the TPM keeps nothing of it)."""
