@@ -7,7 +7,6 @@ A thin layer over ``entra_keys.session``; ``cli.build_parser`` adds these comman
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,32 @@ def _read(path: str) -> bytes:
     from .cli import _read_input  # late: cli imports this module
 
     return _read_input(path)
+
+
+def _read_bounded(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of a file or stdin ('-'); more is an error, found by reading one
+    byte past the limit, never the whole input."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as exc:
+        raise _command_error(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > limit:
+        raise _command_error(f"{path} holds more than {limit} bytes, the limit (--max-size)")
+    return data
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the limit is at least 1 byte, not {value}")
+    return value
 
 
 def _text(data: bytes, path: str) -> str:
@@ -134,22 +159,15 @@ def cmd_session_sign(ctx: Context) -> int:
 
 
 def cmd_session_decrypt(ctx: Context) -> int:
-    """Write the plaintext of an encrypted token-service response (plain JSON passes)."""
+    """Write the plaintext of an encrypted token-service response (plain JSON passes); the
+    input is read only up to ``--max-size`` bytes, and the plaintext is always a JSON object."""
     args = ctx.args
-    body = _read(args.input)
+    body = _read_bounded(args.input, args.max_size)
     key = ctx.store.load_session_key(args.name, passphrase=ctx.passphrase())
-    plain = session.decrypt_response(key, body)
+    plain = session.decrypt_response(key, body, max_response_size=args.max_size)
     if ctx.json:
-        try:
-            text: str | None = plain.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        document: dict[str, Any] = {"name": args.name}
-        if text is None:
-            document["plaintext_base64"] = base64.b64encode(plain).decode("ascii")
-        else:
-            document["plaintext"] = text
-        _write_json(document)
+        # decrypt_response returns only a UTF-8 JSON object, so the text always decodes.
+        _write_json({"name": args.name, "plaintext": plain.decode("utf-8")})
     else:
         sys.stdout.flush()
         sys.stdout.buffer.write(plain)
@@ -221,5 +239,12 @@ def add_session_commands(commands: _SubParsers[argparse.ArgumentParser]) -> None
     decrypt.add_argument("name")
     decrypt.add_argument(
         "--in", dest="input", required=True, metavar="JWE_FILE", help="the response ('-': stdin)"
+    )
+    decrypt.add_argument(
+        "--max-size",
+        type=_size,
+        default=session.MAX_RESPONSE_SIZE,
+        metavar="BYTES",
+        help=f"refuse a larger response, unread (default {session.MAX_RESPONSE_SIZE}: 1 MiB)",
     )
     decrypt.set_defaults(handler=cmd_session_decrypt)

@@ -18,7 +18,11 @@ other JOSE segments are base64url without padding. Both decoders here are strict
 
 Responses come AES-256-GCM (12-byte IV) or AES-256-CBC (16-byte IV). The CBC form is not
 authenticated: its tag segment is checked by none of the service's peers and is ignored here too,
-so only TLS protects such a response from tampering; its padding is checked.
+so only TLS protects such a response from tampering. So that no padding oracle is offered, every
+failure once decryption begins (tag, lengths, padding, UTF-8, JSON, not an object) is the same
+``DecryptionError`` with the same message, and bad padding is followed by the same JSON parse as
+good padding; a response must decrypt to a JSON object. Bodies over ``MAX_RESPONSE_SIZE`` (1 MiB
+unless set) are refused before any decoding.
 
 Nothing here logs key material, puts it in an exception message or shows it in a ``repr``: not
 the session key, not a derived key, not a decrypted response.
@@ -39,7 +43,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -52,6 +55,7 @@ __all__ = [
     "CTX_BYTES",
     "KDF_LABEL",
     "MAX_CTX_BYTES",
+    "MAX_RESPONSE_SIZE",
     "PRTSession",
     "b64_decode",
     "b64_encode",
@@ -73,6 +77,8 @@ KDF_LABEL = b"AzureAD-SecureConversation"
 CTX_BYTES = 24
 #: The longest ctx whose KDF input still fits one TPM2_HMAC (1024 bytes, TPM2B_MAX_BUFFER).
 MAX_CTX_BYTES = 1024 - (4 + len(KDF_LABEL) + 1 + 4)
+#: The default limit on a response body, in bytes: a larger one is refused before decoding.
+MAX_RESPONSE_SIZE = 1 << 20
 
 # Counter i = 1 and the length L = 256 bits, 32-bit big-endian; one HMAC block is the whole key.
 _KDF_PREFIX = (1).to_bytes(4, "big") + KDF_LABEL + b"\x00"
@@ -80,6 +86,13 @@ _KDF_SUFFIX = (256).to_bytes(4, "big")
 _GCM_IV_BYTES = 12
 _GCM_TAG_BYTES = 16
 _CBC_IV_BYTES = 16
+_AES_BLOCK_BYTES = 16
+# The one message of every response that fails once decryption begins: a padding oracle needs
+# failures it can tell apart, so none carries a detail (see _open_response).
+_NOT_DECRYPTED = (
+    "the response does not decrypt to a JSON object (another session key, or a damaged or "
+    "altered response)"
+)
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _SESSION_KEY_JWE_HEADER = {"alg": "RSA-OAEP", "enc": "A256GCM"}
 
@@ -279,24 +292,103 @@ def sign_request(session_key: SessionKey, payload: Mapping[str, Any] | bytes) ->
 # -- responses ------------------------------------------------------------------------------
 
 
-def decrypt_response(session_key: SessionKey, body: bytes | str) -> bytes:
-    """A response's plaintext: a body starting ``{"`` as is, else the ``dir`` JWE opened.
+def _check_limit(limit: int) -> int:
+    """A response size limit: an int of at least 1 (a bool or another type is a caller's bug)."""
+    if type(limit) is not int:
+        raise TypeError(f"max_response_size is an int, not {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"max_response_size is at least 1 byte, not {limit}")
+    return limit
 
-    Key: KDF v1 over the header's ctx. 12-byte IV: AES-256-GCM, AAD the header segment; 16-byte
-    IV: AES-256-CBC + PKCS#7, tag not checked. Malformed: InvalidData; wrong tag or padding:
-    DecryptionError.
+
+def _refuse_oversize(size: int, limit: int, unit: str = "bytes") -> None:
+    if size > limit:
+        raise InvalidData(
+            f"the response is {size} {unit}, over the limit of {limit} bytes (max_response_size)"
+        )
+
+
+def _is_json_object(raw: bytes) -> bool:
+    """True for strict UTF-8 JSON holding an object (unique members, no NaN); never raises."""
+    try:
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_unique_members,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError, InvalidData):  # UnicodeDecodeError is a ValueError
+        return False
+    return isinstance(value, dict)
+
+
+def _pkcs7_strip(padded: bytes) -> tuple[bytes, bool]:
+    """The text without its PKCS#7 padding and whether that padding was valid; never raises.
+
+    It checks the last 16 bytes whatever the pad byte says, and always returns a text to parse,
+    so that bad padding costs the same work as good padding followed by bad JSON.
     """
+    count = padded[-1]
+    # Nonzero when count is 0 or over 16 (a negative difference shifts to -1).
+    bad = ((count - 1) >> 8) | ((_AES_BLOCK_BYTES - count) >> 8)
+    for back in range(1, _AES_BLOCK_BYTES + 1):
+        in_pad = ((back - count - 1) >> 8) & 1  # 1 for the last `count` bytes
+        bad |= in_pad * (padded[-back] ^ count)
+    return padded[: len(padded) - min(count, _AES_BLOCK_BYTES)], bad == 0
+
+
+def _open_response(
+    key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes
+) -> bytes | None:
+    """The plaintext if it decrypts and is a JSON object, else None, the same for every failure.
+
+    Nothing here raises or returns early on the padding: the candidate text is JSON-parsed
+    whether or not the padding was valid, and both results are combined at the end.
+    """
+    if len(iv) == _GCM_IV_BYTES:
+        if len(tag) != _GCM_TAG_BYTES:
+            return None
+        try:
+            plain = AESGCM(key).decrypt(iv, ciphertext + tag, aad)
+        except InvalidTag:
+            return None
+        padding_ok = True
+    elif len(iv) == _CBC_IV_BYTES and ciphertext and not len(ciphertext) % _AES_BLOCK_BYTES:
+        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        plain, padding_ok = _pkcs7_strip(decryptor.update(ciphertext) + decryptor.finalize())
+    else:
+        return None
+    is_object = _is_json_object(plain)
+    return plain if is_object and padding_ok else None
+
+
+def decrypt_response(
+    session_key: SessionKey, body: bytes | str, *, max_response_size: int = MAX_RESPONSE_SIZE
+) -> bytes:
+    """A response's plaintext, a UTF-8 JSON object: a body starting ``{"`` as is, else the
+    ``dir`` JWE opened (KDF v1 over the header's ctx).
+
+    12-byte IV: AES-256-GCM, AAD the header segment; 16-byte IV: AES-256-CBC + PKCS#7, tag not
+    checked. A body over ``max_response_size`` bytes (default 1 MiB) is InvalidData before any
+    decoding, as are a malformed JWE and a plain body that is not a JSON object. Every failure
+    once decryption begins (tag, IV or ciphertext length, padding, UTF-8, JSON, not an object)
+    is one DecryptionError with one message, so that no padding oracle is offered.
+    """
+    limit = _check_limit(max_response_size)
     if isinstance(body, bytes | bytearray | memoryview):
+        _refuse_oversize(memoryview(body).nbytes, limit)
         raw = bytes(body)
         if raw.startswith(b'{"'):
-            return raw
+            return _plain_response(raw)
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
             raise InvalidData("an encrypted response is ASCII (a compact JWE)") from None
     elif isinstance(body, str):
+        _refuse_oversize(len(body), limit, "characters")
         if body.startswith('{"'):
-            return body.encode("utf-8")
+            raw = body.encode("utf-8")
+            _refuse_oversize(len(raw), limit)
+            return _plain_response(raw)
         text = body
     else:
         raise TypeError(f"a response body is bytes or str, not {type(body).__name__}")
@@ -321,41 +413,21 @@ def decrypt_response(session_key: SessionKey, body: bytes | str) -> bytes:
     iv = _segment(parts[2], "JWE IV")
     ciphertext = _segment(parts[3], "JWE ciphertext")
     tag = _segment(parts[4], "JWE tag")
-    if len(iv) == _GCM_IV_BYTES:
-        if len(tag) != _GCM_TAG_BYTES:
-            raise InvalidData(f"JWE tag: AES-GCM tags are {_GCM_TAG_BYTES} bytes, not {len(tag)}")
-        key = derive_key(session_key, ctx, kdf_version=1)
-        try:
-            plain = AESGCM(key).decrypt(iv, ciphertext + tag, header_b64.encode("ascii"))
-        except InvalidTag:
-            raise DecryptionError(
-                "the response does not decrypt: the AES-GCM tag does not match (another "
-                "session key, or a damaged response)"
-            ) from None
-        log.debug("decrypted a response: AES-256-GCM, %d bytes", len(plain))
-        return plain
-    if len(iv) != _CBC_IV_BYTES:
-        raise InvalidData(
-            f"JWE IV: {len(iv)} bytes; {_GCM_IV_BYTES} means AES-GCM and {_CBC_IV_BYTES} AES-CBC"
-        )
-    if not ciphertext or len(ciphertext) % 16:
-        raise DecryptionError(
-            f"the response does not decrypt: an AES-CBC ciphertext is whole 16-byte blocks, "
-            f"not {len(ciphertext)} bytes"
-        )
+    # From here on every failure is the same: lengths, tag, padding and content alike.
     key = derive_key(session_key, ctx, kdf_version=1)
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ciphertext) + decryptor.finalize()
-    unpadder = sym_padding.PKCS7(128).unpadder()
-    try:
-        plain = unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
-        raise DecryptionError(
-            "the response does not decrypt: bad AES-CBC padding (another session key, or a "
-            "damaged response)"
-        ) from None
-    log.debug("decrypted a response: AES-256-CBC, %d bytes", len(plain))
+    plain = _open_response(key, iv, ciphertext, tag, header_b64.encode("ascii"))
+    if plain is None:
+        # Raised outside any except block: no chained exception holds the failed plaintext.
+        raise DecryptionError(_NOT_DECRYPTED)
+    log.debug("decrypted a %d-byte response", len(plain))
     return plain
+
+
+def _plain_response(raw: bytes) -> bytes:
+    """A plain JSON response as it came, once it is known to be a JSON object (else InvalidData)."""
+    if not _is_json_object(raw):
+        raise InvalidData("a plain response (beginning '{\"') is not a strict JSON object")
+    return raw
 
 
 # -- the session key in a key store ---------------------------------------------------------
@@ -378,7 +450,12 @@ class PRTSession:
 
     ``create`` imports it from a ``session_key_jwe``, ``open`` loads it after a restart,
     ``renew`` replaces it atomically when a new PRT arrives, ``delete`` removes it on leave.
+    ``max_response_size`` (default ``MAX_RESPONSE_SIZE``, 1 MiB) bounds ``decrypt_response``;
+    set it on the instance to accept larger responses.
     """
+
+    #: The largest response body ``decrypt_response`` accepts, in bytes.
+    max_response_size: int = MAX_RESPONSE_SIZE
 
     def __init__(self, store: KeyStore, name: str, key: SessionKey) -> None:
         self.store = store
@@ -443,9 +520,11 @@ class PRTSession:
         """A compact JWS over the payload, HS256 with a KDF v2 key; see ``sign_request``."""
         return sign_request(self.key, payload)
 
-    def decrypt_response(self, body: bytes | str) -> bytes:
-        """The plaintext of a response; see ``decrypt_response``."""
-        return decrypt_response(self.key, body)
+    def decrypt_response(self, body: bytes | str, *, max_response_size: int | None = None) -> bytes:
+        """The plaintext of a response, a JSON object; see ``decrypt_response``. The size limit
+        is ``max_response_size`` if given, else the session's ``max_response_size``."""
+        limit = self.max_response_size if max_response_size is None else max_response_size
+        return decrypt_response(self.key, body, max_response_size=limit)
 
     def __repr__(self) -> str:
         backing = "hardware" if self.hardware_backed else "software"

@@ -1,0 +1,480 @@
+"""Trust in encrypted responses: no padding oracle, only JSON objects, and a size limit.
+
+An attacker who can alter AES-CBC responses (their tag is not checked) and watch how
+``decrypt_response`` fails could decrypt them a block at a time if bad padding and bad content
+failed differently. Here the attack is run for real, over both providers, and every failure must
+be the one DecryptionError with the one message. The test's side encrypts with the token-service
+stand-in's keys (pyca's KBKDF), never with the code under test.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import json
+import os
+import sys
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
+from entra_keys import session as session_module
+from entra_keys._cli_session import _read_bounded
+from entra_keys.cli import CommandError
+from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData
+from entra_keys.formats import b64url_decode, b64url_encode
+from entra_keys.provider import EntraPrivateKey, Provider
+from entra_keys.session import MAX_RESPONSE_SIZE, PRTSession, decrypt_response
+from entra_keys.testing.token_service import TokenService
+
+from .conftest import PROVIDERS, cached_key, transient_handles
+from .test_cli import Cli, one_error_line
+
+# 57 bytes: 4 blocks with 7 bytes of padding, so the tampered 0x01 pad is never the original's.
+RESPONSE = b'{"refresh_token":"0.AXkA-secret","id_token":"eyJ0.e30.x"}'
+MiB = 1 << 20
+Failure = tuple[type[BaseException], str]
+
+
+# -- the service's side ---------------------------------------------------------------------
+
+
+def _ctx(token: str) -> bytes:
+    header = json.loads(b64url_decode(token.split(".")[0]))
+    return base64.b64decode(header["ctx"], validate=True)
+
+
+def assemble(head: str, iv: bytes, ciphertext: bytes, tag: bytes) -> str:
+    """A compact ``dir`` JWE from its header segment and raw parts."""
+    return ".".join([head, "", b64url_encode(iv), b64url_encode(ciphertext), b64url_encode(tag)])
+
+
+def raw_parts(token: str) -> tuple[str, bytes, bytes, bytes]:
+    """The header segment and the decoded IV, ciphertext and tag of a compact JWE."""
+    head, _, iv, ciphertext, tag = token.split(".")
+    return head, b64url_decode(iv), b64url_decode(ciphertext), b64url_decode(tag)
+
+
+def seal_cbc_blocks(service: TokenService, blocks: bytes) -> str:
+    """AES-CBC over ``blocks`` exactly (no padding added), with the service's derived key."""
+    template = service.encrypt_response(b"{}", mode="cbc")
+    head = template.split(".")[0]
+    iv = os.urandom(16)
+    key = service.derived_key(_ctx(template), kdf_version=1)
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return assemble(head, iv, encryptor.update(blocks) + encryptor.finalize(), os.urandom(16))
+
+
+def padding_is_valid(service: TokenService, token: str) -> bool:
+    """Whether the CBC plaintext of ``token`` has valid PKCS#7 padding (pyca, service side)."""
+    _, iv, ciphertext, _ = raw_parts(token)
+    key = service.derived_key(_ctx(token), kdf_version=1)
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    unpadder = sym_padding.PKCS7(128).unpadder()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    try:
+        unpadder.update(padded)
+        unpadder.finalize()
+    except ValueError:
+        return False
+    return True
+
+
+# -- the device's side ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def service() -> TokenService:
+    return TokenService()
+
+
+@pytest.fixture
+def prt(store: KeyStore, transport_key: EntraPrivateKey, service: TokenService) -> PRTSession:
+    """The service's session key, imported into the provider under test."""
+    return PRTSession.create(
+        store, "prt", transport_key, service.session_key_jwe(public(transport_key))
+    )
+
+
+def public(key: EntraPrivateKey) -> rsa.RSAPublicKey:
+    found = key.public_key()
+    assert isinstance(found, rsa.RSAPublicKey)
+    return found
+
+
+def failure(call: Callable[[], object]) -> Failure:
+    """The type and message of the EntraKeysError ``call`` raises, which must be unchained."""
+    with pytest.raises(EntraKeysError) as caught:
+        call()
+    exc = caught.value
+    # A chained exception would tell the stage that failed (in a traceback, a debug log).
+    assert exc.__cause__ is None and exc.__context__ is None, repr(exc.__context__)
+    return type(exc), str(exc)
+
+
+def reference_failure(prt: PRTSession) -> Failure:
+    """How a response sealed with another session key fails: what every failure must match."""
+    found = failure(lambda: prt.decrypt_response(TokenService().encrypt_response(RESPONSE)))
+    assert found[0] is DecryptionError
+    assert "does not decrypt" in found[1]
+    return found
+
+
+# -- (a) one failure, whatever went wrong ---------------------------------------------------
+
+
+def test_cbc_padding_oracle_attack_sees_one_failure(prt: PRTSession, service: TokenService) -> None:
+    """All 256 values of the last byte of the previous block, and of the IV before one block:
+    some give valid padding and bad JSON, the others bad padding; none can be told apart."""
+    expected = reference_failure(prt)
+    token = service.encrypt_response(RESPONSE, mode="cbc")
+    head, iv, ciphertext, tag = raw_parts(token)
+    assert len(ciphertext) == 64 and 16 - len(RESPONSE) % 16 == 7
+    seen: set[Failure] = set()
+    padding_results: list[bool] = []
+    with prt.loaded():
+        assert prt.decrypt_response(token) == RESPONSE
+        for guess in range(256):
+            # The full response, with the second-to-last block's last byte set to `guess`.
+            forged = bytearray(ciphertext)
+            forged[-17] = guess
+            if bytes(forged) != ciphertext:
+                body = assemble(head, iv, bytes(forged), tag)
+                padding_results.append(padding_is_valid(service, body))
+                seen.add(failure(functools.partial(prt.decrypt_response, body)))
+            # The classic form: one target block, decrypted against a chosen IV.
+            chosen_iv = iv[:-1] + bytes([guess])
+            body = assemble(head, chosen_iv, ciphertext[:16], tag)
+            padding_results.append(padding_is_valid(service, body))
+            seen.add(failure(functools.partial(prt.decrypt_response, body)))
+    assert len(padding_results) == 511
+    # The attack reached both sides of the old oracle: good padding (then bad JSON) and bad.
+    assert any(padding_results) and not all(padding_results)
+    assert seen == {expected}
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    changed = bytearray(data)
+    changed[index] ^= 0x01
+    return bytes(changed)
+
+
+def test_tampered_tags_and_lengths_are_the_same_failure(
+    prt: PRTSession, service: TokenService
+) -> None:
+    expected = reference_failure(prt)
+    seen: set[Failure] = set()
+    gcm = service.encrypt_response(RESPONSE, mode="gcm")
+    cbc = service.encrypt_response(RESPONSE, mode="cbc")
+    head, iv, ciphertext, tag = raw_parts(gcm)
+    chead, civ, cciphertext, ctag = raw_parts(cbc)
+    bodies = [assemble(head, iv, ciphertext, _flip(tag, n)) for n in range(16)]
+    bodies += [
+        assemble(head, iv, ciphertext, tag[:12]),  # short tag
+        assemble(head, iv, ciphertext, b""),  # no tag
+        assemble(head, iv, ciphertext, tag + b"\x00"),  # long tag
+        assemble(head, iv, _flip(ciphertext, 0), tag),
+        assemble(head, iv, ciphertext[:-1], tag),
+        assemble(head, _flip(iv, 11), ciphertext, tag),
+        assemble(chead, civ, cciphertext[:-1], ctag),  # not whole blocks
+        assemble(chead, civ, cciphertext + b"\x00", ctag),
+        assemble(chead, civ, b"", ctag),  # no ciphertext
+        assemble(chead, civ, cciphertext[16:], ctag),  # first block dropped: JSON broken
+    ]
+    bodies += [assemble(chead, os.urandom(n), cciphertext, ctag) for n in (0, 1, 8, 11, 13, 15, 17)]
+    with prt.loaded():
+        for body in bodies:
+            seen.add(failure(functools.partial(prt.decrypt_response, body)))
+    assert seen == {expected}
+
+
+NOT_OBJECTS = {
+    "not-json": b"not json at all",
+    "list": b'[{"a":1},2]',
+    "string": b'"{\\"a\\":1}"',
+    "number": b"42",
+    "null": b"null",
+    "empty": b"",
+    "invalid-utf8": b'{"a":"\xff\xfe"}',
+    "latin-1": '{"é":1}'.encode("latin-1"),
+    "utf-16": '{"a":1}'.encode("utf-16"),
+    "utf-8-bom": b'\xef\xbb\xbf{"a":1}',
+    "trailing-data": b'{"a":1} x',
+    "two-objects": b'{"a":1}{"b":2}',
+    "duplicate-member": b'{"a":1,"a":2}',
+    "nan": b'{"a":NaN}',
+    "too-deep": b"[" * 100_000,
+    "too-deep-object": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+}
+
+
+@pytest.mark.parametrize("mode", ["cbc", "gcm"])
+def test_plaintexts_that_are_not_json_objects_are_the_same_failure(
+    prt: PRTSession, service: TokenService, mode: Literal["cbc", "gcm"]
+) -> None:
+    """Cleanly encrypted with the right key, but not a JSON object: the same failure as a
+    wrong key, as bad padding, as a bad tag."""
+    expected = reference_failure(prt)
+    seen: set[Failure] = set()
+    with prt.loaded():
+        for plaintext in NOT_OBJECTS.values():
+            body = service.encrypt_response(plaintext, mode=mode)
+            seen.add(failure(functools.partial(prt.decrypt_response, body)))
+        if mode == "cbc":
+            # A JSON object under bad padding (0x03 0x02 0x03): the padding alone must fail it.
+            blocks = b'{"a":"bcdef"}\x03\x02\x03'
+            assert len(blocks) == 16
+            seen.add(failure(lambda: prt.decrypt_response(seal_cbc_blocks(service, blocks))))
+            good = seal_cbc_blocks(service, b'{"a":"bcdef"}\x03\x03\x03')
+            assert prt.decrypt_response(good) == b'{"a":"bcdef"}'
+    assert seen == {expected}
+
+
+def test_cbc_bit_flips_that_keep_a_json_object_are_not_detected(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """The risk that remains (SECURITY.md): CBC is not authenticated, so a flipped IV bit
+    changes the first block's plaintext, and a change that keeps a JSON object is accepted."""
+    token = service.encrypt_response(RESPONSE, mode="cbc")
+    head, iv, ciphertext, tag = raw_parts(token)
+    assert RESPONSE[2:9] == b"refresh"
+    mask = b"\0\0" + bytes(a ^ b for a, b in zip(b"refresh", b"REFRESH", strict=True)) + bytes(7)
+    forged_iv = bytes(a ^ b for a, b in zip(iv, mask, strict=True))
+    forged = prt.decrypt_response(assemble(head, forged_iv, ciphertext, tag))
+    assert forged == RESPONSE.replace(b"refresh", b"REFRESH")
+    # The GCM form is authenticated: the same change is refused.
+    gcm = service.encrypt_response(RESPONSE, mode="gcm")
+    head, iv, ciphertext, tag = raw_parts(gcm)
+    with pytest.raises(DecryptionError):
+        prt.decrypt_response(assemble(head, iv, _flip(ciphertext, 2), tag))
+
+
+def test_pkcs7_strip_agrees_with_pyca() -> None:
+    """The branch-free padding check gives pyca's answer for every pad byte and corruption."""
+    blocks = [os.urandom(16) for _ in range(2000)]
+    for count in range(1, 17):
+        for value in range(256):
+            blocks.append(os.urandom(16 - count) + bytes([value]) * count)
+            base = bytearray(os.urandom(16 - count) + bytes([count]) * count)
+            base[16 - count] = value  # the first pad byte changed
+            blocks.append(bytes(base))
+    for block in blocks:
+        padded = os.urandom(16 * (block[0] % 3)) + block
+        unpadder = sym_padding.PKCS7(128).unpadder()
+        try:
+            want: bytes | None = unpadder.update(padded) + unpadder.finalize()
+        except ValueError:
+            want = None
+        text, valid = session_module._pkcs7_strip(padded)
+        assert valid is (want is not None), padded.hex()
+        if want is not None:
+            assert text == want
+
+
+# -- (b) plain JSON bodies --------------------------------------------------------------------
+
+
+def test_plain_json_must_be_an_object(prt: PRTSession) -> None:
+    plain = b'{"access_token":"eyJ0","expires_in":3600}'
+    for body in (plain, bytearray(plain), memoryview(plain), plain.decode()):
+        assert prt.decrypt_response(body) == plain  # type: ignore[arg-type]
+    refused = [
+        b'{"a":1} [2]',
+        b'{"a":1}]',
+        b'{"a"',
+        b'{"a":1,"a":2}',
+        b'{"a":NaN}',
+        b'{"\xff":1}',
+        b'{"a":1}{"b":2}',
+    ]
+    for body in refused:
+        with pytest.raises(InvalidData, match="not a strict JSON object"):
+            prt.decrypt_response(body)
+        if body.isascii():
+            with pytest.raises(InvalidData, match="not a strict JSON object"):
+                prt.decrypt_response(body.decode())
+
+
+# -- (c) the size limit -----------------------------------------------------------------------
+
+
+def _peak(call: Callable[[], object]) -> tuple[int, BaseException | None]:
+    """The peak of memory newly allocated while ``call`` runs, and what it raised."""
+    tracemalloc.start()
+    try:
+        call()
+        raised: BaseException | None = None
+    except Exception as exc:
+        raised = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_an_oversize_response_is_refused_before_decoding(
+    prt: PRTSession, service: TokenService
+) -> None:
+    head = service.encrypt_response(RESPONSE).split(".")[0]
+    over = MAX_RESPONSE_SIZE + 1
+    text = "A" * over  # not a JWE at all: only the size check can name the limit
+    prefix, suffix = head + ".." + "A" * 22 + ".", "." + "A" * 22
+    jwe = prefix + "A" * (over - len(prefix) - len(suffix)) + suffix
+    plain = '{"a":"' + "x" * (over - 8) + '"}'
+    assert len(jwe) == len(plain) == over
+    for body in (text, jwe, plain):
+        for form in (body, body.encode(), bytearray(body.encode()), memoryview(body.encode())):
+            with pytest.raises(InvalidData) as caught:
+                prt.decrypt_response(form)  # type: ignore[arg-type]
+            assert f"{over} " in str(caught.value) and f"{MAX_RESPONSE_SIZE} bytes" in str(
+                caught.value
+            )
+    # Not ASCII: fewer characters than the limit but more UTF-8 bytes.
+    wide = '{"a":"' + "é" * (MAX_RESPONSE_SIZE // 2) + '"}'
+    assert len(wide) < MAX_RESPONSE_SIZE < len(wide.encode())
+    with pytest.raises(InvalidData, match="limit"):
+        prt.decrypt_response(wide)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "str"])
+def test_a_32_mib_response_is_refused_in_little_memory(
+    prt: PRTSession, service: TokenService, kind: str
+) -> None:
+    head = service.encrypt_response(RESPONSE, mode="cbc").split(".")[0]
+    ciphertext = "A" * (32 * MiB)
+    body_text = f"{head}..AAAAAAAAAAAAAAAAAAAAAA.{ciphertext}.AAAAAAAAAAAAAAAAAAAAAA"
+    body: bytes | str = body_text if kind == "str" else body_text.encode()
+    del ciphertext
+    peak, raised = _peak(lambda: prt.decrypt_response(body))
+    assert isinstance(raised, InvalidData) and "limit" in str(raised)
+    assert peak < 8 * MiB, f"{peak / MiB:.1f} MiB"
+
+
+def test_a_custom_limit_works_both_ways(prt: PRTSession, service: TokenService) -> None:
+    token = service.encrypt_response(RESPONSE, mode="cbc")
+    size = len(token)
+    assert prt.decrypt_response(token, max_response_size=size) == RESPONSE
+    assert decrypt_response(prt.key, token, max_response_size=size) == RESPONSE
+    with pytest.raises(InvalidData, match=f"{size} bytes, over the limit of {size - 1} bytes"):
+        prt.decrypt_response(token.encode(), max_response_size=size - 1)
+    with pytest.raises(InvalidData, match="limit"):
+        decrypt_response(prt.key, token, max_response_size=size - 1)
+    # Larger than the default: refused by default, accepted with a larger limit.
+    big = json.dumps({"id_token": "x" * (MAX_RESPONSE_SIZE + 100)}).encode()
+    large = service.encrypt_response(big, mode="gcm")
+    with pytest.raises(InvalidData, match="limit"):
+        prt.decrypt_response(large)
+    assert prt.decrypt_response(large, max_response_size=4 * MiB) == big
+    # The session's own limit, and a per-call limit over it.
+    session = PRTSession.open(prt.store, prt.name)
+    assert session.max_response_size == MAX_RESPONSE_SIZE
+    session.max_response_size = 4 * MiB
+    assert session.decrypt_response(large) == big
+    session.max_response_size = size - 1
+    with pytest.raises(InvalidData, match="limit"):
+        session.decrypt_response(token)
+    assert session.decrypt_response(token, max_response_size=size) == RESPONSE
+    assert prt.max_response_size == MAX_RESPONSE_SIZE  # one session's limit is its own
+    for bad, error in ((0, ValueError), (-1, ValueError), (True, TypeError), (1.5, TypeError)):
+        with pytest.raises(error):
+            prt.decrypt_response(token, max_response_size=bad)  # type: ignore[arg-type]
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture(params=PROVIDERS)
+def cli(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    clean_cli_environment: None,
+) -> Iterator[tuple[Cli, TokenService]]:
+    """The command for each provider, with a session key 'prt' of a fresh token service."""
+    service = TokenService()
+
+    def provision(provider: Provider) -> None:
+        transport = cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
+        jwe = service.session_key_jwe(public(transport))
+        PRTSession.create(KeyStore(provider, tmp_path / "store"), "prt", transport, jwe)
+
+    if request.param == "software":
+        provision(open_provider("software"))
+        yield Cli("software", ["--provider", "software"], tmp_path / "store", capsys), service
+        return
+    swtpm = request.getfixturevalue("swtpm")
+    with open_provider("tpm", tcti=swtpm.tcti) as provider:
+        provision(provider)
+    yield (
+        Cli("tpm", ["--provider", "tpm", "--tcti", swtpm.tcti], tmp_path / "store", capsys),
+        service,
+    )
+    assert transient_handles(swtpm.tcti) == []
+
+
+def test_cli_decrypt_limit_and_one_failure(cli: tuple[Cli, TokenService], tmp_path: Path) -> None:
+    run, service = cli
+    token = service.encrypt_response(RESPONSE, mode="cbc")
+    path = tmp_path / "r.jwe"
+    path.write_text(token)
+    size = len(token)
+    assert run.ok("session", "decrypt", "prt", "--in", str(path), "--max-size", str(size)) == (
+        RESPONSE.decode()
+    )
+    result = run("session", "decrypt", "prt", "--in", str(path), "--max-size", str(size - 1))
+    assert result.code == 1 and f"more than {size - 1} bytes" in one_error_line(result.err)
+    document = json.loads(run.ok("--json", "session", "decrypt", "prt", "--in", str(path)))
+    assert document == {"name": "prt", "plaintext": RESPONSE.decode()}
+    large = tmp_path / "large.jwe"
+    large.write_text(service.encrypt_response(b'{"a":"' + b"x" * MAX_RESPONSE_SIZE + b'"}'))
+    result = run("session", "decrypt", "prt", "--in", str(large))
+    assert result.code == 1 and f"more than {MAX_RESPONSE_SIZE} bytes" in one_error_line(result.err)
+    assert run.ok("session", "decrypt", "prt", "--in", str(large), "--max-size", str(4 * MiB))
+    for bad in ("0", "-5", "1.5", "lots"):
+        assert run("session", "decrypt", "prt", "--in", str(path), "--max-size", bad).code == 2
+    # Bad padding and bad content give the library's one message, and nothing more.
+    head, iv, ciphertext, tag = raw_parts(token)
+    lines = set()
+    for guess in range(0, 256, 17):
+        forged = tmp_path / f"forged-{guess}.jwe"
+        forged.write_text(assemble(head, iv[:-1] + bytes([guess]), ciphertext[:16], tag))
+        result = run("session", "decrypt", "prt", "--in", str(forged))
+        assert result.code == 1
+        lines.add(one_error_line(result.err))
+    assert len(lines) == 1 and "does not decrypt" in lines.pop()
+
+
+def test_cli_reads_at_most_the_limit_plus_one_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "big.jwe"
+    with big.open("wb") as f:
+        f.truncate(32 * MiB)  # sparse: 32 MiB to read, none written
+    peak, raised = _peak(lambda: _read_bounded(str(big), MAX_RESPONSE_SIZE))
+    assert isinstance(raised, CommandError) and f"more than {MAX_RESPONSE_SIZE}" in str(raised)
+    assert peak < 4 * MiB, f"{peak / MiB:.1f} MiB"
+    stream = io.BytesIO(b"A" * 1000)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream))
+    with pytest.raises(CommandError, match="more than 100 bytes"):
+        _read_bounded("-", 100)
+    assert stream.tell() == 101  # no more of stdin was consumed
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 100)
+    assert _read_bounded(str(small), 100) == b"x" * 100
+    with pytest.raises(CommandError, match="cannot read"):
+        _read_bounded(str(tmp_path / "missing"), 100)
+
+
+def test_every_failure_is_an_entra_keys_error(prt: PRTSession) -> None:
+    """Nothing from the parsers or pyca escapes as another exception type."""
+    for body in ("a.b.c.d.e", "....", b"\xff", '{"', b'{"\xff'):
+        with pytest.raises(EntraKeysError):
+            prt.decrypt_response(body)
