@@ -18,12 +18,14 @@ and chained with ``raise ... from exc``. No message carries key material.
     │   ├── InvalidKeyName             a name that is not a safe file name
     │   ├── KeyNotFound
     │   ├── KeyExists
-    │   ├── StorePermissionError       the store directory is open to others
+    │   ├── StorePermissionError       the store or a key file is open to others, owned by
+    │   │                              another user, a link or not a regular file (.path)
     │   ├── KeyFileCorrupt             truncated, garbage or wrong-format key file
     │   ├── WrongPassphrase            a passphrase is missing or wrong
     │   ├── WrongProvider              a TPM key opened with the software provider, or back
     │   ├── PinRequired                a key made with a PIN was loaded without one
-    │   └── ForeignKey                 a TPM key blob made by another TPM or storage key
+    │   ├── ForeignKey                 a TPM key blob made by another TPM or storage key
+    │   └── ImportedKey                a TPM key whose private half was made outside the TPM
     ├── KeyUsageError                  the key may not do that (sign with a decrypt key, ...)
     ├── KeyNotExportable               the private half lives in hardware
     ├── DecryptionError                a ciphertext that does not decrypt (also a ValueError)
@@ -63,6 +65,7 @@ __all__ = [
     "ForeignKey",
     "HardwareUnavailable",
     "HashAlgorithmRefused",
+    "ImportedKey",
     "InvalidData",
     "InvalidKeyName",
     "InvalidSignature",
@@ -143,11 +146,15 @@ class TPMLockout(TPMError):
 
 
 class KeyStoreError(EntraKeysError):
-    """A problem with the key store; ``key_name`` names the key when there is one."""
+    """A problem with the key store; ``key_name`` names the key and ``path`` the file or
+    directory when there is one."""
 
-    def __init__(self, message: str, key_name: str | None = None) -> None:
+    def __init__(
+        self, message: str, key_name: str | None = None, *, path: str | None = None
+    ) -> None:
         super().__init__(message)
         self.key_name = key_name
+        self.path = path
 
 
 class InvalidKeyName(KeyStoreError):
@@ -163,7 +170,8 @@ class KeyExists(KeyStoreError):
 
 
 class StorePermissionError(KeyStoreError):
-    """The store directory or a key file is readable or writable by other users."""
+    """The store directory or a key file is open to other users, owned by another user, a
+    symbolic link, or not a regular file: anyone who could swap it could swap the keys."""
 
 
 class KeyFileCorrupt(KeyStoreError):
@@ -184,6 +192,11 @@ class PinRequired(KeyStoreError):
 
 class ForeignKey(KeyStoreError):
     """A TPM key blob that this TPM cannot load: made by another TPM or another storage key."""
+
+
+class ImportedKey(KeyStoreError):
+    """A TPM key file whose key is not fixedTPM, fixedParent and sensitiveDataOrigin: it was
+    brought in with TPM2_Import (its private half known outside) or may be duplicated."""
 
 
 class KeyUsageError(EntraKeysError):

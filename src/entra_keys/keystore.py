@@ -6,6 +6,12 @@ text, ``Entra-Keys-Type`` and ``Entra-Keys-Usage``, that PEM readers skip. A TPM
 only a blob that this TPM alone can load; a software key file is encrypted when a passphrase is
 given. Writes go to a temporary file that is fsynced and renamed, so a crash leaves either the
 old key or the new one, never half of either.
+
+Whoever could swap a key file could swap the device's identity, so the store trusts only what this
+user alone controls: the directory and every file it reads must be owned by the effective uid,
+closed to others, and not a symbolic link; a file must be a regular file (a FIFO or device is
+refused before it is read). The directory is opened once per operation without following links,
+and every file is opened, created, renamed and removed relative to that descriptor.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import errno
 import json
 import os
 import re
+import secrets
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +52,10 @@ _TEMP_PREFIX = ".tmp-"
 _JOIN_STATE = "join.json"
 _PEM_BEGIN = re.compile(rb"^-----BEGIN ([A-Z0-9 ]+)-----\r?$", re.MULTILINE)
 _MAX_FILE = 64 * 1024
+_MAX_JOIN_STATE = 1024 * 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TPM_LABEL = "TSS2 PRIVATE KEY"
 _KIND_BY_LABEL = {
     _TPM_LABEL: "tpm",
@@ -68,7 +78,8 @@ def default_store_path() -> Path:
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """What the store knows of a key without loading it into the provider."""
+    """What the store knows of a key without loading it into the provider (``hardware_backed``
+    from the TPM key's public area: an imported key in a TSS2 file says False)."""
 
     name: str
     key_type: KeyType
@@ -134,14 +145,22 @@ class KeyStore:
         self._write_atomic(path, header + pem, replace=replace)
 
     def load(
-        self, name: str, *, passphrase: bytes | None = None, pin: bytes | None = None
+        self,
+        name: str,
+        *,
+        passphrase: bytes | None = None,
+        pin: bytes | None = None,
+        allow_imported: bool = False,
     ) -> EntraPrivateKey:
-        """Loads the key stored under ``name``; errors name the key and leave the store as is."""
+        """Loads the key stored under ``name``; errors name the key and leave the store as is.
+        A TPM key not made in the TPM is ``ImportedKey`` unless ``allow_imported``."""
         info, pem = self._read_for_provider(name)
         if info.usage is KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
         with _naming(name):
-            key = self.provider.key_from_pem(pem, info.usage, passphrase, pin=pin)
+            key = self.provider.key_from_pem(
+                pem, info.usage, passphrase, pin=pin, allow_imported=allow_imported
+            )
         if key.key_type is not info.key_type or key.usage is not info.usage:
             raise KeyFileCorrupt(
                 f"key {name!r}: the file says {info.key_type.value}/{info.usage.value} but holds "
@@ -175,14 +194,22 @@ class KeyStore:
         self._write_atomic(self.path / _JOIN_STATE, data, replace=True)
 
     def load_join_state(self) -> dict[str, Any] | None:
-        """The recorded join state, or None when this store's device has not joined."""
-        self._check_dir()
-        try:
-            data = (self.path / _JOIN_STATE).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise KeyStoreError(f"cannot read the join state: {exc.strerror}") from exc
+        """The recorded join state, or None when this store's device has not joined; the file
+        is held to the key files' rules, as it names the session key to use."""
+        path = self.path / _JOIN_STATE
+        with self._open_dir() as dir_fd:
+            if dir_fd is None:
+                return None
+            try:
+                data = _read_file(dir_fd, path, "the join state", None, _MAX_JOIN_STATE)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise KeyStoreError(
+                    f"cannot read the join state {path}: {exc.strerror}", path=str(path)
+                ) from exc
+        if len(data) > _MAX_JOIN_STATE:
+            raise KeyFileCorrupt(f"the join state {path} is too large", path=str(path))
         try:
             state = json.loads(data)
         except ValueError as exc:
@@ -196,10 +223,8 @@ class KeyStore:
         return self._read(name)[0]
 
     def list(self) -> builtins.list[KeyInfo]:
-        """Every readable key in the store, by name; unreadable files are skipped, not fatal."""
-        if not self.path.is_dir():
-            return []
-        self._check_dir()
+        """Every readable key in the store, by name; unreadable files (a link, a FIFO, damage)
+        are skipped, not fatal, and ``broken()`` says why."""
         return [found for _, found in self._scan() if isinstance(found, KeyInfo)]
 
     def broken(self) -> builtins.list[tuple[str, str]]:
@@ -208,36 +233,44 @@ class KeyStore:
             (name, str(found)) for name, found in self._scan() if not isinstance(found, KeyInfo)
         ]
 
-    def _scan(self) -> Iterator[tuple[str, KeyInfo | KeyStoreError]]:
-        """Each key file by name, with what the store reads of it or why it cannot."""
-        if not self.path.is_dir():
-            return
-        for entry in sorted(self.path.glob("*" + _SUFFIX)):
-            name = entry.name.removesuffix(_SUFFIX)
-            if not _NAME.fullmatch(name):
-                continue
-            try:
-                yield name, self.info(name)
-            except KeyStoreError as exc:
-                yield name, exc
+    def _scan(self) -> builtins.list[tuple[str, KeyInfo | KeyStoreError]]:
+        """Each key file by name, with what the store reads of it or why it cannot; a refused
+        store directory is raised, not listed."""
+        found: builtins.list[tuple[str, KeyInfo | KeyStoreError]] = []
+        with self._open_dir() as dir_fd:
+            if dir_fd is None:
+                return found
+            for filename in sorted(os.listdir(dir_fd)):
+                name = filename.removesuffix(_SUFFIX)
+                if not filename.endswith(_SUFFIX) or not _NAME.fullmatch(name):
+                    continue
+                try:
+                    found.append((name, self._read_key(dir_fd, name)[0]))
+                except KeyStoreError as exc:
+                    found.append((name, exc))
+        return found
 
     def delete(self, name: str) -> None:
         """Removes the key stored under ``name`` (the TPM keeps nothing of it)."""
         path = self._file(name)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            raise KeyNotFound(f"no key {name!r} in {self.path}", name) from None
-        except OSError as exc:
-            raise KeyStoreError(f"cannot delete key {name!r}: {exc.strerror}", name) from exc
-        self._fsync_dir()
+        with self._open_dir() as dir_fd:
+            if dir_fd is None:
+                raise KeyNotFound(f"no key {name!r} in {self.path}", name)
+            try:
+                os.unlink(path.name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise KeyNotFound(f"no key {name!r} in {self.path}", name) from None
+            except OSError as exc:
+                raise KeyStoreError(
+                    f"cannot delete key {name!r}: {exc.strerror}", name, path=str(path)
+                ) from exc
+            os.fsync(dir_fd)
 
     def __contains__(self, name: object) -> bool:
-        return (
-            isinstance(name, str)
-            and _NAME.fullmatch(name) is not None
-            and (self.path / (name + _SUFFIX)).is_file()
-        )
+        """True when an entry has that key name; a link is not followed (``load`` refuses it)."""
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            return False
+        return _lstat(self.path / (name + _SUFFIX)) is not None
 
     # -- files --------------------------------------------------------------------------------
 
@@ -251,91 +284,197 @@ class KeyStore:
         return self.path / (name + _SUFFIX)
 
     def _read(self, name: str) -> tuple[KeyInfo, bytes]:
+        """The key file of ``name``, parsed, and its PEM block, from the checked store."""
+        self._file(name)  # refuse a bad name before touching the disk
+        with self._open_dir() as dir_fd:
+            if dir_fd is None:
+                raise KeyNotFound(f"no key {name!r} in {self.path}", name)
+            return self._read_key(dir_fd, name)
+
+    def _read_key(self, dir_fd: int, name: str) -> tuple[KeyInfo, bytes]:
+        """Read and parse ``name``'s file relative to the open store directory."""
         path = self._file(name)
-        self._check_dir()
         try:
-            with path.open("rb") as f:
-                mode = os.fstat(f.fileno()).st_mode
-                data = f.read(_MAX_FILE + 1)
+            data = _read_file(dir_fd, path, f"key {name!r}:", name, _MAX_FILE)
         except FileNotFoundError:
             raise KeyNotFound(f"no key {name!r} in {self.path}", name) from None
         except OSError as exc:
-            raise KeyStoreError(f"cannot read key {name!r}: {exc.strerror}", name) from exc
-        if mode & 0o077:
-            raise StorePermissionError(
-                f"key {name!r}: {path} is open to other users (mode {stat.S_IMODE(mode):o}); "
-                "chmod 600 it",
-                name,
-            )
+            raise KeyStoreError(
+                f"cannot read key {name!r}: {exc.strerror}", name, path=str(path)
+            ) from exc
         if len(data) > _MAX_FILE:
             raise KeyFileCorrupt(f"key {name!r}: the file is larger than any key file", name)
         info = _parse_key_file(name, path, data)
         return info, data[data.index(b"-----BEGIN ") :]
 
-    def _check_dir(self) -> None:
+    @contextlib.contextmanager
+    def _open_dir(self) -> Iterator[int | None]:
+        """The store directory's descriptor, opened without following a link and checked to be
+        this user's alone, or None when there is no store yet; closed on leaving."""
         try:
-            mode = self.path.stat().st_mode
+            dir_fd = os.open(self.path, _DIR_FLAGS)
         except FileNotFoundError:
+            dir_fd = None
+        except OSError as exc:
+            # A link, a file or a FIFO in the directory's place: say which, naming the path.
+            found = _lstat(self.path)
+            if found is not None:
+                _check_owned(found, self.path, "the key store", None, directory=True)
+            raise KeyStoreError(
+                f"cannot open the key store {self.path}: {exc.strerror}", path=str(self.path)
+            ) from exc
+        if dir_fd is None:
+            yield None
             return
-        if mode & 0o077:
-            raise StorePermissionError(
-                f"the key store {self.path} is open to other users (mode {stat.S_IMODE(mode):o}); "
-                "chmod 700 it"
-            )
+        try:
+            _check_owned(os.fstat(dir_fd), self.path, "the key store", None, directory=True)
+            yield dir_fd
+        finally:
+            os.close(dir_fd)
 
     def _ensure_dir(self) -> None:
+        """Create the store directory (0700) when there is none; what is there is checked when
+        it is opened."""
         try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            pass  # a directory, or a link or file that _open_dir refuses by name
         except OSError as exc:
-            raise KeyStoreError(f"cannot create the key store {self.path}: {exc.strerror}") from exc
-        self._check_dir()
+            raise KeyStoreError(
+                f"cannot create the key store {self.path}: {exc.strerror}", path=str(self.path)
+            ) from exc
 
     def _write_atomic(self, path: Path, data: bytes, *, replace: bool) -> None:
-        """Temp file (0600) in the same directory, fsync, then link or rename into place."""
+        """Temp file (0600) in the checked store directory, fsync, then link or rename into
+        place; each step is relative to the directory's descriptor, so a swapped path changes
+        nothing."""
         self._ensure_dir()
         name = path.name.removesuffix(_SUFFIX)
-        self._remove_stale_temp_files()
-        fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}.{name}.", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if replace:
-                os.replace(tmp, path)
-            else:
-                try:
-                    os.link(tmp, path)  # fails if the name is taken: no silent overwrite
-                except FileExistsError:
-                    raise KeyExists(f"key {name!r} already exists", name) from None
-                os.unlink(tmp)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if exc.errno == errno.ENOSPC:
-                raise KeyStoreError(f"no space left to store key {name!r}", name) from exc
-            raise KeyStoreError(f"cannot store key {name!r}: {exc.strerror}", name) from exc
-        except EntraKeysError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._fsync_dir()
+        with self._open_dir() as dir_fd:
+            if dir_fd is None:
+                raise KeyStoreError(
+                    f"cannot store key {name!r}: the key store {self.path} was removed",
+                    name,
+                    path=str(self.path),
+                )
+            self._remove_stale_temp_files(dir_fd)
+            tmp = f"{_TEMP_PREFIX}{os.getpid()}.{name}.{secrets.token_hex(8)}"
+            created = False
+            try:
+                fd = os.open(tmp, _NEW_FLAGS, 0o600, dir_fd=dir_fd)
+                created = True
+                with os.fdopen(fd, "wb") as f:
+                    made = os.fstat(f.fileno())
+                    _check_owned(made, self.path / tmp, f"key {name!r}:", name, directory=False)
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if replace:
+                    os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                else:
+                    try:
+                        # fails if the name is taken: no silent overwrite
+                        os.link(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                    except FileExistsError:
+                        raise KeyExists(f"key {name!r} already exists", name) from None
+                    os.unlink(tmp, dir_fd=dir_fd)
+            except OSError as exc:
+                if created:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dir_fd)
+                if exc.errno == errno.ENOSPC:
+                    raise KeyStoreError(f"no space left to store key {name!r}", name) from exc
+                raise KeyStoreError(f"cannot store key {name!r}: {exc.strerror}", name) from exc
+            except EntraKeysError:
+                if created:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            os.fsync(dir_fd)
 
-    def _remove_stale_temp_files(self) -> None:
+    def _remove_stale_temp_files(self, dir_fd: int) -> None:
         """Remove temp files a killed writer left (their process is gone); they never held a
         key under its name, so nothing stored is lost."""
-        for entry in self.path.glob(_TEMP_PREFIX + "*"):
-            pid = entry.name[len(_TEMP_PREFIX) :].partition(".")[0]
+        for entry in os.listdir(dir_fd):
+            if not entry.startswith(_TEMP_PREFIX):
+                continue
+            pid = entry[len(_TEMP_PREFIX) :].partition(".")[0]
             if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                 with contextlib.suppress(OSError):
-                    entry.unlink()
+                    os.unlink(entry, dir_fd=dir_fd)
 
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+def _lstat(path: Path, dir_fd: int | None = None) -> os.stat_result | None:
+    """What is at ``path`` itself (a link is not followed), or None when nothing is."""
+    try:
+        return os.stat(path if dir_fd is None else path.name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _file_type(mode: int) -> str:
+    """What kind of file a mode says, for messages: 'a symbolic link', 'a FIFO', ..."""
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "an unknown kind of file")
+
+
+def _check_owned(
+    st: os.stat_result, path: Path, subject: str, key_name: str | None, *, directory: bool
+) -> None:
+    """Refuse what another user could swap or read: the wrong kind of file (a link, a FIFO),
+    another owner, or group/other permission bits."""
+    wanted = "a directory" if directory else "a regular file"
+    if _file_type(st.st_mode) != wanted:
+        raise StorePermissionError(
+            f"{subject} {path} is {_file_type(st.st_mode)}, not {wanted}; refusing it",
+            key_name,
+            path=str(path),
+        )
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise StorePermissionError(
+            f"{subject} {path} is owned by uid {st.st_uid}, not by this user (uid {euid}); "
+            "whoever owns it could swap the keys",
+            key_name,
+            path=str(path),
+        )
+    if st.st_mode & 0o077:
+        raise StorePermissionError(
+            f"{subject} {path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"chmod {'700' if directory else '600'} it",
+            key_name,
+            path=str(path),
+        )
+
+
+def _read_file(dir_fd: int, path: Path, subject: str, key_name: str | None, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of ``path.name`` in the open store directory, after checking
+    the opened file: O_NOFOLLOW refuses a link, O_NONBLOCK keeps a FIFO from hanging the open.
+    OS errors (FileNotFoundError first) are the caller's to translate."""
+    try:
+        fd = os.open(path.name, _READ_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        found = _lstat(path, dir_fd)  # ELOOP (a link), ENXIO (a socket): say which
+        if found is not None:
+            _check_owned(found, path, subject, key_name, directory=False)
+        raise
+    try:
+        _check_owned(os.fstat(fd), path, subject, key_name, directory=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit + 1)
 
 
 def _alive(pid: int) -> bool:
@@ -359,7 +498,7 @@ def _naming(name: str) -> Iterator[None]:
     try:
         yield
     except KeyStoreError as exc:
-        raise type(exc)(f"key {name!r}: {exc}", name) from exc
+        raise type(exc)(f"key {name!r}: {exc}", name, path=exc.path) from exc
 
 
 def _is_der_sequence(body: bytes) -> bool:
@@ -377,6 +516,37 @@ def _is_der_sequence(body: bytes) -> bool:
     if not 1 <= n <= 4 or len(der) < 2 + n:
         return False
     return len(der) == 2 + n + int.from_bytes(der[2 : 2 + n], "big")
+
+
+def _made_in_tpm(body: bytes, usage: KeyUsage) -> bool:
+    """Whether a TSS2 PRIVATE KEY's public area says the TPM made it (fixedTPM, fixedParent,
+    sensitiveDataOrigin; a session key, imported by design, only fixedTPM and fixedParent).
+
+    The label alone says nothing: an imported key (TPM2_Import) sits in the same kind of file.
+    The TPM checks the public area against the private blob when the key loads, so a file whose
+    public area lies does not load (ForeignKey); this reading is for listing without loading.
+    """
+    from asn1crypto import parser
+
+    from .attestation.structures import TPMA_OBJECT
+
+    try:  # TPMKey ::= SEQUENCE { type, [0] emptyAuth OPTIONAL, parent, pubkey, privkey }
+        _, _, _, _, fields, _ = parser.parse(base64.b64decode(b"".join(body.split())))
+        public, offset = b"", 0
+        while offset < len(fields) and not public:
+            klass, _, tag, header, contents, trailer = parser.parse(fields[offset:])
+            offset += len(header) + len(contents) + len(trailer)
+            if (klass, tag) == (0, 4):  # the first OCTET STRING: the TPM2B_PUBLIC
+                public = contents
+    except (ValueError, TypeError):
+        return False
+    if len(public) < 10:  # TPM2B size, type, nameAlg, objectAttributes
+        return False
+    attributes = int.from_bytes(public[6:10], "big")
+    made = TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
+    if usage is not KeyUsage.DERIVE:
+        made |= TPMA_OBJECT.SENSITIVEDATAORIGIN
+    return attributes & made == made
 
 
 def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
@@ -411,7 +581,7 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         key_type=key_type,
         usage=usage,
         kind=kind,
-        hardware_backed=kind == "tpm",
+        hardware_backed=kind == "tpm" and _made_in_tpm(data[begin.end() : end], usage),
         encrypted=label in _ENCRYPTED_LABELS,
         path=path,
     )

@@ -48,6 +48,9 @@ from ..provider import (
 
 __all__ = ["SoftwareECKey", "SoftwareProvider", "SoftwareRSAKey", "SoftwareSessionKey"]
 
+#: What a software key says of its backing (``EntraKey.hardware_reason``).
+_SOFTWARE_REASON = "a software key: no TPM"
+
 
 class SoftwareRSAKey(EntraRSAKey):
     """An RSA key in process memory, checked like a TPM key before pyca does the work."""
@@ -56,6 +59,11 @@ class SoftwareRSAKey(EntraRSAKey):
     def hardware_backed(self) -> bool:
         """Always False: the private half is in this process's memory."""
         return False
+
+    @property
+    def hardware_reason(self) -> str:
+        """Why not hardware: the key lives in this process, there is no TPM."""
+        return _SOFTWARE_REASON
 
     _pin: bytes | None = None
 
@@ -131,6 +139,11 @@ class SoftwareECKey(EntraECKey):
     def hardware_backed(self) -> bool:
         """Always False: the private half is in this process's memory."""
         return False
+
+    @property
+    def hardware_reason(self) -> str:
+        """Why not hardware: the key lives in this process, there is no TPM."""
+        return _SOFTWARE_REASON
 
     _pin: bytes | None = None
 
@@ -311,8 +324,11 @@ class SoftwareProvider(Provider):
         passphrase: bytes | None = None,
         *,
         pin: bytes | None = None,
+        allow_imported: bool = False,
     ) -> EntraPrivateKey:
-        """Loads a PKCS#8 PEM key; a missing or wrong passphrase (or PIN) is WrongPassphrase."""
+        """Loads a PKCS#8 PEM key; a missing or wrong passphrase (or PIN) is WrongPassphrase.
+        ``allow_imported`` is accepted and ignored: a software key never claims hardware."""
+        del allow_imported
         passphrase = passphrase or pin
         encrypted = b"ENCRYPTED PRIVATE KEY" in data
         if encrypted and not passphrase:

@@ -33,6 +33,7 @@ from ..errors import (
     EntraKeysError,
     ForeignKey,
     HardwareUnavailable,
+    ImportedKey,
     InvalidData,
     KeyFileCorrupt,
     KeyNotExportable,
@@ -94,6 +95,16 @@ _RC_LOCKOUT = 0x921
 _RC_WARN_MASK, _RC_WARN = 0x880, 0x800
 # TPM_ALG_IDs of the signatures _signature_parts reads from C (Part 2, 6.3).
 _ALG_RSASSA, _ALG_RSAPSS, _ALG_ECDSA = 0x0014, 0x0016, 0x0018
+# What makes a key "made in this TPM": (TPMA_OBJECT member, the spec's name). TPM2_Import refuses
+# fixedTPM and fixedParent, and a TPM refuses them under a parent without them, so a key under the
+# storage key with both was created in this TPM; sensitiveDataOrigin says the TPM made its secret.
+_ORIGIN_ATTRIBUTES = (
+    ("FIXEDTPM", "fixedTPM"),
+    ("FIXEDPARENT", "fixedParent"),
+    ("SENSITIVEDATAORIGIN", "sensitiveDataOrigin"),
+)
+_REASON_MADE_HERE = "made in this TPM (fixedTPM, fixedParent, sensitiveDataOrigin)"
+_REASON_IMPORTED = "imported into the TPM (TPM2_Import): its private half was known outside the TPM"
 _LAYER_TCTI = 0x0A0000
 _LAYER_ESYS = 0x070000
 # ESYS codes for an answer that stopped short or made no sense: the TPM went away mid-command.
@@ -183,11 +194,6 @@ class _TPMObject:
         return self._auth is not None
 
     @property
-    def hardware_backed(self) -> bool:
-        """Always True: the private half never leaves the TPM."""
-        return True
-
-    @property
     def tpm_public(self) -> bytes:
         """The object's TPMT_PUBLIC, marshaled (what attestation certifies and names)."""
         return bytes(self._public.publicArea.marshal())
@@ -265,6 +271,20 @@ class _TPMKeyBase(_TPMObject):
         self._pub = _public_key(public)
         self.key_type = KeyType.of(self._pub)
         self.usage = usage
+        # Read from the public area every load hands the TPM, so these are the attributes the
+        # TPM enforces (key_from_pem checks them only after the TPM has accepted that area).
+        self._missing = _missing_origin(provider._t, public)
+
+    @property
+    def hardware_backed(self) -> bool:
+        """True when the key was made in this TPM and cannot leave it (fixedTPM, fixedParent,
+        sensitiveDataOrigin); False for an imported or duplicable key."""
+        return not self._missing
+
+    @property
+    def hardware_reason(self) -> str:
+        """Why the key is or is not hardware-backed, from its TPM object attributes."""
+        return _origin_reason(self._missing)
 
     def _sign(self, what: str, digest: bytes, scheme: Any) -> Any:
         """TPM2_Sign of a digest, returning the TPMT_SIGNATURE. A pinned key without a PIN
@@ -530,6 +550,29 @@ def _wipe(tpm2b: Any) -> None:
     """Overwrite a TPM2B buffer that held a secret (best effort: Python may keep copies)."""
     with contextlib.suppress(Exception):
         tpm2b.buffer[:] = bytes(len(tpm2b.buffer))
+
+
+def _missing_origin(t: Any, public: Any) -> tuple[str, ...]:
+    """The names of fixedTPM, fixedParent, sensitiveDataOrigin that a TPM2B_PUBLIC lacks."""
+    attrs = int(public.publicArea.objectAttributes)
+    return tuple(
+        name
+        for member, name in _ORIGIN_ATTRIBUTES
+        if not attrs & int(getattr(t.TPMA_OBJECT, member))
+    )
+
+
+def _origin_reason(missing: tuple[str, ...]) -> str:
+    """Why a key with these origin attributes missing is, or is not, hardware-backed."""
+    if not missing:
+        return _REASON_MADE_HERE
+    if "sensitiveDataOrigin" in missing:
+        return _REASON_IMPORTED
+    # sensitiveDataOrigin proves nothing alone: TPM2_Import does not check it.
+    return (
+        f"duplicable (not {', '.join(missing)}): imported into the TPM or allowed to leave it, "
+        "its private half may be known outside the TPM"
+    )
 
 
 def _public_key(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
@@ -811,12 +854,15 @@ class TPMProvider(Provider):
         passphrase: bytes | None = None,
         *,
         pin: bytes | None = None,
+        allow_imported: bool = False,
     ) -> EntraPrivateKey:
         """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it.
 
         A key made with a PIN needs it here; the TPM checks it at each use (a wrong one raises
         ``TPMAuthFailure`` with the tries left). A passphrase is ignored: the file is bound to
-        the TPM, not to a passphrase.
+        the TPM, not to a passphrase. A key not made in this TPM (not fixedTPM, fixedParent and
+        sensitiveDataOrigin: imported, or duplicable) is ``ImportedKey`` unless
+        ``allow_imported``, and then says ``hardware_backed=False``.
         """
         del passphrase
         blob = self._read_blob(data)
@@ -838,6 +884,17 @@ class TPMProvider(Provider):
         except (EntraKeysError, ValueError) as exc:
             raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
         self._check_loads(key)
+        # The attributes come from the file, which anyone may edit; they count only now that
+        # TPM2_Load has accepted that public area. The TPM binds the private blob to the object's
+        # name (the hash of the public area) by the blob's integrity HMAC, so a public area that
+        # claims other attributes than the blob was made or imported with does not load
+        # (ForeignKey above); and a TPM refuses fixedTPM/fixedParent on TPM2_Import.
+        if key._missing and not allow_imported:
+            raise ImportedKey(
+                f"the TPM key lacks {', '.join(key._missing)}: {key.hardware_reason}. A device, "
+                "transport or attestation key must be made in the TPM; pass allow_imported=True "
+                "to use this one anyway, as a key that is not hardware-backed"
+            )
         return key
 
     def _read_blob(self, data: bytes) -> Any:
@@ -863,7 +920,7 @@ class TPMProvider(Provider):
                 raise
             raise ForeignKey(
                 f"this TPM refuses the key blob: it was made by another TPM or under another "
-                f"storage key ({exc})"
+                f"storage key, or its public area was altered ({exc})"
             ) from exc
 
     def import_session_key(
@@ -1126,7 +1183,8 @@ class TPMProvider(Provider):
                         pcr_bank=bank,
                         pcr_values=values,
                         nonce=bytes(nonce),
-                        hardware_backed=True,
+                        # An imported AK's private half is known outside: so is its word.
+                        hardware_backed=ak_obj.hardware_backed,
                     )
         raise AttestationError(
             f"the PCRs kept changing while they were quoted ({_QUOTE_TRIES} tries)"
@@ -1182,7 +1240,9 @@ class TPMProvider(Provider):
             signature=bytes(signature.marshal()),
             key_public=key.tpm_public,
             nonce=bytes(nonce),
-            hardware_backed=True,
+            # An imported key (or AK) is certified as what it is, never as hardware; a verifier
+            # refuses it anyway (not sensitiveDataOrigin, or the AK not trusted).
+            hardware_backed=key.hardware_backed and ak_obj.hardware_backed,
         )
 
     def _attestation_key(self, ak: EntraPrivateKey) -> TPMRSAKey | TPMECKey:
