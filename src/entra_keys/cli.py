@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,10 +31,12 @@ __all__ = ["PASSPHRASE_ENV", "build_parser", "main"]
 PROG = "entra-keys"
 #: The environment variable that holds the passphrase of software key files.
 PASSPHRASE_ENV = "ENTRA_KEYS_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+#: The longest passphrase ``--passphrase-file`` reads (a longer first line is refused).
+MAX_PASSPHRASE = 4096
 #: What ``status`` signs with every signing key to show that it works.
 SIGN_TEST_MESSAGE = b"entra-keys KeySignTest"
 
-_EXPORT_FORMATS = ("pem", "der", "jwk", "bcrypt")
+_EXPORT_FORMATS = ("pem", "der", "jwk", "bcrypt", "tpm")
 _RULE = "+" + "-" * 78 + "+"
 
 log = logging.getLogger(__name__)
@@ -56,11 +60,20 @@ class Context:
         return bool(self.args.json)
 
     def passphrase(self) -> bytes | None:
-        """The software-key passphrase from the environment; TPM key files take none."""
-        value = os.environ.get(PASSPHRASE_ENV)
-        if not value or self.provider.kind != "software":
+        """The software-key passphrase: ``--passphrase-file``, else ``$ENTRA_KEYS_PASSPHRASE``;
+        TPM key files take none, so neither is read for them."""
+        if self.provider.kind != "software":
             return None
-        return value.encode("utf-8")
+        return self._given_passphrase
+
+    @functools.cached_property
+    def _given_passphrase(self) -> bytes | None:
+        """The passphrase the caller gave, read once (a file is read and checked only once)."""
+        path: str | None = self.args.passphrase_file
+        if path is not None:
+            return _read_passphrase_file(path)
+        value = os.environ.get(PASSPHRASE_ENV)
+        return value.encode("utf-8") if value else None
 
     def load(self, name: str) -> EntraPrivateKey:
         """Loads a named key of the store with the passphrase, if any."""
@@ -401,6 +414,8 @@ def cmd_keys_export(ctx: Context) -> int:
         data = formats.public_pem(key)
     elif fmt == "der":
         data = formats.public_der(key)
+    elif fmt == "tpm":  # TPM2B_PUBLIC: what tpm2-tools reads and writes with -u
+        data = len(key.tpm_public).to_bytes(2, "big") + key.tpm_public
     else:
         data = formats.bcrypt_rsakey_blob(key)
     if ctx.json:
@@ -408,7 +423,7 @@ def cmd_keys_export(ctx: Context) -> int:
         _write_json({"name": name, "format": fmt, "data": text})
     elif fmt == "pem":
         _write(data.decode("ascii"))
-    elif fmt == "der":
+    elif fmt in ("der", "tpm"):
         _write_bytes(data)
     else:
         _write(base64.b64encode(data).decode("ascii"))
@@ -451,6 +466,38 @@ def cmd_sign(ctx: Context) -> int:
     return 0
 
 
+def _read_passphrase_file(path: str) -> bytes:
+    """The first line of a passphrase file, without its newline; refused unless it is this
+    user's own (mode 600 or stricter), as anyone who could read or change it has the keys."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+                raise CommandError(f"the passphrase file {path} is not a regular file or a pipe")
+            euid = os.geteuid()
+            if st.st_uid != euid:
+                raise CommandError(
+                    f"the passphrase file {path} is owned by uid {st.st_uid}, "
+                    f"not by this user (uid {euid})"
+                )
+            if st.st_mode & 0o077:
+                raise CommandError(
+                    f"the passphrase file {path} is open to other users "
+                    f"(mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it"
+                )
+            line = f.readline(MAX_PASSPHRASE + 1)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot read the passphrase file {path}: {exc.strerror or exc}"
+        ) from exc
+    passphrase = line.removesuffix(b"\n").removesuffix(b"\r")
+    if len(passphrase) > MAX_PASSPHRASE:
+        raise CommandError(f"the passphrase in {path} is longer than {MAX_PASSPHRASE} bytes")
+    if not passphrase:
+        raise CommandError(f"the passphrase file {path} holds no passphrase on its first line")
+    return passphrase
+
+
 def _read_input(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
@@ -477,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Keep Microsoft Entra device keys in a TPM 2.0 or in software.",
-        epilog=f"A software key file is encrypted with ${PASSPHRASE_ENV} when it is set.",
+        epilog="A software key file is encrypted with the passphrase of --passphrase-file, else "
+        f"${PASSPHRASE_ENV}, when one is given.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -492,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         metavar="DIR",
         help="key store directory (default: $ENTRA_KEYS_STORE or $XDG_DATA_HOME/entra-keys)",
+    )
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="the software-key passphrase, on the first line of FILE (yours alone: mode 600); "
+        f"takes precedence over ${PASSPHRASE_ENV}, which stays readable in the environment",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -538,7 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.set_defaults(handler=cmd_keys_delete)
 
-    export = key_commands.add_parser("export", help="write the public key to stdout")
+    export = key_commands.add_parser(
+        "export", help="write the public key to stdout (tpm: its TPM2B_PUBLIC, for verify)"
+    )
     export.add_argument("name")
     export.add_argument("--format", default="pem", choices=_EXPORT_FORMATS)
     export.set_defaults(handler=cmd_keys_export)
@@ -593,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = args.run(args)
             return code
         provider = open_provider(args.provider, tcti=args.tcti)
-        return handler(Context(args, provider, KeyStore(provider, args.store)))
+        ctx = Context(args, provider, KeyStore(provider, args.store))
+        ctx.passphrase()  # a refused --passphrase-file fails the command before it starts
+        return handler(ctx)
     except (EntraKeysError, CommandError) as exc:
         log.debug("%s failed", args.command, exc_info=True)
         return _error(str(exc))

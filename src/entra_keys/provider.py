@@ -25,6 +25,7 @@ from .errors import AttestationError, KeyUsageError, UnsupportedAlgorithm
 
 __all__ = [
     "MAX_NONCE",
+    "MIN_NONCE",
     "Certification",
     "EndorsementKey",
     "EntraECKey",
@@ -104,12 +105,21 @@ _BITS = {
 
 #: The largest qualifying data (nonce) a TPM takes: its largest digest (SHA-256 here).
 MAX_NONCE = 32
+#: The shortest nonce both providers take (the verifier's own minimum, too).
+MIN_NONCE = 8
 
 
 def check_nonce(nonce: bytes) -> None:
-    """Refuse, in both providers, a nonce the TPM would reject with TPM_RC_SIZE."""
+    """Refuse, in both providers, a nonce the TPM would reject with TPM_RC_SIZE, and one too
+    short to be a verifier's fresh random nonce (an empty one matches any replay)."""
+    if not isinstance(nonce, bytes | bytearray | memoryview):
+        raise AttestationError(f"the nonce is bytes, not {type(nonce).__name__}")
     if len(nonce) > MAX_NONCE:
         raise AttestationError(f"the nonce is {len(nonce)} bytes; a TPM takes at most {MAX_NONCE}")
+    if len(nonce) < MIN_NONCE:
+        raise AttestationError(
+            f"the nonce is {len(nonce)} bytes; a verifier's nonce is at least {MIN_NONCE}"
+        )
 
 
 def check_creatable(key_type: KeyType, usage: KeyUsage) -> None:
@@ -227,7 +237,13 @@ class EntraKey(abc.ABC):
     @property
     @abc.abstractmethod
     def hardware_backed(self) -> bool:
-        """True only when the private half lives in a TPM."""
+        """True only when the private half lives in a TPM and was never outside it."""
+
+    @property
+    @abc.abstractmethod
+    def hardware_reason(self) -> str:
+        """Why the key is or is not hardware-backed, in words (e.g. "imported into the TPM
+        (TPM2_Import): ..."), for status reports and logs."""
 
     @property
     @abc.abstractmethod
@@ -383,8 +399,13 @@ class Provider(abc.ABC):
         passphrase: bytes | None = None,
         *,
         pin: bytes | None = None,
+        allow_imported: bool = False,
     ) -> EntraPrivateKey:
-        """Loads a key from its stored PEM form; raises KeyStoreError subclasses on bad input."""
+        """Loads a key from its stored PEM form; raises KeyStoreError subclasses on bad input.
+
+        A TPM key whose private half was ever outside the TPM (imported, or duplicable) is
+        ``ImportedKey`` unless ``allow_imported``; it then loads with ``hardware_backed=False``.
+        """
 
     @abc.abstractmethod
     def info(self) -> ProviderInfo:
