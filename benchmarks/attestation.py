@@ -54,11 +54,13 @@ def _run_attestation(ctx: Context) -> list[Result]:
             quote = provider.quote(ak, _PCRS, _NONCE)
             certification = provider.certify(device, ak, _NONCE)
         expected = {quote.pcr_bank: quote.pcr_values}
-        ak_public = ak.public_key()
-        assert isinstance(ak_public, rsa.RSAPublicKey)
+        ak_public = ak.tpm_public  # the AK's TPMT_PUBLIC, as a verifier that enrolled it has
+        enrolled = TrustPolicy(enrolled_aks=[ak_public])
 
         def check_quote() -> object:
-            return verify_quote(quote.attest, quote.signature, ak_public, _NONCE, expected)
+            return verify_quote(
+                quote.attest, quote.signature, ak_public, _NONCE, expected, policy=enrolled
+            )
 
         def check_certify() -> object:
             return verify_certify(
@@ -67,17 +69,18 @@ def _run_attestation(ctx: Context) -> list[Result]:
                 ak_public,
                 certification.key_public,
                 _NONCE,
+                policy=enrolled,
                 expected_key=device.public_key(),
             )
 
         assert verify_quote(
-            quote.attest, quote.signature, ak_public, _NONCE, expected
+            quote.attest, quote.signature, ak_public, _NONCE, expected, policy=enrolled
         ).hardware_backed
         soft_quote = software.quote(soft_ak, _PCRS, _NONCE)
         assert not verify_quote(
             soft_quote.attest,
             soft_quote.signature,
-            soft_ak.public_key(),
+            soft_ak.tpm_public,
             _NONCE,
             {soft_quote.pcr_bank: soft_quote.pcr_values},
             policy=_SOFTWARE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -44,6 +45,7 @@ def test_quote_and_certify_round_trip_through_verify(
     assert run(capsys, *cli, "attest", "ak", "create", "ak")[0] == 0
     assert run(capsys, *cli, "keys", "create", "device", "--type", "ecc256")[0] == 0
     (tmp_path / "ak.pem").write_text(_export(capsys, cli, "ak"))
+    (tmp_path / "ak.tpm").write_bytes(_export_tpm(capsys, cli, "ak"))
     (tmp_path / "device.pem").write_text(_export(capsys, cli, "device"))
 
     quote_file, cert_file = tmp_path / "quote.json", tmp_path / "cert.json"
@@ -55,11 +57,15 @@ def test_quote_and_certify_round_trip_through_verify(
     assert code == 0, err
     assert json.loads(quote_file.read_text())["hardware_backed"] is not software
 
-    verify_quote = ["verify", "quote", str(quote_file), "--ak-public", str(tmp_path / "ak.pem")]
+    verify_quote = ["verify", "quote", str(quote_file), "--ak-public", str(tmp_path / "ak.tpm")]
     code, out, err = run(capsys, "--json", *verify_quote, "--nonce", NONCE, *allow)
     assert code == 0, err
     assert json.loads(out)["valid"] is True
-    assert json.loads(out)["hardware_backed"] is not software
+    # No enrollment and no AK certificate: valid, but nothing shows a TPM holds the AK.
+    assert json.loads(out)["ak_evidence"] == "unverified"
+    assert json.loads(out)["hardware_backed"] is False
+    code, out, err = run(capsys, *verify_quote, "--nonce", NONCE, *allow)
+    assert code == 0 and "AK: unverified" in out, err
     code, _, err = run(capsys, *verify_quote, "--nonce", "ff" * 16, *allow)
     assert code == 1
     assert err.startswith("entra-keys: error: ") and "nonce" in err
@@ -68,7 +74,7 @@ def test_quote_and_certify_round_trip_through_verify(
         assert code == 1
         assert "software" in err
 
-    verify_cert = ["verify", "certify", str(cert_file), "--ak-public", str(tmp_path / "ak.pem")]
+    verify_cert = ["verify", "certify", str(cert_file), "--ak-public", str(tmp_path / "ak.tpm")]
     key = ["--key-public", str(tmp_path / "device.pem")]
     code, out, err = run(capsys, *verify_cert, *key, "--nonce", NONCE, *allow)
     assert code == 0, err
@@ -82,6 +88,12 @@ def test_quote_and_certify_round_trip_through_verify(
 def _export(capsys: pytest.CaptureFixture[str], cli: list[str], name: str) -> str:
     assert main([*cli, "keys", "export", name, "--format", "pem"]) == 0
     return capsys.readouterr().out
+
+
+def _export_tpm(capsys: pytest.CaptureFixture[str], cli: list[str], name: str) -> bytes:
+    """The key's TPM2B_PUBLIC (``keys export --format tpm``), through --json's base64."""
+    assert main([*cli, "--json", "keys", "export", name, "--format", "tpm"]) == 0
+    return base64.b64decode(json.loads(capsys.readouterr().out)["data"])
 
 
 def test_ek_with_certificate_on_the_tpm(
@@ -118,3 +130,18 @@ def test_tpm2_checkquote_accepts_the_quote_files(
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr
     assert transient_handles(swtpm.tcti) == []
+
+
+@pytest.mark.parametrize("nonce", ["", "00112233445566"], ids=["empty", "7-bytes"])
+def test_attest_refuses_short_nonces(
+    cli: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, nonce: str
+) -> None:
+    """An empty or short nonce would let an old attestation be replayed: both providers and
+    both commands refuse it, with one error line and status 1, and write nothing."""
+    assert run(capsys, *cli, "attest", "ak", "create", "ak")[0] == 0
+    assert run(capsys, *cli, "keys", "create", "device", "--type", "ecc256")[0] == 0
+    for command in (["quote", "--ak", "ak", "--pcrs", "0"], ["certify", "device", "--ak", "ak"]):
+        out = tmp_path / "out.json"
+        code, _, err = run(capsys, *cli, "attest", *command, "--nonce", nonce, "--out", str(out))
+        assert code == 1 and "at least 8" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()

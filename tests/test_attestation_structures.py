@@ -412,14 +412,14 @@ def test_software_ek_has_the_template_layout_and_no_certificate() -> None:
 def test_json_forms_round_trip_with_base64_fields() -> None:
     provider = open_provider("software")
     ak = provider.create_key(KeyType.ECC256, KeyUsage.ATTEST)
-    quote = provider.quote(ak, [0, 7], b"nonce")
+    quote = provider.quote(ak, [0, 7], b"nonce-16-bytes!!")
     text = quote_to_json(quote)
     body = json.loads(text)
     assert base64.b64decode(body["attest"]) == quote.attest
     assert body["pcr_values"]["7"] == base64.b64encode(bytes(32)).decode()
     assert quote_from_json(text) == quote
     key = provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
-    cert = provider.certify(key, ak, b"n")
+    cert = provider.certify(key, ak, b"another nonce")
     assert certification_from_json(certification_to_json(cert)) == cert
     ek = provider.endorsement_keys()[0]
     assert endorsement_key_from_json(endorsement_key_to_json(ek)) == ek
@@ -442,7 +442,9 @@ def test_quote_json_is_read_strictly(change: dict[str, Any], message: str) -> No
     good = json.loads(
         quote_to_json(
             open_provider("software").quote(
-                open_provider("software").create_key(KeyType.ECC256, KeyUsage.ATTEST), [0], b""
+                open_provider("software").create_key(KeyType.ECC256, KeyUsage.ATTEST),
+                [0],
+                b"a 16-byte nonce.",
             )
         )
     )

@@ -34,6 +34,7 @@ from entra_keys.attestation import (
     SOFTWARE_FIRMWARE_VERSION,
     SOFTWARE_SIGNER_PREFIX,
     TPMA_OBJECT,
+    AKEvidence,
     TPMLPCRSelection,
     TPMSAttest,
     TPMSCertifyInfo,
@@ -208,6 +209,13 @@ def check_certify(
     )  # fmt: skip
 
 
+#: The test AKs, as a verifier that enrolled them knows them: evidence that makes hardware.
+ENROLLED = TrustPolicy(enrolled_aks=[ak_public(RSA_AK), ak_public(EC_AK)])
+#: A verifier that opted in to bare public keys as AKs (never hardware).
+BARE = TrustPolicy(allow_unverified_ak=True)
+VECTOR_AKS = TrustPolicy(enrolled_aks=[vec("ak_rsa", "public"), vec("ak_ecc", "public")])
+
+
 # --- what tpm2-tools on swtpm made verifies ------------------------------------------------------
 
 
@@ -215,9 +223,9 @@ def test_tpm2_quote_vector_verifies_and_says_what_was_checked() -> None:
     _, values = parse_tpm2_pcrs_file(vec("quote_rsa", "pcrs_file"))
     result = verify_quote(
         vec("quote_rsa", "attest"), vec("quote_rsa", "signature"), vec("ak_rsa", "public"),
-        vec("quote_rsa", "nonce"), {"sha256": values[TPM_ALG_SHA256]},
+        vec("quote_rsa", "nonce"), {"sha256": values[TPM_ALG_SHA256]}, policy=VECTOR_AKS,
     )  # fmt: skip
-    assert result.hardware_backed
+    assert result.hardware_backed and result.ak_evidence is AKEvidence.ENROLLED
     assert sorted(result.pcr_values["sha256"]) == [0, 1, 7, 16]
     assert result.checks[:4] == ("trust", "hash", "signature-scheme", "signature")
     assert result.checks[-2:] == ("pcr-selection", "pcr-digest")
@@ -232,21 +240,29 @@ def test_tpm2_quote_with_a_sha1_bank_needs_allow_sha1() -> None:
             vec("quote_ecc", "nonce"), banks)  # fmt: skip
     with pytest.raises(HashAlgorithmRefused, match="sha1 PCR bank"):
         verify_quote(*args)
-    result = verify_quote(*args, policy=TrustPolicy(allow_sha1=True))
-    assert set(result.pcr_values) == {"sha256", "sha1"}
+    # tpm2_quote was given a 5-byte nonce here: every check before the nonce's passes (the
+    # sha1 bank, the signature, magic, type), and the short nonce is refused.
+    with pytest.raises(NonceCheckFailed, match="at least 8"):
+        verify_quote(*args, policy=TrustPolicy(allow_sha1=True))
 
 
 @pytest.mark.parametrize("which", ["certify_rsa", "certify_ecc"])
-def test_tpm2_certify_vectors_verify(which: str) -> None:
+def test_tpm2_certify_vectors_pass_every_check_up_to_their_fixed_nonce(which: str) -> None:
+    """tpm2_certify 5.4 always sets extraData 00ff55aa: a constant, replayable 4-byte nonce.
+    Every check before the nonce (trust, hash, scheme, signature, magic, type, name) passes on
+    its output; the nonce is refused for its size, and the same bytes under another AK fail
+    at the signature, so the order of the checks is what the refusal proves."""
     ak = VECTORS[which]["ak"]
     key_public = vec(which, "key_public")
     expected = TPMTPublic.parse(key_public).public_key()
-    result = verify_certify(
-        vec(which, "attest"), vec(which, "signature"), vec(ak, "public"), key_public,
-        vec(which, "nonce"), expected_key=expected,
-    )  # fmt: skip
-    assert result.hardware_backed and result.key_name == TPMTPublic.parse(key_public).name()
-    assert result.public_key == expected and result.checks[-1] == "expected-key"
+    args = (vec(which, "attest"), vec(which, "signature"), vec(ak, "public"), key_public,
+            vec(which, "nonce"))  # fmt: skip
+    assert vec(which, "nonce") == bytes.fromhex("00ff55aa")
+    with pytest.raises(NonceCheckFailed, match="4 bytes; a verifier's nonce is at least 8"):
+        verify_certify(*args, expected_key=expected, policy=VECTOR_AKS)
+    other = "ak_ecc" if ak == "ak_rsa" else "ak_rsa"
+    with pytest.raises(SignatureCheckFailed):
+        verify_certify(*args[:2], vec(other, "public"), *args[3:], expected_key=expected)
 
 
 # --- one check at a time -------------------------------------------------------------------------
@@ -254,8 +270,13 @@ def test_tpm2_certify_vectors_verify(which: str) -> None:
 
 def test_a_well_made_quote_passes() -> None:
     for key in (RSA_AK, EC_AK):
-        result = check_quote(quote_attest(), key=key)
+        result = check_quote(quote_attest(), key=key, policy=ENROLLED)
         assert result.hardware_backed and result.nonce == NONCE
+        assert result.ak_evidence is AKEvidence.ENROLLED
+        # The same quote with no evidence for the AK is valid but proves no hardware.
+        unverified = check_quote(quote_attest(), key=key)
+        assert not unverified.hardware_backed
+        assert unverified.ak_evidence is AKEvidence.UNVERIFIED
 
 
 def test_trust_ak_not_trusted() -> None:
@@ -283,14 +304,14 @@ def test_hash_sha1_signature_is_refused_unless_allowed() -> None:
     data = quote_attest().to_bytes()
     sha1_signature = sign(RSA_AK, data, TPM_ALG_SHA1)
     with pytest.raises(HashAlgorithmRefused, match="sha1 is refused") as caught:
-        check_quote(data, signature=sha1_signature, ak=RSA_AK.public_key())
+        check_quote(data, signature=sha1_signature, ak=RSA_AK.public_key(), policy=BARE)
     assert caught.value.check == "hash"
     # The quoted PCR digest is made with the signing hash: SHA-1 here.
     digest = hashlib.sha1(b"".join(PCRS[i] for i in sorted(PCRS))).digest()
     sha1_quote = quote_attest(attested=dataclasses.replace(quote_body(), pcr_digest=digest))
     data = sha1_quote.to_bytes()
     check_quote(data, signature=sign(RSA_AK, data, TPM_ALG_SHA1), ak=RSA_AK.public_key(),
-                policy=TrustPolicy(allow_sha1=True))  # fmt: skip
+                policy=TrustPolicy(allow_sha1=True, allow_unverified_ak=True))  # fmt: skip
 
 
 def test_signature_scheme_must_fit_the_key() -> None:
@@ -302,7 +323,9 @@ def test_signature_scheme_must_fit_the_key() -> None:
     pss = sign(RSA_AK, data, pss=True)
     with pytest.raises(SignatureCheckFailed, match="the AK signs with scheme 0x0014"):
         check_quote(data, signature=pss)
-    check_quote(data, signature=pss, ak=RSA_AK.public_key())  # no scheme fixed: PSS verifies
+    # A bare key (opted in) fixes no scheme: PSS verifies, and the AK stays unverified.
+    result = check_quote(data, signature=pss, ak=RSA_AK.public_key(), policy=BARE)
+    assert result.ak_evidence is AKEvidence.UNVERIFIED and not result.hardware_backed
 
 
 def test_signature_over_other_bytes_fails() -> None:
@@ -362,7 +385,7 @@ def test_type_a_certification_is_no_quote_and_back() -> None:
         verify_certify(data, sign(EC_AK, data), ak_public(EC_AK), device_public(), NONCE)
 
 
-@pytest.mark.parametrize("nonce", [bytes(20), NONCE[:-1], NONCE + b"\0", b""])
+@pytest.mark.parametrize("nonce", [bytes(20), NONCE[:-1], NONCE + b"\0", NONCE[:8]])
 def test_nonce_other_than_the_verifiers(nonce: bytes) -> None:
     with pytest.raises(NonceCheckFailed, match="extraData is not the nonce") as caught:
         check_quote(quote_attest(), nonce=nonce)
@@ -414,8 +437,9 @@ def test_expected_pcr_values_of_the_wrong_size_are_invalid_data() -> None:
 
 
 def test_a_well_made_certification_passes() -> None:
-    result = check_certify(device_public(), expected_key=DEVICE.public_key())
+    result = check_certify(device_public(), expected_key=DEVICE.public_key(), policy=ENROLLED)
     assert result.public_key == DEVICE.public_key() and result.hardware_backed
+    assert result.ak_evidence is AKEvidence.ENROLLED
     assert result.key_public.attributes & TPMA_OBJECT.SIGN_ENCRYPT
 
 
@@ -817,8 +841,9 @@ def test_fresh_tpm2_quote_verifies(swtpm: Swtpm, tool_aks: Path, alg: str) -> No
     _, values = parse_tpm2_pcrs_file((tool_aks / "q.pcrs").read_bytes())
     args = ((tool_aks / "q.msg").read_bytes(), (tool_aks / "q.sig").read_bytes(),
             (tool_aks / f"ak_{alg}.pub").read_bytes())  # fmt: skip
-    result = verify_quote(*args, nonce, {"sha256": values[TPM_ALG_SHA256]})
-    assert result.hardware_backed
+    enrolled = TrustPolicy(enrolled_aks=[args[2]])  # tpm2-tools' TPM2B_PUBLIC of the AK
+    result = verify_quote(*args, nonce, {"sha256": values[TPM_ALG_SHA256]}, policy=enrolled)
+    assert result.hardware_backed and result.ak_evidence is AKEvidence.ENROLLED
     with pytest.raises(NonceCheckFailed):
         verify_quote(*args, os.urandom(16), {"sha256": values[TPM_ALG_SHA256]})
     assert transient_handles(swtpm.tcti) == []
@@ -857,11 +882,14 @@ def test_fresh_tpm2_certify_verifies(swtpm: Swtpm, tool_aks: Path) -> None:
     tools(swtpm, "tpm2_certify", "-c", "key.ctx", "-C", "ak_ecc.ctx", "-g", "sha256",
           "-o", "c.attest", "-s", "c.sig", cwd=cwd)  # fmt: skip
     key_public = (cwd / "key.tpmt").read_bytes()
-    result = verify_certify(
-        (cwd / "c.attest").read_bytes(), (cwd / "c.sig").read_bytes(),
-        (cwd / "ak_ecc.pub").read_bytes(), key_public, bytes.fromhex("00ff55aa"),
-    )  # fmt: skip
-    assert result.key_name == TPMTPublic.parse(key_public).name() and result.hardware_backed
+    args = ((cwd / "c.attest").read_bytes(), (cwd / "c.sig").read_bytes(),
+            (cwd / "ak_ecc.pub").read_bytes(), key_public)  # fmt: skip
+    # tpm2_certify 5.4 takes no nonce and always sets 00ff55aa: every check before the nonce's
+    # passes on its output (signature, magic, type, name), then the 4-byte nonce is refused.
+    with pytest.raises(NonceCheckFailed, match="4 bytes"):
+        verify_certify(*args, bytes.fromhex("00ff55aa"))
+    with pytest.raises(NameCheckFailed):  # the name check ran: another key's public fails it
+        verify_certify(*args[:3], device_public(), bytes.fromhex("00ff55aa"))
     assert transient_handles(swtpm.tcti) == []
 
 
@@ -914,8 +942,12 @@ def test_the_verifier_works_without_tpm2_pytss() -> None:
         "from entra_keys.attestation import verify_certify\n"
         "v = json.load(open(sys.argv[1]))\n"
         "h = lambda n, f: bytes.fromhex(v[n][f])\n"
-        "r = verify_certify(h('certify_rsa', 'attest'), h('certify_rsa', 'signature'),"
-        " h('ak_rsa', 'public'), h('certify_rsa', 'key_public'), h('certify_rsa', 'nonce'))\n"
+        "from entra_keys.attestation import TrustPolicy, verify_quote, parse_tpm2_pcrs_file\n"
+        "_, pcrs = parse_tpm2_pcrs_file(h('quote_rsa', 'pcrs_file'))\n"
+        "policy = TrustPolicy(enrolled_aks=[h('ak_rsa', 'public')])\n"
+        "r = verify_quote(h('quote_rsa', 'attest'), h('quote_rsa', 'signature'),"
+        " h('ak_rsa', 'public'), h('quote_rsa', 'nonce'), {'sha256': pcrs[0x000B]},"
+        " policy=policy)\n"
         "loaded = [m for m in sys.modules if sys.modules[m] is not None]\n"
         "assert r.hardware_backed and not [m for m in loaded if m.startswith('tpm2_pytss')]\n"
     )

@@ -136,61 +136,135 @@ def cmd_attest_certify(ctx: Context) -> int:
 def _policy(args: argparse.Namespace) -> Any:
     from .attestation.verifier import TrustPolicy
 
-    return TrustPolicy(allow_software=args.allow_software, allow_sha1=args.allow_sha1)
+    return TrustPolicy(
+        allow_software=args.allow_software,
+        allow_sha1=args.allow_sha1,
+        allow_unverified_ak=args.allow_unverified_ak,
+        ak_ca_certificates=[_read(path, "AK CA certificate") for path in args.ak_ca],
+    )
+
+
+def _ak_public(args: argparse.Namespace) -> Any:
+    """The AK from --ak-public: its TPM2B_PUBLIC (or TPMT_PUBLIC), as ``keys export --format
+    tpm`` and tpm2-tools ``-u`` write it; a PEM or DER public key only with
+    --allow-unverified-ak, since no attribute of a bare key can be checked."""
+    data = _read(args.ak_public, "AK public key")
+    bare = data.lstrip().startswith(b"-----BEGIN") or data[:1] == b"\x30"
+    if not bare:
+        return data
+    if not args.allow_unverified_ak:
+        raise InvalidData(
+            f"{args.ak_public} is a bare public key: nothing about the AK can be checked. Give "
+            "its TPM2B_PUBLIC (entra-keys keys export AK --format tpm, or tpm2-tools' -u file), "
+            "or accept an unverified AK with --allow-unverified-ak"
+        )
+    return formats.load_public_key(data)
+
+
+def _ak_certificate(args: argparse.Namespace) -> bytes | None:
+    if args.ak_cert is None:
+        return None
+    if not args.ak_ca:
+        raise InvalidData("--ak-cert needs the CA it chains to: --ak-ca PEM")
+    return _read(args.ak_cert, "AK certificate")
+
+
+_EVIDENCE_TEXT = {
+    "enrolled": "enrolled (credential activation against a verified EK)",
+    "certificate": "AK certificate from a trusted CA",
+    "unverified": "unverified (no enrollment or AK certificate: proves nothing about hardware)",
+}
+
+
+def _verdict(what: str, result: Any) -> str:
+    """VALID, and why it is not hardware when it is not: software, or an unverified AK."""
+    from .attestation.software import is_software_attestation
+
+    if result.hardware_backed:
+        return f"{what}: VALID"
+    software = is_software_attestation(result.attest)
+    return f"{what}: VALID" + (" (software attestation)" if software else " (AK unverified)")
 
 
 def cmd_verify_quote(args: argparse.Namespace) -> int:
-    """Verify a quote JSON file against the AK's public key and the nonce; exit 0 if valid."""
+    """Verify a quote JSON file against the AK's TPM2B_PUBLIC and the nonce; exit 0 if valid."""
     from .attestation.software import quote_from_json
     from .attestation.verifier import verify_quote
 
     quote = quote_from_json(_read(args.file, "quote"))
-    ak = formats.load_public_key(_read(args.ak_public, "AK public key"))
+    ak = _ak_public(args)
     expected = quote.pcr_values
     if args.pcr_values:
         expected = {int(k): _hex(v, "PCR value") for k, v in
                     json.loads(_read(args.pcr_values, "PCR values")).items()}  # fmt: skip
     result = verify_quote(
         quote.attest, quote.signature, ak, _hex(args.nonce, "--nonce"),
-        {quote.pcr_bank: expected}, policy=_policy(args),
+        {quote.pcr_bank: expected}, policy=_policy(args), ak_certificate=_ak_certificate(args),
     )  # fmt: skip
     values = {
         bank: {i: v.hex() for i, v in pcrs.items()} for bank, pcrs in result.pcr_values.items()
     }
+    evidence = result.ak_evidence.value
     _print(
         args.json,
-        {"valid": True, "hardware_backed": result.hardware_backed, "pcr_values": values,
-         "checks": list(result.checks)},
-        ["Quote: VALID" + ("" if result.hardware_backed else " (software attestation)"),
+        {"valid": True, "hardware_backed": result.hardware_backed, "ak_evidence": evidence,
+         "pcr_values": values, "checks": list(result.checks)},
+        [_verdict("Quote", result), f"  AK: {_EVIDENCE_TEXT[evidence]}",
          *(f"  {bank} PCR{i}: {v}" for bank, pcrs in values.items() for i, v in pcrs.items())],
     )  # fmt: skip
     return 0
 
 
 def cmd_verify_certify(args: argparse.Namespace) -> int:
-    """Verify a certification JSON file against the AK and the key; exit 0 if valid."""
+    """Verify a certification JSON file against the AK's TPM2B_PUBLIC and the key; exit 0 if
+    valid."""
     from .attestation.software import certification_from_json
     from .attestation.verifier import verify_certify
 
     certification = certification_from_json(_read(args.file, "certification"))
-    ak = formats.load_public_key(_read(args.ak_public, "AK public key"))
+    ak = _ak_public(args)
     key = formats.load_public_key(_read(args.key_public, "key's public key"))
     result = verify_certify(
         certification.attest, certification.signature, ak, certification.key_public,
         _hex(args.nonce, "--nonce"), policy=_policy(args), expected_key=key,
+        ak_certificate=_ak_certificate(args),
     )  # fmt: skip
+    evidence = result.ak_evidence.value
     _print(
         args.json,
-        {"valid": True, "hardware_backed": result.hardware_backed,
+        {"valid": True, "hardware_backed": result.hardware_backed, "ak_evidence": evidence,
          "key_name": result.key_name.hex(), "checks": list(result.checks)},
-        ["Certification: VALID" + ("" if result.hardware_backed else " (software attestation)"),
+        [_verdict("Certification", result), f"  AK: {_EVIDENCE_TEXT[evidence]}",
          f"  key name: {result.key_name.hex()}"],
     )  # fmt: skip
     return 0
 
 
 def _verify_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nonce", required=True, help="the nonce the verifier chose (hex)")
+    parser.add_argument(
+        "--ak-public",
+        required=True,
+        metavar="FILE",
+        help="the AK's TPM2B_PUBLIC (keys export --format tpm; tpm2-tools -u)",
+    )
+    parser.add_argument(
+        "--allow-unverified-ak",
+        action="store_true",
+        help="accept a bare PEM/DER public key as the AK (never hardware)",
+    )
+    parser.add_argument(
+        "--ak-cert", metavar="PEM", help="the AK's certificate: evidence that a TPM holds it"
+    )
+    parser.add_argument(
+        "--ak-ca",
+        metavar="PEM",
+        action="append",
+        default=[],
+        help="a CA the AK certificate must chain to (repeatable)",
+    )
+    parser.add_argument(
+        "--nonce", required=True, help="the nonce the verifier chose (hex, at least 8 bytes)"
+    )
     parser.add_argument("--allow-software", action="store_true",
                         help="accept attestations of the software provider")  # fmt: skip
     parser.add_argument("--allow-sha1", action="store_true", help="accept SHA-1")
@@ -217,7 +291,7 @@ def add_attest_commands(commands: Any) -> None:
     quote.add_argument("--ak", required=True, help="the stored attestation key")
     quote.add_argument("--pcrs", default="0,1,7", help="PCR indices (default 0,1,7)")
     quote.add_argument("--bank", default="sha256", choices=["sha1", "sha256", "sha384"])
-    quote.add_argument("--nonce", required=True, help="the verifier's nonce (hex, ≤ 32 bytes)")
+    quote.add_argument("--nonce", required=True, help="the verifier's nonce (hex, 8 to 32 bytes)")
     quote.add_argument("--out", required=True, metavar="FILE.json", help="'-' for stdout")
     quote.add_argument(
         "--tpm2-tools",
@@ -229,7 +303,7 @@ def add_attest_commands(commands: Any) -> None:
     certify = sub.add_parser("certify", help="certify a stored key with an AK")
     certify.add_argument("key")
     certify.add_argument("--ak", required=True)
-    certify.add_argument("--nonce", required=True, help="the verifier's nonce (hex, ≤ 32 bytes)")
+    certify.add_argument("--nonce", required=True, help="the verifier's nonce (hex, 8 to 32 bytes)")
     certify.add_argument("--out", required=True, metavar="FILE.json", help="'-' for stdout")
     certify.set_defaults(handler=cmd_attest_certify)
 
@@ -237,7 +311,6 @@ def add_attest_commands(commands: Any) -> None:
     vsub = verify.add_subparsers(dest="verify_command", metavar="WHAT", required=True)
     vq = vsub.add_parser("quote", help="verify a quote JSON file")
     vq.add_argument("file", metavar="FILE.json")
-    vq.add_argument("--ak-public", required=True, metavar="PEM")
     vq.add_argument("--pcr-values", metavar="JSON",
                     help='expected {"index": "hex"} (default: the values in the file, which '
                          'proves only that the TPM quoted them)')  # fmt: skip
@@ -245,7 +318,6 @@ def add_attest_commands(commands: Any) -> None:
     vq.set_defaults(handler=None, run=_guarded(cmd_verify_quote))
     vc = vsub.add_parser("certify", help="verify a certification JSON file")
     vc.add_argument("file", metavar="FILE.json")
-    vc.add_argument("--ak-public", required=True, metavar="PEM")
     vc.add_argument("--key-public", required=True, metavar="PEM")
     _verify_flags(vc)
     vc.set_defaults(handler=None, run=_guarded(cmd_verify_certify))

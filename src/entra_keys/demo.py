@@ -202,7 +202,7 @@ class JoinDemo:
         x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
         payload = {
             "client_id": "38aa3b87-a06d-4817-b275-7a316988d93b",
-            "request_nonce": base64.urlsafe_b64encode(os.urandom(24)).decode(),
+            "request_nonce": self.service.issue_prt_nonce(),
             "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
             "scope": "openid aza ugs",
         }

@@ -1,7 +1,8 @@
 """TPM attestation in pure Python: wire structures, credentials, verification, software forms.
 
 ``verify_quote`` and ``verify_certify`` check attestations from a TPM (or, when the policy allows
-it, from the software provider); ``make_credential`` enrolls an AK against an EK;
+it, from the software provider); ``AKEnrollment`` enrolls an AK against a verified EK (with
+``make_credential``), and only an enrolled or certified AK makes a result ``hardware_backed``;
 ``verify_ek_certificate`` checks an EK certificate's chain. Nothing here needs tpm2-pytss.
 """
 
@@ -11,6 +12,7 @@ from .credential import (
     make_credential,
     parse_credential_file,
 )
+from .enrollment import AKEnrollment, EnrolledAK, check_enrollment_ak
 from .software import (
     SOFTWARE_FIRMWARE_VERSION,
     SOFTWARE_SIGNER_PREFIX,
@@ -45,27 +47,35 @@ from .structures import (
     TPMTSignature,
 )
 from .verifier import (
+    MIN_NONCE,
+    AKEvidence,
     CertifyResult,
     EKCertificateInfo,
     PlatformCertificateInfo,
     QuoteResult,
     TrustPolicy,
+    check_ak_public,
     parse_platform_certificate,
+    verify_ak_certificate,
     verify_certify,
     verify_ek_certificate,
     verify_quote,
 )
 
 __all__ = [
+    "MIN_NONCE",
     "SOFTWARE_FIRMWARE_VERSION",
     "SOFTWARE_SIGNER_PREFIX",
     "TPMA_OBJECT",
     "TPM_GENERATED_VALUE",
     "TPM_ST_ATTEST_CERTIFY",
     "TPM_ST_ATTEST_QUOTE",
+    "AKEnrollment",
+    "AKEvidence",
     "CertifyResult",
     "CheckquoteFiles",
     "EKCertificateInfo",
+    "EnrolledAK",
     "PlatformCertificateInfo",
     "QuoteResult",
     "TPMLPCRSelection",
@@ -80,6 +90,8 @@ __all__ = [
     "activate_credential_with_key",
     "certification_from_json",
     "certification_to_json",
+    "check_ak_public",
+    "check_enrollment_ak",
     "credential_file",
     "endorsement_key_from_json",
     "endorsement_key_to_json",
@@ -95,6 +107,7 @@ __all__ = [
     "software_quote",
     "software_tpmt_public",
     "tpm2_pcrs_file",
+    "verify_ak_certificate",
     "verify_certify",
     "verify_ek_certificate",
     "verify_quote",

@@ -8,6 +8,12 @@ quote:   trust (AK) > hash > signature scheme > signature > software > magic > t
 certify: trust (AK) > hash > signature scheme > signature > software > magic > type > name
          > nonce > key attributes > key strength > expected key
 
+The AK is checked from its TPMT_PUBLIC (a restricted signing key made in a TPM, a scheme that
+fits the signature, a SHA-2 nameAlg, RSA-2048+ or P-256+); a result says ``hardware_backed`` only
+when the policy also has evidence that a TPM holds the AK (``AKEvidence``): it was enrolled by
+credential activation against a verified EK, or an AK certificate chains to a trusted CA. A bare
+public key as the AK is refused unless the policy opts in, and is then always UNVERIFIED.
+
 Nothing in the attestation is believed before its signature verifies over the exact bytes given;
 the bytes then must parse completely (no trailing bytes). Trust is one hook, ``TrustPolicy``.
 Pure Python: neither tpm2-pytss nor libtss2 is needed.
@@ -15,6 +21,7 @@ Pure Python: neither tpm2-pytss nor libtss2 is needed.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,6 +53,7 @@ from ..errors import (
     UnsupportedAlgorithm,
     UntrustedKey,
 )
+from ..provider import MIN_NONCE  # one minimum for the providers and the verifier
 from .software import is_software_marked
 from .structures import (
     HASH_ALGORITHMS,
@@ -76,6 +84,8 @@ if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate che
     from cryptography import x509
 
 __all__ = [
+    "MIN_NONCE",
+    "AKEvidence",
     "AKPublic",
     "CertifyResult",
     "EKCertificateInfo",
@@ -83,7 +93,9 @@ __all__ = [
     "PlatformCertificateInfo",
     "QuoteResult",
     "TrustPolicy",
+    "check_ak_public",
     "parse_platform_certificate",
+    "verify_ak_certificate",
     "verify_certify",
     "verify_ek_certificate",
     "verify_quote",
@@ -119,26 +131,46 @@ _PSS = {
 }
 
 
-class TrustPolicy:
-    """What a verifier trusts; override the methods (or pass arguments) to decide.
+class AKEvidence(enum.Enum):
+    """What the verifier knows of where an attestation key lives."""
 
-    ``trust_ak`` says whether an AK is trusted: by default the AK the caller passes is, or only
-    those in ``trusted_aks`` when given. A verifier should trust an AK only after enrolling it
-    (``make_credential`` against an EK whose certificate ``verify_ek_certificate`` accepted):
-    ``hardware_backed`` in a result is only as good as that. Software attestations and SHA-1
-    are refused unless allowed.
+    #: Enrolled by credential activation against an EK whose certificate the verifier checked.
+    ENROLLED = "enrolled"
+    #: An AK certificate that chains to a CA the policy trusts.
+    CERTIFICATE = "certificate"
+    #: No evidence that a TPM holds the AK: its attestations prove nothing about hardware.
+    UNVERIFIED = "unverified"
+
+
+class TrustPolicy:
+    """What a verifier trusts; override ``ak_evidence`` (or pass arguments) to decide.
+
+    An AK counts as hardware only with evidence: it is in ``enrolled_aks`` (an ``EnrolledAK``
+    from ``AKEnrollment``, or the TPMT_PUBLIC of an AK the caller enrolled itself), or an AK
+    certificate chains to ``ak_ca_certificates``. Other AKs given as TPMT_PUBLIC verify as
+    UNVERIFIED (``hardware_backed=False``) unless ``require_hardware`` refuses them; a bare public
+    key is refused unless ``allow_unverified_ak``. ``trusted_aks``, when given, is an allow-list:
+    no other AK is accepted at all. Software attestations and SHA-1 are refused unless allowed.
     """
 
     #: Accept attestations the software provider made (their results say hardware_backed=False).
     allow_software: bool = False
     #: Accept SHA-1 signatures, PCR banks and names.
     allow_sha1: bool = False
+    #: Accept a bare public key as the AK (no TPMT_PUBLIC: no attribute can be checked).
+    allow_unverified_ak: bool = False
+    #: Refuse every attestation that would not be hardware_backed (unverified AK, software).
+    require_hardware: bool = False
 
     def __init__(
         self,
         *,
         allow_software: bool | None = None,
         allow_sha1: bool | None = None,
+        allow_unverified_ak: bool | None = None,
+        require_hardware: bool | None = None,
+        enrolled_aks: Iterable[Any] = (),
+        ak_ca_certificates: Iterable[x509.Certificate | bytes] = (),
         trusted_aks: Iterable[AKPublic] | None = None,
         ek_ca_certificates: Iterable[x509.Certificate | bytes] = (),
     ) -> None:
@@ -146,14 +178,34 @@ class TrustPolicy:
             self.allow_software = allow_software
         if allow_sha1 is not None:
             self.allow_sha1 = allow_sha1
+        if allow_unverified_ak is not None:
+            self.allow_unverified_ak = allow_unverified_ak
+        if require_hardware is not None:
+            self.require_hardware = require_hardware
         self._trusted = (
             None if trusted_aks is None else {_spki(_resolve_ak(a).key) for a in trusted_aks}
         )
+        self._enrolled = frozenset(_enrolled_name(a) for a in enrolled_aks)
+        self._ak_cas = tuple(_load_certificate(c) for c in ak_ca_certificates)
         self._ek_cas = tuple(_load_certificate(c) for c in ek_ca_certificates)
 
     def trust_ak(self, ak_public: PublicKey) -> bool:
-        """True when attestations signed by this AK may be believed."""
+        """True when attestations signed by this AK may be accepted at all (the allow-list)."""
         return self._trusted is None or _spki(ak_public) in self._trusted
+
+    def ak_evidence(
+        self, ak_name: bytes | None, ak_public: PublicKey, ak_certificate: Any = None
+    ) -> AKEvidence:
+        """The evidence that a TPM holds the AK of this name (None: a bare key, never more than
+        UNVERIFIED); an AK certificate that is given must verify (CertificateCheckFailed)."""
+        if ak_name is None:
+            return AKEvidence.UNVERIFIED
+        if ak_name in self._enrolled:
+            return AKEvidence.ENROLLED
+        if ak_certificate is not None:
+            verify_ak_certificate(ak_certificate, ak_public, self._ak_cas)
+            return AKEvidence.CERTIFICATE
+        return AKEvidence.UNVERIFIED
 
     def ek_ca_certificates(self) -> Sequence[x509.Certificate]:
         """The CA certificates EK certificates must chain to (the TPM makers' roots)."""
@@ -161,6 +213,22 @@ class TrustPolicy:
 
 
 _DEFAULT_POLICY = TrustPolicy()
+
+
+def _enrolled_name(ak: Any) -> bytes:
+    """The name of an enrolled AK: an EnrolledAK made by hardware, or a TPMT_PUBLIC."""
+    hardware = getattr(ak, "hardware_backed", None)
+    if hardware is not None:  # an EnrolledAK: only a hardware enrollment is evidence
+        if not hardware:
+            raise UntrustedKey("a software enrollment is no evidence of a TPM; leave it out")
+        return bytes(ak.ak_name)
+    if isinstance(ak, TPMTPublic):
+        return ak.name()
+    if isinstance(ak, bytes | bytearray):
+        name = _ak_from_bytes(bytes(ak)).name
+        assert name is not None  # a TPMT_PUBLIC always has one
+        return name
+    raise UntrustedKey(f"an enrolled AK is an EnrolledAK or a TPMT_PUBLIC, not {type(ak).__name__}")
 
 
 def _spki(key: PublicKey) -> bytes:
@@ -174,11 +242,14 @@ def _spki(key: PublicKey) -> bytes:
 
 @dataclass(frozen=True)
 class _AK:
-    """An AK ready to verify with: its key, whether RSA, and the scheme its TPMT_PUBLIC fixes."""
+    """An AK ready to verify with: its key, whether RSA, the scheme its TPMT_PUBLIC fixes, and
+    its name (None for a bare public key, which has no TPMT_PUBLIC)."""
 
     key: PublicKey
     is_rsa: bool
     scheme: tuple[int, int] | None
+    name: bytes | None
+    name_alg: int = 0
 
     @functools.cached_property
     def coordinate_size(self) -> int:
@@ -186,31 +257,54 @@ class _AK:
         return 0 if self.is_rsa else (self.key.key_size + 7) // 8
 
 
+def check_ak_public(public: TPMTPublic) -> None:
+    """Refuses (UntrustedKey) a TPMT_PUBLIC that is no AK: it must be a restricted signing key
+    made in a TPM (sign, restricted, fixedTPM, fixedParent, sensitiveDataOrigin; not decrypt),
+    with a signing scheme, a SHA-2 nameAlg, and RSA-2048+ or P-256/384/521."""
+    attrs = public.object_attributes
+    if attrs & _AK_ATTRIBUTES != _AK_ATTRIBUTES or attrs & TPMA_OBJECT.DECRYPT:
+        raise UntrustedKey(
+            f"the AK ({TPMA_OBJECT(attrs)!r}) is not a restricted signing key made in a TPM "
+            "(sign, restricted, fixedTPM, fixedParent, sensitiveDataOrigin; not decrypt)"
+        )
+    if public.name_alg not in HASH_ALGORITHMS:
+        raise UntrustedKey(f"the AK's nameAlg 0x{public.name_alg:04x} is not a known hash")
+    params = public.parameters
+    if not isinstance(params, TPMSRSAParms | TPMSECCParms):
+        raise UntrustedKey(f"the AK's type 0x{public.type:04x} is not an RSA or ECC key")
+    if params.scheme.scheme == TPM_ALG_NULL:
+        raise UntrustedKey("the AK has no signing scheme: a TPM's AK is bound to one")
+    try:
+        _strong_key(public)
+    except KeyStrengthCheckFailed as exc:
+        raise UntrustedKey(f"the AK is too weak: {exc}") from exc
+
+
 @functools.lru_cache(maxsize=256)
 def _ak_from_tpmt(public: TPMTPublic) -> _AK:
     """An AK from its TPMT_PUBLIC: a restricted signing key made in a TPM, or UntrustedKey."""
-    if public.object_attributes & _AK_ATTRIBUTES != _AK_ATTRIBUTES or (
-        public.object_attributes & TPMA_OBJECT.DECRYPT
-    ):
-        raise UntrustedKey(
-            "the AK is not a restricted signing key made in a TPM "
-            "(sign, restricted, fixedTPM, fixedParent, sensitiveDataOrigin; not decrypt)"
-        )
+    check_ak_public(public)
     try:
         key = public.public_key()
     except InvalidData as exc:
         raise MalformedAttestation(f"the AK's TPMT_PUBLIC: {exc}") from exc
     params = public.parameters
-    scheme = None
-    if isinstance(params, TPMSRSAParms | TPMSECCParms) and params.scheme.scheme != TPM_ALG_NULL:
-        scheme = (params.scheme.scheme, params.scheme.hash_alg)
-    return _AK(key, isinstance(key, rsa.RSAPublicKey), scheme)
+    assert isinstance(params, TPMSRSAParms | TPMSECCParms)  # check_ak_public made sure
+    scheme = (params.scheme.scheme, params.scheme.hash_alg)
+    return _AK(key, isinstance(key, rsa.RSAPublicKey), scheme, public.name(), public.name_alg)
+
+
+def _tpmt_bytes(data: bytes) -> bytes:
+    """A TPMT_PUBLIC from itself or from a TPM2B_PUBLIC (the ``-u`` file of tpm2-tools)."""
+    if len(data) >= 2 and int.from_bytes(data[:2], "big") == len(data) - 2:
+        return data[2:]
+    return data
 
 
 @functools.lru_cache(maxsize=256)
 def _ak_from_bytes(data: bytes) -> _AK:
     try:
-        public = TPMTPublic.parse(data)
+        public = TPMTPublic.parse(_tpmt_bytes(data))
     except InvalidData as exc:
         raise MalformedAttestation(f"the AK's TPMT_PUBLIC: {exc}") from exc
     return _ak_from_tpmt(public)
@@ -222,12 +316,48 @@ def _resolve_ak(ak: AKPublic) -> _AK:
     if isinstance(ak, TPMTPublic):
         return _ak_from_tpmt(ak)
     if isinstance(ak, rsa.RSAPublicKey):
-        return _AK(ak, True, None)
+        return _AK(ak, True, None, None)
     if isinstance(ak, ec.EllipticCurvePublicKey):
-        return _AK(ak, False, None)
+        return _AK(ak, False, None, None)
     if isinstance(ak, bytes | bytearray):
         return _ak_from_bytes(bytes(ak))
-    raise UntrustedKey(f"an AK is a public key or a TPMT_PUBLIC, not {type(ak).__name__}")
+    raise UntrustedKey(f"an AK is a TPMT_PUBLIC or a public key, not {type(ak).__name__}")
+
+
+def _check_ak(
+    ak_public: AKPublic, policy: TrustPolicy, ak_certificate: Any
+) -> tuple[_AK, AKEvidence]:
+    """The AK and the evidence for it, or UntrustedKey: a bare key needs the policy's opt-in."""
+    ak = _resolve_ak(ak_public)
+    if ak.name is None and not policy.allow_unverified_ak:
+        raise UntrustedKey(
+            "the AK is a bare public key: its attributes cannot be checked and nothing shows a "
+            "TPM holds it; give its TPMT_PUBLIC (or opt in with allow_unverified_ak)"
+        )
+    if ak.name_alg == TPM_ALG_SHA1 and not policy.allow_sha1:
+        raise HashAlgorithmRefused("the AK's nameAlg SHA-1 is refused: allow_sha1 is off")
+    if not policy.trust_ak(ak.key):
+        raise UntrustedKey("the trust policy does not trust this attestation key")
+    evidence = policy.ak_evidence(ak.name, ak.key, ak_certificate)
+    if evidence is AKEvidence.UNVERIFIED and policy.require_hardware:
+        raise UntrustedKey(
+            "the policy requires hardware and nothing shows a TPM holds this AK "
+            "(not enrolled, no AK certificate)"
+        )
+    return ak, evidence
+
+
+def _check_nonce_size(nonce: object) -> bytes:
+    """The nonce as bytes, if it is at least MIN_NONCE long (NonceCheckFailed if not)."""
+    if not isinstance(nonce, bytes | bytearray | memoryview):
+        raise NonceCheckFailed(f"the nonce is bytes, not {type(nonce).__name__}")
+    nonce = bytes(nonce)
+    if len(nonce) < MIN_NONCE:
+        raise NonceCheckFailed(
+            f"the nonce is {len(nonce)} bytes; a verifier's nonce is at least {MIN_NONCE} "
+            "random bytes (an empty or short one lets old attestations be replayed)"
+        )
+    return nonce
 
 
 # --- the checks every attestation gets -----------------------------------------------------
@@ -243,14 +373,12 @@ _LAST: Final = 10
 
 
 def _signed_attest(
-    attest: bytes, signature: bytes, ak_public: AKPublic, policy: TrustPolicy
-) -> tuple[RawAttest, bytes, TPMTSignature, HashInfo, bool]:
+    attest: bytes, signature: bytes, ak_public: AKPublic, policy: TrustPolicy, ak_certificate: Any
+) -> tuple[RawAttest, bytes, TPMTSignature, HashInfo, bool, AKEvidence]:
     """Trust, hash, scheme and signature checks, then the strict parse and the software and
-    magic checks; returns the attestation's fields and bytes, its signature, the signing hash
-    and whether the software provider made it."""
-    ak = _resolve_ak(ak_public)
-    if not policy.trust_ak(ak.key):
-        raise UntrustedKey("the trust policy does not trust this attestation key")
+    magic checks; returns the attestation's fields and bytes, its signature, the signing hash,
+    whether the software provider made it and the evidence for the AK."""
+    ak, evidence = _check_ak(ak_public, policy, ak_certificate)
     try:
         sig = TPMTSignature.parse(signature)
     except InvalidData as exc:
@@ -299,11 +427,13 @@ def _signed_attest(
             "the software provider made this attestation (no TPM); the policy does not allow "
             "software"
         )
+    if software and policy.require_hardware:
+        raise SoftwareAttestationRefused("the policy requires hardware; software made this")
     if raw[_MAGIC] != TPM_GENERATED_VALUE:
         raise MagicCheckFailed(
             f"magic is 0x{raw[_MAGIC]:08x}, not TPM_GENERATED_VALUE 0x{TPM_GENERATED_VALUE:08x}"
         )
-    return raw, attest, sig, info, software
+    return raw, attest, sig, info, software, evidence
 
 
 def _check_type(raw: RawAttest, wanted: int, what: str) -> None:
@@ -314,6 +444,7 @@ def _check_type(raw: RawAttest, wanted: int, what: str) -> None:
 
 
 def _check_nonce(raw: RawAttest, nonce: bytes) -> None:
+    _check_nonce_size(nonce)
     if not hmac.compare_digest(raw[_EXTRA], bytes(nonce)):
         raise NonceCheckFailed("extraData is not the nonce: a replayed or another attestation")
 
@@ -330,9 +461,12 @@ class QuoteResult:
     nonce: bytes
     pcr_values: Mapping[str, Mapping[int, bytes]]
     pcr_digest: bytes
-    #: False for the software provider's quotes (accepted only under allow_software).
+    #: True only for a TPM's quote by an AK with evidence (enrolled or certified): never for
+    #: the software provider's quotes (allow_software) or an unverified AK.
     hardware_backed: bool
     checks: tuple[str, ...]
+    #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
+    ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
 
     @functools.cached_property
     def attest(self) -> TPMSAttest:
@@ -396,12 +530,16 @@ def verify_quote(
     pcrs: ExpectedPCRs,
     *,
     policy: TrustPolicy | None = None,
+    ak_certificate: x509.Certificate | bytes | None = None,
 ) -> QuoteResult:
-    """Verifies a TPM2_Quote against the AK, the nonce and the expected PCR values
-    ({bank: {PCR: value}}, e.g. {"sha256": {0: ..., 7: ...}}); raises the failed check's error."""
+    """Verifies a TPM2_Quote against the AK (its TPMT_PUBLIC), the nonce (at least 8 bytes) and
+    the expected PCR values ({bank: {PCR: value}}, e.g. {"sha256": {0: ..., 7: ...}}); raises
+    the failed check's error. ``ak_certificate`` is checked against the policy's AK CAs."""
     policy = policy or _DEFAULT_POLICY
     expected = _expected_pcrs(pcrs, policy)
-    raw, attest, sig, info, software = _signed_attest(attest, signature, ak_public, policy)
+    raw, attest, sig, info, software, evidence = _signed_attest(
+        attest, signature, ak_public, policy, ak_certificate
+    )
     _check_type(raw, TPM_ST_ATTEST_QUOTE, "a quote")
     _check_nonce(raw, nonce)
     selections = raw[_FIRST]
@@ -426,8 +564,9 @@ def verify_quote(
         nonce=bytes(nonce),
         pcr_values={b.info.name: b.values for b in expected.values()},
         pcr_digest=digest,
-        hardware_backed=not software,
+        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
         checks=_QUOTE_CHECKS,
+        ak_evidence=evidence,
     )
 
 
@@ -458,9 +597,12 @@ class CertifyResult:
     key_public: TPMTPublic
     key_name: bytes
     public_key: PublicKey
-    #: False for the software provider's certifications (accepted only under allow_software).
+    #: True only for a TPM's certification by an AK with evidence (enrolled or certified):
+    #: never for the software provider's (allow_software) or an unverified AK.
     hardware_backed: bool
     checks: tuple[str, ...]
+    #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
+    ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
 
 
 def verify_certify(
@@ -472,12 +614,16 @@ def verify_certify(
     *,
     policy: TrustPolicy | None = None,
     expected_key: PublicKey | None = None,
+    ak_certificate: x509.Certificate | bytes | None = None,
 ) -> CertifyResult:
-    """Verifies a TPM2_Certify of the key whose TPMT_PUBLIC is given: signed by the AK, over
-    the nonce, naming exactly that key, which must be a TPM-made, non-migratable, unrestricted
-    RSA-2048+ or P-256/384/521 key (and ``expected_key`` when given)."""
+    """Verifies a TPM2_Certify of the key whose TPMT_PUBLIC is given: signed by the AK (its
+    TPMT_PUBLIC), over the nonce (at least 8 bytes), naming exactly that key, which must be a
+    TPM-made, non-migratable, unrestricted RSA-2048+ or P-256/384/521 key (and
+    ``expected_key`` when given)."""
     policy = policy or _DEFAULT_POLICY
-    raw, attest, sig, _, software = _signed_attest(attest, signature, ak_public, policy)
+    raw, attest, sig, _, software, evidence = _signed_attest(
+        attest, signature, ak_public, policy, ak_certificate
+    )
     _check_type(raw, TPM_ST_ATTEST_CERTIFY, "a certification")
     try:
         key = TPMTPublic.parse(key_public_tpmt)
@@ -508,8 +654,9 @@ def verify_certify(
         key_public=key,
         key_name=name,
         public_key=public_key,
-        hardware_backed=not software,
+        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
         checks=(*_CERTIFY_CHECKS, "expected-key") if expected_key is not None else _CERTIFY_CHECKS,
+        ak_evidence=evidence,
     )
 
 
@@ -637,6 +784,7 @@ def _verify_ek_certificate(
     pool = (*anchors, *(_load_certificate(c) for c in intermediates))
     when = at or datetime.now(UTC)
     _check_certificate(leaf, when, "the EK certificate")
+    _check_end_entity(leaf, "the EK certificate")
     purposes = _extension(leaf, "2.5.29.37")
     if purposes is not None and _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
         raise CertificateCheckFailed(
@@ -647,9 +795,7 @@ def _verify_ek_certificate(
         if len(chain) > _MAX_CHAIN:
             raise CertificateCheckFailed(f"no trusted CA within {_MAX_CHAIN} certificates")
         chain.append(_issuer_of(chain[-1], pool, when, len(chain) - 1))
-    public_key = leaf.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise CertificateCheckFailed("the EK certificate's key is neither RSA nor elliptic-curve")
+    public_key = _strong_certified_key(leaf, "the EK certificate")
     if ek_public is not None and _spki(_resolve_ek(ek_public)) != _spki(public_key):
         raise CertificateCheckFailed("the certificate is for another key than this EK")
     manufacturer, model, version, spec = _tpm_identity(leaf)
@@ -671,11 +817,75 @@ def _verify_ek_certificate(
     )
 
 
+def _check_end_entity(cert: x509.Certificate, what: str) -> None:
+    """Refuses a CA certificate in a leaf's place: basicConstraints CA, keyCertSign or cRLSign."""
+    from cryptography import x509
+
+    constraints = _extension(cert, "2.5.29.19")
+    if isinstance(constraints, x509.BasicConstraints) and constraints.ca:
+        raise CertificateCheckFailed(f"{what} is a CA certificate, not an end-entity certificate")
+    usage = _extension(cert, "2.5.29.15")
+    if isinstance(usage, x509.KeyUsage) and (usage.key_cert_sign or usage.crl_sign):
+        raise CertificateCheckFailed(f"{what} may sign certificates: it is no end-entity's")
+
+
+def _strong_certified_key(cert: x509.Certificate, what: str) -> PublicKey:
+    """The certificate's key, if RSA-2048 or larger or on P-256, P-384 or P-521."""
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CertificateCheckFailed(f"{what}'s key is RSA-{key.key_size}, below RSA-2048")
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
+            raise CertificateCheckFailed(
+                f"{what}'s key is on {key.curve.name}, not P-256, P-384 or P-521"
+            )
+        return key
+    raise CertificateCheckFailed(f"{what}'s key is neither RSA nor elliptic-curve")
+
+
+def verify_ak_certificate(
+    certificate: x509.Certificate | bytes,
+    ak_public: PublicKey,
+    ca_certs: Iterable[x509.Certificate | bytes],
+    *,
+    intermediates: Iterable[x509.Certificate | bytes] = (),
+    at: datetime | None = None,
+) -> tuple[x509.Certificate, ...]:
+    """Checks an AK certificate: an end-entity certificate for exactly this AK's key, in date,
+    chaining to one of the CA certificates; returns the chain (leaf first) or raises
+    CertificateCheckFailed."""
+    from cryptography import x509
+
+    try:
+        leaf = _load_certificate(certificate)
+        anchors = tuple(_load_certificate(c) for c in ca_certs)
+        if not anchors:
+            raise CertificateCheckFailed("no CA certificates to check the AK certificate against")
+        pool = (*anchors, *(_load_certificate(c) for c in intermediates))
+        when = at or datetime.now(UTC)
+        _check_certificate(leaf, when, "the AK certificate")
+        _check_end_entity(leaf, "the AK certificate")
+        if _spki(_strong_certified_key(leaf, "the AK certificate")) != _spki(ak_public):
+            raise CertificateCheckFailed("the AK certificate is for another key than this AK")
+        chain = [leaf]
+        while chain[-1] not in anchors or len(chain) == 1:
+            if len(chain) > _MAX_CHAIN:
+                raise CertificateCheckFailed(f"no trusted CA within {_MAX_CHAIN} certificates")
+            chain.append(_issuer_of(chain[-1], pool, when, len(chain) - 1))
+    except (ValueError, TypeError, _PycaUnsupported, x509.DuplicateExtension) as exc:
+        raise CertificateCheckFailed(f"a certificate does not parse ({exc})") from exc
+    return tuple(chain)
+
+
 def _resolve_ek(ek: AKPublic) -> PublicKey:
     if isinstance(ek, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         return ek
     try:
-        public = TPMTPublic.parse(bytes(ek)) if isinstance(ek, bytes | bytearray) else ek
+        public = (
+            TPMTPublic.parse(_tpmt_bytes(bytes(ek))) if isinstance(ek, bytes | bytearray) else ek
+        )
         return public.public_key()
     except InvalidData as exc:
         raise CertificateCheckFailed(f"the EK's {exc}") from exc

@@ -7,16 +7,20 @@ entra_keys (and pyca ``cryptography``), so join-agent authors can run a whole jo
     blob, secret = service.enrollment_challenge(ek, ak.tpm_public)     # AK enrollment
     service.finish_enrollment(ak.tpm_public, provider.activate_credential(ak, ek, blob, secret))
     reply = service.register(join_request_body)                         # device certificate
+    nonce = service.issue_prt_nonce()                                   # srv_challenge
     prt = service.issue_prt(device_signed_jwt)                          # session_key_jwe
 
-It keeps everything in memory, trusts only what it was given, and never talks to a network.
+It keeps everything in memory, trusts only what it checked itself and never talks to a network.
+Whether an AK is hardware is decided here: by the EK certificate it verified against its CAs,
+bound to the EK public the credential was made for, never by a client's ``hardware_backed``.
+Every malformed request is an ``InvalidData`` (or a more specific entra_keys error).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
-import hmac
 import json
 import os
 import uuid
@@ -30,12 +34,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from .. import formats
-from ..attestation.credential import make_credential
+from ..attestation.enrollment import AKEnrollment, EnrolledAK
 from ..attestation.software import certification_from_json
 from ..attestation.structures import TPMTPublic
-from ..attestation.verifier import TrustPolicy, verify_certify, verify_ek_certificate
-from ..errors import AttestationError, InvalidData, InvalidSignature
-from ..provider import EndorsementKey
+from ..attestation.verifier import TrustPolicy, _tpmt_bytes, verify_certify
+from ..errors import AttestationError, EntraKeysError, InvalidData, InvalidSignature
 from .token_service import TokenService
 
 __all__ = ["DeviceRecord", "RegistrationService"]
@@ -82,39 +85,67 @@ class RegistrationService:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .sign(self._ca_key, hashes.SHA256())
         )
-        self._challenges: dict[bytes, tuple[bytes, bool]] = {}
+        self._pending: dict[bytes, list[AKEnrollment]] = {}
         self._nonces: set[bytes] = set()
-        self._enrolled: dict[bytes, bool] = {}
+        self._prt_nonces: set[str] = set()
+        self._enrolled: dict[bytes, EnrolledAK] = {}
         self.devices: dict[str, DeviceRecord] = {}
+
+    def _policy(self, enrolled: Sequence[EnrolledAK] = ()) -> TrustPolicy:
+        return TrustPolicy(
+            allow_software=self.allow_software,
+            ek_ca_certificates=self.ek_ca_certificates,
+            enrolled_aks=[e for e in enrolled if e.hardware_backed],
+        )
 
     # -- AK enrollment ------------------------------------------------------------------------
 
-    def enrollment_challenge(self, ek: EndorsementKey, ak_public: bytes) -> tuple[bytes, bytes]:
-        """Check the EK (its certificate chain, for hardware) and bind a secret to it and the
-        AK's name with MakeCredential; returns (credential blob, encrypted secret)."""
-        if ek.hardware_backed:
-            if ek.certificate is None:
-                raise AttestationError("the EK has no certificate to check")
-            verify_ek_certificate(ek.certificate, self.ek_ca_certificates)
-        elif not self.allow_software:
-            raise AttestationError("a software EK is not accepted by this service")
-        ak = TPMTPublic.parse(ak_public)
-        secret = os.urandom(32)
-        blob, encrypted = make_credential(TPMTPublic.parse(ek.public), ak.name(), secret)
-        self._challenges[ak.name()] = (secret, ek.hardware_backed)
-        return blob, encrypted
+    def enrollment_challenge(self, ek: Any, ak_public: bytes) -> tuple[bytes, bytes]:
+        """Check the EK (its certificate chains to the CAs and is for exactly this EK public)
+        and the AK (a restricted signing key made in a TPM), then bind a secret to both with
+        MakeCredential; returns (credential blob, encrypted secret)."""
+        try:
+            ek_public, ek_certificate = ek.public, ek.certificate
+        except AttributeError as exc:
+            raise InvalidData("an EK is given with .public and .certificate") from exc
+        if ek_certificate is not None and not isinstance(ek_certificate, bytes):
+            raise InvalidData("the EK certificate is DER bytes or None")
+        enrollment = AKEnrollment(ak_public, ek_public, ek_certificate, policy=self._policy())
+        self._check_replacement(enrollment)
+        pending = self._pending.setdefault(enrollment.ak_name, [])
+        del pending[:-7]  # a handful of open challenges per AK name, not an unbounded list
+        pending.append(enrollment)
+        return enrollment.credential_blob, enrollment.encrypted_secret
+
+    def _check_replacement(self, enrollment: AKEnrollment) -> None:
+        """An AK name enrolled once stays bound to its EK, and a hardware one stays hardware."""
+        existing = self._enrolled.get(enrollment.ak_name)
+        if existing is None:
+            return
+        if existing.ek_public != enrollment.ek.to_bytes():
+            raise AttestationError("this AK is already enrolled with another EK")
+        if existing.hardware_backed and not enrollment.hardware_backed:
+            raise AttestationError("this AK is enrolled as hardware: a software EK cannot replace")
 
     def finish_enrollment(self, ak_public: bytes, answer: bytes) -> None:
-        """Accept the AK when the device recovered the secret (only its TPM could)."""
-        name = TPMTPublic.parse(ak_public).name()
-        secret, hardware = self._challenges.pop(name, (b"", False))
-        if not secret or not hmac.compare_digest(secret, answer):
-            raise AttestationError("the AK enrollment answer is wrong")
-        self._enrolled[name] = hardware
+        """Accept the AK when the device recovered the secret (only its TPM could); a wrong
+        answer spends every open challenge for that AK."""
+        name = _ak_name(ak_public)
+        pending = self._pending.pop(name, [])
+        for enrollment in pending:
+            if enrollment.matches(answer):
+                self._check_replacement(enrollment)
+                self._enrolled[name] = enrollment.finish(answer)
+                return
+        raise AttestationError("the AK enrollment answer is wrong (or there was no challenge)")
 
     def ak_enrolled(self, ak_public: bytes) -> bool:
         """True once the AK passed enrollment."""
-        return TPMTPublic.parse(ak_public).name() in self._enrolled
+        return _ak_name(ak_public) in self._enrolled
+
+    def enrolled_ak(self, ak_public: bytes) -> EnrolledAK | None:
+        """The enrollment record of this AK (its EK and whether that EK is hardware), if any."""
+        return self._enrolled.get(_ak_name(ak_public))
 
     # -- registration -------------------------------------------------------------------------
 
@@ -127,23 +158,32 @@ class RegistrationService:
     def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Handle a join request (REFERENCE §1.2): check the CSR, the transport key and the key
         attestations, then issue the device certificate; its subject CN is the device id."""
+        fields = _Fields(body, "the join request")
+        request = _Fields(fields.get("CertificateRequest", Mapping), "CertificateRequest")
+        if request.get("Type", str) != "pkcs10":
+            raise InvalidData(f"CertificateRequest type {request.get('Type', str)!r}")
         try:
-            request = body["CertificateRequest"]
-            if request["Type"] != "pkcs10":
-                raise InvalidData(f"CertificateRequest type {request['Type']!r}")
-            csr = x509.load_der_x509_csr(base64.b64decode(request["Data"], validate=True))
-            transport = formats.public_key_from_bcrypt(
-                base64.b64decode(body["TransportKey"], validate=True)
-            )
-            join_type = _JOIN_TYPES[int(body["JoinType"])]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidData(f"malformed join request ({exc!r})") from exc
-        if not csr.is_signature_valid:
+            csr = x509.load_der_x509_csr(request.b64("Data"))
+        except ValueError as exc:
+            raise InvalidData(f"CertificateRequest.Data is not a DER CSR ({exc})") from exc
+        transport = formats.public_key_from_bcrypt(fields.b64("TransportKey"))
+        join_type_value = fields.get("JoinType", int)
+        if join_type_value not in _JOIN_TYPES:
+            raise InvalidData(f"JoinType {join_type_value!r} is not 0, 4 or 6")
+        join_type = _JOIN_TYPES[join_type_value]
+        try:
+            signed = csr.is_signature_valid
+            subject = csr.subject.rfc4514_string()
+            device_key = csr.public_key()
+        except (ValueError, TypeError) as exc:
+            raise InvalidData(f"the certificate request does not parse ({exc})") from exc
+        if not signed:
             raise InvalidSignature("the certificate request is not signed by its key")
-        if csr.subject.rfc4514_string() != formats.REGISTRATION_SUBJECT:
-            raise InvalidData(f"unexpected request subject {csr.subject.rfc4514_string()}")
-        device_key = csr.public_key()
-        attested = self._check_attestation(body.get("Attestation"), device_key, transport)
+        if subject != formats.REGISTRATION_SUBJECT:
+            raise InvalidData(f"unexpected request subject {subject}")
+        if not isinstance(device_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise InvalidData("the certificate request's key is neither RSA nor elliptic-curve")
+        attested = self._check_attestation(fields.optional("Attestation"), device_key, transport)
         device_id = str(uuid.uuid4())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -168,60 +208,85 @@ class RegistrationService:
     def _check_attestation(
         self,
         attestation: Any,
-        device_key: Any,
+        device_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
         transport: rsa.RSAPublicKey,
     ) -> bool:
-        """Both keys certified by an enrolled AK, each certification naming exactly that key."""
+        """Both keys certified by an enrolled AK, checked against the TPMT_PUBLIC recorded at
+        enrollment, each certification naming exactly that key over a nonce issued here."""
         if attestation is None:
             if self.require_attestation:
                 raise AttestationError("the join request carries no key attestation")
             return False
-        ak_public = base64.b64decode(attestation["AkPublic"])
-        ak_name = TPMTPublic.parse(ak_public).name()
-        if ak_name not in self._enrolled:
+        fields = _Fields(attestation, "Attestation")
+        record = self._enrolled.get(_ak_name(fields.b64("AkPublic")))
+        if record is None:
             raise AttestationError("the attestation key is not enrolled")
-        hardware = self._enrolled[ak_name]
-        policy = TrustPolicy(allow_software=self.allow_software and not hardware)
-        ak_key = TPMTPublic.parse(ak_public).public_key()
+        policy = self._policy([record])
+        hardware = True
         for field_name, expected in (("DeviceKey", device_key), ("TransportKey", transport)):
-            certification = certification_from_json(attestation[field_name])
+            certification = certification_from_json(fields.get(field_name, (str, Mapping)))
             if certification.nonce not in self._nonces:
                 raise AttestationError(f"the {field_name} certification's nonce was not issued")
             self._nonces.discard(certification.nonce)  # one use: no replay
-            verify_certify(
+            result = verify_certify(
                 certification.attest,
                 certification.signature,
-                ak_key,
+                record.ak_public,  # the enrolled TPMT_PUBLIC, never a key the client sends
                 certification.key_public,
                 certification.nonce,
                 policy=policy,
                 expected_key=expected,
             )
+            hardware = hardware and result.hardware_backed
         return hardware
+
+    def issue_prt_nonce(self) -> str:
+        """A fresh nonce (``grant_type=srv_challenge``) for one PRT request; spent on use."""
+        nonce = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+        self._prt_nonces.add(nonce)
+        return nonce
 
     # -- the PRT ------------------------------------------------------------------------------
 
     def issue_prt(self, token: str) -> dict[str, Any]:
         """Check a PRT request signed by the device key (RS256, ``x5c`` the device certificate
-        this service issued, ``kdf_ver`` 2) and answer with a refresh token and the session key
+        this service issued, ``kdf_ver`` 2, ``request_nonce`` exactly a nonce from
+        ``issue_prt_nonce``, spent here) and answer with a refresh token and the session key
         encrypted to the device's transport key."""
-        header = _jws_header(token)
+        if not isinstance(token, str):
+            raise InvalidData(f"the request token is a string, not {type(token).__name__}")
+        header = _Fields(_jws_header(token), "the request token's header")
+        x5c = header.get("x5c", (str, list))
+        if isinstance(x5c, list):  # Himmelblau sends an array, roadlib a string
+            if not x5c or not isinstance(x5c[0], str):
+                raise InvalidData("the request's x5c array holds no certificate")
+            x5c = x5c[0]
         try:
-            cert = x509.load_der_x509_certificate(base64.b64decode(header["x5c"], validate=True))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidData(f"the request's x5c is not a certificate ({exc!r})") from exc
-        device_id = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-        record = self.devices.get(str(device_id))
+            cert = x509.load_der_x509_certificate(_b64(x5c, "x5c"))
+            names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        except ValueError as exc:
+            raise InvalidData(f"the request's x5c is not a certificate ({exc})") from exc
+        if not names:
+            raise InvalidData("the request's certificate has no subject CN (no device id)")
+        record = self.devices.get(str(names[0].value))
         if record is None or record.certificate != cert:
             raise InvalidSignature("the request's certificate was not issued by this service")
-        if header.get("kdf_ver") != 2:
+        if header.optional("kdf_ver") != 2:
             raise InvalidData("the request does not ask for KDF version 2")
         device_key = cert.public_key()
         if not isinstance(device_key, rsa.RSAPublicKey):
             raise InvalidData("the device certificate's key is not RSA")
         _, payload = formats.jws_verify(token, device_key, ["RS256"])
-        if b"request_nonce" not in payload:
-            raise InvalidData("the request carries no request_nonce")
+        try:
+            claims = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidData(f"the request's claims are not JSON ({exc})") from exc
+        nonce = _Fields(claims, "the request's claims").get("request_nonce", str)
+        if nonce not in self._prt_nonces:
+            raise InvalidData(
+                "the request_nonce was not issued by this service, or was already used"
+            )
+        self._prt_nonces.discard(nonce)  # one use: a replayed request is refused
         return {
             "token_type": "Bearer",
             "refresh_token": base64.urlsafe_b64encode(os.urandom(48)).decode(),
@@ -233,11 +298,50 @@ class RegistrationService:
         return self.devices[device_id].token_service
 
 
-def _jws_header(token: str) -> dict[str, Any]:
+def _jws_header(token: str) -> Any:
     try:
-        header = json.loads(formats.b64url_decode(token.split(".")[0]))
-    except ValueError as exc:
+        return json.loads(formats.b64url_decode(token.split(".")[0]))
+    except (ValueError, EntraKeysError) as exc:
         raise InvalidData(f"malformed request token ({exc})") from exc
-    if not isinstance(header, dict):
-        raise InvalidData("the request token's header is not an object")
-    return header
+
+
+def _b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidData(f"{what} is not base64 ({exc})") from exc
+
+
+def _ak_name(ak_public: bytes) -> bytes:
+    """The AK's name from its TPMT_PUBLIC (or TPM2B_PUBLIC); InvalidData when it is neither."""
+    if not isinstance(ak_public, bytes | bytearray):
+        raise InvalidData(f"an AK public area is bytes, not {type(ak_public).__name__}")
+    return TPMTPublic.parse(_tpmt_bytes(bytes(ak_public))).name()
+
+
+class _Fields:
+    """A JSON object of a request, read with typed errors: a missing member or one of the wrong
+    type is an InvalidData that names it, never a KeyError or TypeError."""
+
+    def __init__(self, value: Any, what: str) -> None:
+        if not isinstance(value, Mapping):
+            raise InvalidData(f"{what} is not a JSON object")
+        self._value = value
+        self._what = what
+
+    def optional(self, name: str) -> Any:
+        return self._value.get(name)
+
+    def get(self, name: str, kind: type | tuple[type, ...]) -> Any:
+        if name not in self._value:
+            raise InvalidData(f"{self._what} has no {name}")
+        value = self._value[name]
+        bad_bool = isinstance(value, bool) and kind is int  # JSON true is no JoinType
+        if bad_bool or not isinstance(value, kind):
+            raise InvalidData(
+                f"{self._what}'s {name} is of the wrong type ({type(value).__name__})"
+            )
+        return value
+
+    def b64(self, name: str) -> bytes:
+        return _b64(self.get(name, str), f"{self._what}'s {name}")
