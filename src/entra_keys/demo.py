@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from . import formats
-from .attestation.software import certification_to_json
+from .attestation.records import certification_to_json
 from .attestation.verifier import verify_ek_certificate
 from .errors import EntraKeysError
 from .keystore import KeyStore

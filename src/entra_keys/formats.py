@@ -16,15 +16,17 @@ import json
 import re
 import struct
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from .errors import InvalidData, InvalidSignature, UnsupportedAlgorithm
+
+if TYPE_CHECKING:  # cryptography.x509 costs ~40 ms to import: only the CSR functions load it
+    from cryptography import x509
 
 __all__ = [
     "REGISTRATION_SUBJECT",
@@ -346,6 +348,8 @@ def public_key_from_bcrypt(blob: bytes) -> rsa.RSAPublicKey:
 
 def parse_subject(subject: str) -> x509.Name:
     """Parses an RFC 4514 name such as "CN=foo,O=bar"; InvalidData when it does not parse."""
+    from cryptography import x509
+
     try:
         name = x509.Name.from_rfc4514_string(subject)
     except ValueError as exc:
@@ -360,6 +364,8 @@ def build_csr(
     key: PrivateKey, subject: str | x509.Name = REGISTRATION_SUBJECT
 ) -> x509.CertificateSigningRequest:
     """A PKCS#10 request signed by the key with SHA-256 (PKCS#1 v1.5 for RSA, ECDSA for EC)."""
+    from cryptography import x509
+
     name = subject if isinstance(subject, x509.Name) else parse_subject(subject)
     builder = x509.CertificateSigningRequestBuilder().subject_name(name)
     return builder.sign(_private(key), hashes.SHA256())

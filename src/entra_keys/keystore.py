@@ -43,6 +43,7 @@ from .errors import (
     WrongProvider,
 )
 from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
+from .tpm_model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL
 
 __all__ = ["KeyInfo", "KeyStore", "default_store_path"]
 
@@ -56,15 +57,6 @@ _MAX_JOIN_STATE = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_TPM_LABEL = "TSS2 PRIVATE KEY"
-_KIND_BY_LABEL = {
-    _TPM_LABEL: "tpm",
-    "PRIVATE KEY": "software",
-    "ENCRYPTED PRIVATE KEY": "software",
-    "ENTRA SESSION KEY": "software",
-    "ENTRA ENCRYPTED SESSION KEY": "software",
-}
-_ENCRYPTED_LABELS = {"ENCRYPTED PRIVATE KEY", "ENTRA ENCRYPTED SESSION KEY"}
 
 
 def default_store_path() -> Path:
@@ -555,7 +547,7 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     if begin is None:
         raise KeyFileCorrupt(f"key {name!r}: {path} holds no PEM key", name)
     label = begin.group(1).decode()
-    kind = _KIND_BY_LABEL.get(label)
+    kind = KIND_BY_PEM_LABEL.get(label)
     if kind is None:
         raise KeyFileCorrupt(f"key {name!r}: a {label!r} is not a key file entra_keys writes", name)
     end = data.find(f"-----END {label}-----".encode(), begin.end())
@@ -582,6 +574,6 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         usage=usage,
         kind=kind,
         hardware_backed=kind == "tpm" and _made_in_tpm(data[begin.end() : end], usage),
-        encrypted=label in _ENCRYPTED_LABELS,
+        encrypted=label in ENCRYPTED_PEM_LABELS,
         path=path,
     )

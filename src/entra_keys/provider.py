@@ -4,6 +4,10 @@ A provider makes and loads keys; a key is a ``cryptography`` private key (``RSAP
 ``EllipticCurvePrivateKey``) that also says what it is (``key_type``, ``usage``) and whether it
 lives in hardware (``hardware_backed``). The argument checks that decide what a key accepts live
 here, once, so that both providers accept and refuse exactly the same calls.
+
+What a key is (``KeyType``, ``KeyUsage``, the nonce limits) comes from ``tpm_model``, and what a
+provider hands out for attestation (``Quote``, ``Certification``, ``EndorsementKey``) from
+``attestation.records``; both are re-exported here, where callers have always found them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
+from .attestation.records import Certification, EndorsementKey, Quote
 from .errors import AttestationError, KeyUsageError, UnsupportedAlgorithm
+from .tpm_model import MAX_NONCE, MIN_NONCE, KeyType, KeyUsage
 
 __all__ = [
     "MAX_NONCE",
@@ -42,71 +48,6 @@ __all__ = [
     "check_creatable",
     "check_nonce",
 ]
-
-
-class KeyType(enum.Enum):
-    """The key types entra_keys creates: RSA 2048/3072 and NIST P-256/P-384."""
-
-    RSA2048 = "rsa2048"
-    RSA3072 = "rsa3072"
-    ECC256 = "ecc256"
-    ECC384 = "ecc384"
-    #: The PRT session key (imported, never created): HMAC-SHA256 with a 32-byte key.
-    HMAC_SHA256 = "hmac-sha256"
-
-    @classmethod
-    def asymmetric(cls) -> tuple[KeyType, ...]:
-        """The key types ``create_key`` makes (all but the session key's)."""
-        return tuple(t for t in cls if t is not cls.HMAC_SHA256)
-
-    @property
-    def is_rsa(self) -> bool:
-        """True for the RSA types."""
-        return self in (KeyType.RSA2048, KeyType.RSA3072)
-
-    @property
-    def bits(self) -> int:
-        """The RSA modulus size or the curve size in bits."""
-        return _BITS[self]
-
-    @property
-    def curve(self) -> ec.EllipticCurve:
-        """The curve of an ECC type; UnsupportedAlgorithm for RSA."""
-        if self is KeyType.ECC256:
-            return ec.SECP256R1()
-        if self is KeyType.ECC384:
-            return ec.SECP384R1()
-        raise UnsupportedAlgorithm(f"{self.value} is not an elliptic-curve key type")
-
-    @classmethod
-    def of(cls, key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> KeyType:
-        """The type of a public key; UnsupportedAlgorithm for sizes and curves not offered."""
-        if isinstance(key, rsa.RSAPublicKey):
-            found = {2048: cls.RSA2048, 3072: cls.RSA3072}.get(key.key_size)
-            if found is not None and key.public_numbers().e == 65537:
-                return found
-            raise UnsupportedAlgorithm(f"RSA-{key.key_size} with e={key.public_numbers().e}")
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            found = {"secp256r1": cls.ECC256, "secp384r1": cls.ECC384}.get(key.curve.name)
-            if found is not None:
-                return found
-            raise UnsupportedAlgorithm(f"curve {key.curve.name}")
-        raise UnsupportedAlgorithm(f"key type {type(key).__name__}")
-
-
-_BITS = {
-    KeyType.RSA2048: 2048,
-    KeyType.RSA3072: 3072,
-    KeyType.ECC256: 256,
-    KeyType.ECC384: 384,
-    KeyType.HMAC_SHA256: 256,
-}
-
-
-#: The largest qualifying data (nonce) a TPM takes: its largest digest (SHA-256 here).
-MAX_NONCE = 32
-#: The shortest nonce both providers take (the verifier's own minimum, too).
-MIN_NONCE = 8
 
 
 def check_nonce(nonce: bytes) -> None:
@@ -130,18 +71,6 @@ def check_creatable(key_type: KeyType, usage: KeyUsage) -> None:
         raise UnsupportedAlgorithm("elliptic-curve keys sign; decryption keys are RSA")
     if usage is KeyUsage.ATTEST and key_type not in (KeyType.RSA2048, KeyType.ECC256):
         raise UnsupportedAlgorithm("attestation keys are RSA-2048 or ECC P-256")
-
-
-class KeyUsage(enum.Enum):
-    """What a key is for: a device key signs, a transport key decrypts, an AK attests."""
-
-    SIGN = "sign"
-    DECRYPT = "decrypt"
-    #: The PRT session key: an HMAC-SHA256 key that only derives per-request keys.
-    DERIVE = "derive"
-    #: A restricted signing key (attestation key): it signs only what the TPM itself produced
-    #: (quotes, key certifications), never caller-given data.
-    ATTEST = "attest"
 
 
 class SignatureScheme(enum.Enum):
@@ -169,41 +98,6 @@ class ProviderInfo:
     spec_version: str | None = None
     tcti: str | None = None
     storage_key: str | None = None
-
-
-@dataclass(frozen=True)
-class EndorsementKey:
-    """An endorsement key's public area (TPMT_PUBLIC) and its certificate from NV, if any."""
-
-    key_type: KeyType
-    public: bytes
-    certificate: bytes | None
-    nv_index: int | None
-    handle: int | None
-    hardware_backed: bool
-
-
-@dataclass(frozen=True)
-class Quote:
-    """A signed PCR quote: the exact TPMS_ATTEST and TPMT_SIGNATURE bytes, and the PCR values."""
-
-    attest: bytes
-    signature: bytes
-    pcr_bank: str
-    pcr_values: dict[int, bytes]
-    nonce: bytes
-    hardware_backed: bool
-
-
-@dataclass(frozen=True)
-class Certification:
-    """A key certified by an AK (TPM2_Certify): TPMS_ATTEST, TPMT_SIGNATURE, its TPMT_PUBLIC."""
-
-    attest: bytes
-    signature: bytes
-    key_public: bytes
-    nonce: bytes
-    hardware_backed: bool
 
 
 class SessionKey(abc.ABC):

@@ -45,6 +45,7 @@ from ..provider import (
     check_creatable,
     check_nonce,
 )
+from ..tpm_model import PEM_LABEL_ENCRYPTED_SESSION_KEY, PEM_LABEL_SESSION_KEY, PEM_LABELS
 
 __all__ = ["SoftwareECKey", "SoftwareProvider", "SoftwareRSAKey", "SoftwareSessionKey"]
 
@@ -225,8 +226,6 @@ class SoftwareSessionKey(SessionKey):
 
 
 SESSION_KEY_BYTES = 32
-_SESSION_LABEL = "ENTRA SESSION KEY"
-_ENCRYPTED_SESSION_LABEL = "ENTRA ENCRYPTED SESSION KEY"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 
 
@@ -282,9 +281,7 @@ class SoftwareProvider(Provider):
 
     kind: ClassVar[str] = "software"
     hardware_backed: ClassVar[bool] = False
-    pem_labels: ClassVar[frozenset[str]] = frozenset(
-        {"PRIVATE KEY", "ENCRYPTED PRIVATE KEY", _SESSION_LABEL, _ENCRYPTED_SESSION_LABEL}
-    )
+    pem_labels: ClassVar[frozenset[str]] = PEM_LABELS["software"]
 
     def __init__(self) -> None:
         self._ek: rsa.RSAPrivateKey | None = None
@@ -430,27 +427,27 @@ class SoftwareProvider(Provider):
         if not isinstance(key, SoftwareSessionKey):
             raise UnsupportedAlgorithm("only software session keys can be stored by this provider")
         if not passphrase:
-            return _pem(_SESSION_LABEL, _der_octets(key._key_bytes()))
+            return _pem(PEM_LABEL_SESSION_KEY, _der_octets(key._key_bytes()))
         salt, nonce = os.urandom(16), os.urandom(12)
         sealed = _session_kek(passphrase, salt).encrypt(
-            nonce, key._key_bytes(), _ENCRYPTED_SESSION_LABEL.encode()
+            nonce, key._key_bytes(), PEM_LABEL_ENCRYPTED_SESSION_KEY.encode()
         )
-        return _pem(_ENCRYPTED_SESSION_LABEL, _der_octets(salt, nonce, sealed))
+        return _pem(PEM_LABEL_ENCRYPTED_SESSION_KEY, _der_octets(salt, nonce, sealed))
 
     def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
         """Loads a stored session key; a missing or wrong passphrase is WrongPassphrase."""
         label, der = _unpem(data)
         version, parts = _der_octets_parse(der)
-        if label == _SESSION_LABEL and version == 0 and len(parts) == 1:
+        if label == PEM_LABEL_SESSION_KEY and version == 0 and len(parts) == 1:
             return SoftwareSessionKey(parts[0])
-        if label != _ENCRYPTED_SESSION_LABEL or version != 1 or len(parts) != 3:
+        if label != PEM_LABEL_ENCRYPTED_SESSION_KEY or version != 1 or len(parts) != 3:
             raise KeyFileCorrupt(f"not a software session key ({label})")
         if not passphrase:
             raise WrongPassphrase("the session key is encrypted and no passphrase was given")
         salt, nonce, sealed = parts
         try:
             secret = _session_kek(passphrase, salt).decrypt(
-                nonce, sealed, _ENCRYPTED_SESSION_LABEL.encode()
+                nonce, sealed, PEM_LABEL_ENCRYPTED_SESSION_KEY.encode()
             )
         except InvalidTag as exc:
             raise WrongPassphrase("the passphrase is wrong or the session key is damaged") from exc

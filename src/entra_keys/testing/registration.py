@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from .. import formats
 from ..attestation.enrollment import AKEnrollment, EnrolledAK
-from ..attestation.software import certification_from_json
+from ..attestation.records import certification_from_json
 from ..attestation.structures import TPMTPublic
 from ..attestation.verifier import TrustPolicy, _tpmt_bytes, verify_certify
 from ..errors import AttestationError, EntraKeysError, InvalidData, InvalidSignature

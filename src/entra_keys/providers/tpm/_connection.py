@@ -1,0 +1,295 @@
+"""One ESAPI connection to a TPM: its lock, its watchdog, the storage key and auth sessions.
+
+ESAPI is not thread-safe: every call goes through ``Connection.command``, which holds the
+connection's lock and translates ``TSS2_Exception`` (``_errors``). After an I/O failure the
+connection closes itself, so that later calls fail fast as unreachable.
+
+What the key classes and the provider use, and nothing else: ``tss`` (the tpm2_pytss module),
+``tcti``, ``lock``, ``command()``, ``load()`` (with ``object_memory_wait``), ``flush()``,
+``hmac_session()``, ``signer``, ``storage_key``, ``storage_parent``, ``storage_owned``,
+``closed`` and ``close()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ... import tpm_model
+from ...errors import HardwareUnavailable, TPMAuthFailure, TPMError, TPMLockout, TPMUnreachable
+from . import _errors
+from ._signing import Signer
+from ._templates import storage_template
+
+__all__ = ["SRK_HANDLE", "Connection", "import_pytss"]
+
+log = logging.getLogger(__name__)
+
+#: Where a provisioned storage root key lives (TCG Provisioning Guidance).
+SRK_HANDLE = tpm_model.SRK_HANDLE_RSA
+
+
+def import_pytss() -> Any:
+    """The tpm2_pytss module, imported on first use; HardwareUnavailable where it cannot be."""
+    # libtss2 logs every TPM error to stderr; the library raises them instead. TSS2_LOG, when
+    # set, still wins (e.g. TSS2_LOG=esys+debug to see what crosses the interface).
+    os.environ.setdefault("TSS2_LOG", "all+NONE")
+    try:
+        import tpm2_pytss
+        import tpm2_pytss.tsskey
+    except ImportError as exc:
+        raise HardwareUnavailable(
+            f"tpm2-pytss is not usable ({exc}): install entra_keys[tpm] and libtss2"
+        ) from exc
+    return tpm2_pytss
+
+
+def _inner_tcti(tcti: str) -> str:
+    """The TCTI under wrappers such as ``pcap:swtpm:path=...`` (the one that does the I/O)."""
+    while tcti.startswith("pcap:"):
+        tcti = tcti[len("pcap:") :]
+    return tcti
+
+
+class _Watchdog:
+    """Ends a simulator command that waits longer than the timeout, by shutting down the
+    socket it waits on: the TSS's one-call API waits without limit, and a stopped swtpm would
+    hang the caller. (/dev/tpmrm0 is bounded by the kernel driver's own timeouts.)
+
+    Limits: it runs for swtpm and mssim TCTIs only. It does not know the TCTI's socket: it
+    walks /proc/self/fd (Linux only) and shuts down every socket of this process whose peer is
+    the TCTI's ``path=``, or whose TCP peer port is ``port=`` or the one after it (2321/2322
+    when none is named), whatever the host: another connection of this process to such a peer
+    is cut too. It polls every quarter of the timeout (at most every 0.5 s), so a command fails
+    up to that much after the timeout. Once it fired, the connection is dropped.
+    """
+
+    def __init__(self, tcti: str, timeout: float) -> None:
+        self.timeout = timeout
+        self.started: float | None = None
+        self.fired = False
+        conf = tcti.partition(":")[2]
+        options = dict(part.partition("=")[::2] for part in conf.split(",") if part)
+        self._path = options.get("path")  # swtpm on a unix socket
+        port = options.get("port", "2321")  # swtpm or mssim over TCP (command port, +1 platform)
+        self._port = int(port) if port.isdigit() else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="entra-keys-tpm-watchdog")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(self.timeout / 4, 0.5)):
+            started = self.started
+            if started is not None and time.monotonic() - started > self.timeout:
+                self.fired = True
+                self._shutdown_sockets()
+
+    def _shutdown_sockets(self) -> None:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if not stat.S_ISSOCK(os.fstat(int(fd)).st_mode):
+                    continue
+                sock = socket.socket(fileno=os.dup(int(fd)))
+            except OSError:
+                continue
+            with sock:
+                try:
+                    peer = sock.getpeername()
+                except OSError:
+                    continue
+                ours = (
+                    peer == self._path
+                    if isinstance(peer, str)
+                    else (
+                        isinstance(peer, tuple) and peer[1] in (self._port, (self._port or 0) + 1)
+                    )
+                )
+                if ours:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Connection:
+    """An ESAPI context on one TCTI, serialized by a lock, with the storage key opened.
+
+    The storage key is the persistent SRK at ``SRK_HANDLE`` where provisioned, else the TCG
+    key-file parent created once as a primary in the owner hierarchy (flushed on close).
+    """
+
+    #: Seconds a load waits for a free object slot held by another process.
+    OBJECT_MEMORY_WAIT = 2.0
+
+    def __init__(self, tss: Any, tcti: str, *, timeout: float) -> None:
+        self.tss = tss
+        self.tcti = tcti
+        self.lock = threading.RLock()
+        self.object_memory_wait = self.OBJECT_MEMORY_WAIT
+        self.storage_key: Any = None
+        self.storage_parent = tpm_model.TPM_RH_OWNER
+        self.storage_owned = False
+        self._esys: Any = None
+        self._watchdog: _Watchdog | None = None
+        try:
+            self._esys = tss.ESAPI(tcti)
+        except tss.TSS2_Exception as exc:
+            raise _errors.open_failed(exc, tcti) from exc
+        simulator = _inner_tcti(tcti).partition(":")[0] in ("swtpm", "mssim")
+        if simulator and timeout > 0:
+            self._watchdog = _Watchdog(_inner_tcti(tcti), timeout)
+        self.signer = Signer(tss)
+        try:
+            self._open_storage_key()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, or dropped after an I/O failure."""
+        return self._esys is None
+
+    @contextlib.contextmanager
+    def command(self, what: str) -> Iterator[Any]:
+        """Serialize ESAPI use and translate its errors; the block gets the ESAPI context."""
+        with self.lock:
+            if self._esys is None:
+                raise TPMUnreachable(f"{what}: the TPM provider is closed")
+            watchdog = self._watchdog
+            if watchdog is not None:
+                watchdog.started = time.monotonic()
+            try:
+                yield self._esys
+            except self.tss.TSS2_Exception as exc:
+                error = _errors.translate(exc, what, self.tcti)
+                if isinstance(error, TPMAuthFailure | TPMLockout):
+                    error = self._with_lockout_state(error, what)
+                if watchdog is not None and watchdog.fired:
+                    error = _errors.timed_out(what, self.tcti, watchdog.timeout, error.rc)
+                if isinstance(error, TPMUnreachable):
+                    self._drop()
+                raise error from exc
+            finally:
+                if watchdog is not None:
+                    watchdog.started = None
+
+    def load(self, esys: Any, private: Any, public: Any, auth: bytes | None = None) -> Any:
+        """TPM2_Load under the storage key; the caller flushes what this returns.
+
+        Without a resource manager (swtpm), another process may hold the object slots for a
+        moment: a full TPM is retried for up to ``object_memory_wait`` seconds before
+        ``TPMObjectMemory`` is raised.
+        """
+        deadline = time.monotonic() + self.object_memory_wait
+        pause = 0.005
+        while True:
+            try:
+                handle = esys.load(self.storage_key, private, public)
+                if auth:
+                    esys.tr_set_auth(handle, auth)
+                return handle
+            except self.tss.TSS2_Exception as exc:
+                if not _errors.is_object_memory(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def flush(self, handle: Any) -> None:
+        """Flush a loaded object; nothing to do once the connection is gone (and it with it)."""
+        with self.lock:
+            if self.closed:
+                return
+            with self.command("flush key") as esys:
+                esys.flush_context(handle)
+
+    @contextlib.contextmanager
+    def hmac_session(self, esys: Any, *, encrypt: bool) -> Iterator[Any]:
+        """A salted HMAC session (salt sealed to the storage key, AES-128-CFB): it authorizes
+        with a PIN the TPM never sees in the clear, and with ``encrypt`` also encrypts the first
+        command and response parameters, so secrets never cross the TPM interface bare."""
+        t = self.tss
+        session = esys.start_auth_session(
+            tpm_key=self.storage_key,
+            bind=t.ESYS_TR.NONE,
+            session_type=t.TPM2_SE.HMAC,
+            symmetric=t.TPMT_SYM_DEF.parse("aes128cfb"),
+            auth_hash=t.TPM2_ALG.SHA256,
+        )
+        try:
+            attributes = t.TPMA_SESSION.CONTINUESESSION
+            if encrypt:
+                attributes |= t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT
+            esys.trsess_set_attributes(session, attributes)
+            yield session
+        finally:
+            esys.flush_context(session)
+
+    def _open_storage_key(self) -> None:
+        """Use the persistent SRK where provisioned, else create the standard primary once."""
+        t = self.tss
+        with self.command("open the storage key") as esys:
+            _, data = esys.get_capability(t.TPM2_CAP.HANDLES, SRK_HANDLE, 1)
+            handles = list(data.data.handles)
+            if handles and int(handles[0]) == SRK_HANDLE:
+                self.storage_key = esys.tr_from_tpmpublic(SRK_HANDLE)
+                self.storage_parent = SRK_HANDLE
+                return
+            # The TCG key-file format's storage primary: ECC P-256 where the TPM has ECC, else
+            # RSA-2048 (asking for the one algorithm, not listing them all, keeps this fast).
+            _, algs = esys.get_capability(t.TPM2_CAP.ALGS, t.TPM2_ALG.ECC, 1)
+            has_ecc = any(int(a.alg) == t.TPM2_ALG.ECC for a in algs.data.algorithms)
+            self.storage_key, _, _, _, _ = esys.create_primary(
+                t.TPM2B_SENSITIVE_CREATE(), storage_template(t, ecc=has_ecc), t.ESYS_TR.OWNER
+            )
+            self.storage_owned = True
+
+    def _with_lockout_state(self, error: TPMError, what: str) -> TPMError:
+        """The authorization error with the TPM's dictionary-attack state, where it answers."""
+        t = self.tss
+        try:
+            _, data = self._esys.get_capability(
+                t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT.LOCKOUT_COUNTER, 4
+            )
+        except t.TSS2_Exception:
+            return error
+        props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
+        return _errors.with_lockout_state(error, what, props)
+
+    def _drop(self) -> None:
+        """After an I/O failure the ESAPI context is unusable: close it so that every later
+        call fails fast as unreachable (open a new provider once the TPM is back)."""
+        esys, self._esys = self._esys, None
+        self.storage_key = None
+        if esys is not None:
+            with contextlib.suppress(Exception):
+                esys.close()
+
+    def close(self) -> None:
+        """Flush the storage key this connection created and close the ESAPI context."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        with self.lock:
+            esys, self._esys = self._esys, None
+            if esys is None:
+                return
+            try:
+                if self.storage_key is not None:
+                    if self.storage_owned:
+                        esys.flush_context(self.storage_key)
+                    else:
+                        esys.tr_close(self.storage_key)
+            except self.tss.TSS2_Exception as exc:
+                log.warning("could not release the storage key: %s", exc)
+            finally:
+                self.storage_key = None
+                esys.close()

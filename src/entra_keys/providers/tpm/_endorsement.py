@@ -1,0 +1,292 @@
+"""Endorsement keys and what a TPM attests with them: EKs and their NV certificates, credential
+activation, PCR quotes and key certification.
+
+EKs are the persistent ones where provisioned, else made from the TCG EK Credential Profile
+templates by ``tpm2_pytss.utils.create_ek_template``, which honours the template and nonce NV
+indices a manufacturer may provision; NV areas are read with ``tpm2_pytss.utils.NVReadEK``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ... import tpm_model
+from ...errors import AttestationError, InvalidData
+from ...provider import Certification, EndorsementKey, KeyType, Quote
+from . import _errors
+from ._connection import Connection
+from ._keys import TPMECKey, TPMRSAKey, public_key_of
+
+__all__ = ["activate_credential", "certify", "endorsement_keys", "pcr_selection", "quote"]
+
+#: How often a quote is retried when a PCR changes between the PCR read and the quote.
+QUOTE_TRIES = 3
+
+
+def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
+    """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
+    with its certificate from NV where one is there."""
+    certs = _ek_certificates(conn)
+    found: list[EndorsementKey] = []
+    with conn.command("read the endorsement keys") as esys:
+        first, last = tpm_model.EK_PERSISTENT_FIRST, tpm_model.EK_PERSISTENT_LAST
+        for handle in _handles(conn, esys, first, last):
+            tr = esys.tr_from_tpmpublic(handle)
+            try:
+                public, _, _ = esys.read_public(tr)
+            finally:
+                esys.tr_close(tr)
+            area = public.publicArea
+            wanted = int(tpm_model.EK_ATTRIBUTES_LOW)
+            if int(area.objectAttributes) & wanted != wanted:
+                continue  # another kind of persistent key (an AK, a device key)
+            found.append(_ek(conn, area, handle, certs))
+        kinds = {ek.key_type.is_rsa for ek in found}
+        for key_type in (KeyType.RSA2048, KeyType.ECC256):
+            if key_type.is_rsa not in kinds:
+                with _transient_ek(conn, esys, key_type) as (_, public):
+                    found.append(_ek(conn, public.publicArea, None, certs))
+    return found
+
+
+def _ek(
+    conn: Connection, area: Any, handle: int | None, certs: Mapping[int, bytes]
+) -> EndorsementKey:
+    from cryptography import x509  # costly to import; only attestation needs it
+
+    public = public_key_of(conn.tss.TPM2B_PUBLIC(publicArea=area))
+    key_type = KeyType.of(public)
+    index, cert = None, None
+    for nv_index, der in certs.items():
+        try:
+            cert_key = x509.load_der_x509_certificate(der).public_key()
+        except ValueError:
+            continue
+        if cert_key == public:
+            index, cert = nv_index, der
+            break
+    return EndorsementKey(
+        key_type=key_type,
+        public=bytes(area.marshal()),
+        certificate=cert,
+        nv_index=index,
+        handle=handle,
+        hardware_backed=True,
+    )
+
+
+def _handles(conn: Connection, esys: Any, first: int, last: int) -> list[int]:
+    _, data = esys.get_capability(conn.tss.TPM2_CAP.HANDLES, first, 64)
+    return [int(h) for h in data.data.handles if first <= int(h) <= last]
+
+
+def _ek_certificates(conn: Connection) -> dict[int, bytes]:
+    """The EK certificates in NV (low and high range), by index; absent ones skipped."""
+    from tpm2_pytss.utils import NoSuchIndex, NVReadEK
+
+    out: dict[int, bytes] = {}
+    with conn.command("read the EK certificates") as esys:
+        first = tpm_model.EK_CERT_NV_RSA
+        _, data = esys.get_capability(conn.tss.TPM2_CAP.HANDLES, first, 64)
+        indices = [int(h) for h in data.data.handles if int(h) in tpm_model.EK_CERT_NV_INDICES]
+        if indices:
+            read = NVReadEK(esys)
+            for index in indices:
+                with contextlib.suppress(NoSuchIndex):  # undefined since it was listed
+                    out[index] = read(index)
+    return out
+
+
+def _ek_template(esys: Any, key_type: KeyType) -> Any:
+    """The low-range TCG EK template (L-1 RSA-2048, L-2 P-256) with the manufacturer's template
+    and nonce from NV where provisioned (``create_ek_template``)."""
+    from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
+
+    if key_type.is_rsa:
+        name, cert_index = "EK-RSA2048", tpm_model.EK_CERT_NV_RSA
+    else:
+        name, cert_index = "EK-ECC256", tpm_model.EK_CERT_NV_ECC
+    reader: list[Any] = []
+
+    def read(index: int) -> bytes:
+        if index == cert_index:
+            raise NoSuchIndex(index)  # certificates are matched to EKs by key, not read here
+        if not reader:
+            reader.append(NVReadEK(esys))
+        data: bytes = reader[0](index)
+        return data
+
+    _, template = create_ek_template(name, read)
+    return template
+
+
+@contextlib.contextmanager
+def _transient_ek(conn: Connection, esys: Any, key_type: KeyType) -> Iterator[tuple[Any, Any]]:
+    """The EK made from its TCG template in the endorsement hierarchy (flushed after)."""
+    t = conn.tss
+    handle, public, _, _, _ = esys.create_primary(
+        t.TPM2B_SENSITIVE_CREATE(), _ek_template(esys, key_type), t.ESYS_TR.ENDORSEMENT
+    )
+    try:
+        yield handle, public
+    finally:
+        esys.flush_context(handle)
+
+
+def _check_same_ek(public: Any, ek: EndorsementKey) -> None:
+    if bytes(public.publicArea.marshal()) != ek.public:
+        raise AttestationError("this TPM's endorsement key is not the one given")
+
+
+@contextlib.contextmanager
+def _ek_handle(conn: Connection, esys: Any, ek: EndorsementKey) -> Iterator[Any]:
+    """A handle on this TPM's copy of the EK, refusing an EK this TPM does not hold."""
+    if ek.handle is not None:
+        tr = esys.tr_from_tpmpublic(ek.handle)
+        try:
+            public, _, _ = esys.read_public(tr)
+            _check_same_ek(public, ek)
+            yield tr
+        finally:
+            esys.tr_close(tr)
+        return
+    with _transient_ek(conn, esys, ek.key_type) as (handle, public):
+        _check_same_ek(public, ek)
+        yield handle
+
+
+@contextlib.contextmanager
+def _ek_auth(conn: Connection, esys: Any, ek: EndorsementKey) -> Iterator[Any]:
+    """The EK's authorization: its empty password where userWithAuth is set (high-range
+    EKs), else a policy session satisfying PolicySecret(TPM_RH_ENDORSEMENT)."""
+    t = conn.tss
+    area, _ = t.TPMT_PUBLIC.unmarshal(ek.public)
+    if int(area.objectAttributes) & int(t.TPMA_OBJECT.USERWITHAUTH):
+        yield t.ESYS_TR.PASSWORD
+        return
+    session = esys.start_auth_session(
+        tpm_key=t.ESYS_TR.NONE,
+        bind=t.ESYS_TR.NONE,
+        session_type=t.TPM2_SE.POLICY,
+        symmetric=t.TPMT_SYM_DEF(algorithm=t.TPM2_ALG.NULL),
+        auth_hash=area.nameAlg,
+    )
+    try:
+        esys.policy_secret(t.ESYS_TR.ENDORSEMENT, session)
+        yield session
+    finally:
+        esys.flush_context(session)
+
+
+def activate_credential(
+    conn: Connection,
+    ak: TPMRSAKey | TPMECKey,
+    ek: EndorsementKey,
+    credential_blob: bytes,
+    encrypted_secret: bytes,
+) -> bytes:
+    """TPM2_ActivateCredential with this AK and EK (authorized by PolicySecret(endorsement))."""
+    t = conn.tss
+    try:
+        blob, _ = t.TPM2B_ID_OBJECT.unmarshal(credential_blob)
+        secret, _ = t.TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
+    except Exception as exc:  # the unmarshalers raise several types on short input
+        raise InvalidData(f"not a TPM2B_ID_OBJECT / TPM2B_ENCRYPTED_SECRET ({exc})") from exc
+    refused = "the TPM refused the credential: it was not made for this EK and this AK"
+    with (
+        ak._use("activate the credential") as (esys, ak_handle, ak_session),
+        _ek_handle(conn, esys, ek) as ek_handle,
+        _errors.refused_as(AttestationError, refused),
+        _ek_auth(conn, esys, ek) as ek_session,
+    ):
+        cert_info = esys.activate_credential(
+            ak_handle, ek_handle, blob, secret, session1=ak_session, session2=ek_session
+        )
+    return bytes(cert_info)
+
+
+def pcr_selection(conn: Connection, pcrs: Sequence[int], bank: str) -> Any:
+    """The TPML_PCR_SELECTION of distinct PCRs 0..23 in one bank (tpm_model's checks)."""
+    tpm_model.check_pcr_indices(pcrs)
+    tpm_model.check_pcr_bank(bank)
+    return conn.tss.TPML_PCR_SELECTION.parse(f"{bank}:{','.join(map(str, sorted(pcrs)))}")
+
+
+def quote(
+    conn: Connection,
+    ak: TPMRSAKey | TPMECKey,
+    selection: Any,
+    pcrs: Sequence[int],
+    nonce: bytes,
+    bank: str,
+) -> Quote:
+    """TPM2_Quote over the selection with the PCR values read in the same run; retried while a
+    PCR changes between the read and the quote."""
+    t = conn.tss
+    with ak._use("quote") as (esys, ak_handle, ak_session):
+        for _ in range(QUOTE_TRIES):
+            before, values = _pcr_values(conn, esys, bank, pcrs)
+            attest, signature = esys.quote(
+                ak_handle, selection, t.TPM2B_DATA(nonce), session1=ak_session
+            )
+            after, _ = _pcr_values(conn, esys, bank, pcrs[:1])
+            if before == after:
+                return Quote(
+                    attest=bytes(attest),
+                    signature=bytes(signature.marshal()),
+                    pcr_bank=bank,
+                    pcr_values=values,
+                    nonce=bytes(nonce),
+                    # An imported AK's private half is known outside: so is its word.
+                    hardware_backed=ak.hardware_backed,
+                )
+    raise AttestationError(f"the PCRs kept changing while they were quoted ({QUOTE_TRIES} tries)")
+
+
+def _pcr_values(
+    conn: Connection, esys: Any, bank: str, pcrs: Sequence[int]
+) -> tuple[int, dict[int, bytes]]:
+    """The PCR update counter and values (TPM2_PCR_Read gives at most 8 per call)."""
+    wanted = sorted(pcrs)
+    values: dict[int, bytes] = {}
+    counter = None
+    for start in range(0, len(wanted), 8):
+        part = wanted[start : start + 8]
+        spec = f"{bank}:{','.join(map(str, part))}"
+        update, _, digests = esys.pcr_read(conn.tss.TPML_PCR_SELECTION.parse(spec))
+        if counter is None:
+            counter = int(update)
+        elif counter != int(update):
+            counter = -1  # changed mid-read: the caller's comparison fails and retries
+        values.update(zip(part, (bytes(d) for d in digests), strict=True))
+    return counter if counter is not None else -1, values
+
+
+def certify(
+    conn: Connection, key: TPMRSAKey | TPMECKey, ak: TPMRSAKey | TPMECKey, nonce: bytes
+) -> Certification:
+    """TPM2_Certify: the AK signs that this key (by name) lives in this TPM."""
+    t = conn.tss
+    with (
+        key._use("certify") as (esys, key_handle, key_session),
+        ak._use("certify") as (_, ak_handle, ak_session),
+    ):
+        attest, signature = esys.certify(
+            key_handle,
+            ak_handle,
+            t.TPM2B_DATA(nonce),
+            t.TPMT_SIG_SCHEME(scheme=t.TPM2_ALG.NULL),
+            session1=key_session,
+            session2=ak_session,
+        )
+    return Certification(
+        attest=bytes(attest),
+        signature=bytes(signature.marshal()),
+        key_public=key.tpm_public,
+        nonce=bytes(nonce),
+        # An imported key (or AK) is certified as what it is, never as hardware; a verifier
+        # refuses it anyway (not sensitiveDataOrigin, or the AK not trusted).
+        hardware_backed=key.hardware_backed and ak.hardware_backed,
+    )

@@ -1,0 +1,157 @@
+"""The one boundary where a tpm2-pytss ``TSS2_Exception`` becomes an entra_keys error.
+
+Every error keeps the TSS response code as ``.rc``. What maps to what::
+
+    TSS2_Exception (rc)
+    ├── TCTI layer, or any TSS layer's NO_CONNECTION / TRY_AGAIN / IO_ERROR  → TPMUnreachable
+    ├── ESAPI MALFORMED_RESPONSE / INSUFFICIENT_RESPONSE (answer broken off) → TPMUnreachable
+    ├── TPM layer TPM_RC_OBJECT_MEMORY                                       → TPMObjectMemory
+    ├── TPM layer TPM_RC_LOCKOUT                                             → TPMLockout
+    ├── TPM layer TPM_RC_AUTH_FAIL / TPM_RC_BAD_AUTH                         → TPMAuthFailure
+    └── anything else                                                        → TPMError
+
+The codes are tpm2-pytss's names (``TPM2_RC``, ``TSS2_RC``, TPM 2.0 Part 2, 6.6); tpm2_pytss is
+imported here only once a TSS error exists, so this module loads without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ...errors import (
+    EntraKeysError,
+    TPMAuthFailure,
+    TPMError,
+    TPMLockout,
+    TPMObjectMemory,
+    TPMUnreachable,
+)
+
+__all__ = [
+    "is_object_memory",
+    "is_tpm_refusal",
+    "open_failed",
+    "refused_as",
+    "timed_out",
+    "translate",
+    "with_lockout_state",
+]
+
+
+def _codes() -> tuple[Any, Any]:
+    from tpm2_pytss.constants import TPM2_RC, TSS2_RC
+
+    return TPM2_RC, TSS2_RC
+
+
+def _base(rc: int, tss2_rc: Any) -> int:
+    """The TSS base code: the response code without its layer."""
+    return rc & ((1 << int(tss2_rc.RC_LAYER_SHIFT)) - 1)
+
+
+def translate(exc: Exception, what: str, tcti: str | None) -> TPMError:
+    """Map a ``TSS2_Exception`` to the library's TPM errors, keeping its response code."""
+    tpm2_rc, tss2_rc = _codes()
+    rc = int(getattr(exc, "rc", 0))
+    error = int(getattr(exc, "error", rc))
+    detail = f"{exc} (rc 0x{rc:x})"
+    layer = rc & tss2_rc.RC_LAYER_MASK
+    base = _base(rc, tss2_rc)
+    unreachable = (
+        tss2_rc.BASE_RC_NO_CONNECTION,
+        tss2_rc.BASE_RC_TRY_AGAIN,
+        tss2_rc.BASE_RC_IO_ERROR,
+    )
+    if layer == tss2_rc.TCTI_RC_LAYER or (layer and base in unreachable):
+        return TPMUnreachable(f"{what}: cannot reach the TPM at {tcti}: {detail}", rc)
+    broken = (tss2_rc.BASE_RC_MALFORMED_RESPONSE, tss2_rc.BASE_RC_INSUFFICIENT_RESPONSE)
+    if layer == tss2_rc.ESAPI_RC_LAYER and base in broken:
+        return TPMUnreachable(f"{what}: the TPM at {tcti} broke off its answer: {detail}", rc)
+    if layer == tss2_rc.TPM_RC_LAYER:
+        if error == tpm2_rc.OBJECT_MEMORY:
+            return TPMObjectMemory(
+                f"{what}: the TPM has no free object slot: keys are pinned with loaded() or "
+                "another program left objects loaded (flush them with 'tpm2_flushcontext -t' "
+                f"or restart the simulator) {detail}",
+                rc,
+            )
+        if error == tpm2_rc.LOCKOUT:
+            return TPMLockout(
+                f"{what}: the TPM is in dictionary-attack lockout; it recovers after its "
+                f"recovery interval, or clear it with the lockout authorization "
+                f"('tpm2_dictionarylockout -c') {detail}",
+                rc,
+            )
+        if error in (tpm2_rc.AUTH_FAIL, tpm2_rc.BAD_AUTH):
+            return TPMAuthFailure(f"{what}: wrong authorization value {detail}", rc)
+    return TPMError(f"{what} failed: {detail}", rc)
+
+
+def open_failed(exc: Exception, tcti: str) -> TPMUnreachable:
+    """The error for an ESAPI context that could not be opened on the TCTI."""
+    rc = int(getattr(exc, "rc", 0))
+    return TPMUnreachable(f"cannot open the TPM at {tcti}: {exc} (rc 0x{rc:x})", rc)
+
+
+def timed_out(what: str, tcti: str | None, timeout: float, rc: int | None) -> TPMUnreachable:
+    """The error for a command the watchdog ended: the TPM did not answer in time."""
+    return TPMUnreachable(f"{what}: the TPM at {tcti} did not answer within {timeout:g} s", rc)
+
+
+def is_object_memory(exc: Exception) -> bool:
+    """True for TPM_RC_OBJECT_MEMORY: every transient object slot is taken."""
+    tpm2_rc, _ = _codes()
+    return int(getattr(exc, "error", -1)) == int(tpm2_rc.OBJECT_MEMORY)
+
+
+def is_tpm_refusal(error: TPMError) -> bool:
+    """True when the TPM itself refused the command's parameters: not a TSS or I/O error, and
+    not a format-zero warning (TPM_RC_WARN: resources, retry, yielded, canceled; Part 2, 6.6.3),
+    which is never about the parameters."""
+    if isinstance(error, TPMUnreachable | TPMObjectMemory | TPMLockout | TPMAuthFailure):
+        return False
+    if error.rc is None:
+        return False
+    tpm2_rc, tss2_rc = _codes()
+    if error.rc & tss2_rc.RC_LAYER_MASK:
+        return False
+    # A format-zero code (FMT1 clear) with the severity bit, which sits where format one keeps
+    # its session flag (TPM2_RC.S), is a warning.
+    return error.rc & int(tpm2_rc.FMT1 | tpm2_rc.S) != int(tpm2_rc.S)
+
+
+def with_lockout_state(error: TPMError, what: str, props: Mapping[int, int]) -> TPMError:
+    """Add the dictionary-attack state (TPM2_PT_LOCKOUT_COUNTER and the three properties after
+    it, by property id) to an authorization error: tries left, or when the TPM lets one more
+    try in and how to clear the lockout."""
+    from tpm2_pytss.constants import TPM2_PT
+
+    failures = props.get(int(TPM2_PT.LOCKOUT_COUNTER), 0)
+    max_tries = props.get(int(TPM2_PT.MAX_AUTH_FAIL), 0)
+    interval = props.get(int(TPM2_PT.LOCKOUT_INTERVAL), 0)
+    if isinstance(error, TPMLockout):
+        return TPMLockout(
+            f"{what}: the TPM is in dictionary-attack lockout after {max_tries} wrong "
+            f"authorizations; it forgives one every {interval} s, or clear the lockout with "
+            "the lockout authorization ('tpm2_dictionarylockout -c')",
+            error.rc,
+            retry_after=interval,
+        )
+    left = max(max_tries - failures, 0)
+    return TPMAuthFailure(
+        f"{what}: wrong PIN; {left} tries left before the TPM locks out", error.rc, left
+    )
+
+
+@contextlib.contextmanager
+def refused_as(error: type[EntraKeysError], message: str) -> Iterator[None]:
+    """Turn the TPM's refusal of the commands in the block into ``error(f"{message} ({exc})")``:
+    for commands whose refusal means something to the caller (a credential not made for it)."""
+    from tpm2_pytss import TSS2_Exception
+
+    try:
+        yield
+    except TSS2_Exception as exc:
+        raise error(f"{message} ({exc})") from exc

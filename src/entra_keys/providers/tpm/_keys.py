@@ -1,0 +1,383 @@
+"""The TPM's keys: RSA and EC keys that are ``cryptography`` private keys, and the session key.
+
+A key is known by its blob (TPM2B_PRIVATE, TPM2B_PUBLIC) and its connection. A swtpm holds three
+transient objects and has no resource manager, so a key is loaded for one operation and flushed
+after it, unless the caller holds ``with key.loaded():`` to keep it loaded for a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.utils import Buffer
+
+from ... import tpm_model
+from ...attestation.structures import TPMA_OBJECT
+from ...errors import (
+    DecryptionError,
+    EntraKeysError,
+    KeyNotExportable,
+    TPMError,
+    UnsupportedAlgorithm,
+)
+from ...provider import (
+    EntraECKey,
+    EntraRSAKey,
+    KeyType,
+    KeyUsage,
+    SessionKey,
+    SignatureScheme,
+)
+from . import _errors
+from ._connection import Connection
+
+__all__ = ["TPMECKey", "TPMRSAKey", "TPMSessionKey", "make_key", "public_key_of", "wipe"]
+
+# The spec's names of the attributes that make a key "made in this TPM" (tpm_model).
+_SPEC_NAMES = {
+    int(TPMA_OBJECT.FIXEDTPM): "fixedTPM",
+    int(TPMA_OBJECT.FIXEDPARENT): "fixedParent",
+    int(TPMA_OBJECT.SENSITIVEDATAORIGIN): "sensitiveDataOrigin",
+}
+_REASON_MADE_HERE = "made in this TPM (fixedTPM, fixedParent, sensitiveDataOrigin)"
+_REASON_IMPORTED = "imported into the TPM (TPM2_Import): its private half was known outside the TPM"
+
+
+def make_key(
+    conn: Connection, private: Any, public: Any, usage: KeyUsage, auth: bytes | None = None
+) -> TPMRSAKey | TPMECKey:
+    """The RSA or EC key class for a blob, by its public area's type."""
+    if public.publicArea.type == conn.tss.TPM2_ALG.RSA:
+        return TPMRSAKey(conn, private, public, usage, auth)
+    return TPMECKey(conn, private, public, usage, auth)
+
+
+def public_key_of(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    """The pyca public key of a TPM2B_PUBLIC."""
+    key = serialization.load_der_public_key(bytes(public.to_der()))
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise UnsupportedAlgorithm(f"TPM key of type {type(key).__name__}")
+    return key
+
+
+def wipe(tpm2b: Any) -> None:
+    """Overwrite a TPM2B buffer that held a secret (best effort: Python may keep copies)."""
+    with contextlib.suppress(Exception):
+        tpm2b.buffer[:] = bytes(len(tpm2b.buffer))
+
+
+def _missing_origin(public: Any, usage: KeyUsage) -> tuple[str, ...]:
+    """The spec's names of the "made in this TPM" attributes a TPM2B_PUBLIC lacks."""
+    attrs = int(public.publicArea.objectAttributes)
+    wanted = int(tpm_model.origin_attributes(usage))
+    return tuple(name for bit, name in _SPEC_NAMES.items() if wanted & bit and not attrs & bit)
+
+
+def _origin_reason(missing: tuple[str, ...]) -> str:
+    """Why a key with these origin attributes missing is, or is not, hardware-backed."""
+    if not missing:
+        return _REASON_MADE_HERE
+    if "sensitiveDataOrigin" in missing:
+        return _REASON_IMPORTED
+    # sensitiveDataOrigin proves nothing alone: TPM2_Import does not check it.
+    return (
+        f"duplicable (not {', '.join(missing)}): imported into the TPM or allowed to leave it, "
+        "its private half may be known outside the TPM"
+    )
+
+
+class _TPMObject:
+    """A TPM object known by its blob (private, public): loaded for one use, or pinned."""
+
+    _conn: Connection
+    _private: Any
+    _public: Any
+    _handle: Any
+    _pins: int
+    _auth: bytes | None
+
+    def _init_object(
+        self, conn: Connection, private: Any, public: Any, auth: bytes | None = None
+    ) -> None:
+        self._conn = conn
+        self._private = private
+        self._public = public
+        self._handle = None
+        self._pins = 0
+        self._auth = auth or None
+
+    @property
+    def has_pin(self) -> bool:
+        """True when the TPM asks for an authorization value (PIN) to use this key."""
+        return self._auth is not None
+
+    @property
+    def tpm_public(self) -> bytes:
+        """The object's TPMT_PUBLIC, marshaled (what attestation certifies and names)."""
+        return bytes(self._public.publicArea.marshal())
+
+    def _key_file(self) -> bytes:
+        """The object's TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) under the storage key."""
+        conn = self._conn
+        blob = conn.tss.tsskey.TSSPrivKey(
+            self._private, self._public, empty_auth=self._auth is None, parent=conn.storage_parent
+        )
+        return bytes(blob.to_pem())
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[None]:
+        """Keep the object loaded in the TPM until the block ends (one object slot)."""
+        conn = self._conn
+        with conn.command("load key") as esys:
+            if self._pins == 0:
+                self._handle = conn.load(esys, self._private, self._public, self._auth)
+            self._pins += 1
+        try:
+            yield
+        except BaseException:
+            self._unpin(quiet=True)  # keep the block's own error, not a failed flush's
+            raise
+        self._unpin(quiet=False)
+
+    def _unpin(self, *, quiet: bool) -> None:
+        conn = self._conn
+        with conn.lock:
+            self._pins -= 1
+            if self._pins or self._handle is None:
+                return
+            handle, self._handle = self._handle, None
+            try:
+                conn.flush(handle)
+            except EntraKeysError:
+                if not quiet:
+                    raise
+
+    @contextlib.contextmanager
+    def _use(self, what: str, *, encrypted: bool = False) -> Iterator[tuple[Any, Any, Any]]:
+        """(ESAPI context, handle, authorization session) for one use of this object.
+
+        The object is loaded for this use unless pinned. It is authorized by the plain password
+        session when it has no PIN; with a PIN, or when ``encrypted`` asks for parameter
+        encryption, by a salted HMAC session, so that neither PIN nor secret crosses bare.
+        """
+        conn = self._conn
+        with conn.command(what) as esys:
+            handle = self._handle
+            flush = handle is None
+            if flush:
+                handle = conn.load(esys, self._private, self._public, self._auth)
+            try:
+                if encrypted or self._auth is not None:
+                    with conn.hmac_session(esys, encrypt=encrypted) as session:
+                        yield esys, handle, session
+                else:
+                    yield esys, handle, conn.tss.ESYS_TR.PASSWORD
+            finally:
+                if flush:
+                    esys.flush_context(handle)
+
+
+class _TPMKeyBase(_TPMObject):
+    """What TPM RSA and EC keys share beyond the object: the public half, type and usage."""
+
+    _pub: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+    def __init__(
+        self,
+        conn: Connection,
+        private: Any,
+        public: Any,
+        usage: KeyUsage,
+        auth: bytes | None = None,
+    ) -> None:
+        self._init_object(conn, private, public, auth)
+        self._pub = public_key_of(public)
+        self.key_type = KeyType.of(self._pub)
+        self.usage = usage
+        # Read from the public area every load hands the TPM, so these are the attributes the
+        # TPM enforces (key_from_pem checks them only after the TPM has accepted that area).
+        self._missing = _missing_origin(public, usage)
+
+    @property
+    def hardware_backed(self) -> bool:
+        """True when the key was made in this TPM and cannot leave it (fixedTPM, fixedParent,
+        sensitiveDataOrigin); False for an imported or duplicable key."""
+        return not self._missing
+
+    @property
+    def hardware_reason(self) -> str:
+        """Why the key is or is not hardware-backed, from its TPM object attributes."""
+        return _origin_reason(self._missing)
+
+    def _sign(
+        self, what: str, digest: bytes, scheme: SignatureScheme, hash_alg: hashes.HashAlgorithm
+    ) -> tuple[bytes, bytes]:
+        """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A pinned key without
+        a PIN takes one lock and no session context manager: the hot path of a signing run."""
+        conn = self._conn
+        signer = conn.signer
+        with conn.command(what) as esys:
+            sig_scheme = signer.scheme(scheme, hash_alg)
+            if self._handle is not None and self._auth is None:
+                signature = signer.sign(esys, self._handle, digest, sig_scheme)
+            else:
+                with self._use(what) as (esys, handle, session):  # the lock is an RLock
+                    signature = signer.sign(esys, handle, digest, sig_scheme, session)
+        return signer.parts(signature)
+
+    def _refuse_export(self) -> KeyNotExportable:
+        return KeyNotExportable(
+            "the private half of a TPM key never leaves the TPM; store the key with "
+            "KeyStore (a TSS2 PRIVATE KEY blob only this TPM can load) instead"
+        )
+
+
+class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
+    """An RSA key inside the TPM; a ``cryptography`` ``RSAPrivateKey`` that cannot be exported."""
+
+    def sign(
+        self,
+        data: bytes,
+        padding: AsymmetricPadding,
+        algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
+    ) -> bytes:
+        """Signs the data in the TPM (PKCS#1 v1.5, or PSS with a digest-length salt)."""
+        scheme, hash_alg, digest = self.rsa_sign_args(data, padding, algorithm)
+        return self._sign("RSA sign", digest, scheme, hash_alg)[0]
+
+    def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+        """Decrypts an RSA-OAEP ciphertext in the TPM (SHA-1 or SHA-256, empty label)."""
+        plain = self._decrypt(ciphertext, self.rsa_decrypt_args(padding))
+        return bytes(plain)
+
+    def _decrypt(self, ciphertext: bytes, hash_alg: hashes.HashAlgorithm) -> Any:
+        """TPM2_RSA_Decrypt in a session that encrypts the plaintext on its way out of the TPM."""
+        t = self._conn.tss
+        scheme = t.TPMT_RSA_DECRYPT(scheme=t.TPM2_ALG.OAEP)
+        scheme.details.oaep.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
+        if len(ciphertext) != self.key_size // 8:
+            raise DecryptionError("the ciphertext is not as long as the key's modulus")
+        try:
+            with self._use("RSA decrypt", encrypted=True) as (esys, handle, session):
+                return esys.rsa_decrypt(
+                    handle,
+                    t.TPM2B_PUBLIC_KEY_RSA(ciphertext),
+                    scheme,
+                    t.TPM2B_DATA(),
+                    session1=session,
+                )
+        except TPMError as exc:
+            # Only the TPM's own refusal means a bad ciphertext; TSS and I/O errors stay what
+            # they are (a TPM that went away mid-command is not a wrong ciphertext).
+            if not _errors.is_tpm_refusal(exc):
+                raise
+            raise DecryptionError("the ciphertext does not decrypt with this key") from exc
+
+    @property
+    def key_size(self) -> int:
+        """The modulus size in bits."""
+        return self._pub.key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half, read from the key's TPM public area."""
+        assert isinstance(self._pub, rsa.RSAPublicKey)
+        return self._pub
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def __copy__(self) -> TPMRSAKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TPMRSAKey:
+        return self
+
+
+class TPMECKey(_TPMKeyBase, EntraECKey):
+    """An elliptic-curve key inside the TPM; a ``cryptography`` ``EllipticCurvePrivateKey``."""
+
+    def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
+        hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
+        r, s = self._sign("ECDSA sign", digest, SignatureScheme.ECDSA, hash_alg)
+        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        """The curve."""
+        assert isinstance(self._pub, ec.EllipticCurvePublicKey)
+        return self._pub.curve
+
+    @property
+    def key_size(self) -> int:
+        """The curve size in bits."""
+        return self._pub.key_size
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The public half, read from the key's TPM public area."""
+        assert isinstance(self._pub, ec.EllipticCurvePublicKey)
+        return self._pub
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def __copy__(self) -> TPMECKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TPMECKey:
+        return self
+
+
+class TPMSessionKey(_TPMObject, SessionKey):
+    """The PRT session key as a keyed-hash (HMAC-SHA256) object under the storage key."""
+
+    #: The largest input one TPM2_HMAC takes (TPM2B_MAX_BUFFER).
+    MAX_INPUT = 1024
+
+    def __init__(self, conn: Connection, private: Any, public: Any) -> None:
+        self._init_object(conn, private, public)
+        # One input buffer per key, refilled under the connection's lock: a new TPM2B_MAX_BUFFER
+        # per call costs a fifth of a swtpm TPM2_HMAC. The input (a KDF block) is not secret.
+        self._hmac_buffer = conn.tss.TPM2B_MAX_BUFFER()
+
+    @property
+    def hardware_backed(self) -> bool:
+        """Always True: the key was created inside the TPM and cannot be read back."""
+        return True
+
+    def hmac_sha256(self, data: bytes) -> bytes:
+        """One TPM2_HMAC over the data (at most 1024 bytes, which every KDF input fits)."""
+        if len(data) > self.MAX_INPUT:
+            raise UnsupportedAlgorithm(
+                f"TPM2_HMAC takes at most {self.MAX_INPUT} bytes, not {len(data)}"
+            )
+        t = self._conn.tss
+        with self._use("session key HMAC") as (esys, handle, session):
+            self._hmac_buffer.buffer = data
+            digest = esys.hmac(handle, self._hmac_buffer, t.TPM2_ALG.SHA256, session1=session)
+            return bytes(digest.buffer)
