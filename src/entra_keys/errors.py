@@ -12,9 +12,9 @@ and chained with ``raise ... from exc``. No message carries key material.
     │   └── TPMError                   the TPM answered with an error (keeps .rc)
     │       ├── TPMUnreachable         the TCTI could not talk to the TPM
     │       ├── TPMObjectMemory        no free transient object slot (TPM_RC_OBJECT_MEMORY)
-    │       ├── TPMAuthFailure         a wrong authorization value
-    │       └── TPMLockout             dictionary-attack lockout is in force
-    ├── KeyStoreError                  a key store problem; names the key (.key_name)
+    │       ├── TPMAuthFailure         a wrong authorization value (.tries_left)
+    │       └── TPMLockout             dictionary-attack lockout is in force (.retry_after)
+    ├── KeyStoreError                  a key store problem; names the key (.key_name, .path)
     │   ├── InvalidKeyName             a name that is not a safe file name
     │   ├── KeyNotFound
     │   ├── KeyExists
@@ -31,63 +31,63 @@ and chained with ``raise ... from exc``. No message carries key material.
     ├── DecryptionError                a ciphertext that does not decrypt (also a ValueError)
     ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
     ├── InvalidData                    bytes that do not parse (formats, wire structures)
-    ├── AttestationError               an attestation could not be made or did not verify
-    │   ├── CredentialActivationFailed a credential blob not made for this EK and AK name
-    │   └── AttestationCheckFailed     a verifier check failed; ``.check`` names it
-    │       ├── MalformedAttestation   bytes that do not parse (also an InvalidData)
-    │       ├── UntrustedKey           the policy does not trust the AK (or it is no AK)
-    │       ├── HashAlgorithmRefused   SHA-1 (unless allowed) or an unknown hash
-    │       ├── SignatureCheckFailed   wrong scheme for the key, or a bad signature
-    │       ├── SoftwareAttestationRefused  made by the software provider, not allowed
-    │       ├── MagicCheckFailed       not TPM_GENERATED_VALUE: not made by a TPM
-    │       ├── AttestTypeCheckFailed  a certification where a quote was expected, or back
-    │       ├── NonceCheckFailed       extraData is not the verifier's nonce
-    │       ├── PCRSelectionCheckFailed  other PCRs were quoted than expected
-    │       ├── PCRDigestCheckFailed   the quoted PCR digest is not of the expected values
-    │       ├── NameCheckFailed        the certified name is not the given key's
-    │       ├── KeyMismatch            the certified key is not the expected key
-    │       ├── KeyAttributesCheckFailed  the key is not fixedTPM/fixedParent/...
-    │       ├── KeyStrengthCheckFailed RSA below 2048 bits or a curve not offered
-    │       └── CertificateCheckFailed an EK certificate that does not chain or is unfit
-    └── InvalidSignature               a signature that does not verify
+    ├── InvalidSignature               a signature that does not verify (also pyca's
+    │                                  cryptography.exceptions.InvalidSignature)
+    └── AttestationError               an attestation could not be made or did not verify
+        ├── CredentialActivationFailed a credential blob not made for this EK and AK name
+        └── AttestationCheckFailed     a verifier check failed; ``.check`` (a Check) says which
+            ├── MalformedAttestation   Check.STRUCTURE: bytes that do not parse (also an
+            │                          InvalidData)
+            ├── UntrustedKey           Check.TRUST: the policy does not trust the AK, or it is
+            │                          no AK (enroll it, or give its TPMT_PUBLIC)
+            └── CertificateCheckFailed Check.CERTIFICATE: an EK or AK certificate that does not
+                                       chain or is unfit (also raised outside attestations)
+
+Every other failed check is an ``AttestationCheckFailed`` whose ``check`` names it:
+``Check.HASH``, ``SIGNATURE``, ``SOFTWARE``, ``MAGIC``, ``TYPE``, ``NONCE``, ``PCR_SELECTION``,
+``PCR_DIGEST``, ``NAME``, ``KEY``, ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``. ``Check`` is a string
+enum: ``exc.check == "nonce"`` holds as it did when the checks were strings. Subclasses are kept
+only where a caller acts differently (parse errors are also InvalidData; an untrusted AK is
+enrolled, not treated as a forgery; certificate checks also run on their own).
+
+Signatures: a key's own ``public_key().verify`` is pyca's and raises pyca's
+``cryptography.exceptions.InvalidSignature``; entra_keys' own checks (compact JWS, the stand-in
+services) raise ``entra_keys.InvalidSignature``, a subclass of that pyca class (and an
+``EntraKeysError``). So ``except cryptography.exceptions.InvalidSignature`` catches every bad
+signature, whoever checked it; ``except entra_keys.InvalidSignature`` catches entra_keys' checks.
+A TPM attestation whose signature does not verify is an ``AttestationCheckFailed`` with
+``Check.SIGNATURE`` (a verifier check, like the others).
 """
 
 from __future__ import annotations
 
+import enum
+
+from cryptography import exceptions as _pyca
+
 __all__ = [
-    "AttestTypeCheckFailed",
     "AttestationCheckFailed",
     "AttestationError",
     "CertificateCheckFailed",
+    "Check",
     "CredentialActivationFailed",
     "DecryptionError",
     "EntraKeysError",
     "ForeignKey",
     "HardwareUnavailable",
-    "HashAlgorithmRefused",
     "ImportedKey",
     "InvalidData",
     "InvalidKeyName",
     "InvalidSignature",
-    "KeyAttributesCheckFailed",
     "KeyExists",
     "KeyFileCorrupt",
-    "KeyMismatch",
     "KeyNotExportable",
     "KeyNotFound",
     "KeyStoreError",
-    "KeyStrengthCheckFailed",
     "KeyUsageError",
-    "MagicCheckFailed",
     "MalformedAttestation",
-    "NameCheckFailed",
-    "NonceCheckFailed",
-    "PCRDigestCheckFailed",
-    "PCRSelectionCheckFailed",
     "PinRequired",
     "ProviderError",
-    "SignatureCheckFailed",
-    "SoftwareAttestationRefused",
     "StorePermissionError",
     "TPMAuthFailure",
     "TPMError",
@@ -219,113 +219,96 @@ class InvalidData(EntraKeysError):
     """Bytes that do not parse as the structure they claim to be."""
 
 
-class InvalidSignature(EntraKeysError):
-    """A signature that does not verify."""
+class InvalidSignature(EntraKeysError, _pyca.InvalidSignature):
+    """A signature that does not verify; a subclass of pyca's ``InvalidSignature`` too, so that
+    ``except cryptography.exceptions.InvalidSignature`` catches it and what a key's
+    ``public_key().verify`` raises alike."""
 
 
 class AttestationError(EntraKeysError):
-    """An attestation could not be produced, or it failed verification (subclasses say which)."""
+    """An attestation could not be produced, or it failed verification (an
+    ``AttestationCheckFailed``, whose ``check`` says which check)."""
 
 
-# --- attestation: what failed, one class per check ------------------------------------------
+# --- attestation: one error for a failed check, the check an enum -------------------------
 
 
 class CredentialActivationFailed(AttestationError):
     """A credential blob that does not open with this EK and AK name (TPM_RC_INTEGRITY)."""
 
 
-class AttestationCheckFailed(AttestationError):
-    """A check of an attestation failed; ``check`` names it (as in REFERENCE.md section 3)."""
+class Check(enum.StrEnum):
+    """The verifier checks (REFERENCE.md section 3) an ``AttestationCheckFailed`` names; each
+    equals its string (``Check.NONCE == "nonce"``)."""
 
-    #: Which check failed: "signature", "magic", "nonce", "pcr-digest", ...
-    check = "attestation"
+    #: The trust policy does not trust the attestation key, or it is no restricted signing key.
+    TRUST = "trust"
+    #: A hash the policy refuses: SHA-1 unless allowed, or one that is not SHA-2.
+    HASH = "hash"
+    #: The signature scheme does not fit the key, or the signature does not verify.
+    SIGNATURE = "signature"
+    #: A software provider's attestation, refused because the policy does not allow software.
+    SOFTWARE = "software"
+    #: The attestation does not begin with TPM_GENERATED_VALUE: no TPM made it.
+    MAGIC = "magic"
+    #: The attestation is of another type (a certification given as a quote, or back).
+    TYPE = "type"
+    #: The extraData is not the verifier's nonce (a replay, another request), or the nonce is
+    #: too short to be one.
+    NONCE = "nonce"
+    #: The quote covers other PCRs or banks than the verifier expected.
+    PCR_SELECTION = "pcr-selection"
+    #: The quoted PCR digest is not the hash of the expected PCR values.
+    PCR_DIGEST = "pcr-digest"
+    #: The name in the certification is not the name of the TPMT_PUBLIC given with it.
+    NAME = "name"
+    #: The certified key is not the public key the verifier expected.
+    KEY = "key"
+    #: The certified key is not fixedTPM, fixedParent, sensitiveDataOrigin and unrestricted.
+    KEY_ATTRIBUTES = "key-attributes"
+    #: The certified key is weaker than RSA-2048, or on a curve other than P-256/384/521.
+    KEY_STRENGTH = "key-strength"
+    #: An EK or AK certificate that does not chain, is out of date or is unfit.
+    CERTIFICATE = "certificate"
+    #: Bytes that do not parse as the structure they claim to be.
+    STRUCTURE = "structure"
+
+
+class AttestationCheckFailed(AttestationError):
+    """A check of an attestation failed; ``check`` says which (REFERENCE.md section 3).
+
+    ``AttestationCheckFailed(message, Check.NONCE)``; the subclasses below fix their check.
+    """
+
+    #: Which check failed; a ``Check``, equal to its string ("nonce", "pcr-digest", ...).
+    check: Check
+
+    def __init__(self, message: str, check: Check | str | None = None) -> None:
+        super().__init__(message)
+        if check is not None:
+            self.check = Check(check)
+        elif not isinstance(getattr(self, "check", None), Check):
+            raise TypeError(f"{type(self).__name__} needs the Check that failed")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (*self.args, self.check), self.__dict__
 
 
 class MalformedAttestation(AttestationCheckFailed, InvalidData):
     """An attestation whose bytes do not parse: also an InvalidData."""
 
-    check = "structure"
+    check = Check.STRUCTURE
 
 
 class UntrustedKey(AttestationCheckFailed):
-    """The trust policy does not trust the attestation key, or it is no restricted signing key."""
+    """The trust policy does not trust the attestation key, or it is no restricted signing key:
+    a key to enroll (or to give as its TPMT_PUBLIC), not a forged attestation."""
 
-    check = "trust"
-
-
-class HashAlgorithmRefused(AttestationCheckFailed):
-    """A hash the policy refuses: SHA-1 unless allowed, or one that is not SHA-2."""
-
-    check = "hash"
-
-
-class SignatureCheckFailed(AttestationCheckFailed):
-    """The signature scheme does not fit the key, or the signature does not verify."""
-
-    check = "signature"
-
-
-class SoftwareAttestationRefused(AttestationCheckFailed):
-    """A software provider's attestation, refused because the policy does not allow software."""
-
-    check = "software"
-
-
-class MagicCheckFailed(AttestationCheckFailed):
-    """The attestation does not begin with TPM_GENERATED_VALUE: no TPM made it."""
-
-    check = "magic"
-
-
-class AttestTypeCheckFailed(AttestationCheckFailed):
-    """The attestation is of another type (a certification given as a quote, or back)."""
-
-    check = "type"
-
-
-class NonceCheckFailed(AttestationCheckFailed):
-    """The attestation's extraData is not the verifier's nonce (a replay, or another request)."""
-
-    check = "nonce"
-
-
-class PCRSelectionCheckFailed(AttestationCheckFailed):
-    """The quote covers other PCRs or banks than the verifier expected."""
-
-    check = "pcr-selection"
-
-
-class PCRDigestCheckFailed(AttestationCheckFailed):
-    """The quoted PCR digest is not the hash of the expected PCR values."""
-
-    check = "pcr-digest"
-
-
-class NameCheckFailed(AttestationCheckFailed):
-    """The name in the certification is not the name of the TPMT_PUBLIC given with it."""
-
-    check = "name"
-
-
-class KeyMismatch(AttestationCheckFailed):
-    """The certified key is not the public key the verifier expected."""
-
-    check = "key"
-
-
-class KeyAttributesCheckFailed(AttestationCheckFailed):
-    """The certified key is not fixedTPM, fixedParent, sensitiveDataOrigin and unrestricted."""
-
-    check = "key-attributes"
-
-
-class KeyStrengthCheckFailed(AttestationCheckFailed):
-    """The certified key is weaker than RSA-2048, or on a curve other than P-256/384/521."""
-
-    check = "key-strength"
+    check = Check.TRUST
 
 
 class CertificateCheckFailed(AttestationCheckFailed):
-    """An EK certificate that does not chain to the CA bundle, is out of date or is unfit."""
+    """An EK or AK certificate that does not chain to the CA bundle, is out of date or is unfit;
+    also raised by the certificate checks on their own (``verify_ek_certificate``)."""
 
-    check = "certificate"
+    check = Check.CERTIFICATE

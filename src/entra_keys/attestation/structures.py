@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import ClassVar, Self
 
 from cryptography.hazmat.primitives import hashes
@@ -80,7 +80,6 @@ __all__ = [
     "hash_info",
     "hash_info_by_name",
     "parse_tpm2b",
-    "scan_attest",
     "tpm2b",
 ]
 
@@ -147,7 +146,7 @@ class TPMA_OBJECT(enum.IntFlag):  # noqa: N801 - the specification's name
     X509SIGN = 1 << 19
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HashInfo:
     """A TPM hash algorithm: its TPM_ALG id, name, digest size and ``cryptography`` class."""
 
@@ -216,25 +215,56 @@ _HEADER = struct.Struct(">IH")  # TPMS_ATTEST magic, type
 _CLOCK = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO and firmwareVersion
 
 
+def _as_bytes(data: object, what: str) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidData(f"{what}: bytes expected, not {type(data).__name__}")
+    return bytes(data)
+
+
+def _truncated(what: str, name: str, n: int, pos: int, end: int) -> InvalidData:
+    return InvalidData(
+        f"{what}: truncated: {name} needs {n} bytes at offset {pos}, {end - pos} left"
+    )
+
+
+def _too_large(what: str, name: str, size: int, limit: int) -> InvalidData:
+    return InvalidData(f"{what}: {name} is {size} bytes, more than the {limit} it can hold")
+
+
+def _trailing(what: str, left: int) -> InvalidData:
+    return InvalidData(f"{what}: {left} trailing bytes after the structure")
+
+
+def _tpm2b_at(
+    data: bytes, pos: int, end: int, what: str, name: str, limit: int
+) -> tuple[bytes, int]:
+    """The TPM2B at ``pos`` (at most ``limit`` bytes) and the offset after it."""
+    start = pos + 2
+    if start > end:
+        raise _truncated(what, f"{name} size", 2, pos, end)
+    size = data[pos] << 8 | data[pos + 1]
+    if size > limit:
+        raise _too_large(what, name, size, limit)
+    stop = start + size
+    if stop > end:
+        raise _truncated(what, name, size, start, end)
+    return data[start:stop], stop
+
+
 class _Reader:
     """Reads big-endian TPM fields from bytes; every shortfall is an exact InvalidData."""
 
     __slots__ = ("data", "pos", "what")
 
     def __init__(self, data: object, what: str) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidData(f"{what}: bytes expected, not {type(data).__name__}")
-        self.data = bytes(data)
+        self.data = _as_bytes(data, what)
         self.pos = 0
         self.what = what
 
     def _need(self, n: int, name: str) -> int:
         pos = self.pos
         if pos + n > len(self.data):
-            raise InvalidData(
-                f"{self.what}: truncated: {name} needs {n} bytes at offset {pos}, "
-                f"{len(self.data) - pos} left"
-            )
+            raise _truncated(self.what, name, n, pos, len(self.data))
         self.pos = pos + n
         return pos
 
@@ -255,17 +285,13 @@ class _Reader:
         return self.data[pos : pos + n]
 
     def tpm2b(self, name: str, limit: int) -> bytes:
-        size = self.u16(f"{name} size")
-        if size > limit:
-            raise InvalidData(
-                f"{self.what}: {name} is {size} bytes, more than the {limit} it can hold"
-            )
-        return self.take(size, name)
+        out, self.pos = _tpm2b_at(self.data, self.pos, len(self.data), self.what, name, limit)
+        return out
 
     def done(self) -> None:
         left = len(self.data) - self.pos
         if left:
-            raise InvalidData(f"{self.what}: {left} trailing bytes after the structure")
+            raise _trailing(self.what, left)
 
 
 def tpm2b(data: bytes) -> bytes:
@@ -294,7 +320,7 @@ def _known(alg: int, allowed: Mapping[int, object] | frozenset[int], what: str, 
 _SYM_OBJECT_ALGS = frozenset({TPM_ALG_AES, TPM_ALG_SM4, TPM_ALG_CAMELLIA, TPM_ALG_NULL})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMTSymDefObject:
     """TPMT_SYM_DEF_OBJECT: a storage key's symmetric algorithm (AES-128-CFB), or NULL."""
 
@@ -347,7 +373,7 @@ _KDF_SCHEMES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMTScheme:
     """A TPMT_*_SCHEME (RSA, ECC, keyed-hash, KDF): the scheme id and its details.
 
@@ -392,7 +418,7 @@ _SCHEME_NULL = TPMTScheme()
 # --- TPMT_PUBLIC ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSRSAParms:
     """TPMS_RSA_PARMS: symmetric (storage keys), scheme, keyBits, exponent (0 means 65537)."""
 
@@ -402,7 +428,7 @@ class TPMSRSAParms:
     exponent: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSECCParms:
     """TPMS_ECC_PARMS: symmetric (storage keys), scheme, curveID, kdf."""
 
@@ -412,21 +438,21 @@ class TPMSECCParms:
     kdf: TPMTScheme = _SCHEME_NULL
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSKeyedHashParms:
     """TPMS_KEYEDHASH_PARMS: the keyed-hash scheme (HMAC with a hash, XOR, or NULL)."""
 
     scheme: TPMTScheme
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSSymCipherParms:
     """TPMS_SYMCIPHER_PARMS: a symmetric key's algorithm, size and mode."""
 
     sym: TPMTSymDefObject
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSECCPoint:
     """TPMS_ECC_POINT: x and y, big-endian (a TPM pads them to the curve size)."""
 
@@ -463,7 +489,7 @@ Parameters = TPMSRSAParms | TPMSECCParms | TPMSKeyedHashParms | TPMSSymCipherPar
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMTPublic:
     """TPMT_PUBLIC (Part 2, 12.2.4): an object's public area, what its name is the hash of.
 
@@ -621,7 +647,7 @@ class TPMTPublic:
 # --- TPML_PCR_SELECTION --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSPCRSelection:
     """TPMS_PCR_SELECTION: a hash bank and the PCRs selected in it (sizeofSelect bytes)."""
 
@@ -639,34 +665,22 @@ class TPMSPCRSelection:
         out.append(bits.to_bytes(self.size_of_select, "little"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMLPCRSelection:
     """TPML_PCR_SELECTION: the PCR banks and indices a quote covers, in the TPM's order."""
 
     selections: tuple[TPMSPCRSelection, ...]
 
     @classmethod
-    def parse(cls, data: bytes) -> Self:
+    def parse(cls, data: bytes) -> TPMLPCRSelection:
         """A TPML_PCR_SELECTION that is exactly the input."""
-        r = _Reader(data, "TPML_PCR_SELECTION")
-        selection = cls._read(r)
-        r.done()
+        what = "TPML_PCR_SELECTION"
+        if type(data) is not bytes:
+            data = _as_bytes(data, what)
+        selection, pos = _pcr_selection_at(data, 0, len(data), what)
+        if pos != len(data):
+            raise _trailing(what, len(data) - pos)
         return selection
-
-    @classmethod
-    def _read(cls, r: _Reader) -> Self:
-        count = r.u32("count")
-        if count > _NUM_PCR_BANKS:
-            raise InvalidData(f"{r.what}: {count} PCR banks, more than {_NUM_PCR_BANKS}")
-        selections = []
-        for _ in range(count):
-            alg = r.u16("pcrSelections.hash")
-            size = r.u8("pcrSelections.sizeofSelect")
-            if size > _PCR_SELECT_MAX:
-                raise InvalidData(f"{r.what}: sizeofSelect {size} is more than {_PCR_SELECT_MAX}")
-            pcrs = _pcr_set(r.take(size, "pcrSelections.pcrSelect"))
-            selections.append(TPMSPCRSelection(alg, pcrs, size))
-        return cls(tuple(selections))
 
     def to_bytes(self) -> bytes:
         """The marshaled TPML_PCR_SELECTION."""
@@ -701,7 +715,7 @@ class TPMLPCRSelection:
 # --- TPMS_ATTEST -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSClockInfo:
     """TPMS_CLOCK_INFO: the TPM's clock (ms), reset and restart counts, and whether it is safe."""
 
@@ -711,7 +725,7 @@ class TPMSClockInfo:
     safe: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSQuoteInfo:
     """TPMS_QUOTE_INFO: the quoted PCR selection and the digest of their values."""
 
@@ -719,7 +733,7 @@ class TPMSQuoteInfo:
     pcr_digest: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TPMSCertifyInfo:
     """TPMS_CERTIFY_INFO: the certified object's name and qualified name."""
 
@@ -727,7 +741,11 @@ class TPMSCertifyInfo:
     qualified_name: bytes
 
 
-@dataclass(frozen=True)
+_ATTEST = "TPMS_ATTEST"
+_ATTEST_HEAD = struct.Struct(">IHH")  # magic, type, qualifiedSigner size
+
+
+@dataclass(frozen=True, slots=True)
 class TPMSAttest:
     """TPMS_ATTEST (Part 2, 10.12.12): what a TPM signs in TPM2_Quote and TPM2_Certify.
 
@@ -743,56 +761,52 @@ class TPMSAttest:
     attested: TPMSQuoteInfo | TPMSCertifyInfo
 
     @classmethod
-    def parse(cls, data: bytes) -> Self:
-        """A TPMS_ATTEST (quote or certify) that is exactly the input."""
-        raw = scan_attest(data) if type(data) is bytes else None  # fast for well-formed input
-        if raw is None:
-            return cls._parse_checked(data)
-        return cls._from_raw(raw)
+    def parse(cls, data: bytes) -> TPMSAttest:
+        """A TPMS_ATTEST (quote or certify) that is exactly the input.
 
-    @classmethod
-    def _from_raw(cls, raw: RawAttest) -> Self:
-        magic, kind, signer, extra, clock, resets, restarts, safe, firmware, first, last = raw
-        attested: TPMSQuoteInfo | TPMSCertifyInfo
-        if isinstance(first, tuple):
-            selection = TPMLPCRSelection(
-                tuple(TPMSPCRSelection(a, _pcr_set(bits), n) for a, n, bits in first)
-            )
-            attested = TPMSQuoteInfo(selection, last)
-        else:
-            attested = TPMSCertifyInfo(first, last)
-        info = TPMSClockInfo(clock, resets, restarts, bool(safe))
-        return cls(magic, kind, signer, extra, info, firmware, attested)
-
-    @classmethod
-    def _parse_checked(cls, data: bytes) -> Self:
-        """The field-by-field parse, which says exactly what is wrong."""
-        r = _Reader(data, "TPMS_ATTEST")
-        magic, kind = _HEADER.unpack_from(r.data, r._need(6, "magic and type"))
-        signer = r.tpm2b("qualifiedSigner", _MAX_NAME)
-        extra = r.tpm2b("extraData", _MAX_DATA)
-        clock, resets, restarts, safe, firmware = _CLOCK.unpack_from(
-            r.data, r._need(_CLOCK.size, "clockInfo and firmwareVersion")
-        )
+        The verifier's hot path: one pass with ``struct`` and slices, each field bounds-checked
+        where it is read, so that a failure says exactly which field is short or too large.
+        """
+        if type(data) is not bytes:
+            data = _as_bytes(data, _ATTEST)
+        end = len(data)
+        if end < 8:
+            if end < 6:
+                raise _truncated(_ATTEST, "magic and type", 6, 0, end)
+            raise _truncated(_ATTEST, "qualifiedSigner size", 2, 6, end)
+        magic, kind, size = _ATTEST_HEAD.unpack_from(data, 0)
+        # Each TPM2B inline (the hot path): size, limit, then the bytes, as _tpm2b_at says.
+        if size > _MAX_NAME:
+            raise _too_large(_ATTEST, "qualifiedSigner", size, _MAX_NAME)
+        pos = 8 + size
+        if pos > end:
+            raise _truncated(_ATTEST, "qualifiedSigner", size, 8, end)
+        signer = data[8:pos]
+        extra, pos = _tpm2b_at(data, pos, end, _ATTEST, "extraData", _MAX_DATA)
+        if pos + _CLOCK.size > end:
+            raise _truncated(_ATTEST, "clockInfo and firmwareVersion", _CLOCK.size, pos, end)
+        clock, resets, restarts, safe, firmware = _CLOCK.unpack_from(data, pos)
+        pos += _CLOCK.size
         if safe > 1:
             raise InvalidData(f"TPMS_ATTEST: clockInfo.safe is {safe}, not YES (1) or NO (0)")
         attested: TPMSQuoteInfo | TPMSCertifyInfo
         if kind == TPM_ST_ATTEST_QUOTE:
-            attested = TPMSQuoteInfo(
-                TPMLPCRSelection._read(r), r.tpm2b("quote.pcrDigest", _MAX_DIGEST)
-            )
+            selection, pos = _pcr_selection_at(data, pos, end, _ATTEST)
+            digest, pos = _tpm2b_at(data, pos, end, _ATTEST, "quote.pcrDigest", _MAX_DIGEST)
+            attested = _quote_info(selection, digest)
         elif kind == TPM_ST_ATTEST_CERTIFY:
-            attested = TPMSCertifyInfo(
-                r.tpm2b("certify.name", _MAX_NAME), r.tpm2b("certify.qualifiedName", _MAX_NAME)
-            )
+            name, pos = _tpm2b_at(data, pos, end, _ATTEST, "certify.name", _MAX_NAME)
+            qualified, pos = _tpm2b_at(data, pos, end, _ATTEST, "certify.qualifiedName", _MAX_NAME)
+            attested = _certify_info(name, qualified)
         else:
             raise InvalidData(
                 f"TPMS_ATTEST: type 0x{kind:04x} is neither a quote (0x8018) "
                 "nor a certification (0x8017)"
             )
-        r.done()
-        info = TPMSClockInfo(clock, resets, restarts, bool(safe))
-        return cls(magic, kind, signer, extra, info, firmware, attested)
+        if pos != end:
+            raise _trailing(_ATTEST, end - pos)
+        info = _clock_info(clock, resets, restarts, safe == 1)
+        return _attest(magic, kind, signer, extra, info, firmware, attested)
 
     def to_bytes(self) -> bytes:
         """The marshaled TPMS_ATTEST."""
@@ -813,17 +827,12 @@ class TPMSAttest:
         return b"".join(out)
 
 
-_ATTEST_HEAD = struct.Struct(">IHH")  # magic, type, qualifiedSigner size
 _SELECT_HEAD = struct.Struct(">HB")  # TPMS_PCR_SELECTION hash, sizeofSelect
 _BYTE_BITS = tuple(tuple(b for b in range(8) if v >> b & 1) for v in range(256))
-
-#: TPMS_ATTEST's fields as plain values: magic, type, qualifiedSigner, extraData, clock,
-#: resetCount, restartCount, safe, firmwareVersion, then for a quote ((hash, sizeofSelect,
-#: pcrSelect), ...) and pcrDigest, for a certification name and qualifiedName.
-RawAttest = tuple[
-    int, int, bytes, bytes, int, int, int, int, int,
-    tuple[tuple[int, int, bytes], ...] | bytes, bytes,
-]  # fmt: skip
+# Parsed selections by their bytes: a device quotes the same PCRs again and again, and the
+# objects are immutable. Bounded: once full, further selections are built each time.
+_SELECTIONS: dict[bytes, TPMLPCRSelection] = {}
+_SELECTIONS_MAX = 256
 
 
 def _pcr_set(select: bytes) -> frozenset[int]:
@@ -831,66 +840,120 @@ def _pcr_set(select: bytes) -> frozenset[int]:
     return frozenset(8 * i + b for i, byte in enumerate(select) for b in _BYTE_BITS[byte])
 
 
-def scan_attest(data: bytes) -> RawAttest | None:
-    """TPMS_ATTEST (quote or certify) read into plain values without building objects; None
-    for anything not well formed (``TPMSAttest.parse`` then says what). The verifier's path."""
-    try:
-        magic, kind, size = _ATTEST_HEAD.unpack_from(data, 0)
-        pos = 8 + size
-        signer = data[8:pos]
-        (size,) = _U16.unpack_from(data, pos)
-        start = pos + 2
-        pos = start + size
-        extra = data[start:pos]
-        if len(signer) > _MAX_NAME or size > _MAX_DATA:
-            return None
-        clock, resets, restarts, safe, firmware = _CLOCK.unpack_from(data, pos)
-        pos += _CLOCK.size
-        first: tuple[tuple[int, int, bytes], ...] | bytes
-        if kind == TPM_ST_ATTEST_QUOTE:
-            (count,) = _U32.unpack_from(data, pos)
-            pos += 4
-            if count > _NUM_PCR_BANKS:
-                return None
-            selections = []
-            for _ in range(count):
-                alg, size = _SELECT_HEAD.unpack_from(data, pos)
-                pos += 3 + size
-                if size > _PCR_SELECT_MAX:
-                    return None
-                selections.append((alg, size, data[pos - size : pos]))
-            first = tuple(selections)
-            limit = _MAX_DIGEST
-        elif kind == TPM_ST_ATTEST_CERTIFY:
-            (size,) = _U16.unpack_from(data, pos)
-            start = pos + 2
-            pos = start + size
-            first = data[start:pos]
-            limit = _MAX_NAME
-            if size > limit:
-                return None
-        else:
-            return None
-        (size,) = _U16.unpack_from(data, pos)
-        start = pos + 2
-        pos = start + size
-        if size > limit:
-            return None
-    except struct.error:
-        return None
-    if pos != len(data) or safe > 1:
-        return None
-    return magic, kind, signer, extra, clock, resets, restarts, safe, firmware, first, data[start:]
+def _pcr_selection_at(data: bytes, pos: int, end: int, what: str) -> tuple[TPMLPCRSelection, int]:
+    """The TPML_PCR_SELECTION at ``pos`` and the offset after it."""
+    if pos + 4 > end:
+        raise _truncated(what, "count", 4, pos, end)
+    (count,) = _U32.unpack_from(data, pos)
+    if count > _NUM_PCR_BANKS:
+        raise InvalidData(f"{what}: {count} PCR banks, more than {_NUM_PCR_BANKS}")
+    start = pos
+    pos += 4
+    for _ in range(count):
+        if pos + 3 > end:
+            if pos + 2 > end:
+                raise _truncated(what, "pcrSelections.hash", 2, pos, end)
+            raise _truncated(what, "pcrSelections.sizeofSelect", 1, pos + 2, end)
+        size = data[pos + 2]
+        if size > _PCR_SELECT_MAX:
+            raise InvalidData(f"{what}: sizeofSelect {size} is more than {_PCR_SELECT_MAX}")
+        pos += 3
+        if pos + size > end:
+            raise _truncated(what, "pcrSelections.pcrSelect", size, pos, end)
+        pos += size
+    raw = data[start:pos]
+    selection = _SELECTIONS.get(raw)
+    if selection is None:
+        banks = []
+        at = 4
+        for _ in range(count):
+            alg, size = _SELECT_HEAD.unpack_from(raw, at)
+            at += 3 + size
+            banks.append(TPMSPCRSelection(alg, _pcr_set(raw[at - size : at]), size))
+        selection = TPMLPCRSelection(tuple(banks))
+        if len(_SELECTIONS) < _SELECTIONS_MAX:
+            _SELECTIONS[raw] = selection
+    return selection, pos
+
+
+# The hot parsers build their results slot by slot. A frozen dataclass's __init__ sets each
+# field through object.__setattr__, to get past its own __setattr__, which costs about twice
+# what setting the slot does; TPMSAttest.parse and TPMTSignature.parse (one of each per
+# verified attestation) have checked every value and set the slots directly. The objects are
+# the same as the constructors make: frozen, equal, hashable.
+
+_new = object.__new__
+
+
+def _slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
+    """The ``__set__`` of each field's slot of a slotted dataclass, in field order."""
+    return tuple(getattr(cls, field.name).__set__ for field in fields(cls))
+
+
+_set_clock, _set_resets, _set_restarts, _set_safe = _slot_setters(TPMSClockInfo)
+_set_select, _set_digest = _slot_setters(TPMSQuoteInfo)
+_set_name, _set_qualified = _slot_setters(TPMSCertifyInfo)
+_set_magic, _set_type, _set_signer, _set_extra, _set_info, _set_firmware, _set_attested = (
+    _slot_setters(TPMSAttest)
+)
+
+
+def _clock_info(clock: int, resets: int, restarts: int, safe: bool) -> TPMSClockInfo:
+    obj = _new(TPMSClockInfo)
+    _set_clock(obj, clock)
+    _set_resets(obj, resets)
+    _set_restarts(obj, restarts)
+    _set_safe(obj, safe)
+    return obj
+
+
+def _quote_info(selection: TPMLPCRSelection, digest: bytes) -> TPMSQuoteInfo:
+    obj = _new(TPMSQuoteInfo)
+    _set_select(obj, selection)
+    _set_digest(obj, digest)
+    return obj
+
+
+def _certify_info(name: bytes, qualified: bytes) -> TPMSCertifyInfo:
+    obj = _new(TPMSCertifyInfo)
+    _set_name(obj, name)
+    _set_qualified(obj, qualified)
+    return obj
+
+
+def _attest(
+    magic: int,
+    kind: int,
+    signer: bytes,
+    extra: bytes,
+    info: TPMSClockInfo,
+    firmware: int,
+    attested: TPMSQuoteInfo | TPMSCertifyInfo,
+) -> TPMSAttest:
+    obj = _new(TPMSAttest)
+    _set_magic(obj, magic)
+    _set_type(obj, kind)
+    _set_signer(obj, signer)
+    _set_extra(obj, extra)
+    _set_info(obj, info)
+    _set_firmware(obj, firmware)
+    _set_attested(obj, attested)
+    return obj
 
 
 # --- TPMT_SIGNATURE ----------------------------------------------------------------------------
 
-_SIG_HEAD = struct.Struct(">HHH")  # sigAlg, hash, first TPM2B size
+_SIGNATURE = "TPMT_SIGNATURE"
+_SIG_HEAD = struct.Struct(">HHH")  # sigAlg, hash, the first TPM2B's size
 _RSA_SIG = frozenset({TPM_ALG_RSASSA, TPM_ALG_RSAPSS})
 _ECC_SIG = frozenset({TPM_ALG_ECDSA})
 
 
-@dataclass(frozen=True)
+def _unknown_signature(alg: int) -> InvalidData:
+    return InvalidData(f"TPMT_SIGNATURE: sigAlg 0x{alg:04x} is not RSASSA, RSAPSS or ECDSA")
+
+
+@dataclass(frozen=True, slots=True)
 class TPMTSignature:
     """TPMT_SIGNATURE: RSASSA or RSAPSS (``signature``) or ECDSA (``signature_r``/``_s``)."""
 
@@ -901,33 +964,41 @@ class TPMTSignature:
     signature_s: bytes = b""
 
     @classmethod
-    def parse(cls, data: bytes) -> Self:
+    def parse(cls, data: bytes) -> TPMTSignature:
         """A TPMT_SIGNATURE (RSASSA, RSAPSS or ECDSA) that is exactly the input."""
-        if type(data) is bytes and len(data) >= 6:
-            alg, hash_alg, size = _SIG_HEAD.unpack_from(data, 0)
-            if alg in _RSA_SIG and len(data) == 6 + size and size <= _MAX_RSA:
-                return cls(alg, hash_alg, data[6:])
-            if alg in _ECC_SIG and len(data) >= 8 + size and size <= _MAX_ECC:
-                (s_size,) = _U16.unpack_from(data, 6 + size)
-                if len(data) == 8 + size + s_size and s_size <= _MAX_ECC:
-                    return cls(alg, hash_alg, b"", data[6 : 6 + size], data[8 + size :])
-        return cls._parse_checked(data)
-
-    @classmethod
-    def _parse_checked(cls, data: bytes) -> Self:
-        """The field-by-field parse, which says exactly what is wrong."""
-        r = _Reader(data, "TPMT_SIGNATURE")
-        alg = r.u16("sigAlg")
+        if type(data) is not bytes:
+            data = _as_bytes(data, _SIGNATURE)
+        end = len(data)
+        if end < 6:  # too short for any signature: which field is missing
+            if end < 2:
+                raise _truncated(_SIGNATURE, "sigAlg", 2, 0, end)
+            alg = data[0] << 8 | data[1]
+            if alg in _RSA_SIG or alg in _ECC_SIG:
+                if end < 4:
+                    raise _truncated(_SIGNATURE, "hash", 2, 2, end)
+                first = "signature.sig" if alg in _RSA_SIG else "signature.signatureR"
+                raise _truncated(_SIGNATURE, f"{first} size", 2, 4, end)
+            raise _unknown_signature(alg)
+        alg, hash_alg, size = _SIG_HEAD.unpack_from(data, 0)
+        stop = 6 + size
         if alg in _RSA_SIG:
-            sig = cls(alg, r.u16("hash"), r.tpm2b("signature.sig", _MAX_RSA))
-        elif alg in _ECC_SIG:
-            hash_alg = r.u16("hash")
-            sig_r = r.tpm2b("signature.signatureR", _MAX_ECC)
-            sig = cls(alg, hash_alg, b"", sig_r, r.tpm2b("signature.signatureS", _MAX_ECC))
-        else:
-            raise InvalidData(f"TPMT_SIGNATURE: sigAlg 0x{alg:04x} is not RSASSA, RSAPSS or ECDSA")
-        r.done()
-        return sig
+            if size > _MAX_RSA:
+                raise _too_large(_SIGNATURE, "signature.sig", size, _MAX_RSA)
+            if stop != end:
+                if stop > end:
+                    raise _truncated(_SIGNATURE, "signature.sig", size, 6, end)
+                raise _trailing(_SIGNATURE, end - stop)
+            return _signature(alg, hash_alg, data[6:], b"", b"")
+        if alg not in _ECC_SIG:
+            raise _unknown_signature(alg)
+        if size > _MAX_ECC:
+            raise _too_large(_SIGNATURE, "signature.signatureR", size, _MAX_ECC)
+        if stop > end:
+            raise _truncated(_SIGNATURE, "signature.signatureR", size, 6, end)
+        sig_s, pos = _tpm2b_at(data, stop, end, _SIGNATURE, "signature.signatureS", _MAX_ECC)
+        if pos != end:
+            raise _trailing(_SIGNATURE, end - pos)
+        return _signature(alg, hash_alg, b"", data[6:stop], sig_s)
 
     def to_bytes(self) -> bytes:
         """The marshaled TPMT_SIGNATURE."""
@@ -974,3 +1045,16 @@ class TPMTSignature:
         else:
             size = max((r.bit_length() + 7) // 8, (s.bit_length() + 7) // 8)
         return cls(sig_alg, hash_alg, b"", r.to_bytes(size, "big"), s.to_bytes(size, "big"))
+
+
+_set_sig_alg, _set_hash, _set_sig, _set_r, _set_s = _slot_setters(TPMTSignature)
+
+
+def _signature(alg: int, hash_alg: int, sig: bytes, sig_r: bytes, sig_s: bytes) -> TPMTSignature:
+    obj = _new(TPMTSignature)
+    _set_sig_alg(obj, alg)
+    _set_hash(obj, hash_alg)
+    _set_sig(obj, sig)
+    _set_r(obj, sig_r)
+    _set_s(obj, sig_s)
+    return obj

@@ -1,0 +1,560 @@
+"""EK, AK and platform certificates: the chain to a TPM maker's CA, and what they say.
+
+``verify_ek_certificate`` checks an EK certificate against the TCG EK Credential Profile and its
+chain to the CA certificates given (or the policy's); ``verify_ak_certificate`` does the same for
+an AK certificate; ``parse_platform_certificate`` reads a TCG platform certificate.
+
+The chain is built and verified by cryptography's own X.509 verifier (``x509.verification``: a
+client verifier from ``PolicyBuilder`` with ``ExtensionPolicy`` objects made for TCG
+certificates); what it cannot do is written here:
+
+* What was tried (cryptography 50.0.2, the swtpm 0.7.1 EK certificates in
+  tests/vectors/swtpm_tpm2_tools.json, root and issuer of swtpm's local CA, at 2027-01-01):
+  ``PolicyBuilder().store(Store([root])).time(...).build_client_verifier().verify(ek, [issuer])``
+  fails for both the RSA and the ECC EK with ``VerificationError: validation failed: required
+  EKU not found``: the client profile wants id-kp-clientAuth, an EK certificate has
+  tcg-kp-EKCertificate (2.23.133.8.1), and ``Policy.extended_key_usage`` cannot be set. With
+  ``ExtensionPolicy.webpki_defaults_ee()`` a leaf without authorityKeyIdentifier fails
+  ("2.5.29.35: Certificate is missing required extension"); ``webpki_defaults_ca()`` refuses a
+  CA without keyUsage ("2.5.29.15: Certificate is missing required extension"), which RFC 5280
+  path validation allows. ``ExtensionPolicy.permit_all()`` cannot be a CA policy ("A CA
+  extension policy must require the basicConstraints extension to be present").
+* What works, and is used: an end-entity policy ``permit_all()`` (plus certificatePolicies of
+  any criticality) and a CA policy ``permit_all()`` that requires basicConstraints (of any
+  criticality) and checks keyCertSign when keyUsage is there (cryptography checks keyCertSign
+  only in its WebPKI validator). Both swtpm chains verify (the critical subjectAltName of the
+  EK profile is accounted for; swtpm's EK subject is CN=unknown, and a leaf with an empty
+  subject, as the tests make them, verifies too), with the issuer as a trust anchor or as an
+  untrusted intermediate. cryptography then checks, on every certificate of the chain: signatures,
+  validity at the time given, cA asserted in every issuer (also with our own basicConstraints
+  policy), path length, a depth of 7 intermediates at most, and critical extensions it does not
+  process (1.2.3.4, policyConstraints, inhibitAnyPolicy: refused). It would take a critical
+  nameConstraints (enforcing it) or authorityInfoAccess on a CA; as before, every certificate of
+  the chain may have critical only the extensions this module knows (``_KNOWN_CRITICAL``).
+* What it cannot do, so it is done here, before the chain and with this module's messages:
+  the EK profile's end-entity rules (not a CA, no keyCertSign/cRLSign, EK key purpose when key
+  purposes are given, key strength, the certificate is for this EK), the TPM's names in
+  subjectAltName and subjectDirectoryAttributes, and saying which certificate failed and why:
+  cryptography's error is "candidates exhausted: ..." for the last candidate it tried, so when it
+  refuses a chain, ``_explain`` walks the chain the way it would have been built and names the
+  certificate and the reason (no CA signed it, not a CA, path length, keyCertSign, out of date).
+  It only explains: no chain cryptography refuses is accepted (this module refuses more, never
+  less). A trust anchor is never the EK certificate itself (an anchor equal to the leaf is left
+  out, as cryptography would otherwise return the leaf alone as its chain).
+* Stricter than the hand-written chain builder this replaces: the CA/B Forum algorithm rules
+  cryptography applies to every chain (signatures RSA PKCS#1 v1.5 or PSS with SHA-256/384/512
+  or ECDSA with SHA-256/384/512, so no SHA-1; issuer keys RSA-2048+ or P-256/384/521), X.509
+  v3 only, serial numbers of at most 20 octets and not negative, UTCTime for dates before 2050,
+  a non-empty issuer; and a critical subjectDirectoryAttributes (the EK profile makes it
+  non-critical) is refused, as cryptography has no type to account for it. ``ExtensionPolicy``
+  needs cryptography 45 or later.
+
+Pure Python over cryptography and asn1crypto; ``cryptography.x509`` is imported when a
+certificate is checked, not when this module is.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ..errors import CertificateCheckFailed, InvalidData
+from .structures import TPMTPublic
+
+if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
+    from cryptography import x509
+    from cryptography.x509.verification import ExtensionPolicy
+
+    from .verifier import TrustPolicy
+
+__all__ = [
+    "EKCertificateInfo",
+    "PlatformCertificateInfo",
+    "parse_platform_certificate",
+    "verify_ak_certificate",
+    "verify_ek_certificate",
+]
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+#: An EK as a caller may give it: a ``cryptography`` key, its TPMT_PUBLIC or TPM2B_PUBLIC.
+EKPublic = PublicKey | TPMTPublic | bytes
+
+_TCG_KP_EK_CERTIFICATE = "2.23.133.8.1"
+_TPM_MANUFACTURER, _TPM_MODEL, _TPM_VERSION = "2.23.133.2.1", "2.23.133.2.2", "2.23.133.2.3"
+# platformManufacturerStr, platformModel, platformVersion, platformSerial
+_PLATFORM_OIDS = frozenset({"2.23.133.5.1.1", "2.23.133.5.1.4", "2.23.133.5.1.5", "2.23.133.5.1.6"})
+#: The most certificates below a trust anchor: the leaf and seven intermediates.
+_MAX_CHAIN = 8
+# Extensions this check understands, so they may be critical (RFC 5280 4.2): the EK profile
+# makes subjectAltName critical when the subject is empty.
+_KNOWN_CRITICAL = frozenset(
+    {
+        "2.5.29.15",  # keyUsage
+        "2.5.29.17",  # subjectAltName
+        "2.5.29.19",  # basicConstraints
+        "2.5.29.32",  # certificatePolicies
+        "2.5.29.37",  # extKeyUsage
+        "2.5.29.9",  # subjectDirectoryAttributes
+        "2.5.29.14",  # subjectKeyIdentifier
+        "2.5.29.35",  # authorityKeyIdentifier
+    }
+)
+
+
+def _spki(key: PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _tpmt_bytes(data: bytes) -> bytes:
+    """A TPMT_PUBLIC from itself or from a TPM2B_PUBLIC (the ``-u`` file of tpm2-tools)."""
+    if len(data) >= 2 and int.from_bytes(data[:2], "big") == len(data) - 2:
+        return data[2:]
+    return data
+
+
+@dataclass(frozen=True)
+class EKCertificateInfo:
+    """A checked EK certificate: its key, its chain (leaf first, a trusted CA last) and the TPM
+    it names (manufacturer, model, version from subjectAltName; TPM specification)."""
+
+    certificate: x509.Certificate
+    public_key: PublicKey
+    chain: tuple[x509.Certificate, ...]
+    manufacturer: str | None
+    model: str | None
+    version: str | None
+    #: The TCG vendor id when the manufacturer is written "id:XXXXXXXX" (swtpm: 0x00001014).
+    manufacturer_id: int | None
+    #: TPMSpecification (family, level, revision) from subjectDirectoryAttributes, if present.
+    tpm_specification: tuple[str, int, int] | None
+
+
+def _load_certificate(data: x509.Certificate | bytes) -> x509.Certificate:
+    from cryptography import x509
+
+    if isinstance(data, x509.Certificate):
+        return data
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except (ValueError, TypeError) as exc:
+        raise CertificateCheckFailed(f"not an X.509 certificate ({exc})") from exc
+
+
+def verify_ek_certificate(
+    certificate: bytes | x509.Certificate,
+    ca_certs: Iterable[x509.Certificate | bytes] | None = None,
+    *,
+    intermediates: Iterable[x509.Certificate | bytes] = (),
+    ek_public: EKPublic | None = None,
+    at: datetime | None = None,
+    policy: TrustPolicy | None = None,
+) -> EKCertificateInfo:
+    """Checks that an EK certificate chains to one of the CA certificates (or the policy's),
+    is in date, is for the EK (when ``ek_public`` is given), and reads the TPM it names. Every
+    certificate in ``ca_certs`` is a trust anchor; ``intermediates`` only help build the chain.
+
+    The EK profile's end-entity rules are checked here; the chain is built and verified by
+    cryptography's X.509 verifier with extension policies for TCG certificates (a WebPKI
+    profile refuses what the EK profile allows: TCG key purposes, a critical subjectAltName).
+    """
+    from cryptography import x509
+
+    try:
+        return _verify_ek_certificate(certificate, ca_certs, intermediates, ek_public, at, policy)
+    except (
+        ValueError,
+        TypeError,
+        _PycaUnsupported,
+        x509.UnsupportedGeneralNameType,
+        x509.DuplicateExtension,
+        x509.InvalidVersion,
+    ) as exc:
+        # cryptography parses certificates lazily: a damaged part shows when it is read.
+        raise CertificateCheckFailed(f"a certificate does not parse ({exc})") from exc
+
+
+def _verify_ek_certificate(
+    certificate: bytes | x509.Certificate,
+    ca_certs: Iterable[x509.Certificate | bytes] | None,
+    intermediates: Iterable[x509.Certificate | bytes],
+    ek_public: EKPublic | None,
+    at: datetime | None,
+    policy: TrustPolicy | None,
+) -> EKCertificateInfo:
+    leaf = _load_certificate(certificate)
+    if ca_certs is None:  # the default policy trusts no EK CA
+        ca_certs = policy.ek_ca_certificates() if policy is not None else ()
+    anchors = tuple(_load_certificate(c) for c in ca_certs)
+    if not anchors:
+        raise CertificateCheckFailed("no CA certificates to check the EK certificate against")
+    others = tuple(_load_certificate(c) for c in intermediates)
+    when = at or datetime.now(UTC)
+    _check_certificate(leaf, when, "the EK certificate")
+    _check_end_entity(leaf, "the EK certificate")
+    purposes = _extension(leaf, "2.5.29.37")
+    if purposes is not None and _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
+        raise CertificateCheckFailed(
+            "the certificate's key purposes do not include EK (2.23.133.8.1)"
+        )
+    chain = _chain(leaf, anchors, others, when)
+    public_key = _strong_certified_key(leaf, "the EK certificate")
+    if ek_public is not None and _spki(_resolve_ek(ek_public)) != _spki(public_key):
+        raise CertificateCheckFailed("the certificate is for another key than this EK")
+    manufacturer, model, version, spec = _tpm_identity(leaf)
+    manufacturer_id = None
+    if manufacturer is not None and manufacturer.lower().startswith("id:"):
+        try:
+            manufacturer_id = int(manufacturer[3:], 16)
+        except ValueError:
+            manufacturer_id = None
+    return EKCertificateInfo(
+        certificate=leaf,
+        public_key=public_key,
+        chain=chain,
+        manufacturer=manufacturer,
+        model=model,
+        version=version,
+        manufacturer_id=manufacturer_id,
+        tpm_specification=spec,
+    )
+
+
+def _check_end_entity(cert: x509.Certificate, what: str) -> None:
+    """Refuses a CA certificate in a leaf's place: basicConstraints CA, keyCertSign or cRLSign."""
+    from cryptography import x509
+
+    constraints = _extension(cert, "2.5.29.19")
+    if isinstance(constraints, x509.BasicConstraints) and constraints.ca:
+        raise CertificateCheckFailed(f"{what} is a CA certificate, not an end-entity certificate")
+    usage = _extension(cert, "2.5.29.15")
+    if isinstance(usage, x509.KeyUsage) and (usage.key_cert_sign or usage.crl_sign):
+        raise CertificateCheckFailed(f"{what} may sign certificates: it is no end-entity's")
+
+
+def _strong_certified_key(cert: x509.Certificate, what: str) -> PublicKey:
+    """The certificate's key, if RSA-2048 or larger or on P-256, P-384 or P-521."""
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CertificateCheckFailed(f"{what}'s key is RSA-{key.key_size}, below RSA-2048")
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
+            raise CertificateCheckFailed(
+                f"{what}'s key is on {key.curve.name}, not P-256, P-384 or P-521"
+            )
+        return key
+    raise CertificateCheckFailed(f"{what}'s key is neither RSA nor elliptic-curve")
+
+
+def verify_ak_certificate(
+    certificate: x509.Certificate | bytes,
+    ak_public: PublicKey,
+    ca_certs: Iterable[x509.Certificate | bytes],
+    *,
+    intermediates: Iterable[x509.Certificate | bytes] = (),
+    at: datetime | None = None,
+) -> tuple[x509.Certificate, ...]:
+    """Checks an AK certificate: an end-entity certificate for exactly this AK's key, in date,
+    chaining to one of the CA certificates; returns the chain (leaf first) or raises
+    CertificateCheckFailed."""
+    from cryptography import x509
+
+    try:
+        leaf = _load_certificate(certificate)
+        anchors = tuple(_load_certificate(c) for c in ca_certs)
+        if not anchors:
+            raise CertificateCheckFailed("no CA certificates to check the AK certificate against")
+        others = tuple(_load_certificate(c) for c in intermediates)
+        when = at or datetime.now(UTC)
+        _check_certificate(leaf, when, "the AK certificate")
+        _check_end_entity(leaf, "the AK certificate")
+        if _spki(_strong_certified_key(leaf, "the AK certificate")) != _spki(ak_public):
+            raise CertificateCheckFailed("the AK certificate is for another key than this AK")
+        return _chain(leaf, anchors, others, when)
+    except (ValueError, TypeError, _PycaUnsupported, x509.DuplicateExtension) as exc:
+        raise CertificateCheckFailed(f"a certificate does not parse ({exc})") from exc
+
+
+def _resolve_ek(ek: EKPublic) -> PublicKey:
+    if isinstance(ek, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        return ek
+    try:
+        public = (
+            TPMTPublic.parse(_tpmt_bytes(bytes(ek))) if isinstance(ek, bytes | bytearray) else ek
+        )
+        return public.public_key()
+    except InvalidData as exc:
+        raise CertificateCheckFailed(f"the EK's {exc}") from exc
+
+
+def _extension(cert: x509.Certificate, oid: str) -> Any:
+    from cryptography import x509
+
+    try:
+        return cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as exc:
+        raise CertificateCheckFailed(f"a certificate extension does not parse ({exc})") from exc
+
+
+def _check_certificate(cert: x509.Certificate, when: datetime, what: str) -> None:
+    """In date at ``when``, and every critical extension one this check understands."""
+    if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+        raise CertificateCheckFailed(
+            f"{what} is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} to "
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, not at {when:%Y-%m-%d %H:%M:%S}"
+        )
+    try:
+        extensions = list(cert.extensions)
+    except ValueError as exc:
+        raise CertificateCheckFailed(f"{what}'s extensions do not parse ({exc})") from exc
+    for ext in extensions:
+        if ext.critical and ext.oid.dotted_string not in _KNOWN_CRITICAL:
+            raise CertificateCheckFailed(
+                f"{what} has a critical extension {ext.oid.dotted_string} this check does not know"
+            )
+
+
+# --- the chain: cryptography's verifier, with this module's reasons ------------------------------
+
+
+def _key_cert_sign(_policy: Any, _cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    """A CA's keyUsage, when it has one, must allow signing certificates (RFC 5280 4.2.1.3)."""
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("the CA's keyUsage does not allow keyCertSign")
+
+
+@functools.cache
+def _extension_policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
+    """The CA and end-entity extension policies for TCG certificates (see the module's notes)."""
+    from cryptography import x509
+    from cryptography.x509.verification import Criticality, ExtensionPolicy
+
+    agnostic = Criticality.AGNOSTIC
+    ca = (
+        ExtensionPolicy.permit_all()
+        .require_present(x509.BasicConstraints, agnostic, None)  # cA and path length: pyca
+        .may_be_present(x509.KeyUsage, agnostic, _key_cert_sign)
+        .may_be_present(x509.CertificatePolicies, agnostic, None)
+    )
+    ee = ExtensionPolicy.permit_all().may_be_present(x509.CertificatePolicies, agnostic, None)
+    return ca, ee
+
+
+def _chain(
+    leaf: x509.Certificate,
+    anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    when: datetime,
+) -> tuple[x509.Certificate, ...]:
+    """The chain from the leaf to a trust anchor (leaf first), as cryptography's verifier builds
+    and checks it; CertificateCheckFailed naming the certificate at fault if there is none."""
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    trusted = [anchor for anchor in anchors if anchor != leaf]  # a leaf is never its own CA
+    if trusted:
+        ca_policy, ee_policy = _extension_policies()
+        verifier = (
+            PolicyBuilder()
+            .store(Store(trusted))
+            .time(when)
+            .max_chain_depth(_MAX_CHAIN - 1)  # intermediates
+            .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+            .build_client_verifier()
+        )
+        try:
+            chain = tuple(verifier.verify(leaf, list(intermediates)).chain)
+        except VerificationError as exc:
+            refused: Exception = exc
+        else:
+            for ca in chain[1:]:  # cryptography also takes critical nameConstraints and AIA
+                _check_certificate(ca, when, f"the CA certificate {ca.subject.rfc4514_string()!r}")
+            return chain
+    else:
+        refused = CertificateCheckFailed("no trust anchor but the certificate itself")
+    _explain(leaf, anchors, (*trusted, *intermediates), when)
+    raise CertificateCheckFailed(f"the chain is refused ({refused})") from refused
+
+
+def _explain(
+    leaf: x509.Certificate,
+    anchors: Sequence[x509.Certificate],
+    pool: Sequence[x509.Certificate],
+    when: datetime,
+) -> None:
+    """After cryptography refused the leaf's chain: walks it as it would be built (the first CA
+    in the pool that signed each certificate) and raises CertificateCheckFailed for the first
+    certificate at fault; returns when it finds none (the caller then says cryptography's
+    reason). Never accepts a chain."""
+    cert = leaf
+    for below in range(_MAX_CHAIN):
+        issuer = _issuer_of(cert, pool, when, below)
+        if issuer in anchors:
+            return
+        cert = issuer
+    raise CertificateCheckFailed(f"no trusted CA within {_MAX_CHAIN} certificates")
+
+
+def _issuer_of(
+    cert: x509.Certificate, pool: Sequence[x509.Certificate], when: datetime, below: int
+) -> x509.Certificate:
+    """The CA in the pool that signed ``cert``, or CertificateCheckFailed saying why it may not
+    issue (out of date, not a CA, path length, keyCertSign) or that no CA signed it."""
+    from cryptography import x509
+
+    for candidate in pool:
+        if candidate.subject != cert.issuer or candidate == cert:
+            continue
+        try:
+            cert.verify_directly_issued_by(candidate)
+        except (ValueError, TypeError, _PycaInvalidSignature, _PycaUnsupported):
+            continue
+        what = f"the CA certificate {candidate.subject.rfc4514_string()!r}"
+        _check_certificate(candidate, when, what)
+        constraints = _extension(candidate, "2.5.29.19")
+        if not isinstance(constraints, x509.BasicConstraints) or not constraints.ca:
+            raise CertificateCheckFailed(f"{what} signed the chain but is not a CA")
+        if constraints.path_length is not None and below > constraints.path_length:
+            raise CertificateCheckFailed(f"{what} allows a path of {constraints.path_length}")
+        usage = _extension(candidate, "2.5.29.15")
+        if isinstance(usage, x509.KeyUsage) and not usage.key_cert_sign:
+            raise CertificateCheckFailed(f"{what} may not sign certificates (keyCertSign)")
+        return candidate
+    raise CertificateCheckFailed(
+        f"no trusted CA signed {cert.subject.rfc4514_string() or 'the certificate'!r} "
+        f"(issuer {cert.issuer.rfc4514_string()!r})"
+    )
+
+
+# --- what the certificates say ---------------------------------------------------------------
+
+_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+
+
+def _directory_names(general_names: Any) -> dict[str, str]:
+    """{OID: text} of every attribute in the directoryName entries of a GeneralNames."""
+    found: dict[str, str] = {}
+    for general_name in general_names or ():
+        if general_name.name != "directory_name":
+            continue
+        for rdn in general_name.chosen.chosen:
+            for attribute in rdn:
+                value = attribute["value"].native
+                if isinstance(value, str):
+                    found[attribute["type"].dotted] = value
+    return found
+
+
+def _tpm_identity(
+    cert: x509.Certificate,
+) -> tuple[str | None, str | None, str | None, tuple[str, int, int] | None]:
+    """The TPM manufacturer, model and version (subjectAltName) and TPMSpecification."""
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        parsed = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+        names = _directory_names(parsed.subject_alt_name_value)
+        spec = None
+        for ext in parsed["tbs_certificate"]["extensions"] or ():
+            if ext["extn_id"].dotted != "2.5.29.9":
+                continue
+            for attribute in ext["extn_value"].parsed:
+                if attribute["type"].dotted == "2.23.133.2.16" and len(attribute["values"]):
+                    v = attribute["values"][0].native
+                    spec = (str(v["family"]), int(v["level"]), int(v["revision"]))
+    except _ASN1_ERRORS as exc:
+        raise CertificateCheckFailed(
+            f"the EK certificate's TPM names do not parse ({exc})"
+        ) from exc
+    return names.get(_TPM_MANUFACTURER), names.get(_TPM_MODEL), names.get(_TPM_VERSION), spec
+
+
+# --- platform certificates -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlatformCertificateInfo:
+    """What a TCG platform certificate says about the platform (IWG Platform Certificate
+    Profile): maker, model, version and serial, and the certificate's own identity."""
+
+    #: "attribute" for an RFC 5755 attribute certificate (the profile's form), "x509" for the
+    #: public-key certificate form older swtpm_localca writes.
+    form: str
+    manufacturer: str | None
+    model: str | None
+    version: str | None
+    serial: str | None
+    issuer: str
+    serial_number: int
+    #: The serial number of the EK certificate an attribute certificate's holder names.
+    holder_serial_number: int | None
+
+
+def parse_platform_certificate(data: bytes) -> PlatformCertificateInfo:
+    """Reads a TCG platform certificate (DER): an attribute certificate, or the X.509 form of
+    swtpm's local CA; InvalidData when it is neither. The signature is not checked here."""
+    from asn1crypto import cms, parser
+    from asn1crypto import x509 as asn1_x509
+
+    try:
+        _, _, _, _, outer, _ = parser.parse(bytes(data), strict=True)
+        _, _, _, _, tbs, _ = parser.parse(outer, strict=False)
+        first_class, _, first_tag, _, _, _ = parser.parse(tbs, strict=False)
+        if (first_class, first_tag) == (2, 0):  # [0] version: an X.509 certificate
+            cert = asn1_x509.Certificate.load(bytes(data), strict=True)
+            subject_names = _directory_names(cert.subject_alt_name_value)
+            issuer = cert.issuer.human_friendly
+            return _platform_info("x509", subject_names, issuer, cert.serial_number)
+        acert = cms.AttributeCertificateV2.load(bytes(data), strict=True)
+        info = acert["ac_info"]
+        names: dict[str, str] = {}
+        for ext in info["extensions"] or ():
+            if ext["extn_id"].dotted == "2.5.29.17":
+                names.update(_directory_names(ext["extn_value"].parsed))
+        for attribute in info["attributes"]:
+            oid = attribute["type"].dotted
+            if oid in _PLATFORM_OIDS and oid not in names and len(attribute["values"]):
+                value = attribute["values"][0].native
+                if isinstance(value, str | bytes):
+                    names[oid] = value.decode() if isinstance(value, bytes) else value
+        holder = info["holder"]["base_certificate_id"]
+        issuer = info["issuer"]
+        issuer_names = issuer.chosen["issuer_name"] if issuer.name == "v2_form" else issuer.chosen
+        issuer_text = ", ".join(
+            n.chosen.human_friendly for n in issuer_names if n.name == "directory_name"
+        )
+        holder_serial = None if holder.native is None else int(holder["serial"].native)
+        serial = int(info["serial_number"].native)
+        return _platform_info("attribute", names, issuer_text, serial, holder_serial)
+    except _ASN1_ERRORS as exc:
+        raise InvalidData(f"not a TCG platform certificate ({exc})") from exc
+
+
+def _platform_info(
+    form: str, names: Mapping[str, str], issuer: str, serial: int, holder: int | None = None
+) -> PlatformCertificateInfo:
+    return PlatformCertificateInfo(
+        form=form,
+        manufacturer=names.get("2.23.133.5.1.1"),
+        model=names.get("2.23.133.5.1.4"),
+        version=names.get("2.23.133.5.1.5"),
+        serial=names.get("2.23.133.5.1.6"),
+        issuer=issuer,
+        serial_number=int(serial),
+        holder_serial_number=holder,
+    )
