@@ -1,63 +1,54 @@
 """``entra-keys attest ...`` (the device side) and ``entra-keys verify ...`` (the verifier's).
 
-The device side works through the open provider; ``verify`` is pure Python and opens no
-provider at all, as a service would run it. ``verify`` exits 0 only for a valid attestation.
+The device side works through the provider; ``verify`` is pure Python and opens no provider at
+all, as a service would run it. ``verify`` exits 0 only for a valid attestation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import formats
-from .errors import EntraKeysError, InvalidData
-from .provider import KeyType, KeyUsage
-
-if TYPE_CHECKING:
-    from .cli import Context
+from .. import formats
+from ..errors import EntraKeysError
+from ..provider import KeyType, KeyUsage
+from .common import (
+    Command,
+    CommandError,
+    Context,
+    SubParsers,
+    add_command,
+    parse_hex,
+    read_input,
+    write,
+    write_json,
+    write_output,
+)
 
 __all__ = ["add_attest_commands"]
 
 
-def _hex(text: str, what: str) -> bytes:
-    try:
-        return bytes.fromhex(text)
-    except ValueError as exc:
-        raise InvalidData(f"{what} is not hex: {text!r}") from exc
-
-
 def _pcrs(text: str) -> list[int]:
+    """The PCR indices of ``--pcrs`` (``0,1,7``)."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise InvalidData(f"--pcrs takes indices like 0,1,7, not {text!r}") from exc
-
-
-def _write_document(path: str, text: str) -> None:
-    if path == "-":
-        sys.stdout.write(text + "\n")
-        return
-    try:
-        Path(path).write_text(text + "\n")
-    except OSError as exc:
-        raise InvalidData(f"cannot write {path}: {exc.strerror}") from exc
+        raise CommandError(f"--pcrs takes indices like 0,1,7, not {text!r}") from exc
 
 
 def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InvalidData(f"cannot read the {what} {path}: {exc.strerror}") from exc
+    """A file the verifier was given ('-' is a file name here, not stdin)."""
+    return read_input(path, what=what, stdin=False)
 
 
-def _print(ctx_json: bool, document: dict[str, Any], lines: list[str]) -> None:
-    if ctx_json:
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+def _print(ctx: Context, document: dict[str, Any], lines: list[str]) -> None:
+    """The document with ``--json``, else the lines."""
+    if ctx.json:
+        write_json(document)
     else:
-        sys.stdout.write("\n".join(lines) + "\n")
+        write("\n".join(lines) + "\n")
 
 
 # -- attest ---------------------------------------------------------------------------------
@@ -69,7 +60,7 @@ def cmd_attest_ak_create(ctx: Context) -> int:
     ak = ctx.store.create(args.name, KeyType(args.type), KeyUsage.ATTEST, replace=args.replace)
     pem = formats.public_pem(ak).decode()
     _print(
-        ctx.json,
+        ctx,
         {"name": args.name, "type": args.type, "hardware_backed": ak.hardware_backed,
          "public_key_pem": pem},
         [f"Attestation key {args.name!r} ({args.type}) created", pem.rstrip()],
@@ -79,40 +70,38 @@ def cmd_attest_ak_create(ctx: Context) -> int:
 
 def cmd_attest_ek(ctx: Context) -> int:
     """Print the endorsement keys (and, with --cert, their certificates) as JSON or PEM."""
-    from .attestation.software import endorsement_key_to_json
-    from .attestation.structures import TPMTPublic
+    from ..attestation.software import endorsement_key_to_json
+    from ..attestation.structures import TPMTPublic
 
     eks = ctx.provider.endorsement_keys()
     if ctx.json:
-        _print(
-            True, {"endorsement_keys": [json.loads(endorsement_key_to_json(e)) for e in eks]}, []
-        )
+        write_json({"endorsement_keys": [json.loads(endorsement_key_to_json(e)) for e in eks]})
         return 0
     for ek in eks:
         pem = formats.public_pem(TPMTPublic.parse(ek.public).public_key()).decode()
         where = f"persistent 0x{ek.handle:08x}" if ek.handle else "from the template"
-        sys.stdout.write(f"# EK {ek.key_type.value} ({where})\n{pem}")
+        write(f"# EK {ek.key_type.value} ({where})\n{pem}")
         if ctx.args.cert:
             if ek.certificate is None:
-                sys.stdout.write("# no certificate\n")
+                write("# no certificate\n")
             else:
                 from cryptography import x509
                 from cryptography.hazmat.primitives.serialization import Encoding
 
                 cert = x509.load_der_x509_certificate(ek.certificate)
-                sys.stdout.write(f"# certificate at NV 0x{ek.nv_index or 0:08x}\n")
-                sys.stdout.write(cert.public_bytes(Encoding.PEM).decode())
+                write(f"# certificate at NV 0x{ek.nv_index or 0:08x}\n")
+                write(cert.public_bytes(Encoding.PEM).decode())
     return 0
 
 
 def cmd_attest_quote(ctx: Context) -> int:
     """Quote PCRs with an AK over a nonce; write the quote as JSON (and tpm2-tools' files)."""
-    from .attestation.software import quote_to_json, write_checkquote_files
+    from ..attestation.software import quote_to_json, write_checkquote_files
 
     args = ctx.args
     ak = ctx.load(args.ak)
-    quote = ctx.provider.quote(ak, _pcrs(args.pcrs), _hex(args.nonce, "--nonce"), args.bank)
-    _write_document(args.out, quote_to_json(quote))
+    quote = ctx.provider.quote(ak, _pcrs(args.pcrs), parse_hex(args.nonce, "--nonce"), args.bank)
+    write_output(args.out, quote_to_json(quote) + "\n")
     if args.tpm2_tools:
         write_checkquote_files(quote, Path(args.tpm2_tools))
     return 0
@@ -120,13 +109,13 @@ def cmd_attest_quote(ctx: Context) -> int:
 
 def cmd_attest_certify(ctx: Context) -> int:
     """Certify a stored key with an AK over a nonce; write the certification as JSON."""
-    from .attestation.software import certification_to_json
+    from ..attestation.software import certification_to_json
 
     args = ctx.args
     certification = ctx.provider.certify(
-        ctx.load(args.key), ctx.load(args.ak), _hex(args.nonce, "--nonce")
+        ctx.load(args.key), ctx.load(args.ak), parse_hex(args.nonce, "--nonce")
     )
-    _write_document(args.out, certification_to_json(certification))
+    write_output(args.out, certification_to_json(certification) + "\n")
     return 0
 
 
@@ -134,7 +123,8 @@ def cmd_attest_certify(ctx: Context) -> int:
 
 
 def _policy(args: argparse.Namespace) -> Any:
-    from .attestation.verifier import TrustPolicy
+    """The TrustPolicy of the verify flags."""
+    from ..attestation.verifier import TrustPolicy
 
     return TrustPolicy(
         allow_software=args.allow_software,
@@ -153,7 +143,7 @@ def _ak_public(args: argparse.Namespace) -> Any:
     if not bare:
         return data
     if not args.allow_unverified_ak:
-        raise InvalidData(
+        raise CommandError(
             f"{args.ak_public} is a bare public key: nothing about the AK can be checked. Give "
             "its TPM2B_PUBLIC (entra-keys keys export AK --format tpm, or tpm2-tools' -u file), "
             "or accept an unverified AK with --allow-unverified-ak"
@@ -162,10 +152,11 @@ def _ak_public(args: argparse.Namespace) -> Any:
 
 
 def _ak_certificate(args: argparse.Namespace) -> bytes | None:
+    """The AK certificate of ``--ak-cert``, which needs the CA of ``--ak-ca`` to mean anything."""
     if args.ak_cert is None:
         return None
     if not args.ak_ca:
-        raise InvalidData("--ak-cert needs the CA it chains to: --ak-ca PEM")
+        raise CommandError("--ak-cert needs the CA it chains to: --ak-ca PEM")
     return _read(args.ak_cert, "AK certificate")
 
 
@@ -178,7 +169,7 @@ _EVIDENCE_TEXT = {
 
 def _verdict(what: str, result: Any) -> str:
     """VALID, and why it is not hardware when it is not: software, or an unverified AK."""
-    from .attestation.software import is_software_attestation
+    from ..attestation.software import is_software_attestation
 
     if result.hardware_backed:
         return f"{what}: VALID"
@@ -186,19 +177,20 @@ def _verdict(what: str, result: Any) -> str:
     return f"{what}: VALID" + (" (software attestation)" if software else " (AK unverified)")
 
 
-def cmd_verify_quote(args: argparse.Namespace) -> int:
+def cmd_verify_quote(ctx: Context) -> int:
     """Verify a quote JSON file against the AK's TPM2B_PUBLIC and the nonce; exit 0 if valid."""
-    from .attestation.software import quote_from_json
-    from .attestation.verifier import verify_quote
+    from ..attestation.software import quote_from_json
+    from ..attestation.verifier import verify_quote
 
+    args = ctx.args
     quote = quote_from_json(_read(args.file, "quote"))
     ak = _ak_public(args)
     expected = quote.pcr_values
     if args.pcr_values:
-        expected = {int(k): _hex(v, "PCR value") for k, v in
+        expected = {int(k): parse_hex(v, "PCR value") for k, v in
                     json.loads(_read(args.pcr_values, "PCR values")).items()}  # fmt: skip
     result = verify_quote(
-        quote.attest, quote.signature, ak, _hex(args.nonce, "--nonce"),
+        quote.attest, quote.signature, ak, parse_hex(args.nonce, "--nonce"),
         {quote.pcr_bank: expected}, policy=_policy(args), ak_certificate=_ak_certificate(args),
     )  # fmt: skip
     values = {
@@ -206,7 +198,7 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
     }
     evidence = result.ak_evidence.value
     _print(
-        args.json,
+        ctx,
         {"valid": True, "hardware_backed": result.hardware_backed, "ak_evidence": evidence,
          "pcr_values": values, "checks": list(result.checks)},
         [_verdict("Quote", result), f"  AK: {_EVIDENCE_TEXT[evidence]}",
@@ -215,23 +207,24 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify_certify(args: argparse.Namespace) -> int:
+def cmd_verify_certify(ctx: Context) -> int:
     """Verify a certification JSON file against the AK's TPM2B_PUBLIC and the key; exit 0 if
     valid."""
-    from .attestation.software import certification_from_json
-    from .attestation.verifier import verify_certify
+    from ..attestation.software import certification_from_json
+    from ..attestation.verifier import verify_certify
 
+    args = ctx.args
     certification = certification_from_json(_read(args.file, "certification"))
     ak = _ak_public(args)
     key = formats.load_public_key(_read(args.key_public, "key's public key"))
     result = verify_certify(
         certification.attest, certification.signature, ak, certification.key_public,
-        _hex(args.nonce, "--nonce"), policy=_policy(args), expected_key=key,
+        parse_hex(args.nonce, "--nonce"), policy=_policy(args), expected_key=key,
         ak_certificate=_ak_certificate(args),
     )  # fmt: skip
     evidence = result.ak_evidence.value
     _print(
-        args.json,
+        ctx,
         {"valid": True, "hardware_backed": result.hardware_backed, "ak_evidence": evidence,
          "key_name": result.key_name.hex(), "checks": list(result.checks)},
         [_verdict("Certification", result), f"  AK: {_EVIDENCE_TEXT[evidence]}",
@@ -241,6 +234,8 @@ def cmd_verify_certify(args: argparse.Namespace) -> int:
 
 
 def _verify_flags(parser: argparse.ArgumentParser) -> None:
+    """The options ``verify quote`` and ``verify certify`` share: the AK, its evidence, the
+    nonce and the policy."""
     parser.add_argument(
         "--ak-public",
         required=True,
@@ -270,7 +265,22 @@ def _verify_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-sha1", action="store_true", help="accept SHA-1")
 
 
-def add_attest_commands(commands: Any) -> None:
+def _guarded(command: Command) -> Command:
+    """With ``--json``, a failed verification also prints ``{"valid": false, "error": ...}``;
+    ``main`` prints the error line as for every command."""
+
+    def run(ctx: Context) -> int:
+        try:
+            return command(ctx)
+        except EntraKeysError as exc:
+            if ctx.json:
+                write(json.dumps({"valid": False, "error": str(exc)}))
+            raise
+
+    return run
+
+
+def add_attest_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     """Add ``attest`` and ``verify`` to the ``entra-keys`` parser."""
     attest = commands.add_parser("attest", help="attestation keys, EK, quotes, certifications")
     sub = attest.add_subparsers(dest="attest_command", metavar="ACTION", required=True)
@@ -281,11 +291,11 @@ def add_attest_commands(commands: Any) -> None:
     create.add_argument("name")
     create.add_argument("--type", default="rsa2048", choices=["rsa2048", "ecc256"])
     create.add_argument("--replace", action="store_true")
-    create.set_defaults(handler=cmd_attest_ak_create)
+    add_command(create, cmd_attest_ak_create)
 
     ek = sub.add_parser("ek", help="print the endorsement keys")
     ek.add_argument("--cert", action="store_true", help="also print their certificates")
-    ek.set_defaults(handler=cmd_attest_ek)
+    add_command(ek, cmd_attest_ek)
 
     quote = sub.add_parser("quote", help="quote PCRs with an AK")
     quote.add_argument("--ak", required=True, help="the stored attestation key")
@@ -298,14 +308,14 @@ def add_attest_commands(commands: Any) -> None:
         metavar="DIR",
         help="also write tpm2_checkquote's message, signature and PCR files",
     )
-    quote.set_defaults(handler=cmd_attest_quote)
+    add_command(quote, cmd_attest_quote)
 
     certify = sub.add_parser("certify", help="certify a stored key with an AK")
     certify.add_argument("key")
     certify.add_argument("--ak", required=True)
     certify.add_argument("--nonce", required=True, help="the verifier's nonce (hex, 8 to 32 bytes)")
     certify.add_argument("--out", required=True, metavar="FILE.json", help="'-' for stdout")
-    certify.set_defaults(handler=cmd_attest_certify)
+    add_command(certify, cmd_attest_certify)
 
     verify = commands.add_parser("verify", help="verify quotes and certifications (no TPM)")
     vsub = verify.add_subparsers(dest="verify_command", metavar="WHAT", required=True)
@@ -315,24 +325,9 @@ def add_attest_commands(commands: Any) -> None:
                     help='expected {"index": "hex"} (default: the values in the file, which '
                          'proves only that the TPM quoted them)')  # fmt: skip
     _verify_flags(vq)
-    vq.set_defaults(handler=None, run=_guarded(cmd_verify_quote))
+    add_command(vq, _guarded(cmd_verify_quote), opens_provider=False)
     vc = vsub.add_parser("certify", help="verify a certification JSON file")
     vc.add_argument("file", metavar="FILE.json")
     vc.add_argument("--key-public", required=True, metavar="PEM")
     _verify_flags(vc)
-    vc.set_defaults(handler=None, run=_guarded(cmd_verify_certify))
-
-
-def _guarded(command: Any) -> Any:
-    """Verification errors say which check failed; ``main`` prints them as one line."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code: int = command(args)
-        except EntraKeysError as exc:
-            if args.json:
-                sys.stdout.write(json.dumps({"valid": False, "error": str(exc)}) + "\n")
-            raise
-        return code
-
-    return run
+    add_command(vc, _guarded(cmd_verify_certify), opens_provider=False)
