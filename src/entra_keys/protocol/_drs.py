@@ -1,0 +1,243 @@
+"""The Device Registration Service: join (the device certificate for the device key) and leave.
+
+Sources: MS-DVRJ 3.1.5.1.1 (the join body; Microsoft's spec), Himmelblau's ``aad-join-spec.md``
+("MS-DRS", the api-version=2.0 service Entra runs), ROADtools roadlib ``deviceauth.py``
+``register_device`` and libhimmelblau ``discovery.rs`` ``enroll_device`` (what works today).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives import serialization
+
+from .. import formats
+from ..errors import InvalidData
+from ..formats import PrivateKey
+from ..session import b64_decode
+from ._common import (
+    DRS_URL,
+    Fields,
+    Request,
+    json_object,
+    json_request,
+    rsa2048,
+    same_public_key,
+    text,
+)
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+#: Where a join request goes (MS-DRS 3.3; roadlib, Himmelblau).
+REGISTRATION_URL = f"{DRS_URL}/EnrollmentServer/device/?api-version=2.0"
+_BUILT = (
+    "CertificateRequest",
+    "TransportKey",
+    "TargetDomain",
+    "DeviceType",
+    "OSVersion",
+    "DeviceDisplayName",
+    "JoinType",
+    "Attributes",
+)
+
+
+class JoinType(enum.IntEnum):
+    """``JoinType`` of a join request (MS-DRS 2.1.1.1.1; MS-DVRJ has the member, not values)."""
+
+    JOIN = 0  #: Entra join
+    REGISTER = 4  #: Entra register (a personal device)
+    HYBRID = 6  #: hybrid join (the device also in on-premises AD)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a join reply says: the device certificate, its device id and thumbprint, the user."""
+
+    certificate: x509.Certificate
+    #: The subject CN of the certificate: the device object's id in Entra.
+    device_id: str
+    #: SHA-1 of the certificate's DER, uppercase hex (the reply's ``Certificate.Thumbprint``).
+    thumbprint: str
+    #: ``User.Upn``: who joined the device, when the reply says.
+    upn: str | None = None
+
+    @property
+    def certificate_der(self) -> bytes:
+        """The certificate as DER (what ``x5c`` carries)."""
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def certificate_pem(self) -> bytes:
+        """The certificate as PEM (what a TLS client, or ``openssl``, loads)."""
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def registration_request(
+    device_key: PrivateKey,
+    transport_key: PrivateKey,
+    *,
+    access_token: str,
+    domain: str,
+    display_name: str,
+    os_version: str,
+    device_type: str = "Linux",
+    join_type: JoinType = JoinType.JOIN,
+    attributes: Mapping[str, str | bool] | None = None,
+    extra_fields: Mapping[str, Any] | None = None,
+) -> Request:
+    """The join request: a CSR of the device key and the public transport key, for DRS.
+
+    ``POST https://enterpriseregistration.windows.net/EnrollmentServer/device/?api-version=2.0``
+    with ``Authorization: Bearer <access_token>`` (a token for the resource
+    ``urn:ms-drs:enterpriseregistration.windows.net``, MS-DRS 3.3) and a JSON body:
+
+    ======================  =====================================================  ===========
+    member                  value                                                  source
+    ======================  =====================================================  ===========
+    CertificateRequest      ``{"Type": "pkcs10", "Data": base64(DER CSR)}``: the   MS-DVRJ,
+                            device key's PKCS#10, SHA256withRSA, RSA-2048,         MS-DRS,
+                            ``CN=7E980AD9-B86D-4306-9425-9AC066FB014A``            roadlib,
+                                                                                   Himmelblau
+    TransportKey            base64 of the public BCRYPT_RSAKEY_BLOB ("RSA1",       MS-DRS,
+                            cbPrime1 = cbPrime2 = 0) of the transport key          roadlib,
+                                                                                   Himmelblau
+    TargetDomain            ``domain``                                             MS-DVRJ
+    DeviceType              ``device_type``, "Linux" (roadlib sends a JWK          MS-DVRJ
+                            TransportKey for MacOS and Android; Linux and
+                            Windows send the blob, as here)
+    OSVersion               ``os_version``                                         MS-DVRJ
+    DeviceDisplayName       ``display_name``                                       MS-DVRJ
+    JoinType                ``join_type``: 0 join, 4 register, 6 hybrid            MS-DVRJ,
+                                                                                   MS-DRS
+    Attributes              ``attributes`` as given, only when given, e.g.         MS-DRS,
+                            ``{"ReuseDevice": "true"}``                            Himmelblau
+    ======================  =====================================================  ===========
+
+    Sources disagree on ``Attributes``: MS-DRS writes booleans, libhimmelblau sends the strings
+    ``"true"`` and roadlib the same strings under a lowercase ``attributes``. The member is named
+    as MS-DRS names it and its values go as given. MS-DRS says the CSR SHOULD carry the DRS
+    nonce (OID 1.2.840.113556.1.5.284.2.1); neither peer does, nor does this. ``extra_fields``
+    adds members as given (``AikCertificate`` and ``AttestationData`` of MS-DRS, whose format
+    is unconfirmed, or a test service's own); it may not replace a member built here.
+    """
+    device_key = rsa2048(device_key, "device key")
+    transport_key = rsa2048(transport_key, "transport key")
+    if same_public_key(device_key, transport_key):
+        raise InvalidData("the transport key must be another key than the device key")
+    try:
+        if isinstance(join_type, bool):
+            raise ValueError(join_type)
+        join = JoinType(join_type)
+    except ValueError:
+        raise InvalidData(
+            f"JoinType {join_type!r} is not 0 (join), 4 (register) or 6 (hybrid)"
+        ) from None
+    csr = formats.csr_der(formats.build_csr(device_key, formats.REGISTRATION_SUBJECT))
+    body: dict[str, Any] = {
+        "CertificateRequest": {"Type": "pkcs10", "Data": base64.b64encode(csr).decode("ascii")},
+        "TransportKey": base64.b64encode(formats.bcrypt_rsakey_blob(transport_key)).decode(),
+        "TargetDomain": text(domain, "domain"),
+        "DeviceType": text(device_type, "device_type"),
+        "OSVersion": text(os_version, "os_version"),
+        "DeviceDisplayName": text(display_name, "display_name"),
+        "JoinType": int(join),
+    }
+    if attributes is not None:
+        body["Attributes"] = _attributes(attributes)
+    for name, value in (extra_fields or {}).items():
+        if name in _BUILT:
+            raise InvalidData(f"extra_fields may not replace {name!r}, which is built here")
+        body[text(name, "an extra_fields name")] = value
+    return json_request("POST", REGISTRATION_URL, body, access_token)
+
+
+def _attributes(attributes: Mapping[str, str | bool]) -> dict[str, str | bool]:
+    if not isinstance(attributes, Mapping):
+        raise InvalidData(f"attributes is a mapping, not {type(attributes).__name__}")
+    checked: dict[str, str | bool] = {}
+    for name, value in attributes.items():
+        if not isinstance(value, str | bool):
+            raise InvalidData(f"attribute {name!r} is a string or a boolean, not {value!r}")
+        checked[text(name, "an attribute name")] = value
+    return checked
+
+
+def parse_registration_response(
+    body: bytes | str | Mapping[str, Any], *, device_key: PrivateKey | None = None
+) -> Registration:
+    """The device certificate, device id, thumbprint and UPN of a join reply; InvalidData when
+    it is malformed (and, with ``device_key``, when the certificate is not for that key).
+
+    ===============================  ===============================================  ========
+    member                           read as                                          source
+    ===============================  ===============================================  ========
+    Certificate.RawBody              base64 DER X.509: the device certificate         MS-DRS,
+                                                                                      roadlib,
+                                                                                      Himmelblau
+    (subject CN of the certificate)  ``device_id``                                    MS-DRS,
+                                                                                      roadlib,
+                                                                                      Himmelblau
+    Certificate.Thumbprint           optional; must equal SHA-1(DER), uppercase hex,  MS-DRS
+                                     which ``thumbprint`` always is
+    User.Upn                         optional: ``upn``                                MS-DRS
+    DeviceId                         optional (a test service's); must equal the CN   --
+    ===============================  ===============================================  ========
+    """
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    reply = Fields(json_object(body, "the join reply"), "the join reply")
+    certificate_fields = Fields(reply.value.get("Certificate"), "the join reply's Certificate")
+    raw = certificate_fields.text("RawBody")
+    try:
+        der = b64_decode(raw)
+    except InvalidData as exc:
+        raise InvalidData(f"Certificate.RawBody: {exc}") from exc
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError as exc:
+        raise InvalidData(f"Certificate.RawBody is not a DER X.509 certificate ({exc})") from exc
+    if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
+        raise InvalidData("the device certificate's subject has no single CN (the device id)")
+    device_id = names[0].value
+    thumbprint = hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
+    stated = certificate_fields.optional_text("Thumbprint")
+    if stated is not None and stated.upper() != thumbprint:
+        raise InvalidData(f"Certificate.Thumbprint {stated} is not the certificate's {thumbprint}")
+    stated_id = reply.optional_text("DeviceId")
+    if stated_id is not None and stated_id.lower() != device_id.lower():
+        raise InvalidData(f"DeviceId {stated_id} is not the certificate's CN {device_id}")
+    upn = None
+    if reply.value.get("User") is not None:
+        upn = Fields(reply.value["User"], "the join reply's User").optional_text("Upn")
+    if device_key is not None and not same_public_key(device_key, certificate.public_key()):
+        raise InvalidData("the device certificate is not for this device key")
+    return Registration(certificate, device_id, thumbprint, upn)
+
+
+def leave_request(device_id: str) -> Request:
+    """The leave request: ``DELETE .../EnrollmentServer/device/{device_id}`` (roadlib
+    ``delete_device``; MS-DVRJ has no leave).
+
+    DRS authenticates it by TLS alone: the agent MUST send it over mutual TLS, the device
+    certificate as client certificate and the device key as its key (for a TPM key, through an
+    OpenSSL provider that loads the key file, such as tpm2-openssl). It carries no token.
+    """
+    try:
+        parsed = uuid.UUID(text(device_id, "device_id"))
+    except ValueError:
+        raise InvalidData(
+            f"device_id {device_id!r} is not a GUID (a device certificate's CN)"
+        ) from None
+    if str(parsed) != device_id.lower():
+        raise InvalidData(f"device_id {device_id!r} is not a GUID in its 8-4-4-4-12 form")
+    return Request("DELETE", f"{DRS_URL}/EnrollmentServer/device/{device_id}", {}, b"")

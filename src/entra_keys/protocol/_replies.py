@@ -1,0 +1,328 @@
+"""The token service's replies that carry key material: the nonce, the PRT with its session key
+and Kerberos client keys, a renewed PRT, app tokens.
+
+Sources: MS-OAPXBC 3.2.5.1.2.2 (the PRT reply), roadlib ``deviceauth.py``
+(``request_token_with_devicecert_signed_payload``: ``tgt_ad`` / ``tgt_cloud`` and their
+``clientKey``), libhimmelblau ``auth.rs`` (``PrimaryRefreshToken``, ``TGT``).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import DecryptionError, InvalidData
+from ..formats import b64url_decode
+from ..keystore import KeyStore
+from ..provider import EntraPrivateKey, SessionKey
+from ..session import PRTSession, b64_decode, derive_key, import_session_key
+from ._common import Fields, json_object
+
+#: ``keyType`` of a TGT with no client key.
+KERBEROS_KEY_NONE = 0
+#: ``keyType`` aes256-cts-hmac-sha1-96 (RFC 3962): a 32-byte client key.
+KERBEROS_AES256_CTS = 18
+_CLIENT_KEY_BYTES = {KERBEROS_AES256_CTS: 32}
+_NOT_DECRYPTED = "a Kerberos clientKey does not decrypt with this session key"
+
+
+@dataclass(frozen=True)
+class KerberosTGT:
+    """A ``tgt_ad`` or ``tgt_cloud`` of a PRT reply, its client key decrypted.
+
+    ===============  ===========================================================  ============
+    member           kept as                                                      source
+    ===============  ===========================================================  ============
+    keyType          ``key_type``: 18 aes256-cts-hmac-sha1-96, 0 none             roadlib,
+                                                                                  Himmelblau
+    clientKey        ``client_key``: the decrypted key (a ``dir`` JWE opened      roadlib,
+                     with the session key, KDF v1; or plain base64, which         Himmelblau
+                     Himmelblau also accepts); None when keyType is 0
+    messageBuffer    ``message_buffer``: the KDC's AS-REP, base64-decoded         Himmelblau
+    realm, cn, sn    ``realm``, ``client_name``, ``server_name``                  Himmelblau
+    sessionKeyType,  ``session_key_type``, ``account_type``                       Himmelblau
+    accountType
+    error            ``error``: why the service gave no TGT                       Himmelblau
+    ===============  ===========================================================  ============
+    """
+
+    key_type: int
+    client_key: bytes | None = field(repr=False)
+    message_buffer: bytes | None = field(repr=False)
+    realm: str | None = None
+    client_name: str | None = None
+    server_name: str | None = None
+    session_key_type: int | None = None
+    account_type: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PRT:
+    """A Primary Refresh Token as the device keeps it; its session key stays in the provider.
+
+    Neither the refresh token, the id token, the Kerberos keys nor the reply show in the
+    ``repr``.
+    """
+
+    session: PRTSession
+    refresh_token: str = field(repr=False)
+    #: When the refresh token expires (UTC): receipt time + ``refresh_token_expires_in``.
+    refresh_token_expires_at: datetime.datetime
+    id_token: str = field(repr=False)
+    #: ``"pop"`` from Entra (proof of possession, MS-OAPXBC).
+    token_type: str | None = None
+    tgt_ad: KerberosTGT | None = None
+    tgt_cloud: KerberosTGT | None = None
+    kerberos_top_level_names: str | None = None
+    #: The whole reply (decrypted), for members not lifted out here.
+    reply: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def parse_nonce(body: bytes | str | Mapping[str, Any]) -> str:
+    """The ``Nonce`` of a ``srv_challenge`` reply (MS-OAPXBC 3.1.5.1.1; roadlib, Himmelblau)."""
+    reply = Fields(json_object(body, "the nonce reply"), "the nonce reply")
+    _check_refusal(reply)
+    return reply.text("Nonce")
+
+
+def _check_refusal(reply: Fields) -> None:
+    """An OAuth error reply (RFC 6749 §5.2) as InvalidData with its code and description."""
+    if "error" in reply:
+        description = reply.value.get("error_description")
+        detail = f": {description}" if isinstance(description, str) else ""
+        raise InvalidData(f"{reply.what} is an error, {reply.value['error']!r}{detail}")
+
+
+@dataclass
+class _Tgt:
+    """A TGT's members, checked, before its client key is decrypted."""
+
+    key_type: int
+    client_key: str | None
+    fields: dict[str, Any]
+
+
+def _tgt(value: object, what: str) -> _Tgt | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # roadlib reads a JSON string, Himmelblau either
+        value = json_object(value, what)
+    tgt = Fields(value, what)
+    key_type = tgt.integer("keyType")
+    client_key = tgt.optional_text("clientKey")
+    error = tgt.optional_text("error")
+    if key_type != KERBEROS_KEY_NONE and client_key is None and error is None:
+        raise InvalidData(f"{what}: keyType {key_type} but no clientKey (and no error)")
+    buffer = tgt.optional_text("messageBuffer")
+    try:
+        message_buffer = None if buffer is None else b64_decode(buffer)
+    except InvalidData as exc:
+        raise InvalidData(f"{what}: messageBuffer: {exc}") from exc
+    fields = {
+        "message_buffer": message_buffer,
+        "realm": tgt.optional_text("realm"),
+        "client_name": tgt.optional_text("cn"),
+        "server_name": tgt.optional_text("sn"),
+        "session_key_type": tgt.optional_integer("sessionKeyType"),
+        "account_type": tgt.optional_integer("accountType"),
+        "error": error,
+    }
+    return _Tgt(key_type, client_key if key_type != KERBEROS_KEY_NONE else None, fields)
+
+
+def _open_tgt(spec: _Tgt | None, key: SessionKey, what: str) -> KerberosTGT | None:
+    if spec is None:
+        return None
+    client_key = None if spec.client_key is None else _open_client_key(key, spec.client_key)
+    expected = _CLIENT_KEY_BYTES.get(spec.key_type)
+    if client_key is not None and expected is not None and len(client_key) != expected:
+        raise InvalidData(
+            f"{what}: a keyType {spec.key_type} client key is {expected} bytes, "
+            f"not {len(client_key)}"
+        )
+    return KerberosTGT(spec.key_type, client_key, **spec.fields)
+
+
+def _open_client_key(key: SessionKey, token: str) -> bytes:
+    """A clientKey's plaintext: the bytes of a ``dir`` JWE opened with KDF v1 over its ctx
+    (12-byte IV AES-256-GCM, AAD the header; 16-byte IV AES-256-CBC + PKCS#7), or plain base64.
+
+    ``PRTSession.decrypt_response`` opens the same format but insists on a JSON object, and a
+    client key is raw key bytes (roadlib hex-encodes them, Himmelblau takes 32 bytes), so this
+    opens it on the public ``derive_key``. Every failure once decryption begins is the same
+    DecryptionError.
+    """
+    if "." not in token:
+        try:
+            return b64_decode(token)
+        except InvalidData as exc:
+            raise InvalidData(f"a clientKey that is no JWE is base64: {exc}") from exc
+    parts = token.split(".")
+    if len(parts) != 5:
+        raise InvalidData(f"a clientKey JWE has 5 segments, this one has {len(parts)}")
+    header_b64 = parts[0]
+    header = Fields(json_object(b64url_decode(header_b64), "clientKey header"), "clientKey header")
+    if header.value.get("alg") != "dir":
+        raise InvalidData(f"clientKey header: alg is {header.value.get('alg')!r}, not 'dir'")
+    if "crit" in header or "zip" in header:
+        raise InvalidData("clientKey header: 'crit' and 'zip' are not supported")
+    try:
+        ctx = b64_decode(header.text("ctx"))
+    except InvalidData as exc:
+        raise InvalidData(f"clientKey header ctx: {exc}") from exc
+    iv, ciphertext, tag = (b64url_decode(part) for part in parts[2:])
+    derived = derive_key(key, ctx, kdf_version=1)
+    if len(iv) == 12 and len(tag) == 16:
+        try:
+            return AESGCM(derived).decrypt(iv, ciphertext + tag, header_b64.encode("ascii"))
+        except InvalidTag:
+            raise DecryptionError(_NOT_DECRYPTED) from None
+    if len(iv) == 16 and ciphertext and not len(ciphertext) % 16:
+        decryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(ciphertext) + decryptor.finalize()
+        unpadder = sym_padding.PKCS7(128).unpadder()
+        try:
+            return unpadder.update(padded) + unpadder.finalize()
+        except ValueError:
+            raise DecryptionError(_NOT_DECRYPTED) from None
+    raise DecryptionError(_NOT_DECRYPTED)
+
+
+@dataclass
+class _Prt:
+    """A PRT reply's members, checked, before any key is touched."""
+
+    reply: dict[str, Any]
+    refresh_token: str
+    expires_at: datetime.datetime
+    id_token: str
+    token_type: str | None
+    tgt_ad: _Tgt | None
+    tgt_cloud: _Tgt | None
+    top_level_names: str | None
+    session_key_jwe: str | None
+
+
+def _prt_fields(reply: dict[str, Any], what: str, received_at: datetime.datetime | None) -> _Prt:
+    fields = Fields(reply, what)
+    _check_refusal(fields)
+    moment = datetime.datetime.now(datetime.UTC) if received_at is None else received_at
+    if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
+        raise InvalidData("received_at is an aware datetime (UTC)")
+    lifetime = fields.integer("refresh_token_expires_in")
+    if lifetime < 0:
+        raise InvalidData(f"{what}: refresh_token_expires_in is negative ({lifetime})")
+    return _Prt(
+        reply=reply,
+        refresh_token=fields.text("refresh_token"),
+        expires_at=moment.astimezone(datetime.UTC) + datetime.timedelta(seconds=lifetime),
+        id_token=fields.text("id_token"),
+        token_type=fields.optional_text("token_type"),
+        tgt_ad=_tgt(reply.get("tgt_ad"), f"{what}'s tgt_ad"),
+        tgt_cloud=_tgt(reply.get("tgt_cloud"), f"{what}'s tgt_cloud"),
+        top_level_names=fields.optional_text("kerberos_top_level_names"),
+        session_key_jwe=fields.optional_text("session_key_jwe"),
+    )
+
+
+def _prt(parsed: _Prt, session: PRTSession, key: SessionKey, what: str) -> PRT:
+    return PRT(
+        session=session,
+        refresh_token=parsed.refresh_token,
+        refresh_token_expires_at=parsed.expires_at,
+        id_token=parsed.id_token,
+        token_type=parsed.token_type,
+        tgt_ad=_open_tgt(parsed.tgt_ad, key, f"{what}'s tgt_ad"),
+        tgt_cloud=_open_tgt(parsed.tgt_cloud, key, f"{what}'s tgt_cloud"),
+        kerberos_top_level_names=parsed.top_level_names,
+        reply=parsed.reply,
+    )
+
+
+def parse_prt_response(
+    body: bytes | str | Mapping[str, Any],
+    transport_key: EntraPrivateKey,
+    store: KeyStore,
+    name: str,
+    *,
+    replace: bool = False,
+    passphrase: bytes | None = None,
+    received_at: datetime.datetime | None = None,
+) -> PRT:
+    """The PRT of a PRT reply: its session key imported into the provider and stored under
+    ``name`` (as ``PRTSession.create`` does), its Kerberos client keys decrypted.
+
+    ========================  ===================================================  ===========
+    member                    kept as                                              source
+    ========================  ===================================================  ===========
+    token_type                ``token_type`` ("pop")                               MS-OAPXBC
+    refresh_token             ``refresh_token``: the PRT; required                 MS-OAPXBC
+    refresh_token_expires_in  ``refresh_token_expires_at`` = ``received_at``       MS-OAPXBC
+                              (default now, UTC) + that many seconds; required
+    session_key_jwe           imported (RSA-OAEP to the transport key) into        MS-OAPXBC
+                              ``session``, a PRTSession named ``name``; required
+    id_token                  ``id_token``; required                               MS-OAPXBC
+    tgt_ad, tgt_cloud         ``KerberosTGT`` (a JSON string or an object)         roadlib,
+                                                                                   Himmelblau
+    kerberos_top_level_names  ``kerberos_top_level_names``                         Himmelblau
+    ========================  ===================================================  ===========
+
+    The session key is stored only once the whole reply checked out and every client key
+    decrypted, so a refused reply leaves the store as it was. A malformed reply is
+    InvalidData; a session key or client key for another key is DecryptionError.
+    """
+    what = "the PRT reply"
+    parsed = _prt_fields(json_object(body, what), what, received_at)
+    if parsed.session_key_jwe is None:
+        raise InvalidData(f"{what} has no 'session_key_jwe'")
+    key = import_session_key(store.provider, transport_key, parsed.session_key_jwe)
+    session = PRTSession(store, name, key)
+    prt = _prt(parsed, session, key, what)
+    store.save_session_key(name, key, passphrase=passphrase, replace=replace)
+    return prt
+
+
+def parse_refresh_response(
+    body: bytes | str,
+    prt_session: PRTSession,
+    *,
+    transport_key: EntraPrivateKey | None = None,
+    passphrase: bytes | None = None,
+    received_at: datetime.datetime | None = None,
+) -> PRT:
+    """The renewed PRT of a ``refresh_prt_request`` reply (a ``dir`` JWE opened by the session).
+
+    Its members are those of ``parse_prt_response``, ``session_key_jwe`` optional: a renewal
+    keeps the session key (roadlib), and when the reply carries a new one it replaces the
+    stored key (``transport_key`` needed), once the rest of the reply checked out.
+    """
+    what = "the PRT renewal reply"
+    plain = prt_session.decrypt_response(body)
+    parsed = _prt_fields(json_object(plain, what), what, received_at)
+    if parsed.session_key_jwe is None:
+        return _prt(parsed, prt_session, prt_session.key, what)
+    if transport_key is None:
+        raise InvalidData(f"{what} carries a new session key: pass the transport key")
+    key = import_session_key(prt_session.store.provider, transport_key, parsed.session_key_jwe)
+    prt = _prt(parsed, prt_session, key, what)
+    # PRTSession.renew, once the reply is known good (renew would decrypt the key again).
+    prt_session.store.save_session_key(prt_session.name, key, passphrase=passphrase, replace=True)
+    prt_session.key = key
+    return prt
+
+
+def parse_token_response(body: bytes | str, prt_session: PRTSession) -> dict[str, Any]:
+    """The members of an ``app_token_request`` reply (``access_token``, ``refresh_token``,
+    ``id_token``, ...), decrypted by the session; an OAuth error reply is InvalidData."""
+    what = "the token reply"
+    reply = json_object(prt_session.decrypt_response(body), what)
+    _check_refusal(Fields(reply, what))
+    return reply
