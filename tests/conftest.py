@@ -9,8 +9,6 @@ tool, on its own connection) must find no transient object left in the TPM.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +19,7 @@ from entra_keys import KeyStore, KeyType, KeyUsage, Provider, open_provider
 from entra_keys.provider import EntraPrivateKey
 from entra_keys.testing.swtpm import Swtpm, swtpm_available
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-PROVIDERS = ("software", "tpm")
+from .helpers import PROVIDERS, cached_key, transient_handles, unavailable
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -36,41 +33,19 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-def _unavailable(reason: str) -> None:
-    """Fail in CI, skip elsewhere: a TPM test never passes silently without a TPM."""
-    if IN_CI:
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
     """A swtpm with EK certificates, started once per session on a unix socket."""
     if not swtpm_available():
-        _unavailable("swtpm is not installed")
+        unavailable("swtpm is not installed")
     try:
         import tpm2_pytss  # noqa: F401
     except ImportError as exc:
-        _unavailable(f"tpm2-pytss is not importable ({exc})")
+        unavailable(f"tpm2-pytss is not importable ({exc})")
     tpm = Swtpm(tmp_path_factory.mktemp("swtpm"))
     tpm.start()
     yield tpm
     tpm.stop()
-
-
-def transient_handles(tcti: str) -> list[str]:
-    """The transient objects in the TPM, as tpm2-tools sees them on its own connection."""
-    if shutil.which("tpm2_getcap") is None:
-        _unavailable("tpm2-tools is not installed")
-    out = subprocess.run(
-        ["tpm2_getcap", "handles-transient"],
-        env={**os.environ, "TPM2TOOLS_TCTI": tcti},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    return [line.strip("- ").strip() for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture
@@ -108,18 +83,6 @@ def provider(request: pytest.FixtureRequest) -> Provider:
 def store(provider: Provider, tmp_path: Path) -> KeyStore:
     """An empty key store of the provider under test."""
     return KeyStore(provider, tmp_path / "store")
-
-
-_KEY_CACHE: dict[tuple[str, str, KeyType, KeyUsage], bytes] = {}
-
-
-def cached_key(provider: Provider, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
-    """A key of that type and use, created once per session and provider and reloaded after."""
-    tcti = getattr(provider, "tcti", None) or ""
-    slot = (provider.kind, tcti, key_type, usage)
-    if slot not in _KEY_CACHE:
-        _KEY_CACHE[slot] = provider.key_to_pem(provider.create_key(key_type, usage))
-    return provider.key_from_pem(_KEY_CACHE[slot], usage)
 
 
 @pytest.fixture(params=[KeyType.RSA2048, KeyType.ECC256, KeyType.ECC384], ids=lambda t: t.value)

@@ -14,7 +14,7 @@ import pytest
 from entra_keys.cli import main
 from entra_keys.testing.swtpm import Swtpm
 
-from .conftest import PROVIDERS, transient_handles
+from .helpers import PROVIDERS, transient_handles
 
 NONCE = "00112233445566778899aabbccddeeff"
 

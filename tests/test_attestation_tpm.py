@@ -23,7 +23,7 @@ from entra_keys import (
 )
 from entra_keys.testing.swtpm import Swtpm
 
-from .conftest import cached_key
+from .helpers import cached_key
 
 NONCE = bytes(range(32))
 

@@ -19,7 +19,7 @@ import pytest
 import entra_keys
 from entra_keys.testing.swtpm import Swtpm
 
-from .conftest import transient_handles
+from .helpers import transient_handles
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(entra_keys.__file__).resolve().parents[1]

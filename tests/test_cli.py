@@ -25,7 +25,7 @@ import entra_keys
 from entra_keys.cli import main
 from entra_keys.formats import REGISTRATION_SUBJECT
 
-from .conftest import PROVIDERS, transient_handles
+from .helpers import PROVIDERS, transient_handles
 
 SRC = Path(entra_keys.__file__).resolve().parents[1]
 MESSAGE = b"the bytes a join agent signs\n"

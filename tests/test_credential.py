@@ -8,7 +8,6 @@ against cryptography's KBKDFHMAC and ConcatKDFHash.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -39,14 +38,10 @@ from entra_keys.attestation.structures import TPMA_OBJECT, hash_info, tpm2b
 from entra_keys.errors import CredentialActivationFailed, EntraKeysError, InvalidData
 from entra_keys.testing.swtpm import Swtpm
 
-from .conftest import IN_CI, transient_handles
+from .helpers import IN_CI, load_vectors, transient_handles
 
-VECTORS: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "vectors" / "makecredential_tpm2_tools.json").read_text()
-)
-SWTPM_VECTORS: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "vectors" / "swtpm_tpm2_tools.json").read_text()
-)
+VECTORS: dict[str, Any] = load_vectors("makecredential_tpm2_tools.json")
+SWTPM_VECTORS: dict[str, Any] = load_vectors("swtpm_tpm2_tools.json")
 AK_NAME = bytes.fromhex(VECTORS["ak_name"])
 EKS: dict[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey] = {
     "rsa2048": rsa.generate_private_key(65537, 2048),

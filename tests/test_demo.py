@@ -14,7 +14,7 @@ import entra_keys
 from entra_keys.cli import main
 from entra_keys.testing.swtpm import Swtpm
 
-from .conftest import transient_handles
+from .helpers import transient_handles
 
 STEPS = 11
 GUID = re.compile(r"DeviceId : ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")

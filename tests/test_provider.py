@@ -23,7 +23,7 @@ from entra_keys import (
 )
 from entra_keys.provider import EntraPrivateKey
 
-from .conftest import cached_key
+from .helpers import cached_key
 
 MESSAGE = b"the bytes a join agent signs"
 SHA = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}

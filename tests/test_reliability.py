@@ -37,7 +37,7 @@ from entra_keys.session import derive_key, import_session_key
 from entra_keys.testing.swtpm import Swtpm
 from entra_keys.testing.token_service import TokenService
 
-from .conftest import cached_key, transient_handles
+from .helpers import cached_key, transient_handles
 
 EXTENDED = os.environ.get("ENTRA_KEYS_STRESS") == "extended"
 SRC = str(Path(entra_keys.__file__).parent.parent)

@@ -13,7 +13,7 @@ import entra_keys
 from entra_keys import HardwareUnavailable, ProviderError, open_provider
 from entra_keys.testing.swtpm import Swtpm
 
-from .conftest import transient_handles
+from .helpers import transient_handles
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,7 +68,7 @@ from entra_keys.session import (
 from entra_keys.testing.swtpm import Swtpm
 from entra_keys.testing.token_service import TokenService
 
-from .conftest import IN_CI, cached_key, transient_handles
+from .helpers import IN_CI, cached_key, kbkdf, transient_handles
 
 LABEL = b"AzureAD-SecureConversation"
 SHA1 = hashes.SHA1()
@@ -78,21 +77,6 @@ RESPONSE = b'{"refresh_token":"0.AXkA-very-secret-token","id_token":"eyJ0"}'
 
 
 # -- independent references -----------------------------------------------------------------
-
-
-def kbkdf(key: bytes, context: bytes) -> bytes:
-    """pyca's SP 800-108 counter-mode KDF: the independent check of every derived key."""
-    return KBKDFHMAC(
-        algorithm=hashes.SHA256(),
-        mode=Mode.CounterMode,
-        length=32,
-        rlen=4,
-        llen=4,
-        location=CounterLocation.BeforeFixed,
-        label=LABEL,
-        context=context,
-        fixed=None,
-    ).derive(key)
 
 
 def expected_key(key: bytes, ctx: bytes, kdf: int, payload: bytes | None = None) -> bytes:
@@ -874,6 +858,8 @@ def test_the_session_key_never_crosses_the_tpm_interface_in_the_clear(
     import tpm2_pytss as t
     import tpm2_pytss.tsskey
 
+    from entra_keys.providers.tpm._templates import storage_template
+
     service = TokenService()
     message = os.urandom(48)
     with open_provider("tpm", tcti=swtpm.tcti) as plain:  # the session's transport key blob
@@ -898,9 +884,9 @@ def test_the_session_key_never_crosses_the_tpm_interface_in_the_clear(
     tcti, capture = pcap("control")
     esys = t.ESAPI(tcti)
     try:
-        template = t.tsskey.TSSPrivKey._getparenttemplate(esys)
+        template = storage_template(t, ecc=True)  # the provider's storage primary (swtpm: ECC)
         parent, _, _, _, _ = esys.create_primary(
-            t.TPM2B_SENSITIVE_CREATE(), t.TPM2B_PUBLIC(publicArea=template), t.ESYS_TR.OWNER
+            t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
         )
         try:
             sensitive = t.TPM2B_SENSITIVE_CREATE(

@@ -29,7 +29,7 @@ from entra_keys import (
 from entra_keys.providers.tpm import TPMProvider
 from entra_keys.testing.swtpm import Swtpm
 
-from .conftest import cached_key, transient_handles
+from .helpers import cached_key, transient_handles
 
 
 @pytest.fixture

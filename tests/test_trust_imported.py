@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from entra_keys import (
+    AttestationCheckFailed,
     ForeignKey,
     ImportedKey,
-    KeyAttributesCheckFailed,
     KeyStore,
     KeyType,
     KeyUsage,
@@ -81,18 +81,19 @@ def tpm_import(provider: Provider, key: SoftwareKey, usage: KeyUsage, extra: Any
         scheme = "rsassa-sha256" if isinstance(key, rsa.RSAPrivateKey) else "ecdsa-sha256"
     public = TPM2B_PUBLIC.from_pem(pem, objectAttributes=attrs, scheme=scheme)
     sensitive = TPM2B_SENSITIVE.from_pem(pem)
-    with tpm._tpm("import a software key") as esys:  # no object is loaded: nothing to flush
-        parent, _, _ = esys.read_public(tpm._srk)
+    conn = tpm.connection
+    with conn.command("import a software key") as esys:  # no object is loaded: nothing to flush
+        parent, _, _ = esys.read_public(conn.storage_key)
         encryption_key, duplicate, seed = wrap(parent.publicArea, public, sensitive)
         private = esys.import_(
-            tpm._srk,
+            conn.storage_key,
             encryption_key,
             public,
             duplicate,
             seed,
             TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
         )
-    blob = TSSPrivKey(private, public, empty_auth=True, parent=tpm._srk_parent)
+    blob = TSSPrivKey(private, public, empty_auth=True, parent=conn.storage_parent)
     return bytes(blob.to_pem())
 
 
@@ -241,7 +242,7 @@ def test_certify_of_an_imported_key_claims_no_hardware(tpm_provider: Provider) -
     key = tpm_provider.key_from_pem(pem, KeyUsage.SIGN, allow_imported=True)
     certification = tpm_provider.certify(key, ak, NONCE)
     assert certification.hardware_backed is False
-    with pytest.raises(KeyAttributesCheckFailed, match="sensitiveDataOrigin"):
+    with pytest.raises(AttestationCheckFailed, match="sensitiveDataOrigin") as caught:
         verify_certify(
             certification.attest,
             certification.signature,
@@ -249,6 +250,7 @@ def test_certify_of_an_imported_key_claims_no_hardware(tpm_provider: Provider) -
             certification.key_public,
             NONCE,
         )
+    assert caught.value.check == "key-attributes"
     made = tpm_provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
     assert tpm_provider.certify(made, ak, NONCE).hardware_backed is True
 

@@ -27,7 +27,7 @@ from entra_keys import (
 )
 from entra_keys.provider import EntraPrivateKey
 
-from .conftest import cached_key
+from .helpers import cached_key
 from .test_cli import Cli, one_error_line
 
 NOBODY = 65534

@@ -1,0 +1,96 @@
+"""Test helpers shared by the test modules (fixtures stay in conftest.py, which imports these).
+
+``transient_handles`` asks tpm2-tools (an independent tool, on its own connection) which
+transient objects the TPM holds; ``cached_key`` makes each kind of key once per session;
+``load_vectors`` reads a saved vector file; ``kbkdf`` is pyca's KDF, the independent check of
+every derived key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
+
+from entra_keys import KeyType, KeyUsage, Provider
+from entra_keys.provider import EntraPrivateKey
+
+__all__ = [
+    "IN_CI",
+    "PROVIDERS",
+    "VECTORS_DIR",
+    "cached_key",
+    "kbkdf",
+    "load_vectors",
+    "transient_handles",
+    "unavailable",
+]
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PROVIDERS = ("software", "tpm")
+VECTORS_DIR = Path(__file__).parent / "vectors"
+#: The SP 800-108 label of Entra derived keys, written here independently of the library.
+_ENTRA_KDF_LABEL = b"AzureAD-SecureConversation"
+
+
+def unavailable(reason: str) -> None:
+    """Fail in CI, skip elsewhere: a TPM test never passes silently without a TPM."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def transient_handles(tcti: str) -> list[str]:
+    """The transient objects in the TPM, as tpm2-tools sees them on its own connection."""
+    if shutil.which("tpm2_getcap") is None:
+        unavailable("tpm2-tools is not installed")
+    out = subprocess.run(
+        ["tpm2_getcap", "handles-transient"],
+        env={**os.environ, "TPM2TOOLS_TCTI": tcti},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return [line.strip("- ").strip() for line in out.splitlines() if line.strip()]
+
+
+_KEY_CACHE: dict[tuple[str, str, KeyType, KeyUsage], bytes] = {}
+
+
+def cached_key(provider: Provider, key_type: KeyType, usage: KeyUsage) -> EntraPrivateKey:
+    """A key of that type and use, created once per session and provider and reloaded after."""
+    tcti = getattr(provider, "tcti", None) or ""
+    slot = (provider.kind, tcti, key_type, usage)
+    if slot not in _KEY_CACHE:
+        _KEY_CACHE[slot] = provider.key_to_pem(provider.create_key(key_type, usage))
+    return provider.key_from_pem(_KEY_CACHE[slot], usage)
+
+
+def load_vectors(name: str) -> dict[str, Any]:
+    """A saved vector file of tests/vectors/, by file name."""
+    data: dict[str, Any] = json.loads((VECTORS_DIR / name).read_text())
+    return data
+
+
+def kbkdf(key: bytes, context: bytes) -> bytes:
+    """pyca's SP 800-108 counter-mode KDF with the Entra label: the independent check of every
+    derived key (REFERENCE section 1)."""
+    return KBKDFHMAC(
+        algorithm=hashes.SHA256(),
+        mode=Mode.CounterMode,
+        length=32,
+        rlen=4,
+        llen=4,
+        location=CounterLocation.BeforeFixed,
+        label=_ENTRA_KDF_LABEL,
+        context=context,
+        fixed=None,
+    ).derive(key)
