@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
@@ -236,6 +236,21 @@ class _TPMKeyBase(_TPMObject):
             "KeyStore (a TSS2 PRIVATE KEY blob only this TPM can load) instead"
         )
 
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        """Refused: a TPM key's private half cannot be read."""
+        raise self._refuse_export()
+
+    def __copy__(self) -> Self:
+        return self  # one TPM object: a copy is the same key
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
 
 class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     """An RSA key inside the TPM; a ``cryptography`` ``RSAPrivateKey`` that cannot be exported."""
@@ -292,21 +307,6 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         """Refused: a TPM key's private half cannot be read."""
         raise self._refuse_export()
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: a TPM key's private half cannot be read."""
-        raise self._refuse_export()
-
-    def __copy__(self) -> TPMRSAKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TPMRSAKey:
-        return self
-
 
 class TPMECKey(_TPMKeyBase, EntraECKey):
     """An elliptic-curve key inside the TPM; a ``cryptography`` ``EllipticCurvePrivateKey``."""
@@ -336,21 +336,6 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         """Refused: a TPM key's private half cannot be read."""
         raise self._refuse_export()
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: a TPM key's private half cannot be read."""
-        raise self._refuse_export()
-
-    def __copy__(self) -> TPMECKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TPMECKey:
-        return self
 
 
 class TPMSessionKey(_TPMObject, SessionKey):
