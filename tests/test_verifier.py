@@ -509,9 +509,24 @@ def test_certified_key_with_a_sha1_name_needs_allow_sha1() -> None:
 
 
 def test_every_failure_is_an_attestation_error_naming_its_check() -> None:
-    checks = {cls: cls.check for cls in AttestationCheckFailed.__subclasses__()}
-    assert len(set(checks.values())) == len(checks)  # one name per check
-    assert all(issubclass(cls, AttestationError) for cls in checks)
+    """Each check's failure carries its Check (equal to its name), survives pickling, and the
+    subclasses fix theirs; a failure that names no check cannot be made."""
+    import pickle
+
+    from entra_keys.errors import Check
+
+    assert len({c.value for c in Check}) == len(Check)  # one name per check
+    for check in Check:
+        error = pickle.loads(pickle.dumps(AttestationCheckFailed("failed", check)))
+        assert isinstance(error, AttestationError) and error.check is check
+        assert error.check == check.value and str(error) == "failed"
+    fixed = {MalformedAttestation: Check.STRUCTURE, UntrustedKey: Check.TRUST,
+             CertificateCheckFailed: Check.CERTIFICATE}  # fmt: skip
+    for cls, check in fixed.items():
+        assert cls("x").check is check
+    assert isinstance(MalformedAttestation("x"), InvalidData)
+    with pytest.raises(TypeError):
+        AttestationCheckFailed("no check named")
 
 
 # --- software attestations -----------------------------------------------------------------------
