@@ -8,10 +8,12 @@ every derived key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
 from entra_keys import KeyType, KeyUsage, Provider
+from entra_keys.errors import AttestationCheckFailed, Check
 from entra_keys.provider import EntraPrivateKey
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "cached_key",
     "kbkdf",
     "load_vectors",
+    "raises_check",
     "transient_handles",
     "unavailable",
 ]
@@ -94,3 +98,13 @@ def kbkdf(key: bytes, context: bytes) -> bytes:
         context=context,
         fixed=None,
     ).derive(key)
+
+
+@contextlib.contextmanager
+def raises_check(
+    check: Check, match: str | None = None
+) -> Iterator[pytest.ExceptionInfo[AttestationCheckFailed]]:
+    """``pytest.raises(AttestationCheckFailed, match=...)`` that also asserts which check."""
+    with pytest.raises(AttestationCheckFailed, match=match) as info:
+        yield info
+    assert info.value.check is check, f"check {info.value.check!r}, not {check!r}"

@@ -35,7 +35,7 @@ from entra_keys.attestation import (
 )
 from entra_keys.attestation.credential import kdfa, kdfe
 from entra_keys.attestation.structures import TPMA_OBJECT, hash_info, tpm2b
-from entra_keys.errors import CredentialActivationFailed, EntraKeysError, InvalidData
+from entra_keys.errors import AttestationError, EntraKeysError, InvalidData
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import IN_CI, load_vectors, transient_handles
@@ -162,10 +162,10 @@ def test_make_then_activate_in_software(ek: str) -> None:
     blob, encrypted = make_credential(public, AK_NAME, secret)
     assert activate_credential_with_key(EKS[ek], public, AK_NAME, blob, encrypted) == secret
     other_name = AK_NAME[:2] + bytes(32)
-    with pytest.raises(CredentialActivationFailed, match="integrity check failed"):
+    with pytest.raises(AttestationError, match="integrity check failed"):
         activate_credential_with_key(EKS[ek], public, other_name, blob, encrypted)
     damaged = blob[:-1] + bytes([blob[-1] ^ 1])
-    with pytest.raises(CredentialActivationFailed):
+    with pytest.raises(AttestationError):
         activate_credential_with_key(EKS[ek], public, AK_NAME, damaged, encrypted)
 
 
@@ -192,7 +192,7 @@ def test_refusals() -> None:
     with pytest.raises(UnsupportedAlgorithm, match="not a restricted decryption key"):
         make_credential(not_an_ek, AK_NAME, b"s")
     blob, encrypted = make_credential(public, AK_NAME, b"s")
-    with pytest.raises(CredentialActivationFailed, match="not the EK's"):
+    with pytest.raises(AttestationError, match="not the EK's"):
         activate_credential_with_key(EKS["p256"], public, AK_NAME, blob, encrypted)
     with pytest.raises(InvalidData, match="no badcc0de 00000001 header"):
         parse_credential_file(b"\x00" * 20)

@@ -18,12 +18,12 @@ from entra_keys import (
     KeyStore,
     KeyType,
     KeyUsage,
-    PinRequired,
     Provider,
     TPMAuthFailure,
     TPMLockout,
     TPMObjectMemory,
     TPMUnreachable,
+    WrongPassphrase,
     open_provider,
 )
 from entra_keys.providers.tpm import TPMProvider
@@ -226,7 +226,7 @@ def test_pin_guards_a_key_and_wrong_pins_lead_to_lockout(
         public, _ = TPMT_PUBLIC.unmarshal(plain.tpm_public)  # type: ignore[union-attr]
         assert public.objectAttributes & TPMA_OBJECT.NODA  # no PIN: nothing to count
 
-        with pytest.raises(PinRequired, match="'device'"):
+        with pytest.raises(WrongPassphrase, match="'device'"):
             store.load("device")
         good = store.load("device", pin=b"1234")
         wrong = store.load("device", pin=b"0000")

@@ -59,13 +59,14 @@ from entra_keys.cli import main
 from entra_keys.errors import (
     AttestationCheckFailed,
     AttestationError,
-    CertificateCheckFailed,
+    Check,
     InvalidData,
     InvalidSignature,
-    UntrustedKey,
 )
 from entra_keys.testing.registration import RegistrationService
 from entra_keys.testing.swtpm import Swtpm
+
+from .helpers import raises_check
 
 NONCE = bytes(range(16))
 PCRS = {0: bytes(32), 7: bytes([7]) * 32}
@@ -119,7 +120,7 @@ def check(attest: bytes, key: Any, ak: Any, **kwargs: Any) -> Any:
 
 def test_bare_public_key_as_ak_is_refused_and_opted_in_it_is_never_hardware() -> None:
     attest = forged_quote()
-    with pytest.raises(UntrustedKey, match="bare public key") as caught:
+    with raises_check(Check.TRUST, match="bare public key") as caught:
         check(attest, ATTACKER, ATTACKER.public_key())
     assert caught.value.check == "trust"
     result = check(attest, ATTACKER, ATTACKER.public_key(),
@@ -135,11 +136,11 @@ def test_device_key_of_either_provider_cannot_sign_quotes(provider: Provider) ->
     area, its forged quote is refused."""
     device = provider.create_key(KeyType.ECC256, KeyUsage.SIGN)
     attest = forged_quote()
-    with pytest.raises(UntrustedKey, match="bare public key"):
+    with raises_check(Check.TRUST, match="bare public key"):
         check(attest, device, device.public_key())
-    with pytest.raises(UntrustedKey, match="not a restricted signing key"):
+    with raises_check(Check.TRUST, match="not a restricted signing key"):
         check(attest, device, device.tpm_public)
-    with pytest.raises(UntrustedKey, match="not a restricted signing key"):
+    with raises_check(Check.TRUST, match="not a restricted signing key"):
         check(attest, device, device.tpm_public, policy=TrustPolicy(allow_unverified_ak=True))
 
 
@@ -149,7 +150,7 @@ def test_fabricated_ak_public_area_verifies_only_as_unverified() -> None:
     ak = fabricated_ak(ATTACKER)
     result = check(forged_quote(), ATTACKER, ak)
     assert result.hardware_backed is False and result.ak_evidence is AKEvidence.UNVERIFIED
-    with pytest.raises(UntrustedKey, match="requires hardware"):
+    with raises_check(Check.TRUST, match="requires hardware"):
         check(forged_quote(), ATTACKER, ak, policy=TrustPolicy(require_hardware=True))
     enrolled = TrustPolicy(enrolled_aks=[fabricated_ak(ec.generate_private_key(ec.SECP256R1()))])
     assert check(forged_quote(), ATTACKER, ak, policy=enrolled).hardware_backed is False
@@ -173,13 +174,13 @@ def test_ak_public_areas_that_are_no_ak_are_refused(changes: dict[str, Any], mes
         public = TPMTPublic.parse(fabricated_ak(ATTACKER, attrs))
         changes["parameters"] = dataclasses.replace(public.parameters, scheme=TPMTScheme())
     ak = fabricated_ak(ATTACKER, attrs, **changes)
-    with pytest.raises((UntrustedKey, InvalidData), match=message):
+    with pytest.raises((AttestationCheckFailed, InvalidData), match=message):
         check(forged_quote(), ATTACKER, ak, policy=TrustPolicy(allow_unverified_ak=True))
 
 
 def test_weak_and_sha1_aks_are_refused() -> None:
     weak = rsa.generate_private_key(65537, 1024)
-    with pytest.raises(UntrustedKey, match="too weak"):
+    with raises_check(Check.TRUST, match="too weak"):
         check(forged_quote(), weak, fabricated_ak(weak))
     sha1_named = fabricated_ak(ATTACKER, name_alg=TPM_ALG_SHA1)
     with pytest.raises(AttestationCheckFailed, match="nameAlg SHA-1") as caught:
@@ -293,10 +294,10 @@ CA = _certificate(CA_KEY, CA_KEY, "Test TPM maker CA", ca=True, subject="Test TP
 def test_a_ca_certificate_is_no_ek_certificate() -> None:
     sub_key = ec.generate_private_key(ec.SECP256R1())
     sub_ca = _certificate(sub_key, CA_KEY, "Test TPM maker CA", ca=True, subject="sub")
-    with pytest.raises(CertificateCheckFailed, match="a CA certificate"):
+    with raises_check(Check.CERTIFICATE, match="a CA certificate"):
         verify_ek_certificate(sub_ca, [CA])
     signer = _certificate(sub_key, CA_KEY, "Test TPM maker CA", key_cert_sign=True)
-    with pytest.raises(CertificateCheckFailed, match="may sign certificates"):
+    with raises_check(Check.CERTIFICATE, match="may sign certificates"):
         verify_ek_certificate(signer, [CA])
     good = _certificate(rsa.generate_private_key(65537, 2048), CA_KEY, "Test TPM maker CA")
     assert verify_ek_certificate(good, [CA]).chain[-1] == CA
@@ -312,7 +313,7 @@ def test_a_ca_certificate_is_no_ek_certificate() -> None:
     ids=["rsa1024", "p192", "secp256k1"],
 )
 def test_ek_certificates_for_weak_keys_are_refused(key: Any, message: str) -> None:
-    with pytest.raises(CertificateCheckFailed, match=message):
+    with raises_check(Check.CERTIFICATE, match=message):
         verify_ek_certificate(_certificate(key, CA_KEY, "Test TPM maker CA"), [CA])
 
 
@@ -327,7 +328,7 @@ def test_a_genuine_ek_certificate_beside_another_ek_public_is_refused(swtpm: Swt
     assert genuine.certificate is not None
     policy = TrustPolicy(ek_ca_certificates=[p.read_bytes() for p in swtpm.ca_certificates])
     fake_ek = software_endorsement_key(rsa.generate_private_key(65537, 2048))
-    with pytest.raises(CertificateCheckFailed, match="another key than this EK"):
+    with raises_check(Check.CERTIFICATE, match="another key than this EK"):
         AKEnrollment(ak.tpm_public, fake_ek.public, genuine.certificate, policy=policy)
     enrollment = AKEnrollment(ak.tpm_public, genuine.public, genuine.certificate, policy=policy)
     assert enrollment.hardware_backed
@@ -345,16 +346,16 @@ def test_ak_certificate_evidence() -> None:
     assert result.hardware_backed and result.ak_evidence is AKEvidence.CERTIFICATE
     # A certificate for another key, one from an untrusted CA, a CA certificate: refused.
     other = _certificate(ATTACKER, CA_KEY, "Test TPM maker CA", subject="ak")
-    with pytest.raises(CertificateCheckFailed, match="another key than this AK"):
+    with raises_check(Check.CERTIFICATE, match="another key than this AK"):
         check(forged_quote(), ak_key, ak, policy=policy, ak_certificate=other)
     rogue_key = ec.generate_private_key(ec.SECP256R1())
     rogue = _certificate(ak_key, rogue_key, "Test TPM maker CA", subject="ak")
-    with pytest.raises(CertificateCheckFailed, match="no trusted CA"):
+    with raises_check(Check.CERTIFICATE, match="no trusted CA"):
         check(forged_quote(), ak_key, ak, policy=policy, ak_certificate=rogue)
-    with pytest.raises(CertificateCheckFailed, match="no CA certificates"):
+    with raises_check(Check.CERTIFICATE, match="no CA certificates"):
         check(forged_quote(), ak_key, ak, ak_certificate=ak_cert)
     as_ca = _certificate(ak_key, CA_KEY, "Test TPM maker CA", ca=True, subject="ak")
-    with pytest.raises(CertificateCheckFailed, match="a CA certificate"):
+    with raises_check(Check.CERTIFICATE, match="a CA certificate"):
         verify_ak_certificate(as_ca, ak_key.public_key(), [CA])
     # A bare key gets no evidence from a certificate: it stays unverified.
     bare = check(forged_quote(), ak_key, ak_key.public_key(), ak_certificate=ak_cert,
@@ -467,7 +468,7 @@ def test_service_ignores_the_clients_hardware_claim(tmp_path: Path) -> None:
     software = open_provider("software")
     ek = dataclasses.replace(software.endorsement_keys()[0], hardware_backed=True)
     ak = software.create_key(KeyType.ECC256, KeyUsage.ATTEST)
-    with pytest.raises(CertificateCheckFailed, match="no certificate"):
+    with raises_check(Check.CERTIFICATE, match="no certificate"):
         _service().enrollment_challenge(ek, ak.tpm_public)
     service = _service(allow_software=True)
     blob, secret = service.enrollment_challenge(ek, ak.tpm_public)
@@ -483,10 +484,10 @@ def test_service_refuses_a_tpm_signing_key_as_the_ak(swtpm: Swtpm) -> None:
     with open_provider("tpm", tcti=swtpm.tcti) as tpm:
         ek = next(e for e in tpm.endorsement_keys() if e.key_type is KeyType.RSA2048)
         device = tpm.create_key(KeyType.RSA2048, KeyUsage.SIGN)
-    with pytest.raises(UntrustedKey, match="not a restricted signing key"):
+    with raises_check(Check.TRUST, match="not a restricted signing key"):
         _service(swtpm).enrollment_challenge(ek, device.tpm_public)
     rsa3072 = fabricated_ak(rsa.generate_private_key(65537, 3072))
-    with pytest.raises(UntrustedKey, match="enrollment takes RSA-2048"):
+    with raises_check(Check.TRUST, match="enrollment takes RSA-2048"):
         _service(swtpm).enrollment_challenge(ek, rsa3072)
 
 

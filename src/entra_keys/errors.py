@@ -14,41 +14,37 @@ and chained with ``raise ... from exc``. No message carries key material.
     │       ├── TPMObjectMemory        no free transient object slot (TPM_RC_OBJECT_MEMORY)
     │       ├── TPMAuthFailure         a wrong authorization value (.tries_left)
     │       └── TPMLockout             dictionary-attack lockout is in force (.retry_after)
-    ├── KeyStoreError                  a key store problem; names the key (.key_name, .path)
-    │   ├── InvalidKeyName             a name that is not a safe file name
+    ├── KeyStoreError                  a key store problem (also a bad key name); names the key
+    │   │                              (.key_name) and the file (.path)
     │   ├── KeyNotFound
     │   ├── KeyExists
     │   ├── StorePermissionError       the store or a key file is open to others, owned by
     │   │                              another user, a link or not a regular file (.path)
-    │   ├── KeyFileCorrupt             truncated, garbage or wrong-format key file
-    │   ├── WrongPassphrase            a passphrase is missing or wrong
-    │   ├── WrongProvider              a TPM key opened with the software provider, or back
-    │   ├── PinRequired                a key made with a PIN was loaded without one
+    │   ├── KeyFileCorrupt             truncated, garbage, wrong-format key file, or the other
+    │   │                              provider's (a TPM key opened in software, or back)
+    │   ├── WrongPassphrase            a passphrase (or a key's PIN) is missing or wrong
     │   ├── ForeignKey                 a TPM key blob made by another TPM or storage key
     │   └── ImportedKey                a TPM key whose private half was made outside the TPM
-    ├── KeyUsageError                  the key may not do that (sign with a decrypt key, ...)
-    ├── KeyNotExportable               the private half lives in hardware
+    ├── KeyUsageError                  the key may not do that (sign with a decrypt key, export
+    │                                  the private half of a hardware key, ...)
     ├── DecryptionError                a ciphertext that does not decrypt (also a ValueError)
     ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
     ├── InvalidData                    bytes that do not parse (formats, wire structures)
     ├── InvalidSignature               a signature that does not verify (also pyca's
     │                                  cryptography.exceptions.InvalidSignature)
-    └── AttestationError               an attestation could not be made or did not verify
-        ├── CredentialActivationFailed a credential blob not made for this EK and AK name
+    └── AttestationError               an attestation could not be made (a credential not made
+        │                              for this EK and AK name), or did not verify
         └── AttestationCheckFailed     a verifier check failed; ``.check`` (a Check) says which
-            ├── MalformedAttestation   Check.STRUCTURE: bytes that do not parse (also an
-            │                          InvalidData)
-            ├── UntrustedKey           Check.TRUST: the policy does not trust the AK, or it is
-            │                          no AK (enroll it, or give its TPMT_PUBLIC)
-            └── CertificateCheckFailed Check.CERTIFICATE: an EK or AK certificate that does not
-                                       chain or is unfit (also raised outside attestations)
+            └── MalformedAttestation   Check.STRUCTURE: bytes that do not parse (also an
+                                       InvalidData)
 
-Every other failed check is an ``AttestationCheckFailed`` whose ``check`` names it:
-``Check.HASH``, ``SIGNATURE``, ``SOFTWARE``, ``MAGIC``, ``TYPE``, ``NONCE``, ``PCR_SELECTION``,
-``PCR_DIGEST``, ``NAME``, ``KEY``, ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``. ``Check`` is a string
-enum: ``exc.check == "nonce"`` holds as it did when the checks were strings. Subclasses are kept
-only where a caller acts differently (parse errors are also InvalidData; an untrusted AK is
-enrolled, not treated as a forgery; certificate checks also run on their own).
+Every failed check is an ``AttestationCheckFailed`` whose ``check`` names it: ``Check.TRUST``
+(the policy does not trust the AK, or it is no AK: enroll it, or give its TPMT_PUBLIC),
+``HASH``, ``SIGNATURE``, ``SOFTWARE``, ``MAGIC``, ``TYPE``, ``NONCE``, ``PCR_SELECTION``,
+``PCR_DIGEST``, ``NAME``, ``KEY``, ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an
+EK or AK certificate that does not chain or is unfit; also raised by the certificate checks on
+their own) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check == "nonce"`` holds. A
+subclass is kept only where a caller acts differently: a parse error is also an InvalidData.
 
 Signatures: a key's own ``public_key().verify`` is pyca's and raises pyca's
 ``cryptography.exceptions.InvalidSignature``; entra_keys' own checks (compact JWS, the stand-in
@@ -68,25 +64,20 @@ from cryptography import exceptions as _pyca
 __all__ = [
     "AttestationCheckFailed",
     "AttestationError",
-    "CertificateCheckFailed",
     "Check",
-    "CredentialActivationFailed",
     "DecryptionError",
     "EntraKeysError",
     "ForeignKey",
     "HardwareUnavailable",
     "ImportedKey",
     "InvalidData",
-    "InvalidKeyName",
     "InvalidSignature",
     "KeyExists",
     "KeyFileCorrupt",
-    "KeyNotExportable",
     "KeyNotFound",
     "KeyStoreError",
     "KeyUsageError",
     "MalformedAttestation",
-    "PinRequired",
     "ProviderError",
     "StorePermissionError",
     "TPMAuthFailure",
@@ -95,9 +86,7 @@ __all__ = [
     "TPMObjectMemory",
     "TPMUnreachable",
     "UnsupportedAlgorithm",
-    "UntrustedKey",
     "WrongPassphrase",
-    "WrongProvider",
 ]
 
 
@@ -146,8 +135,8 @@ class TPMLockout(TPMError):
 
 
 class KeyStoreError(EntraKeysError):
-    """A problem with the key store; ``key_name`` names the key and ``path`` the file or
-    directory when there is one."""
+    """A problem with the key store (a key name that is not a safe file name, too);
+    ``key_name`` names the key and ``path`` the file or directory when there is one."""
 
     def __init__(
         self, message: str, key_name: str | None = None, *, path: str | None = None
@@ -157,8 +146,6 @@ class KeyStoreError(EntraKeysError):
         self.path = path
 
 
-class InvalidKeyName(KeyStoreError):
-    """A key name that is not a safe file name (letters, digits, '.', '_', '-'; 1-64 chars)."""
 
 
 class KeyNotFound(KeyStoreError):
@@ -175,19 +162,15 @@ class StorePermissionError(KeyStoreError):
 
 
 class KeyFileCorrupt(KeyStoreError):
-    """A key file is truncated, garbage, or not in a format this provider reads."""
+    """A key file is truncated, garbage, or not in a format this provider reads (the other
+    provider's: a TPM key opened with the software provider, or back)."""
 
 
 class WrongPassphrase(KeyStoreError):
-    """An encrypted software key was opened without its passphrase or with a wrong one."""
+    """A key was opened without its passphrase (or, for a TPM key made with one, its PIN), or
+    an encrypted software key with a wrong passphrase; a wrong TPM PIN is TPMAuthFailure."""
 
 
-class WrongProvider(KeyStoreError):
-    """A key file of the other provider (a TPM key opened with the software provider, or back)."""
-
-
-class PinRequired(KeyStoreError):
-    """The key was made with a PIN (authorization value) and none was given to load it."""
 
 
 class ForeignKey(KeyStoreError):
@@ -200,11 +183,10 @@ class ImportedKey(KeyStoreError):
 
 
 class KeyUsageError(EntraKeysError):
-    """The key was created for another use (signing versus decryption)."""
+    """The key may not do that: it was created for another use (signing versus decryption), or
+    its private half lives in hardware and cannot be exported."""
 
 
-class KeyNotExportable(EntraKeysError):
-    """The private half of a hardware-backed key never leaves the TPM."""
 
 
 class DecryptionError(EntraKeysError, ValueError):
@@ -226,15 +208,13 @@ class InvalidSignature(EntraKeysError, _pyca.InvalidSignature):
 
 
 class AttestationError(EntraKeysError):
-    """An attestation could not be produced, or it failed verification (an
-    ``AttestationCheckFailed``, whose ``check`` says which check)."""
+    """An attestation could not be produced (a credential blob not made for this EK and AK
+    name), or it failed verification (an ``AttestationCheckFailed``: ``check`` says which)."""
 
 
 # --- attestation: one error for a failed check, the check an enum -------------------------
 
 
-class CredentialActivationFailed(AttestationError):
-    """A credential blob that does not open with this EK and AK name (TPM_RC_INTEGRITY)."""
 
 
 class Check(enum.StrEnum):
@@ -299,16 +279,3 @@ class MalformedAttestation(AttestationCheckFailed, InvalidData):
 
     check = Check.STRUCTURE
 
-
-class UntrustedKey(AttestationCheckFailed):
-    """The trust policy does not trust the attestation key, or it is no restricted signing key:
-    a key to enroll (or to give as its TPMT_PUBLIC), not a forged attestation."""
-
-    check = Check.TRUST
-
-
-class CertificateCheckFailed(AttestationCheckFailed):
-    """An EK or AK certificate that does not chain to the CA bundle, is out of date or is unfit;
-    also raised by the certificate checks on their own (``verify_ek_certificate``)."""
-
-    check = Check.CERTIFICATE

@@ -33,14 +33,12 @@ from typing import Any
 
 from .errors import (
     EntraKeysError,
-    InvalidKeyName,
     KeyExists,
     KeyFileCorrupt,
     KeyNotFound,
     KeyStoreError,
     KeyUsageError,
     StorePermissionError,
-    WrongProvider,
 )
 from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
 from .tpm_model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL
@@ -172,7 +170,7 @@ class KeyStore:
     def _read_for_provider(self, name: str) -> tuple[KeyInfo, bytes]:
         info, pem = self._read(name)
         if info.kind != self.provider.kind:
-            raise WrongProvider(
+            raise KeyFileCorrupt(
                 f"key {name!r} is a {info.kind} key; open the store with the "
                 f"{info.kind} provider to use it",
                 name,
@@ -268,7 +266,7 @@ class KeyStore:
 
     def _file(self, name: str) -> Path:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise InvalidKeyName(
+            raise KeyStoreError(
                 f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit",
                 name if isinstance(name, str) else None,

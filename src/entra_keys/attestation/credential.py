@@ -21,7 +21,7 @@ try:  # cryptography 47 moved CFB to "decrepit"; a TPM's credential protection s
 except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
-from ..errors import CredentialActivationFailed, InvalidData, UnsupportedAlgorithm
+from ..errors import AttestationError, InvalidData, UnsupportedAlgorithm
 from .structures import (
     HASH_ALGORITHMS,
     TPM_ALG_AES,
@@ -166,22 +166,20 @@ def activate_credential_with_key(
     credential_blob: bytes,
     encrypted_secret: bytes,
 ) -> bytes:
-    """TPM2_ActivateCredential with a software EK: the secret, or CredentialActivationFailed
+    """TPM2_ActivateCredential with a software EK: the secret, or AttestationError
     when the blob was not made for this EK and this AK name (or was changed)."""
     ek = TPMTPublic.parse(ek_public) if isinstance(ek_public, bytes) else ek_public
     info, sym_bits = _ek_parameters(ek)
     _check_name(ak_name)
     if ek_private.public_key() != ek.public_key():
-        raise CredentialActivationFailed("the private key is not the EK's")
+        raise AttestationError("the private key is not the EK's")
     secret_data = parse_tpm2b(encrypted_secret, "TPM2B_ENCRYPTED_SECRET")
     if isinstance(ek_private, rsa.RSAPrivateKey):
         oaep = padding.OAEP(padding.MGF1(info.new()), info.new(), _IDENTITY)
         try:
             seed = ek_private.decrypt(secret_data, oaep)
         except ValueError as exc:
-            raise CredentialActivationFailed(
-                "the encrypted seed does not decrypt with this EK"
-            ) from exc
+            raise AttestationError("the encrypted seed does not decrypt with this EK") from exc
     else:
         point = TPMSECCPoint.parse(secret_data)
         curve = ek_private.curve
@@ -190,7 +188,7 @@ def activate_credential_with_key(
                 int.from_bytes(point.x, "big"), int.from_bytes(point.y, "big"), curve
             ).public_key()
         except ValueError as exc:
-            raise CredentialActivationFailed(f"the ephemeral point is not on {curve.name}") from exc
+            raise AttestationError(f"the ephemeral point is not on {curve.name}") from exc
         z = ek_private.exchange(ec.ECDH(), theirs)
         assert isinstance(ek.unique, TPMSECCPoint)  # it matched the private EC key
         seed = kdfe(info, z, _IDENTITY, point.x, ek.unique.x, 8 * info.digest_size)
@@ -208,7 +206,7 @@ def _unprotect(info: HashInfo, sym_bits: int, seed: bytes, ak_name: bytes, blob:
     hmac_key = kdfa(info, seed, _INTEGRITY, b"", b"", 8 * info.digest_size)
     expected = hmac.digest(hmac_key, enc_identity + ak_name, info.name)
     if not hmac.compare_digest(expected, integrity):
-        raise CredentialActivationFailed(
+        raise AttestationError(
             "the credential's integrity check failed: it was not made for this EK and this AK "
             "name, or it was changed"
         )
@@ -217,7 +215,7 @@ def _unprotect(info: HashInfo, sym_bits: int, seed: bytes, ak_name: bytes, blob:
     try:
         return parse_tpm2b(plain, "the decrypted credential", info.digest_size)
     except InvalidData as exc:
-        raise CredentialActivationFailed(f"the decrypted credential is malformed ({exc})") from exc
+        raise AttestationError(f"the decrypted credential is malformed ({exc})") from exc
 
 
 def credential_file(credential_blob: bytes, encrypted_secret: bytes) -> bytes:

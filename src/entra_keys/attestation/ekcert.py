@@ -66,7 +66,7 @@ from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..errors import CertificateCheckFailed, InvalidData
+from ..errors import AttestationCheckFailed, Check, InvalidData
 from .structures import TPMTPublic
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
@@ -149,7 +149,9 @@ def _load_certificate(data: x509.Certificate | bytes) -> x509.Certificate:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
     except (ValueError, TypeError) as exc:
-        raise CertificateCheckFailed(f"not an X.509 certificate ({exc})") from exc
+        raise AttestationCheckFailed(
+            f"not an X.509 certificate ({exc})", Check.CERTIFICATE
+        ) from exc
 
 
 def verify_ek_certificate(
@@ -182,7 +184,9 @@ def verify_ek_certificate(
         x509.InvalidVersion,
     ) as exc:
         # cryptography parses certificates lazily: a damaged part shows when it is read.
-        raise CertificateCheckFailed(f"a certificate does not parse ({exc})") from exc
+        raise AttestationCheckFailed(
+            f"a certificate does not parse ({exc})", Check.CERTIFICATE
+        ) from exc
 
 
 def _verify_ek_certificate(
@@ -198,20 +202,24 @@ def _verify_ek_certificate(
         ca_certs = policy.ek_ca_certificates() if policy is not None else ()
     anchors = tuple(_load_certificate(c) for c in ca_certs)
     if not anchors:
-        raise CertificateCheckFailed("no CA certificates to check the EK certificate against")
+        raise AttestationCheckFailed(
+            "no CA certificates to check the EK certificate against", Check.CERTIFICATE
+        )
     others = tuple(_load_certificate(c) for c in intermediates)
     when = at or datetime.now(UTC)
     _check_certificate(leaf, when, "the EK certificate")
     _check_end_entity(leaf, "the EK certificate")
     purposes = _extension(leaf, "2.5.29.37")
     if purposes is not None and _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
-        raise CertificateCheckFailed(
-            "the certificate's key purposes do not include EK (2.23.133.8.1)"
+        raise AttestationCheckFailed(
+            "the certificate's key purposes do not include EK (2.23.133.8.1)", Check.CERTIFICATE
         )
     chain = _chain(leaf, anchors, others, when)
     public_key = _strong_certified_key(leaf, "the EK certificate")
     if ek_public is not None and _spki(_resolve_ek(ek_public)) != _spki(public_key):
-        raise CertificateCheckFailed("the certificate is for another key than this EK")
+        raise AttestationCheckFailed(
+            "the certificate is for another key than this EK", Check.CERTIFICATE
+        )
     manufacturer, model, version, spec = _tpm_identity(leaf)
     manufacturer_id = None
     if manufacturer is not None and manufacturer.lower().startswith("id:"):
@@ -237,10 +245,14 @@ def _check_end_entity(cert: x509.Certificate, what: str) -> None:
 
     constraints = _extension(cert, "2.5.29.19")
     if isinstance(constraints, x509.BasicConstraints) and constraints.ca:
-        raise CertificateCheckFailed(f"{what} is a CA certificate, not an end-entity certificate")
+        raise AttestationCheckFailed(
+            f"{what} is a CA certificate, not an end-entity certificate", Check.CERTIFICATE
+        )
     usage = _extension(cert, "2.5.29.15")
     if isinstance(usage, x509.KeyUsage) and (usage.key_cert_sign or usage.crl_sign):
-        raise CertificateCheckFailed(f"{what} may sign certificates: it is no end-entity's")
+        raise AttestationCheckFailed(
+            f"{what} may sign certificates: it is no end-entity's", Check.CERTIFICATE
+        )
 
 
 def _strong_certified_key(cert: x509.Certificate, what: str) -> PublicKey:
@@ -248,15 +260,19 @@ def _strong_certified_key(cert: x509.Certificate, what: str) -> PublicKey:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
-            raise CertificateCheckFailed(f"{what}'s key is RSA-{key.key_size}, below RSA-2048")
+            raise AttestationCheckFailed(
+                f"{what}'s key is RSA-{key.key_size}, below RSA-2048", Check.CERTIFICATE
+            )
         return key
     if isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
-            raise CertificateCheckFailed(
-                f"{what}'s key is on {key.curve.name}, not P-256, P-384 or P-521"
+            raise AttestationCheckFailed(
+                f"{what}'s key is on {key.curve.name}, not P-256, P-384 or P-521", Check.CERTIFICATE
             )
         return key
-    raise CertificateCheckFailed(f"{what}'s key is neither RSA nor elliptic-curve")
+    raise AttestationCheckFailed(
+        f"{what}'s key is neither RSA nor elliptic-curve", Check.CERTIFICATE
+    )
 
 
 def verify_ak_certificate(
@@ -269,23 +285,29 @@ def verify_ak_certificate(
 ) -> tuple[x509.Certificate, ...]:
     """Checks an AK certificate: an end-entity certificate for exactly this AK's key, in date,
     chaining to one of the CA certificates; returns the chain (leaf first) or raises
-    CertificateCheckFailed."""
+    a CERTIFICATE failure."""
     from cryptography import x509
 
     try:
         leaf = _load_certificate(certificate)
         anchors = tuple(_load_certificate(c) for c in ca_certs)
         if not anchors:
-            raise CertificateCheckFailed("no CA certificates to check the AK certificate against")
+            raise AttestationCheckFailed(
+                "no CA certificates to check the AK certificate against", Check.CERTIFICATE
+            )
         others = tuple(_load_certificate(c) for c in intermediates)
         when = at or datetime.now(UTC)
         _check_certificate(leaf, when, "the AK certificate")
         _check_end_entity(leaf, "the AK certificate")
         if _spki(_strong_certified_key(leaf, "the AK certificate")) != _spki(ak_public):
-            raise CertificateCheckFailed("the AK certificate is for another key than this AK")
+            raise AttestationCheckFailed(
+                "the AK certificate is for another key than this AK", Check.CERTIFICATE
+            )
         return _chain(leaf, anchors, others, when)
     except (ValueError, TypeError, _PycaUnsupported, x509.DuplicateExtension) as exc:
-        raise CertificateCheckFailed(f"a certificate does not parse ({exc})") from exc
+        raise AttestationCheckFailed(
+            f"a certificate does not parse ({exc})", Check.CERTIFICATE
+        ) from exc
 
 
 def _resolve_ek(ek: EKPublic) -> PublicKey:
@@ -297,7 +319,7 @@ def _resolve_ek(ek: EKPublic) -> PublicKey:
         )
         return public.public_key()
     except InvalidData as exc:
-        raise CertificateCheckFailed(f"the EK's {exc}") from exc
+        raise AttestationCheckFailed(f"the EK's {exc}", Check.CERTIFICATE) from exc
 
 
 def _extension(cert: x509.Certificate, oid: str) -> Any:
@@ -308,24 +330,30 @@ def _extension(cert: x509.Certificate, oid: str) -> Any:
     except x509.ExtensionNotFound:
         return None
     except ValueError as exc:
-        raise CertificateCheckFailed(f"a certificate extension does not parse ({exc})") from exc
+        raise AttestationCheckFailed(
+            f"a certificate extension does not parse ({exc})", Check.CERTIFICATE
+        ) from exc
 
 
 def _check_certificate(cert: x509.Certificate, when: datetime, what: str) -> None:
     """In date at ``when``, and every critical extension one this check understands."""
     if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
-        raise CertificateCheckFailed(
+        raise AttestationCheckFailed(
             f"{what} is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} to "
-            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, not at {when:%Y-%m-%d %H:%M:%S}"
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, not at {when:%Y-%m-%d %H:%M:%S}",
+            Check.CERTIFICATE,
         )
     try:
         extensions = list(cert.extensions)
     except ValueError as exc:
-        raise CertificateCheckFailed(f"{what}'s extensions do not parse ({exc})") from exc
+        raise AttestationCheckFailed(
+            f"{what}'s extensions do not parse ({exc})", Check.CERTIFICATE
+        ) from exc
     for ext in extensions:
         if ext.critical and ext.oid.dotted_string not in _KNOWN_CRITICAL:
-            raise CertificateCheckFailed(
-                f"{what} has a critical extension {ext.oid.dotted_string} this check does not know"
+            raise AttestationCheckFailed(
+                f"{what} has a critical extension {ext.oid.dotted_string} this check does not know",
+                Check.CERTIFICATE,
             )
 
 
@@ -362,7 +390,7 @@ def _chain(
     when: datetime,
 ) -> tuple[x509.Certificate, ...]:
     """The chain from the leaf to a trust anchor (leaf first), as cryptography's verifier builds
-    and checks it; CertificateCheckFailed naming the certificate at fault if there is none."""
+    and checks it; a CERTIFICATE failure naming the certificate at fault if there is none."""
     from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
     trusted = [anchor for anchor in anchors if anchor != leaf]  # a leaf is never its own CA
@@ -385,9 +413,13 @@ def _chain(
                 _check_certificate(ca, when, f"the CA certificate {ca.subject.rfc4514_string()!r}")
             return chain
     else:
-        refused = CertificateCheckFailed("no trust anchor but the certificate itself")
+        refused = AttestationCheckFailed(
+            "no trust anchor but the certificate itself", Check.CERTIFICATE
+        )
     _explain(leaf, anchors, (*trusted, *intermediates), when)
-    raise CertificateCheckFailed(f"the chain is refused ({refused})") from refused
+    raise AttestationCheckFailed(
+        f"the chain is refused ({refused})", Check.CERTIFICATE
+    ) from refused
 
 
 def _explain(
@@ -397,7 +429,7 @@ def _explain(
     when: datetime,
 ) -> None:
     """After cryptography refused the leaf's chain: walks it as it would be built (the first CA
-    in the pool that signed each certificate) and raises CertificateCheckFailed for the first
+    in the pool that signed each certificate) and raises a CERTIFICATE failure for the first
     certificate at fault; returns when it finds none (the caller then says cryptography's
     reason). Never accepts a chain."""
     cert = leaf
@@ -406,13 +438,15 @@ def _explain(
         if issuer in anchors:
             return
         cert = issuer
-    raise CertificateCheckFailed(f"no trusted CA within {_MAX_CHAIN} certificates")
+    raise AttestationCheckFailed(
+        f"no trusted CA within {_MAX_CHAIN} certificates", Check.CERTIFICATE
+    )
 
 
 def _issuer_of(
     cert: x509.Certificate, pool: Sequence[x509.Certificate], when: datetime, below: int
 ) -> x509.Certificate:
-    """The CA in the pool that signed ``cert``, or CertificateCheckFailed saying why it may not
+    """The CA in the pool that signed ``cert``, or a CERTIFICATE failure saying why it may not
     issue (out of date, not a CA, path length, keyCertSign) or that no CA signed it."""
     from cryptography import x509
 
@@ -427,16 +461,23 @@ def _issuer_of(
         _check_certificate(candidate, when, what)
         constraints = _extension(candidate, "2.5.29.19")
         if not isinstance(constraints, x509.BasicConstraints) or not constraints.ca:
-            raise CertificateCheckFailed(f"{what} signed the chain but is not a CA")
+            raise AttestationCheckFailed(
+                f"{what} signed the chain but is not a CA", Check.CERTIFICATE
+            )
         if constraints.path_length is not None and below > constraints.path_length:
-            raise CertificateCheckFailed(f"{what} allows a path of {constraints.path_length}")
+            raise AttestationCheckFailed(
+                f"{what} allows a path of {constraints.path_length}", Check.CERTIFICATE
+            )
         usage = _extension(candidate, "2.5.29.15")
         if isinstance(usage, x509.KeyUsage) and not usage.key_cert_sign:
-            raise CertificateCheckFailed(f"{what} may not sign certificates (keyCertSign)")
+            raise AttestationCheckFailed(
+                f"{what} may not sign certificates (keyCertSign)", Check.CERTIFICATE
+            )
         return candidate
-    raise CertificateCheckFailed(
+    raise AttestationCheckFailed(
         f"no trusted CA signed {cert.subject.rfc4514_string() or 'the certificate'!r} "
-        f"(issuer {cert.issuer.rfc4514_string()!r})"
+        f"(issuer {cert.issuer.rfc4514_string()!r})",
+        Check.CERTIFICATE,
     )
 
 
@@ -478,8 +519,8 @@ def _tpm_identity(
                     v = attribute["values"][0].native
                     spec = (str(v["family"]), int(v["level"]), int(v["revision"]))
     except _ASN1_ERRORS as exc:
-        raise CertificateCheckFailed(
-            f"the EK certificate's TPM names do not parse ({exc})"
+        raise AttestationCheckFailed(
+            f"the EK certificate's TPM names do not parse ({exc})", Check.CERTIFICATE
         ) from exc
     return names.get(_TPM_MANUFACTURER), names.get(_TPM_MODEL), names.get(_TPM_VERSION), spec
 

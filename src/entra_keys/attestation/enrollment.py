@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..errors import AttestationError, CertificateCheckFailed, InvalidData, UntrustedKey
+from ..errors import AttestationCheckFailed, AttestationError, Check, InvalidData
 from .credential import make_credential
 from .structures import (
     TPM_ALG_ECC,
@@ -79,21 +79,25 @@ def _parse_public(data: bytes | TPMTPublic, what: str) -> TPMTPublic:
 
 
 def check_enrollment_ak(ak: TPMTPublic) -> None:
-    """Refuses (UntrustedKey) an AK an enrollment does not take: it must be an AK (see
+    """Refuses (a TRUST failure) an AK an enrollment does not take: it must be an AK (see
     ``check_ak_public``) with a SHA-256 name, RSA-2048 or P-256."""
     check_ak_public(ak)
     if ak.name_alg != TPM_ALG_SHA256:
-        raise UntrustedKey(f"the AK's nameAlg is 0x{ak.name_alg:04x}; enrollment takes SHA-256")
+        raise AttestationCheckFailed(
+            f"the AK's nameAlg is 0x{ak.name_alg:04x}; enrollment takes SHA-256", Check.TRUST
+        )
     params = ak.parameters
     if isinstance(params, TPMSRSAParms):
         if params.key_bits != 2048:
-            raise UntrustedKey(f"the AK is RSA-{params.key_bits}; enrollment takes RSA-2048")
+            raise AttestationCheckFailed(
+                f"the AK is RSA-{params.key_bits}; enrollment takes RSA-2048", Check.TRUST
+            )
     elif not (
         ak.type == TPM_ALG_ECC
         and isinstance(params, TPMSECCParms)
         and params.curve_id == TPM_ECC_NIST_P256
     ):
-        raise UntrustedKey("the AK is neither RSA-2048 nor P-256")
+        raise AttestationCheckFailed("the AK is neither RSA-2048 nor P-256", Check.TRUST)
 
 
 class AKEnrollment:
@@ -114,9 +118,10 @@ class AKEnrollment:
         ek = _parse_public(ek_public, "the EK's public area")
         check_enrollment_ak(ak)
         if ek.object_attributes & _EK_ATTRIBUTES != _EK_ATTRIBUTES:
-            raise UntrustedKey(
+            raise AttestationCheckFailed(
                 "the EK is not a restricted decryption key made in a TPM "
-                "(fixedTPM, fixedParent, sensitiveDataOrigin, restricted, decrypt)"
+                "(fixedTPM, fixedParent, sensitiveDataOrigin, restricted, decrypt)",
+                Check.TRUST,
             )
         certificate: EKCertificateInfo | None = None
         if ek_certificate is not None:
@@ -127,9 +132,10 @@ class AKEnrollment:
                 policy=policy,
             )  # fmt: skip
         elif not policy.allow_software:
-            raise CertificateCheckFailed(
+            raise AttestationCheckFailed(
                 "the EK has no certificate: nothing shows it is a TPM's (software EKs are not "
-                "allowed by the policy)"
+                "allowed by the policy)",
+                Check.CERTIFICATE,
             )
         self.ak = ak
         self.ak_name = ak.name()

@@ -39,7 +39,6 @@ from ..errors import (
     InvalidData,
     MalformedAttestation,
     UnsupportedAlgorithm,
-    UntrustedKey,
 )
 from ..tpm_model import MIN_NONCE  # one minimum for the providers and the verifier
 from .ekcert import (  # the certificate checks, re-exported: callers import them from here
@@ -196,7 +195,7 @@ class TrustPolicy:
         self, ak_name: bytes | None, ak_public: PublicKey, ak_certificate: Any = None
     ) -> AKEvidence:
         """The evidence that a TPM holds the AK of this name (None: a bare key, never more than
-        UNVERIFIED); an AK certificate that is given must verify (CertificateCheckFailed)."""
+        UNVERIFIED); an AK certificate that is given must verify (a CERTIFICATE failure)."""
         if ak_name is None:
             return AKEvidence.UNVERIFIED
         if ak_name in self._enrolled:
@@ -219,7 +218,9 @@ def _enrolled_name(ak: Any) -> bytes:
     hardware = getattr(ak, "hardware_backed", None)
     if hardware is not None:  # an EnrolledAK: only a hardware enrollment is evidence
         if not hardware:
-            raise UntrustedKey("a software enrollment is no evidence of a TPM; leave it out")
+            raise AttestationCheckFailed(
+                "a software enrollment is no evidence of a TPM; leave it out", Check.TRUST
+            )
         return bytes(ak.ak_name)
     if isinstance(ak, TPMTPublic):
         return ak.name()
@@ -227,7 +228,9 @@ def _enrolled_name(ak: Any) -> bytes:
         name = _ak_from_bytes(bytes(ak)).name
         assert name is not None  # a TPMT_PUBLIC always has one
         return name
-    raise UntrustedKey(f"an enrolled AK is an EnrolledAK or a TPMT_PUBLIC, not {type(ak).__name__}")
+    raise AttestationCheckFailed(
+        f"an enrolled AK is an EnrolledAK or a TPMT_PUBLIC, not {type(ak).__name__}", Check.TRUST
+    )
 
 
 # --- the attestation key -------------------------------------------------------------------
@@ -251,33 +254,40 @@ class _AK:
 
 
 def check_ak_public(public: TPMTPublic) -> None:
-    """Refuses (UntrustedKey) a TPMT_PUBLIC that is no AK: it must be a restricted signing key
+    """Refuses (a TRUST failure) a TPMT_PUBLIC that is no AK: it must be a restricted signing key
     made in a TPM (sign, restricted, fixedTPM, fixedParent, sensitiveDataOrigin; not decrypt),
     with a signing scheme, a SHA-2 nameAlg, and RSA-2048+ or P-256/384/521."""
     attrs = public.object_attributes
     if attrs & _AK_ATTRIBUTES != _AK_ATTRIBUTES or attrs & TPMA_OBJECT.DECRYPT:
-        raise UntrustedKey(
+        raise AttestationCheckFailed(
             f"the AK ({TPMA_OBJECT(attrs)!r}) is not a restricted signing key made in a TPM "
-            "(sign, restricted, fixedTPM, fixedParent, sensitiveDataOrigin; not decrypt)"
+            "(sign, restricted, fixedTPM, fixedParent, sensitiveDataOrigin; not decrypt)",
+            Check.TRUST,
         )
     if public.name_alg not in HASH_ALGORITHMS:
-        raise UntrustedKey(f"the AK's nameAlg 0x{public.name_alg:04x} is not a known hash")
+        raise AttestationCheckFailed(
+            f"the AK's nameAlg 0x{public.name_alg:04x} is not a known hash", Check.TRUST
+        )
     params = public.parameters
     if not isinstance(params, TPMSRSAParms | TPMSECCParms):
-        raise UntrustedKey(f"the AK's type 0x{public.type:04x} is not an RSA or ECC key")
+        raise AttestationCheckFailed(
+            f"the AK's type 0x{public.type:04x} is not an RSA or ECC key", Check.TRUST
+        )
     if params.scheme.scheme == TPM_ALG_NULL:
-        raise UntrustedKey("the AK has no signing scheme: a TPM's AK is bound to one")
+        raise AttestationCheckFailed(
+            "the AK has no signing scheme: a TPM's AK is bound to one", Check.TRUST
+        )
     try:
         _strong_key(public)
     except AttestationCheckFailed as exc:
         if exc.check is not Check.KEY_STRENGTH:
             raise
-        raise UntrustedKey(f"the AK is too weak: {exc}") from exc
+        raise AttestationCheckFailed(f"the AK is too weak: {exc}", Check.TRUST) from exc
 
 
 @functools.lru_cache(maxsize=256)
 def _ak_from_tpmt(public: TPMTPublic) -> _AK:
-    """An AK from its TPMT_PUBLIC: a restricted signing key made in a TPM, or UntrustedKey."""
+    """An AK from its TPMT_PUBLIC: a restricted signing key made in a TPM, or a TRUST failure."""
     check_ak_public(public)
     try:
         key = public.public_key()
@@ -309,30 +319,36 @@ def _resolve_ak(ak: AKPublic) -> _AK:
         return _AK(ak, False, None, None)
     if isinstance(ak, bytes | bytearray):
         return _ak_from_bytes(bytes(ak))
-    raise UntrustedKey(f"an AK is a TPMT_PUBLIC or a public key, not {type(ak).__name__}")
+    raise AttestationCheckFailed(
+        f"an AK is a TPMT_PUBLIC or a public key, not {type(ak).__name__}", Check.TRUST
+    )
 
 
 def _check_ak(
     ak_public: AKPublic, policy: TrustPolicy, ak_certificate: Any
 ) -> tuple[_AK, AKEvidence]:
-    """The AK and the evidence for it, or UntrustedKey: a bare key needs the policy's opt-in."""
+    """The AK and the evidence for it, or a TRUST failure: a bare key needs the policy's opt-in."""
     ak = _resolve_ak(ak_public)
     if ak.name is None and not policy.allow_unverified_ak:
-        raise UntrustedKey(
+        raise AttestationCheckFailed(
             "the AK is a bare public key: its attributes cannot be checked and nothing shows a "
-            "TPM holds it; give its TPMT_PUBLIC (or opt in with allow_unverified_ak)"
+            "TPM holds it; give its TPMT_PUBLIC (or opt in with allow_unverified_ak)",
+            Check.TRUST,
         )
     if ak.name_alg == TPM_ALG_SHA1 and not policy.allow_sha1:
         raise AttestationCheckFailed(
             "the AK's nameAlg SHA-1 is refused: allow_sha1 is off", Check.HASH
         )
     if not policy.trust_ak(ak.key):
-        raise UntrustedKey("the trust policy does not trust this attestation key")
+        raise AttestationCheckFailed(
+            "the trust policy does not trust this attestation key", Check.TRUST
+        )
     evidence = policy.ak_evidence(ak.name, ak.key, ak_certificate)
     if evidence is AKEvidence.UNVERIFIED and policy.require_hardware:
-        raise UntrustedKey(
+        raise AttestationCheckFailed(
             "the policy requires hardware and nothing shows a TPM holds this AK "
-            "(not enrolled, no AK certificate)"
+            "(not enrolled, no AK certificate)",
+            Check.TRUST,
         )
     return ak, evidence
 

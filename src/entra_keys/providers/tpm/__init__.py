@@ -28,12 +28,12 @@ from ...errors import (
     HardwareUnavailable,
     ImportedKey,
     KeyFileCorrupt,
-    PinRequired,
     TPMError,
     TPMLockout,
     TPMObjectMemory,
     TPMUnreachable,
     UnsupportedAlgorithm,
+    WrongPassphrase,
 )
 from ...provider import (
     Certification,
@@ -173,7 +173,7 @@ class TPMProvider(Provider):
         t = conn.tss
         blob = self._read_blob(data)
         if not blob.empty_auth and not pin:
-            raise PinRequired("the key has a PIN; give it to use the key")
+            raise WrongPassphrase("the key has a PIN; give it to use the key")
         attrs = int(blob.public.publicArea.objectAttributes)
         want = int(
             t.TPMA_OBJECT.DECRYPT if usage is KeyUsage.DECRYPT else t.TPMA_OBJECT.SIGN_ENCRYPT

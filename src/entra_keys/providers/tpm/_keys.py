@@ -21,7 +21,7 @@ from ...attestation.structures import TPMA_OBJECT
 from ...errors import (
     DecryptionError,
     EntraKeysError,
-    KeyNotExportable,
+    KeyUsageError,
     TPMError,
     UnsupportedAlgorithm,
 )
@@ -230,8 +230,8 @@ class _TPMKeyBase(_TPMObject):
                     signature = signer.sign(esys, handle, digest, sig_scheme, session)
         return signer.parts(signature)
 
-    def _refuse_export(self) -> KeyNotExportable:
-        return KeyNotExportable(
+    def _refuse_export(self) -> KeyUsageError:
+        return KeyUsageError(
             "the private half of a TPM key never leaves the TPM; store the key with "
             "KeyStore (a TSS2 PRIVATE KEY blob only this TPM can load) instead"
         )
