@@ -197,18 +197,11 @@ def _verify_ek_certificate(
     at: datetime | None,
     policy: TrustPolicy | None,
 ) -> EKCertificateInfo:
-    leaf = _load_certificate(certificate)
     if ca_certs is None:  # the default policy trusts no EK CA
         ca_certs = policy.ek_ca_certificates() if policy is not None else ()
-    anchors = tuple(_load_certificate(c) for c in ca_certs)
-    if not anchors:
-        raise AttestationCheckFailed(
-            "no CA certificates to check the EK certificate against", Check.CERTIFICATE
-        )
-    others = tuple(_load_certificate(c) for c in intermediates)
-    when = at or datetime.now(UTC)
-    _check_certificate(leaf, when, "the EK certificate")
-    _check_end_entity(leaf, "the EK certificate")
+    leaf, anchors, others, when = _end_entity(
+        certificate, ca_certs, intermediates, at, "the EK certificate"
+    )
     purposes = _extension(leaf, "2.5.29.37")
     if purposes is not None and _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
         raise AttestationCheckFailed(
@@ -275,6 +268,28 @@ def _strong_certified_key(cert: x509.Certificate, what: str) -> PublicKey:
     )
 
 
+def _end_entity(
+    certificate: x509.Certificate | bytes,
+    ca_certs: Iterable[x509.Certificate | bytes],
+    intermediates: Iterable[x509.Certificate | bytes],
+    at: datetime | None,
+    what: str,
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], tuple[x509.Certificate, ...], datetime]:
+    """The leaf, checked in date and as an end-entity certificate, with the trust anchors (at
+    least one), the other certificates and the time the chain is checked at."""
+    leaf = _load_certificate(certificate)
+    anchors = tuple(_load_certificate(c) for c in ca_certs)
+    if not anchors:
+        raise AttestationCheckFailed(
+            f"no CA certificates to check {what} against", Check.CERTIFICATE
+        )
+    others = tuple(_load_certificate(c) for c in intermediates)
+    when = at or datetime.now(UTC)
+    _check_certificate(leaf, when, what)
+    _check_end_entity(leaf, what)
+    return leaf, anchors, others, when
+
+
 def verify_ak_certificate(
     certificate: x509.Certificate | bytes,
     ak_public: PublicKey,
@@ -289,16 +304,9 @@ def verify_ak_certificate(
     from cryptography import x509
 
     try:
-        leaf = _load_certificate(certificate)
-        anchors = tuple(_load_certificate(c) for c in ca_certs)
-        if not anchors:
-            raise AttestationCheckFailed(
-                "no CA certificates to check the AK certificate against", Check.CERTIFICATE
-            )
-        others = tuple(_load_certificate(c) for c in intermediates)
-        when = at or datetime.now(UTC)
-        _check_certificate(leaf, when, "the AK certificate")
-        _check_end_entity(leaf, "the AK certificate")
+        leaf, anchors, others, when = _end_entity(
+            certificate, ca_certs, intermediates, at, "the AK certificate"
+        )
         if _spki(_strong_certified_key(leaf, "the AK certificate")) != _spki(ak_public):
             raise AttestationCheckFailed(
                 "the AK certificate is for another key than this AK", Check.CERTIFICATE
