@@ -146,8 +146,6 @@ class KeyStoreError(EntraKeysError):
         self.path = path
 
 
-
-
 class KeyNotFound(KeyStoreError):
     """No key of that name is in the store."""
 
@@ -171,8 +169,6 @@ class WrongPassphrase(KeyStoreError):
     an encrypted software key with a wrong passphrase; a wrong TPM PIN is TPMAuthFailure."""
 
 
-
-
 class ForeignKey(KeyStoreError):
     """A TPM key blob that this TPM cannot load: made by another TPM or another storage key."""
 
@@ -185,8 +181,6 @@ class ImportedKey(KeyStoreError):
 class KeyUsageError(EntraKeysError):
     """The key may not do that: it was created for another use (signing versus decryption), or
     its private half lives in hardware and cannot be exported."""
-
-
 
 
 class DecryptionError(EntraKeysError, ValueError):
@@ -213,8 +207,6 @@ class AttestationError(EntraKeysError):
 
 
 # --- attestation: one error for a failed check, the check an enum -------------------------
-
-
 
 
 class Check(enum.StrEnum):
@@ -278,4 +270,3 @@ class MalformedAttestation(AttestationCheckFailed, InvalidData):
     """An attestation whose bytes do not parse: also an InvalidData."""
 
     check = Check.STRUCTURE
-
