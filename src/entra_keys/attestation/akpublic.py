@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
-from .ekcert import _tpmt_bytes
+from .public import tpmt_bytes
 from .structures import (
     HASH_ALGORITHMS,
     TPM_ALG_ECC,
@@ -113,7 +113,7 @@ def _ak_from_tpmt(public: TPMTPublic) -> _AK:
 @functools.lru_cache(maxsize=256)
 def _ak_from_bytes(data: bytes) -> _AK:
     try:
-        public = TPMTPublic.parse(_tpmt_bytes(data))
+        public = TPMTPublic.parse(tpmt_bytes(data))
     except InvalidData as exc:
         raise MalformedAttestation(f"the AK's TPMT_PUBLIC: {exc}") from exc
     return _ak_from_tpmt(public)

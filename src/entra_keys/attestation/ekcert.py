@@ -59,7 +59,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
@@ -67,15 +67,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import AttestationCheckFailed, Check, InvalidData
-from .structures import TPMTPublic
+from .public import TPMTPublic, tpmt_bytes
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
     from cryptography import x509
     from cryptography.x509.verification import ExtensionPolicy
 
-    from .verifier import TrustPolicy
+
+class EKCAPolicy(Protocol):
+    """What the EK checks need of a trust policy (``TrustPolicy`` is one): its EK CAs."""
+
+    def ek_ca_certificates(self) -> Sequence[x509.Certificate]:
+        """The CA certificates EK certificates must chain to."""
+        ...
+
 
 __all__ = [
+    "EKCAPolicy",
     "EKCertificateInfo",
     "PlatformCertificateInfo",
     "parse_platform_certificate",
@@ -113,13 +121,6 @@ def _spki(key: PublicKey) -> bytes:
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-def _tpmt_bytes(data: bytes) -> bytes:
-    """A TPMT_PUBLIC from itself or from a TPM2B_PUBLIC (the ``-u`` file of tpm2-tools)."""
-    if len(data) >= 2 and int.from_bytes(data[:2], "big") == len(data) - 2:
-        return data[2:]
-    return data
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def verify_ek_certificate(
     intermediates: Iterable[x509.Certificate | bytes] = (),
     ek_public: EKPublic | None = None,
     at: datetime | None = None,
-    policy: TrustPolicy | None = None,
+    policy: EKCAPolicy | None = None,
 ) -> EKCertificateInfo:
     """Checks that an EK certificate chains to one of the CA certificates (or the policy's),
     is in date, is for the EK (when ``ek_public`` is given), and reads the TPM it names. Every
@@ -195,7 +196,7 @@ def _verify_ek_certificate(
     intermediates: Iterable[x509.Certificate | bytes],
     ek_public: EKPublic | None,
     at: datetime | None,
-    policy: TrustPolicy | None,
+    policy: EKCAPolicy | None,
 ) -> EKCertificateInfo:
     if ca_certs is None:  # the default policy trusts no EK CA
         ca_certs = policy.ek_ca_certificates() if policy is not None else ()
@@ -323,7 +324,7 @@ def _resolve_ek(ek: EKPublic) -> PublicKey:
         return ek
     try:
         public = (
-            TPMTPublic.parse(_tpmt_bytes(bytes(ek))) if isinstance(ek, bytes | bytearray) else ek
+            TPMTPublic.parse(tpmt_bytes(bytes(ek))) if isinstance(ek, bytes | bytearray) else ek
         )
         return public.public_key()
     except InvalidData as exc:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import AttestationCheckFailed, AttestationError, Check, InvalidData
 from .credential import make_credential
+from .public import tpmt_bytes
 from .structures import (
     TPM_ALG_ECC,
     TPM_ALG_SHA256,
@@ -32,7 +33,6 @@ from .structures import (
 from .verifier import (
     EKCertificateInfo,
     TrustPolicy,
-    _tpmt_bytes,
     check_ak_public,
     verify_ek_certificate,
 )
@@ -73,7 +73,7 @@ def _parse_public(data: bytes | TPMTPublic, what: str) -> TPMTPublic:
     if not isinstance(data, bytes | bytearray):
         raise InvalidData(f"{what} is a TPMT_PUBLIC (bytes), not {type(data).__name__}")
     try:
-        return TPMTPublic.parse(_tpmt_bytes(bytes(data)))
+        return TPMTPublic.parse(tpmt_bytes(bytes(data)))
     except InvalidData as exc:
         raise InvalidData(f"{what}: {exc}") from exc
 

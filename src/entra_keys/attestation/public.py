@@ -62,6 +62,7 @@ __all__ = [
     "TPMTPublic",
     "TPMTScheme",
     "TPMTSymDefObject",
+    "tpmt_bytes",
 ]
 
 
@@ -392,3 +393,11 @@ class TPMTPublic:
             ecc = TPMSECCParms(symmetric, scheme, curve_id, _SCHEME_NULL)
             return cls(TPM_ALG_ECC, name_alg, int(attributes), auth_policy, ecc, point)
         raise UnsupportedAlgorithm(f"key type {type(key).__name__} has no TPMT_PUBLIC here")
+
+
+def tpmt_bytes(data: bytes) -> bytes:
+    """A TPMT_PUBLIC from itself or from a TPM2B_PUBLIC (the ``-u`` file of tpm2-tools, and
+    ``entra-keys keys export --format tpm``): a leading size equal to the rest is dropped."""
+    if len(data) >= 2 and int.from_bytes(data[:2], "big") == len(data) - 2:
+        return data[2:]
+    return data

@@ -59,7 +59,6 @@ from .ekcert import (  # the certificate checks, re-exported: callers import the
     verify_ak_certificate,
     verify_ek_certificate,
 )
-from .ekcert import _tpmt_bytes as _tpmt_bytes  # enrollment and the stand-in service use it
 from .records import is_software_marked
 from .structures import (
     HASH_ALGORITHMS,

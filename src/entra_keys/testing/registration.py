@@ -35,9 +35,10 @@ from cryptography.x509.oid import NameOID
 
 from .. import formats
 from ..attestation.enrollment import AKEnrollment, EnrolledAK
+from ..attestation.public import tpmt_bytes
 from ..attestation.records import certification_from_json
 from ..attestation.structures import TPMTPublic
-from ..attestation.verifier import TrustPolicy, _tpmt_bytes, verify_certify
+from ..attestation.verifier import TrustPolicy, verify_certify
 from ..errors import AttestationError, EntraKeysError, InvalidData, InvalidSignature
 from .token_service import TokenService
 
@@ -316,7 +317,7 @@ def _ak_name(ak_public: bytes) -> bytes:
     """The AK's name from its TPMT_PUBLIC (or TPM2B_PUBLIC); InvalidData when it is neither."""
     if not isinstance(ak_public, bytes | bytearray):
         raise InvalidData(f"an AK public area is bytes, not {type(ak_public).__name__}")
-    return TPMTPublic.parse(_tpmt_bytes(bytes(ak_public))).name()
+    return TPMTPublic.parse(tpmt_bytes(bytes(ak_public))).name()
 
 
 class _Fields:
