@@ -41,7 +41,7 @@ from .errors import (
     StorePermissionError,
 )
 from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
-from .tpm_model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL
+from .tpm_model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL, origin_attributes
 
 __all__ = ["KeyInfo", "KeyStore", "default_store_path"]
 
@@ -509,16 +509,13 @@ def _is_der_sequence(body: bytes) -> bool:
 
 
 def _made_in_tpm(body: bytes, usage: KeyUsage) -> bool:
-    """Whether a TSS2 PRIVATE KEY's public area says the TPM made it (fixedTPM, fixedParent,
-    sensitiveDataOrigin; a session key, imported by design, only fixedTPM and fixedParent).
+    """Whether a TSS2 PRIVATE KEY's public area says the TPM made it (``origin_attributes``).
 
     The label alone says nothing: an imported key (TPM2_Import) sits in the same kind of file.
     The TPM checks the public area against the private blob when the key loads, so a file whose
     public area lies does not load (ForeignKey); this reading is for listing without loading.
     """
     from asn1crypto import parser
-
-    from .attestation.structures import TPMA_OBJECT
 
     try:  # TPMKey ::= SEQUENCE { type, [0] emptyAuth OPTIONAL, parent, pubkey, privkey }
         _, _, _, _, fields, _ = parser.parse(base64.b64decode(b"".join(body.split())))
@@ -533,9 +530,7 @@ def _made_in_tpm(body: bytes, usage: KeyUsage) -> bool:
     if len(public) < 10:  # TPM2B size, type, nameAlg, objectAttributes
         return False
     attributes = int.from_bytes(public[6:10], "big")
-    made = TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
-    if usage is not KeyUsage.DERIVE:
-        made |= TPMA_OBJECT.SENSITIVEDATAORIGIN
+    made = origin_attributes(usage)
     return attributes & made == made
 
 

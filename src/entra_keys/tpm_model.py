@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .attestation.structures import (
+from .attestation._wire import (  # the constants only: no parsers on the import path
     TPM_ALG_ECDSA,
     TPM_ALG_HMAC,
     TPM_ALG_RSASSA,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
+from ..tpm_model import KeyUsage, origin_attributes
 from .public import tpmt_bytes
 from .structures import (
     HASH_ALGORITHMS,
@@ -33,12 +34,9 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 #: An attestation key as a verifier may give it: a ``cryptography`` key or its TPMT_PUBLIC.
 AKPublic = PublicKey | TPMTPublic | bytes
 
+#: An AK is made in a TPM (tpm_model's origin attributes) and a restricted signing key.
 _AK_ATTRIBUTES = (
-    TPMA_OBJECT.FIXEDTPM
-    | TPMA_OBJECT.FIXEDPARENT
-    | TPMA_OBJECT.SENSITIVEDATAORIGIN
-    | TPMA_OBJECT.RESTRICTED
-    | TPMA_OBJECT.SIGN_ENCRYPT
+    origin_attributes(KeyUsage.ATTEST) | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
 )
 _STRONG_CURVES = {
     TPM_ECC_NIST_P256: "P-256",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidData
 from ..tpm_model import PCR_COUNT, KeyType
-from .structures import TPM_ALG_NULL
+from ._wire import TPM_ALG_NULL
 
 if TYPE_CHECKING:
     from .structures import TPMSAttest

@@ -40,7 +40,11 @@ from ..errors import (
     MalformedAttestation,
     UnsupportedAlgorithm,
 )
-from ..tpm_model import MIN_NONCE  # one minimum for the providers and the verifier
+from ..tpm_model import (  # one minimum and one origin for the providers and the verifier
+    MIN_NONCE,
+    KeyUsage,
+    origin_attributes,
+)
 from .akpublic import (  # the AK's own checks
     _AK,
     AKPublic,
@@ -102,9 +106,8 @@ __all__ = [
 #: Expected PCR values by bank, the bank named ("sha256") or a TPM_ALG id: {bank: {PCR: value}}.
 ExpectedPCRs = Mapping[str, Mapping[int, bytes]] | Mapping[int, Mapping[int, bytes]]
 
-_CERTIFIED_ATTRIBUTES = (
-    TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
-)
+#: A certified key must have been made in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin).
+_CERTIFIED_ATTRIBUTES = origin_attributes(KeyUsage.SIGN)
 _PKCS1 = padding.PKCS1v15()
 _PYCA_HASHES: dict[int, hashes.HashAlgorithm] = {a: i.new() for a, i in HASH_ALGORITHMS.items()}
 _ECDSA = {a: ec.ECDSA(h) for a, h in _PYCA_HASHES.items()}
