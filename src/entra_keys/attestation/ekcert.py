@@ -56,7 +56,7 @@ certificate is checked, not when this module is.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -67,6 +67,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import AttestationCheckFailed, Check, InvalidData
+from .nvcert import strict_der, verify_signed_by
+from .platformcert import PlatformCertificateInfo, directory_names, parse_platform_certificate
 from .public import TPMTPublic, tpmt_bytes
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
@@ -97,8 +99,6 @@ EKPublic = PublicKey | TPMTPublic | bytes
 
 _TCG_KP_EK_CERTIFICATE = "2.23.133.8.1"
 _TPM_MANUFACTURER, _TPM_MODEL, _TPM_VERSION = "2.23.133.2.1", "2.23.133.2.2", "2.23.133.2.3"
-# platformManufacturerStr, platformModel, platformVersion, platformSerial
-_PLATFORM_OIDS = frozenset({"2.23.133.5.1.1", "2.23.133.5.1.4", "2.23.133.5.1.5", "2.23.133.5.1.6"})
 #: The most certificates below a trust anchor: the leaf and seven intermediates.
 _MAX_CHAIN = 8
 # Extensions this check understands, so they may be critical (RFC 5280 4.2): the EK profile
@@ -200,6 +200,13 @@ def _verify_ek_certificate(
 ) -> EKCertificateInfo:
     if ca_certs is None:  # the default policy trusts no EK CA
         ca_certs = policy.ek_ca_certificates() if policy is not None else ()
+    signed = None  # non-strict DER (as Nuvoton chips store it): re-encoded, signed as stored
+    if isinstance(certificate, bytes | bytearray) and certificate[:1] == b"\x30":
+        try:
+            fixed, repairs = strict_der(bytes(certificate))
+        except InvalidData as exc:
+            raise AttestationCheckFailed(f"the EK certificate: {exc}", Check.CERTIFICATE) from exc
+        signed, certificate = (bytes(certificate) if repairs else None), fixed
     leaf, anchors, others, when = _end_entity(
         certificate, ca_certs, intermediates, at, "the EK certificate"
     )
@@ -208,7 +215,10 @@ def _verify_ek_certificate(
         raise AttestationCheckFailed(
             "the certificate's key purposes do not include EK (2.23.133.8.1)", Check.CERTIFICATE
         )
-    chain = _chain(leaf, anchors, others, when)
+    if signed is None:
+        chain = _chain(leaf, anchors, others, when)
+    else:
+        chain = _reencoded_chain(leaf, signed, anchors, others, when)
     public_key = _strong_certified_key(leaf, "the EK certificate")
     if ek_public is not None and _spki(_resolve_ek(ek_public)) != _spki(public_key):
         raise AttestationCheckFailed(
@@ -431,6 +441,36 @@ def _chain(
     ) from refused
 
 
+def _reencoded_chain(
+    leaf: x509.Certificate,
+    signed: bytes,
+    anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    when: datetime,
+) -> tuple[x509.Certificate, ...]:
+    """The chain of a leaf re-encoded from non-strict DER: its issuer's signature checked over
+    the tbsCertificate as signed (``nvcert.verify_signed_by``), then cryptography's chain from
+    that issuer, with path lengths counted for the leaf below it."""
+    from cryptography import x509
+
+    def signed_by(ca: x509.Certificate) -> None:
+        verify_signed_by(signed, ca)
+
+    issuer = _issuer_of(leaf, (*anchors, *intermediates), when, 0, signed_by)
+    if issuer in anchors:
+        return leaf, issuer
+    upper = _chain(issuer, anchors, [c for c in intermediates if c != issuer], when)
+    for below, ca in enumerate(upper[1:], 1):
+        constraints = _extension(ca, "2.5.29.19")
+        length = constraints.path_length if isinstance(constraints, x509.BasicConstraints) else None
+        if length is not None and below > length:
+            raise AttestationCheckFailed(
+                f"the CA certificate {ca.subject.rfc4514_string()!r} allows a path of {length}",
+                Check.CERTIFICATE,
+            )
+    return (leaf, *upper)
+
+
 def _explain(
     leaf: x509.Certificate,
     anchors: Sequence[x509.Certificate],
@@ -453,7 +493,11 @@ def _explain(
 
 
 def _issuer_of(
-    cert: x509.Certificate, pool: Sequence[x509.Certificate], when: datetime, below: int
+    cert: x509.Certificate,
+    pool: Sequence[x509.Certificate],
+    when: datetime,
+    below: int,
+    signed_by: Callable[[x509.Certificate], None] | None = None,
 ) -> x509.Certificate:
     """The CA in the pool that signed ``cert``, or a CERTIFICATE failure saying why it may not
     issue (out of date, not a CA, path length, keyCertSign) or that no CA signed it."""
@@ -463,7 +507,7 @@ def _issuer_of(
         if candidate.subject != cert.issuer or candidate == cert:
             continue
         try:
-            cert.verify_directly_issued_by(candidate)
+            (signed_by or cert.verify_directly_issued_by)(candidate)
         except (ValueError, TypeError, _PycaInvalidSignature, _PycaUnsupported):
             continue
         what = f"the CA certificate {candidate.subject.rfc4514_string()!r}"
@@ -495,20 +539,6 @@ def _issuer_of(
 _ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
-def _directory_names(general_names: Any) -> dict[str, str]:
-    """{OID: text} of every attribute in the directoryName entries of a GeneralNames."""
-    found: dict[str, str] = {}
-    for general_name in general_names or ():
-        if general_name.name != "directory_name":
-            continue
-        for rdn in general_name.chosen.chosen:
-            for attribute in rdn:
-                value = attribute["value"].native
-                if isinstance(value, str):
-                    found[attribute["type"].dotted] = value
-    return found
-
-
 def _tpm_identity(
     cert: x509.Certificate,
 ) -> tuple[str | None, str | None, str | None, tuple[str, int, int] | None]:
@@ -518,7 +548,7 @@ def _tpm_identity(
 
     try:
         parsed = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
-        names = _directory_names(parsed.subject_alt_name_value)
+        names = directory_names(parsed.subject_alt_name_value)
         spec = None
         for ext in parsed["tbs_certificate"]["extensions"] or ():
             if ext["extn_id"].dotted != "2.5.29.9":
@@ -532,79 +562,3 @@ def _tpm_identity(
             f"the EK certificate's TPM names do not parse ({exc})", Check.CERTIFICATE
         ) from exc
     return names.get(_TPM_MANUFACTURER), names.get(_TPM_MODEL), names.get(_TPM_VERSION), spec
-
-
-# --- platform certificates -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlatformCertificateInfo:
-    """What a TCG platform certificate says about the platform (IWG Platform Certificate
-    Profile): maker, model, version and serial, and the certificate's own identity."""
-
-    #: "attribute" for an RFC 5755 attribute certificate (the profile's form), "x509" for the
-    #: public-key certificate form older swtpm_localca writes.
-    form: str
-    manufacturer: str | None
-    model: str | None
-    version: str | None
-    serial: str | None
-    issuer: str
-    serial_number: int
-    #: The serial number of the EK certificate an attribute certificate's holder names.
-    holder_serial_number: int | None
-
-
-def parse_platform_certificate(data: bytes) -> PlatformCertificateInfo:
-    """Reads a TCG platform certificate (DER): an attribute certificate, or the X.509 form of
-    swtpm's local CA; InvalidData when it is neither. The signature is not checked here."""
-    from asn1crypto import cms, parser
-    from asn1crypto import x509 as asn1_x509
-
-    try:
-        _, _, _, _, outer, _ = parser.parse(bytes(data), strict=True)
-        _, _, _, _, tbs, _ = parser.parse(outer, strict=False)
-        first_class, _, first_tag, _, _, _ = parser.parse(tbs, strict=False)
-        if (first_class, first_tag) == (2, 0):  # [0] version: an X.509 certificate
-            cert = asn1_x509.Certificate.load(bytes(data), strict=True)
-            subject_names = _directory_names(cert.subject_alt_name_value)
-            issuer = cert.issuer.human_friendly
-            return _platform_info("x509", subject_names, issuer, cert.serial_number)
-        acert = cms.AttributeCertificateV2.load(bytes(data), strict=True)
-        info = acert["ac_info"]
-        names: dict[str, str] = {}
-        for ext in info["extensions"] or ():
-            if ext["extn_id"].dotted == "2.5.29.17":
-                names.update(_directory_names(ext["extn_value"].parsed))
-        for attribute in info["attributes"]:
-            oid = attribute["type"].dotted
-            if oid in _PLATFORM_OIDS and oid not in names and len(attribute["values"]):
-                value = attribute["values"][0].native
-                if isinstance(value, str | bytes):
-                    names[oid] = value.decode() if isinstance(value, bytes) else value
-        holder = info["holder"]["base_certificate_id"]
-        issuer = info["issuer"]
-        issuer_names = issuer.chosen["issuer_name"] if issuer.name == "v2_form" else issuer.chosen
-        issuer_text = ", ".join(
-            n.chosen.human_friendly for n in issuer_names if n.name == "directory_name"
-        )
-        holder_serial = None if holder.native is None else int(holder["serial"].native)
-        serial = int(info["serial_number"].native)
-        return _platform_info("attribute", names, issuer_text, serial, holder_serial)
-    except _ASN1_ERRORS as exc:
-        raise InvalidData(f"not a TCG platform certificate ({exc})") from exc
-
-
-def _platform_info(
-    form: str, names: Mapping[str, str], issuer: str, serial: int, holder: int | None = None
-) -> PlatformCertificateInfo:
-    return PlatformCertificateInfo(
-        form=form,
-        manufacturer=names.get("2.23.133.5.1.1"),
-        model=names.get("2.23.133.5.1.4"),
-        version=names.get("2.23.133.5.1.5"),
-        serial=names.get("2.23.133.5.1.6"),
-        issuer=issuer,
-        serial_number=int(serial),
-        holder_serial_number=holder,
-    )

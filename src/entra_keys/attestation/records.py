@@ -16,10 +16,10 @@ import binascii
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidData
+from ..errors import AttestationCheckFailed, Check, InvalidData
 from ..tpm_model import PCR_COUNT, KeyType
 from ._wire import TPM_ALG_NULL
 
@@ -45,7 +45,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EndorsementKey:
-    """An endorsement key's public area (TPMT_PUBLIC) and its certificate from NV, if any."""
+    """An endorsement key's public area (TPMT_PUBLIC) and its certificate from NV, if any.
+
+    ``certificate`` is the DER as the CA signed it; ``certificate_repairs`` says what was removed
+    around it (TCG header, padding) or that a verifier re-encodes it (non-strict DER);
+    ``certificate_error`` why the EK's index holds no readable certificate. ``chain`` holds the
+    certificates of the EK chain indices (0x01C00100-0x01C001FF), intermediates for the chain
+    check; ``chain_errors`` the indices there that could not be read, with the reason.
+    """
 
     key_type: KeyType
     public: bytes
@@ -53,6 +60,21 @@ class EndorsementKey:
     nv_index: int | None
     handle: int | None
     hardware_backed: bool
+    certificate_repairs: tuple[str, ...] = ()
+    certificate_error: str | None = None
+    chain: tuple[bytes, ...] = field(default=(), repr=False)
+    chain_errors: tuple[str, ...] = ()
+
+    def require_certificate(self) -> bytes:
+        """The certificate, or a CERTIFICATE failure saying why there is none (unreadable at
+        its index, or no certificate in NV) rather than a None found far from the cause."""
+        if self.certificate is not None:
+            return self.certificate
+        if self.certificate_error is not None:
+            raise AttestationCheckFailed(
+                f"the EK certificate is unreadable: {self.certificate_error}", Check.CERTIFICATE
+            )
+        raise AttestationCheckFailed("the EK has no certificate in NV", Check.CERTIFICATE)
 
 
 @dataclass(frozen=True)
@@ -109,7 +131,13 @@ def _b64(data: bytes) -> str:
 class _Fields:
     """Reads the members of a JSON object strictly; every problem is an exact InvalidData."""
 
-    def __init__(self, source: str | bytes | Mapping[str, Any], kind: str, names: set[str]):
+    def __init__(
+        self,
+        source: str | bytes | Mapping[str, Any],
+        kind: str,
+        names: set[str],
+        optional: frozenset[str] = frozenset(),
+    ):
         self.kind = kind
         if isinstance(source, str | bytes):
             try:
@@ -123,7 +151,7 @@ class _Fields:
             raise InvalidData(f"{kind} JSON: 'kind' is {source.get('kind')!r}, not {kind!r}")
         if source.get("version") != 1:
             raise InvalidData(f"{kind} JSON: version {source.get('version')!r} is not 1")
-        unknown = sorted(set(source) - names - {"kind", "version"})
+        unknown = sorted(set(source) - names - optional - {"kind", "version"})
         missing = sorted(names - set(source))
         if unknown or missing:
             raise InvalidData(f"{kind} JSON: unknown members {unknown}, missing members {missing}")
@@ -131,6 +159,12 @@ class _Fields:
     def raw(self, name: str, kinds: type | tuple[type, ...]) -> Any:
         value = self.data[name]
         if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is int):
+            raise InvalidData(f"{self.kind} JSON: {name!r} has the wrong type")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        value = self.data.get(name)
+        if value is not None and not isinstance(value, str):
             raise InvalidData(f"{self.kind} JSON: {name!r} has the wrong type")
         return value
 
@@ -232,6 +266,10 @@ def endorsement_key_to_json(ek: EndorsementKey) -> str:
             "nv_index": ek.nv_index,
             "handle": ek.handle,
             "hardware_backed": ek.hardware_backed,
+            "certificate_repairs": list(ek.certificate_repairs),
+            "certificate_error": ek.certificate_error,
+            "chain": [_b64(c) for c in ek.chain],
+            "chain_errors": list(ek.chain_errors),
         },
         indent=2,
     )
@@ -243,6 +281,7 @@ def endorsement_key_from_json(source: str | bytes | Mapping[str, Any]) -> Endors
         source,
         "endorsement_key",
         {"key_type", "public", "certificate", "nv_index", "handle", "hardware_backed"},
+        _EK_LATER,  # members added since version 1: a document without them is read as before
     )
     try:
         key_type = KeyType(f.raw("key_type", str))
@@ -256,4 +295,18 @@ def endorsement_key_from_json(source: str | bytes | Mapping[str, Any]) -> Endors
         nv_index=None if f.data["nv_index"] is None else f.raw("nv_index", int),
         handle=None if f.data["handle"] is None else f.raw("handle", int),
         hardware_backed=f.raw("hardware_backed", bool),
+        certificate_repairs=_texts(f, "certificate_repairs"),
+        certificate_error=f.optional_text("certificate_error"),
+        chain=tuple(f.decode("chain", c) for c in f.data.get("chain") or ()),
+        chain_errors=_texts(f, "chain_errors"),
     )
+
+
+_EK_LATER = frozenset({"certificate_repairs", "certificate_error", "chain", "chain_errors"})
+
+
+def _texts(f: _Fields, name: str) -> tuple[str, ...]:
+    value = f.data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidData(f"{f.kind} JSON: {name!r} is not a list of strings")
+    return tuple(value)

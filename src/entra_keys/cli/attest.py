@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def cmd_attest_ak_create(ctx: Context) -> int:
 
 
 def cmd_attest_ek(ctx: Context) -> int:
-    """Print the endorsement keys (and, with --cert, their certificates) as JSON or PEM."""
+    """Print the endorsement keys, what their NV certificates are (repaired, unreadable and
+    why) and, with --cert, the certificates and the chain's, as JSON or PEM."""
+    from ..attestation.nvcert import certificate_lines
     from ..attestation.software import endorsement_key_to_json
     from ..attestation.structures import TPMTPublic
 
@@ -81,16 +84,10 @@ def cmd_attest_ek(ctx: Context) -> int:
         pem = formats.public_pem(TPMTPublic.parse(ek.public).public_key()).decode()
         where = f"persistent 0x{ek.handle:08x}" if ek.handle else "from the template"
         write(f"# EK {ek.key_type.value} ({where})\n{pem}")
-        if ctx.args.cert:
-            if ek.certificate is None:
-                write("# no certificate\n")
-            else:
-                from cryptography import x509
-                from cryptography.hazmat.primitives.serialization import Encoding
-
-                cert = x509.load_der_x509_certificate(ek.certificate)
-                write(f"# certificate at NV 0x{ek.nv_index or 0:08x}\n")
-                write(cert.public_bytes(Encoding.PEM).decode())
+        write("".join(f"# {line}\n" for line in certificate_lines(ek)))
+        if ctx.args.cert:  # the bytes as signed (a re-encoded certificate would not verify)
+            for der in (ek.certificate, *ek.chain) if ek.certificate else ek.chain:
+                write(ssl.DER_cert_to_PEM_cert(der))
     return 0
 
 

@@ -9,7 +9,7 @@ indices a manufacturer may provision; NV areas are read with ``tpm2_pytss.utils.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ... import tpm_model
@@ -27,8 +27,9 @@ QUOTE_TRIES = 3
 
 def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
     """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
-    with its certificate from NV where one is there."""
-    certs = _ek_certificates(conn)
+    with its certificate from NV where one is there (or why it is unreadable) and the EK
+    certificate chain indices' certificates."""
+    nv = _nv_certificates(conn)
     found: list[EndorsementKey] = []
     with conn.command("read the endorsement keys") as esys:
         first, last = tpm_model.EK_PERSISTENT_FIRST, tpm_model.EK_PERSISTENT_LAST
@@ -42,31 +43,47 @@ def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
             wanted = int(tpm_model.EK_ATTRIBUTES_LOW)
             if int(area.objectAttributes) & wanted != wanted:
                 continue  # another kind of persistent key (an AK, a device key)
-            found.append(_ek(conn, area, handle, certs))
+            found.append(_ek(conn, area, handle, nv))
         kinds = {ek.key_type.is_rsa for ek in found}
         for key_type in (KeyType.RSA2048, KeyType.ECC256):
             if key_type.is_rsa not in kinds:
                 with _transient_ek(conn, esys, key_type) as (_, public):
-                    found.append(_ek(conn, public.publicArea, None, certs))
+                    found.append(_ek(conn, public.publicArea, None, nv))
     return found
 
 
-def _ek(
-    conn: Connection, area: Any, handle: int | None, certs: Mapping[int, bytes]
-) -> EndorsementKey:
-    from cryptography import x509  # costly to import; only attestation needs it
+#: The EK certificate indices of RSA EKs (TCG EK Credential Profile 2.2.1.4: low range RSA-2048,
+#: high range RSA-2048, RSA-3072, RSA-4096); the others are for ECC EKs.
+_RSA_CERT_INDICES = frozenset({tpm_model.EK_CERT_NV_RSA, 0x01C00012, 0x01C0001C, 0x01C0001E})
+#: The EK certificate chain indices (TCG EK Credential Profile 2.2.1.5).
+_CHAIN_FIRST, _CHAIN_LAST = 0x01C00100, 0x01C001FF
 
+
+class _NVCertificates:
+    """What the EK certificate indices hold: the certificates read, the indices that could not
+    be read (with the reason), and the chain indices' certificates and failures."""
+
+    def __init__(self) -> None:
+        self.certs: dict[int, tuple[bytes, tuple[str, ...]]] = {}
+        self.errors: dict[int, str] = {}
+        self.chain: list[bytes] = []
+        self.chain_errors: list[str] = []
+
+
+def _ek(conn: Connection, area: Any, handle: int | None, nv: _NVCertificates) -> EndorsementKey:
     public = public_key_of(conn.tss.TPM2B_PUBLIC(publicArea=area))
     key_type = KeyType.of(public)
     index, cert = None, None
-    for nv_index, der in certs.items():
-        try:
-            cert_key = x509.load_der_x509_certificate(der).public_key()
-        except ValueError:
-            continue
-        if cert_key == public:
-            index, cert = nv_index, der
+    repairs: tuple[str, ...] = ()
+    for nv_index, (der, done) in nv.certs.items():
+        if _certified_key(der) == public:
+            index, cert, repairs = nv_index, der, done
             break
+    error = None
+    if cert is None:  # an unreadable index of this EK's kind is why it has no certificate
+        mine = [i for i in nv.errors if (i in _RSA_CERT_INDICES) == key_type.is_rsa]
+        if mine:
+            index, error = mine[0], nv.errors[mine[0]]
     return EndorsementKey(
         key_type=key_type,
         public=bytes(area.marshal()),
@@ -74,28 +91,64 @@ def _ek(
         nv_index=index,
         handle=handle,
         hardware_backed=True,
+        certificate_repairs=repairs,
+        certificate_error=error,
+        chain=tuple(nv.chain),
+        chain_errors=tuple(nv.chain_errors),
     )
 
 
+def _certified_key(der: bytes) -> Any:
+    from cryptography import x509  # costly to import; only attestation needs it
+
+    from ...attestation.nvcert import strict_der
+
+    try:
+        return x509.load_der_x509_certificate(strict_der(der)[0]).public_key()
+    except (ValueError, InvalidData):
+        return None
+
+
 def _handles(conn: Connection, esys: Any, first: int, last: int) -> list[int]:
-    _, data = esys.get_capability(conn.tss.TPM2_CAP.HANDLES, first, 64)
+    _, data = esys.get_capability(conn.tss.TPM2_CAP.HANDLES, first, 256)
     return [int(h) for h in data.data.handles if first <= int(h) <= last]
 
 
-def _ek_certificates(conn: Connection) -> dict[int, bytes]:
-    """The EK certificates in NV (low and high range), by index; absent ones skipped."""
+def _nv_certificates(conn: Connection) -> _NVCertificates:
+    """The EK certificate indices (low and high range) and the chain indices, each read and made
+    a certificate (``nvcert``: header and padding removed, non-strict DER made readable); an
+    index that still is no certificate is kept with the reason, never dropped."""
     from tpm2_pytss.utils import NoSuchIndex, NVReadEK
 
-    out: dict[int, bytes] = {}
+    from ...attestation.nvcert import nv_certificates, strict_der
+
+    out = _NVCertificates()
     with conn.command("read the EK certificates") as esys:
-        first = tpm_model.EK_CERT_NV_RSA
-        _, data = esys.get_capability(conn.tss.TPM2_CAP.HANDLES, first, 64)
-        indices = [int(h) for h in data.data.handles if int(h) in tpm_model.EK_CERT_NV_INDICES]
-        if indices:
-            read = NVReadEK(esys)
-            for index in indices:
-                with contextlib.suppress(NoSuchIndex):  # undefined since it was listed
-                    out[index] = read(index)
+        listed = _handles(conn, esys, tpm_model.EK_CERT_NV_RSA, _CHAIN_LAST)
+        indices = [h for h in listed if h in tpm_model.EK_CERT_NV_INDICES]
+        chain = [h for h in listed if _CHAIN_FIRST <= h <= _CHAIN_LAST]
+        if not indices and not chain:
+            return out
+        read = NVReadEK(esys)
+        for index in (*indices, *chain):
+            try:
+                data = read(index)
+            except NoSuchIndex:  # undefined since it was listed
+                continue
+            try:
+                stored = nv_certificates(data, many=index in chain)
+                repairs = [(s.der, (*s.repairs, *strict_der(s.der)[1])) for s in stored]
+            except InvalidData as exc:
+                reason = f"NV 0x{index:08x} ({len(data)} bytes): {exc}"
+                if index in chain:
+                    out.chain_errors.append(reason)
+                else:
+                    out.errors[index] = reason
+                continue
+            if index in chain:
+                out.chain.extend(der for der, _ in repairs)
+            else:
+                out.certs[index] = repairs[0]
     return out
 
 
