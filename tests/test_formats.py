@@ -965,3 +965,15 @@ def test_plain_pyca_keys_work_everywhere(pyca_key: PrivateKey, tmp_path: Path) -
         signature = sign_raw(pyca_key, DATA, alg)
         out = openssl_dgst_verify(tmp_path, public_pem(pyca_key), DATA, signature, alg)
         assert out.returncode == 0, out.stderr
+
+
+def test_pyjwt_signs_with_the_key_object_as_it_is(signing_key: EntraPrivateKey) -> None:
+    """PyJWT calls only sign(): a TPM key works in it as it is (the README says so). PyJWT is no
+    dependency: this runs where it is installed (jwcrypto, joserfc and Authlib call
+    private_numbers(), which a TPM key refuses: formats.jws_sign is the way there)."""
+    jwt = pytest.importorskip("jwt")
+    alg = {2048: "RS256", 256: "ES256", 384: "ES384"}[signing_key.key_size]
+    token = jwt.encode({"sub": "device"}, signing_key, algorithm=alg)
+    assert jwt.decode(token, signing_key.public_key(), algorithms=[alg]) == {"sub": "device"}
+    ours = jws_sign(signing_key, {"sub": "device"}, alg)
+    assert jwt.decode(ours, signing_key.public_key(), algorithms=[alg]) == {"sub": "device"}
