@@ -2,8 +2,9 @@
 
 The swtpm is provisioned by ``swtpm_setup`` with EK certificates from a local CA, in a temp
 directory, served on a unix socket. When ``CI=true`` a missing swtpm or tpm2-pytss fails the run
-instead of skipping. After every test that opened a TPM provider, ``tpm2_getcap`` (an independent
-tool, on its own connection) must find no transient object left in the TPM.
+instead of skipping; so does a missing tpm2-abrmd for the ``tabrmd`` tests. After every test
+that opened a TPM provider, ``tpm2_getcap`` (an independent tool, on its own connection) must
+find no transient object left in the TPM.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, settings
 
 from entra_keys import KeyStore, KeyType, KeyUsage, Provider, open_provider
 from entra_keys.provider import EntraPrivateKey
-from entra_keys.testing.swtpm import Swtpm, swtpm_available
+from entra_keys.testing.swtpm import Swtpm, SwtpmError, Tabrmd, swtpm_available, tabrmd_available
 
 from .helpers import PROVIDERS, cached_key, transient_handles, unavailable
 
@@ -46,6 +47,29 @@ def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
     tpm.start()
     yield tpm
     tpm.stop()
+
+
+@pytest.fixture(scope="session")
+def tabrmd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tabrmd]:
+    """tpm2-abrmd in front of a swtpm of its own (the session swtpm serves one connection at a
+    time), on a private session bus; DBUS_SESSION_BUS_ADDRESS points at it for the session."""
+    if not swtpm_available() or not tabrmd_available():
+        unavailable("swtpm or tpm2-abrmd (with libtss2-tcti-tabrmd0, dbus-daemon) is missing")
+    broker = Tabrmd(Swtpm(tmp_path_factory.mktemp("tabrmd")))
+    try:
+        broker.start()
+    except SwtpmError as exc:
+        broker.tpm.stop()
+        unavailable(str(exc))
+    before = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    os.environ["DBUS_SESSION_BUS_ADDRESS"] = broker.bus_address
+    yield broker
+    broker.stop()
+    broker.tpm.stop()
+    if before is None:
+        os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    else:
+        os.environ["DBUS_SESSION_BUS_ADDRESS"] = before
 
 
 @pytest.fixture

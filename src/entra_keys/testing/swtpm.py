@@ -5,6 +5,9 @@ certificates, signed by a local CA whose configuration and keys live in the same
 /var/lib). ``swtpm`` then serves it on a unix socket in that directory; the TCTI string is
 ``swtpm:path=<dir>/sock``. The ``swtpm/`` scripts of the source tree call this module.
 
+``Tabrmd`` puts tpm2-abrmd (the user-space resource manager) in front of one, on a private
+D-Bus session bus of its own, so several processes share the TPM as they would /dev/tpmrm0.
+
 Usage: ``python -m entra_keys.testing.swtpm {provision,start,stop,tcti} DIR``.
 """
 
@@ -19,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["Swtpm", "SwtpmError", "swtpm_available"]
+__all__ = ["Swtpm", "SwtpmError", "Tabrmd", "swtpm_available", "tabrmd_available"]
 
 _TOOLS = ("swtpm", "swtpm_setup", "swtpm_localca")
 
@@ -171,6 +174,98 @@ class Swtpm:
             while self.running():
                 time.sleep(0.01)
         self.pid_file.unlink(missing_ok=True)
+
+
+def tabrmd_available() -> bool:
+    """True when tpm2-abrmd, dbus-daemon and the tabrmd TCTI (libtss2-tcti-tabrmd0) are there."""
+    import ctypes.util
+
+    tools = shutil.which("tpm2-abrmd") and shutil.which("dbus-daemon")
+    return bool(tools) and ctypes.util.find_library("tss2-tcti-tabrmd") is not None
+
+
+class Tabrmd:
+    """tpm2-abrmd in front of a running swtpm, on a private D-Bus session bus (a dbus-daemon
+    of its own, so no system bus is needed). Clients need ``bus_address`` in their
+    DBUS_SESSION_BUS_ADDRESS and ``tcti`` as their TCTI. The swtpm serves one connection at a
+    time: while tabrmd runs, every client must go through it."""
+
+    def __init__(self, tpm: Swtpm) -> None:
+        self.tpm = tpm
+        self.directory = tpm.directory / "tabrmd"
+        self.bus_socket = self.directory / "bus"
+        self.dbus_name = f"com.intel.tss2.Tabrmd.entra{os.getpid()}"
+        self.log_file = self.directory / "tabrmd.log"
+        self._dbus_pid: int | None = None
+        self._daemon: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bus_address(self) -> str:
+        """The D-Bus address of the private session bus."""
+        return f"unix:path={self.bus_socket}"
+
+    @property
+    def tcti(self) -> str:
+        """The TCTI string of a tabrmd client on that bus."""
+        return f"tabrmd:bus_type=session,bus_name={self.dbus_name}"
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start the bus and tpm2-abrmd on the swtpm's socket (starting it if needed); waits
+        until a client gets an answer through it, and returns the TCTI."""
+        if not tabrmd_available():
+            raise SwtpmError(
+                "tpm2-abrmd is not installed (Debian: apt-get install tpm2-abrmd "
+                "libtss2-tcti-tabrmd0 dbus-daemon)"
+            )
+        self.tpm.start()
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.bus_socket.unlink(missing_ok=True)
+        done = subprocess.run(
+            ["dbus-daemon", "--session", "--fork", "--nopidfile", "--print-pid=1",
+             f"--address={self.bus_address}"],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SwtpmError(f"dbus-daemon did not start: {done.stderr.strip()}")
+        self._dbus_pid = int(done.stdout.split()[0])
+        cmd = ["tpm2-abrmd", "--session", f"--dbus-name={self.dbus_name}",
+               f"--tcti={self.tpm.tcti}"]  # fmt: skip
+        if os.geteuid() == 0:  # CI runs as root; tabrmd refuses to unless told
+            cmd.append("--allow-root")
+        env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": self.bus_address}
+        with self.log_file.open("wb") as log:
+            self._daemon = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not self._answers(env):
+            if self._daemon.poll() is not None or time.monotonic() > deadline:
+                text = self.log_file.read_text(errors="replace")[-1500:]
+                self.stop()
+                raise SwtpmError(f"tpm2-abrmd did not come up: {text}")
+            time.sleep(0.1)
+        return self.tcti
+
+    def _answers(self, env: dict[str, str]) -> bool:
+        probe = subprocess.run(
+            ["tpm2_getrandom", "--hex", "4"], env={**env, "TPM2TOOLS_TCTI": self.tcti},
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        return probe.returncode == 0
+
+    def stop(self) -> None:
+        """Stop tpm2-abrmd and its bus (the swtpm keeps running)."""
+        if self._daemon is not None:
+            self._daemon.terminate()
+            try:
+                self._daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                self._daemon.kill()
+                self._daemon.wait()
+            self._daemon = None
+        if self._dbus_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._dbus_pid, signal.SIGTERM)
+            self._dbus_pid = None
+        self.bus_socket.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,125 @@
+"""Several processes on one TPM: the provider's contract through tpm2-abrmd in front of a swtpm
+(create, sign, decrypt, EKs, credential activation, quote, certify, session key), and two
+processes signing at once with no error and no object left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from entra_keys import KeyType, KeyUsage, Provider, open_provider
+from entra_keys.attestation import TrustPolicy, make_credential, verify_certify, verify_quote
+from entra_keys.attestation.public import TPMTPublic
+from entra_keys.session import derive_key, import_session_key
+from entra_keys.testing.swtpm import Tabrmd
+from entra_keys.testing.token_service import TokenService
+
+NONCE = bytes(range(16))
+UNVERIFIED = TrustPolicy(allow_unverified_ak=True)
+
+
+@pytest.fixture
+def shared(tabrmd: Tabrmd) -> Iterator[Provider]:
+    """A TPM provider over tabrmd; after the test its connection holds what it held at open
+    (tabrmd virtualizes handles per connection, so the check is on the provider's own)."""
+    provider = open_provider("tpm", tcti=tabrmd.tcti)
+    before = provider.transient_handles()  # type: ignore[attr-defined]
+    try:
+        yield provider
+        assert provider.transient_handles() == before  # type: ignore[attr-defined]
+    finally:
+        provider.close()
+
+
+def test_sign_and_decrypt_through_tabrmd(shared: Provider) -> None:
+    rsa_key = shared.create_key(KeyType.RSA2048, KeyUsage.SIGN)
+    signature = rsa_key.sign(b"message", padding.PKCS1v15(), hashes.SHA256())
+    public = rsa_key.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(signature, b"message", padding.PKCS1v15(), hashes.SHA256())
+    ec_key = shared.create_key(KeyType.ECC256, KeyUsage.SIGN)
+    ec_public = ec_key.public_key()
+    assert isinstance(ec_public, ec.EllipticCurvePublicKey)
+    ec_public.verify(ec_key.sign(b"m", ec.ECDSA(hashes.SHA256())), b"m", ec.ECDSA(hashes.SHA256()))
+    transport = shared.create_key(KeyType.RSA2048, KeyUsage.DECRYPT)
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
+    transport_public = transport.public_key()
+    assert isinstance(transport_public, rsa.RSAPublicKey)
+    assert transport.decrypt(transport_public.encrypt(b"secret", oaep), oaep) == b"secret"
+    again = shared.key_from_pem(shared.key_to_pem(rsa_key), KeyUsage.SIGN)
+    assert again.public_key() == public
+
+
+def test_attestation_through_tabrmd(shared: Provider) -> None:
+    ek = next(e for e in shared.endorsement_keys() if e.key_type is KeyType.RSA2048)
+    assert ek.require_certificate()
+    ak = shared.create_key(KeyType.RSA2048, KeyUsage.ATTEST)
+    ak_public: bytes = ak.tpm_public  # type: ignore[attr-defined]
+    secret = os.urandom(16)
+    blob, encrypted = make_credential(ek.public, TPMTPublic.parse(ak_public).name(), secret)
+    assert shared.activate_credential(ak, ek, blob, encrypted) == secret
+    quote = shared.quote(ak, [0, 1, 7], NONCE, "sha256")
+    result = verify_quote(quote.attest, quote.signature, ak_public, NONCE,
+                          {"sha256": quote.pcr_values}, policy=UNVERIFIED)  # fmt: skip
+    assert result.pcr_values["sha256"] == quote.pcr_values
+    key = shared.create_key(KeyType.RSA2048, KeyUsage.SIGN)
+    c = shared.certify(key, ak, NONCE)
+    verify_certify(c.attest, c.signature, ak_public, c.key_public, NONCE, policy=UNVERIFIED)
+
+
+def test_session_key_through_tabrmd(shared: Provider) -> None:
+    transport = shared.create_key(KeyType.RSA2048, KeyUsage.DECRYPT)
+    transport_public = transport.public_key()
+    assert isinstance(transport_public, rsa.RSAPublicKey)
+    session_key = import_session_key(
+        shared, transport, TokenService().session_key_jwe(transport_public)
+    )
+    derived = derive_key(session_key, b"c" * 24, payload=b"{}")
+    assert len(derived) == 32 and derive_key(session_key, b"c" * 24, payload=b"{}") == derived
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from entra_keys import KeyType, KeyUsage, open_provider
+
+    with open_provider("tpm", tcti=sys.argv[1]) as provider:
+        before = provider.transient_handles()
+        key = provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
+        for n in range(int(sys.argv[2])):
+            message = b"process %s message %d" % (sys.argv[3].encode(), n)
+            signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+            key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        assert provider.transient_handles() == before, provider.transient_handles()
+    print("signed", sys.argv[2])
+    """
+)
+
+
+def test_two_processes_sign_at_once(tabrmd: Tabrmd) -> None:
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, tabrmd.tcti, "25", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        assert out.strip() == "signed 25"
+    # Both closed: a fresh connection finds nothing of theirs, and tabrmd still serves.
+    with open_provider("tpm", tcti=tabrmd.tcti) as provider:
+        handles = provider.transient_handles()  # type: ignore[attr-defined]
+        assert len(handles) <= 1  # at most this provider's own storage primary
