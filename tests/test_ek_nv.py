@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from entra_keys import open_provider
+from entra_keys import KeyUsage, open_provider
+from entra_keys.attestation import AKEnrollment, TrustPolicy
 from entra_keys.attestation.ekcert import verify_ek_certificate
 from entra_keys.attestation.nvcert import certificate_lines, nv_certificates
 from entra_keys.attestation.records import (
@@ -322,3 +323,42 @@ def test_require_certificate_without_one() -> None:
     ek = EndorsementKey(KeyType.RSA2048, b"", None, None, None, True)
     with pytest.raises(AttestationCheckFailed, match="no certificate in NV"):
         ek.require_certificate()
+
+
+def test_ecc_ek_index_padded_too(own_tpm: Swtpm) -> None:
+    """swtpm's ECC EK (P-384) has its certificate in the high range, 0x01C00016."""
+    index = 0x01C00016
+    cert = _tools(own_tpm, "tpm2_nvread", "-C", "o", hex(index), capture=True)
+    try:
+        _write(own_tpm, index, cert + b"\xff" * (1600 - len(cert)))
+        with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+            ek = next(e for e in provider.endorsement_keys() if e.key_type is KeyType.ECC384)
+        assert ek.certificate == cert and ek.nv_index == index
+        assert ek.certificate_repairs == (f"{1600 - len(cert)} bytes of 0xFF padding removed",)
+        _verifies(own_tpm, ek)
+    finally:
+        _write(own_tpm, index, cert)
+
+
+def test_enrollment_through_a_non_strict_certificate(tpm: Swtpm) -> None:
+    """The whole verifier path: an AK enrolled against an EK whose certificate is stored as
+    non-strict DER, chaining to swtpm's root with the issuer CA from a chain index."""
+    root, issuer = _cas(tpm)
+    ek_key = x509.load_der_x509_certificate(original(tpm)).public_key()
+    _write(tpm, RSA_INDEX, _non_strict(tpm, ek_key, _issuer_key(tpm)))
+    _write(tpm, CHAIN_INDEX, issuer.public_bytes(serialization.Encoding.DER))
+    policy = TrustPolicy(ek_ca_certificates=[root])
+    with open_provider("tpm", tcti=tpm.tcti) as provider:
+        ek = next(e for e in provider.endorsement_keys() if e.key_type is KeyType.RSA2048)
+        ak = provider.create_key(KeyType.RSA2048, KeyUsage.ATTEST)
+        enrollment = AKEnrollment(
+            ak.tpm_public,  # type: ignore[attr-defined]
+            ek.public,
+            ek.require_certificate(),
+            policy=policy,
+            intermediates=ek.chain,
+        )
+        answer = provider.activate_credential(
+            ak, ek, enrollment.credential_blob, enrollment.encrypted_secret
+        )
+    assert enrollment.finish(answer).hardware_backed

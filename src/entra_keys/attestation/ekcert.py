@@ -49,6 +49,11 @@ certificates); what it cannot do is written here:
   non-critical) is refused, as cryptography has no type to account for it. ``ExtensionPolicy``
   needs cryptography 45 or later.
 
+An EK certificate given as DER that cryptography refuses (non-strict DER, as Nuvoton chips
+store it) is re-encoded by ``nvcert.strict_der`` to be read, and its issuer's signature is
+checked over the tbsCertificate bytes as stored (``nvcert.verify_signed_by``); cryptography's
+verifier then checks the chain from that issuer up.
+
 Pure Python over cryptography and asn1crypto; ``cryptography.x509`` is imported when a
 certificate is checked, not when this module is.
 """
