@@ -177,10 +177,11 @@ class Swtpm:
 
 
 def tabrmd_available() -> bool:
-    """True when tpm2-abrmd, dbus-daemon and the tabrmd TCTI (libtss2-tcti-tabrmd0) are there."""
+    """True when tpm2-abrmd, dbus-daemon, the tabrmd TCTI (libtss2-tcti-tabrmd0) and
+    tpm2_getrandom (tpm2-tools, which tells when tabrmd answers) are there."""
     import ctypes.util
 
-    tools = shutil.which("tpm2-abrmd") and shutil.which("dbus-daemon")
+    tools = all(shutil.which(t) for t in ("tpm2-abrmd", "dbus-daemon", "tpm2_getrandom"))
     return bool(tools) and ctypes.util.find_library("tss2-tcti-tabrmd") is not None
 
 
