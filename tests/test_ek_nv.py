@@ -6,6 +6,7 @@ or as garbage; read back through the provider and checked against swtpm's local 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import ssl
@@ -362,3 +363,18 @@ def test_enrollment_through_a_non_strict_certificate(tpm: Swtpm) -> None:
             ak, ek, enrollment.credential_blob, enrollment.encrypted_secret
         )
     assert enrollment.finish(answer).hardware_backed
+
+
+def test_ek_json_of_before_the_new_members_still_reads() -> None:
+    repairs = ("5 bytes of 0xFF padding removed",)
+    ek = EndorsementKey(KeyType.RSA2048, b"\x00\x01", b"\x30\x00", RSA_INDEX, None, True,
+                        repairs, None, (b"\x30\x00",), ("NV x",))  # fmt: skip
+    assert endorsement_key_from_json(endorsement_key_to_json(ek)) == ek
+    old = json.loads(endorsement_key_to_json(ek))
+    for name in ("certificate_repairs", "certificate_error", "chain", "chain_errors"):
+        del old[name]
+    assert endorsement_key_from_json(old) == EndorsementKey(
+        KeyType.RSA2048, b"\x00\x01", b"\x30\x00", RSA_INDEX, None, True
+    )
+    with pytest.raises(InvalidData, match="'chain_errors' is not a list of strings"):
+        endorsement_key_from_json({**json.loads(endorsement_key_to_json(ek)), "chain_errors": 3})
