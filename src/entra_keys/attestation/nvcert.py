@@ -103,7 +103,6 @@ def strict_der(der: bytes) -> tuple[bytes, tuple[str, ...]]:
     """The certificate as strict DER for cryptography: ``der`` itself when cryptography reads it
     in full, else asn1crypto's re-encoding (and a repair saying so); InvalidData when neither
     reads it. A re-encoded certificate's signature holds only over the original TBS."""
-    from asn1crypto import x509 as asn1_x509
     from cryptography import x509
 
     try:
@@ -113,6 +112,8 @@ def strict_der(der: bytes) -> tuple[bytes, tuple[str, ...]]:
         return der, ()
     except ValueError as exc:
         refused = exc
+    from asn1crypto import x509 as asn1_x509  # only for what cryptography refuses
+
     try:
         parsed = asn1_x509.Certificate.load(der)
         parsed.native  # noqa: B018 - parses every field
