@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._sealed_blob import MAX_SECRET
 from .errors import KeyExists
 from .keystore import KeyStore
 
-__all__ = ["delete", "names", "seal", "unseal"]
+__all__ = ["MAX_SECRET", "delete", "names", "seal", "unseal"]
 
 
 def seal(
