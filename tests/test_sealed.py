@@ -25,6 +25,7 @@ from entra_keys import (
     KeyFileCorrupt,
     KeyNotFound,
     KeyStore,
+    KeyStoreError,
     PCRMismatch,
     Provider,
     TPMAuthFailure,
@@ -140,6 +141,8 @@ def test_the_store_keeps_replaces_and_deletes_sealed_secrets(store: KeyStore) ->
     sealed.seal(store, "a", b"two", pin=pin, replace=True)
     assert sealed.unseal(store, "a", pin=pin) == b"two"
     sealed.seal(store, "b", b"three", pin=pin)
+    with pytest.raises(KeyStoreError, match="invalid key name"):
+        sealed.seal(store, "../escape", b"x", pin=pin)
     assert sealed.names(store) == ["a", "b"]
     assert store.list() == []  # sealed secrets are not keys
     sealed.delete(store, "a")

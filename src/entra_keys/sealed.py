@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._sealed_blob import MAX_SECRET
-from .errors import KeyExists
+from .errors import KeyExists, KeyNotFound
 from .keystore import KeyStore
 
 __all__ = ["MAX_SECRET", "delete", "names", "seal", "unseal"]
@@ -31,8 +31,13 @@ def seal(
 ) -> None:
     """Seals ``data`` with the store's provider and stores it under ``name``; an existing
     secret of that name is KeyExists unless ``replace``."""
-    if not replace and name in names(store):
-        raise KeyExists(f"a sealed secret {name!r} already exists", name)
+    try:  # a bad name or a taken one is refused before the provider seals anything
+        store.read_sealed(name)
+    except KeyNotFound:
+        pass
+    else:
+        if not replace:
+            raise KeyExists(f"a sealed secret {name!r} already exists", name)
     blob = store.provider.seal(data, pin=pin, pcrs=pcrs)
     store.write_sealed(name, blob, replace=replace)
 
