@@ -13,7 +13,8 @@ and chained with ``raise ... from exc``. No message carries key material.
     │       ├── TPMUnreachable         the TCTI could not talk to the TPM
     │       ├── TPMObjectMemory        no free transient object slot (TPM_RC_OBJECT_MEMORY)
     │       ├── TPMAuthFailure         a wrong authorization value (.tries_left)
-    │       └── TPMLockout             dictionary-attack lockout is in force (.retry_after)
+    │       ├── TPMLockout             dictionary-attack lockout is in force (.retry_after)
+    │       └── PCRMismatch            the PCRs are not the values a secret was sealed to
     ├── KeyStoreError                  a key store problem (also a bad key name); names the key
     │   │                              (.key_name) and the file (.path)
     │   ├── KeyNotFound
@@ -78,6 +79,7 @@ __all__ = [
     "KeyStoreError",
     "KeyUsageError",
     "MalformedAttestation",
+    "PCRMismatch",
     "ProviderError",
     "StorePermissionError",
     "TPMAuthFailure",
@@ -132,6 +134,11 @@ class TPMLockout(TPMError):
     def __init__(self, message: str, rc: int | None = None, retry_after: int | None = None) -> None:
         super().__init__(message, rc)
         self.retry_after = retry_after
+
+
+class PCRMismatch(TPMError):
+    """The TPM refused to unseal: the PCR values are not the ones the secret was sealed to
+    (the boot chain or a PCR changed since); seal it again once the new state is trusted."""
 
 
 class KeyStoreError(EntraKeysError):

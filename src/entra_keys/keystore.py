@@ -47,6 +47,7 @@ __all__ = ["KeyInfo", "KeyStore", "default_store_path"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUFFIX = ".pem"
+_SEALED_SUFFIX = ".sealed"
 _TEMP_PREFIX = ".tmp-"
 _JOIN_STATE = "join.json"
 _PEM_BEGIN = re.compile(rb"^-----BEGIN ([A-Z0-9 ]+)-----\r?$", re.MULTILINE)
@@ -392,6 +393,61 @@ class KeyStore:
             if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry, dir_fd=dir_fd)
+
+    # -- sealed secrets (entra_keys.sealed): NAME.sealed beside the keys, same rules ----------
+
+    def write_sealed(self, name: str, blob: bytes, *, replace: bool = False) -> None:
+        """Stores a provider's sealed blob as ``NAME.sealed``, atomically (0600, fsynced)."""
+        path = self._file(name).with_suffix(_SEALED_SUFFIX)
+        if len(blob) > _MAX_FILE:
+            raise KeyStoreError(f"the sealed secret {name!r} is larger than a store file", name)
+        try:
+            self._write_atomic(path, bytes(blob), replace=replace)
+        except KeyExists:
+            raise KeyExists(f"a sealed secret {name!r} already exists", name) from None
+
+    def read_sealed(self, name: str) -> bytes:
+        """The sealed blob stored as ``NAME.sealed``, read from the checked store."""
+        path = self._file(name).with_suffix(_SEALED_SUFFIX)
+        with self._open_dir() as dir_fd:
+            if dir_fd is None:
+                raise KeyNotFound(f"no sealed secret {name!r} in {self.path}", name)
+            try:
+                data = _read_file(dir_fd, path, f"sealed secret {name!r}:", name, _MAX_FILE)
+            except FileNotFoundError:
+                raise KeyNotFound(f"no sealed secret {name!r} in {self.path}", name) from None
+            except OSError as exc:
+                raise KeyStoreError(
+                    f"cannot read sealed secret {name!r}: {exc.strerror}", name, path=str(path)
+                ) from exc
+        if len(data) > _MAX_FILE:
+            raise KeyFileCorrupt(f"the sealed secret {name!r} is larger than any blob", name)
+        return data
+
+    def delete_sealed(self, name: str) -> None:
+        """Removes the sealed blob ``NAME.sealed`` (the TPM keeps nothing of it)."""
+        path = self._file(name).with_suffix(_SEALED_SUFFIX)
+        with self._open_dir() as dir_fd:
+            try:
+                if dir_fd is None:
+                    raise FileNotFoundError
+                os.unlink(path.name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise KeyNotFound(f"no sealed secret {name!r} in {self.path}", name) from None
+            except OSError as exc:
+                raise KeyStoreError(
+                    f"cannot delete sealed secret {name!r}: {exc.strerror}", name, path=str(path)
+                ) from exc
+            os.fsync(dir_fd)
+
+    def sealed_names(self) -> builtins.list[str]:
+        """The names of the sealed secrets in the store, sorted."""
+        with self._open_dir() as dir_fd:
+            if dir_fd is None:
+                return []
+            entries = os.listdir(dir_fd)
+        names = (e.removesuffix(_SEALED_SUFFIX) for e in entries if e.endswith(_SEALED_SUFFIX))
+        return sorted(n for n in names if _NAME.fullmatch(n))
 
 
 def _lstat(path: Path, dir_fd: int | None = None) -> os.stat_result | None:

@@ -347,6 +347,20 @@ class Provider(abc.ABC):
     def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
         """Loads a session key from its stored PEM form."""
 
+    # -- sealed secrets -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def seal(
+        self, data: bytes, *, pin: bytes | None = None, pcrs: Sequence[int] | None = None
+    ) -> bytes:
+        """Seals a small secret (up to 32 KB) to this provider, under a PIN and to PCR values if
+        given; returns an opaque text blob whose label says which provider sealed it."""
+
+    @abc.abstractmethod
+    def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
+        """The secret of a blob this provider sealed; raises typed errors for a wrong PIN, a
+        blob of another TPM or provider, changed PCRs, or an altered blob."""
+
     def close(self) -> None:  # noqa: B027 - a provider with nothing to release keeps this
         """Releases what the provider holds (TPM connection, storage key)."""
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.utils import Buffer
 
+from .. import _sealed_blob
 from ..errors import (
     AttestationError,
     DecryptionError,
@@ -227,6 +228,7 @@ class SoftwareSessionKey(SessionKey):
 
 SESSION_KEY_BYTES = 32
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
+_SEALED_VERSION = b"\x01"
 
 
 def _der_octets(*parts: bytes) -> bytes:
@@ -452,3 +454,45 @@ class SoftwareProvider(Provider):
         except InvalidTag as exc:
             raise WrongPassphrase("the passphrase is wrong or the session key is damaged") from exc
         return SoftwareSessionKey(secret)
+
+    # -- sealed secrets -----------------------------------------------------------------------
+
+    def seal(
+        self, data: bytes, *, pin: bytes | None = None, pcrs: Sequence[int] | None = None
+    ) -> bytes:
+        """Encrypts the secret under the PIN as a passphrase (scrypt, AES-256-GCM). Software
+        has no PCRs and keeps nothing secret in the clear: PCRs or no passphrase are refused."""
+        _sealed_blob.check_secret(data)
+        if pcrs is not None:
+            raise UnsupportedAlgorithm(
+                "the software provider has no PCRs to bind a secret to: seal it with the TPM "
+                "provider, or without pcrs"
+            )
+        if not pin:
+            raise WrongPassphrase(
+                "the software provider seals a secret only under a passphrase (pin): without "
+                "one it would be stored in the clear"
+            )
+        salt, nonce = os.urandom(16), os.urandom(12)
+        aad = _sealed_blob.frame(self.kind, [_SEALED_VERSION, salt, nonce])
+        sealed = _session_kek(pin, salt).encrypt(nonce, bytes(data), aad)
+        return _sealed_blob.frame(self.kind, [_SEALED_VERSION, salt, nonce, sealed])
+
+    def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
+        """Decrypts a secret sealed by ``seal``; a missing or wrong passphrase, or an altered
+        blob, is WrongPassphrase (AES-GCM cannot tell the two apart)."""
+        fields = _sealed_blob.unframe(blob, self.kind)
+        if len(fields) != 4 or fields[0] != _SEALED_VERSION:
+            raise KeyFileCorrupt("not a software sealed secret of this version")
+        _, salt, nonce, sealed = fields
+        if len(salt) != 16 or len(nonce) != 12:
+            raise KeyFileCorrupt("the sealed blob's salt or nonce is damaged")
+        if not pin:
+            raise WrongPassphrase("the secret is sealed under a passphrase; give it (pin)")
+        aad = _sealed_blob.frame(self.kind, fields[:3])
+        try:
+            return _session_kek(pin, salt).decrypt(nonce, sealed, aad)
+        except InvalidTag as exc:
+            raise WrongPassphrase(
+                "the passphrase is wrong or the sealed secret is damaged"
+            ) from exc

@@ -7,6 +7,7 @@ opened, so entra_keys works where libtss2 is absent. Its modules, one job each:
 - ``_errors``: the one translation of ``TSS2_Exception`` into entra_keys errors (keeps ``.rc``);
 - ``_keys``: ``TPMRSAKey``, ``TPMECKey`` (``cryptography`` keys) and ``TPMSessionKey``;
 - ``_endorsement``: EKs and their NV certificates, credential activation, quote, certify;
+- ``_sealing``: sealed secrets (a data object bound to the storage key, a PIN and PCRs);
 - ``_templates``: ``tpm_model``'s facts as tpm2-pytss templates;
 - ``_signing``: TPM2_Sign, the only user of tpm2-pytss private internals (with a public fallback).
 """
@@ -48,7 +49,7 @@ from ...provider import (
     check_creatable,
     check_nonce,
 )
-from . import _endorsement
+from . import _endorsement, _sealing
 from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
 from ._templates import key_template, session_key_template
@@ -328,6 +329,19 @@ class TPMProvider(Provider):
             raise UnsupportedAlgorithm("the attestation key must be a key of this TPM provider")
         ak._require(KeyUsage.ATTEST)
         return ak
+
+    # -- sealed secrets -----------------------------------------------------------------------
+
+    def seal(
+        self, data: bytes, *, pin: bytes | None = None, pcrs: Sequence[int] | None = None
+    ) -> bytes:
+        """Seals the secret in a TPM data object under the storage key (``_sealing``): only
+        this TPM unseals it, with the PIN (dictionary-attack protected) and PCRs given."""
+        return _sealing.seal(self.connection, data, pin=pin, pcrs=pcrs)
+
+    def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
+        """Unseals a secret this TPM sealed, over an encrypting session."""
+        return _sealing.unseal(self.connection, blob, pin=pin)
 
     def info(self) -> ProviderInfo:
         """The TPM's manufacturer, vendor string, firmware and specification version."""

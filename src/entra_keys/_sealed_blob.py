@@ -1,0 +1,83 @@
+"""The text form of a sealed secret: a PEM-like block whose label says which provider sealed it.
+
+::
+
+    -----BEGIN ENTRA KEYS SEALED TPM DATA-----
+    <base64 of fields, each a 4-byte big-endian length and its bytes>
+    -----END ENTRA KEYS SEALED TPM DATA-----
+
+What the fields are is the provider's business (a TPM sealed object, or scrypt salt and AES-GCM
+ciphertext); this module frames them and refuses anything else with ``KeyFileCorrupt``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+from collections.abc import Sequence
+
+from .errors import InvalidData, KeyFileCorrupt
+
+__all__ = ["MAX_SECRET", "check_secret", "frame", "label", "unframe"]
+
+#: The largest secret entra_keys seals (a PRT and its refresh tokens are a few KB): the blob
+#: stays under the key store's file size limit.
+MAX_SECRET = 32 * 1024
+_BLOCK = re.compile(
+    rb"-----BEGIN ENTRA KEYS SEALED ([A-Z]+) DATA-----\r?\n"
+    rb"(.*?)-----END ENTRA KEYS SEALED \1 DATA-----",
+    re.DOTALL,
+)
+
+
+def label(kind: str) -> str:
+    """The PEM label of a blob sealed by the provider of that kind ('tpm', 'software')."""
+    return f"ENTRA KEYS SEALED {kind.upper()} DATA"
+
+
+def check_secret(data: bytes) -> None:
+    """Refuse what is not a sealable secret: not bytes, empty, or larger than ``MAX_SECRET``."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidData(f"a secret to seal is bytes, not {type(data).__name__}")
+    if not 0 < len(data) <= MAX_SECRET:
+        raise InvalidData(f"a sealed secret is 1 to {MAX_SECRET} bytes, not {len(data)}")
+
+
+def frame(kind: str, fields: Sequence[bytes]) -> bytes:
+    """The blob text of these fields, labelled with the provider's kind."""
+    body = b"".join(struct.pack(">I", len(f)) + bytes(f) for f in fields)
+    text = base64.encodebytes(body).decode("ascii")
+    return f"-----BEGIN {label(kind)}-----\n{text}-----END {label(kind)}-----\n".encode("ascii")
+
+
+def unframe(blob: bytes, kind: str) -> list[bytes]:
+    """The fields of a blob sealed by the ``kind`` provider; KeyFileCorrupt for a blob of the
+    other provider, and for anything truncated or altered in its framing."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise KeyFileCorrupt(f"a sealed blob is bytes, not {type(blob).__name__}")
+    found = _BLOCK.search(bytes(blob))
+    if found is None:
+        raise KeyFileCorrupt("not a sealed secret (no ENTRA KEYS SEALED ... DATA block)")
+    sealed_by = found.group(1).decode("ascii").lower()
+    if sealed_by != kind:
+        raise KeyFileCorrupt(
+            f"the secret was sealed by the {sealed_by} provider; unseal it with that provider"
+        )
+    try:
+        body = base64.b64decode(b"".join(found.group(2).split()), validate=True)
+    except binascii.Error as exc:
+        raise KeyFileCorrupt(f"the sealed blob is not base64 ({exc})") from exc
+    fields: list[bytes] = []
+    offset = 0
+    while offset < len(body):
+        if offset + 4 > len(body):
+            raise KeyFileCorrupt("the sealed blob is truncated")
+        (size,) = struct.unpack_from(">I", body, offset)
+        offset += 4
+        if offset + size > len(body):
+            raise KeyFileCorrupt("the sealed blob is truncated")
+        fields.append(body[offset : offset + size])
+        offset += size
+    return fields

@@ -1,0 +1,263 @@
+"""Sealed secrets: a keyed-hash data object under the storage key, bound to a PIN and PCRs.
+
+The sealed object is fixedTPM and fixedParent with no sign or decrypt attribute; it is created
+and unsealed over salted sessions that encrypt the secret on the wire, so it never crosses the
+TPM interface in the clear. A PIN is its authValue with noDA clear, so wrong PINs count toward
+dictionary-attack lockout in the TPM (TPMAuthFailure says how many tries are left). PCRs bind it
+by a policy: TPM2_PolicyPCR over the sha256 bank, then TPM2_PolicyAuthValue when there is a PIN.
+
+A secret larger than a sealed data object holds (128 bytes) is encrypted with AES-256-GCM
+under a random key, and that key is what the TPM seals; the GCM tag also covers the object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ... import _sealed_blob, tpm_model
+from ...errors import (
+    EntraKeysError,
+    ForeignKey,
+    InvalidData,
+    KeyFileCorrupt,
+    PCRMismatch,
+    TPMError,
+    TPMLockout,
+    TPMObjectMemory,
+    TPMUnreachable,
+    WrongPassphrase,
+)
+from ._connection import Connection
+
+__all__ = ["MAX_SEALED_DATA", "seal", "unseal"]
+
+#: What a TPM sealed data object holds (MAX_SYM_DATA, TPM 2.0 Part 2, 10.4.4).
+MAX_SEALED_DATA = 128
+#: A PIN is the object's authValue, at most the size of its name algorithm's digest.
+MAX_PIN = 32
+_KIND = "tpm"
+_VERSION = b"\x01"
+_PIN = 0x01  # flag: the object has a PIN
+_ENVELOPE = 0x02  # flag: the object holds an AES-256-GCM key, the secret follows it encrypted
+_BANK = "sha256"
+
+
+def seal(conn: Connection, data: bytes, *, pin: bytes | None, pcrs: Sequence[int] | None) -> bytes:
+    """Seal ``data`` to this TPM's storage key (and PIN and PCRs); returns the blob text."""
+    _sealed_blob.check_secret(data)
+    _check_pin(pin)
+    t = conn.tss
+    selection = _selection(conn, pcrs) if pcrs is not None else None
+    envelope = len(data) > MAX_SEALED_DATA
+    secret = bytearray(os.urandom(32) if envelope else bytes(data))
+    sensitive = t.TPM2B_SENSITIVE_CREATE(
+        sensitive=t.TPMS_SENSITIVE_CREATE(data=t.TPM2B_SENSITIVE_DATA(bytes(secret)))
+    )
+    if pin:
+        sensitive.sensitive.userAuth = t.TPM2B_AUTH(bytes(pin))
+    try:
+        with conn.command("seal a secret") as esys:
+            policy = _policy_digest(conn, esys, selection, bool(pin))
+            template = _template(t, pin=bool(pin), policy=policy)
+            with conn.hmac_session(esys, encrypt=True) as session:
+                private, public, _, _, _ = esys.create(
+                    conn.storage_key, sensitive, template, session1=session
+                )
+    finally:
+        with contextlib.suppress(Exception):
+            sensitive.sensitive.data.buffer[:] = bytes(len(secret))
+            sensitive.sensitive.userAuth.buffer[:] = bytes(len(pin or b""))
+    flags = (_PIN if pin else 0) | (_ENVELOPE if envelope else 0)
+    fields = [
+        _VERSION,
+        conn.storage_parent.to_bytes(4, "big"),
+        bytes([flags]),
+        bytes(sorted(pcrs or ())),
+        bytes(public.marshal()),
+        bytes(private.marshal()),
+    ]
+    if envelope:
+        nonce = os.urandom(12)
+        aad = _sealed_blob.frame(_KIND, fields)
+        fields += [nonce, AESGCM(bytes(secret)).encrypt(nonce, bytes(data), aad)]
+    secret[:] = bytes(len(secret))
+    return _sealed_blob.frame(_KIND, fields)
+
+
+def unseal(conn: Connection, blob: bytes, *, pin: bytes | None) -> bytes:
+    """The secret of a blob sealed by ``seal`` on this TPM; typed errors for another TPM
+    (ForeignKey), a wrong PIN (TPMAuthFailure, with tries left), changed PCRs (PCRMismatch)."""
+    _check_pin(pin)
+    fields = _sealed_blob.unframe(blob, _KIND)
+    if len(fields) not in (6, 8) or fields[0] != _VERSION or len(fields[1]) != 4:
+        raise KeyFileCorrupt("not a TPM sealed secret of this version")
+    parent = int.from_bytes(fields[1], "big")
+    if len(fields[2]) != 1:
+        raise KeyFileCorrupt("the sealed blob's flags are damaged")
+    flags = fields[2][0]
+    envelope = bool(flags & _ENVELOPE)
+    if envelope is not (len(fields) == 8):
+        raise KeyFileCorrupt("the sealed blob is truncated")
+    if flags & _PIN and not pin:
+        raise WrongPassphrase("the secret was sealed with a PIN; give it to unseal")
+    if parent != conn.storage_parent:
+        raise ForeignKey(
+            f"the secret was sealed under parent 0x{parent:08x}, this TPM's storage key is "
+            f"0x{conn.storage_parent:08x}"
+        )
+    t = conn.tss
+    try:
+        public, _ = t.TPM2B_PUBLIC.unmarshal(fields[4])
+        private, _ = t.TPM2B_PRIVATE.unmarshal(fields[5])
+        selection = _selection(conn, list(fields[3])) if fields[3] else None
+    except EntraKeysError as exc:
+        raise KeyFileCorrupt(f"the sealed blob's PCR list is damaged ({exc})") from exc
+    except Exception as exc:  # the unmarshalers raise several types on bad input
+        raise KeyFileCorrupt(f"the sealed blob's TPM object does not parse ({exc})") from exc
+    secret = _unseal_object(conn, private, public, pin if flags & _PIN else None, selection)
+    if not envelope:
+        return secret
+    try:
+        aad = _sealed_blob.frame(_KIND, fields[:6])
+        return AESGCM(secret).decrypt(fields[6], fields[7], aad)
+    except (InvalidTag, ValueError) as exc:
+        raise KeyFileCorrupt("the sealed secret was altered: its AES-GCM tag fails") from exc
+
+
+def _unseal_object(
+    conn: Connection, private: Any, public: Any, pin: bytes | None, selection: Any
+) -> bytes:
+    """Load the sealed object, unseal it over an encrypting session, flush all of it."""
+    t = conn.tss
+    with conn.lock:  # the load and the unseal in one run: nothing else uses the slot between
+        try:
+            with conn.command("load the sealed object") as esys:
+                handle = conn.load(esys, private, public, auth=bytes(pin) if pin else None)
+        except TPMError as exc:
+            if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
+                raise
+            raise ForeignKey(
+                "this TPM refuses the sealed object: it was sealed by another TPM or under "
+                f"another storage key, or the blob was altered ({exc})"
+            ) from exc
+        try:
+            with conn.command("unseal a secret") as esys:
+                try:
+                    kind = t.TPM2_SE.POLICY if selection is not None else t.TPM2_SE.HMAC
+                    with _encrypting_session(conn, esys, kind) as session:
+                        if selection is not None:
+                            esys.policy_pcr(session, t.TPM2B_DIGEST(), selection)
+                            if pin:
+                                esys.policy_auth_value(session)
+                        data = esys.unseal(handle, session1=session)
+                finally:
+                    esys.flush_context(handle)
+        except TPMError as exc:
+            if selection is not None and _is_policy_fail(conn, exc):
+                raise PCRMismatch(
+                    f"the PCRs {_pcr_text(selection)} are not the values the secret was sealed "
+                    "to (the boot chain or a PCR changed since); seal it again once the new "
+                    "state is trusted",
+                    exc.rc,
+                ) from exc
+            raise
+    secret = bytes(data)
+    with contextlib.suppress(Exception):
+        data.buffer[:] = bytes(len(secret))
+    return secret
+
+
+@contextlib.contextmanager
+def _encrypting_session(conn: Connection, esys: Any, session_type: Any) -> Iterator[Any]:
+    """A salted session (HMAC or policy) that encrypts the response's first parameter (the
+    unsealed secret); TPM2_Unseal has no command parameter to encrypt. Flushed on leaving."""
+    t = conn.tss
+    session = esys.start_auth_session(
+        tpm_key=conn.storage_key,
+        bind=t.ESYS_TR.NONE,
+        session_type=session_type,
+        symmetric=t.TPMT_SYM_DEF.parse("aes128cfb"),
+        auth_hash=t.TPM2_ALG.SHA256,
+    )
+    try:
+        attributes = t.TPMA_SESSION.CONTINUESESSION | t.TPMA_SESSION.ENCRYPT
+        esys.trsess_set_attributes(session, attributes)
+        yield session
+    finally:
+        esys.flush_context(session)
+
+
+def _policy_digest(conn: Connection, esys: Any, selection: Any, pin: bool) -> bytes | None:
+    """The authPolicy of a PCR-bound object: PolicyPCR over the PCRs' values now, then
+    PolicyAuthValue with a PIN, computed in a trial session (flushed); None without PCRs."""
+    if selection is None:
+        return None
+    t = conn.tss
+    trial = esys.start_auth_session(
+        tpm_key=t.ESYS_TR.NONE,
+        bind=t.ESYS_TR.NONE,
+        session_type=t.TPM2_SE.TRIAL,
+        symmetric=t.TPMT_SYM_DEF(algorithm=t.TPM2_ALG.NULL),
+        auth_hash=t.TPM2_ALG.SHA256,
+    )
+    try:
+        esys.policy_pcr(trial, t.TPM2B_DIGEST(), selection)
+        if pin:
+            esys.policy_auth_value(trial)
+        return bytes(esys.policy_get_digest(trial))
+    finally:
+        esys.flush_context(trial)
+
+
+def _template(t: Any, *, pin: bool, policy: bytes | None) -> Any:
+    """The TPM2B_PUBLIC of a sealed data object: keyed-hash, scheme NULL, no sign or decrypt.
+
+    With PCRs only the policy authorizes it (userWithAuth clear); without a PIN it is noDA, as
+    an empty authValue has nothing to guess, and with one every wrong try counts.
+    """
+    a = t.TPMA_OBJECT
+    attrs = a.FIXEDTPM | a.FIXEDPARENT
+    if policy is None:
+        attrs |= a.USERWITHAUTH
+    if not pin:
+        attrs |= a.NODA
+    public = t.TPMT_PUBLIC(type=t.TPM2_ALG.KEYEDHASH, nameAlg=tpm_model.NAME_ALG)
+    public.objectAttributes = attrs
+    public.parameters.keyedHashDetail.scheme.scheme = t.TPM2_ALG.NULL
+    if policy is not None:
+        public.authPolicy = t.TPM2B_DIGEST(policy)
+    return t.TPM2B_PUBLIC(publicArea=public)
+
+
+def _selection(conn: Connection, pcrs: Sequence[int]) -> Any:
+    """The TPML_PCR_SELECTION of distinct PCRs 0..23 in the sha256 bank."""
+    tpm_model.check_pcr_indices(pcrs)
+    return conn.tss.TPML_PCR_SELECTION.parse(f"{_BANK}:{','.join(map(str, sorted(pcrs)))}")
+
+
+def _pcr_text(selection: Any) -> str:
+    """'sha256:0,7' for messages."""
+    picked = selection.pcrSelections[0]
+    bits = int.from_bytes(bytes(picked.pcrSelect)[: picked.sizeofSelect], "little")
+    return f"{_BANK}:" + ",".join(str(i) for i in range(24) if bits >> i & 1)
+
+
+def _is_policy_fail(conn: Connection, error: TPMError) -> bool:
+    """True for TPM_RC_POLICY_FAIL (a format-one code, whatever session it names)."""
+    if isinstance(error, TPMUnreachable | TPMObjectMemory | TPMLockout) or error.rc is None:
+        return False
+    rc = conn.tss.TPM2_RC
+    return error.rc & int(rc.FMT1) != 0 and error.rc & 0xBF == int(rc.POLICY_FAIL)
+
+
+def _check_pin(pin: bytes | None) -> None:
+    if pin is not None and not isinstance(pin, bytes | bytearray):
+        raise InvalidData(f"a PIN is bytes, not {type(pin).__name__}")
+    if pin and len(pin) > MAX_PIN:
+        raise InvalidData(f"a TPM PIN is at most {MAX_PIN} bytes, not {len(pin)}")
