@@ -343,7 +343,7 @@ class KeyStore:
         """A software key never joins TPM keys in one store: that would downgrade the join."""
         if self.provider.kind == "tpm":
             return
-        held = {info.name for info in self.list() if info.kind == "tpm" and info.name != name}
+        held = {info.name for info in self.list() if info.kind == "tpm"}
         if held:
             raise HardwareUnavailable(
                 f"the key store {self.path} holds TPM keys ({', '.join(sorted(held))}); a "
