@@ -1,4 +1,4 @@
-"""Leave: every file of the join goes, all or nothing (kill -9 at each step), and a new join works."""
+"""Leave: every file of the join goes, all or nothing (kill -9 at each step); a new join works."""
 
 from __future__ import annotations
 

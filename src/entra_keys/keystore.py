@@ -45,7 +45,14 @@ from .errors import (
     StorePermissionError,
 )
 from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
-from .tpm_model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL, origin_attributes
+from .tpm_model import (
+    ENCRYPTED_PEM_LABELS,
+    KIND_BY_PEM_LABEL,
+    origin_attributes,
+)
+from .tpm_model import (
+    SRK_HANDLE_RSA as SRK_HANDLE,
+)
 
 __all__ = ["KeyInfo", "KeyStore", "default_store_path", "leave", "stored_kinds"]
 
@@ -310,7 +317,13 @@ class KeyStore:
             os.fsync(dir_fd)
 
     def import_key_file(
-        self, name: str, data: bytes, *, replace: bool = False, allow_imported: bool = False
+        self,
+        name: str,
+        data: bytes,
+        *,
+        pin: bytes | None = None,
+        replace: bool = False,
+        allow_imported: bool = False,
     ) -> EntraPrivateKey:
         """Stores a TSS2 PRIVATE KEY another tool made (tpm2-openssl, tpm2-tools) under ``name``,
         its type and usage read from its public area, once this TPM has loaded it. The trust rules
@@ -327,8 +340,20 @@ class KeyStore:
             )
         pem = data[begin.start() :]
         info = _parse_key_file(name, self._file(name), pem)  # type and usage from the public area
-        with _naming(name):
-            key = self.provider.key_from_pem(pem, info.usage, allow_imported=allow_imported)
+        try:
+            with _naming(name):
+                key = self.provider.key_from_pem(
+                    pem, info.usage, pin=pin, allow_imported=allow_imported
+                )
+        except KeysUnusable:
+            raise
+        except ForeignKey as exc:
+            raise ForeignKey(
+                f"{exc}. entra_keys loads keys made under this TPM's storage key: the persistent "
+                f"SRK at 0x{SRK_HANDLE:08x} where there is one, else the TCG key-file primary "
+                "(ECC P-256, as tpm2-openssl makes); make the key under that parent",
+                name,
+            ) from exc
         self._write_atomic(
             self._file(name), _header(key.key_type, key.usage) + pem, replace=replace
         )
