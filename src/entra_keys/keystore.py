@@ -16,8 +16,6 @@ and every file is opened, created, renamed and removed relative to that descript
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import contextlib
 import errno
@@ -31,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _leave
+from . import _leave, _tss2file
 from .errors import (
     EntraKeysError,
     ForeignKey,
@@ -48,7 +46,6 @@ from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
 from .tpm_model import (
     ENCRYPTED_PEM_LABELS,
     KIND_BY_PEM_LABEL,
-    origin_attributes,
 )
 from .tpm_model import (
     SRK_HANDLE_RSA as SRK_HANDLE,
@@ -630,55 +627,6 @@ def _unusable(name: str, kind: str) -> Iterator[None]:
         ) from exc
 
 
-def _is_der_sequence(body: bytes) -> bool:
-    """True when a PEM body is base64 of exactly one DER SEQUENCE (catches cut or mangled files)."""
-    try:
-        der = base64.b64decode(b"".join(body.split()), validate=True)
-    except binascii.Error:
-        return False
-    if len(der) < 2 or der[0] != 0x30:
-        return False
-    first = der[1]
-    if first < 0x80:
-        return len(der) == 2 + first
-    n = first & 0x7F
-    if not 1 <= n <= 4 or len(der) < 2 + n:
-        return False
-    return len(der) == 2 + n + int.from_bytes(der[2 : 2 + n], "big")
-
-
-def _tss2_public(body: bytes) -> bytes:
-    """The TPM2B_PUBLIC of a TSS2 PRIVATE KEY's PEM body, or b"" where it has none."""
-    from asn1crypto import parser
-
-    try:  # TPMKey ::= SEQUENCE { type, [0] emptyAuth OPTIONAL, parent, pubkey, privkey }
-        _, _, _, _, fields, _ = parser.parse(base64.b64decode(b"".join(body.split())))
-        public, offset = b"", 0
-        while offset < len(fields) and not public:
-            klass, _, tag, header, contents, trailer = parser.parse(fields[offset:])
-            offset += len(header) + len(contents) + len(trailer)
-            if (klass, tag) == (0, 4):  # the first OCTET STRING: the TPM2B_PUBLIC
-                public = contents
-    except (ValueError, TypeError):
-        return b""
-    return public
-
-
-def _made_in_tpm(body: bytes, usage: KeyUsage) -> bool:
-    """Whether a TSS2 PRIVATE KEY's public area says the TPM made it (``origin_attributes``).
-
-    The label alone says nothing: an imported key (TPM2_Import) sits in the same kind of file.
-    The TPM checks the public area against the private blob when the key loads, so a file whose
-    public area lies does not load (ForeignKey); this reading is for listing without loading.
-    """
-    public = _tss2_public(body)
-    if len(public) < 10:  # TPM2B size, type, nameAlg, objectAttributes
-        return False
-    attributes = int.from_bytes(public[6:10], "big")
-    made = origin_attributes(usage)
-    return attributes & made == made
-
-
 def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     """Read the header lines and the PEM label; the key itself is the provider's to parse."""
     begin = _PEM_BEGIN.search(data)
@@ -691,7 +639,7 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     end = data.find(f"-----END {label}-----".encode(), begin.end())
     if end < 0:
         raise KeyFileCorrupt(f"key {name!r}: the file is truncated (no PEM end line)", name)
-    if not _is_der_sequence(data[begin.end() : end]):
+    if not _tss2file.is_der_sequence(data[begin.end() : end]):
         raise KeyFileCorrupt(f"key {name!r}: the PEM body is not base64 of a DER key", name)
     fields: dict[str, str] = {}
     for line in data[: begin.start()].decode("ascii", "replace").splitlines():
@@ -701,7 +649,9 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     try:
         if label == _TSS2_LABEL and "Entra-Keys-Type" not in fields:
             # another tool's key file (tpm2-openssl, tpm2-tools): what its public area says
-            key_type, usage = _kind_of_public(name, _tss2_public(data[begin.end() : end]))
+            key_type, usage = _tss2file.kind_of_public(
+                name, _tss2file.tss2_public(data[begin.end() : end])
+            )
         else:
             key_type = KeyType(fields["Entra-Keys-Type"])
             usage = KeyUsage(fields["Entra-Keys-Usage"])
@@ -715,47 +665,7 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         key_type=key_type,
         usage=usage,
         kind=kind,
-        hardware_backed=kind == "tpm" and _made_in_tpm(data[begin.end() : end], usage),
+        hardware_backed=kind == "tpm" and _tss2file.made_in_tpm(data[begin.end() : end], usage),
         encrypted=label in ENCRYPTED_PEM_LABELS,
         path=path,
     )
-
-
-def _kind_of_public(name: str, public: bytes) -> tuple[KeyType, KeyUsage]:
-    """The key type and usage a TPM2B_PUBLIC says: restricted signing is an AK, signing a device
-    key (also when it may decrypt, as tpm2-openssl's keys may), RSA decryption a transport key,
-    a keyed-hash object a session key."""
-    from .attestation.public import TPMTPublic, tpmt_bytes
-    from .errors import InvalidData, UnsupportedAlgorithm
-
-    try:
-        area = TPMTPublic.parse(tpmt_bytes(public))
-        key_type = (
-            KeyType.HMAC_SHA256 if area.type == _TPM_ALG_KEYEDHASH
-            else KeyType.of(area.public_key())
-        )  # fmt: skip
-    except (InvalidData, UnsupportedAlgorithm) as exc:
-        raise KeyFileCorrupt(
-            f"key {name!r}: a TPM key entra_keys does not use ({exc})", name
-        ) from exc
-    attrs = area.object_attributes
-    if key_type is KeyType.HMAC_SHA256:
-        usage = KeyUsage.DERIVE
-    elif attrs & _SIGN_ENCRYPT:
-        usage = KeyUsage.ATTEST if attrs & _RESTRICTED else KeyUsage.SIGN
-    elif attrs & _DECRYPT and not attrs & _RESTRICTED and key_type.is_rsa:
-        usage = KeyUsage.DECRYPT
-    else:
-        raise KeyFileCorrupt(
-            f"key {name!r}: the TPM key neither signs nor decrypts as a device, transport or "
-            "attestation key does",
-            name,
-        )
-    return key_type, usage
-
-
-# TPMA_OBJECT bits and TPM_ALG_KEYEDHASH (Part 2, 8.3 and 6.3), read from the public area.
-_RESTRICTED = 0x00010000
-_DECRYPT = 0x00020000
-_SIGN_ENCRYPT = 0x00040000
-_TPM_ALG_KEYEDHASH = 0x0008
