@@ -116,3 +116,27 @@ def test_cleared_tpm_is_one_state_leave_and_join_again(
     code, doc = _status(args, capsys)
     assert code == 0 and not doc["keys_unusable"]
     assert transient_handles(own_tpm.tcti) == []
+
+
+def test_keys_under_a_persistent_srk_are_unusable_after_a_clear(
+    own_tpm: Swtpm, tmp_path: Path
+) -> None:
+    """A clear also evicts the persistent SRK: the keys' parent 0x81000001 is gone."""
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_tpm.tcti}
+    for argv in (
+        ["tpm2_createprimary", "-C", "o", "-c", str(tmp_path / "srk.ctx")],
+        ["tpm2_evictcontrol", "-C", "o", "-c", str(tmp_path / "srk.ctx"), "0x81000001"],
+        ["tpm2_flushcontext", "-t"],
+    ):
+        if shutil.which(argv[0]) is None:
+            unavailable("tpm2-tools is not installed")
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    _clear(own_tpm)
+    with (
+        open_provider("tpm", tcti=own_tpm.tcti) as provider,
+        pytest.raises(KeysUnusable, match="0x81000001"),
+    ):
+        KeyStore(provider, tmp_path / "store").load("device")
