@@ -179,21 +179,25 @@ def test_tpm_device_the_user_may_not_open_names_its_group(tpm_store: Path) -> No
         device.write_bytes(b"")
         os.chown(device, 0, tss)
         device.chmod(0o660)
+        private = base / "tpm0"  # a node no group may open
+        private.write_bytes(b"")
+        private.chmod(0o600)
         store = base / "store"
         shutil.copytree(tpm_store, store)
         for path in (store, store / "device.pem"):
             os.chown(path, 65534, 65534)
         code = (
             "import sys, entra_keys\n"
-            "try:\n"
-            "    entra_keys.open_provider(tcti='device:' + sys.argv[1], store=sys.argv[2])\n"
-            "except entra_keys.HardwareUnavailable as e:\n"
-            "    print('unavailable:', e)\n"
+            "for device in sys.argv[1].split(','):\n"
+            "    try:\n"
+            "        entra_keys.open_provider(tcti='device:' + device, store=sys.argv[2])\n"
+            "    except entra_keys.HardwareUnavailable as e:\n"
+            "        print('unavailable:', e)\n"
         )
         src = str(Path(entra_keys.__file__).parent.parent)
         out = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-             "-c", code, str(device), str(store)],
+             "-c", code, f"{device},{private}", str(store)],
             capture_output=True, text=True, check=True,
             env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": str(base)},
         ).stdout  # fmt: skip
@@ -201,3 +205,4 @@ def test_tpm_device_the_user_may_not_open_names_its_group(tpm_store: Path) -> No
         shutil.rmtree(base)
     assert f"{device} belongs to group {group}" in out
     assert f"add the user to it (usermod -aG {group} USER)" in out
+    assert f"{private} is open to its owner (uid 0) only (mode 600)" in out

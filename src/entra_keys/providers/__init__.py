@@ -92,13 +92,19 @@ def tpm_unusable_reason(tcti: str, exc: Exception) -> str:
     except OSError as err:
         return f"the TPM device {device} cannot be examined: {err.strerror}"
     if not os.access(device, os.R_OK | os.W_OK):
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o060 != 0o060:
+            return (
+                f"permission denied: {device} is open to its owner (uid {st.st_uid}) only (mode "
+                f"{mode:o}); a udev rule should give it to group tss (mode 660)"
+            )
         try:
             group = grp.getgrgid(st.st_gid).gr_name
         except KeyError:
             group = str(st.st_gid)
         return (
-            f"permission denied: {device} belongs to group {group} (mode "
-            f"{stat.S_IMODE(st.st_mode):o}): add the user to it (usermod -aG {group} USER) "
+            f"permission denied: {device} belongs to group {group} (mode {mode:o}): add the "
+            f"user to it (usermod -aG {group} USER) "
             "and log in again"
         )
     return f"the TCTI {tcti} failed: {text}"
