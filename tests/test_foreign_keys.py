@@ -139,7 +139,7 @@ def _tools_key(tpm: Swtpm, tmp_path: Path, primary: list[str], *, imported: bool
 
 
 def test_tpm2_tools_key_with_a_pin_imports(tpm: Swtpm, tmp_path: Path) -> None:
-    """tpm2-tools 5.4's tpm2_encodeobject marks every key as having a PIN; this one has one."""
+    """A tpm2-tools key with a PIN: type and usage from its public area, loaded by this TPM."""
     pem = _tools_key(tpm, tmp_path, KEYFILE_PRIMARY, imported=False)
     with open_provider("tpm", tcti=tpm.tcti) as provider:
         store = KeyStore(provider, tmp_path / "store")
@@ -151,8 +151,9 @@ def test_tpm2_tools_key_with_a_pin_imports(tpm: Swtpm, tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a tpm2-tools key's PIN is refused (TPM_RC_BAD_AUTH) over the provider's HMAC "
-    "session, though tpm2_sign -p takes it: open",
+    reason="tpm2-pytss reads tpm2_encodeobject's (5.4) emptyAuth as the opposite of what the key "
+    "has, and TPMProvider.key_from_pem then drops the PIN it was given (BAD_AUTH at first use): "
+    "a given PIN should win over the file's emptyAuth (providers/tpm/__init__.py)",
 )
 def test_tpm2_tools_key_with_a_pin_signs(tpm: Swtpm, tmp_path: Path) -> None:
     pem = _tools_key(tpm, tmp_path, KEYFILE_PRIMARY, imported=False)
