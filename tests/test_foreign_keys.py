@@ -151,8 +151,8 @@ def test_tpm2_tools_key_with_a_pin_imports(tpm: Swtpm, tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="tpm2-pytss reads tpm2_encodeobject's (5.4) emptyAuth as the opposite of what the key "
-    "has, and TPMProvider.key_from_pem then drops the PIN it was given (BAD_AUTH at first use): "
+    reason="tpm2_encodeobject 5.4 writes emptyAuth inverted (TRUE for a key with -p), and "
+    "TPMProvider.key_from_pem then drops the PIN it was given (BAD_AUTH at first use): "
     "a given PIN should win over the file's emptyAuth (providers/tpm/__init__.py)",
 )
 def test_tpm2_tools_key_with_a_pin_signs(tpm: Swtpm, tmp_path: Path) -> None:
