@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # tpm2-abrmd, its TCTI and dbus: the tests also run the TPM through tabrmd (tests/test_tabrmd.py
 # starts a private session bus and tpm2-abrmd itself: no system bus is needed).
-want=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc
+want=(swtpm swtpm-tools libtss2-dev tpm2-tools tpm2-openssl pkg-config openssl gcc
       tpm2-abrmd libtss2-tcti-tabrmd0 dbus)
 python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
 python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \

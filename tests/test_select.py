@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,118 @@ def test_public_api_is_complete() -> None:
     assert errors <= exported, errors - exported
     for name in exported:
         assert hasattr(entra_keys, name), name
+
+
+# -- no silent downgrade: a store with TPM keys needs the TPM ---------------------------------
+
+
+@pytest.fixture
+def tpm_store(tpm_provider: entra_keys.Provider, tmp_path: Path) -> Path:
+    """A store holding a TPM key (the join's device key)."""
+    store = entra_keys.KeyStore(tpm_provider, tmp_path / "store")
+    store.create("device", entra_keys.KeyType.ECC256, entra_keys.KeyUsage.SIGN)
+    return store.path
+
+
+def test_store_with_tpm_keys_never_falls_back_to_software(no_tpm: None, tpm_store: Path) -> None:
+    with pytest.raises(HardwareUnavailable, match=r"holds TPM keys.*/dev/tpmrm0 does not exist"):
+        open_provider(store=tpm_store)
+    with pytest.raises(HardwareUnavailable, match=r"holds TPM keys.*the TCTI swtpm:.* failed"):
+        open_provider(tcti=f"swtpm:path={tpm_store / 'gone'}", store=tpm_store)
+    with pytest.raises(HardwareUnavailable, match="the TPM device /nonexistent/tpm0 does not"):
+        open_provider(tcti="device:/nonexistent/tpm0", store=tpm_store)
+
+
+def test_store_with_tpm_keys_opens_the_tpm(
+    swtpm: Swtpm, no_tpm: None, tpm_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)
+    with open_provider(store=tpm_store) as provider:
+        assert provider.kind == "tpm"
+
+
+def test_store_without_tpm_keys_falls_back_with_the_reason_logged(
+    no_tpm: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = entra_keys.KeyStore(open_provider("software"), tmp_path / "store")
+    store.create("device", entra_keys.KeyType.ECC256, entra_keys.KeyUsage.SIGN)
+    with caplog.at_level(logging.WARNING):
+        assert open_provider(store=store.path).kind == "software"
+    assert "no TPM found" in caplog.text
+
+
+def test_cli_refuses_a_tpm_store_without_its_tpm(
+    no_tpm: None, tpm_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from entra_keys.cli import main
+
+    assert main(["--store", str(tpm_store), "keys", "create", "new", "--type", "ecc256"]) == 1
+    assert "holds TPM keys" in capsys.readouterr().err
+    assert sorted(p.name for p in tpm_store.iterdir()) == ["device.pem"]
+
+
+def test_store_with_tpm_keys_and_no_tpm2_pytss_says_so(tpm_store: Path) -> None:
+    code = (
+        "import sys; sys.modules['tpm2_pytss'] = None\n"
+        "import entra_keys\n"
+        "try:\n"
+        "    entra_keys.open_provider(store=sys.argv[1])\n"
+        "except entra_keys.HardwareUnavailable as e:\n"
+        "    print('unavailable:', e)\n"
+    )
+    src = str(Path(entra_keys.__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tpm_store)], capture_output=True, text=True, check=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "TPM2TOOLS_TCTI": "device:/dev/null"},
+    ).stdout  # fmt: skip
+    assert "holds TPM keys" in out and "tpm2-pytss is not usable" in out
+
+
+def test_tpm_device_the_user_may_not_open_names_its_group(tpm_store: Path) -> None:
+    """Run as nobody (tests run as root, who opens anything): a device node stand-in owned by
+    root:tss, mode 660, as /dev/tpmrm0 is on Debian."""
+    import grp
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    try:
+        tss = grp.getgrnam("tss").gr_gid
+    except KeyError:
+        tss = 0
+    group = grp.getgrgid(tss).gr_name
+    base = Path(tempfile.mkdtemp(prefix="entra-keys-perm-"))
+    try:
+        base.chmod(0o755)
+        device = base / "tpmrm0"
+        device.write_bytes(b"")
+        os.chown(device, 0, tss)
+        device.chmod(0o660)
+        private = base / "tpm0"  # a node no group may open
+        private.write_bytes(b"")
+        private.chmod(0o600)
+        store = base / "store"
+        shutil.copytree(tpm_store, store)
+        for path in (store, store / "device.pem"):
+            os.chown(path, 65534, 65534)
+        code = (
+            "import sys, entra_keys\n"
+            "for device in sys.argv[1].split(','):\n"
+            "    try:\n"
+            "        entra_keys.open_provider(tcti='device:' + device, store=sys.argv[2])\n"
+            "    except entra_keys.HardwareUnavailable as e:\n"
+            "        print('unavailable:', e)\n"
+        )
+        src = str(Path(entra_keys.__file__).parent.parent)
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", code, f"{device},{private}", str(store)],
+            capture_output=True, text=True, check=True,
+            env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": str(base)},
+        ).stdout  # fmt: skip
+    finally:
+        shutil.rmtree(base)
+    assert f"{device} belongs to group {group}" in out
+    assert f"add the user to it (usermod -aG {group} USER)" in out
+    assert f"{private} is open to its owner (uid 0) only (mode 600)" in out

@@ -25,6 +25,8 @@ and chained with ``raise ... from exc``. No message carries key material.
     │   │                              provider's (a TPM key opened in software, or back)
     │   ├── WrongPassphrase            a passphrase (or a key's PIN) is missing or wrong
     │   ├── ForeignKey                 a TPM key blob made by another TPM or storage key
+    │   │   └── KeysUnusable           the store's keys do not load on this TPM (cleared, another
+    │   │                              TPM, a firmware reset): leave and join again
     │   └── ImportedKey                a TPM key whose private half was made outside the TPM
     ├── KeyUsageError                  the key may not do that (sign with a decrypt key, export
     │                                  the private half of a hardware key, ...)
@@ -78,6 +80,7 @@ __all__ = [
     "KeyNotFound",
     "KeyStoreError",
     "KeyUsageError",
+    "KeysUnusable",
     "MalformedAttestation",
     "PCRMismatch",
     "ProviderError",
@@ -178,6 +181,11 @@ class WrongPassphrase(KeyStoreError):
 
 class ForeignKey(KeyStoreError):
     """A TPM key blob that this TPM cannot load: made by another TPM or another storage key."""
+
+
+class KeysUnusable(ForeignKey):
+    """A stored key this TPM no longer loads: the storage hierarchy it was made under is gone (the
+    TPM was cleared, replaced, or reset by a firmware update). Leave and join again."""
 
 
 class ImportedKey(KeyStoreError):

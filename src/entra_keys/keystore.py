@@ -16,8 +16,6 @@ and every file is opened, created, renamed and removed relative to that descript
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import contextlib
 import errno
@@ -31,25 +29,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _leave, _tss2file
 from .errors import (
     EntraKeysError,
+    ForeignKey,
+    HardwareUnavailable,
     KeyExists,
     KeyFileCorrupt,
     KeyNotFound,
     KeyStoreError,
+    KeysUnusable,
     KeyUsageError,
     StorePermissionError,
 )
 from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
-from .tpm_model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL, origin_attributes
+from .tpm_model import (
+    ENCRYPTED_PEM_LABELS,
+    KIND_BY_PEM_LABEL,
+)
+from .tpm_model import (
+    SRK_HANDLE_RSA as SRK_HANDLE,
+)
 
-__all__ = ["KeyInfo", "KeyStore", "default_store_path"]
+__all__ = ["KeyInfo", "KeyStore", "default_store_path", "leave", "stored_kinds"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUFFIX = ".pem"
 _SEALED_SUFFIX = ".sealed"
 _TEMP_PREFIX = ".tmp-"
-_JOIN_STATE = "join.json"
+_JOIN_STATE = _leave.JOIN_STATE
+_TSS2_LABEL = "TSS2 PRIVATE KEY"
 _PEM_BEGIN = re.compile(rb"^-----BEGIN ([A-Z0-9 ]+)-----\r?$", re.MULTILINE)
 _MAX_FILE = 64 * 1024
 _MAX_JOIN_STATE = 1024 * 1024
@@ -65,6 +74,51 @@ def default_store_path() -> Path:
         return Path(env)
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home) / "entra-keys"
+
+
+def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
+    """Leave the join of the store at ``path``: remove every key, the join state and the sealed
+    data, all or nothing (a process killed half-way leaves a marker the next open completes).
+    Needs no provider, so it works when the TPM is gone; the file names removed."""
+    store = Path(path) if path is not None else default_store_path()
+    with _store_dir(store) as dir_fd:
+        if dir_fd is None:
+            return []
+        try:
+            return _leave.leave(dir_fd)
+        except OSError as exc:
+            raise KeyStoreError(
+                f"cannot leave the join in {store}: {exc.strerror}", path=str(store)
+            ) from exc
+
+
+def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
+    """The providers whose keys the store at ``path`` holds ("tpm", "software"), read from the
+    PEM labels of its key files; a file that cannot be read counts as none."""
+    store = Path(path) if path is not None else default_store_path()
+    kinds: set[str] = set()
+    with _store_dir(store) as dir_fd:
+        if dir_fd is None:
+            return frozenset()
+        for entry in os.listdir(dir_fd):
+            if not entry.endswith(_SUFFIX) or not _NAME.fullmatch(entry.removesuffix(_SUFFIX)):
+                continue
+            try:
+                data = _read_file(dir_fd, store / entry, "key file", None, _MAX_FILE)
+            except (OSError, KeyStoreError):
+                continue
+            begin = _PEM_BEGIN.search(data)
+            kind = KIND_BY_PEM_LABEL.get(begin.group(1).decode()) if begin else None
+            if kind is not None:
+                kinds.add(kind)
+    return frozenset(kinds)
+
+
+def _store_dir(path: Path) -> contextlib.AbstractContextManager[int | None]:
+    """The checked store directory's descriptor (``KeyStore._open_dir``) without a provider."""
+    store = KeyStore.__new__(KeyStore)
+    store.path = path
+    return store._open_dir()
 
 
 @dataclass(frozen=True)
@@ -104,6 +158,7 @@ class KeyStore:
         self._file(name)  # refuse a bad name before making a key
         if not replace and name in self:
             raise KeyExists(f"key {name!r} already exists", name)
+        self._refuse_downgrade(name)
         key = self.provider.create_key(key_type, usage, pin=pin)
         self.save(name, key, passphrase=passphrase, replace=replace)
         return key
@@ -118,6 +173,7 @@ class KeyStore:
     ) -> None:
         """Stores a key of this store's provider under ``name``, atomically."""
         path = self._file(name)
+        self._refuse_downgrade(name)
         pem = self.provider.key_to_pem(key, passphrase)
         self._write_atomic(path, _header(key.key_type, key.usage) + pem, replace=replace)
 
@@ -131,6 +187,7 @@ class KeyStore:
     ) -> None:
         """Stores the PRT session key under ``name``; a new PRT's key replaces it atomically."""
         path = self._file(name)
+        self._refuse_downgrade(name)
         pem = self.provider.session_key_to_pem(key, passphrase)
         header = _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE)
         self._write_atomic(path, header + pem, replace=replace)
@@ -148,7 +205,7 @@ class KeyStore:
         info, pem = self._read_for_provider(name)
         if info.usage is KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
-        with _naming(name):
+        with _naming(name), _unusable(name, self.provider.kind):
             key = self.provider.key_from_pem(
                 pem, info.usage, passphrase, pin=pin, allow_imported=allow_imported
             )
@@ -165,7 +222,7 @@ class KeyStore:
         info, pem = self._read_for_provider(name)
         if info.usage is not KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
-        with _naming(name):
+        with _naming(name), _unusable(name, self.provider.kind):
             return self.provider.session_key_from_pem(pem, passphrase)
 
     def _read_for_provider(self, name: str) -> tuple[KeyInfo, bytes]:
@@ -257,6 +314,66 @@ class KeyStore:
                 ) from exc
             os.fsync(dir_fd)
 
+    def import_key_file(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        pin: bytes | None = None,
+        replace: bool = False,
+        allow_imported: bool = False,
+    ) -> EntraPrivateKey:
+        """Stores a TSS2 PRIVATE KEY another tool made (tpm2-openssl, tpm2-tools) under ``name``,
+        its type and usage read from its public area, once this TPM has loaded it. The trust rules
+        hold: a key not made in the TPM is ``ImportedKey`` unless ``allow_imported``."""
+        self._file(name)
+        if not replace and name in self:
+            raise KeyExists(f"key {name!r} already exists", name)
+        begin = _PEM_BEGIN.search(data)
+        if begin is None or begin.group(1).decode() != _TSS2_LABEL:
+            raise KeyFileCorrupt(f"key {name!r}: the file holds no {_TSS2_LABEL}", name)
+        if self.provider.kind != "tpm":
+            raise KeyFileCorrupt(
+                f"key {name!r}: a {_TSS2_LABEL} is a TPM key; import it with the TPM provider", name
+            )
+        pem = data[begin.start() :]
+        info = _parse_key_file(name, self._file(name), pem)  # type and usage from the public area
+        try:
+            with _naming(name):
+                key = self.provider.key_from_pem(
+                    pem, info.usage, pin=pin, allow_imported=allow_imported
+                )
+        except KeysUnusable:
+            raise
+        except ForeignKey as exc:
+            raise ForeignKey(
+                f"{exc}. entra_keys loads keys made under this TPM's storage key: the persistent "
+                f"SRK at 0x{SRK_HANDLE:08x} where there is one, else the TCG key-file primary "
+                "(ECC P-256, as tpm2-openssl makes); make the key under that parent",
+                name,
+            ) from exc
+        self._write_atomic(
+            self._file(name), _header(key.key_type, key.usage) + pem, replace=replace
+        )
+        return key
+
+    def leave(self) -> builtins.list[str]:
+        """Removes the join: every key (device, transport, AK, session key), the join state and
+        sealed data, all or nothing (see ``leave``); the file names removed."""
+        return leave(self.path)
+
+    def _refuse_downgrade(self, name: str) -> None:
+        """A software key never joins TPM keys in one store: that would downgrade the join."""
+        if self.provider.kind == "tpm":
+            return
+        held = {info.name for info in self.list() if info.kind == "tpm"}
+        if held:
+            raise HardwareUnavailable(
+                f"the key store {self.path} holds TPM keys ({', '.join(sorted(held))}); a "
+                f"{self.provider.kind} key {name!r} would downgrade the join. Use the TPM, or "
+                "leave the join first"
+            )
+
     def __contains__(self, name: object) -> bool:
         """True when an entry has that key name; a link is not followed (``load`` refuses it)."""
         if not isinstance(name, str) or _NAME.fullmatch(name) is None:
@@ -319,6 +436,8 @@ class KeyStore:
             return
         try:
             _check_owned(os.fstat(dir_fd), self.path, "the key store", None, directory=True)
+            if _leave.pending(dir_fd):  # a leave was killed half-way: complete it first
+                _leave.finish(dir_fd)
             yield dir_fd
         finally:
             os.close(dir_fd)
@@ -547,47 +666,21 @@ def _naming(name: str) -> Iterator[None]:
         raise type(exc)(f"key {name!r}: {exc}", name, path=exc.path) from exc
 
 
-def _is_der_sequence(body: bytes) -> bool:
-    """True when a PEM body is base64 of exactly one DER SEQUENCE (catches cut or mangled files)."""
+@contextlib.contextmanager
+def _unusable(name: str, kind: str) -> Iterator[None]:
+    """A stored TPM key this TPM refuses means the storage hierarchy it was made under is gone:
+    one state for the whole store (KeysUnusable), not a raw TPM error."""
     try:
-        der = base64.b64decode(b"".join(body.split()), validate=True)
-    except binascii.Error:
-        return False
-    if len(der) < 2 or der[0] != 0x30:
-        return False
-    first = der[1]
-    if first < 0x80:
-        return len(der) == 2 + first
-    n = first & 0x7F
-    if not 1 <= n <= 4 or len(der) < 2 + n:
-        return False
-    return len(der) == 2 + n + int.from_bytes(der[2 : 2 + n], "big")
-
-
-def _made_in_tpm(body: bytes, usage: KeyUsage) -> bool:
-    """Whether a TSS2 PRIVATE KEY's public area says the TPM made it (``origin_attributes``).
-
-    The label alone says nothing: an imported key (TPM2_Import) sits in the same kind of file.
-    The TPM checks the public area against the private blob when the key loads, so a file whose
-    public area lies does not load (ForeignKey); this reading is for listing without loading.
-    """
-    from asn1crypto import parser
-
-    try:  # TPMKey ::= SEQUENCE { type, [0] emptyAuth OPTIONAL, parent, pubkey, privkey }
-        _, _, _, _, fields, _ = parser.parse(base64.b64decode(b"".join(body.split())))
-        public, offset = b"", 0
-        while offset < len(fields) and not public:
-            klass, _, tag, header, contents, trailer = parser.parse(fields[offset:])
-            offset += len(header) + len(contents) + len(trailer)
-            if (klass, tag) == (0, 4):  # the first OCTET STRING: the TPM2B_PUBLIC
-                public = contents
-    except (ValueError, TypeError):
-        return False
-    if len(public) < 10:  # TPM2B size, type, nameAlg, objectAttributes
-        return False
-    attributes = int.from_bytes(public[6:10], "big")
-    made = origin_attributes(usage)
-    return attributes & made == made
+        yield
+    except ForeignKey as exc:
+        if kind != "tpm" or isinstance(exc, KeysUnusable):
+            raise
+        raise KeysUnusable(
+            f"keys unusable on this TPM: leave and join again (key {name!r}: the TPM was "
+            f"cleared, replaced or reset since it was made; {exc})",
+            name,
+            path=exc.path,
+        ) from exc
 
 
 def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
@@ -602,7 +695,7 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     end = data.find(f"-----END {label}-----".encode(), begin.end())
     if end < 0:
         raise KeyFileCorrupt(f"key {name!r}: the file is truncated (no PEM end line)", name)
-    if not _is_der_sequence(data[begin.end() : end]):
+    if not _tss2file.is_der_sequence(data[begin.end() : end]):
         raise KeyFileCorrupt(f"key {name!r}: the PEM body is not base64 of a DER key", name)
     fields: dict[str, str] = {}
     for line in data[: begin.start()].decode("ascii", "replace").splitlines():
@@ -610,8 +703,14 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         if sep:
             fields[key.strip()] = value.strip()
     try:
-        key_type = KeyType(fields["Entra-Keys-Type"])
-        usage = KeyUsage(fields["Entra-Keys-Usage"])
+        if label == _TSS2_LABEL and "Entra-Keys-Type" not in fields:
+            # another tool's key file (tpm2-openssl, tpm2-tools): what its public area says
+            key_type, usage = _tss2file.kind_of_public(
+                name, _tss2file.tss2_public(data[begin.end() : end])
+            )
+        else:
+            key_type = KeyType(fields["Entra-Keys-Type"])
+            usage = KeyUsage(fields["Entra-Keys-Usage"])
     except (KeyError, ValueError):
         raise KeyFileCorrupt(
             f"key {name!r}: the Entra-Keys-Type / Entra-Keys-Usage header is missing or wrong",
@@ -622,7 +721,7 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         key_type=key_type,
         usage=usage,
         kind=kind,
-        hardware_backed=kind == "tpm" and _made_in_tpm(data[begin.end() : end], usage),
+        hardware_backed=kind == "tpm" and _tss2file.made_in_tpm(data[begin.end() : end], usage),
         encrypted=label in ENCRYPTED_PEM_LABELS,
         path=path,
     )

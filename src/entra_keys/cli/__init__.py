@@ -21,6 +21,7 @@ from .attest import add_attest_commands
 from .common import PASSPHRASE_ENV, PROG, Command, CommandError, Context, one_line
 from .demo import add_demo_command
 from .keys import add_key_commands, add_status_command
+from .leave import add_leave_command
 from .seal import add_seal_commands
 from .session import add_session_commands
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_commands(commands)
     add_session_commands(commands)
     add_attest_commands(commands)
+    add_leave_command(commands)
     add_seal_commands(commands)
     return parser
 

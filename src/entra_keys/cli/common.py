@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import InvalidData
-from ..keystore import KeyStore
+from ..keystore import KeyStore, default_store_path
 from ..provider import EntraPrivateKey, Provider
 from ..providers import open_provider
 
@@ -72,7 +72,8 @@ class Context:
     def provider(self) -> Provider:
         """The provider of ``--provider``/``--tcti``, opened on first use."""
         if self._provider is None:
-            self._provider = open_provider(self.args.provider, tcti=self.args.tcti)
+            store = self.args.store or default_store_path()
+            self._provider = open_provider(self.args.provider, tcti=self.args.tcti, store=store)
             self._owns_provider = True
         return self._provider
 

@@ -1,7 +1,9 @@
 """``entra-keys status``, ``keys ...``, ``csr`` and ``sign``: the provider and the stored keys.
 
-``status`` shows the join, the provider and the keys as ``dsregcmd /status`` does, and signs a
-test message with every signing key.
+``status`` shows the join, the provider and the keys as ``dsregcmd /status`` does, and checks
+that every key works: it signs a test message with every signing key, decrypts with every
+transport key, derives with the session key (a key that does not load is reported, and a TPM that
+no longer holds the keys' storage hierarchy is one state: leave and join again).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
 from .. import formats
-from ..errors import EntraKeysError
+from ..errors import EntraKeysError, KeysUnusable
 from ..keystore import KeyInfo
 from ..provider import EntraPrivateKey, KeyType, KeyUsage, ProviderInfo
 from .common import (
@@ -113,22 +118,63 @@ class _SignTest:
         return "PASSED" if self.tested else "SKIPPED"
 
 
-def _sign_test(ctx: Context, keys: Sequence[KeyInfo]) -> _SignTest:
-    """Sign a fixed message with each signing key and verify it with the key's public half."""
-    outcome = _SignTest(tested=[], failures=[])
+#: What a key's health check does, by usage.
+_HEALTH_TESTS = {
+    KeyUsage.SIGN: "sign",
+    KeyUsage.DECRYPT: "decrypt",
+    KeyUsage.DERIVE: "derive",
+    KeyUsage.ATTEST: "load",
+}
+#: The message ``unusable`` keys report, and the state ``status`` shows for them.
+UNUSABLE = "keys unusable on this TPM: leave and join again"
+
+
+def _use_key(ctx: Context, info: KeyInfo) -> None:
+    """Use a stored key once as its job needs (sign and verify, a decrypt round trip, a
+    derivation); an attestation key signs only TPM-made data, so it is loaded."""
+    if info.usage is KeyUsage.DERIVE:
+        session_key = ctx.store.load_session_key(info.name, passphrase=ctx.passphrase())
+        first, second = (session_key.hmac_sha256(SIGN_TEST_MESSAGE) for _ in range(2))
+        if len(first) != 32 or first != second:
+            raise EntraKeysError("the session key derives inconsistent keys")
+        return
+    key = ctx.load(info.name)
+    if info.usage is KeyUsage.SIGN:
+        alg = formats.algorithms_for(key)[0]
+        signature = formats.sign_raw(key, SIGN_TEST_MESSAGE, alg)
+        formats.verify_raw(key.public_key(), SIGN_TEST_MESSAGE, signature, alg)
+    elif info.usage is KeyUsage.DECRYPT and isinstance(key, rsa.RSAPrivateKey):
+        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
+        oaep = padding.OAEP(padding.MGF1(sha1), sha1, None)
+        if key.decrypt(key.public_key().encrypt(SIGN_TEST_MESSAGE, oaep), oaep) != (
+            SIGN_TEST_MESSAGE
+        ):
+            raise EntraKeysError("the transport key decrypts to other bytes")
+
+
+def _health(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, dict[str, Any]]:
+    """Each key's health by name: ``ok``, ``unusable`` (KeysUnusable) or ``failed``, with the
+    test run and the error."""
+    out: dict[str, dict[str, Any]] = {}
     for info in keys:
-        if info.usage is not KeyUsage.SIGN:
-            continue
-        outcome.tested.append(info.name)
+        health: dict[str, Any] = {"result": "ok", "test": _HEALTH_TESTS[info.usage]}
         try:
-            key = ctx.load(info.name)
-            alg = formats.algorithms_for(key)[0]
-            signature = formats.sign_raw(key, SIGN_TEST_MESSAGE, alg)
-            formats.verify_raw(key.public_key(), SIGN_TEST_MESSAGE, signature, alg)
+            _use_key(ctx, info)
+        except KeysUnusable as exc:
+            log.debug("key %r is unusable", info.name, exc_info=True)
+            health.update(result="unusable", error=one_line(str(exc)))
         except EntraKeysError as exc:
-            log.debug("KeySignTest of key %r failed", info.name, exc_info=True)
-            outcome.failures.append((info.name, one_line(str(exc))))
-    return outcome
+            log.debug("the health check of key %r failed", info.name, exc_info=True)
+            health.update(result="failed", error=one_line(str(exc)))
+        out[info.name] = health
+    return out
+
+
+def _sign_test(keys: Sequence[KeyInfo], health: dict[str, dict[str, Any]]) -> _SignTest:
+    """The KeySignTest: the health checks of the signing keys."""
+    tested = [info.name for info in keys if info.usage is KeyUsage.SIGN]
+    failures = [(n, health[n]["error"]) for n in tested if health[n]["result"] != "ok"]
+    return _SignTest(tested=tested, failures=failures)
 
 
 def _provider_rows(info: ProviderInfo) -> list[tuple[str, str]]:
@@ -209,8 +255,10 @@ def cmd_status(ctx: Context) -> int:
     keys = ctx.store.list()
     broken = ctx.store.broken()
     device = _device_state(ctx, keys)
-    test = _sign_test(ctx, keys)
-    code = 1 if test.failures else 0
+    health = _health(ctx, keys)
+    test = _sign_test(keys, health)
+    unusable = any(h["result"] == "unusable" for h in health.values())
+    code = 1 if any(h["result"] != "ok" for h in health.values()) else 0
     if ctx.json:
         write_json(
             {
@@ -226,7 +274,8 @@ def cmd_status(ctx: Context) -> int:
                     "storage_key": info.storage_key,
                 },
                 "store": str(ctx.store.path),
-                "keys": [_info_json(key) for key in keys],
+                "keys": [{**_info_json(key), "health": health[key.name]} for key in keys],
+                "keys_unusable": unusable,
                 "broken_keys": [{"name": name, "error": error} for name, error in broken],
                 "key_sign_test": {
                     "result": test.result,
@@ -248,7 +297,12 @@ def cmd_status(ctx: Context) -> int:
             ("KeyUsage", key.usage.value),
             ("KeyProvider", key.kind),
             ("HardwareBacked", yes(key.hardware_backed)),
+            ("KeyHealth", health[key.name]["result"].upper()),
         ]
+        if "error" in health[key.name]:
+            key_rows.append(("KeyHealthError", health[key.name]["error"]))
+    if unusable:
+        key_rows += [("", ""), ("KeysUnusable", UNUSABLE)]
     for name, error in broken:
         key_rows += [("", ""), ("BrokenKey", name), ("BrokenKeyError", one_line(error))]
     test_rows = [("KeySignTest", test.result)]
@@ -332,6 +386,16 @@ def cmd_keys_delete(ctx: Context) -> int:
     return 0
 
 
+def cmd_keys_import(ctx: Context) -> int:
+    """Store a TSS2 PRIVATE KEY made by another tool (tpm2-openssl, tpm2-tools)."""
+    args = ctx.args
+    data = read_input(args.input, 64 * 1024, what="key file")
+    key = ctx.store.import_key_file(
+        args.name, data, replace=args.replace, allow_imported=args.allow_imported
+    )
+    return _describe(ctx, ctx.store.info(args.name), key, title="Key Imported")
+
+
 def cmd_keys_export(ctx: Context) -> int:
     """Write a key's public half to stdout in the chosen format."""
     name, fmt = ctx.args.name, ctx.args.format
@@ -410,7 +474,7 @@ def add_status_command(commands: SubParsers[argparse.ArgumentParser]) -> None:
 
 
 def add_key_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
-    """Add ``keys create|list|show|delete|export``, ``csr`` and ``sign``."""
+    """Add ``keys create|list|show|delete|import|export``, ``csr`` and ``sign``."""
     keys = commands.add_parser("keys", help="create, list, show, delete and export keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
@@ -435,6 +499,19 @@ def add_key_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     delete = key_commands.add_parser("delete", help="delete a stored key")
     delete.add_argument("name")
     add_command(delete, cmd_keys_delete)
+
+    imported = key_commands.add_parser(
+        "import", help="store a TSS2 PRIVATE KEY of tpm2-openssl or tpm2-tools (type from the key)"
+    )
+    imported.add_argument("name")
+    imported.add_argument("--in", dest="input", metavar="FILE", required=True, help="'-' for stdin")
+    imported.add_argument("--replace", action="store_true", help="overwrite a key of that name")
+    imported.add_argument(
+        "--allow-imported",
+        action="store_true",
+        help="accept a key not made in the TPM (TPM2_Import'ed); it is not hardware-backed",
+    )
+    add_command(imported, cmd_keys_import)
 
     export = key_commands.add_parser(
         "export", help="write the public key to stdout (tpm: its TPM2B_PUBLIC, for verify)"

@@ -3,19 +3,23 @@
 ``open_provider`` follows, in order: the ``kind`` argument; ``ENTRA_KEYS_PROVIDER``; the TPM
 named by ``tcti``, ``TPM2TOOLS_TCTI`` or ``TSS2_TCTI``, or at /dev/tpmrm0; and last the software
 provider, with a logged warning. ``require_hardware=True`` turns that last step into a
-``HardwareUnavailable`` error that says why there is no TPM.
+``HardwareUnavailable`` error that says why there is no TPM; so does a ``store`` that holds TPM
+keys (no silent downgrade of a TPM join to software keys).
 """
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import stat
+from pathlib import Path
 
 from ..errors import HardwareUnavailable, ProviderError
 from ..provider import Provider
 from .software import SoftwareProvider
 
-__all__ = ["PROVIDER_KINDS", "open_provider"]
+__all__ = ["PROVIDER_KINDS", "open_provider", "tpm_unusable_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +27,14 @@ PROVIDER_KINDS = ("auto", "tpm", "software")
 
 
 def open_provider(
-    kind: str | None = None, *, tcti: str | None = None, require_hardware: bool = False
+    kind: str | None = None,
+    *,
+    tcti: str | None = None,
+    require_hardware: bool = False,
+    store: str | os.PathLike[str] | None = None,
 ) -> Provider:
-    """Opens the provider chosen by argument, environment, or what the machine has."""
+    """Opens the provider chosen by argument, environment, or what the machine has; with
+    ``auto``, a ``store`` holding TPM keys needs the TPM (``HardwareUnavailable`` says why not)."""
     chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
     if chosen not in PROVIDER_KINDS:
         raise ProviderError(
@@ -35,23 +44,67 @@ def open_provider(
         if require_hardware:
             raise HardwareUnavailable("hardware was required but the software provider was chosen")
         return SoftwareProvider()
-    from .tpm import TPMProvider, default_tcti
+    if chosen == "auto" and not require_hardware and store is not None:
+        from ..keystore import stored_kinds
+
+        require_hardware = "tpm" in stored_kinds(store)
+        if require_hardware:
+            log.debug("the key store %s holds TPM keys: the TPM is required", store)
+    try:
+        from .tpm import TPMProvider, default_tcti
+    except ImportError as exc:  # pragma: no cover - the package itself is missing
+        raise HardwareUnavailable(f"the TPM provider cannot be loaded ({exc})") from exc
 
     if chosen == "tpm":
         return TPMProvider(tcti)
-    if tcti or default_tcti() is not None:
+    named = tcti or default_tcti()
+    if named is not None:
         try:
-            return TPMProvider(tcti)
+            return TPMProvider(named)
         except ProviderError as exc:
-            if require_hardware:
-                raise HardwareUnavailable(f"the TPM cannot be used: {exc}") from exc
-            reason = f"the TPM cannot be used ({exc})"
+            reason = tpm_unusable_reason(named, exc)
     else:
         reason = (
             "no TPM found: /dev/tpmrm0 does not exist and neither TPM2TOOLS_TCTI nor "
             "TSS2_TCTI is set"
         )
-        if require_hardware:
-            raise HardwareUnavailable(reason)
+    if require_hardware:
+        where = f"the key store {store} holds TPM keys, but " if store is not None else ""
+        raise HardwareUnavailable(f"{where}the TPM cannot be used: {reason}")
     log.warning("%s; using the software provider (keys are not hardware-backed)", reason)
     return SoftwareProvider()
+
+
+def tpm_unusable_reason(tcti: str, exc: Exception) -> str:
+    """Why the TPM at ``tcti`` did not open, in words a user acts on: tpm2-pytss missing, the
+    device missing, a permission problem (which group to join), or the TCTI's own error."""
+    text = str(exc)
+    if "tpm2-pytss is not usable" in text:
+        return text
+    name, _, conf = tcti.partition(":")
+    if name != "device":
+        return f"the TCTI {tcti} failed: {text}"
+    device = Path(conf.partition(",")[0] or "/dev/tpm0")
+    try:
+        st = os.stat(device)
+    except FileNotFoundError:
+        return f"the TPM device {device} does not exist (no TPM, or its driver is not loaded)"
+    except OSError as err:
+        return f"the TPM device {device} cannot be examined: {err.strerror}"
+    if not os.access(device, os.R_OK | os.W_OK):
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o060 != 0o060:
+            return (
+                f"permission denied: {device} is open to its owner (uid {st.st_uid}) only (mode "
+                f"{mode:o}); a udev rule should give it to group tss (mode 660)"
+            )
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        return (
+            f"permission denied: {device} belongs to group {group} (mode {mode:o}): add the "
+            f"user to it (usermod -aG {group} USER) "
+            "and log in again"
+        )
+    return f"the TCTI {tcti} failed: {text}"

@@ -1,0 +1,110 @@
+"""Leaving a join: every file of the join removed from the store, all or nothing.
+
+A leave first makes the directory ``.leaving`` in the store (one ``mkdir``, fsynced): from then on
+the leave has happened. It then moves the join's files (key files, the join state, sealed data,
+temporary files) into that directory, removes them and the directory. A process killed on the way
+leaves the marker behind, and the next open of the store completes the leave before it reads
+anything, so a reader sees either the whole join or an empty store, never a part of it.
+
+The TPM keeps nothing of a join (keys are blobs loaded for one use), so a leave flushes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+
+from .errors import KeyStoreError, StorePermissionError
+
+__all__ = ["MARKER", "finish", "is_join_file", "leave", "pending"]
+
+#: The directory whose existence records that a leave was decided.
+MARKER = ".leaving"
+#: The suffixes of the files a join leaves in the store: key files and sealed data.
+JOIN_SUFFIXES = (".pem", ".sealed")
+JOIN_STATE = "join.json"
+TEMP_PREFIX = ".tmp-"
+#: A test hook: the process kills itself (SIGKILL) at this step of a leave.
+KILL_AT_ENV = "ENTRA_KEYS_TEST_LEAVE_KILL_AT"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def is_join_file(entry: str) -> bool:
+    """True for a file of a join: a key file, sealed data, the join state, a temporary file."""
+    if entry.startswith(TEMP_PREFIX) or entry == JOIN_STATE:
+        return True
+    return not entry.startswith(".") and entry.endswith(JOIN_SUFFIXES)
+
+
+def pending(dir_fd: int) -> bool:
+    """True when a leave was decided and not completed (its process was killed)."""
+    try:
+        os.stat(MARKER, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def leave(dir_fd: int) -> list[str]:
+    """Remove every file of the join from the open store directory; the names removed."""
+    _step(0)
+    if not pending(dir_fd):
+        if not any(is_join_file(entry) for entry in os.listdir(dir_fd)):
+            return []
+        with contextlib.suppress(FileExistsError):  # another leave decided it just now
+            os.mkdir(MARKER, 0o700, dir_fd=dir_fd)
+        os.fsync(dir_fd)  # the decision is on disk: the join is gone from here on
+    _step(1)
+    return finish(dir_fd)
+
+
+def finish(dir_fd: int) -> list[str]:
+    """Complete a decided leave: move the join's files under the marker, remove them and it."""
+    try:
+        marker_fd = os.open(MARKER, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise StorePermissionError(
+            f"the key store's {MARKER} is not a directory of this user ({exc.strerror})"
+        ) from exc
+    removed: list[str] = []
+    try:
+        st = os.fstat(marker_fd)
+        if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode):
+            raise StorePermissionError(
+                f"the key store's {MARKER} is owned by uid {st.st_uid}, not by this user"
+            )
+        step = 2
+        for entry in sorted(os.listdir(dir_fd)):
+            if is_join_file(entry):
+                with contextlib.suppress(FileNotFoundError):  # a concurrent leave took it
+                    os.rename(entry, entry, src_dir_fd=dir_fd, dst_dir_fd=marker_fd)
+                _step(step)
+                step += 1
+        os.fsync(dir_fd)
+        for entry in sorted(os.listdir(marker_fd)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry, dir_fd=marker_fd)
+            removed.append(entry)
+            _step(step)
+            step += 1
+        os.fsync(marker_fd)
+    except OSError as exc:
+        raise KeyStoreError(f"cannot complete leaving the join: {exc.strerror}") from exc
+    finally:
+        os.close(marker_fd)
+    try:
+        os.rmdir(MARKER, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass  # a concurrent leave finished first
+    except OSError as exc:
+        raise KeyStoreError(f"cannot complete leaving the join: {exc.strerror}") from exc
+    os.fsync(dir_fd)
+    return sorted(removed)
+
+
+def _step(step: int) -> None:
+    """The kill tests' hook: die here, as ``kill -9`` would, when the environment says so."""
+    if os.environ.get(KILL_AT_ENV) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)

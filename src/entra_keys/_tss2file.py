@@ -1,0 +1,106 @@
+"""Reading key files without a provider: is a PEM body one DER key, and what a TSS2 PRIVATE KEY's
+public area says (who made it, its type and usage), for listing and for other tools' key files.
+
+The TPM checks the public area against the private blob when the key loads; these readings are
+for describing a key without loading it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from .errors import KeyFileCorrupt
+from .provider import KeyType, KeyUsage
+from .tpm_model import origin_attributes
+
+__all__ = ["is_der_sequence", "kind_of_public", "made_in_tpm", "tss2_public"]
+
+
+def is_der_sequence(body: bytes) -> bool:
+    """True when a PEM body is base64 of exactly one DER SEQUENCE (catches cut or mangled files)."""
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+    except binascii.Error:
+        return False
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return len(der) == 2 + first
+    n = first & 0x7F
+    if not 1 <= n <= 4 or len(der) < 2 + n:
+        return False
+    return len(der) == 2 + n + int.from_bytes(der[2 : 2 + n], "big")
+
+
+def tss2_public(body: bytes) -> bytes:
+    """The TPM2B_PUBLIC of a TSS2 PRIVATE KEY's PEM body, or b"" where it has none."""
+    from asn1crypto import parser
+
+    try:  # TPMKey ::= SEQUENCE { type, [0] emptyAuth OPTIONAL, parent, pubkey, privkey }
+        _, _, _, _, fields, _ = parser.parse(base64.b64decode(b"".join(body.split())))
+        public, offset = b"", 0
+        while offset < len(fields) and not public:
+            klass, _, tag, header, contents, trailer = parser.parse(fields[offset:])
+            offset += len(header) + len(contents) + len(trailer)
+            if (klass, tag) == (0, 4):  # the first OCTET STRING: the TPM2B_PUBLIC
+                public = contents
+    except (ValueError, TypeError):
+        return b""
+    return public
+
+
+def made_in_tpm(body: bytes, usage: KeyUsage) -> bool:
+    """Whether a TSS2 PRIVATE KEY's public area says the TPM made it (``origin_attributes``).
+
+    The label alone says nothing: an imported key (TPM2_Import) sits in the same kind of file.
+    The TPM checks the public area against the private blob when the key loads, so a file whose
+    public area lies does not load (ForeignKey); this reading is for listing without loading.
+    """
+    public = tss2_public(body)
+    if len(public) < 10:  # TPM2B size, type, nameAlg, objectAttributes
+        return False
+    attributes = int.from_bytes(public[6:10], "big")
+    made = origin_attributes(usage)
+    return attributes & made == made
+
+
+def kind_of_public(name: str, public: bytes) -> tuple[KeyType, KeyUsage]:
+    """The key type and usage a TPM2B_PUBLIC says: restricted signing is an AK, signing a device
+    key (also when it may decrypt, as tpm2-openssl's keys may), RSA decryption a transport key,
+    a keyed-hash object a session key."""
+    from .attestation.public import TPMTPublic, tpmt_bytes
+    from .errors import InvalidData, UnsupportedAlgorithm
+
+    try:
+        area = TPMTPublic.parse(tpmt_bytes(public))
+        key_type = (
+            KeyType.HMAC_SHA256 if area.type == _TPM_ALG_KEYEDHASH
+            else KeyType.of(area.public_key())
+        )  # fmt: skip
+    except (InvalidData, UnsupportedAlgorithm) as exc:
+        raise KeyFileCorrupt(
+            f"key {name!r}: a TPM key entra_keys does not use ({exc})", name
+        ) from exc
+    attrs = area.object_attributes
+    if key_type is KeyType.HMAC_SHA256:
+        usage = KeyUsage.DERIVE
+    elif attrs & _SIGN_ENCRYPT:
+        usage = KeyUsage.ATTEST if attrs & _RESTRICTED else KeyUsage.SIGN
+    elif attrs & _DECRYPT and not attrs & _RESTRICTED and key_type.is_rsa:
+        usage = KeyUsage.DECRYPT
+    else:
+        raise KeyFileCorrupt(
+            f"key {name!r}: the TPM key neither signs nor decrypts as a device, transport or "
+            "attestation key does",
+            name,
+        )
+    return key_type, usage
+
+
+# TPMA_OBJECT bits and TPM_ALG_KEYEDHASH (Part 2, 8.3 and 6.3), read from the public area.
+_RESTRICTED = 0x00010000
+_DECRYPT = 0x00020000
+_SIGN_ENCRYPT = 0x00040000
+_TPM_ALG_KEYEDHASH = 0x0008

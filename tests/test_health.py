@@ -1,0 +1,142 @@
+"""Key health: ``status`` uses every stored key once, and a TPM that lost the keys' storage
+hierarchy (cleared for real with TPM2_Clear on a swtpm of the test's own) is one state."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, Provider, open_provider
+from entra_keys.cli import main
+from entra_keys.cli.keys import UNUSABLE
+from entra_keys.errors import ForeignKey
+from entra_keys.testing.swtpm import Swtpm, swtpm_available
+
+from .helpers import transient_handles, unavailable
+
+
+def _join(store: KeyStore) -> None:
+    """The keys of a join: device, transport, AK and the PRT session key, and the join state."""
+    store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+    store.create("ak", KeyType.RSA2048, KeyUsage.ATTEST)
+    assert isinstance(transport, rsa.RSAPrivateKey)
+    sha1 = hashes.SHA1()
+    oaep = padding.OAEP(padding.MGF1(sha1), sha1, None)
+    encrypted = transport.public_key().encrypt(os.urandom(32), oaep)
+    store.save_session_key("prt", store.provider.import_session_key(transport, encrypted))
+    store.save_join_state({"device_id": "d-1", "session_key": "prt", "ak": "ak"})
+
+
+def _status(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code = main([*args, "--json", "status"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_status_uses_every_key_once(
+    provider: Provider, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = KeyStore(provider, tmp_path / "store")
+    _join(store)
+    args = ["--provider", provider.kind, "--store", str(store.path)]
+    if provider.kind == "tpm":
+        args += ["--tcti", provider.info().tcti or ""]
+    code, doc = _status(args, capsys)
+    assert code == 0
+    assert doc["device"]["azure_ad_joined"] is True and doc["device"]["session_key_present"]
+    health = {k["name"]: k["health"] for k in doc["keys"]}
+    assert health == {
+        "ak": {"result": "ok", "test": "load"},
+        "device": {"result": "ok", "test": "sign"},
+        "prt": {"result": "ok", "test": "derive"},
+        "transport": {"result": "ok", "test": "decrypt"},
+    }
+    assert doc["keys_unusable"] is False and doc["key_sign_test"]["result"] == "PASSED"
+
+
+def _clear(tpm: Swtpm) -> None:
+    """TPM2_Clear with the lockout authorization (empty on a fresh swtpm), by tpm2-tools: a new
+    storage seed, so nothing made under the old storage hierarchy loads again."""
+    if shutil.which("tpm2_clear") is None:
+        unavailable("tpm2-tools is not installed")
+    subprocess.run(
+        ["tpm2_clear", "-c", "l"],
+        env={**os.environ, "TPM2TOOLS_TCTI": tpm.tcti},
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def own_tpm(tmp_path: Path) -> Swtpm:
+    """A swtpm of the test's own, to clear (never the session's)."""
+    if not swtpm_available():
+        unavailable("swtpm is not installed")
+    tpm = Swtpm(tmp_path / "tpm")
+    tpm.start()
+    yield tpm  # type: ignore[misc]
+    tpm.stop()
+
+
+def test_cleared_tpm_is_one_state_leave_and_join_again(
+    own_tpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_dir = tmp_path / "store"
+    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+        _join(KeyStore(provider, store_dir))
+    _clear(own_tpm)
+    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+        store = KeyStore(provider, store_dir)
+        for load in (lambda: store.load("device"), lambda: store.load_session_key("prt")):
+            with pytest.raises(KeysUnusable, match="keys unusable on this TPM: leave and join"):
+                load()
+        assert issubclass(KeysUnusable, ForeignKey)
+    assert transient_handles(own_tpm.tcti) == []  # the refused loads flushed nothing left
+    args = ["--provider", "tpm", "--tcti", own_tpm.tcti, "--store", str(store_dir)]
+    code, doc = _status(args, capsys)
+    assert code == 1 and doc["keys_unusable"] is True
+    assert doc["device"]["azure_ad_joined"] is True  # the join state is there; its keys are not
+    assert {k["name"]: k["health"]["result"] for k in doc["keys"]} == dict.fromkeys(
+        ("ak", "device", "prt", "transport"), "unusable"
+    )
+    assert main([*args, "status"]) == 1
+    assert UNUSABLE in capsys.readouterr().out
+    # The way out: leave (no TPM needed), join again on the cleared TPM.
+    assert main(["--store", str(store_dir), "leave"]) == 0
+    capsys.readouterr()
+    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+        _join(KeyStore(provider, store_dir))
+    code, doc = _status(args, capsys)
+    assert code == 0 and not doc["keys_unusable"]
+    assert transient_handles(own_tpm.tcti) == []
+
+
+def test_keys_under_a_persistent_srk_are_unusable_after_a_clear(
+    own_tpm: Swtpm, tmp_path: Path
+) -> None:
+    """A clear also evicts the persistent SRK: the keys' parent 0x81000001 is gone."""
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_tpm.tcti}
+    for argv in (
+        ["tpm2_createprimary", "-C", "o", "-c", str(tmp_path / "srk.ctx")],
+        ["tpm2_evictcontrol", "-C", "o", "-c", str(tmp_path / "srk.ctx"), "0x81000001"],
+        ["tpm2_flushcontext", "-t"],
+    ):
+        if shutil.which(argv[0]) is None:
+            unavailable("tpm2-tools is not installed")
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    _clear(own_tpm)
+    with (
+        open_provider("tpm", tcti=own_tpm.tcti) as provider,
+        pytest.raises(KeysUnusable, match="0x81000001"),
+    ):
+        KeyStore(provider, tmp_path / "store").load("device")

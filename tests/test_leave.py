@@ -1,0 +1,104 @@
+"""Leave: every file of the join goes, all or nothing (kill -9 at each step); a new join works."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+import entra_keys
+from entra_keys import KeyStore, KeyType, KeyUsage, Provider
+from entra_keys._leave import KILL_AT_ENV, MARKER
+from entra_keys.cli import main
+
+JOIN_KEYS = ["ak", "device", "prt", "transport"]
+JOIN_FILES = sorted([f"{name}.pem" for name in JOIN_KEYS] + ["join.json", "prt.sealed"])
+
+
+def _join(store: KeyStore) -> None:
+    """A whole join: device, transport, AK, session key, the join state and sealed data."""
+    store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+    store.create("ak", KeyType.RSA2048, KeyUsage.ATTEST)
+    assert isinstance(transport, rsa.RSAPrivateKey)
+    sha1 = hashes.SHA1()
+    oaep = padding.OAEP(padding.MGF1(sha1), sha1, None)
+    encrypted = transport.public_key().encrypt(os.urandom(32), oaep)
+    store.save_session_key("prt", store.provider.import_session_key(transport, encrypted))
+    store.save_join_state({"device_id": "d-1", "session_key": "prt"})
+    fd = os.open(store.path / "prt.sealed", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"a sealed blob")  # what the seal module writes beside the keys
+    os.close(fd)
+
+
+def _state(store: KeyStore) -> str:
+    """'whole' or 'empty' as the store's API sees it, and nothing in between."""
+    names = [info.name for info in store.list()]
+    state = store.load_join_state()
+    if names == JOIN_KEYS and state is not None and (store.path / "prt.sealed").exists():
+        return "whole"
+    assert names == [] and state is None and not (store.path / "prt.sealed").exists(), names
+    assert not (store.path / MARKER).exists()
+    return "empty"
+
+
+def test_leave_removes_the_join_and_a_new_join_works(provider: Provider, tmp_path: Path) -> None:
+    store = KeyStore(provider, tmp_path / "store")
+    _join(store)
+    (store.path / "notes.txt").write_text("not the join's")
+    assert store.leave() == JOIN_FILES
+    assert _state(store) == "empty"
+    assert sorted(os.listdir(store.path)) == ["notes.txt"]  # a fresh store, and what is not ours
+    assert store.leave() == []
+    _join(store)
+    assert _state(store) == "whole"
+    assert store.load("device").key_type is KeyType.ECC256
+
+
+def test_leave_command_needs_no_provider(
+    provider: Provider, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = KeyStore(provider, tmp_path / "store")
+    _join(store)
+    # No --provider or --tcti: leave opens none (a dead TPM is the reason to leave).
+    assert main(["--store", str(store.path), "--json", "leave"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == JOIN_FILES
+    assert main(["--store", str(store.path), "leave"]) == 0
+    assert "Nothing to leave" in capsys.readouterr().out
+    assert _state(store) == "empty"
+
+
+def test_leave_killed_at_every_step_leaves_the_whole_join_or_nothing(
+    provider: Provider, tmp_path: Path
+) -> None:
+    template = KeyStore(provider, tmp_path / "template")
+    _join(template)
+    src = str(Path(entra_keys.__file__).parent.parent)
+    code = "import sys; from entra_keys import keystore; keystore.leave(sys.argv[1])"
+    seen = set()
+    steps = 2 + 2 * len(JOIN_FILES)  # decide, then move and remove each file
+    for step in range(steps + 1):  # the last one is not killed: a whole leave
+        path = tmp_path / f"store-{step}"
+        shutil.copytree(template.path, path)
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            env={**os.environ, "PYTHONPATH": src, KILL_AT_ENV: str(step)},
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode == (-signal.SIGKILL if step < steps else 0), (step, done.stderr)
+        store = KeyStore(provider, path)
+        state = _state(store)
+        seen.add(state)
+        assert state == ("whole" if step == 0 else "empty"), step
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN, replace=state == "whole")
+        store.load("device")
+    assert seen == {"whole", "empty"}
