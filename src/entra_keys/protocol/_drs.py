@@ -80,6 +80,42 @@ class Registration:
         """The certificate as PEM (what a TLS client, or ``openssl``, loads)."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
+    def join_state(self, *, tenant: str) -> dict[str, str]:
+        """The members ``KeyStore.save_join_state`` keeps beside the keys for ``status``:
+        ``device_id``, ``thumbprint``, ``certificate`` (PEM), ``tenant`` and ``upn`` (if
+        known). ``from_join_state`` reads them back."""
+        state = {
+            "device_id": self.device_id,
+            "thumbprint": self.thumbprint,
+            "certificate": self.certificate_pem.decode("ascii"),
+            "tenant": text(tenant, "tenant"),
+        }
+        if self.upn is not None:
+            state["upn"] = self.upn
+        return state
+
+    @classmethod
+    def from_join_state(cls, state: Mapping[str, Any]) -> Registration:
+        """The registration a join state records (``join_state``), checked again: the
+        thumbprint and device id must be the certificate's; InvalidData otherwise."""
+        from cryptography import x509
+
+        fields = Fields(state, "the join state")
+        try:
+            certificate = x509.load_pem_x509_certificate(fields.text("certificate").encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise InvalidData(f"the join state's certificate is not PEM ({exc})") from exc
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        reply = {
+            "Certificate": {
+                "RawBody": base64.b64encode(der).decode("ascii"),
+                "Thumbprint": fields.text("thumbprint"),
+            },
+            "DeviceId": fields.text("device_id"),
+            "User": {"Upn": fields.optional_text("upn")},
+        }
+        return parse_registration_response(reply)
+
 
 def registration_request(
     device_key: PrivateKey,
