@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc)
+want=(swtpm swtpm-tools libtss2-dev tpm2-tools tpm2-openssl pkg-config openssl gcc)
 python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
 python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
   2>/dev/null || want+=(python3-dev)
