@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -15,9 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from entra_keys import KeyStore, KeyType, KeyUsage
-from entra_keys.errors import DecryptionError, InvalidData, InvalidSignature
+from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData, InvalidSignature
 from entra_keys.protocol import (
     PRT,
     Registration,
@@ -45,6 +48,7 @@ from entra_keys.testing.entra import EntraStandIn
 
 UPN = "u@contoso.com"
 PASSWORD = "correct horse"
+_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 @dataclasses.dataclass
@@ -242,3 +246,31 @@ def test_the_stand_in_refuses_what_entra_would(joined: Joined, store: KeyStore) 
         transport, other_store, "prt")  # fmt: skip
     with pytest.raises(DecryptionError):
         parse_refresh_response(reply, theirs.session)
+
+
+_URLS = [
+    "https://login.microsoftonline.com/common/oauth2/token",
+    "https://enterpriseregistration.windows.net/EnrollmentServer/device/?api-version=2.0",
+    "https://enterpriseregistration.windows.net/EnrollmentServer/key/?api-version=1.0",
+    "https://enterpriseregistration.windows.net/EnrollmentServer/nonce/x/?api-version=9",
+    "https://enterpriseregistration.windows.net/EnrollmentServer/device/abc",
+    "https://example.com/",
+]
+_SERVICE = EntraStandIn(users={UPN: PASSWORD})
+
+
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]),
+    url=st.sampled_from(_URLS),
+    content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded", ""]),
+    body=st.binary(max_size=64)
+    | st.sampled_from([b"grant_type=srv_chall", b"grant_type=" + _JWT_BEARER.encode()
+                       + b"&client_info=1&request=e30.e30.", b"request=a.b.c&client_info=1"
+                       b"&grant_type=" + _JWT_BEARER.encode(), b"{}", b"[]", b'{"kngc": 5}']),
+)  # fmt: skip
+def test_malformed_requests_raise_only_typed_errors(
+    method: str, url: str, content_type: str, body: bytes
+) -> None:
+    headers = {"Content-Type": content_type, "Authorization": "Bearer nope"}
+    with contextlib.suppress(EntraKeysError):  # anything else fails the test
+        _SERVICE.handle(Request(method, url, headers, body))
