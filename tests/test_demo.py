@@ -16,7 +16,7 @@ from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import transient_handles
 
-STEPS = 11
+STEPS = 13
 GUID = re.compile(r"DeviceId : ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 

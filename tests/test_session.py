@@ -56,6 +56,7 @@ from entra_keys.session import (
     PRTSession,
     b64_decode,
     b64_encode,
+    decrypt_jwe,
     decrypt_response,
     delete_session_key,
     derive_key,
@@ -959,3 +960,35 @@ def test_the_stand_in_session_key_jwe_is_a_real_a256gcm_jwe(rsa_public: rsa.RSAP
     assert len(b64url_decode(ciphertext)) == 1
     sealed = b64url_decode(ciphertext) + b64url_decode(tag)
     AESGCM(service.session_key).decrypt(b64url_decode(iv), sealed, head.encode())
+
+
+# -- dir JWEs that carry bytes (Kerberos clientKeys) ------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["gcm", "cbc"])
+def test_decrypt_jwe_gives_bytes_that_need_not_be_json(
+    session_key: SessionKey, service: TokenService, mode: Literal["gcm", "cbc"]
+) -> None:
+    for plaintext in (os.urandom(32), b"\x00" * 16, b"not json at all"):
+        token = service.encrypt_response(plaintext, mode=mode)
+        assert decrypt_jwe(session_key, token) == plaintext
+        with pytest.raises(DecryptionError):  # the JSON-only reader refuses the same token
+            decrypt_response(session_key, token)
+
+
+def test_decrypt_jwe_fails_with_one_message(session_key: SessionKey, service: TokenService) -> None:
+    """Another session key, an altered GCM tag, bad CBC padding: the same error, the same words."""
+    other = TokenService()
+    ctx = os.urandom(24)
+    bad_padding = seal_cbc_raw(service.session_key, ctx, os.urandom(31) + b"\x00")
+    gcm = service.encrypt_response(b"key", mode="gcm")
+    tag = segments(gcm)[4]
+    altered = replace_segment(gcm, 4, ("A" if tag[0] != "A" else "B") + tag[1:])
+    messages = set()
+    for token in (other.encrypt_response(b"k" * 32, mode="cbc"), altered, bad_padding):
+        with pytest.raises(DecryptionError) as caught:
+            decrypt_jwe(session_key, token)
+        messages.add(str(caught.value))
+    assert len(messages) == 1
+    with pytest.raises(InvalidData):  # a malformed token is no decryption failure
+        decrypt_jwe(session_key, "a.b.c")

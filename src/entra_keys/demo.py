@@ -3,8 +3,10 @@
 ``entra-keys demo`` starts a throwaway swtpm where none is given (or uses ``--tcti``; or the
 software provider where swtpm is not installed), then creates the device and transport keys,
 checks the EK certificate, enrolls an attestation key, certifies both keys, registers with a
-local stand-in service (``entra_keys.testing.registration``), imports the PRT session key and
-uses it. Every step checks its result; the first failure stops the run with a clear message.
+local stand-in Entra (``entra_keys.testing.entra``) through the ``entra_keys.protocol``
+messages, gets a PRT (its session key imported into the provider), renews it, gets an app token,
+signs the PRT cookie and device credential, makes a Windows Hello key, and builds the leave.
+Every step checks its result; the first failure stops the run with a clear message.
 """
 
 from __future__ import annotations
@@ -19,19 +21,19 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
-from . import formats
+from . import formats, protocol
 from .attestation.records import certification_to_json
 from .attestation.verifier import verify_ek_certificate
 from .errors import EntraKeysError
 from .keystore import KeyStore
+from .protocol import PRT, Registration
 from .provider import EndorsementKey, EntraPrivateKey, KeyType, KeyUsage, Provider
 from .providers import open_provider
-from .session import PRTSession
+from .testing.entra import EntraStandIn
 from .testing.registration import RegistrationService
 from .testing.swtpm import Swtpm, SwtpmError, swtpm_available
 
@@ -42,26 +44,36 @@ class DemoFailed(EntraKeysError):
     """A demo step did not give the result it checks for."""
 
 
+_TENANT = "contoso.example"
+_UPN = "demo@contoso.example"
+_PASSWORD = "demo-password"  # noqa: S105 - the stand-in's demo user
+_PIN = b"246810"
+
+
 @dataclass
 class JoinDemo:
-    """The join's state as the steps build it, and the steps themselves."""
+    """The join's state as the steps build it, and the steps themselves: every message is made
+    by ``entra_keys.protocol`` and answered by the stand-in Entra (``testing.entra``)."""
 
     provider: Provider
     store: KeyStore
     ek_cas: list[x509.Certificate]
     out: TextIO
     service: RegistrationService = field(init=False)
+    entra: EntraStandIn = field(init=False)
     state: dict[str, Any] = field(default_factory=dict)
     _keys: dict[str, EntraPrivateKey] = field(default_factory=dict)
     _ek: EndorsementKey | None = None
-    _device_id: str = ""
-    _prt: PRTSession | None = None
-    _jwe: str = ""
+    _registration: Registration | None = None
+    _prt: PRT | None = None
+    _reply: bytes = b""
+    _attestation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.service = RegistrationService(
             ek_ca_certificates=self.ek_cas, allow_software=not self.provider.hardware_backed
         )
+        self.entra = EntraStandIn(registration=self.service, users={_UPN: _PASSWORD})
 
     @property
     def where(self) -> str:
@@ -73,13 +85,15 @@ class JoinDemo:
             (f"Create the transport key (RSA-2048) {self.where}", self.create_transport_key),
             ("Read the EK certificate and check its chain", self.check_ek),
             ("Create and enroll the attestation key (make/activate credential)", self.enroll_ak),
-            ("Certify the device and transport keys with the AK", self.certify_keys),
-            ("Build the CSR and the BCRYPT transport-key blob", self.build_request),
-            ("Register: the service verifies and issues the device certificate", self.register),
-            ("Request a PRT with the device key (RS256, x5c)", self.request_prt),
-            (f"Import the session key {self.where}", self.import_session_key),
-            ("Sign a request with the session key (HS256, KDF v2)", self.sign_with_session),
-            ("Decrypt encrypted responses (AES-GCM and AES-CBC)", self.decrypt_responses),
+            ("Certify the device and transport keys over DRS nonces", self.certify_keys),
+            ("Join: CSR and BCRYPT transport key; DRS issues the device certificate", self.join),
+            ("Request a PRT: srv_challenge nonce, RS256 JWT with x5c", self.request_prt),
+            (f"Import the session key {self.where}, open the Kerberos keys", self.read_prt),
+            ("Renew the PRT (HS256, KDF v2; dir JWE reply, AES-GCM)", self.renew_prt),
+            ("Get an app token (HS256, KDF v2; dir JWE reply, AES-CBC)", self.app_token),
+            ("Sign the PRT cookie and the device credential", self.cookies),
+            (f"Windows Hello: PIN-protected key {self.where}, register, PRT", self.ngc),
+            ("Build the leave request (DELETE over mutual TLS)", self.leave),
         ]
 
     def run(self) -> None:
@@ -105,16 +119,18 @@ class JoinDemo:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _create(self, name: str, usage: KeyUsage) -> str:
-        key = self.store.create(name, KeyType.RSA2048, usage, replace=True)
+    def _create(self, name: str, usage: KeyUsage, pin: bytes | None = None) -> str:
+        key = self.store.create(name, KeyType.RSA2048, usage, pin=pin, replace=True)
         _check(key.hardware_backed is self.provider.hardware_backed, "the key's backing is wrong")
         self._keys[name] = key
         return f"{name}: {formats.jwk_thumbprint(key)}"
 
     def create_device_key(self) -> str:
+        self.state["device_key"] = "device"
         return self._create("device", KeyUsage.SIGN)
 
     def create_transport_key(self) -> str:
+        self.state["transport_key"] = "transport"
         return self._create("transport", KeyUsage.DECRYPT)
 
     def check_ek(self) -> str:
@@ -148,98 +164,125 @@ class JoinDemo:
         ak = self._keys["ak"]
         certified = {}
         for name in ("device", "transport"):
-            nonce = self.service.issue_nonce()
+            nonce = protocol.parse_drs_nonce(self.entra.handle(protocol.drs_nonce_request(_TENANT)))
             certification = self.provider.certify(self._keys[name], ak, nonce)
             _check(certification.nonce == nonce, "the certification lost its nonce")
             certified[name] = json.loads(certification_to_json(certification))
-        self.state["_attestation"] = {
+        self._attestation = {
             "AkPublic": base64.b64encode(ak.tpm_public).decode(),
             "DeviceKey": certified["device"],
             "TransportKey": certified["transport"],
         }
         return "device and transport keys certified"
 
-    def build_request(self) -> str:
-        csr = formats.build_csr(self._keys["device"])
-        _check(csr.is_signature_valid, "the CSR does not verify")
-        blob = formats.bcrypt_rsakey_blob(self._keys["transport"])
-        _check(len(blob) == 283, f"the BCRYPT blob is {len(blob)} bytes, not 283")
-        self.state["_request"] = {
-            "CertificateRequest": {
-                "Type": "pkcs10",
-                "Data": base64.b64encode(formats.csr_der(csr)).decode(),
-            },
-            "TransportKey": base64.b64encode(blob).decode(),
-            "JoinType": 0,
-            "DeviceDisplayName": "entra-keys-demo",
-            "DeviceType": "Linux",
-            "OSVersion": os.uname().release,
-            "TargetDomain": "contoso.example",
-            "Attestation": self.state.pop("_attestation"),
-        }
-        return f"CSR subject {csr.subject.rfc4514_string()}, TransportKey {len(blob)} bytes"
-
-    def register(self) -> str:
-        reply = self.service.register(self.state.pop("_request"))
-        cert = x509.load_der_x509_certificate(base64.b64decode(reply["Certificate"]["RawBody"]))
-        _check(cert.public_key() == self._keys["device"].public_key(), "wrong certified key")
-        _check(reply["Attested"] is self.provider.hardware_backed, "attestation not recognized")
-        self._device_id = reply["DeviceId"]
-        der = cert.public_bytes(serialization.Encoding.DER)
-        thumbprint = hashes.Hash(hashes.SHA1())  # noqa: S303 - the certificate thumbprint
-        thumbprint.update(der)
+    def join(self) -> str:
+        device, transport = self._keys["device"], self._keys["transport"]
+        request = protocol.registration_request(
+            device,
+            transport,
+            access_token=self.entra.issue_access_token(_UPN),
+            domain=_TENANT,
+            display_name="entra-keys-demo",
+            os_version=os.uname().release,
+            extra_fields={"Attestation": self._attestation},  # the stand-in's attestation
+        )
+        reply = self.entra.handle(request)
+        registration = protocol.parse_registration_response(reply, device_key=device)
+        attested = self.service.devices[registration.device_id].attested
+        _check(attested is self.provider.hardware_backed, "attestation not recognized")
+        self._registration = registration
         self.state.update(
-            device_id=self._device_id,
-            thumbprint=thumbprint.finalize().hex().upper(),
-            certificate=cert.public_bytes(serialization.Encoding.PEM).decode(),
-            attested=reply["Attested"],
+            registration.join_state(tenant=_TENANT),
+            attested=attested,
             provider=self.provider.kind,
         )
-        return f"DeviceId {self._device_id}"
+        return f"DeviceId {registration.device_id}"
 
     def request_prt(self) -> str:
-        cert = x509.load_pem_x509_certificate(self.state["certificate"].encode())
-        x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
-        payload = {
-            "client_id": "38aa3b87-a06d-4817-b275-7a316988d93b",
-            "request_nonce": self.service.issue_prt_nonce(),
-            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-            "scope": "openid aza ugs",
-        }
-        token = formats.jws_sign(
-            self._keys["device"], payload, "RS256", {"typ": "JWT", "x5c": x5c, "kdf_ver": 2}
-        )
-        reply = self.service.issue_prt(token)
-        self._jwe = reply["session_key_jwe"]
-        return "session_key_jwe received"
+        assert self._registration is not None
+        nonce = protocol.parse_nonce(self.entra.handle(protocol.nonce_request()))
+        request = protocol.prt_request(
+            self._keys["device"], self._registration.certificate, nonce=nonce,
+            username=_UPN, password=_PASSWORD,
+        )  # fmt: skip
+        self._reply = self.entra.handle(request)
+        return f"{request.method} {request.url}"
 
-    def import_session_key(self) -> str:
-        self._prt = PRTSession.create(
-            self.store, "prt", self._keys["transport"], self._jwe, replace=True
-        )
-        _check(
-            self._prt.hardware_backed is self.provider.hardware_backed,
-            "the session key is not bound where the keys are",
-        )
+    def read_prt(self) -> str:
+        prt = protocol.parse_prt_response(self._reply, self._keys["transport"], self.store, "prt",
+                                          replace=True)  # fmt: skip
+        _check(prt.session.hardware_backed is self.provider.hardware_backed,
+               "the session key is not bound where the keys are")  # fmt: skip
+        issued = self.entra.prts[prt.refresh_token]
+        for name, tgt in (("tgt_ad", prt.tgt_ad), ("tgt_cloud", prt.tgt_cloud)):
+            _check(tgt is not None and tgt.client_key == issued.kerberos_keys[name],
+                   f"the {name} client key differs")  # fmt: skip
+        self._prt = prt
         self.state["session_key"] = "prt"
-        return "TPM-bound keyed-hash object" if self._prt.hardware_backed else "software key"
+        backing = "TPM-bound keyed-hash object" if prt.session.hardware_backed else "software key"
+        return f"{backing}; token_type {prt.token_type}; 2 Kerberos client keys"
 
-    def sign_with_session(self) -> str:
-        assert self._prt is not None
-        request = self._prt.sign_request({"refresh_token": "demo", "request_nonce": "demo"})
-        claims = self.service.token_service(self._device_id).verify_request(request)
-        _check(claims.get("refresh_token") == "demo", "the service read another request")
-        return "the service verified the derived-key signature"
+    def _nonce(self) -> str:
+        return protocol.parse_nonce(self.entra.handle(protocol.nonce_request()))
 
-    def decrypt_responses(self) -> str:
+    def renew_prt(self) -> str:
         assert self._prt is not None
-        tokens = self.service.token_service(self._device_id)
-        body = json.dumps({"id_token": "demo", "refresh_token": "demo"}).encode()
-        modes: tuple[Literal["gcm", "cbc"], ...] = ("gcm", "cbc")
-        for mode in modes:
-            reply = tokens.encrypt_response(body, mode=mode)
-            _check(self._prt.decrypt_response(reply) == body, f"the {mode} response differs")
-        return "both decrypted with KDF v1 keys"
+        request = protocol.refresh_prt_request(self._prt.session, self._prt.refresh_token,
+                                               nonce=self._nonce())  # fmt: skip
+        renewed = protocol.parse_refresh_response(self.entra.handle(request), self._prt.session)
+        _check(renewed.refresh_token in self.entra.prts, "the service issued another PRT")
+        self._prt = renewed
+        return f"new PRT, expires {renewed.refresh_token_expires_at:%Y-%m-%d}"
+
+    def app_token(self) -> str:
+        assert self._prt is not None
+        request = protocol.app_token_request(
+            self._prt.session, self._prt.refresh_token, nonce=self._nonce(),
+            client_id="1b730954-1685-4b74-9bfd-dac224a7b894",
+            resource="https://graph.microsoft.com",
+        )  # fmt: skip
+        tokens = protocol.parse_token_response(self.entra.handle(request), self._prt.session)
+        _check(tokens.get("resource") == "https://graph.microsoft.com", "another resource")
+        return f"access token for {tokens['resource']}"
+
+    def cookies(self) -> str:
+        assert self._prt is not None and self._registration is not None
+        cookie = protocol.prt_cookie(self._prt.session, self._prt.refresh_token,
+                                     nonce=self._nonce())  # fmt: skip
+        claims = self.entra.verify_prt_cookie(cookie)
+        _check(claims.get("is_primary") == "true", "the cookie is not the primary one")
+        credential = protocol.device_credential(
+            self._keys["device"], self._registration.certificate, nonce=self._nonce()
+        )
+        device_id = self.entra.verify_device_credential(credential)
+        _check(device_id == self._registration.device_id, "another device's credential")
+        return "x-ms-RefreshTokenCredential and x-ms-DeviceCredential verified"
+
+    def ngc(self) -> str:
+        assert self._registration is not None
+        self._create("ngc", KeyUsage.SIGN, pin=_PIN)
+        ngc_key = self._keys["ngc"]
+        token = self.entra.issue_access_token(_UPN, amr=("pwd", "ngcmfa"))
+        self.entra.handle(protocol.ngc_registration_request(ngc_key, access_token=token))
+        nonce = self._nonce()
+        assertion = protocol.ngc_assertion(ngc_key, upn=_UPN, nonce=nonce)
+        request = protocol.prt_request(
+            self._keys["device"], self._registration.certificate, nonce=nonce,
+            username=_UPN, assertion=assertion,
+        )  # fmt: skip
+        prt = protocol.parse_prt_response(self.entra.handle(request), self._keys["transport"],
+                                          self.store, "prt", replace=True)  # fmt: skip
+        self._prt = prt
+        kid = protocol.ngc_key_id(ngc_key)
+        # ``status`` signs with every key and has no PIN: the demo's NGC key goes once used.
+        self.store.delete("ngc")
+        return f"kid {kid}; PRT by NGC assertion (demo key then deleted)"
+
+    def leave(self) -> str:
+        assert self._registration is not None
+        request = protocol.leave_request(self._registration.device_id)
+        _check(request.method == "DELETE" and not request.body, "a leave carries no body")
+        return f"{request.method} {request.url} (not sent: the device stays joined)"
 
 
 def _load_certificate(path: Path) -> x509.Certificate:

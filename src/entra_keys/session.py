@@ -59,6 +59,7 @@ __all__ = [
     "PRTSession",
     "b64_decode",
     "b64_encode",
+    "decrypt_jwe",
     "decrypt_response",
     "delete_session_key",
     "derive_key",
@@ -337,9 +338,10 @@ def _pkcs7_strip(padded: bytes) -> tuple[bytes, bool]:
 
 
 def _open_response(
-    key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes
+    key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes, *, json_object: bool = True
 ) -> bytes | None:
-    """The plaintext if it decrypts and is a JSON object, else None, the same for every failure.
+    """The plaintext if it decrypts (and, with ``json_object``, is a JSON object), else None,
+    the same for every failure.
 
     Nothing here raises or returns early on the padding: the candidate text is JSON-parsed
     whether or not the padding was valid, and both results are combined at the end.
@@ -357,7 +359,7 @@ def _open_response(
         plain, padding_ok = _pkcs7_strip(decryptor.update(ciphertext) + decryptor.finalize())
     else:
         return None
-    is_object = _is_json_object(plain)
+    is_object = _is_json_object(plain) if json_object else True
     return plain if is_object and padding_ok else None
 
 
@@ -392,7 +394,27 @@ def decrypt_response(
         text = body
     else:
         raise TypeError(f"a response body is bytes or str, not {type(body).__name__}")
-    parts = _segments(text.strip(), 5, "an encrypted response (compact JWE)")
+    return _open_jwe(session_key, text, what="an encrypted response", json_object=True)
+
+
+def decrypt_jwe(session_key: SessionKey, token: str, *, max_size: int = MAX_RESPONSE_SIZE) -> bytes:
+    """The plaintext bytes of a ``dir`` JWE that need not hold JSON, such as a Kerberos
+    ``clientKey`` of ``tgt_ad`` / ``tgt_cloud`` (raw key bytes): KDF v1 over the header's ctx,
+    AES-256-GCM (12-byte IV) or AES-256-CBC + PKCS#7 (16-byte IV), as ``decrypt_response``.
+
+    A malformed JWE is InvalidData; every failure once decryption begins (tag, lengths,
+    padding) is one DecryptionError with one message, so no padding oracle is offered.
+    """
+    limit = _check_limit(max_size)
+    if not isinstance(token, str):
+        raise TypeError(f"a JWE is a str, not {type(token).__name__}")
+    _refuse_oversize(len(token), limit, "characters")
+    return _open_jwe(session_key, token, what="a JWE", json_object=False)
+
+
+def _open_jwe(session_key: SessionKey, text: str, *, what: str, json_object: bool) -> bytes:
+    """Check a compact ``dir`` JWE's form (InvalidData) and open it (one DecryptionError)."""
+    parts = _segments(text.strip(), 5, f"{what} (compact JWE)")
     header_b64 = parts[0]
     header = _json_object(_segment(header_b64, "JWE header"), "JWE header")
     if header.get("alg") != "dir":
@@ -415,11 +437,13 @@ def decrypt_response(
     tag = _segment(parts[4], "JWE tag")
     # From here on every failure is the same: lengths, tag, padding and content alike.
     key = derive_key(session_key, ctx, kdf_version=1)
-    plain = _open_response(key, iv, ciphertext, tag, header_b64.encode("ascii"))
+    plain = _open_response(
+        key, iv, ciphertext, tag, header_b64.encode("ascii"), json_object=json_object
+    )
     if plain is None:
         # Raised outside any except block: no chained exception holds the failed plaintext.
         raise DecryptionError(_NOT_DECRYPTED)
-    log.debug("decrypted a %d-byte response", len(plain))
+    log.debug("decrypted a %d-byte JWE", len(plain))
     return plain
 
 
@@ -525,6 +549,11 @@ class PRTSession:
         is ``max_response_size`` if given, else the session's ``max_response_size``."""
         limit = self.max_response_size if max_response_size is None else max_response_size
         return decrypt_response(self.key, body, max_response_size=limit)
+
+    def decrypt_jwe(self, token: str) -> bytes:
+        """The plaintext bytes of a ``dir`` JWE that need not hold JSON (a Kerberos clientKey);
+        see ``decrypt_jwe``. Bounded by the session's ``max_response_size``."""
+        return decrypt_jwe(self.key, token, max_size=self.max_response_size)
 
     def __repr__(self) -> str:
         backing = "hardware" if self.hardware_backed else "software"

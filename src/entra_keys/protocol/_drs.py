@@ -29,6 +29,7 @@ from ._common import (
     json_request,
     rsa2048,
     same_public_key,
+    tenant_segment,
     text,
 )
 
@@ -78,6 +79,42 @@ class Registration:
     def certificate_pem(self) -> bytes:
         """The certificate as PEM (what a TLS client, or ``openssl``, loads)."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def join_state(self, *, tenant: str) -> dict[str, str]:
+        """The members ``KeyStore.save_join_state`` keeps beside the keys for ``status``:
+        ``device_id``, ``thumbprint``, ``certificate`` (PEM), ``tenant`` and ``upn`` (if
+        known). ``from_join_state`` reads them back."""
+        state = {
+            "device_id": self.device_id,
+            "thumbprint": self.thumbprint,
+            "certificate": self.certificate_pem.decode("ascii"),
+            "tenant": text(tenant, "tenant"),
+        }
+        if self.upn is not None:
+            state["upn"] = self.upn
+        return state
+
+    @classmethod
+    def from_join_state(cls, state: Mapping[str, Any]) -> Registration:
+        """The registration a join state records (``join_state``), checked again: the
+        thumbprint and device id must be the certificate's; InvalidData otherwise."""
+        from cryptography import x509
+
+        fields = Fields(state, "the join state")
+        try:
+            certificate = x509.load_pem_x509_certificate(fields.text("certificate").encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise InvalidData(f"the join state's certificate is not PEM ({exc})") from exc
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        reply = {
+            "Certificate": {
+                "RawBody": base64.b64encode(der).decode("ascii"),
+                "Thumbprint": fields.text("thumbprint"),
+            },
+            "DeviceId": fields.text("device_id"),
+            "User": {"Upn": fields.optional_text("upn")},
+        }
+        return parse_registration_response(reply)
 
 
 def registration_request(
@@ -222,6 +259,32 @@ def parse_registration_response(
     if device_key is not None and not same_public_key(device_key, certificate.public_key()):
         raise InvalidData("the device certificate is not for this device key")
     return Registration(certificate, device_id, thumbprint, upn)
+
+
+def drs_nonce_request(tenant: str) -> Request:
+    """The DRS nonce request: ``GET .../EnrollmentServer/nonce/{tenant}/?api-version=1.0``
+    (REFERENCE §5; MS-DRS). Its reply's ``Value`` (``parse_drs_nonce``) is what MS-DRS has the
+    CSR carry (SHOULD, which neither peer does); entra_keys uses it as the qualifying data of
+    the key certifications a join sends in ``extra_fields`` (the stand-in's ``Attestation``)."""
+    return Request(
+        "GET",
+        f"{DRS_URL}/EnrollmentServer/nonce/{tenant_segment(tenant)}/?api-version=1.0",
+        {"Accept": "application/json"},
+        b"",
+    )
+
+
+def parse_drs_nonce(body: bytes | str | Mapping[str, Any]) -> bytes:
+    """The ``Value`` of a DRS nonce reply, decoded from standard base64 (8 to 32 bytes: a TPM
+    takes at most a digest's length as qualifying data); InvalidData otherwise."""
+    reply = Fields(json_object(body, "the DRS nonce reply"), "the DRS nonce reply")
+    try:
+        nonce = b64_decode(reply.text("Value"))
+    except InvalidData as exc:
+        raise InvalidData(f"the DRS nonce reply's Value: {exc}") from exc
+    if not 8 <= len(nonce) <= 32:
+        raise InvalidData(f"the DRS nonce is {len(nonce)} bytes, not 8 to 32")
+    return nonce
 
 
 def leave_request(device_id: str) -> Request:

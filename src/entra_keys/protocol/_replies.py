@@ -13,16 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import padding as sym_padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from ..errors import DecryptionError, InvalidData
-from ..formats import b64url_decode
+from ..errors import InvalidData
 from ..keystore import KeyStore
 from ..provider import EntraPrivateKey, SessionKey
-from ..session import PRTSession, b64_decode, derive_key, import_session_key
+from ..session import PRTSession, b64_decode, decrypt_jwe, import_session_key
 from ._common import Fields, json_object
 
 #: ``keyType`` of a TGT with no client key.
@@ -30,7 +24,6 @@ KERBEROS_KEY_NONE = 0
 #: ``keyType`` aes256-cts-hmac-sha1-96 (RFC 3962): a 32-byte client key.
 KERBEROS_AES256_CTS = 18
 _CLIENT_KEY_BYTES = {KERBEROS_AES256_CTS: 32}
-_NOT_DECRYPTED = "a Kerberos clientKey does not decrypt with this session key"
 
 
 @dataclass(frozen=True)
@@ -155,45 +148,19 @@ def _open_client_key(key: SessionKey, token: str) -> bytes:
     """A clientKey's plaintext: the bytes of a ``dir`` JWE opened with KDF v1 over its ctx
     (12-byte IV AES-256-GCM, AAD the header; 16-byte IV AES-256-CBC + PKCS#7), or plain base64.
 
-    ``PRTSession.decrypt_response`` opens the same format but insists on a JSON object, and a
-    client key is raw key bytes (roadlib hex-encodes them, Himmelblau takes 32 bytes), so this
-    opens it on the public ``derive_key``. Every failure once decryption begins is the same
-    DecryptionError.
+    A client key is raw key bytes (roadlib hex-encodes them, Himmelblau takes 32 bytes), so it
+    is opened by ``session.decrypt_jwe`` (``PRTSession.decrypt_jwe``), not by
+    ``decrypt_response``, which insists on JSON; every failure once decryption begins is the
+    same DecryptionError.
     """
     if "." not in token:
         try:
             return b64_decode(token)
         except InvalidData as exc:
             raise InvalidData(f"a clientKey that is no JWE is base64: {exc}") from exc
-    parts = token.split(".")
-    if len(parts) != 5:
-        raise InvalidData(f"a clientKey JWE has 5 segments, this one has {len(parts)}")
-    header_b64 = parts[0]
-    header = Fields(json_object(b64url_decode(header_b64), "clientKey header"), "clientKey header")
-    if header.value.get("alg") != "dir":
-        raise InvalidData(f"clientKey header: alg is {header.value.get('alg')!r}, not 'dir'")
-    if "crit" in header or "zip" in header:
-        raise InvalidData("clientKey header: 'crit' and 'zip' are not supported")
-    try:
-        ctx = b64_decode(header.text("ctx"))
-    except InvalidData as exc:
-        raise InvalidData(f"clientKey header ctx: {exc}") from exc
-    iv, ciphertext, tag = (b64url_decode(part) for part in parts[2:])
-    derived = derive_key(key, ctx, kdf_version=1)
-    if len(iv) == 12 and len(tag) == 16:
-        try:
-            return AESGCM(derived).decrypt(iv, ciphertext + tag, header_b64.encode("ascii"))
-        except InvalidTag:
-            raise DecryptionError(_NOT_DECRYPTED) from None
-    if len(iv) == 16 and ciphertext and not len(ciphertext) % 16:
-        decryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).decryptor()
-        padded = decryptor.update(ciphertext) + decryptor.finalize()
-        unpadder = sym_padding.PKCS7(128).unpadder()
-        try:
-            return unpadder.update(padded) + unpadder.finalize()
-        except ValueError:
-            raise DecryptionError(_NOT_DECRYPTED) from None
-    raise DecryptionError(_NOT_DECRYPTED)
+    if token.count(".") != 4:
+        raise InvalidData(f"a clientKey JWE has 5 segments, this one has {token.count('.') + 1}")
+    return decrypt_jwe(key, token)
 
 
 @dataclass

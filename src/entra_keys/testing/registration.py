@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import hashlib
 import json
 import os
 import uuid
@@ -29,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature as PycaInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from .. import formats
@@ -198,9 +200,11 @@ class RegistrationService:
             .sign(self._ca_key, hashes.SHA256())
         )
         self.devices[device_id] = DeviceRecord(device_id, cert, transport, join_type, attested)
+        der = cert.public_bytes(serialization.Encoding.DER)
         return {
             "Certificate": {
-                "RawBody": base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+                "Thumbprint": hashlib.sha1(der, usedforsecurity=False).hexdigest().upper(),
+                "RawBody": base64.b64encode(der).decode(),
             },
             "DeviceId": device_id,
             "Attested": attested,
@@ -250,10 +254,30 @@ class RegistrationService:
     # -- the PRT ------------------------------------------------------------------------------
 
     def issue_prt(self, token: str) -> dict[str, Any]:
-        """Check a PRT request signed by the device key (RS256, ``x5c`` the device certificate
-        this service issued, ``kdf_ver`` 2, ``request_nonce`` exactly a nonce from
-        ``issue_prt_nonce``, spent here) and answer with a refresh token and the session key
-        encrypted to the device's transport key."""
+        """Check a PRT request signed by the device key (``verify_prt_request``) and answer
+        with a refresh token and the session key encrypted to the device's transport key."""
+        record, _ = self.verify_prt_request(token)
+        return {
+            "token_type": "Bearer",
+            "refresh_token": base64.urlsafe_b64encode(os.urandom(48)).decode(),
+            "session_key_jwe": record.token_service.session_key_jwe(record.transport_key),
+        }
+
+    def spend_prt_nonce(self, nonce: object) -> None:
+        """Accept a nonce of ``issue_prt_nonce`` exactly once; InvalidData otherwise."""
+        if not isinstance(nonce, str) or nonce not in self._prt_nonces:
+            raise InvalidData(
+                "the request_nonce was not issued by this service, or was already used"
+            )
+        self._prt_nonces.discard(nonce)  # one use: a replayed request is refused
+
+    def verify_prt_request(
+        self, token: str, *, kdf_v2: bool = True
+    ) -> tuple[DeviceRecord, dict[str, Any]]:
+        """The device and claims of a PRT request JWT: RS256 verified by pyca against the
+        ``x5c`` certificate, which must be one this service issued (array or string), header
+        ``kdf_ver`` 2 (unless ``kdf_v2=False``: the device credential), ``request_nonce``
+        exactly a nonce of ``issue_prt_nonce``, spent here."""
         if not isinstance(token, str):
             raise InvalidData(f"the request token is a string, not {type(token).__name__}")
         header = _Fields(_jws_header(token), "the request token's header")
@@ -272,27 +296,34 @@ class RegistrationService:
         record = self.devices.get(str(names[0].value))
         if record is None or record.certificate != cert:
             raise InvalidSignature("the request's certificate was not issued by this service")
-        if header.optional("kdf_ver") != 2:
+        if kdf_v2 and header.optional("kdf_ver") != 2:
             raise InvalidData("the request does not ask for KDF version 2")
         device_key = cert.public_key()
         if not isinstance(device_key, rsa.RSAPublicKey):
             raise InvalidData("the device certificate's key is not RSA")
-        _, payload = formats.jws_verify(token, device_key, ["RS256"])
+        if header.optional("alg") != "RS256":
+            raise InvalidData("the PRT request is not RS256")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidData(f"the request token has 3 segments, not {len(parts)}")
+        try:
+            signature = formats.b64url_decode(parts[2])
+            payload = formats.b64url_decode(parts[1])
+        except EntraKeysError as exc:
+            raise InvalidData(f"malformed request token ({exc})") from exc
+        try:  # pyca checks the signature, not entra_keys' own verify code
+            device_key.verify(
+                signature, f"{parts[0]}.{parts[1]}".encode("ascii"), padding.PKCS1v15(),
+                hashes.SHA256(),
+            )  # fmt: skip
+        except PycaInvalidSignature:
+            raise InvalidSignature("the PRT request's RS256 signature does not verify") from None
         try:
             claims = json.loads(payload)
         except ValueError as exc:
             raise InvalidData(f"the request's claims are not JSON ({exc})") from exc
-        nonce = _Fields(claims, "the request's claims").get("request_nonce", str)
-        if nonce not in self._prt_nonces:
-            raise InvalidData(
-                "the request_nonce was not issued by this service, or was already used"
-            )
-        self._prt_nonces.discard(nonce)  # one use: a replayed request is refused
-        return {
-            "token_type": "Bearer",
-            "refresh_token": base64.urlsafe_b64encode(os.urandom(48)).decode(),
-            "session_key_jwe": record.token_service.session_key_jwe(record.transport_key),
-        }
+        self.spend_prt_nonce(_Fields(claims, "the request's claims").get("request_nonce", str))
+        return record, claims
 
     def token_service(self, device_id: str) -> TokenService:
         """The session-key side for a registered device (checks HS256 requests, encrypts)."""
