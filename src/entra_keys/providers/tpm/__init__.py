@@ -133,12 +133,14 @@ class TPMProvider(Provider):
                 # The PIN is the first command parameter's secret: send it encrypted.
                 sensitive.sensitive.userAuth = t.TPM2B_AUTH(pin)
                 with conn.hmac_session(esys, encrypt=True) as session:
-                    private, public, _, _, _ = esys.create(
-                        conn.storage_key, sensitive, template, session1=session
+                    private, public, _, _, _ = conn.with_room(
+                        lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
                     )
                 wipe(sensitive.sensitive.userAuth)
             else:
-                private, public, _, _, _ = esys.create(conn.storage_key, sensitive, template)
+                private, public, _, _, _ = conn.with_room(
+                    lambda: esys.create(conn.storage_key, sensitive, template)
+                )
         return make_key(conn, private, public, usage, pin)
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
@@ -252,8 +254,9 @@ class TPMProvider(Provider):
                 conn.command("bind the session key") as esys,
                 conn.hmac_session(esys, encrypt=True) as session,
             ):
-                private, public, _, _, _ = esys.create(
-                    conn.storage_key, sensitive, session_key_template(t), session1=session
+                template = session_key_template(t)
+                private, public, _, _, _ = conn.with_room(
+                    lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
                 )
             wipe(sensitive.sensitive.data)
         finally:

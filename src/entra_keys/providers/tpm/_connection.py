@@ -28,8 +28,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from ... import tpm_model
 from ...errors import HardwareUnavailable, TPMAuthFailure, TPMError, TPMLockout, TPMUnreachable
@@ -40,6 +40,8 @@ from ._templates import storage_template
 __all__ = ["SRK_HANDLE", "Connection", "import_pytss"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Where a provisioned storage root key lives (TCG Provisioning Guidance).
 SRK_HANDLE = tpm_model.SRK_HANDLE_RSA
@@ -157,7 +159,10 @@ class Connection:
         #: Keys kept loaded, least recently used first: id(key) -> (key, handle).
         self._cache: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
         self.cache_slots = 0
+        #: Keys in use by a command now (id -> uses): never evicted until it ends.
+        self.busy: dict[int, int] = {}
         self._session: Any = None
+        self._session_encrypts: bool | None = None
         try:
             self._esys = tss.ESAPI(tcti)
         except tss.TSS2_Exception as exc:
@@ -203,24 +208,28 @@ class Connection:
                     watchdog.started = None
 
     def load(self, esys: Any, private: Any, public: Any, auth: bytes | None = None) -> Any:
-        """TPM2_Load under the storage key; the caller flushes what this returns.
+        """TPM2_Load under the storage key (``with_room``); the caller flushes what this returns."""
+        handle = self.with_room(lambda: esys.load(self.storage_key, private, public))
+        if auth:
+            esys.tr_set_auth(handle, auth)
+        return handle
 
-        Without a resource manager (swtpm), another process may hold the object slots for a
-        moment: a full TPM is retried for up to ``object_memory_wait`` seconds before
-        ``TPMObjectMemory`` is raised.
+    def with_room(self, call: Callable[[], T]) -> T:
+        """Run a command that needs a free object slot (TPM2_Load, TPM2_Create, CreatePrimary).
+
+        A full TPM first flushes the keys this process's caches hold and retries at once.
+        Without a resource manager (swtpm), another process may hold the slots for a moment:
+        then it is retried for up to ``object_memory_wait`` seconds before ``TPMObjectMemory``.
         """
         deadline = time.monotonic() + self.object_memory_wait
         pause = 0.005
         while True:
             try:
-                handle = esys.load(self.storage_key, private, public)
-                if auth:
-                    esys.tr_set_auth(handle, auth)
-                return handle
+                return call()
             except self.tss.TSS2_Exception as exc:
                 if not _errors.is_object_memory(exc):
                     raise
-                if self._evict_one(esys) or self._ask_others():
+                if self._evict_one(self._esys) or self._ask_others():
                     continue  # a slot this process held: free now, try again at once
                 if time.monotonic() + pause > deadline:
                     raise
@@ -246,15 +255,18 @@ class Connection:
         return entry[1]
 
     def make_room(self, esys: Any) -> None:
-        """Flush least recently used keys until one more fits in the cache."""
-        while self._cache and len(self._cache) >= self.cache_slots:
-            self._evict_one(esys)
+        """Flush least recently used keys (not in use) until one more fits in the cache."""
+        while len(self._cache) >= self.cache_slots and self._evict_one(esys):
+            pass
 
     def keep(self, key: object, handle: Any) -> bool:
-        """Keep a loaded key in the cache (True), or False where the cache has no slot."""
+        """Keep a loaded key in the cache (True), or False where the cache has no free slot
+        (every cached key in use by the command now): the caller flushes it after use."""
         if self.cache_slots <= 0 or self._esys is None:
             return False
         self.make_room(self._esys)
+        if len(self._cache) >= self.cache_slots:
+            return False
         self._cache[id(key)] = (key, handle)
         return True
 
@@ -283,12 +295,13 @@ class Connection:
         return freed
 
     def _evict_one(self, esys: Any) -> bool:
-        """Flush the least recently used cached key; False when the cache is empty."""
-        if not self._cache:
-            return False
-        _, (_, handle) = self._cache.popitem(last=False)
-        esys.flush_context(handle)
-        return True
+        """Flush the least recently used cached key not in use; False when there is none."""
+        for ident in self._cache:
+            if ident not in self.busy:
+                _, handle = self._cache.pop(ident)
+                esys.flush_context(handle)
+                return True
+        return False
 
     def cached_handles(self) -> int:
         """How many keys the cache keeps loaded now."""
@@ -325,11 +338,14 @@ class Connection:
                 auth_hash=t.TPM2_ALG.SHA256,
             )
             self._session = session
-        attributes = t.TPMA_SESSION.CONTINUESESSION
-        if encrypt:
-            attributes |= t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT
+            self._session_encrypts = None
         try:
-            esys.trsess_set_attributes(session, attributes)
+            if self._session_encrypts is not encrypt:  # set only on change: it costs a call
+                attributes = t.TPMA_SESSION.CONTINUESESSION
+                if encrypt:
+                    attributes |= t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT
+                esys.trsess_set_attributes(session, attributes)
+                self._session_encrypts = encrypt
             yield session
         except BaseException:
             self._session = None
@@ -363,12 +379,9 @@ class Connection:
         _, algs = esys.get_capability(t.TPM2_CAP.ALGS, t.TPM2_ALG.ECC, 1)
         has_ecc = any(int(a.alg) == t.TPM2_ALG.ECC for a in algs.data.algorithms)
         template = storage_template(t, ecc=has_ecc)
-        try:
-            created = esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)
-        except t.TSS2_Exception as exc:
-            if not (_errors.is_object_memory(exc) and self._ask_others()):
-                raise
-            created = esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)
+        created = self.with_room(
+            lambda: esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)
+        )
         self.storage_key = created[0]
         self.storage_owned = True
 
@@ -404,8 +417,9 @@ class Connection:
             if esys is None:
                 return
             try:
-                while self._cache:
-                    self._evict_one(esys)
+                self.busy.clear()
+                while self._evict_one(esys):
+                    pass
                 if self._session is not None:
                     session, self._session = self._session, None
                     esys.flush_context(session)

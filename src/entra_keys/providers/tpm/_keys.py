@@ -193,6 +193,8 @@ class _TPMObject:
         conn = self._conn
         with conn.command(what) as esys:
             handle, flush = self._handle_now(esys)
+            ident = id(self)
+            conn.busy[ident] = conn.busy.get(ident, 0) + 1  # not evicted while in use
             try:
                 if encrypted or self._auth is not None:
                     with conn.hmac_session(esys, encrypt=encrypted) as session:
@@ -200,6 +202,9 @@ class _TPMObject:
                 else:
                     yield esys, handle, conn.tss.ESYS_TR.PASSWORD
             finally:
+                uses = conn.busy.pop(ident) - 1
+                if uses:
+                    conn.busy[ident] = uses
                 if flush:
                     esys.flush_context(handle)
 
@@ -278,6 +283,18 @@ class _TPMKeyBase(_TPMObject):
 class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     """An RSA key inside the TPM; a ``cryptography`` ``RSAPrivateKey`` that cannot be exported."""
 
+    def __init__(
+        self,
+        conn: Connection,
+        private: Any,
+        public: Any,
+        usage: KeyUsage,
+        auth: bytes | None = None,
+    ) -> None:
+        super().__init__(conn, private, public, usage, auth)
+        self._oaep: dict[str, Any] = {}  # TPMT_RSA_DECRYPT per hash name, built on first use
+        self._label = conn.tss.TPM2B_DATA()  # the empty OAEP label
+
     def sign(
         self,
         data: bytes,
@@ -296,8 +313,11 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     def _decrypt(self, ciphertext: bytes, hash_alg: hashes.HashAlgorithm) -> Any:
         """TPM2_RSA_Decrypt in a session that encrypts the plaintext on its way out of the TPM."""
         t = self._conn.tss
-        scheme = t.TPMT_RSA_DECRYPT(scheme=t.TPM2_ALG.OAEP)
-        scheme.details.oaep.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
+        scheme = self._oaep.get(hash_alg.name)
+        if scheme is None:  # built once per hash: decryption is a hot path too
+            scheme = t.TPMT_RSA_DECRYPT(scheme=t.TPM2_ALG.OAEP)
+            scheme.details.oaep.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
+            self._oaep[hash_alg.name] = scheme
         if len(ciphertext) != self.key_size // 8:
             raise DecryptionError("the ciphertext is not as long as the key's modulus")
         try:
@@ -306,7 +326,7 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
                     handle,
                     t.TPM2B_PUBLIC_KEY_RSA(ciphertext),
                     scheme,
-                    t.TPM2B_DATA(),
+                    self._label,
                     session1=session,
                 )
         except TPMError as exc:
