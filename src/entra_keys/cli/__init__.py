@@ -22,6 +22,7 @@ from .common import PASSPHRASE_ENV, PROG, Command, CommandError, Context, one_li
 from .demo import add_demo_command
 from .keys import add_key_commands, add_status_command
 from .session import add_session_commands
+from .tpm import add_tpm_commands
 
 __all__ = ["PASSPHRASE_ENV", "CommandError", "Context", "build_parser", "main"]
 
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_commands(commands)
     add_session_commands(commands)
     add_attest_commands(commands)
+    add_tpm_commands(commands)
     return parser
 
 

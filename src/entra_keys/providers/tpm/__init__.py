@@ -28,6 +28,7 @@ from ...errors import (
     HardwareUnavailable,
     ImportedKey,
     KeyFileCorrupt,
+    TPMAuthFailure,
     TPMError,
     TPMLockout,
     TPMObjectMemory,
@@ -51,9 +52,17 @@ from ...provider import (
 from . import _endorsement
 from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
-from ._templates import key_template, session_key_template
+from ._templates import key_template, session_key_template, storage_template
 
-__all__ = ["SRK_HANDLE", "TPMECKey", "TPMProvider", "TPMRSAKey", "TPMSessionKey", "default_tcti"]
+__all__ = [
+    "SRK_HANDLE",
+    "TPMECKey",
+    "TPMProvider",
+    "TPMRSAKey",
+    "TPMSessionKey",
+    "default_tcti",
+    "persist_storage_key",
+]
 
 #: The kernel's resource-managed TPM device, used when no TCTI is named.
 TPM_DEVICE = "/dev/tpmrm0"
@@ -68,6 +77,62 @@ def default_tcti() -> str | None:
     if os.path.exists(TPM_DEVICE):
         return f"device:{TPM_DEVICE}"
     return None
+
+
+def persist_storage_key(
+    tcti: str | None = None, owner_auth: bytes | None = None, *, timeout: float = 30.0
+) -> bool:
+    """Persist the standard SRK (RSA-2048, TCG Provisioning Guidance) at ``SRK_HANDLE`` with
+    the owner authorization; False where one is there already (idempotent).
+
+    Opens its own connection without a storage key (an owner password would refuse the
+    provider's own primary). A TPM whose owner hierarchy has a password refuses without it:
+    ``TPMAuthFailure`` saying so. Providers use the persistent SRK from their next open on; key
+    files made under the owner primary (parent 0x40000001) then no longer load (ForeignKey).
+    """
+    tss = import_pytss()
+    tcti = tcti or default_tcti()
+    if tcti is None:
+        raise HardwareUnavailable("no TPM found: /dev/tpmrm0 does not exist and no TCTI is set")
+    conn = Connection(tss, tcti, timeout=timeout, open_storage=False)
+    try:
+        return _persist_srk(conn, owner_auth)
+    finally:
+        conn.close()
+
+
+def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
+    t = conn.tss
+    with conn.command("read the persistent SRK") as esys:
+        _, data = esys.get_capability(t.TPM2_CAP.HANDLES, SRK_HANDLE, 1)
+    if [int(h) for h in data.data.handles][:1] == [SRK_HANDLE]:
+        return False
+    template = storage_template(t, ecc=False)
+    try:
+        with conn.command("persist the SRK") as esys:
+            esys.tr_set_auth(t.ESYS_TR.OWNER, owner_auth or b"")
+            try:
+                primary = conn.with_room(
+                    lambda: esys.create_primary(
+                        t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
+                    )
+                )[0]
+                try:
+                    persistent = esys.evict_control(t.ESYS_TR.OWNER, primary, SRK_HANDLE)
+                    esys.tr_close(persistent)
+                finally:
+                    esys.flush_context(primary)
+            finally:
+                esys.tr_set_auth(t.ESYS_TR.OWNER, b"")
+    except TPMAuthFailure as exc:
+        given = "the one given is wrong" if owner_auth else "none was given"
+        raise TPMAuthFailure(
+            f"the TPM's owner hierarchy has a password and {given}: pass it with "
+            f"--owner-auth-file (API: owner_auth=) ({exc})",
+            exc.rc,
+            exc.tries_left,
+        ) from exc
+    return True
 
 
 class TPMProvider(Provider):

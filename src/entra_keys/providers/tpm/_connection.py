@@ -146,7 +146,7 @@ class Connection:
     #: Seconds a load waits for a free object slot held by another process.
     OBJECT_MEMORY_WAIT = 2.0
 
-    def __init__(self, tss: Any, tcti: str, *, timeout: float) -> None:
+    def __init__(self, tss: Any, tcti: str, *, timeout: float, open_storage: bool = True) -> None:
         self.tss = tss
         self.tcti = tcti
         self.lock = threading.RLock()
@@ -172,7 +172,8 @@ class Connection:
             self._watchdog = _Watchdog(_inner_tcti(tcti), timeout)
         self.signer = Signer(tss)
         try:
-            self._open_storage_key()
+            if open_storage:  # without: for provisioning (tpm init), no key command works
+                self._open_storage_key()
         except BaseException:
             self.close()
             raise
