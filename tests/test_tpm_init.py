@@ -114,8 +114,9 @@ def test_open_sign_close_takes_five_commands_with_a_persistent_srk(
         key.sign(b"m", ec.ECDSA(hashes.SHA256()))
         assert _commands_in(capture) - steady == 1  # the key cache: one command a signature
     total = _commands_in(capture)
-    # ReadPublic(SRK), GetCapability(slots), the key file's load check (load, flush), then
-    # load, sign, sign, sign, flush on close.
-    assert opened <= 4, opened
-    assert total - opened - 3 <= 2, total
+    # Open: ReadPublic(SRK), GetCapability(slots); the key file's load check (Load, kept in the
+    # key cache); then Sign three times and one FlushContext on close.
+    assert opened == 3, opened
+    assert total == opened + 3 + 1, total
+    assert opened + 1 + 1 <= 5  # open, sign once, close
     assert transient_handles(own_swtpm.tcti) == []

@@ -252,7 +252,7 @@ class TPMProvider(Provider):
             key = make_key(conn, blob.private, blob.public, usage, None if blob.empty_auth else pin)
         except (EntraKeysError, ValueError) as exc:
             raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
-        self._check_loads(blob.private, blob.public)
+        self._check_loads(blob.private, blob.public, key)
         # The attributes come from the file, which anyone may edit; they count only now that
         # TPM2_Load has accepted that public area. The TPM binds the private blob to the object's
         # name (the hash of the public area) by the blob's integrity HMAC, so a public area that
@@ -280,12 +280,17 @@ class TPMProvider(Provider):
             )
         return blob
 
-    def _check_loads(self, private: Any, public: Any) -> None:
-        """Load and flush once: a blob of another TPM or storage key fails here, typed."""
+    def _check_loads(self, private: Any, public: Any, key: object) -> None:
+        """Load once: a blob of another TPM or storage key fails here, typed. The loaded key
+        stays in the key cache for its first use (a PIN key is flushed: its auth is unset)."""
         conn = self.connection
         try:
             with conn.command("load key") as esys:
-                esys.flush_context(conn.load(esys, private, public))
+                if conn.cache_slots > 0:
+                    conn.make_room(esys)
+                handle = conn.load(esys, private, public)
+                if getattr(key, "has_pin", False) or not conn.keep(key, handle):
+                    esys.flush_context(handle)
         except TPMError as exc:
             if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
                 raise
@@ -345,7 +350,7 @@ class TPMProvider(Provider):
         if blob.public.publicArea.type != conn.tss.TPM2_ALG.KEYEDHASH:
             raise KeyFileCorrupt("the blob is not a keyed-hash (session key) object")
         key = TPMSessionKey(conn, blob.private, blob.public)
-        self._check_loads(blob.private, blob.public)
+        self._check_loads(blob.private, blob.public, key)
         return key
 
     # -- attestation --------------------------------------------------------------------------
