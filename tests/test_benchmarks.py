@@ -34,6 +34,8 @@ CORE = {
     *(f"sign.{kt}.{who}" for kt in ("ecc256", "rsa2048") for who in ("esapi_encrypted",)),
     *(f"threads.ecc256.{n}" for n in (1, 2, 4)),
     "threads.ecc256.8_unpinned",
+    "open.created_primary",
+    "open.persistent_srk",
     *(f"keygen.{kt}.{who}" for kt in ("ecc256", "rsa2048") for who in ("tpm", "software")),
     "coldstart.rsa2048",
     "coldstart.ecc256",
