@@ -85,7 +85,11 @@ class Context:
         slot = (key_type, usage)
         if slot not in self._tpm_pems:
             self._tpm_pems[slot] = provider.key_to_pem(provider.create_key(key_type, usage))
-        return provider.key_from_pem(self._tpm_pems[slot], usage)
+        key = provider.key_from_pem(self._tpm_pems[slot], usage)
+        # The load check leaves the key in the provider's key cache; the raw ESAPI contenders
+        # of a case, on their own connection, need those slots for their setup (swtpm has 3).
+        provider.connection.flush_cache()  # type: ignore[attr-defined]
+        return key
 
     def raw_blobs(self, raw: RawTPM, key_type: KeyType, usage: KeyUsage) -> tuple[Any, Any]:
         """The (private, public) blobs of a raw ESAPI key, made on first use."""

@@ -6,7 +6,17 @@ and the targets or ratios to report from them; see ``benchmarks/__init__.py`` fo
 
 from __future__ import annotations
 
-from . import attestation, coldstart, decryption, keygen, memory, signing, threads, tools
+from . import (
+    attestation,
+    coldstart,
+    decryption,
+    keygen,
+    memory,
+    opening,
+    signing,
+    threads,
+    tools,
+)
 from .measure import Case
 
 __all__ = ["CASES"]
@@ -18,6 +28,7 @@ CASES: tuple[Case, ...] = (
     *threads.CASES,
     *keygen.CASES,
     *attestation.CASES,
+    *opening.CASES,
     *coldstart.CASES,
     *memory.CASES,
 )

@@ -33,6 +33,9 @@ CORE = {
     ),
     *(f"sign.{kt}.{who}" for kt in ("ecc256", "rsa2048") for who in ("esapi_encrypted",)),
     *(f"threads.ecc256.{n}" for n in (1, 2, 4)),
+    "threads.ecc256.8_unpinned",
+    "open.created_primary",
+    "open.persistent_srk",
     *(f"keygen.{kt}.{who}" for kt in ("ecc256", "rsa2048") for who in ("tpm", "software")),
     "coldstart.rsa2048",
     "coldstart.ecc256",
@@ -45,7 +48,8 @@ TARGETS = (
     "TPM signing RSA-2048: entra_keys / raw ESAPI",
     "software signing ECC P-256: entra_keys / raw cryptography",
     "threads: 4 threads / 1 thread",
-    "threads: errors (1, 2, 4 threads)",
+    "threads: 8 unpinned threads / 1 thread",
+    "threads: errors (1, 2, 4, 8 unpinned threads)",
     "cold start RSA-2048: process wall time",
 )
 

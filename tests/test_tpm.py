@@ -67,19 +67,24 @@ def test_keys_are_made_inside_the_tpm_and_cannot_leave_it(
     assert bool(attrs & TPMA_OBJECT.DECRYPT) is (usage is KeyUsage.DECRYPT)
 
 
-def test_only_the_storage_key_stays_loaded(tpm_provider: Provider) -> None:
+def test_used_keys_stay_cached_and_flush_on_demand(tpm_provider: Provider) -> None:
+    """The key cache keeps a used key loaded (one slot on swtpm), a pin reuses that slot."""
     tpm = as_tpm(tpm_provider)
     key = cached_key(tpm, KeyType.ECC256, KeyUsage.SIGN)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
+    tpm.connection.flush_cache()
     baseline = tpm.transient_handles()
     assert len(baseline) == 1  # the storage key this provider created
+    assert tpm.connection.cache_slots == 1  # swtpm: 3 slots - storage key - one spare
     key.sign(b"m", ec.ECDSA(hashes.SHA256()))
-    assert tpm.transient_handles() == baseline
+    assert len(tpm.transient_handles()) == 2  # kept for the next signature
     with key.loaded():
-        with key.loaded():  # nested pins share one slot
+        with key.loaded():  # nested pins share one slot, the one the cache held
             assert len(tpm.transient_handles()) == 2
             key.sign(b"m", ec.ECDSA(hashes.SHA256()))
         assert len(tpm.transient_handles()) == 2
+    assert len(tpm.transient_handles()) == 2  # back in the cache
+    tpm.connection.flush_cache()
     assert tpm.transient_handles() == baseline
 
 
@@ -99,8 +104,10 @@ def test_full_object_memory_is_a_typed_error_and_recovers(
         with pytest.raises(TPMObjectMemory, match="no free object slot") as info:
             c.sign(b"m", padding.PKCS1v15(), hashes.SHA256())
         assert info.value.rc is not None and info.value.rc & 0xFFF == 0x902
-    assert len(as_tpm(tpm_provider).transient_handles()) == 1
+    tpm = as_tpm(tpm_provider)
+    assert len(tpm.transient_handles()) == 1 + tpm.connection.cached_handles()
     a.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    c.sign(b"m", padding.PKCS1v15(), hashes.SHA256())  # the cache makes room for it
 
 
 def test_key_file_is_a_tss2_private_key_other_tools_read(

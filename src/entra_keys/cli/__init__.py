@@ -24,6 +24,7 @@ from .keys import add_key_commands, add_status_command
 from .leave import add_leave_command
 from .seal import add_seal_commands
 from .session import add_session_commands
+from .tpm import add_tpm_commands
 
 __all__ = ["PASSPHRASE_ENV", "CommandError", "Context", "build_parser", "main"]
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_attest_commands(commands)
     add_leave_command(commands)
     add_seal_commands(commands)
+    add_tpm_commands(commands)
     return parser
 
 

@@ -29,6 +29,7 @@ from ...errors import (
     HardwareUnavailable,
     ImportedKey,
     KeyFileCorrupt,
+    TPMAuthFailure,
     TPMError,
     TPMLockout,
     TPMObjectMemory,
@@ -52,9 +53,17 @@ from ...provider import (
 from . import _endorsement, _sealing
 from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
-from ._templates import key_template, session_key_template
+from ._templates import key_template, session_key_template, storage_template
 
-__all__ = ["SRK_HANDLE", "TPMECKey", "TPMProvider", "TPMRSAKey", "TPMSessionKey", "default_tcti"]
+__all__ = [
+    "SRK_HANDLE",
+    "TPMECKey",
+    "TPMProvider",
+    "TPMRSAKey",
+    "TPMSessionKey",
+    "default_tcti",
+    "persist_storage_key",
+]
 
 #: The kernel's resource-managed TPM device, used when no TCTI is named.
 TPM_DEVICE = "/dev/tpmrm0"
@@ -69,6 +78,62 @@ def default_tcti() -> str | None:
     if os.path.exists(TPM_DEVICE):
         return f"device:{TPM_DEVICE}"
     return None
+
+
+def persist_storage_key(
+    tcti: str | None = None, owner_auth: bytes | None = None, *, timeout: float = 30.0
+) -> bool:
+    """Persist the standard SRK (RSA-2048, TCG Provisioning Guidance) at ``SRK_HANDLE`` with
+    the owner authorization; False where one is there already (idempotent).
+
+    Opens its own connection without a storage key (an owner password would refuse the
+    provider's own primary). A TPM whose owner hierarchy has a password refuses without it:
+    ``TPMAuthFailure`` saying so. Providers use the persistent SRK from their next open on; key
+    files made under the owner primary (parent 0x40000001) then no longer load (ForeignKey).
+    """
+    tss = import_pytss()
+    tcti = tcti or default_tcti()
+    if tcti is None:
+        raise HardwareUnavailable("no TPM found: /dev/tpmrm0 does not exist and no TCTI is set")
+    conn = Connection(tss, tcti, timeout=timeout, open_storage=False)
+    try:
+        return _persist_srk(conn, owner_auth)
+    finally:
+        conn.close()
+
+
+def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
+    t = conn.tss
+    with conn.command("read the persistent SRK") as esys:
+        _, data = esys.get_capability(t.TPM2_CAP.HANDLES, SRK_HANDLE, 1)
+    if [int(h) for h in data.data.handles][:1] == [SRK_HANDLE]:
+        return False
+    template = storage_template(t, ecc=False)
+    try:
+        with conn.command("persist the SRK") as esys:
+            esys.tr_set_auth(t.ESYS_TR.OWNER, owner_auth or b"")
+            try:
+                primary = conn.with_room(
+                    lambda: esys.create_primary(
+                        t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
+                    )
+                )[0]
+                try:
+                    persistent = esys.evict_control(t.ESYS_TR.OWNER, primary, SRK_HANDLE)
+                    esys.tr_close(persistent)
+                finally:
+                    esys.flush_context(primary)
+            finally:
+                esys.tr_set_auth(t.ESYS_TR.OWNER, b"")
+    except TPMAuthFailure as exc:
+        given = "the one given is wrong" if owner_auth else "none was given"
+        raise TPMAuthFailure(
+            f"the TPM's owner hierarchy has a password and {given}: pass it with "
+            f"--owner-auth-file (API: owner_auth=) ({exc})",
+            exc.rc,
+            exc.tries_left,
+        ) from exc
+    return True
 
 
 class TPMProvider(Provider):
@@ -134,12 +199,14 @@ class TPMProvider(Provider):
                 # The PIN is the first command parameter's secret: send it encrypted.
                 sensitive.sensitive.userAuth = t.TPM2B_AUTH(pin)
                 with conn.hmac_session(esys, encrypt=True) as session:
-                    private, public, _, _, _ = esys.create(
-                        conn.storage_key, sensitive, template, session1=session
+                    private, public, _, _, _ = conn.with_room(
+                        lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
                     )
                 wipe(sensitive.sensitive.userAuth)
             else:
-                private, public, _, _, _ = esys.create(conn.storage_key, sensitive, template)
+                private, public, _, _, _ = conn.with_room(
+                    lambda: esys.create(conn.storage_key, sensitive, template)
+                )
         return make_key(conn, private, public, usage, pin)
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
@@ -186,7 +253,7 @@ class TPMProvider(Provider):
             key = make_key(conn, blob.private, blob.public, usage, None if blob.empty_auth else pin)
         except (EntraKeysError, ValueError) as exc:
             raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
-        self._check_loads(blob.private, blob.public)
+        self._check_loads(blob.private, blob.public, key)
         # The attributes come from the file, which anyone may edit; they count only now that
         # TPM2_Load has accepted that public area. The TPM binds the private blob to the object's
         # name (the hash of the public area) by the blob's integrity HMAC, so a public area that
@@ -214,12 +281,17 @@ class TPMProvider(Provider):
             )
         return blob
 
-    def _check_loads(self, private: Any, public: Any) -> None:
-        """Load and flush once: a blob of another TPM or storage key fails here, typed."""
+    def _check_loads(self, private: Any, public: Any, key: object) -> None:
+        """Load once: a blob of another TPM or storage key fails here, typed. The loaded key
+        stays in the key cache for its first use (a PIN key is flushed: its auth is unset)."""
         conn = self.connection
         try:
             with conn.command("load key") as esys:
-                esys.flush_context(conn.load(esys, private, public))
+                if conn.cache_slots > 0:
+                    conn.make_room(esys)
+                handle = conn.load(esys, private, public)
+                if getattr(key, "has_pin", False) or not conn.keep(key, handle):
+                    esys.flush_context(handle)
         except TPMError as exc:
             if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
                 raise
@@ -253,8 +325,9 @@ class TPMProvider(Provider):
                 conn.command("bind the session key") as esys,
                 conn.hmac_session(esys, encrypt=True) as session,
             ):
-                private, public, _, _, _ = esys.create(
-                    conn.storage_key, sensitive, session_key_template(t), session1=session
+                template = session_key_template(t)
+                private, public, _, _, _ = conn.with_room(
+                    lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
                 )
             wipe(sensitive.sensitive.data)
         finally:
@@ -278,7 +351,7 @@ class TPMProvider(Provider):
         if blob.public.publicArea.type != conn.tss.TPM2_ALG.KEYEDHASH:
             raise KeyFileCorrupt("the blob is not a keyed-hash (session key) object")
         key = TPMSessionKey(conn, blob.private, blob.public)
-        self._check_loads(blob.private, blob.public)
+        self._check_loads(blob.private, blob.public, key)
         return key
 
     # -- attestation --------------------------------------------------------------------------

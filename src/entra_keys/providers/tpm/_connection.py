@@ -6,8 +6,15 @@ connection closes itself, so that later calls fail fast as unreachable.
 
 What the key classes and the provider use, and nothing else: ``tss`` (the tpm2_pytss module),
 ``tcti``, ``lock``, ``command()``, ``load()`` (with ``object_memory_wait``), ``flush()``,
-``hmac_session()``, ``signer``, ``storage_key``, ``storage_parent``, ``storage_owned``,
-``closed`` and ``close()``.
+``hmac_session()``, the key cache (``cached()``, ``keep()``, ``take()``, ``make_room()``),
+``signer``, ``storage_key``, ``storage_parent``, ``storage_owned``, ``closed`` and ``close()``.
+
+The key cache keeps recently used keys loaded while the TPM has free transient slots (it asks
+the TPM: TPM_PT_HR_TRANSIENT_MIN), leaving one slot for the provider's own needs (an EK, a
+key check), and flushes the least recently used key to make room: unpinned signing is then one
+TPM command. A load that finds the TPM full evicts the cache before it waits for another
+process. One salted session is kept and continued for every encrypted or PIN-authorized
+command, and flushed on error and on close.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from ... import tpm_model
 from ...errors import HardwareUnavailable, TPMAuthFailure, TPMError, TPMLockout, TPMUnreachable
@@ -31,6 +40,8 @@ from ._templates import storage_template
 __all__ = ["SRK_HANDLE", "Connection", "import_pytss"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Where a provisioned storage root key lives (TCG Provisioning Guidance).
 SRK_HANDLE = tpm_model.SRK_HANDLE_RSA
@@ -49,6 +60,11 @@ def import_pytss() -> Any:
             f"tpm2-pytss is not usable ({exc}): install entra_keys[tpm] and libtss2"
         ) from exc
     return tpm2_pytss
+
+
+#: The open connections of this process: a full TPM asks the others on its TCTI to free the
+#: slots their key caches hold before it waits (another process it can only wait for).
+_OPEN: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
 def _inner_tcti(tcti: str) -> str:
@@ -130,7 +146,7 @@ class Connection:
     #: Seconds a load waits for a free object slot held by another process.
     OBJECT_MEMORY_WAIT = 2.0
 
-    def __init__(self, tss: Any, tcti: str, *, timeout: float) -> None:
+    def __init__(self, tss: Any, tcti: str, *, timeout: float, open_storage: bool = True) -> None:
         self.tss = tss
         self.tcti = tcti
         self.lock = threading.RLock()
@@ -140,6 +156,13 @@ class Connection:
         self.storage_owned = False
         self._esys: Any = None
         self._watchdog: _Watchdog | None = None
+        #: Keys kept loaded, least recently used first: id(key) -> (key, handle).
+        self._cache: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+        self.cache_slots = 0
+        #: Keys in use by a command now (id -> uses): never evicted until it ends.
+        self.busy: dict[int, int] = {}
+        self._session: Any = None
+        self._session_encrypts: bool | None = None
         try:
             self._esys = tss.ESAPI(tcti)
         except tss.TSS2_Exception as exc:
@@ -149,10 +172,12 @@ class Connection:
             self._watchdog = _Watchdog(_inner_tcti(tcti), timeout)
         self.signer = Signer(tss)
         try:
-            self._open_storage_key()
+            if open_storage:  # without: for provisioning (tpm init), no key command works
+                self._open_storage_key()
         except BaseException:
             self.close()
             raise
+        _OPEN.add(self)
 
     @property
     def closed(self) -> bool:
@@ -184,22 +209,30 @@ class Connection:
                     watchdog.started = None
 
     def load(self, esys: Any, private: Any, public: Any, auth: bytes | None = None) -> Any:
-        """TPM2_Load under the storage key; the caller flushes what this returns.
+        """TPM2_Load under the storage key (``with_room``); the caller flushes what this returns."""
+        handle = self.with_room(lambda: esys.load(self.storage_key, private, public))
+        if auth:
+            esys.tr_set_auth(handle, auth)
+        return handle
 
-        Without a resource manager (swtpm), another process may hold the object slots for a
-        moment: a full TPM is retried for up to ``object_memory_wait`` seconds before
-        ``TPMObjectMemory`` is raised.
+    def with_room(self, call: Callable[[], T]) -> T:
+        """Run a command that needs a free object slot (TPM2_Load, TPM2_Create, CreatePrimary).
+
+        A full TPM first flushes the keys this process's caches hold and retries at once.
+        Without a resource manager (swtpm), another process may hold the slots for a moment:
+        then it is retried for up to ``object_memory_wait`` seconds before ``TPMObjectMemory``.
         """
         deadline = time.monotonic() + self.object_memory_wait
         pause = 0.005
         while True:
             try:
-                handle = esys.load(self.storage_key, private, public)
-                if auth:
-                    esys.tr_set_auth(handle, auth)
-                return handle
+                return call()
             except self.tss.TSS2_Exception as exc:
-                if not _errors.is_object_memory(exc) or time.monotonic() + pause > deadline:
+                if not _errors.is_object_memory(exc):
+                    raise
+                if self._evict_one(self._esys) or self._ask_others():
+                    continue  # a slot this process held: free now, try again at once
+                if time.monotonic() + pause > deadline:
                     raise
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
@@ -212,46 +245,146 @@ class Connection:
             with self.command("flush key") as esys:
                 esys.flush_context(handle)
 
+    # -- the key cache (callers hold the lock) ---------------------------------------------
+
+    def cached(self, key: object) -> Any:
+        """The handle of a key the cache keeps loaded (now its most recently used), or None."""
+        entry = self._cache.get(id(key))
+        if entry is None:
+            return None
+        self._cache.move_to_end(id(key))
+        return entry[1]
+
+    def make_room(self, esys: Any) -> None:
+        """Flush least recently used keys (not in use) until one more fits in the cache."""
+        while len(self._cache) >= self.cache_slots and self._evict_one(esys):
+            pass
+
+    def keep(self, key: object, handle: Any) -> bool:
+        """Keep a loaded key in the cache (True), or False where the cache has no free slot
+        (every cached key in use by the command now): the caller flushes it after use."""
+        if self.cache_slots <= 0 or self._esys is None:
+            return False
+        self.make_room(self._esys)
+        if len(self._cache) >= self.cache_slots:
+            return False
+        self._cache[id(key)] = (key, handle)
+        return True
+
+    def take(self, key: object) -> Any:
+        """Remove a key from the cache and hand its handle to the caller (None if not kept)."""
+        entry = self._cache.pop(id(key), None)
+        return None if entry is None else entry[1]
+
+    def _ask_others(self) -> bool:
+        """Ask this process's other connections to the same TPM to flush their key caches;
+        True where one did. Their locks are only tried, never waited for (no deadlock)."""
+        freed = False
+        inner = _inner_tcti(self.tcti)
+        for other in list(_OPEN):
+            if other is self or _inner_tcti(other.tcti) != inner or not other._cache:
+                continue
+            if not other.lock.acquire(blocking=False):
+                continue
+            try:
+                if other._cache and other._esys is not None:
+                    with contextlib.suppress(Exception):
+                        other.flush_cache()
+                    freed = True
+            finally:
+                other.lock.release()
+        return freed
+
+    def _evict_one(self, esys: Any) -> bool:
+        """Flush the least recently used cached key not in use; False when there is none."""
+        for ident in self._cache:
+            if ident not in self.busy:
+                _, handle = self._cache.pop(ident)
+                esys.flush_context(handle)
+                return True
+        return False
+
+    def cached_handles(self) -> int:
+        """How many keys the cache keeps loaded now."""
+        with self.lock:
+            return len(self._cache)
+
+    def flush_cache(self) -> None:
+        """Flush every key the cache keeps loaded (they load again on their next use)."""
+        with self.lock:
+            if self._esys is None or not self._cache:
+                self._cache.clear()
+                return
+            with self.command("flush cached keys") as esys:
+                while self._evict_one(esys):
+                    pass
+
     @contextlib.contextmanager
     def hmac_session(self, esys: Any, *, encrypt: bool) -> Iterator[Any]:
         """A salted HMAC session (salt sealed to the storage key, AES-128-CFB): it authorizes
         with a PIN the TPM never sees in the clear, and with ``encrypt`` also encrypts the first
-        command and response parameters, so secrets never cross the TPM interface bare."""
+        command and response parameters, so secrets never cross the TPM interface bare.
+
+        One session is started on first use and continued across calls (the caller holds the
+        lock); it is flushed after an error and on close, and started again when next needed.
+        """
         t = self.tss
-        session = esys.start_auth_session(
-            tpm_key=self.storage_key,
-            bind=t.ESYS_TR.NONE,
-            session_type=t.TPM2_SE.HMAC,
-            symmetric=t.TPMT_SYM_DEF.parse("aes128cfb"),
-            auth_hash=t.TPM2_ALG.SHA256,
-        )
+        session = self._session
+        if session is None:
+            session = esys.start_auth_session(
+                tpm_key=self.storage_key,
+                bind=t.ESYS_TR.NONE,
+                session_type=t.TPM2_SE.HMAC,
+                symmetric=t.TPMT_SYM_DEF.parse("aes128cfb"),
+                auth_hash=t.TPM2_ALG.SHA256,
+            )
+            self._session = session
+            self._session_encrypts = None
         try:
-            attributes = t.TPMA_SESSION.CONTINUESESSION
-            if encrypt:
-                attributes |= t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT
-            esys.trsess_set_attributes(session, attributes)
+            if self._session_encrypts is not encrypt:  # set only on change: it costs a call
+                attributes = t.TPMA_SESSION.CONTINUESESSION
+                if encrypt:
+                    attributes |= t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT
+                esys.trsess_set_attributes(session, attributes)
+                self._session_encrypts = encrypt
             yield session
-        finally:
-            esys.flush_context(session)
+        except BaseException:
+            self._session = None
+            with contextlib.suppress(Exception):
+                esys.flush_context(session)
+            raise
 
     def _open_storage_key(self) -> None:
-        """Use the persistent SRK where provisioned, else create the standard primary once."""
+        """Use the persistent SRK where provisioned, else create the standard primary once;
+        then size the key cache from the TPM's transient object slots."""
         t = self.tss
         with self.command("open the storage key") as esys:
-            _, data = esys.get_capability(t.TPM2_CAP.HANDLES, SRK_HANDLE, 1)
-            handles = list(data.data.handles)
-            if handles and int(handles[0]) == SRK_HANDLE:
+            try:
+                # One TPM2_ReadPublic: the handle's absence is the answer (TPM_RC_HANDLE).
                 self.storage_key = esys.tr_from_tpmpublic(SRK_HANDLE)
                 self.storage_parent = SRK_HANDLE
-                return
-            # The TCG key-file format's storage primary: ECC P-256 where the TPM has ECC, else
-            # RSA-2048 (asking for the one algorithm, not listing them all, keeps this fast).
-            _, algs = esys.get_capability(t.TPM2_CAP.ALGS, t.TPM2_ALG.ECC, 1)
-            has_ecc = any(int(a.alg) == t.TPM2_ALG.ECC for a in algs.data.algorithms)
-            self.storage_key, _, _, _, _ = esys.create_primary(
-                t.TPM2B_SENSITIVE_CREATE(), storage_template(t, ecc=has_ecc), t.ESYS_TR.OWNER
-            )
-            self.storage_owned = True
+            except t.TSS2_Exception as exc:
+                if _errors.translate(exc, "", None).__class__ is not TPMError:
+                    raise
+                self._create_storage_primary(esys)
+            _, data = esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT_HR.TRANSIENT_MIN, 1)
+        props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
+        slots = props.get(int(t.TPM2_PT_HR.TRANSIENT_MIN), 3)
+        # One slot for the storage primary (when ours), one for the provider's own needs.
+        self.cache_slots = max(0, slots - (1 if self.storage_owned else 0) - 1)
+
+    def _create_storage_primary(self, esys: Any) -> None:
+        """The TCG key-file format's storage primary: ECC P-256 where the TPM has ECC, else
+        RSA-2048 (asking for the one algorithm, not listing them all, keeps this fast)."""
+        t = self.tss
+        _, algs = esys.get_capability(t.TPM2_CAP.ALGS, t.TPM2_ALG.ECC, 1)
+        has_ecc = any(int(a.alg) == t.TPM2_ALG.ECC for a in algs.data.algorithms)
+        template = storage_template(t, ecc=has_ecc)
+        created = self.with_room(
+            lambda: esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)
+        )
+        self.storage_key = created[0]
+        self.storage_owned = True
 
     def _with_lockout_state(self, error: TPMError, what: str) -> TPMError:
         """The authorization error with the TPM's dictionary-attack state, where it answers."""
@@ -270,6 +403,8 @@ class Connection:
         call fails fast as unreachable (open a new provider once the TPM is back)."""
         esys, self._esys = self._esys, None
         self.storage_key = None
+        self._cache.clear()
+        self._session = None
         if esys is not None:
             with contextlib.suppress(Exception):
                 esys.close()
@@ -283,13 +418,21 @@ class Connection:
             if esys is None:
                 return
             try:
+                self.busy.clear()
+                while self._evict_one(esys):
+                    pass
+                if self._session is not None:
+                    session, self._session = self._session, None
+                    esys.flush_context(session)
                 if self.storage_key is not None:
                     if self.storage_owned:
                         esys.flush_context(self.storage_key)
                     else:
                         esys.tr_close(self.storage_key)
             except self.tss.TSS2_Exception as exc:
-                log.warning("could not release the storage key: %s", exc)
+                log.warning("could not release the TPM objects of this connection: %s", exc)
             finally:
+                self._cache.clear()
+                self._session = None
                 self.storage_key = None
                 esys.close()

@@ -1,8 +1,9 @@
 """The TPM's keys: RSA and EC keys that are ``cryptography`` private keys, and the session key.
 
-A key is known by its blob (TPM2B_PRIVATE, TPM2B_PUBLIC) and its connection. A swtpm holds three
-transient objects and has no resource manager, so a key is loaded for one operation and flushed
-after it, unless the caller holds ``with key.loaded():`` to keep it loaded for a run.
+A key is known by its blob (TPM2B_PRIVATE, TPM2B_PUBLIC) and its connection. A key is loaded on
+first use and the connection's key cache keeps it loaded while the TPM has slots to spare (a
+swtpm holds three transient objects and has no resource manager), flushing the least recently
+used key to make room. ``with key.loaded():`` pins a key outside the cache for a run.
 """
 
 from __future__ import annotations
@@ -135,7 +136,10 @@ class _TPMObject:
         conn = self._conn
         with conn.command("load key") as esys:
             if self._pins == 0:
-                self._handle = conn.load(esys, self._private, self._public, self._auth)
+                handle = conn.take(self)
+                if handle is None:
+                    handle = conn.load(esys, self._private, self._public, self._auth)
+                self._handle = handle
             self._pins += 1
         try:
             yield
@@ -145,6 +149,7 @@ class _TPMObject:
         self._unpin(quiet=False)
 
     def _unpin(self, *, quiet: bool) -> None:
+        """End one pin; the last one hands the handle back to the cache, or flushes it."""
         conn = self._conn
         with conn.lock:
             self._pins -= 1
@@ -152,25 +157,44 @@ class _TPMObject:
                 return
             handle, self._handle = self._handle, None
             try:
-                conn.flush(handle)
+                if conn.closed:
+                    return
+                with conn.command("keep key loaded") as esys:
+                    if not conn.keep(self, handle):
+                        esys.flush_context(handle)
             except EntraKeysError:
                 if not quiet:
                     raise
+
+    def _handle_now(self, esys: Any) -> tuple[Any, bool]:
+        """The object's handle: pinned, kept by the cache, or loaded now into the cache; True
+        with it where the cache has no slot and the caller must flush it after this use."""
+        handle = self._handle
+        if handle is not None:
+            return handle, False
+        conn = self._conn
+        handle = conn.cached(self)
+        if handle is not None:
+            return handle, False
+        if conn.cache_slots > 0:
+            conn.make_room(esys)
+        handle = conn.load(esys, self._private, self._public, self._auth)
+        return handle, not conn.keep(self, handle)
 
     @contextlib.contextmanager
     def _use(self, what: str, *, encrypted: bool = False) -> Iterator[tuple[Any, Any, Any]]:
         """(ESAPI context, handle, authorization session) for one use of this object.
 
-        The object is loaded for this use unless pinned. It is authorized by the plain password
-        session when it has no PIN; with a PIN, or when ``encrypted`` asks for parameter
-        encryption, by a salted HMAC session, so that neither PIN nor secret crosses bare.
+        The object is pinned, kept by the cache, or loaded now. It is authorized by the plain
+        password session when it has no PIN; with a PIN, or when ``encrypted`` asks for
+        parameter encryption, by the connection's salted HMAC session, so that neither PIN nor
+        secret crosses bare.
         """
         conn = self._conn
         with conn.command(what) as esys:
-            handle = self._handle
-            flush = handle is None
-            if flush:
-                handle = conn.load(esys, self._private, self._public, self._auth)
+            handle, flush = self._handle_now(esys)
+            ident = id(self)
+            conn.busy[ident] = conn.busy.get(ident, 0) + 1  # not evicted while in use
             try:
                 if encrypted or self._auth is not None:
                     with conn.hmac_session(esys, encrypt=encrypted) as session:
@@ -178,6 +202,9 @@ class _TPMObject:
                 else:
                     yield esys, handle, conn.tss.ESYS_TR.PASSWORD
             finally:
+                uses = conn.busy.pop(ident) - 1
+                if uses:
+                    conn.busy[ident] = uses
                 if flush:
                     esys.flush_context(handle)
 
@@ -223,8 +250,9 @@ class _TPMKeyBase(_TPMObject):
         signer = conn.signer
         with conn.command(what) as esys:
             sig_scheme = signer.scheme(scheme, hash_alg)
-            if self._handle is not None and self._auth is None:
-                signature = signer.sign(esys, self._handle, digest, sig_scheme)
+            handle = self._handle if self._handle is not None else conn.cached(self)
+            if handle is not None and self._auth is None:
+                signature = signer.sign(esys, handle, digest, sig_scheme)
             else:
                 with self._use(what) as (esys, handle, session):  # the lock is an RLock
                     signature = signer.sign(esys, handle, digest, sig_scheme, session)
@@ -255,6 +283,18 @@ class _TPMKeyBase(_TPMObject):
 class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     """An RSA key inside the TPM; a ``cryptography`` ``RSAPrivateKey`` that cannot be exported."""
 
+    def __init__(
+        self,
+        conn: Connection,
+        private: Any,
+        public: Any,
+        usage: KeyUsage,
+        auth: bytes | None = None,
+    ) -> None:
+        super().__init__(conn, private, public, usage, auth)
+        self._oaep: dict[str, Any] = {}  # TPMT_RSA_DECRYPT per hash name, built on first use
+        self._label = conn.tss.TPM2B_DATA()  # the empty OAEP label
+
     def sign(
         self,
         data: bytes,
@@ -273,8 +313,11 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
     def _decrypt(self, ciphertext: bytes, hash_alg: hashes.HashAlgorithm) -> Any:
         """TPM2_RSA_Decrypt in a session that encrypts the plaintext on its way out of the TPM."""
         t = self._conn.tss
-        scheme = t.TPMT_RSA_DECRYPT(scheme=t.TPM2_ALG.OAEP)
-        scheme.details.oaep.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
+        scheme = self._oaep.get(hash_alg.name)
+        if scheme is None:  # built once per hash: decryption is a hot path too
+            scheme = t.TPMT_RSA_DECRYPT(scheme=t.TPM2_ALG.OAEP)
+            scheme.details.oaep.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
+            self._oaep[hash_alg.name] = scheme
         if len(ciphertext) != self.key_size // 8:
             raise DecryptionError("the ciphertext is not as long as the key's modulus")
         try:
@@ -283,7 +326,7 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
                     handle,
                     t.TPM2B_PUBLIC_KEY_RSA(ciphertext),
                     scheme,
-                    t.TPM2B_DATA(),
+                    self._label,
                     session1=session,
                 )
         except TPMError as exc:
@@ -362,7 +405,9 @@ class TPMSessionKey(_TPMObject, SessionKey):
                 f"TPM2_HMAC takes at most {self.MAX_INPUT} bytes, not {len(data)}"
             )
         t = self._conn.tss
-        with self._use("session key HMAC") as (esys, handle, session):
+        # Response encryption: the derived key leaves the TPM only encrypted (the continued
+        # salted session makes this cost no extra command).
+        with self._use("session key HMAC", encrypted=True) as (esys, handle, session):
             self._hmac_buffer.buffer = data
             digest = esys.hmac(handle, self._hmac_buffer, t.TPM2_ALG.SHA256, session1=session)
             return bytes(digest.buffer)

@@ -1,0 +1,98 @@
+"""Opening the TPM provider: open + close per second with the storage primary created at each
+open, and with the persistent SRK of ``entra-keys tpm init`` (on a swtpm of this case's own,
+so the run's TPM is not changed). The TPM commands of one open + close (pcap TCTI, where
+libtss2-tcti-pcap is installed) go into the figures' extra fields."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+from entra_keys import open_provider
+from entra_keys.providers.tpm import persist_storage_key
+from entra_keys.testing.swtpm import Swtpm
+
+from .context import Context
+from .measure import Case, Contender, Result, interleave, timed_loop
+
+__all__ = ["CASES", "tpm_commands"]
+
+_IDS = {n: f"open.{n}" for n in ("created_primary", "persistent_srk")}
+
+
+def tpm_commands(capture: Path) -> int:
+    """The TPM commands in a pcapng capture of the pcap TCTI: half its packet blocks."""
+    data = capture.read_bytes()
+    blocks, offset = 0, 0
+    while offset + 12 <= len(data):
+        kind, length = struct.unpack_from("<II", data, offset)
+        if length < 12:
+            break
+        blocks += kind == 6
+        offset += length
+    return blocks // 2
+
+
+def _commands_of_open(tcti: str, capture: Path) -> int | None:
+    """TPM commands of one open + close, or None where the pcap TCTI cannot run."""
+    before = os.environ.get("TCTI_PCAP_FILE")
+    os.environ["TCTI_PCAP_FILE"] = str(capture)
+    try:
+        open_provider("tpm", tcti=f"pcap:{tcti}").close()
+        return tpm_commands(capture)
+    except Exception:  # no libtss2-tcti-pcap: the count is left out
+        return None
+    finally:
+        if before is None:
+            os.environ.pop("TCTI_PCAP_FILE", None)
+        else:
+            os.environ["TCTI_PCAP_FILE"] = before
+
+
+def _run(ctx: Context) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="entra-keys-bench-open-") as tmp:
+        directory = Path(tmp)
+        srk_tpm = Swtpm(directory / "srk-tpm")
+        srk_tpm.start()
+        try:
+            persist_storage_key(srk_tpm.tcti)
+            created, persistent = ctx.the_tcti, srk_tpm.tcti
+            counts = {
+                _IDS["created_primary"]: _commands_of_open(created, directory / "created.pcap"),
+                _IDS["persistent_srk"]: _commands_of_open(persistent, directory / "srk.pcap"),
+            }
+
+            def open_close(tcti: str) -> None:
+                open_provider("tpm", tcti=tcti).close()
+
+            contenders = [
+                Contender(
+                    _IDS["created_primary"],
+                    "open + close, storage primary created",
+                    timed_loop(lambda: open_close(created)),
+                ),
+                Contender(
+                    _IDS["persistent_srk"],
+                    "open + close, persistent SRK (entra-keys tpm init)",
+                    timed_loop(lambda: open_close(persistent)),
+                    baseline=_IDS["created_primary"],
+                ),
+            ]
+            results = interleave(ctx, "Opening the TPM provider", contenders)
+        finally:
+            srk_tpm.stop()
+    for result in results:
+        result.extra["tpm_commands_open_close"] = counts.get(result.id)
+    return results
+
+
+CASES = (
+    Case(
+        id="open",
+        title="opening the TPM provider, with and without a persistent SRK",
+        figures=tuple(_IDS.values()),
+        run=_run,
+    ),
+)

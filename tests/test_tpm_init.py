@@ -1,0 +1,122 @@
+"""``entra-keys tpm init`` and the persistent SRK: idempotent, refused without the owner's
+password, and an open + sign + close in at most 5 TPM commands (counted in a pcap capture)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
+from entra_keys.cli import main
+from entra_keys.testing.swtpm import Swtpm, SwtpmError
+
+from .helpers import transient_handles, unavailable
+
+
+@pytest.fixture
+def own_swtpm(swtpm: Swtpm, tmp_path: Path) -> Iterator[Swtpm]:
+    """A swtpm of this test's own: tpm init changes the TPM for good."""
+    del swtpm  # started first: the session swtpm's checks (CI) apply
+    tpm = Swtpm(tmp_path / "tpm")
+    try:
+        tpm.start()
+    except SwtpmError as exc:
+        unavailable(f"swtpm does not start: {exc}")
+    yield tpm
+    tpm.stop()
+
+
+def _init(tcti: str, *extra: str) -> int:
+    return main(["--provider", "tpm", "--tcti", tcti, "tpm", "init", *extra])
+
+
+def test_tpm_init_persists_the_srk_once(
+    own_swtpm: Swtpm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as before:
+        assert "primary" in (before.info().storage_key or "")
+    assert _init(own_swtpm.tcti) == 0
+    assert "persisted" in capsys.readouterr().out
+    assert _init(own_swtpm.tcti) == 0  # idempotent
+    assert "already persistent" in capsys.readouterr().out
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        assert provider.info().storage_key == "0x81000001 (persistent)"
+        assert transient_handles(own_swtpm.tcti) == []
+    # tpm2-tools sees the standard SRK: an RSA-2048 restricted decryption key.
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
+    public = subprocess.run(
+        ["tpm2_readpublic", "-c", "0x81000001"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "rsa" in public and "restricted" in public and "decrypt" in public
+
+
+def test_tpm_init_needs_the_owner_password(
+    own_swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
+    subprocess.run(["tpm2_changeauth", "-c", "owner", "ownerpw"], env=env, check=True)
+    assert _init(own_swtpm.tcti) == 1
+    err = capsys.readouterr().err
+    assert "owner hierarchy has a password" in err and "--owner-auth-file" in err
+    wrong = tmp_path / "wrong"
+    wrong.write_text("nope\n")
+    assert _init(own_swtpm.tcti, "--owner-auth-file", str(wrong)) == 1
+    assert "the one given is wrong" in capsys.readouterr().err
+    right = tmp_path / "owner"
+    right.write_text("ownerpw\n")
+    assert _init(own_swtpm.tcti, "--owner-auth-file", str(right)) == 0
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def _commands_in(capture: Path) -> int:
+    """The TPM commands in a pcapng capture: every command and every response is one packet
+    block (Enhanced Packet Block, type 6), so half of them."""
+    data = capture.read_bytes()
+    blocks, offset = 0, 0
+    while offset + 12 <= len(data):
+        kind, length = struct.unpack_from("<II", data, offset)
+        if length < 12:
+            break
+        blocks += kind == 6
+        offset += length
+    return blocks // 2
+
+
+def test_open_sign_close_takes_five_commands_with_a_persistent_srk(
+    own_swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _init(own_swtpm.tcti) == 0
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        KeyStore(provider, tmp_path / "store").create("device", KeyType.ECC256, KeyUsage.SIGN)
+    capture = tmp_path / "open.pcap"
+    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
+    try:
+        provider = open_provider("tpm", tcti=f"pcap:{own_swtpm.tcti}")
+    except Exception as exc:
+        unavailable(f"the pcap TCTI cannot run: {exc}")
+    with provider:
+        key = provider.key_from_pem(
+            KeyStore(provider, tmp_path / "store").info("device").path.read_bytes(),
+            KeyUsage.SIGN,
+        )
+        opened = _commands_in(capture)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        steady = _commands_in(capture)
+        key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        assert _commands_in(capture) - steady == 1  # the key cache: one command a signature
+    total = _commands_in(capture)
+    # Open: ReadPublic(SRK), GetCapability(slots); the key file's load check (Load, kept in the
+    # key cache); then Sign three times and one FlushContext on close.
+    assert opened == 3, opened
+    assert total == opened + 3 + 1, total
+    assert opened + 1 + 1 <= 5  # open, sign once, close
+    assert transient_handles(own_swtpm.tcti) == []
