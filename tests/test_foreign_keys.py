@@ -22,6 +22,7 @@ from entra_keys import (
     KeyType,
     KeyUsage,
     Provider,
+    TPMAuthFailure,
     open_provider,
 )
 from entra_keys.cli import main
@@ -149,18 +150,16 @@ def test_tpm2_tools_key_with_a_pin_imports(tpm: Swtpm, tmp_path: Path) -> None:
         assert store.load("device", pin=b"secret").public_key() == key.public_key()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tpm2_encodeobject 5.4 writes emptyAuth inverted (TRUE for a key with -p), and "
-    "TPMProvider.key_from_pem then drops the PIN it was given (BAD_AUTH at first use): "
-    "a given PIN should win over the file's emptyAuth (providers/tpm/__init__.py)",
-)
 def test_tpm2_tools_key_with_a_pin_signs(tpm: Swtpm, tmp_path: Path) -> None:
+    """tpm2_encodeobject 5.4 writes emptyAuth inverted: the PIN given is used, and a wrong one
+    is refused by the TPM."""
     pem = _tools_key(tpm, tmp_path, KEYFILE_PRIMARY, imported=False)
     with open_provider("tpm", tcti=tpm.tcti) as provider:
         store = KeyStore(provider, tmp_path / "store")
         key = store.import_key_file("device", pem.read_bytes(), pin=b"secret")
         _verify(key.public_key(), _sign(store.load("device", pin=b"secret")))
+        with pytest.raises(TPMAuthFailure):
+            _sign(store.load("device", pin=b"wrong"))
 
 
 def test_key_under_another_primary_is_refused_clearly(tpm: Swtpm, tmp_path: Path) -> None:

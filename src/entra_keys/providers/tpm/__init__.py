@@ -230,7 +230,8 @@ class TPMProvider(Provider):
     ) -> EntraPrivateKey:
         """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it.
 
-        A key made with a PIN needs it here; the TPM checks it at each use (a wrong one raises
+        A key made with a PIN needs it here (a PIN given is used even where the file says
+        emptyAuth, which tpm2-tools 5.4 writes inverted); the TPM checks it at each use (a wrong one raises
         ``TPMAuthFailure`` with the tries left). A passphrase is ignored: the file is bound to
         the TPM, not to a passphrase. A key not made in this TPM (not fixedTPM, fixedParent and
         sensitiveDataOrigin: imported, or duplicable) is ``ImportedKey`` unless
@@ -250,7 +251,8 @@ class TPMProvider(Provider):
         if not attrs & want or restricted is not (usage is KeyUsage.ATTEST):
             raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
         try:
-            key = make_key(conn, blob.private, blob.public, usage, None if blob.empty_auth else pin)
+            # A PIN given wins over the file's emptyAuth: tpm2_encodeobject 5.4 writes it inverted.
+            key = make_key(conn, blob.private, blob.public, usage, pin or None)
         except (EntraKeysError, ValueError) as exc:
             raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
         self._check_loads(blob.private, blob.public, key)
