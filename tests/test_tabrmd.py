@@ -27,12 +27,13 @@ UNVERIFIED = TrustPolicy(allow_unverified_ak=True)
 
 @pytest.fixture
 def shared(tabrmd: Tabrmd) -> Iterator[Provider]:
-    """A TPM provider over tabrmd; after the test its connection holds what it held at open
-    (tabrmd virtualizes handles per connection, so the check is on the provider's own)."""
+    """A TPM provider over tabrmd; after the test, its key cache flushed, its connection holds
+    what it held at open (tabrmd virtualizes handles per connection: the check is on its own)."""
     provider = open_provider("tpm", tcti=tabrmd.tcti)
     before = provider.transient_handles()  # type: ignore[attr-defined]
     try:
         yield provider
+        provider.connection.flush_cache()  # type: ignore[attr-defined]
         assert provider.transient_handles() == before  # type: ignore[attr-defined]
     finally:
         provider.close()
@@ -99,6 +100,7 @@ _WORKER = textwrap.dedent(
             message = b"process %s message %d" % (sys.argv[3].encode(), n)
             signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
             key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        provider.connection.flush_cache()
         assert provider.transient_handles() == before, provider.transient_handles()
     print("signed", sys.argv[2])
     """
