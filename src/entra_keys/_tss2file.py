@@ -63,7 +63,7 @@ def tss2_has_pin(body: bytes) -> bool:
             klass, _, tag, header, contents, trailer = parser.parse(fields[offset:])
             offset += len(header) + len(contents) + len(trailer)
             if (klass, tag) == (2, 0):  # [0] EXPLICIT BOOLEAN emptyAuth
-                return parser.parse(contents)[4] == b"\x00"
+                return bytes(parser.parse(contents)[4]) == b"\x00"
             if (klass, tag) == (0, 4):  # past emptyAuth: the public area
                 break
     except (ValueError, TypeError):
