@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import subprocess
@@ -9,14 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 import entra_keys
+from entra_keys import KeyStore, Provider, sealed
 from entra_keys.cli import main
+from entra_keys.demo import REFRESH_TOKEN_SEALED, JoinDemo
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import transient_handles
 
-STEPS = 13
+STEPS = 14
 GUID = re.compile(r"DeviceId : ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
@@ -52,12 +57,71 @@ def test_demo_on_a_swtpm_it_starts_itself(
     assert field(output, "KeyProvider") == "Microsoft Platform Crypto Provider"
 
 
-def test_demo_on_the_software_provider(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--provider", "software", "--store", str(tmp_path / "keys"), "demo"])
+def test_demo_on_the_software_provider(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a store passphrase the software provider cannot seal: the demo keeps no refresh
+    token and says so; given one (ENTRA_KEYS_PASSPHRASE) it seals the token under it."""
+    monkeypatch.delenv("ENTRA_KEYS_PASSPHRASE", raising=False)
+    store_dir = tmp_path / "keys"
+    code = main(["--provider", "software", "--store", str(store_dir), "demo"])
     output = capsys.readouterr().out
     assert code == 0, output
     assert_joined(output, hardware=False)
     assert field(output, "KeyProvider") == "Microsoft Software Key Storage Provider"
+    assert "its refresh token sealed in software: PASSED" in output
+    assert "not kept: software seals only under a passphrase" in output
+    assert not list(store_dir.glob("*.sealed"))
+    state = json.loads(next(store_dir.glob("*.json")).read_text())
+    assert "prt_refresh_token" not in state
+
+    monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "demo store passphrase")
+    code = main(["--provider", "software", "--store", str(store_dir), "demo"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert_joined(output, hardware=False)
+    assert f"{REFRESH_TOKEN_SEALED}.sealed (under the passphrase)" in output
+    with entra_keys.open_provider("software") as provider:
+        token = sealed.unseal(
+            KeyStore(provider, store_dir), REFRESH_TOKEN_SEALED, pin=b"demo store passphrase"
+        )
+    assert token and token.decode() not in "".join(
+        path.read_text(errors="replace") for path in store_dir.iterdir()
+    )
+
+
+def _encodings(secret: bytes) -> list[bytes]:
+    """The secret as a file could hold it: raw, base64, base64url (padded or not)."""
+    b64, url = base64.b64encode(secret), base64.urlsafe_b64encode(secret)
+    return [secret, b64, url, b64.rstrip(b"="), url.rstrip(b"=")]
+
+
+def test_the_join_state_keeps_no_secret_in_the_clear(
+    provider: Provider, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """After the demo no file of the store holds the refresh token (raw or base64/base64url);
+    the join state names the sealed entry, which unseals to the PRT the stand-in issued."""
+    ek_cas = []
+    if provider.kind == "tpm":
+        tpm: Swtpm = request.getfixturevalue("swtpm")
+        ek_cas = [x509.load_pem_x509_certificate(p.read_bytes()) for p in tpm.ca_certificates]
+    pin = None if provider.hardware_backed else b"store passphrase"
+    store = KeyStore(provider, tmp_path / "keys")
+    demo = JoinDemo(provider, store, ek_cas, io.StringIO(), pin)
+    demo.run()
+    state = store.load_join_state()
+    assert state is not None and state["prt_refresh_token"] == REFRESH_TOKEN_SEALED
+    assert sealed.names(store) == [REFRESH_TOKEN_SEALED]
+    token = sealed.unseal(store, REFRESH_TOKEN_SEALED, pin=pin)
+    issued = demo.entra.prts[token.decode()]  # a PRT the stand-in issued, to this device
+    assert issued.device_id == state["device_id"]
+    files = [p for p in store.path.rglob("*") if p.is_file()]
+    assert store.path / f"{REFRESH_TOKEN_SEALED}.sealed" in files
+    for path in files:
+        data = path.read_bytes()
+        for form in _encodings(token):
+            assert form not in data, f"{path.name} holds the refresh token"
+    assert "ngc" in {k.name for k in store.list()}  # the Windows Hello key is kept
 
 
 def test_demo_on_a_given_tpm_and_status_afterwards(

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, Provider, open_provider
 from entra_keys.cli import main
-from entra_keys.cli.keys import UNUSABLE
+from entra_keys.cli.keys import PIN_LOADS, PIN_NOT_OPENED, UNUSABLE
 from entra_keys.errors import ForeignKey
 from entra_keys.testing.swtpm import Swtpm, swtpm_available
 
@@ -59,6 +59,60 @@ def test_status_uses_every_key_once(
         "transport": {"result": "ok", "test": "decrypt"},
     }
     assert doc["keys_unusable"] is False and doc["key_sign_test"]["result"] == "PASSED"
+
+
+def test_status_loads_a_pin_protected_key_and_does_not_use_it(
+    provider: Provider,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The NGC key needs its PIN: ``status`` loads it only (a use without the PIN would count
+    toward the TPM's lockout) and does not fail on it; the key still signs with its PIN."""
+    monkeypatch.delenv("ENTRA_KEYS_PASSPHRASE", raising=False)
+    store = KeyStore(provider, tmp_path / "store")
+    _join(store)
+    store.create("ngc", KeyType.RSA2048, KeyUsage.SIGN, pin=b"246810")
+    assert {k.name: k.pin for k in store.list()}["ngc"] is True
+    assert not any(k.pin for k in store.list() if k.name != "ngc")
+    args = ["--provider", provider.kind, "--store", str(store.path)]
+    if provider.kind == "tpm":
+        args += ["--tcti", provider.info().tcti or ""]
+    code, doc = _status(args, capsys)
+    assert code == 0
+    health = {k["name"]: k["health"] for k in doc["keys"]}
+    if provider.kind == "tpm":  # the TPM loads it; the PIN is checked only at a use
+        assert health["ngc"] == {"result": "pin-protected", "test": "load", "note": PIN_LOADS}
+    else:  # the software key file is encrypted under its PIN: not opened without it
+        assert health["ngc"] == {
+            "result": "pin-protected", "test": "none", "note": PIN_NOT_OPENED
+        }  # fmt: skip
+    assert health["device"] == {"result": "ok", "test": "sign"}
+    assert doc["key_sign_test"] == {"result": "PASSED", "tested": ["device"], "failures": []}
+    assert main([*args, "status"]) == 0
+    assert health["ngc"]["note"] in capsys.readouterr().out
+    ngc = store.load("ngc", pin=b"246810")
+    assert isinstance(ngc, rsa.RSAPrivateKey)
+    signature = ngc.sign(b"m", padding.PKCS1v15(), hashes.SHA256())
+    ngc.public_key().verify(signature, b"m", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_status_opens_a_software_pin_key_kept_under_the_store_passphrase(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A software key made with a PIN in a store with a passphrase is encrypted under the
+    passphrase: ``status`` given it opens the key, and still does not use it."""
+    monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "store secret")
+    with open_provider("software") as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.create("ngc", KeyType.RSA2048, KeyUsage.SIGN, passphrase=b"store secret", pin=b"1")
+    code, doc = _status(["--provider", "software", "--store", str(tmp_path / "store")], capsys)
+    assert code == 0
+    assert doc["keys"][0]["health"] == {
+        "result": "pin-protected",
+        "test": "load",
+        "note": PIN_LOADS,
+    }
 
 
 def _clear(tpm: Swtpm) -> None:

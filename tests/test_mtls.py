@@ -1,20 +1,21 @@
 """Leave over mutual TLS with the TPM device key, through the tpm2-openssl provider.
 
-What works (checked here): OpenSSL 3 with tpm2-openssl loads the stored ``TSS2 PRIVATE KEY``
-file, for ``openssl`` and for Python's ``ssl`` (``load_cert_chain`` reads the key through
-OSSL_DECODER in the default library context, which has the tpm2 provider when ``OPENSSL_CONF``
-activates it), and the key signs with ``openssl pkeyutl`` (the signature checked by pyca).
-``openssl dgst -sign`` does not: it pairs the key with the default provider's RSA signature
-("rsa_sign: RSA lib").
+What works (checked here, OpenSSL 3.0.19, tpm2-openssl 1.1.1): OpenSSL 3 with tpm2-openssl
+loads the stored ``TSS2 PRIVATE KEY`` file, for ``openssl`` and for Python's ``ssl``
+(``load_cert_chain`` reads the key through OSSL_DECODER in the default library context, which
+has the tpm2 provider when ``OPENSSL_CONF`` activates it), and the key signs with
+``openssl pkeyutl`` (the signature checked by pyca). Python's ``ssl`` completes a mutual TLS
+handshake with it, and sends the leave, through tpm2-abrmd (a resource manager, as
+``/dev/tpmrm0`` on a real machine) with ``protocol.tls_openssl_config()``: tpm2 activated
+before default. With default first the handshake's signature comes from the default provider,
+which cannot use the key ("EVP lib"); ``default_properties = ?provider!=tpm2`` or
+``provider=default`` does the same.
 
-What does not (on OpenSSL 3.0.19, tpm2-openssl 1.1.1, swtpm): the TLS handshake. tpm2-openssl
-also offers SHA-256, the handshake's transcript hash comes from it, and every copy of that hash
-(EVP_MD_CTX_copy_ex) is one more TPM hash-sequence object: swtpm, which holds 3 objects and has
-no resource manager, answers 0x902 (out of memory for object contexts) and the handshake fails
-(``openssl s_client``: "cannot duplicate context"; Python says only ``[SSL] EVP lib``, the
-same failure or the signature pairing above, not isolated further), also with
-``default_properties = provider=default`` or ``-propquery provider=default``. The test of the
-handshake is an expected failure that says so, strict: it reports when the handshake works.
+What does not: the handshake on a bare swtpm. tpm2-openssl also serves SHA-256, the handshake's
+transcript hashes come from it, each copy (EVP_MD_CTX_copy_ex) is one more TPM hash-sequence
+object, and swtpm, which holds 3 objects and has no resource manager, answers 0x902 (out of
+memory for object contexts; Python says ``[SSL] internal error``, ``openssl s_client`` "cannot
+duplicate context"). That test is an expected failure, strict: it reports when it works.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import datetime
 import hashlib
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,28 +40,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
-from entra_keys.protocol import leave_request, parse_registration_response, registration_request
+from entra_keys.errors import InvalidData
+from entra_keys.protocol import (
+    Request,
+    leave_request,
+    parse_registration_response,
+    registration_request,
+    tls_openssl_config,
+)
 from entra_keys.testing.entra import EntraStandIn
-from entra_keys.testing.swtpm import Swtpm, swtpm_available
+from entra_keys.testing.swtpm import Swtpm, Tabrmd, swtpm_available
 
 from .helpers import unavailable
 
+HOST = "enterpriseregistration.windows.net"
 TPM2_PROVIDER = Path("/usr/lib/x86_64-linux-gnu/ossl-modules/tpm2.so")
-OPENSSL_CONF = """\
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-[provider_sect]
-default = default_sect
-tpm2 = tpm2_sect
-[default_sect]
-activate = 1
-[tpm2_sect]
-activate = 1
-"""
 CHILD = textwrap.dedent(
     """
-    import socket, ssl, sys, threading
+    import socket, ssl, sys
     work, mode = sys.argv[1], sys.argv[2]
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.load_verify_locations(f"{work}/server.pem")
@@ -65,31 +65,10 @@ CHILD = textwrap.dedent(
     if mode == "load":
         print("loaded")
         sys.exit(0)
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(f"{work}/server.pem")
-    server.verify_mode = ssl.CERT_REQUIRED
-    server.load_verify_locations(f"{work}/device-ca.pem")
-    listener = socket.create_server(("127.0.0.1", 0))
-    seen = {}
-    def serve():
-        conn, _ = listener.accept()
-        try:
-            with server.wrap_socket(conn, server_side=True) as tls:
-                seen["peer"] = tls.getpeercert(binary_form=True)
-                tls.recv(4096)
-                tls.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n")
-        except Exception as exc:
-            seen["error"] = exc
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
-        with socket.create_connection(listener.getsockname()) as raw:
-            with client.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(sys.argv[3].encode() + b" HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
-                tls.recv(4096)
-    finally:
-        thread.join()
-    print(seen["peer"].hex())
+    with socket.create_connection(("127.0.0.1", int(sys.argv[3]))) as raw:
+        with client.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(sys.argv[4].encode())
+            sys.stdout.write(tls.recv(4096).decode())
     """
 )
 
@@ -134,7 +113,7 @@ class Joined:
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         (work / "server.pem").write_bytes(server.public_bytes(pem) + key_pem)
-        (work / "openssl.cnf").write_text(OPENSSL_CONF)
+        (work / "openssl.cnf").write_text(tls_openssl_config())
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "TPM2OPENSSL_TCTI": self.tcti,
@@ -147,11 +126,15 @@ class Joined:
         )  # fmt: skip
 
 
+def _require_tpm2_openssl() -> None:
+    if not TPM2_PROVIDER.exists() or shutil.which("openssl") is None:
+        unavailable("tpm2-openssl (the OpenSSL provider) is not installed")
+
+
 @pytest.fixture
 def joined(tmp_path: Path) -> Iterator[Joined]:
     """A device joined on its own swtpm (tpm2-openssl opens its own TPM connection)."""
-    if not TPM2_PROVIDER.exists() or shutil.which("openssl") is None:
-        unavailable("tpm2-openssl (the OpenSSL provider) is not installed")
+    _require_tpm2_openssl()
     if not swtpm_available():
         unavailable("swtpm is not installed")
     tpm = Swtpm(tmp_path / "tpm")
@@ -188,14 +171,65 @@ def test_python_ssl_loads_the_tpm_key_through_the_provider(joined: Joined) -> No
     assert done.stdout.strip() == "loaded"
 
 
+def _serve_once(joined: Joined, listener: socket.socket, seen: dict[str, object]) -> None:
+    """A TLS server that requires a client certificate from the stand-in's device CA; it hands
+    the request to the stand-in with the verified client certificate and sends back its reply."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(joined.work / "server.pem"))
+    server.verify_mode = ssl.CERT_REQUIRED
+    server.load_verify_locations(str(joined.work / "device-ca.pem"))
+    try:
+        connection, _ = listener.accept()
+        with server.wrap_socket(connection, server_side=True) as tls:
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            peer = x509.load_der_x509_certificate(der)
+            seen["peer"] = peer
+            head, _, body = tls.recv(65536).partition(b"\r\n\r\n")
+            method, target, _ = head.split(b"\r\n")[0].decode().split(" ")
+            request = Request(method, f"https://{HOST}{target}", {}, body)
+            seen["reply"] = joined.entra.handle(request, client_certificate=peer)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    except Exception as exc:  # the test reports it
+        seen["error"] = exc
+
+
+def _leave_over_tls(joined: Joined) -> None:
+    """Send the leave request from a child process whose ``ssl`` holds the TPM key, to a
+    server in this process (which has no tpm2 provider), and check what the server saw."""
+    leave = leave_request(joined.registration.device_id)
+    assert leave.url.startswith(f"https://{HOST}/")
+    target = leave.url.removeprefix(f"https://{HOST}")
+    seen: dict[str, object] = {}
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)
+        thread = threading.Thread(target=_serve_once, args=(joined, listener, seen))
+        thread.start()
+        line = f"{leave.method} {target} HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+        done = joined.child("handshake", str(listener.getsockname()[1]), line)
+        thread.join(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "error" not in seen, seen["error"]
+    assert done.stdout.startswith("HTTP/1.1 200 OK")
+    assert seen["peer"] == joined.registration.certificate  # the device certificate
+    assert seen["reply"] == b""
+    with pytest.raises(InvalidData):  # the stand-in forgot the device: a second leave fails
+        joined.entra.handle(leave, client_certificate=joined.registration.certificate)
+
+
+def test_leave_over_mutual_tls_with_python_ssl_through_a_resource_manager(
+    tabrmd: Tabrmd, tmp_path: Path
+) -> None:
+    """Through tpm2-abrmd, as through /dev/tpmrm0: the handshake completes with the TPM key,
+    the server verifies the device certificate, and the stand-in takes the leave."""
+    _require_tpm2_openssl()
+    _leave_over_tls(Joined(tmp_path, tabrmd.tcti))
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="the TLS handshake's transcript hashes come from tpm2-openssl and exhaust swtpm's 3 "
-    "object slots (0x902): see the module docstring",
+    reason="on a bare swtpm (no resource manager) the handshake's transcript hashes come from "
+    "tpm2-openssl and exhaust the 3 object slots (0x902): see the module docstring",
 )
-def test_leave_over_mutual_tls_with_python_ssl(joined: Joined) -> None:
-    leave = leave_request(joined.registration.device_id)
-    done = joined.child("handshake", f"{leave.method} {leave.url}")
-    assert done.returncode == 0, done.stderr
-    peer = x509.load_der_x509_certificate(bytes.fromhex(done.stdout.strip()))
-    assert joined.entra.handle(leave, client_certificate=peer) == b""
+def test_leave_over_mutual_tls_with_python_ssl_on_a_bare_swtpm(joined: Joined) -> None:
+    _leave_over_tls(joined)

@@ -14,7 +14,7 @@ from .errors import KeyFileCorrupt
 from .provider import KeyType, KeyUsage
 from .tpm_model import origin_attributes
 
-__all__ = ["is_der_sequence", "kind_of_public", "made_in_tpm", "tss2_public"]
+__all__ = ["is_der_sequence", "kind_of_public", "made_in_tpm", "tss2_has_pin", "tss2_public"]
 
 
 def is_der_sequence(body: bytes) -> bool:
@@ -49,6 +49,26 @@ def tss2_public(body: bytes) -> bytes:
     except (ValueError, TypeError):
         return b""
     return public
+
+
+def tss2_has_pin(body: bytes) -> bool:
+    """Whether a TSS2 PRIVATE KEY's PEM body says the key needs an authorization value (PIN):
+    its ``[0] emptyAuth`` is absent or FALSE. A body that does not parse says False."""
+    from asn1crypto import parser
+
+    try:
+        _, _, _, _, fields, _ = parser.parse(base64.b64decode(b"".join(body.split())))
+        offset = 0
+        while offset < len(fields):
+            klass, _, tag, header, contents, trailer = parser.parse(fields[offset:])
+            offset += len(header) + len(contents) + len(trailer)
+            if (klass, tag) == (2, 0):  # [0] EXPLICIT BOOLEAN emptyAuth
+                return bytes(parser.parse(contents)[4]) == b"\x00"
+            if (klass, tag) == (0, 4):  # past emptyAuth: the public area
+                break
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def made_in_tpm(body: bytes, usage: KeyUsage) -> bool:

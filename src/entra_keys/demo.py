@@ -5,8 +5,11 @@ software provider where swtpm is not installed), then creates the device and tra
 checks the EK certificate, enrolls an attestation key, certifies both keys, registers with a
 local stand-in Entra (``entra_keys.testing.entra``) through the ``entra_keys.protocol``
 messages, gets a PRT (its session key imported into the provider), renews it, gets an app token,
-signs the PRT cookie and device credential, makes a Windows Hello key, and builds the leave.
-Every step checks its result; the first failure stops the run with a clear message.
+signs the PRT cookie and device credential, makes a Windows Hello key (kept: ``status`` loads
+a PIN-protected key without using it), keeps the PRT's refresh token sealed in the store
+(``entra_keys.sealed``), and builds the leave. The join state names the sealed entry and holds
+no secret; the Kerberos client keys are used and not kept. Every step checks its result; the
+first failure stops the run with a clear message.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, TextIO
 
 from cryptography import x509
 
-from . import formats, protocol
+from . import formats, protocol, sealed
 from .attestation.records import certification_to_json
 from .attestation.verifier import verify_ek_certificate
 from .errors import EntraKeysError
@@ -37,7 +40,7 @@ from .testing.entra import EntraStandIn
 from .testing.registration import RegistrationService
 from .testing.swtpm import Swtpm, SwtpmError, swtpm_available
 
-__all__ = ["DemoFailed", "JoinDemo", "run_demo"]
+__all__ = ["REFRESH_TOKEN_SEALED", "DemoFailed", "JoinDemo", "run_demo"]
 
 
 class DemoFailed(EntraKeysError):
@@ -48,6 +51,8 @@ _TENANT = "contoso.example"
 _UPN = "demo@contoso.example"
 _PASSWORD = "demo-password"  # noqa: S105 - the stand-in's demo user
 _PIN = b"246810"
+#: The sealed entry of the store that keeps the PRT's refresh token (the join state names it).
+REFRESH_TOKEN_SEALED = "prt-refresh-token"  # noqa: S105 - a name, not a secret
 
 
 @dataclass
@@ -59,6 +64,8 @@ class JoinDemo:
     store: KeyStore
     ek_cas: list[x509.Certificate]
     out: TextIO
+    #: The store passphrase (software only): the software provider seals under it.
+    passphrase: bytes | None = None
     service: RegistrationService = field(init=False)
     entra: EntraStandIn = field(init=False)
     state: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +100,7 @@ class JoinDemo:
             ("Get an app token (HS256, KDF v2; dir JWE reply, AES-CBC)", self.app_token),
             ("Sign the PRT cookie and the device credential", self.cookies),
             (f"Windows Hello: PIN-protected key {self.where}, register, PRT", self.ngc),
+            (f"Keep the PRT: its refresh token sealed {self.where}", self.keep_prt),
             ("Build the leave request (DELETE over mutual TLS)", self.leave),
         ]
 
@@ -274,9 +282,31 @@ class JoinDemo:
                                           self.store, "prt", replace=True)  # fmt: skip
         self._prt = prt
         kid = protocol.ngc_key_id(ngc_key)
-        # ``status`` signs with every key and has no PIN: the demo's NGC key goes once used.
-        self.store.delete("ngc")
-        return f"kid {kid}; PRT by NGC assertion (demo key then deleted)"
+        self.state["ngc_key"] = "ngc"  # kept: ``status`` loads it only (it has no PIN)
+        return f"kid {kid}; PRT by NGC assertion"
+
+    def keep_prt(self) -> str:
+        """Seal the refresh token under the store; the join state names the entry. On the
+        software provider sealing needs a passphrase: without one the token is not kept."""
+        assert self._prt is not None
+        self.state.pop("prt_refresh_token", None)
+        token = self._prt.refresh_token.encode("utf-8")
+        pin = None
+        if not self.provider.hardware_backed:
+            if self.passphrase is None:
+                if REFRESH_TOKEN_SEALED in sealed.names(self.store):
+                    sealed.delete(self.store, REFRESH_TOKEN_SEALED)  # a stale one goes
+                return ("not kept: software seals only under a passphrase "
+                        "(give --passphrase-file or ENTRA_KEYS_PASSPHRASE)")  # fmt: skip
+            pin = self.passphrase
+        sealed.seal(self.store, REFRESH_TOKEN_SEALED, token, pin=pin, replace=True)
+        _check(sealed.unseal(self.store, REFRESH_TOKEN_SEALED, pin=pin) == token,
+               "the sealed refresh token unseals to other bytes")  # fmt: skip
+        self.state["prt_refresh_token"] = REFRESH_TOKEN_SEALED
+        expires = self._prt.refresh_token_expires_at
+        self.state["prt_refresh_token_expires_at"] = expires.isoformat()
+        how = "TPM data object" if self.provider.hardware_backed else "under the passphrase"
+        return f"{REFRESH_TOKEN_SEALED}.sealed ({how}), expires {expires:%Y-%m-%d}"
 
     def leave(self) -> str:
         assert self._registration is not None
@@ -303,9 +333,11 @@ def run_demo(
     store_dir: str | None,
     out: TextIO = sys.stdout,
     ek_ca_files: Sequence[str] = (),
+    passphrase: Callable[[Provider], bytes | None] = lambda _: None,
 ) -> tuple[Provider, KeyStore, ExitStack]:
     """Pick the TPM (a throwaway swtpm unless one is given), run the join, and hand back the
-    provider and store still open (with what closes them) so the caller can show the status."""
+    provider and store still open (with what closes them) so the caller can show the status.
+    ``passphrase`` gives the store passphrase for the provider picked (software seals under it)."""
     cleanup = ExitStack()
     try:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="entra-keys-")))
@@ -330,7 +362,7 @@ def run_demo(
         out.write(f"Provider: {provider.kind}"
                   + (f" ({tcti})" if provider.kind == "tpm" else "") + "\n")  # fmt: skip
         store = KeyStore(provider, store_dir or work / "keys")
-        JoinDemo(provider, store, ek_cas, out).run()
+        JoinDemo(provider, store, ek_cas, out, passphrase(provider)).run()
         return provider, store, cleanup
     except BaseException:
         cleanup.close()

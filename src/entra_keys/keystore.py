@@ -133,6 +133,9 @@ class KeyInfo:
     hardware_backed: bool
     encrypted: bool
     path: Path
+    pin: bool = False
+    """The key needs its PIN to be used (a TPM key's authorization value, or a software key
+    file encrypted under the PIN): from the ``Entra-Keys-PIN`` header or the TSS2 emptyAuth."""
 
 
 class KeyStore:
@@ -160,7 +163,10 @@ class KeyStore:
             raise KeyExists(f"key {name!r} already exists", name)
         self._refuse_downgrade(name)
         key = self.provider.create_key(key_type, usage, pin=pin)
-        self.save(name, key, passphrase=passphrase, replace=replace)
+        path = self._file(name)
+        pem = self.provider.key_to_pem(key, passphrase)
+        header = _header(key.key_type, key.usage, pin=bool(pin))
+        self._write_atomic(path, header + pem, replace=replace)
         return key
 
     def save(
@@ -652,9 +658,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _header(key_type: KeyType, usage: KeyUsage) -> bytes:
-    """The explanatory-text lines before the PEM block that say what the key is."""
-    return f"Entra-Keys-Type: {key_type.value}\nEntra-Keys-Usage: {usage.value}\n".encode()
+def _header(key_type: KeyType, usage: KeyUsage, *, pin: bool = False) -> bytes:
+    """The explanatory-text lines before the PEM block that say what the key is (and that it
+    needs a PIN, which ``status`` reads without trying one)."""
+    text = f"Entra-Keys-Type: {key_type.value}\nEntra-Keys-Usage: {usage.value}\n"
+    return (text + ("Entra-Keys-PIN: yes\n" if pin else "")).encode()
 
 
 @contextlib.contextmanager
@@ -724,4 +732,6 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         hardware_backed=kind == "tpm" and _tss2file.made_in_tpm(data[begin.end() : end], usage),
         encrypted=label in ENCRYPTED_PEM_LABELS,
         path=path,
+        pin=fields.get("Entra-Keys-PIN") == "yes"
+        or (label == _TSS2_LABEL and _tss2file.tss2_has_pin(data[begin.end() : end])),
     )

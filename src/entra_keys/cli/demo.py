@@ -21,7 +21,10 @@ def cmd_demo(ctx: Context) -> int:
 
     args = ctx.args
     out = sys.stderr if args.json else sys.stdout
-    provider, store, cleanup = run_demo(args.provider, args.tcti, args.store, out, args.ek_ca)
+    provider, store, cleanup = run_demo(
+        args.provider, args.tcti, args.store, out, args.ek_ca,
+        passphrase=lambda provider: Context(args, provider).passphrase(),
+    )  # fmt: skip
     with cleanup:
         out.write("\n")
         status = Context(args, provider, store)

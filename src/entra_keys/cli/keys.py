@@ -3,7 +3,9 @@
 ``status`` shows the join, the provider and the keys as ``dsregcmd /status`` does, and checks
 that every key works: it signs a test message with every signing key, decrypts with every
 transport key, derives with the session key (a key that does not load is reported, and a TPM that
-no longer holds the keys' storage hierarchy is one state: leave and join again).
+no longer holds the keys' storage hierarchy is one state: leave and join again). A key that needs
+a PIN (the NGC key) is only loaded, never used: a use without its PIN would count toward the
+TPM's dictionary-attack lockout.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .. import formats
-from ..errors import EntraKeysError, KeysUnusable
+from ..errors import EntraKeysError, KeysUnusable, WrongPassphrase
 from ..keystore import KeyInfo
 from ..provider import EntraPrivateKey, KeyType, KeyUsage, ProviderInfo
 from .common import (
@@ -125,6 +127,13 @@ _HEALTH_TESTS = {
     KeyUsage.DERIVE: "derive",
     KeyUsage.ATTEST: "load",
 }
+#: What ``status`` says of a PIN-protected key it loaded (and did not use).
+PIN_LOADS = "PIN-protected: loads, not used"
+#: What it says of a software key file encrypted under its PIN (it cannot open it without).
+PIN_NOT_OPENED = "PIN-protected: encrypted under its PIN, not opened"
+#: A stand-in authorization value: a TPM key loads without its PIN being checked (the TPM checks
+#: it at each use), and a key loaded with this one is never used.
+_LOAD_ONLY_PIN = b"status: load only"
 #: The message ``unusable`` keys report, and the state ``status`` shows for them.
 UNUSABLE = "keys unusable on this TPM: leave and join again"
 
@@ -152,14 +161,32 @@ def _use_key(ctx: Context, info: KeyInfo) -> None:
             raise EntraKeysError("the transport key decrypts to other bytes")
 
 
+def _load_pin_key(ctx: Context, info: KeyInfo) -> str:
+    """Load a PIN-protected key without using it; what ``status`` says of it. A TPM key loads
+    (its PIN is checked only at use); a software key opens only if under the store passphrase."""
+    if info.kind == "tpm":
+        ctx.store.load(info.name, pin=_LOAD_ONLY_PIN)
+        return PIN_LOADS
+    try:
+        ctx.load(info.name)
+    except WrongPassphrase:
+        return PIN_NOT_OPENED
+    return PIN_LOADS
+
+
 def _health(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, dict[str, Any]]:
-    """Each key's health by name: ``ok``, ``unusable`` (KeysUnusable) or ``failed``, with the
-    test run and the error."""
+    """Each key's health by name: ``ok``, ``pin-protected`` (loaded only, with a ``note``),
+    ``unusable`` (KeysUnusable) or ``failed``, with the test run and the error."""
     out: dict[str, dict[str, Any]] = {}
     for info in keys:
         health: dict[str, Any] = {"result": "ok", "test": _HEALTH_TESTS[info.usage]}
         try:
-            _use_key(ctx, info)
+            if info.pin and info.usage is not KeyUsage.DERIVE:
+                note = _load_pin_key(ctx, info)
+                test = "load" if note == PIN_LOADS else "none"
+                health.update(result="pin-protected", test=test, note=note)
+            else:
+                _use_key(ctx, info)
         except KeysUnusable as exc:
             log.debug("key %r is unusable", info.name, exc_info=True)
             health.update(result="unusable", error=one_line(str(exc)))
@@ -171,8 +198,9 @@ def _health(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, dict[str, Any]]:
 
 
 def _sign_test(keys: Sequence[KeyInfo], health: dict[str, dict[str, Any]]) -> _SignTest:
-    """The KeySignTest: the health checks of the signing keys."""
-    tested = [info.name for info in keys if info.usage is KeyUsage.SIGN]
+    """The KeySignTest: the health checks of the signing keys (a PIN-protected one is not
+    signed with, so not tested)."""
+    tested = [n.name for n in keys if n.usage is KeyUsage.SIGN and health[n.name]["test"] == "sign"]
     failures = [(n, health[n]["error"]) for n in tested if health[n]["result"] != "ok"]
     return _SignTest(tested=tested, failures=failures)
 
@@ -258,7 +286,7 @@ def cmd_status(ctx: Context) -> int:
     health = _health(ctx, keys)
     test = _sign_test(keys, health)
     unusable = any(h["result"] == "unusable" for h in health.values())
-    code = 1 if any(h["result"] != "ok" for h in health.values()) else 0
+    code = 1 if any(h["result"] not in ("ok", "pin-protected") for h in health.values()) else 0
     if ctx.json:
         write_json(
             {
@@ -297,7 +325,7 @@ def cmd_status(ctx: Context) -> int:
             ("KeyUsage", key.usage.value),
             ("KeyProvider", key.kind),
             ("HardwareBacked", yes(key.hardware_backed)),
-            ("KeyHealth", health[key.name]["result"].upper()),
+            ("KeyHealth", health[key.name].get("note") or health[key.name]["result"].upper()),
         ]
         if "error" in health[key.name]:
             key_rows.append(("KeyHealthError", health[key.name]["error"]))

@@ -48,6 +48,7 @@ from ._drs import (
     parse_drs_nonce,
     parse_registration_response,
     registration_request,
+    tls_openssl_config,
 )
 from ._ngc import (
     NGC_ASSERTION_LIFETIME,
@@ -112,4 +113,5 @@ __all__ = [
     "prt_request",
     "refresh_prt_request",
     "registration_request",
+    "tls_openssl_config",
 ]

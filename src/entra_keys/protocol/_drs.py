@@ -304,3 +304,29 @@ def leave_request(device_id: str) -> Request:
     if str(parsed) != device_id.lower():
         raise InvalidData(f"device_id {device_id!r} is not a GUID in its 8-4-4-4-12 form")
     return Request("DELETE", f"{DRS_URL}/EnrollmentServer/device/{device_id}", {}, b"")
+
+
+def tls_openssl_config() -> str:
+    """The ``OPENSSL_CONF`` text under which OpenSSL 3 (and so Python's ``ssl``) does mutual TLS
+    with a TPM key file from the store: tpm2-openssl activated *before* the default provider.
+
+    The order is what makes it work: with ``default`` first, the handshake's signature is
+    fetched from the default provider, which cannot use a TPM key ("EVP lib"); a
+    ``default_properties`` that keeps tpm2-openssl out does the same. The process needs
+    ``OPENSSL_CONF`` naming a file with this text and ``TPM2OPENSSL_TCTI`` naming the TPM before
+    it first uses ``ssl``. tpm2-openssl then also serves the handshake's hashes, one TPM object
+    each: a TPM needs a resource manager in front (``/dev/tpmrm0``, tpm2-abrmd), as a bare
+    swtpm's three object slots run out (checked in tests/test_mtls.py).
+    """
+    return (
+        "openssl_conf = openssl_init\n"
+        "[openssl_init]\n"
+        "providers = provider_sect\n"
+        "[provider_sect]\n"
+        "tpm2 = tpm2_sect\n"
+        "default = default_sect\n"
+        "[tpm2_sect]\n"
+        "activate = 1\n"
+        "[default_sect]\n"
+        "activate = 1\n"
+    )
