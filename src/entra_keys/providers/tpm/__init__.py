@@ -231,11 +231,11 @@ class TPMProvider(Provider):
         """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it.
 
         A key made with a PIN needs it here (a PIN given is used even where the file says
-        emptyAuth, which tpm2-tools 5.4 writes inverted); the TPM checks it at each use (a wrong one raises
-        ``TPMAuthFailure`` with the tries left). A passphrase is ignored: the file is bound to
-        the TPM, not to a passphrase. A key not made in this TPM (not fixedTPM, fixedParent and
-        sensitiveDataOrigin: imported, or duplicable) is ``ImportedKey`` unless
-        ``allow_imported``, and then says ``hardware_backed=False``.
+        emptyAuth, which tpm2-tools 5.4 writes inverted); the TPM checks it at each use (a
+        wrong one raises ``TPMAuthFailure`` with the tries left). A passphrase is ignored: the
+        file is bound to the TPM, not to a passphrase. A key not made in this TPM (not
+        fixedTPM, fixedParent and sensitiveDataOrigin: imported, or duplicable) is
+        ``ImportedKey`` unless ``allow_imported``, and then says ``hardware_backed=False``.
         """
         del passphrase
         conn = self.connection
