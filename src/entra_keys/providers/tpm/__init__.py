@@ -136,6 +136,15 @@ def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
     return True
 
 
+def _storage_kind(conn: Connection) -> str:
+    """How the connection's storage key was opened, for ``ProviderInfo.storage_key``."""
+    if not conn.storage_owned:
+        return " (persistent)"
+    if conn.storage_from_context:
+        return " (primary, owner hierarchy, saved primary context)"
+    return " (primary, owner hierarchy)"
+
+
 class TPMProvider(Provider):
     """Keys inside a TPM 2.0 reached through any TCTI (device, swtpm, mssim, tabrmd)."""
 
@@ -231,11 +240,11 @@ class TPMProvider(Provider):
         """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it.
 
         A key made with a PIN needs it here (a PIN given is used even where the file says
-        emptyAuth, which tpm2-tools 5.4 writes inverted); the TPM checks it at each use (a wrong one raises
-        ``TPMAuthFailure`` with the tries left). A passphrase is ignored: the file is bound to
-        the TPM, not to a passphrase. A key not made in this TPM (not fixedTPM, fixedParent and
-        sensitiveDataOrigin: imported, or duplicable) is ``ImportedKey`` unless
-        ``allow_imported``, and then says ``hardware_backed=False``.
+        emptyAuth, which tpm2-tools 5.4 writes inverted); the TPM checks it at each use (a
+        wrong one raises ``TPMAuthFailure`` with the tries left). A passphrase is ignored:
+        the file is bound to the TPM, not to a passphrase. A key not made in this TPM (not
+        fixedTPM, fixedParent and sensitiveDataOrigin: imported, or duplicable) is
+        ``ImportedKey`` unless ``allow_imported``, and then says ``hardware_backed=False``.
         """
         del passphrase
         conn = self.connection
@@ -443,8 +452,7 @@ class TPMProvider(Provider):
             firmware_version=f"{fw1 >> 16}.{fw1 & 0xFFFF}.{fw2 >> 16}.{fw2 & 0xFFFF}",
             spec_version=f"{family}, revision {revision // 100}.{revision % 100:02d}",
             tcti=self.tcti,
-            storage_key=f"0x{conn.storage_parent:08x}"
-            + (" (persistent)" if not conn.storage_owned else " (primary, owner hierarchy)"),
+            storage_key=f"0x{conn.storage_parent:08x}" + _storage_kind(conn),
         )
 
     def transient_handles(self) -> list[int]:
