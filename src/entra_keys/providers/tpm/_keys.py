@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
 from ... import tpm_model
-from ...attestation.structures import TPMA_OBJECT
+from ...attestation._wire import TPMA_OBJECT  # the constants, not the parsers (cold start)
 from ...errors import (
     DecryptionError,
     EntraKeysError,
