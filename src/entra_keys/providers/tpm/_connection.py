@@ -397,7 +397,9 @@ class Connection:
     def _load_saved_primary(self, esys: Any) -> int | None:
         """Load the storage primary from the saved context (``_primary_cache``) and check it by
         the TPM's ReadPublic; its transient slot count where it passed, else None (nothing left
-        loaded). I/O failures and a full TPM are raised; any other refusal falls back."""
+        loaded). I/O failures and a full TPM are raised; any other refusal falls back. The slot
+        count comes from the file unchecked (it saves a GetCapability): a wrong one only sizes
+        the key cache wrong, and a full TPM is handled by ``with_room`` as ever."""
         t = self.tss
         saved = _primary_cache.read(_primary_cache.path_for(_inner_tcti(self.tcti)))
         if saved is None:
