@@ -1,7 +1,9 @@
 """Opening the TPM provider: open + close per second with the storage primary created at each
-open, and with the persistent SRK of ``entra-keys tpm init`` (on a swtpm of this case's own,
-so the run's TPM is not changed). The TPM commands of one open + close (pcap TCTI, where
-libtss2-tcti-pcap is installed) go into the figures' extra fields."""
+open, with it loaded from its saved context of this TPM boot (``_primary_cache``), and with the
+persistent SRK of ``entra-keys tpm init`` (on a swtpm of this case's own, so the run's TPM is
+not changed). ``XDG_RUNTIME_DIR`` points at a directory of the run's own; the created case
+removes the cache file before each open. The TPM commands of one open + close (pcap TCTI,
+where libtss2-tcti-pcap is installed) go into the figures' extra fields."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from entra_keys import open_provider
 from entra_keys.providers.tpm import persist_storage_key
+from entra_keys.providers.tpm._primary_cache import path_for
 from entra_keys.testing.swtpm import Swtpm
 
 from .context import Context
@@ -19,7 +22,7 @@ from .measure import Case, Contender, Result, interleave, timed_loop
 
 __all__ = ["CASES", "tpm_commands"]
 
-_IDS = {n: f"open.{n}" for n in ("created_primary", "persistent_srk")}
+_IDS = {n: f"open.{n}" for n in ("created_primary", "saved_primary_context", "persistent_srk")}
 
 
 def tpm_commands(capture: Path) -> int:
@@ -52,26 +55,42 @@ def _commands_of_open(tcti: str, capture: Path) -> int | None:
 
 
 def _run(ctx: Context) -> list[Result]:
+    before = os.environ.get("XDG_RUNTIME_DIR")
     with tempfile.TemporaryDirectory(prefix="entra-keys-bench-open-") as tmp:
         directory = Path(tmp)
+        os.environ["XDG_RUNTIME_DIR"] = str(directory / "run")
         srk_tpm = Swtpm(directory / "srk-tpm")
         srk_tpm.start()
         try:
             persist_storage_key(srk_tpm.tcti)
             created, persistent = ctx.the_tcti, srk_tpm.tcti
-            counts = {
-                _IDS["created_primary"]: _commands_of_open(created, directory / "created.pcap"),
-                _IDS["persistent_srk"]: _commands_of_open(persistent, directory / "srk.pcap"),
-            }
+            cache = path_for(created)
+
+            def open_created() -> None:
+                cache.unlink(missing_ok=True)
+                open_provider("tpm", tcti=created).close()
 
             def open_close(tcti: str) -> None:
                 open_provider("tpm", tcti=tcti).close()
+
+            cache.unlink(missing_ok=True)
+            counts = {
+                _IDS["created_primary"]: _commands_of_open(created, directory / "created.pcap"),
+                _IDS["saved_primary_context"]: _commands_of_open(created, directory / "saved.pcap"),
+                _IDS["persistent_srk"]: _commands_of_open(persistent, directory / "srk.pcap"),
+            }
 
             contenders = [
                 Contender(
                     _IDS["created_primary"],
                     "open + close, storage primary created",
+                    timed_loop(open_created),
+                ),
+                Contender(
+                    _IDS["saved_primary_context"],
+                    "open + close, storage primary from its saved context of this boot",
                     timed_loop(lambda: open_close(created)),
+                    baseline=_IDS["created_primary"],
                 ),
                 Contender(
                     _IDS["persistent_srk"],
@@ -83,6 +102,10 @@ def _run(ctx: Context) -> list[Result]:
             results = interleave(ctx, "Opening the TPM provider", contenders)
         finally:
             srk_tpm.stop()
+            if before is None:
+                os.environ.pop("XDG_RUNTIME_DIR", None)
+            else:
+                os.environ["XDG_RUNTIME_DIR"] = before
     for result in results:
         result.extra["tpm_commands_open_close"] = counts.get(result.id)
     return results

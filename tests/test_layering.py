@@ -180,6 +180,29 @@ def test_import_entra_keys_does_not_load_x509() -> None:
     assert "cryptography.x509" not in _loaded_after("import entra_keys")
 
 
+def test_the_sign_path_imports_only_what_it_needs() -> None:
+    """A new process that opens a provider and reaches a key (what ``entra-keys sign`` and a
+    join agent's first signature do) loads neither the session, the protocol, the verifier nor
+    the software provider: the cold start stays near ``import tpm2_pytss``."""
+    loaded = _loaded_after(
+        "import entra_keys\n"
+        "from entra_keys.providers.tpm import TPMProvider\n"
+        "from entra_keys import KeyStore, open_provider"
+    )
+    unneeded = {
+        f"{PACKAGE}.session",
+        f"{PACKAGE}.formats",
+        f"{PACKAGE}.protocol",
+        f"{PACKAGE}.attestation.verifier",
+        f"{PACKAGE}.providers.software",
+        f"{PACKAGE}.cli",
+        f"{PACKAGE}.attestation.structures",
+        f"{PACKAGE}.providers.tpm._endorsement",
+        f"{PACKAGE}.providers.tpm._sealing",
+    }
+    assert not unneeded & loaded, unneeded & loaded
+
+
 def test_the_structures_do_not_load_the_verifier() -> None:
     loaded = _loaded_after("import entra_keys.attestation.structures")
     assert not {f"{PACKAGE}.attestation.verifier", f"{PACKAGE}.attestation.software"} & loaded

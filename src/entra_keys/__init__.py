@@ -4,6 +4,8 @@ Open a provider (``open_provider``), keep named keys in a ``KeyStore``, and use 
 ``cryptography`` private keys; every key says whether it is ``hardware_backed``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AttestationCheckFailed,
     AttestationError,
@@ -49,7 +51,9 @@ from .provider import (
     SessionKey,
 )
 from .providers import open_provider
-from .session import PRTSession
+
+if TYPE_CHECKING:
+    from .session import PRTSession
 
 __version__ = "0.1.0.dev0"
 
@@ -100,3 +104,13 @@ __all__ = [
     "default_store_path",
     "open_provider",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``PRTSession`` on first use: the sign path of a new process does not import the session
+    module (json, the JWT formats), which keeps a cold start near ``import tpm2_pytss``."""
+    if name == "PRTSession":
+        from .session import PRTSession
+
+        return PRTSession
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from ..errors import HardwareUnavailable, ProviderError
 from ..provider import Provider
-from .software import SoftwareProvider
 
 __all__ = ["PROVIDER_KINDS", "open_provider", "tpm_unusable_reason"]
 
@@ -43,7 +42,7 @@ def open_provider(
     if chosen == "software":
         if require_hardware:
             raise HardwareUnavailable("hardware was required but the software provider was chosen")
-        return SoftwareProvider()
+        return _software()
     if chosen == "auto" and not require_hardware and store is not None:
         from ..keystore import stored_kinds
 
@@ -72,6 +71,13 @@ def open_provider(
         where = f"the key store {store} holds TPM keys, but " if store is not None else ""
         raise HardwareUnavailable(f"{where}the TPM cannot be used: {reason}")
     log.warning("%s; using the software provider (keys are not hardware-backed)", reason)
+    return _software()
+
+
+def _software() -> Provider:
+    """The software provider, imported only where chosen: a TPM process never loads it."""
+    from .software import SoftwareProvider
+
     return SoftwareProvider()
 
 

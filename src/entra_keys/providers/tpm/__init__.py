@@ -50,7 +50,6 @@ from ...provider import (
     check_creatable,
     check_nonce,
 )
-from . import _endorsement, _sealing
 from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
 from ._templates import key_template, session_key_template, storage_template
@@ -134,6 +133,15 @@ def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
             exc.tries_left,
         ) from exc
     return True
+
+
+def _storage_kind(conn: Connection) -> str:
+    """How the connection's storage key was opened, for ``ProviderInfo.storage_key``."""
+    if not conn.storage_owned:
+        return " (persistent)"
+    if conn.storage_from_context:
+        return " (primary, owner hierarchy, saved primary context)"
+    return " (primary, owner hierarchy)"
 
 
 class TPMProvider(Provider):
@@ -361,6 +369,8 @@ class TPMProvider(Provider):
     def endorsement_keys(self) -> list[EndorsementKey]:
         """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
         with its certificate from NV where one is there."""
+        from . import _endorsement  # on first use: the sign path never loads it
+
         return _endorsement.endorsement_keys(self.connection)
 
     def activate_credential(
@@ -373,6 +383,8 @@ class TPMProvider(Provider):
         """TPM2_ActivateCredential: recover a verifier's secret, which only a TPM holding both
         this AK and this EK can do (the EK is authorized by PolicySecret(endorsement))."""
         ak_key = self._attestation_key(ak)
+        from . import _endorsement
+
         return _endorsement.activate_credential(
             self.connection, ak_key, ek, credential_blob, encrypted_secret
         )
@@ -387,6 +399,8 @@ class TPMProvider(Provider):
         """TPM2_Quote over the PCRs with the caller's nonce, with the PCR values read in the
         same run; the quote is retried if a PCR changes between the read and the quote."""
         check_nonce(nonce)
+        from . import _endorsement
+
         selection = _endorsement.pcr_selection(self.connection, pcrs, bank)
         ak_key = self._attestation_key(ak)
         return _endorsement.quote(self.connection, ak_key, selection, pcrs, nonce, bank)
@@ -397,6 +411,8 @@ class TPMProvider(Provider):
         ak_key = self._attestation_key(ak)
         if not isinstance(key, TPMRSAKey | TPMECKey) or not self._own(key):
             raise UnsupportedAlgorithm("only keys of this TPM provider can be certified by it")
+        from . import _endorsement
+
         return _endorsement.certify(self.connection, key, ak_key, nonce)
 
     def _attestation_key(self, ak: EntraPrivateKey) -> TPMRSAKey | TPMECKey:
@@ -412,10 +428,14 @@ class TPMProvider(Provider):
     ) -> bytes:
         """Seals the secret in a TPM data object under the storage key (``_sealing``): only
         this TPM unseals it, with the PIN (dictionary-attack protected) and PCRs given."""
+        from . import _sealing  # on first use: the sign path never loads it
+
         return _sealing.seal(self.connection, data, pin=pin, pcrs=pcrs)
 
     def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
         """Unseals a secret this TPM sealed, over an encrypting session."""
+        from . import _sealing
+
         return _sealing.unseal(self.connection, blob, pin=pin)
 
     def info(self) -> ProviderInfo:
@@ -443,8 +463,7 @@ class TPMProvider(Provider):
             firmware_version=f"{fw1 >> 16}.{fw1 & 0xFFFF}.{fw2 >> 16}.{fw2 & 0xFFFF}",
             spec_version=f"{family}, revision {revision // 100}.{revision % 100:02d}",
             tcti=self.tcti,
-            storage_key=f"0x{conn.storage_parent:08x}"
-            + (" (persistent)" if not conn.storage_owned else " (primary, owner hierarchy)"),
+            storage_key=f"0x{conn.storage_parent:08x}" + _storage_kind(conn),
         )
 
     def transient_handles(self) -> list[int]:

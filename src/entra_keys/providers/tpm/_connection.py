@@ -32,8 +32,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from ... import tpm_model
-from ...errors import HardwareUnavailable, TPMAuthFailure, TPMError, TPMLockout, TPMUnreachable
-from . import _errors
+from ...errors import (
+    HardwareUnavailable,
+    TPMAuthFailure,
+    TPMError,
+    TPMLockout,
+    TPMObjectMemory,
+    TPMUnreachable,
+)
+from . import _errors, _primary_cache
 from ._signing import Signer
 from ._templates import storage_template
 
@@ -154,6 +161,8 @@ class Connection:
         self.storage_key: Any = None
         self.storage_parent = tpm_model.TPM_RH_OWNER
         self.storage_owned = False
+        #: True where the storage primary came from its saved context (``_primary_cache``).
+        self.storage_from_context = False
         self._esys: Any = None
         self._watchdog: _Watchdog | None = None
         #: Keys kept loaded, least recently used first: id(key) -> (key, handle).
@@ -355,9 +364,11 @@ class Connection:
             raise
 
     def _open_storage_key(self) -> None:
-        """Use the persistent SRK where provisioned, else create the standard primary once;
-        then size the key cache from the TPM's transient object slots."""
+        """Use the persistent SRK where provisioned, else the standard primary: from its saved
+        context of this TPM boot where that checks out, else created once (and saved); then
+        size the key cache from the TPM's transient object slots."""
         t = self.tss
+        slots: int | None = None
         with self.command("open the storage key") as esys:
             try:
                 # One TPM2_ReadPublic: the handle's absence is the answer (TPM_RC_HANDLE).
@@ -366,12 +377,81 @@ class Connection:
             except t.TSS2_Exception as exc:
                 if _errors.translate(exc, "", None).__class__ is not TPMError:
                     raise
-                self._create_storage_primary(esys)
-            _, data = esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT_HR.TRANSIENT_MIN, 1)
-        props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
-        slots = props.get(int(t.TPM2_PT_HR.TRANSIENT_MIN), 3)
+                slots = self._load_saved_primary(esys)
+                if slots is None:
+                    self._create_storage_primary(esys)
+            if slots is None:
+                slots = self._transient_slots(esys)
+                if self.storage_owned:
+                    self._save_primary(esys, slots)
         # One slot for the storage primary (when ours), one for the provider's own needs.
         self.cache_slots = max(0, slots - (1 if self.storage_owned else 0) - 1)
+
+    def _transient_slots(self, esys: Any) -> int:
+        """TPM_PT_HR_TRANSIENT_MIN: how many transient objects the TPM holds at least."""
+        t = self.tss
+        _, data = esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT_HR.TRANSIENT_MIN, 1)
+        props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
+        return props.get(int(t.TPM2_PT_HR.TRANSIENT_MIN), 3)
+
+    def _load_saved_primary(self, esys: Any) -> int | None:
+        """Load the storage primary from the saved context (``_primary_cache``) and check it by
+        the TPM's ReadPublic; its transient slot count where it passed, else None (nothing left
+        loaded). I/O failures and a full TPM are raised; any other refusal falls back. The slot
+        count comes from the file unchecked (it saves a GetCapability): a wrong one only sizes
+        the key cache wrong, and a full TPM is handled by ``with_room`` as ever."""
+        t = self.tss
+        saved = _primary_cache.read(_primary_cache.path_for(_inner_tcti(self.tcti)))
+        if saved is None:
+            return None
+        recorded, slots, blob = saved
+        try:
+            context = t.TPMS_CONTEXT.unmarshal(blob)[0]
+        except Exception:  # a file that does not parse: made again
+            return None
+        try:
+            handle = self.with_room(lambda: esys.context_load(context))
+        except t.TSS2_Exception as exc:
+            if isinstance(_errors.translate(exc, "", None), TPMUnreachable | TPMObjectMemory):
+                raise
+            log.debug("saved storage primary context refused (%s): creating it", exc)
+            return None  # another boot, a cleared TPM, another TPM, an altered context
+        try:
+            public, name, qualified = esys.read_public(handle)
+            ok = any(
+                _primary_cache.checked(
+                    public,
+                    bytes(name),
+                    bytes(qualified),
+                    recorded,
+                    storage_template(t, ecc=ecc),
+                )
+                for ecc in (True, False)
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                esys.flush_context(handle)
+            raise
+        if not ok:
+            log.warning("the saved storage primary context is not the standard primary")
+            esys.flush_context(handle)
+            return None
+        self.storage_key = handle
+        self.storage_owned = True
+        self.storage_from_context = True
+        return max(1, slots)
+
+    def _save_primary(self, esys: Any, slots: int) -> None:
+        """Save the primary's context for the next opens of this boot (best effort)."""
+        t = self.tss
+        try:
+            name = bytes(esys.tr_get_name(self.storage_key))
+            context = esys.context_save(self.storage_key)
+        except t.TSS2_Exception as exc:
+            log.debug("storage primary context not saved: %s", exc)
+            return
+        path = _primary_cache.path_for(_inner_tcti(self.tcti))
+        _primary_cache.write(path, name, slots, bytes(context.marshal()))
 
     def _create_storage_primary(self, esys: Any) -> None:
         """The TCG key-file format's storage primary: ECC P-256 where the TPM has ECC, else
@@ -380,9 +460,15 @@ class Connection:
         _, algs = esys.get_capability(t.TPM2_CAP.ALGS, t.TPM2_ALG.ECC, 1)
         has_ecc = any(int(a.alg) == t.TPM2_ALG.ECC for a in algs.data.algorithms)
         template = storage_template(t, ecc=has_ecc)
-        created = self.with_room(
-            lambda: esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)
-        )
+        try:
+            created = self.with_room(
+                lambda: esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)
+            )
+        except t.TSS2_Exception as exc:
+            error = _errors.translate(exc, "create the storage primary", self.tcti)
+            if isinstance(error, TPMAuthFailure):
+                raise _errors.owner_password(error) from exc
+            raise
         self.storage_key = created[0]
         self.storage_owned = True
 

@@ -30,9 +30,11 @@ from ...errors import (
 )
 
 __all__ = [
+    "is_object_gone",
     "is_object_memory",
     "is_tpm_refusal",
     "open_failed",
+    "owner_password",
     "refused_as",
     "timed_out",
     "translate",
@@ -89,6 +91,17 @@ def translate(exc: Exception, what: str, tcti: str | None) -> TPMError:
     return TPMError(f"{what} failed: {detail}", rc)
 
 
+def owner_password(error: TPMAuthFailure) -> TPMAuthFailure:
+    """The error for a storage primary the owner hierarchy refused: it has a password (not a
+    wrong PIN: no key PIN was used), so persist the SRK once with it, or give the SRK."""
+    return TPMAuthFailure(
+        "the TPM's owner hierarchy has a password, so the provider cannot create its storage "
+        "primary: persist the SRK once with 'entra-keys tpm init --owner-auth-file FILE' (API: "
+        f"persist_storage_key(owner_auth=...)), or provision the SRK at 0x81000001 ({error})",
+        error.rc,
+    )
+
+
 def open_failed(exc: Exception, tcti: str) -> TPMUnreachable:
     """The error for an ESAPI context that could not be opened on the TCTI."""
     rc = int(getattr(exc, "rc", 0))
@@ -104,6 +117,15 @@ def is_object_memory(exc: Exception) -> bool:
     """True for TPM_RC_OBJECT_MEMORY: every transient object slot is taken."""
     tpm2_rc, _ = _codes()
     return int(getattr(exc, "error", -1)) == int(tpm2_rc.OBJECT_MEMORY)
+
+
+def is_object_gone(error: TPMError) -> bool:
+    """True for TPM_RC_REFERENCE_H0..H6: a handle names a transient object the TPM no longer
+    holds (a TPM2_Clear flushed the storage hierarchy's objects, or another program flushed it)."""
+    tpm2_rc, _ = _codes()
+    return error.rc is not None and int(tpm2_rc.REFERENCE_H0) <= error.rc <= int(
+        tpm2_rc.REFERENCE_H6
+    )
 
 
 def is_tpm_refusal(error: TPMError) -> bool:

@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
 from ... import tpm_model
-from ...attestation.structures import TPMA_OBJECT
+from ...attestation._wire import TPMA_OBJECT  # the constants, not the parsers (cold start)
 from ...errors import (
     DecryptionError,
     EntraKeysError,
+    KeysUnusable,
     KeyUsageError,
     TPMError,
     UnsupportedAlgorithm,
@@ -182,6 +183,23 @@ class _TPMObject:
         return handle, not conn.keep(self, handle)
 
     @contextlib.contextmanager
+    def _gone_as_unusable(self) -> Iterator[None]:
+        """A key whose TPM object, or storage key, the TPM no longer holds (TPM2_Clear flushes
+        the storage hierarchy's objects) is KeysUnusable, as the key store says at load; its
+        dead handle leaves the key cache (nothing left to flush)."""
+        try:
+            yield
+        except TPMError as exc:
+            if not _errors.is_object_gone(exc):
+                raise
+            with self._conn.lock:
+                self._conn.take(self)
+            raise KeysUnusable(
+                "keys unusable on this TPM: leave and join again (the TPM no longer holds this "
+                f"key or its storage key: it was cleared or reset while the key was in use; {exc})"
+            ) from exc
+
+    @contextlib.contextmanager
     def _use(self, what: str, *, encrypted: bool = False) -> Iterator[tuple[Any, Any, Any]]:
         """(ESAPI context, handle, authorization session) for one use of this object.
 
@@ -248,7 +266,7 @@ class _TPMKeyBase(_TPMObject):
         a PIN takes one lock and no session context manager: the hot path of a signing run."""
         conn = self._conn
         signer = conn.signer
-        with conn.command(what) as esys:
+        with self._gone_as_unusable(), conn.command(what) as esys:
             sig_scheme = signer.scheme(scheme, hash_alg)
             handle = self._handle if self._handle is not None else conn.cached(self)
             if handle is not None and self._auth is None:
@@ -321,7 +339,10 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         if len(ciphertext) != self.key_size // 8:
             raise DecryptionError("the ciphertext is not as long as the key's modulus")
         try:
-            with self._use("RSA decrypt", encrypted=True) as (esys, handle, session):
+            with (
+                self._gone_as_unusable(),
+                self._use("RSA decrypt", encrypted=True) as (esys, handle, session),
+            ):
                 return esys.rsa_decrypt(
                     handle,
                     t.TPM2B_PUBLIC_KEY_RSA(ciphertext),
@@ -407,7 +428,10 @@ class TPMSessionKey(_TPMObject, SessionKey):
         t = self._conn.tss
         # Response encryption: the derived key leaves the TPM only encrypted (the continued
         # salted session makes this cost no extra command).
-        with self._use("session key HMAC", encrypted=True) as (esys, handle, session):
+        with (
+            self._gone_as_unusable(),
+            self._use("session key HMAC", encrypted=True) as (esys, handle, session),
+        ):
             self._hmac_buffer.buffer = data
             digest = esys.hmac(handle, self._hmac_buffer, t.TPM2_ALG.SHA256, session1=session)
             return bytes(digest.buffer)

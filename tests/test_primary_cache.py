@@ -1,0 +1,184 @@
+"""Opening without a persistent SRK: the storage primary comes from its saved context of this TPM
+boot (no TPM2_CreatePrimary in the capture), checked by the TPM, and is created again after a
+reboot, from a tampered file or one open to others; plus the owner-password and cleared-TPM
+errors of the open and use paths. Each test runs on a swtpm of its own (restarted, cleared)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, TPMAuthFailure, open_provider
+from entra_keys.testing.swtpm import Swtpm, SwtpmError
+
+from .helpers import transient_handles, unavailable
+
+CREATE_PRIMARY = 0x131
+SAVED = "saved primary context"
+
+
+@pytest.fixture
+def own_swtpm(swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Swtpm]:
+    """A swtpm of this test's own, and a runtime directory of its own for the cache file."""
+    del swtpm  # started first: the session swtpm's checks (CI) apply
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    tpm = Swtpm(tmp_path / "tpm")
+    try:
+        tpm.start()
+    except SwtpmError as exc:
+        unavailable(f"swtpm does not start: {exc}")
+    yield tpm
+    tpm.stop()
+
+
+def _cache_file(tmp_path: Path) -> Path:
+    files = list((tmp_path / "run" / "entra-keys").glob("primary-*.ctx"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def _storage(tcti: str) -> str:
+    with open_provider("tpm", tcti=tcti) as provider:
+        return provider.info().storage_key or ""
+
+
+def _command_codes(capture: Path) -> list[int]:
+    """The command codes of the TPM commands in a pcapng capture of the pcap TCTI: each packet
+    block (type 6) ends with a TPM command or response; commands are every other one."""
+    data = capture.read_bytes()
+    payloads, offset = [], 0
+    while offset + 12 <= len(data):
+        kind, length = struct.unpack_from("<II", data, offset)
+        if length < 12:
+            break
+        if kind == 6:
+            captured = struct.unpack_from("<I", data, offset + 20)[0]
+            payloads.append(data[offset + 28 : offset + 28 + captured])
+        offset += length
+    codes = []
+    for packet in payloads[::2]:
+        for start in range(len(packet) - 10 + 1):
+            tag, size, code = struct.unpack_from(">HII", packet, start)
+            if tag in (0x8001, 0x8002) and size == len(packet) - start:
+                codes.append(code)
+                break
+    return codes
+
+
+def _open_sign_close(tcti: str, pem: bytes, capture: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
+    try:
+        provider = open_provider("tpm", tcti=f"pcap:{tcti}")
+    except Exception as exc:
+        unavailable(f"the pcap TCTI cannot run: {exc}")
+    with provider:
+        key = provider.key_from_pem(pem, KeyUsage.SIGN)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        signature = key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        key.public_key().verify(signature, b"m", ec.ECDSA(hashes.SHA256()))
+        storage = provider.info().storage_key or ""
+    monkeypatch.delenv("TCTI_PCAP_FILE")
+    return storage
+
+
+def test_second_open_uses_the_saved_primary_context(
+    own_swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        pem = KeyStore(provider, tmp_path / "store").create("device", KeyType.ECC256, KeyUsage.SIGN)
+        pem_bytes = KeyStore(provider, tmp_path / "store").info("device").path.read_bytes()
+    del pem
+    path = _cache_file(tmp_path)
+    path.unlink()  # the first open below creates the primary and saves it
+    first, second = tmp_path / "first.pcap", tmp_path / "second.pcap"
+    assert SAVED not in _open_sign_close(own_swtpm.tcti, pem_bytes, first, monkeypatch)
+    assert SAVED in _open_sign_close(own_swtpm.tcti, pem_bytes, second, monkeypatch)
+    first_codes, second_codes = _command_codes(first), _command_codes(second)
+    assert CREATE_PRIMARY in first_codes
+    assert CREATE_PRIMARY not in second_codes
+    # info() adds one GetCapability to each; the rest is open + load check + sign + close.
+    assert len(second_codes) < len(first_codes), (first_codes, second_codes)
+    assert transient_handles(own_swtpm.tcti) == []
+    # The file is the user's alone.
+    st = path.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_restarted_tpm_creates_the_primary_again(own_swtpm: Swtpm, tmp_path: Path) -> None:
+    assert SAVED not in _storage(own_swtpm.tcti)
+    assert SAVED in _storage(own_swtpm.tcti)
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    own_swtpm.stop()  # a new boot: TPM2_Startup(CLEAR) after no Shutdown, resetCount + 1
+    own_swtpm.start()
+    assert SAVED not in _storage(own_swtpm.tcti)  # the old boot's context is refused
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        assert SAVED in (provider.info().storage_key or "")  # saved again, for this boot
+        key = KeyStore(provider, tmp_path / "store").load("device")  # same primary, same seed
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+@pytest.mark.parametrize("damage", ["context byte", "recorded name", "truncated", "open to group"])
+def test_a_tampered_cache_file_creates_the_primary_again(
+    own_swtpm: Swtpm, tmp_path: Path, damage: str
+) -> None:
+    _storage(own_swtpm.tcti)
+    path = _cache_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    name_at = data.index(b"\n") + 1 + 4
+    if damage == "context byte":  # in the TPM's context data, under its integrity HMAC
+        data[name_at + 34 + 8 + 4 + 4 + 2 + 4 + 2 + 20] ^= 1
+    elif damage == "recorded name":
+        data[name_at + 10] ^= 1
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    if damage == "open to group":
+        path.chmod(0o640)
+    assert SAVED not in _storage(own_swtpm.tcti)
+    assert transient_handles(own_swtpm.tcti) == []
+    assert stat.S_IMODE(_cache_file(tmp_path).stat().st_mode) == 0o600  # rewritten
+    assert SAVED in _storage(own_swtpm.tcti)
+
+
+def test_owner_password_is_a_typed_error_not_a_wrong_pin(own_swtpm: Swtpm, tmp_path: Path) -> None:
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
+    subprocess.run(["tpm2_changeauth", "-c", "o", "ownerpw"], env=env, check=True)
+    with pytest.raises(TPMAuthFailure) as raised:
+        open_provider("tpm", tcti=own_swtpm.tcti)
+    message = str(raised.value)
+    assert "owner hierarchy has a password" in message
+    assert "entra-keys tpm init --owner-auth-file" in message
+    assert "PIN" not in message
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_a_key_used_after_a_tpm_clear_is_unusable(own_swtpm: Swtpm, tmp_path: Path) -> None:
+    if shutil.which("tpm2_clear") is None:
+        unavailable("tpm2_clear (tpm2-tools) is not installed")
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        key = provider.create_key(KeyType.ECC256, KeyUsage.SIGN)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        key.sign(b"m", ec.ECDSA(hashes.SHA256()))  # loaded, kept in the key cache
+        subprocess.run(["tpm2_clear", "-c", "l"], env=env, check=True)
+        for _ in range(2):  # the cached handle and then the reload under the gone primary
+            with pytest.raises(KeysUnusable, match="leave and join again"):
+                key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    assert transient_handles(own_swtpm.tcti) == []
+    # After the clear, the saved context is refused and a new primary is made.
+    assert SAVED not in _storage(own_swtpm.tcti)
