@@ -34,6 +34,17 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$XDG_RUNTIME_DIR in a temp dir: the saved primary contexts of the tests' swtpms stay in
+    it (subprocesses inherit it), not in the user's ~/.cache or runtime directory."""
+    runtime = tmp_path_factory.mktemp("runtime")
+    runtime.chmod(0o700)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        yield runtime
+
+
 @pytest.fixture(scope="session")
 def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
     """A swtpm with EK certificates, started once per session on a unix socket."""
