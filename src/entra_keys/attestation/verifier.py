@@ -400,11 +400,30 @@ class QuoteResult:
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickles as its bytes and values (a ``VerifierPool`` sends many): ``attest`` is parsed
+        again from ``raw_attest`` when asked for, the signature made from its fields."""
+        s = self.signature
+        fields = (self.raw_attest, (s.sig_alg, s.hash, s.signature, s.signature_r, s.signature_s))
+        rest = (self.pcr_values, self.pcr_digest, self.hardware_backed, self.checks)
+        return _quote_result, (*fields, self.nonce, *rest, self.ak_evidence.value)
+
     @functools.cached_property
     def attest(self) -> TPMSAttest:
         """The verified TPMS_ATTEST (clock, firmware version, signer): the one ``verify_quote``
         parsed, or parsed from ``raw_attest`` when asked for."""
         return TPMSAttest.parse(self.raw_attest)
+
+
+def _quote_result(
+    raw_attest: bytes, signature: tuple[Any, ...], nonce: bytes, *rest: Any
+) -> QuoteResult:
+    """A QuoteResult from what its ``__reduce__`` keeps."""
+    pcr_values, digest, hardware, checks, evidence = rest
+    sig = TPMTSignature(*signature)
+    return QuoteResult(
+        raw_attest, sig, nonce, pcr_values, digest, hardware, checks, AKEvidence(evidence)
+    )
 
 
 _QUOTE_CHECKS = (
@@ -557,28 +576,31 @@ class CertifyResult:
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
 
     def __reduce__(self) -> tuple[object, ...]:
-        """Pickles without ``public_key`` (``cryptography`` keys do not pickle): it is made
-        again from ``key_public``, the TPMT_PUBLIC it was read from."""
-        fields = (self.attest, self.signature, self.nonce, self.key_public, self.key_name)
-        rest = (self.hardware_backed, self.checks, self.ak_evidence)
-        return _certify_result, (*fields, *rest)
+        """Pickles as bytes: the attestation and the key's TPMT_PUBLIC as the TPM marshaled
+        them (parsed again on loading) and the signature's fields; ``public_key`` (a
+        ``cryptography`` key, which does not pickle) is read again from ``key_public``."""
+        s = self.signature
+        sig = (s.sig_alg, s.hash, s.signature, s.signature_r, s.signature_s)
+        rest = (self.key_name, self.hardware_backed, self.checks, self.ak_evidence.value)
+        return _certify_result, (
+            self.attest.to_bytes(),
+            sig,
+            self.nonce,
+            self.key_public.to_bytes(),
+            *rest,
+        )
 
 
 def _certify_result(
-    attest: TPMSAttest,
-    signature: TPMTSignature,
-    nonce: bytes,
-    key_public: TPMTPublic,
-    key_name: bytes,
-    hardware_backed: bool,
-    checks: tuple[str, ...],
-    ak_evidence: AKEvidence,
+    attest: bytes, signature: tuple[Any, ...], nonce: bytes, key_public: bytes, *rest: Any
 ) -> CertifyResult:
-    """A CertifyResult from its pickled fields, the public key read again from key_public."""
-    public_key = key_public.public_key()
+    """A CertifyResult from what its ``__reduce__`` keeps, the public key read again."""
+    key_name, hardware, checks, evidence = rest
+    key = _certified_public(key_public)
     return CertifyResult(
-        attest, signature, nonce, key_public, key_name, public_key, hardware_backed, checks,
-        ak_evidence,
+        TPMSAttest.parse(attest), TPMTSignature(*signature), nonce, key, key_name,
+        _certified_key(key_public)[0], hardware, checks,
+        AKEvidence(evidence),
     )  # fmt: skip
 
 
