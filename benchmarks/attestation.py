@@ -1,26 +1,34 @@
 """Quotes, key certifications, their verification, and session-key derivation.
 
 Quote and certification throughput are reported for the TPM and software providers (the AK
-pinned with ``loaded()``); verification runs in this one process, so its rate is per core. The
-derivation case has a raw baseline: TPM2_HMAC in a loop on a bare ESAPI connection with a
-keyed-hash object loaded, against ``derive_key`` on a pinned session key.
+pinned with ``loaded()``). Verification runs in this one process, so its rate is per core, for
+RSA-2048 and P-256 AKs, against its bare baseline in the same rounds: ``cryptography`` verifying
+the same signature over the same TPMS_ATTEST bytes with the AK's public key, which is the least
+any verifier does. ``VerifierPool`` is measured with 1 and 2 worker processes (the quotes sent
+in batches). The derivation case has a raw baseline: TPM2_HMAC in a loop on a bare ESAPI
+connection with a keyed-hash object loaded, against ``derive_key`` on a pinned session key.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from entra_keys import KeyType, KeyUsage, open_provider
+from entra_keys.attestation.pool import VerifierPool
+from entra_keys.attestation.structures import TPMTSignature
 from entra_keys.attestation.verifier import TrustPolicy, verify_certify, verify_quote
 from entra_keys.session import derive_key, import_session_key, kdf_context, kdf_input
 from entra_keys.testing.token_service import TokenService
 
 from .context import Context
-from .measure import Case, Contender, Result, Target, interleave, timed_loop
+from .measure import Case, Contender, Result, Round, Target, interleave, timed_loop
 
 __all__ = ["CASES"]
 
@@ -33,10 +41,16 @@ _ATTEST = {
         "quote_software",
         "certify_tpm",
         "certify_software",
-        "verify_quote",
-        "verify_certify",
     )
 }
+_AK_TYPES = {"rsa2048": KeyType.RSA2048, "ecc256": KeyType.ECC256}
+_VERIFY = {
+    f"{what}.{kt}": f"attest.{what}.{kt}"
+    for kt in _AK_TYPES
+    for what in ("pyca_quote", "verify_quote", "pyca_certify", "verify_certify")
+}
+_POOL = {n: f"attest.pool.{n}" for n in ("in_process", "1", "2")}
+_POOL_BATCH = 64
 _DERIVE = {n: f"derive.{n}" for n in ("esapi", "esapi_encrypted", "tpm", "software")}
 _SOFTWARE = TrustPolicy(allow_software=True)
 
@@ -48,34 +62,7 @@ def _run_attestation(ctx: Context) -> list[Result]:
     with ExitStack() as stack:
         provider = ctx.tpm_provider()
         stack.callback(provider.close)
-        ak = ctx.tpm_key(provider, KeyType.RSA2048, KeyUsage.ATTEST)
-        device = ctx.tpm_key(provider, KeyType.ECC256, KeyUsage.SIGN)
-        with ak.loaded():
-            quote = provider.quote(ak, _PCRS, _NONCE)
-            certification = provider.certify(device, ak, _NONCE)
-        expected = {quote.pcr_bank: quote.pcr_values}
-        ak_public = ak.tpm_public  # the AK's TPMT_PUBLIC, as a verifier that enrolled it has
-        enrolled = TrustPolicy(enrolled_aks=[ak_public])
-
-        def check_quote() -> object:
-            return verify_quote(
-                quote.attest, quote.signature, ak_public, _NONCE, expected, policy=enrolled
-            )
-
-        def check_certify() -> object:
-            return verify_certify(
-                certification.attest,
-                certification.signature,
-                ak_public,
-                certification.key_public,
-                _NONCE,
-                policy=enrolled,
-                expected_key=device.public_key(),
-            )
-
-        assert verify_quote(
-            quote.attest, quote.signature, ak_public, _NONCE, expected, policy=enrolled
-        ).hardware_backed
+        ak, device, *_ = _signed(ctx, provider, KeyType.RSA2048)  # a TPM quote that verifies
         soft_quote = software.quote(soft_ak, _PCRS, _NONCE)
         assert not verify_quote(
             soft_quote.attest,
@@ -106,12 +93,124 @@ def _run_attestation(ctx: Context) -> list[Result]:
                 "software key certification",
                 timed_loop(lambda: software.certify(soft_key, soft_ak, _NONCE)),
             ),
-            Contender(_ATTEST["verify_quote"], "verify_quote, one core", timed_loop(check_quote)),
-            Contender(
-                _ATTEST["verify_certify"], "verify_certify, one core", timed_loop(check_certify)
-            ),
         ]
-        return interleave(ctx, "Attestation: quote, certify, verify (RSA-2048 AK)", contenders)
+        return interleave(ctx, "Attestation: quote, certify (RSA-2048 AK)", contenders)
+
+
+def _bare_verify(ak: Any, attest: bytes, signature: bytes) -> Callable[[], object]:
+    """``cryptography`` verifying the TPMT_SIGNATURE's signature over the TPMS_ATTEST bytes with
+    the AK's public key (RSASSA-PKCS1v15 or ECDSA, SHA-256): the bare baseline."""
+    sig = TPMTSignature.parse(signature)
+    public = ak.public_key()
+    sha256 = hashes.SHA256()
+    if isinstance(public, rsa.RSAPublicKey):
+        raw, pkcs1 = sig.signature, padding.PKCS1v15()
+        return lambda: public.verify(raw, attest, pkcs1, sha256)
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    der, ecdsa = sig.to_der(), ec.ECDSA(sha256)
+    return lambda: public.verify(der, attest, ecdsa)
+
+
+def _signed(ctx: Context, provider: Any, key_type: KeyType) -> tuple[Any, ...]:
+    """A TPM quote and key certification by an AK of that type, checked once; with the AK's
+    TPMT_PUBLIC, an enrolled policy, the expected PCRs and the certified key."""
+    ak = ctx.tpm_key(provider, key_type, KeyUsage.ATTEST)
+    device = ctx.tpm_key(provider, KeyType.ECC256, KeyUsage.SIGN)
+    with ak.loaded():
+        quote = provider.quote(ak, _PCRS, _NONCE)
+        certification = provider.certify(device, ak, _NONCE)
+    ak_public = ak.tpm_public  # the AK's TPMT_PUBLIC, as a verifier that enrolled it has
+    policy = TrustPolicy(enrolled_aks=[ak_public])
+    expected = {quote.pcr_bank: quote.pcr_values}
+    args = (quote.attest, quote.signature, ak_public, _NONCE, expected)
+    assert verify_quote(*args, policy=policy).hardware_backed
+    return ak, device, quote, certification, ak_public, policy, args
+
+
+def _run_verify(ctx: Context) -> list[Result]:
+    results: list[Result] = []
+    with ExitStack() as stack:
+        provider = ctx.tpm_provider()
+        stack.callback(provider.close)
+        for kt, key_type in _AK_TYPES.items():
+            ak, device, quote, cert, ak_public, policy, args = _signed(ctx, provider, key_type)
+            expected_key = device.public_key()
+
+            def check_quote(args: tuple[Any, ...] = args, policy: TrustPolicy = policy) -> object:
+                return verify_quote(*args, policy=policy)
+
+            def check_certify(
+                cert: Any = cert,
+                ak_public: Any = ak_public,
+                policy: TrustPolicy = policy,
+                expected_key: Any = expected_key,
+            ) -> object:
+                return verify_certify(
+                    cert.attest, cert.signature, ak_public, cert.key_public, _NONCE,
+                    policy=policy, expected_key=expected_key,
+                )  # fmt: skip
+
+            check_certify()
+            name = key_type.value
+            contenders = [
+                Contender(
+                    _VERIFY[f"pyca_quote.{kt}"],
+                    f"cryptography verify of the quote's signature, {name} AK",
+                    timed_loop(_bare_verify(ak, quote.attest, quote.signature)),
+                ),
+                Contender(
+                    _VERIFY[f"verify_quote.{kt}"],
+                    f"verify_quote, one core, {name} AK",
+                    timed_loop(check_quote),
+                    baseline=_VERIFY[f"pyca_quote.{kt}"],
+                ),
+                Contender(
+                    _VERIFY[f"pyca_certify.{kt}"],
+                    f"cryptography verify of the certification's signature, {name} AK",
+                    timed_loop(_bare_verify(ak, cert.attest, cert.signature)),
+                ),
+                Contender(
+                    _VERIFY[f"verify_certify.{kt}"],
+                    f"verify_certify (expected key), one core, {name} AK",
+                    timed_loop(check_certify),
+                    baseline=_VERIFY[f"pyca_certify.{kt}"],
+                ),
+            ]
+            group = f"Verification per core against bare cryptography ({name} AK)"
+            results += interleave(ctx, group, contenders)
+    return results
+
+
+def _run_pool(ctx: Context) -> list[Result]:
+    with ExitStack() as stack:
+        provider = ctx.tpm_provider()
+        stack.callback(provider.close)
+        _, _, _, _, _, policy, args = _signed(ctx, provider, KeyType.RSA2048)
+        one = stack.enter_context(VerifierPool(1, policy=policy))
+        two = stack.enter_context(VerifierPool(2, policy=policy))
+        one.warm_up()
+        two.warm_up()
+
+        def through(pool: VerifierPool) -> Callable[[int], Round]:
+            def run(n: int) -> Round:
+                items = [args] * (_POOL_BATCH * max(1, round(n / _POOL_BATCH)))
+                start = time.perf_counter()
+                for result in pool.map(items, batch=_POOL_BATCH):
+                    assert result.hardware_backed
+                return Round(time.perf_counter() - start, len(items))
+
+            return run
+
+        contenders = [
+            Contender(
+                _POOL["in_process"],
+                "verify_quote in this process (RSA-2048 AK)",
+                timed_loop(lambda: verify_quote(*args, policy=policy)),
+            ),
+            Contender(_POOL["1"], "VerifierPool, 1 process", through(one)),
+            Contender(_POOL["2"], "VerifierPool, 2 processes", through(two), baseline=_POOL["1"]),
+        ]
+        return interleave(ctx, f"VerifierPool: quotes in batches of {_POOL_BATCH}", contenders)
 
 
 def _raw_hmac_key(raw: Any, key: bytes) -> Any:
@@ -223,14 +322,53 @@ def _run_derive(ctx: Context) -> list[Result]:
 CASES = (
     Case(
         id="attestation",
-        title="quote, key certification, verification",
+        title="quote and key certification, TPM and software",
         figures=tuple(_ATTEST.values()),
         run=_run_attestation,
         targets=(
-            Target("quote verification per core (/s)", _ATTEST["verify_quote"], at_least=5000.0),
-            Target("key-certification verification per core (/s)", _ATTEST["verify_certify"]),
             Target(
                 "TPM quote / software quote", _ATTEST["quote_tpm"], over=_ATTEST["quote_software"]
+            ),
+        ),
+    ),
+    Case(
+        id="attestation-verify",
+        title="quote and key-certification verification per core, RSA-2048 and P-256 AKs",
+        figures=tuple(_VERIFY.values()),
+        run=_run_verify,
+        targets=(
+            Target(
+                "quote verification per core, RSA-2048 AK (/s)",
+                _VERIFY["verify_quote.rsa2048"],
+                at_least=5000.0,
+            ),
+            *(
+                Target(
+                    f"{what} / bare cryptography verify, {name} AK",
+                    _VERIFY[f"verify_{what}.{kt}"],
+                    over=_VERIFY[f"pyca_{what}.{kt}"],
+                    at_least=0.8,
+                )
+                for kt, name in (("rsa2048", "RSA-2048"), ("ecc256", "P-256"))
+                for what in ("quote", "certify")
+            ),
+        ),
+    ),
+    Case(
+        id="attestation-pool",
+        title="VerifierPool throughput, 1 and 2 processes",
+        figures=tuple(_POOL.values()),
+        run=_run_pool,
+        targets=(
+            Target(
+                "VerifierPool: 2 processes / 1 process (~2x on 2 cores)",
+                _POOL["2"],
+                over=_POOL["1"],
+            ),
+            Target(
+                "VerifierPool, 1 process / in-process verify_quote",
+                _POOL["1"],
+                over=_POOL["in_process"],
             ),
         ),
     ),

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         parse_credential_file,
     )
     from .enrollment import AKEnrollment, EnrolledAK, check_enrollment_ak
+    from .pool import VerifierPool
     from .records import (
         SOFTWARE_FIRMWARE_VERSION,
         SOFTWARE_SIGNER_PREFIX,
@@ -106,6 +107,7 @@ __all__ = [
     "TPMTPublic",
     "TPMTSignature",
     "TrustPolicy",
+    "VerifierPool",
     "activate_credential_with_key",
     "certification_from_json",
     "certification_to_json",
@@ -177,6 +179,8 @@ _EXPORTS = {
     "software_endorsement_key": "software",
     "software_quote": "software",
     "software_tpmt_public": "software",
+    # pool
+    "VerifierPool": "pool",
     # verifier
     "MIN_NONCE": "verifier",
     "AKEvidence": "verifier",

@@ -10,6 +10,7 @@ import functools
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
 from ..tpm_model import KeyUsage, origin_attributes
@@ -153,3 +154,18 @@ def _strong_key(key: TPMTPublic) -> PublicKey:
         return key.public_key()
     except InvalidData as exc:
         raise MalformedAttestation(f"the certified key's {exc}") from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _certified_public(data: bytes) -> TPMTPublic:
+    """A certified key's TPMT_PUBLIC, parsed once per distinct bytes (immutable; a failure
+    is not cached and is raised again)."""
+    return TPMTPublic.parse(data)
+
+
+@functools.lru_cache(maxsize=256)
+def _certified_key(data: bytes) -> tuple[PublicKey, bytes]:
+    """The certified key as ``cryptography`` loads it (after the strength check) and its SPKI,
+    once per distinct TPMT_PUBLIC bytes: loading a P-256 point costs about a verification."""
+    key = _strong_key(_certified_public(data))
+    return key, key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

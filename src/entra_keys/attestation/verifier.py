@@ -50,8 +50,9 @@ from .akpublic import (  # the AK's own checks
     AKPublic,
     PublicKey,
     _ak_from_bytes,
+    _certified_key,
+    _certified_public,
     _resolve_ak,
-    _strong_key,
     check_ak_public,
 )
 from .ekcert import (  # the certificate checks, re-exported: callers import them from here
@@ -107,8 +108,10 @@ __all__ = [
 ExpectedPCRs = Mapping[str, Mapping[int, bytes]] | Mapping[int, Mapping[int, bytes]]
 
 #: A certified key must have been made in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin).
-_CERTIFIED_ATTRIBUTES = origin_attributes(KeyUsage.SIGN)
+_CERTIFIED_ATTRIBUTES = int(origin_attributes(KeyUsage.SIGN))  # ints: a Flag's & costs
+_RESTRICTED = int(TPMA_OBJECT.RESTRICTED)
 _PKCS1 = padding.PKCS1v15()
+_new = object.__new__
 _PYCA_HASHES: dict[int, hashes.HashAlgorithm] = {a: i.new() for a, i in HASH_ALGORITHMS.items()}
 _ECDSA = {a: ec.ECDSA(h) for a, h in _PYCA_HASHES.items()}
 _PSS = {
@@ -174,6 +177,23 @@ class TrustPolicy:
         self._enrolled = frozenset(_enrolled_name(a) for a in enrolled_aks)
         self._ak_cas = tuple(_load_certificate(c) for c in ak_ca_certificates)
         self._ek_cas = tuple(_load_certificate(c) for c in ek_ca_certificates)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The policy's state with its CA certificates as DER, so that it pickles (to the
+        processes of a ``VerifierPool``): ``cryptography`` certificates do not."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        state = dict(self.__dict__)
+        for field in ("_ak_cas", "_ek_cas"):
+            if field in state:
+                state[field] = tuple(c.public_bytes(Encoding.DER) for c in state[field])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for field in ("_ak_cas", "_ek_cas"):
+            if field in state:
+                state[field] = tuple(_load_certificate(c) for c in state[field])
+        self.__dict__.update(state)
 
     def trust_ak(self, ak_public: PublicKey) -> bool:
         """True when attestations signed by this AK may be accepted at all (the allow-list)."""
@@ -380,11 +400,30 @@ class QuoteResult:
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickles as its bytes and values (a ``VerifierPool`` sends many): ``attest`` is parsed
+        again from ``raw_attest`` when asked for, the signature made from its fields."""
+        s = self.signature
+        fields = (self.raw_attest, (s.sig_alg, s.hash, s.signature, s.signature_r, s.signature_s))
+        rest = (self.pcr_values, self.pcr_digest, self.hardware_backed, self.checks)
+        return _quote_result, (*fields, self.nonce, *rest, self.ak_evidence.value)
+
     @functools.cached_property
     def attest(self) -> TPMSAttest:
         """The verified TPMS_ATTEST (clock, firmware version, signer): the one ``verify_quote``
         parsed, or parsed from ``raw_attest`` when asked for."""
         return TPMSAttest.parse(self.raw_attest)
+
+
+def _quote_result(
+    raw_attest: bytes, signature: tuple[Any, ...], nonce: bytes, *rest: Any
+) -> QuoteResult:
+    """A QuoteResult from what its ``__reduce__`` keeps."""
+    pcr_values, digest, hardware, checks, evidence = rest
+    sig = TPMTSignature(*signature)
+    return QuoteResult(
+        raw_attest, sig, nonce, pcr_values, digest, hardware, checks, AKEvidence(evidence)
+    )
 
 
 _QUOTE_CHECKS = (
@@ -486,17 +525,20 @@ def verify_quote(
             f"the quoted PCR digest is not the {info.name} of the expected PCR values",
             Check.PCR_DIGEST,
         )
-    result = QuoteResult(  # positional: raw_attest, signature, nonce, pcr_values, ...
-        attest,
-        sig,
-        bytes(nonce),
-        {b.info.name: b.values for b in expected.values()},
-        digest,
-        not software and evidence is not AKEvidence.UNVERIFIED,
-        _QUOTE_CHECKS,
-        evidence,
+    # Built as its frozen __init__ would (every field, checked above), without the
+    # object.__setattr__ per field: the same object, equal and hashable alike.
+    result = _new(QuoteResult)
+    result.__dict__.update(
+        raw_attest=attest,
+        signature=sig,
+        nonce=nonce if type(nonce) is bytes else bytes(nonce),
+        pcr_values={b.info.name: b.values for b in expected.values()},
+        pcr_digest=digest,
+        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
+        checks=_QUOTE_CHECKS,
+        ak_evidence=evidence,
+        attest=parsed,  # what the cached ``attest`` would parse again
     )
-    result.__dict__["attest"] = parsed  # what the cached ``attest`` would parse again
     return result
 
 
@@ -533,6 +575,34 @@ class CertifyResult:
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickles as bytes: the attestation and the key's TPMT_PUBLIC as the TPM marshaled
+        them (parsed again on loading) and the signature's fields; ``public_key`` (a
+        ``cryptography`` key, which does not pickle) is read again from ``key_public``."""
+        s = self.signature
+        sig = (s.sig_alg, s.hash, s.signature, s.signature_r, s.signature_s)
+        rest = (self.key_name, self.hardware_backed, self.checks, self.ak_evidence.value)
+        return _certify_result, (
+            self.attest.to_bytes(),
+            sig,
+            self.nonce,
+            self.key_public.to_bytes(),
+            *rest,
+        )
+
+
+def _certify_result(
+    attest: bytes, signature: tuple[Any, ...], nonce: bytes, key_public: bytes, *rest: Any
+) -> CertifyResult:
+    """A CertifyResult from what its ``__reduce__`` keeps, the public key read again."""
+    key_name, hardware, checks, evidence = rest
+    key = _certified_public(key_public)
+    return CertifyResult(
+        TPMSAttest.parse(attest), TPMTSignature(*signature), nonce, key, key_name,
+        _certified_key(key_public)[0], hardware, checks,
+        AKEvidence(evidence),
+    )  # fmt: skip
+
 
 def verify_certify(
     attest: bytes,
@@ -554,8 +624,9 @@ def verify_certify(
         attest, signature, ak_public, policy, ak_certificate
     )
     _check_type(parsed, TPM_ST_ATTEST_CERTIFY, "a certification")
+    data = key_public_tpmt if type(key_public_tpmt) is bytes else bytes(key_public_tpmt)
     try:
-        key = TPMTPublic.parse(key_public_tpmt)
+        key = _certified_public(data)
     except InvalidData as exc:
         raise MalformedAttestation(f"the certified key's {exc}") from exc
     name_info = HASH_ALGORITHMS.get(key.name_alg)
@@ -563,7 +634,7 @@ def verify_certify(
         raise AttestationCheckFailed(
             f"the certified key's nameAlg 0x{key.name_alg:04x} is refused", Check.HASH
         )
-    name = key.name_alg.to_bytes(2, "big") + name_info.digest(bytes(key_public_tpmt))
+    name = key.name_alg.to_bytes(2, "big") + name_info.digest(data)
     certified = parsed.attested
     assert isinstance(certified, TPMSCertifyInfo)  # a certification's, as its type says
     if not hmac.compare_digest(name, certified.name):
@@ -572,19 +643,21 @@ def verify_certify(
         )
     _check_nonce(parsed, nonce)
     attrs = key.object_attributes
-    if attrs & _CERTIFIED_ATTRIBUTES != _CERTIFIED_ATTRIBUTES or attrs & TPMA_OBJECT.RESTRICTED:
+    if attrs & _CERTIFIED_ATTRIBUTES != _CERTIFIED_ATTRIBUTES or attrs & _RESTRICTED:
         raise AttestationCheckFailed(
             f"the key's attributes ({TPMA_OBJECT(attrs)!r}) are not fixedTPM, fixedParent, "
             "sensitiveDataOrigin and unrestricted",
             Check.KEY_ATTRIBUTES,
         )
-    public_key = _strong_key(key)
-    if expected_key is not None and _spki(expected_key) != _spki(public_key):
+    public_key, spki = _certified_key(data)
+    # (a cryptography key equal to it is the same key; anything else is compared by its SPKI)
+    if expected_key is not None and expected_key != public_key and _spki(expected_key) != spki:
         raise AttestationCheckFailed("the certified key is not the expected key", Check.KEY)
-    return CertifyResult(
+    result = _new(CertifyResult)  # as its frozen __init__ would, as in verify_quote
+    result.__dict__.update(
         attest=parsed,
         signature=sig,
-        nonce=bytes(nonce),
+        nonce=nonce if type(nonce) is bytes else bytes(nonce),
         key_public=key,
         key_name=name,
         public_key=public_key,
@@ -592,3 +665,4 @@ def verify_certify(
         checks=(*_CERTIFY_CHECKS, "expected-key") if expected_key is not None else _CERTIFY_CHECKS,
         ak_evidence=evidence,
     )
+    return result
