@@ -378,3 +378,20 @@ def test_ek_json_of_before_the_new_members_still_reads() -> None:
     )
     with pytest.raises(InvalidData, match="'chain_errors' is not a list of strings"):
         endorsement_key_from_json({**json.loads(endorsement_key_to_json(ek)), "chain_errors": 3})
+
+
+def test_the_demo_says_what_it_read_and_why_it_cannot(
+    tpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's EK step names the repair it made, and fails with the index's reason, not as
+    a missing certificate, when the index cannot be read."""
+    base = ["--provider", "tpm", "--tcti", tpm.tcti]
+    ca = [arg for path in tpm.ca_certificates for arg in ("--ek-ca", str(path))]
+    _write(tpm, RSA_INDEX, original(tpm) + b"\xff" * (1600 - len(original(tpm))))
+    assert main([*base, "--store", str(tmp_path / "a"), "demo", *ca]) == 0
+    step = next(line for line in capsys.readouterr().out.splitlines() if "[ 3/" in line)
+    assert "PASSED" in step and "certificate at NV 0x01c00002" in step and "0xFF" in step, step
+    _write(tpm, RSA_INDEX, b"\x30\x82\x03\xf0" + os.urandom(60))
+    assert main([*base, "--store", str(tmp_path / "b"), "demo", *ca]) == 1
+    captured = capsys.readouterr()
+    assert "NV 0x01c00002 (64 bytes)" in captured.out + captured.err

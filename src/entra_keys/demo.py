@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from cryptography import x509
 
 from . import formats, protocol, sealed
+from .attestation.nvcert import certificate_lines
 from .attestation.records import certification_to_json
 from .attestation.verifier import verify_ek_certificate
 from .errors import EntraKeysError
@@ -149,12 +150,13 @@ class JoinDemo:
         if not ek.hardware_backed:
             self.state["ek_certificate_chain"] = "none (software)"
             return "software provider: a software EK, no certificate to check"
-        _check(ek.certificate is not None, "the EK has no certificate in NV")
-        assert ek.certificate is not None
+        # An index that cannot be read fails here with its reason, never as a missing certificate.
+        certificate = ek.require_certificate()
         _check(bool(self.ek_cas), "no EK CA to check the chain against: give it with --ek-ca")
-        info = verify_ek_certificate(ek.certificate, self.ek_cas)
+        info = verify_ek_certificate(certificate, self.ek_cas, intermediates=ek.chain)
         self.state["ek_certificate_chain"] = "verified"
-        return f"{info.manufacturer} {info.model} {info.version}".strip()
+        found = "; ".join(certificate_lines(ek))
+        return f"{info.manufacturer} {info.model} {info.version}".strip() + f"; {found}"
 
     def enroll_ak(self) -> str:
         assert self._ek is not None
