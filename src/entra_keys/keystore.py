@@ -408,18 +408,23 @@ class KeyStore:
     def _read_key(self, dir_fd: int, name: str) -> tuple[KeyInfo, bytes]:
         """Read and parse ``name``'s file relative to the open store directory."""
         path = self._file(name)
-        try:
-            data = _read_file(dir_fd, path, f"key {name!r}:", name, _MAX_FILE)
-        except FileNotFoundError:
-            raise KeyNotFound(f"no key {name!r} in {self.path}", name) from None
-        except OSError as exc:
-            raise KeyStoreError(
-                f"cannot read key {name!r}: {exc.strerror}", name, path=str(path)
-            ) from exc
+        data = self._read_entry(dir_fd, path, "key", name)
         if len(data) > _MAX_FILE:
             raise KeyFileCorrupt(f"key {name!r}: the file is larger than any key file", name)
         info = _parse_key_file(name, path, data)
         return info, data[data.index(b"-----BEGIN ") :]
+
+    def _read_entry(self, dir_fd: int, path: Path, what: str, name: str) -> bytes:
+        """One file of the store (a key file, a sealed secret) read through the checked
+        directory, its errors naming what it is: ``KeyNotFound``, else ``KeyStoreError``."""
+        try:
+            return _read_file(dir_fd, path, f"{what} {name!r}:", name, _MAX_FILE)
+        except FileNotFoundError:
+            raise KeyNotFound(f"no {what} {name!r} in {self.path}", name) from None
+        except OSError as exc:
+            raise KeyStoreError(
+                f"cannot read {what} {name!r}: {exc.strerror}", name, path=str(path)
+            ) from exc
 
     @contextlib.contextmanager
     def _open_dir(self) -> Iterator[int | None]:
@@ -537,14 +542,7 @@ class KeyStore:
         with self._open_dir() as dir_fd:
             if dir_fd is None:
                 raise KeyNotFound(f"no sealed secret {name!r} in {self.path}", name)
-            try:
-                data = _read_file(dir_fd, path, f"sealed secret {name!r}:", name, _MAX_FILE)
-            except FileNotFoundError:
-                raise KeyNotFound(f"no sealed secret {name!r} in {self.path}", name) from None
-            except OSError as exc:
-                raise KeyStoreError(
-                    f"cannot read sealed secret {name!r}: {exc.strerror}", name, path=str(path)
-                ) from exc
+            data = self._read_entry(dir_fd, path, "sealed secret", name)
         if len(data) > _MAX_FILE:
             raise KeyFileCorrupt(f"the sealed secret {name!r} is larger than any blob", name)
         return data
