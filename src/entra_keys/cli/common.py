@@ -32,6 +32,7 @@ __all__ = [
     "one_line",
     "parse_hex",
     "read_input",
+    "read_passphrase_file",
     "write",
     "write_bytes",
     "write_json",
@@ -112,7 +113,7 @@ class Context:
         """The passphrase the caller gave, read once (a file is read and checked only once)."""
         path: str | None = self.args.passphrase_file
         if path is not None:
-            return _read_passphrase_file(path)
+            return read_passphrase_file(path)
         value = os.environ.get(PASSPHRASE_ENV)
         return value.encode("utf-8") if value else None
 
@@ -161,7 +162,7 @@ def parse_hex(text: str, what: str) -> bytes:
         raise CommandError(f"{what} is not hex: {text!r}") from exc
 
 
-def _read_passphrase_file(path: str) -> bytes:
+def read_passphrase_file(path: str) -> bytes:
     """The first line of a passphrase file, without its newline; refused unless it is this
     user's own (mode 600 or stricter), as anyone who could read or change it has the keys."""
     try:

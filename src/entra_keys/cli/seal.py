@@ -15,9 +15,9 @@ from .common import (
     CommandError,
     Context,
     SubParsers,
-    _read_passphrase_file,
     add_command,
     read_input,
+    read_passphrase_file,
     write_bytes,
     write_json,
 )
@@ -32,7 +32,7 @@ def _pin(ctx: Context) -> bytes | None:
     """The PIN of ``--pin-file``, else (software) the store's passphrase, else none."""
     path: str | None = ctx.args.pin_file
     if path is not None:
-        return _read_passphrase_file(path)
+        return read_passphrase_file(path)
     return ctx.passphrase()
 
 
