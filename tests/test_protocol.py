@@ -798,6 +798,22 @@ def test_parse_prt_response_refuses_keys_for_another_session(
     assert "prt" not in store
 
 
+def test_a_cbc_client_key_of_another_size_is_no_detail_for_an_oracle(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService
+) -> None:
+    """A CBC clientKey that unpads to 47 bytes (what another session key gives 1 time in 256)
+    fails as a wrong key does, with no length in the message; under GCM the length is
+    authenticated and the error says it."""
+    reply = prt_reply(service, transport_key, tgt_ad=tgt(service, b"\x07" * 47, "cbc"))
+    with pytest.raises(DecryptionError, match="does not decrypt") as caught:
+        parse_prt_response(reply, transport_key, store, "prt")
+    assert "47" not in str(caught.value) and "prt" not in store
+    reply = prt_reply(service, transport_key, tgt_ad=tgt(service, b"\x07" * 47, "gcm"))
+    with pytest.raises(InvalidData, match="is 32 bytes, not 47"):
+        parse_prt_response(reply, transport_key, store, "prt")
+    assert "prt" not in store
+
+
 # -- session-key-signed requests ------------------------------------------------------------
 
 

@@ -977,7 +977,8 @@ def test_decrypt_jwe_gives_bytes_that_need_not_be_json(
 
 
 def test_decrypt_jwe_fails_with_one_message(session_key: SessionKey, service: TokenService) -> None:
-    """Another session key, an altered GCM tag, bad CBC padding: the same error, the same words."""
+    """Another session key, an altered GCM tag, bad CBC padding: the same error, the same words.
+    (With ``size``: without it, another key's CBC token has valid padding 1 time in 256.)"""
     other = TokenService()
     ctx = os.urandom(24)
     bad_padding = seal_cbc_raw(service.session_key, ctx, os.urandom(31) + b"\x00")
@@ -987,8 +988,25 @@ def test_decrypt_jwe_fails_with_one_message(session_key: SessionKey, service: To
     messages = set()
     for token in (other.encrypt_response(b"k" * 32, mode="cbc"), altered, bad_padding):
         with pytest.raises(DecryptionError) as caught:
-            decrypt_jwe(session_key, token)
+            decrypt_jwe(session_key, token, size=32)
         messages.add(str(caught.value))
     assert len(messages) == 1
     with pytest.raises(InvalidData):  # a malformed token is no decryption failure
         decrypt_jwe(session_key, "a.b.c")
+
+
+def test_a_cbc_plaintext_of_another_size_is_the_same_failure(
+    session_key: SessionKey, service: TokenService
+) -> None:
+    """CBC does not authenticate the length: a validly padded 47-byte plaintext (what another
+    key gives 1 time in 256) is the one DecryptionError when 32 bytes are expected; GCM
+    authenticates it, so there the plaintext comes back for the caller's own check."""
+    cbc = seal_cbc_raw(service.session_key, os.urandom(24), os.urandom(47) + b"\x01")
+    assert len(decrypt_jwe(session_key, cbc)) == 47
+    with pytest.raises(DecryptionError) as caught:
+        decrypt_jwe(session_key, cbc, size=32)
+    with pytest.raises(DecryptionError) as other_key:
+        decrypt_jwe(session_key, TokenService().encrypt_response(b"k" * 32, mode="gcm"), size=32)
+    assert str(caught.value) == str(other_key.value)
+    gcm = service.encrypt_response(os.urandom(16), mode="gcm")
+    assert len(decrypt_jwe(session_key, gcm, size=32)) == 16

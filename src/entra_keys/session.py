@@ -338,10 +338,18 @@ def _pkcs7_strip(padded: bytes) -> tuple[bytes, bool]:
 
 
 def _open_response(
-    key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes, *, json_object: bool = True
+    key: bytes,
+    iv: bytes,
+    ciphertext: bytes,
+    tag: bytes,
+    aad: bytes,
+    *,
+    json_object: bool = True,
+    cbc_size: int | None = None,
 ) -> bytes | None:
-    """The plaintext if it decrypts (and, with ``json_object``, is a JSON object), else None,
-    the same for every failure.
+    """The plaintext if it decrypts (and, with ``json_object``, is a JSON object; under CBC,
+    with ``cbc_size``, is that long), else None, the same for every failure. CBC does not
+    authenticate the length: a wrong one cannot be told from another key's valid padding.
 
     Nothing here raises or returns early on the padding: the candidate text is JSON-parsed
     whether or not the padding was valid, and both results are combined at the end.
@@ -360,7 +368,8 @@ def _open_response(
     else:
         return None
     is_object = _is_json_object(plain) if json_object else True
-    return plain if is_object and padding_ok else None
+    size_ok = len(iv) == _GCM_IV_BYTES or cbc_size is None or len(plain) == cbc_size
+    return plain if is_object and padding_ok and size_ok else None
 
 
 def decrypt_response(
@@ -397,22 +406,38 @@ def decrypt_response(
     return _open_jwe(session_key, text, what="an encrypted response", json_object=True)
 
 
-def decrypt_jwe(session_key: SessionKey, token: str, *, max_size: int = MAX_RESPONSE_SIZE) -> bytes:
+def decrypt_jwe(
+    session_key: SessionKey,
+    token: str,
+    *,
+    max_size: int = MAX_RESPONSE_SIZE,
+    size: int | None = None,
+) -> bytes:
     """The plaintext bytes of a ``dir`` JWE that need not hold JSON, such as a Kerberos
     ``clientKey`` of ``tgt_ad`` / ``tgt_cloud`` (raw key bytes): KDF v1 over the header's ctx,
     AES-256-GCM (12-byte IV) or AES-256-CBC + PKCS#7 (16-byte IV), as ``decrypt_response``.
 
     A malformed JWE is InvalidData; every failure once decryption begins (tag, lengths,
-    padding) is one DecryptionError with one message, so no padding oracle is offered.
+    padding) is one DecryptionError with one message, so no padding oracle is offered. With
+    ``size``, an AES-CBC plaintext of another length is that same error (CBC does not
+    authenticate it, so it may be another key's); under GCM the length is authenticated and
+    left to the caller to check.
     """
     limit = _check_limit(max_size)
     if not isinstance(token, str):
         raise TypeError(f"a JWE is a str, not {type(token).__name__}")
     _refuse_oversize(len(token), limit, "characters")
-    return _open_jwe(session_key, token, what="a JWE", json_object=False)
+    return _open_jwe(session_key, token, what="a JWE", json_object=False, cbc_size=size)
 
 
-def _open_jwe(session_key: SessionKey, text: str, *, what: str, json_object: bool) -> bytes:
+def _open_jwe(
+    session_key: SessionKey,
+    text: str,
+    *,
+    what: str,
+    json_object: bool,
+    cbc_size: int | None = None,
+) -> bytes:
     """Check a compact ``dir`` JWE's form (InvalidData) and open it (one DecryptionError)."""
     parts = _segments(text.strip(), 5, f"{what} (compact JWE)")
     header_b64 = parts[0]
@@ -438,7 +463,13 @@ def _open_jwe(session_key: SessionKey, text: str, *, what: str, json_object: boo
     # From here on every failure is the same: lengths, tag, padding and content alike.
     key = derive_key(session_key, ctx, kdf_version=1)
     plain = _open_response(
-        key, iv, ciphertext, tag, header_b64.encode("ascii"), json_object=json_object
+        key,
+        iv,
+        ciphertext,
+        tag,
+        header_b64.encode("ascii"),
+        json_object=json_object,
+        cbc_size=cbc_size,
     )
     if plain is None:
         # Raised outside any except block: no chained exception holds the failed plaintext.
@@ -550,10 +581,10 @@ class PRTSession:
         limit = self.max_response_size if max_response_size is None else max_response_size
         return decrypt_response(self.key, body, max_response_size=limit)
 
-    def decrypt_jwe(self, token: str) -> bytes:
+    def decrypt_jwe(self, token: str, *, size: int | None = None) -> bytes:
         """The plaintext bytes of a ``dir`` JWE that need not hold JSON (a Kerberos clientKey);
         see ``decrypt_jwe``. Bounded by the session's ``max_response_size``."""
-        return decrypt_jwe(self.key, token, max_size=self.max_response_size)
+        return decrypt_jwe(self.key, token, max_size=self.max_response_size, size=size)
 
     def __repr__(self) -> str:
         backing = "hardware" if self.hardware_backed else "software"

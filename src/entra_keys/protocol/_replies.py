@@ -134,8 +134,10 @@ def _tgt(value: object, what: str) -> _Tgt | None:
 def _open_tgt(spec: _Tgt | None, key: SessionKey, what: str) -> KerberosTGT | None:
     if spec is None:
         return None
-    client_key = None if spec.client_key is None else _open_client_key(key, spec.client_key)
     expected = _CLIENT_KEY_BYTES.get(spec.key_type)
+    client_key = (
+        None if spec.client_key is None else _open_client_key(key, spec.client_key, expected)
+    )
     if client_key is not None and expected is not None and len(client_key) != expected:
         raise InvalidData(
             f"{what}: a keyType {spec.key_type} client key is {expected} bytes, "
@@ -144,14 +146,15 @@ def _open_tgt(spec: _Tgt | None, key: SessionKey, what: str) -> KerberosTGT | No
     return KerberosTGT(spec.key_type, client_key, **spec.fields)
 
 
-def _open_client_key(key: SessionKey, token: str) -> bytes:
+def _open_client_key(key: SessionKey, token: str, size: int | None) -> bytes:
     """A clientKey's plaintext: the bytes of a ``dir`` JWE opened with KDF v1 over its ctx
     (12-byte IV AES-256-GCM, AAD the header; 16-byte IV AES-256-CBC + PKCS#7), or plain base64.
 
     A client key is raw key bytes (roadlib hex-encodes them, Himmelblau takes 32 bytes), so it
     is opened by ``session.decrypt_jwe`` (``PRTSession.decrypt_jwe``), not by
     ``decrypt_response``, which insists on JSON; every failure once decryption begins is the
-    same DecryptionError.
+    same DecryptionError, a CBC plaintext not ``size`` bytes long included (its length is not
+    authenticated: it may be another session's key).
     """
     if "." not in token:
         try:
@@ -160,7 +163,7 @@ def _open_client_key(key: SessionKey, token: str) -> bytes:
             raise InvalidData(f"a clientKey that is no JWE is base64: {exc}") from exc
     if token.count(".") != 4:
         raise InvalidData(f"a clientKey JWE has 5 segments, this one has {token.count('.') + 1}")
-    return decrypt_jwe(key, token)
+    return decrypt_jwe(key, token, size=size)
 
 
 @dataclass
