@@ -7,8 +7,9 @@ it, from the software provider); ``AKEnrollment`` enrolls an AK against a verifi
 
 The modules, from the bottom: ``structures`` (the TPM wire structures), ``records`` (quotes,
 certifications, EKs and their JSON forms), ``credential`` (MakeCredential and its file),
-``tpm2_tools`` (the files tpm2-tools reads), ``verifier`` and ``enrollment`` (the checks), and
-``software`` (the software provider's attestation, the one module above the key layer).
+``tpm2_tools`` (the files tpm2-tools reads), ``policy`` (what a verifier trusts), ``verifier``
+and ``enrollment`` (the checks), and ``software`` (the software provider's attestation, the one
+module above the key layer).
 
 The package imports nothing until a name is asked for (PEP 562): ``import
 entra_keys.attestation.structures`` does not load the verifier, and ``from entra_keys.attestation
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         parse_credential_file,
     )
     from .enrollment import AKEnrollment, EnrolledAK, check_enrollment_ak
+    from .policy import AKEvidence, TrustPolicy
     from .pool import VerifierPool
     from .records import (
         SOFTWARE_FIRMWARE_VERSION,
@@ -68,12 +70,10 @@ if TYPE_CHECKING:
     )
     from .verifier import (
         MIN_NONCE,
-        AKEvidence,
         CertifyResult,
         EKCertificateInfo,
         PlatformCertificateInfo,
         QuoteResult,
-        TrustPolicy,
         check_ak_public,
         parse_platform_certificate,
         verify_ak_certificate,
@@ -183,12 +183,12 @@ _EXPORTS = {
     "VerifierPool": "pool",
     # verifier
     "MIN_NONCE": "verifier",
-    "AKEvidence": "verifier",
+    "AKEvidence": "policy",
     "CertifyResult": "verifier",
     "EKCertificateInfo": "verifier",
     "PlatformCertificateInfo": "verifier",
     "QuoteResult": "verifier",
-    "TrustPolicy": "verifier",
+    "TrustPolicy": "policy",
     "check_ak_public": "verifier",
     "parse_platform_certificate": "verifier",
     "verify_ak_certificate": "verifier",

@@ -7,6 +7,7 @@ Split from ``verifier`` so that both stay small; ``verifier`` re-exports ``check
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -20,6 +21,7 @@ from .structures import (
     TPM_ALG_ECC,
     TPM_ALG_NULL,
     TPM_ALG_RSA,
+    TPM_ALG_SHA1,
     TPM_ECC_NIST_P256,
     TPM_ECC_NIST_P384,
     TPM_ECC_NIST_P521,
@@ -27,6 +29,7 @@ from .structures import (
     TPMSECCParms,
     TPMSRSAParms,
     TPMTPublic,
+    TPMTSignature,
 )
 
 __all__ = ["AKPublic", "PublicKey", "check_ak_public"]
@@ -56,6 +59,15 @@ class _AK:
     scheme: tuple[int, int] | None
     name: bytes | None
     name_alg: int = 0
+    #: An RSA AK's signatures have one form, which its scheme, SHA-2 hash and key size fix: the
+    #: TPMT_SIGNATURE's first 6 bytes (sigAlg, hash, size), its length, its sigAlg and hash.
+    signature_form: tuple[bytes, int, int, int] | None = None
+
+    @functools.cached_property
+    def verify(self) -> Callable[..., None]:
+        """The key's ``verify`` (RSA: signature, data, padding, hash; ECDSA: DER, data, ECDSA),
+        looked up once."""
+        return self.key.verify
 
     @functools.cached_property
     def coordinate_size(self) -> int:
@@ -106,7 +118,12 @@ def _ak_from_tpmt(public: TPMTPublic) -> _AK:
     params = public.parameters
     assert isinstance(params, TPMSRSAParms | TPMSECCParms)  # check_ak_public made sure
     scheme = (params.scheme.scheme, params.scheme.hash_alg)
-    return _AK(key, isinstance(key, rsa.RSAPublicKey), scheme, public.name(), public.name_alg)
+    is_rsa = isinstance(key, rsa.RSAPublicKey)
+    form = None
+    if is_rsa and scheme[1] in HASH_ALGORITHMS and scheme[1] != TPM_ALG_SHA1:
+        marshaled = TPMTSignature(*scheme, bytes(key.key_size // 8)).to_bytes()
+        form = marshaled[:6], len(marshaled), *scheme
+    return _AK(key, is_rsa, scheme, public.name(), public.name_alg, form)
 
 
 @functools.lru_cache(maxsize=256)

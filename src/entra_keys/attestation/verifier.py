@@ -15,23 +15,25 @@ credential activation against a verified EK, or an AK certificate chains to a tr
 public key as the AK is refused unless the policy opts in, and is then always UNVERIFIED.
 
 Nothing in the attestation is believed before its signature verifies over the exact bytes given;
-the bytes then must parse completely (no trailing bytes). Trust is one hook, ``TrustPolicy``.
-EK, AK and platform certificates are checked in ``ekcert`` (re-exported here). Pure Python:
-neither tpm2-pytss nor libtss2 is needed.
+the bytes then must parse completely (no trailing bytes). An attestation that is exactly the one
+expected is accepted by comparing its bytes in place (the fused path); any other is parsed and
+checked in the order above, which names what is wrong. Trust is one hook, ``TrustPolicy``
+(``policy``, re-exported here); EK, AK and platform certificates are checked in ``ekcert``
+(re-exported here). Pure Python: neither tpm2-pytss nor libtss2 is needed.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from ..errors import (
     AttestationCheckFailed,
@@ -45,25 +47,24 @@ from ..tpm_model import (  # one minimum and one origin for the providers and th
     KeyUsage,
     origin_attributes,
 )
+from ._wire import _CLOCK, _HEADER, _MAX_DATA, _MAX_NAME, _U16, _U32, _U64
 from .akpublic import (  # the AK's own checks
     _AK,
     AKPublic,
     PublicKey,
-    _ak_from_bytes,
     _certified_key,
     _certified_public,
-    _resolve_ak,
     check_ak_public,
 )
 from .ekcert import (  # the certificate checks, re-exported: callers import them from here
     EKCertificateInfo,
     PlatformCertificateInfo,
-    _load_certificate,
     _spki,
     parse_platform_certificate,
     verify_ak_certificate,
     verify_ek_certificate,
 )
+from .policy import _DEFAULT_POLICY, AKEvidence, TrustPolicy, _check_ak
 from .records import is_software_marked
 from .structures import (
     HASH_ALGORITHMS,
@@ -80,7 +81,9 @@ from .structures import (
     TPMSQuoteInfo,
     TPMTPublic,
     TPMTSignature,
+    _signature,
     hash_info_by_name,
+    pcr_select_bytes,
 )
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
@@ -120,159 +123,6 @@ _PSS = {
 }
 
 
-class AKEvidence(enum.Enum):
-    """What the verifier knows of where an attestation key lives."""
-
-    #: Enrolled by credential activation against an EK whose certificate the verifier checked.
-    ENROLLED = "enrolled"
-    #: An AK certificate that chains to a CA the policy trusts.
-    CERTIFICATE = "certificate"
-    #: No evidence that a TPM holds the AK: its attestations prove nothing about hardware.
-    UNVERIFIED = "unverified"
-
-
-class TrustPolicy:
-    """What a verifier trusts; override ``ak_evidence`` (or pass arguments) to decide.
-
-    An AK counts as hardware only with evidence: it is in ``enrolled_aks`` (an ``EnrolledAK``
-    from ``AKEnrollment``, or the TPMT_PUBLIC of an AK the caller enrolled itself), or an AK
-    certificate chains to ``ak_ca_certificates``. Other AKs given as TPMT_PUBLIC verify as
-    UNVERIFIED (``hardware_backed=False``) unless ``require_hardware`` refuses them; a bare public
-    key is refused unless ``allow_unverified_ak``. ``trusted_aks``, when given, is an allow-list:
-    no other AK is accepted at all. Software attestations and SHA-1 are refused unless allowed.
-    """
-
-    #: Accept attestations the software provider made (their results say hardware_backed=False).
-    allow_software: bool = False
-    #: Accept SHA-1 signatures, PCR banks and names.
-    allow_sha1: bool = False
-    #: Accept a bare public key as the AK (no TPMT_PUBLIC: no attribute can be checked).
-    allow_unverified_ak: bool = False
-    #: Refuse every attestation that would not be hardware_backed (unverified AK, software).
-    require_hardware: bool = False
-
-    def __init__(
-        self,
-        *,
-        allow_software: bool | None = None,
-        allow_sha1: bool | None = None,
-        allow_unverified_ak: bool | None = None,
-        require_hardware: bool | None = None,
-        enrolled_aks: Iterable[Any] = (),
-        ak_ca_certificates: Iterable[x509.Certificate | bytes] = (),
-        trusted_aks: Iterable[AKPublic] | None = None,
-        ek_ca_certificates: Iterable[x509.Certificate | bytes] = (),
-    ) -> None:
-        if allow_software is not None:
-            self.allow_software = allow_software
-        if allow_sha1 is not None:
-            self.allow_sha1 = allow_sha1
-        if allow_unverified_ak is not None:
-            self.allow_unverified_ak = allow_unverified_ak
-        if require_hardware is not None:
-            self.require_hardware = require_hardware
-        self._trusted = (
-            None if trusted_aks is None else {_spki(_resolve_ak(a).key) for a in trusted_aks}
-        )
-        self._enrolled = frozenset(_enrolled_name(a) for a in enrolled_aks)
-        self._ak_cas = tuple(_load_certificate(c) for c in ak_ca_certificates)
-        self._ek_cas = tuple(_load_certificate(c) for c in ek_ca_certificates)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The policy's state with its CA certificates as DER, so that it pickles (to the
-        processes of a ``VerifierPool``): ``cryptography`` certificates do not."""
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        state = dict(self.__dict__)
-        for field in ("_ak_cas", "_ek_cas"):
-            if field in state:
-                state[field] = tuple(c.public_bytes(Encoding.DER) for c in state[field])
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for field in ("_ak_cas", "_ek_cas"):
-            if field in state:
-                state[field] = tuple(_load_certificate(c) for c in state[field])
-        self.__dict__.update(state)
-
-    def trust_ak(self, ak_public: PublicKey) -> bool:
-        """True when attestations signed by this AK may be accepted at all (the allow-list)."""
-        return self._trusted is None or _spki(ak_public) in self._trusted
-
-    def ak_evidence(
-        self, ak_name: bytes | None, ak_public: PublicKey, ak_certificate: Any = None
-    ) -> AKEvidence:
-        """The evidence that a TPM holds the AK of this name (None: a bare key, never more than
-        UNVERIFIED); an AK certificate that is given must verify (a CERTIFICATE failure)."""
-        if ak_name is None:
-            return AKEvidence.UNVERIFIED
-        if ak_name in self._enrolled:
-            return AKEvidence.ENROLLED
-        if ak_certificate is not None:
-            verify_ak_certificate(ak_certificate, ak_public, self._ak_cas)
-            return AKEvidence.CERTIFICATE
-        return AKEvidence.UNVERIFIED
-
-    def ek_ca_certificates(self) -> Sequence[x509.Certificate]:
-        """The CA certificates EK certificates must chain to (the TPM makers' roots)."""
-        return self._ek_cas
-
-
-_DEFAULT_POLICY = TrustPolicy()
-
-
-def _enrolled_name(ak: Any) -> bytes:
-    """The name of an enrolled AK: an EnrolledAK made by hardware, or a TPMT_PUBLIC."""
-    hardware = getattr(ak, "hardware_backed", None)
-    if hardware is not None:  # an EnrolledAK: only a hardware enrollment is evidence
-        if not hardware:
-            raise AttestationCheckFailed(
-                "a software enrollment is no evidence of a TPM; leave it out", Check.TRUST
-            )
-        return bytes(ak.ak_name)
-    if isinstance(ak, TPMTPublic):
-        return ak.name()
-    if isinstance(ak, bytes | bytearray):
-        name = _ak_from_bytes(bytes(ak)).name
-        assert name is not None  # a TPMT_PUBLIC always has one
-        return name
-    raise AttestationCheckFailed(
-        f"an enrolled AK is an EnrolledAK or a TPMT_PUBLIC, not {type(ak).__name__}", Check.TRUST
-    )
-
-
-# --- the attestation key -------------------------------------------------------------------
-
-
-def _check_ak(
-    ak_public: AKPublic, policy: TrustPolicy, ak_certificate: Any
-) -> tuple[_AK, AKEvidence]:
-    """The AK and the evidence for it, or a TRUST failure: a bare key needs the policy's opt-in."""
-    ak = _resolve_ak(ak_public)
-    if ak.name is None and not policy.allow_unverified_ak:
-        raise AttestationCheckFailed(
-            "the AK is a bare public key: its attributes cannot be checked and nothing shows a "
-            "TPM holds it; give its TPMT_PUBLIC (or opt in with allow_unverified_ak)",
-            Check.TRUST,
-        )
-    if ak.name_alg == TPM_ALG_SHA1 and not policy.allow_sha1:
-        raise AttestationCheckFailed(
-            "the AK's nameAlg SHA-1 is refused: allow_sha1 is off", Check.HASH
-        )
-    if not policy.trust_ak(ak.key):
-        raise AttestationCheckFailed(
-            "the trust policy does not trust this attestation key", Check.TRUST
-        )
-    evidence = policy.ak_evidence(ak.name, ak.key, ak_certificate)
-    if evidence is AKEvidence.UNVERIFIED and policy.require_hardware:
-        raise AttestationCheckFailed(
-            "the policy requires hardware and nothing shows a TPM holds this AK "
-            "(not enrolled, no AK certificate)",
-            Check.TRUST,
-        )
-    return ak, evidence
-
-
 def _check_nonce_size(nonce: object) -> bytes:
     """The nonce as bytes, if it is at least MIN_NONCE long (Check.NONCE if not)."""
     if type(nonce) is not bytes:
@@ -293,13 +143,49 @@ def _check_nonce_size(nonce: object) -> bytes:
 # --- the checks every attestation gets -----------------------------------------------------
 
 
-def _signed_attest(
+def _verified_signature(
     attest: bytes, signature: bytes, ak_public: AKPublic, policy: TrustPolicy, ak_certificate: Any
-) -> tuple[TPMSAttest, bytes, TPMTSignature, HashInfo, bool, AKEvidence]:
-    """Trust, hash, scheme and signature checks, then the strict parse and the software and
-    magic checks; returns the parsed attestation and its bytes, its signature, the signing
-    hash, whether the software provider made it and the evidence for the AK."""
+) -> tuple[bytes, TPMTSignature, HashInfo, AKEvidence]:
+    """Trust, hash, scheme and signature checks: the attestation's bytes, its signature, the
+    signing hash and the evidence for the AK, once the signature verifies over those bytes."""
     ak, evidence = _check_ak(ak_public, policy, ak_certificate)
+    form = ak.signature_form
+    if (
+        form is not None
+        and type(signature) is bytes
+        and len(signature) == form[1]
+        and signature.startswith(form[0])
+    ):  # the one form this AK's signatures take: the checks below hold by its construction
+        sig = _signature(form[2], form[3], signature[6:], b"", b"")
+        info = HASH_ALGORITHMS[form[3]]
+    else:
+        sig, info = _parsed_signature(signature, ak, policy)
+    if type(attest) is not bytes:
+        if not isinstance(attest, bytes | bytearray | memoryview):
+            raise MalformedAttestation(f"TPMS_ATTEST: bytes expected, not {type(attest).__name__}")
+        attest = bytes(attest)
+    try:
+        if ak.is_rsa:
+            pad = _PSS[sig.hash] if sig.sig_alg == TPM_ALG_RSAPSS else _PKCS1
+            ak.verify(sig.signature, attest, pad, _PYCA_HASHES[sig.hash])
+        else:
+            size = ak.coordinate_size
+            if len(sig.signature_r) > size or len(sig.signature_s) > size:
+                raise AttestationCheckFailed(
+                    f"an ECDSA r or s is longer than {size} bytes", Check.SIGNATURE
+                )
+            ak.verify(sig.to_der(), attest, _ECDSA[sig.hash])
+    except (_PycaInvalidSignature, ValueError) as exc:
+        raise AttestationCheckFailed(
+            "the signature does not verify over the attestation with this AK", Check.SIGNATURE
+        ) from exc
+    return attest, sig, info, evidence
+
+
+def _parsed_signature(
+    signature: bytes, ak: _AK, policy: TrustPolicy
+) -> tuple[TPMTSignature, HashInfo]:
+    """The TPMT_SIGNATURE parsed and its signing hash, after the hash and scheme checks."""
     try:
         sig = TPMTSignature.parse(signature)
     except InvalidData as exc:
@@ -322,27 +208,12 @@ def _signed_attest(
             f"the signature says 0x{sig.sig_alg:04x}/0x{sig.hash:04x}",
             Check.SIGNATURE,
         )
-    if type(attest) is not bytes:
-        if not isinstance(attest, bytes | bytearray | memoryview):
-            raise MalformedAttestation(f"TPMS_ATTEST: bytes expected, not {type(attest).__name__}")
-        attest = bytes(attest)
-    try:
-        if ak.is_rsa:  # (cast, not isinstance: an ABC's isinstance costs on this path)
-            pad = _PSS[sig.hash] if sig.sig_alg == TPM_ALG_RSAPSS else _PKCS1
-            cast(rsa.RSAPublicKey, ak.key).verify(
-                sig.signature, attest, pad, _PYCA_HASHES[sig.hash]
-            )
-        else:
-            size = ak.coordinate_size
-            if len(sig.signature_r) > size or len(sig.signature_s) > size:
-                raise AttestationCheckFailed(
-                    f"an ECDSA r or s is longer than {size} bytes", Check.SIGNATURE
-                )
-            cast(ec.EllipticCurvePublicKey, ak.key).verify(sig.to_der(), attest, _ECDSA[sig.hash])
-    except (_PycaInvalidSignature, ValueError) as exc:
-        raise AttestationCheckFailed(
-            "the signature does not verify over the attestation with this AK", Check.SIGNATURE
-        ) from exc
+    return sig, info
+
+
+def _parsed_attest(attest: bytes, policy: TrustPolicy) -> tuple[TPMSAttest, bool]:
+    """The strict parse of a verified attestation, then the software and magic checks: the
+    TPMS_ATTEST and whether the software provider made it."""
     try:
         parsed = TPMSAttest.parse(attest)
     except InvalidData as exc:
@@ -363,7 +234,48 @@ def _signed_attest(
             f"magic is 0x{parsed.magic:08x}, not TPM_GENERATED_VALUE 0x{TPM_GENERATED_VALUE:08x}",
             Check.MAGIC,
         )
-    return parsed, attest, sig, info, software, evidence
+    return parsed, software
+
+
+# The fused path. A verified attestation that is exactly what the verifier expects (the magic
+# and type, the nonce as extraData, the expected PCR selection and digest or the certified
+# name) is accepted by comparing those bytes in place, without parsing it into objects; any
+# other takes the full parse and the checks in their order, which say what is wrong. The fused
+# path accepts nothing the full one refuses: it only compares with what the full one requires.
+_QUOTE_HEAD = _HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE)
+_CERTIFY_HEAD = _HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY)
+_FIRMWARE = _CLOCK.size - 8  # where firmwareVersion starts after extraData (after clockInfo)
+_SAFE = _FIRMWARE - 1  # clockInfo.safe, the byte before it
+
+
+_AFTER_NONCE = _CLOCK.size  # clockInfo and firmwareVersion, after extraData
+
+
+def _fused_head(
+    attest: bytes, head: bytes, nonce: object, policy: TrustPolicy
+) -> tuple[int, bool] | None:
+    """Where the attested part starts and whether software made it, when the attestation is
+    ``head`` (magic and type), a qualifiedSigner, the nonce (bytes of a size a verifier takes),
+    clockInfo (safe YES or NO) and firmwareVersion, and the policy allows who made it; None
+    otherwise."""
+    if type(nonce) is not bytes or len(attest) < 8 or not attest.startswith(head):
+        return None
+    n = len(nonce)
+    pos = 8 + (attest[6] << 8 | attest[7])  # after qualifiedSigner
+    at = pos + 2 + n  # after extraData
+    if (
+        pos > 8 + _MAX_NAME
+        or not MIN_NONCE <= n <= _MAX_DATA
+        or not attest.startswith(nonce, pos + 2)  # (so that pos + 1 is in the attestation)
+        or (attest[pos] << 8 | attest[pos + 1]) != n
+        or at + _AFTER_NONCE > len(attest)
+        or attest[at + _SAFE] > 1
+    ):
+        return None
+    software = is_software_marked(attest[8:pos], _U64.unpack_from(attest, at + _FIRMWARE)[0])
+    if software and (not policy.allow_software or policy.require_hardware):
+        return None
+    return at + _AFTER_NONCE, software
 
 
 def _check_type(attest: TPMSAttest, wanted: int, what: str) -> None:
@@ -405,7 +317,8 @@ class QuoteResult:
         again from ``raw_attest`` when asked for, the signature made from its fields."""
         s = self.signature
         fields = (self.raw_attest, (s.sig_alg, s.hash, s.signature, s.signature_r, s.signature_s))
-        rest = (self.pcr_values, self.pcr_digest, self.hardware_backed, self.checks)
+        values = {bank: dict(pcrs) for bank, pcrs in self.pcr_values.items()}  # proxies: no pickle
+        rest = (values, self.pcr_digest, self.hardware_backed, self.checks)
         return _quote_result, (*fields, self.nonce, *rest, self.ak_evidence.value)
 
     @functools.cached_property
@@ -437,22 +350,76 @@ _CERTIFY_CHECKS = (
 
 
 class _Bank(NamedTuple):
-    """An expected PCR bank: its hash, PCR indices, values and their concatenation."""
+    """An expected PCR bank: its hash, PCR indices (as a set and as the bitmap a quote's
+    pcrSelect holds), values and their concatenation."""
 
     info: HashInfo
     pcrs: frozenset[int]
+    bits: int
     values: dict[int, bytes]
     concatenated: bytes
+
+
+class _Expected:
+    """Checked expected PCR values: the banks by hash, the TPML_PCR_SELECTION a TPM quotes them
+    in (the caller's order of banks), their values as a result gives them (read-only: shared
+    by every result), and per signing hash the PCR digest and the quote's end that holds it."""
+
+    __slots__ = ("banks", "concatenated", "digests", "pcr_values", "selection", "sha1")
+
+    def __init__(self, banks: dict[int, _Bank]) -> None:
+        self.banks = banks
+        selects = [pcr_select_bytes(alg, bank.bits) for alg, bank in banks.items()]
+        self.selection = _U32.pack(len(selects)) + b"".join(selects)
+        self.concatenated = b"".join([b.concatenated for b in banks.values()])
+        self.pcr_values: Mapping[str, Mapping[int, bytes]] = MappingProxyType(
+            {b.info.name: MappingProxyType(b.values) for b in banks.values()}
+        )
+        self.sha1 = TPM_ALG_SHA1 in banks
+        self.digests: dict[int, tuple[bytes, bytes]] = {}
+
+    def digest(self, info: HashInfo) -> tuple[bytes, bytes]:
+        """The PCR digest under the quote's signing hash, and the quote's end: the selection
+        and the digest as a TPM2B."""
+        found = self.digests.get(info.alg)
+        if found is None:
+            digest = info.digest(self.concatenated)
+            found = digest, self.selection + _U16.pack(len(digest)) + digest
+            self.digests[info.alg] = found  # (the same value whichever thread sets it)
+        return found
 
 
 # Banks as callers name them, "sha256" or TPM_ALG_SHA256 (others take the general lookup).
 _BANKS: dict[str | int, HashInfo] = {
     key: info for info in HASH_ALGORITHMS.values() for key in (info.alg, info.name)
 }
+# Checked expected values by their contents: a service checks its fleet's quotes against the
+# same golden values again and again. Bounded: once full, further values are checked each time.
+_EXPECTED: dict[tuple[object, ...], _Expected] = {}
+_EXPECTED_MAX = 256
 
 
-def _expected_pcrs(pcrs: ExpectedPCRs, policy: TrustPolicy) -> dict[int, _Bank]:
-    """{hash alg: bank} from the caller's expected values, checked for size."""
+def _expected_key(pcrs: ExpectedPCRs) -> tuple[object, ...]:
+    """The expected values as a key of ``_EXPECTED``, with the type of each bank, index and
+    value: 1.0 and True equal 1, but a key with them is no cached one's (TypeError: some
+    value is not hashable)."""
+    items: Iterable[tuple[object, Mapping[int, bytes]]] = pcrs.items()
+    key = []
+    for bank, values in items:
+        types = (type(bank), *map(type, values), *map(type, values.values()))
+        key.append((bank, types, tuple(values.items())))
+    return tuple(key)
+
+
+def _expected_pcrs(pcrs: ExpectedPCRs, policy: TrustPolicy) -> _Expected:
+    """The caller's expected values, checked for size, by bank."""
+    try:
+        key: tuple[object, ...] | None = _expected_key(pcrs)
+        found = _EXPECTED.get(key)  # type: ignore[arg-type]
+    except (TypeError, AttributeError):  # unhashable, or not a mapping: the checks say what
+        key = found = None
+    if found is not None and (policy.allow_sha1 or not found.sha1):
+        return found
     out: dict[int, _Bank] = {}
     items: Iterable[tuple[str | int, Mapping[int, bytes]]] = pcrs.items()
     for bank, values in items:
@@ -469,6 +436,7 @@ def _expected_pcrs(pcrs: ExpectedPCRs, policy: TrustPolicy) -> dict[int, _Bank]:
                 "the sha1 PCR bank is refused: allow_sha1 is off", Check.HASH
             )
         size = info.digest_size
+        bits = 0
         for index, value in values.items():
             if not (type(index) is int and 0 <= index < 32):
                 raise InvalidData(f"expected PCR index {index!r} is not 0..31")
@@ -476,12 +444,17 @@ def _expected_pcrs(pcrs: ExpectedPCRs, policy: TrustPolicy) -> dict[int, _Bank]:
                 raise InvalidData(
                     f"expected PCR {info.name}:{index} is {len(value)} bytes, not {size}"
                 )
+            bits |= 1 << index
         if values:
             ordered = dict(sorted(values.items()))
-            out[info.alg] = _Bank(info, frozenset(ordered), ordered, b"".join(ordered.values()))
+            concatenated = b"".join(ordered.values())
+            out[info.alg] = _Bank(info, frozenset(ordered), bits, ordered, concatenated)
     if not out:
         raise InvalidData("no expected PCR values: a quote is checked against some")
-    return out
+    expected = _Expected(out)
+    if key is not None and len(_EXPECTED) < _EXPECTED_MAX:
+        _EXPECTED[key] = expected
+    return expected
 
 
 def verify_quote(
@@ -499,9 +472,42 @@ def verify_quote(
     the failed check's error. ``ak_certificate`` is checked against the policy's AK CAs."""
     policy = policy or _DEFAULT_POLICY
     expected = _expected_pcrs(pcrs, policy)
-    parsed, attest, sig, info, software, evidence = _signed_attest(
+    attest, sig, info, evidence = _verified_signature(
         attest, signature, ak_public, policy, ak_certificate
     )
+    digest, tail = expected.digest(info)
+    fused = _fused_head(attest, _QUOTE_HEAD, nonce, policy)
+    software = None
+    if fused is not None and len(attest) == fused[0] + len(tail) and attest.endswith(tail):
+        software = fused[1]
+    parsed: TPMSAttest | None = None
+    if software is None:  # not the quote expected: the full parse and checks say why
+        parsed, software, digest = _checked_quote(attest, nonce, expected.banks, info, policy)
+    # Built as its frozen __init__ would (every field, checked above), without the
+    # object.__setattr__ per field: the same object, equal and hashable alike.
+    result = _new(QuoteResult)
+    result.__dict__.update(
+        raw_attest=attest,
+        signature=sig,
+        nonce=nonce if type(nonce) is bytes else bytes(nonce),
+        pcr_values=expected.pcr_values,
+        pcr_digest=digest,
+        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
+        checks=_QUOTE_CHECKS,
+        ak_evidence=evidence,
+    )
+    if parsed is not None:
+        result.__dict__["attest"] = parsed  # what the cached ``attest`` would parse again
+    return result
+
+
+def _checked_quote(
+    attest: bytes, nonce: bytes, expected: dict[int, _Bank], info: HashInfo, policy: TrustPolicy
+) -> tuple[TPMSAttest, bool, bytes]:
+    """The full path of a verified quote: parsed, then the software, magic, type, nonce, PCR
+    selection and PCR digest checks in order; the attestation, whether software made it and
+    its PCR digest."""
+    parsed, software = _parsed_attest(attest, policy)
     _check_type(parsed, TPM_ST_ATTEST_QUOTE, "a quote")
     _check_nonce(parsed, nonce)
     body = parsed.attested
@@ -525,21 +531,7 @@ def verify_quote(
             f"the quoted PCR digest is not the {info.name} of the expected PCR values",
             Check.PCR_DIGEST,
         )
-    # Built as its frozen __init__ would (every field, checked above), without the
-    # object.__setattr__ per field: the same object, equal and hashable alike.
-    result = _new(QuoteResult)
-    result.__dict__.update(
-        raw_attest=attest,
-        signature=sig,
-        nonce=nonce if type(nonce) is bytes else bytes(nonce),
-        pcr_values={b.info.name: b.values for b in expected.values()},
-        pcr_digest=digest,
-        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
-        checks=_QUOTE_CHECKS,
-        ak_evidence=evidence,
-        attest=parsed,  # what the cached ``attest`` would parse again
-    )
-    return result
+    return parsed, software, digest
 
 
 def _selection_failed(
@@ -562,7 +554,7 @@ def _selection_failed(
 class CertifyResult:
     """A verified TPM2_Certify: the key it vouches for and that key's properties."""
 
-    attest: TPMSAttest
+    raw_attest: bytes
     signature: TPMTSignature
     nonce: bytes
     key_public: TPMTPublic
@@ -583,12 +575,18 @@ class CertifyResult:
         sig = (s.sig_alg, s.hash, s.signature, s.signature_r, s.signature_s)
         rest = (self.key_name, self.hardware_backed, self.checks, self.ak_evidence.value)
         return _certify_result, (
-            self.attest.to_bytes(),
+            self.raw_attest,
             sig,
             self.nonce,
             self.key_public.to_bytes(),
             *rest,
         )
+
+    @functools.cached_property
+    def attest(self) -> TPMSAttest:
+        """The verified TPMS_ATTEST (clock, firmware version, signer, qualified name): the one
+        ``verify_certify`` parsed, or parsed from ``raw_attest`` when asked for."""
+        return TPMSAttest.parse(self.raw_attest)
 
 
 def _certify_result(
@@ -598,10 +596,58 @@ def _certify_result(
     key_name, hardware, checks, evidence = rest
     key = _certified_public(key_public)
     return CertifyResult(
-        TPMSAttest.parse(attest), TPMTSignature(*signature), nonce, key, key_name,
+        attest, TPMTSignature(*signature), nonce, key, key_name,
         _certified_key(key_public)[0], hardware, checks,
         AKEvidence(evidence),
     )  # fmt: skip
+
+
+class _Certified(NamedTuple):
+    """A certified key that passes every check of the key itself (a SHA-2 nameAlg; made in a
+    TPM and unrestricted; strong): its TPMT_PUBLIC, name, name as a TPM2B, key and SPKI."""
+
+    public: TPMTPublic
+    name: bytes
+    name_field: bytes
+    key: PublicKey
+    spki: bytes
+
+
+@functools.lru_cache(maxsize=256)
+def _good_certified(data: bytes) -> _Certified | None:
+    """The key of these TPMT_PUBLIC bytes when it passes its checks, once per distinct bytes;
+    None for any other, whose checks the full path makes in order."""
+    try:
+        public = _certified_public(data)
+        key, spki = _certified_key(data)
+    except (InvalidData, AttestationCheckFailed):  # (MalformedAttestation is an InvalidData)
+        return None
+    info = HASH_ALGORITHMS.get(public.name_alg)
+    attrs = public.object_attributes
+    if info is None or info.alg == TPM_ALG_SHA1 or not _made_unrestricted(attrs):
+        return None
+    name = public.name_alg.to_bytes(2, "big") + info.digest(data)
+    return _Certified(public, name, _U16.pack(len(name)) + name, key, spki)
+
+
+def _made_unrestricted(attrs: int) -> bool:
+    """fixedTPM, fixedParent and sensitiveDataOrigin set, restricted clear."""
+    return attrs & _CERTIFIED_ATTRIBUTES == _CERTIFIED_ATTRIBUTES and not attrs & _RESTRICTED
+
+
+def _fused_certify(
+    attest: bytes, good: _Certified, nonce: object, policy: TrustPolicy
+) -> bool | None:
+    """Whether software made it, when the certification is that of this key over the nonce
+    (its name, then a qualifiedName that ends the attestation); None otherwise."""
+    fused = _fused_head(attest, _CERTIFY_HEAD, nonce, policy)
+    if fused is None or not attest.startswith(good.name_field, fused[0]):
+        return None
+    at = fused[0] + len(good.name_field)
+    if at + 2 > len(attest):
+        return None
+    size = attest[at] << 8 | attest[at + 1]
+    return fused[1] if size <= _MAX_NAME and at + 2 + size == len(attest) else None
 
 
 def verify_certify(
@@ -620,11 +666,43 @@ def verify_certify(
     TPM-made, non-migratable, unrestricted RSA-2048+ or P-256/384/521 key (and
     ``expected_key`` when given)."""
     policy = policy or _DEFAULT_POLICY
-    parsed, attest, sig, _, software, evidence = _signed_attest(
+    attest, sig, _, evidence = _verified_signature(
         attest, signature, ak_public, policy, ak_certificate
     )
-    _check_type(parsed, TPM_ST_ATTEST_CERTIFY, "a certification")
     data = key_public_tpmt if type(key_public_tpmt) is bytes else bytes(key_public_tpmt)
+    good = _good_certified(data)
+    software = None if good is None else _fused_certify(attest, good, nonce, policy)
+    parsed: TPMSAttest | None = None
+    if software is None or good is None:  # not the certification expected: the full path
+        parsed, software, good = _checked_certify(attest, data, nonce, policy)
+    # (a cryptography key equal to it is the same key; anything else is compared by its SPKI)
+    if expected_key is not None and expected_key != good.key and _spki(expected_key) != good.spki:
+        raise AttestationCheckFailed("the certified key is not the expected key", Check.KEY)
+    result = _new(CertifyResult)  # as its frozen __init__ would, as in verify_quote
+    result.__dict__.update(
+        raw_attest=attest,
+        signature=sig,
+        nonce=nonce if type(nonce) is bytes else bytes(nonce),
+        key_public=good.public,
+        key_name=good.name,
+        public_key=good.key,
+        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
+        checks=(*_CERTIFY_CHECKS, "expected-key") if expected_key is not None else _CERTIFY_CHECKS,
+        ak_evidence=evidence,
+    )
+    if parsed is not None:
+        result.__dict__["attest"] = parsed  # what the cached ``attest`` would parse again
+    return result
+
+
+def _checked_certify(
+    attest: bytes, data: bytes, nonce: bytes, policy: TrustPolicy
+) -> tuple[TPMSAttest, bool, _Certified]:
+    """The full path of a verified certification: parsed, then the software, magic, type,
+    hash, name, nonce, key attribute and key strength checks in order; the attestation,
+    whether software made it and the certified key."""
+    parsed, software = _parsed_attest(attest, policy)
+    _check_type(parsed, TPM_ST_ATTEST_CERTIFY, "a certification")
     try:
         key = _certified_public(data)
     except InvalidData as exc:
@@ -643,26 +721,11 @@ def verify_certify(
         )
     _check_nonce(parsed, nonce)
     attrs = key.object_attributes
-    if attrs & _CERTIFIED_ATTRIBUTES != _CERTIFIED_ATTRIBUTES or attrs & _RESTRICTED:
+    if not _made_unrestricted(attrs):
         raise AttestationCheckFailed(
             f"the key's attributes ({TPMA_OBJECT(attrs)!r}) are not fixedTPM, fixedParent, "
             "sensitiveDataOrigin and unrestricted",
             Check.KEY_ATTRIBUTES,
         )
     public_key, spki = _certified_key(data)
-    # (a cryptography key equal to it is the same key; anything else is compared by its SPKI)
-    if expected_key is not None and expected_key != public_key and _spki(expected_key) != spki:
-        raise AttestationCheckFailed("the certified key is not the expected key", Check.KEY)
-    result = _new(CertifyResult)  # as its frozen __init__ would, as in verify_quote
-    result.__dict__.update(
-        attest=parsed,
-        signature=sig,
-        nonce=nonce if type(nonce) is bytes else bytes(nonce),
-        key_public=key,
-        key_name=name,
-        public_key=public_key,
-        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
-        checks=(*_CERTIFY_CHECKS, "expected-key") if expected_key is not None else _CERTIFY_CHECKS,
-        ak_evidence=evidence,
-    )
-    return result
+    return parsed, software, _Certified(key, name, _U16.pack(len(name)) + name, public_key, spki)
