@@ -1,9 +1,9 @@
 """Opening the TPM provider: open + close per second with the storage primary created at each
-open, with it loaded from its saved context of this TPM boot (``_primary_cache``), and with the
-persistent SRK of ``entra-keys tpm init`` (on a swtpm of this case's own, so the run's TPM is
-not changed). ``XDG_RUNTIME_DIR`` points at a directory of the run's own; the created case
-removes the cache file before each open. The TPM commands of one open + close (pcap TCTI,
-where libtss2-tcti-pcap is installed) go into the figures' extra fields."""
+open, with it loaded from its saved context of this TPM boot, and with the persistent SRK of
+``entra-keys tpm init`` (on a swtpm of this case's own, so the run's TPM is not changed).
+``XDG_RUNTIME_DIR`` points at a directory of the run's own; the created case removes the saved
+context (``forget_saved_primary``) before each open. The TPM commands of one open + close (pcap
+TCTI, where libtss2-tcti-pcap is installed) go into the figures' extra fields."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import tempfile
 from pathlib import Path
 
 from entra_keys import open_provider
-from entra_keys.providers.tpm import persist_storage_key
-from entra_keys.providers.tpm._primary_cache import path_for
+from entra_keys.providers.tpm import forget_saved_primary, persist_storage_key
 from entra_keys.testing.swtpm import Swtpm
 
 from .context import Context
@@ -64,16 +63,15 @@ def _run(ctx: Context) -> list[Result]:
         try:
             persist_storage_key(srk_tpm.tcti)
             created, persistent = ctx.the_tcti, srk_tpm.tcti
-            cache = path_for(created)
 
             def open_created() -> None:
-                cache.unlink(missing_ok=True)
+                forget_saved_primary(created)
                 open_provider("tpm", tcti=created).close()
 
             def open_close(tcti: str) -> None:
                 open_provider("tpm", tcti=tcti).close()
 
-            cache.unlink(missing_ok=True)
+            forget_saved_primary(created)
             counts = {
                 _IDS["created_primary"]: _commands_of_open(created, directory / "created.pcap"),
                 _IDS["saved_primary_context"]: _commands_of_open(created, directory / "saved.pcap"),

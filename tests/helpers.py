@@ -3,7 +3,7 @@
 ``transient_handles`` asks tpm2-tools (an independent tool, on its own connection) which
 transient objects the TPM holds; ``cached_key`` makes each kind of key once per session;
 ``load_vectors`` reads a saved vector file; ``kbkdf`` is pyca's KDF, the independent check of
-every derived key.
+every derived key; ``assert_keys_encrypted`` checks a store's software keys are under a passphrase.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
-from entra_keys import KeyType, KeyUsage, Provider
-from entra_keys.errors import AttestationCheckFailed, Check
+from entra_keys import KeyStore, KeyType, KeyUsage, Provider
+from entra_keys.errors import AttestationCheckFailed, Check, WrongPassphrase
 from entra_keys.provider import EntraPrivateKey
 
 __all__ = [
     "IN_CI",
     "PROVIDERS",
     "VECTORS_DIR",
+    "assert_keys_encrypted",
     "cached_key",
     "kbkdf",
     "load_vectors",
@@ -108,3 +109,37 @@ def raises_check(
     with pytest.raises(AttestationCheckFailed, match=match) as info:
         yield info
     assert info.value.check is check, f"check {info.value.check!r}, not {check!r}"
+
+
+def assert_keys_encrypted(store: KeyStore, passphrase: bytes) -> list[str]:
+    """Every key file of a software store is under ``passphrase``: its PEM says ENCRYPTED, pyca
+    cannot load it without one, openssl cannot with another, and it loads back with it but not
+    without (WrongPassphrase). The names checked."""
+    names = sorted(path.stem for path in store.path.glob("*.pem"))
+    for name in names:
+        data = (store.path / f"{name}.pem").read_bytes()
+        labels = {line for line in data.splitlines() if line.startswith(b"-----BEGIN ")}
+        assert len(labels) == 1 and b"ENCRYPTED" in next(iter(labels)), f"{name}: {labels}"
+        with pytest.raises((TypeError, ValueError)):  # pyca: "private key is encrypted"
+            serialization.load_pem_private_key(data, None)
+        assert store.info(name).encrypted, name
+        if store.info(name).usage is KeyUsage.DERIVE:
+            assert store.load_session_key(name, passphrase=passphrase).hmac_sha256(b"x")
+            with pytest.raises(WrongPassphrase):
+                store.load_session_key(name)
+            continue
+        key = store.load(name, passphrase=passphrase)
+        with pytest.raises(WrongPassphrase):
+            store.load(name)
+        with pytest.raises(WrongPassphrase):
+            store.load(name, passphrase=passphrase + b"-wrong")
+        # openssl, independently: the PKCS#8 opens with the passphrase only (it skips the
+        # header lines before the PEM block), to the same public key.
+        pkey = ["openssl", "pkey", "-in", str(store.path / f"{name}.pem"), "-pubout"]
+        wrong = subprocess.run([*pkey, "-passin", "pass:not-it"], capture_output=True, check=False)
+        assert wrong.returncode != 0, name
+        opened = subprocess.run(
+            [*pkey, "-passin", "fd:0"], input=passphrase, capture_output=True, check=True
+        )
+        assert serialization.load_pem_public_key(opened.stdout) == key.public_key(), name
+    return names

@@ -25,7 +25,7 @@ import entra_keys
 from entra_keys.cli import main
 from entra_keys.formats import REGISTRATION_SUBJECT
 
-from .helpers import PROVIDERS, transient_handles
+from .helpers import PROVIDERS, assert_keys_encrypted, transient_handles
 
 SRC = Path(entra_keys.__file__).resolve().parents[1]
 MESSAGE = b"the bytes a join agent signs\n"
@@ -402,6 +402,24 @@ def test_software_keys_are_encrypted_with_the_passphrase_from_the_environment(
     monkeypatch.delenv("ENTRA_KEYS_PASSPHRASE")
     missing = software("keys", "export", "device")
     assert missing.code == 1 and "passphrase" in one_error_line(missing.err)
+
+
+def test_every_key_the_cli_creates_is_under_the_passphrase(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``keys create`` and ``attest ak create`` both encrypt a software key file under the store
+    passphrase (the AK was written in the clear); a TPM key file takes none."""
+    monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "correct horse")
+    cli.ok("keys", "create", "device", "--type", "ecc256")
+    cli.ok("attest", "ak", "create", "ak")
+    if cli.kind == "software":
+        with entra_keys.open_provider("software") as provider:
+            store = entra_keys.KeyStore(provider, cli.store)
+            assert assert_keys_encrypted(store, b"correct horse") == ["ak", "device"]
+        return
+    for name in ("ak", "device"):
+        assert b"-----BEGIN TSS2 PRIVATE KEY-----" in (cli.store / f"{name}.pem").read_bytes()
+    assert json.loads(cli.ok("--json", "keys", "show", "ak"))["encrypted"] is False
 
 
 def test_tpm_keys_ignore_the_passphrase(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 import entra_keys
 from entra_keys import KeyStore, Provider, sealed
@@ -19,9 +20,11 @@ from entra_keys.cli import main
 from entra_keys.demo import REFRESH_TOKEN_SEALED, JoinDemo
 from entra_keys.testing.swtpm import Swtpm
 
-from .helpers import transient_handles
+from .helpers import assert_keys_encrypted, transient_handles
 
 STEPS = 14
+#: Every key file the demo writes: device, transport, AK, Windows Hello and PRT session keys.
+DEMO_KEYS = ["ak", "device", "ngc", "prt", "transport"]
 GUID = re.compile(r"DeviceId : ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
@@ -82,6 +85,9 @@ def test_demo_on_the_software_provider(
     assert_joined(output, hardware=False)
     assert f"{REFRESH_TOKEN_SEALED}.sealed (under the passphrase)" in output
     with entra_keys.open_provider("software") as provider:
+        store = KeyStore(provider, store_dir)
+        assert assert_keys_encrypted(store, b"demo store passphrase") == DEMO_KEYS
+    with entra_keys.open_provider("software") as provider:
         token = sealed.unseal(
             KeyStore(provider, store_dir), REFRESH_TOKEN_SEALED, pin=b"demo store passphrase"
         )
@@ -122,6 +128,33 @@ def test_the_join_state_keeps_no_secret_in_the_clear(
         for form in _encodings(token):
             assert form not in data, f"{path.name} holds the refresh token"
     assert "ngc" in {k.name for k in store.list()}  # the Windows Hello key is kept
+
+
+def test_a_store_passphrase_protects_every_key_the_demo_writes(
+    provider: Provider, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Given a store passphrase, no key file of the store holds a private key in the clear: on
+    software each is encrypted under it (and loads back with it only, the session key too);
+    on a TPM each is a TSS2 key file only this TPM loads, the passphrase taking no part."""
+    ek_cas = []
+    if provider.kind == "tpm":
+        tpm: Swtpm = request.getfixturevalue("swtpm")
+        ek_cas = [x509.load_pem_x509_certificate(p.read_bytes()) for p in tpm.ca_certificates]
+    passphrase = b"a store passphrase"
+    store = KeyStore(provider, tmp_path / "keys")
+    JoinDemo(provider, store, ek_cas, io.StringIO(), passphrase).run()
+    if provider.kind == "software":
+        assert assert_keys_encrypted(store, passphrase) == DEMO_KEYS
+        return
+    assert sorted(info.name for info in store.list()) == DEMO_KEYS
+    for path in sorted(store.path.glob("*.pem")):
+        data = path.read_bytes()
+        labels = [line for line in data.splitlines() if line.startswith(b"-----BEGIN ")]
+        assert labels == [b"-----BEGIN TSS2 PRIVATE KEY-----"], path.name
+        with pytest.raises(ValueError, match="no BEGIN/END delimiters for a private key"):
+            serialization.load_pem_private_key(data, None)
+    assert store.load_session_key("prt").hardware_backed
+    assert store.load("device").hardware_backed
 
 
 def test_demo_on_a_given_tpm_and_status_afterwards(

@@ -255,3 +255,20 @@ def test_pem_labels_have_one_home() -> None:
 if __name__ == "__main__":
     for cycle in cycles(import_graph()):
         print(" -> ".join(cycle))
+
+
+def test_structures_exports_the_wire_names_and_its_own() -> None:
+    """``structures`` re-exports every name of ``_wire`` (its ``__all__`` derives from it), each
+    the same object, and its own structures; no name twice, none missing."""
+    from entra_keys.attestation import _wire, structures
+
+    assert len(structures.__all__) == len(set(structures.__all__))
+    assert set(_wire.__all__) <= set(structures.__all__)
+    for name in _wire.__all__:
+        assert getattr(structures, name) is getattr(_wire, name), name
+    own = set(structures.__all__) - set(_wire.__all__)
+    assert {"TPMSAttest", "TPMTPublic", "TPMTSignature", "TPMLPCRSelection"} <= own
+    assert all(hasattr(structures, name) for name in own)
+    star: dict[str, object] = {}
+    exec("from entra_keys.attestation.structures import *", star)
+    assert set(star) - {"__builtins__"} == set(structures.__all__)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, TPMAuthFailure, open_provider
+from entra_keys.providers.tpm import forget_saved_primary
 from entra_keys.testing.swtpm import Swtpm, SwtpmError
 
 from .helpers import transient_handles, unavailable
@@ -182,3 +183,21 @@ def test_a_key_used_after_a_tpm_clear_is_unusable(own_swtpm: Swtpm, tmp_path: Pa
     assert transient_handles(own_swtpm.tcti) == []
     # After the clear, the saved context is refused and a new primary is made.
     assert SAVED not in _storage(own_swtpm.tcti)
+
+
+def test_forget_saved_primary_makes_the_next_open_create_it(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    """The public way to drop the saved context (what benchmarks/opening.py uses): True where
+    there was one, the next open creates the primary (TPM2_CreatePrimary) and saves it again;
+    a ``pcap:`` wrapper names the same file; False with nothing saved."""
+    assert forget_saved_primary(own_swtpm.tcti) is False
+    assert SAVED not in _storage(own_swtpm.tcti)
+    path = _cache_file(tmp_path)
+    assert SAVED in _storage(own_swtpm.tcti)
+    assert forget_saved_primary(f"pcap:{own_swtpm.tcti}") is True
+    assert not path.exists()
+    assert forget_saved_primary(own_swtpm.tcti) is False
+    assert SAVED not in _storage(own_swtpm.tcti)  # created again, and saved
+    assert path.exists() and SAVED in _storage(own_swtpm.tcti)
+    assert transient_handles(own_swtpm.tcti) == []

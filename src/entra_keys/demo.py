@@ -8,8 +8,9 @@ messages, gets a PRT (its session key imported into the provider), renews it, ge
 signs the PRT cookie and device credential, makes a Windows Hello key (kept: ``status`` loads
 a PIN-protected key without using it), keeps the PRT's refresh token sealed in the store
 (``entra_keys.sealed``), and builds the leave. The join state names the sealed entry and holds
-no secret; the Kerberos client keys are used and not kept. Every step checks its result; the
-first failure stops the run with a clear message.
+no secret; the Kerberos client keys are used and not kept. On software, a store passphrase
+encrypts every key file the demo writes (device, transport, AK, NGC and session keys). Every
+step checks its result; the first failure stops the run with a clear message.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class JoinDemo:
     store: KeyStore
     ek_cas: list[x509.Certificate]
     out: TextIO
-    #: The store passphrase (software only): the software provider seals under it.
+    #: The store passphrase (software only): every software key the demo writes (device,
+    #: transport, AK, NGC, session key) is encrypted under it, and the refresh token sealed.
     passphrase: bytes | None = None
     service: RegistrationService = field(init=False)
     entra: EntraStandIn = field(init=False)
@@ -82,6 +84,12 @@ class JoinDemo:
             ek_ca_certificates=self.ek_cas, allow_software=not self.provider.hardware_backed
         )
         self.entra = EntraStandIn(registration=self.service, users={_UPN: _PASSWORD})
+
+    @property
+    def _key_passphrase(self) -> bytes | None:
+        """What the key files are encrypted with: the passphrase on software; a TPM key file is
+        bound to its TPM and takes none (as the CLI reads none for it)."""
+        return self.passphrase if self.provider.kind == "software" else None
 
     @property
     def where(self) -> str:
@@ -129,7 +137,8 @@ class JoinDemo:
     # -- the steps ----------------------------------------------------------------------------
 
     def _create(self, name: str, usage: KeyUsage, pin: bytes | None = None) -> str:
-        key = self.store.create(name, KeyType.RSA2048, usage, pin=pin, replace=True)
+        key = self.store.create(name, KeyType.RSA2048, usage, passphrase=self._key_passphrase,
+                                pin=pin, replace=True)  # fmt: skip
         _check(key.hardware_backed is self.provider.hardware_backed, "the key's backing is wrong")
         self._keys[name] = key
         return f"{name}: {formats.jwk_thumbprint(key)}"
@@ -160,7 +169,8 @@ class JoinDemo:
 
     def enroll_ak(self) -> str:
         assert self._ek is not None
-        ak = self.store.create("ak", KeyType.RSA2048, KeyUsage.ATTEST, replace=True)
+        ak = self.store.create("ak", KeyType.RSA2048, KeyUsage.ATTEST,
+                               passphrase=self._key_passphrase, replace=True)  # fmt: skip
         self._keys["ak"] = ak
         blob, secret = self.service.enrollment_challenge(self._ek, ak.tpm_public)
         answer = self.provider.activate_credential(ak, self._ek, blob, secret)
@@ -220,7 +230,8 @@ class JoinDemo:
 
     def read_prt(self) -> str:
         prt = protocol.parse_prt_response(self._reply, self._keys["transport"], self.store, "prt",
-                                          replace=True)  # fmt: skip
+                                          replace=True,
+                                          passphrase=self._key_passphrase)  # fmt: skip
         _check(prt.session.hardware_backed is self.provider.hardware_backed,
                "the session key is not bound where the keys are")  # fmt: skip
         issued = self.entra.prts[prt.refresh_token]
@@ -239,7 +250,10 @@ class JoinDemo:
         assert self._prt is not None
         request = protocol.refresh_prt_request(self._prt.session, self._prt.refresh_token,
                                                nonce=self._nonce())  # fmt: skip
-        renewed = protocol.parse_refresh_response(self.entra.handle(request), self._prt.session)
+        renewed = protocol.parse_refresh_response(
+            self.entra.handle(request), self._prt.session,
+            transport_key=self._keys["transport"], passphrase=self._key_passphrase,
+        )  # fmt: skip
         _check(renewed.refresh_token in self.entra.prts, "the service issued another PRT")
         self._prt = renewed
         return f"new PRT, expires {renewed.refresh_token_expires_at:%Y-%m-%d}"
@@ -281,7 +295,8 @@ class JoinDemo:
             username=_UPN, assertion=assertion,
         )  # fmt: skip
         prt = protocol.parse_prt_response(self.entra.handle(request), self._keys["transport"],
-                                          self.store, "prt", replace=True)  # fmt: skip
+                                          self.store, "prt", replace=True,
+                                          passphrase=self._key_passphrase)  # fmt: skip
         self._prt = prt
         kid = protocol.ngc_key_id(ngc_key)
         self.state["ngc_key"] = "ngc"  # kept: ``status`` loads it only (it has no PIN)

@@ -11,27 +11,25 @@ Whoever could swap a key file could swap the device's identity, so the store tru
 user alone controls: the directory and every file it reads must be owned by the effective uid,
 closed to others, and not a symbolic link; a file must be a regular file (a FIFO or device is
 refused before it is read). The directory is opened once per operation without following links,
-and every file is opened, created, renamed and removed relative to that descriptor.
+and every file is opened, created, renamed and removed relative to that descriptor (those rules
+live in ``_storefiles``; this module is the API over them and the key file format).
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import errno
 import json
 import os
 import re
-import secrets
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import _leave, _tss2file
+from ._storefiles import KEY_SUFFIX, lstat, open_dir, read_file, write_atomic
 from .errors import (
-    EntraKeysError,
     ForeignKey,
     HardwareUnavailable,
     KeyExists,
@@ -40,7 +38,6 @@ from .errors import (
     KeyStoreError,
     KeysUnusable,
     KeyUsageError,
-    StorePermissionError,
 )
 from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
 from .tpm_model import (
@@ -54,17 +51,13 @@ from .tpm_model import (
 __all__ = ["KeyInfo", "KeyStore", "default_store_path", "leave", "stored_kinds"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_SUFFIX = ".pem"
+_SUFFIX = KEY_SUFFIX
 _SEALED_SUFFIX = ".sealed"
-_TEMP_PREFIX = ".tmp-"
 _JOIN_STATE = _leave.JOIN_STATE
 _TSS2_LABEL = "TSS2 PRIVATE KEY"
 _PEM_BEGIN = re.compile(rb"^-----BEGIN ([A-Z0-9 ]+)-----\r?$", re.MULTILINE)
 _MAX_FILE = 64 * 1024
 _MAX_JOIN_STATE = 1024 * 1024
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def default_store_path() -> Path:
@@ -81,7 +74,7 @@ def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
     data, all or nothing (a process killed half-way leaves a marker the next open completes).
     Needs no provider, so it works when the TPM is gone; the file names removed."""
     store = Path(path) if path is not None else default_store_path()
-    with _store_dir(store) as dir_fd:
+    with open_dir(store) as dir_fd:
         if dir_fd is None:
             return []
         try:
@@ -97,14 +90,14 @@ def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
     PEM labels of its key files; a file that cannot be read counts as none."""
     store = Path(path) if path is not None else default_store_path()
     kinds: set[str] = set()
-    with _store_dir(store) as dir_fd:
+    with open_dir(store) as dir_fd:
         if dir_fd is None:
             return frozenset()
         for entry in os.listdir(dir_fd):
             if not entry.endswith(_SUFFIX) or not _NAME.fullmatch(entry.removesuffix(_SUFFIX)):
                 continue
             try:
-                data = _read_file(dir_fd, store / entry, "key file", None, _MAX_FILE)
+                data = read_file(dir_fd, store / entry, "key file", None, _MAX_FILE)
             except (OSError, KeyStoreError):
                 continue
             begin = _PEM_BEGIN.search(data)
@@ -112,13 +105,6 @@ def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
             if kind is not None:
                 kinds.add(kind)
     return frozenset(kinds)
-
-
-def _store_dir(path: Path) -> contextlib.AbstractContextManager[int | None]:
-    """The checked store directory's descriptor (``KeyStore._open_dir``) without a provider."""
-    store = KeyStore.__new__(KeyStore)
-    store.path = path
-    return store._open_dir()
 
 
 @dataclass(frozen=True)
@@ -166,7 +152,7 @@ class KeyStore:
         path = self._file(name)
         pem = self.provider.key_to_pem(key, passphrase)
         header = _header(key.key_type, key.usage, pin=bool(pin))
-        self._write_atomic(path, header + pem, replace=replace)
+        write_atomic(self.path, path, header + pem, replace=replace)
         return key
 
     def save(
@@ -181,7 +167,7 @@ class KeyStore:
         path = self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.key_to_pem(key, passphrase)
-        self._write_atomic(path, _header(key.key_type, key.usage) + pem, replace=replace)
+        write_atomic(self.path, path, _header(key.key_type, key.usage) + pem, replace=replace)
 
     def save_session_key(
         self,
@@ -196,7 +182,7 @@ class KeyStore:
         self._refuse_downgrade(name)
         pem = self.provider.session_key_to_pem(key, passphrase)
         header = _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE)
-        self._write_atomic(path, header + pem, replace=replace)
+        write_atomic(self.path, path, header + pem, replace=replace)
 
     def load(
         self,
@@ -245,17 +231,17 @@ class KeyStore:
         """Records what a join established (device id, certificate, AK, session key names)
         beside the keys, atomically, for ``status`` to report."""
         data = json.dumps(dict(state), indent=2, sort_keys=True).encode()
-        self._write_atomic(self.path / _JOIN_STATE, data, replace=True)
+        write_atomic(self.path, self.path / _JOIN_STATE, data, replace=True)
 
     def load_join_state(self) -> dict[str, Any] | None:
         """The recorded join state, or None when this store's device has not joined; the file
         is held to the key files' rules, as it names the session key to use."""
         path = self.path / _JOIN_STATE
-        with self._open_dir() as dir_fd:
+        with open_dir(self.path) as dir_fd:
             if dir_fd is None:
                 return None
             try:
-                data = _read_file(dir_fd, path, "the join state", None, _MAX_JOIN_STATE)
+                data = read_file(dir_fd, path, "the join state", None, _MAX_JOIN_STATE)
             except FileNotFoundError:
                 return None
             except OSError as exc:
@@ -291,7 +277,7 @@ class KeyStore:
         """Each key file by name, with what the store reads of it or why it cannot; a refused
         store directory is raised, not listed."""
         found: builtins.list[tuple[str, KeyInfo | KeyStoreError]] = []
-        with self._open_dir() as dir_fd:
+        with open_dir(self.path) as dir_fd:
             if dir_fd is None:
                 return found
             for filename in sorted(os.listdir(dir_fd)):
@@ -307,7 +293,7 @@ class KeyStore:
     def delete(self, name: str) -> None:
         """Removes the key stored under ``name`` (the TPM keeps nothing of it)."""
         path = self._file(name)
-        with self._open_dir() as dir_fd:
+        with open_dir(self.path) as dir_fd:
             if dir_fd is None:
                 raise KeyNotFound(f"no key {name!r} in {self.path}", name)
             try:
@@ -358,8 +344,8 @@ class KeyStore:
                 "(ECC P-256, as tpm2-openssl makes); make the key under that parent",
                 name,
             ) from exc
-        self._write_atomic(
-            self._file(name), _header(key.key_type, key.usage) + pem, replace=replace
+        write_atomic(
+            self.path, self._file(name), _header(key.key_type, key.usage) + pem, replace=replace
         )
         return key
 
@@ -384,7 +370,7 @@ class KeyStore:
         """True when an entry has that key name; a link is not followed (``load`` refuses it)."""
         if not isinstance(name, str) or _NAME.fullmatch(name) is None:
             return False
-        return _lstat(self.path / (name + _SUFFIX)) is not None
+        return lstat(self.path / (name + _SUFFIX)) is not None
 
     # -- files --------------------------------------------------------------------------------
 
@@ -400,7 +386,7 @@ class KeyStore:
     def _read(self, name: str) -> tuple[KeyInfo, bytes]:
         """The key file of ``name``, parsed, and its PEM block, from the checked store."""
         self._file(name)  # refuse a bad name before touching the disk
-        with self._open_dir() as dir_fd:
+        with open_dir(self.path) as dir_fd:
             if dir_fd is None:
                 raise KeyNotFound(f"no key {name!r} in {self.path}", name)
             return self._read_key(dir_fd, name)
@@ -418,111 +404,13 @@ class KeyStore:
         """One file of the store (a key file, a sealed secret) read through the checked
         directory, its errors naming what it is: ``KeyNotFound``, else ``KeyStoreError``."""
         try:
-            return _read_file(dir_fd, path, f"{what} {name!r}:", name, _MAX_FILE)
+            return read_file(dir_fd, path, f"{what} {name!r}:", name, _MAX_FILE)
         except FileNotFoundError:
             raise KeyNotFound(f"no {what} {name!r} in {self.path}", name) from None
         except OSError as exc:
             raise KeyStoreError(
                 f"cannot read {what} {name!r}: {exc.strerror}", name, path=str(path)
             ) from exc
-
-    @contextlib.contextmanager
-    def _open_dir(self) -> Iterator[int | None]:
-        """The store directory's descriptor, opened without following a link and checked to be
-        this user's alone, or None when there is no store yet; closed on leaving."""
-        try:
-            dir_fd = os.open(self.path, _DIR_FLAGS)
-        except FileNotFoundError:
-            dir_fd = None
-        except OSError as exc:
-            # A link, a file or a FIFO in the directory's place: say which, naming the path.
-            found = _lstat(self.path)
-            if found is not None:
-                _check_owned(found, self.path, "the key store", None, directory=True)
-            raise KeyStoreError(
-                f"cannot open the key store {self.path}: {exc.strerror}", path=str(self.path)
-            ) from exc
-        if dir_fd is None:
-            yield None
-            return
-        try:
-            _check_owned(os.fstat(dir_fd), self.path, "the key store", None, directory=True)
-            if _leave.pending(dir_fd):  # a leave was killed half-way: complete it first
-                _leave.finish(dir_fd)
-            yield dir_fd
-        finally:
-            os.close(dir_fd)
-
-    def _ensure_dir(self) -> None:
-        """Create the store directory (0700) when there is none; what is there is checked when
-        it is opened."""
-        try:
-            self.path.mkdir(mode=0o700, parents=True)
-        except FileExistsError:
-            pass  # a directory, or a link or file that _open_dir refuses by name
-        except OSError as exc:
-            raise KeyStoreError(
-                f"cannot create the key store {self.path}: {exc.strerror}", path=str(self.path)
-            ) from exc
-
-    def _write_atomic(self, path: Path, data: bytes, *, replace: bool) -> None:
-        """Temp file (0600) in the checked store directory, fsync, then link or rename into
-        place; each step is relative to the directory's descriptor, so a swapped path changes
-        nothing."""
-        self._ensure_dir()
-        name = path.name.removesuffix(_SUFFIX)
-        with self._open_dir() as dir_fd:
-            if dir_fd is None:
-                raise KeyStoreError(
-                    f"cannot store key {name!r}: the key store {self.path} was removed",
-                    name,
-                    path=str(self.path),
-                )
-            self._remove_stale_temp_files(dir_fd)
-            tmp = f"{_TEMP_PREFIX}{os.getpid()}.{name}.{secrets.token_hex(8)}"
-            created = False
-            try:
-                fd = os.open(tmp, _NEW_FLAGS, 0o600, dir_fd=dir_fd)
-                created = True
-                with os.fdopen(fd, "wb") as f:
-                    made = os.fstat(f.fileno())
-                    _check_owned(made, self.path / tmp, f"key {name!r}:", name, directory=False)
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if replace:
-                    os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                else:
-                    try:
-                        # fails if the name is taken: no silent overwrite
-                        os.link(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                    except FileExistsError:
-                        raise KeyExists(f"key {name!r} already exists", name) from None
-                    os.unlink(tmp, dir_fd=dir_fd)
-            except OSError as exc:
-                if created:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp, dir_fd=dir_fd)
-                if exc.errno == errno.ENOSPC:
-                    raise KeyStoreError(f"no space left to store key {name!r}", name) from exc
-                raise KeyStoreError(f"cannot store key {name!r}: {exc.strerror}", name) from exc
-            except EntraKeysError:
-                if created:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp, dir_fd=dir_fd)
-                raise
-            os.fsync(dir_fd)
-
-    def _remove_stale_temp_files(self, dir_fd: int) -> None:
-        """Remove temp files a killed writer left (their process is gone); they never held a
-        key under its name, so nothing stored is lost."""
-        for entry in os.listdir(dir_fd):
-            if not entry.startswith(_TEMP_PREFIX):
-                continue
-            pid = entry[len(_TEMP_PREFIX) :].partition(".")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry, dir_fd=dir_fd)
 
     # -- sealed secrets (entra_keys.sealed): NAME.sealed beside the keys, same rules ----------
 
@@ -532,14 +420,14 @@ class KeyStore:
         if len(blob) > _MAX_FILE:
             raise KeyStoreError(f"the sealed secret {name!r} is larger than a store file", name)
         try:
-            self._write_atomic(path, bytes(blob), replace=replace)
+            write_atomic(self.path, path, bytes(blob), replace=replace)
         except KeyExists:
             raise KeyExists(f"a sealed secret {name!r} already exists", name) from None
 
     def read_sealed(self, name: str) -> bytes:
         """The sealed blob stored as ``NAME.sealed``, read from the checked store."""
         path = self._file(name).with_suffix(_SEALED_SUFFIX)
-        with self._open_dir() as dir_fd:
+        with open_dir(self.path) as dir_fd:
             if dir_fd is None:
                 raise KeyNotFound(f"no sealed secret {name!r} in {self.path}", name)
             data = self._read_entry(dir_fd, path, "sealed secret", name)
@@ -550,7 +438,7 @@ class KeyStore:
     def delete_sealed(self, name: str) -> None:
         """Removes the sealed blob ``NAME.sealed`` (the TPM keeps nothing of it)."""
         path = self._file(name).with_suffix(_SEALED_SUFFIX)
-        with self._open_dir() as dir_fd:
+        with open_dir(self.path) as dir_fd:
             try:
                 if dir_fd is None:
                     raise FileNotFoundError
@@ -565,95 +453,12 @@ class KeyStore:
 
     def sealed_names(self) -> builtins.list[str]:
         """The names of the sealed secrets in the store, sorted."""
-        with self._open_dir() as dir_fd:
+        with open_dir(self.path) as dir_fd:
             if dir_fd is None:
                 return []
             entries = os.listdir(dir_fd)
         names = (e.removesuffix(_SEALED_SUFFIX) for e in entries if e.endswith(_SEALED_SUFFIX))
         return sorted(n for n in names if _NAME.fullmatch(n))
-
-
-def _lstat(path: Path, dir_fd: int | None = None) -> os.stat_result | None:
-    """What is at ``path`` itself (a link is not followed), or None when nothing is."""
-    try:
-        return os.stat(path if dir_fd is None else path.name, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError:
-        return None
-
-
-def _file_type(mode: int) -> str:
-    """What kind of file a mode says, for messages: 'a symbolic link', 'a FIFO', ..."""
-    kinds = (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    )
-    return next((kind for test, kind in kinds if test(mode)), "an unknown kind of file")
-
-
-def _check_owned(
-    st: os.stat_result, path: Path, subject: str, key_name: str | None, *, directory: bool
-) -> None:
-    """Refuse what another user could swap or read: the wrong kind of file (a link, a FIFO),
-    another owner, or group/other permission bits."""
-    wanted = "a directory" if directory else "a regular file"
-    if _file_type(st.st_mode) != wanted:
-        raise StorePermissionError(
-            f"{subject} {path} is {_file_type(st.st_mode)}, not {wanted}; refusing it",
-            key_name,
-            path=str(path),
-        )
-    euid = os.geteuid()
-    if st.st_uid != euid:
-        raise StorePermissionError(
-            f"{subject} {path} is owned by uid {st.st_uid}, not by this user (uid {euid}); "
-            "whoever owns it could swap the keys",
-            key_name,
-            path=str(path),
-        )
-    if st.st_mode & 0o077:
-        raise StorePermissionError(
-            f"{subject} {path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"chmod {'700' if directory else '600'} it",
-            key_name,
-            path=str(path),
-        )
-
-
-def _read_file(dir_fd: int, path: Path, subject: str, key_name: str | None, limit: int) -> bytes:
-    """Up to ``limit + 1`` bytes of ``path.name`` in the open store directory, after checking
-    the opened file: O_NOFOLLOW refuses a link, O_NONBLOCK keeps a FIFO from hanging the open.
-    OS errors (FileNotFoundError first) are the caller's to translate."""
-    try:
-        fd = os.open(path.name, _READ_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise
-    except OSError:
-        found = _lstat(path, dir_fd)  # ELOOP (a link), ENXIO (a socket): say which
-        if found is not None:
-            _check_owned(found, path, subject, key_name, directory=False)
-        raise
-    try:
-        _check_owned(os.fstat(fd), path, subject, key_name, directory=False)
-    except BaseException:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "rb") as f:
-        return f.read(limit + 1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _header(key_type: KeyType, usage: KeyUsage, *, pin: bool = False) -> bytes:

@@ -58,7 +58,8 @@ def _print(ctx: Context, document: dict[str, Any], lines: list[str]) -> None:
 def cmd_attest_ak_create(ctx: Context) -> int:
     """Create an attestation key (restricted signing key) and store it."""
     args = ctx.args
-    ak = ctx.store.create(args.name, KeyType(args.type), KeyUsage.ATTEST, replace=args.replace)
+    ak = ctx.store.create(args.name, KeyType(args.type), KeyUsage.ATTEST,
+                          passphrase=ctx.passphrase(), replace=args.replace)  # fmt: skip
     pem = formats.public_pem(ak).decode()
     _print(
         ctx,

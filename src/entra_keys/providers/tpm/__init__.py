@@ -50,7 +50,8 @@ from ...provider import (
     check_creatable,
     check_nonce,
 )
-from ._connection import SRK_HANDLE, Connection, import_pytss
+from . import _primary_cache
+from ._connection import SRK_HANDLE, Connection, _inner_tcti, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
 from ._templates import key_template, session_key_template, storage_template
 
@@ -61,6 +62,7 @@ __all__ = [
     "TPMRSAKey",
     "TPMSessionKey",
     "default_tcti",
+    "forget_saved_primary",
     "persist_storage_key",
 ]
 
@@ -77,6 +79,25 @@ def default_tcti() -> str | None:
     if os.path.exists(TPM_DEVICE):
         return f"device:{TPM_DEVICE}"
     return None
+
+
+def forget_saved_primary(tcti: str | None = None) -> bool:
+    """Remove this user's saved context of the storage primary for ``tcti`` (the default TPM
+    when None; a ``pcap:`` wrapper names the TPM under it), so the next open without a
+    persistent SRK creates the primary again; True where there was one. Needs no TPM."""
+    tcti = tcti or default_tcti()
+    if tcti is None:
+        return False
+    path = _primary_cache.path_for(_inner_tcti(tcti))
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise EntraKeysError(
+            f"cannot remove the saved primary context {path}: {exc.strerror}"
+        ) from exc
+    return True
 
 
 def persist_storage_key(
