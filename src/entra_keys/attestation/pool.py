@@ -37,7 +37,13 @@ class _SPKI(bytes):
     SubjectPublicKeyInfo DER: the key and certificate objects do not pickle."""
 
 
+#: What pickles as it is (checked by type first: an ABC's isinstance costs per argument).
+_PLAIN = frozenset({bytes, bytearray, str, int, dict, tuple, type(None)})
+
+
 def _portable(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         return _SPKI(value.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
     if hasattr(value, "tbs_certificate_bytes"):  # an x509.Certificate (ak_certificate): DER

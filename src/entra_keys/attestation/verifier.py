@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import functools
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
@@ -317,8 +316,7 @@ class QuoteResult:
         again from ``raw_attest`` when asked for, the signature made from its fields."""
         s = self.signature
         fields = (self.raw_attest, (s.sig_alg, s.hash, s.signature, s.signature_r, s.signature_s))
-        values = {bank: dict(pcrs) for bank, pcrs in self.pcr_values.items()}  # proxies: no pickle
-        rest = (values, self.pcr_digest, self.hardware_backed, self.checks)
+        rest = (self.pcr_values, self.pcr_digest, self.hardware_backed, self.checks)
         return _quote_result, (*fields, self.nonce, *rest, self.ak_evidence.value)
 
     @functools.cached_property
@@ -331,12 +329,21 @@ class QuoteResult:
 def _quote_result(
     raw_attest: bytes, signature: tuple[Any, ...], nonce: bytes, *rest: Any
 ) -> QuoteResult:
-    """A QuoteResult from what its ``__reduce__`` keeps."""
+    """A QuoteResult from what its ``__reduce__`` keeps (built as ``verify_quote`` builds it: a
+    ``VerifierPool``'s caller loads one per attestation)."""
     pcr_values, digest, hardware, checks, evidence = rest
-    sig = TPMTSignature(*signature)
-    return QuoteResult(
-        raw_attest, sig, nonce, pcr_values, digest, hardware, checks, AKEvidence(evidence)
+    result = _new(QuoteResult)
+    result.__dict__.update(
+        raw_attest=raw_attest,
+        signature=_signature(*signature),
+        nonce=nonce,
+        pcr_values=pcr_values,
+        pcr_digest=digest,
+        hardware_backed=hardware,
+        checks=checks,
+        ak_evidence=AKEvidence(evidence),
     )
+    return result
 
 
 _QUOTE_CHECKS = (
@@ -360,6 +367,31 @@ class _Bank(NamedTuple):
     concatenated: bytes
 
 
+class _Frozen(Mapping[Any, Any]):
+    """A read-only mapping (a result's PCR values, shared by every result against the same
+    expected values) that pickles: once per batch of results that share it, by pickle's memo."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[Any, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _Frozen, (self._data,)
+
+
 class _Expected:
     """Checked expected PCR values: the banks by hash, the TPML_PCR_SELECTION a TPM quotes them
     in (the caller's order of banks), their values as a result gives them (read-only: shared
@@ -372,8 +404,8 @@ class _Expected:
         selects = [pcr_select_bytes(alg, bank.bits) for alg, bank in banks.items()]
         self.selection = _U32.pack(len(selects)) + b"".join(selects)
         self.concatenated = b"".join([b.concatenated for b in banks.values()])
-        self.pcr_values: Mapping[str, Mapping[int, bytes]] = MappingProxyType(
-            {b.info.name: MappingProxyType(b.values) for b in banks.values()}
+        self.pcr_values: Mapping[str, Mapping[int, bytes]] = _Frozen(
+            {b.info.name: _Frozen(b.values) for b in banks.values()}
         )
         self.sha1 = TPM_ALG_SHA1 in banks
         self.digests: dict[int, tuple[bytes, bytes]] = {}
