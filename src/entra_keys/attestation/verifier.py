@@ -243,11 +243,9 @@ def _parsed_attest(attest: bytes, policy: TrustPolicy) -> tuple[TPMSAttest, bool
 # path accepts nothing the full one refuses: it only compares with what the full one requires.
 _QUOTE_HEAD = _HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE)
 _CERTIFY_HEAD = _HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY)
+_AFTER_NONCE = _CLOCK.size  # clockInfo and firmwareVersion, after extraData
 _FIRMWARE = _CLOCK.size - 8  # where firmwareVersion starts after extraData (after clockInfo)
 _SAFE = _FIRMWARE - 1  # clockInfo.safe, the byte before it
-
-
-_AFTER_NONCE = _CLOCK.size  # clockInfo and firmwareVersion, after extraData
 
 
 def _fused_head(
