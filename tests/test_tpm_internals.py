@@ -222,6 +222,18 @@ def test_one_call_signing_raises_the_tss_error(
     signing.public_key().verify(signature, b"m", padding.PKCS1v15(), hashes.SHA256())
 
 
+def test_a_digest_too_long_for_the_buffer_is_refused_before_the_tpm() -> None:
+    """The reused TPM2B_DIGEST holds 64 bytes; a longer digest is a ValueError, never written
+    past the buffer (ffi.memmove does not check bounds) nor sent."""
+    fast = Signer(tss())
+    assert fast.fast
+    scheme = fast.scheme(SignatureScheme.ECDSA, hashes.SHA256())
+    with pytest.raises(ValueError, match="65-byte digest"):
+        fast.sign_parts(None, None, bytes(65), scheme)
+    with pytest.raises(ValueError, match="65-byte digest"):
+        fast.sign(None, None, bytes(65), scheme)
+
+
 @pytest.mark.parametrize("size", [32, 48, 66])
 def test_the_ecdsa_der_encoding_is_pycas(size: int) -> None:
     """``der_signature`` against pyca's ``encode_dss_signature`` on edges: leading zeros,

@@ -292,9 +292,9 @@ class _TPMKeyBase(_TPMObject):
     def _sign(
         self, what: str, digest: bytes, scheme: SignatureScheme, hash_alg: hashes.HashAlgorithm
     ) -> tuple[bytes, bytes]:
-        """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A key without a PIN
-        that is pinned or kept by the cache is signed with under the lock with no context
-        manager (``Connection.run``): the hot path of signing, one TPM command."""
+        """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A key without a PIN,
+        pinned or in the key cache, signs under the lock with no context manager
+        (``Connection.run``): the hot path, one TPM command and no Python object per call."""
         conn = self._conn
         signer = conn.signer
         sig_scheme = signer.scheme(scheme, hash_alg)

@@ -4,7 +4,7 @@ The signing hot path calls libtss2's ``Esys_Sign`` through tpm2-pytss's cffi ``l
 ESAPI context (``_ctx``), with C structs built once (``_cdata``: one TPM2B_DIGEST refilled with
 ``ffi.memmove``, the scheme and the null ticket) and one reused output pointer; it copies the
 signature out with ``ffi.buffer`` and frees it at once. ``ESAPI.sign``'s argument checks and the
-TPMT_SIGNATURE wrapper it builds cost 40-60 µs of CPU per call (tpm2-pytss 3.0.0), a twentieth
+TPMT_SIGNATURE wrapper it builds cost 20-40 µs of CPU per call (tpm2-pytss 3.0.0), 2-4 %
 of a swtpm ECDSA signature. ``Signer`` checks at start that these internals are there and behave
 as the public API does (checked on tpm2-pytss 3.0.0: tests/test_tpm_internals.py); where not,
 it uses the public API, with the same results.
@@ -50,6 +50,7 @@ class Signer:
             self._memmove = tss.ffi.memmove
             self._buffer = tss.ffi.buffer
             self._digest = tss.TPM2B_DIGEST()._cdata
+            self._digest_max = len(self._digest.buffer)
             self._ticket = ticket._cdata
             self._esys_sign = tss.lib.Esys_Sign
             self._esys_free = tss.lib.Esys_Free
@@ -78,12 +79,7 @@ class Signer:
 
     def sign(self, esys: Any, handle: Any, digest: bytes, scheme: Any, session: Any = None) -> Any:
         """TPM2_Sign of the digest with a scheme from ``scheme()``; the TPMT_SIGNATURE."""
-        if self.fast:
-            buffer = self._digest
-            buffer.size = len(digest)
-            self._memmove(buffer.buffer, digest, len(digest))
-        else:
-            buffer = self._tss.TPM2B_DIGEST(digest)
+        buffer = self._fill(digest) if self.fast else self._tss.TPM2B_DIGEST(digest)
         if session is None:
             return esys.sign(handle, buffer, scheme, self._ticket)
         return esys.sign(handle, buffer, scheme, self._ticket, session1=session)
@@ -95,9 +91,7 @@ class Signer:
         its output copied out and freed before this returns (a TSS2_Exception where it fails)."""
         if not self.fast:
             return self.parts(self.sign(esys, handle, digest, scheme, session))
-        buffer = self._digest
-        buffer.size = len(digest)
-        self._memmove(buffer.buffer, digest, len(digest))
+        buffer = self._fill(digest)
         out = self._out
         none = self._none
         rc = self._esys_sign(
@@ -118,6 +112,16 @@ class Signer:
             return self._cparts(signature)
         finally:
             self._esys_free(signature)
+
+    def _fill(self, digest: bytes) -> Any:
+        """The one TPM2B_DIGEST C struct, refilled with the digest (fast path)."""
+        size = len(digest)
+        if size > self._digest_max:  # memmove does not check bounds
+            raise ValueError(f"a {size}-byte digest does not fit a TPM2B_DIGEST")
+        buffer = self._digest
+        buffer.size = size
+        self._memmove(buffer.buffer, digest, size)
+        return buffer
 
     def parts(self, signature: Any) -> tuple[bytes, bytes]:
         """The RSA signature (and b"") or the ECDSA (r, s) of a TPMT_SIGNATURE."""
