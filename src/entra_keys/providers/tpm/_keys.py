@@ -294,7 +294,7 @@ class _TPMKeyBase(_TPMObject):
     ) -> tuple[bytes, bytes]:
         """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A key without a PIN,
         pinned or in the key cache, signs under the lock with no context manager
-        (``Connection.run``): the hot path, one TPM command and no Python object per call."""
+        (``Connection.run``): the hot path, one TPM command and no tpm2-pytss object per call."""
         conn = self._conn
         signer = conn.signer
         sig_scheme = signer.scheme(scheme, hash_alg)
