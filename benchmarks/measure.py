@@ -202,16 +202,24 @@ class Contender:
 def timed_loop(
     op: Callable[[], object],
     around: Callable[[], AbstractContextManager[object]] = nullcontext,
+    *,
+    cpu: list[float] | None = None,
 ) -> Callable[[int], Round]:
-    """A contender's ``run``: ``op`` n times in a row, inside ``around`` (which is not timed)."""
+    """A contender's ``run``: ``op`` n times in a row, inside ``around`` (which is not timed).
+    With ``cpu``, each run appends the calling thread's CPU seconds per op (``thread_time``:
+    the work in this process, which other processes' load touches far less than wall time)."""
 
     def run(n: int) -> Round:
         gc.collect()
         with around():
+            used = time.thread_time()
             start = time.perf_counter()
             for _ in range(n):
                 op()
             seconds = time.perf_counter() - start
+            used = time.thread_time() - used
+        if cpu is not None:
+            cpu.append(used / n)
         return Round(seconds, n)
 
     return run

@@ -110,6 +110,10 @@ def test_short_run_reports_every_figure(swtpm: Swtpm, tmp_path: Path) -> None:
             assert all(v > 0 for v in values), result
         assert result["rounds"] == len(result["samples"]) >= 1
 
+    for kt in ("ecc256", "rsa2048"):  # the client CPU per signature, next to the rates
+        for who in ("esapi", "tpm", "tpm_unpinned"):
+            assert results[f"sign.{kt}.{who}"]["extra"]["client_cpu_us"] > 0
+
     checks = {c["name"]: c for c in report["targets"]}
     for name in TARGETS:
         assert checks[name]["verdict"] in ("PASS", "MISS"), checks[name]

@@ -1,9 +1,10 @@
 """The TPM provider's use of tpm2-pytss: the private fast path agrees with the public API.
 
 The signing hot path (``providers/tpm/_signing.py``, class ``Signer``) reads tpm2-pytss private
-internals (``_cdata``, ``ffi.memmove``, ``ffi.buffer``). Checked on tpm2-pytss 3.0.0 (the range
-pyproject.toml allows, ``>=3.0,<3.1``): there the fast path is taken and gives what the public
-path gives; on any version the public path is used where the probe fails. The templates the
+internals (``_cdata``, ``ffi.memmove``, ``ffi.buffer``, ``lib.Esys_Sign`` on ``ESAPI._ctx``).
+Checked on tpm2-pytss 3.0.0 (the range pyproject.toml allows, ``>=3.0,<3.1``): there the fast
+path is taken and gives what the public path gives; on any version the public path is used where
+the probe fails. The templates the
 package builds with the public API are compared with what the provider used before (tpm2-pytss's
 own private key-file parent templates, and hand-rolled EK templates), so a TPM recreates the
 same storage key and EKs.
@@ -25,6 +26,7 @@ from entra_keys import KeyType, KeyUsage, Provider
 from entra_keys.provider import SignatureScheme
 from entra_keys.providers import tpm as tpm_package
 from entra_keys.providers.tpm import TPMProvider, _endorsement
+from entra_keys.providers.tpm._keys import der_signature
 from entra_keys.providers.tpm._signing import Signer
 from entra_keys.providers.tpm._templates import (
     key_template,
@@ -38,7 +40,9 @@ from .helpers import cached_key
 #: The tpm2-pytss versions the fast path was checked on (it must be taken there).
 CHECKED_ON = ("3.0.0",)
 #: The names of tpm2-pytss internals; only ``_signing.py`` may use them.
-PRIVATE_NAMES = re.compile(r"_cdata|\bffi\b|tsskey\._|_getparenttemplate|internal\.")
+PRIVATE_NAMES = re.compile(
+    r"_cdata|\bffi\b|\blib\b|_ctx\b|Esys_|tsskey\._|_getparenttemplate|internal\."
+)
 
 DIGEST = bytes(range(32))
 
@@ -149,6 +153,99 @@ def test_randomized_signatures_read_the_same_by_both_paths(
         else:
             r, s = (int.from_bytes(p, "big") for p in parts)
             pub.verify(utils.encode_dss_signature(r, s), DIGEST, ec.ECDSA(prehashed))
+
+
+@pytest.mark.parametrize(
+    ("key_type", "scheme"),
+    [
+        (KeyType.RSA2048, SignatureScheme.RSASSA),
+        (KeyType.RSA2048, SignatureScheme.RSAPSS),
+        (KeyType.ECC256, SignatureScheme.ECDSA),
+    ],
+    ids=["rsassa", "rsapss", "ecdsa"],
+)
+def test_one_call_signing_gives_what_the_public_path_gives(
+    tpm_provider: Provider, signers: tuple[Signer, Signer], key_type: KeyType,
+    scheme: SignatureScheme,
+) -> None:  # fmt: skip
+    """``sign_parts`` (Esys_Sign called directly, its output freed at once) against
+    ``parts(sign())`` by the public API: equal where deterministic, and each verifies."""
+    fast, public = signers
+    key = cached_key(tpm_provider, key_type, KeyUsage.SIGN)
+    conn = as_tpm(tpm_provider).connection
+    with key.loaded(), conn.command("sign by both paths") as esys:
+        handle = key._handle  # type: ignore[union-attr]
+        by_fast = [
+            fast.sign_parts(esys, handle, DIGEST, fast.scheme(scheme, hashes.SHA256()))
+            for _ in range(3)
+        ]
+        by_public = public.sign_parts(esys, handle, DIGEST, public.scheme(scheme, hashes.SHA256()))
+        wrapped = public.parts(public.sign(esys, handle, DIGEST, public.scheme(
+            scheme, hashes.SHA256())))  # fmt: skip
+    if scheme is SignatureScheme.RSASSA:  # PKCS#1 v1.5 is deterministic
+        assert by_fast == [by_public] * 3
+        assert by_public == wrapped
+    prehashed = utils.Prehashed(hashes.SHA256())
+    pub = key.public_key()
+    for signature, second in (*by_fast, by_public):
+        if isinstance(pub, rsa.RSAPublicKey):
+            assert second == b""
+            pad: padding.AsymmetricPadding = padding.PKCS1v15()
+            if scheme is SignatureScheme.RSAPSS:
+                pad = padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)
+            pub.verify(signature, DIGEST, pad, prehashed)
+        else:
+            der = der_signature(signature, second)
+            pub.verify(der, DIGEST, ec.ECDSA(prehashed))
+
+
+def test_one_call_signing_raises_the_tss_error(
+    tpm_provider: Provider, signers: tuple[Signer, Signer]
+) -> None:
+    """A refused TPM2_Sign (a decryption key asked to sign) raises TSS2_Exception by both
+    paths, with the same response code, and the key still signs after."""
+    fast, public = signers
+    key = cached_key(tpm_provider, KeyType.RSA2048, KeyUsage.DECRYPT)
+    conn = as_tpm(tpm_provider).connection
+    codes = []
+    with key.loaded(), conn.command("sign with a decryption key") as esys:
+        handle = key._handle  # type: ignore[union-attr]
+        for signer in (fast, public):
+            scheme = signer.scheme(SignatureScheme.RSASSA, hashes.SHA256())
+            with pytest.raises(tss().TSS2_Exception) as caught:
+                signer.sign_parts(esys, handle, DIGEST, scheme)
+            codes.append(caught.value.rc)
+    assert codes[0] == codes[1]
+    signing = cached_key(tpm_provider, KeyType.RSA2048, KeyUsage.SIGN)
+    assert isinstance(signing, rsa.RSAPrivateKey)
+    signature = signing.sign(b"m", padding.PKCS1v15(), hashes.SHA256())
+    signing.public_key().verify(signature, b"m", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_digest_too_long_for_the_buffer_is_refused_before_the_tpm() -> None:
+    """The reused TPM2B_DIGEST holds 64 bytes; a longer digest is a ValueError, never written
+    past the buffer (ffi.memmove does not check bounds) nor sent."""
+    fast = Signer(tss())
+    assert fast.fast
+    scheme = fast.scheme(SignatureScheme.ECDSA, hashes.SHA256())
+    with pytest.raises(ValueError, match="65-byte digest"):
+        fast.sign_parts(None, None, bytes(65), scheme)
+    with pytest.raises(ValueError, match="65-byte digest"):
+        fast.sign(None, None, bytes(65), scheme)
+
+
+@pytest.mark.parametrize("size", [32, 48, 66])
+def test_the_ecdsa_der_encoding_is_pycas(size: int) -> None:
+    """``der_signature`` against pyca's ``encode_dss_signature`` on edges: leading zeros,
+    the sign bit, zero, and P-521's long-form length."""
+    values = [bytes(size), b"\x01".rjust(size, b"\0"), b"\x80".ljust(size, b"\0")]
+    values += [b"\0\x80".ljust(size, b"\xff"), b"\x7f" * size, b"\xff" * size]
+    values += [bytes(range(1, size + 1)), b"\0\0\x01" + bytes(size - 3)]
+    for r in values:
+        for s in values:
+            want = utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+            assert der_signature(r, s) == want
+            assert der_signature(r.lstrip(b"\0"), s) == want  # a TPM2B may come unpadded
 
 
 def test_other_signature_schemes_read_the_same_by_both_paths(

@@ -16,9 +16,9 @@ import abc
 import contextlib
 import enum
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
@@ -83,6 +83,13 @@ class SignatureScheme(enum.Enum):
 
 # Hashes a key signs with, and the ones RSA-OAEP decrypts with (SHA-1 is the Entra transport key's).
 _SIGN_HASHES: dict[str, int] = {"sha256": 32, "sha384": 48, "sha512": 64}
+#: The offered hashes' own classes and their hashlib constructors: the signing hot path hashes
+#: with these after one dict lookup (isinstance on pyca's ABCs and hashlib.new cost more).
+_HASHERS: dict[type, Callable[[Buffer], Any]] = {
+    hashes.SHA256: hashlib.sha256,
+    hashes.SHA384: hashlib.sha384,
+    hashes.SHA512: hashlib.sha512,
+}
 _OAEP_HASHES = ("sha1", "sha256")
 
 
@@ -175,9 +182,10 @@ class EntraRSAKey(EntraKey, rsa.RSAPrivateKey):
     ) -> tuple[SignatureScheme, hashes.HashAlgorithm, bytes]:
         """Check a sign call and return (scheme, hash, digest); refuse what is not offered.
         With ``digest=False`` only check (the digest is then b"")."""
-        self._require(KeyUsage.SIGN)
+        if self.usage is not KeyUsage.SIGN:
+            self._require(KeyUsage.SIGN)
         hash_alg, value = _digest(data, algorithm, compute=digest)
-        if isinstance(pad, padding.PKCS1v15):
+        if type(pad) is padding.PKCS1v15 or isinstance(pad, padding.PKCS1v15):
             return SignatureScheme.RSASSA, hash_alg, value
         if isinstance(pad, padding.PSS):
             mgf = pad.mgf
@@ -219,8 +227,11 @@ class EntraECKey(EntraKey, ec.EllipticCurvePrivateKey):
         digest: bool = True,
     ) -> tuple[hashes.HashAlgorithm, bytes]:
         """Check an ECDSA sign call and return (hash, digest); ``digest=False`` only checks."""
-        self._require(KeyUsage.SIGN)
-        if not isinstance(signature_algorithm, ec.ECDSA):
+        if self.usage is not KeyUsage.SIGN:
+            self._require(KeyUsage.SIGN)
+        if type(signature_algorithm) is not ec.ECDSA and not isinstance(
+            signature_algorithm, ec.ECDSA
+        ):
             raise UnsupportedAlgorithm("only ECDSA signatures are offered")
         if signature_algorithm.deterministic_signing:
             raise UnsupportedAlgorithm("deterministic ECDSA (RFC 6979) is not offered")
@@ -242,6 +253,9 @@ def _digest(
 ) -> tuple[hashes.HashAlgorithm, bytes]:
     """Hash the data (or take a prehashed digest) with an offered hash; with ``compute=False``
     only check, for a caller that hands the data to pyca to hash."""
+    hasher = _HASHERS.get(type(algorithm))
+    if hasher is not None:  # SHA-256, -384 or -512 itself: offered, not prehashed
+        return cast(hashes.HashAlgorithm, algorithm), hasher(data).digest() if compute else b""
     if not isinstance(algorithm, hashes.HashAlgorithm | utils.Prehashed):
         raise UnsupportedAlgorithm("a signature without a hash (NoDigestInfo) is not offered")
     if isinstance(algorithm, utils.Prehashed):

@@ -5,7 +5,7 @@ connection's lock and translates ``TSS2_Exception`` (``_errors``). After an I/O 
 connection closes itself, so that later calls fail fast as unreachable.
 
 What the key classes and the provider use, and nothing else: ``tss`` (the tpm2_pytss module),
-``tcti``, ``lock``, ``command()``, ``load()`` (with ``object_memory_wait``), ``flush()``,
+``tcti``, ``lock``, ``command()``, ``run()``, ``load()`` (with ``object_memory_wait``), ``flush()``,
 ``hmac_session()``, the key cache (``cached()``, ``keep()``, ``take()``, ``make_room()``),
 ``signer``, ``storage_key``, ``storage_parent``, ``storage_owned``, ``closed`` and ``close()``.
 
@@ -179,7 +179,7 @@ class Connection:
         simulator = _inner_tcti(tcti).partition(":")[0] in ("swtpm", "mssim")
         if simulator and timeout > 0:
             self._watchdog = _Watchdog(_inner_tcti(tcti), timeout)
-        self.signer = Signer(tss)
+        self.signer = Signer(tss, esys=self._esys)
         try:
             if open_storage:  # without: for provisioning (tpm init), no key command works
                 self._open_storage_key()
@@ -205,17 +205,44 @@ class Connection:
             try:
                 yield self._esys
             except self.tss.TSS2_Exception as exc:
-                error = _errors.translate(exc, what, self.tcti)
-                if isinstance(error, TPMAuthFailure | TPMLockout):
-                    error = self._with_lockout_state(error, what)
-                if watchdog is not None and watchdog.fired:
-                    error = _errors.timed_out(what, self.tcti, watchdog.timeout, error.rc)
-                if isinstance(error, TPMUnreachable):
-                    self._drop()
-                raise error from exc
+                raise self._failed(exc, what) from exc
             finally:
                 if watchdog is not None:
                     watchdog.started = None
+
+    def run(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """``call(esys, *args)`` as in a ``command`` block, without its generator: the signing
+        hot path (a context manager costs more than the rest of the call's Python)."""
+        with self.lock:
+            esys = self._esys
+            if esys is None:
+                raise TPMUnreachable(f"{what}: the TPM provider is closed")
+            watchdog = self._watchdog
+            if watchdog is None:
+                try:
+                    return call(esys, *args)
+                except self.tss.TSS2_Exception as exc:
+                    raise self._failed(exc, what) from exc
+            watchdog.started = time.monotonic()
+            try:
+                return call(esys, *args)
+            except self.tss.TSS2_Exception as exc:
+                raise self._failed(exc, what) from exc
+            finally:
+                watchdog.started = None
+
+    def _failed(self, exc: Exception, what: str) -> TPMError:
+        """The library's error for a failed command (the lock held); drops the connection
+        after an I/O failure."""
+        error = _errors.translate(exc, what, self.tcti)
+        if isinstance(error, TPMAuthFailure | TPMLockout):
+            error = self._with_lockout_state(error, what)
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog.fired:
+            error = _errors.timed_out(what, self.tcti, watchdog.timeout, error.rc)
+        if isinstance(error, TPMUnreachable):
+            self._drop()
+        return error
 
     def load(self, esys: Any, private: Any, public: Any, auth: bytes | None = None) -> Any:
         """TPM2_Load under the storage key (``with_room``); the caller flushes what this returns."""

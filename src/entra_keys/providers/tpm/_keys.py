@@ -38,7 +38,15 @@ from ...provider import (
 from . import _errors
 from ._connection import Connection
 
-__all__ = ["TPMECKey", "TPMRSAKey", "TPMSessionKey", "make_key", "public_key_of", "wipe"]
+__all__ = [
+    "TPMECKey",
+    "TPMRSAKey",
+    "TPMSessionKey",
+    "der_signature",
+    "make_key",
+    "public_key_of",
+    "wipe",
+]
 
 # The spec's names of the attributes that make a key "made in this TPM" (tpm_model).
 _SPEC_NAMES = {
@@ -91,6 +99,21 @@ def _origin_reason(missing: tuple[str, ...]) -> str:
         f"duplicable (not {', '.join(missing)}): imported into the TPM or allowed to leave it, "
         "its private half may be known outside the TPM"
     )
+
+
+def der_signature(r: bytes, s: bytes) -> bytes:
+    """The DER ECDSA-Sig-Value (SEQUENCE of INTEGER r, s) of big-endian r and s, as pyca's
+    ``encode_dss_signature`` makes it; built from the bytes, which costs a quarter of that."""
+    r = r.lstrip(b"\0")
+    s = s.lstrip(b"\0")
+    if not r or r[0] & 0x80:
+        r = b"\0" + r
+    if not s or s[0] & 0x80:
+        s = b"\0" + s
+    size = len(r) + len(s) + 4
+    if size > 0x7F:  # a long-form length (P-521): pyca's encoder
+        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    return b"0%c\2%c%s\2%c%s" % (size, len(r), r, len(s), s)
 
 
 class _TPMObject:
@@ -184,20 +207,27 @@ class _TPMObject:
 
     @contextlib.contextmanager
     def _gone_as_unusable(self) -> Iterator[None]:
-        """A key whose TPM object, or storage key, the TPM no longer holds (TPM2_Clear flushes
-        the storage hierarchy's objects) is KeysUnusable, as the key store says at load; its
-        dead handle leaves the key cache (nothing left to flush)."""
+        """A TPM error in the block as ``_unusable`` says."""
         try:
             yield
         except TPMError as exc:
-            if not _errors.is_object_gone(exc):
+            error = self._unusable(exc)
+            if error is exc:
                 raise
-            with self._conn.lock:
-                self._conn.take(self)
-            raise KeysUnusable(
-                "keys unusable on this TPM: leave and join again (the TPM no longer holds this "
-                f"key or its storage key: it was cleared or reset while the key was in use; {exc})"
-            ) from exc
+            raise error from exc
+
+    def _unusable(self, exc: TPMError) -> TPMError | KeysUnusable:
+        """A key whose TPM object, or storage key, the TPM no longer holds (TPM2_Clear flushes
+        the storage hierarchy's objects) is KeysUnusable, as the key store says at load; its
+        dead handle leaves the key cache (nothing left to flush). Any other error is itself."""
+        if not _errors.is_object_gone(exc):
+            return exc
+        with self._conn.lock:
+            self._conn.take(self)
+        return KeysUnusable(
+            "keys unusable on this TPM: leave and join again (the TPM no longer holds this "
+            f"key or its storage key: it was cleared or reset while the key was in use; {exc})"
+        )
 
     @contextlib.contextmanager
     def _use(self, what: str, *, encrypted: bool = False) -> Iterator[tuple[Any, Any, Any]]:
@@ -262,19 +292,27 @@ class _TPMKeyBase(_TPMObject):
     def _sign(
         self, what: str, digest: bytes, scheme: SignatureScheme, hash_alg: hashes.HashAlgorithm
     ) -> tuple[bytes, bytes]:
-        """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A pinned key without
-        a PIN takes one lock and no session context manager: the hot path of a signing run."""
+        """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A key without a PIN,
+        pinned or in the key cache, signs under the lock with no context manager
+        (``Connection.run``): the hot path, one TPM command and no tpm2-pytss object per call."""
         conn = self._conn
         signer = conn.signer
-        with self._gone_as_unusable(), conn.command(what) as esys:
-            sig_scheme = signer.scheme(scheme, hash_alg)
-            handle = self._handle if self._handle is not None else conn.cached(self)
-            if handle is not None and self._auth is None:
-                signature = signer.sign(esys, handle, digest, sig_scheme)
-            else:
-                with self._use(what) as (esys, handle, session):  # the lock is an RLock
-                    signature = signer.sign(esys, handle, digest, sig_scheme, session)
-        return signer.parts(signature)
+        sig_scheme = signer.scheme(scheme, hash_alg)
+        try:
+            if self._auth is None:
+                with conn.lock:  # the handle stays loaded while the lock is held
+                    handle = self._handle
+                    if handle is None:
+                        handle = conn.cached(self)
+                    if handle is not None:
+                        return conn.run(what, signer.sign_parts, handle, digest, sig_scheme)
+            with self._use(what) as (esys, handle, session):
+                return signer.sign_parts(esys, handle, digest, sig_scheme, session)
+        except TPMError as exc:
+            error = self._unusable(exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _refuse_export(self) -> KeyUsageError:
         return KeyUsageError(
@@ -379,7 +417,7 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         r, s = self._sign("ECDSA sign", digest, SignatureScheme.ECDSA, hash_alg)
-        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+        return der_signature(r, s)
 
     @property
     def curve(self) -> ec.EllipticCurve:
