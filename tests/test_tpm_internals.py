@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from entra_keys import KeyType, KeyUsage, Provider
+from entra_keys.attestation._wire import der_signature
 from entra_keys.provider import SignatureScheme
 from entra_keys.providers import tpm as tpm_package
 from entra_keys.providers.tpm import TPMProvider, _endorsement
-from entra_keys.providers.tpm._keys import der_signature
 from entra_keys.providers.tpm._signing import Signer
 from entra_keys.providers.tpm._templates import (
     key_template,

@@ -39,6 +39,7 @@ from ._wire import (
     _tpm2b_at,
     _trailing,
     _truncated,
+    der_signature,
     hash_info_by_name,
     tpm2b,
 )
@@ -455,8 +456,7 @@ class TPMTSignature:
         """An ECDSA signature as DER (ECDSA-Sig-Value), what ``cryptography`` verifies."""
         if self.sig_alg not in _ECC_SIG:
             raise InvalidData("TPMT_SIGNATURE: only an ECDSA signature has a DER form")
-        body = _der_integer(self.signature_r) + _der_integer(self.signature_s)
-        return b"\x30" + _der_length(len(body)) + body
+        return der_signature(self.signature_r, self.signature_s)
 
     def signature_bytes(self) -> bytes:
         """The signature as ``cryptography``'s verify takes it: RSA bytes, or DER for ECDSA."""
@@ -484,22 +484,6 @@ class TPMTSignature:
 
 
 _set_sig_alg, _set_hash, _set_sig, _set_r, _set_s = _slot_setters(TPMTSignature)
-
-
-def _der_integer(value: bytes) -> bytes:
-    """A DER INTEGER of the unsigned big-endian value: no leading zero byte but one that keeps
-    it positive (what ``encode_dss_signature`` makes, in a third of the time)."""
-    value = value.lstrip(b"\0")
-    if not value or value[0] & 0x80:
-        value = b"\0" + value
-    return b"\x02" + _der_length(len(value)) + value
-
-
-def _der_length(n: int) -> bytes:
-    """A DER length: short form below 128, else 0x81 or 0x82 and the length."""
-    if n < 0x80:
-        return n.to_bytes(1, "big")
-    return b"\x81" + n.to_bytes(1, "big") if n < 0x100 else b"\x82" + n.to_bytes(2, "big")
 
 
 def _signature(alg: int, hash_alg: int, sig: bytes, sig_r: bytes, sig_s: bytes) -> TPMTSignature:

@@ -18,7 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
 from ... import tpm_model
-from ...attestation._wire import TPMA_OBJECT  # the constants, not the parsers (cold start)
+from ...attestation._wire import (  # the constants, not the parsers (cold start)
+    TPMA_OBJECT,
+    der_signature,
+)
 from ...errors import (
     DecryptionError,
     EntraKeysError,
@@ -42,7 +45,6 @@ __all__ = [
     "TPMECKey",
     "TPMRSAKey",
     "TPMSessionKey",
-    "der_signature",
     "make_key",
     "public_key_of",
     "wipe",
@@ -99,21 +101,6 @@ def _origin_reason(missing: tuple[str, ...]) -> str:
         f"duplicable (not {', '.join(missing)}): imported into the TPM or allowed to leave it, "
         "its private half may be known outside the TPM"
     )
-
-
-def der_signature(r: bytes, s: bytes) -> bytes:
-    """The DER ECDSA-Sig-Value (SEQUENCE of INTEGER r, s) of big-endian r and s, as pyca's
-    ``encode_dss_signature`` makes it; built from the bytes, which costs a quarter of that."""
-    r = r.lstrip(b"\0")
-    s = s.lstrip(b"\0")
-    if not r or r[0] & 0x80:
-        r = b"\0" + r
-    if not s or s[0] & 0x80:
-        s = b"\0" + s
-    size = len(r) + len(s) + 4
-    if size > 0x7F:  # a long-form length (P-521): pyca's encoder
-        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
-    return b"0%c\2%c%s\2%c%s" % (size, len(r), r, len(s), s)
 
 
 class _TPMObject:
