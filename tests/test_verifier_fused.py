@@ -451,3 +451,19 @@ def test_ecdsa_der_is_what_cryptography_encodes(r: bytes, s: bytes) -> None:
     der = TPMTSignature(TPM_ALG_ECDSA, TPM_ALG_SHA256, b"", r, s).to_der()
     expected = utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
     assert der == expected
+
+
+def test_an_ecdsa_signature_of_another_form_takes_the_full_checks() -> None:
+    """A TPM may give r without its leading zero byte: not the AK's form, and right; r longer
+    than the curve is refused as before."""
+    data = quote_attest().to_bytes()
+    sig = TPMTSignature.parse(sign(EC_AK, data))
+    while sig.signature_r[0] != 0:  # ECDSA is randomized: 1 signature in 256 has one
+        sig = TPMTSignature.parse(sign(EC_AK, data))
+    short = dataclasses.replace(sig, signature_r=sig.signature_r[1:]).to_bytes()
+    result = verify_quote(data, short, ak_public(EC_AK), NONCE, {"sha256": PCRS}, policy=ENROLLED)
+    assert result.hardware_backed and result.signature.signature_r == sig.signature_r[1:]
+    long = dataclasses.replace(sig, signature_r=b"\0" + sig.signature_r).to_bytes()
+    with pytest.raises(AttestationCheckFailed, match="longer than 32 bytes") as caught:
+        verify_quote(data, long, ak_public(EC_AK), NONCE, {"sha256": PCRS}, policy=ENROLLED)
+    assert caught.value.check == "signature"

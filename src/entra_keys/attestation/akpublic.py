@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -19,8 +20,11 @@ from .public import tpmt_bytes
 from .structures import (
     HASH_ALGORITHMS,
     TPM_ALG_ECC,
+    TPM_ALG_ECDSA,
     TPM_ALG_NULL,
     TPM_ALG_RSA,
+    TPM_ALG_RSAPSS,
+    TPM_ALG_RSASSA,
     TPM_ALG_SHA1,
     TPM_ECC_NIST_P256,
     TPM_ECC_NIST_P384,
@@ -49,6 +53,46 @@ _STRONG_CURVES = {
 }
 
 
+class SignatureForm(NamedTuple):
+    """A TPMT_SIGNATURE of one scheme, hash and size: its first 6 bytes (sigAlg, hash, the size
+    of the signature or of r), its length, and for ECDSA where s's size is (0 for RSA)."""
+
+    head: bytes
+    length: int
+    sig_alg: int
+    hash_alg: int
+    s_at: int
+
+    @classmethod
+    def of(cls, sig_alg: int, hash_alg: int, size: int, is_rsa: bool) -> SignatureForm:
+        """The form of signatures of this scheme by a key of ``size`` bytes (RSA: the modulus;
+        ECDSA: a coordinate, r and s padded to it as TPMs give them)."""
+        if is_rsa:
+            marshaled = TPMTSignature(sig_alg, hash_alg, bytes(size)).to_bytes()
+            return cls(marshaled[:6], len(marshaled), sig_alg, hash_alg, 0)
+        marshaled = TPMTSignature(sig_alg, hash_alg, b"", bytes(size), bytes(size)).to_bytes()
+        return cls(marshaled[:6], len(marshaled), sig_alg, hash_alg, 6 + size)
+
+    def matches(self, signature: bytes) -> bool:
+        """True when the signature has this form (then it parses, and its scheme is the AK's)."""
+        return (
+            len(signature) == self.length
+            and signature.startswith(self.head)
+            and (not self.s_at or signature.startswith(self.head[4:], self.s_at))
+        )
+
+    def parts(self, signature: bytes) -> tuple[bytes, bytes, bytes]:
+        """A matching signature's RSA signature, r and s."""
+        if not self.s_at:
+            return signature[6:], b"", b""
+        return b"", signature[6 : self.s_at], signature[self.s_at + 2 :]
+
+
+#: The schemes whose signatures have one form, for ECC (False) and RSA (True) keys.
+_SIGNATURE_FORMS = {False: {TPM_ALG_ECDSA}, True: {TPM_ALG_RSASSA, TPM_ALG_RSAPSS}}
+_SHA2 = HASH_ALGORITHMS.keys() - {TPM_ALG_SHA1}
+
+
 @dataclass(frozen=True)
 class _AK:
     """An AK ready to verify with: its key, whether RSA, the scheme its TPMT_PUBLIC fixes, and
@@ -59,9 +103,9 @@ class _AK:
     scheme: tuple[int, int] | None
     name: bytes | None
     name_alg: int = 0
-    #: An RSA AK's signatures have one form, which its scheme, SHA-2 hash and key size fix: the
-    #: TPMT_SIGNATURE's first 6 bytes (sigAlg, hash, size), its length, its sigAlg and hash.
-    signature_form: tuple[bytes, int, int, int] | None = None
+    #: The form a TPM gives this AK's signatures, which its scheme, SHA-2 hash and key size fix
+    #: (ECDSA: r and s of the curve's size), or None.
+    signature_form: SignatureForm | None = None
 
     @functools.cached_property
     def verify(self) -> Callable[..., None]:
@@ -120,9 +164,8 @@ def _ak_from_tpmt(public: TPMTPublic) -> _AK:
     scheme = (params.scheme.scheme, params.scheme.hash_alg)
     is_rsa = isinstance(key, rsa.RSAPublicKey)
     form = None
-    if is_rsa and scheme[1] in HASH_ALGORITHMS and scheme[1] != TPM_ALG_SHA1:
-        marshaled = TPMTSignature(*scheme, bytes(key.key_size // 8)).to_bytes()
-        form = marshaled[:6], len(marshaled), *scheme
+    if scheme[0] in _SIGNATURE_FORMS[is_rsa] and scheme[1] in _SHA2:
+        form = SignatureForm.of(*scheme, (key.key_size + 7) // 8, is_rsa)
     return _AK(key, is_rsa, scheme, public.name(), public.name_alg, form)
 
 

@@ -149,14 +149,10 @@ def _verified_signature(
     signing hash and the evidence for the AK, once the signature verifies over those bytes."""
     ak, evidence = _check_ak(ak_public, policy, ak_certificate)
     form = ak.signature_form
-    if (
-        form is not None
-        and type(signature) is bytes
-        and len(signature) == form[1]
-        and signature.startswith(form[0])
-    ):  # the one form this AK's signatures take: the checks below hold by its construction
-        sig = _signature(form[2], form[3], signature[6:], b"", b"")
-        info = HASH_ALGORITHMS[form[3]]
+    if form is not None and type(signature) is bytes and form.matches(signature):
+        # the form a TPM gives this AK's signatures: the hash and scheme checks hold by it
+        sig = _signature(form.sig_alg, form.hash_alg, *form.parts(signature))
+        info = HASH_ALGORITHMS[form.hash_alg]
     else:
         sig, info = _parsed_signature(signature, ak, policy)
     if type(attest) is not bytes:
