@@ -320,6 +320,9 @@ class QuoteResult:
         return TPMSAttest.parse(self.raw_attest)
 
 
+_EVIDENCE = {e.value: e for e in AKEvidence}  # (an Enum's call costs, per loaded result)
+
+
 def _quote_result(
     raw_attest: bytes, signature: tuple[Any, ...], nonce: bytes, *rest: Any
 ) -> QuoteResult:
@@ -335,7 +338,7 @@ def _quote_result(
         pcr_digest=digest,
         hardware_backed=hardware,
         checks=checks,
-        ak_evidence=AKEvidence(evidence),
+        ak_evidence=_EVIDENCE[evidence],
     )
     return result
 
@@ -624,7 +627,7 @@ def _certify_result(
     return CertifyResult(
         attest, TPMTSignature(*signature), nonce, key, key_name,
         _certified_key(key_public)[0], hardware, checks,
-        AKEvidence(evidence),
+        _EVIDENCE[evidence],
     )  # fmt: skip
 
 
