@@ -171,7 +171,7 @@ class Connection:
         #: Keys in use by a command now (id -> uses): never evicted until it ends.
         self.busy: dict[int, int] = {}
         self._session: Any = None
-        self._session_encrypts: bool | None = None
+        self._session_encrypts: tuple[bool, bool] | None = None  # (response, command)
         try:
             self._esys = tss.ESAPI(tcti)
         except tss.TSS2_Exception as exc:
@@ -356,10 +356,11 @@ class Connection:
                     pass
 
     @contextlib.contextmanager
-    def hmac_session(self, esys: Any, *, encrypt: bool) -> Iterator[Any]:
+    def hmac_session(self, esys: Any, *, encrypt: bool, command: bool = True) -> Iterator[Any]:
         """A salted HMAC session (salt sealed to the storage key, AES-128-CFB): it authorizes
         with a PIN the TPM never sees in the clear, and with ``encrypt`` also encrypts the first
-        command and response parameters, so secrets never cross the TPM interface bare.
+        response parameter and (``command``) the first command parameter, so secrets never
+        cross the TPM interface bare. Each encrypted parameter costs tpm2-tss client CPU.
 
         One session is started on first use and continued across calls (the caller holds the
         lock); it is flushed after an error and on close, and started again when next needed.
@@ -377,12 +378,15 @@ class Connection:
             self._session = session
             self._session_encrypts = None
         try:
-            if self._session_encrypts is not encrypt:  # set only on change: it costs a call
+            mode = (encrypt, encrypt and command)
+            if self._session_encrypts != mode:  # set only on change: it costs a call
                 attributes = t.TPMA_SESSION.CONTINUESESSION
                 if encrypt:
-                    attributes |= t.TPMA_SESSION.DECRYPT | t.TPMA_SESSION.ENCRYPT
+                    attributes |= t.TPMA_SESSION.ENCRYPT
+                if encrypt and command:
+                    attributes |= t.TPMA_SESSION.DECRYPT
                 esys.trsess_set_attributes(session, attributes)
-                self._session_encrypts = encrypt
+                self._session_encrypts = mode
             yield session
         except BaseException:
             self._session = None

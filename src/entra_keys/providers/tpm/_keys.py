@@ -217,13 +217,16 @@ class _TPMObject:
         )
 
     @contextlib.contextmanager
-    def _use(self, what: str, *, encrypted: bool = False) -> Iterator[tuple[Any, Any, Any]]:
+    def _use(
+        self, what: str, *, encrypted: bool = False, command: bool = True
+    ) -> Iterator[tuple[Any, Any, Any]]:
         """(ESAPI context, handle, authorization session) for one use of this object.
 
         The object is pinned, kept by the cache, or loaded now. It is authorized by the plain
         password session when it has no PIN; with a PIN, or when ``encrypted`` asks for
-        parameter encryption, by the connection's salted HMAC session, so that neither PIN nor
-        secret crosses bare.
+        parameter encryption (of the response, and of the command unless ``command`` is
+        False), by the connection's salted HMAC session, so that neither PIN nor secret
+        crosses bare.
         """
         conn = self._conn
         with conn.command(what) as esys:
@@ -232,7 +235,7 @@ class _TPMObject:
             conn.busy[ident] = conn.busy.get(ident, 0) + 1  # not evicted while in use
             try:
                 if encrypted or self._auth is not None:
-                    with conn.hmac_session(esys, encrypt=encrypted) as session:
+                    with conn.hmac_session(esys, encrypt=encrypted, command=command) as session:
                         yield esys, handle, session
                 else:
                     yield esys, handle, conn.tss.ESYS_TR.PASSWORD
@@ -452,11 +455,12 @@ class TPMSessionKey(_TPMObject, SessionKey):
             )
         t = self._conn.tss
         # Response encryption: the derived key leaves the TPM only encrypted (the continued
-        # salted session makes this cost no extra command).
+        # salted session makes this cost no extra command). The input (label and context) is
+        # no secret: it is not encrypted, which would cost tpm2-tss a cipher set-up per call.
         with (
             self._gone_as_unusable(),
-            self._use("session key HMAC", encrypted=True) as (esys, handle, session),
+            self._use("session key HMAC", encrypted=True, command=False) as (esys, handle, s),
         ):
             self._hmac_buffer.buffer = data
-            digest = esys.hmac(handle, self._hmac_buffer, t.TPM2_ALG.SHA256, session1=session)
+            digest = esys.hmac(handle, self._hmac_buffer, t.TPM2_ALG.SHA256, session1=s)
             return bytes(digest.buffer)
