@@ -40,6 +40,7 @@ from entra_keys.attestation import (
     verify_certify,
     verify_quote,
 )
+from entra_keys.attestation import _expected as expected_module
 from entra_keys.attestation import verifier as verifier_module
 from entra_keys.attestation.structures import (
     TPM_ALG_ECDSA,
@@ -420,11 +421,11 @@ def test_values_that_cannot_be_kept_are_checked_each_time() -> None:
 
 
 def test_the_cache_is_bounded_and_right_once_full() -> None:
-    for n in range(verifier_module._EXPECTED_MAX + 8):
+    for n in range(expected_module._EXPECTED_MAX + 8):
         pcrs = {"sha256": {**PCRS, 23: n.to_bytes(32, "big")}}
         with pytest.raises(AttestationCheckFailed):  # the quote does not cover PCR 23
             _quote(quote_attest(), pcrs=pcrs)
-    assert len(verifier_module._EXPECTED) <= verifier_module._EXPECTED_MAX
+    assert len(expected_module._EXPECTED) <= expected_module._EXPECTED_MAX
     assert _quote(quote_attest()).hardware_backed
 
 
