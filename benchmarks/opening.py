@@ -8,33 +8,20 @@ TCTI, where libtss2-tcti-pcap is installed) go into the figures' extra fields.""
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 from pathlib import Path
 
 from entra_keys import open_provider
 from entra_keys.providers.tpm import forget_saved_primary, persist_storage_key
+from entra_keys.testing.pcap import tpm_commands
 from entra_keys.testing.swtpm import Swtpm
 
 from .context import Context
 from .measure import Case, Contender, Result, interleave, timed_loop
 
-__all__ = ["CASES", "tpm_commands"]
+__all__ = ["CASES"]
 
 _IDS = {n: f"open.{n}" for n in ("created_primary", "saved_primary_context", "persistent_srk")}
-
-
-def tpm_commands(capture: Path) -> int:
-    """The TPM commands in a pcapng capture of the pcap TCTI: half its packet blocks."""
-    data = capture.read_bytes()
-    blocks, offset = 0, 0
-    while offset + 12 <= len(data):
-        kind, length = struct.unpack_from("<II", data, offset)
-        if length < 12:
-            break
-        blocks += kind == 6
-        offset += length
-    return blocks // 2
 
 
 def _commands_of_open(tcti: str, capture: Path) -> int | None:

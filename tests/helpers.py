@@ -3,7 +3,8 @@
 ``transient_handles`` asks tpm2-tools (an independent tool, on its own connection) which
 transient objects the TPM holds; ``cached_key`` makes each kind of key once per session;
 ``load_vectors`` reads a saved vector file; ``kbkdf`` is pyca's KDF, the independent check of
-every derived key; ``assert_keys_encrypted`` checks a store's software keys are under a passphrase.
+every derived key; ``assert_keys_encrypted`` checks a store's software keys are under a passphrase;
+``open_pcap_provider`` opens a TPM provider whose commands tpm2-tss's pcap TCTI captures.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
-from entra_keys import KeyStore, KeyType, KeyUsage, Provider
-from entra_keys.errors import AttestationCheckFailed, Check, WrongPassphrase
+from entra_keys import KeyStore, KeyType, KeyUsage, Provider, open_provider
+from entra_keys.errors import AttestationCheckFailed, Check, TPMUnreachable, WrongPassphrase
 from entra_keys.provider import EntraPrivateKey
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "cached_key",
     "kbkdf",
     "load_vectors",
+    "open_pcap_provider",
     "raises_check",
     "transient_handles",
     "unavailable",
@@ -50,6 +52,37 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def open_pcap_provider(tcti: str, capture: Path, monkeypatch: pytest.MonkeyPatch) -> Provider:
+    """A TPM provider on ``tcti`` whose every command tpm2-tss's pcap TCTI writes to ``capture``
+    (it reads TCTI_PCAP_FILE when opened); unavailable, with what was found of the pcap TCTI,
+    where it cannot run."""
+    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
+    try:
+        provider = open_provider("tpm", tcti=f"pcap:{tcti}")
+    except TPMUnreachable as exc:
+        writable = os.access(capture.parent, os.W_OK)
+        _pcap_unavailable(
+            f"opening pcap:{tcti} failed: {exc}; TCTI_PCAP_FILE={str(capture)!r} "
+            f"({'in a writable' if writable else 'NOT in a writable'} directory)"
+        )
+        raise
+    if not capture.exists():
+        provider.close()
+        _pcap_unavailable(f"pcap:{tcti} opened but wrote no capture to {capture}")
+    return provider
+
+
+def _pcap_unavailable(reason: str) -> None:
+    """``unavailable``, with what ldconfig knows of libtss2-tcti-pcap."""
+    found = ""
+    if shutil.which("ldconfig"):
+        listing = subprocess.run(
+            ["ldconfig", "-p"], capture_output=True, text=True, check=False
+        ).stdout
+        found = "; ".join(line.strip() for line in listing.splitlines() if "tcti-pcap" in line)
+    unavailable(f"the pcap TCTI cannot run: {reason} (ldconfig: {found or 'no libtss2-tcti-pcap'})")
 
 
 def transient_handles(tcti: str) -> list[str]:

@@ -16,7 +16,7 @@ from entra_keys.session import derive_key, import_session_key
 from entra_keys.testing.swtpm import Swtpm
 from entra_keys.testing.token_service import TokenService
 
-from .helpers import cached_key, kbkdf, transient_handles, unavailable
+from .helpers import cached_key, kbkdf, open_pcap_provider, transient_handles
 
 ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -99,12 +99,7 @@ def test_derived_keys_cross_the_tpm_interface_only_encrypted(
     connection, does put its result in the capture: the check can fail."""
     service = TokenService()
     capture = tmp_path / "derive.pcap"
-    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
-    try:
-        provider = open_provider("tpm", tcti=f"pcap:{swtpm.tcti}")
-    except Exception as exc:
-        unavailable(f"the pcap TCTI cannot run: {exc}")
-    with provider:
+    with open_pcap_provider(swtpm.tcti, capture, monkeypatch) as provider:
         transport = cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
         assert isinstance(transport, rsa.RSAPrivateKey)
         key = import_session_key(

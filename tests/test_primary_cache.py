@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, TPMAuthFailure, open_provider
 from entra_keys.providers.tpm import forget_saved_primary
+from entra_keys.testing.pcap import command_codes
 from entra_keys.testing.swtpm import Swtpm, SwtpmError
 
-from .helpers import transient_handles, unavailable
+from .helpers import open_pcap_provider, transient_handles, unavailable
 
 CREATE_PRIMARY = 0x131
 SAVED = "saved primary context"
@@ -53,36 +53,8 @@ def _storage(tcti: str) -> str:
         return provider.info().storage_key or ""
 
 
-def _command_codes(capture: Path) -> list[int]:
-    """The command codes of the TPM commands in a pcapng capture of the pcap TCTI: each packet
-    block (type 6) ends with a TPM command or response; commands are every other one."""
-    data = capture.read_bytes()
-    payloads, offset = [], 0
-    while offset + 12 <= len(data):
-        kind, length = struct.unpack_from("<II", data, offset)
-        if length < 12:
-            break
-        if kind == 6:
-            captured = struct.unpack_from("<I", data, offset + 20)[0]
-            payloads.append(data[offset + 28 : offset + 28 + captured])
-        offset += length
-    codes = []
-    for packet in payloads[::2]:
-        for start in range(len(packet) - 10 + 1):
-            tag, size, code = struct.unpack_from(">HII", packet, start)
-            if tag in (0x8001, 0x8002) and size == len(packet) - start:
-                codes.append(code)
-                break
-    return codes
-
-
 def _open_sign_close(tcti: str, pem: bytes, capture: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
-    try:
-        provider = open_provider("tpm", tcti=f"pcap:{tcti}")
-    except Exception as exc:
-        unavailable(f"the pcap TCTI cannot run: {exc}")
-    with provider:
+    with open_pcap_provider(tcti, capture, monkeypatch) as provider:
         key = provider.key_from_pem(pem, KeyUsage.SIGN)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         signature = key.sign(b"m", ec.ECDSA(hashes.SHA256()))
@@ -104,7 +76,7 @@ def test_second_open_uses_the_saved_primary_context(
     first, second = tmp_path / "first.pcap", tmp_path / "second.pcap"
     assert SAVED not in _open_sign_close(own_swtpm.tcti, pem_bytes, first, monkeypatch)
     assert SAVED in _open_sign_close(own_swtpm.tcti, pem_bytes, second, monkeypatch)
-    first_codes, second_codes = _command_codes(first), _command_codes(second)
+    first_codes, second_codes = command_codes(first), command_codes(second)
     assert CREATE_PRIMARY in first_codes
     assert CREATE_PRIMARY not in second_codes
     # info() adds one GetCapability to each; the rest is open + load check + sign + close.

@@ -30,7 +30,6 @@ from entra_keys import (
     Provider,
     TPMAuthFailure,
     TPMLockout,
-    TPMUnreachable,
     UnsupportedAlgorithm,
     WrongPassphrase,
     open_provider,
@@ -38,7 +37,7 @@ from entra_keys import (
 )
 from entra_keys.testing.swtpm import Swtpm, swtpm_available
 
-from .helpers import IN_CI, transient_handles, unavailable
+from .helpers import open_pcap_provider, transient_handles, unavailable
 
 SMALL = b"a refresh token's secret part \x00\xff"
 LARGE = os.urandom(6000)  # a PRT and its refresh tokens: several KB
@@ -298,27 +297,12 @@ def test_bad_pcr_lists_are_refused(tpm_provider: Provider) -> None:
 # -- the TPM wire (pcap TCTI) ----------------------------------------------------------------
 
 
-def _pcap_provider(tcti: str, capture: Path) -> Provider:
-    """A provider whose every TPM command goes through the pcap TCTI into ``capture``."""
-    try:
-        provider = open_provider("tpm", tcti=f"pcap:{tcti}")
-    except TPMUnreachable as exc:
-        if IN_CI:
-            pytest.fail(f"CI=true and the pcap TCTI cannot run: {exc}", pytrace=False)
-        pytest.skip(f"the pcap TCTI cannot run: {exc}")
-    if not capture.exists():
-        provider.close()
-        unavailable(f"the pcap TCTI wrote no capture to {capture}")
-    return provider
-
-
 def test_the_secret_never_crosses_the_tpm_interface_in_the_clear(
     swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     capture = tmp_path / "seal.pcap"
-    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
     control = os.urandom(48)
-    with _pcap_provider(swtpm.tcti, capture) as provider:
+    with open_pcap_provider(swtpm.tcti, capture, monkeypatch) as provider:
         for secret in (SMALL, LARGE):
             for pin in (None, PIN):
                 assert provider.unseal(provider.seal(secret, pin=pin), pin=pin) == secret

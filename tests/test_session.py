@@ -15,8 +15,6 @@ import hmac
 import json
 import logging
 import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +41,6 @@ from entra_keys import (
     KeyUsageError,
     Provider,
     SessionKey,
-    TPMUnreachable,
     UnsupportedAlgorithm,
     WrongPassphrase,
     open_provider,
@@ -69,7 +66,7 @@ from entra_keys.session import (
 from entra_keys.testing.swtpm import Swtpm
 from entra_keys.testing.token_service import TokenService
 
-from .helpers import IN_CI, cached_key, kbkdf, transient_handles
+from .helpers import cached_key, kbkdf, open_pcap_provider, transient_handles
 
 LABEL = b"AzureAD-SecureConversation"
 SHA1 = hashes.SHA1()
@@ -791,20 +788,6 @@ def test_no_secret_in_logs_reprs_or_error_messages(
 # -- what crosses the TPM interface (pcap TCTI) ----------------------------------------------
 
 
-def _pcap_unavailable(reason: str) -> None:
-    """Fail in CI, skip elsewhere, with what was found about the pcap TCTI."""
-    found = ""
-    if shutil.which("ldconfig"):
-        listing = subprocess.run(
-            ["ldconfig", "-p"], capture_output=True, text=True, check=False
-        ).stdout
-        found = "; ".join(line.strip() for line in listing.splitlines() if "tcti-pcap" in line)
-    detail = f"{reason} (ldconfig: {found or 'no libtss2-tcti-pcap'})"
-    if IN_CI:
-        pytest.fail(f"CI=true and the pcap TCTI cannot run: {detail}", pytrace=False)
-    pytest.skip(f"the pcap TCTI cannot run: {detail}")
-
-
 @pytest.fixture
 def pcap(swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """``open(name)``: a TPM connection wrapped in tpm2-tss's pcap TCTI, capturing to a file.
@@ -822,23 +805,6 @@ def pcap(swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     assert transient_handles(swtpm.tcti) == []
 
 
-def _open_pcap_provider(tcti: str, path: Path) -> Provider:
-    try:
-        provider = open_provider("tpm", tcti=tcti)
-    except TPMUnreachable as exc:
-        target = os.environ.get("TCTI_PCAP_FILE", "")
-        writable = os.access(os.path.dirname(target) or ".", os.W_OK)
-        _pcap_unavailable(
-            f"opening {tcti} failed: {exc}; TCTI_PCAP_FILE={target!r} "
-            f"({'in a writable' if writable else 'NOT in a writable'} directory)"
-        )
-        raise
-    if not path.exists():
-        provider.close()
-        _pcap_unavailable(f"{tcti} opened but wrote no capture to {path}")
-    return provider
-
-
 def _keyed_hash_template(t: Any) -> Any:
     public = t.TPMT_PUBLIC(type=t.TPM2_ALG.KEYEDHASH, nameAlg=t.TPM2_ALG.SHA256)
     public.objectAttributes = (
@@ -854,7 +820,7 @@ def _keyed_hash_template(t: Any) -> Any:
 
 
 def test_the_session_key_never_crosses_the_tpm_interface_in_the_clear(
-    pcap: Any, swtpm: Swtpm
+    pcap: Any, swtpm: Swtpm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tpm2_pytss as t
     import tpm2_pytss.tsskey
@@ -866,8 +832,8 @@ def test_the_session_key_never_crosses_the_tpm_interface_in_the_clear(
     with open_provider("tpm", tcti=swtpm.tcti) as plain:  # the session's transport key blob
         transport_pem = plain.key_to_pem(cached_key(plain, KeyType.RSA2048, KeyUsage.DECRYPT))
     # entra_keys: import the session key and decrypt with the transport key, captured.
-    tcti, capture = pcap("entra_keys")
-    with _open_pcap_provider(tcti, capture) as provider:
+    _, capture = pcap("entra_keys")
+    with open_pcap_provider(swtpm.tcti, capture, monkeypatch) as provider:
         transport = provider.key_from_pem(transport_pem, KeyUsage.DECRYPT)
         assert isinstance(transport, rsa.RSAPrivateKey)
         key = import_session_key(provider, transport, service.session_key_jwe(public(transport)))

@@ -4,7 +4,6 @@ password, and an open + sign + close in at most 5 TPM commands (counted in a pca
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
 from entra_keys.cli import main
+from entra_keys.testing.pcap import tpm_commands
 from entra_keys.testing.swtpm import Swtpm, SwtpmError
 
-from .helpers import transient_handles, unavailable
+from .helpers import open_pcap_provider, transient_handles, unavailable
 
 
 @pytest.fixture
@@ -75,20 +75,6 @@ def test_tpm_init_needs_the_owner_password(
     assert transient_handles(own_swtpm.tcti) == []
 
 
-def _commands_in(capture: Path) -> int:
-    """The TPM commands in a pcapng capture: every command and every response is one packet
-    block (Enhanced Packet Block, type 6), so half of them."""
-    data = capture.read_bytes()
-    blocks, offset = 0, 0
-    while offset + 12 <= len(data):
-        kind, length = struct.unpack_from("<II", data, offset)
-        if length < 12:
-            break
-        blocks += kind == 6
-        offset += length
-    return blocks // 2
-
-
 def test_open_sign_close_takes_five_commands_with_a_persistent_srk(
     own_swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,24 +82,19 @@ def test_open_sign_close_takes_five_commands_with_a_persistent_srk(
     with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
         KeyStore(provider, tmp_path / "store").create("device", KeyType.ECC256, KeyUsage.SIGN)
     capture = tmp_path / "open.pcap"
-    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
-    try:
-        provider = open_provider("tpm", tcti=f"pcap:{own_swtpm.tcti}")
-    except Exception as exc:
-        unavailable(f"the pcap TCTI cannot run: {exc}")
-    with provider:
+    with open_pcap_provider(own_swtpm.tcti, capture, monkeypatch) as provider:
         key = provider.key_from_pem(
             KeyStore(provider, tmp_path / "store").info("device").path.read_bytes(),
             KeyUsage.SIGN,
         )
-        opened = _commands_in(capture)
+        opened = tpm_commands(capture)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         key.sign(b"m", ec.ECDSA(hashes.SHA256()))
         key.sign(b"m", ec.ECDSA(hashes.SHA256()))
-        steady = _commands_in(capture)
+        steady = tpm_commands(capture)
         key.sign(b"m", ec.ECDSA(hashes.SHA256()))
-        assert _commands_in(capture) - steady == 1  # the key cache: one command a signature
-    total = _commands_in(capture)
+        assert tpm_commands(capture) - steady == 1  # the key cache: one command a signature
+    total = tpm_commands(capture)
     # Open: ReadPublic(SRK), GetCapability(slots); the key file's load check (Load, kept in the
     # key cache); then Sign three times and one FlushContext on close.
     assert opened == 3, opened
