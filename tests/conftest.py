@@ -1,8 +1,9 @@
 """Fixtures: one swtpm for the session, providers of both kinds, keys made once and reloaded.
 
 The swtpm is provisioned by ``swtpm_setup`` with EK certificates from a local CA, in a temp
-directory, served on a unix socket. When ``CI=true`` a missing swtpm or tpm2-pytss fails the run
-instead of skipping; so does a missing tpm2-abrmd for the ``tabrmd`` tests. After every test
+directory, served on a unix socket; ``own_swtpm`` starts one for a single test that changes its
+TPM for good. When ``CI=true`` a missing swtpm or tpm2-pytss fails the run instead of skipping;
+so does a missing tpm2-abrmd for the ``tabrmd`` tests. After every test
 that opened a TPM provider, ``tpm2_getcap`` (an independent tool, on its own connection) must
 find no transient object left in the TPM.
 """
@@ -56,6 +57,21 @@ def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
         unavailable(f"tpm2-pytss is not importable ({exc})")
     tpm = Swtpm(tmp_path_factory.mktemp("swtpm"))
     tpm.start()
+    yield tpm
+    tpm.stop()
+
+
+@pytest.fixture
+def own_swtpm(swtpm: Swtpm, tmp_path: Path) -> Iterator[Swtpm]:
+    """A swtpm of the test's own (its own seeds), for a test that changes the TPM for good:
+    clears it, rewrites NV, persists a key. Started after the session swtpm, whose checks
+    (CI) apply; stopped after the test."""
+    del swtpm
+    tpm = Swtpm(tmp_path / "tpm")
+    try:
+        tpm.start()
+    except SwtpmError as exc:
+        unavailable(f"swtpm does not start: {exc}")
     yield tpm
     tpm.stop()
 

@@ -26,7 +26,7 @@ from entra_keys import (
     open_provider,
 )
 from entra_keys.cli import main
-from entra_keys.testing.swtpm import Swtpm, swtpm_available
+from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import transient_handles, unavailable
 
@@ -39,15 +39,10 @@ MESSAGE = b"signed by a key another tool made"
 
 
 @pytest.fixture
-def tpm(tmp_path: Path) -> Iterator[Swtpm]:
+def tpm(own_swtpm: Swtpm) -> Iterator[Swtpm]:
     """A swtpm of the test's own: tpm2-tools without a resource manager leaves objects loaded."""
-    if not swtpm_available():
-        unavailable("swtpm is not installed")
-    tpm = Swtpm(tmp_path / "tpm")
-    tpm.start()
-    yield tpm
-    assert transient_handles(tpm.tcti) == []
-    tpm.stop()
+    yield own_swtpm
+    assert transient_handles(own_swtpm.tcti) == []
 
 
 def _run(tpm: Swtpm, *argv: str, cwd: Path) -> None:

@@ -17,7 +17,7 @@ from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, Provider, open
 from entra_keys.cli import main
 from entra_keys.cli.keys import PIN_LOADS, PIN_NOT_OPENED, UNUSABLE
 from entra_keys.errors import ForeignKey
-from entra_keys.testing.swtpm import Swtpm, swtpm_available
+from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import transient_handles, unavailable
 
@@ -128,32 +128,21 @@ def _clear(tpm: Swtpm) -> None:
     )
 
 
-@pytest.fixture
-def own_tpm(tmp_path: Path) -> Swtpm:
-    """A swtpm of the test's own, to clear (never the session's)."""
-    if not swtpm_available():
-        unavailable("swtpm is not installed")
-    tpm = Swtpm(tmp_path / "tpm")
-    tpm.start()
-    yield tpm  # type: ignore[misc]
-    tpm.stop()
-
-
 def test_cleared_tpm_is_one_state_leave_and_join_again(
-    own_tpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    own_swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store_dir = tmp_path / "store"
-    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
         _join(KeyStore(provider, store_dir))
-    _clear(own_tpm)
-    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+    _clear(own_swtpm)
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
         store = KeyStore(provider, store_dir)
         for load in (lambda: store.load("device"), lambda: store.load_session_key("prt")):
             with pytest.raises(KeysUnusable, match="keys unusable on this TPM: leave and join"):
                 load()
         assert issubclass(KeysUnusable, ForeignKey)
-    assert transient_handles(own_tpm.tcti) == []  # the refused loads flushed nothing left
-    args = ["--provider", "tpm", "--tcti", own_tpm.tcti, "--store", str(store_dir)]
+    assert transient_handles(own_swtpm.tcti) == []  # the refused loads flushed nothing left
+    args = ["--provider", "tpm", "--tcti", own_swtpm.tcti, "--store", str(store_dir)]
     code, doc = _status(args, capsys)
     assert code == 1 and doc["keys_unusable"] is True
     assert doc["device"]["azure_ad_joined"] is True  # the join state is there; its keys are not
@@ -165,18 +154,18 @@ def test_cleared_tpm_is_one_state_leave_and_join_again(
     # The way out: leave (no TPM needed), join again on the cleared TPM.
     assert main(["--store", str(store_dir), "leave"]) == 0
     capsys.readouterr()
-    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
         _join(KeyStore(provider, store_dir))
     code, doc = _status(args, capsys)
     assert code == 0 and not doc["keys_unusable"]
-    assert transient_handles(own_tpm.tcti) == []
+    assert transient_handles(own_swtpm.tcti) == []
 
 
 def test_keys_under_a_persistent_srk_are_unusable_after_a_clear(
-    own_tpm: Swtpm, tmp_path: Path
+    own_swtpm: Swtpm, tmp_path: Path
 ) -> None:
     """A clear also evicts the persistent SRK: the keys' parent 0x81000001 is gone."""
-    env = {**os.environ, "TPM2TOOLS_TCTI": own_tpm.tcti}
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
     for argv in (
         ["tpm2_createprimary", "-C", "o", "-c", str(tmp_path / "srk.ctx")],
         ["tpm2_evictcontrol", "-C", "o", "-c", str(tmp_path / "srk.ctx"), "0x81000001"],
@@ -185,12 +174,12 @@ def test_keys_under_a_persistent_srk_are_unusable_after_a_clear(
         if shutil.which(argv[0]) is None:
             unavailable("tpm2-tools is not installed")
         subprocess.run(argv, env=env, check=True, capture_output=True)
-    with open_provider("tpm", tcti=own_tpm.tcti) as provider:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
         store = KeyStore(provider, tmp_path / "store")
         store.create("device", KeyType.ECC256, KeyUsage.SIGN)
-    _clear(own_tpm)
+    _clear(own_swtpm)
     with (
-        open_provider("tpm", tcti=own_tpm.tcti) as provider,
+        open_provider("tpm", tcti=own_swtpm.tcti) as provider,
         pytest.raises(KeysUnusable, match="0x81000001"),
     ):
         KeyStore(provider, tmp_path / "store").load("device")

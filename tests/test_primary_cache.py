@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, TPMAuthFailure, open_provider
 from entra_keys.providers.tpm import forget_saved_primary
 from entra_keys.testing.pcap import command_codes
-from entra_keys.testing.swtpm import Swtpm, SwtpmError
+from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import open_pcap_provider, transient_handles, unavailable
 
@@ -28,18 +27,11 @@ SAVED = "saved primary context"
 
 
 @pytest.fixture
-def own_swtpm(swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Swtpm]:
+def own_swtpm(own_swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Swtpm:
     """A swtpm of this test's own, and a runtime directory of its own for the cache file."""
-    del swtpm  # started first: the session swtpm's checks (CI) apply
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     (tmp_path / "run").mkdir(mode=0o700)
-    tpm = Swtpm(tmp_path / "tpm")
-    try:
-        tpm.start()
-    except SwtpmError as exc:
-        unavailable(f"swtpm does not start: {exc}")
-    yield tpm
-    tpm.stop()
+    return own_swtpm
 
 
 def _cache_file(tmp_path: Path) -> Path:

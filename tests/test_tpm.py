@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ from entra_keys.providers.tpm import TPMProvider
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import cached_key, transient_handles
-
-
-@pytest.fixture
-def other_swtpm(swtpm: Swtpm, tmp_path: Path) -> Iterator[Swtpm]:
-    """A second, separately manufactured swtpm (its own seeds), for this test only."""
-    tpm = Swtpm(tmp_path / "other-tpm")
-    tpm.start()
-    yield tpm
-    tpm.stop()
 
 
 def as_tpm(provider: Provider) -> TPMProvider:
@@ -128,21 +118,21 @@ def test_key_file_is_a_tss2_private_key_other_tools_read(
 
 
 def test_blob_from_another_tpm_is_a_foreign_key(
-    tpm_provider: Provider, other_swtpm: Swtpm, tmp_path: Path
+    tpm_provider: Provider, own_swtpm: Swtpm, tmp_path: Path
 ) -> None:
     store = KeyStore(tpm_provider, tmp_path / "store")
     store.create("device", KeyType.ECC256, KeyUsage.SIGN)
-    with open_provider("tpm", tcti=other_swtpm.tcti) as other:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as other:
         with pytest.raises(ForeignKey, match=r"'device'.*another TPM") as info:
             KeyStore(other, tmp_path / "store").load("device")
         assert info.value.key_name == "device"
-    assert transient_handles(other_swtpm.tcti) == []
+    assert transient_handles(own_swtpm.tcti) == []
     assert store.load("device").hardware_backed  # the original TPM still loads it
 
 
-def test_persistent_srk_is_used_where_provisioned(other_swtpm: Swtpm, tmp_path: Path) -> None:
-    env = {**os.environ, "TPM2TOOLS_TCTI": other_swtpm.tcti}
-    with open_provider("tpm", tcti=other_swtpm.tcti) as before:
+def test_persistent_srk_is_used_where_provisioned(own_swtpm: Swtpm, tmp_path: Path) -> None:
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
+    with open_provider("tpm", tcti=own_swtpm.tcti) as before:
         KeyStore(before, tmp_path / "store").create("old", KeyType.ECC256, KeyUsage.SIGN)
     ctx = tmp_path / "srk.ctx"
     subprocess.run(["tpm2_createprimary", "-C", "o", "-G", "rsa2048", "-c", str(ctx)],
@@ -151,16 +141,16 @@ def test_persistent_srk_is_used_where_provisioned(other_swtpm: Swtpm, tmp_path: 
                    env=env, check=True, capture_output=True)  # fmt: skip
     # tpm2-tools without a resource manager leave their objects loaded: flush them.
     subprocess.run(["tpm2_flushcontext", "-t"], env=env, check=True, capture_output=True)
-    with open_provider("tpm", tcti=other_swtpm.tcti) as provider:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
         assert provider.info().storage_key == "0x81000001 (persistent)"
-        assert transient_handles(other_swtpm.tcti) == []  # a persistent SRK takes no slot
+        assert transient_handles(own_swtpm.tcti) == []  # a persistent SRK takes no slot
         store = KeyStore(provider, tmp_path / "store")
         key = store.create("device", KeyType.ECC256, KeyUsage.SIGN)
         loaded = store.load("device")
         assert loaded.public_key() == key.public_key()
         with pytest.raises(ForeignKey, match="parent 0x40000001"):
             store.load("old")
-    assert transient_handles(other_swtpm.tcti) == []
+    assert transient_handles(own_swtpm.tcti) == []
 
 
 def test_unreachable_tpm_is_a_typed_error(tmp_path: Path) -> None:
@@ -168,22 +158,22 @@ def test_unreachable_tpm_is_a_typed_error(tmp_path: Path) -> None:
         open_provider("tpm", tcti=f"swtpm:path={tmp_path / 'nothing'}")
 
 
-def test_stopped_tpm_is_unreachable_not_a_hang(other_swtpm: Swtpm) -> None:
-    with open_provider("tpm", tcti=other_swtpm.tcti) as provider:
+def test_stopped_tpm_is_unreachable_not_a_hang(own_swtpm: Swtpm) -> None:
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
         key = provider.create_key(KeyType.ECC256, KeyUsage.SIGN)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
-        other_swtpm.kill()
+        own_swtpm.kill()
         with pytest.raises(TPMUnreachable):
             key.sign(b"m", ec.ECDSA(hashes.SHA256()))
 
 
-def test_tpm_that_stops_answering_fails_in_bounded_time(other_swtpm: Swtpm, tmp_path: Path) -> None:
+def test_tpm_that_stops_answering_fails_in_bounded_time(own_swtpm: Swtpm, tmp_path: Path) -> None:
     """A frozen simulator (SIGSTOP) must not hang the caller: the call fails as unreachable."""
-    provider = TPMProvider(other_swtpm.tcti, timeout=1.0)
+    provider = TPMProvider(own_swtpm.tcti, timeout=1.0)
     store = KeyStore(provider, tmp_path / "store")
     key = store.create("device", KeyType.ECC256, KeyUsage.SIGN)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    pid = other_swtpm.pid()
+    pid = own_swtpm.pid()
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -196,27 +186,27 @@ def test_tpm_that_stops_answering_fails_in_bounded_time(other_swtpm: Swtpm, tmp_
     finally:
         os.kill(pid, signal.SIGCONT)
         provider.close()
-    other_swtpm.stop()  # a restart clears what the frozen call left loaded
-    other_swtpm.start()
-    with open_provider("tpm", tcti=other_swtpm.tcti) as again:
+    own_swtpm.stop()  # a restart clears what the frozen call left loaded
+    own_swtpm.start()
+    with open_provider("tpm", tcti=own_swtpm.tcti) as again:
         reloaded = KeyStore(again, tmp_path / "store").load("device")
         assert isinstance(reloaded, ec.EllipticCurvePrivateKey)
         reloaded.public_key().verify(
             reloaded.sign(b"m", ec.ECDSA(hashes.SHA256())), b"m", ec.ECDSA(hashes.SHA256())
         )
-    assert transient_handles(other_swtpm.tcti) == []
+    assert transient_handles(own_swtpm.tcti) == []
 
 
 @pytest.fixture
-def strict_swtpm(other_swtpm: Swtpm) -> Swtpm:
+def strict_swtpm(own_swtpm: Swtpm) -> Swtpm:
     """The second swtpm with a short dictionary-attack policy: 3 tries, one forgiven per 2 s."""
     subprocess.run(
         ["tpm2_dictionarylockout", "-s", "-n", "3", "-t", "2", "-l", "2"],
-        env={**os.environ, "TPM2TOOLS_TCTI": other_swtpm.tcti},
+        env={**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti},
         check=True,
         capture_output=True,
     )
-    return other_swtpm
+    return own_swtpm
 
 
 def test_pin_guards_a_key_and_wrong_pins_lead_to_lockout(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
 from entra_keys.cli import main
 from entra_keys.testing.pcap import tpm_commands
-from entra_keys.testing.swtpm import Swtpm, SwtpmError
+from entra_keys.testing.swtpm import Swtpm
 
-from .helpers import open_pcap_provider, transient_handles, unavailable
-
-
-@pytest.fixture
-def own_swtpm(swtpm: Swtpm, tmp_path: Path) -> Iterator[Swtpm]:
-    """A swtpm of this test's own: tpm init changes the TPM for good."""
-    del swtpm  # started first: the session swtpm's checks (CI) apply
-    tpm = Swtpm(tmp_path / "tpm")
-    try:
-        tpm.start()
-    except SwtpmError as exc:
-        unavailable(f"swtpm does not start: {exc}")
-    yield tpm
-    tpm.stop()
+from .helpers import open_pcap_provider, transient_handles
 
 
 def _init(tcti: str, *extra: str) -> int:

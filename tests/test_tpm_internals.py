@@ -13,7 +13,6 @@ same storage key and EKs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -348,21 +347,12 @@ def test_ek_templates_without_nv_are_the_profile_defaults(tpm_provider: Provider
             assert bytes(made.publicArea.marshal()) == bytes(persistent.publicArea.marshal())
 
 
-@pytest.fixture
-def fresh_swtpm(swtpm: Swtpm, tmp_path: Path) -> Iterator[Swtpm]:
-    """A second swtpm of its own, for a test that writes NV."""
-    tpm = Swtpm(tmp_path / "nv-tpm")
-    tpm.start()
-    yield tpm
-    tpm.stop()
-
-
-def test_ek_templates_honour_the_nonce_in_nv(fresh_swtpm: Swtpm) -> None:
+def test_ek_templates_honour_the_nonce_in_nv(own_swtpm: Swtpm) -> None:
     """A manufacturer's EK nonce (NV 0x01C00003, EK Credential Profile 2.2.1.5) fills the RSA
     EK's unique: the EK made from the template is not the default one."""
     t = tss()
     nonce = bytes(range(1, 17))
-    with TPMProvider(fresh_swtpm.tcti) as provider:
+    with TPMProvider(own_swtpm.tcti) as provider:
         conn = as_tpm(provider).connection
         with conn.command("define the EK nonce") as esys:
             nv = t.TPMA_NV
