@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
 from entra_keys import KeyStore, KeyType, KeyUsage, Provider, open_provider
@@ -32,6 +33,7 @@ __all__ = [
     "VECTORS_DIR",
     "assert_keys_encrypted",
     "cached_key",
+    "join_keys",
     "kbkdf",
     "load_vectors",
     "open_pcap_provider",
@@ -110,6 +112,19 @@ def cached_key(provider: Provider, key_type: KeyType, usage: KeyUsage) -> EntraP
     if slot not in _KEY_CACHE:
         _KEY_CACHE[slot] = provider.key_to_pem(provider.create_key(key_type, usage))
     return provider.key_from_pem(_KEY_CACHE[slot], usage)
+
+
+def join_keys(store: KeyStore) -> None:
+    """The keys of a join in the store: device, transport, AK and the PRT session key ("prt",
+    imported under the transport key); the caller writes the join state it needs."""
+    store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+    store.create("ak", KeyType.RSA2048, KeyUsage.ATTEST)
+    assert isinstance(transport, rsa.RSAPrivateKey)
+    sha1 = hashes.SHA1()
+    oaep = padding.OAEP(padding.MGF1(sha1), sha1, None)
+    encrypted = transport.public_key().encrypt(os.urandom(32), oaep)
+    store.save_session_key("prt", store.provider.import_session_key(transport, encrypted))
 
 
 def load_vectors(name: str) -> dict[str, Any]:

@@ -19,19 +19,12 @@ from entra_keys.cli.keys import PIN_LOADS, PIN_NOT_OPENED, UNUSABLE
 from entra_keys.errors import ForeignKey
 from entra_keys.testing.swtpm import Swtpm
 
-from .helpers import transient_handles, unavailable
+from .helpers import join_keys, transient_handles, unavailable
 
 
 def _join(store: KeyStore) -> None:
     """The keys of a join: device, transport, AK and the PRT session key, and the join state."""
-    store.create("device", KeyType.ECC256, KeyUsage.SIGN)
-    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
-    store.create("ak", KeyType.RSA2048, KeyUsage.ATTEST)
-    assert isinstance(transport, rsa.RSAPrivateKey)
-    sha1 = hashes.SHA1()
-    oaep = padding.OAEP(padding.MGF1(sha1), sha1, None)
-    encrypted = transport.public_key().encrypt(os.urandom(32), oaep)
-    store.save_session_key("prt", store.provider.import_session_key(transport, encrypted))
+    join_keys(store)
     store.save_join_state({"device_id": "d-1", "session_key": "prt", "ak": "ak"})
 
 

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import entra_keys
 from entra_keys import KeyStore, KeyType, KeyUsage, Provider
 from entra_keys._leave import KILL_AT_ENV, MARKER
 from entra_keys.cli import main
+
+from .helpers import join_keys
 
 JOIN_KEYS = ["ak", "device", "prt", "transport"]
 JOIN_FILES = sorted([f"{name}.pem" for name in JOIN_KEYS] + ["join.json", "prt.sealed"])
@@ -25,14 +25,7 @@ JOIN_FILES = sorted([f"{name}.pem" for name in JOIN_KEYS] + ["join.json", "prt.s
 
 def _join(store: KeyStore) -> None:
     """A whole join: device, transport, AK, session key, the join state and sealed data."""
-    store.create("device", KeyType.ECC256, KeyUsage.SIGN)
-    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
-    store.create("ak", KeyType.RSA2048, KeyUsage.ATTEST)
-    assert isinstance(transport, rsa.RSAPrivateKey)
-    sha1 = hashes.SHA1()
-    oaep = padding.OAEP(padding.MGF1(sha1), sha1, None)
-    encrypted = transport.public_key().encrypt(os.urandom(32), oaep)
-    store.save_session_key("prt", store.provider.import_session_key(transport, encrypted))
+    join_keys(store)
     store.save_join_state({"device_id": "d-1", "session_key": "prt"})
     fd = os.open(store.path / "prt.sealed", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, b"a sealed blob")  # what the seal module writes beside the keys
