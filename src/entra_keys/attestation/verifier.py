@@ -28,7 +28,7 @@ import functools
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -46,7 +46,7 @@ from ..tpm_model import (  # one minimum and one origin for the providers and th
     origin_attributes,
 )
 from ._expected import ExpectedPCRs, _Bank, _expected_pcrs  # (ExpectedPCRs re-exported)
-from ._wire import _CLOCK, _HEADER, _MAX_DATA, _MAX_NAME, _U16, _U64
+from ._wire import _CLOCK, _HEADER, _MAX_DATA, _MAX_NAME, _U64
 from .akpublic import (  # the AK's own checks
     _AK,
     AKPublic,
@@ -81,6 +81,7 @@ from .structures import (
     TPMTPublic,
     TPMTSignature,
     _signature,
+    tpm2b,
 )
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
@@ -316,6 +317,18 @@ class QuoteResult:
 
 
 _EVIDENCE = {e.value: e for e in AKEvidence}  # (an Enum's call costs, per loaded result)
+_Result = TypeVar("_Result", "QuoteResult", "CertifyResult")
+
+
+def _built(cls: type[_Result], parsed: TPMSAttest | None = None, **fields: Any) -> _Result:
+    """A result built as its frozen ``__init__`` would (every field given, checked by the
+    caller), without an ``object.__setattr__`` per field: the same object, equal alike;
+    ``parsed`` is what its cached ``attest`` would parse again."""
+    result = _new(cls)
+    result.__dict__.update(fields)
+    if parsed is not None:
+        result.__dict__["attest"] = parsed
+    return result
 
 
 def _quote_result(
@@ -324,8 +337,8 @@ def _quote_result(
     """A QuoteResult from what its ``__reduce__`` keeps (built as ``verify_quote`` builds it: a
     ``VerifierPool``'s caller loads one per attestation)."""
     pcr_values, digest, hardware, checks, evidence = rest
-    result = _new(QuoteResult)
-    result.__dict__.update(
+    return _built(
+        QuoteResult,
         raw_attest=raw_attest,
         signature=_signature(*signature),
         nonce=nonce,
@@ -335,7 +348,6 @@ def _quote_result(
         checks=checks,
         ak_evidence=_EVIDENCE[evidence],
     )
-    return result
 
 
 _QUOTE_CHECKS = (
@@ -374,10 +386,9 @@ def verify_quote(
     parsed: TPMSAttest | None = None
     if software is None:  # not the quote expected: the full parse and checks say why
         parsed, software, digest = _checked_quote(attest, nonce, expected.banks, info, policy)
-    # Built as its frozen __init__ would (every field, checked above), without the
-    # object.__setattr__ per field: the same object, equal and hashable alike.
-    result = _new(QuoteResult)
-    result.__dict__.update(
+    return _built(
+        QuoteResult,
+        parsed,
         raw_attest=attest,
         signature=sig,
         nonce=nonce if type(nonce) is bytes else bytes(nonce),
@@ -387,9 +398,6 @@ def verify_quote(
         checks=_QUOTE_CHECKS,
         ak_evidence=evidence,
     )
-    if parsed is not None:
-        result.__dict__["attest"] = parsed  # what the cached ``attest`` would parse again
-    return result
 
 
 def _checked_quote(
@@ -504,6 +512,11 @@ class _Certified(NamedTuple):
     spki: bytes
 
 
+def _name(public: TPMTPublic, data: bytes, name_info: HashInfo) -> bytes:
+    """A certified key's name: its nameAlg and the digest of the exact bytes given."""
+    return public.name_alg.to_bytes(2, "big") + name_info.digest(data)
+
+
 @functools.lru_cache(maxsize=256)
 def _good_certified(data: bytes) -> _Certified | None:
     """The key of these TPMT_PUBLIC bytes when it passes its checks, once per distinct bytes;
@@ -517,8 +530,8 @@ def _good_certified(data: bytes) -> _Certified | None:
     attrs = public.object_attributes
     if info is None or info.alg == TPM_ALG_SHA1 or not _made_unrestricted(attrs):
         return None
-    name = public.name_alg.to_bytes(2, "big") + info.digest(data)
-    return _Certified(public, name, _U16.pack(len(name)) + name, key, spki)
+    name = _name(public, data, info)
+    return _Certified(public, name, tpm2b(name), key, spki)
 
 
 def _made_unrestricted(attrs: int) -> bool:
@@ -569,8 +582,9 @@ def verify_certify(
     # (a cryptography key equal to it is the same key; anything else is compared by its SPKI)
     if expected_key is not None and expected_key != good.key and _spki(expected_key) != good.spki:
         raise AttestationCheckFailed("the certified key is not the expected key", Check.KEY)
-    result = _new(CertifyResult)  # as its frozen __init__ would, as in verify_quote
-    result.__dict__.update(
+    return _built(
+        CertifyResult,
+        parsed,
         raw_attest=attest,
         signature=sig,
         nonce=nonce if type(nonce) is bytes else bytes(nonce),
@@ -581,9 +595,6 @@ def verify_certify(
         checks=(*_CERTIFY_CHECKS, "expected-key") if expected_key is not None else _CERTIFY_CHECKS,
         ak_evidence=evidence,
     )
-    if parsed is not None:
-        result.__dict__["attest"] = parsed  # what the cached ``attest`` would parse again
-    return result
 
 
 def _checked_certify(
@@ -603,7 +614,7 @@ def _checked_certify(
         raise AttestationCheckFailed(
             f"the certified key's nameAlg 0x{key.name_alg:04x} is refused", Check.HASH
         )
-    name = key.name_alg.to_bytes(2, "big") + name_info.digest(data)
+    name = _name(key, data, name_info)
     certified = parsed.attested
     assert isinstance(certified, TPMSCertifyInfo)  # a certification's, as its type says
     if not hmac.compare_digest(name, certified.name):
@@ -619,4 +630,4 @@ def _checked_certify(
             Check.KEY_ATTRIBUTES,
         )
     public_key, spki = _certified_key(data)
-    return parsed, software, _Certified(key, name, _U16.pack(len(name)) + name, public_key, spki)
+    return parsed, software, _Certified(key, name, tpm2b(name), public_key, spki)
