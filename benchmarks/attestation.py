@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from entra_keys import KeyType, KeyUsage, open_provider
 from entra_keys.attestation.pool import VerifierPool
-from entra_keys.attestation.structures import TPMTSignature
 from entra_keys.attestation.verifier import TrustPolicy, verify_certify, verify_quote
 from entra_keys.session import derive_key, import_session_key, kdf_context, kdf_input
+from entra_keys.tcg.structures import TPMTSignature
 from entra_keys.testing.token_service import TokenService
 
 from .context import Context

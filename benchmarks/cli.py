@@ -27,9 +27,10 @@ from entra_keys.testing.swtpm import Swtpm, SwtpmError, swtpm_available
 from . import report
 from .context import Context
 from .environment import machine, tpm_info, versions
-from .measure import FAILED, FULL, SHORT, SKIPPED, Case, Result
+from .measure import FAILED, SKIPPED, Case, Result
 from .progress import Progress
 from .registry import CASES
+from .settings import FULL, SHORT
 
 __all__ = ["main", "run_cases"]
 

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 import entra_keys
 from entra_keys import EntraPrivateKey, KeyStore, KeyType, KeyUsage, Provider, open_provider
 
-from .measure import Settings
 from .progress import Progress
 from .rawtpm import RawTPM
+from .settings import Settings
 
 __all__ = ["MESSAGE", "Context"]
 

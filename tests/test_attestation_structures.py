@@ -22,7 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entra_keys import KeyType, KeyUsage, Provider, open_provider
-from entra_keys.attestation import (
+from entra_keys.errors import EntraKeysError, InvalidData
+from entra_keys.provider import EntraPrivateKey
+from entra_keys.providers.software_attest import software_endorsement_key, software_tpmt_public
+from entra_keys.tcg import (
     TPMA_OBJECT,
     TPMLPCRSelection,
     TPMSAttest,
@@ -39,11 +42,9 @@ from entra_keys.attestation import (
     parse_tpm2_pcrs_file,
     quote_from_json,
     quote_to_json,
-    software_endorsement_key,
-    software_tpmt_public,
     tpm2_pcrs_file,
 )
-from entra_keys.attestation.structures import (
+from entra_keys.tcg.structures import (
     TPM_ALG_AES,
     TPM_ALG_CFB,
     TPM_ALG_ECC,
@@ -64,8 +65,6 @@ from entra_keys.attestation.structures import (
     TPMTSymDefObject,
     parse_tpm2b,
 )
-from entra_keys.errors import EntraKeysError, InvalidData
-from entra_keys.provider import EntraPrivateKey
 
 from .helpers import cached_key, load_vectors
 
@@ -486,7 +485,9 @@ def test_json_readers_raise_only_invalid_data(text: Any) -> None:
 def test_exported_names_are_complete() -> None:
     """Every public name of the attestation modules is exported, and every export resolves."""
     import entra_keys.attestation as package
-    from entra_keys.attestation import credential, software, structures, verifier
+    from entra_keys.attestation import verifier
+    from entra_keys.providers import software_attest as software
+    from entra_keys.tcg import credential, structures
 
     for module in (credential, software, structures, verifier):
         public = {

@@ -24,18 +24,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entra_keys import KeyType, KeyUsage, UnsupportedAlgorithm, open_provider
-from entra_keys.attestation import (
+from entra_keys.errors import AttestationError, EntraKeysError, InvalidData
+from entra_keys.providers.software_attest import software_endorsement_key, software_tpmt_public
+from entra_keys.tcg import (
     TPMTPublic,
     activate_credential_with_key,
     credential_file,
     make_credential,
     parse_credential_file,
-    software_endorsement_key,
-    software_tpmt_public,
 )
-from entra_keys.attestation.credential import kdfa, kdfe
-from entra_keys.attestation.structures import TPMA_OBJECT, hash_info, tpm2b
-from entra_keys.errors import AttestationError, EntraKeysError, InvalidData
+from entra_keys.tcg.credential import kdfa, kdfe
+from entra_keys.tcg.structures import TPMA_OBJECT, hash_info, tpm2b
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import IN_CI, load_vectors, transient_handles

@@ -15,9 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import entra_keys
-from entra_keys import KeyStore, Provider, sealed
+from entra_keys import KeyStore, Provider
 from entra_keys.cli import main
-from entra_keys.demo import REFRESH_TOKEN_SEALED, JoinDemo
+from entra_keys.cli._demo import REFRESH_TOKEN_SEALED, JoinDemo
+from entra_keys.store import sealed
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import assert_keys_encrypted, transient_handles

@@ -24,15 +24,15 @@ from cryptography.x509.oid import NameOID
 from entra_keys import KeyUsage, open_provider
 from entra_keys.attestation import AKEnrollment, TrustPolicy
 from entra_keys.attestation.ekcert import verify_ek_certificate
-from entra_keys.attestation.nvcert import certificate_lines, nv_certificates
-from entra_keys.attestation.records import (
+from entra_keys.cli import main
+from entra_keys.errors import AttestationCheckFailed, Check, InvalidData
+from entra_keys.provider import KeyType
+from entra_keys.tcg.nvcert import certificate_lines, nv_certificates
+from entra_keys.tcg.records import (
     EndorsementKey,
     endorsement_key_from_json,
     endorsement_key_to_json,
 )
-from entra_keys.cli import main
-from entra_keys.errors import AttestationCheckFailed, Check, InvalidData
-from entra_keys.provider import KeyType
 from entra_keys.testing.swtpm import Swtpm, swtpm_available
 
 from .helpers import raises_check, transient_handles, unavailable

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from entra_keys import KeyStore, KeysUnusable, KeyType, KeyUsage, Provider, open_provider
 from entra_keys.cli import main
-from entra_keys.cli.keys import PIN_LOADS, PIN_NOT_OPENED, UNUSABLE
+from entra_keys.cli.status import PIN_LOADS, PIN_NOT_OPENED, UNUSABLE
 from entra_keys.errors import ForeignKey
 from entra_keys.testing.swtpm import Swtpm
 

@@ -1,10 +1,11 @@
-"""The package's layers, read from the source: no import cycle, and each layer imports down.
+"""The package's layers, read from the source: each layer imports only those below it, no cycle.
 
-The import graph is built from the AST of every module in src/entra_keys, with the imports that
-run when the module is imported (module level, in class bodies and under ``if``/``try``; not in
-functions, not under ``if TYPE_CHECKING``). Importing ``a.b.c`` also runs ``a.b``'s
+The import graph is built from the AST of every module in src/entra_keys (and benchmarks/): every
+import statement counts, at module level, in functions and under ``if TYPE_CHECKING`` alike, so
+a lazy import cannot hide an arrow that runs back up. Importing ``a.b.c`` also runs ``a.b``'s
 ``__init__``, so an edge goes to each package of the target that is not one of the importer's
-own. Run this file as a script to print the cycles (``python tests/test_layering.py``).
+own. Run this file as a script to print the cycles and the upward arrows
+(``python tests/test_layering.py``).
 """
 
 from __future__ import annotations
@@ -17,49 +18,55 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
 PACKAGE = "entra_keys"
 
+#: The layers of src/entra_keys, bottom up: a module may import its own layer and those below.
+LAYERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(layer)
+    for layer in (
+        {"errors"},
+        {"_json"},
+        {"tcg"},
+        {"formats"},
+        {"attestation"},
+        {"provider"},
+        {"providers"},
+        {"store"},
+        {"session"},
+        {"protocol"},
+        {"testing"},
+        {"cli"},
+    )
+)
 
-def _module_names() -> dict[str, Path]:
+
+def layer_of(module: str) -> int | None:
+    """The layer of a module of the package (None for the package itself, the public face)."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE or len(parts) == 1:
+        return None
+    for index, layer in enumerate(LAYERS):
+        if parts[1] in layer:
+            return index
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def _module_names(root: Path = SRC, package: str = PACKAGE) -> dict[str, Path]:
     names = {}
-    for path in sorted((SRC / PACKAGE).rglob("*.py")):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
+    for path in sorted((root / package).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
         names[".".join(parts)] = path
     return names
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _import_time_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """The statements that run on import: not function bodies, not ``if TYPE_CHECKING``."""
-    for node in body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
-        if isinstance(node, ast.If):
-            if not _is_type_checking(node.test):
-                yield from _import_time_statements(node.body)
-            yield from _import_time_statements(node.orelse)
-        elif isinstance(node, ast.Try):
-            for block in (node.body, *(h.body for h in node.handlers), node.orelse):
-                yield from _import_time_statements(block)
-            yield from _import_time_statements(node.finalbody)
-        elif isinstance(node, ast.With | ast.ClassDef):
-            yield from _import_time_statements(node.body)
-        else:
-            yield node
-
-
 def _imported(module: str, is_package: bool, node: ast.stmt, modules: set[str]) -> set[str]:
-    """The modules of src/ an import statement names (a ``from`` target's submodules too)."""
+    """The modules an import statement names, absolute (a ``from`` target's submodules too)."""
     if isinstance(node, ast.Import):
-        return {alias.name for alias in node.names if alias.name in modules}
+        return {alias.name for alias in node.names}
     if not isinstance(node, ast.ImportFrom):
         return set()
     if node.level:
@@ -69,28 +76,31 @@ def _imported(module: str, is_package: bool, node: ast.stmt, modules: set[str]) 
     else:
         target = node.module or ""
     found = {f"{target}.{alias.name}" for alias in node.names} & modules
-    if len(found) < len(node.names) and target in modules:
+    if len(found) < len(node.names):
         found.add(target)
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the modules of src/ that importing it runs (module-level imports only)."""
-    paths = _module_names()
+def _edges(module: str, path: Path, modules: set[str]) -> Iterator[str]:
+    """Every module of ``modules`` an import anywhere in the file runs, with the packages on
+    the way (their ``__init__`` runs too) that are not the importer's own."""
+    own = {module.rsplit(".", i)[0] for i in range(module.count(".") + 1)}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        for target in _imported(module, path.name == "__init__.py", node, modules):
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                name = ".".join(parts[:i])
+                if name in modules and (name not in own or i == len(parts)):
+                    yield name
+
+
+def import_graph(names: dict[str, Path] | None = None) -> dict[str, set[str]]:
+    """Module -> the modules of the same tree that its imports (anywhere in it) run."""
+    paths = names if names is not None else _module_names()
     modules = set(paths)
-    graph: dict[str, set[str]] = {}
-    for module, path in paths.items():
-        is_package = path.name == "__init__.py"
-        own = {module.rsplit(".", i)[0] for i in range(module.count(".") + 1)}
-        edges: set[str] = set()
-        for node in _import_time_statements(ast.parse(path.read_text(), str(path)).body):
-            for target in _imported(module, is_package, node, modules):
-                parts = target.split(".")
-                packages = {".".join(parts[:i]) for i in range(1, len(parts))}
-                edges |= {target, *(packages - own)}
-        edges.discard(module)
-        graph[module] = edges
-    return graph
+    return {module: set(_edges(module, path, modules)) - {module} for module, path in paths.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -125,22 +135,34 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+def upward_arrows(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a module imports a layer above its own."""
+    arrows = []
+    for module, targets in graph.items():
+        mine = layer_of(module)
+        for target in targets:
+            theirs = layer_of(target)
+            if mine is not None and theirs is not None and theirs > mine:
+                arrows.append((module, target))
+    return sorted(arrows)
+
+
 def all_imports(path: Path) -> set[str]:
     """Every module an import anywhere in the file names (functions included), absolute."""
-    module = next(name for name, p in _module_names().items() if p == path)
-    names: set[str] = set()
+    names = _module_names()
+    module = next(name for name, p in names.items() if p == path)
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names |= _imported(module, path.name == "__init__.py", node, set(_module_names()))
-            if not node.level and node.module:
-                names.add(node.module)
-    return names
+        found |= _imported(module, path.name == "__init__.py", node, set(names))
+    return found
 
 
 def test_no_import_cycle() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_benchmarks_have_no_import_cycle() -> None:
+    assert cycles(import_graph(_module_names(ROOT, "benchmarks"))) == []
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
@@ -148,20 +170,41 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_every_import_runs_down_the_layers() -> None:
+    assert upward_arrows(import_graph()) == []
+
+
+def test_the_layer_check_sees_function_level_and_type_checking_imports(tmp_path: Path) -> None:
+    """The control: an import inside a function or under TYPE_CHECKING is an arrow too."""
+    package = tmp_path / PACKAGE
+    (package / "tcg").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "tcg" / "__init__.py").write_text("")
+    (package / "store.py").write_text("")
+    (package / "cli.py").write_text("")
+    (package / "tcg" / "low.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from .. import cli\n"
+        "def f():\n    from ..store import x\n"
+    )
+    graph = import_graph(_module_names(tmp_path))
+    assert upward_arrows(graph) == [
+        (f"{PACKAGE}.tcg.low", f"{PACKAGE}.cli"),
+        (f"{PACKAGE}.tcg.low", f"{PACKAGE}.store"),
+    ]
+
+
 def _in(module: str, packages: set[str]) -> bool:
     return any(module == p or module.startswith(f"{p}.") for p in packages)
 
 
-def test_the_pure_verifier_is_below_the_key_layer() -> None:
-    """Only the software producer in attestation/ imports the key layer (it signs with a key);
-    the TPM facts and the records import neither the key layer nor the verifier."""
-    key_layer = {f"{PACKAGE}.provider", f"{PACKAGE}.providers"}
+def test_the_verifier_imports_no_key_layer() -> None:
+    """The pure verifier (attestation/) and what the specifications define (tcg/) import
+    neither the key layer nor the stores above it: a verifier needs no provider."""
+    key_layer = {f"{PACKAGE}.provider", f"{PACKAGE}.providers", f"{PACKAGE}.store"}
     for name, path in _module_names().items():
-        if _in(name, {f"{PACKAGE}.attestation"}) and name != f"{PACKAGE}.attestation.software":
+        if _in(name, {f"{PACKAGE}.attestation", f"{PACKAGE}.tcg"}):
             assert not {m for m in all_imports(path) if _in(m, key_layer)}, name
-    above = key_layer | {f"{PACKAGE}.attestation.verifier", f"{PACKAGE}.attestation.software"}
-    for name in (f"{PACKAGE}.tpm_model", f"{PACKAGE}.attestation.records"):
-        assert not {m for m in all_imports(_module_names()[name]) if _in(m, above)}, name
 
 
 def test_tpm2_pytss_only_in_the_tpm_provider() -> None:
@@ -196,7 +239,7 @@ def test_the_sign_path_imports_only_what_it_needs() -> None:
         f"{PACKAGE}.attestation.verifier",
         f"{PACKAGE}.providers.software",
         f"{PACKAGE}.cli",
-        f"{PACKAGE}.attestation.structures",
+        f"{PACKAGE}.tcg.structures",
         f"{PACKAGE}.providers.tpm._endorsement",
         f"{PACKAGE}.providers.tpm._sealing",
     }
@@ -204,16 +247,16 @@ def test_the_sign_path_imports_only_what_it_needs() -> None:
 
 
 def test_the_structures_do_not_load_the_verifier() -> None:
-    loaded = _loaded_after("import entra_keys.attestation.structures")
-    assert not {f"{PACKAGE}.attestation.verifier", f"{PACKAGE}.attestation.software"} & loaded
+    loaded = _loaded_after("import entra_keys.tcg.structures")
+    assert not {f"{PACKAGE}.attestation.verifier", f"{PACKAGE}.providers.software_attest"} & loaded
 
 
-def test_attestation_exports_each_name_from_its_module() -> None:
-    """The lazy package exports exactly ``__all__``, each name the object of its submodule."""
+@pytest.mark.parametrize("package_name", ["attestation", "tcg"])
+def test_lazy_packages_export_each_name_from_its_module(package_name: str) -> None:
+    """A lazy package exports exactly ``__all__``, each name the object of its submodule."""
     import importlib
 
-    import entra_keys.attestation as package
-
+    package = importlib.import_module(f"{PACKAGE}.{package_name}")
     assert set(package._EXPORTS) == set(package.__all__)
     for name, module in package._EXPORTS.items():
         home = importlib.import_module(f"{package.__name__}.{module}")
@@ -227,7 +270,7 @@ def test_the_new_homes_export_their_names() -> None:
     in its module's ``__all__``."""
     import importlib
 
-    for name in ("tpm_model", "attestation.records", "attestation.tpm2_tools"):
+    for name in ("tcg.model", "tcg.records", "tcg.tpm2_tools"):
         module = importlib.import_module(f"{PACKAGE}.{name}")
         public = {
             key
@@ -241,10 +284,10 @@ def test_the_new_homes_export_their_names() -> None:
 
 
 def test_pem_labels_have_one_home() -> None:
-    """The providers' labels and the key store's are the ones in tpm_model."""
+    """The providers' labels and the key store's are the ones in tcg.model."""
     from entra_keys.providers.software import SoftwareProvider
     from entra_keys.providers.tpm import TPMProvider
-    from entra_keys.tpm_model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL, PEM_LABELS
+    from entra_keys.tcg.model import ENCRYPTED_PEM_LABELS, KIND_BY_PEM_LABEL, PEM_LABELS
 
     for provider in (SoftwareProvider, TPMProvider):
         assert provider.pem_labels == PEM_LABELS[provider.kind]
@@ -254,13 +297,16 @@ def test_pem_labels_have_one_home() -> None:
 
 if __name__ == "__main__":
     for cycle in cycles(import_graph()):
-        print(" -> ".join(cycle))
+        print("cycle:", " -> ".join(cycle))
+    for importer, imported in upward_arrows(import_graph()):
+        print("upward:", importer, "->", imported)
 
 
 def test_structures_exports_the_wire_names_and_its_own() -> None:
-    """``structures`` re-exports every name of ``_wire`` (its ``__all__`` derives from it), each
+    """``structures`` re-exports every name of ``wire`` (its ``__all__`` derives from it), each
     the same object, and its own structures; no name twice, none missing."""
-    from entra_keys.attestation import _wire, structures
+    from entra_keys.tcg import structures
+    from entra_keys.tcg import wire as _wire
 
     assert len(structures.__all__) == len(set(structures.__all__))
     assert set(_wire.__all__) <= set(structures.__all__)
@@ -270,5 +316,5 @@ def test_structures_exports_the_wire_names_and_its_own() -> None:
     assert {"TPMSAttest", "TPMTPublic", "TPMTSignature", "TPMLPCRSelection"} <= own
     assert all(hasattr(structures, name) for name in own)
     star: dict[str, object] = {}
-    exec("from entra_keys.attestation.structures import *", star)
+    exec("from entra_keys.tcg.structures import *", star)
     assert set(star) - {"__builtins__"} == set(structures.__all__)

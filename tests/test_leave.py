@@ -14,8 +14,8 @@ import pytest
 
 import entra_keys
 from entra_keys import KeyStore, KeyType, KeyUsage, Provider
-from entra_keys._leave import KILL_AT_ENV, MARKER
 from entra_keys.cli import main
+from entra_keys.store._leave import KILL_AT_ENV, MARKER
 
 from .helpers import join_keys
 
@@ -75,7 +75,7 @@ def test_leave_killed_at_every_step_leaves_the_whole_join_or_nothing(
     template = KeyStore(provider, tmp_path / "template")
     _join(template)
     src = str(Path(entra_keys.__file__).parent.parent)
-    code = "import sys; from entra_keys import keystore; keystore.leave(sys.argv[1])"
+    code = "import sys; from entra_keys.store import leave; leave(sys.argv[1])"
     seen = set()
     steps = 2 + 2 * len(JOIN_FILES)  # decide, then move and remove each file
     for step in range(steps + 1):  # the last one is not killed: a whole leave

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from entra_keys import AttestationError, KeyStore, KeyType, KeyUsage, Provider
-from entra_keys.attestation.records import certification_to_json
+from entra_keys.tcg.records import certification_to_json
 from entra_keys.testing.registration import RegistrationService
 
 

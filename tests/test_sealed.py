@@ -33,8 +33,8 @@ from entra_keys import (
     UnsupportedAlgorithm,
     WrongPassphrase,
     open_provider,
-    sealed,
 )
+from entra_keys.store import sealed
 from entra_keys.testing.swtpm import Swtpm, swtpm_available
 
 from .helpers import open_pcap_provider, transient_handles, unavailable

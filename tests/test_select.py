@@ -22,7 +22,7 @@ def no_tpm(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with no TPM named anywhere (and none at /dev/tpmrm0 in this sandbox)."""
     for var in ("ENTRA_KEYS_PROVIDER", "TPM2TOOLS_TCTI", "TSS2_TCTI"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr("entra_keys.providers.tpm.TPM_DEVICE", "/nonexistent/tpmrm0")
+    monkeypatch.setattr("entra_keys.providers.tpm.provider.TPM_DEVICE", "/nonexistent/tpmrm0")
 
 
 def test_no_tpm_falls_back_to_software_with_a_warning(
@@ -106,19 +106,19 @@ def tpm_store(tpm_provider: entra_keys.Provider, tmp_path: Path) -> Path:
 
 def test_store_with_tpm_keys_never_falls_back_to_software(no_tpm: None, tpm_store: Path) -> None:
     with pytest.raises(HardwareUnavailable, match=r"holds TPM keys.*/dev/tpmrm0 does not exist"):
-        open_provider(store=tpm_store)
+        entra_keys.KeyStore.open(tpm_store)
     with pytest.raises(HardwareUnavailable, match=r"holds TPM keys.*the TCTI swtpm:.* failed"):
-        open_provider(tcti=f"swtpm:path={tpm_store / 'gone'}", store=tpm_store)
+        entra_keys.KeyStore.open(tpm_store, tcti=f"swtpm:path={tpm_store / 'gone'}")
     with pytest.raises(HardwareUnavailable, match="the TPM device /nonexistent/tpm0 does not"):
-        open_provider(tcti="device:/nonexistent/tpm0", store=tpm_store)
+        entra_keys.KeyStore.open(tpm_store, tcti="device:/nonexistent/tpm0")
 
 
 def test_store_with_tpm_keys_opens_the_tpm(
     swtpm: Swtpm, no_tpm: None, tpm_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)
-    with open_provider(store=tpm_store) as provider:
-        assert provider.kind == "tpm"
+    with entra_keys.KeyStore.open(tpm_store) as store:
+        assert store.provider.kind == "tpm"
 
 
 def test_store_without_tpm_keys_falls_back_with_the_reason_logged(
@@ -127,7 +127,7 @@ def test_store_without_tpm_keys_falls_back_with_the_reason_logged(
     store = entra_keys.KeyStore(open_provider("software"), tmp_path / "store")
     store.create("device", entra_keys.KeyType.ECC256, entra_keys.KeyUsage.SIGN)
     with caplog.at_level(logging.WARNING):
-        assert open_provider(store=store.path).kind == "software"
+        assert entra_keys.KeyStore.open(store.path).provider.kind == "software"
     assert "no TPM found" in caplog.text
 
 
@@ -146,7 +146,7 @@ def test_store_with_tpm_keys_and_no_tpm2_pytss_says_so(tpm_store: Path) -> None:
         "import sys; sys.modules['tpm2_pytss'] = None\n"
         "import entra_keys\n"
         "try:\n"
-        "    entra_keys.open_provider(store=sys.argv[1])\n"
+        "    entra_keys.KeyStore.open(sys.argv[1])\n"
         "except entra_keys.HardwareUnavailable as e:\n"
         "    print('unavailable:', e)\n"
     )
@@ -190,7 +190,7 @@ def test_tpm_device_the_user_may_not_open_names_its_group(tpm_store: Path) -> No
             "import sys, entra_keys\n"
             "for device in sys.argv[1].split(','):\n"
             "    try:\n"
-            "        entra_keys.open_provider(tcti='device:' + device, store=sys.argv[2])\n"
+            "        entra_keys.KeyStore.open(sys.argv[2], tcti='device:' + device)\n"
             "    except entra_keys.HardwareUnavailable as e:\n"
             "        print('unavailable:', e)\n"
         )

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from entra_keys import KeyType, KeyUsage, Provider, open_provider
-from entra_keys.attestation import TrustPolicy, make_credential, verify_certify, verify_quote
-from entra_keys.attestation.public import TPMTPublic
+from entra_keys.attestation import TrustPolicy, verify_certify, verify_quote
 from entra_keys.session import derive_key, import_session_key
+from entra_keys.tcg import make_credential
+from entra_keys.tcg.public import TPMTPublic
 from entra_keys.testing.swtpm import Tabrmd
 from entra_keys.testing.token_service import TokenService
 

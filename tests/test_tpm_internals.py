@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from entra_keys import KeyType, KeyUsage, Provider
-from entra_keys.attestation._wire import der_signature
 from entra_keys.provider import SignatureScheme
 from entra_keys.providers import tpm as tpm_package
 from entra_keys.providers.tpm import TPMProvider, _endorsement
@@ -32,6 +31,7 @@ from entra_keys.providers.tpm._templates import (
     session_key_template,
     storage_template,
 )
+from entra_keys.tcg.wire import der_signature
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import cached_key

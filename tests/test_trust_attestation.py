@@ -26,34 +26,13 @@ from hypothesis import strategies as st
 
 from entra_keys import EntraKeysError, KeyStore, KeyType, KeyUsage, Provider, formats
 from entra_keys.attestation import (
-    TPMA_OBJECT,
     AKEnrollment,
     AKEvidence,
-    TPMLPCRSelection,
-    TPMSAttest,
-    TPMSCertifyInfo,
-    TPMSClockInfo,
-    TPMSQuoteInfo,
-    TPMTPublic,
-    TPMTSignature,
     TrustPolicy,
-    certification_to_json,
-    software_endorsement_key,
-    software_tpmt_public,
     verify_ak_certificate,
     verify_certify,
     verify_ek_certificate,
     verify_quote,
-)
-from entra_keys.attestation.structures import (
-    TPM_ALG_ECDSA,
-    TPM_ALG_RSASSA,
-    TPM_ALG_SHA1,
-    TPM_ALG_SHA256,
-    TPM_GENERATED_VALUE,
-    TPM_ST_ATTEST_CERTIFY,
-    TPM_ST_ATTEST_QUOTE,
-    TPMTScheme,
 )
 from entra_keys.cli import main
 from entra_keys.errors import (
@@ -62,6 +41,28 @@ from entra_keys.errors import (
     Check,
     InvalidData,
     InvalidSignature,
+)
+from entra_keys.providers.software_attest import software_endorsement_key, software_tpmt_public
+from entra_keys.tcg import (
+    TPMA_OBJECT,
+    TPMLPCRSelection,
+    TPMSAttest,
+    TPMSCertifyInfo,
+    TPMSClockInfo,
+    TPMSQuoteInfo,
+    TPMTPublic,
+    TPMTSignature,
+    certification_to_json,
+)
+from entra_keys.tcg.structures import (
+    TPM_ALG_ECDSA,
+    TPM_ALG_RSASSA,
+    TPM_ALG_SHA1,
+    TPM_ALG_SHA256,
+    TPM_GENERATED_VALUE,
+    TPM_ST_ATTEST_CERTIFY,
+    TPM_ST_ATTEST_QUOTE,
+    TPMTScheme,
 )
 from entra_keys.testing.registration import RegistrationService
 from entra_keys.testing.swtpm import Swtpm

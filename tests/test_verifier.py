@@ -30,10 +30,26 @@ from hypothesis import strategies as st
 
 from entra_keys import KeyType, KeyUsage, open_provider
 from entra_keys.attestation import (
+    AKEvidence,
+    TrustPolicy,
+    parse_platform_certificate,
+    verify_certify,
+    verify_ek_certificate,
+    verify_quote,
+)
+from entra_keys.errors import (
+    AttestationCheckFailed,
+    AttestationError,
+    Check,
+    EntraKeysError,
+    InvalidData,
+    MalformedAttestation,
+)
+from entra_keys.providers.software_attest import software_tpmt_public
+from entra_keys.tcg import (
     SOFTWARE_FIRMWARE_VERSION,
     SOFTWARE_SIGNER_PREFIX,
     TPMA_OBJECT,
-    AKEvidence,
     TPMLPCRSelection,
     TPMSAttest,
     TPMSCertifyInfo,
@@ -41,16 +57,10 @@ from entra_keys.attestation import (
     TPMSQuoteInfo,
     TPMTPublic,
     TPMTSignature,
-    TrustPolicy,
-    parse_platform_certificate,
     parse_tpm2_pcrs_file,
-    software_tpmt_public,
-    verify_certify,
-    verify_ek_certificate,
-    verify_quote,
     write_checkquote_files,
 )
-from entra_keys.attestation.structures import (
+from entra_keys.tcg.structures import (
     TPM_ALG_ECDSA,
     TPM_ALG_HMAC,
     TPM_ALG_KEYEDHASH,
@@ -65,14 +75,6 @@ from entra_keys.attestation.structures import (
     TPMSKeyedHashParms,
     TPMSPCRSelection,
     TPMTScheme,
-)
-from entra_keys.errors import (
-    AttestationCheckFailed,
-    AttestationError,
-    Check,
-    EntraKeysError,
-    InvalidData,
-    MalformedAttestation,
 )
 from entra_keys.testing.swtpm import Swtpm
 
@@ -963,7 +965,8 @@ def test_the_verifier_works_without_tpm2_pytss() -> None:
         "from entra_keys.attestation import verify_certify\n"
         "v = json.load(open(sys.argv[1]))\n"
         "h = lambda n, f: bytes.fromhex(v[n][f])\n"
-        "from entra_keys.attestation import TrustPolicy, verify_quote, parse_tpm2_pcrs_file\n"
+        "from entra_keys.attestation import TrustPolicy, verify_quote\n"
+        "from entra_keys.tcg import parse_tpm2_pcrs_file\n"
         "_, pcrs = parse_tpm2_pcrs_file(h('quote_rsa', 'pcrs_file'))\n"
         "policy = TrustPolicy(enrolled_aks=[h('ak_rsa', 'public')])\n"
         "r = verify_quote(h('quote_rsa', 'attest'), h('quote_rsa', 'signature'),"

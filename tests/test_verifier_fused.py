@@ -25,7 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entra_keys.attestation import (
+from entra_keys.attestation import TrustPolicy, verify_certify, verify_quote
+from entra_keys.attestation import _expected as expected_module
+from entra_keys.attestation import verifier as verifier_module
+from entra_keys.errors import AttestationCheckFailed, EntraKeysError, InvalidData
+from entra_keys.providers.software_attest import software_tpmt_public
+from entra_keys.tcg import (
     SOFTWARE_FIRMWARE_VERSION,
     SOFTWARE_SIGNER_PREFIX,
     TPMA_OBJECT,
@@ -35,14 +40,9 @@ from entra_keys.attestation import (
     TPMSQuoteInfo,
     TPMTPublic,
     TPMTSignature,
-    TrustPolicy,
-    software_tpmt_public,
-    verify_certify,
-    verify_quote,
 )
-from entra_keys.attestation import _expected as expected_module
-from entra_keys.attestation import verifier as verifier_module
-from entra_keys.attestation.structures import (
+from entra_keys.tcg.model import KeyUsage
+from entra_keys.tcg.structures import (
     TPM_ALG_ECDSA,
     TPM_ALG_SHA1,
     TPM_ALG_SHA256,
@@ -52,8 +52,6 @@ from entra_keys.attestation.structures import (
     TPM_ST_ATTEST_QUOTE,
     TPMSPCRSelection,
 )
-from entra_keys.errors import AttestationCheckFailed, EntraKeysError, InvalidData
-from entra_keys.tpm_model import KeyUsage
 
 from .test_verifier import (
     DEVICE,

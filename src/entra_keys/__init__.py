@@ -35,7 +35,6 @@ from .errors import (
     UnsupportedAlgorithm,
     WrongPassphrase,
 )
-from .keystore import KeyInfo, KeyStore, default_store_path
 from .provider import (
     Certification,
     EndorsementKey,
@@ -51,6 +50,7 @@ from .provider import (
     SessionKey,
 )
 from .providers import open_provider
+from .store.keystore import KeyInfo, KeyStore, default_store_path
 
 if TYPE_CHECKING:
     from .session import PRTSession

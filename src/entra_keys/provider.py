@@ -5,7 +5,7 @@ A provider makes and loads keys; a key is a ``cryptography`` private key (``RSAP
 lives in hardware (``hardware_backed``). The argument checks that decide what a key accepts live
 here, once, so that both providers accept and refuse exactly the same calls.
 
-What a key is (``KeyType``, ``KeyUsage``, the nonce limits) comes from ``tpm_model``, and what a
+What a key is (``KeyType``, ``KeyUsage``, the nonce limits) comes from ``tcg.model``, and what a
 provider hands out for attestation (``Quote``, ``Certification``, ``EndorsementKey``) from
 ``attestation.records``; both are re-exported here, where callers have always found them.
 """
@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
-from .attestation.records import Certification, EndorsementKey, Quote
 from .errors import AttestationError, KeyUsageError, UnsupportedAlgorithm
-from .tpm_model import MAX_NONCE, MIN_NONCE, KeyType, KeyUsage
+from .tcg.model import MAX_NONCE, MIN_NONCE, KeyType, KeyUsage
+from .tcg.records import Certification, EndorsementKey, Quote
 
 __all__ = [
     "MAX_NONCE",

@@ -48,8 +48,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import DecryptionError, InvalidData, KeyUsageError, UnsupportedAlgorithm
 from .formats import b64url_decode, b64url_encode
-from .keystore import KeyStore
 from .provider import EntraPrivateKey, KeyUsage, Provider, SessionKey
+from .store.keystore import KeyStore
 
 __all__ = [
     "CTX_BYTES",

@@ -13,14 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import AttestationCheckFailed, Check, InvalidData, UnsupportedAlgorithm
-from ._wire import _U16, _U32
-from .structures import (
+from ..tcg.structures import (
     HASH_ALGORITHMS,
     TPM_ALG_SHA1,
     HashInfo,
     hash_info_by_name,
     pcr_select_bytes,
 )
+from ..tcg.wire import U16, U32
 
 if TYPE_CHECKING:
     from .policy import TrustPolicy
@@ -77,7 +77,7 @@ class _Expected:
     def __init__(self, banks: dict[int, _Bank]) -> None:
         self.banks = banks
         selects = [pcr_select_bytes(alg, bank.bits) for alg, bank in banks.items()]
-        self.selection = _U32.pack(len(selects)) + b"".join(selects)
+        self.selection = U32.pack(len(selects)) + b"".join(selects)
         self.concatenated = b"".join([b.concatenated for b in banks.values()])
         self.pcr_values: Mapping[str, Mapping[int, bytes]] = _Frozen(
             {b.info.name: _Frozen(b.values) for b in banks.values()}
@@ -91,7 +91,7 @@ class _Expected:
         found = self.digests.get(info.alg)
         if found is None:
             digest = info.digest(self.concatenated)
-            found = digest, self.selection + _U16.pack(len(digest)) + digest
+            found = digest, self.selection + U16.pack(len(digest)) + digest
             self.digests[info.alg] = found  # (the same value whichever thread sets it)
         return found
 

@@ -72,9 +72,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import AttestationCheckFailed, Check, InvalidData
-from .nvcert import strict_der, verify_signed_by
+from ..tcg.nvcert import strict_der, verify_signed_by
+from ..tcg.public import TPMTPublic, tpmt_bytes
 from .platformcert import PlatformCertificateInfo, directory_names, parse_platform_certificate
-from .public import TPMTPublic, tpmt_bytes
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
     from cryptography import x509

@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..errors import AttestationCheckFailed, AttestationError, Check, InvalidData
-from .credential import make_credential
-from .public import tpmt_bytes
-from .structures import (
+from ..tcg.credential import make_credential
+from ..tcg.public import tpmt_bytes
+from ..tcg.structures import (
     TPM_ALG_ECC,
     TPM_ALG_SHA256,
     TPM_ECC_NIST_P256,

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AttestationCheckFailed, Check
-from .akpublic import _AK, AKPublic, PublicKey, _ak_from_bytes, _resolve_ak
+from ..tcg.structures import TPM_ALG_SHA1, TPMTPublic
+from .ak import _AK, AKPublic, PublicKey, _ak_from_bytes, _resolve_ak
 from .ekcert import _load_certificate, _spki, verify_ak_certificate
-from .structures import TPM_ALG_SHA1, TPMTPublic
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
     from cryptography import x509

@@ -40,32 +40,13 @@ from ..errors import (
     InvalidData,
     MalformedAttestation,
 )
-from ..tpm_model import (  # one minimum and one origin for the providers and the verifier
+from ..tcg.model import (  # one minimum and one origin for the providers and the verifier
     MIN_NONCE,
     KeyUsage,
     origin_attributes,
 )
-from ._expected import ExpectedPCRs, _Bank, _expected_pcrs  # (ExpectedPCRs re-exported)
-from ._wire import _CLOCK, _HEADER, _MAX_DATA, _MAX_NAME, _U64
-from .akpublic import (  # the AK's own checks
-    _AK,
-    AKPublic,
-    PublicKey,
-    _certified_key,
-    _certified_public,
-    check_ak_public,
-)
-from .ekcert import (  # the certificate checks, re-exported: callers import them from here
-    EKCertificateInfo,
-    PlatformCertificateInfo,
-    _spki,
-    parse_platform_certificate,
-    verify_ak_certificate,
-    verify_ek_certificate,
-)
-from .policy import _DEFAULT_POLICY, AKEvidence, TrustPolicy, _check_ak
-from .records import is_software_marked
-from .structures import (
+from ..tcg.records import is_software_marked
+from ..tcg.structures import (
     HASH_ALGORITHMS,
     TPM_ALG_RSAPSS,
     TPM_ALG_SHA1,
@@ -83,6 +64,25 @@ from .structures import (
     _signature,
     tpm2b,
 )
+from ..tcg.wire import CLOCK, HEADER, MAX_DATA, MAX_NAME, U64
+from ._expected import ExpectedPCRs, _Bank, _expected_pcrs  # (ExpectedPCRs re-exported)
+from .ak import (  # the AK's own checks
+    _AK,
+    AKPublic,
+    PublicKey,
+    _certified_key,
+    _certified_public,
+    check_ak_public,
+)
+from .ekcert import (  # the certificate checks, re-exported: callers import them from here
+    EKCertificateInfo,
+    PlatformCertificateInfo,
+    _spki,
+    parse_platform_certificate,
+    verify_ak_certificate,
+    verify_ek_certificate,
+)
+from .policy import _DEFAULT_POLICY, AKEvidence, TrustPolicy, _check_ak
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
     from cryptography import x509
@@ -233,10 +233,10 @@ def _parsed_attest(attest: bytes, policy: TrustPolicy) -> tuple[TPMSAttest, bool
 # name) is accepted by comparing those bytes in place, without parsing it into objects; any
 # other takes the full parse and the checks in their order, which say what is wrong. The fused
 # path accepts nothing the full one refuses: it only compares with what the full one requires.
-_QUOTE_HEAD = _HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE)
-_CERTIFY_HEAD = _HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY)
-_AFTER_NONCE = _CLOCK.size  # clockInfo and firmwareVersion, after extraData
-_FIRMWARE = _CLOCK.size - 8  # where firmwareVersion starts after extraData (after clockInfo)
+_QUOTE_HEAD = HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE)
+_CERTIFY_HEAD = HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY)
+_AFTER_NONCE = CLOCK.size  # clockInfo and firmwareVersion, after extraData
+_FIRMWARE = CLOCK.size - 8  # where firmwareVersion starts after extraData (after clockInfo)
 _SAFE = _FIRMWARE - 1  # clockInfo.safe, the byte before it
 
 
@@ -253,15 +253,15 @@ def _fused_head(
     pos = 8 + (attest[6] << 8 | attest[7])  # after qualifiedSigner
     at = pos + 2 + n  # after extraData
     if (
-        pos > 8 + _MAX_NAME
-        or not MIN_NONCE <= n <= _MAX_DATA
+        pos > 8 + MAX_NAME
+        or not MIN_NONCE <= n <= MAX_DATA
         or not attest.startswith(nonce, pos + 2)  # (so that pos + 1 is in the attestation)
         or (attest[pos] << 8 | attest[pos + 1]) != n
         or at + _AFTER_NONCE > len(attest)
         or attest[at + _SAFE] > 1
     ):
         return None
-    software = is_software_marked(attest[8:pos], _U64.unpack_from(attest, at + _FIRMWARE)[0])
+    software = is_software_marked(attest[8:pos], U64.unpack_from(attest, at + _FIRMWARE)[0])
     if software and (not policy.allow_software or policy.require_hardware):
         return None
     return at + _AFTER_NONCE, software
@@ -551,7 +551,7 @@ def _fused_certify(
     if at + 2 > len(attest):
         return None
     size = attest[at] << 8 | attest[at + 1]
-    return fused[1] if size <= _MAX_NAME and at + 2 + size == len(attest) else None
+    return fused[1] if size <= MAX_NAME and at + 2 + size == len(attest) else None
 
 
 def verify_certify(

@@ -20,10 +20,11 @@ from ..providers import PROVIDER_KINDS
 from .attest import add_attest_commands
 from .common import PASSPHRASE_ENV, PROG, Command, CommandError, Context, one_line
 from .demo import add_demo_command
-from .keys import add_key_commands, add_status_command
+from .keys import add_key_commands
 from .leave import add_leave_command
 from .seal import add_seal_commands
 from .session import add_session_commands
+from .status import add_status_command
 from .tpm import add_tpm_commands
 
 __all__ = ["PASSPHRASE_ENV", "CommandError", "Context", "build_parser", "main"]

@@ -73,9 +73,9 @@ def cmd_attest_ak_create(ctx: Context) -> int:
 def cmd_attest_ek(ctx: Context) -> int:
     """Print the endorsement keys, what their NV certificates are (repaired, unreadable and
     why) and, with --cert, the certificates and the chain's, as JSON or PEM."""
-    from ..attestation.nvcert import certificate_lines
-    from ..attestation.software import endorsement_key_to_json
-    from ..attestation.structures import TPMTPublic
+    from ..providers.software_attest import endorsement_key_to_json
+    from ..tcg.nvcert import certificate_lines
+    from ..tcg.structures import TPMTPublic
 
     eks = ctx.provider.endorsement_keys()
     if ctx.json:
@@ -94,7 +94,7 @@ def cmd_attest_ek(ctx: Context) -> int:
 
 def cmd_attest_quote(ctx: Context) -> int:
     """Quote PCRs with an AK over a nonce; write the quote as JSON (and tpm2-tools' files)."""
-    from ..attestation.software import quote_to_json, write_checkquote_files
+    from ..providers.software_attest import quote_to_json, write_checkquote_files
 
     args = ctx.args
     ak = ctx.load(args.ak)
@@ -107,7 +107,7 @@ def cmd_attest_quote(ctx: Context) -> int:
 
 def cmd_attest_certify(ctx: Context) -> int:
     """Certify a stored key with an AK over a nonce; write the certification as JSON."""
-    from ..attestation.software import certification_to_json
+    from ..providers.software_attest import certification_to_json
 
     args = ctx.args
     certification = ctx.provider.certify(
@@ -167,7 +167,7 @@ _EVIDENCE_TEXT = {
 
 def _verdict(what: str, result: Any) -> str:
     """VALID, and why it is not hardware when it is not: software, or an unverified AK."""
-    from ..attestation.software import is_software_attestation
+    from ..providers.software_attest import is_software_attestation
 
     if result.hardware_backed:
         return f"{what}: VALID"
@@ -177,8 +177,8 @@ def _verdict(what: str, result: Any) -> str:
 
 def cmd_verify_quote(ctx: Context) -> int:
     """Verify a quote JSON file against the AK's TPM2B_PUBLIC and the nonce; exit 0 if valid."""
-    from ..attestation.software import quote_from_json
     from ..attestation.verifier import verify_quote
+    from ..providers.software_attest import quote_from_json
 
     args = ctx.args
     quote = quote_from_json(_read(args.file, "quote"))
@@ -208,8 +208,8 @@ def cmd_verify_quote(ctx: Context) -> int:
 def cmd_verify_certify(ctx: Context) -> int:
     """Verify a certification JSON file against the AK's TPM2B_PUBLIC and the key; exit 0 if
     valid."""
-    from ..attestation.software import certification_from_json
     from ..attestation.verifier import verify_certify
+    from ..providers.software_attest import certification_from_json
 
     args = ctx.args
     certification = certification_from_json(_read(args.file, "certification"))

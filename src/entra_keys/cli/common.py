@@ -13,12 +13,12 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import InvalidData
-from ..keystore import KeyStore, default_store_path
 from ..provider import EntraPrivateKey, Provider
-from ..providers import open_provider
+from ..store import KeyInfo, KeyStore
 
 __all__ = [
     "MAX_PASSPHRASE",
@@ -29,10 +29,13 @@ __all__ = [
     "Context",
     "SubParsers",
     "add_command",
+    "info_json",
     "one_line",
     "parse_hex",
     "read_input",
     "read_passphrase_file",
+    "section",
+    "sections",
     "write",
     "write_bytes",
     "write_json",
@@ -45,6 +48,7 @@ PROG = "entra-keys"
 PASSPHRASE_ENV = "ENTRA_KEYS_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 #: The longest passphrase ``--passphrase-file`` reads (a longer first line is refused).
 MAX_PASSPHRASE = 4096
+_RULE = "+" + "-" * 78 + "+"
 
 SubParsers = argparse._SubParsersAction
 
@@ -71,10 +75,11 @@ class Context:
 
     @property
     def provider(self) -> Provider:
-        """The provider of ``--provider``/``--tcti``, opened on first use."""
+        """The provider of ``--provider``/``--tcti`` (the one the key store needs), opened on
+        first use."""
         if self._provider is None:
-            store = self.args.store or default_store_path()
-            self._provider = open_provider(self.args.provider, tcti=self.args.tcti, store=store)
+            self._store = KeyStore.open(self.args.store, self.args.provider, tcti=self.args.tcti)
+            self._provider = self._store.provider
             self._owns_provider = True
         return self._provider
 
@@ -237,3 +242,37 @@ def yes(flag: bool) -> str:
 def one_line(message: str) -> str:
     """The message with its whitespace runs (newlines too) folded into single spaces."""
     return " ".join(message.split())
+
+
+# -- dsregcmd-style text (status, keys) -------------------------------------------------------
+
+
+def section(title: str, rows: Sequence[tuple[str, str]], width: int) -> list[str]:
+    """A dsregcmd-style section: a boxed title, then right-aligned ``Name : value`` lines."""
+    lines = [_RULE, f"| {title}".ljust(len(_RULE) - 1) + "|", _RULE, ""]
+    for name, value in rows:
+        lines.append(f"{name:>{width}} : {value}" if name else "")
+    lines.append("")
+    return lines
+
+
+def sections(parts: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
+    """Sections whose names are all aligned to the longest one."""
+    width = max((len(name) for _, rows in parts for name, _ in rows), default=0) + 8
+    return "\n".join(line for title, rows in parts for line in section(title, rows, width))
+
+
+# -- key descriptions -----------------------------------------------------------------------
+
+
+def info_json(info: KeyInfo) -> dict[str, Any]:
+    """A stored key as ``--json`` shows it."""
+    return {
+        "name": info.name,
+        "type": info.key_type.value,
+        "usage": info.usage.value,
+        "provider": info.kind,
+        "hardware_backed": info.hardware_backed,
+        "encrypted": info.encrypted,
+        "path": str(info.path),
+    }

@@ -1,4 +1,4 @@
-"""``entra-keys demo``: run a whole join (``entra_keys.demo``), then show ``status`` of it.
+"""``entra-keys demo``: run a whole join (``entra_keys.cli._demo``), then show ``status`` of it.
 
 The demo opens its own provider (a throwaway swtpm unless ``--tcti`` names a TPM), so ``main``
 opens none for it.
@@ -10,14 +10,14 @@ import argparse
 import sys
 
 from .common import Context, SubParsers, add_command
-from .keys import cmd_status
+from .status import cmd_status
 
 __all__ = ["add_demo_command", "cmd_demo"]
 
 
 def cmd_demo(ctx: Context) -> int:
     """Run the join demo, then show the status report of what it built."""
-    from ..demo import run_demo  # the demo pulls in attestation and the stand-in services
+    from ._demo import run_demo  # the demo pulls in attestation and the stand-in services
 
     args = ctx.args
     out = sys.stderr if args.json else sys.stdout

@@ -1,35 +1,22 @@
-"""``entra-keys status``, ``keys ...``, ``csr`` and ``sign``: the provider and the stored keys.
-
-``status`` shows the join, the provider and the keys as ``dsregcmd /status`` does, and checks
-that every key works: it signs a test message with every signing key, decrypts with every
-transport key, derives with the session key (a key that does not load is reported, and a TPM that
-no longer holds the keys' storage hierarchy is one state: leave and join again). A key that needs
-a PIN (the NGC key) is only loaded, never used: a use without its PIN would count toward the
-TPM's dictionary-attack lockout.
-"""
+"""``entra-keys keys ...``, ``csr`` and ``sign``: the stored keys and what they sign."""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
 from .. import formats
-from ..errors import EntraKeysError, KeysUnusable, WrongPassphrase
-from ..keystore import KeyInfo
-from ..provider import EntraPrivateKey, KeyType, KeyUsage, ProviderInfo
+from ..provider import EntraPrivateKey, KeyType, KeyUsage
+from ..store.keystore import KeyInfo
 from .common import (
     Context,
     SubParsers,
     add_command,
-    one_line,
+    info_json,
     read_input,
+    sections,
     write,
     write_bytes,
     write_json,
@@ -37,49 +24,11 @@ from .common import (
     yes,
 )
 
-__all__ = ["SIGN_TEST_MESSAGE", "add_key_commands", "add_status_command", "cmd_status"]
-
-#: What ``status`` signs with every signing key to show that it works.
-SIGN_TEST_MESSAGE = b"entra-keys KeySignTest"
+__all__ = ["add_key_commands"]
 
 _EXPORT_FORMATS = ("pem", "der", "jwk", "bcrypt", "tpm")
-_RULE = "+" + "-" * 78 + "+"
 
 log = logging.getLogger(__name__)
-
-
-# -- dsregcmd-style text ---------------------------------------------------------------------
-
-
-def _section(title: str, rows: Sequence[tuple[str, str]], width: int) -> list[str]:
-    """A dsregcmd-style section: a boxed title, then right-aligned ``Name : value`` lines."""
-    lines = [_RULE, f"| {title}".ljust(len(_RULE) - 1) + "|", _RULE, ""]
-    for name, value in rows:
-        lines.append(f"{name:>{width}} : {value}" if name else "")
-    lines.append("")
-    return lines
-
-
-def _sections(parts: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
-    """Sections whose names are all aligned to the longest one."""
-    width = max((len(name) for _, rows in parts for name, _ in rows), default=0) + 8
-    return "\n".join(line for title, rows in parts for line in _section(title, rows, width))
-
-
-# -- key descriptions -----------------------------------------------------------------------
-
-
-def _info_json(info: KeyInfo) -> dict[str, Any]:
-    """A stored key as ``--json`` shows it."""
-    return {
-        "name": info.name,
-        "type": info.key_type.value,
-        "usage": info.usage.value,
-        "provider": info.kind,
-        "hardware_backed": info.hardware_backed,
-        "encrypted": info.encrypted,
-        "path": str(info.path),
-    }
 
 
 def _describe(ctx: Context, info: KeyInfo, key: EntraPrivateKey, *, title: str) -> int:
@@ -87,7 +36,7 @@ def _describe(ctx: Context, info: KeyInfo, key: EntraPrivateKey, *, title: str) 
     thumbprint = formats.jwk_thumbprint(key)
     pem = formats.public_pem(key).decode("ascii")
     if ctx.json:
-        write_json({**_info_json(info), "jwk_thumbprint": thumbprint, "public_key_pem": pem})
+        write_json({**info_json(info), "jwk_thumbprint": thumbprint, "public_key_pem": pem})
         return 0
     rows = [
         ("KeyName", info.name),
@@ -99,253 +48,8 @@ def _describe(ctx: Context, info: KeyInfo, key: EntraPrivateKey, *, title: str) 
         ("Path", str(info.path)),
         ("JwkThumbprint", thumbprint),
     ]
-    write(_sections([(title, rows)]) + pem)
+    write(sections([(title, rows)]) + pem)
     return 0
-
-
-# -- status ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _SignTest:
-    """The outcome of signing the test message with every signing key of the store."""
-
-    tested: list[str]
-    failures: list[tuple[str, str]]
-
-    @property
-    def result(self) -> str:
-        if self.failures:
-            return "FAILED"
-        return "PASSED" if self.tested else "SKIPPED"
-
-
-#: What a key's health check does, by usage.
-_HEALTH_TESTS = {
-    KeyUsage.SIGN: "sign",
-    KeyUsage.DECRYPT: "decrypt",
-    KeyUsage.DERIVE: "derive",
-    KeyUsage.ATTEST: "load",
-}
-#: What ``status`` says of a PIN-protected key it loaded (and did not use).
-PIN_LOADS = "PIN-protected: loads, not used"
-#: What it says of a software key file encrypted under its PIN (it cannot open it without).
-PIN_NOT_OPENED = "PIN-protected: encrypted under its PIN, not opened"
-#: A stand-in authorization value: a TPM key loads without its PIN being checked (the TPM checks
-#: it at each use), and a key loaded with this one is never used.
-_LOAD_ONLY_PIN = b"status: load only"
-#: The message ``unusable`` keys report, and the state ``status`` shows for them.
-UNUSABLE = "keys unusable on this TPM: leave and join again"
-
-
-def _use_key(ctx: Context, info: KeyInfo) -> None:
-    """Use a stored key once as its job needs (sign and verify, a decrypt round trip, a
-    derivation); an attestation key signs only TPM-made data, so it is loaded."""
-    if info.usage is KeyUsage.DERIVE:
-        session_key = ctx.store.load_session_key(info.name, passphrase=ctx.passphrase())
-        first, second = (session_key.hmac_sha256(SIGN_TEST_MESSAGE) for _ in range(2))
-        if len(first) != 32 or first != second:
-            raise EntraKeysError("the session key derives inconsistent keys")
-        return
-    key = ctx.load(info.name)
-    if info.usage is KeyUsage.SIGN:
-        alg = formats.algorithms_for(key)[0]
-        signature = formats.sign_raw(key, SIGN_TEST_MESSAGE, alg)
-        formats.verify_raw(key.public_key(), SIGN_TEST_MESSAGE, signature, alg)
-    elif info.usage is KeyUsage.DECRYPT and isinstance(key, rsa.RSAPrivateKey):
-        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
-        oaep = padding.OAEP(padding.MGF1(sha1), sha1, None)
-        if key.decrypt(key.public_key().encrypt(SIGN_TEST_MESSAGE, oaep), oaep) != (
-            SIGN_TEST_MESSAGE
-        ):
-            raise EntraKeysError("the transport key decrypts to other bytes")
-
-
-def _load_pin_key(ctx: Context, info: KeyInfo) -> str:
-    """Load a PIN-protected key without using it; what ``status`` says of it. A TPM key loads
-    (its PIN is checked only at use); a software key opens only if under the store passphrase."""
-    if info.kind == "tpm":
-        ctx.store.load(info.name, pin=_LOAD_ONLY_PIN)
-        return PIN_LOADS
-    try:
-        ctx.load(info.name)
-    except WrongPassphrase:
-        return PIN_NOT_OPENED
-    return PIN_LOADS
-
-
-def _health(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, dict[str, Any]]:
-    """Each key's health by name: ``ok``, ``pin-protected`` (loaded only, with a ``note``),
-    ``unusable`` (KeysUnusable) or ``failed``, with the test run and the error."""
-    out: dict[str, dict[str, Any]] = {}
-    for info in keys:
-        health: dict[str, Any] = {"result": "ok", "test": _HEALTH_TESTS[info.usage]}
-        try:
-            if info.pin and info.usage is not KeyUsage.DERIVE:
-                note = _load_pin_key(ctx, info)
-                test = "load" if note == PIN_LOADS else "none"
-                health.update(result="pin-protected", test=test, note=note)
-            else:
-                _use_key(ctx, info)
-        except KeysUnusable as exc:
-            log.debug("key %r is unusable", info.name, exc_info=True)
-            health.update(result="unusable", error=one_line(str(exc)))
-        except EntraKeysError as exc:
-            log.debug("the health check of key %r failed", info.name, exc_info=True)
-            health.update(result="failed", error=one_line(str(exc)))
-        out[info.name] = health
-    return out
-
-
-def _sign_test(keys: Sequence[KeyInfo], health: dict[str, dict[str, Any]]) -> _SignTest:
-    """The KeySignTest: the health checks of the signing keys (a PIN-protected one is not
-    signed with, so not tested)."""
-    tested = [n.name for n in keys if n.usage is KeyUsage.SIGN and health[n.name]["test"] == "sign"]
-    failures = [(n, health[n]["error"]) for n in tested if health[n]["result"] != "ok"]
-    return _SignTest(tested=tested, failures=failures)
-
-
-def _provider_rows(info: ProviderInfo) -> list[tuple[str, str]]:
-    """The Provider State section: the TPM's identity when there is one."""
-    rows = [("Provider", info.kind), ("TpmProtected", yes(info.hardware_backed))]
-    if info.hardware_backed:
-        rows += [
-            ("TpmManufacturer", info.manufacturer or ""),
-            ("TpmVendor", info.vendor or ""),
-            ("TpmFirmwareVersion", info.firmware_version or ""),
-            ("TpmSpecVersion", info.spec_version or ""),
-            ("TpmTcti", info.tcti or ""),
-            ("StorageKey", info.storage_key or ""),
-        ]
-    return rows
-
-
-def _device_state(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, Any]:
-    """What ``dsregcmd /status`` shows of a join, from the join state the store recorded."""
-    state = ctx.store.load_join_state() or {}
-    device = next((k for k in keys if k.name == "device"), None)
-    hardware = bool(device and device.hardware_backed)
-    out: dict[str, Any] = {
-        "azure_ad_joined": bool(state.get("device_id")),
-        "device_id": state.get("device_id"),
-        "thumbprint": state.get("thumbprint"),
-        "key_provider": (
-            "Microsoft Platform Crypto Provider" if hardware
-            else "Microsoft Software Key Storage Provider" if device else None
-        ),
-        "tpm_protected": hardware,
-        "ak_enrolled": bool(state.get("ak_enrolled")),
-        "ek_certificate_chain": state.get("ek_certificate_chain"),
-        "session_key_present": False,
-        "session_key_tpm_bound": False,
-    }  # fmt: skip
-    name = state.get("session_key")
-    if isinstance(name, str) and name in ctx.store:
-        try:
-            key = ctx.store.load_session_key(name, passphrase=ctx.passphrase())
-        except EntraKeysError as exc:
-            out["session_key_error"] = one_line(str(exc))
-        else:
-            out["session_key_present"] = True
-            out["session_key_tpm_bound"] = key.hardware_backed
-    return out
-
-
-def _device_sections(device: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """The Device, Attestation and SSO State sections of the join state."""
-
-    def text(value: Any) -> str:
-        return "" if value is None else yes(value) if isinstance(value, bool) else str(value)
-
-    rows = [
-        ("AzureAdJoined", text(device["azure_ad_joined"])),
-        ("DeviceId", text(device["device_id"])),
-        ("Thumbprint", text(device["thumbprint"])),
-        ("KeyProvider", text(device["key_provider"])),
-        ("TpmProtected", text(device["tpm_protected"])),
-    ]
-    attestation = [
-        ("AkEnrolled", text(device["ak_enrolled"])),
-        ("EkCertificateChain", text(device["ek_certificate_chain"])),
-    ]
-    sso = [
-        ("SessionKeyPresent", text(device["session_key_present"])),
-        ("SessionKeyTpmBound", text(device["session_key_tpm_bound"])),
-    ]
-    if "session_key_error" in device:
-        sso.append(("SessionKeyError", device["session_key_error"]))
-    return [("Device State", rows), ("Attestation State", attestation), ("SSO State", sso)]
-
-
-def cmd_status(ctx: Context) -> int:
-    """Describe the join, the provider and the stored keys; check that every signing key signs."""
-    info = ctx.provider.info()
-    keys = ctx.store.list()
-    broken = ctx.store.broken()
-    device = _device_state(ctx, keys)
-    health = _health(ctx, keys)
-    test = _sign_test(keys, health)
-    unusable = any(h["result"] == "unusable" for h in health.values())
-    code = 1 if any(h["result"] not in ("ok", "pin-protected") for h in health.values()) else 0
-    if ctx.json:
-        write_json(
-            {
-                "device": device,
-                "provider": {
-                    "kind": info.kind,
-                    "tpm_protected": info.hardware_backed,
-                    "manufacturer": info.manufacturer,
-                    "vendor": info.vendor,
-                    "firmware_version": info.firmware_version,
-                    "spec_version": info.spec_version,
-                    "tcti": info.tcti,
-                    "storage_key": info.storage_key,
-                },
-                "store": str(ctx.store.path),
-                "keys": [{**_info_json(key), "health": health[key.name]} for key in keys],
-                "keys_unusable": unusable,
-                "broken_keys": [{"name": name, "error": error} for name, error in broken],
-                "key_sign_test": {
-                    "result": test.result,
-                    "tested": test.tested,
-                    "failures": [{"name": n, "error": e} for n, e in test.failures],
-                },
-            }
-        )
-        return code
-    key_rows: list[tuple[str, str]] = [
-        ("KeyStore", str(ctx.store.path)),
-        ("KeyCount", str(len(keys))),
-    ]
-    for key in keys:
-        key_rows += [
-            ("", ""),
-            ("KeyName", key.name),
-            ("KeyType", key.key_type.value),
-            ("KeyUsage", key.usage.value),
-            ("KeyProvider", key.kind),
-            ("HardwareBacked", yes(key.hardware_backed)),
-            ("KeyHealth", health[key.name].get("note") or health[key.name]["result"].upper()),
-        ]
-        if "error" in health[key.name]:
-            key_rows.append(("KeyHealthError", health[key.name]["error"]))
-    if unusable:
-        key_rows += [("", ""), ("KeysUnusable", UNUSABLE)]
-    for name, error in broken:
-        key_rows += [("", ""), ("BrokenKey", name), ("BrokenKeyError", one_line(error))]
-    test_rows = [("KeySignTest", test.result)]
-    test_rows += [("KeySignTestError", f"{name}: {error}") for name, error in test.failures]
-    write(
-        _sections(
-            [
-                *_device_sections(device),
-                ("Provider State", _provider_rows(info)),
-                ("Key State", key_rows),
-                ("Diagnostic Data", test_rows),
-            ]
-        )
-    )
-    return code
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -370,7 +74,7 @@ def cmd_keys_list(ctx: Context) -> int:
     for name, error in ctx.store.broken():
         log.warning("key %r cannot be read: %s", name, error)
     if ctx.json:
-        write_json({"store": str(ctx.store.path), "keys": [_info_json(key) for key in keys]})
+        write_json({"store": str(ctx.store.path), "keys": [info_json(key) for key in keys]})
         return 0
     if not keys:
         write(f"No keys in {ctx.store.path}")
@@ -493,12 +197,6 @@ def cmd_sign(ctx: Context) -> int:
 
 
 # -- the parsers ----------------------------------------------------------------------------
-
-
-def add_status_command(commands: SubParsers[argparse.ArgumentParser]) -> None:
-    """Add ``status`` to the ``entra-keys`` subcommands."""
-    status = commands.add_parser("status", help="provider, TPM and keys; test-sign every key")
-    add_command(status, cmd_status)
 
 
 def add_key_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..keystore import default_store_path, leave
+from ..store.keystore import default_store_path, leave
 from .common import Context, SubParsers, add_command, write, write_json
 
 __all__ = ["add_leave_command", "cmd_leave"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import sealed
+from ..store import sealed
 from .common import (
     CommandError,
     Context,

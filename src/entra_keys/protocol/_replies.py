@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidData
-from ..keystore import KeyStore
 from ..provider import EntraPrivateKey, SessionKey
 from ..session import PRTSession, b64_decode, decrypt_jwe, import_session_key
+from ..store.keystore import KeyStore
 from ._common import Fields, json_object
 
 #: ``keyType`` of a TGT with no client key.

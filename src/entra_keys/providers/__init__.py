@@ -3,8 +3,8 @@
 ``open_provider`` follows, in order: the ``kind`` argument; ``ENTRA_KEYS_PROVIDER``; the TPM
 named by ``tcti``, ``TPM2TOOLS_TCTI`` or ``TSS2_TCTI``, or at /dev/tpmrm0; and last the software
 provider, with a logged warning. ``require_hardware=True`` turns that last step into a
-``HardwareUnavailable`` error that says why there is no TPM; so does a ``store`` that holds TPM
-keys (no silent downgrade of a TPM join to software keys).
+``HardwareUnavailable`` error that says why there is no TPM. A key store that holds TPM keys
+asks for exactly that (``KeyStore.open``): no silent downgrade of a TPM join to software keys.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ def open_provider(
     *,
     tcti: str | None = None,
     require_hardware: bool = False,
-    store: str | os.PathLike[str] | None = None,
 ) -> Provider:
     """Opens the provider chosen by argument, environment, or what the machine has; with
-    ``auto``, a ``store`` holding TPM keys needs the TPM (``HardwareUnavailable`` says why not)."""
+    ``require_hardware`` only a TPM (``HardwareUnavailable`` says why there is none)."""
     chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
     if chosen not in PROVIDER_KINDS:
         raise ProviderError(
@@ -43,12 +42,6 @@ def open_provider(
         if require_hardware:
             raise HardwareUnavailable("hardware was required but the software provider was chosen")
         return _software()
-    if chosen == "auto" and not require_hardware and store is not None:
-        from ..keystore import stored_kinds
-
-        require_hardware = "tpm" in stored_kinds(store)
-        if require_hardware:
-            log.debug("the key store %s holds TPM keys: the TPM is required", store)
     try:
         from .tpm import TPMProvider, default_tcti
     except ImportError as exc:  # pragma: no cover - the package itself is missing
@@ -68,8 +61,7 @@ def open_provider(
             "TSS2_TCTI is set"
         )
     if require_hardware:
-        where = f"the key store {store} holds TPM keys, but " if store is not None else ""
-        raise HardwareUnavailable(f"{where}the TPM cannot be used: {reason}")
+        raise HardwareUnavailable(f"the TPM cannot be used: {reason}")
     log.warning("%s; using the software provider (keys are not hardware-backed)", reason)
     return _software()
 

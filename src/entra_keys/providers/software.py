@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.utils import Buffer
 
-from .. import _sealed_blob
 from ..errors import (
     AttestationError,
     DecryptionError,
@@ -46,7 +45,8 @@ from ..provider import (
     check_creatable,
     check_nonce,
 )
-from ..tpm_model import PEM_LABEL_ENCRYPTED_SESSION_KEY, PEM_LABEL_SESSION_KEY, PEM_LABELS
+from ..tcg.model import PEM_LABEL_ENCRYPTED_SESSION_KEY, PEM_LABEL_SESSION_KEY, PEM_LABELS
+from . import _sealed_blob
 
 __all__ = ["SoftwareECKey", "SoftwareProvider", "SoftwareRSAKey", "SoftwareSessionKey"]
 
@@ -88,7 +88,7 @@ class SoftwareRSAKey(EntraRSAKey):
     @property
     def tpm_public(self) -> bytes:
         """The TPMT_PUBLIC a TPM would give this key (for names and certification)."""
-        from ..attestation.software import software_tpmt_public
+        from .software_attest import software_tpmt_public
 
         return software_tpmt_public(self._key.public_key(), self.usage)
 
@@ -162,7 +162,7 @@ class SoftwareECKey(EntraECKey):
     @property
     def tpm_public(self) -> bytes:
         """The TPMT_PUBLIC a TPM would give this key (for names and certification)."""
-        from ..attestation.software import software_tpmt_public
+        from .software_attest import software_tpmt_public
 
         return software_tpmt_public(self._key.public_key(), self.usage)
 
@@ -360,7 +360,7 @@ class SoftwareProvider(Provider):
 
     def endorsement_keys(self) -> list[EndorsementKey]:
         """A software EK (RSA-2048, made once per provider, in memory); it has no certificate."""
-        from ..attestation.software import software_endorsement_key
+        from .software_attest import software_endorsement_key
 
         if self._ek is None:
             self._ek = rsa.generate_private_key(65537, 2048)
@@ -374,8 +374,8 @@ class SoftwareProvider(Provider):
         encrypted_secret: bytes,
     ) -> bytes:
         """The TPM's ActivateCredential, done in software with this provider's software EK."""
-        from ..attestation.credential import activate_credential_with_key
-        from ..attestation.structures import TPMTPublic
+        from ..tcg.credential import activate_credential_with_key
+        from ..tcg.structures import TPMTPublic
 
         ak_key = self._own_ak(ak)
         mine = self.endorsement_keys()[0]
@@ -390,7 +390,7 @@ class SoftwareProvider(Provider):
         self, ak: EntraPrivateKey, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256"
     ) -> Quote:
         """A quote in TPMS_ATTEST form over software PCRs (all zero), signed by a software AK."""
-        from ..attestation.software import software_quote
+        from .software_attest import software_quote
 
         check_nonce(nonce)
         ak_key = self._own_ak(ak)
@@ -398,7 +398,7 @@ class SoftwareProvider(Provider):
 
     def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
         """A TPM2_Certify-shaped statement about a software key, signed by a software AK."""
-        from ..attestation.software import software_certify
+        from .software_attest import software_certify
 
         check_nonce(nonce)
         ak_key = self._own_ak(ak)

@@ -37,11 +37,11 @@ from cryptography.x509.oid import NameOID
 
 from .. import formats
 from ..attestation.enrollment import AKEnrollment, EnrolledAK
-from ..attestation.public import tpmt_bytes
-from ..attestation.records import certification_from_json
-from ..attestation.structures import TPMTPublic
 from ..attestation.verifier import TrustPolicy, verify_certify
 from ..errors import AttestationError, EntraKeysError, InvalidData, InvalidSignature
+from ..tcg.public import tpmt_bytes
+from ..tcg.records import certification_from_json
+from ..tcg.structures import TPMTPublic
 from .token_service import TokenService
 
 __all__ = ["DeviceRecord", "RegistrationService"]

@@ -31,7 +31,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ... import tpm_model
 from ...errors import (
     HardwareUnavailable,
     TPMAuthFailure,
@@ -40,6 +39,7 @@ from ...errors import (
     TPMObjectMemory,
     TPMUnreachable,
 )
+from ...tcg import model
 from . import _errors, _primary_cache
 from ._signing import Signer
 from ._templates import storage_template
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Where a provisioned storage root key lives (TCG Provisioning Guidance).
-SRK_HANDLE = tpm_model.SRK_HANDLE_RSA
+SRK_HANDLE = model.SRK_HANDLE_RSA
 
 
 def import_pytss() -> Any:
@@ -159,7 +159,7 @@ class Connection:
         self.lock = threading.RLock()
         self.object_memory_wait = self.OBJECT_MEMORY_WAIT
         self.storage_key: Any = None
-        self.storage_parent = tpm_model.TPM_RH_OWNER
+        self.storage_parent = model.TPM_RH_OWNER
         self.storage_owned = False
         #: True where the storage primary came from its saved context (``_primary_cache``).
         self.storage_from_context = False

@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ... import tpm_model
 from ...errors import AttestationError, InvalidData
 from ...provider import Certification, EndorsementKey, KeyType, Quote
+from ...tcg import model
 from . import _errors
 from ._connection import Connection
 from ._keys import TPMECKey, TPMRSAKey, public_key_of
@@ -32,7 +32,7 @@ def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
     nv = _nv_certificates(conn)
     found: list[EndorsementKey] = []
     with conn.command("read the endorsement keys") as esys:
-        first, last = tpm_model.EK_PERSISTENT_FIRST, tpm_model.EK_PERSISTENT_LAST
+        first, last = model.EK_PERSISTENT_FIRST, model.EK_PERSISTENT_LAST
         for handle in _handles(conn, esys, first, last):
             tr = esys.tr_from_tpmpublic(handle)
             try:
@@ -40,7 +40,7 @@ def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
             finally:
                 esys.tr_close(tr)
             area = public.publicArea
-            wanted = int(tpm_model.EK_ATTRIBUTES_LOW)
+            wanted = int(model.EK_ATTRIBUTES_LOW)
             if int(area.objectAttributes) & wanted != wanted:
                 continue  # another kind of persistent key (an AK, a device key)
             found.append(_ek(conn, area, handle, nv))
@@ -54,7 +54,7 @@ def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
 
 #: The EK certificate indices of RSA EKs (TCG EK Credential Profile 2.2.1.4: low range RSA-2048,
 #: high range RSA-2048, RSA-3072, RSA-4096); the others are for ECC EKs.
-_RSA_CERT_INDICES = frozenset({tpm_model.EK_CERT_NV_RSA, 0x01C00012, 0x01C0001C, 0x01C0001E})
+_RSA_CERT_INDICES = frozenset({model.EK_CERT_NV_RSA, 0x01C00012, 0x01C0001C, 0x01C0001E})
 #: The EK certificate chain indices (TCG EK Credential Profile 2.2.1.5).
 _CHAIN_FIRST, _CHAIN_LAST = 0x01C00100, 0x01C001FF
 
@@ -101,7 +101,7 @@ def _ek(conn: Connection, area: Any, handle: int | None, nv: _NVCertificates) ->
 def _certified_key(der: bytes) -> Any:
     from cryptography import x509  # costly to import; only attestation needs it
 
-    from ...attestation.nvcert import strict_der
+    from ...tcg.nvcert import strict_der
 
     try:
         return x509.load_der_x509_certificate(strict_der(der)[0]).public_key()
@@ -120,12 +120,12 @@ def _nv_certificates(conn: Connection) -> _NVCertificates:
     index that still is no certificate is kept with the reason, never dropped."""
     from tpm2_pytss.utils import NoSuchIndex, NVReadEK
 
-    from ...attestation.nvcert import nv_certificates, strict_der
+    from ...tcg.nvcert import nv_certificates, strict_der
 
     out = _NVCertificates()
     with conn.command("read the EK certificates") as esys:
-        listed = _handles(conn, esys, tpm_model.EK_CERT_NV_RSA, _CHAIN_LAST)
-        indices = [h for h in listed if h in tpm_model.EK_CERT_NV_INDICES]
+        listed = _handles(conn, esys, model.EK_CERT_NV_RSA, _CHAIN_LAST)
+        indices = [h for h in listed if h in model.EK_CERT_NV_INDICES]
         chain = [h for h in listed if _CHAIN_FIRST <= h <= _CHAIN_LAST]
         if not indices and not chain:
             return out
@@ -158,9 +158,9 @@ def _ek_template(esys: Any, key_type: KeyType) -> Any:
     from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
 
     if key_type.is_rsa:
-        name, cert_index = "EK-RSA2048", tpm_model.EK_CERT_NV_RSA
+        name, cert_index = "EK-RSA2048", model.EK_CERT_NV_RSA
     else:
-        name, cert_index = "EK-ECC256", tpm_model.EK_CERT_NV_ECC
+        name, cert_index = "EK-ECC256", model.EK_CERT_NV_ECC
     reader: list[Any] = []
 
     def read(index: int) -> bytes:
@@ -261,9 +261,9 @@ def activate_credential(
 
 
 def pcr_selection(conn: Connection, pcrs: Sequence[int], bank: str) -> Any:
-    """The TPML_PCR_SELECTION of distinct PCRs 0..23 in one bank (tpm_model's checks)."""
-    tpm_model.check_pcr_indices(pcrs)
-    tpm_model.check_pcr_bank(bank)
+    """The TPML_PCR_SELECTION of distinct PCRs 0..23 in one bank (tcg.model's checks)."""
+    model.check_pcr_indices(pcrs)
+    model.check_pcr_bank(bank)
     return conn.tss.TPML_PCR_SELECTION.parse(f"{bank}:{','.join(map(str, sorted(pcrs)))}")
 
 

@@ -17,11 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
-from ... import tpm_model
-from ...attestation._wire import (  # the constants, not the parsers (cold start)
-    TPMA_OBJECT,
-    der_signature,
-)
 from ...errors import (
     DecryptionError,
     EntraKeysError,
@@ -38,6 +33,11 @@ from ...provider import (
     SessionKey,
     SignatureScheme,
 )
+from ...tcg import model
+from ...tcg.wire import (  # the constants, not the parsers (cold start)
+    TPMA_OBJECT,
+    der_signature,
+)
 from . import _errors
 from ._connection import Connection
 
@@ -50,7 +50,7 @@ __all__ = [
     "wipe",
 ]
 
-# The spec's names of the attributes that make a key "made in this TPM" (tpm_model).
+# The spec's names of the attributes that make a key "made in this TPM" (tcg.model).
 _SPEC_NAMES = {
     int(TPMA_OBJECT.FIXEDTPM): "fixedTPM",
     int(TPMA_OBJECT.FIXEDPARENT): "fixedParent",
@@ -86,7 +86,7 @@ def wipe(tpm2b: Any) -> None:
 def _missing_origin(public: Any, usage: KeyUsage) -> tuple[str, ...]:
     """The spec's names of the "made in this TPM" attributes a TPM2B_PUBLIC lacks."""
     attrs = int(public.publicArea.objectAttributes)
-    wanted = int(tpm_model.origin_attributes(usage))
+    wanted = int(model.origin_attributes(usage))
     return tuple(name for bit, name in _SPEC_NAMES.items() if wanted & bit and not attrs & bit)
 
 

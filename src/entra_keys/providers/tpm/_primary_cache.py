@@ -18,12 +18,12 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ... import tpm_model
+from ...tcg import model
 
 __all__ = ["checked", "path_for", "read", "write"]
 
 _MAGIC = b"entra-keys primary context 1\n"
-_OWNER = struct.pack(">I", tpm_model.TPM_RH_OWNER)
+_OWNER = struct.pack(">I", model.TPM_RH_OWNER)
 
 
 def path_for(tcti: str) -> Path:
@@ -89,7 +89,7 @@ def checked(public: Any, name: bytes, qualified: bytes, recorded: bytes, templat
     if name != recorded or len(name) != 34:
         return False
     alg = name[:2]
-    if alg != struct.pack(">H", tpm_model.NAME_ALG):
+    if alg != struct.pack(">H", model.NAME_ALG):
         return False
     if qualified != alg + hashlib.sha256(_OWNER + name).digest():
         return False

@@ -20,7 +20,6 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ... import _sealed_blob, tpm_model
 from ...errors import (
     EntraKeysError,
     ForeignKey,
@@ -33,6 +32,8 @@ from ...errors import (
     TPMUnreachable,
     WrongPassphrase,
 )
+from ...tcg import model
+from .. import _sealed_blob
 from ._connection import Connection
 
 __all__ = ["MAX_SEALED_DATA", "seal", "unseal"]
@@ -227,7 +228,7 @@ def _template(t: Any, *, pin: bool, policy: bytes | None) -> Any:
         attrs |= a.USERWITHAUTH
     if not pin:
         attrs |= a.NODA
-    public = t.TPMT_PUBLIC(type=t.TPM2_ALG.KEYEDHASH, nameAlg=tpm_model.NAME_ALG)
+    public = t.TPMT_PUBLIC(type=t.TPM2_ALG.KEYEDHASH, nameAlg=model.NAME_ALG)
     public.objectAttributes = attrs
     public.parameters.keyedHashDetail.scheme.scheme = t.TPM2_ALG.NULL
     if policy is not None:
@@ -237,7 +238,7 @@ def _template(t: Any, *, pin: bool, policy: bytes | None) -> Any:
 
 def _selection(conn: Connection, pcrs: Sequence[int]) -> Any:
     """The TPML_PCR_SELECTION of distinct PCRs 0..23 in the sha256 bank."""
-    tpm_model.check_pcr_indices(pcrs)
+    model.check_pcr_indices(pcrs)
     return conn.tss.TPML_PCR_SELECTION.parse(f"{_BANK}:{','.join(map(str, sorted(pcrs)))}")
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AttestationCheckFailed, Check, InvalidData
-from ..tpm_model import PCR_COUNT, KeyType
-from ._wire import TPM_ALG_NULL
+from .model import PCR_COUNT, KeyType
+from .wire import TPM_ALG_NULL
 
 if TYPE_CHECKING:
     from .structures import TPMSAttest

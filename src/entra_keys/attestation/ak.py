@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
-from ..tpm_model import KeyUsage, origin_attributes
-from .public import tpmt_bytes
-from .structures import (
+from ..tcg.model import KeyUsage, origin_attributes
+from ..tcg.public import tpmt_bytes
+from ..tcg.structures import (
     HASH_ALGORITHMS,
     TPM_ALG_ECC,
     TPM_ALG_ECDSA,
@@ -42,7 +42,7 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 #: An attestation key as a verifier may give it: a ``cryptography`` key or its TPMT_PUBLIC.
 AKPublic = PublicKey | TPMTPublic | bytes
 
-#: An AK is made in a TPM (tpm_model's origin attributes) and a restricted signing key.
+#: An AK is made in a TPM (tcg.model's origin attributes) and a restricted signing key.
 _AK_ATTRIBUTES = (
     origin_attributes(KeyUsage.ATTEST) | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
 )

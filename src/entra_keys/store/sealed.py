@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._sealed_blob import MAX_SECRET
-from .errors import KeyExists, KeyNotFound
+from ..errors import KeyExists, KeyNotFound
+from ..providers._sealed_blob import MAX_SECRET
 from .keystore import KeyStore
 
 __all__ = ["MAX_SECRET", "delete", "names", "seal", "unseal"]

@@ -18,14 +18,14 @@ from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .attestation._wire import (  # the constants only: no parsers on the import path
+from ..errors import InvalidData, UnsupportedAlgorithm
+from .wire import (  # the constants only: no parsers on the import path
     TPM_ALG_ECDSA,
     TPM_ALG_HMAC,
     TPM_ALG_RSASSA,
     TPM_ALG_SHA256,
     TPMA_OBJECT,
 )
-from .errors import InvalidData, UnsupportedAlgorithm
 
 __all__ = [
     "AK_HASH",

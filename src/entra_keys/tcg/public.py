@@ -11,12 +11,11 @@ from typing import ClassVar, Self
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import InvalidData, UnsupportedAlgorithm
-from ._wire import (
-    _MAX_DIGEST,
-    _MAX_ECC,
-    _MAX_RSA,
-    _U16,
+from .wire import (
     HASH_ALGORITHMS,
+    MAX_DIGEST,
+    MAX_ECC,
+    MAX_RSA,
     TPM_ALG_AES,
     TPM_ALG_CAMELLIA,
     TPM_ALG_ECC,
@@ -48,8 +47,9 @@ from ._wire import (
     TPM_ECC_NIST_P384,
     TPM_ECC_NIST_P521,
     TPMA_OBJECT,
-    _known,
-    _Reader,
+    U16,
+    Reader,
+    check_known,
     tpm2b,
 )
 
@@ -80,15 +80,15 @@ class TPMTSymDefObject:
     mode: int = 0
 
     @classmethod
-    def _read(cls, r: _Reader) -> TPMTSymDefObject:
-        alg = _known(r.u16("symmetric.algorithm"), _SYM_OBJECT_ALGS, "symmetric algorithm", r)
+    def _read(cls, r: Reader) -> TPMTSymDefObject:
+        alg = check_known(r.u16("symmetric.algorithm"), _SYM_OBJECT_ALGS, "symmetric algorithm", r)
         if alg == TPM_ALG_NULL:
             return _SYM_NULL
         return cls(alg, r.u16("symmetric.keyBits"), r.u16("symmetric.mode"))
 
     def _write(self, out: list[bytes]) -> None:
         if self.algorithm == TPM_ALG_NULL:
-            out.append(_U16.pack(TPM_ALG_NULL))
+            out.append(U16.pack(TPM_ALG_NULL))
         else:
             out.append(struct.pack(">HHH", self.algorithm, self.key_bits, self.mode))
 
@@ -138,8 +138,8 @@ class TPMTScheme:
     kdf: int = TPM_ALG_NULL
 
     @classmethod
-    def _read(cls, r: _Reader, table: Mapping[int, int], what: str) -> TPMTScheme:
-        scheme = _known(r.u16(f"{what}.scheme"), table, what, r)
+    def _read(cls, r: Reader, table: Mapping[int, int], what: str) -> TPMTScheme:
+        scheme = check_known(r.u16(f"{what}.scheme"), table, what, r)
         layout = table[scheme]
         if layout == _NO_DETAILS:
             return cls(scheme)
@@ -154,13 +154,13 @@ class TPMTScheme:
         layout = table.get(self.scheme)
         if layout is None:
             raise InvalidData(f"{what} 0x{self.scheme:04x} is not one this structure allows")
-        out.append(_U16.pack(self.scheme))
+        out.append(U16.pack(self.scheme))
         if layout != _NO_DETAILS:
-            out.append(_U16.pack(self.hash_alg))
+            out.append(U16.pack(self.hash_alg))
         if layout == _HASH_COUNT:
-            out.append(_U16.pack(self.count))
+            out.append(U16.pack(self.count))
         elif layout == _HASH_KDF:
-            out.append(_U16.pack(self.kdf))
+            out.append(U16.pack(self.kdf))
 
 
 _SCHEME_NULL = TPMTScheme()
@@ -211,8 +211,8 @@ class TPMSECCPoint:
     y: bytes
 
     @classmethod
-    def _read(cls, r: _Reader, what: str) -> TPMSECCPoint:
-        return cls(r.tpm2b(f"{what}.x", _MAX_ECC), r.tpm2b(f"{what}.y", _MAX_ECC))
+    def _read(cls, r: Reader, what: str) -> TPMSECCPoint:
+        return cls(r.tpm2b(f"{what}.x", MAX_ECC), r.tpm2b(f"{what}.y", MAX_ECC))
 
     def to_bytes(self) -> bytes:
         """x and y, each a TPM2B_ECC_PARAMETER."""
@@ -221,8 +221,8 @@ class TPMSECCPoint:
     @classmethod
     def parse(cls, data: bytes) -> Self:
         """A TPMS_ECC_POINT that is exactly the input."""
-        r = _Reader(data, "TPMS_ECC_POINT")
-        point = cls(r.tpm2b("x", _MAX_ECC), r.tpm2b("y", _MAX_ECC))
+        r = Reader(data, "TPMS_ECC_POINT")
+        point = cls(r.tpm2b("x", MAX_ECC), r.tpm2b("y", MAX_ECC))
         r.done()
         return point
 
@@ -261,24 +261,24 @@ class TPMTPublic:
     @classmethod
     def parse(cls, data: bytes) -> Self:
         """A TPMT_PUBLIC that is exactly the input."""
-        r = _Reader(data, "TPMT_PUBLIC")
+        r = Reader(data, "TPMT_PUBLIC")
         obj = cls._read(r)
         r.done()
         return obj
 
     @classmethod
-    def _read(cls, r: _Reader) -> Self:
-        kind = _known(r.u16("type"), cls._TYPES, "type", r)
+    def _read(cls, r: Reader) -> Self:
+        kind = check_known(r.u16("type"), cls._TYPES, "type", r)
         name_alg = r.u16("nameAlg")
         attributes = r.u32("objectAttributes")
-        policy = r.tpm2b("authPolicy", _MAX_DIGEST)
+        policy = r.tpm2b("authPolicy", MAX_DIGEST)
         parameters: Parameters
         unique: bytes | TPMSECCPoint
         if kind == TPM_ALG_RSA:
             symmetric = TPMTSymDefObject._read(r)
             scheme = TPMTScheme._read(r, _RSA_SCHEMES, "RSA scheme")
             parameters = TPMSRSAParms(symmetric, scheme, r.u16("keyBits"), r.u32("exponent"))
-            unique = r.tpm2b("unique.rsa", _MAX_RSA)
+            unique = r.tpm2b("unique.rsa", MAX_RSA)
         elif kind == TPM_ALG_ECC:
             symmetric = TPMTSymDefObject._read(r)
             scheme = TPMTScheme._read(r, _ECC_SCHEMES, "ECC scheme")
@@ -290,10 +290,10 @@ class TPMTPublic:
             parameters = TPMSKeyedHashParms(
                 TPMTScheme._read(r, _KEYEDHASH_SCHEMES, "keyed-hash scheme")
             )
-            unique = r.tpm2b("unique.keyedHash", _MAX_DIGEST)
+            unique = r.tpm2b("unique.keyedHash", MAX_DIGEST)
         else:
             parameters = TPMSSymCipherParms(TPMTSymDefObject._read(r))
-            unique = r.tpm2b("unique.sym", _MAX_DIGEST)
+            unique = r.tpm2b("unique.sym", MAX_DIGEST)
         return cls(kind, name_alg, attributes, policy, parameters, unique)
 
     def to_bytes(self) -> bytes:
@@ -308,7 +308,7 @@ class TPMTPublic:
         elif self.type == TPM_ALG_ECC and isinstance(p, TPMSECCParms):
             p.symmetric._write(out)
             p.scheme._write(out, _ECC_SCHEMES, "ECC scheme")
-            out.append(_U16.pack(p.curve_id))
+            out.append(U16.pack(p.curve_id))
             p.kdf._write(out, _KDF_SCHEMES, "KDF scheme")
         elif self.type == TPM_ALG_KEYEDHASH and isinstance(p, TPMSKeyedHashParms):
             p.scheme._write(out, _KEYEDHASH_SCHEMES, "keyed-hash scheme")
@@ -334,7 +334,7 @@ class TPMTPublic:
         info = HASH_ALGORITHMS.get(self.name_alg)
         if info is None:
             raise InvalidData(f"TPMT_PUBLIC: nameAlg 0x{self.name_alg:04x} is not a known hash")
-        return _U16.pack(self.name_alg) + info.digest(self.to_bytes())
+        return U16.pack(self.name_alg) + info.digest(self.to_bytes())
 
     def public_key(self) -> PublicKey:
         """The RSA or elliptic-curve key as a ``cryptography`` public key (InvalidData if not)."""

@@ -16,7 +16,7 @@ import os
 import signal
 import stat
 
-from .errors import KeyStoreError, StorePermissionError
+from ..errors import KeyStoreError, StorePermissionError
 
 __all__ = ["MARKER", "finish", "is_join_file", "leave", "pending"]
 

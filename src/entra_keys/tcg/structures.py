@@ -16,33 +16,7 @@ from typing import Self
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from ..errors import InvalidData, UnsupportedAlgorithm
-from . import _wire
-from ._wire import *  # noqa: F403 - re-exported: __all__ += _wire.__all__
-from ._wire import (
-    _CLOCK,
-    _HEADER,
-    _MAX_DATA,
-    _MAX_DIGEST,
-    _MAX_ECC,
-    _MAX_NAME,
-    _MAX_RSA,
-    _NUM_PCR_BANKS,
-    _PCR_SELECT_MAX,
-    _U32,
-    TPM_ALG_ECDSA,
-    TPM_ALG_RSAPSS,
-    TPM_ALG_RSASSA,
-    TPM_ST_ATTEST_CERTIFY,
-    TPM_ST_ATTEST_QUOTE,
-    _as_bytes,
-    _too_large,
-    _tpm2b_at,
-    _trailing,
-    _truncated,
-    der_signature,
-    hash_info_by_name,
-    tpm2b,
-)
+from . import wire
 from .public import (
     PublicKey,
     TPMSECCParms,
@@ -53,6 +27,32 @@ from .public import (
     TPMTPublic,
     TPMTScheme,
     TPMTSymDefObject,
+)
+from .wire import *  # noqa: F403 - re-exported: __all__ += wire.__all__
+from .wire import (
+    CLOCK,
+    HEADER,
+    MAX_DATA,
+    MAX_DIGEST,
+    MAX_ECC,
+    MAX_NAME,
+    MAX_RSA,
+    NUM_PCR_BANKS,
+    PCR_SELECT_MAX,
+    TPM_ALG_ECDSA,
+    TPM_ALG_RSAPSS,
+    TPM_ALG_RSASSA,
+    TPM_ST_ATTEST_CERTIFY,
+    TPM_ST_ATTEST_QUOTE,
+    U32,
+    as_bytes,
+    der_signature,
+    hash_info_by_name,
+    too_large_error,
+    tpm2b,
+    tpm2b_at,
+    trailing_error,
+    truncated_error,
 )
 
 __all__ = [
@@ -73,7 +73,7 @@ __all__ = [
     "TPMTSymDefObject",
     "pcr_select_bytes",
 ]
-__all__ += _wire.__all__  # the wire constants and helpers are exported from here too
+__all__ += wire.__all__  # the wire constants and helpers are exported from here too
 
 
 # --- TPML_PCR_SELECTION --------------------------------------------------------------------
@@ -107,15 +107,15 @@ class TPMLPCRSelection:
         """A TPML_PCR_SELECTION that is exactly the input."""
         what = "TPML_PCR_SELECTION"
         if type(data) is not bytes:
-            data = _as_bytes(data, what)
+            data = as_bytes(data, what)
         selection, pos = _pcr_selection_at(data, 0, len(data), what)
         if pos != len(data):
-            raise _trailing(what, len(data) - pos)
+            raise trailing_error(what, len(data) - pos)
         return selection
 
     def to_bytes(self) -> bytes:
         """The marshaled TPML_PCR_SELECTION."""
-        out = [_U32.pack(len(self.selections))]
+        out = [U32.pack(len(self.selections))]
         for selection in self.selections:
             selection._write(out)
         return b"".join(out)
@@ -199,35 +199,35 @@ class TPMSAttest:
         where it is read, so that a failure says exactly which field is short or too large.
         """
         if type(data) is not bytes:
-            data = _as_bytes(data, _ATTEST)
+            data = as_bytes(data, _ATTEST)
         end = len(data)
         if end < 8:
             if end < 6:
-                raise _truncated(_ATTEST, "magic and type", 6, 0, end)
-            raise _truncated(_ATTEST, "qualifiedSigner size", 2, 6, end)
+                raise truncated_error(_ATTEST, "magic and type", 6, 0, end)
+            raise truncated_error(_ATTEST, "qualifiedSigner size", 2, 6, end)
         magic, kind, size = _ATTEST_HEAD.unpack_from(data, 0)
-        # Each TPM2B inline (the hot path): size, limit, then the bytes, as _tpm2b_at says.
-        if size > _MAX_NAME:
-            raise _too_large(_ATTEST, "qualifiedSigner", size, _MAX_NAME)
+        # Each TPM2B inline (the hot path): size, limit, then the bytes, as tpm2b_at says.
+        if size > MAX_NAME:
+            raise too_large_error(_ATTEST, "qualifiedSigner", size, MAX_NAME)
         pos = 8 + size
         if pos > end:
-            raise _truncated(_ATTEST, "qualifiedSigner", size, 8, end)
+            raise truncated_error(_ATTEST, "qualifiedSigner", size, 8, end)
         signer = data[8:pos]
-        extra, pos = _tpm2b_at(data, pos, end, _ATTEST, "extraData", _MAX_DATA)
-        if pos + _CLOCK.size > end:
-            raise _truncated(_ATTEST, "clockInfo and firmwareVersion", _CLOCK.size, pos, end)
-        clock, resets, restarts, safe, firmware = _CLOCK.unpack_from(data, pos)
-        pos += _CLOCK.size
+        extra, pos = tpm2b_at(data, pos, end, _ATTEST, "extraData", MAX_DATA)
+        if pos + CLOCK.size > end:
+            raise truncated_error(_ATTEST, "clockInfo and firmwareVersion", CLOCK.size, pos, end)
+        clock, resets, restarts, safe, firmware = CLOCK.unpack_from(data, pos)
+        pos += CLOCK.size
         if safe > 1:
             raise InvalidData(f"TPMS_ATTEST: clockInfo.safe is {safe}, not YES (1) or NO (0)")
         attested: TPMSQuoteInfo | TPMSCertifyInfo
         if kind == TPM_ST_ATTEST_QUOTE:
             selection, pos = _pcr_selection_at(data, pos, end, _ATTEST)
-            digest, pos = _tpm2b_at(data, pos, end, _ATTEST, "quote.pcrDigest", _MAX_DIGEST)
+            digest, pos = tpm2b_at(data, pos, end, _ATTEST, "quote.pcrDigest", MAX_DIGEST)
             attested = _quote_info(selection, digest)
         elif kind == TPM_ST_ATTEST_CERTIFY:
-            name, pos = _tpm2b_at(data, pos, end, _ATTEST, "certify.name", _MAX_NAME)
-            qualified, pos = _tpm2b_at(data, pos, end, _ATTEST, "certify.qualifiedName", _MAX_NAME)
+            name, pos = tpm2b_at(data, pos, end, _ATTEST, "certify.name", MAX_NAME)
+            qualified, pos = tpm2b_at(data, pos, end, _ATTEST, "certify.qualifiedName", MAX_NAME)
             attested = _certify_info(name, qualified)
         else:
             raise InvalidData(
@@ -235,7 +235,7 @@ class TPMSAttest:
                 "nor a certification (0x8017)"
             )
         if pos != end:
-            raise _trailing(_ATTEST, end - pos)
+            raise trailing_error(_ATTEST, end - pos)
         info = _clock_info(clock, resets, restarts, safe == 1)
         return _attest(magic, kind, signer, extra, info, firmware, attested)
 
@@ -243,12 +243,10 @@ class TPMSAttest:
         """The marshaled TPMS_ATTEST."""
         c = self.clock_info
         out = [
-            _HEADER.pack(self.magic, self.type),
+            HEADER.pack(self.magic, self.type),
             tpm2b(self.qualified_signer),
             tpm2b(self.extra_data),
-            _CLOCK.pack(
-                c.clock, c.reset_count, c.restart_count, int(c.safe), self.firmware_version
-            ),
+            CLOCK.pack(c.clock, c.reset_count, c.restart_count, int(c.safe), self.firmware_version),
         ]
         a = self.attested
         if isinstance(a, TPMSQuoteInfo):
@@ -281,23 +279,23 @@ def _pcr_set(select: bytes) -> frozenset[int]:
 def _pcr_selection_at(data: bytes, pos: int, end: int, what: str) -> tuple[TPMLPCRSelection, int]:
     """The TPML_PCR_SELECTION at ``pos`` and the offset after it."""
     if pos + 4 > end:
-        raise _truncated(what, "count", 4, pos, end)
-    (count,) = _U32.unpack_from(data, pos)
-    if count > _NUM_PCR_BANKS:
-        raise InvalidData(f"{what}: {count} PCR banks, more than {_NUM_PCR_BANKS}")
+        raise truncated_error(what, "count", 4, pos, end)
+    (count,) = U32.unpack_from(data, pos)
+    if count > NUM_PCR_BANKS:
+        raise InvalidData(f"{what}: {count} PCR banks, more than {NUM_PCR_BANKS}")
     start = pos
     pos += 4
     for _ in range(count):
         if pos + 3 > end:
             if pos + 2 > end:
-                raise _truncated(what, "pcrSelections.hash", 2, pos, end)
-            raise _truncated(what, "pcrSelections.sizeofSelect", 1, pos + 2, end)
+                raise truncated_error(what, "pcrSelections.hash", 2, pos, end)
+            raise truncated_error(what, "pcrSelections.sizeofSelect", 1, pos + 2, end)
         size = data[pos + 2]
-        if size > _PCR_SELECT_MAX:
-            raise InvalidData(f"{what}: sizeofSelect {size} is more than {_PCR_SELECT_MAX}")
+        if size > PCR_SELECT_MAX:
+            raise InvalidData(f"{what}: sizeofSelect {size} is more than {PCR_SELECT_MAX}")
         pos += 3
         if pos + size > end:
-            raise _truncated(what, "pcrSelections.pcrSelect", size, pos, end)
+            raise truncated_error(what, "pcrSelections.pcrSelect", size, pos, end)
         pos += size
     raw = data[start:pos]
     selection = _SELECTIONS.get(raw)
@@ -405,37 +403,37 @@ class TPMTSignature:
     def parse(cls, data: bytes) -> TPMTSignature:
         """A TPMT_SIGNATURE (RSASSA, RSAPSS or ECDSA) that is exactly the input."""
         if type(data) is not bytes:
-            data = _as_bytes(data, _SIGNATURE)
+            data = as_bytes(data, _SIGNATURE)
         end = len(data)
         if end < 6:  # too short for any signature: which field is missing
             if end < 2:
-                raise _truncated(_SIGNATURE, "sigAlg", 2, 0, end)
+                raise truncated_error(_SIGNATURE, "sigAlg", 2, 0, end)
             alg = data[0] << 8 | data[1]
             if alg in _RSA_SIG or alg in _ECC_SIG:
                 if end < 4:
-                    raise _truncated(_SIGNATURE, "hash", 2, 2, end)
+                    raise truncated_error(_SIGNATURE, "hash", 2, 2, end)
                 first = "signature.sig" if alg in _RSA_SIG else "signature.signatureR"
-                raise _truncated(_SIGNATURE, f"{first} size", 2, 4, end)
+                raise truncated_error(_SIGNATURE, f"{first} size", 2, 4, end)
             raise _unknown_signature(alg)
         alg, hash_alg, size = _SIG_HEAD.unpack_from(data, 0)
         stop = 6 + size
         if alg in _RSA_SIG:
-            if size > _MAX_RSA:
-                raise _too_large(_SIGNATURE, "signature.sig", size, _MAX_RSA)
+            if size > MAX_RSA:
+                raise too_large_error(_SIGNATURE, "signature.sig", size, MAX_RSA)
             if stop != end:
                 if stop > end:
-                    raise _truncated(_SIGNATURE, "signature.sig", size, 6, end)
-                raise _trailing(_SIGNATURE, end - stop)
+                    raise truncated_error(_SIGNATURE, "signature.sig", size, 6, end)
+                raise trailing_error(_SIGNATURE, end - stop)
             return _signature(alg, hash_alg, data[6:], b"", b"")
         if alg not in _ECC_SIG:
             raise _unknown_signature(alg)
-        if size > _MAX_ECC:
-            raise _too_large(_SIGNATURE, "signature.signatureR", size, _MAX_ECC)
+        if size > MAX_ECC:
+            raise too_large_error(_SIGNATURE, "signature.signatureR", size, MAX_ECC)
         if stop > end:
-            raise _truncated(_SIGNATURE, "signature.signatureR", size, 6, end)
-        sig_s, pos = _tpm2b_at(data, stop, end, _SIGNATURE, "signature.signatureS", _MAX_ECC)
+            raise truncated_error(_SIGNATURE, "signature.signatureR", size, 6, end)
+        sig_s, pos = tpm2b_at(data, stop, end, _SIGNATURE, "signature.signatureS", MAX_ECC)
         if pos != end:
-            raise _trailing(_SIGNATURE, end - pos)
+            raise trailing_error(_SIGNATURE, end - pos)
         return _signature(alg, hash_alg, b"", data[6:stop], sig_s)
 
     def to_bytes(self) -> bytes:

@@ -18,7 +18,7 @@ import re
 import struct
 from collections.abc import Sequence
 
-from .errors import InvalidData, KeyFileCorrupt
+from ..errors import InvalidData, KeyFileCorrupt
 
 __all__ = ["MAX_SECRET", "check_secret", "frame", "label", "unframe"]
 

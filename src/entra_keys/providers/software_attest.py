@@ -2,7 +2,7 @@
 
 The software provider makes the same objects as a TPM (TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE
 with RSASSA-SHA256 or ECDSA-SHA256), so that one verifier and the same tools read both; what the
-objects look like comes from ``tpm_model``, the facts the TPM provider builds its templates from.
+objects look like comes from ``tcg.model``, the facts the TPM provider builds its templates from.
 Every TPMS_ATTEST made here carries two marks a TPM never produces (``records``): the
 ``qualifiedSigner`` begins with TPM_ALG_NULL and "entra_keys software", and ``firmwareVersion`` is
 "SOFTWARE" in ASCII. The verifier refuses an attestation with either mark unless its policy
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import InvalidData, UnsupportedAlgorithm
 from ..provider import EntraPrivateKey, KeyType, KeyUsage, check_nonce
-from ..tpm_model import (
+from ..tcg.model import (
     AK_HASH,
     EK_ATTRIBUTES_HIGH,
     EK_ATTRIBUTES_LOW,
@@ -37,22 +37,22 @@ from ..tpm_model import (
     check_pcr_indices,
     key_attributes,
 )
-from .records import (
+from ..tcg.records import (
     SOFTWARE_FIRMWARE_VERSION,
     SOFTWARE_SIGNER_PREFIX,
     Certification,
     EndorsementKey,
     Quote,
 )
-from .records import certification_from_json as certification_from_json
-from .records import certification_to_json as certification_to_json
-from .records import endorsement_key_from_json as endorsement_key_from_json
-from .records import endorsement_key_to_json as endorsement_key_to_json
-from .records import is_software_attestation as is_software_attestation
-from .records import is_software_marked as is_software_marked
-from .records import quote_from_json as quote_from_json
-from .records import quote_to_json as quote_to_json
-from .structures import (
+from ..tcg.records import certification_from_json as certification_from_json
+from ..tcg.records import certification_to_json as certification_to_json
+from ..tcg.records import endorsement_key_from_json as endorsement_key_from_json
+from ..tcg.records import endorsement_key_to_json as endorsement_key_to_json
+from ..tcg.records import is_software_attestation as is_software_attestation
+from ..tcg.records import is_software_marked as is_software_marked
+from ..tcg.records import quote_from_json as quote_from_json
+from ..tcg.records import quote_to_json as quote_to_json
+from ..tcg.structures import (
     TPM_ALG_AES,
     TPM_ALG_CFB,
     TPM_ALG_SHA384,
@@ -73,10 +73,10 @@ from .structures import (
     hash_info,
     hash_info_by_name,
 )
-from .tpm2_tools import CheckquoteFiles as CheckquoteFiles
-from .tpm2_tools import parse_tpm2_pcrs_file as parse_tpm2_pcrs_file
-from .tpm2_tools import tpm2_pcrs_file as tpm2_pcrs_file
-from .tpm2_tools import write_checkquote_files as write_checkquote_files
+from ..tcg.tpm2_tools import CheckquoteFiles as CheckquoteFiles
+from ..tcg.tpm2_tools import parse_tpm2_pcrs_file as parse_tpm2_pcrs_file
+from ..tcg.tpm2_tools import tpm2_pcrs_file as tpm2_pcrs_file
+from ..tcg.tpm2_tools import write_checkquote_files as write_checkquote_files
 
 __all__ = [
     "software_certify",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 
-from .errors import KeyFileCorrupt
-from .provider import KeyType, KeyUsage
-from .tpm_model import origin_attributes
+from ..errors import KeyFileCorrupt
+from ..provider import KeyType, KeyUsage
+from ..tcg.model import origin_attributes
 
 __all__ = ["is_der_sequence", "kind_of_public", "made_in_tpm", "tss2_has_pin", "tss2_public"]
 
@@ -90,8 +90,8 @@ def kind_of_public(name: str, public: bytes) -> tuple[KeyType, KeyUsage]:
     """The key type and usage a TPM2B_PUBLIC says: restricted signing is an AK, signing a device
     key (also when it may decrypt, as tpm2-openssl's keys may), RSA decryption a transport key,
     a keyed-hash object a session key."""
-    from .attestation.public import TPMTPublic, tpmt_bytes
-    from .errors import InvalidData, UnsupportedAlgorithm
+    from ..errors import InvalidData, UnsupportedAlgorithm
+    from ..tcg.public import TPMTPublic, tpmt_bytes
 
     try:
         area = TPMTPublic.parse(tpmt_bytes(public))

@@ -7,7 +7,7 @@ local stand-in Entra (``entra_keys.testing.entra``) through the ``entra_keys.pro
 messages, gets a PRT (its session key imported into the provider), renews it, gets an app token,
 signs the PRT cookie and device credential, makes a Windows Hello key (kept: ``status`` loads
 a PIN-protected key without using it), keeps the PRT's refresh token sealed in the store
-(``entra_keys.sealed``), and builds the leave. The join state names the sealed entry and holds
+(``entra_keys.store.sealed``), and builds the leave. The join state names the sealed entry and holds
 no secret; the Kerberos client keys are used and not kept. On software, a store passphrase
 encrypts every key file the demo writes (device, transport, AK, NGC and session keys). Every
 step checks its result; the first failure stops the run with a clear message.
@@ -29,18 +29,19 @@ from typing import Any, TextIO
 
 from cryptography import x509
 
-from . import formats, protocol, sealed
-from .attestation.nvcert import certificate_lines
-from .attestation.records import certification_to_json
-from .attestation.verifier import verify_ek_certificate
-from .errors import EntraKeysError
-from .keystore import KeyStore
-from .protocol import PRT, Registration
-from .provider import EndorsementKey, EntraPrivateKey, KeyType, KeyUsage, Provider
-from .providers import open_provider
-from .testing.entra import EntraStandIn
-from .testing.registration import RegistrationService
-from .testing.swtpm import Swtpm, SwtpmError, swtpm_available
+from .. import formats, protocol
+from ..attestation.verifier import verify_ek_certificate
+from ..errors import EntraKeysError
+from ..protocol import PRT, Registration
+from ..provider import EndorsementKey, EntraPrivateKey, KeyType, KeyUsage, Provider
+from ..providers import open_provider
+from ..store import sealed
+from ..store.keystore import KeyStore
+from ..tcg.nvcert import certificate_lines
+from ..tcg.records import certification_to_json
+from ..testing.entra import EntraStandIn
+from ..testing.registration import RegistrationService
+from ..testing.swtpm import Swtpm, SwtpmError, swtpm_available
 
 __all__ = ["REFRESH_TOKEN_SEALED", "DemoFailed", "JoinDemo", "run_demo"]
 

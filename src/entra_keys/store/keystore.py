@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _leave, _tss2file
-from ._storefiles import KEY_SUFFIX, lstat, open_dir, read_file, write_atomic
-from .errors import (
+from ..errors import (
     ForeignKey,
     HardwareUnavailable,
     KeyExists,
@@ -39,14 +37,17 @@ from .errors import (
     KeysUnusable,
     KeyUsageError,
 )
-from .provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
-from .tpm_model import (
+from ..provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
+from ..providers import open_provider
+from ..tcg.model import (
     ENCRYPTED_PEM_LABELS,
     KIND_BY_PEM_LABEL,
 )
-from .tpm_model import (
+from ..tcg.model import (
     SRK_HANDLE_RSA as SRK_HANDLE,
 )
+from . import _leave, tss2file
+from ._files import KEY_SUFFIX, lstat, open_dir, read_file, write_atomic
 
 __all__ = ["KeyInfo", "KeyStore", "default_store_path", "leave", "stored_kinds"]
 
@@ -130,6 +131,47 @@ class KeyStore:
     def __init__(self, provider: Provider, path: str | os.PathLike[str] | None = None) -> None:
         self.provider = provider
         self.path = Path(path) if path is not None else default_store_path()
+        self._owns_provider = False
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        kind: str | None = None,
+        *,
+        tcti: str | None = None,
+        require_hardware: bool = False,
+    ) -> KeyStore:
+        """The store at ``path`` with a provider chosen for it (``open_provider``'s rules): with
+        ``auto``, a store that holds TPM keys requires the TPM, never a silent software downgrade.
+        The store owns that provider: ``close()`` (or ``with``) closes it."""
+        store = Path(path) if path is not None else default_store_path()
+        chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
+        holds_tpm_keys = chosen == "auto" and "tpm" in stored_kinds(store)
+        try:
+            provider = open_provider(
+                kind, tcti=tcti, require_hardware=require_hardware or holds_tpm_keys
+            )
+        except HardwareUnavailable as exc:
+            if holds_tpm_keys and not require_hardware:
+                raise HardwareUnavailable(
+                    f"the key store {store} holds TPM keys, but {exc}"
+                ) from exc
+            raise
+        opened = cls(provider, store)
+        opened._owns_provider = True
+        return opened
+
+    def close(self) -> None:
+        """Close the provider if ``open`` opened it (a given provider is its giver's to close)."""
+        if self._owns_provider:
+            self.provider.close()
+
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -412,7 +454,7 @@ class KeyStore:
                 f"cannot read {what} {name!r}: {exc.strerror}", name, path=str(path)
             ) from exc
 
-    # -- sealed secrets (entra_keys.sealed): NAME.sealed beside the keys, same rules ----------
+    # -- sealed secrets (store.sealed): NAME.sealed beside the keys, same rules -----------------
 
     def write_sealed(self, name: str, blob: bytes, *, replace: bool = False) -> None:
         """Stores a provider's sealed blob as ``NAME.sealed``, atomically (0600, fsynced)."""
@@ -506,7 +548,7 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     end = data.find(f"-----END {label}-----".encode(), begin.end())
     if end < 0:
         raise KeyFileCorrupt(f"key {name!r}: the file is truncated (no PEM end line)", name)
-    if not _tss2file.is_der_sequence(data[begin.end() : end]):
+    if not tss2file.is_der_sequence(data[begin.end() : end]):
         raise KeyFileCorrupt(f"key {name!r}: the PEM body is not base64 of a DER key", name)
     fields: dict[str, str] = {}
     for line in data[: begin.start()].decode("ascii", "replace").splitlines():
@@ -516,8 +558,8 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
     try:
         if label == _TSS2_LABEL and "Entra-Keys-Type" not in fields:
             # another tool's key file (tpm2-openssl, tpm2-tools): what its public area says
-            key_type, usage = _tss2file.kind_of_public(
-                name, _tss2file.tss2_public(data[begin.end() : end])
+            key_type, usage = tss2file.kind_of_public(
+                name, tss2file.tss2_public(data[begin.end() : end])
             )
         else:
             key_type = KeyType(fields["Entra-Keys-Type"])
@@ -532,9 +574,9 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         key_type=key_type,
         usage=usage,
         kind=kind,
-        hardware_backed=kind == "tpm" and _tss2file.made_in_tpm(data[begin.end() : end], usage),
+        hardware_backed=kind == "tpm" and tss2file.made_in_tpm(data[begin.end() : end], usage),
         encrypted=label in ENCRYPTED_PEM_LABELS,
         path=path,
         pin=fields.get("Entra-Keys-PIN") == "yes"
-        or (label == _TSS2_LABEL and _tss2file.tss2_has_pin(data[begin.end() : end])),
+        or (label == _TSS2_LABEL and tss2file.tss2_has_pin(data[begin.end() : end])),
     )

@@ -14,7 +14,16 @@ from cryptography.hazmat.primitives import hashes
 from ..errors import InvalidData, UnsupportedAlgorithm
 
 __all__ = [
+    "CLOCK",
     "HASH_ALGORITHMS",
+    "HEADER",
+    "MAX_DATA",
+    "MAX_DIGEST",
+    "MAX_ECC",
+    "MAX_NAME",
+    "MAX_RSA",
+    "NUM_PCR_BANKS",
+    "PCR_SELECT_MAX",
     "TPMA_OBJECT",
     "TPM_ALG_AES",
     "TPM_ALG_CAMELLIA",
@@ -54,12 +63,22 @@ __all__ = [
     "TPM_GENERATED_VALUE",
     "TPM_ST_ATTEST_CERTIFY",
     "TPM_ST_ATTEST_QUOTE",
+    "U16",
+    "U32",
+    "U64",
     "HashInfo",
+    "Reader",
+    "as_bytes",
+    "check_known",
     "der_signature",
     "hash_info",
     "hash_info_by_name",
     "parse_tpm2b",
+    "too_large_error",
     "tpm2b",
+    "tpm2b_at",
+    "trailing_error",
+    "truncated_error",
 ]
 
 # --- constants (Part 2, section 6) -----------------------------------------------------------
@@ -179,71 +198,71 @@ def hash_info_by_name(name: str) -> HashInfo:
 
 
 # Limits of the TPM2B buffers (the TSS's sizes: TPMU_HA, TPMU_NAME, MAX_RSA_KEY_BYTES, ...).
-_MAX_DIGEST = 64
-_MAX_NAME = 2 + 64
-_MAX_DATA = 2 + 64
-_MAX_RSA = 512
-_MAX_ECC = 128
-_PCR_SELECT_MAX = 4
-_NUM_PCR_BANKS = 16
+MAX_DIGEST = 64
+MAX_NAME = 2 + 64
+MAX_DATA = 2 + 64
+MAX_RSA = 512
+MAX_ECC = 128
+PCR_SELECT_MAX = 4
+NUM_PCR_BANKS = 16
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_HEADER = struct.Struct(">IH")  # TPMS_ATTEST magic, type
-_CLOCK = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO and firmwareVersion
+U16 = struct.Struct(">H")
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+HEADER = struct.Struct(">IH")  # TPMS_ATTEST magic, type
+CLOCK = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO and firmwareVersion
 
 
-def _as_bytes(data: object, what: str) -> bytes:
+def as_bytes(data: object, what: str) -> bytes:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidData(f"{what}: bytes expected, not {type(data).__name__}")
     return bytes(data)
 
 
-def _truncated(what: str, name: str, n: int, pos: int, end: int) -> InvalidData:
+def truncated_error(what: str, name: str, n: int, pos: int, end: int) -> InvalidData:
     return InvalidData(
         f"{what}: truncated: {name} needs {n} bytes at offset {pos}, {end - pos} left"
     )
 
 
-def _too_large(what: str, name: str, size: int, limit: int) -> InvalidData:
+def too_large_error(what: str, name: str, size: int, limit: int) -> InvalidData:
     return InvalidData(f"{what}: {name} is {size} bytes, more than the {limit} it can hold")
 
 
-def _trailing(what: str, left: int) -> InvalidData:
+def trailing_error(what: str, left: int) -> InvalidData:
     return InvalidData(f"{what}: {left} trailing bytes after the structure")
 
 
-def _tpm2b_at(
+def tpm2b_at(
     data: bytes, pos: int, end: int, what: str, name: str, limit: int
 ) -> tuple[bytes, int]:
     """The TPM2B at ``pos`` (at most ``limit`` bytes) and the offset after it."""
     start = pos + 2
     if start > end:
-        raise _truncated(what, f"{name} size", 2, pos, end)
+        raise truncated_error(what, f"{name} size", 2, pos, end)
     size = data[pos] << 8 | data[pos + 1]
     if size > limit:
-        raise _too_large(what, name, size, limit)
+        raise too_large_error(what, name, size, limit)
     stop = start + size
     if stop > end:
-        raise _truncated(what, name, size, start, end)
+        raise truncated_error(what, name, size, start, end)
     return data[start:stop], stop
 
 
-class _Reader:
+class Reader:
     """Reads big-endian TPM fields from bytes; every shortfall is an exact InvalidData."""
 
     __slots__ = ("data", "pos", "what")
 
     def __init__(self, data: object, what: str) -> None:
-        self.data = _as_bytes(data, what)
+        self.data = as_bytes(data, what)
         self.pos = 0
         self.what = what
 
     def _need(self, n: int, name: str) -> int:
         pos = self.pos
         if pos + n > len(self.data):
-            raise _truncated(self.what, name, n, pos, len(self.data))
+            raise truncated_error(self.what, name, n, pos, len(self.data))
         self.pos = pos + n
         return pos
 
@@ -251,26 +270,26 @@ class _Reader:
         return self.data[self._need(1, name)]
 
     def u16(self, name: str) -> int:
-        return int(_U16.unpack_from(self.data, self._need(2, name))[0])
+        return int(U16.unpack_from(self.data, self._need(2, name))[0])
 
     def u32(self, name: str) -> int:
-        return int(_U32.unpack_from(self.data, self._need(4, name))[0])
+        return int(U32.unpack_from(self.data, self._need(4, name))[0])
 
     def u64(self, name: str) -> int:
-        return int(_U64.unpack_from(self.data, self._need(8, name))[0])
+        return int(U64.unpack_from(self.data, self._need(8, name))[0])
 
     def take(self, n: int, name: str) -> bytes:
         pos = self._need(n, name)
         return self.data[pos : pos + n]
 
     def tpm2b(self, name: str, limit: int) -> bytes:
-        out, self.pos = _tpm2b_at(self.data, self.pos, len(self.data), self.what, name, limit)
+        out, self.pos = tpm2b_at(self.data, self.pos, len(self.data), self.what, name, limit)
         return out
 
     def done(self) -> None:
         left = len(self.data) - self.pos
         if left:
-            raise _trailing(self.what, left)
+            raise trailing_error(self.what, left)
 
 
 def der_signature(r: bytes, s: bytes) -> bytes:
@@ -299,18 +318,20 @@ def tpm2b(data: bytes) -> bytes:
     """A TPM2B: the two-byte big-endian size, then the bytes."""
     if len(data) > 0xFFFF:
         raise InvalidData(f"a TPM2B holds at most 65535 bytes, not {len(data)}")
-    return _U16.pack(len(data)) + data
+    return U16.pack(len(data)) + data
 
 
 def parse_tpm2b(data: bytes, what: str = "TPM2B", limit: int = 0xFFFF) -> bytes:
     """The contents of a TPM2B that is exactly the input (no trailing bytes)."""
-    reader = _Reader(data, what)
+    reader = Reader(data, what)
     out = reader.tpm2b("buffer", limit)
     reader.done()
     return out
 
 
-def _known(alg: int, allowed: Mapping[int, object] | frozenset[int], what: str, r: _Reader) -> int:
+def check_known(
+    alg: int, allowed: Mapping[int, object] | frozenset[int], what: str, r: Reader
+) -> int:
     if alg not in allowed:
         raise InvalidData(f"{r.what}: {what} 0x{alg:04x} is not one this structure allows")
     return alg

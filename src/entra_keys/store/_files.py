@@ -18,8 +18,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import EntraKeysError, KeyExists, KeyStoreError, StorePermissionError
 from . import _leave
-from .errors import EntraKeysError, KeyExists, KeyStoreError, StorePermissionError
 
 __all__ = [
     "KEY_SUFFIX",

@@ -1,0 +1,490 @@
+"""The TPM provider: keys created and used inside a TPM 2.0 through tpm2-pytss (ESAPI)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from ...errors import (
+    DecryptionError,
+    EntraKeysError,
+    ForeignKey,
+    HardwareUnavailable,
+    ImportedKey,
+    KeyFileCorrupt,
+    TPMAuthFailure,
+    TPMError,
+    TPMLockout,
+    TPMObjectMemory,
+    TPMUnreachable,
+    UnsupportedAlgorithm,
+    WrongPassphrase,
+)
+from ...provider import (
+    Certification,
+    EndorsementKey,
+    EntraPrivateKey,
+    KeyType,
+    KeyUsage,
+    Provider,
+    ProviderInfo,
+    Quote,
+    SessionKey,
+    check_creatable,
+    check_nonce,
+)
+from ...tcg import model
+from . import _primary_cache
+from ._connection import SRK_HANDLE, Connection, _inner_tcti, import_pytss
+from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
+from ._templates import key_template, session_key_template, storage_template
+
+__all__ = [
+    "SRK_HANDLE",
+    "TPMECKey",
+    "TPMProvider",
+    "TPMRSAKey",
+    "TPMSessionKey",
+    "default_tcti",
+    "forget_saved_primary",
+    "persist_storage_key",
+]
+
+#: The kernel's resource-managed TPM device, used when no TCTI is named.
+TPM_DEVICE = "/dev/tpmrm0"
+
+
+def default_tcti() -> str | None:
+    """The TPM to use when none is named: ``TPM2TOOLS_TCTI``, ``TSS2_TCTI``, or /dev/tpmrm0."""
+    for var in ("TPM2TOOLS_TCTI", "TSS2_TCTI"):
+        value = os.environ.get(var)
+        if value:
+            return value
+    if os.path.exists(TPM_DEVICE):
+        return f"device:{TPM_DEVICE}"
+    return None
+
+
+def forget_saved_primary(tcti: str | None = None) -> bool:
+    """Remove this user's saved context of the storage primary for ``tcti`` (the default TPM
+    when None; a ``pcap:`` wrapper names the TPM under it), so the next open without a
+    persistent SRK creates the primary again; True where there was one. Needs no TPM."""
+    tcti = tcti or default_tcti()
+    if tcti is None:
+        return False
+    path = _primary_cache.path_for(_inner_tcti(tcti))
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise EntraKeysError(
+            f"cannot remove the saved primary context {path}: {exc.strerror}"
+        ) from exc
+    return True
+
+
+def persist_storage_key(
+    tcti: str | None = None, owner_auth: bytes | None = None, *, timeout: float = 30.0
+) -> bool:
+    """Persist the standard SRK (RSA-2048, TCG Provisioning Guidance) at ``SRK_HANDLE`` with
+    the owner authorization; False where one is there already (idempotent).
+
+    Opens its own connection without a storage key (an owner password would refuse the
+    provider's own primary). A TPM whose owner hierarchy has a password refuses without it:
+    ``TPMAuthFailure`` saying so. Providers use the persistent SRK from their next open on; key
+    files made under the owner primary (parent 0x40000001) then no longer load (ForeignKey).
+    """
+    tss = import_pytss()
+    tcti = tcti or default_tcti()
+    if tcti is None:
+        raise HardwareUnavailable("no TPM found: /dev/tpmrm0 does not exist and no TCTI is set")
+    conn = Connection(tss, tcti, timeout=timeout, open_storage=False)
+    try:
+        return _persist_srk(conn, owner_auth)
+    finally:
+        conn.close()
+
+
+def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
+    t = conn.tss
+    with conn.command("read the persistent SRK") as esys:
+        _, data = esys.get_capability(t.TPM2_CAP.HANDLES, SRK_HANDLE, 1)
+    if [int(h) for h in data.data.handles][:1] == [SRK_HANDLE]:
+        return False
+    template = storage_template(t, ecc=False)
+    try:
+        with conn.command("persist the SRK") as esys:
+            esys.tr_set_auth(t.ESYS_TR.OWNER, owner_auth or b"")
+            try:
+                primary = conn.with_room(
+                    lambda: esys.create_primary(
+                        t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
+                    )
+                )[0]
+                try:
+                    persistent = esys.evict_control(t.ESYS_TR.OWNER, primary, SRK_HANDLE)
+                    esys.tr_close(persistent)
+                finally:
+                    esys.flush_context(primary)
+            finally:
+                esys.tr_set_auth(t.ESYS_TR.OWNER, b"")
+    except TPMAuthFailure as exc:
+        given = "the one given is wrong" if owner_auth else "none was given"
+        raise TPMAuthFailure(
+            f"the TPM's owner hierarchy has a password and {given}: pass it with "
+            f"--owner-auth-file (API: owner_auth=) ({exc})",
+            exc.rc,
+            exc.tries_left,
+        ) from exc
+    return True
+
+
+def _storage_kind(conn: Connection) -> str:
+    """How the connection's storage key was opened, for ``ProviderInfo.storage_key``."""
+    if not conn.storage_owned:
+        return " (persistent)"
+    if conn.storage_from_context:
+        return " (primary, owner hierarchy, saved primary context)"
+    return " (primary, owner hierarchy)"
+
+
+class TPMProvider(Provider):
+    """Keys inside a TPM 2.0 reached through any TCTI (device, swtpm, mssim, tabrmd)."""
+
+    kind: ClassVar[str] = "tpm"
+    hardware_backed: ClassVar[bool] = True
+    pem_labels: ClassVar[frozenset[str]] = model.PEM_LABELS["tpm"]
+
+    #: Seconds a command may wait for a simulator's answer before it fails as unreachable.
+    DEFAULT_TIMEOUT = 30.0
+
+    def __init__(self, tcti: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        tss = import_pytss()
+        self.tcti = tcti or default_tcti()
+        if self.tcti is None:
+            raise HardwareUnavailable(
+                "no TPM found: /dev/tpmrm0 does not exist and neither TPM2TOOLS_TCTI nor "
+                "TSS2_TCTI is set"
+            )
+        self._conn: Connection | None = None
+        self._conn = Connection(tss, self.tcti, timeout=timeout)
+
+    @property
+    def connection(self) -> Connection:
+        """The provider's ESAPI connection (its lock, storage key and sessions), for tools and
+        tests that run their own ESAPI commands beside the provider's."""
+        assert self._conn is not None  # set in __init__, or the provider does not exist
+        return self._conn
+
+    @property
+    def OBJECT_MEMORY_WAIT(self) -> float:  # noqa: N802 - a setting, named as the class's were
+        """Seconds a load waits for a free object slot held by another process."""
+        return self.connection.object_memory_wait
+
+    @OBJECT_MEMORY_WAIT.setter
+    def OBJECT_MEMORY_WAIT(self, seconds: float) -> None:  # noqa: N802
+        self.connection.object_memory_wait = seconds
+
+    def _own(self, key: object) -> bool:
+        """True for a key or session key of this provider's connection."""
+        conn = getattr(key, "_conn", None)
+        return conn is not None and conn is self._conn
+
+    # -- Provider -----------------------------------------------------------------------------
+
+    def create_key(
+        self, key_type: KeyType, usage: KeyUsage, *, pin: bytes | None = None
+    ) -> EntraPrivateKey:
+        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the SRK.
+
+        An attestation key (``KeyUsage.ATTEST``) is restricted, with the TPM's own signing
+        scheme (RSASSA-SHA256 or ECDSA-SHA256), so it signs only what the TPM produced. A key
+        with a ``pin`` counts wrong PINs toward dictionary-attack lockout; one without is noDA.
+        """
+        conn = self.connection
+        t = conn.tss
+        check_creatable(key_type, usage)
+        template = key_template(t, key_type, usage, pin=bool(pin))
+        sensitive = t.TPM2B_SENSITIVE_CREATE()
+        with conn.command(f"create a {key_type.value} key") as esys:
+            if pin:
+                # The PIN is the first command parameter's secret: send it encrypted.
+                sensitive.sensitive.userAuth = t.TPM2B_AUTH(pin)
+                with conn.hmac_session(esys, encrypt=True) as session:
+                    private, public, _, _, _ = conn.with_room(
+                        lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
+                    )
+                wipe(sensitive.sensitive.userAuth)
+            else:
+                private, public, _, _, _ = conn.with_room(
+                    lambda: esys.create(conn.storage_key, sensitive, template)
+                )
+        return make_key(conn, private, public, usage, pin)
+
+    def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
+        """The TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) of a key of this TPM."""
+        if passphrase:
+            raise UnsupportedAlgorithm(
+                "a TPM key file is bound to this TPM and needs no passphrase"
+            )
+        if not isinstance(key, TPMRSAKey | TPMECKey) or not self._own(key):
+            raise UnsupportedAlgorithm("only keys of this TPM provider can be stored by it")
+        return key._key_file()
+
+    def key_from_pem(
+        self,
+        data: bytes,
+        usage: KeyUsage,
+        passphrase: bytes | None = None,
+        *,
+        pin: bytes | None = None,
+        allow_imported: bool = False,
+    ) -> EntraPrivateKey:
+        """Reads a TSS2 PRIVATE KEY and checks, by loading it once, that this TPM can use it.
+
+        A key made with a PIN needs it here (a PIN given is used even where the file says
+        emptyAuth, which tpm2-tools 5.4 writes inverted); the TPM checks it at each use (a
+        wrong one raises ``TPMAuthFailure`` with the tries left). A passphrase is ignored: the
+        file is bound to the TPM, not to a passphrase. A key not made in this TPM (not
+        fixedTPM, fixedParent and sensitiveDataOrigin: imported, or duplicable) is
+        ``ImportedKey`` unless ``allow_imported``, and then says ``hardware_backed=False``.
+        """
+        del passphrase
+        conn = self.connection
+        t = conn.tss
+        blob = self._read_blob(data)
+        if not blob.empty_auth and not pin:
+            raise WrongPassphrase("the key has a PIN; give it to use the key")
+        attrs = int(blob.public.publicArea.objectAttributes)
+        want = int(
+            t.TPMA_OBJECT.DECRYPT if usage is KeyUsage.DECRYPT else t.TPMA_OBJECT.SIGN_ENCRYPT
+        )
+        restricted = bool(attrs & int(t.TPMA_OBJECT.RESTRICTED))
+        if not attrs & want or restricted is not (usage is KeyUsage.ATTEST):
+            raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
+        try:
+            # A PIN given wins over the file's emptyAuth: tpm2_encodeobject 5.4 writes it inverted.
+            key = make_key(conn, blob.private, blob.public, usage, pin or None)
+        except (EntraKeysError, ValueError) as exc:
+            raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
+        self._check_loads(blob.private, blob.public, key)
+        # The attributes come from the file, which anyone may edit; they count only now that
+        # TPM2_Load has accepted that public area. The TPM binds the private blob to the object's
+        # name (the hash of the public area) by the blob's integrity HMAC, so a public area that
+        # claims other attributes than the blob was made or imported with does not load
+        # (ForeignKey above); and a TPM refuses fixedTPM/fixedParent on TPM2_Import.
+        if not key.hardware_backed and not allow_imported:
+            raise ImportedKey(
+                f"the TPM key lacks {', '.join(key._missing)}: {key.hardware_reason}. A device, "
+                "transport or attestation key must be made in the TPM; pass allow_imported=True "
+                "to use this one anyway, as a key that is not hardware-backed"
+            )
+        return key
+
+    def _read_blob(self, data: bytes) -> Any:
+        """Parse a TSS2 PRIVATE KEY and check it hangs under this provider's storage key."""
+        conn = self.connection
+        try:
+            blob = conn.tss.tsskey.TSSPrivKey.from_pem(data)
+        except Exception as exc:  # the TSS key parser raises many types on bad input
+            raise KeyFileCorrupt(f"not a readable TSS2 PRIVATE KEY ({exc})") from exc
+        if int(blob.parent) != conn.storage_parent:
+            raise ForeignKey(
+                f"the key was made under parent 0x{int(blob.parent):08x}, this TPM's storage "
+                f"key is 0x{conn.storage_parent:08x}"
+            )
+        return blob
+
+    def _check_loads(self, private: Any, public: Any, key: object) -> None:
+        """Load once: a blob of another TPM or storage key fails here, typed. The loaded key
+        stays in the key cache for its first use (a PIN key is flushed: its auth is unset)."""
+        conn = self.connection
+        try:
+            with conn.command("load key") as esys:
+                if conn.cache_slots > 0:
+                    conn.make_room(esys)
+                handle = conn.load(esys, private, public)
+                if getattr(key, "has_pin", False) or not conn.keep(key, handle):
+                    esys.flush_context(handle)
+        except TPMError as exc:
+            if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
+                raise
+            raise ForeignKey(
+                f"this TPM refuses the key blob: it was made by another TPM or under another "
+                f"storage key, or its public area was altered ({exc})"
+            ) from exc
+
+    def import_session_key(
+        self, transport_key: EntraPrivateKey, encrypted_key: bytes
+    ) -> SessionKey:
+        """RSA-OAEP (SHA-1) decrypt in the TPM, then bind the 32 bytes as an HMAC key object.
+
+        Both commands run in a salted session with parameter encryption, so the key crosses the
+        TPM interface only encrypted; in this process it lives only between the two commands.
+        """
+        if not isinstance(transport_key, TPMRSAKey) or not self._own(transport_key):
+            raise UnsupportedAlgorithm("the transport key must be an RSA key of this TPM provider")
+        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
+        transport_key.rsa_decrypt_args(padding.OAEP(padding.MGF1(sha1), sha1, None))
+        conn = self.connection
+        t = conn.tss
+        secret = transport_key._decrypt(encrypted_key, sha1)
+        try:
+            if secret.size != 32:
+                raise DecryptionError(f"the session key is {secret.size} bytes, not 32")
+            sensitive = t.TPM2B_SENSITIVE_CREATE(
+                sensitive=t.TPMS_SENSITIVE_CREATE(data=t.TPM2B_SENSITIVE_DATA(bytes(secret)))
+            )
+            with (
+                conn.command("bind the session key") as esys,
+                conn.hmac_session(esys, encrypt=True) as session,
+            ):
+                template = session_key_template(t)
+                private, public, _, _, _ = conn.with_room(
+                    lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
+                )
+            wipe(sensitive.sensitive.data)
+        finally:
+            wipe(secret)
+        return TPMSessionKey(conn, private, public)
+
+    def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
+        """The session key object as a TSS2 PRIVATE KEY blob only this TPM can load."""
+        if passphrase:
+            raise UnsupportedAlgorithm(
+                "a TPM key file is bound to this TPM and needs no passphrase"
+            )
+        if not isinstance(key, TPMSessionKey) or not self._own(key):
+            raise UnsupportedAlgorithm("only session keys of this TPM provider can be stored by it")
+        return key._key_file()
+
+    def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
+        """Reads a session key blob and checks, by loading it once, that this TPM can use it."""
+        conn = self.connection
+        blob = self._read_blob(data)
+        if blob.public.publicArea.type != conn.tss.TPM2_ALG.KEYEDHASH:
+            raise KeyFileCorrupt("the blob is not a keyed-hash (session key) object")
+        key = TPMSessionKey(conn, blob.private, blob.public)
+        self._check_loads(blob.private, blob.public, key)
+        return key
+
+    # -- attestation --------------------------------------------------------------------------
+
+    def endorsement_keys(self) -> list[EndorsementKey]:
+        """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
+        with its certificate from NV where one is there."""
+        from . import _endorsement  # on first use: the sign path never loads it
+
+        return _endorsement.endorsement_keys(self.connection)
+
+    def activate_credential(
+        self,
+        ak: EntraPrivateKey,
+        ek: EndorsementKey,
+        credential_blob: bytes,
+        encrypted_secret: bytes,
+    ) -> bytes:
+        """TPM2_ActivateCredential: recover a verifier's secret, which only a TPM holding both
+        this AK and this EK can do (the EK is authorized by PolicySecret(endorsement))."""
+        ak_key = self._attestation_key(ak)
+        from . import _endorsement
+
+        return _endorsement.activate_credential(
+            self.connection, ak_key, ek, credential_blob, encrypted_secret
+        )
+
+    def quote(
+        self,
+        ak: EntraPrivateKey,
+        pcrs: Sequence[int],
+        nonce: bytes,
+        bank: str = "sha256",
+    ) -> Quote:
+        """TPM2_Quote over the PCRs with the caller's nonce, with the PCR values read in the
+        same run; the quote is retried if a PCR changes between the read and the quote."""
+        check_nonce(nonce)
+        from . import _endorsement
+
+        selection = _endorsement.pcr_selection(self.connection, pcrs, bank)
+        ak_key = self._attestation_key(ak)
+        return _endorsement.quote(self.connection, ak_key, selection, pcrs, nonce, bank)
+
+    def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
+        """TPM2_Certify: the AK signs that this key (by name) lives in this TPM."""
+        check_nonce(nonce)
+        ak_key = self._attestation_key(ak)
+        if not isinstance(key, TPMRSAKey | TPMECKey) or not self._own(key):
+            raise UnsupportedAlgorithm("only keys of this TPM provider can be certified by it")
+        from . import _endorsement
+
+        return _endorsement.certify(self.connection, key, ak_key, nonce)
+
+    def _attestation_key(self, ak: EntraPrivateKey) -> TPMRSAKey | TPMECKey:
+        if not isinstance(ak, TPMRSAKey | TPMECKey) or not self._own(ak):
+            raise UnsupportedAlgorithm("the attestation key must be a key of this TPM provider")
+        ak._require(KeyUsage.ATTEST)
+        return ak
+
+    # -- sealed secrets -----------------------------------------------------------------------
+
+    def seal(
+        self, data: bytes, *, pin: bytes | None = None, pcrs: Sequence[int] | None = None
+    ) -> bytes:
+        """Seals the secret in a TPM data object under the storage key (``_sealing``): only
+        this TPM unseals it, with the PIN (dictionary-attack protected) and PCRs given."""
+        from . import _sealing  # on first use: the sign path never loads it
+
+        return _sealing.seal(self.connection, data, pin=pin, pcrs=pcrs)
+
+    def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
+        """Unseals a secret this TPM sealed, over an encrypting session."""
+        from . import _sealing
+
+        return _sealing.unseal(self.connection, blob, pin=pin)
+
+    def info(self) -> ProviderInfo:
+        """The TPM's manufacturer, vendor string, firmware and specification version."""
+        conn = self.connection
+        t = conn.tss
+        with conn.command("read TPM properties") as esys:
+            _, data = esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT.FIXED, 64)
+        props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
+
+        def text(*keys: int) -> str:
+            raw = b"".join(props.get(int(k), 0).to_bytes(4, "big") for k in keys)
+            return raw.replace(b"\0", b"").decode("ascii", "replace").strip()
+
+        vendor = t.TPM2_PT_VENDOR
+        fw1 = props.get(int(t.TPM2_PT_FIRMWARE.VERSION_1), 0)
+        fw2 = props.get(int(t.TPM2_PT_FIRMWARE.VERSION_2), 0)
+        revision = props.get(int(t.TPM2_PT.REVISION), 0)
+        family = text(t.TPM2_PT.FAMILY_INDICATOR)
+        return ProviderInfo(
+            kind=self.kind,
+            hardware_backed=True,
+            manufacturer=text(t.TPM2_PT.MANUFACTURER),
+            vendor=text(vendor.STRING_1, vendor.STRING_2, vendor.STRING_3, vendor.STRING_4),
+            firmware_version=f"{fw1 >> 16}.{fw1 & 0xFFFF}.{fw2 >> 16}.{fw2 & 0xFFFF}",
+            spec_version=f"{family}, revision {revision // 100}.{revision % 100:02d}",
+            tcti=self.tcti,
+            storage_key=f"0x{conn.storage_parent:08x}" + _storage_kind(conn),
+        )
+
+    def transient_handles(self) -> list[int]:
+        """The transient objects loaded in the TPM now (the storage key, and any pinned keys)."""
+        conn = self.connection
+        t = conn.tss
+        with conn.command("list transient objects") as esys:
+            _, data = esys.get_capability(t.TPM2_CAP.HANDLES, t.TPM2_HC.TRANSIENT_FIRST, 64)
+        return [int(h) for h in data.data.handles]
+
+    def close(self) -> None:
+        """Flushes the storage key this provider created and closes the TPM connection."""
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
