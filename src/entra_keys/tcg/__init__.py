@@ -1,0 +1,1 @@
+"""What the TCG specifications define: wire structures, records, event logs; no keys, no tpm2-pytss."""
