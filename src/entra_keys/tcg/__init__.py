@@ -1,1 +1,2 @@
-"""What the TCG specifications define: wire structures, records, event logs; no keys, no tpm2-pytss."""
+"""What the TCG specifications define: wire structures, records, event logs; no keys, no
+tpm2-pytss."""
