@@ -877,9 +877,12 @@ def _decode_no_action(event: Event) -> Decoded:
     data = event.data
     signature = data[:16]
     if signature == _SPEC_ID_SIGNATURE:
-        if event.index != 0:
-            return NoActionEvent("Spec ID Event03", data)
-        return _parse_spec_id(data, event.pcr, event.digests.get("sha1", b""))
+        if event.index == 0:
+            try:
+                return _parse_spec_id(data, event.pcr, event.digests.get("sha1", b""))
+            except InvalidData:
+                pass
+        return NoActionEvent("Spec ID Event03", data)
     if signature == _STARTUP_LOCALITY_SIGNATURE and len(data) == 17:
         return StartupLocality(data[16])
     if signature == _HCRTM_SIGNATURE:
