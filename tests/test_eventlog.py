@@ -342,6 +342,18 @@ def test_agrees_with_tpm2_eventlog(name: str, tpm2_eventlog: str, tmp_path: Path
     assert log.replay() == expected
 
 
+def test_tpm2_eventlog_reads_vendor_info_past_the_event(tpm2_eventlog: str) -> None:
+    """Where ours refuses specid-vendordata.bin, tpm2_eventlog reports vendorInfo "deadbeef",
+    the 4 bytes after the event's end."""
+    path = REALWORLD / "tpm2-tools/specid-vendordata.bin"
+    ran = subprocess.run([tpm2_eventlog, str(path)], capture_output=True, text=True, check=False)
+    if ran.returncode == 0:
+        assert "EventSize: 37" in ran.stdout and "vendorInfoSize: 4" in ran.stdout
+        assert 'vendorInfo: "deadbeef"' in ran.stdout
+    with pytest.raises(InvalidData, match="vendorInfoSize 4, but 0 bytes follow it"):
+        parse_event_log(path.read_bytes())
+
+
 def test_tool_yaml_reader_reads_both_layouts() -> None:
     """The YAML reader against tpm2-tools' own committed output (a newer tpm2-tools): the
     crypto-agile layout and the SHA-1 layout without list markers."""
@@ -1090,6 +1102,18 @@ def test_facts_hp_windows_with_option_rom() -> None:
     assert aik.decoded == NoActionEvent("", aik.data, None)
     assert struct.unpack_from("<II", aik.data) == (0xC0010004, 969) and len(aik.data) == 424
     assert 0xFFFFFFFF not in log.replay()["sha1"]  # an EV_NO_ACTION: nothing extended
+
+
+def test_facts_upto_a_prefix() -> None:
+    """Facts from the quoted prefix only: events appended after it do not count."""
+    base = LOGS["event-gce-ubuntu-2104-log.bin"]()
+    later = parse_event_log(
+        base + agile_event(8, EV_IPL, all_banks(b"x", ("sha1",)), b"kernel_cmdline: evil\0")
+    )
+    count = len(parse_event_log(base).events)
+    assert later.facts().kernel_cmdline == "evil"
+    assert later.facts(upto=count) == parse_event_log(base).facts()
+    assert later.facts(upto=0).secure_boot is None
 
 
 def test_facts_of_synthetic_events() -> None:

@@ -115,8 +115,11 @@ def text_of(data: bytes) -> tuple[str, str] | None:
     return text, encoding
 
 
+_WHITESPACE = str.maketrans("\t\r\n", "   ")
+
+
 def _printable(text: str) -> bool:
-    return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
+    return text.isprintable() or text.translate(_WHITESPACE).isprintable()
 
 
 def _utf16z(data: bytes) -> str:

@@ -18,8 +18,8 @@ says what they mean, and only once its replay gives the quoted values.
   version, separators, ExitBootServices, and Windows' SIPA facts. Decoding never raises: what it
   does not understand stays raw.
 
-Sections are cited as PFP 1.05 rev 23 and 1.06 number them (§3 fundamentals, §10 event
-logging); the 1.04 and early 1.05 editions number them one lower (§2, §9).
+Section numbers follow PFP 1.05 rev 23 and 1.06 (§3 fundamentals, §10 event logging); earlier
+editions (1.04, the 2020 drafts of 1.05) number the same sections one lower (§2, §9).
 
 Nothing here checks that an event's data matches its digest (most events measure something that
 is not in the log); the facts are as trustworthy as the replay that ties them to a quote.
@@ -61,6 +61,7 @@ from ._efi import (
 )
 
 __all__ = [
+    "BITLOCKER_FLAGS",
     "EVENT_TYPES",
     "HASH_ALGORITHMS",
     "MAX_ALGORITHMS",
@@ -98,8 +99,8 @@ __all__ = [
     "selection_digest",
 ]
 
-#: The largest log parsed: real logs are 2-100 KB (a Windows log with many drivers a few
-#: hundred KB); 16 MiB bounds the work an attacker can ask for.
+#: The largest log parsed: real logs are a few KB to a few hundred KB; 16 MiB bounds the work
+#: an attacker can ask for.
 MAX_LOG_SIZE = 16 * 1024 * 1024
 #: The most events parsed (real logs: 20-2,000).
 MAX_EVENTS = 100_000
@@ -328,6 +329,9 @@ class Event:
     data: bytes
     uintn_size: int | None = field(default=None, repr=False, compare=False)
 
+    def __hash__(self) -> int:
+        return hash((self.index, self.offset, self.pcr, self.event_type, self.data))
+
     @cached_property
     def decoded(self) -> Decoded:
         """The event data decoded where the spec defines its form (see ``Decoded``)."""
@@ -524,9 +528,12 @@ class EventLog:
                 best = event.index + 1
         return best
 
-    def facts(self) -> BootFacts:
-        """What the events say about the boot (``BootFacts``); never raises."""
-        return _facts(self)
+    def facts(self, upto: int | None = None) -> BootFacts:
+        """What the events say about the boot (``BootFacts``), from the events with
+        ``index < upto`` (a verifier passes the quote's ``matching_prefix``); never raises."""
+        if upto is not None and upto < 0:
+            raise ValueError("upto must not be negative")
+        return _facts(self, self.events[:upto])
 
 
 def _bank_size(bank: str) -> int:
@@ -1129,7 +1136,7 @@ def _entries(variable: EfiVariable) -> tuple[SignatureEntry, ...] | None:
     return tuple(entry for found in variable.signature_lists for entry in found.entries)
 
 
-def _facts(log: EventLog) -> BootFacts:
+def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
     """Read the boot facts from the events; each decoder returns None for what it does not
     understand, so this never raises on a parsed log."""
     secure_boot: bool | None = None
@@ -1150,7 +1157,7 @@ def _facts(log: EventLog) -> BootFacts:
     windows_events: list[Event] = []
     closed: set[int] = set()
 
-    for event in log.events:
+    for event in events:
         decoded = event.decoded
         kind, pcr = event.event_type, event.pcr
         if isinstance(decoded, EfiVariable):
