@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entra_keys.errors import InvalidData, UnsupportedAlgorithm
-from entra_keys.tcg import eventlog
+from entra_keys.tcg import _efi, eventlog
 from entra_keys.tcg.eventlog import (
     EfiVariable,
     EventLog,
@@ -908,6 +908,38 @@ def test_fuzz_event_data_of_every_type(data: bytes, event_type: int, pcr: int) -
     log = parse_event_log(spec_id() + agile_event(pcr, event_type, all_banks(data), data))
     _ = log.events[1].decoded
     log.facts()
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.sampled_from([None, 4, 8]))
+def test_fuzz_efi_decoders(data: bytes, uintn: int | None) -> None:
+    """Each UEFI / SIPA decoder on its own: None or a value, never an error."""
+    _efi.decode_variable(data)
+    _efi.decode_variable(data, authority=True)
+    _efi.decode_image_load(data, uintn)
+    _efi.decode_gpt(b"EFI PART" + data)
+    _efi.decode_firmware_blob2(data)
+    _efi.device_path_text(data)
+    _efi.parse_signature_lists(data)
+    _efi.parse_sipa(data)
+    _efi.text_of(data)
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 2, 3, 4, 5, 0x7F]), st.integers(0, 30), st.binary(max_size=40)
+        ),
+        max_size=8,
+    )
+)
+def test_fuzz_device_path_nodes(nodes: list[tuple[int, int, bytes]]) -> None:
+    """Well-framed device paths of random nodes reach every node renderer: text, never an
+    error."""
+    path = b"".join(struct.pack("<BBH", t, sub, 4 + len(body)) + body for t, sub, body in nodes)
+    text = _efi.device_path_text(path + b"\x7f\xff\x04\x00")
+    assert text is not None
 
 
 def test_fuzz_decoders_on_real_event_data() -> None:

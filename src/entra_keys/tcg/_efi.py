@@ -25,6 +25,9 @@ __all__ = [
     "EFI_GLOBAL_VARIABLE",
     "EFI_IMAGE_SECURITY_DATABASE",
     "SHIM_LOCK",
+    "SIGNATURE_TYPES",
+    "SIPA_AGGREGATION",
+    "SIPA_NAMES",
     "EfiVariable",
     "FirmwareBlob",
     "GptData",
@@ -456,6 +459,10 @@ class GptData:
 def decode_gpt(data: bytes) -> GptData | None:
     """UEFI_GPT_DATA: the 92-byte UEFI_PARTITION_TABLE_HEADER (signature "EFI PART"), a UINT64
     partition count and that many entries of the header's SizeOfPartitionEntry."""
+    return _safe(lambda: _gpt(data))
+
+
+def _gpt(data: bytes) -> GptData | None:
     if len(data) < 100 or data[:8] != b"EFI PART":
         return None
     header_size = struct.unpack_from("<I", data, 12)[0]
