@@ -262,13 +262,13 @@ class Separator:
     00000001h and whose data is error information (``error`` True). 0xFFFFFFFF is a delimiter
     like 0, not an error: the PFP allows either."""
 
+    value: int | None
+    error: bool
+
     @property
     def standard(self) -> bool:
         """Whether this is a separator value the PFP defines (0, 0xFFFFFFFF, or an error)."""
         return self.error or self.value in (0, 0xFFFFFFFF)
-
-    value: int | None
-    error: bool
 
 
 @dataclass(frozen=True)
@@ -294,6 +294,7 @@ class TaggedEvent:
     text: str | None
 
 
+#: What ``Event.decoded`` holds: the decoded form of the event data for its type, or None.
 Decoded = (
     SpecIdEvent
     | StartupLocality
@@ -630,9 +631,9 @@ def parse_event_log(data: bytes) -> EventLog:
     have the size the Spec ID event declares for their algorithm, and an algorithm it does not
     declare is an error. Every malformed log is ``InvalidData`` naming the event, its offset
     and the field."""
-    data = bytes(data)
     if len(data) > MAX_LOG_SIZE:
         raise InvalidData(f"event log: {len(data)} bytes is more than the {MAX_LOG_SIZE} allowed")
+    data = bytes(data)
     if not data:
         raise InvalidData("event log: empty (no events)")
     if len(data) < _SHA1_HEADER.size:
