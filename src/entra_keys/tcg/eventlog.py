@@ -1,0 +1,1424 @@
+"""TCG PC Client event logs: parsed (both formats), replayed by the specification's rules, and
+read for what booted.
+
+The log is the firmware's (and boot loaders') record of every PCR extend since the TPM started
+(TCG PC Client Platform Firmware Profile, "PFP", 1.05 rev 23, §10 "Event Logging"; on Linux
+``/sys/kernel/security/tpm0/binary_bios_measurements``). A quote proves PCR values; only the log
+says what they mean, and only once its replay gives the quoted values.
+
+- ``parse_event_log(data)`` reads the SHA-1 log (every event a TCG_PCClientPCREvent) and the
+  crypto-agile log (a Spec ID event, then TCG_PCR_EVENT2 with any set of banks). The log is
+  attacker input: the limits below are checked before work, and every malformed log is an
+  ``InvalidData`` naming the event, its byte offset and the field.
+- ``EventLog.replay()`` extends the digests by the PFP's rules (initial values, EV_NO_ACTION,
+  StartupLocality, H-CRTM); ``matching_prefix()`` finds the events a quote covers when the log
+  was read after the quote; ``first_difference()`` names the first PCR that differs.
+- ``EventLog.facts()`` reads the events into ``BootFacts``: Secure Boot, PK/KEK/db/dbx, the
+  authorities, boot applications, shim's MOK state, GRUB and systemd measurements, firmware
+  version, separators, ExitBootServices, and Windows' SIPA facts. Decoding never raises: what it
+  does not understand stays raw.
+
+Section numbers follow PFP 1.05 rev 23 and 1.06 (§3 fundamentals, §10 event logging); earlier
+editions (1.04, the 2020 drafts of 1.05) number the same sections one lower (§2, §9).
+
+Nothing here checks that an event's data matches its digest (most events measure something that
+is not in the log); the facts are as trustworthy as the replay that ties them to a quote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+
+from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
+from cryptography.hazmat.primitives import hashes
+
+from ..errors import InvalidData, UnsupportedAlgorithm
+from ._efi import (
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+    SHIM_LOCK,
+    SIPA_AGGREGATION,
+    EfiVariable,
+    FirmwareBlob,
+    GptData,
+    ImageLoad,
+    SignatureEntry,
+    SipaRecord,
+    decode_firmware_blob,
+    decode_firmware_blob2,
+    decode_gpt,
+    decode_image_load,
+    decode_variable,
+    guid_text,
+    parse_sipa,
+    sipa_name,
+    text_of,
+)
+
+__all__ = [
+    "BITLOCKER_FLAGS",
+    "EVENT_TYPES",
+    "HASH_ALGORITHMS",
+    "MAX_ALGORITHMS",
+    "MAX_EVENTS",
+    "MAX_EVENT_DATA",
+    "MAX_LOG_SIZE",
+    "Authority",
+    "BootFacts",
+    "Decoded",
+    "EfiVariable",
+    "ElamDriver",
+    "Event",
+    "EventLog",
+    "EventText",
+    "FirmwareBlob",
+    "GptData",
+    "HcrtmComponent",
+    "ImageLoad",
+    "LoadedImage",
+    "LoaderMeasurement",
+    "MokVariable",
+    "NoActionEvent",
+    "PcrDifference",
+    "Separator",
+    "SignatureEntry",
+    "SipaRecord",
+    "SpecIdAlgorithm",
+    "SpecIdEvent",
+    "StartupLocality",
+    "TaggedEvent",
+    "WindowsFacts",
+    "WindowsModule",
+    "first_difference",
+    "parse_event_log",
+    "selection_digest",
+]
+
+#: The largest log parsed: real logs are a few KB to a few hundred KB; 16 MiB bounds the work
+#: an attacker can ask for.
+MAX_LOG_SIZE = 16 * 1024 * 1024
+#: The most events parsed (real logs: 20-2,000).
+MAX_EVENTS = 100_000
+#: The largest event data (the largest real events are dbx updates, tens of KB).
+MAX_EVENT_DATA = 1024 * 1024
+#: The most algorithms a Spec ID event may declare, hence digests per event.
+MAX_ALGORITHMS = 16
+
+#: TPM_ALG_ID -> (bank name, digest size) of the hash algorithms (TCG Algorithm Registry).
+HASH_ALGORITHMS: Mapping[int, tuple[str, int]] = MappingProxyType(
+    {
+        0x0004: ("sha1", 20),
+        0x000B: ("sha256", 32),
+        0x000C: ("sha384", 48),
+        0x000D: ("sha512", 64),
+        0x0012: ("sm3_256", 32),
+    }
+)
+
+#: Event types and their names (PFP 1.05 §10.4.1, Table 9; the EV_EFI_SPDM_* and
+#: EV_POST_CODE2 types of PFP 1.06).
+EVENT_TYPES: Mapping[int, str] = MappingProxyType(
+    {
+        0x00000000: "EV_PREBOOT_CERT",
+        0x00000001: "EV_POST_CODE",
+        0x00000002: "EV_UNUSED",
+        0x00000003: "EV_NO_ACTION",
+        0x00000004: "EV_SEPARATOR",
+        0x00000005: "EV_ACTION",
+        0x00000006: "EV_EVENT_TAG",
+        0x00000007: "EV_S_CRTM_CONTENTS",
+        0x00000008: "EV_S_CRTM_VERSION",
+        0x00000009: "EV_CPU_MICROCODE",
+        0x0000000A: "EV_PLATFORM_CONFIG_FLAGS",
+        0x0000000B: "EV_TABLE_OF_DEVICES",
+        0x0000000C: "EV_COMPACT_HASH",
+        0x0000000D: "EV_IPL",
+        0x0000000E: "EV_IPL_PARTITION_DATA",
+        0x0000000F: "EV_NONHOST_CODE",
+        0x00000010: "EV_NONHOST_CONFIG",
+        0x00000011: "EV_NONHOST_INFO",
+        0x00000012: "EV_OMIT_BOOT_DEVICE_EVENTS",
+        0x00000013: "EV_POST_CODE2",
+        0x80000000: "EV_EFI_EVENT_BASE",
+        0x80000001: "EV_EFI_VARIABLE_DRIVER_CONFIG",
+        0x80000002: "EV_EFI_VARIABLE_BOOT",
+        0x80000003: "EV_EFI_BOOT_SERVICES_APPLICATION",
+        0x80000004: "EV_EFI_BOOT_SERVICES_DRIVER",
+        0x80000005: "EV_EFI_RUNTIME_SERVICES_DRIVER",
+        0x80000006: "EV_EFI_GPT_EVENT",
+        0x80000007: "EV_EFI_ACTION",
+        0x80000008: "EV_EFI_PLATFORM_FIRMWARE_BLOB",
+        0x80000009: "EV_EFI_HANDOFF_TABLES",
+        0x8000000A: "EV_EFI_PLATFORM_FIRMWARE_BLOB2",
+        0x8000000B: "EV_EFI_HANDOFF_TABLES2",
+        0x8000000C: "EV_EFI_VARIABLE_BOOT2",
+        0x80000010: "EV_EFI_HCRTM_EVENT",
+        0x800000E0: "EV_EFI_VARIABLE_AUTHORITY",
+        0x800000E1: "EV_EFI_SPDM_FIRMWARE_BLOB",
+        0x800000E2: "EV_EFI_SPDM_FIRMWARE_CONFIG",
+        0x800000E3: "EV_EFI_SPDM_DEVICE_POLICY",
+        0x800000E4: "EV_EFI_SPDM_DEVICE_AUTHORITY",
+    }
+)
+
+EV_POST_CODE = 0x00000001
+EV_NO_ACTION = 0x00000003
+EV_SEPARATOR = 0x00000004
+EV_ACTION = 0x00000005
+EV_EVENT_TAG = 0x00000006
+EV_S_CRTM_CONTENTS = 0x00000007
+EV_S_CRTM_VERSION = 0x00000008
+EV_COMPACT_HASH = 0x0000000C
+EV_IPL = 0x0000000D
+EV_OMIT_BOOT_DEVICE_EVENTS = 0x00000012
+EV_POST_CODE2 = 0x00000013
+EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
+EV_EFI_VARIABLE_BOOT = 0x80000002
+EV_EFI_BOOT_SERVICES_APPLICATION = 0x80000003
+EV_EFI_BOOT_SERVICES_DRIVER = 0x80000004
+EV_EFI_RUNTIME_SERVICES_DRIVER = 0x80000005
+EV_EFI_GPT_EVENT = 0x80000006
+EV_EFI_ACTION = 0x80000007
+EV_EFI_PLATFORM_FIRMWARE_BLOB = 0x80000008
+EV_EFI_PLATFORM_FIRMWARE_BLOB2 = 0x8000000A
+EV_EFI_VARIABLE_BOOT2 = 0x8000000C
+EV_EFI_HCRTM_EVENT = 0x80000010
+EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
+
+_SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
+_STARTUP_LOCALITY_SIGNATURE = b"StartupLocality\0"
+_HCRTM_SIGNATURE = b"H-CRTM CompMeas\0"
+#: The separator values (PFP 1.05 §3.3.2 "Error Conditions" and §10.4.1, EV_SEPARATOR): a
+#: delimiter's data is 00000000h or FFFFFFFFh and its digest that data's hash; an error
+#: separator's digest is the hash of 00000001h and its data is free (error information).
+_SEPARATOR_ERROR = b"\x01\0\0\0"
+
+
+# --- The Spec ID event and the decoded forms of TCG-defined events ----------------------------
+
+
+@dataclass(frozen=True)
+class SpecIdAlgorithm:
+    """One TCG_EfiSpecIdEventAlgorithmSize: an algorithm's TPM_ALG_ID, bank name and size."""
+
+    alg_id: int
+    name: str
+    digest_size: int
+
+
+@dataclass(frozen=True)
+class SpecIdEvent:
+    """TCG_EfiSpecIDEvent (PFP 1.05 §10.4.5.1, "Specification ID Version Event"): the first
+    event of a crypto-agile log, which declares the algorithms and digest sizes of every later
+    event. ``uintn_size`` 1 means UINTN fields are 4 bytes, 2 means 8."""
+
+    platform_class: int
+    spec_version_major: int
+    spec_version_minor: int
+    spec_errata: int
+    uintn_size: int
+    algorithms: tuple[SpecIdAlgorithm, ...]
+    vendor_info: bytes
+
+
+@dataclass(frozen=True)
+class StartupLocality:
+    """TCG_EfiStartupLocalityEvent (PFP 1.05 §10.4.5.3): the locality TPM2_Startup came from
+    (3 on Intel TXT / Boot Guard machines, 4 after an H-CRTM), which is PCR 0's initial value."""
+
+    locality: int
+
+
+@dataclass(frozen=True)
+class HcrtmComponent:
+    """TCG_HCRTMComponentEvent (EV_NO_ACTION "H-CRTM CompMeas", PFP 1.05 §10.4.5): a component
+    the H-CRTM measured before TPM2_Startup; informative, it extends nothing."""
+
+    description: str
+    measurement_format: int
+    measurement: bytes
+
+
+@dataclass(frozen=True)
+class NoActionEvent:
+    """Another EV_NO_ACTION event (PFP 1.05 §10.4.5: SP800-155 reference manifests, NV index
+    records): its 16-byte signature and data, kept raw; Windows' records in "PCR" 0xFFFFFFFF
+    (its AIK and trust points, never extended) are SIPA ``records``."""
+
+    signature: str
+    data: bytes
+    records: tuple[SipaRecord, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Separator:
+    """EV_SEPARATOR (PFP 1.05 §3.3.2, §10.4.1): ``value`` is the delimiter (0 or 0xFFFFFFFF;
+    Windows' "WBCL" in PCRs 12-14), or None for an error separator, whose digest is that of
+    00000001h and whose data is error information (``error`` True). 0xFFFFFFFF is a delimiter
+    like 0, not an error: the PFP allows either."""
+
+    value: int | None
+    error: bool
+
+    @property
+    def standard(self) -> bool:
+        """Whether this is a separator value the PFP defines (0, 0xFFFFFFFF, or an error)."""
+        return self.error or self.value in (0, 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class EventText:
+    """An event whose data is a string: EV_ACTION / EV_EFI_ACTION (PFP 1.05 §10.4.3, §10.4.4),
+    EV_S_CRTM_VERSION, EV_POST_CODE's names, EV_IPL (GRUB's "grub_cmd: ..." and
+    "kernel_cmdline: ...", systemd's UTF-16 command line, shim's MOK list names); ``encoding``
+    is "ascii", "utf-8", "utf-16le", or "guid" for an S-CRTM version that is an EFI_GUID."""
+
+    text: str
+    encoding: str
+
+
+@dataclass(frozen=True)
+class TaggedEvent:
+    """TCG_PCClientTaggedEvent (EV_EVENT_TAG, PFP 1.05 §10.4.1): an id and data; Windows' are
+    SIPA containers whose ``records`` are read (PCRs 12-14), others keep their data and text."""
+
+    tag_id: int
+    name: str
+    data: bytes
+    records: tuple[SipaRecord, ...] | None
+    text: str | None
+
+
+#: What ``Event.decoded`` holds: the decoded form of the event data for its type, or None.
+Decoded = (
+    SpecIdEvent
+    | StartupLocality
+    | HcrtmComponent
+    | NoActionEvent
+    | Separator
+    | EventText
+    | TaggedEvent
+    | EfiVariable
+    | ImageLoad
+    | FirmwareBlob
+    | GptData
+    | None
+)
+
+
+# --- Events and the log ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event: ``index`` its position, ``offset`` its first byte in the log, the PCR it
+    extends, its type (``type_name`` the PFP name, or EV_UNKNOWN_0x... ), its digests by bank
+    name and its raw data. ``decoded`` is the data read as the spec defines it for the type, or
+    None; it is worked out when first asked for and never raises."""
+
+    index: int
+    offset: int
+    pcr: int
+    event_type: int
+    type_name: str
+    digests: Mapping[str, bytes]
+    data: bytes
+    uintn_size: int | None = field(default=None, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return hash((self.index, self.offset, self.pcr, self.event_type, self.data))
+
+    @cached_property
+    def decoded(self) -> Decoded:
+        """The event data decoded where the spec defines its form (see ``Decoded``)."""
+        try:
+            return _decode(self)
+        except (struct.error, ValueError, IndexError, OverflowError):
+            return None
+
+
+def _type_name(event_type: int) -> str:
+    return EVENT_TYPES.get(event_type) or f"EV_UNKNOWN_0x{event_type:08X}"
+
+
+@dataclass(frozen=True)
+class PcrDifference:
+    """The first PCR whose replayed value is not the quoted one (``replayed`` None: not in the
+    replay, e.g. a bank the log does not have)."""
+
+    bank: str
+    pcr: int
+    replayed: bytes | None
+    quoted: bytes
+
+
+def _sm3(data: bytes) -> bytes:
+    digest = hashes.Hash(hashes.SM3())
+    digest.update(data)
+    return digest.finalize()
+
+
+def _sm3_available() -> bool:
+    try:
+        _sm3(b"")
+    except _PycaUnsupported:
+        return False
+    return True
+
+
+#: The banks a replay computes: the SHA family always, SM3-256 where pyca's OpenSSL has SM3.
+_HASHERS: dict[str, Callable[[bytes], bytes]] = {
+    "sha1": lambda data: hashlib.sha1(data).digest(),  # noqa: S324 - the TPM's SHA-1 bank
+    "sha256": lambda data: hashlib.sha256(data).digest(),
+    "sha384": lambda data: hashlib.sha384(data).digest(),
+    "sha512": lambda data: hashlib.sha512(data).digest(),
+}
+if _sm3_available():
+    _HASHERS["sm3_256"] = _sm3
+
+
+def _hasher(name: str) -> Callable[[bytes], bytes]:
+    found = _HASHERS.get(name)
+    if found is None:
+        raise UnsupportedAlgorithm(
+            f"event log: cannot compute {name}: {', '.join(_HASHERS)} are offered"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """A parsed TCG event log: its events in order (the Spec ID event is event 0 of a
+    crypto-agile log), the banks it carries (the Spec ID event's algorithms, in its order; just
+    "sha1" for a SHA-1 log), the Spec ID event and whether the log is crypto-agile."""
+
+    events: tuple[Event, ...]
+    banks: tuple[str, ...]
+    spec_id: SpecIdEvent | None
+    crypto_agile: bool
+
+    @cached_property
+    def _pcr0_start(self) -> tuple[int, bool]:
+        """(locality, H-CRTM) that set PCR 0's initial value: a StartupLocality EV_NO_ACTION
+        event in PCR 0 before PCR 0's first extend gives its locality (PFP 1.05 §10.4.5.3); an
+        EV_EFI_HCRTM_EVENT as that first extend means an H-CRTM sequence ran before
+        TPM2_Startup, which starts PCR 0 at locality 4 (TPM 2.0 Library Part 1 §34.3)."""
+        locality = 0
+        for event in self.events:
+            if event.pcr != 0:
+                continue
+            if event.event_type == EV_NO_ACTION:
+                if len(event.data) == 17 and event.data[:16] == _STARTUP_LOCALITY_SIGNATURE:
+                    locality = event.data[16]
+                continue
+            if event.event_type == EV_EFI_HCRTM_EVENT:
+                return 4, True
+            break
+        return locality, locality == 4
+
+    @property
+    def startup_locality(self) -> int:
+        """The locality PCR 0 starts at: 0, 3 (StartupLocality 3) or 4 (H-CRTM)."""
+        return self._pcr0_start[0]
+
+    @property
+    def h_crtm(self) -> bool:
+        """Whether an H-CRTM sequence ran before TPM2_Startup (PCR 0 starts at 00..04)."""
+        return self._pcr0_start[1]
+
+    @property
+    def replayable_banks(self) -> tuple[str, ...]:
+        """The banks ``replay`` computes: the log's banks but those of unknown algorithms (kept
+        raw as alg_0x....) and SM3-256 where pyca offers no SM3."""
+        return tuple(bank for bank in self.banks if bank in _HASHERS)
+
+    def initial_value(self, bank: str, pcr: int) -> bytes:
+        """A PCR's value at TPM2_Startup, before any event: PCRs 17-22 all ones and the others
+        zero (TPM 2.0 Library Part 1 §17.2 with the PC Client PTP's PCR attributes: 17-22 are
+        the DRTM PCRs, reset only by a dynamic launch); PCR 0's last byte is its start locality
+        (PFP 1.05 §10.4.5.3)."""
+        size = _bank_size(bank)
+        if 17 <= pcr <= 22:
+            return b"\xff" * size
+        if pcr == 0 and self.startup_locality:
+            return bytes(size - 1) + bytes((self.startup_locality,))
+        return bytes(size)
+
+    def _initial_state(self, banks: Iterable[str]) -> dict[str, dict[int, bytes]]:
+        return {bank: {pcr: self.initial_value(bank, pcr) for pcr in range(24)} for bank in banks}
+
+    def replay(self, upto: int | None = None) -> dict[str, dict[int, bytes]]:
+        """The PCR values the events give, bank name -> {PCR: value}, for PCRs 0-23 (and any
+        other PCR an event extends) in each replayable bank; ``upto`` replays only the events
+        with ``index < upto``. Each event extends its PCR with its digest for the bank,
+        new = H(old || digest) (Part 1 §17.3); EV_NO_ACTION events extend nothing (PFP 1.05
+        §10.4.5); an event without a digest for a bank leaves that bank alone, as
+        TPM2_PCR_Extend does."""
+        if upto is not None and upto < 0:
+            raise ValueError("upto must not be negative")
+        banks = self.replayable_banks
+        state = self._initial_state(banks)
+        hashers = [(bank, _HASHERS[bank], state[bank]) for bank in banks]
+        for event in self.events[:upto]:
+            if event.event_type == EV_NO_ACTION:
+                continue
+            pcr, digests = event.pcr, event.digests
+            for bank, hasher, values in hashers:
+                digest = digests.get(bank)
+                if digest is None:
+                    continue
+                old = values.get(pcr)
+                if old is None:
+                    old = self.initial_value(bank, pcr)
+                values[pcr] = hasher(old + digest)
+        return state
+
+    def matching_prefix(
+        self, pcr_selection: Mapping[str, Sequence[int]], digest_alg: str, pcr_digest: bytes
+    ) -> int | None:
+        """The number of events after which the replayed values of the selected PCRs hash to a
+        quote's ``pcr_digest``, or None if no prefix of the log does. The digest is
+        ``digest_alg`` over the values concatenated as TPM2_Quote does: banks in the order
+        given, each bank's PCRs ascending (Part 3 §18.4). A log read after the quote may hold
+        later events (IMA in PCR 10, a resumed boot): the prefix is the part the quote covers,
+        and the longest one is returned (events after it that leave the selected PCRs alone are
+        included). One pass over the log; the digest is recomputed only when a selected PCR
+        changes, and the pass stops once a matching run ends."""
+        hasher = _hasher(digest_alg)
+        selection = [(bank, sorted(set(pcrs))) for bank, pcrs in pcr_selection.items()]
+        for bank, pcrs in selection:
+            if bank not in self.replayable_banks:
+                raise UnsupportedAlgorithm(
+                    f"event log: bank {bank} is not one this log replays "
+                    f"({', '.join(self.replayable_banks) or 'none'})"
+                )
+            if any(pcr < 0 for pcr in pcrs):
+                raise ValueError(f"PCR indices must not be negative: {pcrs}")
+        state = self._initial_state(bank for bank, _ in selection)
+        for bank, pcrs in selection:
+            for pcr in pcrs:
+                state[bank].setdefault(pcr, self.initial_value(bank, pcr))
+        watched = {bank: frozenset(pcrs) for bank, pcrs in selection}
+        hashers = [(bank, _HASHERS[bank], state[bank], watched[bank]) for bank, _ in selection]
+
+        def current() -> bytes:
+            return hasher(b"".join(state[bank][pcr] for bank, pcrs in selection for pcr in pcrs))
+
+        best = 0 if current() == pcr_digest else None
+        for event in self.events:
+            if event.event_type != EV_NO_ACTION:
+                changed = False
+                for bank, bank_hasher, values, watched_pcrs in hashers:
+                    digest = event.digests.get(bank)
+                    if digest is not None and event.pcr in watched_pcrs:
+                        values[event.pcr] = bank_hasher(values[event.pcr] + digest)
+                        changed = True
+                if changed:
+                    if current() == pcr_digest:
+                        best = event.index + 1
+                        continue
+                    if best is not None:
+                        return best
+                    continue
+            if best is not None:
+                best = event.index + 1
+        return best
+
+    def facts(self, upto: int | None = None) -> BootFacts:
+        """What the events say about the boot (``BootFacts``), from the events with
+        ``index < upto`` (a verifier passes the quote's ``matching_prefix``); never raises."""
+        if upto is not None and upto < 0:
+            raise ValueError("upto must not be negative")
+        return _facts(self, self.events[:upto])
+
+
+def _bank_size(bank: str) -> int:
+    for name, size in HASH_ALGORITHMS.values():
+        if name == bank:
+            return size
+    raise UnsupportedAlgorithm(f"event log: unknown bank {bank!r}")
+
+
+def selection_digest(
+    values: Mapping[str, Mapping[int, bytes]],
+    pcr_selection: Mapping[str, Sequence[int]],
+    digest_alg: str,
+) -> bytes:
+    """The digest a quote's pcrDigest holds for these PCR values: ``digest_alg`` over the
+    selected values, banks in the order given and each bank's PCRs ascending (Part 3 §18.4)."""
+    hasher = _hasher(digest_alg)
+    try:
+        joined = b"".join(
+            values[bank][pcr] for bank, pcrs in pcr_selection.items() for pcr in sorted(set(pcrs))
+        )
+    except KeyError as exc:
+        raise ValueError(f"no value for {exc} in the PCR values given") from None
+    return hasher(joined)
+
+
+def first_difference(
+    replayed: Mapping[str, Mapping[int, bytes]], quoted: Mapping[str, Mapping[int, bytes]]
+) -> PcrDifference | None:
+    """The first PCR, in the quoted banks' order and ascending within a bank, whose replayed
+    value differs from the quoted one; None when all agree."""
+    for bank, values in quoted.items():
+        ours = replayed.get(bank, {})
+        for pcr in sorted(values):
+            if ours.get(pcr) != values[pcr]:
+                return PcrDifference(bank, pcr, ours.get(pcr), values[pcr])
+    return None
+
+
+# --- Parsing ---------------------------------------------------------------------------------
+
+_SHA1_HEADER = struct.Struct("<II20sI")
+_AGILE_HEADER = struct.Struct("<III")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+def _error(index: int, offset: int, detail: str) -> InvalidData:
+    return InvalidData(f"event log: event {index} at offset {offset}: {detail}")
+
+
+def _truncated(
+    data: bytes, index: int, offset: int, fields: Sequence[tuple[str, int]], start: int
+) -> InvalidData:
+    """The error for a structure cut short: names the first field that does not fit."""
+    position = start
+    for name, size in fields:
+        if position + size > len(data):
+            left = len(data) - position
+            return _error(
+                index,
+                offset,
+                f"truncated: {name} at offset {position} needs {size} bytes, {left} left",
+            )
+        position += size
+    return _error(index, offset, "truncated")  # pragma: no cover - callers check first
+
+
+_SHA1_FIELDS = (("PCR index", 4), ("event type", 4), ("SHA-1 digest", 20), ("event size", 4))
+_AGILE_FIELDS = (("PCR index", 4), ("event type", 4), ("digest count", 4))
+
+
+def _event_data(data: bytes, index: int, offset: int, size_at: int, size: int) -> bytes:
+    """The event data after an eventSize field at ``size_at``, within the limits."""
+    if size > MAX_EVENT_DATA:
+        raise _error(
+            index, offset, f"event size at offset {size_at}: {size} is more than {MAX_EVENT_DATA}"
+        )
+    start = size_at + 4
+    if size > len(data) - start:
+        raise _error(
+            index,
+            offset,
+            f"truncated: event data at offset {start} needs {size} bytes, {len(data) - start} left",
+        )
+    return data[start : start + size]
+
+
+def parse_event_log(data: bytes) -> EventLog:
+    """Parse a TCG PC Client event log of either format (PFP 1.05 §10.2.1 TCG_PCClientPCREvent,
+    the SHA-1 log; §10.2.2 TCG_PCR_EVENT2 after a Spec ID event, §10.4.5.1, the crypto-agile
+    log). Little-endian throughout. The log's size is checked first (``MAX_LOG_SIZE``), then
+    the event count, each event's data size and digest count as they are read; digests must
+    have the size the Spec ID event declares for their algorithm, and an algorithm it does not
+    declare is an error. Every malformed log is ``InvalidData`` naming the event, its offset
+    and the field."""
+    if len(data) > MAX_LOG_SIZE:
+        raise InvalidData(f"event log: {len(data)} bytes is more than the {MAX_LOG_SIZE} allowed")
+    data = bytes(data)
+    if not data:
+        raise InvalidData("event log: empty (no events)")
+    if len(data) < _SHA1_HEADER.size:
+        raise _truncated(data, 0, 0, _SHA1_FIELDS, 0)
+    pcr, event_type, digest, size = _SHA1_HEADER.unpack_from(data, 0)
+    first_data = _event_data(data, 0, 0, 28, size)
+    if event_type == EV_NO_ACTION and first_data[:16] == _SPEC_ID_SIGNATURE:
+        spec_id = _parse_spec_id(first_data, pcr, digest)
+        first = Event(
+            0,
+            0,
+            pcr,
+            event_type,
+            _type_name(event_type),
+            MappingProxyType({"sha1": digest}),
+            first_data,
+            spec_id.uintn_size,
+        )
+        events = _parse_agile(data, 32 + size, spec_id, first)
+        banks = tuple(alg.name for alg in spec_id.algorithms)
+        return EventLog(events, banks, spec_id, True)
+    return EventLog(_parse_sha1(data), ("sha1",), None, False)
+
+
+def _parse_sha1(data: bytes) -> tuple[Event, ...]:
+    """The events of a SHA-1 log, each a TCG_PCClientPCREvent {PCRIndex, EventType, digest[20],
+    EventSize, Event} (PFP 1.05 §10.2.1)."""
+    events: list[Event] = []
+    offset, end, index = 0, len(data), 0
+    unpack = _SHA1_HEADER.unpack_from
+    while offset < end:
+        if index >= MAX_EVENTS:
+            raise _error(index, offset, f"more than {MAX_EVENTS} events")
+        if end - offset < 32:
+            raise _truncated(data, index, offset, _SHA1_FIELDS, offset)
+        pcr, event_type, digest, size = unpack(data, offset)
+        event_data = _event_data(data, index, offset, offset + 28, size)
+        events.append(
+            Event(
+                index,
+                offset,
+                pcr,
+                event_type,
+                _type_name(event_type),
+                MappingProxyType({"sha1": digest}),
+                event_data,
+            )
+        )
+        offset += 32 + size
+        index += 1
+    return tuple(events)
+
+
+def _parse_agile(data: bytes, offset: int, spec_id: SpecIdEvent, first: Event) -> tuple[Event, ...]:
+    """The events after the Spec ID event, each a TCG_PCR_EVENT2 {PCRIndex, EventType,
+    TPML_DIGEST_VALUES {count, {hashAlg, digest}...}, EventSize, Event} (PFP 1.05 §10.2.2)."""
+    declared = {alg.alg_id: (alg.name, alg.digest_size) for alg in spec_id.algorithms}
+    most = len(declared)
+    uintn = spec_id.uintn_size
+    events: list[Event] = [first]
+    end, index = len(data), 1
+    unpack_header, unpack_u16, unpack_u32 = (
+        _AGILE_HEADER.unpack_from,
+        _U16.unpack_from,
+        _U32.unpack_from,
+    )
+    while offset < end:
+        if index >= MAX_EVENTS:
+            raise _error(index, offset, f"more than {MAX_EVENTS} events")
+        if end - offset < 12:
+            raise _truncated(data, index, offset, _AGILE_FIELDS, offset)
+        pcr, event_type, count = unpack_header(data, offset)
+        if count > most:
+            raise _error(
+                index,
+                offset,
+                f"digest count at offset {offset + 8}: {count} is more than the {most} "
+                "algorithms the Spec ID event declares",
+            )
+        position = offset + 12
+        digests: dict[str, bytes] = {}
+        for number in range(count):
+            if end - position < 2:
+                raise _error(
+                    index,
+                    offset,
+                    f"truncated: digest {number} algorithm at offset {position} needs 2 bytes, "
+                    f"{end - position} left",
+                )
+            alg = unpack_u16(data, position)[0]
+            known = declared.get(alg)
+            if known is None:
+                raise _error(
+                    index,
+                    offset,
+                    f"digest {number} at offset {position}: algorithm 0x{alg:04x} is not one "
+                    "the Spec ID event declares",
+                )
+            name, size = known
+            if name in digests:
+                raise _error(
+                    index, offset, f"digest {number} at offset {position}: a second {name} digest"
+                )
+            position += 2
+            if end - position < size:
+                raise _error(
+                    index,
+                    offset,
+                    f"truncated: {name} digest at offset {position} needs {size} bytes, "
+                    f"{end - position} left",
+                )
+            digests[name] = data[position : position + size]
+            position += size
+        if end - position < 4:
+            raise _error(
+                index,
+                offset,
+                f"truncated: event size at offset {position} needs 4 bytes, {end - position} left",
+            )
+        size = unpack_u32(data, position)[0]
+        event_data = _event_data(data, index, offset, position, size)
+        events.append(
+            Event(
+                index,
+                offset,
+                pcr,
+                event_type,
+                _type_name(event_type),
+                MappingProxyType(digests),
+                event_data,
+                uintn,
+            )
+        )
+        offset = position + 4 + size
+        index += 1
+    return tuple(events)
+
+
+def _parse_spec_id(data: bytes, pcr: int, digest: bytes) -> SpecIdEvent:
+    """TCG_EfiSpecIDEvent (PFP 1.05 §10.4.5.1): the signature "Spec ID Event03", platformClass,
+    specVersionMinor 0, specVersionMajor 2, specErrata, uintnSize (1 or 2), numberOfAlgorithms
+    and that many {algorithmId, digestSize}, vendorInfoSize and vendorInfo, filling the event.
+    It is logged in PCR 0 with a zero SHA-1 digest. A known algorithm must have its own digest
+    size; an unknown one is kept as alg_0x.... (not replayed)."""
+
+    def fail(detail: str) -> InvalidData:
+        return _error(0, 0, f"Spec ID event: {detail}")
+
+    if pcr != 0:
+        raise fail(f"PCR index {pcr}, not 0")
+    if digest != bytes(20):
+        raise fail("its digest is not zero")
+    if len(data) < 28:
+        raise fail(f"truncated: {len(data)} bytes, the header needs 28")
+    platform_class, minor, major, errata, uintn, count = struct.unpack_from("<IBBBBI", data, 16)
+    if (major, minor) != (2, 0):
+        raise fail(f"spec version {major}.{minor}, not 2.0")
+    if uintn not in (1, 2):
+        raise fail(f"uintnSize {uintn}, not 1 or 2")
+    if not 1 <= count <= MAX_ALGORITHMS:
+        raise fail(f"numberOfAlgorithms {count}, not 1 to {MAX_ALGORITHMS}")
+    if len(data) < 28 + 4 * count + 1:
+        raise fail(f"truncated: {count} algorithms and vendorInfoSize need {4 * count + 1} bytes")
+    algorithms: list[SpecIdAlgorithm] = []
+    for number in range(count):
+        alg, size = struct.unpack_from("<HH", data, 28 + 4 * number)
+        known = HASH_ALGORITHMS.get(alg)
+        if known is not None and known[1] != size:
+            raise fail(f"algorithm {known[0]} declared with digest size {size}, not {known[1]}")
+        if not 1 <= size <= 256:
+            raise fail(f"algorithm 0x{alg:04x} declared with digest size {size}")
+        if any(found.alg_id == alg for found in algorithms):
+            raise fail(f"algorithm 0x{alg:04x} declared twice")
+        name = known[0] if known else f"alg_0x{alg:04x}"
+        algorithms.append(SpecIdAlgorithm(alg, name, size))
+    vendor_size = data[28 + 4 * count]
+    vendor_start = 29 + 4 * count
+    if len(data) - vendor_start != vendor_size:
+        raise fail(f"vendorInfoSize {vendor_size}, but {len(data) - vendor_start} bytes follow it")
+    return SpecIdEvent(
+        platform_class, major, minor, errata, uintn, tuple(algorithms), data[vendor_start:]
+    )
+
+
+# --- Decoding event data ---------------------------------------------------------------------
+
+
+def _decode(event: Event) -> Decoded:
+    """The decoded form of an event's data for its type, or None (the data stays raw)."""
+    event_type, data = event.event_type, event.data
+    if event_type == EV_NO_ACTION:
+        return _decode_no_action(event)
+    if event_type == EV_SEPARATOR:
+        return _decode_separator(event)
+    if event_type in (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2):
+        return decode_variable(data)
+    if event_type == EV_EFI_VARIABLE_AUTHORITY:
+        return decode_variable(data, authority=True)
+    if event_type in (
+        EV_EFI_BOOT_SERVICES_APPLICATION,
+        EV_EFI_BOOT_SERVICES_DRIVER,
+        EV_EFI_RUNTIME_SERVICES_DRIVER,
+    ):
+        return decode_image_load(data, _uintn_bytes(event.uintn_size))
+    if event_type == EV_EFI_PLATFORM_FIRMWARE_BLOB:
+        return decode_firmware_blob(data)
+    if event_type == EV_EFI_PLATFORM_FIRMWARE_BLOB2:
+        return decode_firmware_blob2(data)
+    if event_type == EV_EFI_GPT_EVENT:
+        return decode_gpt(data)
+    if event_type == EV_EVENT_TAG:
+        return _decode_tagged(data)
+    if event_type == EV_S_CRTM_VERSION:
+        if data and len(data) % 2 == 0 and not any(data):
+            return EventText("", "utf-16le")  # an empty CHAR16 string, as OVMF logs
+        return _decode_text(data) or (
+            EventText("{" + guid_text(data) + "}", "guid") if len(data) == 16 else None
+        )
+    if event_type in (EV_POST_CODE, EV_S_CRTM_CONTENTS):
+        return _decode_text(data) or decode_firmware_blob(data)
+    if event_type == EV_POST_CODE2:
+        return _decode_text(data) or decode_firmware_blob2(data)
+    if event_type in (
+        EV_ACTION,
+        EV_EFI_ACTION,
+        EV_IPL,
+        EV_COMPACT_HASH,
+        EV_OMIT_BOOT_DEVICE_EVENTS,
+        EV_EFI_HCRTM_EVENT,
+    ):
+        return _decode_text(data)
+    return None
+
+
+def _uintn_bytes(uintn_size: int | None) -> int | None:
+    """The width of a UINTN field: the Spec ID event's uintnSize (1: 4 bytes, 2: 8 bytes), or
+    unknown for a SHA-1 log (then both are tried)."""
+    return {1: 4, 2: 8}.get(uintn_size) if uintn_size is not None else None
+
+
+def _decode_text(data: bytes) -> EventText | None:
+    found = text_of(data)
+    return EventText(*found) if found else None
+
+
+def _decode_no_action(event: Event) -> Decoded:
+    """EV_NO_ACTION (PFP 1.05 §10.4.5): the event data starts with a 16-byte signature that
+    says which structure follows."""
+    data = event.data
+    signature = data[:16]
+    if signature == _SPEC_ID_SIGNATURE:
+        if event.index == 0:
+            try:
+                return _parse_spec_id(data, event.pcr, event.digests.get("sha1", b""))
+            except InvalidData:
+                pass
+        return NoActionEvent("Spec ID Event03", data)
+    if signature == _STARTUP_LOCALITY_SIGNATURE and len(data) == 17:
+        return StartupLocality(data[16])
+    if signature == _HCRTM_SIGNATURE:
+        found = _decode_hcrtm(data)
+        if found is not None:
+            return found
+    if event.pcr == 0xFFFFFFFF:
+        records = parse_sipa(data)
+        if records:
+            return NoActionEvent("", data, records)
+    name = signature.rstrip(b"\0").decode("latin-1")
+    return NoActionEvent(name if name.isascii() and name.isprintable() else "", data)
+
+
+def _decode_hcrtm(data: bytes) -> HcrtmComponent | None:
+    """TCG_HCRTMComponentEvent: signature, UINT8-sized description, UINT8 measurement format
+    (0: a TPMT_HA digest, 0x80: raw data), UINT16-sized measurement."""
+    if len(data) < 17:
+        return None
+    size = data[16]
+    position = 17 + size
+    if len(data) < position + 3:
+        return None
+    description = data[17:position].decode("ascii")
+    measurement_format = data[position]
+    length = _U16.unpack_from(data, position + 1)[0]
+    if len(data) != position + 3 + length:
+        return None
+    return HcrtmComponent(description, measurement_format, data[position + 3 :])
+
+
+def _decode_separator(event: Event) -> Separator | None:
+    """EV_SEPARATOR: an error separator's digest is the hash of 00000001h whatever its data;
+    a delimiter's data is 00000000h or FFFFFFFFh (PFP 1.05 §3.3.2, §10.4.1), or in Windows'
+    PCRs 12-14 "WBCL" (0x4C434257)."""
+    for bank, digest in event.digests.items():
+        hasher = _HASHERS.get(bank)
+        if hasher is not None and digest == hasher(_SEPARATOR_ERROR):
+            return Separator(None, True)
+    if len(event.data) == 4:
+        return Separator(_U32.unpack(event.data)[0], False)
+    return None
+
+
+def _decode_tagged(data: bytes) -> TaggedEvent | None:
+    """TCG_PCClientTaggedEvent {taggedEventID, taggedEventDataSize, taggedEventData}; a
+    Windows SIPA container (an aggregation of the container class, e.g. SIPAEVENT_TRUSTBOUNDARY)
+    holds SIPA records."""
+    if len(data) < 8:
+        return None
+    tag_id, size = struct.unpack_from("<II", data)
+    if size != len(data) - 8:
+        return None
+    body = data[8:]
+    records = None
+    if tag_id & SIPA_AGGREGATION and tag_id & 0x000F0000 == 0x00010000:
+        records = parse_sipa(body)
+    name = _TAG_NAMES.get(tag_id) or sipa_name(tag_id)
+    found = text_of(body) if records is None else None
+    return TaggedEvent(tag_id, name, body, records, found[0] if found else None)
+
+
+#: Tagged events of the Linux EFI stub (drivers/firmware/efi/libstub: the initrd and the
+#: kernel's load options, PCR 9).
+_TAG_NAMES = {0x8F3B22EC: "LINUX_INITRD", 0x8F3B22ED: "LINUX_LOAD_OPTIONS"}
+
+
+# --- Boot facts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Authority:
+    """An EV_EFI_VARIABLE_AUTHORITY event (PCR 7): the variable whose entry verified a loaded
+    image (db, or shim's MokListRT / Shim / SbatLevel...), and that entry where it is a
+    certificate."""
+
+    event_index: int
+    variable: str
+    guid: str
+    entry: SignatureEntry | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A PE image the firmware loaded (EV_EFI_BOOT_SERVICES_APPLICATION, _DRIVER,
+    EV_EFI_RUNTIME_SERVICES_DRIVER): its Authenticode digests by bank and device path."""
+
+    event_index: int
+    pcr: int
+    event_type: str
+    digests: Mapping[str, bytes]
+    device_path: str | None
+    length: int | None
+
+
+@dataclass(frozen=True)
+class MokVariable:
+    """A measurement of shim's state: MokList, MokListX, MokListTrusted (EV_IPL in PCR 14, only
+    the digest: the contents are not in the log) or SbatLevel / MokListTrusted in PCR 7 (with
+    the variable's data)."""
+
+    event_index: int
+    name: str
+    pcr: int
+    digests: Mapping[str, bytes]
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class LoaderMeasurement:
+    """An event of the boot loader or kernel stub (PCRs 8, 9, 11, 12: GRUB's commands, command
+    lines and files, systemd-boot's and systemd-stub's measurements): its text where it is one."""
+
+    event_index: int
+    pcr: int
+    event_type: str
+    text: str | None
+    digests: Mapping[str, bytes]
+
+
+@dataclass(frozen=True)
+class ElamDriver:
+    """An Early Launch Anti-Malware driver's measured registry values (SIPAEVENT_ELAM_*)."""
+
+    name: str
+    measured: bytes | None
+    configuration: bytes | None
+    policy: bytes | None
+
+
+@dataclass(frozen=True)
+class WindowsModule:
+    """A module Windows' boot loaders loaded (SIPAEVENT_LOADEDMODULE_AGGREGATION records with
+    one Authenticode hash, merged: Windows logs a module again, with only its hash and image
+    base, each time it is loaded at another address)."""
+
+    file_path: str | None
+    authenticode_hash: str | None
+    image_bases: tuple[int, ...]
+    hash_algorithm: int | None
+    image_size: int | None
+    image_validated: bool | None
+    authority_issuer: str | None
+    authority_publisher: str | None
+    authority_serial: str | None
+    authority_sha1: str | None
+
+
+#: FVEB_UNLOCK_FLAG_* of SIPAEVENT_BITLOCKER_UNLOCK: how BitLocker unlocked the OS volume.
+BITLOCKER_FLAGS = {
+    0x01: "cached",
+    0x02: "media",
+    0x04: "tpm",
+    0x10: "pin",
+    0x20: "external",
+    0x40: "recovery",
+}
+
+
+@dataclass(frozen=True)
+class WindowsFacts:
+    """The boot facts Windows' boot manager and loader record as SIPA events in PCRs 12-14
+    (those before each PCR's "WBCL" separator) and Device Health Attestation reports. The
+    security-weakening switches (debugging, test signing) are True if any event set them; code
+    integrity and DEP are False if any event cleared them, None if none said."""
+
+    boot_count: int | None
+    cold_boot: bool | None
+    bitlocker_unlocks: tuple[int, ...]
+    boot_debugging: bool
+    kernel_debugging: bool
+    hypervisor_debugging: bool
+    test_signing: bool
+    flight_signing: bool
+    code_integrity: bool | None
+    dep: bool | None
+    safe_mode: bool
+    winpe: bool
+    hypervisor_launch_type: int | None
+    vsm_launch_type: int | None
+    elam_drivers: tuple[ElamDriver, ...]
+    loaded_modules: tuple[WindowsModule, ...]
+
+    @staticmethod
+    def bitlocker_flags(value: int) -> tuple[str, ...]:
+        """The names of an unlock's flags (unknown bits as hex)."""
+        names = [name for bit, name in BITLOCKER_FLAGS.items() if value & bit]
+        rest = value & ~sum(BITLOCKER_FLAGS)
+        return (*names, f"0x{rest:x}") if rest else tuple(names)
+
+
+@dataclass(frozen=True)
+class BootFacts:
+    """What a log says booted, read from its events (PFP 1.05 §3.3.4 PCR usage). Trust them as
+    far as the replay that ties the log to a quote: every fact comes from events whose digests
+    the replay used, but most event data is not itself what was measured (shim's MOK lists,
+    images), and a fact from a PCR the quote did not select proves nothing.
+
+    ``secure_boot``: the SecureBoot variable (EV_EFI_VARIABLE_DRIVER_CONFIG, PCR 7), None if not
+    measured; ``pk``/``kek``/``db``/``dbx``: their entries, None if not measured; ``authorities``:
+    EV_EFI_VARIABLE_AUTHORITY events; ``boot_applications``: PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION
+    events, ``drivers`` the boot and runtime drivers (option ROMs); ``mok``: shim's MOK and SBAT
+    measurements; ``boot_loader``: PCR 8/9/11/12 events, with GRUB's commands and the kernel
+    command lines picked out; ``separators``: the PCRs a separator was seen in, and those where
+    it was an error; ``exit_boot_services``: the firmware logged ExitBootServices;
+    ``firmware_debug_mode``: the firmware logged "UEFI Debug Mode"; ``windows``: SIPA facts."""
+
+    secure_boot: bool | None
+    pk: tuple[SignatureEntry, ...] | None
+    kek: tuple[SignatureEntry, ...] | None
+    db: tuple[SignatureEntry, ...] | None
+    dbx: tuple[SignatureEntry, ...] | None
+    authorities: tuple[Authority, ...]
+    boot_applications: tuple[LoadedImage, ...]
+    drivers: tuple[LoadedImage, ...]
+    mok: tuple[MokVariable, ...]
+    sbat_level: str | None
+    boot_loader: tuple[LoaderMeasurement, ...]
+    grub_commands: tuple[str, ...]
+    kernel_cmdlines: tuple[str, ...]
+    firmware_version: str | None
+    startup_locality: int
+    h_crtm: bool
+    separators: tuple[int, ...]
+    separator_errors: tuple[int, ...]
+    exit_boot_services: bool
+    firmware_debug_mode: bool
+    actions: tuple[str, ...]
+    windows: WindowsFacts | None
+
+    @property
+    def kernel_cmdline(self) -> str | None:
+        """The last kernel command line measured (the one the kernel got)."""
+        return self.kernel_cmdlines[-1] if self.kernel_cmdlines else None
+
+
+_MOK_NAMES = frozenset({"MokList", "MokListX", "MokListTrusted", "SbatLevel", "MokListRT"})
+
+
+def _entries(variable: EfiVariable) -> tuple[SignatureEntry, ...] | None:
+    if variable.signature_lists is None:
+        return None
+    return tuple(entry for found in variable.signature_lists for entry in found.entries)
+
+
+def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
+    """Read the boot facts from the events; each decoder returns None for what it does not
+    understand, so this never raises on a parsed log."""
+    secure_boot: bool | None = None
+    databases: dict[str, tuple[SignatureEntry, ...] | None] = {}
+    authorities: list[Authority] = []
+    applications: list[LoadedImage] = []
+    drivers: list[LoadedImage] = []
+    mok: list[MokVariable] = []
+    sbat_level: str | None = None
+    loader: list[LoaderMeasurement] = []
+    grub_commands: list[str] = []
+    cmdlines: list[str] = []
+    firmware_version: str | None = None
+    separators: set[int] = set()
+    separator_errors: set[int] = set()
+    exit_boot_services = debug_mode = False
+    actions: list[str] = []
+    windows_events: list[Event] = []
+    closed: set[int] = set()
+
+    for event in events:
+        decoded = event.decoded
+        kind, pcr = event.event_type, event.pcr
+        if isinstance(decoded, EfiVariable):
+            if kind == EV_EFI_VARIABLE_AUTHORITY and pcr == 7:
+                authorities.append(
+                    Authority(
+                        event.index, decoded.name, decoded.guid, decoded.authority, decoded.data
+                    )
+                )
+            if kind == EV_EFI_VARIABLE_DRIVER_CONFIG and pcr == 7:
+                key = (decoded.guid, decoded.name)
+                if key == (EFI_GLOBAL_VARIABLE, "SecureBoot") and secure_boot is None:
+                    secure_boot = {b"\x01": True, b"\x00": False, b"": False}.get(decoded.data)
+                elif key in _DATABASES and _DATABASES[key] not in databases:
+                    databases[_DATABASES[key]] = _entries(decoded)
+            if decoded.guid == SHIM_LOCK and decoded.name in _MOK_NAMES and pcr == 7:
+                mok.append(MokVariable(event.index, decoded.name, pcr, event.digests, decoded.data))
+                if decoded.name == "SbatLevel":
+                    sbat = text_of(decoded.data)
+                    sbat_level = sbat[0] if sbat else sbat_level
+        elif isinstance(decoded, ImageLoad) or kind in _IMAGE_EVENTS:
+            image = LoadedImage(
+                event.index,
+                pcr,
+                event.type_name,
+                event.digests,
+                decoded.device_path_text if isinstance(decoded, ImageLoad) else None,
+                decoded.length if isinstance(decoded, ImageLoad) else None,
+            )
+            if kind == EV_EFI_BOOT_SERVICES_APPLICATION and pcr == 4:
+                applications.append(image)
+            elif kind in (EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER):
+                drivers.append(image)
+        elif isinstance(decoded, Separator) or kind == EV_SEPARATOR:
+            separators.add(pcr)
+            if isinstance(decoded, Separator) and decoded.error:
+                separator_errors.add(pcr)
+            if pcr in (12, 13, 14):
+                closed.add(pcr)
+        text = decoded.text if isinstance(decoded, EventText) else None
+        if kind == EV_S_CRTM_VERSION and firmware_version is None and text is not None:
+            firmware_version = text
+        if kind in (EV_EFI_ACTION, EV_ACTION) and text is not None:
+            actions.append(text)
+            exit_boot_services |= text == "Exit Boot Services Invocation"
+            debug_mode |= text == "UEFI Debug Mode" and pcr == 7
+        if kind == EV_IPL and pcr == 14 and text is not None and text in _MOK_NAMES:
+            mok.append(MokVariable(event.index, text, pcr, event.digests, None))
+        if pcr in (8, 9, 11, 12) and kind in (EV_IPL, EV_EVENT_TAG):
+            loader_text = text if text is not None else _tag_text(decoded)
+            loader.append(
+                LoaderMeasurement(event.index, pcr, event.type_name, loader_text, event.digests)
+            )
+            if loader_text is not None:
+                _loader_text(pcr, kind, decoded, loader_text, grub_commands, cmdlines)
+        if kind == EV_EVENT_TAG and pcr in (12, 13, 14) and pcr not in closed:
+            windows_events.append(event)
+
+    return BootFacts(
+        secure_boot=secure_boot,
+        pk=databases.get("PK"),
+        kek=databases.get("KEK"),
+        db=databases.get("db"),
+        dbx=databases.get("dbx"),
+        authorities=tuple(authorities),
+        boot_applications=tuple(applications),
+        drivers=tuple(drivers),
+        mok=tuple(mok),
+        sbat_level=sbat_level,
+        boot_loader=tuple(loader),
+        grub_commands=tuple(grub_commands),
+        kernel_cmdlines=tuple(cmdlines),
+        firmware_version=firmware_version,
+        startup_locality=log.startup_locality,
+        h_crtm=log.h_crtm,
+        separators=tuple(sorted(separators)),
+        separator_errors=tuple(sorted(separator_errors)),
+        exit_boot_services=exit_boot_services,
+        firmware_debug_mode=debug_mode,
+        actions=tuple(actions),
+        windows=_windows_facts(windows_events),
+    )
+
+
+_DATABASES = {
+    (EFI_GLOBAL_VARIABLE, "PK"): "PK",
+    (EFI_GLOBAL_VARIABLE, "KEK"): "KEK",
+    (EFI_IMAGE_SECURITY_DATABASE, "db"): "db",
+    (EFI_IMAGE_SECURITY_DATABASE, "dbx"): "dbx",
+}
+_IMAGE_EVENTS = frozenset(
+    {EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER}
+)
+
+
+def _tag_text(decoded: Decoded) -> str | None:
+    return decoded.text if isinstance(decoded, TaggedEvent) else None
+
+
+def _loader_text(
+    pcr: int,
+    kind: int,
+    decoded: Decoded,
+    text: str,
+    grub_commands: list[str],
+    cmdlines: list[str],
+) -> None:
+    """GRUB (2.04+) logs EV_IPL strings in PCR 8, "grub_cmd: ..." for each command and
+    "kernel_cmdline: ..." for the kernel's; systemd-boot and systemd-stub log the kernel command
+    line in PCR 12 as a UTF-16 EV_IPL string (older systemd-boot: PCR 8)."""
+    if kind != EV_IPL:
+        return
+    if pcr == 8 and text.startswith("grub_cmd: "):
+        grub_commands.append(text[len("grub_cmd: ") :])
+    elif pcr == 8 and text.startswith("kernel_cmdline: "):
+        cmdlines.append(text[len("kernel_cmdline: ") :])
+    elif pcr in (8, 12) and isinstance(decoded, EventText) and decoded.encoding == "utf-16le":
+        cmdlines.append(text.strip())
+
+
+def _windows_facts(events: Sequence[Event]) -> WindowsFacts | None:
+    """The SIPA facts of the EV_EVENT_TAG events in PCRs 12-14 (before each PCR's separator);
+    None where there are none (not a Windows boot)."""
+    records: list[tuple[int, SipaRecord]] = []
+    for event in events:
+        decoded = event.decoded
+        if isinstance(decoded, TaggedEvent) and decoded.records is not None:
+            records.extend((event.pcr, record) for record in decoded.records)
+    if not records:
+        return None
+    state = _WindowsState()
+    for pcr, record in records:
+        state.read(pcr, record)
+    return state.facts()
+
+
+class _WindowsState:
+    """The SIPA facts as they accumulate over the records, in log order."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+        self.latched_on: set[str] = set()
+        self.latched_off: dict[str, bool] = {}
+        self.unlocks: list[int] = []
+        self.elam: list[ElamDriver] = []
+        self.modules: dict[str, WindowsModule] = {}
+
+    def read(self, pcr: int, record: SipaRecord) -> None:
+        name = record.name.removeprefix("SIPAEVENT_")
+        value = record.number
+        if name in ("ELAM_AGGREGATION", "LOADEDMODULE_AGGREGATION"):
+            children = {child.name.removeprefix("SIPAEVENT_"): child for child in record.children}
+            if name == "ELAM_AGGREGATION":
+                self.elam.append(_elam(children))
+            else:
+                self._add_module(_module(children))
+            return
+        for child in record.children:
+            self.read(pcr, child)
+        if value is None:
+            return
+        if name in (
+            "BOOTDEBUGGING",
+            "OSKERNELDEBUG",
+            "HYPERVISOR_DEBUG",
+            "TESTSIGNING",
+            "FLIGHTSIGNING",
+            "SAFEMODE",
+            "WINPE",
+        ):
+            if value:
+                self.latched_on.add(name)
+        elif name in ("CODEINTEGRITY", "DATAEXECUTIONPREVENTION"):
+            self.latched_off[name] = self.latched_off.get(name, True) and bool(value)
+        elif name == "BITLOCKER_UNLOCK":
+            if pcr == 12:  # Windows measures each unlock into PCR 13 as well
+                self.unlocks.append(value)
+        elif name in (
+            "BOOTCOUNTER",
+            "TRANSFER_CONTROL",
+            "HYPERVISOR_LAUNCH_TYPE",
+            "VSM_LAUNCH_TYPE",
+        ):
+            self.numbers.setdefault(name, value)
+
+    def _add_module(self, module: WindowsModule) -> None:
+        key = module.authenticode_hash or f"#{len(self.modules)}"
+        known = self.modules.get(key)
+        if known is None:
+            self.modules[key] = module
+            return
+        merged = {
+            name: getattr(known, name) if getattr(known, name) is not None else value
+            for name, value in vars(module).items()
+        }
+        merged["image_bases"] = known.image_bases + tuple(
+            base for base in module.image_bases if base not in known.image_bases
+        )
+        self.modules[key] = WindowsModule(**merged)
+
+    def facts(self) -> WindowsFacts:
+        transfer = self.numbers.get("TRANSFER_CONTROL")
+        return WindowsFacts(
+            boot_count=self.numbers.get("BOOTCOUNTER"),
+            cold_boot=None if transfer is None else transfer == 1,
+            bitlocker_unlocks=tuple(self.unlocks),
+            boot_debugging="BOOTDEBUGGING" in self.latched_on,
+            kernel_debugging="OSKERNELDEBUG" in self.latched_on,
+            hypervisor_debugging="HYPERVISOR_DEBUG" in self.latched_on,
+            test_signing="TESTSIGNING" in self.latched_on,
+            flight_signing="FLIGHTSIGNING" in self.latched_on,
+            code_integrity=self.latched_off.get("CODEINTEGRITY"),
+            dep=self.latched_off.get("DATAEXECUTIONPREVENTION"),
+            safe_mode="SAFEMODE" in self.latched_on,
+            winpe="WINPE" in self.latched_on,
+            hypervisor_launch_type=self.numbers.get("HYPERVISOR_LAUNCH_TYPE"),
+            vsm_launch_type=self.numbers.get("VSM_LAUNCH_TYPE"),
+            elam_drivers=tuple(self.elam),
+            loaded_modules=tuple(self.modules.values()),
+        )
+
+
+def _elam(children: Mapping[str, SipaRecord]) -> ElamDriver:
+    def data(name: str) -> bytes | None:
+        found = children.get(name)
+        return found.data if found is not None else None
+
+    key = children.get("ELAM_KEYNAME")
+    return ElamDriver(
+        (key.text or "") if key is not None else "",
+        data("ELAM_MEASURED"),
+        data("ELAM_CONFIGURATION"),
+        data("ELAM_POLICY"),
+    )
+
+
+def _module(children: Mapping[str, SipaRecord]) -> WindowsModule:
+    def text(name: str) -> str | None:
+        found = children.get(name)
+        return found.text if found is not None else None
+
+    def number(name: str) -> int | None:
+        found = children.get(name)
+        return found.number if found is not None else None
+
+    def hexed(name: str) -> str | None:
+        found = children.get(name)
+        return found.data.hex() if found is not None else None
+
+    validated = number("IMAGEVALIDATED")
+    base = number("IMAGEBASE")
+    return WindowsModule(
+        file_path=text("FILEPATH"),
+        authenticode_hash=hexed("AUTHENTICODEHASH"),
+        image_bases=() if base is None else (base,),
+        hash_algorithm=number("HASHALGORITHMID"),
+        image_size=number("IMAGESIZE"),
+        image_validated=None if validated is None else validated == 1,
+        authority_issuer=text("AUTHORITYISSUER"),
+        authority_publisher=text("AUTHORITYPUBLISHER"),
+        authority_serial=hexed("AUTHORITYSERIAL"),
+        authority_sha1=hexed("AUTHORITYSHA1THUMBPRINT"),
+    )
