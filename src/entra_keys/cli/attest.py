@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import formats
+from .._json import Members
 from ..errors import EntraKeysError
 from ..provider import KeyType, KeyUsage
 from .common import (
@@ -42,6 +43,17 @@ def _pcrs(text: str) -> list[int]:
 def _read(path: str, what: str) -> bytes:
     """A file the verifier was given ('-' is a file name here, not stdin)."""
     return read_input(path, what=what, stdin=False)
+
+
+def _pcr_values(path: str) -> dict[int, bytes]:
+    """``--pcr-values``: a JSON object of PCR index to value in hex, ``{"0": "00ab..", ...}``."""
+    values = Members.load(_read(path, "PCR values"), path)
+    expected = {}
+    for name in values.value:
+        if not (name.isascii() and name.isdigit() and len(name) <= 2):
+            raise CommandError(f"{path}: {name!r:.40} is not a PCR index")
+        expected[int(name)] = parse_hex(values.text(name), f"PCR {name}")
+    return expected
 
 
 def _print(ctx: Context, document: dict[str, Any], lines: list[str]) -> None:
@@ -185,8 +197,7 @@ def cmd_verify_quote(ctx: Context) -> int:
     ak = _ak_public(args)
     expected = quote.pcr_values
     if args.pcr_values:
-        expected = {int(k): parse_hex(v, "PCR value") for k, v in
-                    json.loads(_read(args.pcr_values, "PCR values")).items()}  # fmt: skip
+        expected = _pcr_values(args.pcr_values)
     result = verify_quote(
         quote.attest, quote.signature, ak, parse_hex(args.nonce, "--nonce"),
         {quote.pcr_bank: expected}, policy=_policy(args), ak_certificate=_ak_certificate(args),
