@@ -411,8 +411,15 @@ class Members:
         return self._integer(name, value, minimum, maximum, digit_strings)
 
     def texts(self, name: str) -> tuple[str, ...]:
-        """An array of strings."""
-        return tuple(self._text(f"{name}[{i}]", v, empty=True) for i, v in self._array(name))
+        """An array of strings (empty ones too)."""
+        items = self._array(name, "strings")
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise InvalidData(
+                    f"{self.what}: {name!r} is not a list of strings (item {index} is "
+                    f"{_kind(item)})"
+                )
+        return tuple(self._text(f"{name}[{i}]", item, empty=True) for i, item in enumerate(items))
 
     def base64(self, name: str) -> bytes:
         """Bytes in standard base64 with padding (``b64_decode``)."""
@@ -425,7 +432,8 @@ class Members:
 
     def base64_list(self, name: str) -> tuple[bytes, ...]:
         """An array of standard base64 strings, decoded."""
-        return tuple(self._bytes(f"{name}[{i}]", v, url=False) for i, v in self._array(name))
+        items = self._array(name, "base64 strings")
+        return tuple(self._bytes(f"{name}[{i}]", item, url=False) for i, item in enumerate(items))
 
     def base64url(self, name: str) -> bytes:
         """Bytes in base64url without padding (``b64url_decode``)."""
@@ -479,11 +487,11 @@ class Members:
             f"{self.what}: {name!r} is {problem} ({shown}; it is {minimum} to {maximum})"
         )
 
-    def _array(self, name: str) -> enumerate[Any]:
+    def _array(self, name: str, items: str) -> list[Any]:
         value = self.required(name)
         if not isinstance(value, list):
-            raise InvalidData(f"{self.what}: {name!r} is an array, not {_kind(value)}")
-        return enumerate(value)
+            raise InvalidData(f"{self.what}: {name!r} is not a list of {items} but {_kind(value)}")
+        return value
 
     def _bytes(self, name: str, value: object, *, url: bool) -> bytes:
         kind = "base64url" if url else "base64"
