@@ -336,6 +336,29 @@ def test_a_genuine_ek_certificate_beside_another_ek_public_is_refused(swtpm: Swt
     assert enrollment.hardware_backed
 
 
+def test_a_key_without_the_ek_templates_attributes_is_refused_as_the_ek() -> None:
+    """Every EK template (EK Credential Profile) sets fixedTPM, fixedParent,
+    sensitiveDataOrigin, adminWithPolicy, restricted and decrypt: a storage key, or an EK public
+    without adminWithPolicy, does not stand in for an EK."""
+    policy = TrustPolicy(allow_software=True)
+    ak = fabricated_ak(rsa.generate_private_key(65537, 2048))
+    ek = TPMTPublic.parse(software_endorsement_key(rsa.generate_private_key(65537, 2048)).public)
+    assert not AKEnrollment(ak, ek, None, policy=policy).hardware_backed  # the control
+    srk = (
+        TPMA_OBJECT.FIXEDTPM
+        | TPMA_OBJECT.FIXEDPARENT
+        | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | TPMA_OBJECT.USERWITHAUTH
+        | TPMA_OBJECT.NODA
+        | TPMA_OBJECT.RESTRICTED
+        | TPMA_OBJECT.DECRYPT
+    )
+    for attributes in (srk, ek.object_attributes & ~TPMA_OBJECT.ADMINWITHPOLICY):
+        with raises_check(Check.TRUST, match="adminWithPolicy"):
+            AKEnrollment(ak, dataclasses.replace(ek, object_attributes=int(attributes)), None,
+                         policy=policy)  # fmt: skip
+
+
 # --- AK certificates ------------------------------------------------------------------------------
 
 
