@@ -1,20 +1,18 @@
 """Strict JSON objects and their members, and strict base64 and base64url: the one reader of the
-JSON and base64 that entra_keys is sent, so that every document is refused in the same way.
+JSON and base64 entra_keys is sent, so that every document is refused the same way.
 
-A document is read by ``load_object`` (or ``Members.load``): at most ``max_size`` bytes (default
-``MAX_JSON_SIZE``, checked before anything is decoded), UTF-8, one JSON object at the top, no
-member name twice, no NaN or Infinity, no integer of more than ``MAX_NUMBER_DIGITS`` digits, no
-number that overflows a float, no nesting deeper than the parser's recursion limit. Its members
-are read by type with ``Members`` (text, booleans, integers in a range, arrays of strings,
-base64, base64url, nested objects). Every refusal is an ``InvalidData`` that names the document
-and the member.
+``load_object`` (or ``Members.load``) reads a document of at most ``max_size`` bytes (checked
+before anything is decoded): UTF-8, one object at the top, no member named twice, no NaN or
+Infinity, no number that overflows a float or has over ``MAX_NUMBER_DIGITS`` digits, no nesting
+past the parser's recursion limit. ``Members`` reads its members by type (text, booleans,
+integers in a range, lists, base64, base64url, objects). Every refusal is an ``InvalidData``
+naming the document and the member.
 
-The decoders take only canonical text (RFC 4648 §3.5: unused low bits zero). Standard base64
-(RFC 4648 §4) is padded, as the DRS, the records and JOSE ``ctx`` write it; base64url (§5) is
-unpadded, as JWS and JWE (RFC 7515 §2) write it, and neither alphabet passes for the other (the
-peers' bugs to avoid: padding of ``len % 4`` instead of ``-len % 4``, base64url read with the
-standard alphabet). They run in linear time in C (``binascii``) and, besides their output, in
-constant memory: a 32 MiB input costs its output and one 64 KiB chunk, never a regex's stack.
+The decoders take only canonical text (RFC 4648 §3.5): standard base64 (§4) padded, as DRS, the
+records and JOSE ``ctx`` write it; base64url (§5) unpadded, as JWS and JWE do (RFC 7515 §2);
+neither alphabet passes for the other, the peers' bugs (padding of ``len % 4``, base64url read
+with the standard alphabet) among the tests. binascii's strict mode checks and decodes in one
+linear pass, with no more memory than the output (base64url: the output's pieces until joined).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A local stand-in for Entra's Device Registration Service and token service, for tests.
 
-It plays the service's side of a join, built only on the public verifier and formats of
-entra_keys (and pyca ``cryptography``), so join-agent authors can run a whole join in a test::
+It plays the service's side of a join, built only on the public verifier, the formats and the
+strict JSON reader of entra_keys (and pyca ``cryptography``), so join-agent authors can run a
+whole join in a test::
 
     service = RegistrationService(ek_ca_certificates=cas)
     blob, secret = service.enrollment_challenge(ek, ak.tpm_public)     # AK enrollment
