@@ -216,8 +216,8 @@ def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
 def sign_request(session_key: SessionKey, payload: Mapping[str, Any] | bytes) -> str:
     """A compact JWS ``{"alg":"HS256","typ":"JWT","ctx":...,"kdf_ver":2}``, fresh ctx, KDF v2.
 
-    A mapping is serialized once, compactly, and those bytes are hashed and sent; bytes (a JSON
-    object) are hashed and sent as they are.
+    A mapping is serialized once, compactly, and those bytes are hashed and sent; bytes (a strict
+    JSON object of at most ``MAX_JSON_SIZE``, 1 MiB) are hashed and sent as they are.
     """
     body = _payload_bytes(payload)
     ctx = os.urandom(CTX_BYTES)
