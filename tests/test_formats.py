@@ -39,8 +39,6 @@ from entra_keys.formats import (
     REGISTRATION_SUBJECT,
     SIGNATURE_ALGORITHMS,
     algorithms_for,
-    b64url_decode,
-    b64url_encode,
     bcrypt_rsakey_blob,
     build_csr,
     csr_der,
@@ -658,62 +656,6 @@ def test_algorithms_that_do_not_fit_the_key_are_refused(signing_key: EntraPrivat
         sign_raw(signing_key.public_key(), DATA, algorithms_for(signing_key)[0])  # type: ignore[arg-type]
 
 
-# --- base64url ------------------------------------------------------------------------------
-
-
-def test_b64url_known_values() -> None:
-    assert b64url_encode(b"") == ""
-    assert b64url_encode(b"\xfb\xff") == "-_8"
-    assert b64url_encode(b"\xfb\xff\xbf") == "-_-_"
-    assert b64url_decode("-_8") == b"\xfb\xff"
-    assert b64url_decode("-_-_") == b"\xfb\xff\xbf"
-    assert b64url_decode("AQAB") == b"\x01\x00\x01"
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("+_8", "'\\+' belongs to standard base64"),
-        ("/w", "'/' belongs to standard base64"),
-        ("AQ==", "padding"),
-        ("A=B", "padding"),
-        ("A", "1 characters cannot encode whole bytes"),
-        ("AAAAA", "5 characters cannot encode whole bytes"),
-        ("AR", "not canonical"),
-        ("AAB", "not canonical"),
-        (" AA", "' ' is not a base64url character"),
-        ("AA\n", "'\\\\n' is not a base64url character"),
-        ("ÀA", "'À' is not a base64url character"),
-        ("AA.", "'.' is not a base64url character"),
-    ],
-)
-def test_b64url_decode_is_strict(text: str, message: str) -> None:
-    with pytest.raises(InvalidData, match=message):
-        b64url_decode(text)
-
-
-def test_b64url_decode_refuses_bytes() -> None:
-    with pytest.raises(InvalidData, match="must be a str"):
-        b64url_decode(b"AA")  # type: ignore[arg-type]
-
-
-@given(data=st.binary(max_size=300))
-def test_b64url_round_trip(data: bytes) -> None:
-    text = b64url_encode(data)
-    assert text == b64e(data)
-    assert not set(text) & set("=+/")
-    assert b64url_decode(text) == data
-
-
-@given(text=st.text(alphabet="AQgw-_+/=. \nZz09", max_size=40) | st.text(max_size=20))
-def test_b64url_decode_accepts_only_canonical_text(text: str) -> None:
-    try:
-        data = b64url_decode(text)
-    except InvalidData:
-        return
-    assert b64url_encode(data) == text
-
-
 # --- compact JWS ----------------------------------------------------------------------------
 
 
@@ -855,7 +797,7 @@ MALFORMED_TOKENS: list[tuple[str, Callable[[str], object], str]] = [
     ("trailing newline", lambda t: t + "\n", "JWS signature: base64url"),
     ("header std alphabet", lambda t: "+" + t[1:], "JWS header: base64url"),
     ("header padded", lambda t: _replace(t, 0, t.split(".")[0] + "=="), "padding"),
-    ("header not JSON", lambda t: _replace(t, 0, b64e(b"not json")), "not UTF-8 JSON"),
+    ("header not JSON", lambda t: _replace(t, 0, b64e(b"not json")), "JWS header is not JSON"),
     ("header array", lambda t: _replace(t, 0, b64e(b'["RS256"]')), "JSON object"),
     ("header latin-1", lambda t: _replace(t, 0, b64e(b'{"alg":"\xe9"}')), "not UTF-8 JSON"),
     (

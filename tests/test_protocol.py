@@ -387,8 +387,8 @@ def _malformed_replies(certificate: x509.Certificate) -> list[tuple[Any, str]]:
         ({"Certificate": []}, "Certificate is not a JSON object"),
         ({"Certificate": {}}, "has no 'RawBody'"),
         ({"Certificate": {"RawBody": 5}}, "'RawBody' is a string, not a number"),
-        ({"Certificate": {"RawBody": raw[:-2]}}, "RawBody: base64"),
-        ({"Certificate": {"RawBody": raw.replace("+", "-")}}, "RawBody: base64"),
+        ({"Certificate": {"RawBody": raw[:-2]}}, "'RawBody' is not valid base64"),
+        ({"Certificate": {"RawBody": raw.replace("+", "-")}}, "'RawBody' is not valid base64"),
         (no_cn, "not a DER X.509 certificate"),
         (entra_reply(certificate, Certificate={**good["Certificate"], "Thumbprint": "AB"}), "AB"),
         (entra_reply(certificate, User=[]), "User is not a JSON object"),
@@ -766,6 +766,32 @@ def _bad_prt_replies(
         ),
         ({"error": "invalid_grant", "error_description": "AADSTS50126"}, "AADSTS50126"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [
+        ('"' + "9" * 20 + '"', "99999999999999999999"),
+        (str(10**30), "a number of more than 24 digits"),
+        ('"' + "9" * 5000 + '"', "a number of 5000 digits"),
+        ("1e30", "a number with a fraction or exponent"),
+    ],
+)
+def test_parse_prt_response_refuses_lifetimes_out_of_range(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService, number: str, shown: str
+) -> None:
+    """refresh_token_expires_in of 10**30, "9"*20 or a 5,000-digit string raised OverflowError
+    or ValueError; each is now InvalidData naming the member, and nothing is stored."""
+    body = json.dumps(prt_reply(service, transport_key, refresh_token_expires_in=0))
+    body = body.replace('"refresh_token_expires_in": 0', f'"refresh_token_expires_in": {number}')
+    with pytest.raises(InvalidData, match=f"'refresh_token_expires_in' is .*{shown}"):
+        parse_prt_response(body, transport_key, store, "prt")
+    digits = "9" * 5000  # a JSON number past Python's own 4,300-digit limit
+    body = json.dumps(prt_reply(service, transport_key, tgt_ad={"keyType": 0}))
+    with pytest.raises(InvalidData, match="'tgt_ad'\\['keyType'\\] is a number of 5000 digits"):
+        parse_prt_response(body.replace('"keyType": 0', f'"keyType": {digits}'),
+                           transport_key, store, "prt")  # fmt: skip
+    assert "prt" not in store
 
 
 def test_parse_prt_response_refuses_malformed_replies_and_stores_nothing(

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
-from entra_keys.formats import b64url_decode
+from entra_keys._json import b64url_decode
 from entra_keys.testing.token_service import TokenService
 
 from .helpers import PROVIDERS, cached_key, kbkdf, transient_handles

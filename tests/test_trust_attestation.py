@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entra_keys import EntraKeysError, KeyStore, KeyType, KeyUsage, Provider, formats
+from entra_keys._json import b64url_encode
 from entra_keys.attestation import (
     AKEnrollment,
     AKEvidence,
@@ -335,6 +336,29 @@ def test_a_genuine_ek_certificate_beside_another_ek_public_is_refused(swtpm: Swt
     assert enrollment.hardware_backed
 
 
+def test_a_key_without_the_ek_templates_attributes_is_refused_as_the_ek() -> None:
+    """Every EK template (EK Credential Profile) sets fixedTPM, fixedParent,
+    sensitiveDataOrigin, adminWithPolicy, restricted and decrypt: a storage key, or an EK public
+    without adminWithPolicy, does not stand in for an EK."""
+    policy = TrustPolicy(allow_software=True)
+    ak = fabricated_ak(rsa.generate_private_key(65537, 2048))
+    ek = TPMTPublic.parse(software_endorsement_key(rsa.generate_private_key(65537, 2048)).public)
+    assert not AKEnrollment(ak, ek, None, policy=policy).hardware_backed  # the control
+    srk = (
+        TPMA_OBJECT.FIXEDTPM
+        | TPMA_OBJECT.FIXEDPARENT
+        | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | TPMA_OBJECT.USERWITHAUTH
+        | TPMA_OBJECT.NODA
+        | TPMA_OBJECT.RESTRICTED
+        | TPMA_OBJECT.DECRYPT
+    )
+    for attributes in (srk, ek.object_attributes & ~TPMA_OBJECT.ADMINWITHPOLICY):
+        with raises_check(Check.TRUST, match="adminWithPolicy"):
+            AKEnrollment(ak, dataclasses.replace(ek, object_attributes=int(attributes)), None,
+                         policy=policy)  # fmt: skip
+
+
 # --- AK certificates ------------------------------------------------------------------------------
 
 
@@ -586,7 +610,7 @@ def test_prt_request_nonce_is_exact_and_spent_once(tmp_path: Path) -> None:
     assert "session_key_jwe" in service.issue_prt(token)
     with pytest.raises(InvalidData, match="already used"):
         service.issue_prt(token)  # a replay
-    forged = token.rsplit(".", 1)[0] + "." + formats.b64url_encode(bytes(256))
+    forged = token.rsplit(".", 1)[0] + "." + b64url_encode(bytes(256))
     with pytest.raises(InvalidSignature):
         service.issue_prt(forged)
 
@@ -620,12 +644,12 @@ def test_malformed_join_requests_raise_only_typed_errors(body: Any) -> None:
 @pytest.mark.parametrize(
     "token",
     [
-        None, 5, "", "a.b.c", "e30.e30.", formats.b64url_encode(b"[]") + ".e30.",
-        formats.b64url_encode(b'{"x5c": 5}') + ".e30.",
-        formats.b64url_encode(b'{"x5c": []}') + ".e30.",
-        formats.b64url_encode(b'{"x5c": [5]}') + ".e30.",
-        formats.b64url_encode(b'{"x5c": "not base64!"}') + ".e30.",
-        formats.b64url_encode(b'{"x5c": "AAAA"}') + ".e30.",
+        None, 5, "", "a.b.c", "e30.e30.", b64url_encode(b"[]") + ".e30.",
+        b64url_encode(b'{"x5c": 5}') + ".e30.",
+        b64url_encode(b'{"x5c": []}') + ".e30.",
+        b64url_encode(b'{"x5c": [5]}') + ".e30.",
+        b64url_encode(b'{"x5c": "not base64!"}') + ".e30.",
+        b64url_encode(b'{"x5c": "AAAA"}') + ".e30.",
     ],
 )  # fmt: skip
 def test_malformed_prt_requests_raise_only_typed_errors(token: Any) -> None:
@@ -643,7 +667,7 @@ def test_prt_request_whose_certificate_has_no_cn_is_a_typed_error() -> None:
         .sign(key, hashes.SHA256())
     )  # fmt: skip
     x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
-    header = formats.b64url_encode(json.dumps({"alg": "RS256", "x5c": [x5c]}).encode())
+    header = b64url_encode(json.dumps({"alg": "RS256", "x5c": [x5c]}).encode())
     with pytest.raises(InvalidData, match="no subject CN"):
         SERVICE.issue_prt(header + ".e30.")
 

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
 from entra_keys import session as session_module
+from entra_keys._json import b64url_decode, b64url_encode
 from entra_keys.cli import CommandError
 from entra_keys.cli.common import read_input as _read_bounded
 from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData
-from entra_keys.formats import b64url_decode, b64url_encode
 from entra_keys.provider import EntraPrivateKey, Provider
 from entra_keys.session import MAX_RESPONSE_SIZE, PRTSession, decrypt_response
 from entra_keys.testing.token_service import TokenService

@@ -225,8 +225,11 @@ class AttestationError(EntraKeysError):
 
 
 class Check(enum.StrEnum):
-    """The verifier checks (REFERENCE.md section 3) an ``AttestationCheckFailed`` names; each
-    equals its string (``Check.NONCE == "nonce"``)."""
+    """The check an ``AttestationCheckFailed`` names, each equal to its string
+    (``Check.NONCE == "nonce"``). The verifier makes them in this order, as go-tpm-tools'
+    ``quote.Verify`` does: trust (the AK), hash, signature, software, magic, type, then nonce,
+    PCR selection and PCR digest for a quote, or name, nonce, key attributes, key strength and
+    key for a certification."""
 
     #: The trust policy does not trust the attestation key, or it is no restricted signing key.
     TRUST = "trust"
@@ -262,7 +265,7 @@ class Check(enum.StrEnum):
 
 
 class AttestationCheckFailed(AttestationError):
-    """A check of an attestation failed; ``check`` says which (REFERENCE.md section 3).
+    """A check of an attestation failed; ``check`` (a ``Check``) says which.
 
     ``AttestationCheckFailed(message, Check.NONCE)``; the subclasses below fix their check.
     """

@@ -9,11 +9,8 @@ software key go through the same code. Parsers raise only ``InvalidData`` (or
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-import re
 import struct
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,6 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+from ._json import b64url_decode, b64url_encode, load_object
 from .errors import InvalidData, InvalidSignature, UnsupportedAlgorithm
 
 if TYPE_CHECKING:  # cryptography.x509 costs ~40 ms to import: only the CSR functions load it
@@ -34,8 +32,6 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "algorithms_for",
-    "b64url_decode",
-    "b64url_encode",
     "bcrypt_rsakey_blob",
     "build_csr",
     "csr_der",
@@ -86,8 +82,6 @@ _JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth")
 _BCRYPT_HEADER = struct.Struct("<4sIIIII")
 _BCRYPT_RSAPUBLIC_MAGIC = b"RSA1"
 _BCRYPT_PRIVATE_MAGICS = (b"RSA2", b"RSA3")
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -141,36 +135,6 @@ def load_public_key(data: bytes) -> PublicKey:
     raise UnsupportedAlgorithm(
         f"public key type {type(key).__name__}: only RSA and elliptic-curve keys are offered"
     )
-
-
-# --- base64url ------------------------------------------------------------------------------
-
-
-def b64url_encode(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 §2), as JWS and JWK carry binary values."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(data: str) -> bytes:
-    """Strict base64url without padding: only the URL-safe alphabet, canonical; else InvalidData."""
-    if not isinstance(data, str):
-        raise InvalidData(f"base64url input must be a str, not {type(data).__name__}")
-    if _B64URL.fullmatch(data) is None:
-        bad = next(c for c in data if _B64URL.fullmatch(c) is None)
-        if bad == "=":
-            raise InvalidData("base64url: '=' padding is not allowed")
-        if bad in "+/":
-            raise InvalidData(f"base64url: {bad!r} belongs to standard base64, not base64url")
-        raise InvalidData(f"base64url: {bad!r} is not a base64url character")
-    if len(data) % 4 == 1:
-        raise InvalidData(f"base64url: {len(data)} characters cannot encode whole bytes")
-    try:
-        decoded = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - excluded by the checks above
-        raise InvalidData(f"base64url: {exc}") from exc
-    if b64url_encode(decoded) != data:
-        raise InvalidData("base64url: not canonical (the unused low bits are not zero)")
-    return decoded
 
 
 def _rsa_public_key(e: int, n: int, where: str) -> rsa.RSAPublicKey:
@@ -498,33 +462,6 @@ def _segment(text: str, what: str) -> bytes:
         raise InvalidData(f"JWS {what}: {exc}") from exc
 
 
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    members: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in members:
-            raise InvalidData(f"JWS header: the member {name!r} appears twice")
-        members[name] = value
-    return members
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidData(f"JWS header: {name} is not JSON")
-
-
-def _parse_header(raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_unique_members,
-            parse_constant=_reject_constant,
-        )
-    except (ValueError, RecursionError) as exc:
-        raise InvalidData(f"JWS header: not UTF-8 JSON ({exc})") from exc
-    if not isinstance(header, dict):
-        raise InvalidData(f"JWS header: a JSON object was expected, not {type(header).__name__}")
-    return header
-
-
 def jws_verify(
     token: str, public_key: AnyKey, algorithms: Collection[str]
 ) -> tuple[dict[str, Any], bytes]:
@@ -545,7 +482,7 @@ def jws_verify(
     if len(parts) != 3:
         raise InvalidData(f"a compact JWS has 3 segments, this token has {len(parts)}")
     header_b64, payload_b64, signature_b64 = parts
-    header = _parse_header(_segment(header_b64, "header"))
+    header = load_object(_segment(header_b64, "header"), "JWS header")
     payload = _segment(payload_b64, "payload")
     signature = _segment(signature_b64, "signature")
     alg = header.get("alg")

@@ -5,9 +5,9 @@ A provider makes and loads keys; a key is a ``cryptography`` private key (``RSAP
 lives in hardware (``hardware_backed``). The argument checks that decide what a key accepts live
 here, once, so that both providers accept and refuse exactly the same calls.
 
-What a key is (``KeyType``, ``KeyUsage``, the nonce limits) comes from ``tcg.model``, and what a
-provider hands out for attestation (``Quote``, ``Certification``, ``EndorsementKey``) from
-``attestation.records``; both are re-exported here, where callers have always found them.
+What a key is (``KeyType``, ``KeyUsage``, the nonce limits) comes from ``tcg.model``, and the
+records a provider hands out for attestation (``Quote``, ``Certification``, ``EndorsementKey``)
+from ``tcg.records``: below the keys, so that a verifier reads them without a provider.
 """
 
 from __future__ import annotations

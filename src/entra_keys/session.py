@@ -14,7 +14,7 @@ signature or one response decryption.
 
 ``ctx`` travels in JOSE headers as *standard* base64 with padding (RFC 4648 §4), as Windows and
 the open-source peers write it (a Windows request header: ``"ctx": "ET4R9hXL...a3/Mz1Y"``); all
-other JOSE segments are base64url without padding. Both decoders here are strict.
+other JOSE segments are base64url without padding. Both are read strictly (``_json``).
 
 Responses come AES-256-GCM (12-byte IV) or AES-256-CBC (16-byte IV). The CBC form is not
 authenticated: its tag segment is checked by none of the service's peers and is ignored here too,
@@ -30,15 +30,12 @@ the session key, not a derived key, not a decrypted response.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -46,8 +43,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ._json import Members, b64_encode, b64url_decode, b64url_encode, is_json_object, load_object
 from .errors import DecryptionError, InvalidData, KeyUsageError, UnsupportedAlgorithm
-from .formats import b64url_decode, b64url_encode
 from .provider import EntraPrivateKey, KeyUsage, Provider, SessionKey
 from .store.keystore import KeyStore
 
@@ -57,8 +54,6 @@ __all__ = [
     "MAX_CTX_BYTES",
     "MAX_RESPONSE_SIZE",
     "PRTSession",
-    "b64_decode",
-    "b64_encode",
     "decrypt_jwe",
     "decrypt_response",
     "delete_session_key",
@@ -94,65 +89,10 @@ _NOT_DECRYPTED = (
     "the response does not decrypt to a JSON object (another session key, or a damaged or "
     "altered response)"
 )
-_B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _SESSION_KEY_JWE_HEADER = {"alg": "RSA-OAEP", "enc": "A256GCM"}
 
 
-# -- encodings ------------------------------------------------------------------------------
-
-
-def b64_encode(data: bytes) -> str:
-    """Standard base64 with padding (RFC 4648 §4): how ``ctx`` is written in JOSE headers."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def b64_decode(text: str) -> bytes:
-    """Strict standard base64 with its padding; base64url, stray or missing '=' are InvalidData."""
-    if not isinstance(text, str):
-        raise InvalidData(f"base64 input must be a str, not {type(text).__name__}")
-    if _B64.fullmatch(text) is None:
-        if any(c in "-_" for c in text):
-            raise InvalidData("base64: '-' and '_' belong to base64url, not standard base64")
-        if len(text) % 4:
-            raise InvalidData(f"base64: {len(text)} characters is not a padded base64 length")
-        raise InvalidData("base64: not standard base64 (alphabet or padding)")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - excluded by the pattern
-        raise InvalidData(f"base64: {exc}") from exc
-    if b64_encode(data) != text:
-        raise InvalidData("base64: not canonical (the unused low bits are not zero)")
-    return data
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    members: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in members:
-            raise InvalidData(f"the member {name!r} appears twice")
-        members[name] = value
-    return members
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidData(f"{name} is not JSON")
-
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    """A JSON object with unique members, or InvalidData naming ``what``."""
-    try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_unique_members,
-            parse_constant=_reject_constant,
-        )
-    except InvalidData as exc:
-        raise InvalidData(f"{what}: {exc}") from exc
-    except (ValueError, RecursionError) as exc:
-        raise InvalidData(f"{what}: not UTF-8 JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise InvalidData(f"{what}: a JSON object was expected, not {type(value).__name__}")
-    return value
+# -- compact JOSE ---------------------------------------------------------------------------
 
 
 def _segments(token: str, count: int, what: str) -> list[str]:
@@ -190,7 +130,7 @@ def parse_session_key_jwe(jwe: str) -> bytes:
     Every segment must be strict base64url (IV, one-byte ciphertext and tag carry nothing).
     """
     parts = _segments(jwe.strip() if isinstance(jwe, str) else jwe, 5, "a session_key_jwe")
-    header = _json_object(_segment(parts[0], "session_key_jwe header"), "session_key_jwe header")
+    header = load_object(_segment(parts[0], "session_key_jwe header"), "session_key_jwe header")
     for name, expected in _SESSION_KEY_JWE_HEADER.items():
         if header.get(name) != expected:
             raise InvalidData(
@@ -260,7 +200,7 @@ def derive_key(
 def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
     if isinstance(payload, bytes | bytearray | memoryview):
         body = bytes(payload)
-        _json_object(body, "the request payload")
+        load_object(body, "the request payload")
         return body
     if isinstance(payload, Mapping):
         try:
@@ -276,8 +216,8 @@ def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
 def sign_request(session_key: SessionKey, payload: Mapping[str, Any] | bytes) -> str:
     """A compact JWS ``{"alg":"HS256","typ":"JWT","ctx":...,"kdf_ver":2}``, fresh ctx, KDF v2.
 
-    A mapping is serialized once, compactly, and those bytes are hashed and sent; bytes (a JSON
-    object) are hashed and sent as they are.
+    A mapping is serialized once, compactly, and those bytes are hashed and sent; bytes (a strict
+    JSON object of at most ``MAX_JSON_SIZE``, 1 MiB) are hashed and sent as they are.
     """
     body = _payload_bytes(payload)
     ctx = os.urandom(CTX_BYTES)
@@ -309,19 +249,6 @@ def _refuse_oversize(size: int, limit: int, unit: str = "bytes") -> None:
         )
 
 
-def _is_json_object(raw: bytes) -> bool:
-    """True for strict UTF-8 JSON holding an object (unique members, no NaN); never raises."""
-    try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_unique_members,
-            parse_constant=_reject_constant,
-        )
-    except (ValueError, RecursionError, InvalidData):  # UnicodeDecodeError is a ValueError
-        return False
-    return isinstance(value, dict)
-
-
 def _pkcs7_strip(padded: bytes) -> tuple[bytes, bool]:
     """The text without its PKCS#7 padding and whether that padding was valid; never raises.
 
@@ -344,11 +271,12 @@ def _open_response(
     tag: bytes,
     aad: bytes,
     *,
-    json_object: bool = True,
+    json_limit: int | None,
     cbc_size: int | None = None,
 ) -> bytes | None:
-    """The plaintext if it decrypts (and, with ``json_object``, is a JSON object; under CBC,
-    with ``cbc_size``, is that long), else None, the same for every failure. CBC does not
+    """The plaintext if it decrypts (and, with ``json_limit``, is a JSON object of at most that
+    many bytes; under CBC, with ``cbc_size``, is that long), else None, the same for every
+    failure. CBC does not
     authenticate the length: a wrong one cannot be told from another key's valid padding.
 
     Nothing here raises or returns early on the padding: the candidate text is JSON-parsed
@@ -367,7 +295,7 @@ def _open_response(
         plain, padding_ok = _pkcs7_strip(decryptor.update(ciphertext) + decryptor.finalize())
     else:
         return None
-    is_object = _is_json_object(plain) if json_object else True
+    is_object = json_limit is None or is_json_object(plain, max_size=json_limit)
     size_ok = len(iv) == _GCM_IV_BYTES or cbc_size is None or len(plain) == cbc_size
     return plain if is_object and padding_ok and size_ok else None
 
@@ -389,7 +317,7 @@ def decrypt_response(
         _refuse_oversize(memoryview(body).nbytes, limit)
         raw = bytes(body)
         if raw.startswith(b'{"'):
-            return _plain_response(raw)
+            return _plain_response(raw, limit)
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
@@ -399,11 +327,11 @@ def decrypt_response(
         if body.startswith('{"'):
             raw = body.encode("utf-8")
             _refuse_oversize(len(raw), limit)
-            return _plain_response(raw)
+            return _plain_response(raw, limit)
         text = body
     else:
         raise TypeError(f"a response body is bytes or str, not {type(body).__name__}")
-    return _open_jwe(session_key, text, what="an encrypted response", json_object=True)
+    return _open_jwe(session_key, text, what="an encrypted response", json_limit=limit)
 
 
 def decrypt_jwe(
@@ -427,7 +355,7 @@ def decrypt_jwe(
     if not isinstance(token, str):
         raise TypeError(f"a JWE is a str, not {type(token).__name__}")
     _refuse_oversize(len(token), limit, "characters")
-    return _open_jwe(session_key, token, what="a JWE", json_object=False, cbc_size=size)
+    return _open_jwe(session_key, token, what="a JWE", json_limit=None, cbc_size=size)
 
 
 def _open_jwe(
@@ -435,25 +363,20 @@ def _open_jwe(
     text: str,
     *,
     what: str,
-    json_object: bool,
+    json_limit: int | None,
     cbc_size: int | None = None,
 ) -> bytes:
     """Check a compact ``dir`` JWE's form (InvalidData) and open it (one DecryptionError)."""
     parts = _segments(text.strip(), 5, f"{what} (compact JWE)")
     header_b64 = parts[0]
-    header = _json_object(_segment(header_b64, "JWE header"), "JWE header")
-    if header.get("alg") != "dir":
-        raise InvalidData(f"JWE header: alg is {header.get('alg')!r}, not 'dir'")
-    enc = header.get("enc")
-    if not isinstance(enc, str) or not enc:
-        raise InvalidData("JWE header: 'enc' is missing or not a string")
+    header = Members.load(_segment(header_b64, "JWE header"), "JWE header")
+    if header.optional("alg") != "dir":
+        raise InvalidData(f"JWE header: alg is {header.optional('alg')!r}, not 'dir'")
+    header.text("enc")
     if "crit" in header or "zip" in header:
         raise InvalidData("JWE header: 'crit' and 'zip' are not supported")
-    ctx_text = header.get("ctx")
-    if not isinstance(ctx_text, str):
-        raise InvalidData("JWE header: 'ctx' is missing or not a string")
     try:
-        ctx = _check_ctx(b64_decode(ctx_text))
+        ctx = _check_ctx(header.base64("ctx"))
     except InvalidData as exc:
         raise InvalidData(f"JWE header ctx: {exc}") from exc
     _segment(parts[1], "JWE encrypted key")  # empty for 'dir'; not used
@@ -468,7 +391,7 @@ def _open_jwe(
         ciphertext,
         tag,
         header_b64.encode("ascii"),
-        json_object=json_object,
+        json_limit=json_limit,
         cbc_size=cbc_size,
     )
     if plain is None:
@@ -478,9 +401,9 @@ def _open_jwe(
     return plain
 
 
-def _plain_response(raw: bytes) -> bytes:
+def _plain_response(raw: bytes, limit: int) -> bytes:
     """A plain JSON response as it came, once it is known to be a JSON object (else InvalidData)."""
-    if not _is_json_object(raw):
+    if not is_json_object(raw, max_size=limit):
         raise InvalidData("a plain response (beginning '{\"') is not a strict JSON object")
     return raw
 

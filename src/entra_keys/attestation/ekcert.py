@@ -4,58 +4,16 @@
 chain to the CA certificates given (or the policy's); ``verify_ak_certificate`` does the same for
 an AK certificate; ``parse_platform_certificate`` reads a TCG platform certificate.
 
-The chain is built and verified by cryptography's own X.509 verifier (``x509.verification``: a
-client verifier from ``PolicyBuilder`` with ``ExtensionPolicy`` objects made for TCG
-certificates); what it cannot do is written here:
-
-* What was tried (cryptography 50.0.2, the swtpm 0.7.1 EK certificates in
-  tests/vectors/swtpm_tpm2_tools.json, root and issuer of swtpm's local CA, at 2027-01-01):
-  ``PolicyBuilder().store(Store([root])).time(...).build_client_verifier().verify(ek, [issuer])``
-  fails for both the RSA and the ECC EK with ``VerificationError: validation failed: required
-  EKU not found``: the client profile wants id-kp-clientAuth, an EK certificate has
-  tcg-kp-EKCertificate (2.23.133.8.1), and ``Policy.extended_key_usage`` cannot be set. With
-  ``ExtensionPolicy.webpki_defaults_ee()`` a leaf without authorityKeyIdentifier fails
-  ("2.5.29.35: Certificate is missing required extension"); ``webpki_defaults_ca()`` refuses a
-  CA without keyUsage ("2.5.29.15: Certificate is missing required extension"), which RFC 5280
-  path validation allows. ``ExtensionPolicy.permit_all()`` cannot be a CA policy ("A CA
-  extension policy must require the basicConstraints extension to be present").
-* What works, and is used: an end-entity policy ``permit_all()`` (plus certificatePolicies of
-  any criticality) and a CA policy ``permit_all()`` that requires basicConstraints (of any
-  criticality) and checks keyCertSign when keyUsage is there (cryptography checks keyCertSign
-  only in its WebPKI validator). Both swtpm chains verify (the critical subjectAltName of the
-  EK profile is accounted for; swtpm's EK subject is CN=unknown, and a leaf with an empty
-  subject, as the tests make them, verifies too), with the issuer as a trust anchor or as an
-  untrusted intermediate. cryptography then checks, on every certificate of the chain: signatures,
-  validity at the time given, cA asserted in every issuer (also with our own basicConstraints
-  policy), path length, a depth of 7 intermediates at most, and critical extensions it does not
-  process (1.2.3.4, policyConstraints, inhibitAnyPolicy: refused). It would take a critical
-  nameConstraints (enforcing it) or authorityInfoAccess on a CA; as before, every certificate of
-  the chain may have critical only the extensions this module knows (``_KNOWN_CRITICAL``).
-* What it cannot do, so it is done here, before the chain and with this module's messages:
-  the EK profile's end-entity rules (not a CA, no keyCertSign/cRLSign, EK key purpose when key
-  purposes are given, key strength, the certificate is for this EK), the TPM's names in
-  subjectAltName and subjectDirectoryAttributes, and saying which certificate failed and why:
-  cryptography's error is "candidates exhausted: ..." for the last candidate it tried, so when it
-  refuses a chain, ``_explain`` walks the chain the way it would have been built and names the
-  certificate and the reason (no CA signed it, not a CA, path length, keyCertSign, out of date).
-  It only explains: no chain cryptography refuses is accepted (this module refuses more, never
-  less). A trust anchor is never the EK certificate itself (an anchor equal to the leaf is left
-  out, as cryptography would otherwise return the leaf alone as its chain).
-* Stricter than the hand-written chain builder this replaces: the CA/B Forum algorithm rules
-  cryptography applies to every chain (signatures RSA PKCS#1 v1.5 or PSS with SHA-256/384/512
-  or ECDSA with SHA-256/384/512, so no SHA-1; issuer keys RSA-2048+ or P-256/384/521), X.509
-  v3 only, serial numbers of at most 20 octets and not negative, UTCTime for dates before 2050,
-  a non-empty issuer; and a critical subjectDirectoryAttributes (the EK profile makes it
-  non-critical) is refused, as cryptography has no type to account for it. ``ExtensionPolicy``
-  needs cryptography 45 or later.
-
-An EK certificate given as DER that cryptography refuses (non-strict DER, as Nuvoton chips
-store it) is re-encoded by ``nvcert.strict_der`` to be read, and its issuer's signature is
-checked over the tbsCertificate bytes as stored (``nvcert.verify_signed_by``); cryptography's
-verifier then checks the chain from that issuer up.
-
-Pure Python over cryptography and asn1crypto; ``cryptography.x509`` is imported when a
-certificate is checked, not when this module is.
+The chain is built and verified by cryptography's X.509 verifier (``x509.verification``), with
+extension policies made for TCG certificates, which carry no id-kp-clientAuth and may lack the
+extensions the WebPKI profiles require. What that verifier does not check is checked here first:
+the EK profile's end-entity rules (not a CA, no keyCertSign or cRLSign, the EK key purpose, key
+strength, the certificate is for this EK), the TPM's names, and that no certificate of the chain
+has a critical extension this module does not know (``_KNOWN_CRITICAL``); when it refuses a
+chain, ``_explain`` names the certificate and the reason. An EK certificate in non-strict DER
+(as Nuvoton chips store it) is re-encoded by ``nvcert.strict_der`` to be read, and its issuer's
+signature checked over the tbsCertificate bytes as stored (``nvcert.verify_signed_by``).
+``cryptography.x509`` is imported when a certificate is checked, not when this module is.
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import AttestationCheckFailed, AttestationError, Check, InvalidData
 from ..tcg.credential import make_credential
+from ..tcg.model import EK_ATTRIBUTES_LOW
 from ..tcg.public import tpmt_bytes
 from ..tcg.structures import (
     TPM_ALG_ECC,
     TPM_ALG_SHA256,
     TPM_ECC_NIST_P256,
-    TPMA_OBJECT,
     TPMSECCParms,
     TPMSRSAParms,
     TPMTPublic,
@@ -41,14 +41,6 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 __all__ = ["AKEnrollment", "EnrolledAK", "check_enrollment_ak"]
-
-_EK_ATTRIBUTES = (
-    TPMA_OBJECT.FIXEDTPM
-    | TPMA_OBJECT.FIXEDPARENT
-    | TPMA_OBJECT.SENSITIVEDATAORIGIN
-    | TPMA_OBJECT.RESTRICTED
-    | TPMA_OBJECT.DECRYPT
-)
 
 
 @dataclass(frozen=True)
@@ -117,10 +109,12 @@ class AKEnrollment:
         ak = _parse_public(ak_public, "the AK's public area")
         ek = _parse_public(ek_public, "the EK's public area")
         check_enrollment_ak(ak)
-        if ek.object_attributes & _EK_ATTRIBUTES != _EK_ATTRIBUTES:
+        # Every EK template of the EK Credential Profile sets these (the high range adds
+        # userWithAuth): a restricted decryption key made in a TPM, administered by policy.
+        if ek.object_attributes & EK_ATTRIBUTES_LOW != EK_ATTRIBUTES_LOW:
             raise AttestationCheckFailed(
-                "the EK is not a restricted decryption key made in a TPM "
-                "(fixedTPM, fixedParent, sensitiveDataOrigin, restricted, decrypt)",
+                "the EK is not a restricted decryption key made in a TPM (fixedTPM, "
+                "fixedParent, sensitiveDataOrigin, adminWithPolicy, restricted, decrypt)",
                 Check.TRUST,
             )
         certificate: EKCertificateInfo | None = None

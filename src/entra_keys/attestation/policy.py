@@ -1,8 +1,7 @@
 """The verifier's trust policy: which attestation keys it accepts, and the evidence that a TPM
 holds one (enrolled against a verified EK, or an AK certificate that chains to a trusted CA).
 
-Split from ``verifier``, which re-exports ``TrustPolicy`` and ``AKEvidence``; the one hook a
-service overrides to decide what it trusts.
+``TrustPolicy`` is the one hook a service overrides to decide what it trusts.
 """
 
 from __future__ import annotations

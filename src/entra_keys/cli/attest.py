@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import formats
+from .._json import Members
 from ..errors import EntraKeysError
 from ..provider import KeyType, KeyUsage
 from .common import (
@@ -44,6 +45,17 @@ def _read(path: str, what: str) -> bytes:
     return read_input(path, what=what, stdin=False)
 
 
+def _pcr_values(path: str) -> dict[int, bytes]:
+    """``--pcr-values``: a JSON object of PCR index to value in hex, ``{"0": "00ab..", ...}``."""
+    values = Members.load(_read(path, "PCR values"), path)
+    expected = {}
+    for name in values.value:
+        if not (name.isascii() and name.isdigit() and len(name) <= 2):
+            raise CommandError(f"{path}: {name!r:.40} is not a PCR index")
+        expected[int(name)] = parse_hex(values.text(name), f"PCR {name}")
+    return expected
+
+
 def _print(ctx: Context, document: dict[str, Any], lines: list[str]) -> None:
     """The document with ``--json``, else the lines."""
     if ctx.json:
@@ -73,8 +85,8 @@ def cmd_attest_ak_create(ctx: Context) -> int:
 def cmd_attest_ek(ctx: Context) -> int:
     """Print the endorsement keys, what their NV certificates are (repaired, unreadable and
     why) and, with --cert, the certificates and the chain's, as JSON or PEM."""
-    from ..providers.software_attest import endorsement_key_to_json
     from ..tcg.nvcert import certificate_lines
+    from ..tcg.records import endorsement_key_to_json
     from ..tcg.structures import TPMTPublic
 
     eks = ctx.provider.endorsement_keys()
@@ -94,7 +106,8 @@ def cmd_attest_ek(ctx: Context) -> int:
 
 def cmd_attest_quote(ctx: Context) -> int:
     """Quote PCRs with an AK over a nonce; write the quote as JSON (and tpm2-tools' files)."""
-    from ..providers.software_attest import quote_to_json, write_checkquote_files
+    from ..tcg.records import quote_to_json
+    from ..tcg.tpm2_tools import write_checkquote_files
 
     args = ctx.args
     ak = ctx.load(args.ak)
@@ -107,7 +120,7 @@ def cmd_attest_quote(ctx: Context) -> int:
 
 def cmd_attest_certify(ctx: Context) -> int:
     """Certify a stored key with an AK over a nonce; write the certification as JSON."""
-    from ..providers.software_attest import certification_to_json
+    from ..tcg.records import certification_to_json
 
     args = ctx.args
     certification = ctx.provider.certify(
@@ -167,7 +180,7 @@ _EVIDENCE_TEXT = {
 
 def _verdict(what: str, result: Any) -> str:
     """VALID, and why it is not hardware when it is not: software, or an unverified AK."""
-    from ..providers.software_attest import is_software_attestation
+    from ..tcg.records import is_software_attestation
 
     if result.hardware_backed:
         return f"{what}: VALID"
@@ -178,15 +191,14 @@ def _verdict(what: str, result: Any) -> str:
 def cmd_verify_quote(ctx: Context) -> int:
     """Verify a quote JSON file against the AK's TPM2B_PUBLIC and the nonce; exit 0 if valid."""
     from ..attestation.verifier import verify_quote
-    from ..providers.software_attest import quote_from_json
+    from ..tcg.records import quote_from_json
 
     args = ctx.args
     quote = quote_from_json(_read(args.file, "quote"))
     ak = _ak_public(args)
     expected = quote.pcr_values
     if args.pcr_values:
-        expected = {int(k): parse_hex(v, "PCR value") for k, v in
-                    json.loads(_read(args.pcr_values, "PCR values")).items()}  # fmt: skip
+        expected = _pcr_values(args.pcr_values)
     result = verify_quote(
         quote.attest, quote.signature, ak, parse_hex(args.nonce, "--nonce"),
         {quote.pcr_bank: expected}, policy=_policy(args), ak_certificate=_ak_certificate(args),
@@ -209,7 +221,7 @@ def cmd_verify_certify(ctx: Context) -> int:
     """Verify a certification JSON file against the AK's TPM2B_PUBLIC and the key; exit 0 if
     valid."""
     from ..attestation.verifier import verify_certify
-    from ..providers.software_attest import certification_from_json
+    from ..tcg.records import certification_from_json
 
     args = ctx.args
     certification = certification_from_json(_read(args.file, "certification"))

@@ -7,9 +7,9 @@ A thin layer over ``entra_keys.session``. Input is read only up to what a comman
 from __future__ import annotations
 
 import argparse
-import json
 
 from .. import session
+from .._json import Members
 from .common import (
     CommandError,
     Context,
@@ -59,14 +59,7 @@ def _session_key_jwe(data: bytes, path: str) -> str:
     """The JWE in a file: the compact JWE itself, or a token response holding session_key_jwe."""
     text = _text(data, path)
     if text.startswith("{"):
-        try:
-            document = json.loads(text)
-        except ValueError as exc:
-            raise CommandError(f"{path}: not JSON ({exc})") from exc
-        jwe = document.get("session_key_jwe") if isinstance(document, dict) else None
-        if not isinstance(jwe, str):
-            raise CommandError(f"{path}: the JSON has no session_key_jwe string")
-        return jwe
+        return Members.load(text, path).text("session_key_jwe")
     return text
 
 

@@ -3,7 +3,6 @@ checks on caller-given values (a bad value is InvalidData, never a malformed req
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import urllib.parse
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .._json import b64_encode
 from ..errors import InvalidData
 from ..formats import PrivateKey
 
@@ -146,83 +146,4 @@ def certificate_x5c(device_key: PrivateKey, certificate: x509.Certificate) -> st
     if not same_public_key(device_key, certificate.public_key()):
         raise InvalidData("the device certificate is not the certificate of this device key")
     der = certificate.public_bytes(serialization.Encoding.DER)
-    return base64.b64encode(der).decode("ascii")
-
-
-def json_object(body: object, what: str) -> dict[str, Any]:
-    """A reply body (bytes, str or an already parsed mapping) as a JSON object, else InvalidData."""
-    if isinstance(body, Mapping):
-        return dict(body)
-    if isinstance(body, bytes | bytearray | memoryview):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidData(f"{what} is not UTF-8 ({exc})") from exc
-    if not isinstance(body, str):
-        raise InvalidData(f"{what} is bytes, str or a mapping, not {type(body).__name__}")
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidData(f"{what} is not JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise InvalidData(f"{what} is not a JSON object but {type(value).__name__}")
-    return value
-
-
-class Fields:
-    """A JSON object of a reply, read with exact errors: a missing member or one of the wrong
-    type is an InvalidData that names it, never a KeyError or TypeError."""
-
-    def __init__(self, value: object, what: str) -> None:
-        if not isinstance(value, Mapping):
-            raise InvalidData(f"{what} is not a JSON object but {type(value).__name__}")
-        self.value: Mapping[str, Any] = value
-        self.what = what
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.value
-
-    def text(self, name: str) -> str:
-        """A required non-empty string member."""
-        if name not in self.value:
-            raise InvalidData(f"{self.what} has no {name!r}")
-        return self._text(name)
-
-    def optional_text(self, name: str) -> str | None:
-        """A string member that may be missing or null."""
-        if self.value.get(name) is None:
-            return None
-        return self._text(name)
-
-    def _text(self, name: str) -> str:
-        value = self.value[name]
-        if not isinstance(value, str):
-            raise InvalidData(f"{self.what}: {name!r} is a string, not {_json_type(value)}")
-        if not value:
-            raise InvalidData(f"{self.what}: {name!r} is empty")
-        return value
-
-    def integer(self, name: str) -> int:
-        """A required integer member (JSON true is no integer); a string of digits is accepted,
-        as Entra writes some counts as strings."""
-        value = self.optional_integer(name)
-        if value is None:
-            raise InvalidData(f"{self.what} has no {name!r}")
-        return value
-
-    def optional_integer(self, name: str) -> int | None:
-        """An integer member that may be missing or null."""
-        value = self.value.get(name)
-        if value is None:
-            return None
-        if isinstance(value, str) and value.isascii() and value.isdigit():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidData(f"{self.what}: {name!r} is an integer, not {_json_type(value)}")
-        return value
-
-
-def _json_type(value: object) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-    names.update({list: "an array", dict: "an object", type(None): "null"})
-    return names.get(type(value), type(value).__name__)
+    return b64_encode(der)

@@ -7,7 +7,6 @@ Sources: MS-DVRJ 3.1.5.1.1 (the join body; Microsoft's spec), Himmelblau's ``aad
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 import uuid
@@ -18,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 
 from .. import formats
+from .._json import Members, b64_encode
 from ..errors import InvalidData
 from ..formats import PrivateKey
-from ..session import b64_decode
 from ._common import (
     DRS_URL,
-    Fields,
     Request,
-    json_object,
     json_request,
     rsa2048,
     same_public_key,
@@ -100,7 +97,7 @@ class Registration:
         thumbprint and device id must be the certificate's; InvalidData otherwise."""
         from cryptography import x509
 
-        fields = Fields(state, "the join state")
+        fields = Members(state, "the join state")
         try:
             certificate = x509.load_pem_x509_certificate(fields.text("certificate").encode("ascii"))
         except (ValueError, UnicodeEncodeError) as exc:
@@ -108,7 +105,7 @@ class Registration:
         der = certificate.public_bytes(serialization.Encoding.DER)
         reply = {
             "Certificate": {
-                "RawBody": base64.b64encode(der).decode("ascii"),
+                "RawBody": b64_encode(der),
                 "Thumbprint": fields.text("thumbprint"),
             },
             "DeviceId": fields.text("device_id"),
@@ -179,8 +176,8 @@ def registration_request(
         ) from None
     csr = formats.csr_der(formats.build_csr(device_key, formats.REGISTRATION_SUBJECT))
     body: dict[str, Any] = {
-        "CertificateRequest": {"Type": "pkcs10", "Data": base64.b64encode(csr).decode("ascii")},
-        "TransportKey": base64.b64encode(formats.bcrypt_rsakey_blob(transport_key)).decode(),
+        "CertificateRequest": {"Type": "pkcs10", "Data": b64_encode(csr)},
+        "TransportKey": b64_encode(formats.bcrypt_rsakey_blob(transport_key)),
         "TargetDomain": text(domain, "domain"),
         "DeviceType": text(device_type, "device_type"),
         "OSVersion": text(os_version, "os_version"),
@@ -231,13 +228,9 @@ def parse_registration_response(
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    reply = Fields(json_object(body, "the join reply"), "the join reply")
-    certificate_fields = Fields(reply.value.get("Certificate"), "the join reply's Certificate")
-    raw = certificate_fields.text("RawBody")
-    try:
-        der = b64_decode(raw)
-    except InvalidData as exc:
-        raise InvalidData(f"Certificate.RawBody: {exc}") from exc
+    reply = Members.load(body, "the join reply")
+    certificate_fields = reply.member("Certificate")
+    der = certificate_fields.base64("RawBody")
     try:
         certificate = x509.load_der_x509_certificate(der)
         names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -253,9 +246,8 @@ def parse_registration_response(
     stated_id = reply.optional_text("DeviceId")
     if stated_id is not None and stated_id.lower() != device_id.lower():
         raise InvalidData(f"DeviceId {stated_id} is not the certificate's CN {device_id}")
-    upn = None
-    if reply.value.get("User") is not None:
-        upn = Fields(reply.value["User"], "the join reply's User").optional_text("Upn")
+    user = reply.optional_member("User")
+    upn = None if user is None else user.optional_text("Upn")
     if device_key is not None and not same_public_key(device_key, certificate.public_key()):
         raise InvalidData("the device certificate is not for this device key")
     return Registration(certificate, device_id, thumbprint, upn)
@@ -263,7 +255,7 @@ def parse_registration_response(
 
 def drs_nonce_request(tenant: str) -> Request:
     """The DRS nonce request: ``GET .../EnrollmentServer/nonce/{tenant}/?api-version=1.0``
-    (REFERENCE §5; MS-DRS). Its reply's ``Value`` (``parse_drs_nonce``) is what MS-DRS has the
+    (MS-DRS). Its reply's ``Value`` (``parse_drs_nonce``) is what MS-DRS has the
     CSR carry (SHOULD, which neither peer does); entra_keys uses it as the qualifying data of
     the key certifications a join sends in ``extra_fields`` (the stand-in's ``Attestation``)."""
     return Request(
@@ -277,11 +269,7 @@ def drs_nonce_request(tenant: str) -> Request:
 def parse_drs_nonce(body: bytes | str | Mapping[str, Any]) -> bytes:
     """The ``Value`` of a DRS nonce reply, decoded from standard base64 (8 to 32 bytes: a TPM
     takes at most a digest's length as qualifying data); InvalidData otherwise."""
-    reply = Fields(json_object(body, "the DRS nonce reply"), "the DRS nonce reply")
-    try:
-        nonce = b64_decode(reply.text("Value"))
-    except InvalidData as exc:
-        raise InvalidData(f"the DRS nonce reply's Value: {exc}") from exc
+    nonce = Members.load(body, "the DRS nonce reply").base64("Value")
     if not 8 <= len(nonce) <= 32:
         raise InvalidData(f"the DRS nonce is {len(nonce)} bytes, not 8 to 32")
     return nonce

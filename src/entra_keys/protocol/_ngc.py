@@ -14,13 +14,13 @@ libhimmelblau cites it), roadlib ``deviceauth.py`` (``create_hello_prt_assertion
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import formats
+from .._json import b64_encode
 from ..errors import InvalidData
 from ..formats import PrivateKey, PublicKey
 from ._common import DRS_URL, PRT_SCOPE, Request, json_request, rsa2048, text
@@ -37,7 +37,7 @@ def ngc_key_id(key: PrivateKey | PublicKey) -> str:
     if not isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) or key.key_size != 2048:
         raise InvalidData("an NGC key is an RSA-2048 key")
     digest = hashlib.sha256(formats.bcrypt_rsakey_blob(key)).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return b64_encode(digest)
 
 
 def ngc_registration_request(ngc_key: PrivateKey, *, access_token: str) -> Request:
@@ -54,7 +54,7 @@ def ngc_registration_request(ngc_key: PrivateKey, *, access_token: str) -> Reque
     ===========  ==============================================  ==========================
     """
     blob = formats.bcrypt_rsakey_blob(rsa2048(ngc_key, "NGC key"))
-    body = {"kngc": base64.b64encode(blob).decode("ascii")}
+    body = {"kngc": b64_encode(blob)}
     return json_request("POST", NGC_KEY_URL, body, access_token)
 
 

@@ -13,17 +13,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._json import Members, b64_decode
 from ..errors import InvalidData
 from ..provider import EntraPrivateKey, SessionKey
-from ..session import PRTSession, b64_decode, decrypt_jwe, import_session_key
+from ..session import PRTSession, decrypt_jwe, import_session_key
 from ..store.keystore import KeyStore
-from ._common import Fields, json_object
 
 #: ``keyType`` of a TGT with no client key.
 KERBEROS_KEY_NONE = 0
 #: ``keyType`` aes256-cts-hmac-sha1-96 (RFC 3962): a 32-byte client key.
 KERBEROS_AES256_CTS = 18
 _CLIENT_KEY_BYTES = {KERBEROS_AES256_CTS: 32}
+# Kerberos numbers (encryption types, account types) are 32-bit signed (RFC 4120 §5.2.9).
+_INT32 = (-(2**31), 2**31 - 1)
+# The longest refresh_token_expires_in taken, in seconds (a 32-bit count, 68 years): a date
+# can always be computed from it.
+_MAX_LIFETIME = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -81,12 +86,12 @@ class PRT:
 
 def parse_nonce(body: bytes | str | Mapping[str, Any]) -> str:
     """The ``Nonce`` of a ``srv_challenge`` reply (MS-OAPXBC 3.1.5.1.1; roadlib, Himmelblau)."""
-    reply = Fields(json_object(body, "the nonce reply"), "the nonce reply")
+    reply = Members.load(body, "the nonce reply")
     _check_refusal(reply)
     return reply.text("Nonce")
 
 
-def _check_refusal(reply: Fields) -> None:
+def _check_refusal(reply: Members) -> None:
     """An OAuth error reply (RFC 6749 §5.2) as InvalidData with its code and description."""
     if "error" in reply:
         description = reply.value.get("error_description")
@@ -106,26 +111,20 @@ class _Tgt:
 def _tgt(value: object, what: str) -> _Tgt | None:
     if value is None:
         return None
-    if isinstance(value, str):  # roadlib reads a JSON string, Himmelblau either
-        value = json_object(value, what)
-    tgt = Fields(value, what)
-    key_type = tgt.integer("keyType")
+    # roadlib reads a JSON string, Himmelblau either
+    tgt = Members.load(value, what) if isinstance(value, str) else Members(value, what)
+    key_type = tgt.integer("keyType", *_INT32, digit_strings=True)
     client_key = tgt.optional_text("clientKey")
     error = tgt.optional_text("error")
     if key_type != KERBEROS_KEY_NONE and client_key is None and error is None:
         raise InvalidData(f"{what}: keyType {key_type} but no clientKey (and no error)")
-    buffer = tgt.optional_text("messageBuffer")
-    try:
-        message_buffer = None if buffer is None else b64_decode(buffer)
-    except InvalidData as exc:
-        raise InvalidData(f"{what}: messageBuffer: {exc}") from exc
     fields = {
-        "message_buffer": message_buffer,
+        "message_buffer": tgt.optional_base64("messageBuffer"),
         "realm": tgt.optional_text("realm"),
         "client_name": tgt.optional_text("cn"),
         "server_name": tgt.optional_text("sn"),
-        "session_key_type": tgt.optional_integer("sessionKeyType"),
-        "account_type": tgt.optional_integer("accountType"),
+        "session_key_type": tgt.optional_integer("sessionKeyType", *_INT32, digit_strings=True),
+        "account_type": tgt.optional_integer("accountType", *_INT32, digit_strings=True),
         "error": error,
     }
     return _Tgt(key_type, client_key if key_type != KERBEROS_KEY_NONE else None, fields)
@@ -170,7 +169,7 @@ def _open_client_key(key: SessionKey, token: str, size: int | None) -> bytes:
 class _Prt:
     """A PRT reply's members, checked, before any key is touched."""
 
-    reply: dict[str, Any]
+    reply: Mapping[str, Any]
     refresh_token: str
     expires_at: datetime.datetime
     id_token: str
@@ -181,23 +180,21 @@ class _Prt:
     session_key_jwe: str | None
 
 
-def _prt_fields(reply: dict[str, Any], what: str, received_at: datetime.datetime | None) -> _Prt:
-    fields = Fields(reply, what)
+def _prt_fields(fields: Members, received_at: datetime.datetime | None) -> _Prt:
+    what = fields.what
     _check_refusal(fields)
     moment = datetime.datetime.now(datetime.UTC) if received_at is None else received_at
     if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
         raise InvalidData("received_at is an aware datetime (UTC)")
-    lifetime = fields.integer("refresh_token_expires_in")
-    if lifetime < 0:
-        raise InvalidData(f"{what}: refresh_token_expires_in is negative ({lifetime})")
+    lifetime = fields.integer("refresh_token_expires_in", 0, _MAX_LIFETIME, digit_strings=True)
     return _Prt(
-        reply=reply,
+        reply=fields.value,
         refresh_token=fields.text("refresh_token"),
         expires_at=moment.astimezone(datetime.UTC) + datetime.timedelta(seconds=lifetime),
         id_token=fields.text("id_token"),
         token_type=fields.optional_text("token_type"),
-        tgt_ad=_tgt(reply.get("tgt_ad"), f"{what}'s tgt_ad"),
-        tgt_cloud=_tgt(reply.get("tgt_cloud"), f"{what}'s tgt_cloud"),
+        tgt_ad=_tgt(fields.optional("tgt_ad"), f"{what}'s tgt_ad"),
+        tgt_cloud=_tgt(fields.optional("tgt_cloud"), f"{what}'s tgt_cloud"),
         top_level_names=fields.optional_text("kerberos_top_level_names"),
         session_key_jwe=fields.optional_text("session_key_jwe"),
     )
@@ -236,7 +233,8 @@ def parse_prt_response(
     token_type                ``token_type`` ("pop")                               MS-OAPXBC
     refresh_token             ``refresh_token``: the PRT; required                 MS-OAPXBC
     refresh_token_expires_in  ``refresh_token_expires_at`` = ``received_at``       MS-OAPXBC
-                              (default now, UTC) + that many seconds; required
+                              (default now, UTC) + that many seconds (0 to
+                              2**31 - 1; a number or a string of digits); required
     session_key_jwe           imported (RSA-OAEP to the transport key) into        MS-OAPXBC
                               ``session``, a PRTSession named ``name``; required
     id_token                  ``id_token``; required                               MS-OAPXBC
@@ -246,11 +244,12 @@ def parse_prt_response(
     ========================  ===================================================  ===========
 
     The session key is stored only once the whole reply checked out and every client key
-    decrypted, so a refused reply leaves the store as it was. A malformed reply is
-    InvalidData; a session key or client key for another key is DecryptionError.
+    decrypted, so a refused reply leaves the store as it was. A malformed reply (also one over
+    ``MAX_JSON_SIZE``, 1 MiB) is InvalidData; a session key or client key for another key is
+    DecryptionError.
     """
     what = "the PRT reply"
-    parsed = _prt_fields(json_object(body, what), what, received_at)
+    parsed = _prt_fields(Members.load(body, what), received_at)
     if parsed.session_key_jwe is None:
         raise InvalidData(f"{what} has no 'session_key_jwe'")
     key = import_session_key(store.provider, transport_key, parsed.session_key_jwe)
@@ -276,7 +275,8 @@ def parse_refresh_response(
     """
     what = "the PRT renewal reply"
     plain = prt_session.decrypt_response(body)
-    parsed = _prt_fields(json_object(plain, what), what, received_at)
+    # decrypt_response bounded the reply: its plaintext is read whatever its size
+    parsed = _prt_fields(Members.load(plain, what, max_size=len(plain)), received_at)
     if parsed.session_key_jwe is None:
         return _prt(parsed, prt_session, prt_session.key, what)
     if transport_key is None:
@@ -292,7 +292,7 @@ def parse_refresh_response(
 def parse_token_response(body: bytes | str, prt_session: PRTSession) -> dict[str, Any]:
     """The members of an ``app_token_request`` reply (``access_token``, ``refresh_token``,
     ``id_token``, ...), decrypted by the session; an OAuth error reply is InvalidData."""
-    what = "the token reply"
-    reply = json_object(prt_session.decrypt_response(body), what)
-    _check_refusal(Fields(reply, what))
-    return reply
+    plain = prt_session.decrypt_response(body)
+    reply = Members.load(plain, "the token reply", max_size=len(plain))  # bounded above
+    _check_refusal(reply)
+    return dict(reply.value)

@@ -3,15 +3,14 @@
 The software provider makes the same objects as a TPM (TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE
 with RSASSA-SHA256 or ECDSA-SHA256), so that one verifier and the same tools read both; what the
 objects look like comes from ``tcg.model``, the facts the TPM provider builds its templates from.
-Every TPMS_ATTEST made here carries two marks a TPM never produces (``records``): the
+Every TPMS_ATTEST made here carries two marks a TPM never produces (``tcg.records``): the
 ``qualifiedSigner`` begins with TPM_ALG_NULL and "entra_keys software", and ``firmwareVersion`` is
 "SOFTWARE" in ASCII. The verifier refuses an attestation with either mark unless its policy
 allows software.
 
-This is the producer only, and the one module of ``attestation`` above the key layer (it signs
-with a provider's key). The records and their JSON forms are in ``records``, the tpm2-tools files
-in ``tpm2_tools``; the names imported here ``as`` themselves (``quote_to_json``, ...) are
-re-exported from this, their old home, for callers not yet moved.
+This is the producer only: it signs with a provider's key, so it sits above the keys, while the
+records it makes and their JSON forms (``tcg.records``) and the tpm2-tools files
+(``tcg.tpm2_tools``) sit below them, where the verifier reads them.
 """
 
 from __future__ import annotations
@@ -44,14 +43,6 @@ from ..tcg.records import (
     EndorsementKey,
     Quote,
 )
-from ..tcg.records import certification_from_json as certification_from_json
-from ..tcg.records import certification_to_json as certification_to_json
-from ..tcg.records import endorsement_key_from_json as endorsement_key_from_json
-from ..tcg.records import endorsement_key_to_json as endorsement_key_to_json
-from ..tcg.records import is_software_attestation as is_software_attestation
-from ..tcg.records import is_software_marked as is_software_marked
-from ..tcg.records import quote_from_json as quote_from_json
-from ..tcg.records import quote_to_json as quote_to_json
 from ..tcg.structures import (
     TPM_ALG_AES,
     TPM_ALG_CFB,
@@ -73,10 +64,6 @@ from ..tcg.structures import (
     hash_info,
     hash_info_by_name,
 )
-from ..tcg.tpm2_tools import CheckquoteFiles as CheckquoteFiles
-from ..tcg.tpm2_tools import parse_tpm2_pcrs_file as parse_tpm2_pcrs_file
-from ..tcg.tpm2_tools import tpm2_pcrs_file as tpm2_pcrs_file
-from ..tcg.tpm2_tools import write_checkquote_files as write_checkquote_files
 
 __all__ = [
     "software_certify",

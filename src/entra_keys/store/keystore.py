@@ -12,7 +12,7 @@ user alone controls: the directory and every file it reads must be owned by the 
 closed to others, and not a symbolic link; a file must be a regular file (a FIFO or device is
 refused before it is read). The directory is opened once per operation without following links,
 and every file is opened, created, renamed and removed relative to that descriptor (those rules
-live in ``_storefiles``; this module is the API over them and the key file format).
+live in ``store._files``; this module is the API over them and the key file format).
 """
 
 from __future__ import annotations

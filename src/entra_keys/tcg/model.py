@@ -1,10 +1,10 @@
 """What a TPM key looks like: the one pure-Python home of the facts both providers share.
 
 The TPM provider builds its templates from these facts; the software provider and its
-attestation (``attestation/software.py``) build the same TPMT_PUBLIC areas from them, so that a
+attestation (``providers.software_attest``) build the same TPMT_PUBLIC areas from them, so that a
 software key looks exactly like a TPM key except for ``hardware_backed``; the key store reads key
-files by the PEM labels here. Nothing here needs tpm2-pytss: the wire constants (TPMA_OBJECT,
-TPM_ALG_*) come from ``attestation/structures.py``, the pure wire layer below this one.
+files by the PEM labels here; the verifier checks EKs against them. Nothing here needs
+tpm2-pytss: the wire constants (TPMA_OBJECT, TPM_ALG_*) come from ``tcg.wire``.
 
 Sources: TPM 2.0 Library Part 2 (TPMA_OBJECT 8.3, handles 7.4, TPM_RC_SIZE for qualifying data),
 TCG EK Credential Profile 2.0 (EK templates B.3 and the NV indices of EK certificates), TCG TPM

@@ -1,11 +1,12 @@
 """EK certificates as TPMs store them in NV, made into certificates a verifier can read.
 
-Real chips do not always store clean DER (REFERENCE §6; go-attestation ``ParseEKCertificate``,
-keylime ``cert_utils``): ST33 chips pad the index with 0xFF (or 0x00) to its size, some put the
-TCG PC Client header ``10 01 00 <len16>`` (TCG_PCCLIENT_STORED_CERT, at times followed by the
-full-certificate tag ``10 02``) in front, and Nuvoton certificates are not strict DER (cryptography
-refuses them, e.g. a SET OF out of order). Here the DER length in the outer SEQUENCE's header
-decides where a certificate ends; header and padding are removed and said so in ``repairs``.
+Real chips do not always store clean DER (go-attestation ``ParseEKCertificate``, keylime
+``cert_utils``, tpm2-tools issue 3474): ST33 chips pad the index with 0xFF (or 0x00) to its
+size, some put the TCG PC Client header ``10 01 00 <len16>`` (TCG_PCCLIENT_STORED_CERT, at times
+followed by the full-certificate tag ``10 02``) in front, and Nuvoton certificates are not strict
+DER (cryptography refuses them, e.g. a SET OF out of order). Here the DER length in the outer
+SEQUENCE's header decides where a certificate ends; header and padding are removed and said so
+in ``repairs``.
 
 ``certificate`` stays the bytes the CA signed. A verifier that needs strict DER gets it from
 ``strict_der``, which re-encodes with asn1crypto and says so; the signature of a re-encoded

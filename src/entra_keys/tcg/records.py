@@ -11,14 +11,13 @@ looks for: ``qualifiedSigner`` begins with TPM_ALG_NULL and "entra_keys software
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._json import Members, b64_encode
 from ..errors import AttestationCheckFailed, Check, InvalidData
 from .model import PCR_COUNT, KeyType
 from .wire import TPM_ALG_NULL
@@ -124,60 +123,22 @@ def is_software_marked(qualified_signer: bytes, firmware_version: int) -> bool:
 # --- JSON ----------------------------------------------------------------------------------
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-class _Fields:
-    """Reads the members of a JSON object strictly; every problem is an exact InvalidData."""
-
-    def __init__(
-        self,
-        source: str | bytes | Mapping[str, Any],
-        kind: str,
-        names: set[str],
-        optional: frozenset[str] = frozenset(),
-    ):
-        self.kind = kind
-        if isinstance(source, str | bytes):
-            try:
-                source = json.loads(source)
-            except (ValueError, RecursionError) as exc:
-                raise InvalidData(f"{kind} JSON: not JSON ({exc})") from exc
-        if not isinstance(source, Mapping):
-            raise InvalidData(f"{kind} JSON: an object was expected")
-        self.data = source
-        if source.get("kind") != kind:
-            raise InvalidData(f"{kind} JSON: 'kind' is {source.get('kind')!r}, not {kind!r}")
-        if source.get("version") != 1:
-            raise InvalidData(f"{kind} JSON: version {source.get('version')!r} is not 1")
-        unknown = sorted(set(source) - names - optional - {"kind", "version"})
-        missing = sorted(names - set(source))
-        if unknown or missing:
-            raise InvalidData(f"{kind} JSON: unknown members {unknown}, missing members {missing}")
-
-    def raw(self, name: str, kinds: type | tuple[type, ...]) -> Any:
-        value = self.data[name]
-        if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is int):
-            raise InvalidData(f"{self.kind} JSON: {name!r} has the wrong type")
-        return value
-
-    def optional_text(self, name: str) -> str | None:
-        value = self.data.get(name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidData(f"{self.kind} JSON: {name!r} has the wrong type")
-        return value
-
-    def b64(self, name: str) -> bytes:
-        return self.decode(name, self.data[name])
-
-    def decode(self, name: str, text: object) -> bytes:
-        if not isinstance(text, str):
-            raise InvalidData(f"{self.kind} JSON: {name!r} is not a base64 string")
-        try:
-            return base64.b64decode(text.encode("ascii"), validate=True)
-        except (ValueError, binascii.Error) as exc:
-            raise InvalidData(f"{self.kind} JSON: {name!r} is not valid base64") from exc
+def _document(
+    source: str | bytes | Mapping[str, Any],
+    kind: str,
+    names: set[str],
+    later: frozenset[str] = frozenset(),
+) -> Members:
+    """A record's JSON form: an object of this ``kind`` and version 1 with exactly these
+    members (and perhaps those added ``later``), read strictly by the one JSON reader."""
+    doc = Members.load(source, f"the {kind} document")
+    if doc.optional("kind") != kind:
+        raise InvalidData(f"{doc.what}: 'kind' is {doc.optional('kind')!r:.40}, not {kind!r}")
+    version = doc.optional("version")
+    if type(version) is not int or version != 1:
+        raise InvalidData(f"{doc.what}: version {version!r:.40} is not 1")
+    doc.only({*names, "kind", "version"}, later)
+    return doc
 
 
 _PCR_NAMES = frozenset(str(i) for i in range(PCR_COUNT))
@@ -189,11 +150,11 @@ def quote_to_json(quote: Quote) -> str:
         {
             "kind": "quote",
             "version": 1,
-            "attest": _b64(quote.attest),
-            "signature": _b64(quote.signature),
+            "attest": b64_encode(quote.attest),
+            "signature": b64_encode(quote.signature),
             "pcr_bank": quote.pcr_bank,
-            "pcr_values": {str(i): _b64(v) for i, v in sorted(quote.pcr_values.items())},
-            "nonce": _b64(quote.nonce),
+            "pcr_values": {str(i): b64_encode(v) for i, v in sorted(quote.pcr_values.items())},
+            "nonce": b64_encode(quote.nonce),
             "hardware_backed": quote.hardware_backed,
         },
         indent=2,
@@ -203,24 +164,24 @@ def quote_to_json(quote: Quote) -> str:
 def quote_from_json(source: str | bytes | Mapping[str, Any]) -> Quote:
     """A quote from ``quote_to_json``'s form. ``hardware_backed`` is the sender's claim: only
     verification (``verify_quote``) decides what the quote proves."""
-    f = _Fields(
+    doc = _document(
         source,
         "quote",
         {"attest", "signature", "pcr_bank", "pcr_values", "nonce", "hardware_backed"},
     )
-    raw_values = f.raw("pcr_values", dict)
+    pcrs = doc.member("pcr_values")
     values: dict[int, bytes] = {}
-    for index, value in raw_values.items():
-        if not isinstance(index, str) or index not in _PCR_NAMES:
-            raise InvalidData(f"quote JSON: PCR index {index!r} is not 0..23")
-        values[int(index)] = f.decode(f"pcr_values[{index}]", value)
+    for index in pcrs.value:
+        if index not in _PCR_NAMES:
+            raise InvalidData(f"{doc.what}: PCR index {index!r:.40} is not 0..23")
+        values[int(index)] = pcrs.base64(index)
     return Quote(
-        attest=f.b64("attest"),
-        signature=f.b64("signature"),
-        pcr_bank=f.raw("pcr_bank", str),
+        attest=doc.base64("attest"),
+        signature=doc.base64("signature"),
+        pcr_bank=doc.text("pcr_bank"),
         pcr_values=dict(sorted(values.items())),
-        nonce=f.b64("nonce"),
-        hardware_backed=f.raw("hardware_backed", bool),
+        nonce=doc.base64("nonce"),
+        hardware_backed=doc.boolean("hardware_backed"),
     )
 
 
@@ -230,10 +191,10 @@ def certification_to_json(certification: Certification) -> str:
         {
             "kind": "certification",
             "version": 1,
-            "attest": _b64(certification.attest),
-            "signature": _b64(certification.signature),
-            "key_public": _b64(certification.key_public),
-            "nonce": _b64(certification.nonce),
+            "attest": b64_encode(certification.attest),
+            "signature": b64_encode(certification.signature),
+            "key_public": b64_encode(certification.key_public),
+            "nonce": b64_encode(certification.nonce),
             "hardware_backed": certification.hardware_backed,
         },
         indent=2,
@@ -242,15 +203,15 @@ def certification_to_json(certification: Certification) -> str:
 
 def certification_from_json(source: str | bytes | Mapping[str, Any]) -> Certification:
     """A certification from ``certification_to_json``'s form (``hardware_backed`` is a claim)."""
-    f = _Fields(
+    doc = _document(
         source, "certification", {"attest", "signature", "key_public", "nonce", "hardware_backed"}
     )
     return Certification(
-        attest=f.b64("attest"),
-        signature=f.b64("signature"),
-        key_public=f.b64("key_public"),
-        nonce=f.b64("nonce"),
-        hardware_backed=f.raw("hardware_backed", bool),
+        attest=doc.base64("attest"),
+        signature=doc.base64("signature"),
+        key_public=doc.base64("key_public"),
+        nonce=doc.base64("nonce"),
+        hardware_backed=doc.boolean("hardware_backed"),
     )
 
 
@@ -261,14 +222,14 @@ def endorsement_key_to_json(ek: EndorsementKey) -> str:
             "kind": "endorsement_key",
             "version": 1,
             "key_type": ek.key_type.value,
-            "public": _b64(ek.public),
-            "certificate": None if ek.certificate is None else _b64(ek.certificate),
+            "public": b64_encode(ek.public),
+            "certificate": None if ek.certificate is None else b64_encode(ek.certificate),
             "nv_index": ek.nv_index,
             "handle": ek.handle,
             "hardware_backed": ek.hardware_backed,
             "certificate_repairs": list(ek.certificate_repairs),
             "certificate_error": ek.certificate_error,
-            "chain": [_b64(c) for c in ek.chain],
+            "chain": [b64_encode(c) for c in ek.chain],
             "chain_errors": list(ek.chain_errors),
         },
         indent=2,
@@ -277,36 +238,31 @@ def endorsement_key_to_json(ek: EndorsementKey) -> str:
 
 def endorsement_key_from_json(source: str | bytes | Mapping[str, Any]) -> EndorsementKey:
     """An EK from ``endorsement_key_to_json``'s form (``hardware_backed`` is a claim)."""
-    f = _Fields(
+    doc = _document(
         source,
         "endorsement_key",
         {"key_type", "public", "certificate", "nv_index", "handle", "hardware_backed"},
         _EK_LATER,  # members added since version 1: a document without them is read as before
     )
     try:
-        key_type = KeyType(f.raw("key_type", str))
-    except ValueError as exc:
-        raise InvalidData(f"endorsement_key JSON: unknown key_type {f.data['key_type']!r}") from exc
-    cert = f.data["certificate"]
+        key_type = KeyType(doc.text("key_type"))
+    except ValueError:
+        raise InvalidData(f"{doc.what}: unknown key_type {doc.value['key_type']!r:.40}") from None
     return EndorsementKey(
         key_type=key_type,
-        public=f.b64("public"),
-        certificate=None if cert is None else f.b64("certificate"),
-        nv_index=None if f.data["nv_index"] is None else f.raw("nv_index", int),
-        handle=None if f.data["handle"] is None else f.raw("handle", int),
-        hardware_backed=f.raw("hardware_backed", bool),
-        certificate_repairs=_texts(f, "certificate_repairs"),
-        certificate_error=f.optional_text("certificate_error"),
-        chain=tuple(f.decode("chain", c) for c in f.data.get("chain") or ()),
-        chain_errors=_texts(f, "chain_errors"),
+        public=doc.base64("public"),
+        certificate=doc.optional_base64("certificate"),
+        nv_index=doc.optional_integer("nv_index", 0, _UINT32),
+        handle=doc.optional_integer("handle", 0, _UINT32),
+        hardware_backed=doc.boolean("hardware_backed"),
+        certificate_repairs=doc.texts("certificate_repairs")
+        if "certificate_repairs" in doc
+        else (),
+        certificate_error=doc.optional_text("certificate_error"),
+        chain=doc.base64_list("chain") if "chain" in doc else (),
+        chain_errors=doc.texts("chain_errors") if "chain_errors" in doc else (),
     )
 
 
 _EK_LATER = frozenset({"certificate_repairs", "certificate_error", "chain", "chain_errors"})
-
-
-def _texts(f: _Fields, name: str) -> tuple[str, ...]:
-    value = f.data.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidData(f"{f.kind} JSON: {name!r} is not a list of strings")
-    return tuple(value)
+_UINT32 = 0xFFFFFFFF

@@ -47,7 +47,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .. import formats
-from ..errors import EntraKeysError, InvalidData, InvalidSignature
+from .._json import Members, b64url_decode, b64url_encode, load_object
+from ..errors import InvalidData, InvalidSignature
 from ..protocol import Request
 from .registration import DeviceRecord, RegistrationService
 from .token_service import TokenService
@@ -159,13 +160,9 @@ class EntraStandIn:
         if "ngcmfa" not in amr:
             raise InvalidData("an NGC key registration needs a token with the ngcmfa amr")
         body = _json_body(request, "the NGC key registration")
-        blob = body.get("kngc")
-        if not isinstance(blob, str):
-            raise InvalidData("the NGC key registration has no kngc string")
-        try:
-            key = formats.public_key_from_bcrypt(base64.b64decode(blob, validate=True))
-        except ValueError as exc:
-            raise InvalidData(f"kngc is not base64 ({exc})") from exc
+        key = formats.public_key_from_bcrypt(
+            Members(body, "the NGC key registration").base64("kngc")
+        )
         kid = base64.b64encode(hashes_sha256(formats.bcrypt_rsakey_blob(key))).decode("ascii")
         self.ngc_keys[kid] = (upn, key)
         return _json({"kid": kid, "upn": upn})
@@ -301,8 +298,8 @@ class EntraStandIn:
         claims = {"aud": client_id, "iss": f"https://sts.windows.net/{self.tenant_id}/",
                   "iat": now, "exp": now + 3600, "upn": upn, "tid": self.tenant_id,
                   "deviceid": device_id}  # fmt: skip
-        head = formats.b64url_encode(_json({"typ": "JWT", "alg": "none"}))
-        return f"{head}.{formats.b64url_encode(_json(claims))}."
+        head = b64url_encode(_json({"typ": "JWT", "alg": "none"}))
+        return f"{head}.{b64url_encode(_json(claims))}."
 
     def _session_request(self, jwt: str) -> bytes:
         """A renewal (scope with aza) or an app token: HS256 checked with the PRT's session key
@@ -392,13 +389,7 @@ def _expect(request: Request, method: str, prefix: str, query: str) -> None:
 def _json_body(request: Request, what: str) -> dict[str, Any]:
     if request.headers.get("Content-Type") != "application/json":
         raise InvalidData(f"{what} is not application/json")
-    try:
-        value = json.loads(request.body)
-    except ValueError as exc:
-        raise InvalidData(f"{what} is not JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise InvalidData(f"{what} is not a JSON object")
-    return value
+    return load_object(request.body, what)
 
 
 def _form(request: Request) -> dict[str, str]:
@@ -419,12 +410,10 @@ def _part(token: str, index: int, what: str) -> dict[str, Any]:
     if len(parts) != 3:
         raise InvalidData(f"{what} is a compact JWS of 3 segments, not {len(parts)}")
     try:
-        value = json.loads(formats.b64url_decode(parts[index]))
-    except (ValueError, EntraKeysError) as exc:
-        raise InvalidData(f"{what} does not decode ({exc})") from exc
-    if not isinstance(value, dict):
-        raise InvalidData(f"{what} is not a JSON object")
-    return value
+        raw = b64url_decode(parts[index])
+    except InvalidData as exc:
+        raise InvalidData(f"{what} does not decode ({exc})") from None
+    return load_object(raw, what)
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -439,7 +428,7 @@ def _verify_rs256(token: str, key: rsa.RSAPublicKey, what: str) -> dict[str, Any
     head, body, signature = token.split(".")
     try:
         key.verify(
-            formats.b64url_decode(signature), f"{head}.{body}".encode("ascii"),
+            b64url_decode(signature), f"{head}.{body}".encode("ascii"),
             padding.PKCS1v15(), hashes.SHA256(),
         )  # fmt: skip
     except PycaInvalidSignature:

@@ -1,7 +1,8 @@
 """A local stand-in for Entra's Device Registration Service and token service, for tests.
 
-It plays the service's side of a join, built only on the public verifier and formats of
-entra_keys (and pyca ``cryptography``), so join-agent authors can run a whole join in a test::
+It plays the service's side of a join, built only on the public verifier, the formats and the
+strict JSON reader of entra_keys (and pyca ``cryptography``), so join-agent authors can run a
+whole join in a test::
 
     service = RegistrationService(ek_ca_certificates=cas)
     blob, secret = service.enrollment_challenge(ek, ak.tpm_public)     # AK enrollment
@@ -18,11 +19,8 @@ Every malformed request is an ``InvalidData`` (or a more specific entra_keys err
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import hashlib
-import json
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,9 +34,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from .. import formats
+from .._json import Members, b64_decode, b64_encode, b64url_decode, b64url_encode
 from ..attestation.enrollment import AKEnrollment, EnrolledAK
 from ..attestation.verifier import TrustPolicy, verify_certify
-from ..errors import AttestationError, EntraKeysError, InvalidData, InvalidSignature
+from ..errors import AttestationError, InvalidData, InvalidSignature
 from ..tcg.public import tpmt_bytes
 from ..tcg.records import certification_from_json
 from ..tcg.structures import TPMTPublic
@@ -159,18 +158,18 @@ class RegistrationService:
         return nonce
 
     def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Handle a join request (REFERENCE §1.2): check the CSR, the transport key and the key
-        attestations, then issue the device certificate; its subject CN is the device id."""
-        fields = _Fields(body, "the join request")
-        request = _Fields(fields.get("CertificateRequest", Mapping), "CertificateRequest")
-        if request.get("Type", str) != "pkcs10":
-            raise InvalidData(f"CertificateRequest type {request.get('Type', str)!r}")
+        """Handle a join request (MS-DVRJ 3.1.5.1.1): check the CSR, the transport key and the
+        key attestations, then issue the device certificate; its subject CN is the device id."""
+        fields = Members.load(body, "the join request")
+        request = fields.member("CertificateRequest")
+        if request.text("Type") != "pkcs10":
+            raise InvalidData(f"CertificateRequest type {request.text('Type')!r:.40}")
         try:
-            csr = x509.load_der_x509_csr(request.b64("Data"))
+            csr = x509.load_der_x509_csr(request.base64("Data"))
         except ValueError as exc:
             raise InvalidData(f"CertificateRequest.Data is not a DER CSR ({exc})") from exc
-        transport = formats.public_key_from_bcrypt(fields.b64("TransportKey"))
-        join_type_value = fields.get("JoinType", int)
+        transport = formats.public_key_from_bcrypt(fields.base64("TransportKey"))
+        join_type_value = fields.integer("JoinType", min(_JOIN_TYPES), max(_JOIN_TYPES))
         if join_type_value not in _JOIN_TYPES:
             raise InvalidData(f"JoinType {join_type_value!r} is not 0, 4 or 6")
         join_type = _JOIN_TYPES[join_type_value]
@@ -204,7 +203,7 @@ class RegistrationService:
         return {
             "Certificate": {
                 "Thumbprint": hashlib.sha1(der, usedforsecurity=False).hexdigest().upper(),
-                "RawBody": base64.b64encode(der).decode(),
+                "RawBody": b64_encode(der),
             },
             "DeviceId": device_id,
             "Attested": attested,
@@ -212,7 +211,7 @@ class RegistrationService:
 
     def _check_attestation(
         self,
-        attestation: Any,
+        attestation: object,
         device_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
         transport: rsa.RSAPublicKey,
     ) -> bool:
@@ -222,14 +221,14 @@ class RegistrationService:
             if self.require_attestation:
                 raise AttestationError("the join request carries no key attestation")
             return False
-        fields = _Fields(attestation, "Attestation")
-        record = self._enrolled.get(_ak_name(fields.b64("AkPublic")))
+        fields = Members(attestation, "the join request's Attestation")
+        record = self._enrolled.get(_ak_name(fields.base64("AkPublic")))
         if record is None:
             raise AttestationError("the attestation key is not enrolled")
         policy = self._policy([record])
         hardware = True
         for field_name, expected in (("DeviceKey", device_key), ("TransportKey", transport)):
-            certification = certification_from_json(fields.get(field_name, (str, Mapping)))
+            certification = certification_from_json(fields.required(field_name))
             if certification.nonce not in self._nonces:
                 raise AttestationError(f"the {field_name} certification's nonce was not issued")
             self._nonces.discard(certification.nonce)  # one use: no replay
@@ -247,7 +246,7 @@ class RegistrationService:
 
     def issue_prt_nonce(self) -> str:
         """A fresh nonce (``grant_type=srv_challenge``) for one PRT request; spent on use."""
-        nonce = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+        nonce = b64url_encode(os.urandom(24))
         self._prt_nonces.add(nonce)
         return nonce
 
@@ -259,7 +258,7 @@ class RegistrationService:
         record, _ = self.verify_prt_request(token)
         return {
             "token_type": "Bearer",
-            "refresh_token": base64.urlsafe_b64encode(os.urandom(48)).decode(),
+            "refresh_token": b64url_encode(os.urandom(48)),
             "session_key_jwe": record.token_service.session_key_jwe(record.transport_key),
         }
 
@@ -280,14 +279,23 @@ class RegistrationService:
         exactly a nonce of ``issue_prt_nonce``, spent here."""
         if not isinstance(token, str):
             raise InvalidData(f"the request token is a string, not {type(token).__name__}")
-        header = _Fields(_jws_header(token), "the request token's header")
-        x5c = header.get("x5c", (str, list))
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidData(f"the request token has 3 segments, not {len(parts)}")
+        header = Members.load(_segment(parts[0], "header"), "the request token's header")
+        x5c = header.required("x5c")
         if isinstance(x5c, list):  # Himmelblau sends an array, roadlib a string
             if not x5c or not isinstance(x5c[0], str):
                 raise InvalidData("the request's x5c array holds no certificate")
             x5c = x5c[0]
+        elif not isinstance(x5c, str):
+            raise InvalidData("the request's x5c is a string or an array of strings")
         try:
-            cert = x509.load_der_x509_certificate(_b64(x5c, "x5c"))
+            der = b64_decode(x5c)
+        except InvalidData as exc:
+            raise InvalidData(f"the request's x5c: {exc}") from None
+        try:
+            cert = x509.load_der_x509_certificate(der)
             names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         except ValueError as exc:
             raise InvalidData(f"the request's x5c is not a certificate ({exc})") from exc
@@ -296,21 +304,15 @@ class RegistrationService:
         record = self.devices.get(str(names[0].value))
         if record is None or record.certificate != cert:
             raise InvalidSignature("the request's certificate was not issued by this service")
-        if kdf_v2 and header.optional("kdf_ver") != 2:
+        if kdf_v2 and header.optional_integer("kdf_ver", 1, 2) != 2:
             raise InvalidData("the request does not ask for KDF version 2")
         device_key = cert.public_key()
         if not isinstance(device_key, rsa.RSAPublicKey):
             raise InvalidData("the device certificate's key is not RSA")
         if header.optional("alg") != "RS256":
             raise InvalidData("the PRT request is not RS256")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise InvalidData(f"the request token has 3 segments, not {len(parts)}")
-        try:
-            signature = formats.b64url_decode(parts[2])
-            payload = formats.b64url_decode(parts[1])
-        except EntraKeysError as exc:
-            raise InvalidData(f"malformed request token ({exc})") from exc
+        signature = _segment(parts[2], "signature")
+        payload = _segment(parts[1], "payload")
         try:  # pyca checks the signature, not entra_keys' own verify code
             device_key.verify(
                 signature, f"{parts[0]}.{parts[1]}".encode("ascii"), padding.PKCS1v15(),
@@ -318,30 +320,22 @@ class RegistrationService:
             )  # fmt: skip
         except PycaInvalidSignature:
             raise InvalidSignature("the PRT request's RS256 signature does not verify") from None
-        try:
-            claims = json.loads(payload)
-        except ValueError as exc:
-            raise InvalidData(f"the request's claims are not JSON ({exc})") from exc
-        self.spend_prt_nonce(_Fields(claims, "the request's claims").get("request_nonce", str))
-        return record, claims
+        claims = Members.load(payload, "the request's claims")
+        if "request_nonce" not in claims:  # MS-OAPXBC 3.2.5.1.2.1: a PRT request carries one
+            raise InvalidData("the PRT request has no request_nonce")
+        self.spend_prt_nonce(claims.text("request_nonce"))
+        return record, dict(claims.value)
 
     def token_service(self, device_id: str) -> TokenService:
         """The session-key side for a registered device (checks HS256 requests, encrypts)."""
         return self.devices[device_id].token_service
 
 
-def _jws_header(token: str) -> Any:
+def _segment(text: str, what: str) -> bytes:
     try:
-        return json.loads(formats.b64url_decode(token.split(".")[0]))
-    except (ValueError, EntraKeysError) as exc:
-        raise InvalidData(f"malformed request token ({exc})") from exc
-
-
-def _b64(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidData(f"{what} is not base64 ({exc})") from exc
+        return b64url_decode(text)
+    except InvalidData as exc:
+        raise InvalidData(f"malformed request token: {what}: {exc}") from None
 
 
 def _ak_name(ak_public: bytes) -> bytes:
@@ -349,31 +343,3 @@ def _ak_name(ak_public: bytes) -> bytes:
     if not isinstance(ak_public, bytes | bytearray):
         raise InvalidData(f"an AK public area is bytes, not {type(ak_public).__name__}")
     return TPMTPublic.parse(tpmt_bytes(bytes(ak_public))).name()
-
-
-class _Fields:
-    """A JSON object of a request, read with typed errors: a missing member or one of the wrong
-    type is an InvalidData that names it, never a KeyError or TypeError."""
-
-    def __init__(self, value: Any, what: str) -> None:
-        if not isinstance(value, Mapping):
-            raise InvalidData(f"{what} is not a JSON object")
-        self._value = value
-        self._what = what
-
-    def optional(self, name: str) -> Any:
-        return self._value.get(name)
-
-    def get(self, name: str, kind: type | tuple[type, ...]) -> Any:
-        if name not in self._value:
-            raise InvalidData(f"{self._what} has no {name}")
-        value = self._value[name]
-        bad_bool = isinstance(value, bool) and kind is int  # JSON true is no JoinType
-        if bad_bool or not isinstance(value, kind):
-            raise InvalidData(
-                f"{self._what}'s {name} is of the wrong type ({type(value).__name__})"
-            )
-        return value
-
-    def b64(self, name: str) -> bytes:
-        return _b64(self.get(name, str), f"{self._what}'s {name}")

@@ -8,8 +8,8 @@ Join-agent authors can test their PRT code without Entra::
     service.verify_request(session.sign_request({"grant_type": "refresh_token"}))
     session.decrypt_response(service.encrypt_response(b'{"id_token": "..."}', mode="cbc"))
 
-It is the *other* side, written on pyca ``cryptography`` and the base64url helpers of
-``entra_keys.formats`` alone (its KDF is pyca's ``KBKDFHMAC``), so it checks the device's code
+It is the *other* side, written on pyca ``cryptography`` and the strict JSON and base64 reader
+of ``entra_keys._json`` alone (its KDF is pyca's ``KBKDFHMAC``), so it checks the device's code
 rather than repeating it. It knows the raw session key (``session_key``), as the real service
 does; never use it outside tests.
 """
@@ -17,7 +17,6 @@ does; never use it outside tests.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -31,8 +30,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
+from .._json import b64_decode, b64url_decode, b64url_encode, load_object
 from ..errors import InvalidData, InvalidSignature
-from ..formats import b64url_decode, b64url_encode
 
 __all__ = ["LABEL", "TokenService"]
 
@@ -43,16 +42,6 @@ _REQUEST_MEMBERS = ("alg", "typ", "ctx", "kdf_ver")
 
 def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("ascii")
-
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidData(f"{what}: not JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise InvalidData(f"{what}: not a JSON object")
-    return value
 
 
 class TokenService:
@@ -130,7 +119,7 @@ class TokenService:
         if len(parts) != 3:
             raise InvalidData(f"a compact JWS has 3 segments, not {len(parts)}")
         header_b64, payload_b64, signature_b64 = parts
-        header = _json_object(b64url_decode(header_b64), "request header")
+        header = load_object(b64url_decode(header_b64), "request header")
         if tuple(header) != _REQUEST_MEMBERS:
             raise InvalidData(f"request header members are not exactly {_REQUEST_MEMBERS}")
         if header["alg"] != "HS256" or header["typ"] != "JWT":
@@ -138,17 +127,17 @@ class TokenService:
         if type(header["kdf_ver"]) is not int or header["kdf_ver"] != 2:
             raise InvalidData("request header: kdf_ver 2 expected")
         try:
-            ctx = base64.b64decode(header["ctx"], validate=True)
-        except (binascii.Error, TypeError, ValueError) as exc:
-            raise InvalidData("request header: ctx is not standard base64") from exc
-        if len(ctx) != 24 or base64.b64encode(ctx).decode("ascii") != header["ctx"]:
+            ctx = b64_decode(header["ctx"])
+        except InvalidData as exc:
+            raise InvalidData(f"request header: ctx: {exc}") from None
+        if len(ctx) != 24:
             raise InvalidData("request header: ctx is not 24 bytes in padded standard base64")
         payload = b64url_decode(payload_b64)
         key = self.derived_key(ctx, kdf_version=2, payload=payload)
         expected = hmac.new(key, f"{header_b64}.{payload_b64}".encode("ascii"), "sha256").digest()
         if not hmac.compare_digest(expected, b64url_decode(signature_b64)):
             raise InvalidSignature("the request's HS256 signature does not verify")
-        return _json_object(payload, "request payload")
+        return load_object(payload, "request payload")
 
     # -- responses to the device ------------------------------------------------------------
 
