@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if swtpm is not None:
                 swtpm.stop()
     progress.clear()
-    checks = [target.check({r.id: r for r in results}) for c in cases for target in c.targets]
+    asked = report.questions(cases, results)
     versions_now = versions()
     machine_now["load_average_end"] = os.getloadavg()
     where = (
@@ -214,19 +214,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_now,
         "versions": versions_now,
         "results": [r.to_json() for r in results],
-        "targets": [c.to_json() for c in checks],
+        "targets": [j.to_json() for q in asked for j in q.judged],
         "events": events,
     }
     chart_path = out / CHART_NAME
-    chart_title = (
+    run = (
         f"entra_keys {versions_now['entra_keys']}, {settings.mode} mode, {started:%Y-%m-%d %H:%M} "
         f"UTC, {'swtpm' if swtpm or 'swtpm' in (tcti or '') else tcti}; "
         f"{machine_now['cpus']} CPUs, {machine_now['python']}, cryptography "
-        f"{versions_now['cryptography']}, tpm2-pytss {versions_now['tpm2-pytss']}"
+        f"{versions_now['cryptography']}, tpm2-pytss {versions_now['tpm2-pytss']}; "
+        f"{settings.rounds} rounds of ~{settings.round_time:g} s"
     )
-    why_no_chart = report.chart(chart_path, results, checks, chart_title)
+    drawn, why_no_chart = report.charts(chart_path, asked, run, settings)
     report_json["chart"] = None if why_no_chart else str(chart_path)
     report_json["chart_skipped"] = why_no_chart
+    report_json |= report.summary_json(asked, drawn, settings)
     json_path = out / JSON_NAME
     report.write_json(json_path, report_json)
     header = [
@@ -239,9 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratios to the raw baseline",
         _load_note(machine_now),
     ]
-    footer = [f"JSON: {json_path}", why_no_chart or f"chart: {chart_path}"]
+    footer = [
+        f"JSON: {json_path}",
+        why_no_chart
+        or f"charts: {chart_path} (the verdicts), "
+        + ", ".join(str(p.name) for p in drawn.values()),
+    ]
     failed = [e["case"] for e in events if e["event"] == "failed"]
     if failed:
         footer.append(f"FAILED cases: {', '.join(failed)}")
-    print(report.table(results, checks, header, footer))
+    print(report.table(results, asked, header, footer, settings))
     return 1 if failed else 0
