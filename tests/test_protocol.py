@@ -1039,7 +1039,7 @@ def test_token_reply_numbers_have_a_range(
     """Every count and moment of a token reply is a number or digit string in range, else
     InvalidData naming it: 10**30, "9"*20 or 5,000 digits raised OverflowError or ValueError
     in a caller's int() or datetime before."""
-    body = '{"access_token":"a","token_type":"Bearer","%s":%s}' % (name, number)
+    body = '{"access_token":"a","token_type":"Bearer","' + name + '":' + number + "}"
     with pytest.raises(InvalidData, match=f"'{name}' is .*{problem}"):
         parse_token_response(service.encrypt_response(body.encode()), prt_session)
     ok = '{"access_token":"a","token_type":"Bearer","expires_in":"3599","expires_on":253402300799}'

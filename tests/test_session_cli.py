@@ -112,7 +112,9 @@ def test_import_derive_sign_decrypt(cli: Cli, tmp_path: Path) -> None:
     plain = write(tmp_path / "plain.json", RESPONSE)
     result = cli("session", "decrypt", "prt", "--in", plain)
     assert result.code == 1 and "not an encrypted reply" in one_error_line(result.err)
-    error = write(tmp_path / "error.json", b'{"error":"invalid_grant","error_description":"A\\r\\nB"}')
+    error = write(
+        tmp_path / "error.json", b'{"error":"invalid_grant","error_description":"A\\r\\nB"}'
+    )
     result = cli("session", "decrypt", "prt", "--in", error)
     assert result.code == 1 and "'invalid_grant': A B" in one_error_line(result.err)
 
