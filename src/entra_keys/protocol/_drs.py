@@ -210,6 +210,10 @@ def parse_registration_response(
     """The device certificate, device id, thumbprint and UPN of a join reply; InvalidData when
     it is malformed (and, with ``device_key``, when the certificate is not for that key).
 
+    DRS answers in plain JSON over TLS (MS-DRS 3.3): nothing but TLS and, with ``device_key``,
+    the check that the certificate is for this device key, vouches for it. A reply over
+    ``MAX_JSON_SIZE`` (1 MiB) is refused before it is decoded.
+
     ===============================  ===============================================  ========
     member                           read as                                          source
     ===============================  ===============================================  ========
@@ -268,7 +272,8 @@ def drs_nonce_request(tenant: str) -> Request:
 
 def parse_drs_nonce(body: bytes | str | Mapping[str, Any]) -> bytes:
     """The ``Value`` of a DRS nonce reply, decoded from standard base64 (8 to 32 bytes: a TPM
-    takes at most a digest's length as qualifying data); InvalidData otherwise."""
+    takes at most a digest's length as qualifying data); InvalidData otherwise. Plain JSON
+    over TLS, at most ``MAX_JSON_SIZE`` (1 MiB), refused before it is decoded when larger."""
     nonce = Members.load(body, "the DRS nonce reply").base64("Value")
     if not 8 <= len(nonce) <= 32:
         raise InvalidData(f"the DRS nonce is {len(nonce)} bytes, not 8 to 32")
