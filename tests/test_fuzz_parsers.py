@@ -27,6 +27,7 @@ import dataclasses
 import datetime
 import json
 import os
+import struct
 import subprocess
 import sys
 import urllib.parse
@@ -75,6 +76,7 @@ from entra_keys.session import (
     sign_request,
 )
 from entra_keys.tcg import records
+from entra_keys.tcg.structures import TPMLPCRSelection
 from entra_keys.testing.entra import EntraStandIn
 from entra_keys.testing.token_service import TokenService
 
@@ -781,3 +783,26 @@ def test_a_32_mib_reply_is_refused_in_memory_linear_in_its_size(
     assert found["raised"] == "InvalidData", found
     growth = found["after"] - found["before"]
     assert growth < found["size"], f"{name}: {growth / MiB:.1f} MiB over {found}"
+
+
+# -- wire structures: what parses is written back as it came --------------------------------
+
+
+@given(
+    data=st.builds(
+        lambda banks: struct.pack(">I", len(banks)) + b"".join(banks),
+        st.lists(
+            st.builds(
+                lambda alg, select: struct.pack(">HB", alg, len(select)) + select,
+                st.sampled_from([0x0004, 0x000B, 0x000C, 0x000D]),
+                st.binary(max_size=4),
+            ),
+            max_size=3,
+        ),
+    )
+    | st.binary(max_size=24)
+)
+@example(data=bytes.fromhex("00000001000b00"))  # sizeofSelect 0: written back with size 3 before
+def test_a_pcr_selection_is_written_back_as_it_was_read(data: bytes) -> None:
+    with contextlib.suppress(EntraKeysError):
+        assert TPMLPCRSelection.parse(data).to_bytes() == data

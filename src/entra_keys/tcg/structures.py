@@ -264,10 +264,12 @@ _SELECTIONS: dict[bytes, TPMLPCRSelection] = {}
 _SELECTIONS_MAX = 256
 
 
-def pcr_select_bytes(alg: int, bits: int, size: int = 0) -> bytes:
-    """A TPMS_PCR_SELECTION: the bank, sizeofSelect (``size``, or the least that holds the bits
-    and at least 3, as TPMs select 24 PCRs) and the bitmap, PCR n in bit n."""
-    size = size or max(3, (bits.bit_length() + 7) // 8)
+def pcr_select_bytes(alg: int, bits: int, size: int | None = None) -> bytes:
+    """A TPMS_PCR_SELECTION: the bank, sizeofSelect (``size``, 0 included, or when not given the
+    least that holds the bits and at least 3, as TPMs select 24 PCRs) and the bitmap, PCR n in
+    bit n."""
+    if size is None:
+        size = max(3, (bits.bit_length() + 7) // 8)
     return _SELECT_HEAD.pack(alg, size) + bits.to_bytes(size, "little")
 
 
