@@ -108,6 +108,7 @@ _ENC = "A256GCM"
 # The header of a reply: Entra's members, and RFC 7516 §4.1's informational ones, ignored.
 _REPLY_HEADER = ("alg", "enc", "ctx")
 _REPLY_HEADER_IGNORED = ("typ", "cty", "kid")
+_REPLY_HEADER_SET = frozenset(_REPLY_HEADER)
 # A plain body is told from a JWE by its first character past at most this much whitespace.
 _PLAIN_LOOKAHEAD = 64
 # The one message of every response that fails once decryption begins: a padding oracle needs
@@ -428,8 +429,10 @@ def _open_jwe(
     parts = _segments(text.strip(), 5, f"{what} (compact JWE)")
     header_b64 = parts[0]
     header = Members.load(_segment(header_b64, "JWE header"), "JWE header")
-    # crit, zip and every parameter that would name another key or algorithm are refused here.
-    header.only(_REPLY_HEADER, _REPLY_HEADER_IGNORED)
+    # crit, zip and every parameter that would name another key or algorithm are refused here
+    # (Entra's exact three members need no search).
+    if header.value.keys() != _REPLY_HEADER_SET:
+        header.only(_REPLY_HEADER, _REPLY_HEADER_IGNORED)
     if header.value["alg"] != "dir":
         raise InvalidData(f"JWE header: alg is {_shown(header.value['alg'])}, not 'dir'")
     if header.value["enc"] != _ENC:
