@@ -984,7 +984,7 @@ def test_a_plain_reply_where_the_session_encrypts_is_refused(
         for parse in (parse_token_response, parse_refresh_response):
             with pytest.raises(ServiceError) as caught:
                 parse(body, prt_session)
-            assert (caught.value.error, caught.value.description) == (
+            assert (caught.value.error, caught.value.error_description) == (
                 "invalid_grant", "AADSTS5000611 Trace ID: x"
             )  # fmt: skip
 

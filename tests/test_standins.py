@@ -530,3 +530,18 @@ def test_request_bodies_are_bounded(world: World) -> None:
     twice = dataclasses.replace(request, body=b"grant_type=srv_challenge&grant_type=x")
     with pytest.raises(InvalidData, match="twice"):
         world.entra.handle(twice)
+
+
+def test_without_a_clock_the_stand_in_reads_time_time_on_each_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A test may move time by patching ``time.time``: a nonce issued now has expired once
+    NONCE_LIFETIME has passed."""
+    import time
+
+    entra = EntraStandIn(users=PASSWORDS)
+    nonce = parse_nonce(entra.handle(nonce_request()))
+    later = time.time() + NONCE_LIFETIME
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidData, match="expired"):
+        entra.drs.spend_prt_nonce(nonce)

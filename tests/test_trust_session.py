@@ -528,7 +528,9 @@ def test_the_services_error_object_is_a_service_error_bounded_and_without_contro
     with pytest.raises(ServiceError) as caught:
         prt.decrypt_response(json.dumps(entra))
     assert caught.value.error == "invalid_grant"
-    assert caught.value.description == "AADSTS50126: Error validating credentials. Trace ID: 1"
+    assert (
+        caught.value.error_description == "AADSTS50126: Error validating credentials. Trace ID: 1"
+    )
     assert "AADSTS50126" in str(caught.value) and isinstance(caught.value, InvalidData)
     hostile = {
         "error": "x\x1b[2J\u202e" + "e" * 10_000,
@@ -536,7 +538,7 @@ def test_the_services_error_object_is_a_service_error_bounded_and_without_contro
     }
     with pytest.raises(ServiceError) as caught:
         prt.decrypt_response(json.dumps(hostile).encode())
-    error, description = caught.value.error, caught.value.description
+    error, description = caught.value.error, caught.value.error_description
     assert description is not None
     for text in (error, description, str(caught.value)):
         assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text), text
@@ -545,7 +547,11 @@ def test_the_services_error_object_is_a_service_error_bounded_and_without_contro
     assert error.endswith("...") and description.endswith("...")
     # Pickled (as a worker process sends it back), it keeps what it carries.
     again = pickle.loads(pickle.dumps(caught.value))
-    assert (again.error, again.description, str(again)) == (error, description, str(caught.value))
+    assert (again.error, again.error_description, str(again)) == (
+        error,
+        description,
+        str(caught.value),
+    )
 
 
 # -- (c) the size limit -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ and chained with ``raise ... from exc``. No message carries key material.
     ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
     ├── InvalidData                    bytes that do not parse (formats, wire structures)
     │   └── ServiceError               the service answered with its error object (.error,
-    │                                  .description: bounded, without control characters)
+    │                                  .error_description: bounded, no control characters)
     ├── InvalidSignature               a signature that does not verify (also pyca's
     │                                  cryptography.exceptions.InvalidSignature)
     └── AttestationError               an attestation could not be made (a credential not made
@@ -219,23 +219,23 @@ class ServiceError(InvalidData):
     """The service answered with its error object (RFC 6749 §5.2: ``error``,
     ``error_description``) instead of what was asked for.
 
-    Both come from whoever wrote the reply: ``error`` and ``description`` are kept at most
+    Both come from whoever wrote the reply: ``error`` and ``error_description`` are kept at most
     ``SHOWN`` characters, every control or format character (CR, LF, ESC, bidi overrides) made
     a space, so that neither a log line nor a terminal can be forged through them.
     """
 
-    #: The most characters of ``error`` and of ``description`` kept.
+    #: The most characters of ``error`` and of ``error_description`` kept.
     SHOWN = 300
 
     def __init__(self, what: str, error: str, description: str | None = None) -> None:
         self.error = _sanitised(error)
-        self.description = None if description is None else _sanitised(description)
-        detail = f": {self.description}" if self.description else ""
+        self.error_description = None if description is None else _sanitised(description)
+        detail = f": {self.error_description}" if self.error_description else ""
         super().__init__(f"{what} is the service's error {self.error!r}{detail}")
         self._what = what
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self._what, self.error, self.description))
+        return (type(self), (self._what, self.error, self.error_description))
 
 
 def _sanitised(text: str) -> str:

@@ -26,7 +26,7 @@ ROADtools roadlib ``deviceauth.py``; Himmelblau's ``aad-join-spec.md`` and libhi
 specification is followed, the choice is a parameter, and each docstring's field table says
 who does what. Every malformed value or reply is an ``InvalidData`` with an exact message;
 a key that does not open what it should is a ``DecryptionError``; the service's own error
-object is a ``ServiceError`` (an InvalidData carrying ``error`` and ``description``).
+object is a ``ServiceError`` (an InvalidData carrying ``error`` and ``error_description``).
 
 Each parser says which kind of reply it takes: plain JSON, which Entra sends in the clear over
 TLS (the nonces, the join, the first PRT reply), or a ``dir`` JWE under the PRT's session key

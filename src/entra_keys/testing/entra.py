@@ -77,7 +77,6 @@ import base64
 import hmac
 import json
 import os
-import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -146,7 +145,7 @@ class EntraStandIn:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.drs = registration or RegistrationService(
-            allow_software=True, require_attestation=False, clock=clock or time.time
+            allow_software=True, require_attestation=False, clock=clock
         )
         #: Time, in epoch seconds: the registration service's unless given.
         self.clock = clock or self.drs.clock

@@ -104,9 +104,10 @@ class RegistrationService:
         ek_ca_certificates: Sequence[x509.Certificate] = (),
         allow_software: bool = False,
         require_attestation: bool = True,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self.clock = clock
+        #: Time in epoch seconds: ``time.time()`` when it is read, unless a test gives a clock.
+        self.clock = clock or _now
         self.ek_ca_certificates = list(ek_ca_certificates)
         self.allow_software = allow_software
         self.require_attestation = require_attestation
@@ -395,6 +396,11 @@ class RegistrationService:
             raise InvalidData("the PRT request has no request_nonce")
         self.spend_prt_nonce(claims.text("request_nonce"))
         return record, dict(claims.value)
+
+
+def _now() -> float:
+    """``time.time()``, looked up on each call (so that a test may patch it)."""
+    return time.time()
 
 
 def _segment(text: str, what: str) -> bytes:
