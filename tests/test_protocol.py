@@ -31,6 +31,7 @@ from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData, Serv
 from entra_keys.protocol import (
     PRT,
     JoinType,
+    Registration,
     Request,
     app_token_request,
     device_credential,
@@ -611,6 +612,45 @@ def test_the_stand_in_service_takes_the_prt_request(
     )
     reply = service.issue_prt(form(request)["request"])
     assert reply["refresh_token"] and reply["session_key_jwe"].count(".") == 4
+
+
+def _odd_certificate(key: rsa.RSAPrivateKey, *, version: int = 2, key_oid: bytes = b"") -> bytes:
+    """A device certificate's DER with its version field or its key's algorithm changed."""
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(uuid.uuid4()))])
+    der = der_of(
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = der.replace(bytes.fromhex("a003020102"), bytes.fromhex("a0030201") + bytes([version]))
+    if key_oid:  # rsaEncryption becomes an algorithm nobody knows
+        der = der.replace(bytes.fromhex("06092a864886f70d010101"), key_oid)
+    return der
+
+
+def der_of(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_join_reply_with_an_unreadable_certificate_is_invalid_data(
+    other_rsa: rsa.RSAPrivateKey,
+) -> None:
+    """A version field of 5, or a key of an unknown algorithm, made cryptography raise
+    InvalidVersion or UnsupportedAlgorithm out of parse_registration_response."""
+    for bad in (
+        _odd_certificate(other_rsa, version=5),
+        _odd_certificate(other_rsa, key_oid=bytes.fromhex("06092a864886f70d01017f")),
+    ):
+        reply = {"Certificate": {"RawBody": base64.b64encode(bad).decode()}}
+        for device_key in (None, other_rsa):
+            with pytest.raises(InvalidData, match=r"not a DER X\.509 certificate"):
+                parse_registration_response(reply, device_key=device_key)
+        pem = base64.encodebytes(bad).decode()
+        state = {"certificate": f"-----BEGIN CERTIFICATE-----\n{pem}-----END CERTIFICATE-----\n",
+                 "thumbprint": "00", "device_id": "x"}  # fmt: skip
+        with pytest.raises(InvalidData):
+            Registration.from_join_state(state)
 
 
 # -- the PRT reply --------------------------------------------------------------------------

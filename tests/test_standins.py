@@ -545,3 +545,33 @@ def test_without_a_clock_the_stand_in_reads_time_time_on_each_call(
     monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(InvalidData, match="expired"):
         entra.drs.spend_prt_nonce(nonce)
+
+
+def test_requests_with_unreadable_certificates_are_invalid_data(world: World) -> None:
+    """A CSR of an unknown key algorithm or version, and an x5c certificate of version 6, let
+    cryptography's UnsupportedAlgorithm / InvalidVersion out of the stand-in."""
+    device = world.join("pc")
+    request = registration_request(
+        device.device, device.transport, access_token=world.entra.issue_access_token(ALICE),
+        domain="contoso.com", display_name="pc", os_version="13",
+    )  # fmt: skip
+    body = json.loads(request.body)
+    csr = base64.b64decode(body["CertificateRequest"]["Data"])
+    for bad in (
+        csr.replace(
+            bytes.fromhex("06092a864886f70d010101"), bytes.fromhex("06092a864886f70d01017f")
+        ),
+        csr.replace(bytes.fromhex("020100"), bytes.fromhex("020105"), 1),  # version 6
+    ):
+        assert bad != csr
+        body["CertificateRequest"]["Data"] = base64.b64encode(bad).decode()
+        with pytest.raises(InvalidData):
+            world.entra.handle(dataclasses.replace(request, body=json.dumps(body).encode()))
+    der = device.registration.certificate_der.replace(
+        bytes.fromhex("a003020102"), bytes.fromhex("a003020105")
+    )
+    x5c = base64.b64encode(der).decode()
+    claims = password_claims(world, username=ALICE, password=PASSWORDS[ALICE])
+    token = formats.jws_sign(device.device, claims, "RS256", {"x5c": [x5c], "kdf_ver": 2})
+    with pytest.raises(InvalidData, match="not a certificate"):
+        world.entra.drs.verify_prt_request(token)

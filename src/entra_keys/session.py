@@ -240,9 +240,9 @@ def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
             text = json.dumps(
                 dict(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False
             )
+            return text.encode("utf-8")  # a lone surrogate is a UnicodeEncodeError here
         except (TypeError, ValueError) as exc:
             raise InvalidData(f"the request payload cannot be serialized as JSON ({exc})") from exc
-        return text.encode("utf-8")
     raise TypeError(f"a request payload is a mapping or bytes, not {type(payload).__name__}")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cryptography.exceptions import UnsupportedAlgorithm as PycaUnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from .. import formats
@@ -100,7 +101,7 @@ class Registration:
         fields = Members(state, "the join state")
         try:
             certificate = x509.load_pem_x509_certificate(fields.text("certificate").encode("ascii"))
-        except (ValueError, UnicodeEncodeError) as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidData(f"the join state's certificate is not PEM ({exc})") from exc
         der = certificate.public_bytes(serialization.Encoding.DER)
         reply = {
@@ -238,7 +239,8 @@ def parse_registration_response(
     try:
         certificate = x509.load_der_x509_certificate(der)
         names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError as exc:
+        public_key = certificate.public_key()
+    except (ValueError, x509.InvalidVersion, PycaUnsupportedAlgorithm) as exc:
         raise InvalidData(f"Certificate.RawBody is not a DER X.509 certificate ({exc})") from exc
     if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
         raise InvalidData("the device certificate's subject has no single CN (the device id)")
@@ -252,7 +254,7 @@ def parse_registration_response(
         raise InvalidData(f"DeviceId {stated_id} is not the certificate's CN {device_id}")
     user = reply.optional_member("User")
     upn = None if user is None else user.optional_text("Upn")
-    if device_key is not None and not same_public_key(device_key, certificate.public_key()):
+    if device_key is not None and not same_public_key(device_key, public_key):
         raise InvalidData("the device certificate is not for this device key")
     return Registration(certificate, device_id, thumbprint, upn)
 

@@ -60,6 +60,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as PycaInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as PycaUnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
@@ -223,7 +224,7 @@ class RegistrationService:
             raise InvalidData(f"CertificateRequest type {request.text('Type')!r:.40}")
         try:
             csr = x509.load_der_x509_csr(request.base64("Data"))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise InvalidData(f"CertificateRequest.Data is not a DER CSR ({exc})") from exc
         transport = formats.public_key_from_bcrypt(fields.base64("TransportKey"))
         if not isinstance(transport, rsa.RSAPublicKey):  # pragma: no cover - the parser's type
@@ -236,7 +237,7 @@ class RegistrationService:
             signed = csr.is_signature_valid
             subject = csr.subject.rfc4514_string()
             device_key = csr.public_key()
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, PycaUnsupportedAlgorithm) as exc:
             raise InvalidData(f"the certificate request does not parse ({exc})") from exc
         if not signed:
             raise InvalidSignature("the certificate request is not signed by its key")
@@ -365,7 +366,7 @@ class RegistrationService:
         try:
             cert = x509.load_der_x509_certificate(der)
             names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise InvalidData(f"the request's x5c is not a certificate ({exc})") from exc
         if not names:
             raise InvalidData("the request's certificate has no subject CN (no device id)")
