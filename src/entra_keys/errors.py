@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-from typing import Any
 
 from cryptography import exceptions as _pyca
 
@@ -234,7 +233,7 @@ class ServiceError(InvalidData):
         super().__init__(f"{what} is the service's error {self.error!r}{detail}")
         self._what = what
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self._what, self.error, self.error_description))
 
 
