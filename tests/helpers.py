@@ -29,7 +29,6 @@ from entra_keys.provider import EntraPrivateKey
 
 __all__ = [
     "IN_CI",
-    "PROVIDERS",
     "VECTORS_DIR",
     "assert_keys_encrypted",
     "cached_key",
@@ -43,7 +42,6 @@ __all__ = [
 ]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-PROVIDERS = ("software", "tpm")
 VECTORS_DIR = Path(__file__).parent / "vectors"
 #: The SP 800-108 label of Entra derived keys, written here independently of the library.
 _ENTRA_KDF_LABEL = b"AzureAD-SecureConversation"

@@ -14,7 +14,8 @@ import pytest
 from entra_keys.cli import main
 from entra_keys.testing.swtpm import Swtpm
 
-from .helpers import PROVIDERS, transient_handles
+from .contract.providers import PROVIDERS
+from .helpers import transient_handles
 
 NONCE = "00112233445566778899aabbccddeeff"
 

@@ -25,7 +25,8 @@ import entra_keys
 from entra_keys.cli import main
 from entra_keys.formats import REGISTRATION_SUBJECT
 
-from .helpers import PROVIDERS, assert_keys_encrypted, transient_handles
+from .contract.providers import PROVIDERS
+from .helpers import assert_keys_encrypted, transient_handles
 
 SRC = Path(entra_keys.__file__).resolve().parents[1]
 MESSAGE = b"the bytes a join agent signs\n"

@@ -20,7 +20,8 @@ from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
 from entra_keys.formats import b64url_decode
 from entra_keys.testing.token_service import TokenService
 
-from .helpers import PROVIDERS, cached_key, kbkdf, transient_handles
+from .contract.providers import PROVIDERS
+from .helpers import cached_key, kbkdf, transient_handles
 from .test_cli import Cli, one_error_line, run_program
 
 RESPONSE = b'{"access_token":"eyJ0-secret","refresh_token":"0.AXk"}'

@@ -35,7 +35,8 @@ from entra_keys.provider import EntraPrivateKey, Provider
 from entra_keys.session import MAX_RESPONSE_SIZE, PRTSession, decrypt_response
 from entra_keys.testing.token_service import TokenService
 
-from .helpers import PROVIDERS, cached_key, transient_handles
+from .contract.providers import PROVIDERS
+from .helpers import cached_key, transient_handles
 from .test_cli import Cli, one_error_line
 
 # 57 bytes: 4 blocks with 7 bytes of padding, so the tampered 0x01 pad is never the original's.
