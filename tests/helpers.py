@@ -9,10 +9,12 @@ every derived key; ``assert_keys_encrypted`` checks a store's software keys are 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +34,14 @@ __all__ = [
     "VECTORS_DIR",
     "assert_keys_encrypted",
     "cached_key",
+    "flip_byte",
     "join_keys",
     "kbkdf",
     "load_vectors",
     "open_pcap_provider",
     "raises_check",
+    "reframe_sealed",
+    "sealed_fields",
     "transient_handles",
     "unavailable",
 ]
@@ -189,3 +194,26 @@ def assert_keys_encrypted(store: KeyStore, passphrase: bytes) -> list[str]:
         )
         assert serialization.load_pem_public_key(opened.stdout) == key.public_key(), name
     return names
+
+
+def sealed_fields(blob: bytes) -> tuple[list[bytes], bytes, bytes]:
+    """The framed fields of a sealed blob, with its BEGIN and END lines, to alter one field."""
+    lines = blob.splitlines(keepends=True)
+    body = base64.b64decode(b"".join(lines[1:-1]))
+    fields, offset = [], 0
+    while offset < len(body):
+        (size,) = struct.unpack_from(">I", body, offset)
+        fields.append(body[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+    return fields, lines[0], lines[-1]
+
+
+def reframe_sealed(fields: list[bytes], begin: bytes, end: bytes, *, cut: int = 0) -> bytes:
+    """The sealed blob of these fields, its last ``cut`` bytes cut off (a truncated write)."""
+    body = b"".join(struct.pack(">I", len(f)) + f for f in fields)
+    return begin + base64.encodebytes(body[: len(body) - cut]) + end
+
+
+def flip_byte(data: bytes, at: int) -> bytes:
+    """``data`` with the low bit of byte ``at`` flipped."""
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
