@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,15 @@ import pytest
 from entra_keys.cli import main
 from entra_keys.testing.swtpm import Swtpm
 
-from .contract.providers import PROVIDERS
 from .helpers import transient_handles
 
 NONCE = "00112233445566778899aabbccddeeff"
 
 
-@pytest.fixture(params=PROVIDERS)
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
-    """Global options for one provider; after a TPM test no transient object may remain."""
-    base = ["--store", str(tmp_path / "store")]
-    if request.param == "software":
-        yield ["--provider", "software", *base]
-        return
-    swtpm: Swtpm = request.getfixturevalue("swtpm")
-    yield ["--provider", "tpm", "--tcti", swtpm.tcti, *base]
-    assert transient_handles(swtpm.tcti) == []
+@pytest.fixture
+def cli(provider_options: list[str], tmp_path: Path) -> list[str]:
+    """Global options for each provider (a TPM run must leave no object in the TPM)."""
+    return [*provider_options, "--store", str(tmp_path / "store")]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

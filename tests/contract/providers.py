@@ -40,10 +40,8 @@ class ProviderUnderTest:
     options: Callable[[pytest.FixtureRequest], list[str]]
     #: After a test that spent wrong PINs: forgive them (a TPM counts them toward lockout).
     forgive_pins: Callable[[Provider], None] = lambda provider: None
-    #: The trust policy under which this provider's endorsement keys enroll an AK.
-    ek_policy: Callable[[pytest.FixtureRequest], TrustPolicy] = lambda request: TrustPolicy(
-        allow_software=True
-    )
+    #: The CA certificates that issued this provider's EK certificates (none: software EKs).
+    ek_cas: Callable[[pytest.FixtureRequest], list[x509.Certificate]] = lambda request: []
 
 
 def _tpm_options(request: pytest.FixtureRequest) -> list[str]:
@@ -58,10 +56,9 @@ def _tpm_forgive_pins(provider: Provider) -> None:
         esys.dictionary_attack_lock_reset(conn.tss.ESYS_TR.LOCKOUT)
 
 
-def _tpm_ek_policy(request: pytest.FixtureRequest) -> TrustPolicy:
+def _tpm_ek_cas(request: pytest.FixtureRequest) -> list[x509.Certificate]:
     swtpm: Swtpm = request.getfixturevalue("swtpm")
-    cas = [x509.load_pem_x509_certificate(p.read_bytes()) for p in swtpm.ca_certificates]
-    return TrustPolicy(ek_ca_certificates=cas)
+    return [x509.load_pem_x509_certificate(p.read_bytes()) for p in swtpm.ca_certificates]
 
 
 #: Every provider the suite runs over, by kind.
@@ -74,7 +71,7 @@ PROVIDERS: dict[str, ProviderUnderTest] = {
         open=lambda request: request.getfixturevalue("tpm_provider"),
         options=_tpm_options,
         forgive_pins=_tpm_forgive_pins,
-        ek_policy=_tpm_ek_policy,
+        ek_cas=_tpm_ek_cas,
     ),
 }
 
@@ -120,10 +117,19 @@ def pin_tries(provider: Provider) -> Iterator[None]:
 
 
 @pytest.fixture
-def ek_policy(provider: Provider, request: pytest.FixtureRequest) -> TrustPolicy:
-    """The trust policy under which the provider's endorsement keys enroll an AK: the swtpm's
-    EK CA for the TPM, software allowed for software."""
-    return PROVIDERS[provider.kind].ek_policy(request)
+def ek_cas(provider: Provider, request: pytest.FixtureRequest) -> list[x509.Certificate]:
+    """The CA certificates that issued the provider's EK certificates (the swtpm's local CA;
+    none for software)."""
+    return PROVIDERS[provider.kind].ek_cas(request)
+
+
+@pytest.fixture
+def ek_policy(provider: Provider, ek_cas: list[x509.Certificate]) -> TrustPolicy:
+    """The trust policy under which the provider's endorsement keys enroll an AK: its EK CAs
+    for hardware, software allowed for software."""
+    if provider.hardware_backed:
+        return TrustPolicy(ek_ca_certificates=ek_cas)
+    return TrustPolicy(allow_software=True)
 
 
 @pytest.fixture
