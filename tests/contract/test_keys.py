@@ -191,6 +191,8 @@ def test_rsa3072_signs(provider: Provider) -> None:
     assert key.key_size == 3072
     signature = key.sign(MESSAGE, pss(hashes.SHA384()), hashes.SHA384())
     key.public_key().verify(signature, MESSAGE, pss(hashes.SHA384()), hashes.SHA384())
+    signature = key.sign(MESSAGE, padding.PKCS1v15(), hashes.SHA512())
+    key.public_key().verify(signature, MESSAGE, padding.PKCS1v15(), hashes.SHA512())
 
 
 def test_private_half_exports_only_from_software(
