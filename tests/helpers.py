@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
-from entra_keys import KeyStore, KeyType, KeyUsage, Provider, open_provider
+from entra_keys import EndorsementKey, KeyStore, KeyType, KeyUsage, Provider, open_provider
 from entra_keys.errors import AttestationCheckFailed, Check, TPMUnreachable, WrongPassphrase
 from entra_keys.provider import EntraPrivateKey
 
@@ -42,6 +43,7 @@ __all__ = [
     "raises_check",
     "reframe_sealed",
     "sealed_fields",
+    "stranger_endorsement_key",
     "transient_handles",
     "unavailable",
 ]
@@ -115,6 +117,12 @@ def cached_key(provider: Provider, key_type: KeyType, usage: KeyUsage) -> EntraP
     if slot not in _KEY_CACHE:
         _KEY_CACHE[slot] = provider.key_to_pem(provider.create_key(key_type, usage))
     return provider.key_from_pem(_KEY_CACHE[slot], usage)
+
+
+@functools.cache
+def stranger_endorsement_key() -> EndorsementKey:
+    """An EK no provider of the session holds (a fresh software provider's), made once."""
+    return open_provider("software").endorsement_keys()[0]
 
 
 def join_keys(store: KeyStore) -> None:

@@ -9,8 +9,9 @@ fixtures. A third provider joins every such test in three lines here::
         open=lambda request: MyProvider(), options=lambda request: ["--provider", "mine"]
     )
 
-What a test expects of a provider comes from the provider itself (``kind``,
-``hardware_backed``), never from the entry's name.
+A provider with a dictionary-attack counter also gives ``forgive_pins``, one with EK
+certificates ``ek_cas``. What a test expects of a provider comes from the provider itself
+(``kind``, ``hardware_backed``), never from the entry's name.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from entra_keys import AttestationError, KeyType, KeyUsage, Provider, open_provider
+from entra_keys import AttestationError, KeyType, KeyUsage, Provider
 from entra_keys.attestation import (
     AKEnrollment,
     AKEvidence,
@@ -24,7 +24,7 @@ from entra_keys.attestation import (
 from entra_keys.tcg import TPMTPublic, make_credential
 from entra_keys.tcg.structures import TPMA_OBJECT
 
-from ..helpers import cached_key, unavailable
+from ..helpers import cached_key, stranger_endorsement_key, unavailable
 
 NONCE = bytes(range(32))
 AK_TYPES = pytest.mark.parametrize(
@@ -70,7 +70,8 @@ def test_a_credential_activates_only_for_the_ak_it_was_made_for(
     and entra_keys' own make_credential) against each EK and the AK's name."""
     ak = cached_key(provider, ak_type, KeyUsage.ATTEST)
     ak_name = TPMTPublic.parse(ak.tpm_public).name()
-    other = provider.create_key(ak_type, KeyUsage.ATTEST)
+    other_type = KeyType.ECC256 if ak_type is KeyType.RSA2048 else KeyType.RSA2048
+    other = cached_key(provider, other_type, KeyUsage.ATTEST)  # another AK, another name
     refused = "refused the credential" if provider.hardware_backed else "integrity check failed"
     for ek in provider.endorsement_keys():
         (tmp_path / "ek.pub").write_bytes(len(ek.public).to_bytes(2, "big") + ek.public)
@@ -93,7 +94,7 @@ def test_a_credential_activates_only_for_the_ak_it_was_made_for(
 
 def test_an_endorsement_key_that_is_not_the_providers_is_refused(provider: Provider) -> None:
     ak = cached_key(provider, KeyType.RSA2048, KeyUsage.ATTEST)
-    stranger = open_provider("software").endorsement_keys()[0]  # a fresh key: no one's EK
+    stranger = stranger_endorsement_key()
     with pytest.raises(AttestationError, match="endorsement key"):
         provider.activate_credential(ak, stranger, b"\x00\x00", b"\x00\x00")
 

@@ -33,11 +33,10 @@ from entra_keys import (
     Provider,
     UnsupportedAlgorithm,
     WrongPassphrase,
-    open_provider,
 )
 from entra_keys.provider import EntraPrivateKey
 
-from ..helpers import cached_key
+from ..helpers import cached_key, stranger_endorsement_key
 
 PIN = b"2468"
 NONCE = bytes(16)
@@ -195,7 +194,7 @@ MISUSES: dict[str, tuple[type[EntraKeysError], Misuse]] = {
         AttestationError,
         lambda p: p.provider.activate_credential(
             p.key(KeyType.ECC256, KeyUsage.ATTEST),
-            open_provider("software").endorsement_keys()[0],
+            stranger_endorsement_key(),
             b"\x00\x00",
             b"\x00\x00",
         ),

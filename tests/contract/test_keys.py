@@ -229,9 +229,10 @@ def test_a_key_says_where_it_lives_and_why(provider: Provider, store: KeyStore) 
     """Made in a TPM: hardware, and why; software: never hardware, even with allow_imported."""
     reason = MADE_HERE if provider.hardware_backed else SOFTWARE_REASON
     for usage in (KeyUsage.SIGN, KeyUsage.DECRYPT, KeyUsage.ATTEST):
-        made = store.create(usage.value, KeyType.RSA2048, usage)
+        made = cached_key(provider, KeyType.RSA2048, usage)
         assert made.hardware_backed is provider.hardware_backed
         assert made.hardware_reason == reason
+        store.save(usage.value, made)
         for allow in (False, True):
             key = store.load(usage.value, allow_imported=allow)
             assert key.hardware_backed is provider.hardware_backed
