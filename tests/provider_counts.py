@@ -5,8 +5,10 @@ parametrized items together) into the first group that fits:
 
 - every provider: one of its parameters takes every kind in ``PROVIDERS`` (the ``provider``
   fixture and those built on it, or a ``kind`` parameter over the providers);
-- TPM only: it needs a TPM (a swtpm, tpm2-abrmd or TPM provider fixture, or the ``tpm`` mark);
-- software only: its own source opens the software provider or makes software keys or EKs;
+- TPM only: it needs a TPM (a fixture named for a TPM or tpm2-abrmd, the ``tpm`` mark, or its
+  source or its fixtures' starts a swtpm or opens the TPM provider);
+- software only: its source or its fixtures' opens the software provider or makes software keys
+  or EKs;
 - no provider: the rest (parsers, the verifier, the protocol's fields, KDFs, the layering).
 
 The README's test section quotes these numbers; ``--list`` prints each function's group.
@@ -28,11 +30,28 @@ from .contract.providers import PROVIDERS
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("every provider", "TPM only", "software only", "no provider")
-TPM_FIXTURES = {"swtpm", "own_swtpm", "tpm_provider", "clean_swtpm", "tabrmd"}
-SOFTWARE = re.compile(
+#: A fixture that is or gives a TPM (swtpm, own_swtpm, own_tpm, tpm_provider, tabrmd, ...).
+TPM_FIXTURE = re.compile(r"tpm|tabrmd")
+#: Source that starts a swtpm or opens the TPM provider.
+TPM_SOURCE = re.compile(r'Swtpm\(|open_provider\("tpm"|"--provider", "tpm"')
+SOFTWARE_SOURCE = re.compile(
     r'open_provider\("software"\)|"--provider", "software"|SoftwareProvider|software_key\('
     r"|software_endorsement_key|software_tpmt_public"
 )
+
+
+def _sources(item: pytest.Item) -> str:
+    """The source of the test function and of every fixture it uses (conftest's too)."""
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)  # pytest keeps the fixture definitions here
+    for definitions in info.name2fixturedefs.values() if info else ():
+        functions += [definition.func for definition in definitions]
+    texts = []
+    for function in functions:
+        if function is not None and not getattr(function, "__module__", "").startswith("_pytest"):
+            with contextlib.suppress(OSError, TypeError):
+                texts.append(inspect.getsource(function))
+    return "\n".join(texts)
 
 
 def group(items: list[pytest.Item]) -> str:
@@ -44,11 +63,14 @@ def group(items: list[pytest.Item]) -> str:
             values[name].add(value if isinstance(value, str) else None)
     if any(set(PROVIDERS) <= seen for seen in values.values()):
         return "every provider"
-    if any(TPM_FIXTURES & set(item.fixturenames) or item.get_closest_marker("tpm")
-           for item in items):  # fmt: skip
+    source = _sources(items[0])
+    if (
+        any(TPM_FIXTURE.search(name) for item in items for name in item.fixturenames)
+        or any(item.get_closest_marker("tpm") for item in items)
+        or TPM_SOURCE.search(source)
+    ):
         return "TPM only"
-    function = getattr(items[0], "function", None)
-    if function is not None and SOFTWARE.search(inspect.getsource(function)):
+    if SOFTWARE_SOURCE.search(source):
         return "software only"
     return "no provider"
 

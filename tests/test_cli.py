@@ -24,6 +24,7 @@ import entra_keys
 from entra_keys.cli import main
 from entra_keys.formats import REGISTRATION_SUBJECT
 
+from .contract.providers import option_kind
 from .helpers import assert_keys_encrypted
 
 SRC = Path(entra_keys.__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ pytestmark = pytest.mark.usefixtures("clean_cli_environment")
 @pytest.fixture
 def cli(provider_options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     """The command for each provider in turn (a TPM run must leave no object in the TPM)."""
-    kind = provider_options[provider_options.index("--provider") + 1]
+    kind = option_kind(provider_options)
     return Cli(kind, provider_options, tmp_path / "store", capsys)
 
 

@@ -31,6 +31,7 @@ from entra_keys import (
 )
 from entra_keys.testing.swtpm import Swtpm, swtpm_available
 
+from .contract.providers import option_kind
 from .helpers import (
     flip_byte,
     open_pcap_provider,
@@ -224,7 +225,7 @@ def test_cli_seal_and_unseal_round_trip(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENTRA_KEYS_")}
     options = [*provider_options, "--store", str(tmp_path / "store")]
-    kind = provider_options[provider_options.index("--provider") + 1]
+    kind = option_kind(provider_options)
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(LARGE)
     pin_file = tmp_path / "pin"

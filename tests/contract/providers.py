@@ -10,8 +10,9 @@ fixtures. A third provider joins every such test in three lines here::
     )
 
 A provider with a dictionary-attack counter also gives ``forgive_pins``, one with EK
-certificates ``ek_cas``. What a test expects of a provider comes from the provider itself
-(``kind``, ``hardware_backed``), never from the entry's name.
+certificates ``ek_cas``, one whose connection is exclusive ``open_apart``. What a test expects
+of a provider comes from the provider itself (``kind``, ``hardware_backed``), never from the
+entry's name.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from entra_keys.testing.swtpm import Swtpm
 
 from ..helpers import cached_key, transient_handles
 
-__all__ = ["PROVIDERS", "ProviderUnderTest", "other_kind"]
+__all__ = ["PROVIDERS", "ProviderUnderTest", "open_apart", "option_kind", "other_kind"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,9 @@ class ProviderUnderTest:
 
     open: Callable[[pytest.FixtureRequest], Provider]
     options: Callable[[pytest.FixtureRequest], list[str]]
+    #: A provider of the caller's own, closed by the caller before the command runs (a swtpm
+    #: serves one connection at a time); ``open`` where connections are not exclusive.
+    open_apart: Callable[[pytest.FixtureRequest], Provider] | None = None
     #: After a test that spent wrong PINs: forgive them (a TPM counts them toward lockout).
     forgive_pins: Callable[[Provider], None] = lambda provider: None
     #: The CA certificates that issued this provider's EK certificates (none: software EKs).
@@ -48,6 +52,11 @@ class ProviderUnderTest:
 def _tpm_options(request: pytest.FixtureRequest) -> list[str]:
     swtpm: Swtpm = request.getfixturevalue("clean_swtpm")
     return ["--provider", "tpm", "--tcti", swtpm.tcti]
+
+
+def _tpm_open_apart(request: pytest.FixtureRequest) -> Provider:
+    swtpm: Swtpm = request.getfixturevalue("clean_swtpm")
+    return open_provider("tpm", tcti=swtpm.tcti)
 
 
 def _tpm_forgive_pins(provider: Provider) -> None:
@@ -71,10 +80,22 @@ PROVIDERS: dict[str, ProviderUnderTest] = {
     "tpm": ProviderUnderTest(
         open=lambda request: request.getfixturevalue("tpm_provider"),
         options=_tpm_options,
+        open_apart=_tpm_open_apart,
         forgive_pins=_tpm_forgive_pins,
         ek_cas=_tpm_ek_cas,
     ),
 }
+
+
+def option_kind(options: list[str]) -> str:
+    """The provider kind of the command's global options."""
+    return options[options.index("--provider") + 1]
+
+
+def open_apart(kind: str, request: pytest.FixtureRequest) -> Provider:
+    """A provider of ``kind`` for the caller to close before a command opens its own."""
+    under_test = PROVIDERS[kind]
+    return (under_test.open_apart or under_test.open)(request)
 
 
 def other_kind(kind: str) -> str:
