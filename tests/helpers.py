@@ -1,10 +1,13 @@
-"""Test helpers shared by the test modules (fixtures stay in conftest.py, which imports these).
+"""Test helpers shared by the test modules (fixtures stay in conftest.py and
+tests/contract/providers.py, which import these).
 
 ``transient_handles`` asks tpm2-tools (an independent tool, on its own connection) which
 transient objects the TPM holds; ``cached_key`` makes each kind of key once per session;
 ``load_vectors`` reads a saved vector file; ``kbkdf`` is pyca's KDF, the independent check of
 every derived key; ``assert_keys_encrypted`` checks a store's software keys are under a passphrase;
-``open_pcap_provider`` opens a TPM provider whose commands tpm2-tss's pcap TCTI captures.
+``open_pcap_provider`` opens a TPM provider whose commands tpm2-tss's pcap TCTI captures;
+``sealed_fields``, ``reframe_sealed`` and ``flip_byte`` take a sealed blob apart to alter it;
+``stranger_endorsement_key`` is an EK that no provider of the session holds.
 """
 
 from __future__ import annotations
