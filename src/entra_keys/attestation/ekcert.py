@@ -68,12 +68,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import AttestationCheckFailed, Check, InvalidData
-from ..tcg.nvcert import strict_der, verify_signed_by
-from ..tcg.public import TPMTPublic, tpmt_bytes
+from ..formats import public_der
+from ..tcg.nvcert import ASN1_ERRORS, strict_der, verify_signed_by
+from ..tcg.public import PublicKey, TPMTPublic, tpmt_bytes
 from .platformcert import PlatformCertificateInfo, directory_names, parse_platform_certificate
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
@@ -93,14 +93,14 @@ __all__ = [
     "EKCAPolicy",
     "EKCertificateInfo",
     "PlatformCertificateInfo",
+    "load_certificate",
     "parse_platform_certificate",
     "verify_ak_certificate",
     "verify_ek_certificate",
 ]
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 #: An EK as a caller may give it: a ``cryptography`` key, its TPMT_PUBLIC or TPM2B_PUBLIC.
-EKPublic = PublicKey | TPMTPublic | bytes
+EKPublic = PublicKey | TPMTPublic | bytes | bytearray | memoryview
 
 _TCG_KP_EK_CERTIFICATE = "2.23.133.8.1"
 _TPM_MANUFACTURER, _TPM_MODEL, _TPM_VERSION = "2.23.133.2.1", "2.23.133.2.2", "2.23.133.2.3"
@@ -122,12 +122,6 @@ _KNOWN_CRITICAL = frozenset(
 )
 
 
-def _spki(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 @dataclass(frozen=True)
 class EKCertificateInfo:
     """A checked EK certificate: its key, its chain (leaf first, a trusted CA last) and the TPM
@@ -145,15 +139,22 @@ class EKCertificateInfo:
     tpm_specification: tuple[str, int, int] | None
 
 
-def _load_certificate(data: x509.Certificate | bytes) -> x509.Certificate:
+def load_certificate(data: object) -> x509.Certificate:
+    """A certificate given as a ``cryptography`` certificate, or PEM or DER (bytes, a bytearray
+    or a memoryview, copied); a CERTIFICATE failure for anything else."""
     from cryptography import x509
 
     if isinstance(data, x509.Certificate):
         return data
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise AttestationCheckFailed(
+            f"a certificate is DER or PEM bytes, not {type(data).__name__}", Check.CERTIFICATE
+        )
+    der = bytes(data)
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
+        if der.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(der)
+        return x509.load_der_x509_certificate(der)
     except (ValueError, TypeError) as exc:
         raise AttestationCheckFailed(
             f"not an X.509 certificate ({exc})", Check.CERTIFICATE
@@ -206,12 +207,14 @@ def _verify_ek_certificate(
     if ca_certs is None:  # the default policy trusts no EK CA
         ca_certs = policy.ek_ca_certificates() if policy is not None else ()
     signed = None  # non-strict DER (as Nuvoton chips store it): re-encoded, signed as stored
-    if isinstance(certificate, bytes | bytearray) and certificate[:1] == b"\x30":
+    if isinstance(certificate, bytes | bytearray | memoryview):
+        certificate = bytes(certificate)
+    if isinstance(certificate, bytes) and certificate[:1] == b"\x30":
         try:
-            fixed, repairs = strict_der(bytes(certificate))
+            fixed, repairs = strict_der(certificate)
         except InvalidData as exc:
             raise AttestationCheckFailed(f"the EK certificate: {exc}", Check.CERTIFICATE) from exc
-        signed, certificate = (bytes(certificate) if repairs else None), fixed
+        signed, certificate = (certificate if repairs else None), fixed
     leaf, anchors, others, when = _end_entity(
         certificate, ca_certs, intermediates, at, "the EK certificate"
     )
@@ -225,7 +228,7 @@ def _verify_ek_certificate(
     else:
         chain = _reencoded_chain(leaf, signed, anchors, others, when)
     public_key = _strong_certified_key(leaf, "the EK certificate")
-    if ek_public is not None and _spki(_resolve_ek(ek_public)) != _spki(public_key):
+    if ek_public is not None and public_der(_resolve_ek(ek_public)) != public_der(public_key):
         raise AttestationCheckFailed(
             "the certificate is for another key than this EK", Check.CERTIFICATE
         )
@@ -293,13 +296,13 @@ def _end_entity(
 ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], tuple[x509.Certificate, ...], datetime]:
     """The leaf, checked in date and as an end-entity certificate, with the trust anchors (at
     least one), the other certificates and the time the chain is checked at."""
-    leaf = _load_certificate(certificate)
-    anchors = tuple(_load_certificate(c) for c in ca_certs)
+    leaf = load_certificate(certificate)
+    anchors = tuple(load_certificate(c) for c in ca_certs)
     if not anchors:
         raise AttestationCheckFailed(
             f"no CA certificates to check {what} against", Check.CERTIFICATE
         )
-    others = tuple(_load_certificate(c) for c in intermediates)
+    others = tuple(load_certificate(c) for c in intermediates)
     when = at or datetime.now(UTC)
     _check_certificate(leaf, when, what)
     _check_end_entity(leaf, what)
@@ -323,7 +326,7 @@ def verify_ak_certificate(
         leaf, anchors, others, when = _end_entity(
             certificate, ca_certs, intermediates, at, "the AK certificate"
         )
-        if _spki(_strong_certified_key(leaf, "the AK certificate")) != _spki(ak_public):
+        if public_der(_strong_certified_key(leaf, "the AK certificate")) != public_der(ak_public):
             raise AttestationCheckFailed(
                 "the AK certificate is for another key than this AK", Check.CERTIFICATE
             )
@@ -334,16 +337,19 @@ def verify_ak_certificate(
         ) from exc
 
 
-def _resolve_ek(ek: EKPublic) -> PublicKey:
+def _resolve_ek(ek: object) -> PublicKey:
     if isinstance(ek, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         return ek
     try:
-        public = (
-            TPMTPublic.parse(tpmt_bytes(bytes(ek))) if isinstance(ek, bytes | bytearray) else ek
-        )
-        return public.public_key()
+        if isinstance(ek, bytes | bytearray | memoryview):
+            return TPMTPublic.parse(tpmt_bytes(bytes(ek))).public_key()
+        if isinstance(ek, TPMTPublic):
+            return ek.public_key()
     except InvalidData as exc:
         raise AttestationCheckFailed(f"the EK's {exc}", Check.CERTIFICATE) from exc
+    raise AttestationCheckFailed(
+        f"an EK is a TPMT_PUBLIC or a public key, not {type(ek).__name__}", Check.CERTIFICATE
+    )
 
 
 def _extension(cert: x509.Certificate, oid: str) -> Any:
@@ -541,8 +547,6 @@ def _issuer_of(
 
 # --- what the certificates say ---------------------------------------------------------------
 
-_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
-
 
 def _tpm_identity(
     cert: x509.Certificate,
@@ -562,7 +566,7 @@ def _tpm_identity(
                 if attribute["type"].dotted == "2.23.133.2.16" and len(attribute["values"]):
                     v = attribute["values"][0].native
                     spec = (str(v["family"]), int(v["level"]), int(v["revision"]))
-    except _ASN1_ERRORS as exc:
+    except ASN1_ERRORS as exc:
         raise AttestationCheckFailed(
             f"the EK certificate's TPM names do not parse ({exc})", Check.CERTIFICATE
         ) from exc

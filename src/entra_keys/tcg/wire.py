@@ -70,7 +70,6 @@ __all__ = [
     "Reader",
     "as_bytes",
     "check_known",
-    "der_signature",
     "hash_info",
     "hash_info_by_name",
     "parse_tpm2b",
@@ -290,28 +289,6 @@ class Reader:
         left = len(self.data) - self.pos
         if left:
             raise trailing_error(self.what, left)
-
-
-def der_signature(r: bytes, s: bytes) -> bytes:
-    """The DER ECDSA-Sig-Value (SEQUENCE of INTEGER r, s) of big-endian r and s, what pyca's
-    ``encode_dss_signature`` makes of them, in a third of its time: TPMs give r and s as bytes."""
-    body = _der_integer(r) + _der_integer(s)
-    return b"\x30" + _der_length(len(body)) + body
-
-
-def _der_integer(value: bytes) -> bytes:
-    """A DER INTEGER of the unsigned value: no leading zero but one that keeps it positive."""
-    value = value.lstrip(b"\0")
-    if not value or value[0] & 0x80:
-        value = b"\0" + value
-    return b"\x02" + _der_length(len(value)) + value
-
-
-def _der_length(n: int) -> bytes:
-    """A DER length: short form below 128, else 0x81 or 0x82 and the length."""
-    if n < 0x80:
-        return n.to_bytes(1, "big")
-    return b"\x81" + n.to_bytes(1, "big") if n < 0x100 else b"\x82" + n.to_bytes(2, "big")
 
 
 def tpm2b(data: bytes) -> bytes:
