@@ -828,6 +828,10 @@ def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, cert
 
 
+#: tcg-kp-EKCertificate, the key purpose an EK certificate names (TCG EK Credential Profile).
+EK_KEY_PURPOSE = x509.ObjectIdentifier("2.23.133.8.1")
+
+
 def _leaf(
     issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate, *extensions: tuple[Any, bool]
 ) -> x509.Certificate:
@@ -837,6 +841,8 @@ def _leaf(
         .public_key(ec.generate_private_key(ec.SECP256R1()).public_key()).serial_number(2)
         .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1))
     )  # fmt: skip
+    if not any(isinstance(e, x509.ExtendedKeyUsage) for e, _ in extensions):  # as EK profile
+        extensions = (*extensions, (x509.ExtendedKeyUsage([EK_KEY_PURPOSE]), False))
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(issuer_key, hashes.SHA256())

@@ -82,7 +82,13 @@ if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate che
 
 
 class EKCAPolicy(Protocol):
-    """What the EK checks need of a trust policy (``TrustPolicy`` is one): its EK CAs."""
+    """What the EK checks need of a trust policy (``TrustPolicy`` is one): its EK CAs, and
+    whether it accepts legacy EK certificates without the EK key purpose."""
+
+    @property
+    def allow_ek_without_eku(self) -> bool:
+        """Accept an EK certificate without extendedKeyUsage (its result says so)."""
+        ...
 
     def ek_ca_certificates(self) -> Sequence[x509.Certificate]:
         """The CA certificates EK certificates must chain to."""
@@ -137,6 +143,10 @@ class EKCertificateInfo:
     manufacturer_id: int | None
     #: TPMSpecification (family, level, revision) from subjectDirectoryAttributes, if present.
     tpm_specification: tuple[str, int, int] | None
+    #: True when the certificate names the EK key purpose (tcg-kp-EKCertificate, 2.23.133.8.1)
+    #: in extendedKeyUsage, as real chips' do; False only for a legacy certificate without
+    #: extendedKeyUsage that the caller accepted (``allow_ek_without_eku``).
+    ek_key_purpose: bool = True
 
 
 def load_certificate(data: object) -> x509.Certificate:
@@ -162,17 +172,21 @@ def load_certificate(data: object) -> x509.Certificate:
 
 
 def verify_ek_certificate(
-    certificate: bytes | x509.Certificate,
+    certificate: bytes | bytearray | memoryview | x509.Certificate,
     ca_certs: Iterable[x509.Certificate | bytes] | None = None,
     *,
     intermediates: Iterable[x509.Certificate | bytes] = (),
     ek_public: EKPublic | None = None,
     at: datetime | None = None,
     policy: EKCAPolicy | None = None,
+    allow_without_eku: bool | None = None,
 ) -> EKCertificateInfo:
     """Checks that an EK certificate chains to one of the CA certificates (or the policy's),
     is in date, is for the EK (when ``ek_public`` is given), and reads the TPM it names. Every
     certificate in ``ca_certs`` is a trust anchor; ``intermediates`` only help build the chain.
+    It must name the EK key purpose (tcg-kp-EKCertificate) in extendedKeyUsage unless
+    ``allow_without_eku`` (default: the policy's ``allow_ek_without_eku``, else False) accepts a
+    legacy certificate without extendedKeyUsage; ``ek_key_purpose`` in the result says which.
 
     The EK profile's end-entity rules are checked here; the chain is built and verified by
     cryptography's X.509 verifier with extension policies for TCG certificates (a WebPKI
@@ -181,7 +195,11 @@ def verify_ek_certificate(
     from cryptography import x509
 
     try:
-        return _verify_ek_certificate(certificate, ca_certs, intermediates, ek_public, at, policy)
+        if allow_without_eku is None:
+            allow_without_eku = policy is not None and policy.allow_ek_without_eku
+        return _verify_ek_certificate(
+            certificate, ca_certs, intermediates, ek_public, at, policy, allow_without_eku
+        )
     except (
         ValueError,
         TypeError,
@@ -197,12 +215,13 @@ def verify_ek_certificate(
 
 
 def _verify_ek_certificate(
-    certificate: bytes | x509.Certificate,
+    certificate: bytes | bytearray | memoryview | x509.Certificate,
     ca_certs: Iterable[x509.Certificate | bytes] | None,
     intermediates: Iterable[x509.Certificate | bytes],
     ek_public: EKPublic | None,
     at: datetime | None,
     policy: EKCAPolicy | None,
+    allow_without_eku: bool,
 ) -> EKCertificateInfo:
     if ca_certs is None:  # the default policy trusts no EK CA
         ca_certs = policy.ek_ca_certificates() if policy is not None else ()
@@ -218,11 +237,7 @@ def _verify_ek_certificate(
     leaf, anchors, others, when = _end_entity(
         certificate, ca_certs, intermediates, at, "the EK certificate"
     )
-    purposes = _extension(leaf, "2.5.29.37")
-    if purposes is not None and _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
-        raise AttestationCheckFailed(
-            "the certificate's key purposes do not include EK (2.23.133.8.1)", Check.CERTIFICATE
-        )
+    ek_key_purpose = _check_ek_key_purpose(leaf, allow_without_eku)
     if signed is None:
         chain = _chain(leaf, anchors, others, when)
     else:
@@ -248,7 +263,30 @@ def _verify_ek_certificate(
         version=version,
         manufacturer_id=manufacturer_id,
         tpm_specification=spec,
+        ek_key_purpose=ek_key_purpose,
     )
+
+
+def _check_ek_key_purpose(leaf: x509.Certificate, allow_without_eku: bool) -> bool:
+    """Whether the EK certificate names the EK key purpose (tcg-kp-EKCertificate) in
+    extendedKeyUsage, as the EK Credential Profile and real chips' certificates do. Other key
+    purposes are refused; no extendedKeyUsage at all is refused unless ``allow_without_eku``
+    (legacy certificates), and then the result says False."""
+    purposes = _extension(leaf, "2.5.29.37")
+    if purposes is None:
+        if not allow_without_eku:
+            raise AttestationCheckFailed(
+                "the EK certificate has no extendedKeyUsage: an EK certificate names the EK key "
+                "purpose (tcg-kp-EKCertificate, 2.23.133.8.1); a legacy one without it needs "
+                "allow_ek_without_eku",
+                Check.CERTIFICATE,
+            )
+        return False
+    if _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
+        raise AttestationCheckFailed(
+            "the certificate's key purposes do not include EK (2.23.133.8.1)", Check.CERTIFICATE
+        )
+    return True
 
 
 def _check_end_entity(cert: x509.Certificate, what: str) -> None:

@@ -44,6 +44,7 @@ class TrustPolicy:
     UNVERIFIED (``hardware_backed=False``) unless ``require_hardware`` refuses them; a bare public
     key is refused unless ``allow_unverified_ak``. ``trusted_aks``, when given, is an allow-list:
     no other AK is accepted at all. Software attestations and SHA-1 are refused unless allowed.
+    EK certificates must name the EK key purpose unless ``allow_ek_without_eku``.
 
     To revoke an AK, make a new policy without it (a ``VerifierPool`` takes it with
     ``set_policy``). Every input is copied when the policy is made.
@@ -57,6 +58,9 @@ class TrustPolicy:
     allow_unverified_ak: bool = False
     #: Refuse every attestation that would not be hardware_backed (unverified AK, software).
     require_hardware: bool = False
+    #: Accept legacy EK certificates without extendedKeyUsage (the result says
+    #: ``ek_key_purpose=False``); by default an EK certificate must name tcg-kp-EKCertificate.
+    allow_ek_without_eku: bool = False
 
     def __init__(
         self,
@@ -65,6 +69,7 @@ class TrustPolicy:
         allow_sha1: bool | None = None,
         allow_unverified_ak: bool | None = None,
         require_hardware: bool | None = None,
+        allow_ek_without_eku: bool | None = None,
         enrolled_aks: Iterable[Any] = (),
         ak_ca_certificates: Iterable[x509.Certificate | bytes] = (),
         trusted_aks: Iterable[AKPublic] | None = None,
@@ -78,6 +83,8 @@ class TrustPolicy:
             self.allow_unverified_ak = allow_unverified_ak
         if require_hardware is not None:
             self.require_hardware = require_hardware
+        if allow_ek_without_eku is not None:
+            self.allow_ek_without_eku = allow_ek_without_eku
         self._trusted = None if trusted_aks is None else {resolve_ak(a).spki for a in trusted_aks}
         self._enrolled = frozenset(_enrolled_name(a) for a in enrolled_aks)
         self._ak_cas = tuple(load_certificate(c) for c in ak_ca_certificates)
