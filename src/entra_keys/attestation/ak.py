@@ -62,8 +62,10 @@ def owned_bytes(data: object, what: str, check: Check | None = Check.STRUCTURE) 
     that nothing the caller changes later reaches a check or a result. Anything else is refused:
     an ``AttestationCheckFailed`` naming ``check`` (``MalformedAttestation`` for STRUCTURE), or
     an ``InvalidData`` when ``check`` is None."""
+    if type(data) is bytes:  # its own copy: it cannot change
+        return data
     if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)  # (a bytes object is its own copy: it cannot change)
+        return bytes(data)
     message = f"{what} is bytes, a bytearray or a memoryview, not {type(data).__name__}"
     if check is None:
         raise InvalidData(message)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -108,6 +108,7 @@ _DEFAULT_POLICY = TrustPolicy()
 #: A certified key must have been made in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin).
 _CERTIFIED_ATTRIBUTES = origin_attributes(KeyUsage.SIGN)
 _PKCS1 = padding.PKCS1v15()
+_PYCA_HASHES = {alg: info.new() for alg, info in HASH_ALGORITHMS.items()}  # (stateless objects)
 
 
 # --- the inputs, copied once -----------------------------------------------------------------
@@ -187,8 +188,10 @@ def certify_inputs(
 
 def _owned_ak(ak: object) -> PublicKey | TPMTPublic | bytes:
     """The AK as given, bytes-likes copied (a TRUST failure for what is no AK)."""
-    if isinstance(ak, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | TPMTPublic):
+    if type(ak) is bytes or isinstance(ak, TPMTPublic):
         return ak  # immutable
+    if isinstance(ak, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        return ak
     return owned_bytes(ak, "the AK (a TPMT_PUBLIC or a public key)", Check.TRUST)
 
 
@@ -226,7 +229,7 @@ def expected_pcr_values(pcrs: object) -> dict[int, dict[int, bytes]]:
     named once (``"sha256"``, ``"SHA256"`` and ``0x000B`` are one bank: InvalidData when two
     name it), known (a HASH failure for others), PCR indices ints 0..31 and values bytes-like
     of the bank's digest size (InvalidData)."""
-    if not isinstance(pcrs, Mapping):
+    if type(pcrs) is not dict and not isinstance(pcrs, Mapping):
         raise InvalidData(
             f"the expected PCR values are a mapping {{bank: {{PCR: value}}}}, not "
             f"{type(pcrs).__name__}"
@@ -241,13 +244,15 @@ def expected_pcr_values(pcrs: object) -> dict[int, dict[int, bytes]]:
                 f"({named[info.alg]!r} and {bank!r})"
             )
         named[info.alg] = bank
-        if not isinstance(values, Mapping):
+        if type(values) is not dict and not isinstance(values, Mapping):
             raise InvalidData(f"the expected values of PCR bank {info.name} are not a mapping")
         checked: dict[int, bytes] = {}
         for index, value in values.items():
             if not (type(index) is int and 0 <= index < 32):
                 raise InvalidData(f"expected PCR index {index!r} is not 0..31")
-            owned = owned_bytes(value, f"expected PCR {info.name}:{index}", None)
+            owned = value
+            if type(value) is not bytes:
+                owned = owned_bytes(value, f"expected PCR {info.name}:{index}", None)
             if len(owned) != info.digest_size:
                 raise InvalidData(
                     f"expected PCR {info.name}:{index} is {len(owned)} bytes, "
@@ -310,20 +315,21 @@ def _verified_signature(
             f"the signature says 0x{sig.sig_alg:04x}/0x{sig.hash:04x}",
             Check.SIGNATURE,
         )
-    hash_alg = info.new()
+    hash_alg = _PYCA_HASHES[info.alg]
     try:
-        if isinstance(ak.key, rsa.RSAPublicKey):
+        if ak.is_rsa:
             pad: padding.AsymmetricPadding = _PKCS1
             if sig.sig_alg == TPM_ALG_RSAPSS:
                 pad = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.AUTO)
-            ak.key.verify(sig.signature, attest, pad, hash_alg)
+            cast(rsa.RSAPublicKey, ak.key).verify(sig.signature, attest, pad, hash_alg)
         else:
-            size = (ak.key.key_size + 7) // 8
+            key = cast(ec.EllipticCurvePublicKey, ak.key)
+            size = (key.key_size + 7) // 8
             if len(sig.signature_r) > size or len(sig.signature_s) > size:
                 raise AttestationCheckFailed(
                     f"an ECDSA r or s is longer than {size} bytes", Check.SIGNATURE
                 )
-            ak.key.verify(sig.to_der(), attest, ec.ECDSA(hash_alg))
+            key.verify(sig.to_der(), attest, ec.ECDSA(hash_alg))
     except (_PycaInvalidSignature, ValueError) as exc:
         raise AttestationCheckFailed(
             "the signature does not verify over the attestation with this AK", Check.SIGNATURE
@@ -386,8 +392,8 @@ class _ReadOnly(Mapping[Any, Any]):
 
     __slots__ = ("_data",)
 
-    def __init__(self, data: Mapping[Any, Any]) -> None:
-        self._data = dict(data)
+    def __init__(self, data: dict[Any, Any]) -> None:
+        self._data = data  # a dict the verifier made for this result alone
 
     def __getitem__(self, key: Any) -> Any:
         return self._data[key]
@@ -465,7 +471,7 @@ def verify_quote(
         signature=sig,
         nonce=inputs.nonce,
         pcr_values=_ReadOnly(
-            {bank.info.name: _ReadOnly(inputs.pcrs[alg]) for alg, bank in banks.items()}
+            {bank.info.name: _ReadOnly(dict(inputs.pcrs[alg])) for alg, bank in banks.items()}
         ),
         pcr_digest=digest,
         hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,

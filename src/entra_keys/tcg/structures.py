@@ -71,6 +71,11 @@ __all__ = [
 __all__ += wire.__all__  # the wire constants and helpers are exported from here too
 
 
+_SELECT_HEAD = struct.Struct(">HB")  # TPMS_PCR_SELECTION hash, sizeofSelect
+#: The bits set in each byte value, for reading pcrSelect bitmaps.
+_BITS = tuple(tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256))
+
+
 # --- TPML_PCR_SELECTION --------------------------------------------------------------------
 
 
@@ -96,13 +101,12 @@ class TPMSPCRSelection:
     @classmethod
     def read(cls, r: Reader) -> TPMSPCRSelection:
         """The TPMS_PCR_SELECTION at the reader's position."""
-        alg = r.u16("pcrSelections.hash")
-        size = r.u8("pcrSelections.sizeofSelect")
+        alg, size = r.fields(_SELECT_HEAD, "pcrSelections.hash and sizeofSelect")
         if size > PCR_SELECT_MAX:
             raise InvalidData(f"{r.what}: sizeofSelect {size} is more than {PCR_SELECT_MAX}")
-        select = r.take(size, "pcrSelections.pcrSelect")
-        bits = int.from_bytes(select, "little")  # PCR n in bit n
-        return cls(alg, frozenset(n for n in range(8 * size) if bits >> n & 1), size)
+        select = r.take(size, "pcrSelections.pcrSelect")  # PCR n in bit n % 8 of byte n // 8
+        pcrs = frozenset([8 * i + bit for i, byte in enumerate(select) for bit in _BITS[byte]])
+        return cls(alg, pcrs, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,7 @@ class TPMLPCRSelection:
         count = r.u32("count")
         if count > NUM_PCR_BANKS:
             raise InvalidData(f"{r.what}: {count} PCR banks, more than {NUM_PCR_BANKS}")
-        return cls(tuple(TPMSPCRSelection.read(r) for _ in range(count)))
+        return cls(tuple([TPMSPCRSelection.read(r) for _ in range(count)]))
 
     def to_bytes(self) -> bytes:
         """The marshaled TPML_PCR_SELECTION."""
@@ -203,17 +207,12 @@ class TPMSAttest:
     def parse(cls, data: bytes) -> TPMSAttest:
         """A TPMS_ATTEST (quote or certify) that is exactly the input."""
         r = Reader(data, "TPMS_ATTEST")
-        magic = r.u32("magic")
-        kind = r.u16("type")
+        magic, kind = r.fields(HEADER, "magic and type")
         signer = r.tpm2b("qualifiedSigner", MAX_NAME)
         extra = r.tpm2b("extraData", MAX_DATA)
-        clock = r.u64("clockInfo.clock")
-        resets = r.u32("clockInfo.resetCount")
-        restarts = r.u32("clockInfo.restartCount")
-        safe = r.u8("clockInfo.safe")
+        clock, resets, restarts, safe, firmware = r.fields(CLOCK, "clockInfo and firmwareVersion")
         if safe > 1:
             raise InvalidData(f"TPMS_ATTEST: clockInfo.safe is {safe}, not YES (1) or NO (0)")
-        firmware = r.u64("firmwareVersion")
         attested: TPMSQuoteInfo | TPMSCertifyInfo
         if kind == TPM_ST_ATTEST_QUOTE:
             selection = TPMLPCRSelection.read(r)

@@ -8,6 +8,7 @@ import hashlib
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
@@ -213,6 +214,9 @@ CLOCK = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO and firmwareVersion
 
 
 def as_bytes(data: object, what: str) -> bytes:
+    """The input as bytes (a copy of a bytearray or memoryview); InvalidData for other types."""
+    if type(data) is bytes:
+        return data
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidData(f"{what}: bytes expected, not {type(data).__name__}")
     return bytes(data)
@@ -254,34 +258,53 @@ class Reader:
     __slots__ = ("data", "pos", "what")
 
     def __init__(self, data: object, what: str) -> None:
-        self.data = as_bytes(data, what)
+        self.data = data if type(data) is bytes else as_bytes(data, what)
         self.pos = 0
         self.what = what
 
     def _need(self, n: int, name: str) -> int:
+        """The offset of the next ``n`` bytes, which the reader moves past."""
         pos = self.pos
-        if pos + n > len(self.data):
+        end = pos + n
+        if end > len(self.data):
             raise truncated_error(self.what, name, n, pos, len(self.data))
-        self.pos = pos + n
+        self.pos = end
         return pos
 
     def u8(self, name: str) -> int:
         return self.data[self._need(1, name)]
 
     def u16(self, name: str) -> int:
-        return int(U16.unpack_from(self.data, self._need(2, name))[0])
+        value: int = U16.unpack_from(self.data, self._need(2, name))[0]
+        return value
 
     def u32(self, name: str) -> int:
-        return int(U32.unpack_from(self.data, self._need(4, name))[0])
+        value: int = U32.unpack_from(self.data, self._need(4, name))[0]
+        return value
 
     def u64(self, name: str) -> int:
-        return int(U64.unpack_from(self.data, self._need(8, name))[0])
+        value: int = U64.unpack_from(self.data, self._need(8, name))[0]
+        return value
+
+    def fields(self, layout: struct.Struct, name: str) -> tuple[Any, ...]:
+        """The fixed-size fields ``layout`` reads (e.g. HEADER: magic and type), in one read."""
+        pos = self.pos
+        end = pos + layout.size
+        if end > len(self.data):
+            raise truncated_error(self.what, name, layout.size, pos, len(self.data))
+        self.pos = end
+        return layout.unpack_from(self.data, pos)
 
     def take(self, n: int, name: str) -> bytes:
-        pos = self._need(n, name)
-        return self.data[pos : pos + n]
+        pos = self.pos
+        end = pos + n
+        if end > len(self.data):
+            raise truncated_error(self.what, name, n, pos, len(self.data))
+        self.pos = end
+        return self.data[pos:end]
 
     def tpm2b(self, name: str, limit: int) -> bytes:
+        """A TPM2B of at most ``limit`` bytes: its size, then the bytes."""
         out, self.pos = tpm2b_at(self.data, self.pos, len(self.data), self.what, name, limit)
         return out
 
