@@ -13,6 +13,7 @@ import enum
 import hashlib
 import json
 import subprocess
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -424,6 +425,32 @@ def test_a_pcr_bank_named_twice_in_the_expected_values_is_invalid_data(
         check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs=dict(reversed(expected.items())))
     with raises_check(Check.PCR_SELECTION):  # named once, the quote does not cover PCR 0
         check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs={first: {0: V0, 7: V7}})
+
+
+class Twice(Mapping[Any, Any]):
+    """A mapping that yields a key twice (any Mapping of the caller's may)."""
+
+    def __init__(self, *pairs: tuple[Any, Any]) -> None:
+        self.pairs = pairs
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict(self.pairs)[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([key for key, _ in self.pairs])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def test_a_bank_or_pcr_a_mapping_yields_twice_is_invalid_data() -> None:
+    pcr7_only = _quote_of((TPMSPCRSelection(TPM_ALG_SHA256, frozenset({7})),), V7)
+    banks = Twice(("sha256", {0: V0, 7: V7}), ("sha256", {7: V7}))
+    with pytest.raises(InvalidData, match="named twice"):
+        check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs=banks, policy=HARDWARE)
+    pcrs = Twice((7, V7), (7, V7))
+    with pytest.raises(InvalidData, match="given twice"):
+        check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs={"sha256": pcrs})
 
 
 @pytest.mark.parametrize(

@@ -250,6 +250,8 @@ def expected_pcr_values(pcrs: object) -> dict[int, dict[int, bytes]]:
         for index, value in values.items():
             if not (type(index) is int and 0 <= index < 32):
                 raise InvalidData(f"expected PCR index {index!r} is not 0..31")
+            if index in checked:  # (a Mapping of the caller's may yield a key twice)
+                raise InvalidData(f"expected PCR {info.name}:{index} is given twice")
             owned = value
             if type(value) is not bytes:
                 owned = owned_bytes(value, f"expected PCR {info.name}:{index}", None)
