@@ -265,26 +265,25 @@ def expected_pcr_values(pcrs: object) -> dict[int, dict[int, bytes]]:
     return out
 
 
-class _Bank(NamedTuple):
-    """An expected PCR bank: its hash, its PCRs, and their values in index order, joined."""
+class _Expected(NamedTuple):
+    """The expected banks that have values: the PCRs of each (the selection a quote of them
+    has) and their values joined in index order, by hash."""
 
-    info: HashInfo
-    pcrs: frozenset[int]
-    concatenated: bytes
+    selection: dict[int, frozenset[int]]
+    concatenated: dict[int, bytes]
 
 
-def _expected_banks(pcrs: dict[int, dict[int, bytes]], policy: TrustPolicy) -> dict[int, _Bank]:
+def _expected_banks(pcrs: dict[int, dict[int, bytes]], policy: TrustPolicy) -> _Expected:
     """The expected banks with values, SHA-1 refused unless the policy allows it."""
     if TPM_ALG_SHA1 in pcrs and not policy.allow_sha1:
         raise AttestationCheckFailed("the sha1 PCR bank is refused: allow_sha1 is off", Check.HASH)
-    banks = {
-        alg: _Bank(HASH_ALGORITHMS[alg], frozenset(values), b"".join(values.values()))
-        for alg, values in pcrs.items()
-        if values
-    }
+    banks = {alg: values for alg, values in pcrs.items() if values}
     if not banks:
         raise InvalidData("no expected PCR values: a quote is checked against some")
-    return banks
+    return _Expected(
+        {alg: frozenset(values) for alg, values in banks.items()},
+        {alg: b"".join(values.values()) for alg, values in banks.items()},
+    )
 
 
 # --- the checks every attestation gets -----------------------------------------------------
@@ -473,7 +472,10 @@ def verify_quote(
         signature=sig,
         nonce=inputs.nonce,
         pcr_values=_ReadOnly(
-            {bank.info.name: _ReadOnly(dict(inputs.pcrs[alg])) for alg, bank in banks.items()}
+            {
+                HASH_ALGORITHMS[alg].name: _ReadOnly(dict(inputs.pcrs[alg]))
+                for alg in banks.selection
+            }
         ),
         pcr_digest=digest,
         hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
@@ -482,7 +484,7 @@ def verify_quote(
     )
 
 
-def _checked_pcr_digest(body: TPMSQuoteInfo, banks: dict[int, _Bank], info: HashInfo) -> bytes:
+def _checked_pcr_digest(body: TPMSQuoteInfo, expected: _Expected, info: HashInfo) -> bytes:
     """The PCR selection and PCR digest checks: the quote selects exactly the expected PCRs
     (each bank once), and its digest is that of their expected values in the quote's order."""
     try:
@@ -491,7 +493,7 @@ def _checked_pcr_digest(body: TPMSQuoteInfo, banks: dict[int, _Bank], info: Hash
         raise AttestationCheckFailed(
             f"the quote's PCR selection is refused: {exc}", Check.PCR_SELECTION
         ) from exc
-    if quoted != {alg: bank.pcrs for alg, bank in banks.items()}:
+    if quoted != expected.selection:
 
         def names(selection: Mapping[int, frozenset[int]]) -> str:
             def bank(alg: int) -> str:
@@ -499,11 +501,11 @@ def _checked_pcr_digest(body: TPMSQuoteInfo, banks: dict[int, _Bank], info: Hash
 
             return ", ".join(f"{bank(a)}:{sorted(p)}" for a, p in selection.items()) or "none"
 
-        want = {alg: bank.pcrs for alg, bank in banks.items()}
         raise AttestationCheckFailed(
-            f"the quote covers PCRs {names(quoted)}, not {names(want)}", Check.PCR_SELECTION
+            f"the quote covers PCRs {names(quoted)}, not {names(expected.selection)}",
+            Check.PCR_SELECTION,
         )
-    digest = info.digest(b"".join([banks[alg].concatenated for alg in quoted]))
+    digest = info.digest(b"".join([expected.concatenated[alg] for alg in quoted]))
     if not hmac.compare_digest(digest, body.pcr_digest):
         raise AttestationCheckFailed(
             f"the quoted PCR digest is not the {info.name} of the expected PCR values",

@@ -76,7 +76,6 @@ __all__ = [
     "parse_tpm2b",
     "too_large_error",
     "tpm2b",
-    "tpm2b_at",
     "trailing_error",
     "truncated_error",
 ]
@@ -236,22 +235,6 @@ def trailing_error(what: str, left: int) -> InvalidData:
     return InvalidData(f"{what}: {left} trailing bytes after the structure")
 
 
-def tpm2b_at(
-    data: bytes, pos: int, end: int, what: str, name: str, limit: int
-) -> tuple[bytes, int]:
-    """The TPM2B at ``pos`` (at most ``limit`` bytes) and the offset after it."""
-    start = pos + 2
-    if start > end:
-        raise truncated_error(what, f"{name} size", 2, pos, end)
-    size = data[pos] << 8 | data[pos + 1]
-    if size > limit:
-        raise too_large_error(what, name, size, limit)
-    stop = start + size
-    if stop > end:
-        raise truncated_error(what, name, size, start, end)
-    return data[start:stop], stop
-
-
 class Reader:
     """Reads big-endian TPM fields from bytes; every shortfall is an exact InvalidData."""
 
@@ -305,8 +288,18 @@ class Reader:
 
     def tpm2b(self, name: str, limit: int) -> bytes:
         """A TPM2B of at most ``limit`` bytes: its size, then the bytes."""
-        out, self.pos = tpm2b_at(self.data, self.pos, len(self.data), self.what, name, limit)
-        return out
+        data, pos = self.data, self.pos
+        start = pos + 2
+        if start > len(data):
+            raise truncated_error(self.what, f"{name} size", 2, pos, len(data))
+        size = data[pos] << 8 | data[pos + 1]
+        if size > limit:
+            raise too_large_error(self.what, name, size, limit)
+        stop = start + size
+        if stop > len(data):
+            raise truncated_error(self.what, name, size, start, len(data))
+        self.pos = stop
+        return data[start:stop]
 
     def done(self) -> None:
         left = len(self.data) - self.pos
