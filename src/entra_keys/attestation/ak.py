@@ -37,6 +37,7 @@ __all__ = [
     "CertifiedKey",
     "ResolvedAK",
     "certified_key",
+    "certified_public",
     "check_ak_public",
     "owned_bytes",
     "resolve_ak",
@@ -195,10 +196,16 @@ class CertifiedKey:
 
 
 @functools.lru_cache(maxsize=256)
+def certified_public(data: bytes) -> TPMTPublic:
+    """A certified key's TPMT_PUBLIC, parsed once per distinct bytes (a device's keys are
+    certified again and again); InvalidData, not kept, when it does not parse."""
+    return TPMTPublic.parse(data)
+
+
+@functools.lru_cache(maxsize=256)
 def certified_key(data: bytes) -> CertifiedKey:
     """The key of a certified key's TPMT_PUBLIC bytes after the strength check (KEY_STRENGTH),
-    once per distinct bytes: loading a P-256 point costs about a verification. The TPMT_PUBLIC
-    must parse (the verifier parsed it before)."""
-    public = TPMTPublic.parse(data)
+    once per distinct bytes: loading a P-256 point costs about a verification."""
+    public = certified_public(data)
     key = _strong_key(public)
     return CertifiedKey(public, key, public_der(key))

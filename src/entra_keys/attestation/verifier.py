@@ -64,7 +64,14 @@ from ..tcg.structures import (
     TPMTSignature,
     hash_info_by_name,
 )
-from .ak import AKPublic, ResolvedAK, certified_key, check_ak_public, owned_bytes
+from .ak import (
+    AKPublic,
+    ResolvedAK,
+    certified_key,
+    certified_public,
+    check_ak_public,
+    owned_bytes,
+)
 from .ekcert import (  # the certificate checks, re-exported: callers import them from here
     EKCertificateInfo,
     PlatformCertificateInfo,
@@ -108,7 +115,13 @@ _DEFAULT_POLICY = TrustPolicy()
 #: A certified key must have been made in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin).
 _CERTIFIED_ATTRIBUTES = origin_attributes(KeyUsage.SIGN)
 _PKCS1 = padding.PKCS1v15()
-_PYCA_HASHES = {alg: info.new() for alg, info in HASH_ALGORITHMS.items()}  # (stateless objects)
+# pyca's hash, PSS and ECDSA objects by signing hash (stateless, and costly to make per call)
+_PYCA_HASHES = {alg: info.new() for alg, info in HASH_ALGORITHMS.items()}
+_PSS = {
+    alg: padding.PSS(mgf=padding.MGF1(h), salt_length=padding.PSS.AUTO)
+    for alg, h in _PYCA_HASHES.items()
+}
+_ECDSA = {alg: ec.ECDSA(h) for alg, h in _PYCA_HASHES.items()}
 
 
 # --- the inputs, copied once -----------------------------------------------------------------
@@ -316,13 +329,11 @@ def _verified_signature(
             f"the signature says 0x{sig.sig_alg:04x}/0x{sig.hash:04x}",
             Check.SIGNATURE,
         )
-    hash_alg = _PYCA_HASHES[info.alg]
     try:
         if ak.is_rsa:
-            pad: padding.AsymmetricPadding = _PKCS1
-            if sig.sig_alg == TPM_ALG_RSAPSS:
-                pad = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.AUTO)
-            cast(rsa.RSAPublicKey, ak.key).verify(sig.signature, attest, pad, hash_alg)
+            pad = _PSS[info.alg] if sig.sig_alg == TPM_ALG_RSAPSS else _PKCS1
+            rsa_key = cast(rsa.RSAPublicKey, ak.key)
+            rsa_key.verify(sig.signature, attest, pad, _PYCA_HASHES[info.alg])
         else:
             key = cast(ec.EllipticCurvePublicKey, ak.key)
             size = (key.key_size + 7) // 8
@@ -330,7 +341,7 @@ def _verified_signature(
                 raise AttestationCheckFailed(
                     f"an ECDSA r or s is longer than {size} bytes", Check.SIGNATURE
                 )
-            key.verify(sig.to_der(), attest, ec.ECDSA(hash_alg))
+            key.verify(sig.to_der(), attest, _ECDSA[info.alg])
     except (_PycaInvalidSignature, ValueError) as exc:
         raise AttestationCheckFailed(
             "the signature does not verify over the attestation with this AK", Check.SIGNATURE
@@ -573,7 +584,7 @@ def verify_certify(
     _check_type(parsed, TPM_ST_ATTEST_CERTIFY, "a certification")
     data = inputs.key_public
     try:
-        key = TPMTPublic.parse(data)
+        key = certified_public(data)
     except InvalidData as exc:
         raise MalformedAttestation(f"the certified key's {exc}") from exc
     name_info = HASH_ALGORITHMS.get(key.name_alg)
