@@ -1,4 +1,4 @@
-"""The verifier: every check of REFERENCE.md section 3, each failing on its own, and interop.
+"""The verifier: every check of a TPM attestation, each failing on its own, and interop.
 
 Quotes and certifications made by tpm2-tools on swtpm (saved vectors, and fresh ones from the
 session swtpm) verify; for each check one field is changed (and the attestation re-signed, so

@@ -196,7 +196,7 @@ def verify_ek_certificate(
 
     try:
         if allow_without_eku is None:
-            allow_without_eku = policy is not None and policy.allow_ek_without_eku
+            allow_without_eku = bool(getattr(policy, "allow_ek_without_eku", False))
         return _verify_ek_certificate(
             certificate, ca_certs, intermediates, ek_public, at, policy, allow_without_eku
         )
