@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import AttestationCheckFailed, Check, InvalidData
-from ..tcg.nvcert import strict_der, verify_signed_by
-from ..tcg.public import TPMTPublic, tpmt_bytes
+from ..formats import public_der
+from ..tcg.nvcert import ASN1_ERRORS, strict_der, verify_signed_by
+from ..tcg.public import PublicKey, TPMTPublic, tpmt_bytes
 from .platformcert import PlatformCertificateInfo, directory_names, parse_platform_certificate
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
@@ -40,7 +40,13 @@ if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate che
 
 
 class EKCAPolicy(Protocol):
-    """What the EK checks need of a trust policy (``TrustPolicy`` is one): its EK CAs."""
+    """What the EK checks need of a trust policy (``TrustPolicy`` is one): its EK CAs, and
+    whether it accepts legacy EK certificates without the EK key purpose."""
+
+    @property
+    def allow_ek_without_eku(self) -> bool:
+        """Accept an EK certificate without extendedKeyUsage (its result says so)."""
+        ...
 
     def ek_ca_certificates(self) -> Sequence[x509.Certificate]:
         """The CA certificates EK certificates must chain to."""
@@ -51,14 +57,14 @@ __all__ = [
     "EKCAPolicy",
     "EKCertificateInfo",
     "PlatformCertificateInfo",
+    "load_certificate",
     "parse_platform_certificate",
     "verify_ak_certificate",
     "verify_ek_certificate",
 ]
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 #: An EK as a caller may give it: a ``cryptography`` key, its TPMT_PUBLIC or TPM2B_PUBLIC.
-EKPublic = PublicKey | TPMTPublic | bytes
+EKPublic = PublicKey | TPMTPublic | bytes | bytearray | memoryview
 
 _TCG_KP_EK_CERTIFICATE = "2.23.133.8.1"
 _TPM_MANUFACTURER, _TPM_MODEL, _TPM_VERSION = "2.23.133.2.1", "2.23.133.2.2", "2.23.133.2.3"
@@ -80,12 +86,6 @@ _KNOWN_CRITICAL = frozenset(
 )
 
 
-def _spki(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 @dataclass(frozen=True)
 class EKCertificateInfo:
     """A checked EK certificate: its key, its chain (leaf first, a trusted CA last) and the TPM
@@ -101,17 +101,28 @@ class EKCertificateInfo:
     manufacturer_id: int | None
     #: TPMSpecification (family, level, revision) from subjectDirectoryAttributes, if present.
     tpm_specification: tuple[str, int, int] | None
+    #: True when the certificate names the EK key purpose (tcg-kp-EKCertificate, 2.23.133.8.1)
+    #: in extendedKeyUsage, as real chips' do; False only for a legacy certificate without
+    #: extendedKeyUsage that the caller accepted (``allow_ek_without_eku``).
+    ek_key_purpose: bool = True
 
 
-def _load_certificate(data: x509.Certificate | bytes) -> x509.Certificate:
+def load_certificate(data: object) -> x509.Certificate:
+    """A certificate given as a ``cryptography`` certificate, or PEM or DER (bytes, a bytearray
+    or a memoryview, copied); a CERTIFICATE failure for anything else."""
     from cryptography import x509
 
     if isinstance(data, x509.Certificate):
         return data
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise AttestationCheckFailed(
+            f"a certificate is DER or PEM bytes, not {type(data).__name__}", Check.CERTIFICATE
+        )
+    der = bytes(data)
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
+        if der.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(der)
+        return x509.load_der_x509_certificate(der)
     except (ValueError, TypeError) as exc:
         raise AttestationCheckFailed(
             f"not an X.509 certificate ({exc})", Check.CERTIFICATE
@@ -119,17 +130,21 @@ def _load_certificate(data: x509.Certificate | bytes) -> x509.Certificate:
 
 
 def verify_ek_certificate(
-    certificate: bytes | x509.Certificate,
+    certificate: bytes | bytearray | memoryview | x509.Certificate,
     ca_certs: Iterable[x509.Certificate | bytes] | None = None,
     *,
     intermediates: Iterable[x509.Certificate | bytes] = (),
     ek_public: EKPublic | None = None,
     at: datetime | None = None,
     policy: EKCAPolicy | None = None,
+    allow_without_eku: bool | None = None,
 ) -> EKCertificateInfo:
     """Checks that an EK certificate chains to one of the CA certificates (or the policy's),
     is in date, is for the EK (when ``ek_public`` is given), and reads the TPM it names. Every
     certificate in ``ca_certs`` is a trust anchor; ``intermediates`` only help build the chain.
+    It must name the EK key purpose (tcg-kp-EKCertificate) in extendedKeyUsage unless
+    ``allow_without_eku`` (default: the policy's ``allow_ek_without_eku``, else False) accepts a
+    legacy certificate without extendedKeyUsage; ``ek_key_purpose`` in the result says which.
 
     The EK profile's end-entity rules are checked here; the chain is built and verified by
     cryptography's X.509 verifier with extension policies for TCG certificates (a WebPKI
@@ -138,7 +153,11 @@ def verify_ek_certificate(
     from cryptography import x509
 
     try:
-        return _verify_ek_certificate(certificate, ca_certs, intermediates, ek_public, at, policy)
+        if allow_without_eku is None:
+            allow_without_eku = bool(getattr(policy, "allow_ek_without_eku", False))
+        return _verify_ek_certificate(
+            certificate, ca_certs, intermediates, ek_public, at, policy, allow_without_eku
+        )
     except (
         ValueError,
         TypeError,
@@ -154,36 +173,35 @@ def verify_ek_certificate(
 
 
 def _verify_ek_certificate(
-    certificate: bytes | x509.Certificate,
+    certificate: bytes | bytearray | memoryview | x509.Certificate,
     ca_certs: Iterable[x509.Certificate | bytes] | None,
     intermediates: Iterable[x509.Certificate | bytes],
     ek_public: EKPublic | None,
     at: datetime | None,
     policy: EKCAPolicy | None,
+    allow_without_eku: bool,
 ) -> EKCertificateInfo:
     if ca_certs is None:  # the default policy trusts no EK CA
         ca_certs = policy.ek_ca_certificates() if policy is not None else ()
     signed = None  # non-strict DER (as Nuvoton chips store it): re-encoded, signed as stored
-    if isinstance(certificate, bytes | bytearray) and certificate[:1] == b"\x30":
+    if isinstance(certificate, bytes | bytearray | memoryview):
+        certificate = bytes(certificate)
+    if isinstance(certificate, bytes) and certificate[:1] == b"\x30":
         try:
-            fixed, repairs = strict_der(bytes(certificate))
+            fixed, repairs = strict_der(certificate)
         except InvalidData as exc:
             raise AttestationCheckFailed(f"the EK certificate: {exc}", Check.CERTIFICATE) from exc
-        signed, certificate = (bytes(certificate) if repairs else None), fixed
+        signed, certificate = (certificate if repairs else None), fixed
     leaf, anchors, others, when = _end_entity(
         certificate, ca_certs, intermediates, at, "the EK certificate"
     )
-    purposes = _extension(leaf, "2.5.29.37")
-    if purposes is not None and _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
-        raise AttestationCheckFailed(
-            "the certificate's key purposes do not include EK (2.23.133.8.1)", Check.CERTIFICATE
-        )
+    ek_key_purpose = _check_ek_key_purpose(leaf, allow_without_eku)
     if signed is None:
         chain = _chain(leaf, anchors, others, when)
     else:
         chain = _reencoded_chain(leaf, signed, anchors, others, when)
     public_key = _strong_certified_key(leaf, "the EK certificate")
-    if ek_public is not None and _spki(_resolve_ek(ek_public)) != _spki(public_key):
+    if ek_public is not None and public_der(_resolve_ek(ek_public)) != public_der(public_key):
         raise AttestationCheckFailed(
             "the certificate is for another key than this EK", Check.CERTIFICATE
         )
@@ -203,7 +221,30 @@ def _verify_ek_certificate(
         version=version,
         manufacturer_id=manufacturer_id,
         tpm_specification=spec,
+        ek_key_purpose=ek_key_purpose,
     )
+
+
+def _check_ek_key_purpose(leaf: x509.Certificate, allow_without_eku: bool) -> bool:
+    """Whether the EK certificate names the EK key purpose (tcg-kp-EKCertificate) in
+    extendedKeyUsage, as the EK Credential Profile and real chips' certificates do. Other key
+    purposes are refused; no extendedKeyUsage at all is refused unless ``allow_without_eku``
+    (legacy certificates), and then the result says False."""
+    purposes = _extension(leaf, "2.5.29.37")
+    if purposes is None:
+        if not allow_without_eku:
+            raise AttestationCheckFailed(
+                "the EK certificate has no extendedKeyUsage: an EK certificate names the EK key "
+                "purpose (tcg-kp-EKCertificate, 2.23.133.8.1); a legacy one without it needs "
+                "allow_ek_without_eku",
+                Check.CERTIFICATE,
+            )
+        return False
+    if _TCG_KP_EK_CERTIFICATE not in {p.dotted_string for p in purposes}:
+        raise AttestationCheckFailed(
+            "the certificate's key purposes do not include EK (2.23.133.8.1)", Check.CERTIFICATE
+        )
+    return True
 
 
 def _check_end_entity(cert: x509.Certificate, what: str) -> None:
@@ -251,13 +292,13 @@ def _end_entity(
 ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], tuple[x509.Certificate, ...], datetime]:
     """The leaf, checked in date and as an end-entity certificate, with the trust anchors (at
     least one), the other certificates and the time the chain is checked at."""
-    leaf = _load_certificate(certificate)
-    anchors = tuple(_load_certificate(c) for c in ca_certs)
+    leaf = load_certificate(certificate)
+    anchors = tuple(load_certificate(c) for c in ca_certs)
     if not anchors:
         raise AttestationCheckFailed(
             f"no CA certificates to check {what} against", Check.CERTIFICATE
         )
-    others = tuple(_load_certificate(c) for c in intermediates)
+    others = tuple(load_certificate(c) for c in intermediates)
     when = at or datetime.now(UTC)
     _check_certificate(leaf, when, what)
     _check_end_entity(leaf, what)
@@ -281,7 +322,7 @@ def verify_ak_certificate(
         leaf, anchors, others, when = _end_entity(
             certificate, ca_certs, intermediates, at, "the AK certificate"
         )
-        if _spki(_strong_certified_key(leaf, "the AK certificate")) != _spki(ak_public):
+        if public_der(_strong_certified_key(leaf, "the AK certificate")) != public_der(ak_public):
             raise AttestationCheckFailed(
                 "the AK certificate is for another key than this AK", Check.CERTIFICATE
             )
@@ -292,16 +333,19 @@ def verify_ak_certificate(
         ) from exc
 
 
-def _resolve_ek(ek: EKPublic) -> PublicKey:
+def _resolve_ek(ek: object) -> PublicKey:
     if isinstance(ek, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         return ek
     try:
-        public = (
-            TPMTPublic.parse(tpmt_bytes(bytes(ek))) if isinstance(ek, bytes | bytearray) else ek
-        )
-        return public.public_key()
+        if isinstance(ek, bytes | bytearray | memoryview):
+            return TPMTPublic.parse(tpmt_bytes(bytes(ek))).public_key()
+        if isinstance(ek, TPMTPublic):
+            return ek.public_key()
     except InvalidData as exc:
         raise AttestationCheckFailed(f"the EK's {exc}", Check.CERTIFICATE) from exc
+    raise AttestationCheckFailed(
+        f"an EK is a TPMT_PUBLIC or a public key, not {type(ek).__name__}", Check.CERTIFICATE
+    )
 
 
 def _extension(cert: x509.Certificate, oid: str) -> Any:
@@ -499,8 +543,6 @@ def _issuer_of(
 
 # --- what the certificates say ---------------------------------------------------------------
 
-_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
-
 
 def _tpm_identity(
     cert: x509.Certificate,
@@ -520,7 +562,7 @@ def _tpm_identity(
                 if attribute["type"].dotted == "2.23.133.2.16" and len(attribute["values"]):
                     v = attribute["values"][0].native
                     spec = (str(v["family"]), int(v["level"]), int(v["revision"]))
-    except _ASN1_ERRORS as exc:
+    except ASN1_ERRORS as exc:
         raise AttestationCheckFailed(
             f"the EK certificate's TPM names do not parse ({exc})", Check.CERTIFICATE
         ) from exc

@@ -11,14 +11,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AttestationCheckFailed, Check
+from ..formats import public_der
+from ..tcg.public import PublicKey
 from ..tcg.structures import TPM_ALG_SHA1, TPMTPublic
-from .ak import _AK, AKPublic, PublicKey, _ak_from_bytes, _resolve_ak
-from .ekcert import _load_certificate, _spki, verify_ak_certificate
+from .ak import AKPublic, ResolvedAK, owned_bytes, resolve_ak
+from .ekcert import load_certificate, verify_ak_certificate
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
     from cryptography import x509
 
-__all__ = ["AKEvidence", "TrustPolicy"]
+__all__ = ["AKEvidence", "TrustPolicy", "ak_with_evidence"]
 
 
 class AKEvidence(enum.Enum):
@@ -41,6 +43,10 @@ class TrustPolicy:
     UNVERIFIED (``hardware_backed=False``) unless ``require_hardware`` refuses them; a bare public
     key is refused unless ``allow_unverified_ak``. ``trusted_aks``, when given, is an allow-list:
     no other AK is accepted at all. Software attestations and SHA-1 are refused unless allowed.
+    EK certificates must name the EK key purpose unless ``allow_ek_without_eku``.
+
+    To revoke an AK, make a new policy without it (a ``VerifierPool`` takes it with
+    ``set_policy``). Every input is copied when the policy is made.
     """
 
     #: Accept attestations the software provider made (their results say hardware_backed=False).
@@ -51,6 +57,9 @@ class TrustPolicy:
     allow_unverified_ak: bool = False
     #: Refuse every attestation that would not be hardware_backed (unverified AK, software).
     require_hardware: bool = False
+    #: Accept legacy EK certificates without extendedKeyUsage (the result says
+    #: ``ek_key_purpose=False``); by default an EK certificate must name tcg-kp-EKCertificate.
+    allow_ek_without_eku: bool = False
 
     def __init__(
         self,
@@ -59,6 +68,7 @@ class TrustPolicy:
         allow_sha1: bool | None = None,
         allow_unverified_ak: bool | None = None,
         require_hardware: bool | None = None,
+        allow_ek_without_eku: bool | None = None,
         enrolled_aks: Iterable[Any] = (),
         ak_ca_certificates: Iterable[x509.Certificate | bytes] = (),
         trusted_aks: Iterable[AKPublic] | None = None,
@@ -72,12 +82,12 @@ class TrustPolicy:
             self.allow_unverified_ak = allow_unverified_ak
         if require_hardware is not None:
             self.require_hardware = require_hardware
-        self._trusted = (
-            None if trusted_aks is None else {_spki(_resolve_ak(a).key) for a in trusted_aks}
-        )
+        if allow_ek_without_eku is not None:
+            self.allow_ek_without_eku = allow_ek_without_eku
+        self._trusted = None if trusted_aks is None else {resolve_ak(a).spki for a in trusted_aks}
         self._enrolled = frozenset(_enrolled_name(a) for a in enrolled_aks)
-        self._ak_cas = tuple(_load_certificate(c) for c in ak_ca_certificates)
-        self._ek_cas = tuple(_load_certificate(c) for c in ek_ca_certificates)
+        self._ak_cas = tuple(load_certificate(c) for c in ak_ca_certificates)
+        self._ek_cas = tuple(load_certificate(c) for c in ek_ca_certificates)
 
     def __getstate__(self) -> dict[str, Any]:
         """The policy's state with its CA certificates as DER, so that it pickles (to the
@@ -93,12 +103,12 @@ class TrustPolicy:
     def __setstate__(self, state: dict[str, Any]) -> None:
         for field in ("_ak_cas", "_ek_cas"):
             if field in state:
-                state[field] = tuple(_load_certificate(c) for c in state[field])
+                state[field] = tuple(load_certificate(c) for c in state[field])
         self.__dict__.update(state)
 
     def trust_ak(self, ak_public: PublicKey) -> bool:
         """True when attestations signed by this AK may be accepted at all (the allow-list)."""
-        return self._trusted is None or _spki(ak_public) in self._trusted
+        return self._trusted is None or public_der(ak_public) in self._trusted
 
     def ak_evidence(
         self, ak_name: bytes | None, ak_public: PublicKey, ak_certificate: Any = None
@@ -119,22 +129,17 @@ class TrustPolicy:
         return self._ek_cas
 
 
-_DEFAULT_POLICY = TrustPolicy()
-
-
 def _enrolled_name(ak: Any) -> bytes:
     """The name of an enrolled AK: an EnrolledAK made by hardware, or a TPMT_PUBLIC."""
     hardware = getattr(ak, "hardware_backed", None)
-    if hardware is not None:  # an EnrolledAK: only a hardware enrollment is evidence
+    if hardware is not None and hasattr(ak, "ak_name"):  # an EnrolledAK: hardware is evidence
         if not hardware:
             raise AttestationCheckFailed(
                 "a software enrollment is no evidence of a TPM; leave it out", Check.TRUST
             )
-        return bytes(ak.ak_name)
-    if isinstance(ak, TPMTPublic):
-        return ak.name()
-    if isinstance(ak, bytes | bytearray):
-        name = _ak_from_bytes(bytes(ak)).name
+        return owned_bytes(ak.ak_name, "an enrolled AK's name", Check.TRUST)
+    if isinstance(ak, TPMTPublic | bytes | bytearray | memoryview):
+        name = resolve_ak(ak).name
         assert name is not None  # a TPMT_PUBLIC always has one
         return name
     raise AttestationCheckFailed(
@@ -142,11 +147,11 @@ def _enrolled_name(ak: Any) -> bytes:
     )
 
 
-def _check_ak(
+def ak_with_evidence(
     ak_public: AKPublic, policy: TrustPolicy, ak_certificate: Any
-) -> tuple[_AK, AKEvidence]:
+) -> tuple[ResolvedAK, AKEvidence]:
     """The AK and the evidence for it, or a TRUST failure: a bare key needs the policy's opt-in."""
-    ak = _resolve_ak(ak_public)
+    ak = resolve_ak(ak_public)
     if ak.name is None and not policy.allow_unverified_ak:
         raise AttestationCheckFailed(
             "the AK is a bare public key: its attributes cannot be checked and nothing shows a "

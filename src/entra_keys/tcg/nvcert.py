@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from .records import EndorsementKey
 
 __all__ = [
+    "ASN1_ERRORS",
     "StoredCertificate",
     "certificate_lines",
+    "der_sequence_length",
     "nv_certificates",
     "strict_der",
     "verify_signed_by",
@@ -36,7 +38,8 @@ __all__ = [
 
 _TCG_STORED_CERT = b"\x10\x01\x00"  # TCG_PCCLIENT_STORED_CERT tag 0x1001, certType 0 (full)
 _TCG_FULL_CERT = b"\x10\x02"  # TCG_PCCLIENT_FULL_CERT tag
-_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+#: What asn1crypto raises on malformed input (it parses lazily, so any field access may raise).
+ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -47,15 +50,16 @@ class StoredCertificate:
     repairs: tuple[str, ...]
 
 
-def _der_length(data: bytes, at: int) -> int:
-    """The length of the DER SEQUENCE starting at ``at`` (header included), from its header."""
+def der_sequence_length(data: bytes, at: int = 0) -> int:
+    """The length of the DER SEQUENCE starting at ``at`` (header included), from its header
+    (short form, or long form of 1 to 4 octets); InvalidData when there is none."""
     if len(data) < at + 2 or data[at] != 0x30:
         raise InvalidData("no DER SEQUENCE where the certificate should begin")
     first = data[at + 1]
     if first < 0x80:
         return 2 + first
     octets = first & 0x7F
-    if octets == 0 or octets > 3 or len(data) < at + 2 + octets:
+    if octets == 0 or octets > 4 or len(data) < at + 2 + octets:
         raise InvalidData("the certificate's DER length is not readable")
     length = int.from_bytes(data[at + 2 : at + 2 + octets], "big")
     return 2 + octets + length
@@ -79,7 +83,7 @@ def nv_certificates(data: bytes, *, many: bool = False) -> list[StoredCertificat
     found: list[StoredCertificate] = []
     at = start
     while True:
-        length = _der_length(data, at)
+        length = der_sequence_length(data, at)
         if at + length > end:
             raise InvalidData(
                 f"the certificate's DER length ({length} bytes) runs past the data "
@@ -122,7 +126,7 @@ def strict_der(der: bytes) -> tuple[bytes, tuple[str, ...]]:
         cert = x509.load_der_x509_certificate(fixed)
         list(cert.extensions)
         cert.public_key()
-    except (*_ASN1_ERRORS, ValueError) as exc:
+    except ASN1_ERRORS as exc:
         raise InvalidData(f"not an X.509 certificate ({refused}; asn1crypto: {exc})") from exc
     return fixed, (f"re-encoded as strict DER ({refused})",)
 

@@ -34,10 +34,7 @@ from ...provider import (
     SignatureScheme,
 )
 from ...tcg import model
-from ...tcg.wire import (  # the constants, not the parsers (cold start)
-    TPMA_OBJECT,
-    der_signature,
-)
+from ...tcg.wire import TPMA_OBJECT  # the constants, not the parsers (cold start)
 from . import _errors
 from ._connection import Connection
 
@@ -407,7 +404,7 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         r, s = self._sign("ECDSA sign", digest, SignatureScheme.ECDSA, hash_alg)
-        return der_signature(r, s)
+        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
 
     @property
     def curve(self) -> ec.EllipticCurve:
