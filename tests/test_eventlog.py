@@ -584,8 +584,32 @@ def test_replay_upto() -> None:
     assert log.replay(upto=10**6) == log.replay()
     start = log.replay(upto=0)
     assert start["sha256"] == {pcr: log.initial_value("sha256", pcr) for pcr in range(24)}
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(InvalidData, match="negative"):
         log.replay(upto=-1)
+    with pytest.raises(InvalidData, match="negative"):
+        log.facts(upto=-1)
+
+
+def test_selection_digest_without_a_value_is_invalid_data() -> None:
+    """A selected PCR or bank the values lack is a typed refusal, not a KeyError or ValueError."""
+    values = load("event-uefi-sha1-log.bin").replay()
+    with pytest.raises(InvalidData, match="no value for 24"):
+        selection_digest(values, {"sha1": [0, 24]}, "sha256")
+    with pytest.raises(InvalidData, match="no value for 'sha256'"):
+        selection_digest(values, {"sha256": [0]}, "sha256")
+
+
+def test_the_log_banks_are_the_wire_hashes_and_sm3() -> None:
+    """One hash table: the SHA family is tcg.wire's; SM3-256 is the log's own addition."""
+    from entra_keys.tcg import wire
+
+    log = parse_event_log(
+        spec_id(((0x0004, 20), (0x000B, 32), (0x000C, 48), (0x000D, 64), (0x12, 32)))
+    )
+    assert log.banks == (*(info.name for info in wire.HASH_ALGORITHMS.values()), "sm3_256")
+    assert not hasattr(eventlog, "HASH_ALGORITHMS")
+    with pytest.raises(InvalidData, match="sha256 declared with digest size 20"):
+        parse_event_log(spec_id(((0x000B, 20),)))
 
 
 # --- Tying a log read later to a quote ---------------------------------------------------------
@@ -663,7 +687,7 @@ def test_matching_prefix_at_start_and_arguments() -> None:
         log.matching_prefix(selection, "md5", bytes(16))
     with pytest.raises(UnsupportedAlgorithm, match="sm3_256"):
         log.matching_prefix({"sm3_256": [0]}, "sha256", bytes(32))
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(InvalidData, match="negative"):
         log.matching_prefix({"sha1": [-1]}, "sha1", bytes(20))
 
 

@@ -27,7 +27,6 @@ is not in the log); the facts are as trustworthy as the replay that ties them to
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,11 +58,12 @@ from ._efi import (
     sipa_name,
     text_of,
 )
+from .wire import HASH_ALGORITHMS as WIRE_HASHES
+from .wire import TPM_ALG_SM3_256
 
 __all__ = [
     "BITLOCKER_FLAGS",
     "EVENT_TYPES",
-    "HASH_ALGORITHMS",
     "MAX_ALGORITHMS",
     "MAX_EVENTS",
     "MAX_EVENT_DATA",
@@ -109,14 +109,12 @@ MAX_EVENT_DATA = 1024 * 1024
 #: The most algorithms a Spec ID event may declare, hence digests per event.
 MAX_ALGORITHMS = 16
 
-#: TPM_ALG_ID -> (bank name, digest size) of the hash algorithms (TCG Algorithm Registry).
-HASH_ALGORITHMS: Mapping[int, tuple[str, int]] = MappingProxyType(
+#: TPM_ALG_ID -> (bank name, digest size) of the banks a log may carry: tcg.wire's SHA family,
+#: and SM3-256, which only event logs name (TCG Algorithm Registry; the verifier takes no SM3).
+_ALGORITHMS: Mapping[int, tuple[str, int]] = MappingProxyType(
     {
-        0x0004: ("sha1", 20),
-        0x000B: ("sha256", 32),
-        0x000C: ("sha384", 48),
-        0x000D: ("sha512", 64),
-        0x0012: ("sm3_256", 32),
+        **{alg: (info.name, info.digest_size) for alg, info in WIRE_HASHES.items()},
+        TPM_ALG_SM3_256: ("sm3_256", 32),
     }
 )
 
@@ -371,12 +369,10 @@ def _sm3_available() -> bool:
     return True
 
 
-#: The banks a replay computes: the SHA family always, SM3-256 where pyca's OpenSSL has SM3.
+#: The banks a replay computes: the SHA family always (tcg.wire's), SM3-256 where pyca's
+#: OpenSSL has SM3.
 _HASHERS: dict[str, Callable[[bytes], bytes]] = {
-    "sha1": lambda data: hashlib.sha1(data).digest(),  # noqa: S324 - the TPM's SHA-1 bank
-    "sha256": lambda data: hashlib.sha256(data).digest(),
-    "sha384": lambda data: hashlib.sha384(data).digest(),
-    "sha512": lambda data: hashlib.sha512(data).digest(),
+    info.name: info.digest for info in WIRE_HASHES.values()
 }
 if _sm3_available():
     _HASHERS["sm3_256"] = _sm3
@@ -459,8 +455,7 @@ class EventLog:
         new = H(old || digest) (Part 1 §17.3); EV_NO_ACTION events extend nothing (PFP 1.05
         §10.4.5); an event without a digest for a bank leaves that bank alone, as
         TPM2_PCR_Extend does."""
-        if upto is not None and upto < 0:
-            raise ValueError("upto must not be negative")
+        _check_upto(upto)
         banks = self.replayable_banks
         state = self._initial_state(banks)
         hashers = [(bank, _HASHERS[bank], state[bank]) for bank in banks]
@@ -498,7 +493,7 @@ class EventLog:
                     f"({', '.join(self.replayable_banks) or 'none'})"
                 )
             if any(pcr < 0 for pcr in pcrs):
-                raise ValueError(f"PCR indices must not be negative: {pcrs}")
+                raise InvalidData(f"event log: PCR indices must not be negative: {pcrs}")
         state = self._initial_state(bank for bank, _ in selection)
         for bank, pcrs in selection:
             for pcr in pcrs:
@@ -532,13 +527,17 @@ class EventLog:
     def facts(self, upto: int | None = None) -> BootFacts:
         """What the events say about the boot (``BootFacts``), from the events with
         ``index < upto`` (a verifier passes the quote's ``matching_prefix``); never raises."""
-        if upto is not None and upto < 0:
-            raise ValueError("upto must not be negative")
+        _check_upto(upto)
         return _facts(self, self.events[:upto])
 
 
+def _check_upto(upto: int | None) -> None:
+    if upto is not None and upto < 0:
+        raise InvalidData(f"event log: upto must not be negative, not {upto}")
+
+
 def _bank_size(bank: str) -> int:
-    for name, size in HASH_ALGORITHMS.values():
+    for name, size in _ALGORITHMS.values():
         if name == bank:
             return size
     raise UnsupportedAlgorithm(f"event log: unknown bank {bank!r}")
@@ -557,7 +556,7 @@ def selection_digest(
             values[bank][pcr] for bank, pcrs in pcr_selection.items() for pcr in sorted(set(pcrs))
         )
     except KeyError as exc:
-        raise ValueError(f"no value for {exc} in the PCR values given") from None
+        raise InvalidData(f"event log: no value for {exc} in the PCR values given") from None
     return hasher(joined)
 
 
@@ -800,7 +799,7 @@ def _parse_spec_id(data: bytes, pcr: int, digest: bytes) -> SpecIdEvent:
     algorithms: list[SpecIdAlgorithm] = []
     for number in range(count):
         alg, size = struct.unpack_from("<HH", data, 28 + 4 * number)
-        known = HASH_ALGORITHMS.get(alg)
+        known = _ALGORITHMS.get(alg)
         if known is not None and known[1] != size:
             raise fail(f"algorithm {known[0]} declared with digest size {size}, not {known[1]}")
         if not 1 <= size <= 256:
