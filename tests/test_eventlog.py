@@ -1164,7 +1164,7 @@ def test_facts_upto_a_prefix() -> None:
     """Facts from the quoted prefix only: events appended after it do not count."""
     base = LOGS["event-gce-ubuntu-2104-log.bin"]()
     later = parse_event_log(
-        base + agile_event(8, EV_IPL, all_banks(b"x", ("sha1",)), b"kernel_cmdline: evil\0")
+        base + agile_event(8, EV_IPL, all_banks(b"evil", ("sha1",)), b"kernel_cmdline: evil\0")
     )
     count = len(parse_event_log(base).events)
     assert later.facts().kernel_cmdline == "evil"
@@ -1179,8 +1179,8 @@ def test_facts_of_synthetic_events() -> None:
         spec_id()
         + agile_event(7, EV_EFI_ACTION, all_banks(b"UEFI Debug Mode"), b"UEFI Debug Mode")
         + agile_event(7, 0x80000001, all_banks(secure), secure)
-        + agile_event(8, EV_IPL, all_banks(b"x"), b"grub_cmd: linux /vmlinuz ro\0")
-        + agile_event(8, EV_IPL, all_banks(b"x"), b"kernel_cmdline: /vmlinuz ro\0")
+        + agile_event(8, EV_IPL, all_banks(b"linux /vmlinuz ro"), b"grub_cmd: linux /vmlinuz ro\0")
+        + agile_event(8, EV_IPL, all_banks(b"/vmlinuz ro"), b"kernel_cmdline: /vmlinuz ro\0")
     )
     facts = log.facts()
     assert facts.firmware_debug_mode and facts.actions == ("UEFI Debug Mode",)
@@ -1223,3 +1223,106 @@ def test_facts_mapping_types() -> None:
         event.digests["sha1"] = b""  # type: ignore[index]
     with pytest.raises(AttributeError):
         event.pcr = 3  # type: ignore[misc]
+
+
+# --- Data against digests, and facts from the covered events only ------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(LOGS))
+def test_real_logs_data_matches_where_defined(name: str) -> None:
+    """Every real event whose digest the PFP (or the boot loader) defines over its data has the
+    data it measured, the firmware quirks included: no real fact is lost to the check."""
+    log = load(name)
+    facts = log.facts()
+    assert facts.data_mismatches == ()
+    checked = [m for found in facts.measurements.values() for m in found if m.data_verified]
+    if any(e.event_type == EV_SEPARATOR for e in log.events):
+        assert checked
+
+
+def test_authority_quirk_one_byte_short() -> None:
+    """shim and GCE's firmware log an EV_EFI_VARIABLE_AUTHORITY one byte longer than what they
+    hashed (the byte after the variable's data): the candidate without it matches, and only
+    where that byte lies outside the variable."""
+    log = load("sb_cert_eventlog")
+    shim = log.events[12]
+    assert eventlog.data_matches(shim, ["sha256"]) is True
+    sha256 = HASHES["sha256"]
+    assert shim.digests["sha256"] == sha256(shim.data[:-1]) != sha256(shim.data)
+    # the same bytes without the trailing bytes: the variable ends at the end, no quirk allowed
+    variable = variable_bytes(_efi.SHIM_LOCK, "Shim", b"\x30\x03\x02\x01\x01")
+    short = parse_event_log(
+        spec_id() + agile_event(7, 0x800000E0, all_banks(variable[:-1]), variable)
+    )
+    assert eventlog.data_matches(short.events[1], ["sha1", "sha256"]) is False
+
+
+def test_grub_and_systemd_strings_are_measured_as_text() -> None:
+    ubuntu = load("event-gce-ubuntu-2104-log.bin")
+    (cmdline,) = [e for e in ubuntu.events if e.data.startswith(b"kernel_cmdline: ")]
+    assert eventlog.measured_data(cmdline) == (cmdline.data[16:].rstrip(b"\0"),)
+    assert eventlog.data_matches(cmdline, ubuntu.banks) is True
+    arch = load("event-arch-linux.bin")  # old systemd-boot: 365 bytes logged, 366 hashed
+    (wide,) = [e for e in arch.events if e.pcr == 8]
+    assert len(wide.data) % 2 == 1 and eventlog.data_matches(wide, ["sha256"]) is True
+    files = [e for e in ubuntu.events if e.pcr == 9]
+    assert files and all(eventlog.measured_data(e) is None for e in files)  # labels
+    facts = ubuntu.facts()
+    assert all(not m.text_measured for m in facts.boot_loader if m.pcr == 9)
+    assert all(m.text_measured for m in facts.boot_loader if m.pcr == 8)
+
+
+def test_a_secure_boot_variable_whose_data_is_not_its_digest_gives_no_fact() -> None:
+    """The attack: SecureBoot=1 in the event's data, the digest of SecureBoot=0 (what the
+    firmware measured, so the replay still matches the quote). The data is refused: no
+    secure_boot fact, the event listed as a mismatch."""
+    off = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x00")
+    on = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x01")
+    forged = parse_event_log(spec_id() + agile_event(7, 0x80000001, all_banks(off), on))
+    genuine = parse_event_log(spec_id() + agile_event(7, 0x80000001, all_banks(off), off))
+    assert forged.replay() == genuine.replay()
+    assert genuine.facts().secure_boot is False
+    facts = forged.facts()
+    assert facts.secure_boot is None
+    assert [(m.event_index, m.event_type) for m in facts.data_mismatches] == [
+        (1, "EV_EFI_VARIABLE_DRIVER_CONFIG")
+    ]
+
+
+def test_a_mismatch_in_an_unchecked_bank_is_not_read() -> None:
+    """With the quoted bank given, only its digests are read: a forged SHA-1 digest (a bank the
+    quote did not cover) can neither vouch for data nor refuse it."""
+    off = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x00")
+    on = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x01")
+    log = parse_event_log(
+        spec_id()
+        + agile_event(7, 0x80000001, [(4, HASHES["sha1"](on)), (11, HASHES["sha256"](off))], on)
+    )
+    assert log.facts(pcrs={"sha1": [7]}).secure_boot is True  # what SHA-1 alone would say
+    sha256 = log.facts(pcrs={"sha256": [7]})
+    assert sha256.secure_boot is None and len(sha256.data_mismatches) == 1
+    assert sha256.banks == ("sha256",)
+
+
+def test_facts_from_covered_pcrs_only() -> None:
+    log = load("event-gce-ubuntu-2104-log.bin")
+    full = log.facts()
+    only7 = log.facts(pcrs={"sha256": [7]})
+    assert only7.pcrs == (7,) and only7.secure_boot is False and only7.pk == full.pk
+    assert only7.boot_applications == () and only7.kernel_cmdlines == ()
+    assert only7.firmware_version is None and only7.separators == (7,)
+    apps = log.facts(pcrs={"sha384": [4]}).boot_applications
+    assert [set(a.digests) for a in apps] == [{"sha384"}, {"sha384"}]
+    assert apps[0].digests["sha384"] == full.boot_applications[0].digests["sha384"]
+    with pytest.raises(InvalidData, match="sha512"):
+        log.facts(pcrs={"sha512": [7]})
+
+
+def test_windows_revocation_lists_and_bitlocker() -> None:
+    windows = load("windows_gcp_shielded_vm").facts().windows
+    assert windows is not None and windows.bitlocker
+    boot = windows.boot_revocation_list
+    assert boot is not None and boot.hash_algorithm == 0x000B and len(boot.digest) == 32
+    assert boot.creation_time == 0x01D37370AD9AA180
+    assert windows.os_revocation_list is not None
+    assert windows.os_revocation_list.digest.hex().startswith("1bab1978c5b1")
