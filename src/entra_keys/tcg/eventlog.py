@@ -621,11 +621,14 @@ def measured_data(event: Event) -> tuple[bytes, ...] | None:
     By the PFP 1.05 (§10.4.1, Table 9; §3.3.4 per PCR) and the boot loaders that extend it:
     EV_EFI_VARIABLE_DRIVER_CONFIG and EV_EFI_VARIABLE_AUTHORITY, the UEFI_VARIABLE_DATA (shim
     and GCE's firmware log an authority with one byte past what they hashed, after the
-    variable's data); EV_SEPARATOR, its data (or 00000001h for an error separator, whose data is
-    free); EV_EFI_ACTION, EV_ACTION, EV_OMIT_BOOT_DEVICE_EVENTS and EV_S_CRTM_VERSION, their
-    string; Windows' EV_EVENT_TAG in PCRs 12-14, the tagged event; EV_IPL in PCR 8, GRUB's
-    string after its label or systemd-boot's UTF-16 command line (with its NUL; old versions
-    log one byte short), and in PCR 12 systemd-stub's UTF-16 command line."""
+    variable's data); EV_SEPARATOR, its 4 bytes of data (or 00000001h for an error separator,
+    whose data is free); EV_EFI_ACTION, EV_ACTION and EV_OMIT_BOOT_DEVICE_EVENTS, their string
+    (data that is not a string matches nothing: an event relabelled to one of these types cannot
+    pass); EV_S_CRTM_VERSION, its data (a string, a GUID, or HP's binary version); Windows'
+    EV_EVENT_TAG in PCRs 12-14, the tagged event; EV_IPL in PCR 8, GRUB's string after its label
+    or systemd-boot's UTF-16 command line (with its NUL; old versions log one byte short), and
+    in PCR 12 systemd-stub's UTF-16 command line. The event type and the data are the fields no
+    digest covers; these checks are what binds them."""
     kind, data, pcr = event.event_type, event.data, event.pcr
     if kind == EV_EFI_VARIABLE_DRIVER_CONFIG:
         return (data,)
@@ -634,10 +637,13 @@ def measured_data(event: Event) -> tuple[bytes, ...] | None:
         if isinstance(decoded, EfiVariable) and decoded.trailing:
             return data, data[:-1]
         return (data,)
-    if kind == EV_SEPARATOR:
-        return data, _SEPARATOR_ERROR
-    if kind in (EV_EFI_ACTION, EV_ACTION, EV_OMIT_BOOT_DEVICE_EVENTS, EV_S_CRTM_VERSION):
+    if kind == EV_SEPARATOR:  # a delimiter is 4 bytes; an error separator's data is free
+        return (data, _SEPARATOR_ERROR) if len(data) == 4 else (_SEPARATOR_ERROR,)
+    if kind == EV_S_CRTM_VERSION:  # a string, a GUID, or (HP) binary: only a string is a fact
         return (data, *_text_forms(event.decoded))
+    if kind in (EV_EFI_ACTION, EV_ACTION, EV_OMIT_BOOT_DEVICE_EVENTS):
+        decoded = event.decoded  # a string, or nothing matches (binary data is no action)
+        return (data, *_text_forms(decoded)) if isinstance(decoded, EventText) else ()
     if kind == EV_EVENT_TAG and pcr in (12, 13, 14):
         return (data,)
     if kind == EV_IPL and pcr == 8:
@@ -1244,9 +1250,10 @@ class BootFacts:
     ``firmware_debug_mode``: the firmware logged "UEFI Debug Mode"; ``windows``: SIPA facts.
 
     ``banks``: the banks whose digests the facts were checked against (and the only digests
-    they hold); ``measurements``: per PCR, the events that counted, in order, with whether their
-    data matched their digests; ``firmware_versions``: every EV_S_CRTM_VERSION string. Data that
-    does not match a digest defined over it gives no fact (``data_mismatches``)."""
+    they hold); ``measurements``: per PCR read (every covered one, with or without events), the
+    events that counted, in order, with whether their data matched their digests;
+    ``firmware_versions``: every EV_S_CRTM_VERSION string. Data that does not match a digest
+    defined over it gives no fact (``data_mismatches``)."""
 
     secure_boot: bool | None
     pk: tuple[SignatureEntry, ...] | None
@@ -1283,7 +1290,8 @@ class BootFacts:
 
     @property
     def pcrs(self) -> tuple[int, ...]:
-        """The PCRs the facts were read from (those with an event that counted)."""
+        """The PCRs the facts were read from: those covered (a quoted PCR without events
+        included), or without coverage those with an event that counted."""
         return tuple(sorted(self.measurements))
 
     @property
@@ -1327,8 +1335,11 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
     actions: list[str] = []
     windows_events: list[Event] = []
     closed: set[int] = set()
-    measurements: dict[int, list[Measurement]] = {}
-    banks_seen: set[str] = set()
+    # every covered PCR is listed, those without events too (their quoted value is the start)
+    measurements: dict[int, list[Measurement]] = {
+        pcr: [] for pcrs in (coverage or {}).values() for pcr in pcrs
+    }
+    banks_seen: set[str] = set(coverage or ())
 
     for event in events:
         kind, pcr = event.event_type, event.pcr
