@@ -45,10 +45,11 @@ Every failed check is an ``AttestationCheckFailed`` whose ``check`` names it: ``
 (the policy does not trust the AK, or it is no AK: enroll it, or give its TPMT_PUBLIC),
 ``HASH``, ``SIGNATURE``, ``SOFTWARE``, ``MAGIC``, ``TYPE``, ``NONCE``, ``PCR_SELECTION``,
 ``PCR_DIGEST``, ``EVENT_LOG`` (the TCG event log does not replay to the quoted PCRs),
-``BOOT_POLICY`` (what booted breaks the verifier's boot policy), ``NAME``, ``KEY``, ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an
-EK or AK certificate that does not chain or is unfit; also raised by the certificate checks on
-their own) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check == "nonce"`` holds. A
-subclass is kept only where a caller acts differently: a parse error is also an InvalidData.
+``BOOT_POLICY`` (what booted breaks the verifier's boot policy), ``NAME``, ``KEY``,
+``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an EK or AK certificate that does not
+chain or is unfit; also raised by the certificate checks on their own) and ``STRUCTURE``.
+``Check`` is a string enum: ``exc.check == "nonce"`` holds. A subclass is kept only where a
+caller acts differently: a parse error is also an InvalidData.
 
 Signatures: a key's own ``public_key().verify`` is pyca's and raises pyca's
 ``cryptography.exceptions.InvalidSignature``; entra_keys' own checks (compact JWS, the stand-in

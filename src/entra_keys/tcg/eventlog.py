@@ -31,6 +31,8 @@ it is kept.
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from types import MappingProxyType
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes
 
-from ..errors import InvalidData, UnsupportedAlgorithm
+from ..errors import HardwareUnavailable, InvalidData, UnsupportedAlgorithm
 from ._efi import (
     EFI_GLOBAL_VARIABLE,
     EFI_IMAGE_SECURITY_DATABASE,
@@ -69,6 +71,7 @@ __all__ = [
     "BITLOCKER_FLAGS",
     "EVENT_TYPES",
     "GRUB_LABELS",
+    "KERNEL_EVENT_LOG",
     "MAX_ALGORITHMS",
     "MAX_EVENTS",
     "MAX_EVENT_DATA",
@@ -105,6 +108,7 @@ __all__ = [
     "first_difference",
     "measured_data",
     "parse_event_log",
+    "read_event_log",
     "selection_digest",
 ]
 
@@ -115,6 +119,8 @@ MAX_LOG_SIZE = 16 * 1024 * 1024
 MAX_EVENTS = 100_000
 #: The largest event data (the largest real events are dbx updates, tens of KB).
 MAX_EVENT_DATA = 1024 * 1024
+#: Where Linux exposes the firmware's event log of the first TPM (securityfs; root only).
+KERNEL_EVENT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
 #: The most algorithms a Spec ID event may declare, hence digests per event.
 MAX_ALGORITHMS = 16
 
@@ -689,6 +695,37 @@ def data_matches(event: Event, banks: Iterable[str]) -> bool | None:
             return False
         found = True
     return True if found else None
+
+
+def read_event_log(path: str | os.PathLike[str] = KERNEL_EVENT_LOG) -> bytes:
+    """The bytes of an event log file: by default the kernel's (``KERNEL_EVENT_LOG``, the boot
+    the TPM measured), read to its end (securityfs gives no size) up to ``MAX_LOG_SIZE``.
+    A log that cannot be read is ``HardwareUnavailable`` saying why: readable by root only,
+    missing (no TPM, no measured boot, or securityfs not mounted), or another OS error; a
+    larger one is ``InvalidData``. The bytes are not parsed here."""
+    shown = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_LOG_SIZE + 1)
+    except PermissionError as exc:
+        raise HardwareUnavailable(
+            f"the event log {shown} is readable by root only (or a group your distribution "
+            "sets): run as root or copy it"
+        ) from exc
+    except FileNotFoundError as exc:
+        why = (
+            "no TPM, firmware that logs no measured boot, or securityfs not mounted "
+            "(mount -t securityfs securityfs /sys/kernel/security)"
+            if shown == KERNEL_EVENT_LOG
+            else "no such file"
+        )
+        raise HardwareUnavailable(f"no event log at {shown}: {why}") from exc
+    except OSError as exc:
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        raise HardwareUnavailable(f"the event log {shown} cannot be read: {reason}") from exc
+    if len(data) > MAX_LOG_SIZE:
+        raise InvalidData(f"event log {shown}: more than the {MAX_LOG_SIZE} bytes allowed")
+    return data
 
 
 # --- Parsing ---------------------------------------------------------------------------------
