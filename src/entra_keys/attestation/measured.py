@@ -519,8 +519,16 @@ class BootPolicy:
         apps = facts.boot_applications
         if not apps:
             return ["no boot application (PCR 4) is in the quoted events"]
-        allowed = set(loaders or ()) | set(kernels or ())
         found = []
+        if kernels is not None:  # the last one must be a kernel; the others loaders or kernels
+            last = apps[-1]
+            if not {d.hex() for d in last.digests.values()} & set(kernels):
+                found.append(
+                    f"the kernel (the last boot application, event {last.event_index}: "
+                    f"{_digest_text(last.digests)}) is not an allowed kernel"
+                )
+            apps = apps[:-1]
+        allowed = set(loaders or ()) | set(kernels or ())
         for app in apps:
             if not {d.hex() for d in app.digests.values()} & allowed:
                 found.append(
@@ -528,12 +536,6 @@ class BootPolicy:
                     f"logged as {app.device_path or 'no path'!s:.120}) is not an allowed boot "
                     "loader or kernel"
                 )
-        last = apps[-1]
-        if kernels is not None and not {d.hex() for d in last.digests.values()} & set(kernels):
-            found.append(
-                f"the kernel (the last boot application, event {last.event_index}: "
-                f"{_digest_text(last.digests)}) is not an allowed kernel"
-            )
         return found
 
     def _cmdlines(self, facts: BootFacts) -> list[str]:
@@ -605,7 +607,18 @@ def _pcr_events(facts: BootFacts, pcr: int, *, windows: bool) -> list[str]:
     if pcr == 0:
         return []
     found = []
+    separated = False
     for event in measured:
+        if pcr == 7 and event.event_type == "EV_SEPARATOR":
+            separated = True
+        elif separated and event.event_type == "EV_EFI_VARIABLE_DRIVER_CONFIG":
+            # PFP 1.05 §3.3.4.8: the Secure Boot variables are measured before PCR 7's
+            # separator, the authorities after; a "variable" after it is an authority relabelled
+            found.append(
+                f"event {event.event_index} in PCR 7 is a Secure Boot variable measured after "
+                "the separator, where only authorities are (an authority relabelled to hide it?)"
+            )
+            continue
         needs_data = allowed.get(event.event_type)
         if needs_data is None:
             found.append(
