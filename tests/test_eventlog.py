@@ -27,7 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entra_keys.errors import InvalidData, UnsupportedAlgorithm
+from entra_keys.attestation import BootPolicy
+from entra_keys.errors import AttestationCheckFailed, Check, InvalidData, UnsupportedAlgorithm
 from entra_keys.tcg import _efi, eventlog
 from entra_keys.tcg.eventlog import (
     EfiVariable,
@@ -865,19 +866,53 @@ def test_vendor_info_and_uintn_1() -> None:
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+#: Boot policies the fuzzed facts are evaluated against: every requirement at once, and none.
+FUZZ_POLICIES = (
+    BootPolicy(
+        secure_boot=True,
+        allowed_boot_loaders=["00" * 32],
+        allowed_kernels=["11" * 20],
+        allowed_signers=["CN=nobody"],
+        allowed_kernel_cmdline_patterns=[r"(a|b)*c", r".*"],
+        required_dbx=["22" * 32],
+        forbidden_db=["CN=nobody", "33" * 32],
+        allowed_firmware_versions=["1.0"],
+        require_bitlocker=True,
+        require_code_integrity=True,
+        forbid_test_signing=True,
+        forbid_debugging=True,
+        require_elam=True,
+    ),
+    BootPolicy(secure_boot=False, allowed_kernel_cmdline_patterns=[]),
+    BootPolicy(),
+)
+
+
 def exercise(data: bytes) -> None:
-    """Parse; if it parses, decode every event, read the facts and replay, none of which may
-    raise."""
+    """Parse; if it parses, decode every event, read the facts (of every event, and of the
+    PCRs of each bank as a quote would cover them), evaluate the boot policies over them and
+    replay: nothing may raise but a policy's BOOT_POLICY refusal."""
     try:
         log = parse_event_log(data)
     except InvalidData:
         return
     for event in log.events:
         _ = event.decoded
-    facts = log.facts()
-    for entries in (facts.pk, facts.kek, facts.db, facts.dbx):
-        for entry in entries or ():
-            _ = (entry.subject, entry.kind, entry.hash_hex)
+    every = log.facts()
+    covered = log.facts(pcrs={bank: range(24) for bank in log.replayable_banks})
+    for facts in (every, covered):
+        for entries in (facts.pk, facts.kek, facts.db, facts.dbx):
+            for entry in entries or ():
+                _ = (entry.subject, entry.kind, entry.hash_hex)
+        for policy in FUZZ_POLICIES:
+            found = policy.violations(facts)
+            assert all(isinstance(line, str) for line in found)
+            if found:
+                with pytest.raises(AttestationCheckFailed) as refused:
+                    policy.check(facts)
+                assert refused.value.check is Check.BOOT_POLICY
+            else:
+                policy.check(facts)
     log.replay()
 
 
@@ -964,6 +999,31 @@ def test_fuzz_device_path_nodes(nodes: list[tuple[int, int, bytes]]) -> None:
     path = b"".join(struct.pack("<BBH", t, sub, 4 + len(body)) + body for t, sub, body in nodes)
     text = _efi.device_path_text(path + b"\x7f\xff\x04\x00")
     assert text is not None
+
+
+@FUZZ
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=70),
+        lambda children: st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["secure_boot", "allowed_kernels", "allowed_kernel_cmdline_patterns",
+                 "required_dbx", "forbid_debugging", "forbidden_db", "other"]
+            ),
+            children,
+            max_size=4,
+        ),
+        max_leaves=12,
+    )
+)  # fmt: skip
+def test_fuzz_boot_policy_json(document: object) -> None:
+    """A boot policy from any JSON value: a BootPolicy or InvalidData, nothing else."""
+    try:
+        policy = BootPolicy.from_json(json.dumps(document))
+    except InvalidData:
+        return
+    assert isinstance(policy, BootPolicy)
 
 
 def test_fuzz_decoders_on_real_event_data() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +34,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from entra_keys import HardwareUnavailable, InvalidData, KeyType, KeyUsage, open_provider
 from entra_keys.attestation import (
@@ -833,3 +836,56 @@ def test_end_to_end_a_log_read_after_more_was_measured(booted: tuple[Swtpm, Path
     assert result.event_log_events_after_quote == 2
     assert result.measured_boot is not None
     assert {10, 11} <= set(result.measured_boot.pcrs["sha256"])
+
+
+# --- Fuzz: mutated logs against a fixed quote ---------------------------------------------------
+
+
+@st.composite
+def mutated_boot_logs(draw: st.DrawFn) -> bytes:
+    data = bytearray(BOOT.log())
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, max(len(data) - 1, 0)))
+        kind = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        if kind == "flip" and data:
+            data[position] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "cut":
+            del data[position:]
+        elif kind == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=12))
+        else:
+            del data[position : position + draw(st.integers(1, 64))]
+    return bytes(data)
+
+
+@functools.cache
+def quoted_body() -> TPMSQuoteInfo:
+    """The TPMS_QUOTE_INFO of a quote of the boot (a software AK's, made once)."""
+    ak = open_provider("software").create_key(KeyType.RSA2048, KeyUsage.ATTEST)
+    body = TPMSAttest.parse(quote_of(ak, BOOT).attest).attested
+    assert isinstance(body, TPMSQuoteInfo)
+    return body
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(mutated_boot_logs())
+def test_fuzz_logs_tied_to_a_quote(data: bytes) -> None:
+    """Whatever the log, tying it to a quote (with and without the expected values) and
+    checking a policy ends in a result or an AttestationCheckFailed, never another error."""
+    values = BOOT.replay()["sha256"]
+    quote = quoted_body()
+    sha256 = HASH_ALGORITHMS[0x000B]
+    expected = {0x000B: {p: values[p] for p in QUOTED}}
+    for tie in (
+        lambda: tie_event_log(quote, sha256, data, expected),
+        lambda: log_as_expected(quote, sha256, data, allow_sha1=False)[0],
+    ):
+        try:
+            measured = tie()
+        except AttestationCheckFailed:
+            continue
+        policy = full_policy(BOOT)
+        if policy.violations(measured.facts):
+            with pytest.raises(AttestationCheckFailed) as refused:
+                policy.check(measured.facts)
+            assert refused.value.check is Check.BOOT_POLICY

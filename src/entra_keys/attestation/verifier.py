@@ -509,8 +509,9 @@ def verify_quote(
     events: as go-attestation and keylime do, the quote covers the longest prefix that replays
     to the quoted values; the result says how many events came after it and never reads them.
     ``result.boot_facts`` come from that prefix, from the PCRs the log was checked against, and
-    only from data their digests measured. ``boot_policy`` then checks them (BOOT_POLICY; it
-    needs the log)."""
+    only from data their digests measured (data that is not gives no fact and is listed in
+    ``boot_facts.data_mismatches``). ``boot_policy`` then checks them (BOOT_POLICY; it needs the
+    log, and refuses any such mismatch)."""
     inputs = quote_inputs(attest, signature, ak_public, nonce, pcrs, ak_certificate)
     log = owned_event_log(event_log)
     policy = policy or _DEFAULT_POLICY
