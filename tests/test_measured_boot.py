@@ -889,3 +889,15 @@ def test_fuzz_logs_tied_to_a_quote(data: bytes) -> None:
             with pytest.raises(AttestationCheckFailed) as refused:
                 policy.check(measured.facts)
             assert refused.value.check is Check.BOOT_POLICY
+
+
+def test_the_verifier_loads_the_event_log_modules_only_for_a_log() -> None:
+    """A verifier of quotes without logs does not pay for the event log's modules."""
+    code = (
+        "import sys\nfrom entra_keys.attestation import verify_quote, TrustPolicy\n"
+        "print(sorted(m for m in sys.modules if 'eventlog' in m or 'measured' in m))"
+    )
+    src = str(Path(read_event_log.__code__.co_filename).parents[2])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": src}, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"

@@ -79,19 +79,14 @@ from .ekcert import (  # the certificate checks, re-exported: callers import the
     verify_ak_certificate,
     verify_ek_certificate,
 )
-from .measured import (
-    BootPolicy,
-    MeasuredBoot,
-    log_as_expected,
-    owned_event_log,
-    tie_event_log,
-)
 from .policy import AKEvidence, TrustPolicy, ak_with_evidence
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
     from cryptography import x509
 
+    # the event log's modules load only when a log or a boot policy is given
     from ..tcg.eventlog import BootFacts, EventLog
+    from .measured import BootPolicy, MeasuredBoot
 
 __all__ = [
     "MIN_NONCE",
@@ -513,7 +508,7 @@ def verify_quote(
     ``boot_facts.data_mismatches``). ``boot_policy`` then checks them (BOOT_POLICY; it needs the
     log, and refuses any such mismatch)."""
     inputs = quote_inputs(attest, signature, ak_public, nonce, pcrs, ak_certificate)
-    log = owned_event_log(event_log)
+    log = None if event_log is None else _owned_log(event_log)
     policy = policy or _DEFAULT_POLICY
     banks = _expected_banks(inputs.pcrs, policy, log)
     ak, evidence = ak_with_evidence(inputs.ak_public, policy, inputs.ak_certificate)
@@ -561,7 +556,12 @@ def _quoted_pcrs(
 ) -> _Quoted:
     """The PCR selection and digest checks against the expected values, then the event log
     against them; or, without expected values, the log's replay as them (``measured``); then
-    the boot policy over the log's facts."""
+    the boot policy over the log's facts. The event log's modules load only when needed."""
+    if banks is not None and log is None and boot_policy is None:
+        values = {alg: pcrs[alg] for alg in banks.selection}
+        return _Quoted(_checked_pcr_digest(body, banks, info), values, None, _QUOTE_CHECKS)
+    from .measured import BootPolicy, log_as_expected, tie_event_log
+
     if boot_policy is not None and not isinstance(boot_policy, BootPolicy):
         raise InvalidData(f"boot_policy is a BootPolicy, not {type(boot_policy).__name__}")
     measured = None
@@ -584,6 +584,15 @@ def _quoted_pcrs(
         boot_policy.check(measured.facts)
         checks = (*checks, "boot-policy")
     return _Quoted(digest, values, measured, checks)
+
+
+def _owned_log(event_log: object) -> EventLog | bytes:
+    """The event log copied (``measured.owned_event_log``), its module loaded only now."""
+    from .measured import owned_event_log
+
+    owned = owned_event_log(event_log)
+    assert owned is not None  # (called for a log)
+    return owned
 
 
 def _checked_pcr_digest(body: TPMSQuoteInfo, expected: _Expected, info: HashInfo) -> bytes:
