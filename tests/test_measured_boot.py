@@ -50,8 +50,8 @@ from entra_keys.errors import AttestationCheckFailed, Check, MalformedAttestatio
 from entra_keys.provider import EntraPrivateKey
 from entra_keys.providers.software_attest import software_quote
 from entra_keys.tcg import TPMSAttest, TPMTSignature
-from entra_keys.tcg.eventlog import BootFacts, read_event_log
-from entra_keys.tcg.records import Quote, quote_from_json, quote_to_json
+from entra_keys.tcg.eventlog import MAX_LOG_SIZE, BootFacts, read_event_log
+from entra_keys.tcg.records import MAX_QUOTE_JSON, Quote, quote_from_json, quote_to_json
 from entra_keys.tcg.structures import HASH_ALGORITHMS, TPMSQuoteInfo
 from entra_keys.testing.measured_boot import (
     BANKS,
@@ -737,6 +737,9 @@ def test_the_quote_json_carries_the_log_strictly() -> None:
     assert "event_log" not in json.loads(quote_to_json(plain))
     assert quote_from_json(quote_to_json(plain)).event_log is None
     document = json.loads(quote_to_json(quote))
+    largest = dataclasses.replace(quote, event_log=bytes(MAX_LOG_SIZE))  # the parser's limit
+    assert len(quote_to_json(largest)) <= MAX_QUOTE_JSON
+    assert quote_from_json(quote_to_json(largest)).event_log == largest.event_log
     for bad in ("not base64!", 7):
         with pytest.raises(InvalidData, match="event_log"):
             quote_from_json({**document, "event_log": bad})

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .structures import TPMSAttest
 
 __all__ = [
+    "MAX_QUOTE_JSON",
     "SOFTWARE_FIRMWARE_VERSION",
     "SOFTWARE_SIGNER_PREFIX",
     "Certification",
@@ -145,6 +146,9 @@ def _document(
 
 
 _PCR_NAMES = frozenset(str(i) for i in range(PCR_COUNT))
+#: The largest quote document read: room for an event log of the parser's largest
+#: (tcg.eventlog.MAX_LOG_SIZE, 16 MiB) in base64, and the rest.
+MAX_QUOTE_JSON = 24 * 1024 * 1024
 
 
 def quote_to_json(quote: Quote) -> str:
@@ -169,14 +173,12 @@ def quote_to_json(quote: Quote) -> str:
 def quote_from_json(source: str | bytes | Mapping[str, Any]) -> Quote:
     """A quote from ``quote_to_json``'s form. ``hardware_backed`` is the sender's claim: only
     verification (``verify_quote``) decides what the quote proves."""
-    from .eventlog import MAX_LOG_SIZE  # only here: the key layer's imports stay light
-
     doc = _document(
         source,
         "quote",
         {"attest", "signature", "pcr_bank", "pcr_values", "nonce", "hardware_backed"},
         frozenset({"event_log"}),
-        MAX_JSON_SIZE + (MAX_LOG_SIZE + 2) // 3 * 4,  # an event log of up to MAX_LOG_SIZE
+        MAX_QUOTE_JSON,
     )
     pcrs = doc.member("pcr_values")
     values: dict[int, bytes] = {}
