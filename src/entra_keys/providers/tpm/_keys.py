@@ -33,10 +33,9 @@ from ...provider import (
     SessionKey,
     SignatureScheme,
 )
-from ...tcg import model
+from ...tcg import model, wire
 from ...tcg.wire import (  # the constants, not the parsers (cold start)
     TPMA_OBJECT,
-    der_signature,
 )
 from . import _errors
 from ._connection import Connection
@@ -103,6 +102,18 @@ def _origin_reason(missing: tuple[str, ...]) -> str:
     )
 
 
+def _signature_parts(marshaled: bytes) -> tuple[bytes, bytes]:
+    """The RSA signature (and b"") or ECDSA's r and s of a marshaled TPMT_SIGNATURE of an
+    RSASSA, RSAPSS or ECDSA scheme (sigAlg, hashAlg, then one or two TPM2B fields)."""
+    end = len(marshaled)
+    what = "TPMT_SIGNATURE"
+    first, pos = wire.tpm2b_at(marshaled, 4, end, what, "signature", wire.MAX_RSA)
+    if pos == end:
+        return first, b""
+    second, _ = wire.tpm2b_at(marshaled, pos, end, what, "signature.signatureS", wire.MAX_ECC)
+    return first, second
+
+
 class _TPMObject:
     """A TPM object known by its blob (private, public): loaded for one use, or pinned."""
 
@@ -147,7 +158,7 @@ class _TPMObject:
         conn = self._conn
         with conn.command("load key") as esys:
             if self._pins == 0:
-                handle = conn.take(self)
+                handle = conn.keys.take(self)
                 if handle is None:
                     handle = conn.load(esys, self._private, self._public, self._auth)
                 self._handle = handle
@@ -171,7 +182,7 @@ class _TPMObject:
                 if conn.closed:
                     return
                 with conn.command("keep key loaded") as esys:
-                    if not conn.keep(self, handle):
+                    if not conn.keys.put(self, handle):
                         esys.flush_context(handle)
             except EntraKeysError:
                 if not quiet:
@@ -184,13 +195,13 @@ class _TPMObject:
         if handle is not None:
             return handle, False
         conn = self._conn
-        handle = conn.cached(self)
+        handle = conn.keys.get(self)
         if handle is not None:
             return handle, False
-        if conn.cache_slots > 0:
-            conn.make_room(esys)
-        handle = conn.load(esys, self._private, self._public, self._auth)
-        return handle, not conn.keep(self, handle)
+        handle, kept = conn.keys.load(
+            self, lambda: conn.load(esys, self._private, self._public, self._auth)
+        )
+        return handle, not kept
 
     @contextlib.contextmanager
     def _gone_as_unusable(self) -> Iterator[None]:
@@ -210,7 +221,7 @@ class _TPMObject:
         if not _errors.is_object_gone(exc):
             return exc
         with self._conn.lock:
-            self._conn.take(self)
+            self._conn.keys.take(self)
         return KeysUnusable(
             "keys unusable on this TPM: leave and join again (the TPM no longer holds this "
             f"key or its storage key: it was cleared or reset while the key was in use; {exc})"
@@ -231,18 +242,14 @@ class _TPMObject:
         conn = self._conn
         with conn.command(what) as esys:
             handle, flush = self._handle_now(esys)
-            ident = id(self)
-            conn.busy[ident] = conn.busy.get(ident, 0) + 1  # not evicted while in use
             try:
-                if encrypted or self._auth is not None:
-                    with conn.hmac_session(esys, encrypt=encrypted, command=command) as session:
-                        yield esys, handle, session
-                else:
-                    yield esys, handle, conn.tss.ESYS_TR.PASSWORD
+                with conn.keys.in_use(self):  # not flushed to make room for another key
+                    if encrypted or self._auth is not None:
+                        with conn.hmac_session(esys, encrypt=encrypted, command=command) as session:
+                            yield esys, handle, session
+                    else:
+                        yield esys, handle, conn.tss.ESYS_TR.PASSWORD
             finally:
-                uses = conn.busy.pop(ident) - 1
-                if uses:
-                    conn.busy[ident] = uses
                 if flush:
                     esys.flush_context(handle)
 
@@ -267,6 +274,13 @@ class _TPMKeyBase(_TPMObject):
         # Read from the public area every load hands the TPM, so these are the attributes the
         # TPM enforces (key_from_pem checks them only after the TPM has accepted that area).
         self._missing = _missing_origin(public, usage)
+        t = conn.tss
+        #: TPMT_SIG_SCHEME per (scheme, hash name), built on first use.
+        self._schemes: dict[tuple[SignatureScheme, str], Any] = {}
+        #: The null ticket: the digest was not made by the TPM (the key is not restricted).
+        self._ticket = t.TPMT_TK_HASHCHECK(tag=t.TPM2_ST.HASHCHECK, hierarchy=t.TPM2_RH.NULL)
+        #: The digest to sign, refilled under the connection's lock (a digest is no secret).
+        self._digest = t.TPM2B_DIGEST()
 
     @property
     def hardware_backed(self) -> bool:
@@ -282,27 +296,30 @@ class _TPMKeyBase(_TPMObject):
     def _sign(
         self, what: str, digest: bytes, scheme: SignatureScheme, hash_alg: hashes.HashAlgorithm
     ) -> tuple[bytes, bytes]:
-        """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A key without a PIN,
-        pinned or in the key cache, signs under the lock with no context manager
-        (``Connection.run``): the hot path, one TPM command and no tpm2-pytss object per call."""
-        conn = self._conn
-        signer = conn.signer
-        sig_scheme = signer.scheme(scheme, hash_alg)
+        """TPM2_Sign of a digest: the RSA signature (and b"") or ECDSA's r and s.
+
+        The hot path: the scheme, the null ticket and the digest's TPM2B are built once per key
+        (the digest refilled under the connection's lock), and the signature is read from its
+        marshaled form, not through tpm2-pytss's attribute wrappers (which cost several times
+        as much CPU per signature)."""
+        sig_scheme = self._schemes.get((scheme, hash_alg.name))
+        if sig_scheme is None:
+            t = self._conn.tss
+            sig_scheme = t.TPMT_SIG_SCHEME(scheme=getattr(t.TPM2_ALG, scheme.name))
+            sig_scheme.details.any.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
+            self._schemes[(scheme, hash_alg.name)] = sig_scheme
         try:
-            if self._auth is None:
-                with conn.lock:  # the handle stays loaded while the lock is held
-                    handle = self._handle
-                    if handle is None:
-                        handle = conn.cached(self)
-                    if handle is not None:
-                        return conn.run(what, signer.sign_parts, handle, digest, sig_scheme)
             with self._use(what) as (esys, handle, session):
-                return signer.sign_parts(esys, handle, digest, sig_scheme, session)
+                self._digest.buffer = digest
+                signature = esys.sign(
+                    handle, self._digest, sig_scheme, self._ticket, session1=session
+                )
         except TPMError as exc:
             error = self._unusable(exc)
             if error is exc:
                 raise
             raise error from exc
+        return _signature_parts(bytes(signature.marshal()))
 
     def _refuse_export(self) -> KeyUsageError:
         return KeyUsageError(
@@ -407,7 +424,7 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         r, s = self._sign("ECDSA sign", digest, SignatureScheme.ECDSA, hash_alg)
-        return der_signature(r, s)
+        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
 
     @property
     def curve(self) -> ec.EllipticCurve:
