@@ -231,13 +231,23 @@ class Connection:
 
     @contextlib.contextmanager
     def hmac_session(self, esys: Any, *, encrypt: bool, command: bool = True) -> Iterator[Any]:
-        """A salted HMAC session (salt sealed to the storage key, AES-128-CFB): it authorizes
+        """``session()`` for the block, dropped (``drop_session``) where the block fails."""
+        session = self.session(esys, encrypt=encrypt, command=command)
+        try:
+            yield session
+        except BaseException:
+            self.drop_session(esys)
+            raise
+
+    def session(self, esys: Any, *, encrypt: bool, command: bool = True) -> Any:
+        """The salted HMAC session (salt sealed to the storage key, AES-128-CFB): it authorizes
         with a PIN the TPM never sees in the clear, and with ``encrypt`` also encrypts the first
         response parameter and (``command``) the first command parameter, so secrets never
         cross the TPM interface bare. Each encrypted parameter costs tpm2-tss client CPU.
 
         One session is started on first use and continued across calls (the caller holds the
-        lock); it is flushed after an error and on close, and started again when next needed.
+        lock); a command that fails with it drops it (``drop_session``), and it is flushed on
+        close.
         """
         t = self.tss
         session = self._session
@@ -251,22 +261,28 @@ class Connection:
             )
             self._session = session
             self._session_encrypts = None
-        try:
-            mode = (encrypt, encrypt and command)
-            if self._session_encrypts != mode:  # set only on change: it costs a call
-                attributes = t.TPMA_SESSION.CONTINUESESSION
-                if encrypt:
-                    attributes |= t.TPMA_SESSION.ENCRYPT
-                if encrypt and command:
-                    attributes |= t.TPMA_SESSION.DECRYPT
+        mode = (encrypt, encrypt and command)
+        if self._session_encrypts != mode:  # set only on change: it costs a call
+            attributes = t.TPMA_SESSION.CONTINUESESSION
+            if encrypt:
+                attributes |= t.TPMA_SESSION.ENCRYPT
+            if encrypt and command:
+                attributes |= t.TPMA_SESSION.DECRYPT
+            try:
                 esys.trsess_set_attributes(session, attributes)
-                self._session_encrypts = mode
-            yield session
-        except BaseException:
-            self._session = None
+            except BaseException:
+                self.drop_session(esys)
+                raise
+            self._session_encrypts = mode
+        return session
+
+    def drop_session(self, esys: Any) -> None:
+        """Flush the salted session after a command that failed with it (best effort): the
+        next one starts a new session."""
+        session, self._session = self._session, None
+        if session is not None:
             with contextlib.suppress(Exception):
                 esys.flush_context(session)
-            raise
 
     def _open_storage_key(self) -> None:
         """Use the persistent SRK where provisioned, else the standard primary: from its saved

@@ -227,31 +227,73 @@ class _TPMObject:
             f"key or its storage key: it was cleared or reset while the key was in use; {exc})"
         )
 
-    @contextlib.contextmanager
-    def _use(
-        self, what: str, *, encrypted: bool = False, command: bool = True
-    ) -> Iterator[tuple[Any, Any, Any]]:
+    def _use(self, what: str, *, encrypted: bool = False, command: bool = True) -> _Use:
         """(ESAPI context, handle, authorization session) for one use of this object.
 
-        The object is pinned, kept by the cache, or loaded now. It is authorized by the plain
-        password session when it has no PIN; with a PIN, or when ``encrypted`` asks for
-        parameter encryption (of the response, and of the command unless ``command`` is
-        False), by the connection's salted HMAC session, so that neither PIN nor secret
-        crosses bare.
+        The object is pinned, kept by the cache, or loaded now; the cache does not flush it for
+        another key while the block runs. It is authorized by the plain password session when
+        it has no PIN; with a PIN, or when ``encrypted`` asks for parameter encryption (of the
+        response, and of the command unless ``command`` is False), by the connection's salted
+        HMAC session, so that neither PIN nor secret crosses bare.
         """
-        conn = self._conn
-        with conn.command(what) as esys:
-            handle, flush = self._handle_now(esys)
-            try:
-                with conn.keys.in_use(self):  # not flushed to make room for another key
-                    if encrypted or self._auth is not None:
-                        with conn.hmac_session(esys, encrypt=encrypted, command=command) as session:
-                            yield esys, handle, session
-                    else:
-                        yield esys, handle, conn.tss.ESYS_TR.PASSWORD
-            finally:
-                if flush:
-                    esys.flush_context(handle)
+        return _Use(self, what, encrypted, command)
+
+
+class _Use:
+    """One ``_TPMObject._use`` block. A class, not a generator: it runs on every signature."""
+
+    __slots__ = (
+        "_command",
+        "_encrypted",
+        "_esys",
+        "_flush",
+        "_handle",
+        "_in_use",
+        "_obj",
+        "_param",
+        "_session",
+    )
+
+    def __init__(self, obj: _TPMObject, what: str, encrypted: bool, command: bool) -> None:
+        self._obj = obj
+        self._command = obj._conn.command(what)
+        self._encrypted = encrypted
+        self._param = command
+        self._session: Any = None
+
+    def __enter__(self) -> tuple[Any, Any, Any]:
+        obj = self._obj
+        conn = obj._conn
+        esys = self._esys = self._command.__enter__()
+        try:
+            self._handle, self._flush = obj._handle_now(esys)
+        except BaseException as exc:
+            self._command.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._in_use = conn.keys.in_use(obj)
+        self._in_use.__enter__()
+        if not self._encrypted and obj._auth is None:
+            return esys, self._handle, conn.tss.ESYS_TR.PASSWORD
+        try:
+            self._session = conn.session(esys, encrypt=self._encrypted, command=self._param)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return esys, self._handle, self._session
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        """Release the object (flushed where the cache did not keep it) and end the command,
+        which translates a TSS error: the block's, else one of the release's."""
+        try:
+            self._in_use.__exit__()
+            if exc is not None and self._session is not None:
+                self._obj._conn.drop_session(self._esys)
+            if self._flush:
+                self._esys.flush_context(self._handle)
+        except BaseException as error:
+            self._command.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._command.__exit__(kind, exc, tb)
 
 
 class _TPMKeyBase(_TPMObject):
