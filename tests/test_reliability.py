@@ -36,6 +36,7 @@ from entra_keys.providers.tpm import TPMProvider
 from entra_keys.session import derive_key, import_session_key
 from entra_keys.testing.swtpm import Swtpm
 from entra_keys.testing.token_service import TokenService
+from entra_keys.testing.tpm import cached_keys, connection_handles
 
 from .helpers import cached_key, transient_handles
 
@@ -226,9 +227,8 @@ def test_eight_threads_share_one_tpm_provider(tpm_provider: Provider) -> None:
         thread.join()
     assert errors == []
     assert done == [per_thread] * 8
-    conn = tpm_provider.connection  # type: ignore[attr-defined]
     # The storage key and the keys the cache keeps loaded, nothing else.
-    assert len(tpm_provider.transient_handles()) == 1 + conn.cached_handles()  # type: ignore[attr-defined]
+    assert len(connection_handles(tpm_provider)) == 1 + cached_keys(tpm_provider)
 
 
 # A second client of the same swtpm: signs and verifies in a loop, prints its count.

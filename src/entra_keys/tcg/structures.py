@@ -13,12 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Self
 
-from cryptography.hazmat.primitives.asymmetric import ec, utils
-
-from ..errors import InvalidData, UnsupportedAlgorithm
+from ..errors import InvalidData
 from . import wire
 from .public import (
-    PublicKey,
     TPMSECCParms,
     TPMSECCPoint,
     TPMSKeyedHashParms,
@@ -28,20 +25,16 @@ from .public import (
     TPMTScheme,
     TPMTSymDefObject,
 )
+from .signature import TPMTSignature
 from .wire import *  # noqa: F403 - re-exported: __all__ += wire.__all__
 from .wire import (
     CLOCK,
     HEADER,
     MAX_DATA,
     MAX_DIGEST,
-    MAX_ECC,
     MAX_NAME,
-    MAX_RSA,
     NUM_PCR_BANKS,
     PCR_SELECT_MAX,
-    TPM_ALG_ECDSA,
-    TPM_ALG_RSAPSS,
-    TPM_ALG_RSASSA,
     TPM_ST_ATTEST_CERTIFY,
     TPM_ST_ATTEST_QUOTE,
     U16,
@@ -244,85 +237,3 @@ class TPMSAttest:
         else:
             out += [tpm2b(a.name), tpm2b(a.qualified_name)]
         return b"".join(out)
-
-
-# --- TPMT_SIGNATURE ----------------------------------------------------------------------------
-
-_RSA_SIG = frozenset({TPM_ALG_RSASSA, TPM_ALG_RSAPSS})
-_ECC_SIG = frozenset({TPM_ALG_ECDSA})
-
-
-def _unknown_signature(alg: int) -> InvalidData:
-    return InvalidData(f"TPMT_SIGNATURE: sigAlg 0x{alg:04x} is not RSASSA, RSAPSS or ECDSA")
-
-
-@dataclass(frozen=True, slots=True)
-class TPMTSignature:
-    """TPMT_SIGNATURE: RSASSA or RSAPSS (``signature``) or ECDSA (``signature_r``/``_s``)."""
-
-    sig_alg: int
-    hash: int
-    signature: bytes = b""
-    signature_r: bytes = b""
-    signature_s: bytes = b""
-
-    @classmethod
-    def parse(cls, data: bytes) -> TPMTSignature:
-        """A TPMT_SIGNATURE (RSASSA, RSAPSS or ECDSA) that is exactly the input."""
-        r = Reader(data, "TPMT_SIGNATURE")
-        alg = r.u16("sigAlg")
-        if alg in _RSA_SIG:
-            signature = cls(alg, r.u16("hash"), r.tpm2b("signature.sig", MAX_RSA))
-        elif alg in _ECC_SIG:
-            hash_alg = r.u16("hash")
-            sig_r = r.tpm2b("signature.signatureR", MAX_ECC)
-            signature = cls(alg, hash_alg, b"", sig_r, r.tpm2b("signature.signatureS", MAX_ECC))
-        else:
-            raise _unknown_signature(alg)
-        r.done()
-        return signature
-
-    def to_bytes(self) -> bytes:
-        """The marshaled TPMT_SIGNATURE."""
-        head = struct.pack(">HH", self.sig_alg, self.hash)
-        if self.sig_alg in _RSA_SIG:
-            return head + tpm2b(self.signature)
-        if self.sig_alg in _ECC_SIG:
-            return head + tpm2b(self.signature_r) + tpm2b(self.signature_s)
-        raise InvalidData(f"TPMT_SIGNATURE: sigAlg 0x{self.sig_alg:04x} is not offered")
-
-    @property
-    def is_rsa(self) -> bool:
-        """True for RSASSA and RSAPSS."""
-        return self.sig_alg in _RSA_SIG
-
-    def to_der(self) -> bytes:
-        """An ECDSA signature as DER (ECDSA-Sig-Value), what ``cryptography`` verifies."""
-        if self.sig_alg not in _ECC_SIG:
-            raise InvalidData("TPMT_SIGNATURE: only an ECDSA signature has a DER form")
-        r = int.from_bytes(self.signature_r, "big")
-        return utils.encode_dss_signature(r, int.from_bytes(self.signature_s, "big"))
-
-    def signature_bytes(self) -> bytes:
-        """The signature as ``cryptography``'s verify takes it: RSA bytes, or DER for ECDSA."""
-        return self.signature if self.sig_alg in _RSA_SIG else self.to_der()
-
-    @classmethod
-    def from_signature(
-        cls, sig_alg: int, hash_alg: int, signature: bytes, key: PublicKey | None = None
-    ) -> Self:
-        """From ``cryptography``'s output (RSA bytes, or DER ECDSA with r and s padded to the
-        key's curve size as a TPM does)."""
-        if sig_alg in _RSA_SIG:
-            return cls(sig_alg, hash_alg, signature)
-        if sig_alg not in _ECC_SIG:
-            raise UnsupportedAlgorithm(f"signature algorithm 0x{sig_alg:04x}")
-        try:
-            r, s = utils.decode_dss_signature(signature)
-        except ValueError as exc:
-            raise InvalidData("not a DER ECDSA signature") from exc
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            size = (key.curve.key_size + 7) // 8
-        else:
-            size = max((r.bit_length() + 7) // 8, (s.bit_length() + 7) // 8)
-        return cls(sig_alg, hash_alg, b"", r.to_bytes(size, "big"), s.to_bytes(size, "big"))
