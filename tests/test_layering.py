@@ -207,17 +207,9 @@ def test_the_verifier_imports_no_key_layer() -> None:
             assert not {m for m in all_imports(path) if _in(m, key_layer)}, name
 
 
-#: Modules outside providers/tpm that may import tpm2-pytss, and why.
-TPM2_PYTSS_EXCEPTIONS = {
-    # TPM2_PCR_Extend of a synthetic boot into a test's own swtpm: no key provider extends
-    # PCRs, so the call has no place in the provider's interface; a test helper, above it.
-    f"{PACKAGE}.testing.measured_boot",
-}
-
-
 def test_tpm2_pytss_only_in_the_tpm_provider() -> None:
     for name, path in _module_names().items():
-        if not _in(name, {f"{PACKAGE}.providers.tpm", *TPM2_PYTSS_EXCEPTIONS}):
+        if not _in(name, {f"{PACKAGE}.providers.tpm"}):
             assert not {m for m in all_imports(path) if _in(m, {"tpm2_pytss"})}, name
 
 

@@ -10,8 +10,9 @@ Authenticode digests and device paths (PCR 4), the authorities that verified the
 level (PCR 7) and MOK lists (PCR 14), GRUB's commands and the kernel command line (PCR 8), the
 files GRUB read (PCR 9) and Exit Boot Services (PCR 5). ``SyntheticBoot.log(banks)`` writes the
 log; ``SyntheticBoot.extend(tcti)`` extends the events into a TPM (TPM2_PCR_Extend with a digest
-for each active bank) and returns the log of those banks. Extend only a TPM of the test's own:
-PCRs are reset only by a restart, and other tests seal to them.
+for each active bank, through the TPM provider's connection, as ``testing.tpm`` reads it) and
+returns the log of those banks. Extend only a TPM of the test's own: PCRs are reset only by a
+restart, and other tests seal to them.
 
 The structures are written here from the specifications, apart from ``tcg.eventlog``'s readers,
 so that a test of one against the other means something. The images are synthetic bytes: an
@@ -135,34 +136,39 @@ class SyntheticBoot:
 
     def extend(self, tcti: str, log_path: Path | None = None) -> bytes:
         """Extend every event into the TPM at ``tcti`` (TPM2_PCR_Extend, a digest for each of its
-        active SHA banks) and return the log of those banks, also written to ``log_path``."""
-        from tpm2_pytss import ESAPI, ESYS_TR, TPM2_ALG, TPML_DIGEST_VALUES, TPMT_HA, TPMU_HA
+        active SHA banks, through a TPM provider's connection) and return the log of those
+        banks, also written to ``log_path``."""
+        from ..providers.tpm import TPMProvider
 
-        with ESAPI(tcti) as esys:
-            banks = active_banks(esys)
-            for event in self.events:
-                digests = TPML_DIGEST_VALUES(
-                    [
-                        TPMT_HA(
-                            hashAlg=TPM2_ALG(_ALG_IDS[bank]),
-                            digest=TPMU_HA(**{bank: event.digest(bank)}),
-                        )
-                        for bank in banks
-                    ]
-                )
-                esys.pcr_extend(getattr(ESYS_TR, f"PCR{event.pcr}"), digests)
+        provider = TPMProvider(tcti=tcti)
+        try:
+            conn = provider.connection
+            t = conn.tss
+            with conn.command("extend the PCRs") as esys:
+                banks = active_banks(esys, t)
+                for event in self.events:
+                    digests = t.TPML_DIGEST_VALUES(
+                        [
+                            t.TPMT_HA(
+                                hashAlg=t.TPM2_ALG(_ALG_IDS[bank]),
+                                digest=t.TPMU_HA(**{bank: event.digest(bank)}),
+                            )
+                            for bank in banks
+                        ]
+                    )
+                    esys.pcr_extend(getattr(t.ESYS_TR, f"PCR{event.pcr}"), digests)
+        finally:
+            provider.close()
         data = self.log(banks)
         if log_path is not None:
             log_path.write_bytes(data)
         return data
 
 
-def active_banks(esys: Any) -> tuple[str, ...]:
+def active_banks(esys: Any, tss: Any) -> tuple[str, ...]:
     """The SHA banks with PCRs allocated in a TPM (TPM2_GetCapability, TPM_CAP_PCRS), in the
-    TPM's order."""
-    from tpm2_pytss import TPM2_CAP
-
-    _, data = esys.get_capability(TPM2_CAP.PCRS, 0, 1)
+    TPM's order; ``tss`` is the tpm2_pytss module of the connection."""
+    _, data = esys.get_capability(tss.TPM2_CAP.PCRS, 0, 1)
     names = {alg: name for name, alg in _ALG_IDS.items()}
     return tuple(
         names[int(selection.hash)]
