@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from entra_keys import AttestationError, KeyType, KeyUsage, Provider
+from entra_keys import AttestationError, HardwareUnavailable, KeyType, KeyUsage, Provider
 from entra_keys.attestation import (
     AKEnrollment,
     AKEvidence,
@@ -22,7 +22,9 @@ from entra_keys.attestation import (
     verify_quote,
 )
 from entra_keys.tcg import TPMTPublic, make_credential
+from entra_keys.tcg.records import quote_from_json, quote_to_json
 from entra_keys.tcg.structures import TPMA_OBJECT
+from entra_keys.testing.measured_boot import synthetic_boot
 
 from ..helpers import cached_key, stranger_endorsement_key, unavailable
 
@@ -184,3 +186,19 @@ def test_nonce_longer_than_a_digest_is_a_typed_error(provider: Provider) -> None
         provider.quote(ak, [0], bytes(33))
     with pytest.raises(AttestationError, match="at most 32"):
         provider.certify(ak, ak, bytes(64))
+
+
+def test_a_quote_carries_the_event_log_it_is_given(provider: Provider, tmp_path: Path) -> None:
+    """``quote(..., event_log=path)``: the log read after the quote rides with it, through the
+    quote's JSON too; without the option there is none; a log that cannot be read is the same
+    typed error from every provider."""
+    log = synthetic_boot().log()
+    path = tmp_path / "binary_bios_measurements"
+    path.write_bytes(log)
+    ak = cached_key(provider, KeyType.RSA2048, KeyUsage.ATTEST)
+    quote = provider.quote(ak, [0, 7], NONCE, event_log=path)
+    assert quote.event_log == log
+    assert quote_from_json(quote_to_json(quote)) == quote
+    assert provider.quote(ak, [0, 7], NONCE).event_log is None
+    with pytest.raises(HardwareUnavailable, match="no event log at"):
+        provider.quote(ak, [0], NONCE, event_log=tmp_path / "missing")

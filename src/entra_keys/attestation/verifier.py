@@ -4,7 +4,7 @@ Every check of a TPM attestation is made, in this order, and each failure is an
 ``AttestationCheckFailed`` whose ``.check`` (a ``Check``) names it:
 
 quote:   trust (AK) > hash > signature scheme > signature > software > magic > type > nonce
-         > PCR selection > PCR digest
+         > PCR selection > PCR digest > event log > boot policy (the last two when given)
 certify: trust (AK) > hash > signature scheme > signature > software > magic > type > name
          > nonce > key attributes > key strength > expected key
 
@@ -83,6 +83,10 @@ from .policy import AKEvidence, TrustPolicy, ak_with_evidence
 
 if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
     from cryptography import x509
+
+    # the event log's modules load only when a log or a boot policy is given
+    from ..tcg.eventlog import BootFacts, EventLog
+    from .measured import BootPolicy, MeasuredBoot
 
 __all__ = [
     "MIN_NONCE",
@@ -286,11 +290,16 @@ class _Expected(NamedTuple):
     concatenated: dict[int, bytes]
 
 
-def _expected_banks(pcrs: dict[int, dict[int, bytes]], policy: TrustPolicy) -> _Expected:
-    """The expected banks with values, SHA-1 refused unless the policy allows it."""
+def _expected_banks(
+    pcrs: dict[int, dict[int, bytes]], policy: TrustPolicy, log: object = None
+) -> _Expected | None:
+    """The expected banks with values, SHA-1 refused unless the policy allows it; None where
+    there are none and an event log is given (its replay gives them)."""
     if TPM_ALG_SHA1 in pcrs and not policy.allow_sha1:
         raise AttestationCheckFailed("the sha1 PCR bank is refused: allow_sha1 is off", Check.HASH)
     banks = {alg: values for alg, values in pcrs.items() if values}
+    if not banks and log is not None:
+        return None
     if not banks:
         raise InvalidData("no expected PCR values: a quote is checked against some")
     return _Expected(
@@ -441,6 +450,23 @@ class QuoteResult:
     checks: tuple[str, ...]
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
+    #: The event log tied to the quote (``event_log=``), and the boot facts it gives.
+    measured_boot: MeasuredBoot | None = None
+
+    @property
+    def event_log(self) -> EventLog | None:
+        """The event log that was checked against the quote, if one was given."""
+        return None if self.measured_boot is None else self.measured_boot.log
+
+    @property
+    def boot_facts(self) -> BootFacts | None:
+        """What booted, from the log's events the quote covers (None without a log)."""
+        return None if self.measured_boot is None else self.measured_boot.facts
+
+    @property
+    def event_log_events_after_quote(self) -> int:
+        """Events the log holds after the quoted ones (a log read later): never read."""
+        return 0 if self.measured_boot is None else self.measured_boot.events_after_quote
 
 
 _QUOTE_CHECKS = (
@@ -462,13 +488,29 @@ def verify_quote(
     *,
     policy: TrustPolicy | None = None,
     ak_certificate: x509.Certificate | bytes | None = None,
+    event_log: bytes | EventLog | None = None,
+    boot_policy: BootPolicy | None = None,
 ) -> QuoteResult:
     """Verifies a TPM2_Quote against the AK (its TPMT_PUBLIC), the nonce (at least 8 bytes) and
     the expected PCR values ({bank: {PCR: value}}, e.g. {"sha256": {0: ..., 7: ...}}); raises
-    the failed check's error. ``ak_certificate`` is checked against the policy's AK CAs."""
+    the failed check's error. ``ak_certificate`` is checked against the policy's AK CAs.
+
+    ``event_log`` (the TCG event log, bytes or parsed) is tied to the quote after the PCR
+    digest check. With expected values, every quoted PCR the log extends (and every one quoted
+    at its start value) must replay to its value at one point of the log (EVENT_LOG names the
+    first that does not; PCRs it never extends, such as IMA's PCR 10, stay the caller's). With
+    no expected values (``pcrs={}``), the log's replay of every quoted PCR gives them and must
+    hash to the quote's digest (else PCR_DIGEST). A log read after the quote may hold later
+    events: as go-attestation and keylime do, the quote covers the longest prefix that replays
+    to the quoted values; the result says how many events came after it and never reads them.
+    ``result.boot_facts`` come from that prefix, from the PCRs the log was checked against, and
+    only from data their digests measured (data that is not gives no fact and is listed in
+    ``boot_facts.data_mismatches``). ``boot_policy`` then checks them (BOOT_POLICY; it needs the
+    log, and refuses any such mismatch)."""
     inputs = quote_inputs(attest, signature, ak_public, nonce, pcrs, ak_certificate)
+    log = None if event_log is None else _owned_log(event_log)
     policy = policy or _DEFAULT_POLICY
-    banks = _expected_banks(inputs.pcrs, policy)
+    banks = _expected_banks(inputs.pcrs, policy, log)
     ak, evidence = ak_with_evidence(inputs.ak_public, policy, inputs.ak_certificate)
     sig, info = _verified_signature(inputs.attest, inputs.signature, ak, policy)
     parsed, software = _parsed_attest(inputs.attest, policy)
@@ -476,23 +518,81 @@ def verify_quote(
     _check_nonce(parsed, inputs.nonce)
     body = parsed.attested
     assert isinstance(body, TPMSQuoteInfo)  # a quote's, as its type says
-    digest = _checked_pcr_digest(body, banks, info)
+    quoted = _quoted_pcrs(body, banks, info, inputs.pcrs, log, policy, boot_policy)
     return QuoteResult(
         raw_attest=inputs.attest,
         attest=parsed,
         signature=sig,
         nonce=inputs.nonce,
         pcr_values=_ReadOnly(
-            {
-                HASH_ALGORITHMS[alg].name: _ReadOnly(dict(inputs.pcrs[alg]))
-                for alg in banks.selection
-            }
+            {HASH_ALGORITHMS[alg].name: _ReadOnly(dict(v)) for alg, v in quoted.values.items()}
         ),
-        pcr_digest=digest,
+        pcr_digest=quoted.digest,
         hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
-        checks=_QUOTE_CHECKS,
+        checks=quoted.checks,
         ak_evidence=evidence,
+        measured_boot=quoted.measured,
     )
+
+
+class _Quoted(NamedTuple):
+    """The PCR checks' outcome: the digest, the values vouched for by TPM_ALG id, the tied
+    event log and the checks made."""
+
+    digest: bytes
+    values: dict[int, dict[int, bytes]]
+    measured: MeasuredBoot | None
+    checks: tuple[str, ...]
+
+
+def _quoted_pcrs(
+    body: TPMSQuoteInfo,
+    banks: _Expected | None,
+    info: HashInfo,
+    pcrs: dict[int, dict[int, bytes]],
+    log: EventLog | bytes | None,
+    policy: TrustPolicy,
+    boot_policy: BootPolicy | None,
+) -> _Quoted:
+    """The PCR selection and digest checks against the expected values, then the event log
+    against them; or, without expected values, the log's replay as them (``measured``); then
+    the boot policy over the log's facts. The event log's modules load only when needed."""
+    if banks is not None and log is None and boot_policy is None:
+        values = {alg: pcrs[alg] for alg in banks.selection}
+        return _Quoted(_checked_pcr_digest(body, banks, info), values, None, _QUOTE_CHECKS)
+    from .measured import BootPolicy, log_as_expected, tie_event_log
+
+    if boot_policy is not None and not isinstance(boot_policy, BootPolicy):
+        raise InvalidData(f"boot_policy is a BootPolicy, not {type(boot_policy).__name__}")
+    measured = None
+    if banks is None:
+        assert log is not None  # (no values and no log is refused before)
+        measured, values = log_as_expected(body, info, log, policy.allow_sha1)
+        digest = body.pcr_digest
+    else:
+        digest = _checked_pcr_digest(body, banks, info)
+        values = {alg: pcrs[alg] for alg in banks.selection}
+        if log is not None:
+            measured = tie_event_log(body, info, log, values)
+    checks = _QUOTE_CHECKS if measured is None else (*_QUOTE_CHECKS, "event-log")
+    if boot_policy is not None:
+        if measured is None:
+            raise AttestationCheckFailed(
+                "boot policy: no event log was given, so nothing says what booted",
+                Check.BOOT_POLICY,
+            )
+        boot_policy.check(measured.facts)
+        checks = (*checks, "boot-policy")
+    return _Quoted(digest, values, measured, checks)
+
+
+def _owned_log(event_log: object) -> EventLog | bytes:
+    """The event log copied (``measured.owned_event_log``), its module loaded only now."""
+    from .measured import owned_event_log
+
+    owned = owned_event_log(event_log)
+    assert owned is not None  # (called for a log)
+    return owned
 
 
 def _checked_pcr_digest(body: TPMSQuoteInfo, expected: _Expected, info: HashInfo) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -398,15 +400,25 @@ class TPMProvider(Provider):
         pcrs: Sequence[int],
         nonce: bytes,
         bank: str = "sha256",
+        *,
+        event_log: bool | str | os.PathLike[str] = False,
     ) -> Quote:
         """TPM2_Quote over the PCRs with the caller's nonce, with the PCR values read in the
-        same run; the quote is retried if a PCR changes between the read and the quote."""
+        same run; the quote is retried if a PCR changes between the read and the quote. With
+        ``event_log`` the log is read after the quote, so it holds every quoted event (True:
+        the kernel's, the log of /dev/tpm0's boot; a path: that file, e.g. a swtpm's)."""
         check_nonce(nonce)
         from . import _endorsement
 
         selection = _endorsement.pcr_selection(self.connection, pcrs, bank)
         ak_key = self._attestation_key(ak)
-        return _endorsement.quote(self.connection, ak_key, selection, pcrs, nonce, bank)
+        quote = _endorsement.quote(self.connection, ak_key, selection, pcrs, nonce, bank)
+        if event_log is False:
+            return quote
+        from ...tcg.eventlog import KERNEL_EVENT_LOG, read_event_log
+
+        path = KERNEL_EVENT_LOG if event_log is True else event_log
+        return dataclasses.replace(quote, event_log=read_event_log(path))
 
     def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
         """TPM2_Certify: the AK signs that this key (by name) lives in this TPM."""
