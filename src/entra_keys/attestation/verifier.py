@@ -26,9 +26,9 @@ checked in the order above. Results are frozen and own their data. Trust is one 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -73,25 +73,34 @@ from .ak import (
     owned_bytes,
 )
 from .ekcert import (  # the certificate checks, re-exported: callers import them from here
+    AKCertificateInfo,
+    CertificateInput,
     EKCertificateInfo,
     PlatformCertificateInfo,
+    ReadCertificate,
     parse_platform_certificate,
     verify_ak_certificate,
     verify_ek_certificate,
 )
-from .policy import AKEvidence, TrustPolicy, ak_with_evidence
-
-if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
-    from cryptography import x509
+from .policy import (
+    DEFAULT_NONCE_POLICY,
+    AKEvidence,
+    AKTrust,
+    NoncePolicy,
+    TrustPolicy,
+    ak_with_evidence,
+)
 
 __all__ = [
     "MIN_NONCE",
+    "AKCertificateInfo",
     "AKEvidence",
     "AKPublic",
     "CertifyInputs",
     "CertifyResult",
     "EKCertificateInfo",
     "ExpectedPCRs",
+    "NoncePolicy",
     "PlatformCertificateInfo",
     "QuoteInputs",
     "QuoteResult",
@@ -135,7 +144,8 @@ class QuoteInputs(NamedTuple):
     ak_public: PublicKey | TPMTPublic | bytes
     nonce: bytes
     pcrs: dict[int, dict[int, bytes]]
-    ak_certificate: x509.Certificate | bytes | None
+    ak_certificate: OwnedCertificate | None
+    ak_intermediates: tuple[OwnedCertificate, ...] = ()
 
 
 class CertifyInputs(NamedTuple):
@@ -147,7 +157,8 @@ class CertifyInputs(NamedTuple):
     key_public: bytes
     nonce: bytes
     expected_key: PublicKey | None
-    ak_certificate: x509.Certificate | bytes | None
+    ak_certificate: OwnedCertificate | None
+    ak_intermediates: tuple[OwnedCertificate, ...] = ()
 
 
 def quote_inputs(
@@ -157,6 +168,7 @@ def quote_inputs(
     nonce: object,
     pcrs: object,
     ak_certificate: object = None,
+    ak_intermediates: object = (),
 ) -> QuoteInputs:
     """``verify_quote``'s inputs copied, the first thing it does: every bytes-like input as
     bytes, the expected PCR values as ``expected_pcr_values`` gives them; a typed refusal for an
@@ -168,6 +180,7 @@ def quote_inputs(
         owned_bytes(nonce, "the nonce", Check.NONCE),
         expected_pcr_values(pcrs),
         _owned_certificate(ak_certificate),
+        _owned_intermediates(ak_intermediates),
     )
 
 
@@ -179,6 +192,7 @@ def certify_inputs(
     nonce: object,
     expected_key: object = None,
     ak_certificate: object = None,
+    ak_intermediates: object = (),
 ) -> CertifyInputs:
     """``verify_certify``'s inputs copied, the first thing it does (see ``quote_inputs``)."""
     if expected_key is not None and not isinstance(
@@ -196,6 +210,7 @@ def certify_inputs(
         owned_bytes(nonce, "the nonce", Check.NONCE),
         expected_key,
         _owned_certificate(ak_certificate),
+        _owned_intermediates(ak_intermediates),
     )
 
 
@@ -208,18 +223,32 @@ def _owned_ak(ak: object) -> PublicKey | TPMTPublic | bytes:
     return owned_bytes(ak, "the AK (a TPMT_PUBLIC or a public key)", Check.TRUST)
 
 
-def _owned_certificate(certificate: object) -> x509.Certificate | bytes | None:
-    """An AK certificate as given (a ``cryptography`` certificate), bytes-likes copied."""
+#: A certificate the verifier holds: bytes it copied, or an immutable certificate object.
+OwnedCertificate = Any
+
+
+def _owned_certificate(certificate: object, what: str = "an AK certificate") -> OwnedCertificate:
+    """An AK certificate as given (a ``cryptography`` certificate, or one read), bytes-likes
+    copied."""
     if certificate is None or isinstance(certificate, bytes | bytearray | memoryview):
         return None if certificate is None else bytes(certificate)
     from cryptography import x509
 
-    if isinstance(certificate, x509.Certificate):
+    if isinstance(certificate, x509.Certificate | ReadCertificate):
         return certificate
     raise AttestationCheckFailed(
-        f"an AK certificate is DER or PEM bytes, not {type(certificate).__name__}",
-        Check.CERTIFICATE,
+        f"{what} is DER or PEM bytes, not {type(certificate).__name__}", Check.CERTIFICATE
     )
+
+
+def _owned_intermediates(certificates: object) -> tuple[OwnedCertificate, ...]:
+    """The AK certificate's intermediates (a list or tuple of certificates), each copied."""
+    if not isinstance(certificates, list | tuple):
+        raise AttestationCheckFailed(
+            f"the AK's intermediates are a list of certificates, not {type(certificates).__name__}",
+            Check.CERTIFICATE,
+        )
+    return tuple(_owned_certificate(c, "an AK intermediate") for c in certificates)
 
 
 def _bank_hash(bank: object) -> HashInfo:
@@ -383,17 +412,27 @@ def _check_type(attest: TPMSAttest, wanted: int, what: str) -> None:
         )
 
 
-def _check_nonce(attest: TPMSAttest, nonce: bytes) -> None:
-    if len(nonce) < MIN_NONCE:
+def _check_nonce(attest: TPMSAttest, nonce: bytes, policy: TrustPolicy) -> NoncePolicy:
+    """The nonce check under the policy's nonce rules (``NoncePolicy``), which it returns."""
+    rules = policy.nonce_policy
+    if not nonce and not rules.allow_empty:
         raise AttestationCheckFailed(
-            f"the nonce is {len(nonce)} bytes; a verifier's nonce is at least {MIN_NONCE} "
-            "random bytes (an empty or short one lets old attestations be replayed)",
+            f"the nonce is empty; a verifier's nonce is at least {rules.min_nonce} random bytes "
+            "(an empty one lets any old attestation be replayed): the policy may allow one "
+            "with allow_empty_nonce",
+            Check.NONCE,
+        )
+    if nonce and len(nonce) < rules.min_nonce:
+        raise AttestationCheckFailed(
+            f"the nonce is {len(nonce)} bytes; a verifier's nonce is at least {rules.min_nonce} "
+            "random bytes (a short one lets old attestations be replayed)",
             Check.NONCE,
         )
     if not hmac.compare_digest(attest.extra_data, nonce):
         raise AttestationCheckFailed(
             "extraData is not the nonce: a replayed or another attestation", Check.NONCE
         )
+    return rules
 
 
 # --- quotes --------------------------------------------------------------------------------
@@ -441,6 +480,10 @@ class QuoteResult:
     checks: tuple[str, ...]
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
+    #: The checked AK certificate and the TPM it names (maker, model, firmware), if one was given.
+    ak_certificate_info: AKCertificateInfo | None = None
+    #: The nonce rules the quote was checked under (lowered or empty only where the policy said).
+    nonce_policy: NoncePolicy = DEFAULT_NONCE_POLICY
 
 
 _QUOTE_CHECKS = (
@@ -461,19 +504,24 @@ def verify_quote(
     pcrs: ExpectedPCRs,
     *,
     policy: TrustPolicy | None = None,
-    ak_certificate: x509.Certificate | bytes | None = None,
+    ak_certificate: CertificateInput = None,
+    ak_intermediates: Sequence[CertificateInput] = (),
 ) -> QuoteResult:
-    """Verifies a TPM2_Quote against the AK (its TPMT_PUBLIC), the nonce (at least 8 bytes) and
-    the expected PCR values ({bank: {PCR: value}}, e.g. {"sha256": {0: ..., 7: ...}}); raises
-    the failed check's error. ``ak_certificate`` is checked against the policy's AK CAs."""
-    inputs = quote_inputs(attest, signature, ak_public, nonce, pcrs, ak_certificate)
+    """Verifies a TPM2_Quote against the AK (its TPMT_PUBLIC, or its key with its AK
+    certificate), the nonce (at least 8 bytes unless the policy says otherwise) and the expected
+    PCR values ({bank: {PCR: value}}, e.g. {"sha256": {0: ..., 7: ...}}); raises the failed
+    check's error. ``ak_certificate`` is checked against the policy's AK CAs, through
+    ``ak_intermediates``."""
+    inputs = quote_inputs(
+        attest, signature, ak_public, nonce, pcrs, ak_certificate, ak_intermediates
+    )
     policy = policy or _DEFAULT_POLICY
     banks = _expected_banks(inputs.pcrs, policy)
-    ak, evidence = ak_with_evidence(inputs.ak_public, policy, inputs.ak_certificate)
-    sig, info = _verified_signature(inputs.attest, inputs.signature, ak, policy)
+    trust = _ak_trust(inputs, policy)
+    sig, info = _verified_signature(inputs.attest, inputs.signature, trust.ak, policy)
     parsed, software = _parsed_attest(inputs.attest, policy)
     _check_type(parsed, TPM_ST_ATTEST_QUOTE, "a quote")
-    _check_nonce(parsed, inputs.nonce)
+    nonce_policy = _check_nonce(parsed, inputs.nonce, policy)
     body = parsed.attested
     assert isinstance(body, TPMSQuoteInfo)  # a quote's, as its type says
     digest = _checked_pcr_digest(body, banks, info)
@@ -489,9 +537,18 @@ def verify_quote(
             }
         ),
         pcr_digest=digest,
-        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
+        hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,
         checks=_QUOTE_CHECKS,
-        ak_evidence=evidence,
+        ak_evidence=trust.evidence,
+        ak_certificate_info=trust.certificate,
+        nonce_policy=nonce_policy,
+    )
+
+
+def _ak_trust(inputs: QuoteInputs | CertifyInputs, policy: TrustPolicy) -> AKTrust:
+    """The AK, the evidence for it and its checked AK certificate (``ak_with_evidence``)."""
+    return ak_with_evidence(
+        inputs.ak_public, policy, inputs.ak_certificate, inputs.ak_intermediates
     )
 
 
@@ -546,6 +603,10 @@ class CertifyResult:
     checks: tuple[str, ...]
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
+    #: The checked AK certificate and the TPM it names (maker, model, firmware), if one was given.
+    ak_certificate_info: AKCertificateInfo | None = None
+    #: The nonce rules the certification was checked under.
+    nonce_policy: NoncePolicy = DEFAULT_NONCE_POLICY
 
     def __reduce__(self) -> tuple[object, ...]:
         """Pickles without ``public_key`` (a ``cryptography`` key does not pickle): it is read
@@ -568,18 +629,21 @@ def verify_certify(
     *,
     policy: TrustPolicy | None = None,
     expected_key: PublicKey | None = None,
-    ak_certificate: x509.Certificate | bytes | None = None,
+    ak_certificate: CertificateInput = None,
+    ak_intermediates: Sequence[CertificateInput] = (),
 ) -> CertifyResult:
     """Verifies a TPM2_Certify of the key whose TPMT_PUBLIC is given: signed by the AK (its
-    TPMT_PUBLIC), over the nonce (at least 8 bytes), naming exactly that key, which must be a
-    TPM-made, non-migratable, unrestricted RSA-2048+ or P-256/384/521 key (and
-    ``expected_key`` when given)."""
+    TPMT_PUBLIC, or its key with its AK certificate, checked against the policy's AK CAs through
+    ``ak_intermediates``), over the nonce (at least 8 bytes unless the policy says otherwise),
+    naming exactly that key, which must be a TPM-made, non-migratable, unrestricted RSA-2048+
+    or P-256/384/521 key (and ``expected_key`` when given)."""
     inputs = certify_inputs(
-        attest, signature, ak_public, key_public_tpmt, nonce, expected_key, ak_certificate
-    )
+        attest, signature, ak_public, key_public_tpmt, nonce, expected_key, ak_certificate,
+        ak_intermediates,
+    )  # fmt: skip
     policy = policy or _DEFAULT_POLICY
-    ak, evidence = ak_with_evidence(inputs.ak_public, policy, inputs.ak_certificate)
-    sig, _ = _verified_signature(inputs.attest, inputs.signature, ak, policy)
+    trust = _ak_trust(inputs, policy)
+    sig, _ = _verified_signature(inputs.attest, inputs.signature, trust.ak, policy)
     parsed, software = _parsed_attest(inputs.attest, policy)
     _check_type(parsed, TPM_ST_ATTEST_CERTIFY, "a certification")
     data = inputs.key_public
@@ -599,7 +663,7 @@ def verify_certify(
         raise AttestationCheckFailed(
             "the certified name is not the name of the TPMT_PUBLIC given", Check.NAME
         )
-    _check_nonce(parsed, inputs.nonce)
+    nonce_policy = _check_nonce(parsed, inputs.nonce, policy)
     attrs = key.object_attributes
     if attrs & _CERTIFIED_ATTRIBUTES != _CERTIFIED_ATTRIBUTES or attrs & TPMA_OBJECT.RESTRICTED:
         raise AttestationCheckFailed(
@@ -621,7 +685,9 @@ def verify_certify(
         key_public=key,
         key_name=name,
         public_key=loaded.key,
-        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
+        hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,
         checks=checks,
-        ak_evidence=evidence,
+        ak_evidence=trust.evidence,
+        ak_certificate_info=trust.certificate,
+        nonce_policy=nonce_policy,
     )
