@@ -46,7 +46,7 @@ Every failed check is an ``AttestationCheckFailed`` whose ``check`` names it: ``
 ``HASH``, ``SIGNATURE``, ``SOFTWARE``, ``MAGIC``, ``TYPE``, ``NONCE``, ``PCR_SELECTION``,
 ``PCR_DIGEST``, ``NAME``, ``KEY``, ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an
 EK or AK certificate that does not chain or is unfit; also raised by the certificate checks on
-their own) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check == "nonce"`` holds. A
+their own), ``CREATION`` (a creation attestation's creationHash) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check == "nonce"`` holds. A
 subclass is kept only where a caller acts differently: a parse error is also an InvalidData.
 
 Signatures: a key's own ``public_key().verify`` is pyca's and raises pyca's
@@ -229,7 +229,7 @@ class Check(enum.StrEnum):
     (``Check.NONCE == "nonce"``). The verifier makes them in this order, as go-tpm-tools'
     ``quote.Verify`` does: trust (the AK), hash, signature, software, magic, type, then nonce,
     PCR selection and PCR digest for a quote, or name, nonce, key attributes, key strength and
-    key for a certification."""
+    key for a certification, or name, creation and nonce for a creation attestation."""
 
     #: The trust policy does not trust the attestation key, or it is no restricted signing key.
     TRUST = "trust"
@@ -260,6 +260,8 @@ class Check(enum.StrEnum):
     KEY_STRENGTH = "key-strength"
     #: An EK or AK certificate that does not chain, is out of date or is unfit.
     CERTIFICATE = "certificate"
+    #: A creation attestation's creationHash is not the digest of the creation data given.
+    CREATION = "creation"
     #: Bytes that do not parse as the structure they claim to be.
     STRUCTURE = "structure"
 

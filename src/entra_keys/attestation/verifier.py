@@ -7,6 +7,8 @@ quote:   trust (AK) > hash > signature scheme > signature > software > magic > t
          > PCR selection > PCR digest
 certify: trust (AK) > hash > signature scheme > signature > software > magic > type > name
          > nonce > key attributes > key strength > expected key
+creation: trust (AK) > hash > signature scheme > signature > software > magic > type > name
+         > creation > nonce
 
 The AK is checked from its TPMT_PUBLIC (a restricted signing key made in a TPM, a scheme that
 fits the signature, a SHA-2 nameAlg, RSA-2048+ or P-256+); a result says ``hardware_backed`` only
@@ -46,7 +48,7 @@ from ..tcg.model import (  # one minimum and one origin for the providers and th
     KeyUsage,
     origin_attributes,
 )
-from ..tcg.public import PublicKey
+from ..tcg.public import PublicKey, tpmt_bytes
 from ..tcg.records import is_software_marked
 from ..tcg.structures import (
     HASH_ALGORITHMS,
@@ -54,11 +56,14 @@ from ..tcg.structures import (
     TPM_ALG_SHA1,
     TPM_GENERATED_VALUE,
     TPM_ST_ATTEST_CERTIFY,
+    TPM_ST_ATTEST_CREATION,
     TPM_ST_ATTEST_QUOTE,
     TPMA_OBJECT,
     HashInfo,
     TPMSAttest,
     TPMSCertifyInfo,
+    TPMSCreationData,
+    TPMSCreationInfo,
     TPMSQuoteInfo,
     TPMTPublic,
     TPMTSignature,
@@ -98,6 +103,7 @@ __all__ = [
     "AKPublic",
     "CertifyInputs",
     "CertifyResult",
+    "CreationResult",
     "EKCertificateInfo",
     "ExpectedPCRs",
     "NoncePolicy",
@@ -112,6 +118,7 @@ __all__ = [
     "quote_inputs",
     "verify_ak_certificate",
     "verify_certify",
+    "verify_creation",
     "verify_ek_certificate",
     "verify_quote",
 ]
@@ -687,6 +694,146 @@ def verify_certify(
         public_key=loaded.key,
         hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,
         checks=checks,
+        ak_evidence=trust.evidence,
+        ak_certificate_info=trust.certificate,
+        nonce_policy=nonce_policy,
+    )
+
+
+# --- creation attestations -----------------------------------------------------------------
+
+
+class CreationInputs(NamedTuple):
+    """``verify_creation``'s inputs as the verifier owns them."""
+
+    attest: bytes
+    signature: bytes
+    ak_public: PublicKey | TPMTPublic | bytes
+    object_public: bytes
+    creation_data: bytes
+    nonce: bytes
+    ak_certificate: OwnedCertificate | None
+    ak_intermediates: tuple[OwnedCertificate, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreationResult:
+    """A verified TPM2_CertifyCreation: the object the TPM says it created, and with what."""
+
+    raw_attest: bytes
+    #: The verified TPMS_ATTEST (clock, firmware version, signer, the creation info).
+    attest: TPMSAttest
+    signature: TPMTSignature
+    nonce: bytes
+    #: The created object's TPMT_PUBLIC, its name, and the creation data the TPM recorded.
+    object_public: TPMTPublic
+    object_name: bytes
+    creation_data: TPMSCreationData
+    #: True when the AK certified its own creation (the object is the AK).
+    self_certified: bool
+    #: True only when the AK has evidence (enrolled or certified) and no software made it.
+    hardware_backed: bool
+    checks: tuple[str, ...]
+    ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
+    ak_certificate_info: AKCertificateInfo | None = None
+    nonce_policy: NoncePolicy = DEFAULT_NONCE_POLICY
+
+
+_CREATION_CHECKS = (
+    "trust", "hash", "signature-scheme", "signature", "software", "magic", "type", "name",
+    "creation", "nonce",
+)  # fmt: skip
+
+
+def _tpms_bytes(data: bytes) -> bytes:
+    """A TPMS_CREATION_DATA given bare or in its TPM2B (its size first): the bare bytes. A bare
+    one begins with its PCR selection's 32-bit count, so its first two bytes are never its size."""
+    if len(data) >= 2 and int.from_bytes(data[:2], "big") == len(data) - 2:
+        return data[2:]
+    return data
+
+
+def verify_creation(
+    attest: bytes,
+    signature: bytes,
+    ak_public: AKPublic,
+    object_public: bytes,
+    creation_data: bytes,
+    nonce: bytes = b"",
+    *,
+    policy: TrustPolicy | None = None,
+    ak_certificate: CertificateInput = None,
+    ak_intermediates: Sequence[CertificateInput] = (),
+) -> CreationResult:
+    """Verifies a TPM2_CertifyCreation: the AK signed that the TPM created the object whose
+    TPMT_PUBLIC is ``object_public`` (``objectName``) with the TPMS_CREATION_DATA given (bare
+    or TPM2B; ``creationHash`` is its digest with the object's nameAlg), over ``nonce`` (empty
+    only where the policy allows it). Checked in this order: trust, hash, signature scheme,
+    signature, software, magic, type, name, creation, nonce.
+
+    What it proves, precisely: the TPM checks its own creation ticket before it signs, and a
+    restricted AK signs only what the TPM made (TPM_GENERATED_VALUE), so the result is the TPM's
+    word that it created the object, under the parent and at the PCRs and locality the creation
+    data names, but only if the AK is truly a restricted key of a TPM. That is known only from
+    other evidence: the AK enrolled against a verified EK (credential activation) or certified
+    by a trusted CA; then ``hardware_backed`` is True. Without it (``UNVERIFIED``) the result
+    proves nothing about hardware: anyone can write a TPMT_PUBLIC that says restricted and
+    fixedTPM around a key of their own and sign any TPMS_ATTEST with it. A self-certification
+    (the AK certifies its own creation, as go-attestation has Windows AKs do) adds to that
+    evidence the AK's creation data; it is not evidence of a TPM by itself.
+    """
+    inputs = CreationInputs(
+        owned_bytes(attest, "TPMS_ATTEST"),
+        owned_bytes(signature, "TPMT_SIGNATURE"),
+        _owned_ak(ak_public),
+        owned_bytes(object_public, "the created object's TPMT_PUBLIC"),
+        owned_bytes(creation_data, "the TPMS_CREATION_DATA"),
+        owned_bytes(nonce, "the nonce", Check.NONCE),
+        _owned_certificate(ak_certificate),
+        _owned_intermediates(ak_intermediates),
+    )
+    policy = policy or _DEFAULT_POLICY
+    trust = ak_with_evidence(
+        inputs.ak_public, policy, inputs.ak_certificate, inputs.ak_intermediates
+    )
+    sig, _ = _verified_signature(inputs.attest, inputs.signature, trust.ak, policy)
+    parsed, software = _parsed_attest(inputs.attest, policy)
+    _check_type(parsed, TPM_ST_ATTEST_CREATION, "a creation")
+    try:
+        created = TPMTPublic.parse(tpmt_bytes(inputs.object_public))
+        data = _tpms_bytes(inputs.creation_data)
+        recorded = TPMSCreationData.parse(data)
+    except InvalidData as exc:
+        raise MalformedAttestation(str(exc)) from exc
+    name_info = HASH_ALGORITHMS.get(created.name_alg)
+    if name_info is None or (name_info.alg == TPM_ALG_SHA1 and not policy.allow_sha1):
+        raise AttestationCheckFailed(
+            f"the created object's nameAlg 0x{created.name_alg:04x} is refused", Check.HASH
+        )
+    name = created.name()
+    info = parsed.attested
+    assert isinstance(info, TPMSCreationInfo)  # a creation's, as its type says
+    if not hmac.compare_digest(name, info.object_name):
+        raise AttestationCheckFailed(
+            "the certified objectName is not the name of the TPMT_PUBLIC given", Check.NAME
+        )
+    if not hmac.compare_digest(name_info.digest(data), info.creation_hash):
+        raise AttestationCheckFailed(
+            f"the creationHash is not the {name_info.name} of the creation data given",
+            Check.CREATION,
+        )
+    nonce_policy = _check_nonce(parsed, inputs.nonce, policy)
+    return CreationResult(
+        raw_attest=inputs.attest,
+        attest=parsed,
+        signature=sig,
+        nonce=inputs.nonce,
+        object_public=created,
+        object_name=name,
+        creation_data=recorded,
+        self_certified=trust.ak.name is not None and hmac.compare_digest(name, trust.ak.name),
+        hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,
+        checks=_CREATION_CHECKS,
         ak_evidence=trust.evidence,
         ak_certificate_info=trust.certificate,
         nonce_policy=nonce_policy,
