@@ -46,8 +46,9 @@ Every failed check is an ``AttestationCheckFailed`` whose ``check`` names it: ``
 ``HASH``, ``SIGNATURE``, ``SOFTWARE``, ``MAGIC``, ``TYPE``, ``NONCE``, ``PCR_SELECTION``,
 ``PCR_DIGEST``, ``NAME``, ``KEY``, ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an
 EK or AK certificate that does not chain or is unfit; also raised by the certificate checks on
-their own), ``CREATION`` (a creation attestation's creationHash) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check == "nonce"`` holds. A
-subclass is kept only where a caller acts differently: a parse error is also an InvalidData.
+their own), ``CREATION`` (a creation attestation's creationHash) and ``STRUCTURE``. ``Check``
+is a string enum: ``exc.check == "nonce"`` holds. A subclass is kept only where a caller acts
+differently: a parse error is also an InvalidData.
 
 Signatures: a key's own ``public_key().verify`` is pyca's and raises pyca's
 ``cryptography.exceptions.InvalidSignature``; entra_keys' own checks (compact JWS, the stand-in

@@ -82,11 +82,13 @@ __all__ = [
     "CertificateInput",
     "EKCAPolicy",
     "EKCertificateInfo",
+    "EKPublic",
     "PlatformCertificateInfo",
     "ReadCertificate",
     "load_certificate",
     "parse_platform_certificate",
     "read_certificate",
+    "resolve_ek",
     "tpm_vendor_name",
     "verify_ak_certificate",
     "verify_ek_certificate",
@@ -163,8 +165,10 @@ class EKCertificateInfo:
     #: in extendedKeyUsage, as real chips' do; False only for a legacy certificate without
     #: extendedKeyUsage that the caller accepted (``allow_ek_without_eku``).
     ek_key_purpose: bool = True
-    #: What was done to read the certificate (non-strict DER re-encoded); empty for clean DER.
+    #: What was done to read the certificates (non-strict DER re-encoded); empty for clean DER.
     repairs: tuple[str, ...] = ()
+    #: The EK certificate as its CA signed it (DER): ``certificate`` may be a reading copy.
+    der: bytes = b""
 
     @property
     def vendor(self) -> str | None:
@@ -354,7 +358,7 @@ def _verify_ek_certificate(
     ek_key_purpose = _check_ek_key_purpose(leaf.certificate, allow_without_eku)
     chain = _chain(leaf, anchors, others, when)
     public_key = _strong_certified_key(leaf.certificate, "the EK certificate")
-    if ek_public is not None and public_der(_resolve_ek(ek_public)) != public_der(public_key):
+    if ek_public is not None and public_der(resolve_ek(ek_public)) != public_der(public_key):
         raise AttestationCheckFailed(
             "the certificate is for another key than this EK", Check.CERTIFICATE
         )
@@ -371,6 +375,7 @@ def _verify_ek_certificate(
         tpm_specification=_tpm_specification(leaf.certificate),
         ek_key_purpose=ek_key_purpose,
         repairs=tuple(r for c in chain for r in c.repairs),
+        der=leaf.der,
     )
 
 
@@ -543,7 +548,9 @@ def verify_ak_certificate(
         ) from exc
 
 
-def _resolve_ek(ek: object) -> PublicKey:
+def resolve_ek(ek: object) -> PublicKey:
+    """The public key of an EK given as a key, a TPMT_PUBLIC or TPM2B_PUBLIC (bytes-like or a
+    ``TPMTPublic``); a CERTIFICATE failure for anything else."""
     if isinstance(ek, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         return ek
     try:

@@ -103,6 +103,7 @@ __all__ = [
     "AKPublic",
     "CertifyInputs",
     "CertifyResult",
+    "CreationInputs",
     "CreationResult",
     "EKCertificateInfo",
     "ExpectedPCRs",
