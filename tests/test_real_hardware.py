@@ -61,6 +61,27 @@ GOOGLE_ROOT = (GOOGLE / "tpm_ek_root_1.cer").read_bytes()
 GOOGLE_INTERMEDIATE = (GOOGLE / "tpm_ek_intermediate_2.crt").read_bytes()
 
 
+#: The real vectors the hardware tests read (test_webauthn, test_ca_bundle, test_ek_url and this
+#: module), relative to tests/vectors/realworld: test_eventlog's inventory counts them as used.
+REAL_HARDWARE_VECTORS = frozenset(
+    {
+        *(f"webauthn-tpm/{p.name}" for p in (REAL / "webauthn-tpm").glob("*.json")),
+        *(f"tpm-ca-certificates/{p.name}" for p in (REAL / "tpm-ca-certificates").glob("*.pem")),
+        *(f"go-tpm-tools/server/ca-certs/{p.name}" for p in GOOGLE.iterdir()),
+        *(f"keylime/test_certs/{p.name}" for p in (REAL / "keylime" / "test_certs").iterdir()),
+        "go-attestation/intel_ptt_ek_pub.pem",
+        "go-attestation/amd_ftpm_ek_pub.pem",
+    }
+)
+
+
+def test_every_hardware_vector_is_there_and_has_its_source() -> None:
+    sources = (REAL / "SOURCES.md").read_text()
+    assert len(REAL_HARDWARE_VECTORS) == 18  # 5 + 3 + 5 + 3 + 2
+    for name in REAL_HARDWARE_VECTORS:
+        assert (REAL / name).is_file() and f"`{name}`" in sources, name
+
+
 def b64(text: str) -> bytes:
     return base64.b64decode(text)
 
