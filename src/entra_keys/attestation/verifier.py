@@ -1,20 +1,25 @@
-"""Verifying TPM attestations: quotes and key certifications, against a trust policy.
+"""Verifying TPM attestations: quotes, key certifications and creation attestations, against a
+trust policy.
 
 Every check of a TPM attestation is made, in this order, and each failure is an
 ``AttestationCheckFailed`` whose ``.check`` (a ``Check``) names it:
 
-quote:   trust (AK) > hash > signature scheme > signature > software > magic > type > nonce
-         > PCR selection > PCR digest
-certify: trust (AK) > hash > signature scheme > signature > software > magic > type > name
-         > nonce > key attributes > key strength > expected key
-creation: trust (AK) > hash > signature scheme > signature > software > magic > type > name
-         > creation > nonce
+quote:    trust (AK, AK certificate) > hash > signature scheme > signature > software > magic
+          > type > nonce > PCR selection > PCR digest
+certify:  trust (AK, AK certificate) > hash > signature scheme > signature > software > magic
+          > type > name > nonce > key attributes > key strength > expected key
+creation: trust (AK, AK certificate) > hash > signature scheme > signature > software > magic
+          > type > name > creation > nonce
 
 The AK is checked from its TPMT_PUBLIC (a restricted signing key made in a TPM, a scheme that
-fits the signature, a SHA-2 nameAlg, RSA-2048+ or P-256+); a result says ``hardware_backed`` only
-when the policy also has evidence that a TPM holds the AK (``AKEvidence``): it was enrolled by
-credential activation against a verified EK, or an AK certificate chains to a trusted CA. A bare
-public key as the AK is refused unless the policy opts in, and is then always UNVERIFIED.
+fits the signature, a SHA-2 nameAlg, RSA-2048+ or P-256+), and its AK certificate, when one is
+given, against the policy's AK CAs (``ekcert.verify_ak_certificate``: a CERTIFICATE failure); a
+result says ``hardware_backed`` only when the policy has evidence that a TPM holds the AK
+(``AKEvidence``): it was enrolled by credential activation against a verified EK, or its AK
+certificate chains to a trusted CA. A bare public key as the AK needs its AK certificate, or
+the policy's opt-in, and is then always UNVERIFIED. The nonce is checked under the policy's
+rules (``NoncePolicy``: 8 bytes at least unless lowered, never empty unless allowed), which the
+result names.
 
 The caller's inputs are copied once, first (bytes, bytearray and memoryview are taken; anything
 else is a typed refusal), so nothing the caller changes later reaches a check or a result.
