@@ -404,3 +404,32 @@ def test_tlv_elements_keep_what_they_were_read_from() -> None:
     assert element == TLV(b"\x30", b"", (TLV(b"\x02", b"\x05", (), b"\x02\x01\x05"),),
                           b"\x30\x03\x02\x01\x05")  # fmt: skip
     assert element.constructed and element.tag == 0x30
+
+
+def test_pkcs7_bundles_and_other_pem_labels_load() -> None:
+    """A .p7b "certs-only" bundle (DER or PEM), as some makers publish theirs, keeps each
+    certificate's bytes as published (Nuvoton's included); older PEM labels load too."""
+    nuvoton = [c.der for c in load_ca_bundle(ROOTS)[0] if c.repairs]
+    assert len(nuvoton) == 5
+    oid = bytes.fromhex("06092a864886f70d010702")  # signedData
+    data = bytes.fromhex("06092a864886f70d010701")  # data
+    signed = _tlv(0x30, b"\x02\x01\x01" + b"\x31\x00" + _tlv(0x30, data)
+                  + _tlv(0xA0, b"".join(nuvoton)) + b"\x31\x00")  # fmt: skip
+    p7b = _tlv(0x30, oid + _tlv(0xA0, signed))
+    certificates, problems = load_ca_bundle(p7b, "nuvoton.p7b")
+    assert not problems and [c.der for c in certificates] == nuvoton
+    assert all(c.repairs for c in certificates)
+    pem = ssl_pem(p7b, "PKCS7")
+    assert [c.der for c in load_ca_bundle(pem, "nuvoton.p7b.pem")[0]] == nuvoton
+    one = nuvoton[0]
+    assert load_ca_bundle(ssl_pem(one, "X509 CERTIFICATE"))[0][0].der == one
+    trusted = one + _tlv(0x30, _tlv(0x06, b"\x2b\x06\x01\x05\x05\x07\x03\x01"))  # + its trust
+    assert load_ca_bundle(ssl_pem(trusted, "TRUSTED CERTIFICATE"))[0][0].der == one
+
+
+def ssl_pem(der: bytes, label: str) -> bytes:
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()

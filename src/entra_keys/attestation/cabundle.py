@@ -2,9 +2,9 @@
 makers' CA certificates shipped with entra_keys.
 
 ``load_ca_bundle`` reads every certificate of a bundle (PEM blocks between comments, one DER
-certificate, or DER certificates one after the other) with ``read_certificate``, non-strict DER
-included; a certificate that still cannot be read is left out and reported (which one, where,
-why), never making the rest unusable.
+certificate, DER certificates one after the other, or a PKCS#7 "certs-only" bundle, .p7b, in
+DER or PEM) with ``read_certificate``, non-strict DER included; a certificate that still cannot
+be read is left out and reported (which one, where, why), never making the rest unusable.
 
 ``tpm_vendor_cas`` gives the shipped bundle (package data in ``cas/``): the TPM makers' EK
 roots and intermediates, and the CAs that issue AK certificates (Microsoft's AIK root, Google's
@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import AttestationCheckFailed, InvalidData
-from ..tcg.nvcert import MAX_CERTIFICATE_SIZE, der_sequence_length
+from ..tcg.nvcert import MAX_CERTIFICATE_SIZE, der_sequence_length, oid_text, read_tlv
 from .ekcert import ReadCertificate, read_certificate
 
 __all__ = [
@@ -84,7 +84,9 @@ def load_ca_bundle(
     data = bytes(data)
     if len(data) > MAX_BUNDLE_SIZE:
         raise InvalidData(f"{source} is {len(data)} bytes, over the limit of {MAX_BUNDLE_SIZE}")
-    pieces = _pem_pieces(data) if b"-----BEGIN" in data else _der_pieces(data, source)
+    pieces = _pem_pieces(data) if b"-----BEGIN" in data else _pkcs7_pieces(data)
+    if not pieces and b"-----BEGIN" not in data:
+        pieces = _der_pieces(data, source)
     if not pieces:
         raise InvalidData(f"{source} holds no certificate")
     read: list[ReadCertificate] = []
@@ -113,7 +115,7 @@ def _pem_pieces(data: bytes) -> list[_Piece]:
         label = _label(data[last : found.start()])
         last = found.end()
         kind, body, end = found.group(1), found.group(2), found.group(3)
-        if kind != b"CERTIFICATE" or end != kind:
+        if kind not in _PEM_KINDS or end != kind:
             pieces.append((line, label, b"", f"a PEM {kind.decode()} block, not a certificate"))
             continue
         try:
@@ -121,12 +123,43 @@ def _pem_pieces(data: bytes) -> list[_Piece]:
         except binascii.Error as exc:
             pieces.append((line, label, b"", f"its base64 is not readable ({exc})"))
             continue
+        if kind == b"PKCS7":
+            pieces += [(line, label, *piece[2:]) for piece in _pkcs7_pieces(der)]
+            continue
+        if kind == b"TRUSTED CERTIFICATE":  # OpenSSL's: the certificate, then its trust settings
+            try:
+                der = der[: der_sequence_length(der)]
+            except InvalidData as exc:
+                pieces.append((line, label, b"", str(exc)))
+                continue
         if len(der) > MAX_CERTIFICATE_SIZE:
             error = f"{len(der)} bytes, over the limit of {MAX_CERTIFICATE_SIZE}"
             pieces.append((line, label, b"", error))
             continue
         pieces.append((line, label, der, None))
     return pieces
+
+
+#: The PEM blocks that hold certificates (RFC 7468 and the labels older tools write).
+_PEM_KINDS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE", b"PKCS7"})
+_SIGNED_DATA = "1.2.840.113549.1.7.2"
+
+
+def _pkcs7_pieces(data: bytes) -> list[_Piece]:
+    """The certificates of a PKCS#7 (RFC 2315, CMS RFC 5652) SignedData "certs-only" bundle:
+    ContentInfo {signedData, [0] SignedData {..., [0] IMPLICIT certificates, ...}}; empty when
+    ``data`` is no such bundle. Each certificate keeps its bytes as they are in the bundle."""
+    try:
+        info = read_tlv(data, "a PKCS#7 bundle", max_size=MAX_BUNDLE_SIZE,
+                        max_elements=MAX_BUNDLE_SIZE // 2)  # fmt: skip
+        oid, explicit = info.children
+        if oid.tag != 0x06 or oid_text(oid.content) != _SIGNED_DATA or explicit.tag != 0xA0:
+            return []
+        signed = explicit.children[0]
+        found = next(c for c in signed.children if c.tag == 0xA0)  # [0] IMPLICIT certificates
+    except (InvalidData, ValueError, IndexError, StopIteration):
+        return []
+    return [(0, None, certificate.raw, None) for certificate in found.children]
 
 
 def _label(comments: bytes) -> str | None:

@@ -166,12 +166,12 @@ class TLV:
 
 
 class _Budget:
-    """How many more elements a read may make (``MAX_DER_ELEMENTS``)."""
+    """How many more elements a read may make, of the most it may (``MAX_DER_ELEMENTS``)."""
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "most")
 
-    def __init__(self, left: int) -> None:
-        self.left = left
+    def __init__(self, most: int) -> None:
+        self.left = self.most = most
 
 
 def read_tlv(
@@ -201,7 +201,7 @@ def _read(
         raise InvalidData(f"{what} nests deeper than {max_depth}")
     budget.left -= 1
     if budget.left < 0:
-        raise InvalidData(f"{what} has more than {MAX_DER_ELEMENTS} elements")
+        raise InvalidData(f"{what} has more than {budget.most} elements")
     start = at
     if at >= end:
         raise InvalidData(f"{what}: truncated: no element at offset {at}")
