@@ -23,6 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
@@ -289,8 +290,6 @@ def test_an_issuer_written_in_other_string_types_still_chains() -> None:
     """RFC 5280 §7.1 matches names whatever string types they are written in (ST's ECC
     intermediates name their root in UTF8String, the root itself in PrintableString);
     cryptography's verifier compares bytes, so such a chain is walked here."""
-    from cryptography.x509.name import _ASN1Type
-
     now = datetime.now(UTC)
     root_key, middle_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
 
@@ -433,3 +432,126 @@ def ssl_pem(der: bytes, label: str) -> bytes:
 
     body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
     return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()
+
+
+# --- BER a CA may write, signed as written -----------------------------------------------------
+
+
+def _ber(node: TLV, *, long: frozenset[int] = frozenset(), indefinite: frozenset[int] = frozenset(),
+         at: list[int] | None = None) -> bytes:  # fmt: skip
+    """The element written again with its values as they are, the n-th elements (in document
+    order) listed in ``long`` with a long-form length and in ``indefinite`` with none."""
+    at = [0] if at is None else at
+    n = at[0]
+    at[0] += 1
+    body = (
+        node.content
+        if not node.constructed
+        else b"".join(
+            _ber(child, long=long, indefinite=indefinite, at=at) for child in node.children
+        )
+    )
+    if n in indefinite and node.constructed:
+        return node.identifier + b"\x80" + body + b"\x00\x00"
+    if n in long or len(body) >= 0x80:
+        return node.identifier + b"\x82" + len(body).to_bytes(2, "big") + body
+    return node.identifier + bytes([len(body)]) + body
+
+
+def _swap(node: TLV, old: bytes, new: TLV) -> TLV:
+    """The tree with the element whose DER is ``old`` replaced by ``new``."""
+    if node.raw == old:
+        return new
+    if not node.constructed:
+        return node
+    return TLV(node.identifier, b"", tuple(_swap(c, old, new) for c in node.children))
+
+
+CA_KEY = ec.generate_private_key(ec.SECP256R1())
+_NOW = datetime.now(UTC)
+_CA_NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "BER-writing TPM maker CA")])
+BER_CA = (
+    x509.CertificateBuilder().subject_name(_CA_NAME).issuer_name(_CA_NAME)
+    .public_key(CA_KEY.public_key()).serial_number(1)
+    .not_valid_before(_NOW - timedelta(days=1)).not_valid_after(_NOW + timedelta(days=30))
+    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    .sign(CA_KEY, hashes.SHA256())
+)  # fmt: skip
+EK_KEY = ec.generate_private_key(ec.SECP256R1())
+_PRINTABLE = _ASN1Type.PrintableString  # as Nuvoton writes the TPM's names
+TPM_NAMES = x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
+    x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.1"), "id:4E544300", _type=_PRINTABLE),
+    x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.2"), "NPCT75x", _type=_PRINTABLE),
+    x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.3"), "id:00070002", _type=_PRINTABLE),
+]))])  # fmt: skip
+EK_LEAF = (
+    x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(_CA_NAME)
+    .public_key(EK_KEY.public_key()).serial_number(0x1234)
+    .not_valid_before(_NOW - timedelta(hours=1)).not_valid_after(_NOW + timedelta(days=1))
+    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    .add_extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier("2.23.133.8.1")]), critical=False)
+    .add_extension(TPM_NAMES, critical=True)
+    .sign(CA_KEY, hashes.SHA256())
+)  # fmt: skip
+
+
+def _signed_as_written(tbs: bytes) -> bytes:
+    """A certificate of these TBS bytes, signed by the CA over exactly them."""
+    algorithm = bytes.fromhex("300a06082a8648ce3d040302")  # ecdsa-with-SHA256
+    signature = CA_KEY.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    return _tlv(0x30, tbs + algorithm + _tlv(0x03, b"\x00" + signature))
+
+
+def _tbs_with(change: str) -> bytes:
+    tree = read_tlv(EK_LEAF.tbs_certificate_bytes)
+    critical_true = bytes.fromhex("0101ff")
+    if change == "critical FALSE written out":
+        eku_oid = bytes.fromhex("0603551d25")  # extKeyUsage
+        eku = next(e for e in _walk_tlv(tree) if e.children and e.children[0].raw == eku_oid)
+        oid, value = eku.children
+        new = TLV(b"\x30", b"", (oid, TLV(b"\x01", b"\x00"), value))
+        return _ber(_swap(tree, eku.raw, new))
+    if change == "cA FALSE written out":
+        old = bytes.fromhex("04023000")
+        new = TLV(b"\x04", bytes.fromhex("3003010100"))
+        constraints = next(e for e in _walk_tlv(tree) if e.raw == old)
+        return _ber(_swap(tree, constraints.raw, new))
+    if change == "TRUE written 0x01":
+        true = next(e for e in _walk_tlv(tree) if e.raw == critical_true)
+        return _ber(_swap(tree, true.raw, TLV(b"\x01", b"\x01")))
+    if change == "serial with a leading zero":
+        serial = tree.children[1]
+        return _ber(_swap(tree, serial.raw, TLV(b"\x02", b"\x00" + serial.content)))
+    if change == "long-form lengths":
+        return _ber(tree, long=frozenset({0, 3, 5}))
+    if change == "indefinite lengths":
+        return _ber(tree, indefinite=frozenset({0, 5}))
+    raise AssertionError(change)
+
+
+def _walk_tlv(node: TLV) -> Any:
+    yield node
+    for child in node.children:
+        yield from _walk_tlv(child)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["critical FALSE written out", "cA FALSE written out", "TRUE written 0x01",
+     "serial with a leading zero", "long-form lengths", "indefinite lengths"],
+)  # fmt: skip
+def test_ber_a_ca_signed_is_read_and_its_signature_checked_as_written(change: str) -> None:
+    tbs = _tbs_with(change)
+    assert tbs != EK_LEAF.tbs_certificate_bytes
+    stored = _signed_as_written(tbs)
+    with pytest.raises(ValueError):  # noqa: PT011 - cryptography refuses it as stored
+        x509.load_der_x509_certificate(stored).extensions  # noqa: B018
+    info = verify_ek_certificate(stored, [BER_CA], ek_public=EK_KEY.public_key())
+    assert info.der == stored and info.repairs[0].startswith("re-encoded as strict DER")
+    assert (info.vendor, info.model) == ("Nuvoton", "NPCT75x")  # PrintableString names read
+    # Signed as written: the same certificate with one signed byte changed is refused, even
+    # where its reading copy would be the same.
+    at = stored.find(b"NPCT75x")
+    tampered = stored[:at] + b"NPCT76x" + stored[at + 7 :]
+    with raises_check(Check.CERTIFICATE, match="no trusted CA signed"):
+        verify_ek_certificate(tampered, [BER_CA])

@@ -15,10 +15,12 @@ reading copy: ``read_tlv`` reads the BER tree with limits, ``der_encode`` writes
 strings; canonical BOOLEAN and INTEGER) keeping every value opaque, so that no schema's idea
 of which string type a field should be is imposed (Nuvoton writes the TPM's names as
 PrintableString). What DER alone cannot fix is fixed only where nothing a verifier checks is
-lost, each said in the repairs: an ECDSA algorithm's NULL parameter is left out; a non-critical
-extension cryptography cannot read and no check reads (key identifiers, CRL and CA locations) is
-left out; policy qualifiers cryptography cannot read (informational text, RFC 5280 §4.2.1.4) are
-left out of certificatePolicies, its policy OIDs kept. Anything else is an InvalidData.
+lost, each said in the repairs: a DEFAULT FALSE written out (an Extension's critical, a
+basicConstraints' cA) is left out, as DER leaves it; an ECDSA algorithm's NULL parameter is
+left out; a non-critical extension cryptography cannot read and no check reads (key
+identifiers, CRL and CA locations) is left out; policy qualifiers cryptography cannot read
+(informational text, RFC 5280 §4.2.1.4) are left out of certificatePolicies, its policy OIDs
+kept. Anything else is an InvalidData.
 
 A certificate stays the bytes its CA signed: ``verify_signed_by`` checks its issuer's signature
 over the tbsCertificate as stored, never over the reading copy.
@@ -366,6 +368,7 @@ _UNREAD_EXTENSIONS = {
     "2.5.29.16": "privateKeyUsagePeriod",
 }
 _CERTIFICATE_POLICIES = "2.5.29.32"
+_BASIC_CONSTRAINTS = "2.5.29.19"
 _ECDSA_SIGNATURES = frozenset(
     {"1.2.840.10045.4.1", "1.2.840.10045.4.3.1", "1.2.840.10045.4.3.2", "1.2.840.10045.4.3.3",
      "1.2.840.10045.4.3.4"}
@@ -497,16 +500,24 @@ def _extension_fields(extension: TLV) -> tuple[str, bool, TLV]:
 
 def _with_der_values(explicit: TLV, fixes: set[str]) -> TLV:
     """The extensions, each value that is one BER element written as DER (its OCTET STRING
-    holds the extension's own DER, which cryptography reads)."""
+    holds the extension's own DER, which cryptography reads), and the DEFAULT FALSE that DER
+    leaves out (X.690 §11.5) left out: an Extension's critical, a basicConstraints' cA."""
     out = []
     for extension in _extension_list(explicit):
         oid, _, value = _extension_fields(extension)
+        if len(extension.children) == 3 and extension.children[1].raw == b"\x01\x01\x00":
+            fixes.add("DEFAULT FALSE values left out (X.690 11.5)")
+            extension = _rebuilt(extension, (extension.children[0], value))
         if value.tag == 0x04:
             try:
                 inner = read_tlv(value.content, f"extension {oid}")
             except InvalidData:
                 inner = None  # opaque bytes: kept as they are
             if inner is not None:
+                first = inner.children[0] if inner.children else None
+                if oid == _BASIC_CONSTRAINTS and first is not None and first.raw == b"\x01\x01\x00":
+                    fixes.add("DEFAULT FALSE values left out (X.690 11.5)")
+                    inner = _rebuilt(inner, inner.children[1:])
                 encoded = der_encode(inner, fixes)
                 if encoded != value.content:
                     value = TLV(b"\x04", encoded, (), b"")
