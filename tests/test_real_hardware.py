@@ -129,6 +129,9 @@ def test_gce_quotes_are_refused_at_the_nonce_by_the_default_nonce_rules() -> Non
     for index in range(3):
         with raises_check(Check.NONCE, match="nonce is empty"):
             gce_quote(index, strict)
+    for index in (1, 2):  # the default policy itself, the AK given by its TPMT_PUBLIC alone
+        with raises_check(Check.NONCE, match="nonce is empty"):
+            gce_quote(index, TrustPolicy(), ak_certificate=None, ak_intermediates=[])
     # Nor does lowering the minimum allow an empty nonce.
     with raises_check(Check.NONCE, match="allow_empty_nonce"):
         gce_quote(1, TrustPolicy(ak_ca_certificates=[GOOGLE_ROOT], min_nonce=1))
