@@ -643,10 +643,17 @@ def test_ak_certificate_evidence() -> None:
     as_ca = _certificate(ak_key, CA_KEY, "Test TPM maker CA", ca=True, subject="ak")
     with raises_check(Check.CERTIFICATE, match="a CA certificate"):
         verify_ak_certificate(as_ca, ak_key.public_key(), [CA])
-    # A bare key gets no evidence from a certificate: it stays unverified.
+    # The AK known by its certificate alone (as WebAuthn and cloud vTPMs give it): the bare key
+    # with a certificate that verifies is certified, no opt-in needed; without it, refused.
     bare = check(forged_quote(), ak_key, ak_key.public_key(), ak_certificate=ak_cert,
-                 policy=TrustPolicy(ak_ca_certificates=[CA], allow_unverified_ak=True))  # fmt: skip
-    assert bare.ak_evidence is AKEvidence.UNVERIFIED and not bare.hardware_backed
+                 policy=policy)  # fmt: skip
+    assert bare.ak_evidence is AKEvidence.CERTIFICATE and bare.hardware_backed
+    assert bare.ak_certificate_info is not None and bare.ak_certificate_info.subject == "CN=ak"
+    with raises_check(Check.TRUST, match="bare public key"):
+        check(forged_quote(), ak_key, ak_key.public_key(), policy=policy)
+    with raises_check(Check.CERTIFICATE, match="another key than this AK"):
+        check(forged_quote(), ATTACKER, ATTACKER.public_key(), policy=policy,
+              ak_certificate=ak_cert)  # fmt: skip
 
 
 # --- the CLI --------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ the same typed error and the same check. The pickling the pool relies on is chec
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +229,56 @@ def test_set_policy_revokes_an_ak_in_a_running_pool() -> None:
             assert future.exception() is not None or future.result().hardware_backed
         pool.set_policy(TrustPolicy(enrolled_aks=[vt.ak_public(vt.RSA_AK)]))
         assert pool.verify_quote(*args).hardware_backed
+
+
+# --- AK certificates, their intermediates and the nonce rules, through the pool --------------
+
+_REAL = Path(__file__).parent / "vectors" / "realworld"
+_GCE = json.loads((_REAL / "go-tpm-tools" / "gce-cos-85-no-nonce.json").read_text())
+_GOOGLE = _REAL / "go-tpm-tools" / "server" / "ca-certs"
+
+
+def _gce_args(index: int, intermediates: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    import base64
+
+    quote = _GCE["quotes"][index]
+    bank = quote["pcrs"]["hash"]
+    pcrs = {bank: {int(i): base64.b64decode(v) for i, v in quote["pcrs"]["pcrs"].items()}}
+    args = (base64.b64decode(quote["quote"]), base64.b64decode(quote["raw_sig"]),
+            base64.b64decode(_GCE["ak_pub"]), b"", pcrs)  # fmt: skip
+    certificate = base64.b64decode(_GCE["ak_cert"])
+    return args, {"ak_certificate": certificate, "ak_intermediates": intermediates}
+
+
+@pytest.mark.filterwarnings("ignore:Attribute.s length must be:UserWarning")
+def test_the_pool_checks_ak_certificates_and_nonce_rules_as_the_function_does() -> None:
+    """Results carry the AK certificate's information and the nonce rules; the policy's CA
+    certificates (read ones, non-DER included) and the caller's intermediates, given as bytes,
+    certificate objects or read certificates, reach the workers."""
+    from entra_keys.attestation.ekcert import read_certificate
+
+    when = datetime(2024, 6, 1, tzinfo=UTC)
+    intermediate = (_GOOGLE / "tpm_ek_intermediate_2.crt").read_bytes()
+    policy = TrustPolicy(
+        ak_ca_certificates=[(_GOOGLE / "tpm_ek_root_1.cer").read_bytes()],
+        allow_empty_nonce=True, allow_sha1=True, at=when,
+    )  # fmt: skip
+    bundled = TrustPolicy.with_tpm_vendor_cas(allow_empty_nonce=True, at=when)
+    with VerifierPool(2, policy=policy) as pool:
+        for given in (intermediate, x509.load_der_x509_certificate(intermediate),
+                      read_certificate(intermediate)):  # fmt: skip
+            args, kwargs = _gce_args(1, [given])
+            local = verify_quote(*args, policy=policy, **kwargs)
+            remote = pool.verify_quote(*args, **kwargs)
+            assert remote == local and remote.ak_certificate_info is not None
+            assert remote.ak_certificate_info.model == "vTPM" and remote.hardware_backed
+            assert remote.nonce_policy.allow_empty
+        args, kwargs = _gce_args(1, [])
+        assert _refusal(pool.verify_quote, *args, **kwargs)[1] is Check.CERTIFICATE
+        pool.set_policy(bundled)  # intermediates from the shipped bundle, pickled to workers
+        assert pool.verify_quote(*args, **kwargs) == verify_quote(*args, policy=bundled, **kwargs)
+        pool.set_policy(TrustPolicy(ak_ca_certificates=policy.ak_ca_certificates(), at=when))
+        args, kwargs = _gce_args(1, [intermediate])
+        assert _refusal(pool.verify_quote, *args, **kwargs)[1] is Check.NONCE
+        refused = _refusal(pool.verify_quote, *args, **{**kwargs, "ak_intermediates": "x"})
+        assert refused[1] is Check.CERTIFICATE

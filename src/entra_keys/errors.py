@@ -47,9 +47,10 @@ Every failed check is an ``AttestationCheckFailed`` whose ``check`` names it: ``
 ``PCR_DIGEST``, ``EVENT_LOG`` (the TCG event log does not replay to the quoted PCRs),
 ``BOOT_POLICY`` (what booted breaks the verifier's boot policy), ``NAME``, ``KEY``,
 ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an EK or AK certificate that does not
-chain or is unfit; also raised by the certificate checks on their own) and ``STRUCTURE``.
-``Check`` is a string enum: ``exc.check == "nonce"`` holds. A subclass is kept only where a
-caller acts differently: a parse error is also an InvalidData.
+chain or is unfit; also raised by the certificate checks on their own), ``CREATION`` (a creation
+attestation's creationHash) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check ==
+"nonce"`` holds. A subclass is kept only where a caller acts differently: a parse error is also
+an InvalidData.
 
 Signatures: a key's own ``public_key().verify`` is pyca's and raises pyca's
 ``cryptography.exceptions.InvalidSignature``; entra_keys' own checks (compact JWS, the stand-in
@@ -231,7 +232,8 @@ class Check(enum.StrEnum):
     (``Check.NONCE == "nonce"``). The verifier makes them in this order, as go-tpm-tools'
     ``quote.Verify`` does: trust (the AK), hash, signature, software, magic, type, then nonce,
     PCR selection, PCR digest, event log and boot policy for a quote, or name, nonce, key
-    attributes, key strength and key for a certification."""
+    attributes, key strength and key for a certification, or name, creation and nonce for a
+    creation attestation."""
 
     #: The trust policy does not trust the attestation key, or it is no restricted signing key.
     TRUST = "trust"
@@ -268,6 +270,8 @@ class Check(enum.StrEnum):
     KEY_STRENGTH = "key-strength"
     #: An EK or AK certificate that does not chain, is out of date or is unfit.
     CERTIFICATE = "certificate"
+    #: A creation attestation's creationHash is not the digest of the creation data given.
+    CREATION = "creation"
     #: Bytes that do not parse as the structure they claim to be.
     STRUCTURE = "structure"
 

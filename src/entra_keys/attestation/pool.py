@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_der_publ
 
 from ..errors import EntraKeysError
 from ..formats import public_der
+from .ekcert import ReadCertificate
 from .verifier import (
     CertifyInputs,
     CertifyResult,
@@ -56,16 +57,27 @@ class _Key:
 
 
 def _portable(inputs: QuoteInputs | CertifyInputs) -> tuple[Any, ...]:
-    """The copied inputs as they pickle: keys as ``_Key``, a certificate as DER."""
+    """The copied inputs as they pickle: keys as ``_Key``, certificates as the DER signed."""
     out: list[Any] = []
     for value in inputs:
         if isinstance(value, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             out.append(_Key(public_der(value)))
-        elif value is inputs.ak_certificate and value is not None and not isinstance(value, bytes):
-            out.append(value.public_bytes(Encoding.DER))  # an x509.Certificate
+        elif value is inputs.ak_certificate:
+            out.append(_certificate_der(value))
+        elif value is inputs.ak_intermediates:
+            out.append(tuple(_certificate_der(c) for c in value))
         else:
             out.append(value)
     return tuple(out)
+
+
+def _certificate_der(certificate: Any) -> Any:
+    """A certificate the inputs hold, as the DER its issuer signed (None stays None)."""
+    if certificate is None or isinstance(certificate, bytes):
+        return certificate
+    if isinstance(certificate, ReadCertificate):
+        return certificate.der
+    return certificate.public_bytes(Encoding.DER)  # an x509.Certificate
 
 
 def _local(value: Any) -> Any:
@@ -82,14 +94,16 @@ def _verify(kind: str, portable: tuple[Any, ...]) -> Any:
     """One verification in a worker, with its policy."""
     args = [_local(a) for a in portable]
     if kind == "quote":
-        attest, signature, ak, nonce, pcrs, certificate = args
+        attest, signature, ak, nonce, pcrs, certificate, intermediates = args
         return verify_quote(
-            attest, signature, ak, nonce, pcrs, policy=_policy, ak_certificate=certificate
-        )
-    attest, signature, ak, key_public, nonce, expected, certificate = args
+            attest, signature, ak, nonce, pcrs, policy=_policy, ak_certificate=certificate,
+            ak_intermediates=intermediates,
+        )  # fmt: skip
+    attest, signature, ak, key_public, nonce, expected, certificate, intermediates = args
     return verify_certify(
         attest, signature, ak, key_public, nonce,
         policy=_policy, expected_key=expected, ak_certificate=certificate,
+        ak_intermediates=intermediates,
     )  # fmt: skip
 
 
@@ -161,9 +175,10 @@ class VerifierPool:
         pcrs: Any,
         *,
         ak_certificate: Any = None,
+        ak_intermediates: Any = (),
     ) -> Future[QuoteResult]:
         """``verify_quote(attest, signature, ak_public, nonce, pcrs, ...)`` in a worker."""
-        args = (attest, signature, ak_public, nonce, pcrs, ak_certificate)
+        args = (attest, signature, ak_public, nonce, pcrs, ak_certificate, ak_intermediates)
         return self._submit("quote", args)
 
     def submit_certify(
@@ -176,9 +191,13 @@ class VerifierPool:
         *,
         expected_key: Any = None,
         ak_certificate: Any = None,
+        ak_intermediates: Any = (),
     ) -> Future[CertifyResult]:
         """``verify_certify(attest, signature, ak_public, key_public, nonce, ...)`` in a worker."""
-        args = (attest, signature, ak_public, key_public_tpmt, nonce, expected_key, ak_certificate)
+        args = (
+            attest, signature, ak_public, key_public_tpmt, nonce, expected_key, ak_certificate,
+            ak_intermediates,
+        )  # fmt: skip
         return self._submit("certify", args)
 
     def _submit(self, kind: str, args: tuple[Any, ...]) -> Future[Any]:

@@ -1,18 +1,26 @@
-"""Verifying TPM attestations: quotes and key certifications, against a trust policy.
+"""Verifying TPM attestations: quotes, key certifications and creation attestations, against a
+trust policy.
 
 Every check of a TPM attestation is made, in this order, and each failure is an
 ``AttestationCheckFailed`` whose ``.check`` (a ``Check``) names it:
 
-quote:   trust (AK) > hash > signature scheme > signature > software > magic > type > nonce
-         > PCR selection > PCR digest > event log > boot policy (the last two when given)
-certify: trust (AK) > hash > signature scheme > signature > software > magic > type > name
-         > nonce > key attributes > key strength > expected key
+quote:    trust (AK, AK certificate) > hash > signature scheme > signature > software > magic
+          > type > nonce > PCR selection > PCR digest > event log > boot policy (the last two
+          when given)
+certify:  trust (AK, AK certificate) > hash > signature scheme > signature > software > magic
+          > type > name > nonce > key attributes > key strength > expected key
+creation: trust (AK, AK certificate) > hash > signature scheme > signature > software > magic
+          > type > name > creation > nonce
 
 The AK is checked from its TPMT_PUBLIC (a restricted signing key made in a TPM, a scheme that
-fits the signature, a SHA-2 nameAlg, RSA-2048+ or P-256+); a result says ``hardware_backed`` only
-when the policy also has evidence that a TPM holds the AK (``AKEvidence``): it was enrolled by
-credential activation against a verified EK, or an AK certificate chains to a trusted CA. A bare
-public key as the AK is refused unless the policy opts in, and is then always UNVERIFIED.
+fits the signature, a SHA-2 nameAlg, RSA-2048+ or P-256+), and its AK certificate, when one is
+given, against the policy's AK CAs (``ekcert.verify_ak_certificate``: a CERTIFICATE failure); a
+result says ``hardware_backed`` only when the policy has evidence that a TPM holds the AK
+(``AKEvidence``): it was enrolled by credential activation against a verified EK, or its AK
+certificate chains to a trusted CA. A bare public key as the AK needs its AK certificate, or
+the policy's opt-in, and is then always UNVERIFIED. The nonce is checked under the policy's
+rules (``NoncePolicy``: 8 bytes at least unless lowered, never empty unless allowed), which the
+result names.
 
 The caller's inputs are copied once, first (bytes, bytearray and memoryview are taken; anything
 else is a typed refusal), so nothing the caller changes later reaches a check or a result.
@@ -26,7 +34,7 @@ checked in the order above. Results are frozen and own their data. Trust is one 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -46,7 +54,7 @@ from ..tcg.model import (  # one minimum and one origin for the providers and th
     KeyUsage,
     origin_attributes,
 )
-from ..tcg.public import PublicKey
+from ..tcg.public import PublicKey, tpmt_bytes
 from ..tcg.records import is_software_marked
 from ..tcg.structures import (
     HASH_ALGORITHMS,
@@ -54,11 +62,14 @@ from ..tcg.structures import (
     TPM_ALG_SHA1,
     TPM_GENERATED_VALUE,
     TPM_ST_ATTEST_CERTIFY,
+    TPM_ST_ATTEST_CREATION,
     TPM_ST_ATTEST_QUOTE,
     TPMA_OBJECT,
     HashInfo,
     TPMSAttest,
     TPMSCertifyInfo,
+    TPMSCreationData,
+    TPMSCreationInfo,
     TPMSQuoteInfo,
     TPMTPublic,
     TPMTSignature,
@@ -73,29 +84,40 @@ from .ak import (
     owned_bytes,
 )
 from .ekcert import (  # the certificate checks, re-exported: callers import them from here
+    AKCertificateInfo,
+    CertificateInput,
     EKCertificateInfo,
     PlatformCertificateInfo,
+    ReadCertificate,
     parse_platform_certificate,
     verify_ak_certificate,
     verify_ek_certificate,
 )
-from .policy import AKEvidence, TrustPolicy, ak_with_evidence
+from .policy import (
+    DEFAULT_NONCE_POLICY,
+    AKEvidence,
+    AKTrust,
+    NoncePolicy,
+    TrustPolicy,
+    ak_with_evidence,
+)
 
-if TYPE_CHECKING:  # cryptography.x509 is costly to import: only certificate checks need it
-    from cryptography import x509
-
-    # the event log's modules load only when a log or a boot policy is given
+if TYPE_CHECKING:  # the event log's modules load only when a log or a boot policy is given
     from ..tcg.eventlog import BootFacts, EventLog
     from .measured import BootPolicy, MeasuredBoot
 
 __all__ = [
     "MIN_NONCE",
+    "AKCertificateInfo",
     "AKEvidence",
     "AKPublic",
     "CertifyInputs",
     "CertifyResult",
+    "CreationInputs",
+    "CreationResult",
     "EKCertificateInfo",
     "ExpectedPCRs",
+    "NoncePolicy",
     "PlatformCertificateInfo",
     "QuoteInputs",
     "QuoteResult",
@@ -107,6 +129,7 @@ __all__ = [
     "quote_inputs",
     "verify_ak_certificate",
     "verify_certify",
+    "verify_creation",
     "verify_ek_certificate",
     "verify_quote",
 ]
@@ -139,7 +162,8 @@ class QuoteInputs(NamedTuple):
     ak_public: PublicKey | TPMTPublic | bytes
     nonce: bytes
     pcrs: dict[int, dict[int, bytes]]
-    ak_certificate: x509.Certificate | bytes | None
+    ak_certificate: OwnedCertificate | None
+    ak_intermediates: tuple[OwnedCertificate, ...] = ()
 
 
 class CertifyInputs(NamedTuple):
@@ -151,7 +175,8 @@ class CertifyInputs(NamedTuple):
     key_public: bytes
     nonce: bytes
     expected_key: PublicKey | None
-    ak_certificate: x509.Certificate | bytes | None
+    ak_certificate: OwnedCertificate | None
+    ak_intermediates: tuple[OwnedCertificate, ...] = ()
 
 
 def quote_inputs(
@@ -161,6 +186,7 @@ def quote_inputs(
     nonce: object,
     pcrs: object,
     ak_certificate: object = None,
+    ak_intermediates: object = (),
 ) -> QuoteInputs:
     """``verify_quote``'s inputs copied, the first thing it does: every bytes-like input as
     bytes, the expected PCR values as ``expected_pcr_values`` gives them; a typed refusal for an
@@ -172,6 +198,7 @@ def quote_inputs(
         owned_bytes(nonce, "the nonce", Check.NONCE),
         expected_pcr_values(pcrs),
         _owned_certificate(ak_certificate),
+        _owned_intermediates(ak_intermediates),
     )
 
 
@@ -183,6 +210,7 @@ def certify_inputs(
     nonce: object,
     expected_key: object = None,
     ak_certificate: object = None,
+    ak_intermediates: object = (),
 ) -> CertifyInputs:
     """``verify_certify``'s inputs copied, the first thing it does (see ``quote_inputs``)."""
     if expected_key is not None and not isinstance(
@@ -200,6 +228,7 @@ def certify_inputs(
         owned_bytes(nonce, "the nonce", Check.NONCE),
         expected_key,
         _owned_certificate(ak_certificate),
+        _owned_intermediates(ak_intermediates),
     )
 
 
@@ -212,18 +241,32 @@ def _owned_ak(ak: object) -> PublicKey | TPMTPublic | bytes:
     return owned_bytes(ak, "the AK (a TPMT_PUBLIC or a public key)", Check.TRUST)
 
 
-def _owned_certificate(certificate: object) -> x509.Certificate | bytes | None:
-    """An AK certificate as given (a ``cryptography`` certificate), bytes-likes copied."""
+#: A certificate the verifier holds: bytes it copied, or an immutable certificate object.
+OwnedCertificate = Any
+
+
+def _owned_certificate(certificate: object, what: str = "an AK certificate") -> OwnedCertificate:
+    """An AK certificate as given (a ``cryptography`` certificate, or one read), bytes-likes
+    copied."""
     if certificate is None or isinstance(certificate, bytes | bytearray | memoryview):
         return None if certificate is None else bytes(certificate)
     from cryptography import x509
 
-    if isinstance(certificate, x509.Certificate):
+    if isinstance(certificate, x509.Certificate | ReadCertificate):
         return certificate
     raise AttestationCheckFailed(
-        f"an AK certificate is DER or PEM bytes, not {type(certificate).__name__}",
-        Check.CERTIFICATE,
+        f"{what} is DER or PEM bytes, not {type(certificate).__name__}", Check.CERTIFICATE
     )
+
+
+def _owned_intermediates(certificates: object) -> tuple[OwnedCertificate, ...]:
+    """The AK certificate's intermediates (a list or tuple of certificates), each copied."""
+    if not isinstance(certificates, list | tuple):
+        raise AttestationCheckFailed(
+            f"the AK's intermediates are a list of certificates, not {type(certificates).__name__}",
+            Check.CERTIFICATE,
+        )
+    return tuple(_owned_certificate(c, "an AK intermediate") for c in certificates)
 
 
 def _bank_hash(bank: object) -> HashInfo:
@@ -392,17 +435,27 @@ def _check_type(attest: TPMSAttest, wanted: int, what: str) -> None:
         )
 
 
-def _check_nonce(attest: TPMSAttest, nonce: bytes) -> None:
-    if len(nonce) < MIN_NONCE:
+def _check_nonce(attest: TPMSAttest, nonce: bytes, policy: TrustPolicy) -> NoncePolicy:
+    """The nonce check under the policy's nonce rules (``NoncePolicy``), which it returns."""
+    rules = policy.nonce_policy
+    if not nonce and not rules.allow_empty:
         raise AttestationCheckFailed(
-            f"the nonce is {len(nonce)} bytes; a verifier's nonce is at least {MIN_NONCE} "
-            "random bytes (an empty or short one lets old attestations be replayed)",
+            f"the nonce is empty; a verifier's nonce is at least {rules.min_nonce} random bytes "
+            "(an empty one lets any old attestation be replayed): the policy may allow one "
+            "with allow_empty_nonce",
+            Check.NONCE,
+        )
+    if nonce and len(nonce) < rules.min_nonce:
+        raise AttestationCheckFailed(
+            f"the nonce is {len(nonce)} bytes; a verifier's nonce is at least {rules.min_nonce} "
+            "random bytes (a short one lets old attestations be replayed)",
             Check.NONCE,
         )
     if not hmac.compare_digest(attest.extra_data, nonce):
         raise AttestationCheckFailed(
             "extraData is not the nonce: a replayed or another attestation", Check.NONCE
         )
+    return rules
 
 
 # --- quotes --------------------------------------------------------------------------------
@@ -450,6 +503,10 @@ class QuoteResult:
     checks: tuple[str, ...]
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
+    #: The checked AK certificate and the TPM it names (maker, model, firmware), if one was given.
+    ak_certificate_info: AKCertificateInfo | None = None
+    #: The nonce rules the quote was checked under (lowered or empty only where the policy said).
+    nonce_policy: NoncePolicy = DEFAULT_NONCE_POLICY
     #: The event log tied to the quote (``event_log=``), and the boot facts it gives.
     measured_boot: MeasuredBoot | None = None
 
@@ -487,13 +544,16 @@ def verify_quote(
     pcrs: ExpectedPCRs,
     *,
     policy: TrustPolicy | None = None,
-    ak_certificate: x509.Certificate | bytes | None = None,
+    ak_certificate: CertificateInput = None,
+    ak_intermediates: Sequence[CertificateInput] = (),
     event_log: bytes | EventLog | None = None,
     boot_policy: BootPolicy | None = None,
 ) -> QuoteResult:
-    """Verifies a TPM2_Quote against the AK (its TPMT_PUBLIC), the nonce (at least 8 bytes) and
-    the expected PCR values ({bank: {PCR: value}}, e.g. {"sha256": {0: ..., 7: ...}}); raises
-    the failed check's error. ``ak_certificate`` is checked against the policy's AK CAs.
+    """Verifies a TPM2_Quote against the AK (its TPMT_PUBLIC, or its key with its AK
+    certificate), the nonce (at least 8 bytes unless the policy says otherwise) and the expected
+    PCR values ({bank: {PCR: value}}, e.g. {"sha256": {0: ..., 7: ...}}); raises the failed
+    check's error. ``ak_certificate`` is checked against the policy's AK CAs, through
+    ``ak_intermediates``.
 
     ``event_log`` (the TCG event log, bytes or parsed) is tied to the quote after the PCR
     digest check. With expected values, every quoted PCR the log extends (and every one quoted
@@ -507,15 +567,17 @@ def verify_quote(
     only from data their digests measured (data that is not gives no fact and is listed in
     ``boot_facts.data_mismatches``). ``boot_policy`` then checks them (BOOT_POLICY; it needs the
     log, and refuses any such mismatch)."""
-    inputs = quote_inputs(attest, signature, ak_public, nonce, pcrs, ak_certificate)
+    inputs = quote_inputs(
+        attest, signature, ak_public, nonce, pcrs, ak_certificate, ak_intermediates
+    )
     log = None if event_log is None else _owned_log(event_log)
     policy = policy or _DEFAULT_POLICY
     banks = _expected_banks(inputs.pcrs, policy, log)
-    ak, evidence = ak_with_evidence(inputs.ak_public, policy, inputs.ak_certificate)
-    sig, info = _verified_signature(inputs.attest, inputs.signature, ak, policy)
+    trust = _ak_trust(inputs, policy)
+    sig, info = _verified_signature(inputs.attest, inputs.signature, trust.ak, policy)
     parsed, software = _parsed_attest(inputs.attest, policy)
     _check_type(parsed, TPM_ST_ATTEST_QUOTE, "a quote")
-    _check_nonce(parsed, inputs.nonce)
+    nonce_policy = _check_nonce(parsed, inputs.nonce, policy)
     body = parsed.attested
     assert isinstance(body, TPMSQuoteInfo)  # a quote's, as its type says
     quoted = _quoted_pcrs(body, banks, info, inputs.pcrs, log, policy, boot_policy)
@@ -528,10 +590,19 @@ def verify_quote(
             {HASH_ALGORITHMS[alg].name: _ReadOnly(dict(v)) for alg, v in quoted.values.items()}
         ),
         pcr_digest=quoted.digest,
-        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
+        hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,
         checks=quoted.checks,
-        ak_evidence=evidence,
+        ak_evidence=trust.evidence,
         measured_boot=quoted.measured,
+        ak_certificate_info=trust.certificate,
+        nonce_policy=nonce_policy,
+    )
+
+
+def _ak_trust(inputs: QuoteInputs | CertifyInputs, policy: TrustPolicy) -> AKTrust:
+    """The AK, the evidence for it and its checked AK certificate (``ak_with_evidence``)."""
+    return ak_with_evidence(
+        inputs.ak_public, policy, inputs.ak_certificate, inputs.ak_intermediates
     )
 
 
@@ -646,6 +717,10 @@ class CertifyResult:
     checks: tuple[str, ...]
     #: What the verifier knows of the AK: enrolled, an AK certificate, or unverified.
     ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
+    #: The checked AK certificate and the TPM it names (maker, model, firmware), if one was given.
+    ak_certificate_info: AKCertificateInfo | None = None
+    #: The nonce rules the certification was checked under.
+    nonce_policy: NoncePolicy = DEFAULT_NONCE_POLICY
 
     def __reduce__(self) -> tuple[object, ...]:
         """Pickles without ``public_key`` (a ``cryptography`` key does not pickle): it is read
@@ -668,18 +743,21 @@ def verify_certify(
     *,
     policy: TrustPolicy | None = None,
     expected_key: PublicKey | None = None,
-    ak_certificate: x509.Certificate | bytes | None = None,
+    ak_certificate: CertificateInput = None,
+    ak_intermediates: Sequence[CertificateInput] = (),
 ) -> CertifyResult:
     """Verifies a TPM2_Certify of the key whose TPMT_PUBLIC is given: signed by the AK (its
-    TPMT_PUBLIC), over the nonce (at least 8 bytes), naming exactly that key, which must be a
-    TPM-made, non-migratable, unrestricted RSA-2048+ or P-256/384/521 key (and
-    ``expected_key`` when given)."""
+    TPMT_PUBLIC, or its key with its AK certificate, checked against the policy's AK CAs through
+    ``ak_intermediates``), over the nonce (at least 8 bytes unless the policy says otherwise),
+    naming exactly that key, which must be a TPM-made, non-migratable, unrestricted RSA-2048+
+    or P-256/384/521 key (and ``expected_key`` when given)."""
     inputs = certify_inputs(
-        attest, signature, ak_public, key_public_tpmt, nonce, expected_key, ak_certificate
-    )
+        attest, signature, ak_public, key_public_tpmt, nonce, expected_key, ak_certificate,
+        ak_intermediates,
+    )  # fmt: skip
     policy = policy or _DEFAULT_POLICY
-    ak, evidence = ak_with_evidence(inputs.ak_public, policy, inputs.ak_certificate)
-    sig, _ = _verified_signature(inputs.attest, inputs.signature, ak, policy)
+    trust = _ak_trust(inputs, policy)
+    sig, _ = _verified_signature(inputs.attest, inputs.signature, trust.ak, policy)
     parsed, software = _parsed_attest(inputs.attest, policy)
     _check_type(parsed, TPM_ST_ATTEST_CERTIFY, "a certification")
     data = inputs.key_public
@@ -699,7 +777,7 @@ def verify_certify(
         raise AttestationCheckFailed(
             "the certified name is not the name of the TPMT_PUBLIC given", Check.NAME
         )
-    _check_nonce(parsed, inputs.nonce)
+    nonce_policy = _check_nonce(parsed, inputs.nonce, policy)
     attrs = key.object_attributes
     if attrs & _CERTIFIED_ATTRIBUTES != _CERTIFIED_ATTRIBUTES or attrs & TPMA_OBJECT.RESTRICTED:
         raise AttestationCheckFailed(
@@ -721,7 +799,149 @@ def verify_certify(
         key_public=key,
         key_name=name,
         public_key=loaded.key,
-        hardware_backed=not software and evidence is not AKEvidence.UNVERIFIED,
+        hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,
         checks=checks,
-        ak_evidence=evidence,
+        ak_evidence=trust.evidence,
+        ak_certificate_info=trust.certificate,
+        nonce_policy=nonce_policy,
+    )
+
+
+# --- creation attestations -----------------------------------------------------------------
+
+
+class CreationInputs(NamedTuple):
+    """``verify_creation``'s inputs as the verifier owns them."""
+
+    attest: bytes
+    signature: bytes
+    ak_public: PublicKey | TPMTPublic | bytes
+    object_public: bytes
+    creation_data: bytes
+    nonce: bytes
+    ak_certificate: OwnedCertificate | None
+    ak_intermediates: tuple[OwnedCertificate, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreationResult:
+    """A verified TPM2_CertifyCreation: the object the TPM says it created, and with what."""
+
+    raw_attest: bytes
+    #: The verified TPMS_ATTEST (clock, firmware version, signer, the creation info).
+    attest: TPMSAttest
+    signature: TPMTSignature
+    nonce: bytes
+    #: The created object's TPMT_PUBLIC, its name, and the creation data the TPM recorded.
+    object_public: TPMTPublic
+    object_name: bytes
+    creation_data: TPMSCreationData
+    #: True when the AK certified its own creation (the object is the AK).
+    self_certified: bool
+    #: True only when the AK has evidence (enrolled or certified) and no software made it.
+    hardware_backed: bool
+    checks: tuple[str, ...]
+    ak_evidence: AKEvidence = AKEvidence.UNVERIFIED
+    ak_certificate_info: AKCertificateInfo | None = None
+    nonce_policy: NoncePolicy = DEFAULT_NONCE_POLICY
+
+
+_CREATION_CHECKS = (
+    "trust", "hash", "signature-scheme", "signature", "software", "magic", "type", "name",
+    "creation", "nonce",
+)  # fmt: skip
+
+
+def _tpms_bytes(data: bytes) -> bytes:
+    """A TPMS_CREATION_DATA given bare or in its TPM2B (its size first): the bare bytes. A bare
+    one begins with its PCR selection's 32-bit count, so its first two bytes are never its size."""
+    if len(data) >= 2 and int.from_bytes(data[:2], "big") == len(data) - 2:
+        return data[2:]
+    return data
+
+
+def verify_creation(
+    attest: bytes,
+    signature: bytes,
+    ak_public: AKPublic,
+    object_public: bytes,
+    creation_data: bytes,
+    nonce: bytes = b"",
+    *,
+    policy: TrustPolicy | None = None,
+    ak_certificate: CertificateInput = None,
+    ak_intermediates: Sequence[CertificateInput] = (),
+) -> CreationResult:
+    """Verifies a TPM2_CertifyCreation: the AK signed that the TPM created the object whose
+    TPMT_PUBLIC is ``object_public`` (``objectName``) with the TPMS_CREATION_DATA given (bare
+    or TPM2B; ``creationHash`` is its digest with the object's nameAlg), over ``nonce`` (empty
+    only where the policy allows it). Checked in this order: trust, hash, signature scheme,
+    signature, software, magic, type, name, creation, nonce.
+
+    What it proves, precisely: the TPM checks its own creation ticket before it signs, and a
+    restricted AK signs only what the TPM made (TPM_GENERATED_VALUE), so the result is the TPM's
+    word that it created the object, under the parent and at the PCRs and locality the creation
+    data names, but only if the AK is truly a restricted key of a TPM. That is known only from
+    other evidence: the AK enrolled against a verified EK (credential activation) or certified
+    by a trusted CA; then ``hardware_backed`` is True. Without it (``UNVERIFIED``) the result
+    proves nothing about hardware: anyone can write a TPMT_PUBLIC that says restricted and
+    fixedTPM around a key of their own and sign any TPMS_ATTEST with it. A self-certification
+    (the AK certifies its own creation, as go-attestation has Windows AKs do) adds to that
+    evidence the AK's creation data; it is not evidence of a TPM by itself.
+    """
+    inputs = CreationInputs(
+        owned_bytes(attest, "TPMS_ATTEST"),
+        owned_bytes(signature, "TPMT_SIGNATURE"),
+        _owned_ak(ak_public),
+        owned_bytes(object_public, "the created object's TPMT_PUBLIC"),
+        owned_bytes(creation_data, "the TPMS_CREATION_DATA"),
+        owned_bytes(nonce, "the nonce", Check.NONCE),
+        _owned_certificate(ak_certificate),
+        _owned_intermediates(ak_intermediates),
+    )
+    policy = policy or _DEFAULT_POLICY
+    trust = ak_with_evidence(
+        inputs.ak_public, policy, inputs.ak_certificate, inputs.ak_intermediates
+    )
+    sig, _ = _verified_signature(inputs.attest, inputs.signature, trust.ak, policy)
+    parsed, software = _parsed_attest(inputs.attest, policy)
+    _check_type(parsed, TPM_ST_ATTEST_CREATION, "a creation")
+    try:
+        created = TPMTPublic.parse(tpmt_bytes(inputs.object_public))
+        data = _tpms_bytes(inputs.creation_data)
+        recorded = TPMSCreationData.parse(data)
+    except InvalidData as exc:
+        raise MalformedAttestation(str(exc)) from exc
+    name_info = HASH_ALGORITHMS.get(created.name_alg)
+    if name_info is None or (name_info.alg == TPM_ALG_SHA1 and not policy.allow_sha1):
+        raise AttestationCheckFailed(
+            f"the created object's nameAlg 0x{created.name_alg:04x} is refused", Check.HASH
+        )
+    name = created.name()
+    info = parsed.attested
+    assert isinstance(info, TPMSCreationInfo)  # a creation's, as its type says
+    if not hmac.compare_digest(name, info.object_name):
+        raise AttestationCheckFailed(
+            "the certified objectName is not the name of the TPMT_PUBLIC given", Check.NAME
+        )
+    if not hmac.compare_digest(name_info.digest(data), info.creation_hash):
+        raise AttestationCheckFailed(
+            f"the creationHash is not the {name_info.name} of the creation data given",
+            Check.CREATION,
+        )
+    nonce_policy = _check_nonce(parsed, inputs.nonce, policy)
+    return CreationResult(
+        raw_attest=inputs.attest,
+        attest=parsed,
+        signature=sig,
+        nonce=inputs.nonce,
+        object_public=created,
+        object_name=name,
+        creation_data=recorded,
+        self_certified=trust.ak.name is not None and hmac.compare_digest(name, trust.ak.name),
+        hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,
+        checks=_CREATION_CHECKS,
+        ak_evidence=trust.evidence,
+        ak_certificate_info=trust.certificate,
+        nonce_policy=nonce_policy,
     )

@@ -45,10 +45,13 @@ from .wire import (
 )
 
 __all__ = [
+    "TPM_ST_ATTEST_CREATION",
     "TPMLPCRSelection",
     "TPMSAttest",
     "TPMSCertifyInfo",
     "TPMSClockInfo",
+    "TPMSCreationData",
+    "TPMSCreationInfo",
     "TPMSECCParms",
     "TPMSECCPoint",
     "TPMSKeyedHashParms",
@@ -63,6 +66,9 @@ __all__ = [
 ]
 __all__ += wire.__all__  # the wire constants and helpers are exported from here too
 
+
+#: TPM_ST_ATTEST_CREATION: the TPMS_ATTEST type of TPM2_CertifyCreation (Part 2, 6.9).
+TPM_ST_ATTEST_CREATION = 0x801A
 
 _SELECT_HEAD = struct.Struct(">HB")  # TPMS_PCR_SELECTION hash, sizeofSelect
 #: The bits set in each byte value, for reading pcrSelect bitmaps.
@@ -182,10 +188,19 @@ class TPMSCertifyInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class TPMSAttest:
-    """TPMS_ATTEST (Part 2, 10.12.12): what a TPM signs in TPM2_Quote and TPM2_Certify.
+class TPMSCreationInfo:
+    """TPMS_CREATION_INFO: the created object's name and the digest of its creation data."""
 
-    Only the quote and certify types parse; any other type is an InvalidData.
+    object_name: bytes
+    creation_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TPMSAttest:
+    """TPMS_ATTEST (Part 2, 10.12.12): what a TPM signs in TPM2_Quote, TPM2_Certify and
+    TPM2_CertifyCreation.
+
+    Only the quote, certify and creation types parse; any other type is an InvalidData.
     """
 
     magic: int
@@ -194,11 +209,11 @@ class TPMSAttest:
     extra_data: bytes
     clock_info: TPMSClockInfo
     firmware_version: int
-    attested: TPMSQuoteInfo | TPMSCertifyInfo
+    attested: TPMSQuoteInfo | TPMSCertifyInfo | TPMSCreationInfo
 
     @classmethod
     def parse(cls, data: bytes) -> TPMSAttest:
-        """A TPMS_ATTEST (quote or certify) that is exactly the input."""
+        """A TPMS_ATTEST (quote, certify or creation) that is exactly the input."""
         r = Reader(data, "TPMS_ATTEST")
         magic, kind = r.fields(HEADER, "magic and type")
         signer = r.tpm2b("qualifiedSigner", MAX_NAME)
@@ -206,17 +221,20 @@ class TPMSAttest:
         clock, resets, restarts, safe, firmware = r.fields(CLOCK, "clockInfo and firmwareVersion")
         if safe > 1:
             raise InvalidData(f"TPMS_ATTEST: clockInfo.safe is {safe}, not YES (1) or NO (0)")
-        attested: TPMSQuoteInfo | TPMSCertifyInfo
+        attested: TPMSQuoteInfo | TPMSCertifyInfo | TPMSCreationInfo
         if kind == TPM_ST_ATTEST_QUOTE:
             selection = TPMLPCRSelection.read(r)
             attested = TPMSQuoteInfo(selection, r.tpm2b("quote.pcrDigest", MAX_DIGEST))
         elif kind == TPM_ST_ATTEST_CERTIFY:
             name = r.tpm2b("certify.name", MAX_NAME)
             attested = TPMSCertifyInfo(name, r.tpm2b("certify.qualifiedName", MAX_NAME))
+        elif kind == TPM_ST_ATTEST_CREATION:
+            name = r.tpm2b("creation.objectName", MAX_NAME)
+            attested = TPMSCreationInfo(name, r.tpm2b("creation.creationHash", MAX_DIGEST))
         else:
             raise InvalidData(
-                f"TPMS_ATTEST: type 0x{kind:04x} is neither a quote (0x8018) "
-                "nor a certification (0x8017)"
+                f"TPMS_ATTEST: type 0x{kind:04x} is neither a quote (0x8018), "
+                "a certification (0x8017) nor a creation (0x801A)"
             )
         r.done()
         info = TPMSClockInfo(clock, resets, restarts, safe == 1)
@@ -234,6 +252,54 @@ class TPMSAttest:
         a = self.attested
         if isinstance(a, TPMSQuoteInfo):
             out += [a.pcr_select.to_bytes(), tpm2b(a.pcr_digest)]
-        else:
+        elif isinstance(a, TPMSCertifyInfo):
             out += [tpm2b(a.name), tpm2b(a.qualified_name)]
+        else:
+            out += [tpm2b(a.object_name), tpm2b(a.creation_hash)]
         return b"".join(out)
+
+
+# --- TPMS_CREATION_DATA --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TPMSCreationData:
+    """TPMS_CREATION_DATA (Part 2, 15.1): what a TPM records when it creates an object: the
+    PCRs selected and their digest, the locality, the parent's name and qualified name, and
+    the caller's outsideInfo. TPM2_CertifyCreation certifies its digest (the creationHash)."""
+
+    pcr_select: TPMLPCRSelection
+    pcr_digest: bytes
+    locality: int
+    parent_name_alg: int
+    parent_name: bytes
+    parent_qualified_name: bytes
+    outside_info: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> TPMSCreationData:
+        """A TPMS_CREATION_DATA that is exactly the input."""
+        r = Reader(data, "TPMS_CREATION_DATA")
+        selection = TPMLPCRSelection.read(r)
+        digest = r.tpm2b("pcrDigest", MAX_DIGEST)
+        locality = r.u8("locality")
+        parent_alg = r.u16("parentNameAlg")
+        parent = r.tpm2b("parentName", MAX_NAME)
+        qualified = r.tpm2b("parentQualifiedName", MAX_NAME)
+        outside = r.tpm2b("outsideInfo", MAX_DATA)
+        r.done()
+        return cls(selection, digest, locality, parent_alg, parent, qualified, outside)
+
+    def to_bytes(self) -> bytes:
+        """The marshaled TPMS_CREATION_DATA."""
+        return b"".join(
+            [
+                self.pcr_select.to_bytes(),
+                tpm2b(self.pcr_digest),
+                bytes([self.locality]),
+                U16.pack(self.parent_name_alg),
+                tpm2b(self.parent_name),
+                tpm2b(self.parent_qualified_name),
+                tpm2b(self.outside_info),
+            ]
+        )
