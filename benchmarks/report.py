@@ -40,7 +40,7 @@ QUESTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("signing", "Signing", ("sign-*", "tpm2-tools-*")),
     ("decryption", "Decryption", ("decrypt-*",)),
     ("session-key", "Session key (derive)", ("derive",)),
-    ("verification", "Verification", ("attestation-verify", "attestation-pool")),
+    ("verification", "Verification", ("attestation-verify", "attestation-pool", "measured-*")),
     ("opening", "Opening and cold start", ("open", "coldstart")),
     ("threads", "Threads", ("threads",)),
     ("key-creation", "Key creation", ("keygen-*",)),

@@ -15,6 +15,7 @@ import threading
 import time
 
 from entra_keys import EntraPrivateKey, KeyType, KeyUsage, Provider
+from entra_keys.testing.tpm import connection_handles
 
 from .context import Context
 from .measure import Case, Contender, Result, Round, Target, interleave
@@ -34,7 +35,7 @@ def _handles(ctx: Context, provider: Provider) -> list[int]:
     """Transient objects now: from tpm2_getcap, or the provider's own view without tpm2-tools."""
     found = ctx.transient_handles()
     if found is None:
-        found = list(provider.transient_handles())  # type: ignore[attr-defined]
+        found = connection_handles(provider)
     return found
 
 

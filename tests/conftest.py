@@ -5,7 +5,8 @@ directory, served on a unix socket; ``own_swtpm`` starts one for a single test t
 TPM for good. When ``CI=true`` a missing swtpm or tpm2-pytss fails the run instead of skipping;
 so does a missing tpm2-abrmd for the ``tabrmd`` tests. After every test
 that opened a TPM provider, ``tpm2_getcap`` (an independent tool, on its own connection) must
-find no transient object left in the TPM.
+find no transient object left in the TPM. The providers the suite runs over, and the fixtures
+that give each (``provider``, ``store``, keys, command options), are in tests/contract/providers.py.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from entra_keys import KeyStore, KeyType, KeyUsage, Provider, open_provider
-from entra_keys.provider import EntraPrivateKey
+from entra_keys import Provider, open_provider
 from entra_keys.testing.swtpm import Swtpm, SwtpmError, Tabrmd, swtpm_available, tabrmd_available
 
-from .helpers import PROVIDERS, cached_key, transient_handles, unavailable
+from .helpers import transient_handles, unavailable
+
+#: The providers and the fixtures that give each (provider, store, keys, options): one module.
+pytest_plugins = ["tests.contract.providers"]
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -119,36 +122,3 @@ def tpm_provider(swtpm: Swtpm) -> Iterator[Provider]:
         provider.close()
     left = transient_handles(swtpm.tcti)
     assert left == [], f"transient objects leaked into the TPM: {left}"
-
-
-@pytest.fixture(params=PROVIDERS)
-def provider(request: pytest.FixtureRequest) -> Provider:
-    """Each provider in turn: every behaviour test runs over both."""
-    if request.param == "tpm":
-        tpm: Provider = request.getfixturevalue("tpm_provider")
-        return tpm
-    return open_provider("software")
-
-
-@pytest.fixture
-def store(provider: Provider, tmp_path: Path) -> KeyStore:
-    """An empty key store of the provider under test."""
-    return KeyStore(provider, tmp_path / "store")
-
-
-@pytest.fixture(params=[KeyType.RSA2048, KeyType.ECC256, KeyType.ECC384], ids=lambda t: t.value)
-def signing_key(provider: Provider, request: pytest.FixtureRequest) -> EntraPrivateKey:
-    """A signing key of each common type, from each provider."""
-    return cached_key(provider, request.param, KeyUsage.SIGN)
-
-
-@pytest.fixture
-def rsa_signing_key(provider: Provider) -> EntraPrivateKey:
-    """An RSA-2048 signing key (the device key's type), from each provider."""
-    return cached_key(provider, KeyType.RSA2048, KeyUsage.SIGN)
-
-
-@pytest.fixture
-def transport_key(provider: Provider) -> EntraPrivateKey:
-    """An RSA-2048 decryption key (the transport key's type), from each provider."""
-    return cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)

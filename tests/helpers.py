@@ -1,18 +1,24 @@
-"""Test helpers shared by the test modules (fixtures stay in conftest.py, which imports these).
+"""Test helpers shared by the test modules (fixtures stay in conftest.py and
+tests/contract/providers.py, which import these).
 
 ``transient_handles`` asks tpm2-tools (an independent tool, on its own connection) which
 transient objects the TPM holds; ``cached_key`` makes each kind of key once per session;
 ``load_vectors`` reads a saved vector file; ``kbkdf`` is pyca's KDF, the independent check of
 every derived key; ``assert_keys_encrypted`` checks a store's software keys are under a passphrase;
-``open_pcap_provider`` opens a TPM provider whose commands tpm2-tss's pcap TCTI captures.
+``open_pcap_provider`` opens a TPM provider whose commands tpm2-tss's pcap TCTI captures;
+``sealed_fields``, ``reframe_sealed`` and ``flip_byte`` take a sealed blob apart to alter it;
+``stranger_endorsement_key`` is an EK that no provider of the session holds.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
 import json
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,27 +29,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
-from entra_keys import KeyStore, KeyType, KeyUsage, Provider, open_provider
+from entra_keys import EndorsementKey, KeyStore, KeyType, KeyUsage, Provider, open_provider
 from entra_keys.errors import AttestationCheckFailed, Check, TPMUnreachable, WrongPassphrase
 from entra_keys.provider import EntraPrivateKey
 
 __all__ = [
     "IN_CI",
-    "PROVIDERS",
     "VECTORS_DIR",
     "assert_keys_encrypted",
     "cached_key",
+    "flip_byte",
     "join_keys",
     "kbkdf",
     "load_vectors",
     "open_pcap_provider",
     "raises_check",
+    "reframe_sealed",
+    "sealed_fields",
+    "stranger_endorsement_key",
     "transient_handles",
     "unavailable",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-PROVIDERS = ("software", "tpm")
 VECTORS_DIR = Path(__file__).parent / "vectors"
 #: The SP 800-108 label of Entra derived keys, written here independently of the library.
 _ENTRA_KDF_LABEL = b"AzureAD-SecureConversation"
@@ -112,6 +120,12 @@ def cached_key(provider: Provider, key_type: KeyType, usage: KeyUsage) -> EntraP
     if slot not in _KEY_CACHE:
         _KEY_CACHE[slot] = provider.key_to_pem(provider.create_key(key_type, usage))
     return provider.key_from_pem(_KEY_CACHE[slot], usage)
+
+
+@functools.cache
+def stranger_endorsement_key() -> EndorsementKey:
+    """An EK no provider of the session holds (a fresh software provider's), made once."""
+    return open_provider("software").endorsement_keys()[0]
 
 
 def join_keys(store: KeyStore) -> None:
@@ -191,3 +205,26 @@ def assert_keys_encrypted(store: KeyStore, passphrase: bytes) -> list[str]:
         )
         assert serialization.load_pem_public_key(opened.stdout) == key.public_key(), name
     return names
+
+
+def sealed_fields(blob: bytes) -> tuple[list[bytes], bytes, bytes]:
+    """The framed fields of a sealed blob, with its BEGIN and END lines, to alter one field."""
+    lines = blob.splitlines(keepends=True)
+    body = base64.b64decode(b"".join(lines[1:-1]))
+    fields, offset = [], 0
+    while offset < len(body):
+        (size,) = struct.unpack_from(">I", body, offset)
+        fields.append(body[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+    return fields, lines[0], lines[-1]
+
+
+def reframe_sealed(fields: list[bytes], begin: bytes, end: bytes, *, cut: int = 0) -> bytes:
+    """The sealed blob of these fields, its last ``cut`` bytes cut off (a truncated write)."""
+    body = b"".join(struct.pack(">I", len(f)) + f for f in fields)
+    return begin + base64.encodebytes(body[: len(body) - cut]) + end
+
+
+def flip_byte(data: bytes, at: int) -> bytes:
+    """``data`` with the low bit of byte ``at`` flipped."""
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -318,6 +318,45 @@ def test_any_attest_survives_marshal_and_parse(
     kind = TPM_ST_ATTEST_QUOTE if isinstance(body, TPMSQuoteInfo) else TPM_ST_ATTEST_CERTIFY
     attest = TPMSAttest(magic, kind, signer, extra, TPMSClockInfo(*clock), firmware, body)
     assert TPMSAttest.parse(attest.to_bytes()) == attest
+
+
+@st.composite
+def pcr_selection_bytes(draw: st.DrawFn) -> bytes:
+    """A well-formed TPML_PCR_SELECTION: up to 16 banks, any hash id, sizeofSelect 0 to 4 and
+    any bitmap (each a parsable input)."""
+    count = draw(st.integers(0, 16))
+    out = count.to_bytes(4, "big")
+    for _ in range(count):
+        size = draw(st.integers(0, 4))
+        select = draw(st.binary(min_size=size, max_size=size))
+        out += draw(st.integers(0, 0xFFFF)).to_bytes(2, "big") + bytes([size]) + select
+    return out
+
+
+@given(data=pcr_selection_bytes())
+def test_every_pcr_selection_marshals_back_to_its_bytes(data: bytes) -> None:
+    """sizeofSelect is kept as parsed, 0 included (it was written back as 3)."""
+    selection = TPMLPCRSelection.parse(data)
+    assert selection.to_bytes() == data
+    quote = TPMSAttest(
+        TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, b"", bytes(8),
+        TPMSClockInfo(1, 2, 3, True), 4, TPMSQuoteInfo(selection, bytes(32)),
+    )  # fmt: skip
+    assert TPMSAttest.parse(quote.to_bytes()).to_bytes() == quote.to_bytes()
+
+
+def test_an_empty_select_stays_empty() -> None:
+    data = bytes.fromhex("00000001000b00")  # sha256, sizeofSelect 0
+    selection = TPMLPCRSelection.parse(data)
+    assert selection.selections == (TPMSPCRSelection(TPM_ALG_SHA256, frozenset(), 0),)
+    assert selection.to_bytes() == data
+
+
+@given(r=st.binary(max_size=67), s=st.binary(max_size=67))
+def test_ecdsa_der_is_what_cryptography_encodes(r: bytes, s: bytes) -> None:
+    der = TPMTSignature(TPM_ALG_ECDSA, TPM_ALG_SHA256, b"", r, s).to_der()
+    expected = utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    assert der == expected
 
 
 def test_pcr_selection_helpers() -> None:

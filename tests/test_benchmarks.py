@@ -1,6 +1,8 @@
 """The benchmark suite runs end to end (``--short``) against the session swtpm, so it never rots.
 
-Only that every figure is there and sane is checked; timings and targets are not asserted.
+Only that every figure is there and sane is checked; timings and targets are not asserted. Off
+by default (marker ``bench``, deselected in pyproject's addopts): ``pytest -m bench`` runs it,
+as CI does in a step of its own.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ def _registry_figures() -> set[str]:
 def _env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(SRC), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path}
+
+
+pytestmark = pytest.mark.bench
 
 
 @pytest.mark.tpm

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import entra_keys
 from entra_keys.cli import main
 from entra_keys.formats import REGISTRATION_SUBJECT
 
-from .helpers import PROVIDERS, assert_keys_encrypted, transient_handles
+from .contract.providers import option_kind
+from .helpers import assert_keys_encrypted
 
 SRC = Path(entra_keys.__file__).resolve().parents[1]
 MESSAGE = b"the bytes a join agent signs\n"
@@ -99,18 +99,11 @@ def one_error_line(err: str) -> str:
 pytestmark = pytest.mark.usefixtures("clean_cli_environment")
 
 
-@pytest.fixture(params=PROVIDERS)
-def cli(
-    request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Cli]:
-    """The command for each provider in turn; a TPM run must leave no object in the TPM."""
-    if request.param == "software":
-        yield Cli("software", ["--provider", "software"], tmp_path / "store", capsys)
-        return
-    swtpm = request.getfixturevalue("swtpm")
-    yield Cli("tpm", ["--provider", "tpm", "--tcti", swtpm.tcti], tmp_path / "store", capsys)
-    left = transient_handles(swtpm.tcti)
-    assert left == [], f"the CLI left transient objects in the TPM: {left}"
+@pytest.fixture
+def cli(provider_options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The command for each provider in turn (a TPM run must leave no object in the TPM)."""
+    kind = option_kind(provider_options)
+    return Cli(kind, provider_options, tmp_path / "store", capsys)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation,
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entra_keys import KeyType, KeyUsage, UnsupportedAlgorithm, open_provider
+from entra_keys import KeyUsage, UnsupportedAlgorithm
 from entra_keys.errors import AttestationError, EntraKeysError, InvalidData
 from entra_keys.providers.software_attest import software_endorsement_key, software_tpmt_public
 from entra_keys.tcg import (
@@ -166,15 +166,6 @@ def test_make_then_activate_in_software(ek: str) -> None:
     damaged = blob[:-1] + bytes([blob[-1] ^ 1])
     with pytest.raises(AttestationError):
         activate_credential_with_key(EKS[ek], public, AK_NAME, damaged, encrypted)
-
-
-def test_software_provider_enrolls_its_ak() -> None:
-    provider = open_provider("software")
-    ak = provider.create_key(KeyType.RSA2048, KeyUsage.ATTEST)
-    ek = provider.endorsement_keys()[0]
-    name = TPMTPublic.parse(software_tpmt_public(ak.public_key(), KeyUsage.ATTEST)).name()
-    blob, encrypted = make_credential(ek.public, name, b"enrolment secret")
-    assert provider.activate_credential(ak, ek, blob, encrypted) == b"enrolment secret"
 
 
 def test_refusals() -> None:

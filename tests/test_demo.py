@@ -104,14 +104,10 @@ def _encodings(secret: bytes) -> list[bytes]:
 
 
 def test_the_join_state_keeps_no_secret_in_the_clear(
-    provider: Provider, request: pytest.FixtureRequest, tmp_path: Path
+    provider: Provider, ek_cas: list[x509.Certificate], tmp_path: Path
 ) -> None:
     """After the demo no file of the store holds the refresh token (raw or base64/base64url);
     the join state names the sealed entry, which unseals to the PRT the stand-in issued."""
-    ek_cas = []
-    if provider.kind == "tpm":
-        tpm: Swtpm = request.getfixturevalue("swtpm")
-        ek_cas = [x509.load_pem_x509_certificate(p.read_bytes()) for p in tpm.ca_certificates]
     pin = None if provider.hardware_backed else b"store passphrase"
     store = KeyStore(provider, tmp_path / "keys")
     demo = JoinDemo(provider, store, ek_cas, io.StringIO(), pin)
@@ -132,15 +128,11 @@ def test_the_join_state_keeps_no_secret_in_the_clear(
 
 
 def test_a_store_passphrase_protects_every_key_the_demo_writes(
-    provider: Provider, request: pytest.FixtureRequest, tmp_path: Path
+    provider: Provider, ek_cas: list[x509.Certificate], tmp_path: Path
 ) -> None:
     """Given a store passphrase, no key file of the store holds a private key in the clear: on
     software each is encrypted under it (and loads back with it only, the session key too);
     on a TPM each is a TSS2 key file only this TPM loads, the passphrase taking no part."""
-    ek_cas = []
-    if provider.kind == "tpm":
-        tpm: Swtpm = request.getfixturevalue("swtpm")
-        ek_cas = [x509.load_pem_x509_certificate(p.read_bytes()) for p in tpm.ca_certificates]
     passphrase = b"a store passphrase"
     store = KeyStore(provider, tmp_path / "keys")
     JoinDemo(provider, store, ek_cas, io.StringIO(), passphrase).run()

@@ -157,6 +157,10 @@ def test_tcg_header_in_front_is_removed(tpm: Swtpm) -> None:
     assert "TCG stored-certificate header removed" in certificate_lines(ek)[0]
 
 
+#: tcg-kp-EKCertificate, the key purpose an EK certificate names (TCG EK Credential Profile).
+EK_KEY_PURPOSE = x509.ObjectIdentifier("2.23.133.8.1")
+
+
 # --- non-strict DER ----------------------------------------------------------------------------
 
 
@@ -176,6 +180,7 @@ def _non_strict(tpm: Swtpm, ek_public: object, issuer_key: rsa.RSAPrivateKey) ->
         .serial_number(4242)
         .not_valid_before(datetime.datetime(2020, 1, 1))
         .not_valid_after(datetime.datetime(2040, 1, 1))
+        .add_extension(x509.ExtendedKeyUsage([EK_KEY_PURPOSE]), critical=False)
         .sign(issuer_key, hashes.SHA256())
     )
     tbs = cert.tbs_certificate_bytes
@@ -248,6 +253,7 @@ def test_chain_index_gives_the_intermediate(tpm: Swtpm, tmp_path: Path) -> None:
         .serial_number(78)
         .not_valid_before(datetime.datetime(2020, 1, 1))
         .not_valid_after(datetime.datetime(2040, 1, 1))
+        .add_extension(x509.ExtendedKeyUsage([EK_KEY_PURPOSE]), critical=False)
         .sign(middle_key, hashes.SHA256())
     )
     der = serialization.Encoding.DER

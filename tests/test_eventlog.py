@@ -27,7 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entra_keys.errors import InvalidData, UnsupportedAlgorithm
+from entra_keys.attestation import BootPolicy
+from entra_keys.errors import AttestationCheckFailed, Check, InvalidData, UnsupportedAlgorithm
 from entra_keys.tcg import _efi, eventlog
 from entra_keys.tcg.eventlog import (
     EfiVariable,
@@ -47,6 +48,7 @@ from entra_keys.tcg.eventlog import (
 )
 
 from .helpers import unavailable
+from .test_real_hardware import REAL_HARDWARE_VECTORS
 
 REALWORLD = Path(__file__).parent / "vectors" / "realworld"
 ALG_IDS = {"sha1": 0x0004, "sha256": 0x000B, "sha384": 0x000C, "sha512": 0x000D, "sm3_256": 0x0012}
@@ -135,6 +137,7 @@ def test_every_vector_is_used() -> None:
         "go-attestation/windows_gcp_shielded_vm.json",
         "go-tpm-tools/gce-cos-85-no-nonce.json",
     }
+    used |= REAL_HARDWARE_VECTORS  # read by the hardware tests (test_real_hardware lists them)
     assert files == used
     sources = (REALWORLD / "SOURCES.md").read_text()
     assert all(f"`{name}`" in sources for name in files)
@@ -584,8 +587,32 @@ def test_replay_upto() -> None:
     assert log.replay(upto=10**6) == log.replay()
     start = log.replay(upto=0)
     assert start["sha256"] == {pcr: log.initial_value("sha256", pcr) for pcr in range(24)}
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(InvalidData, match="negative"):
         log.replay(upto=-1)
+    with pytest.raises(InvalidData, match="negative"):
+        log.facts(upto=-1)
+
+
+def test_selection_digest_without_a_value_is_invalid_data() -> None:
+    """A selected PCR or bank the values lack is a typed refusal, not a KeyError or ValueError."""
+    values = load("event-uefi-sha1-log.bin").replay()
+    with pytest.raises(InvalidData, match="no value for 24"):
+        selection_digest(values, {"sha1": [0, 24]}, "sha256")
+    with pytest.raises(InvalidData, match="no value for 'sha256'"):
+        selection_digest(values, {"sha256": [0]}, "sha256")
+
+
+def test_the_log_banks_are_the_wire_hashes_and_sm3() -> None:
+    """One hash table: the SHA family is tcg.wire's; SM3-256 is the log's own addition."""
+    from entra_keys.tcg import wire
+
+    log = parse_event_log(
+        spec_id(((0x0004, 20), (0x000B, 32), (0x000C, 48), (0x000D, 64), (0x12, 32)))
+    )
+    assert log.banks == (*(info.name for info in wire.HASH_ALGORITHMS.values()), "sm3_256")
+    assert not hasattr(eventlog, "HASH_ALGORITHMS")
+    with pytest.raises(InvalidData, match="sha256 declared with digest size 20"):
+        parse_event_log(spec_id(((0x000B, 20),)))
 
 
 # --- Tying a log read later to a quote ---------------------------------------------------------
@@ -663,7 +690,7 @@ def test_matching_prefix_at_start_and_arguments() -> None:
         log.matching_prefix(selection, "md5", bytes(16))
     with pytest.raises(UnsupportedAlgorithm, match="sm3_256"):
         log.matching_prefix({"sm3_256": [0]}, "sha256", bytes(32))
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(InvalidData, match="negative"):
         log.matching_prefix({"sha1": [-1]}, "sha1", bytes(20))
 
 
@@ -841,19 +868,53 @@ def test_vendor_info_and_uintn_1() -> None:
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+#: Boot policies the fuzzed facts are evaluated against: every requirement at once, and none.
+FUZZ_POLICIES = (
+    BootPolicy(
+        secure_boot=True,
+        allowed_boot_loaders=["00" * 32],
+        allowed_kernels=["11" * 20],
+        allowed_signers=["CN=nobody"],
+        allowed_kernel_cmdline_patterns=[r"(a|b)*c", r".*"],
+        required_dbx=["22" * 32],
+        forbidden_db=["CN=nobody", "33" * 32],
+        allowed_firmware_versions=["1.0"],
+        require_bitlocker=True,
+        require_code_integrity=True,
+        forbid_test_signing=True,
+        forbid_debugging=True,
+        require_elam=True,
+    ),
+    BootPolicy(secure_boot=False, allowed_kernel_cmdline_patterns=[]),
+    BootPolicy(),
+)
+
+
 def exercise(data: bytes) -> None:
-    """Parse; if it parses, decode every event, read the facts and replay, none of which may
-    raise."""
+    """Parse; if it parses, decode every event, read the facts (of every event, and of the
+    PCRs of each bank as a quote would cover them), evaluate the boot policies over them and
+    replay: nothing may raise but a policy's BOOT_POLICY refusal."""
     try:
         log = parse_event_log(data)
     except InvalidData:
         return
     for event in log.events:
         _ = event.decoded
-    facts = log.facts()
-    for entries in (facts.pk, facts.kek, facts.db, facts.dbx):
-        for entry in entries or ():
-            _ = (entry.subject, entry.kind, entry.hash_hex)
+    every = log.facts()
+    covered = log.facts(pcrs={bank: range(24) for bank in log.replayable_banks})
+    for facts in (every, covered):
+        for entries in (facts.pk, facts.kek, facts.db, facts.dbx):
+            for entry in entries or ():
+                _ = (entry.subject, entry.kind, entry.hash_hex)
+        for policy in FUZZ_POLICIES:
+            found = policy.violations(facts)
+            assert all(isinstance(line, str) for line in found)
+            if found:
+                with pytest.raises(AttestationCheckFailed) as refused:
+                    policy.check(facts)
+                assert refused.value.check is Check.BOOT_POLICY
+            else:
+                policy.check(facts)
     log.replay()
 
 
@@ -940,6 +1001,31 @@ def test_fuzz_device_path_nodes(nodes: list[tuple[int, int, bytes]]) -> None:
     path = b"".join(struct.pack("<BBH", t, sub, 4 + len(body)) + body for t, sub, body in nodes)
     text = _efi.device_path_text(path + b"\x7f\xff\x04\x00")
     assert text is not None
+
+
+@FUZZ
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=70),
+        lambda children: st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["secure_boot", "allowed_kernels", "allowed_kernel_cmdline_patterns",
+                 "required_dbx", "forbid_debugging", "forbidden_db", "other"]
+            ),
+            children,
+            max_size=4,
+        ),
+        max_leaves=12,
+    )
+)  # fmt: skip
+def test_fuzz_boot_policy_json(document: object) -> None:
+    """A boot policy from any JSON value: a BootPolicy or InvalidData, nothing else."""
+    try:
+        policy = BootPolicy.from_json(json.dumps(document))
+    except InvalidData:
+        return
+    assert isinstance(policy, BootPolicy)
 
 
 def test_fuzz_decoders_on_real_event_data() -> None:
@@ -1140,7 +1226,7 @@ def test_facts_upto_a_prefix() -> None:
     """Facts from the quoted prefix only: events appended after it do not count."""
     base = LOGS["event-gce-ubuntu-2104-log.bin"]()
     later = parse_event_log(
-        base + agile_event(8, EV_IPL, all_banks(b"x", ("sha1",)), b"kernel_cmdline: evil\0")
+        base + agile_event(8, EV_IPL, all_banks(b"evil", ("sha1",)), b"kernel_cmdline: evil\0")
     )
     count = len(parse_event_log(base).events)
     assert later.facts().kernel_cmdline == "evil"
@@ -1155,8 +1241,8 @@ def test_facts_of_synthetic_events() -> None:
         spec_id()
         + agile_event(7, EV_EFI_ACTION, all_banks(b"UEFI Debug Mode"), b"UEFI Debug Mode")
         + agile_event(7, 0x80000001, all_banks(secure), secure)
-        + agile_event(8, EV_IPL, all_banks(b"x"), b"grub_cmd: linux /vmlinuz ro\0")
-        + agile_event(8, EV_IPL, all_banks(b"x"), b"kernel_cmdline: /vmlinuz ro\0")
+        + agile_event(8, EV_IPL, all_banks(b"linux /vmlinuz ro"), b"grub_cmd: linux /vmlinuz ro\0")
+        + agile_event(8, EV_IPL, all_banks(b"/vmlinuz ro"), b"kernel_cmdline: /vmlinuz ro\0")
     )
     facts = log.facts()
     assert facts.firmware_debug_mode and facts.actions == ("UEFI Debug Mode",)
@@ -1199,3 +1285,106 @@ def test_facts_mapping_types() -> None:
         event.digests["sha1"] = b""  # type: ignore[index]
     with pytest.raises(AttributeError):
         event.pcr = 3  # type: ignore[misc]
+
+
+# --- Data against digests, and facts from the covered events only ------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(LOGS))
+def test_real_logs_data_matches_where_defined(name: str) -> None:
+    """Every real event whose digest the PFP (or the boot loader) defines over its data has the
+    data it measured, the firmware quirks included: no real fact is lost to the check."""
+    log = load(name)
+    facts = log.facts()
+    assert facts.data_mismatches == ()
+    checked = [m for found in facts.measurements.values() for m in found if m.data_verified]
+    if any(e.event_type == EV_SEPARATOR for e in log.events):
+        assert checked
+
+
+def test_authority_quirk_one_byte_short() -> None:
+    """shim and GCE's firmware log an EV_EFI_VARIABLE_AUTHORITY one byte longer than what they
+    hashed (the byte after the variable's data): the candidate without it matches, and only
+    where that byte lies outside the variable."""
+    log = load("sb_cert_eventlog")
+    shim = log.events[12]
+    assert eventlog.data_matches(shim, ["sha256"]) is True
+    sha256 = HASHES["sha256"]
+    assert shim.digests["sha256"] == sha256(shim.data[:-1]) != sha256(shim.data)
+    # the same bytes without the trailing bytes: the variable ends at the end, no quirk allowed
+    variable = variable_bytes(_efi.SHIM_LOCK, "Shim", b"\x30\x03\x02\x01\x01")
+    short = parse_event_log(
+        spec_id() + agile_event(7, 0x800000E0, all_banks(variable[:-1]), variable)
+    )
+    assert eventlog.data_matches(short.events[1], ["sha1", "sha256"]) is False
+
+
+def test_grub_and_systemd_strings_are_measured_as_text() -> None:
+    ubuntu = load("event-gce-ubuntu-2104-log.bin")
+    (cmdline,) = [e for e in ubuntu.events if e.data.startswith(b"kernel_cmdline: ")]
+    assert eventlog.measured_data(cmdline) == (cmdline.data[16:].rstrip(b"\0"),)
+    assert eventlog.data_matches(cmdline, ubuntu.banks) is True
+    arch = load("event-arch-linux.bin")  # old systemd-boot: 365 bytes logged, 366 hashed
+    (wide,) = [e for e in arch.events if e.pcr == 8]
+    assert len(wide.data) % 2 == 1 and eventlog.data_matches(wide, ["sha256"]) is True
+    files = [e for e in ubuntu.events if e.pcr == 9]
+    assert files and all(eventlog.measured_data(e) is None for e in files)  # labels
+    facts = ubuntu.facts()
+    assert all(not m.text_measured for m in facts.boot_loader if m.pcr == 9)
+    assert all(m.text_measured for m in facts.boot_loader if m.pcr == 8)
+
+
+def test_a_secure_boot_variable_whose_data_is_not_its_digest_gives_no_fact() -> None:
+    """The attack: SecureBoot=1 in the event's data, the digest of SecureBoot=0 (what the
+    firmware measured, so the replay still matches the quote). The data is refused: no
+    secure_boot fact, the event listed as a mismatch."""
+    off = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x00")
+    on = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x01")
+    forged = parse_event_log(spec_id() + agile_event(7, 0x80000001, all_banks(off), on))
+    genuine = parse_event_log(spec_id() + agile_event(7, 0x80000001, all_banks(off), off))
+    assert forged.replay() == genuine.replay()
+    assert genuine.facts().secure_boot is False
+    facts = forged.facts()
+    assert facts.secure_boot is None
+    assert [(m.event_index, m.event_type) for m in facts.data_mismatches] == [
+        (1, "EV_EFI_VARIABLE_DRIVER_CONFIG")
+    ]
+
+
+def test_a_mismatch_in_an_unchecked_bank_is_not_read() -> None:
+    """With the quoted bank given, only its digests are read: a forged SHA-1 digest (a bank the
+    quote did not cover) can neither vouch for data nor refuse it."""
+    off = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x00")
+    on = variable_bytes(_efi.EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x01")
+    log = parse_event_log(
+        spec_id()
+        + agile_event(7, 0x80000001, [(4, HASHES["sha1"](on)), (11, HASHES["sha256"](off))], on)
+    )
+    assert log.facts(pcrs={"sha1": [7]}).secure_boot is True  # what SHA-1 alone would say
+    sha256 = log.facts(pcrs={"sha256": [7]})
+    assert sha256.secure_boot is None and len(sha256.data_mismatches) == 1
+    assert sha256.banks == ("sha256",)
+
+
+def test_facts_from_covered_pcrs_only() -> None:
+    log = load("event-gce-ubuntu-2104-log.bin")
+    full = log.facts()
+    only7 = log.facts(pcrs={"sha256": [7]})
+    assert only7.pcrs == (7,) and only7.secure_boot is False and only7.pk == full.pk
+    assert only7.boot_applications == () and only7.kernel_cmdlines == ()
+    assert only7.firmware_version is None and only7.separators == (7,)
+    apps = log.facts(pcrs={"sha384": [4]}).boot_applications
+    assert [set(a.digests) for a in apps] == [{"sha384"}, {"sha384"}]
+    assert apps[0].digests["sha384"] == full.boot_applications[0].digests["sha384"]
+    with pytest.raises(InvalidData, match="sha512"):
+        log.facts(pcrs={"sha512": [7]})
+
+
+def test_windows_revocation_lists_and_bitlocker() -> None:
+    windows = load("windows_gcp_shielded_vm").facts().windows
+    assert windows is not None and windows.bitlocker
+    boot = windows.boot_revocation_list
+    assert boot is not None and boot.hash_algorithm == 0x000B and len(boot.digest) == 32
+    assert boot.creation_time == 0x01D37370AD9AA180
+    assert windows.os_revocation_list is not None
+    assert windows.os_revocation_list.digest.hex().startswith("1bab1978c5b1")

@@ -12,9 +12,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from entra_keys import KeyType, KeyUsage, Provider, open_provider
+from entra_keys.providers.tpm._key_cache import KeyCache
 from entra_keys.session import derive_key, import_session_key
 from entra_keys.testing.swtpm import Swtpm
 from entra_keys.testing.token_service import TokenService
+from entra_keys.testing.tpm import cached_keys, connection_handles
 
 from .helpers import cached_key, kbkdf, open_pcap_provider, transient_handles
 
@@ -41,12 +43,12 @@ def test_more_keys_than_slots_take_turns_in_the_cache(tpm_provider: Provider) ->
     for round_ in range(3):
         for key in keys:
             _sign(key, f"{round_}".encode())
-            assert conn.cached_handles() <= conn.cache_slots
+            assert cached_keys(tpm_provider) <= conn.keys.slots
     with keys[0].loaded():  # a pin beside the cache: the cache makes room, nothing fails
         for key in keys:
             _sign(key, b"pinned beside")
-    handles = tpm_provider.transient_handles()  # type: ignore[attr-defined]
-    assert len(handles) == 1 + conn.cached_handles()
+    handles = connection_handles(tpm_provider)
+    assert len(handles) == 1 + cached_keys(tpm_provider)
 
 
 def test_eight_threads_sign_unpinned_with_three_keys(tpm_provider: Provider) -> None:
@@ -120,3 +122,25 @@ def test_derived_keys_cross_the_tpm_interface_only_encrypted(
     for value in derived:
         assert value not in ours
     assert control in capture.read_bytes()
+
+
+def test_the_cache_flushes_least_recently_used_keys_not_in_use() -> None:
+    """The cache alone (its flush records handles, no TPM): least recently used first, never a
+    key in use, and room for more than one when a command asks for it."""
+    flushed: list[str] = []
+    cache = KeyCache(flushed.append, slots=2)
+    a, b, c = object(), object(), object()
+    assert cache.put(a, "ha") and cache.put(b, "hb")
+    assert cache.get(a) == "ha"  # a is now the most recently used
+    with cache.in_use(b), cache.in_use(b):  # nested uses
+        assert cache.put(c, "hc")  # b is in use: a goes although b is older
+        assert flushed == ["ha"] and cache.get(a) is None
+        with cache.in_use(c):
+            assert not cache.put(a, "ha2")  # no key may go: the caller flushes its own
+            assert flushed == ["ha"]
+    cache.make_room(2)  # a command that needs two free slots
+    assert flushed == ["ha", "hb", "hc"] and len(cache) == 0
+    assert cache.load(a, lambda: "ha3") == ("ha3", True)
+    assert cache.load(b, lambda: "hb3", keep=False) == ("hb3", False)
+    assert cache.take(a) == "ha3" and len(cache) == 0
+    assert not KeyCache(flushed.append).put(a, "h")  # no slots: nothing is kept

@@ -15,12 +15,36 @@ import pytest
 import entra_keys
 from entra_keys import KeyStore, KeyType, KeyUsage, Provider
 from entra_keys.cli import main
-from entra_keys.store._leave import KILL_AT_ENV, MARKER
+from entra_keys.store._leave import MARKER
 
 from .helpers import join_keys
 
 JOIN_KEYS = ["ak", "device", "prt", "transport"]
 JOIN_FILES = sorted([f"{name}.pem" for name in JOIN_KEYS] + ["join.json", "prt.sealed"])
+#: A leave in a process that SIGKILLs itself (as ``kill -9`` would) right after its N-th change
+#: to the store (argv[2]): the leave module's ``os`` is wrapped, so the product keeps no hook.
+KILLED_LEAVE = """
+import os, signal, sys, types
+from entra_keys.store import _leave, leave
+changes = int(sys.argv[2])
+def dying(call):
+    def change(*args, **kwargs):
+        global changes
+        done = call(*args, **kwargs)
+        changes -= 1
+        if changes == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return done
+    return change
+wrapped = types.ModuleType("os")
+wrapped.__dict__.update(vars(os))
+for name in ("mkdir", "rename", "unlink", "rmdir"):
+    setattr(wrapped, name, dying(getattr(os, name)))
+_leave.os = wrapped
+if changes == 0:
+    os.kill(os.getpid(), signal.SIGKILL)
+leave(sys.argv[1])
+"""
 
 
 def _join(store: KeyStore) -> None:
@@ -75,19 +99,19 @@ def test_leave_killed_at_every_step_leaves_the_whole_join_or_nothing(
     template = KeyStore(provider, tmp_path / "template")
     _join(template)
     src = str(Path(entra_keys.__file__).parent.parent)
-    code = "import sys; from entra_keys.store import leave; leave(sys.argv[1])"
     seen = set()
-    steps = 2 + 2 * len(JOIN_FILES)  # decide, then move and remove each file
-    for step in range(steps + 1):  # the last one is not killed: a whole leave
+    changes = 2 + 2 * len(JOIN_FILES)  # the marker made, each file moved and removed, it removed
+    for step in [*range(changes + 1), None]:  # killed before the leave, after each change; whole
         path = tmp_path / f"store-{step}"
         shutil.copytree(template.path, path)
+        kill_after = -1 if step is None else step
         done = subprocess.run(
-            [sys.executable, "-c", code, str(path)],
-            env={**os.environ, "PYTHONPATH": src, KILL_AT_ENV: str(step)},
+            [sys.executable, "-c", KILLED_LEAVE, str(path), str(kill_after)],
+            env={**os.environ, "PYTHONPATH": src},
             capture_output=True,
             check=False,
         )
-        assert done.returncode == (-signal.SIGKILL if step < steps else 0), (step, done.stderr)
+        assert done.returncode == (0 if step is None else -signal.SIGKILL), (step, done.stderr)
         store = KeyStore(provider, path)
         state = _state(store)
         seen.add(state)

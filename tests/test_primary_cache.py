@@ -80,6 +80,34 @@ def test_second_open_uses_the_saved_primary_context(
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
+def test_open_load_sign_close_sends_these_commands(
+    own_swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh process's one signature without a persistent SRK, command by command, with the
+    primary created and from its saved context (the SRK case: test_tpm_init)."""
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        pem = provider.key_to_pem(provider.create_key(KeyType.ECC256, KeyUsage.SIGN))
+    forget_saved_primary(own_swtpm.tcti)
+    codes = []
+    for name in ("created", "saved"):
+        capture = tmp_path / f"{name}.pcap"
+        with open_pcap_provider(own_swtpm.tcti, capture, monkeypatch) as provider:
+            key = provider.key_from_pem(pem, KeyUsage.SIGN)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        monkeypatch.delenv("TCTI_PCAP_FILE")
+        codes.append(command_codes(capture))
+    read_public, get_capability, context_save, context_load = 0x173, 0x17A, 0x162, 0x161
+    load, sign, flush = 0x157, 0x15D, 0x165
+    # ReadPublic finds no SRK; the ECC probe, CreatePrimary, the slot count, ContextSave.
+    opened = [read_public, get_capability, CREATE_PRIMARY, get_capability, context_save]
+    # The load check keeps the key in the key cache for the signature; close flushes both.
+    used = [load, sign, flush, flush]
+    assert codes[0] == opened + used
+    assert codes[1] == [read_public, context_load, read_public, *used]
+    assert transient_handles(own_swtpm.tcti) == []
+
+
 def test_a_restarted_tpm_creates_the_primary_again(own_swtpm: Swtpm, tmp_path: Path) -> None:
     assert SAVED not in _storage(own_swtpm.tcti)
     assert SAVED in _storage(own_swtpm.tcti)

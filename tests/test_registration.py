@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from entra_keys import AttestationError, KeyStore, KeyType, KeyUsage, Provider
 from entra_keys.tcg.records import certification_to_json
@@ -15,21 +15,19 @@ from entra_keys.testing.registration import RegistrationService
 
 def enrolled(provider: Provider, store: KeyStore, service: RegistrationService) -> object:
     ak = store.create("ak", KeyType.ECC256, KeyUsage.ATTEST)
-    ek = provider.endorsement_keys()[0]  # a software EK: the service allows software here
+    ek = provider.endorsement_keys()[0]
     blob, secret = service.enrollment_challenge(ek, ak.tpm_public)
     service.finish_enrollment(ak.tpm_public, provider.activate_credential(ak, ek, blob, secret))
     return ak
 
 
-def test_certification_nonce_must_be_issued_and_is_used_once(tmp_path: Path) -> None:
-    from entra_keys import open_provider
-
-    provider = open_provider("software")
-    store = KeyStore(provider, tmp_path / "store")
-    service = RegistrationService(allow_software=True)
+def test_certification_nonce_must_be_issued_and_is_used_once(
+    provider: Provider, store: KeyStore, ek_cas: list[x509.Certificate]
+) -> None:
+    service = RegistrationService(ek_ca_certificates=ek_cas, allow_software=True)
     ak = enrolled(provider, store, service)
     device = store.create("device", KeyType.RSA2048, KeyUsage.SIGN)
-    assert store.load("ak").usage is KeyUsage.ATTEST  # an ECC software AK reloads
+    assert store.load("ak").usage is KeyUsage.ATTEST  # an ECC AK reloads
 
     def attestation(nonce: bytes) -> dict[str, object]:
         proof = json.loads(certification_to_json(provider.certify(device, ak, nonce)))  # type: ignore[arg-type]

@@ -1,5 +1,7 @@
-"""Sealed secrets over both providers: round trips, nothing in the clear on disk or on the TPM
-wire, another TPM, a wrong PIN counting down in the TPM, PCR policies, altered blobs, the CLI.
+"""Sealed secrets where the providers differ by nature: software refuses to seal in the clear or
+to PCRs; a TPM's blob altered inside, another TPM, a wrong PIN counting down in the TPM, PCR
+policies, nothing in the clear on the TPM wire; and the CLI. What every provider does alike is in
+tests/contract/test_sealing.py.
 
 Tests that spend dictionary-attack tries or extend PCRs run on their own swtpm (``own_tpm``),
 never on the session's.
@@ -7,9 +9,7 @@ never on the session's.
 
 from __future__ import annotations
 
-import base64
 import os
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,11 +21,6 @@ import pytest
 from entra_keys import (
     ForeignKey,
     InvalidData,
-    KeyExists,
-    KeyFileCorrupt,
-    KeyNotFound,
-    KeyStore,
-    KeyStoreError,
     PCRMismatch,
     Provider,
     TPMAuthFailure,
@@ -34,21 +29,23 @@ from entra_keys import (
     WrongPassphrase,
     open_provider,
 )
-from entra_keys.store import sealed
 from entra_keys.testing.swtpm import Swtpm, swtpm_available
 
-from .helpers import open_pcap_provider, transient_handles, unavailable
+from .contract.providers import option_kind
+from .helpers import (
+    flip_byte,
+    open_pcap_provider,
+    reframe_sealed,
+    sealed_fields,
+    transient_handles,
+    unavailable,
+)
 
 SMALL = b"a refresh token's secret part \x00\xff"
 LARGE = os.urandom(6000)  # a PRT and its refresh tokens: several KB
 PIN = b"246810"
 #: A resettable PCR (debug, locality 0) that the PCR tests extend on their own swtpm.
 PCR = 16
-
-
-def _pin_for(provider: Provider) -> bytes | None:
-    """Software seals only under a passphrase; the TPM seals with or without a PIN."""
-    return PIN if provider.kind == "software" else None
 
 
 @pytest.fixture(scope="module")
@@ -71,93 +68,7 @@ def own_provider(own_tpm: Swtpm) -> Iterator[Provider]:
         yield provider
 
 
-def _fields(blob: bytes) -> tuple[list[bytes], bytes, bytes]:
-    """The framed fields of a blob, with its BEGIN and END lines, to alter one field."""
-    lines = blob.splitlines(keepends=True)
-    body = base64.b64decode(b"".join(lines[1:-1]))
-    fields, offset = [], 0
-    while offset < len(body):
-        (size,) = struct.unpack_from(">I", body, offset)
-        fields.append(body[offset + 4 : offset + 4 + size])
-        offset += 4 + size
-    return fields, lines[0], lines[-1]
-
-
-def _reframe(fields: list[bytes], begin: bytes, end: bytes, *, cut: int = 0) -> bytes:
-    """The blob of these fields, its last ``cut`` bytes cut off (a truncated write)."""
-    body = b"".join(struct.pack(">I", len(f)) + f for f in fields)
-    return begin + base64.encodebytes(body[: len(body) - cut]) + end
-
-
-def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
-
-
 # -- round trips and the store ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("secret", [SMALL, LARGE], ids=["small", "several-KB"])
-def test_a_sealed_secret_unseals_to_the_same_bytes(store: KeyStore, secret: bytes) -> None:
-    pin = _pin_for(store.provider)
-    sealed.seal(store, "prt", secret, pin=pin)
-    assert sealed.unseal(store, "prt", pin=pin) == secret
-    assert sealed.names(store) == ["prt"]
-    path = store.path / "prt.sealed"
-    assert path.stat().st_mode & 0o777 == 0o600
-    kind = store.provider.kind.upper()
-    assert path.read_bytes().startswith(f"-----BEGIN ENTRA KEYS SEALED {kind} DATA-----".encode())
-
-
-@pytest.mark.parametrize("secret", [SMALL, LARGE], ids=["small", "several-KB"])
-def test_a_tpm_secret_with_a_pin_unseals_only_with_it(
-    tpm_provider: Provider, secret: bytes
-) -> None:
-    blob = tpm_provider.seal(secret, pin=PIN)
-    assert tpm_provider.unseal(blob, pin=PIN) == secret
-    with pytest.raises(WrongPassphrase, match="PIN"):
-        tpm_provider.unseal(blob)
-
-
-def test_the_secret_is_in_no_file_of_the_store(store: KeyStore) -> None:
-    pin = _pin_for(store.provider)
-    store.create("device", *_device())
-    sealed.seal(store, "small", SMALL, pin=pin)
-    sealed.seal(store, "large", LARGE, pin=pin)
-    files = [p for p in store.path.rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {"small.sealed", "large.sealed", "device.pem"}
-    for path in files:
-        data = path.read_bytes()
-        for secret in (SMALL, LARGE[:64], LARGE[-64:], PIN):
-            assert secret not in data, path
-            assert base64.b64encode(secret) not in data, path
-
-
-def test_the_store_keeps_replaces_and_deletes_sealed_secrets(store: KeyStore) -> None:
-    pin = _pin_for(store.provider)
-    sealed.seal(store, "a", b"one", pin=pin)
-    with pytest.raises(KeyExists, match="'a'"):
-        sealed.seal(store, "a", b"two", pin=pin)
-    sealed.seal(store, "a", b"two", pin=pin, replace=True)
-    assert sealed.unseal(store, "a", pin=pin) == b"two"
-    sealed.seal(store, "b", b"three", pin=pin)
-    with pytest.raises(KeyStoreError, match="invalid key name"):
-        sealed.seal(store, "../escape", b"x", pin=pin)
-    assert sealed.names(store) == ["a", "b"]
-    assert store.list() == []  # sealed secrets are not keys
-    sealed.delete(store, "a")
-    assert sealed.names(store) == ["b"]
-    with pytest.raises(KeyNotFound):
-        sealed.unseal(store, "a", pin=pin)
-    with pytest.raises(KeyNotFound):
-        sealed.delete(store, "a")
-    assert not [p for p in store.path.iterdir() if p.name.startswith(".tmp-")]
-
-
-def test_nothing_or_too_much_is_not_sealed(provider: Provider) -> None:
-    pin = _pin_for(provider)
-    for data in (b"", os.urandom(sealed.MAX_SECRET + 1)):
-        with pytest.raises(InvalidData):
-            provider.seal(data, pin=pin)
 
 
 def test_software_refuses_to_seal_in_the_clear_or_to_pcrs() -> None:
@@ -166,47 +77,16 @@ def test_software_refuses_to_seal_in_the_clear_or_to_pcrs() -> None:
         provider.seal(SMALL)
     with pytest.raises(UnsupportedAlgorithm, match="no PCRs"):
         provider.seal(SMALL, pin=PIN, pcrs=[0, 7])
-    blob = provider.seal(SMALL, pin=PIN)
-    with pytest.raises(WrongPassphrase):
-        provider.unseal(blob, pin=b"wrong")
-    with pytest.raises(WrongPassphrase):
-        provider.unseal(blob)
 
 
 # -- altered and foreign blobs ---------------------------------------------------------------
 
 
-def test_an_altered_blob_fails_typed(provider: Provider) -> None:
-    pin = _pin_for(provider)
-    for secret in (SMALL, LARGE):
-        blob = provider.seal(secret, pin=pin)
-        fields, begin, end = _fields(blob)
-        for index in range(1, len(fields)):
-            if not fields[index]:
-                continue
-            changed = list(fields)
-            changed[index] = _flip(changed[index], len(changed[index]) // 2)
-            with pytest.raises((KeyFileCorrupt, ForeignKey, WrongPassphrase, PCRMismatch)):
-                provider.unseal(_reframe(changed, begin, end), pin=pin)
-        with pytest.raises(KeyFileCorrupt, match="truncated"):
-            provider.unseal(_reframe(fields, begin, end, cut=10), pin=pin)
-    with pytest.raises(KeyFileCorrupt):
-        provider.unseal(b"not a blob", pin=pin)
-
-
-def test_a_blob_of_the_other_provider_is_refused(tpm_provider: Provider) -> None:
-    software = open_provider("software")
-    with pytest.raises(KeyFileCorrupt, match="software provider"):
-        tpm_provider.unseal(software.seal(SMALL, pin=PIN))
-    with pytest.raises(KeyFileCorrupt, match="tpm provider"):
-        software.unseal(tpm_provider.seal(SMALL), pin=PIN)
-
-
 def test_a_tpm_object_altered_in_the_blob_does_not_load(tpm_provider: Provider) -> None:
-    fields, begin, end = _fields(tpm_provider.seal(SMALL))
-    fields[5] = _flip(fields[5], len(fields[5]) - 3)  # the private blob's encrypted part
+    fields, begin, end = sealed_fields(tpm_provider.seal(SMALL))
+    fields[5] = flip_byte(fields[5], len(fields[5]) - 3)  # the private blob's encrypted part
     with pytest.raises(ForeignKey, match="altered"):
-        tpm_provider.unseal(_reframe(fields, begin, end))
+        tpm_provider.unseal(reframe_sealed(fields, begin, end))
 
 
 @pytest.mark.parametrize("secret", [SMALL, LARGE], ids=["small", "several-KB"])
@@ -340,15 +220,12 @@ def _cli(*args: str, env: dict[str, str], stdin: bytes = b"") -> subprocess.Comp
     )
 
 
-@pytest.mark.parametrize("kind", ["software", "tpm"])
 def test_cli_seal_and_unseal_round_trip(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path, clean_cli_environment: None
+    provider_options: list[str], tmp_path: Path, clean_cli_environment: None
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENTRA_KEYS_")}
-    options = ["--provider", kind, "--store", str(tmp_path / "store")]
-    if kind == "tpm":
-        swtpm: Swtpm = request.getfixturevalue("swtpm")
-        options += ["--tcti", swtpm.tcti]
+    options = [*provider_options, "--store", str(tmp_path / "store")]
+    kind = option_kind(provider_options)
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(LARGE)
     pin_file = tmp_path / "pin"
@@ -377,8 +254,6 @@ def test_cli_seal_and_unseal_round_trip(
     assert done.returncode == 1 and b"no sealed secret 'nothing'" in done.stderr
     for path in (tmp_path / "store").iterdir():
         assert SMALL not in path.read_bytes()
-    if kind == "tpm":
-        assert transient_handles(request.getfixturevalue("swtpm").tcti) == []
 
 
 def test_cli_refuses_pcrs_on_software(tmp_path: Path, clean_cli_environment: None) -> None:
@@ -389,9 +264,3 @@ def test_cli_refuses_pcrs_on_software(tmp_path: Path, clean_cli_environment: Non
     assert done.returncode == 1 and b"no PCRs" in done.stderr
     done = _cli(*options, "seal", "x", "--in", "-", "--pcrs", "zero", env=env, stdin=SMALL)
     assert done.returncode == 2
-
-
-def _device() -> tuple[Any, Any]:
-    from entra_keys import KeyType, KeyUsage
-
-    return KeyType.RSA2048, KeyUsage.SIGN

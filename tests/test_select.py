@@ -22,7 +22,7 @@ def no_tpm(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with no TPM named anywhere (and none at /dev/tpmrm0 in this sandbox)."""
     for var in ("ENTRA_KEYS_PROVIDER", "TPM2TOOLS_TCTI", "TSS2_TCTI"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr("entra_keys.providers.tpm.provider.TPM_DEVICE", "/nonexistent/tpmrm0")
+    monkeypatch.setattr("entra_keys.providers.tpm.tcti.TPM_DEVICE", "/nonexistent/tpmrm0")
 
 
 def test_no_tpm_falls_back_to_software_with_a_warning(

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
 from entra_keys._json import b64url_decode
 from entra_keys.testing.token_service import TokenService
 
-from .helpers import PROVIDERS, cached_key, kbkdf, transient_handles
+from .contract.providers import open_apart, option_kind
+from .helpers import cached_key, kbkdf
 from .test_cli import Cli, one_error_line, run_program
 
 RESPONSE = b'{"access_token":"eyJ0-secret","refresh_token":"0.AXk"}'
@@ -29,27 +29,22 @@ RESPONSE = b'{"access_token":"eyJ0-secret","refresh_token":"0.AXk"}'
 pytestmark = pytest.mark.usefixtures("clean_cli_environment")
 
 
-@pytest.fixture(params=PROVIDERS)
+@pytest.fixture
 def cli(
-    request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Cli]:
-    """The command for each provider, with the session's transport key stored as 'transport'."""
+    provider_options: list[str],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """The command for each provider, with the session's transport key stored as 'transport'
+    (a TPM run must leave no object in the TPM)."""
     store = tmp_path / "store"
-    if request.param == "software":
-        provider = open_provider("software")
+    kind = option_kind(provider_options)
+    with open_apart(kind, request) as provider:
         KeyStore(provider, store).save(
             "transport", cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
         )
-        yield Cli("software", ["--provider", "software"], store, capsys)
-        return
-    swtpm = request.getfixturevalue("swtpm")
-    with open_provider("tpm", tcti=swtpm.tcti) as provider:
-        KeyStore(provider, store).save(
-            "transport", cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
-        )
-    yield Cli("tpm", ["--provider", "tpm", "--tcti", swtpm.tcti], store, capsys)
-    left = transient_handles(swtpm.tcti)
-    assert left == [], f"the session commands left transient objects in the TPM: {left}"
+    return Cli(kind, provider_options, store, capsys)
 
 
 def transport_public(cli: Cli) -> rsa.RSAPublicKey:
@@ -249,18 +244,12 @@ def test_help_says_derive_is_for_diagnostics() -> None:
     assert b"diagnostics" in done.stdout
 
 
-def test_decrypt_from_stdin_as_a_program(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    provider = open_provider("software")
-    transport = cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
-    assert isinstance(transport, rsa.RSAPrivateKey)
-    KeyStore(provider, store).save("transport", transport)
+def test_decrypt_from_stdin_as_a_program(cli: Cli, tmp_path: Path) -> None:
     service = TokenService()
-    jwe = write(tmp_path / "jwe", service.session_key_jwe(transport.public_key()))
-    base = ["--provider", "software", "--store", str(store), "session"]
-    done = run_program(*base, "import", "prt", "--transport-key", "transport", "--in", jwe)
+    jwe = write(tmp_path / "jwe", service.session_key_jwe(transport_public(cli)))
+    done = cli.run("session", "import", "prt", "--transport-key", "transport", "--in", jwe)
     assert done.returncode == 0, done.stderr
     body = service.encrypt_response(b'{"a":"binary"}', mode="cbc").encode()
-    done = run_program(*base, "decrypt", "prt", "--in", "-", stdin=body)
+    done = cli.run("session", "decrypt", "prt", "--in", "-", stdin=body)
     assert done.returncode == 0, done.stderr
     assert done.stdout == b'{"a":"binary"}'

@@ -21,6 +21,7 @@ from entra_keys.tcg import make_credential
 from entra_keys.tcg.public import TPMTPublic
 from entra_keys.testing.swtpm import Tabrmd
 from entra_keys.testing.token_service import TokenService
+from entra_keys.testing.tpm import connection_handles
 
 NONCE = bytes(range(16))
 UNVERIFIED = TrustPolicy(allow_unverified_ak=True)
@@ -31,11 +32,11 @@ def shared(tabrmd: Tabrmd) -> Iterator[Provider]:
     """A TPM provider over tabrmd; after the test, its key cache flushed, its connection holds
     what it held at open (tabrmd virtualizes handles per connection: the check is on its own)."""
     provider = open_provider("tpm", tcti=tabrmd.tcti)
-    before = provider.transient_handles()  # type: ignore[attr-defined]
+    before = connection_handles(provider)
     try:
         yield provider
         provider.connection.flush_cache()  # type: ignore[attr-defined]
-        assert provider.transient_handles() == before  # type: ignore[attr-defined]
+        assert connection_handles(provider) == before
     finally:
         provider.close()
 
@@ -93,16 +94,17 @@ _WORKER = textwrap.dedent(
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
     from entra_keys import KeyType, KeyUsage, open_provider
+    from entra_keys.testing.tpm import connection_handles
 
     with open_provider("tpm", tcti=sys.argv[1]) as provider:
-        before = provider.transient_handles()
+        before = connection_handles(provider)
         key = provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
         for n in range(int(sys.argv[2])):
             message = b"process %s message %d" % (sys.argv[3].encode(), n)
             signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
             key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
         provider.connection.flush_cache()
-        assert provider.transient_handles() == before, provider.transient_handles()
+        assert connection_handles(provider) == before, connection_handles(provider)
     print("signed", sys.argv[2])
     """
 )
@@ -124,5 +126,5 @@ def test_two_processes_sign_at_once(tabrmd: Tabrmd) -> None:
         assert out.strip() == "signed 25"
     # Both closed: a fresh connection finds nothing of theirs, and tabrmd still serves.
     with open_provider("tpm", tcti=tabrmd.tcti) as provider:
-        handles = provider.transient_handles()  # type: ignore[attr-defined]
+        handles = connection_handles(provider)
         assert len(handles) <= 1  # at most this provider's own storage primary

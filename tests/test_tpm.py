@@ -27,6 +27,7 @@ from entra_keys import (
 )
 from entra_keys.providers.tpm import TPMProvider
 from entra_keys.testing.swtpm import Swtpm
+from entra_keys.testing.tpm import cached_keys, connection_handles
 
 from .helpers import cached_key, transient_handles
 
@@ -63,19 +64,19 @@ def test_used_keys_stay_cached_and_flush_on_demand(tpm_provider: Provider) -> No
     key = cached_key(tpm, KeyType.ECC256, KeyUsage.SIGN)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     tpm.connection.flush_cache()
-    baseline = tpm.transient_handles()
+    baseline = connection_handles(tpm)
     assert len(baseline) == 1  # the storage key this provider created
-    assert tpm.connection.cache_slots == 1  # swtpm: 3 slots - storage key - one spare
+    assert tpm.connection.keys.slots == 1  # swtpm: 3 slots - storage key - one spare
     key.sign(b"m", ec.ECDSA(hashes.SHA256()))
-    assert len(tpm.transient_handles()) == 2  # kept for the next signature
+    assert len(connection_handles(tpm)) == 2  # kept for the next signature
     with key.loaded():
         with key.loaded():  # nested pins share one slot, the one the cache held
-            assert len(tpm.transient_handles()) == 2
+            assert len(connection_handles(tpm)) == 2
             key.sign(b"m", ec.ECDSA(hashes.SHA256()))
-        assert len(tpm.transient_handles()) == 2
-    assert len(tpm.transient_handles()) == 2  # back in the cache
+        assert len(connection_handles(tpm)) == 2
+    assert len(connection_handles(tpm)) == 2  # back in the cache
     tpm.connection.flush_cache()
-    assert tpm.transient_handles() == baseline
+    assert connection_handles(tpm) == baseline
 
 
 def test_full_object_memory_is_a_typed_error_and_recovers(
@@ -95,7 +96,7 @@ def test_full_object_memory_is_a_typed_error_and_recovers(
             c.sign(b"m", padding.PKCS1v15(), hashes.SHA256())
         assert info.value.rc is not None and info.value.rc & 0xFFF == 0x902
     tpm = as_tpm(tpm_provider)
-    assert len(tpm.transient_handles()) == 1 + tpm.connection.cached_handles()
+    assert len(connection_handles(tpm)) == 1 + cached_keys(tpm)
     a.sign(b"m", ec.ECDSA(hashes.SHA256()))
     c.sign(b"m", padding.PKCS1v15(), hashes.SHA256())  # the cache makes room for it
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import enum
 import hashlib
 import json
 import subprocess
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from entra_keys.errors import (
     Check,
     InvalidData,
     InvalidSignature,
+    MalformedAttestation,
 )
 from entra_keys.providers.software_attest import software_endorsement_key, software_tpmt_public
 from entra_keys.tcg import (
@@ -50,6 +53,7 @@ from entra_keys.tcg import (
     TPMSAttest,
     TPMSCertifyInfo,
     TPMSClockInfo,
+    TPMSPCRSelection,
     TPMSQuoteInfo,
     TPMTPublic,
     TPMTSignature,
@@ -113,8 +117,9 @@ def fabricated_ak(key: Any, attrs: int = AK_ATTRS, **changes: Any) -> bytes:
     return dataclasses.replace(public, **changes).to_bytes()
 
 
-def check(attest: bytes, key: Any, ak: Any, **kwargs: Any) -> Any:
-    return verify_quote(attest, tpm_signature(key, attest), ak, NONCE, {"sha256": PCRS}, **kwargs)
+def check(attest: bytes, key: Any, ak: Any, pcrs: Any = None, **kwargs: Any) -> Any:
+    expected = {"sha256": PCRS} if pcrs is None else pcrs
+    return verify_quote(attest, tpm_signature(key, attest), ak, NONCE, expected, **kwargs)
 
 
 # --- the AK: a bare key, a key that is no AK, a fabricated public area ----------------------------
@@ -248,6 +253,10 @@ def test_short_nonces_are_refused_by_both_providers(provider: Provider, nonce: b
 # --- EK certificates ------------------------------------------------------------------------------
 
 
+#: tcg-kp-EKCertificate, the key purpose an EK certificate names (TCG EK Credential Profile).
+EK_KEY_PURPOSE = x509.ObjectIdentifier("2.23.133.8.1")
+
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
@@ -260,6 +269,7 @@ def _certificate(
     ca: bool = False,
     key_cert_sign: bool = False,
     subject: str = "",
+    ek_purpose: bool = True,
 ) -> x509.Certificate:
     now = datetime.now(UTC)
     builder = (
@@ -286,6 +296,8 @@ def _certificate(
             critical=True,
         )
     )
+    if not ca and ek_purpose:  # an EK certificate names the EK key purpose (tcg-kp-EKCertificate)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([EK_KEY_PURPOSE]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -359,6 +371,255 @@ def test_a_key_without_the_ek_templates_attributes_is_refused_as_the_ek() -> Non
                          policy=policy)  # fmt: skip
 
 
+# --- EK certificates without the EK key purpose ------------------------------------------------
+
+
+def test_an_ek_certificate_without_extended_key_usage_is_refused_unless_legacy_is_allowed() -> None:
+    """A leaf under the maker's CA with no extendedKeyUsage is no EK certificate by default
+    (real chips' name tcg-kp-EKCertificate); a policy may accept legacy ones, and says so."""
+    ek_key = rsa.generate_private_key(65537, 2048)
+    legacy = _certificate(ek_key, CA_KEY, "Test TPM maker CA", ek_purpose=False)
+    with raises_check(Check.CERTIFICATE, match="no extendedKeyUsage"):
+        verify_ek_certificate(legacy, [CA])
+    with raises_check(Check.CERTIFICATE, match="no extendedKeyUsage"):
+        verify_ek_certificate(legacy, policy=TrustPolicy(ek_ca_certificates=[CA]))
+    allowed = TrustPolicy(ek_ca_certificates=[CA], allow_ek_without_eku=True)
+    assert verify_ek_certificate(legacy, policy=allowed).ek_key_purpose is False
+    assert verify_ek_certificate(legacy, [CA], allow_without_eku=True).ek_key_purpose is False
+    with raises_check(Check.CERTIFICATE, match="no extendedKeyUsage"):  # the parameter decides
+        verify_ek_certificate(legacy, policy=allowed, allow_without_eku=False)
+    good = _certificate(ek_key, CA_KEY, "Test TPM maker CA")
+    assert verify_ek_certificate(good, [CA]).ek_key_purpose is True
+    # AK enrollment against that EK: refused by default, made (and said) under the flag.
+    ek = software_endorsement_key(ek_key)
+    ak = fabricated_ak(ATTACKER)
+    with raises_check(Check.CERTIFICATE, match="no extendedKeyUsage"):
+        AKEnrollment(ak, ek.public, legacy, policy=TrustPolicy(ek_ca_certificates=[CA]))
+    enrollment = AKEnrollment(ak, ek.public, legacy, policy=allowed)
+    assert enrollment.ek_certificate is not None
+    assert enrollment.ek_certificate.ek_key_purpose is False
+
+
+def test_swtpm_ek_certificates_name_the_ek_key_purpose(swtpm: Swtpm) -> None:
+    """The default holds for the EK certificates swtpm_setup makes (the test swtpm's)."""
+    from entra_keys import open_provider
+
+    with open_provider("tpm", tcti=swtpm.tcti) as tpm:
+        eks = tpm.endorsement_keys()
+    cas = [p.read_bytes() for p in swtpm.ca_certificates]
+    for ek in eks:
+        info = verify_ek_certificate(ek.require_certificate(), cas, ek_public=ek.public)
+        assert info.ek_key_purpose is True
+
+
+# --- the verifier's inputs: banks named twice, caller buffers -----------------------------------
+
+HARDWARE = TrustPolicy(enrolled_aks=[fabricated_ak(ATTACKER)])
+V0, V7 = PCRS[0], PCRS[7]
+
+
+class Alg(enum.IntEnum):
+    """A TPM_ALG id as an int subclass (tpm2-pytss' constants are)."""
+
+    SHA256 = TPM_ALG_SHA256
+
+
+def _quote_of(selections: tuple[TPMSPCRSelection, ...], values: bytes) -> bytes:
+    """A quote (signed by the enrolled AK) of this PCR selection and the digest of ``values``."""
+    body = TPMSQuoteInfo(TPMLPCRSelection(selections), hashlib.sha256(values).digest())
+    return dataclasses.replace(TPMSAttest.parse(forged_quote()), attested=body).to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("sha256", TPM_ALG_SHA256), ("SHA256", "sha256"), (TPM_ALG_SHA256, "Sha256"),
+     ("sha256", Alg.SHA256)],
+    ids=["name-and-id", "two-cases", "id-and-name", "name-and-int-subclass"],
+)  # fmt: skip
+def test_a_pcr_bank_named_twice_in_the_expected_values_is_invalid_data(
+    first: Any, second: Any
+) -> None:
+    """The later entry replaced the earlier, so a quote of PCR 7 alone passed against an
+    expectation of PCRs 0 and 7: a bank named twice is refused, whatever the order."""
+    pcr7_only = _quote_of((TPMSPCRSelection(TPM_ALG_SHA256, frozenset({7})),), V7)
+    expected = {first: {0: V0, 7: V7}, second: {7: V7}}
+    with pytest.raises(InvalidData, match="named twice"):
+        check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs=expected, policy=HARDWARE)
+    with pytest.raises(InvalidData, match="named twice"):
+        check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs=dict(reversed(expected.items())))
+    with raises_check(Check.PCR_SELECTION):  # named once, the quote does not cover PCR 0
+        check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs={first: {0: V0, 7: V7}})
+
+
+class Twice(Mapping[Any, Any]):
+    """A mapping that yields a key twice (any Mapping of the caller's may)."""
+
+    def __init__(self, *pairs: tuple[Any, Any]) -> None:
+        self.pairs = pairs
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict(self.pairs)[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([key for key, _ in self.pairs])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def test_a_bank_or_pcr_a_mapping_yields_twice_is_invalid_data() -> None:
+    pcr7_only = _quote_of((TPMSPCRSelection(TPM_ALG_SHA256, frozenset({7})),), V7)
+    banks = Twice(("sha256", {0: V0, 7: V7}), ("sha256", {7: V7}))
+    with pytest.raises(InvalidData, match="named twice"):
+        check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs=banks, policy=HARDWARE)
+    pcrs = Twice((7, V7), (7, V7))
+    with pytest.raises(InvalidData, match="given twice"):
+        check(pcr7_only, ATTACKER, fabricated_ak(ATTACKER), pcrs={"sha256": pcrs})
+
+
+@pytest.mark.parametrize(
+    "selections",
+    [
+        (TPMSPCRSelection(TPM_ALG_SHA256, frozenset({0, 7})),
+         TPMSPCRSelection(TPM_ALG_SHA256, frozenset())),
+        (TPMSPCRSelection(TPM_ALG_SHA256, frozenset()),
+         TPMSPCRSelection(TPM_ALG_SHA256, frozenset({0, 7}))),
+        (TPMSPCRSelection(TPM_ALG_SHA256, frozenset({0})),
+         TPMSPCRSelection(TPM_ALG_SHA256, frozenset({7}))),
+    ],
+    ids=["then-empty", "empty-first", "split"],
+)  # fmt: skip
+def test_a_quote_that_selects_a_bank_twice_is_refused(
+    selections: tuple[TPMSPCRSelection, ...],
+) -> None:
+    attest = _quote_of(selections, V0 + V7)
+    with raises_check(Check.PCR_SELECTION, match="selected twice"):
+        check(attest, ATTACKER, fabricated_ak(ATTACKER), policy=HARDWARE)
+    once = _quote_of((TPMSPCRSelection(TPM_ALG_SHA256, frozenset({0, 7})),), V0 + V7)
+    assert check(once, ATTACKER, fabricated_ak(ATTACKER), policy=HARDWARE).hardware_backed
+
+
+def _certification(device: bytes) -> bytes:
+    name = TPMTPublic.parse(device).name()
+    return dataclasses.replace(
+        TPMSAttest.parse(forged_quote()), type=TPM_ST_ATTEST_CERTIFY,
+        attested=TPMSCertifyInfo(name, name),
+    ).to_bytes()  # fmt: skip
+
+
+DEVICE_KEY = ec.generate_private_key(ec.SECP256R1())
+DEVICE = software_tpmt_public(DEVICE_KEY.public_key(), KeyUsage.SIGN)
+
+
+@pytest.mark.parametrize("kind", [memoryview, bytearray, lambda b: memoryview(bytearray(b))],
+                         ids=["memoryview", "bytearray", "writable-memoryview"])  # fmt: skip
+def test_bytes_like_inputs_verify_as_bytes_do(kind: Any) -> None:
+    """A writable memoryview crashed the verifier; every bytes-like input is taken as bytes."""
+    attest = forged_quote()
+    pcrs = {"sha256": {i: kind(v) for i, v in PCRS.items()}}
+    result = verify_quote(
+        kind(attest), kind(tpm_signature(ATTACKER, attest)), kind(fabricated_ak(ATTACKER)),
+        kind(NONCE), pcrs, policy=HARDWARE,
+    )  # fmt: skip
+    assert result.hardware_backed and result.pcr_values == {"sha256": PCRS}
+    assert type(result.raw_attest) is bytes and type(result.nonce) is bytes
+    certification = _certification(DEVICE)
+    certified = verify_certify(
+        kind(certification), kind(tpm_signature(ATTACKER, certification)),
+        kind(fabricated_ak(ATTACKER)), kind(DEVICE), kind(NONCE), policy=HARDWARE,
+        expected_key=DEVICE_KEY.public_key(),
+    )  # fmt: skip
+    assert certified.hardware_backed and certified.public_key == DEVICE_KEY.public_key()
+
+
+def test_a_buffer_changed_after_the_call_changes_no_result() -> None:
+    """A bytearray changed after the call changed a result's pcr_values: results own copies."""
+    attest, nonce = bytearray(forged_quote()), bytearray(NONCE)
+    values = {i: bytearray(v) for i, v in PCRS.items()}
+    result = verify_quote(
+        attest, tpm_signature(ATTACKER, bytes(attest)), fabricated_ak(ATTACKER), nonce,
+        {"sha256": values}, policy=HARDWARE,
+    )  # fmt: skip
+    attest[:] = bytes(len(attest))
+    nonce[:] = bytes(len(nonce))
+    for value in values.values():
+        value[:] = b"\xee" * 32
+    assert result.pcr_values == {"sha256": PCRS}
+    assert result.raw_attest == forged_quote() and result.nonce == NONCE
+    with pytest.raises(TypeError):
+        result.pcr_values["sha256"][0] = bytes(32)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("position", "value", "error", "check"),
+    [
+        ("attest", "text", MalformedAttestation, Check.STRUCTURE),
+        ("signature", 5, MalformedAttestation, Check.STRUCTURE),
+        ("ak", 5, AttestationCheckFailed, Check.TRUST),
+        ("nonce", "0123456789abcdef", AttestationCheckFailed, Check.NONCE),
+        ("nonce", [1, 2, 3, 4, 5, 6, 7, 8], AttestationCheckFailed, Check.NONCE),
+        ("pcrs", [("sha256", PCRS)], InvalidData, None),
+        ("pcrs", {"sha256": [V0]}, InvalidData, None),
+        ("pcrs", {"sha256": {0: V0.hex()}}, InvalidData, None),
+        ("ak_certificate", 5, AttestationCheckFailed, Check.CERTIFICATE),
+    ],
+)  # fmt: skip
+def test_inputs_of_other_types_are_typed_refusals(
+    position: str, value: Any, error: type[Exception], check: Check | None
+) -> None:
+    attest = forged_quote()
+    args: dict[str, Any] = {
+        "attest": attest, "signature": tpm_signature(ATTACKER, attest),
+        "ak": fabricated_ak(ATTACKER), "nonce": NONCE, "pcrs": {"sha256": PCRS},
+    }  # fmt: skip
+    extra: dict[str, Any] = {}
+    if position == "ak_certificate":
+        extra["ak_certificate"] = value
+    else:
+        args[position] = value
+    with pytest.raises(error) as caught:
+        verify_quote(*args.values(), policy=HARDWARE, **extra)
+    assert getattr(caught.value, "check", None) == check
+
+
+def test_certify_inputs_of_other_types_are_typed_refusals() -> None:
+    certification = _certification(DEVICE)
+    args = (certification, tpm_signature(ATTACKER, certification), fabricated_ak(ATTACKER))
+    with pytest.raises(MalformedAttestation, match="certified key's TPMT_PUBLIC is bytes"):
+        verify_certify(*args, DEVICE.hex(), NONCE)  # type: ignore[arg-type]
+    with raises_check(Check.KEY, match="expected key"):
+        verify_certify(*args, DEVICE, NONCE, expected_key=DEVICE)  # type: ignore[arg-type]
+
+
+def test_policy_and_enrollment_inputs_are_copied() -> None:
+    """Buffers given to a TrustPolicy or an AKEnrollment and changed after are not seen."""
+    ak = bytearray(fabricated_ak(ATTACKER))
+    policy = TrustPolicy(enrolled_aks=[memoryview(ak)], trusted_aks=[ak])
+    ak[-1] ^= 1
+    assert check(forged_quote(), ATTACKER, fabricated_ak(ATTACKER), policy=policy).hardware_backed
+    with pytest.raises(AttestationCheckFailed):
+        TrustPolicy(enrolled_aks=["not a public area"])
+    with raises_check(Check.CERTIFICATE):
+        TrustPolicy(ek_ca_certificates=[5])  # type: ignore[list-item]
+    ca_der = bytearray(CA.public_bytes(serialization.Encoding.DER))
+    policy = TrustPolicy(ek_ca_certificates=[memoryview(ca_der)])
+    ca_der[:] = bytes(len(ca_der))
+    assert list(policy.ek_ca_certificates()) == [CA]
+    ek_key = rsa.generate_private_key(65537, 2048)
+    ek, ek_cert = (
+        software_endorsement_key(ek_key),
+        _certificate(ek_key, CA_KEY, "Test TPM maker CA"),
+    )
+    enrolling = bytearray(fabricated_ak(ATTACKER))
+    enrollment = AKEnrollment(
+        memoryview(enrolling), bytearray(ek.public),
+        memoryview(bytearray(ek_cert.public_bytes(serialization.Encoding.DER))),
+        policy=TrustPolicy(ek_ca_certificates=[CA]),
+    )  # fmt: skip
+    enrolling[:] = bytes(len(enrolling))
+    assert enrollment.ak.to_bytes() == fabricated_ak(ATTACKER)
+
+
 # --- AK certificates ------------------------------------------------------------------------------
 
 
@@ -382,10 +643,17 @@ def test_ak_certificate_evidence() -> None:
     as_ca = _certificate(ak_key, CA_KEY, "Test TPM maker CA", ca=True, subject="ak")
     with raises_check(Check.CERTIFICATE, match="a CA certificate"):
         verify_ak_certificate(as_ca, ak_key.public_key(), [CA])
-    # A bare key gets no evidence from a certificate: it stays unverified.
+    # The AK known by its certificate alone (as WebAuthn and cloud vTPMs give it): the bare key
+    # with a certificate that verifies is certified, no opt-in needed; without it, refused.
     bare = check(forged_quote(), ak_key, ak_key.public_key(), ak_certificate=ak_cert,
-                 policy=TrustPolicy(ak_ca_certificates=[CA], allow_unverified_ak=True))  # fmt: skip
-    assert bare.ak_evidence is AKEvidence.UNVERIFIED and not bare.hardware_backed
+                 policy=policy)  # fmt: skip
+    assert bare.ak_evidence is AKEvidence.CERTIFICATE and bare.hardware_backed
+    assert bare.ak_certificate_info is not None and bare.ak_certificate_info.subject == "CN=ak"
+    with raises_check(Check.TRUST, match="bare public key"):
+        check(forged_quote(), ak_key, ak_key.public_key(), policy=policy)
+    with raises_check(Check.CERTIFICATE, match="another key than this AK"):
+        check(forged_quote(), ATTACKER, ATTACKER.public_key(), policy=policy,
+              ak_certificate=ak_cert)  # fmt: skip
 
 
 # --- the CLI --------------------------------------------------------------------------------------

@@ -25,14 +25,12 @@ from entra_keys import (
     KeyUsage,
     Provider,
     TPMError,
-    open_provider,
 )
 from entra_keys.attestation.verifier import verify_certify
 from entra_keys.providers.tpm import TPMProvider
 
 NONCE = bytes(range(32))
 IMPORTED = "imported into the TPM (TPM2_Import): its private half was known outside the TPM"
-MADE_HERE = "made in this TPM (fixedTPM, fixedParent, sensitiveDataOrigin)"
 SoftwareKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -222,20 +220,6 @@ def test_key_file_whose_public_area_lies_does_not_load(
             store.load("device", allow_imported=allow)
 
 
-@pytest.mark.parametrize("usage", [KeyUsage.SIGN, KeyUsage.DECRYPT, KeyUsage.ATTEST], ids=ids)
-def test_key_made_in_the_tpm_is_hardware_backed_and_says_why(
-    tpm_provider: Provider, tmp_path: Path, usage: KeyUsage
-) -> None:
-    store = KeyStore(tpm_provider, tmp_path / "store")
-    made = store.create("device", KeyType.RSA2048, usage)
-    assert made.hardware_backed is True and made.hardware_reason == MADE_HERE
-    for allow in (False, True):
-        key = store.load("device", allow_imported=allow)
-        assert key.hardware_backed is True
-        assert key.hardware_reason == MADE_HERE
-    assert [i.hardware_backed for i in store.list()] == [True]
-
-
 def test_certify_of_an_imported_key_claims_no_hardware(tpm_provider: Provider) -> None:
     ak = tpm_provider.create_key(KeyType.ECC256, KeyUsage.ATTEST)
     pem = tpm_import(tpm_provider, software_key(KeyType.RSA2048), KeyUsage.SIGN)
@@ -264,16 +248,3 @@ def test_imported_ak_makes_no_hardware_claims(tpm_provider: Provider) -> None:
     assert tpm_provider.quote(ak, [0], NONCE).hardware_backed is False
     made = tpm_provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
     assert tpm_provider.certify(made, ak, NONCE).hardware_backed is False
-
-
-def test_software_provider_takes_allow_imported_and_says_software(tmp_path: Path) -> None:
-    provider = open_provider("software")
-    store = KeyStore(provider, tmp_path / "store")
-    store.create("device", KeyType.ECC256, KeyUsage.SIGN)
-    for allow in (False, True):
-        key = store.load("device", allow_imported=allow)
-        assert key.hardware_backed is False
-        assert key.hardware_reason == "a software key: no TPM"
-    pem = provider.key_to_pem(key)
-    again = provider.key_from_pem(pem, KeyUsage.SIGN, allow_imported=True)
-    assert again.hardware_reason == "a software key: no TPM"

@@ -20,7 +20,7 @@ import sys
 import time
 import tracemalloc
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,17 +30,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
+from entra_keys import KeyStore, KeyType, KeyUsage
 from entra_keys import session as session_module
 from entra_keys._json import b64url_decode, b64url_encode
 from entra_keys.cli import CommandError
 from entra_keys.cli.common import read_input as _read_bounded
 from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData, ServiceError
-from entra_keys.provider import EntraPrivateKey, Provider
+from entra_keys.provider import EntraPrivateKey
 from entra_keys.session import MAX_RESPONSE_SIZE, PRTSession, decrypt_response
 from entra_keys.testing.token_service import TokenService
 
-from .helpers import PROVIDERS, cached_key, transient_handles
+from .contract.providers import open_apart, option_kind
+from .helpers import cached_key
 from .test_cli import Cli, one_error_line
 
 # 57 bytes: 4 blocks with 7 bytes of padding, so the tampered 0x01 pad is never the original's.
@@ -642,33 +643,23 @@ def test_a_custom_limit_works_both_ways(prt: PRTSession, service: TokenService) 
 # -- the command line -------------------------------------------------------------------------
 
 
-@pytest.fixture(params=PROVIDERS)
+@pytest.fixture
 def cli(
+    provider_options: list[str],
     request: pytest.FixtureRequest,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     clean_cli_environment: None,
-) -> Iterator[tuple[Cli, TokenService]]:
-    """The command for each provider, with a session key 'prt' of a fresh token service."""
+) -> tuple[Cli, TokenService]:
+    """The command for each provider, with a session key 'prt' of a fresh token service (a TPM
+    run must leave no object in the TPM)."""
     service = TokenService()
-
-    def provision(provider: Provider) -> None:
+    kind = option_kind(provider_options)
+    with open_apart(kind, request) as provider:
         transport = cached_key(provider, KeyType.RSA2048, KeyUsage.DECRYPT)
         jwe = service.session_key_jwe(public(transport))
         PRTSession.create(KeyStore(provider, tmp_path / "store"), "prt", transport, jwe)
-
-    if request.param == "software":
-        provision(open_provider("software"))
-        yield Cli("software", ["--provider", "software"], tmp_path / "store", capsys), service
-        return
-    swtpm = request.getfixturevalue("swtpm")
-    with open_provider("tpm", tcti=swtpm.tcti) as provider:
-        provision(provider)
-    yield (
-        Cli("tpm", ["--provider", "tpm", "--tcti", swtpm.tcti], tmp_path / "store", capsys),
-        service,
-    )
-    assert transient_handles(swtpm.tcti) == []
+    return Cli(kind, provider_options, tmp_path / "store", capsys), service
 
 
 def test_cli_decrypt_limit_and_one_failure(cli: tuple[Cli, TokenService], tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The verifier: every check of REFERENCE.md section 3, each failing on its own, and interop.
+"""The verifier: every check of a TPM attestation, each failing on its own, and interop.
 
 Quotes and certifications made by tpm2-tools on swtpm (saved vectors, and fresh ones from the
 session swtpm) verify; for each check one field is changed (and the attestation re-signed, so
@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -527,6 +528,118 @@ def test_every_failure_is_an_attestation_error_naming_its_check() -> None:
         AttestationCheckFailed("no check named")
 
 
+# --- one parse, then the checks: results, expected values, signature forms ---------------------
+
+
+def test_a_verified_quote_carries_its_parsed_attestation_and_pickles() -> None:
+    for key in (RSA_AK, EC_AK):
+        result = check_quote(quote_attest(), key=key, policy=ENROLLED)
+        assert result.hardware_backed and result.attest == TPMSAttest.parse(result.raw_attest)
+        assert result.attest.extra_data == NONCE
+        again = pickle.loads(pickle.dumps(result))
+        assert again == result and again.attest == result.attest
+
+
+def test_a_quote_with_a_4_byte_pcr_select_verifies() -> None:
+    """A 4-byte pcrSelect (a TPM with more than 24 PCRs) selecting the expected PCRs is right."""
+    selection = TPMLPCRSelection((TPMSPCRSelection(TPM_ALG_SHA256, frozenset(PCRS), 4),))
+    body = dataclasses.replace(quote_body(), pcr_select=selection)
+    assert check_quote(quote_attest(attested=body), policy=ENROLLED).hardware_backed
+
+
+def test_a_verified_certification_carries_its_attestation_and_pickles() -> None:
+    data = certify_attest(device_public()).to_bytes()
+    result = verify_certify(
+        data, sign(EC_AK, data), ak_public(EC_AK), device_public(), NONCE,
+        policy=ENROLLED, expected_key=DEVICE.public_key(),
+    )  # fmt: skip
+    assert result.hardware_backed and result.attest == TPMSAttest.parse(data)
+    again = pickle.loads(pickle.dumps(result))
+    assert again == result and again.attest == result.attest
+    assert again.public_key == DEVICE.public_key()
+
+
+def test_a_result_s_pcr_values_cannot_be_changed_by_its_holder() -> None:
+    result = check_quote(quote_attest())
+    with pytest.raises(TypeError):
+        result.pcr_values["sha256"][7] = bytes(32)  # type: ignore[index]
+    with pytest.raises(TypeError):
+        result.pcr_values["sha1"] = {}  # type: ignore[index]
+    assert check_quote(quote_attest()).pcr_values == {"sha256": PCRS}
+    assert pickle.loads(pickle.dumps(result)).pcr_values == {"sha256": PCRS}
+
+
+def test_expected_values_changed_in_place_are_checked_as_they_are_now() -> None:
+    expected = {"sha256": dict(PCRS)}
+    assert check_quote(quote_attest(), pcrs=expected, policy=ENROLLED).hardware_backed
+    expected["sha256"][7] = bytes(32)
+    with raises_check(Check.PCR_DIGEST):
+        check_quote(quote_attest(), pcrs=expected)
+
+
+@pytest.mark.parametrize("index", [True, 1.0], ids=["True", "1.0"])
+def test_what_python_takes_for_1_is_no_pcr_index(index: Any) -> None:
+    one = {1: bytes(32)}
+    selection = TPMLPCRSelection.of({"sha256": [1]})
+    body = TPMSQuoteInfo(selection, hashlib.sha256(bytes(32)).digest())
+    assert check_quote(quote_attest(attested=body), pcrs={"sha256": one}) is not None
+    with pytest.raises(InvalidData, match=r"is not 0\.\.31"):
+        check_quote(quote_attest(attested=body), pcrs={"sha256": {index: bytes(32)}})
+
+
+def test_a_bank_named_by_a_float_is_refused() -> None:
+    assert check_quote(quote_attest(), pcrs={TPM_ALG_SHA256: PCRS}) is not None
+    with raises_check(Check.HASH):
+        check_quote(quote_attest(), pcrs={float(TPM_ALG_SHA256): PCRS})  # type: ignore[dict-item]
+
+
+def test_a_sha1_bank_is_refused_by_a_policy_without_allow_sha1() -> None:
+    body = TPMSQuoteInfo(TPMLPCRSelection.of({"sha1": [0]}), hashlib.sha256(bytes(20)).digest())
+    data = quote_attest(attested=body).to_bytes()
+    args = (data, sign(RSA_AK, data), ak_public(RSA_AK), NONCE, {"sha1": {0: bytes(20)}})
+    assert not verify_quote(*args, policy=TrustPolicy(allow_sha1=True)).hardware_backed
+    with raises_check(Check.HASH, match="sha1 PCR bank is refused"):
+        verify_quote(*args)
+
+
+def test_bytearray_pcr_values_are_taken_as_they_are_at_the_call() -> None:
+    values = {i: bytearray(v) for i, v in PCRS.items()}
+    assert check_quote(quote_attest(), pcrs={"sha256": values}).pcr_values == {"sha256": PCRS}
+    values[7] = bytearray(32)
+    with raises_check(Check.PCR_DIGEST):
+        check_quote(quote_attest(), pcrs={"sha256": values})
+
+
+def test_rsa_signatures_of_another_scheme_hash_or_size_are_refused() -> None:
+    data = quote_attest().to_bytes()
+    right = sign(RSA_AK, data)
+    for signature, check in [
+        (sign(RSA_AK, data, pss=True), "signature"),  # another scheme
+        (sign(RSA_AK, data, hash_alg=TPM_ALG_SHA384), "signature"),  # another hash
+        (right[:4] + (len(right) - 7).to_bytes(2, "big") + right[6:-1], "signature"),  # short
+        (right[:-1], "structure"),  # its size says one byte more
+        (right + b"\0", "structure"),  # one byte after it
+    ]:
+        with pytest.raises(AttestationCheckFailed) as caught:
+            verify_quote(data, signature, ak_public(RSA_AK), NONCE, {"sha256": PCRS})
+        assert caught.value.check == check
+
+
+def test_an_ecdsa_r_without_its_leading_zero_verifies() -> None:
+    """A TPM may give r without its leading zero byte: right; r longer than the curve is
+    refused."""
+    data = quote_attest().to_bytes()
+    sig = TPMTSignature.parse(sign(EC_AK, data))
+    while sig.signature_r[0] != 0:  # ECDSA is randomized: 1 signature in 256 has one
+        sig = TPMTSignature.parse(sign(EC_AK, data))
+    short = dataclasses.replace(sig, signature_r=sig.signature_r[1:]).to_bytes()
+    result = verify_quote(data, short, ak_public(EC_AK), NONCE, {"sha256": PCRS}, policy=ENROLLED)
+    assert result.hardware_backed and result.signature.signature_r == sig.signature_r[1:]
+    long = dataclasses.replace(sig, signature_r=b"\0" + sig.signature_r).to_bytes()
+    with raises_check(Check.SIGNATURE, match="longer than 32 bytes"):
+        verify_quote(data, long, ak_public(EC_AK), NONCE, {"sha256": PCRS}, policy=ENROLLED)
+
+
 # --- software attestations -----------------------------------------------------------------------
 
 
@@ -715,6 +828,10 @@ def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, cert
 
 
+#: tcg-kp-EKCertificate, the key purpose an EK certificate names (TCG EK Credential Profile).
+EK_KEY_PURPOSE = x509.ObjectIdentifier("2.23.133.8.1")
+
+
 def _leaf(
     issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate, *extensions: tuple[Any, bool]
 ) -> x509.Certificate:
@@ -724,6 +841,8 @@ def _leaf(
         .public_key(ec.generate_private_key(ec.SECP256R1()).public_key()).serial_number(2)
         .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1))
     )  # fmt: skip
+    if not any(isinstance(e, x509.ExtendedKeyUsage) for e, _ in extensions):  # as EK profile
+        extensions = (*extensions, (x509.ExtendedKeyUsage([EK_KEY_PURPOSE]), False))
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(issuer_key, hashes.SHA256())

@@ -7,9 +7,11 @@ the same typed error and the same check. The pickling the pool relies on is chec
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,9 @@ from cryptography.x509.oid import NameOID
 
 from entra_keys import KeyType, KeyUsage, Provider
 from entra_keys.attestation import TrustPolicy, VerifierPool, verify_certify, verify_quote
-from entra_keys.errors import AttestationCheckFailed, Check, MalformedAttestation
+from entra_keys.errors import AttestationCheckFailed, Check, EntraKeysError, MalformedAttestation
+
+from . import test_verifier as vt
 
 NONCE = bytes(range(16))
 
@@ -135,3 +139,146 @@ def test_pool_certify_equals_in_process(
     expected = _refusal(verify_certify, *wrong_name, policy=pool_policy)
     assert _refusal(pool.verify_certify, *wrong_name) == expected
     assert expected[1] == Check.NAME
+
+
+# --- the pool takes what the functions take, and the policy it is given now ---------------------
+
+
+def _quote_args(nonce: Any = vt.NONCE) -> tuple[Any, ...]:
+    """A quote by the test RSA AK (enrolled in ``ENROLLED``) and the arguments that verify it."""
+    data = vt.quote_attest(extra_data=bytes(nonce)).to_bytes()
+    return data, vt.sign(vt.RSA_AK, data), vt.ak_public(vt.RSA_AK), nonce, {"sha256": vt.PCRS}
+
+
+@pytest.fixture(scope="module")
+def enrolled_pool() -> Iterator[VerifierPool]:
+    with VerifierPool(2, policy=vt.ENROLLED) as pool:
+        yield pool
+
+
+@pytest.mark.parametrize("kind", [memoryview, bytearray, lambda b: memoryview(bytearray(b))],
+                         ids=["memoryview", "bytearray", "writable-memoryview"])  # fmt: skip
+def test_the_pool_takes_bytes_like_inputs_as_the_function_does(
+    enrolled_pool: VerifierPool, kind: Any
+) -> None:
+    """A memoryview nonce worked in-process but not through the pool (it does not pickle)."""
+    attest, signature, ak, nonce, pcrs = _quote_args()
+    only_nonce = (attest, signature, ak, kind(nonce), pcrs)
+    assert enrolled_pool.verify_quote(*only_nonce) == verify_quote(*only_nonce, policy=vt.ENROLLED)
+    values = {"sha256": {i: kind(v) for i, v in vt.PCRS.items()}}
+    args = (kind(attest), kind(signature), kind(ak), kind(nonce), values)
+    local = verify_quote(*args, policy=vt.ENROLLED)
+    assert enrolled_pool.verify_quote(*args) == local and local.hardware_backed
+    assert list(enrolled_pool.map([args, args])) == [local, local]
+
+
+def test_a_buffer_changed_after_submitting_changes_nothing(enrolled_pool: VerifierPool) -> None:
+    attest, signature, ak, nonce, pcrs = _quote_args()
+    buffer = bytearray(attest)
+    future = enrolled_pool.submit_quote(buffer, signature, ak, nonce, pcrs)
+    buffer[:] = bytes(len(buffer))  # after submit returns: what was sent is a copy
+    assert future.result().raw_attest == attest
+
+
+@pytest.mark.parametrize(
+    ("position", "value"),
+    [(0, "text"), (2, 5), (3, "0123456789abcdef"), (4, [("sha256", vt.PCRS)]),
+     (4, {"sha256": vt.PCRS, 0x000B: vt.PCRS}), (4, {"md5": {0: bytes(16)}})],
+    ids=["attest-str", "ak-int", "nonce-str", "pcrs-list", "bank-twice", "unknown-bank"],
+)  # fmt: skip
+def test_the_pool_refuses_what_the_function_refuses_alike(
+    enrolled_pool: VerifierPool, position: int, value: Any
+) -> None:
+    args = list(_quote_args())
+    args[position] = value
+    with pytest.raises(EntraKeysError) as local:
+        verify_quote(*args, policy=vt.ENROLLED)
+    for call in (
+        lambda: enrolled_pool.verify_quote(*args),
+        lambda: list(enrolled_pool.map([_quote_args(), tuple(args)])),
+    ):
+        with pytest.raises(EntraKeysError) as remote:
+            call()
+        assert type(remote.value) is type(local.value)
+        assert str(remote.value) == str(local.value)
+        assert getattr(remote.value, "check", None) == getattr(local.value, "check", None)
+
+
+def test_set_policy_revokes_an_ak_in_a_running_pool() -> None:
+    """The pool kept the policy it started with: after the parent revoked the AK (a policy
+    without it, requiring hardware), the pool still said hardware_backed=True. With set_policy,
+    nothing submitted after it returns runs under the old policy; what was submitted before
+    completes."""
+    args = _quote_args()
+    policy = TrustPolicy(enrolled_aks=[vt.ak_public(vt.RSA_AK)])
+    with VerifierPool(2, policy=policy) as pool:
+        pool.warm_up()
+        assert pool.verify_quote(*args).hardware_backed
+        before = [pool.submit_quote(*args) for _ in range(20)]
+        policy.require_hardware = True  # changing the object the pool was given changes nothing
+        assert pool.verify_quote(*args).hardware_backed
+        pool.set_policy(TrustPolicy(require_hardware=True))  # the AK is no longer enrolled
+        after = [pool.submit_quote(*args) for _ in range(20)]
+        for future in after:
+            with pytest.raises(AttestationCheckFailed, match="requires hardware") as caught:
+                future.result()
+            assert caught.value.check == Check.TRUST
+        with pytest.raises(AttestationCheckFailed, match="requires hardware"):
+            list(pool.map([args] * 4))
+        for future in before:  # each verified under the old policy or the new one
+            assert future.exception() is not None or future.result().hardware_backed
+        pool.set_policy(TrustPolicy(enrolled_aks=[vt.ak_public(vt.RSA_AK)]))
+        assert pool.verify_quote(*args).hardware_backed
+
+
+# --- AK certificates, their intermediates and the nonce rules, through the pool --------------
+
+_REAL = Path(__file__).parent / "vectors" / "realworld"
+_GCE = json.loads((_REAL / "go-tpm-tools" / "gce-cos-85-no-nonce.json").read_text())
+_GOOGLE = _REAL / "go-tpm-tools" / "server" / "ca-certs"
+
+
+def _gce_args(index: int, intermediates: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    import base64
+
+    quote = _GCE["quotes"][index]
+    bank = quote["pcrs"]["hash"]
+    pcrs = {bank: {int(i): base64.b64decode(v) for i, v in quote["pcrs"]["pcrs"].items()}}
+    args = (base64.b64decode(quote["quote"]), base64.b64decode(quote["raw_sig"]),
+            base64.b64decode(_GCE["ak_pub"]), b"", pcrs)  # fmt: skip
+    certificate = base64.b64decode(_GCE["ak_cert"])
+    return args, {"ak_certificate": certificate, "ak_intermediates": intermediates}
+
+
+@pytest.mark.filterwarnings("ignore:Attribute.s length must be:UserWarning")
+def test_the_pool_checks_ak_certificates_and_nonce_rules_as_the_function_does() -> None:
+    """Results carry the AK certificate's information and the nonce rules; the policy's CA
+    certificates (read ones, non-DER included) and the caller's intermediates, given as bytes,
+    certificate objects or read certificates, reach the workers."""
+    from entra_keys.attestation.ekcert import read_certificate
+
+    when = datetime(2024, 6, 1, tzinfo=UTC)
+    intermediate = (_GOOGLE / "tpm_ek_intermediate_2.crt").read_bytes()
+    policy = TrustPolicy(
+        ak_ca_certificates=[(_GOOGLE / "tpm_ek_root_1.cer").read_bytes()],
+        allow_empty_nonce=True, allow_sha1=True, at=when,
+    )  # fmt: skip
+    bundled = TrustPolicy.with_tpm_vendor_cas(allow_empty_nonce=True, at=when)
+    with VerifierPool(2, policy=policy) as pool:
+        for given in (intermediate, x509.load_der_x509_certificate(intermediate),
+                      read_certificate(intermediate)):  # fmt: skip
+            args, kwargs = _gce_args(1, [given])
+            local = verify_quote(*args, policy=policy, **kwargs)
+            remote = pool.verify_quote(*args, **kwargs)
+            assert remote == local and remote.ak_certificate_info is not None
+            assert remote.ak_certificate_info.model == "vTPM" and remote.hardware_backed
+            assert remote.nonce_policy.allow_empty
+        args, kwargs = _gce_args(1, [])
+        assert _refusal(pool.verify_quote, *args, **kwargs)[1] is Check.CERTIFICATE
+        pool.set_policy(bundled)  # intermediates from the shipped bundle, pickled to workers
+        assert pool.verify_quote(*args, **kwargs) == verify_quote(*args, policy=bundled, **kwargs)
+        pool.set_policy(TrustPolicy(ak_ca_certificates=policy.ak_ca_certificates(), at=when))
+        args, kwargs = _gce_args(1, [intermediate])
+        assert _refusal(pool.verify_quote, *args, **kwargs)[1] is Check.NONCE
+        refused = _refusal(pool.verify_quote, *args, **{**kwargs, "ak_intermediates": "x"})
+        assert refused[1] is Check.CERTIFICATE

@@ -46,10 +46,13 @@ and chained with ``raise ... from exc``. No message carries key material.
 Every failed check is an ``AttestationCheckFailed`` whose ``check`` names it: ``Check.TRUST``
 (the policy does not trust the AK, or it is no AK: enroll it, or give its TPMT_PUBLIC),
 ``HASH``, ``SIGNATURE``, ``SOFTWARE``, ``MAGIC``, ``TYPE``, ``NONCE``, ``PCR_SELECTION``,
-``PCR_DIGEST``, ``NAME``, ``KEY``, ``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an
-EK or AK certificate that does not chain or is unfit; also raised by the certificate checks on
-their own) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check == "nonce"`` holds. A
-subclass is kept only where a caller acts differently: a parse error is also an InvalidData.
+``PCR_DIGEST``, ``EVENT_LOG`` (the TCG event log does not replay to the quoted PCRs),
+``BOOT_POLICY`` (what booted breaks the verifier's boot policy), ``NAME``, ``KEY``,
+``KEY_ATTRIBUTES``, ``KEY_STRENGTH``, ``CERTIFICATE`` (an EK or AK certificate that does not
+chain or is unfit; also raised by the certificate checks on their own), ``CREATION`` (a creation
+attestation's creationHash) and ``STRUCTURE``. ``Check`` is a string enum: ``exc.check ==
+"nonce"`` holds. A subclass is kept only where a caller acts differently: a parse error is also
+an InvalidData.
 
 Signatures: a key's own ``public_key().verify`` is pyca's and raises pyca's
 ``cryptography.exceptions.InvalidSignature``; entra_keys' own checks (compact JWS, the stand-in
@@ -270,8 +273,9 @@ class Check(enum.StrEnum):
     """The check an ``AttestationCheckFailed`` names, each equal to its string
     (``Check.NONCE == "nonce"``). The verifier makes them in this order, as go-tpm-tools'
     ``quote.Verify`` does: trust (the AK), hash, signature, software, magic, type, then nonce,
-    PCR selection and PCR digest for a quote, or name, nonce, key attributes, key strength and
-    key for a certification."""
+    PCR selection, PCR digest, event log and boot policy for a quote, or name, nonce, key
+    attributes, key strength and key for a certification, or name, creation and nonce for a
+    creation attestation."""
 
     #: The trust policy does not trust the attestation key, or it is no restricted signing key.
     TRUST = "trust"
@@ -290,8 +294,14 @@ class Check(enum.StrEnum):
     NONCE = "nonce"
     #: The quote covers other PCRs or banks than the verifier expected.
     PCR_SELECTION = "pcr-selection"
-    #: The quoted PCR digest is not the hash of the expected PCR values.
+    #: The quoted PCR digest is not the hash of the expected PCR values (or, where the caller
+    #: gave none, of the event log's replay).
     PCR_DIGEST = "pcr-digest"
+    #: The event log does not replay to the quoted PCR values (it names the first PCR that
+    #: differs), lacks a quoted bank, or extends none of the quoted PCRs.
+    EVENT_LOG = "event-log"
+    #: The boot facts of the quoted events break the verifier's boot policy (it names the fact).
+    BOOT_POLICY = "boot-policy"
     #: The name in the certification is not the name of the TPMT_PUBLIC given with it.
     NAME = "name"
     #: The certified key is not the public key the verifier expected.
@@ -302,6 +312,8 @@ class Check(enum.StrEnum):
     KEY_STRENGTH = "key-strength"
     #: An EK or AK certificate that does not chain, is out of date or is unfit.
     CERTIFICATE = "certificate"
+    #: A creation attestation's creationHash is not the digest of the creation data given.
+    CREATION = "creation"
     #: Bytes that do not parse as the structure they claim to be.
     STRUCTURE = "structure"
 

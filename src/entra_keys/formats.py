@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from ._json import MAX_JSON_SIZE, b64url_decode, b64url_encode, load_object
 from .errors import InvalidData, InvalidSignature, UnsupportedAlgorithm
+from .tcg.public import PublicKey
 
 if TYPE_CHECKING:  # cryptography.x509 costs ~40 ms to import: only the CSR functions load it
     from cryptography import x509
@@ -51,7 +52,6 @@ __all__ = [
     "verify_raw",
 ]
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 #: A key whose public half is wanted: the public key itself or its private key.
 AnyKey = PublicKey | PrivateKey

@@ -16,6 +16,7 @@ import abc
 import contextlib
 import enum
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -337,9 +338,18 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def quote(
-        self, ak: EntraPrivateKey, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256"
+        self,
+        ak: EntraPrivateKey,
+        pcrs: Sequence[int],
+        nonce: bytes,
+        bank: str = "sha256",
+        *,
+        event_log: bool | str | os.PathLike[str] = False,
     ) -> Quote:
-        """A PCR quote signed by the AK over the caller's nonce (at most 32 bytes)."""
+        """A PCR quote signed by the AK over the caller's nonce (at most 32 bytes). With
+        ``event_log``, the quote carries the TCG event log read after it: True, the kernel's
+        (``tcg.eventlog.KERNEL_EVENT_LOG``: a TPM's own boot, which the software provider has
+        none of: ``HardwareUnavailable``); a path, that file (a swtpm's log, a copy)."""
 
     @abc.abstractmethod
     def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:

@@ -1,31 +1,28 @@
 """The attestation key as the verifier takes it: its TPMT_PUBLIC checked (a restricted signing
-key made in a TPM, a scheme, a SHA-2 nameAlg, a strong key), or a bare public key.
+key made in a TPM, a scheme, a SHA-2 nameAlg, a strong key), or a bare public key; and the keys
+a TPM certifies, checked for strength and loaded.
 
 Split from ``verifier`` so that both stay small; ``verifier`` re-exports ``check_ak_public``.
+Loading a key costs about as much as a verification, so keys are loaded once per distinct
+TPMT_PUBLIC bytes (bounded caches keyed by immutable bytes, never by a caller's object).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
+from ..formats import public_der
 from ..tcg.model import KeyUsage, origin_attributes
-from ..tcg.public import tpmt_bytes
+from ..tcg.public import PublicKey, tpmt_bytes
 from ..tcg.structures import (
     HASH_ALGORITHMS,
     TPM_ALG_ECC,
-    TPM_ALG_ECDSA,
     TPM_ALG_NULL,
     TPM_ALG_RSA,
-    TPM_ALG_RSAPSS,
-    TPM_ALG_RSASSA,
-    TPM_ALG_SHA1,
     TPM_ECC_NIST_P256,
     TPM_ECC_NIST_P384,
     TPM_ECC_NIST_P521,
@@ -33,14 +30,22 @@ from ..tcg.structures import (
     TPMSECCParms,
     TPMSRSAParms,
     TPMTPublic,
-    TPMTSignature,
 )
 
-__all__ = ["AKPublic", "PublicKey", "check_ak_public"]
+__all__ = [
+    "AKPublic",
+    "CertifiedKey",
+    "ResolvedAK",
+    "certified_key",
+    "certified_public",
+    "check_ak_public",
+    "owned_bytes",
+    "resolve_ak",
+]
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-#: An attestation key as a verifier may give it: a ``cryptography`` key or its TPMT_PUBLIC.
-AKPublic = PublicKey | TPMTPublic | bytes
+#: An attestation key as a verifier may give it: a ``cryptography`` key or its TPMT_PUBLIC
+#: (a ``TPMTPublic``, or its bytes or TPM2B_PUBLIC as bytes, a bytearray or a memoryview).
+AKPublic = PublicKey | TPMTPublic | bytes | bytearray | memoryview
 
 #: An AK is made in a TPM (tcg.model's origin attributes) and a restricted signing key.
 _AK_ATTRIBUTES = (
@@ -53,70 +58,38 @@ _STRONG_CURVES = {
 }
 
 
-class SignatureForm(NamedTuple):
-    """A TPMT_SIGNATURE of one scheme, hash and size: its first 6 bytes (sigAlg, hash, the size
-    of the signature or of r), its length, and for ECDSA where s's size is (0 for RSA)."""
-
-    head: bytes
-    length: int
-    sig_alg: int
-    hash_alg: int
-    s_at: int
-
-    @classmethod
-    def of(cls, sig_alg: int, hash_alg: int, size: int, is_rsa: bool) -> SignatureForm:
-        """The form of signatures of this scheme by a key of ``size`` bytes (RSA: the modulus;
-        ECDSA: a coordinate, r and s padded to it as TPMs give them)."""
-        if is_rsa:
-            marshaled = TPMTSignature(sig_alg, hash_alg, bytes(size)).to_bytes()
-            return cls(marshaled[:6], len(marshaled), sig_alg, hash_alg, 0)
-        marshaled = TPMTSignature(sig_alg, hash_alg, b"", bytes(size), bytes(size)).to_bytes()
-        return cls(marshaled[:6], len(marshaled), sig_alg, hash_alg, 6 + size)
-
-    def matches(self, signature: bytes) -> bool:
-        """True when the signature has this form (then it parses, and its scheme is the AK's)."""
-        return (
-            len(signature) == self.length
-            and signature.startswith(self.head)
-            and (not self.s_at or signature.startswith(self.head[4:], self.s_at))
-        )
-
-    def parts(self, signature: bytes) -> tuple[bytes, bytes, bytes]:
-        """A matching signature's RSA signature, r and s."""
-        if not self.s_at:
-            return signature[6:], b"", b""
-        return b"", signature[6 : self.s_at], signature[self.s_at + 2 :]
-
-
-#: The schemes whose signatures have one form, for ECC (False) and RSA (True) keys.
-_SIGNATURE_FORMS = {False: {TPM_ALG_ECDSA}, True: {TPM_ALG_RSASSA, TPM_ALG_RSAPSS}}
-_SHA2 = HASH_ALGORITHMS.keys() - {TPM_ALG_SHA1}
+def owned_bytes(data: object, what: str, check: Check | None = Check.STRUCTURE) -> bytes:
+    """A copy of a bytes-like input (bytes, bytearray, memoryview) that the verifier owns, so
+    that nothing the caller changes later reaches a check or a result. Anything else is refused:
+    an ``AttestationCheckFailed`` naming ``check`` (``MalformedAttestation`` for STRUCTURE), or
+    an ``InvalidData`` when ``check`` is None."""
+    if type(data) is bytes:  # its own copy: it cannot change
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    message = f"{what} is bytes, a bytearray or a memoryview, not {type(data).__name__}"
+    if check is None:
+        raise InvalidData(message)
+    if check is Check.STRUCTURE:
+        raise MalformedAttestation(message)
+    raise AttestationCheckFailed(message, check)
 
 
 @dataclass(frozen=True)
-class _AK:
+class ResolvedAK:
     """An AK ready to verify with: its key, whether RSA, the scheme its TPMT_PUBLIC fixes, and
-    its name (None for a bare public key, which has no TPMT_PUBLIC)."""
+    its name and nameAlg (None and 0 for a bare public key, which has no TPMT_PUBLIC)."""
 
     key: PublicKey
     is_rsa: bool
     scheme: tuple[int, int] | None
     name: bytes | None
     name_alg: int = 0
-    #: The form a TPM gives this AK's signatures, which its scheme, SHA-2 hash and key size fix
-    #: (ECDSA: r and s of the curve's size), or None.
-    signature_form: SignatureForm | None = None
 
-    @functools.cached_property
-    def verify(self) -> Callable[..., None]:
-        """The key's ``verify`` (RSA: signature, data, padding, hash; ECDSA: DER, data, ECDSA),
-        looked up once."""
-        return self.key.verify
-
-    @functools.cached_property
-    def coordinate_size(self) -> int:
-        """The byte size of an ECDSA r or s for this key's curve (0 for RSA)."""
-        return 0 if self.is_rsa else (self.key.key_size + 7) // 8
+    @property
+    def spki(self) -> bytes:
+        """The key's DER SubjectPublicKeyInfo."""
+        return public_der(self.key)
 
 
 def check_ak_public(public: TPMTPublic) -> None:
@@ -152,49 +125,45 @@ def check_ak_public(public: TPMTPublic) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _ak_from_tpmt(public: TPMTPublic) -> _AK:
-    """An AK from its TPMT_PUBLIC: a restricted signing key made in a TPM, or a TRUST failure."""
-    check_ak_public(public)
-    try:
-        key = public.public_key()
-    except InvalidData as exc:
-        raise MalformedAttestation(f"the AK's TPMT_PUBLIC: {exc}") from exc
-    params = public.parameters
-    assert isinstance(params, TPMSRSAParms | TPMSECCParms)  # check_ak_public made sure
-    scheme = (params.scheme.scheme, params.scheme.hash_alg)
-    is_rsa = isinstance(key, rsa.RSAPublicKey)
-    form = None
-    if scheme[0] in _SIGNATURE_FORMS[is_rsa] and scheme[1] in _SHA2:
-        form = SignatureForm.of(*scheme, (key.key_size + 7) // 8, is_rsa)
-    return _AK(key, is_rsa, scheme, public.name(), public.name_alg, form)
-
-
-@functools.lru_cache(maxsize=256)
-def _ak_from_bytes(data: bytes) -> _AK:
+def _ak_from_bytes(data: bytes) -> ResolvedAK:
+    """An AK from its TPMT_PUBLIC (or TPM2B_PUBLIC) bytes, once per distinct bytes: a
+    restricted signing key made in a TPM, or a TRUST failure (failures are not kept)."""
     try:
         public = TPMTPublic.parse(tpmt_bytes(data))
     except InvalidData as exc:
         raise MalformedAttestation(f"the AK's TPMT_PUBLIC: {exc}") from exc
-    return _ak_from_tpmt(public)
+    check_ak_public(public)
+    key = _strong_key(public)
+    params = public.parameters
+    assert isinstance(params, TPMSRSAParms | TPMSECCParms)  # check_ak_public made sure
+    scheme = (params.scheme.scheme, params.scheme.hash_alg)
+    return ResolvedAK(
+        key, isinstance(key, rsa.RSAPublicKey), scheme, public.name(), public.name_alg
+    )
 
 
-def _resolve_ak(ak: AKPublic) -> _AK:
-    if type(ak) is bytes:  # the common cases first: isinstance on an ABC costs
-        return _ak_from_bytes(ak)
-    if isinstance(ak, TPMTPublic):
-        return _ak_from_tpmt(ak)
-    if isinstance(ak, rsa.RSAPublicKey):
-        return _AK(ak, True, None, None)
-    if isinstance(ak, ec.EllipticCurvePublicKey):
-        return _AK(ak, False, None, None)
-    if isinstance(ak, bytes | bytearray):
+def resolve_ak(ak: object) -> ResolvedAK:
+    """The AK a caller gave (``AKPublic``): a TPMT_PUBLIC is checked as an AK's; a bare public
+    key is taken as it is (the policy decides whether it may be used)."""
+    if isinstance(ak, bytes | bytearray | memoryview):
         return _ak_from_bytes(bytes(ak))
+    if isinstance(ak, TPMTPublic):
+        try:
+            data = ak.to_bytes()
+        except (InvalidData, ValueError, TypeError, AttributeError) as exc:
+            raise MalformedAttestation(f"the AK's TPMT_PUBLIC does not marshal: {exc}") from exc
+        return _ak_from_bytes(data)
+    if isinstance(ak, rsa.RSAPublicKey):
+        return ResolvedAK(ak, True, None, None)
+    if isinstance(ak, ec.EllipticCurvePublicKey):
+        return ResolvedAK(ak, False, None, None)
     raise AttestationCheckFailed(
         f"an AK is a TPMT_PUBLIC or a public key, not {type(ak).__name__}", Check.TRUST
     )
 
 
 def _strong_key(key: TPMTPublic) -> PublicKey:
+    """The key of an RSA-2048+ or P-256/384/521 TPMT_PUBLIC (a KEY_STRENGTH failure if not)."""
     params = key.parameters
     if key.type == TPM_ALG_RSA and isinstance(params, TPMSRSAParms):
         if params.key_bits < 2048:
@@ -216,16 +185,27 @@ def _strong_key(key: TPMTPublic) -> PublicKey:
         raise MalformedAttestation(f"the certified key's {exc}") from exc
 
 
+@dataclass(frozen=True)
+class CertifiedKey:
+    """A certified key that passed the strength check: its TPMT_PUBLIC as parsed, the key as
+    ``cryptography`` loads it, and its DER SubjectPublicKeyInfo."""
+
+    public: TPMTPublic
+    key: PublicKey
+    spki: bytes
+
+
 @functools.lru_cache(maxsize=256)
-def _certified_public(data: bytes) -> TPMTPublic:
-    """A certified key's TPMT_PUBLIC, parsed once per distinct bytes (immutable; a failure
-    is not cached and is raised again)."""
+def certified_public(data: bytes) -> TPMTPublic:
+    """A certified key's TPMT_PUBLIC, parsed once per distinct bytes (a device's keys are
+    certified again and again); InvalidData, not kept, when it does not parse."""
     return TPMTPublic.parse(data)
 
 
 @functools.lru_cache(maxsize=256)
-def _certified_key(data: bytes) -> tuple[PublicKey, bytes]:
-    """The certified key as ``cryptography`` loads it (after the strength check) and its SPKI,
-    once per distinct TPMT_PUBLIC bytes: loading a P-256 point costs about a verification."""
-    key = _strong_key(_certified_public(data))
-    return key, key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+def certified_key(data: bytes) -> CertifiedKey:
+    """The key of a certified key's TPMT_PUBLIC bytes after the strength check (KEY_STRENGTH),
+    once per distinct bytes: loading a P-256 point costs about a verification."""
+    public = certified_public(data)
+    key = _strong_key(public)
+    return CertifiedKey(public, key, public_der(key))

@@ -30,6 +30,7 @@ from ..tcg.structures import (
     TPMSRSAParms,
     TPMTPublic,
 )
+from .ak import owned_bytes
 from .verifier import (
     EKCertificateInfo,
     TrustPolicy,
@@ -59,13 +60,12 @@ class EnrolledAK:
         return self.ek_certificate is not None
 
 
-def _parse_public(data: bytes | TPMTPublic, what: str) -> TPMTPublic:
+def _parse_public(data: object, what: str) -> TPMTPublic:
+    """A public area given as a TPMTPublic, or as bytes, a bytearray or a memoryview (copied)."""
     if isinstance(data, TPMTPublic):
         return data
-    if not isinstance(data, bytes | bytearray):
-        raise InvalidData(f"{what} is a TPMT_PUBLIC (bytes), not {type(data).__name__}")
     try:
-        return TPMTPublic.parse(tpmt_bytes(bytes(data)))
+        return TPMTPublic.parse(tpmt_bytes(owned_bytes(data, what, None)))
     except InvalidData as exc:
         raise InvalidData(f"{what}: {exc}") from exc
 
@@ -98,9 +98,9 @@ class AKEnrollment:
 
     def __init__(
         self,
-        ak_public: bytes | TPMTPublic,
-        ek_public: bytes | TPMTPublic,
-        ek_certificate: bytes | x509.Certificate | None,
+        ak_public: bytes | bytearray | memoryview | TPMTPublic,
+        ek_public: bytes | bytearray | memoryview | TPMTPublic,
+        ek_certificate: bytes | bytearray | memoryview | x509.Certificate | None,
         *,
         policy: TrustPolicy,
         intermediates: Iterable[bytes | x509.Certificate] = (),
@@ -150,7 +150,7 @@ class AKEnrollment:
         secret = self._secret
         return (
             secret is not None
-            and isinstance(answer, bytes | bytearray)
+            and isinstance(answer, bytes | bytearray | memoryview)
             and hmac.compare_digest(secret, bytes(answer))
         )
 

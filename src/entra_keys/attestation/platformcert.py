@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidData
+from ..tcg.nvcert import ASN1_ERRORS
 
 __all__ = ["PlatformCertificateInfo", "directory_names", "parse_platform_certificate"]
 
 # platformManufacturerStr, platformModel, platformVersion, platformSerial
 _PLATFORM_OIDS = frozenset({"2.23.133.5.1.1", "2.23.133.5.1.4", "2.23.133.5.1.5", "2.23.133.5.1.6"})
-_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
 def directory_names(general_names: Any) -> dict[str, str]:
@@ -84,7 +84,7 @@ def parse_platform_certificate(data: bytes) -> PlatformCertificateInfo:
         holder_serial = None if holder.native is None else int(holder["serial"].native)
         serial = int(info["serial_number"].native)
         return _platform_info("attribute", names, issuer_text, serial, holder_serial)
-    except _ASN1_ERRORS as exc:
+    except ASN1_ERRORS as exc:
         raise InvalidData(f"not a TCG platform certificate ({exc})") from exc
 
 

@@ -105,17 +105,228 @@ def cmd_attest_ek(ctx: Context) -> int:
 
 
 def cmd_attest_quote(ctx: Context) -> int:
-    """Quote PCRs with an AK over a nonce; write the quote as JSON (and tpm2-tools' files)."""
+    """Quote PCRs with an AK over a nonce; write the quote as JSON (and tpm2-tools' files), with
+    the event log read after the quote when --event-log is given (the kernel's, or FILE)."""
     from ..tcg.records import quote_to_json
     from ..tcg.tpm2_tools import write_checkquote_files
 
     args = ctx.args
     ak = ctx.load(args.ak)
-    quote = ctx.provider.quote(ak, _pcrs(args.pcrs), parse_hex(args.nonce, "--nonce"), args.bank)
+    quote = ctx.provider.quote(
+        ak, _pcrs(args.pcrs), parse_hex(args.nonce, "--nonce"), args.bank,
+        event_log=False if args.event_log is None else args.event_log,
+    )  # fmt: skip
     write_output(args.out, quote_to_json(quote) + "\n")
     if args.tpm2_tools:
         write_checkquote_files(quote, Path(args.tpm2_tools))
     return 0
+
+
+def cmd_attest_eventlog(ctx: Context) -> int:
+    """Parse a TCG event log (--in FILE, or the kernel's) and print its events, the PCR values
+    they replay to and the boot facts they state; exit 0 when it parses. Nothing here ties the
+    log to a quote: ``verify quote --event-log`` does."""
+    from ..tcg.eventlog import MAX_LOG_SIZE, parse_event_log, read_event_log
+
+    args = ctx.args
+    if args.input is None:
+        data = read_event_log()
+    else:
+        data = read_input(args.input, MAX_LOG_SIZE, what="event log")
+    log = parse_event_log(data)
+    replayed = log.replay()
+    facts = log.facts()
+    if ctx.json:
+        write_json(
+            {
+                "format": "crypto-agile" if log.crypto_agile else "sha1",
+                "banks": list(log.banks),
+                "events": [_event_json(event) for event in log.events],
+                "pcrs": {
+                    bank: {str(pcr): value.hex() for pcr, value in values.items()}
+                    for bank, values in replayed.items()
+                },
+                "boot_facts": _facts_json(facts),
+            }
+        )
+        return 0
+    lines = [
+        f"Event log: {'crypto-agile' if log.crypto_agile else 'SHA-1'}, {len(log.events)} "
+        f"events, banks {', '.join(log.banks)}",
+        *(_event_line(event) for event in log.events),
+        "",
+        *_facts_lines(facts),
+    ]
+    write("\n".join(lines) + "\n")
+    return 0
+
+
+def _event_json(event: Any) -> dict[str, Any]:
+    decoded = event.decoded
+    text = getattr(decoded, "text", None)
+    return {
+        "index": event.index,
+        "pcr": event.pcr,
+        "type": event.type_name,
+        "digests": {bank: digest.hex() for bank, digest in event.digests.items()},
+        "size": len(event.data),
+        "text": text if isinstance(text, str) else None,
+        "data": event.data.hex(),
+    }
+
+
+def _event_line(event: Any) -> str:
+    digest = next(iter(event.digests.values()), b"").hex()[:16]
+    text = getattr(event.decoded, "text", None)
+    shown = f" {text!r:.70}" if isinstance(text, str) and text else ""
+    pcr = "-" if event.pcr == 0xFFFFFFFF else str(event.pcr)
+    return f"  {event.index:>4} PCR {pcr:>2} {event.type_name:<34} {digest}{shown}"
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    import hashlib
+
+    certificate = entry.certificate
+    return {
+        "type": entry.type_name,
+        "owner": entry.owner,
+        "subject": entry.subject,
+        "sha256": None if certificate is None else hashlib.sha256(certificate).hexdigest(),
+        "hash": entry.hash_hex,
+    }
+
+
+def _facts_json(facts: Any) -> dict[str, Any]:
+    """The boot facts as JSON (``--json`` of ``attest eventlog`` and ``verify quote``)."""
+
+    def entries(found: Any) -> list[dict[str, Any]] | None:
+        return None if found is None else [_entry_json(e) for e in found]
+
+    def image(found: Any) -> dict[str, Any]:
+        return {
+            "event": found.event_index,
+            "digests": {bank: d.hex() for bank, d in found.digests.items()},
+            "device_path": found.device_path,
+        }
+
+    windows = facts.windows
+    return {
+        "banks": list(facts.banks),
+        "pcrs": list(facts.pcrs),
+        "secure_boot": facts.secure_boot,
+        "pk": entries(facts.pk),
+        "kek": entries(facts.kek),
+        "db": entries(facts.db),
+        "dbx": entries(facts.dbx),
+        "authorities": [
+            {
+                "event": a.event_index,
+                "variable": a.variable,
+                **(_entry_json(a.entry) if a.entry is not None else {}),
+            }
+            for a in facts.authorities
+        ],
+        "boot_applications": [image(a) for a in facts.boot_applications],
+        "drivers": [image(d) for d in facts.drivers],
+        "mok": [{"event": m.event_index, "name": m.name, "pcr": m.pcr} for m in facts.mok],
+        "sbat_level": facts.sbat_level,
+        "grub_commands": list(facts.grub_commands),
+        "kernel_cmdlines": list(facts.kernel_cmdlines),
+        "firmware_versions": list(facts.firmware_versions),
+        "startup_locality": facts.startup_locality,
+        "h_crtm": facts.h_crtm,
+        "separators": list(facts.separators),
+        "separator_errors": list(facts.separator_errors),
+        "exit_boot_services": facts.exit_boot_services,
+        "firmware_debug_mode": facts.firmware_debug_mode,
+        "data_mismatches": [
+            {"event": m.event_index, "type": m.event_type} for m in facts.data_mismatches
+        ],
+        "windows": None if windows is None else _windows_json(windows),
+    }
+
+
+def _windows_json(windows: Any) -> dict[str, Any]:
+    def revocations(found: Any) -> dict[str, Any] | None:
+        if found is None:
+            return None
+        return {"creation_time": found.creation_time, "digest": found.digest.hex()}
+
+    return {
+        "bitlocker": windows.bitlocker,
+        "bitlocker_unlocks": [list(windows.bitlocker_flags(v)) for v in windows.bitlocker_unlocks],
+        "code_integrity": windows.code_integrity,
+        "test_signing": windows.test_signing,
+        "flight_signing": windows.flight_signing,
+        "boot_debugging": windows.boot_debugging,
+        "kernel_debugging": windows.kernel_debugging,
+        "hypervisor_debugging": windows.hypervisor_debugging,
+        "dep": windows.dep,
+        "safe_mode": windows.safe_mode,
+        "winpe": windows.winpe,
+        "boot_count": windows.boot_count,
+        "cold_boot": windows.cold_boot,
+        "hypervisor_launch_type": windows.hypervisor_launch_type,
+        "vsm_launch_type": windows.vsm_launch_type,
+        "elam_drivers": [driver.name for driver in windows.elam_drivers],
+        "loaded_modules": len(windows.loaded_modules),
+        "boot_revocation_list": revocations(windows.boot_revocation_list),
+        "os_revocation_list": revocations(windows.os_revocation_list),
+    }
+
+
+def _facts_lines(facts: Any) -> list[str]:
+    """The boot facts as lines of text."""
+
+    def flag(value: bool | None) -> str:
+        return "not measured" if value is None else ("on" if value else "off")
+
+    def count(found: Any) -> str:
+        if found is None:
+            return "not measured"
+        return f"{len(found)} entr{'y' if len(found) == 1 else 'ies'}"
+
+    lines = [
+        "Boot facts",
+        f"  Secure Boot: {flag(facts.secure_boot)}",
+        f"  PK: {count(facts.pk)}; KEK: {count(facts.kek)}; db: {count(facts.db)}; "
+        f"dbx: {count(facts.dbx)}",
+        *(f"  PK / db certificate: {e.subject}" for e in (*(facts.pk or ()), *(facts.db or ()))
+          if e.subject),
+        f"  firmware: {', '.join(facts.firmware_versions) or 'not measured'}",
+        *(f"  verified by ({a.variable}): {a.entry.subject if a.entry else '-'}"
+          for a in facts.authorities),
+        *(f"  boot application: {_digest(a.digests)} {a.device_path or ''}".rstrip()
+          for a in facts.boot_applications),
+        *(f"  kernel command line: {line}" for line in facts.kernel_cmdlines),
+        f"  Exit Boot Services: {'yes' if facts.exit_boot_services else 'no'}",
+    ]  # fmt: skip
+    if facts.sbat_level:
+        lines.append(f"  SBAT level: {facts.sbat_level.strip()}")
+    if facts.firmware_debug_mode:
+        lines.append("  UEFI debug mode: on")
+    for mismatch in facts.data_mismatches:
+        lines.append(
+            f"  event {mismatch.event_index} ({mismatch.event_type}): data not what its digest "
+            "measured (no fact read)"
+        )
+    windows = facts.windows
+    if windows is not None:
+        lines += [
+            "  Windows:",
+            f"    BitLocker: {'unlocked' if windows.bitlocker else 'no unlock measured'}",
+            f"    code integrity: {flag(windows.code_integrity)}",
+            f"    test signing: {flag(windows.test_signing)}",
+            f"    boot debugging: {flag(windows.boot_debugging)}; kernel debugging: "
+            f"{flag(windows.kernel_debugging)}",
+            f"    ELAM: {', '.join(d.name for d in windows.elam_drivers) or 'none measured'}",
+        ]
+    return lines
+
+
+def _digest(digests: Any) -> str:
+    bank, value = next(iter(digests.items()), ("", b""))
+    return f"{bank} {value.hex()[:16]}…" if bank else "-"
 
 
 def cmd_attest_certify(ctx: Context) -> int:
@@ -199,22 +410,57 @@ def cmd_verify_quote(ctx: Context) -> int:
     expected = quote.pcr_values
     if args.pcr_values:
         expected = _pcr_values(args.pcr_values)
+    event_log = quote.event_log
+    if args.event_log is not None:
+        event_log = _read_log(args.event_log)
+    boot_policy = None
+    if args.boot_policy is not None:
+        from ..attestation.measured import BootPolicy
+
+        boot_policy = BootPolicy.from_json(_read(args.boot_policy, "boot policy"))
     result = verify_quote(
         quote.attest, quote.signature, ak, parse_hex(args.nonce, "--nonce"),
         {quote.pcr_bank: expected}, policy=_policy(args), ak_certificate=_ak_certificate(args),
+        event_log=event_log, boot_policy=boot_policy,
     )  # fmt: skip
     values = {
         bank: {i: v.hex() for i, v in pcrs.items()} for bank, pcrs in result.pcr_values.items()
     }
     evidence = result.ak_evidence.value
-    _print(
-        ctx,
-        {"valid": True, "hardware_backed": result.hardware_backed, "ak_evidence": evidence,
-         "pcr_values": values, "checks": list(result.checks)},
-        [_verdict("Quote", result), f"  AK: {_EVIDENCE_TEXT[evidence]}",
-         *(f"  {bank} PCR{i}: {v}" for bank, pcrs in values.items() for i, v in pcrs.items())],
-    )  # fmt: skip
+    document: dict[str, Any] = {
+        "valid": True, "hardware_backed": result.hardware_backed, "ak_evidence": evidence,
+        "pcr_values": values, "checks": list(result.checks),
+    }  # fmt: skip
+    lines = [
+        _verdict("Quote", result), f"  AK: {_EVIDENCE_TEXT[evidence]}",
+        *(f"  {bank} PCR{i}: {v}" for bank, pcrs in values.items() for i, v in pcrs.items()),
+    ]  # fmt: skip
+    measured = result.measured_boot
+    if measured is not None:
+        pcrs = {bank: list(found) for bank, found in measured.pcrs.items()}
+        document["event_log"] = {
+            "events_quoted": measured.events_quoted,
+            "events_after_quote": measured.events_after_quote,
+            "pcrs": pcrs,
+            "boot_policy": boot_policy is not None,
+        }
+        document["boot_facts"] = _facts_json(measured.facts)
+        checked = "; ".join(f"{bank} PCRs {found}" for bank, found in pcrs.items())
+        lines += [
+            f"  event log: {measured.events_quoted} events tie to the quote ({checked}); "
+            f"{measured.events_after_quote} logged after it, not read",
+            *(["  boot policy: met"] if boot_policy is not None else []),
+            *_facts_lines(measured.facts),
+        ]
+    _print(ctx, document, lines)
     return 0
+
+
+def _read_log(path: str) -> bytes:
+    """``--event-log FILE``: the bytes of a log, up to the parser's limit."""
+    from ..tcg.eventlog import MAX_LOG_SIZE
+
+    return read_input(path, MAX_LOG_SIZE, what="event log", stdin=False)
 
 
 def cmd_verify_certify(ctx: Context) -> int:
@@ -318,7 +564,23 @@ def add_attest_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="also write tpm2_checkquote's message, signature and PCR files",
     )
+    quote.add_argument(
+        "--event-log",
+        nargs="?",
+        const=True,
+        metavar="FILE",
+        help="include the TCG event log, read after the quote: the kernel's (root only), or FILE",
+    )
     add_command(quote, cmd_attest_quote)
+
+    eventlog = sub.add_parser("eventlog", help="the TCG event log's events and boot facts")
+    eventlog.add_argument(
+        "--in",
+        dest="input",
+        metavar="FILE",
+        help="a log file ('-' for stdin; default: the kernel's, root only)",
+    )
+    add_command(eventlog, cmd_attest_eventlog, opens_provider=False)
 
     certify = sub.add_parser("certify", help="certify a stored key with an AK")
     certify.add_argument("key")
@@ -334,6 +596,14 @@ def add_attest_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     vq.add_argument("--pcr-values", metavar="JSON",
                     help='expected {"index": "hex"} (default: the values in the file, which '
                          'proves only that the TPM quoted them)')  # fmt: skip
+    vq.add_argument("--event-log", metavar="FILE",
+                    help="the TCG event log to tie to the quote (default: the one the quote "
+                         "file carries, if any)")  # fmt: skip
+    vq.add_argument(
+        "--boot-policy",
+        metavar="JSON",
+        help="a BootPolicy as JSON: what may have booted (needs an event log)",
+    )
     _verify_flags(vq)
     add_command(vq, _guarded(cmd_verify_quote), opens_provider=False)
     vc = vsub.add_parser("certify", help="verify a certification JSON file")

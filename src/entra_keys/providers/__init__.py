@@ -14,9 +14,13 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HardwareUnavailable, ProviderError
 from ..provider import Provider
+
+if TYPE_CHECKING:
+    from .tpm.tcti import Tcti
 
 __all__ = ["PROVIDER_KINDS", "open_provider", "tpm_unusable_reason"]
 
@@ -43,23 +47,21 @@ def open_provider(
             raise HardwareUnavailable("hardware was required but the software provider was chosen")
         return _software()
     try:
-        from .tpm import TPMProvider, default_tcti
+        from .tpm import TPMProvider
+        from .tpm.tcti import NO_TPM, Tcti, default_tcti
     except ImportError as exc:  # pragma: no cover - the package itself is missing
         raise HardwareUnavailable(f"the TPM provider cannot be loaded ({exc})") from exc
 
+    named = Tcti.parse(tcti) if tcti else default_tcti()
     if chosen == "tpm":
-        return TPMProvider(tcti)
-    named = tcti or default_tcti()
+        return TPMProvider(named)
     if named is not None:
         try:
             return TPMProvider(named)
         except ProviderError as exc:
             reason = tpm_unusable_reason(named, exc)
     else:
-        reason = (
-            "no TPM found: /dev/tpmrm0 does not exist and neither TPM2TOOLS_TCTI nor "
-            "TSS2_TCTI is set"
-        )
+        reason = NO_TPM
     if require_hardware:
         raise HardwareUnavailable(f"the TPM cannot be used: {reason}")
     log.warning("%s; using the software provider (keys are not hardware-backed)", reason)
@@ -73,16 +75,15 @@ def _software() -> Provider:
     return SoftwareProvider()
 
 
-def tpm_unusable_reason(tcti: str, exc: Exception) -> str:
+def tpm_unusable_reason(tcti: Tcti, exc: Exception) -> str:
     """Why the TPM at ``tcti`` did not open, in words a user acts on: tpm2-pytss missing, the
     device missing, a permission problem (which group to join), or the TCTI's own error."""
     text = str(exc)
     if "tpm2-pytss is not usable" in text:
         return text
-    name, _, conf = tcti.partition(":")
-    if name != "device":
+    if tcti.device is None:
         return f"the TCTI {tcti} failed: {text}"
-    device = Path(conf.partition(",")[0] or "/dev/tpm0")
+    device = Path(tcti.device)
     try:
         st = os.stat(device)
     except FileNotFoundError:

@@ -387,14 +387,22 @@ class SoftwareProvider(Provider):
         )
 
     def quote(
-        self, ak: EntraPrivateKey, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256"
+        self,
+        ak: EntraPrivateKey,
+        pcrs: Sequence[int],
+        nonce: bytes,
+        bank: str = "sha256",
+        *,
+        event_log: bool | str | os.PathLike[str] = False,
     ) -> Quote:
-        """A quote in TPMS_ATTEST form over software PCRs (all zero), signed by a software AK."""
+        """A quote in TPMS_ATTEST form over software PCRs (all zero), signed by a software AK;
+        no boot was measured, so ``event_log=True`` is HardwareUnavailable (a path's log is
+        carried as the TPM provider carries it)."""
         from .software_attest import software_quote
 
         check_nonce(nonce)
         ak_key = self._own_ak(ak)
-        return software_quote(ak_key, pcrs, nonce, bank)
+        return software_quote(ak_key, pcrs, nonce, bank, event_log=event_log)
 
     def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
         """A TPM2_Certify-shaped statement about a software key, signed by a software AK."""

@@ -15,14 +15,16 @@ records it makes and their JSON forms (``tcg.records``) and the tpm2-tools files
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..errors import InvalidData, UnsupportedAlgorithm
+from ..errors import HardwareUnavailable, InvalidData, UnsupportedAlgorithm
 from ..provider import EntraPrivateKey, KeyType, KeyUsage, check_nonce
+from ..tcg.eventlog import read_event_log
 from ..tcg.model import (
     AK_HASH,
     EK_ATTRIBUTES_HIGH,
@@ -173,9 +175,17 @@ def software_quote(
     nonce: bytes,
     bank: str = "sha256",
     pcr_values: Mapping[int, bytes] | None = None,
+    *,
+    event_log: bool | str | os.PathLike[str] = False,
 ) -> Quote:
     """A TPM2_Quote-shaped quote over software PCRs (all zero unless values are given), signed
-    by a software AK; a nonce over 32 bytes is refused as a TPM refuses it."""
+    by a software AK; a nonce over 32 bytes is refused as a TPM refuses it. There is no boot
+    log: ``event_log=True`` is HardwareUnavailable; a path's log is read and carried."""
+    if event_log is True:
+        raise HardwareUnavailable(
+            "the software provider has no TPM: no boot was measured, so there is no event log "
+            "(give the path of one to carry it)"
+        )
     check_nonce(nonce)
     _attest_signer(ak)
     check_pcr_indices(pcrs)
@@ -196,6 +206,7 @@ def software_quote(
         pcr_values={p: values[p] for p in sorted(values)},
         nonce=bytes(nonce),
         hardware_backed=False,
+        event_log=None if event_log is False else read_event_log(event_log),
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import stat
 
 from ..errors import KeyStoreError, StorePermissionError
@@ -26,8 +25,6 @@ MARKER = ".leaving"
 JOIN_SUFFIXES = (".pem", ".sealed")
 JOIN_STATE = "join.json"
 TEMP_PREFIX = ".tmp-"
-#: A test hook: the process kills itself (SIGKILL) at this step of a leave.
-KILL_AT_ENV = "ENTRA_KEYS_TEST_LEAVE_KILL_AT"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -49,14 +46,12 @@ def pending(dir_fd: int) -> bool:
 
 def leave(dir_fd: int) -> list[str]:
     """Remove every file of the join from the open store directory; the names removed."""
-    _step(0)
     if not pending(dir_fd):
         if not any(is_join_file(entry) for entry in os.listdir(dir_fd)):
             return []
         with contextlib.suppress(FileExistsError):  # another leave decided it just now
             os.mkdir(MARKER, 0o700, dir_fd=dir_fd)
         os.fsync(dir_fd)  # the decision is on disk: the join is gone from here on
-    _step(1)
     return finish(dir_fd)
 
 
@@ -75,20 +70,15 @@ def finish(dir_fd: int) -> list[str]:
             raise StorePermissionError(
                 f"the key store's {MARKER} is owned by uid {st.st_uid}, not by this user"
             )
-        step = 2
         for entry in sorted(os.listdir(dir_fd)):
             if is_join_file(entry):
                 with contextlib.suppress(FileNotFoundError):  # a concurrent leave took it
                     os.rename(entry, entry, src_dir_fd=dir_fd, dst_dir_fd=marker_fd)
-                _step(step)
-                step += 1
         os.fsync(dir_fd)
         for entry in sorted(os.listdir(marker_fd)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry, dir_fd=marker_fd)
             removed.append(entry)
-            _step(step)
-            step += 1
         os.fsync(marker_fd)
     except OSError as exc:
         raise KeyStoreError(f"cannot complete leaving the join: {exc.strerror}") from exc
@@ -102,9 +92,3 @@ def finish(dir_fd: int) -> list[str]:
         raise KeyStoreError(f"cannot complete leaving the join: {exc.strerror}") from exc
     os.fsync(dir_fd)
     return sorted(removed)
-
-
-def _step(step: int) -> None:
-    """The kill tests' hook: die here, as ``kill -9`` would, when the environment says so."""
-    if os.environ.get(KILL_AT_ENV) == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 
-from ..errors import KeyFileCorrupt
+from ..errors import InvalidData, KeyFileCorrupt
 from ..provider import KeyType, KeyUsage
 from ..tcg.model import origin_attributes
+from ..tcg.nvcert import der_sequence_length
 
 __all__ = ["is_der_sequence", "kind_of_public", "made_in_tpm", "tss2_has_pin", "tss2_public"]
 
@@ -23,15 +24,10 @@ def is_der_sequence(body: bytes) -> bool:
         der = base64.b64decode(b"".join(body.split()), validate=True)
     except binascii.Error:
         return False
-    if len(der) < 2 or der[0] != 0x30:
+    try:
+        return len(der) == der_sequence_length(der)
+    except InvalidData:
         return False
-    first = der[1]
-    if first < 0x80:
-        return len(der) == 2 + first
-    n = first & 0x7F
-    if not 1 <= n <= 4 or len(der) < 2 + n:
-        return False
-    return len(der) == 2 + n + int.from_bytes(der[2 : 2 + n], "big")
 
 
 def tss2_public(body: bytes) -> bytes:

@@ -15,19 +15,24 @@ says what they mean, and only once its replay gives the quoted values.
   was read after the quote; ``first_difference()`` names the first PCR that differs.
 - ``EventLog.facts()`` reads the events into ``BootFacts``: Secure Boot, PK/KEK/db/dbx, the
   authorities, boot applications, shim's MOK state, GRUB and systemd measurements, firmware
-  version, separators, ExitBootServices, and Windows' SIPA facts. Decoding never raises: what it
-  does not understand stays raw.
+  version, separators, ExitBootServices, and Windows' SIPA facts; given the PCRs a quote
+  covers, from their events only. Decoding never raises: what it does not understand stays raw.
+- ``measured_data()`` / ``data_matches()``: a replay proves digests, not data. Where the PFP
+  defines an event's digest over its data (variables, separators, action strings, GRUB's and
+  systemd's strings, Windows' SIPA events), a fact is read only from data that hashes to it.
 
 Section numbers follow PFP 1.05 rev 23 and 1.06 (§3 fundamentals, §10 event logging); earlier
 editions (1.04, the 2020 drafts of 1.05) number the same sections one lower (§2, §9).
 
-Nothing here checks that an event's data matches its digest (most events measure something that
-is not in the log); the facts are as trustworthy as the replay that ties them to a quote.
+The facts are as trustworthy as the replay that ties the log to a quote, and no more: data
+whose digest is of something else (an image's path, a file's name) is a label, said so where
+it is kept.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
+import os
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +42,7 @@ from types import MappingProxyType
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes
 
-from ..errors import InvalidData, UnsupportedAlgorithm
+from ..errors import HardwareUnavailable, InvalidData, UnsupportedAlgorithm
 from ._efi import (
     EFI_GLOBAL_VARIABLE,
     EFI_IMAGE_SECURITY_DATABASE,
@@ -59,11 +64,14 @@ from ._efi import (
     sipa_name,
     text_of,
 )
+from .wire import HASH_ALGORITHMS as WIRE_HASHES
+from .wire import TPM_ALG_SM3_256
 
 __all__ = [
     "BITLOCKER_FLAGS",
     "EVENT_TYPES",
-    "HASH_ALGORITHMS",
+    "GRUB_LABELS",
+    "KERNEL_EVENT_LOG",
     "MAX_ALGORITHMS",
     "MAX_EVENTS",
     "MAX_EVENT_DATA",
@@ -82,9 +90,11 @@ __all__ = [
     "ImageLoad",
     "LoadedImage",
     "LoaderMeasurement",
+    "Measurement",
     "MokVariable",
     "NoActionEvent",
     "PcrDifference",
+    "RevocationList",
     "Separator",
     "SignatureEntry",
     "SipaRecord",
@@ -94,8 +104,11 @@ __all__ = [
     "TaggedEvent",
     "WindowsFacts",
     "WindowsModule",
+    "data_matches",
     "first_difference",
+    "measured_data",
     "parse_event_log",
+    "read_event_log",
     "selection_digest",
 ]
 
@@ -106,17 +119,17 @@ MAX_LOG_SIZE = 16 * 1024 * 1024
 MAX_EVENTS = 100_000
 #: The largest event data (the largest real events are dbx updates, tens of KB).
 MAX_EVENT_DATA = 1024 * 1024
+#: Where Linux exposes the firmware's event log of the first TPM (securityfs; root only).
+KERNEL_EVENT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
 #: The most algorithms a Spec ID event may declare, hence digests per event.
 MAX_ALGORITHMS = 16
 
-#: TPM_ALG_ID -> (bank name, digest size) of the hash algorithms (TCG Algorithm Registry).
-HASH_ALGORITHMS: Mapping[int, tuple[str, int]] = MappingProxyType(
+#: TPM_ALG_ID -> (bank name, digest size) of the banks a log may carry: tcg.wire's SHA family,
+#: and SM3-256, which only event logs name (TCG Algorithm Registry; the verifier takes no SM3).
+_ALGORITHMS: Mapping[int, tuple[str, int]] = MappingProxyType(
     {
-        0x0004: ("sha1", 20),
-        0x000B: ("sha256", 32),
-        0x000C: ("sha384", 48),
-        0x000D: ("sha512", 64),
-        0x0012: ("sm3_256", 32),
+        **{alg: (info.name, info.digest_size) for alg, info in WIRE_HASHES.items()},
+        TPM_ALG_SM3_256: ("sm3_256", 32),
     }
 )
 
@@ -371,12 +384,10 @@ def _sm3_available() -> bool:
     return True
 
 
-#: The banks a replay computes: the SHA family always, SM3-256 where pyca's OpenSSL has SM3.
+#: The banks a replay computes: the SHA family always (tcg.wire's), SM3-256 where pyca's
+#: OpenSSL has SM3.
 _HASHERS: dict[str, Callable[[bytes], bytes]] = {
-    "sha1": lambda data: hashlib.sha1(data).digest(),  # noqa: S324 - the TPM's SHA-1 bank
-    "sha256": lambda data: hashlib.sha256(data).digest(),
-    "sha384": lambda data: hashlib.sha384(data).digest(),
-    "sha512": lambda data: hashlib.sha512(data).digest(),
+    info.name: info.digest for info in WIRE_HASHES.values()
 }
 if _sm3_available():
     _HASHERS["sm3_256"] = _sm3
@@ -459,8 +470,7 @@ class EventLog:
         new = H(old || digest) (Part 1 §17.3); EV_NO_ACTION events extend nothing (PFP 1.05
         §10.4.5); an event without a digest for a bank leaves that bank alone, as
         TPM2_PCR_Extend does."""
-        if upto is not None and upto < 0:
-            raise ValueError("upto must not be negative")
+        _check_upto(upto)
         banks = self.replayable_banks
         state = self._initial_state(banks)
         hashers = [(bank, _HASHERS[bank], state[bank]) for bank in banks]
@@ -498,7 +508,7 @@ class EventLog:
                     f"({', '.join(self.replayable_banks) or 'none'})"
                 )
             if any(pcr < 0 for pcr in pcrs):
-                raise ValueError(f"PCR indices must not be negative: {pcrs}")
+                raise InvalidData(f"event log: PCR indices must not be negative: {pcrs}")
         state = self._initial_state(bank for bank, _ in selection)
         for bank, pcrs in selection:
             for pcr in pcrs:
@@ -529,16 +539,41 @@ class EventLog:
                 best = event.index + 1
         return best
 
-    def facts(self, upto: int | None = None) -> BootFacts:
+    def facts(
+        self, upto: int | None = None, *, pcrs: Mapping[str, Iterable[int]] | None = None
+    ) -> BootFacts:
         """What the events say about the boot (``BootFacts``), from the events with
-        ``index < upto`` (a verifier passes the quote's ``matching_prefix``); never raises."""
-        if upto is not None and upto < 0:
-            raise ValueError("upto must not be negative")
-        return _facts(self, self.events[:upto])
+        ``index < upto`` (a verifier passes the quote's ``matching_prefix``) that ``pcrs``
+        covers: {bank: PCRs} whose replay matched a quote; an event counts only where it extends
+        one of those PCRs with a digest of that bank, and only those digests are read and
+        checked. Without ``pcrs`` every event counts, checked against every digest it has that
+        a replay computes. Where an event's digest is defined over its data (``measured_data``)
+        and does not match, the event gives no fact and is listed in ``data_mismatches``.
+        Never raises on a parsed log (InvalidData for a negative ``upto`` or an unknown bank)."""
+        _check_upto(upto)
+        return _facts(self, self.events[:upto], self._coverage(pcrs))
+
+    def _coverage(self, pcrs: Mapping[str, Iterable[int]] | None) -> _Coverage:
+        if pcrs is None:
+            return None
+        coverage: dict[str, frozenset[int]] = {}
+        for bank, indices in pcrs.items():
+            if bank not in self.replayable_banks:
+                raise InvalidData(
+                    f"event log: bank {bank!r} is not one this log replays "
+                    f"({', '.join(self.replayable_banks) or 'none'})"
+                )
+            coverage[bank] = frozenset(indices)
+        return coverage
+
+
+def _check_upto(upto: int | None) -> None:
+    if upto is not None and upto < 0:
+        raise InvalidData(f"event log: upto must not be negative, not {upto}")
 
 
 def _bank_size(bank: str) -> int:
-    for name, size in HASH_ALGORITHMS.values():
+    for name, size in _ALGORITHMS.values():
         if name == bank:
             return size
     raise UnsupportedAlgorithm(f"event log: unknown bank {bank!r}")
@@ -557,7 +592,7 @@ def selection_digest(
             values[bank][pcr] for bank, pcrs in pcr_selection.items() for pcr in sorted(set(pcrs))
         )
     except KeyError as exc:
-        raise ValueError(f"no value for {exc} in the PCR values given") from None
+        raise InvalidData(f"event log: no value for {exc} in the PCR values given") from None
     return hasher(joined)
 
 
@@ -572,6 +607,125 @@ def first_difference(
             if ours.get(pcr) != values[pcr]:
                 return PcrDifference(bank, pcr, ours.get(pcr), values[pcr])
     return None
+
+
+#: The banks and PCRs whose events count for facts: {bank: PCRs}, or None for every event.
+_Coverage = Mapping[str, frozenset[int]] | None
+
+#: The labels GRUB (2.04+) puts before the strings it measures into PCR 8: the digest is of
+#: the string after the label, without its NUL (grub-core/commands/tpm.c, "grub_cmd: ",
+#: "kernel_cmdline: ", "module_cmdline: ").
+GRUB_LABELS = ("grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ")
+
+
+def measured_data(event: Event) -> tuple[bytes, ...] | None:
+    """What an event's digest is a hash of, where it is defined by the event's data: the
+    candidates, any of which a genuine event's digest is the hash of; None where the digest is
+    of something not in the log (a PE image's Authenticode hash, a file, a firmware region, a
+    MOK list), whose data is then a label no replay vouches for.
+
+    By the PFP 1.05 (§10.4.1, Table 9; §3.3.4 per PCR) and the boot loaders that extend it:
+    EV_EFI_VARIABLE_DRIVER_CONFIG and EV_EFI_VARIABLE_AUTHORITY, the UEFI_VARIABLE_DATA (shim
+    and GCE's firmware log an authority with one byte past what they hashed, after the
+    variable's data); EV_SEPARATOR, its 4 bytes of data (or 00000001h for an error separator,
+    whose data is free); EV_EFI_ACTION, EV_ACTION and EV_OMIT_BOOT_DEVICE_EVENTS, their string
+    (data that is not a string matches nothing: an event relabelled to one of these types cannot
+    pass); EV_S_CRTM_VERSION, its data (a string, a GUID, or HP's binary version); Windows'
+    EV_EVENT_TAG in PCRs 12-14, the tagged event; EV_IPL in PCR 8, GRUB's string after its label
+    or systemd-boot's UTF-16 command line (with its NUL; old versions log one byte short), and
+    in PCR 12 systemd-stub's UTF-16 command line. The event type and the data are the fields no
+    digest covers; these checks are what binds them."""
+    kind, data, pcr = event.event_type, event.data, event.pcr
+    if kind == EV_EFI_VARIABLE_DRIVER_CONFIG:
+        return (data,)
+    if kind == EV_EFI_VARIABLE_AUTHORITY:
+        decoded = event.decoded
+        if isinstance(decoded, EfiVariable) and decoded.trailing:
+            return data, data[:-1]
+        return (data,)
+    if kind == EV_SEPARATOR:  # a delimiter is 4 bytes; an error separator's data is free
+        return (data, _SEPARATOR_ERROR) if len(data) == 4 else (_SEPARATOR_ERROR,)
+    if kind == EV_S_CRTM_VERSION:  # a string, a GUID, or (HP) binary: only a string is a fact
+        return (data, *_text_forms(event.decoded))
+    if kind in (EV_EFI_ACTION, EV_ACTION, EV_OMIT_BOOT_DEVICE_EVENTS):
+        decoded = event.decoded  # a string, or nothing matches (binary data is no action)
+        return (data, *_text_forms(decoded)) if isinstance(decoded, EventText) else ()
+    if kind == EV_EVENT_TAG and pcr in (12, 13, 14):
+        return (data,)
+    if kind == EV_IPL and pcr == 8:
+        text = data.rstrip(b"\0")
+        for label in GRUB_LABELS:
+            if text.startswith(label.encode()):
+                return (text[len(label) :],)
+        return (data, *_text_forms(event.decoded))
+    if kind == EV_IPL and pcr == 12:
+        decoded = event.decoded
+        if isinstance(decoded, EventText) and decoded.encoding == "utf-16le":
+            return (data, *_text_forms(decoded))
+    return None
+
+
+def _text_forms(decoded: Decoded) -> tuple[bytes, ...]:
+    """The encodings of a decoded string that a digest may be of: the text alone and with its
+    NUL, in the encoding it was read in (the text is the fact, so these are all it can be)."""
+    if not isinstance(decoded, EventText) or decoded.encoding == "guid":
+        return ()
+    if decoded.encoding == "utf-16le":
+        wide = decoded.text.encode("utf-16-le")
+        return wide, wide + b"\0\0"
+    narrow = decoded.text.encode("utf-8")
+    return narrow, narrow + b"\0"
+
+
+def data_matches(event: Event, banks: Iterable[str]) -> bool | None:
+    """Whether the event's data is what its digests in ``banks`` measured (``measured_data``):
+    True when every one of those digests it has is the hash of a candidate, False when one is
+    not, None when the digest is not defined over the data (or the event has none of the
+    banks). A replay proves the digests; only this ties data to them."""
+    candidates = measured_data(event)
+    if candidates is None:
+        return None
+    found = False
+    for bank in banks:
+        digest = event.digests.get(bank)
+        hasher = _HASHERS.get(bank)
+        if digest is None or hasher is None:
+            continue
+        if not any(hasher(candidate) == digest for candidate in candidates):
+            return False
+        found = True
+    return True if found else None
+
+
+def read_event_log(path: str | os.PathLike[str] = KERNEL_EVENT_LOG) -> bytes:
+    """The bytes of an event log file: by default the kernel's (``KERNEL_EVENT_LOG``, the boot
+    the TPM measured), read to its end (securityfs gives no size) up to ``MAX_LOG_SIZE``.
+    A log that cannot be read is ``HardwareUnavailable`` saying why: readable by root only,
+    missing (no TPM, no measured boot, or securityfs not mounted), or another OS error; a
+    larger one is ``InvalidData``. The bytes are not parsed here."""
+    shown = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_LOG_SIZE + 1)
+    except PermissionError as exc:
+        raise HardwareUnavailable(
+            f"the event log {shown} is readable by root only (or a group your distribution "
+            "sets): run as root or copy it"
+        ) from exc
+    except FileNotFoundError as exc:
+        why = (
+            "no TPM, firmware that logs no measured boot, or securityfs not mounted "
+            "(mount -t securityfs securityfs /sys/kernel/security)"
+            if shown == KERNEL_EVENT_LOG
+            else "no such file"
+        )
+        raise HardwareUnavailable(f"no event log at {shown}: {why}") from exc
+    except OSError as exc:
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        raise HardwareUnavailable(f"the event log {shown} cannot be read: {reason}") from exc
+    if len(data) > MAX_LOG_SIZE:
+        raise InvalidData(f"event log {shown}: more than the {MAX_LOG_SIZE} bytes allowed")
+    return data
 
 
 # --- Parsing ---------------------------------------------------------------------------------
@@ -800,7 +954,7 @@ def _parse_spec_id(data: bytes, pcr: int, digest: bytes) -> SpecIdEvent:
     algorithms: list[SpecIdAlgorithm] = []
     for number in range(count):
         alg, size = struct.unpack_from("<HH", data, 28 + 4 * number)
-        known = HASH_ALGORITHMS.get(alg)
+        known = _ALGORITHMS.get(alg)
         if known is not None and known[1] != size:
             raise fail(f"algorithm {known[0]} declared with digest size {size}, not {known[1]}")
         if not 1 <= size <= 256:
@@ -977,7 +1131,8 @@ class Authority:
 @dataclass(frozen=True)
 class LoadedImage:
     """A PE image the firmware loaded (EV_EFI_BOOT_SERVICES_APPLICATION, _DRIVER,
-    EV_EFI_RUNTIME_SERVICES_DRIVER): its Authenticode digests by bank and device path."""
+    EV_EFI_RUNTIME_SERVICES_DRIVER): its Authenticode digests by bank, and its device path and
+    length as the firmware logged them (labels: the digest is of the image, not of these)."""
 
     event_index: int
     pcr: int
@@ -1003,13 +1158,38 @@ class MokVariable:
 @dataclass(frozen=True)
 class LoaderMeasurement:
     """An event of the boot loader or kernel stub (PCRs 8, 9, 11, 12: GRUB's commands, command
-    lines and files, systemd-boot's and systemd-stub's measurements): its text where it is one."""
+    lines and files, systemd-boot's and systemd-stub's measurements): its text where it is one.
+    ``text_measured``: the digest is of the text itself (a command, a command line); otherwise
+    the text is a label (a file's path) and the digest is of what it names."""
 
     event_index: int
     pcr: int
     event_type: str
     text: str | None
     digests: Mapping[str, bytes]
+    text_measured: bool = False
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """An event that extended a PCR the facts read: its index, type name and whether its data
+    is what its digest measured (``data_matches``: True, False, or None where the digest is of
+    something not in the log)."""
+
+    event_index: int
+    event_type: str
+    data_verified: bool | None
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """A Windows boot or code-integrity revocation list as measured (SIPAEVENT_BOOT_ /
+    OS_REVOCATION_LIST: its creation time as a FILETIME, and its digest), which Device Health
+    Attestation reports as the list's version."""
+
+    creation_time: int
+    hash_algorithm: int
+    digest: bytes
 
 
 @dataclass(frozen=True)
@@ -1074,6 +1254,13 @@ class WindowsFacts:
     vsm_launch_type: int | None
     elam_drivers: tuple[ElamDriver, ...]
     loaded_modules: tuple[WindowsModule, ...]
+    boot_revocation_list: RevocationList | None = None
+    os_revocation_list: RevocationList | None = None
+
+    @property
+    def bitlocker(self) -> bool:
+        """Whether BitLocker unlocked the OS volume in this boot (an unlock was measured)."""
+        return bool(self.bitlocker_unlocks)
 
     @staticmethod
     def bitlocker_flags(value: int) -> tuple[str, ...]:
@@ -1097,7 +1284,13 @@ class BootFacts:
     measurements; ``boot_loader``: PCR 8/9/11/12 events, with GRUB's commands and the kernel
     command lines picked out; ``separators``: the PCRs a separator was seen in, and those where
     it was an error; ``exit_boot_services``: the firmware logged ExitBootServices;
-    ``firmware_debug_mode``: the firmware logged "UEFI Debug Mode"; ``windows``: SIPA facts."""
+    ``firmware_debug_mode``: the firmware logged "UEFI Debug Mode"; ``windows``: SIPA facts.
+
+    ``banks``: the banks whose digests the facts were checked against (and the only digests
+    they hold); ``measurements``: per PCR read (every covered one, with or without events), the
+    events that counted, in order, with whether their data matched their digests;
+    ``firmware_versions``: every EV_S_CRTM_VERSION string. Data that does not match a digest
+    defined over it gives no fact (``data_mismatches``)."""
 
     secure_boot: bool | None
     pk: tuple[SignatureEntry, ...] | None
@@ -1121,11 +1314,32 @@ class BootFacts:
     firmware_debug_mode: bool
     actions: tuple[str, ...]
     windows: WindowsFacts | None
+    banks: tuple[str, ...] = ()
+    measurements: Mapping[int, tuple[Measurement, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    firmware_versions: tuple[str, ...] = ()
 
     @property
     def kernel_cmdline(self) -> str | None:
         """The last kernel command line measured (the one the kernel got)."""
         return self.kernel_cmdlines[-1] if self.kernel_cmdlines else None
+
+    @property
+    def pcrs(self) -> tuple[int, ...]:
+        """The PCRs the facts were read from: those covered (a quoted PCR without events
+        included), or without coverage those with an event that counted."""
+        return tuple(sorted(self.measurements))
+
+    @property
+    def data_mismatches(self) -> tuple[Measurement, ...]:
+        """The events whose data is not what their digest measured: they gave no fact."""
+        return tuple(
+            m
+            for pcr in sorted(self.measurements)
+            for m in self.measurements[pcr]
+            if m.data_verified is False
+        )
 
 
 _MOK_NAMES = frozenset({"MokList", "MokListX", "MokListTrusted", "SbatLevel", "MokListRT"})
@@ -1137,8 +1351,9 @@ def _entries(variable: EfiVariable) -> tuple[SignatureEntry, ...] | None:
     return tuple(entry for found in variable.signature_lists for entry in found.entries)
 
 
-def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
-    """Read the boot facts from the events; each decoder returns None for what it does not
+def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootFacts:
+    """Read the boot facts from the events that ``coverage`` covers and whose data matches
+    their digests where it is defined over them; each decoder returns None for what it does not
     understand, so this never raises on a parsed log."""
     secure_boot: bool | None = None
     databases: dict[str, tuple[SignatureEntry, ...] | None] = {}
@@ -1150,17 +1365,33 @@ def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
     loader: list[LoaderMeasurement] = []
     grub_commands: list[str] = []
     cmdlines: list[str] = []
-    firmware_version: str | None = None
+    versions: list[str] = []
     separators: set[int] = set()
     separator_errors: set[int] = set()
     exit_boot_services = debug_mode = False
     actions: list[str] = []
     windows_events: list[Event] = []
     closed: set[int] = set()
+    # every covered PCR is listed, those without events too (their quoted value is the start)
+    measurements: dict[int, list[Measurement]] = {
+        pcr: [] for pcrs in (coverage or {}).values() for pcr in pcrs
+    }
+    banks_seen: set[str] = set(coverage or ())
 
     for event in events:
-        decoded = event.decoded
         kind, pcr = event.event_type, event.pcr
+        if kind == EV_NO_ACTION:
+            continue  # extends nothing: no replay vouches for it
+        banks = _checking_banks(log, event, coverage)
+        if not banks:
+            continue
+        banks_seen.update(banks)
+        verified = data_matches(event, banks)
+        measurements.setdefault(pcr, []).append(Measurement(event.index, event.type_name, verified))
+        if verified is False:
+            continue
+        digests: Mapping[str, bytes] = MappingProxyType({b: event.digests[b] for b in banks})
+        decoded = event.decoded
         if isinstance(decoded, EfiVariable):
             if kind == EV_EFI_VARIABLE_AUTHORITY and pcr == 7:
                 authorities.append(
@@ -1175,7 +1406,7 @@ def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
                 elif key in _DATABASES and _DATABASES[key] not in databases:
                     databases[_DATABASES[key]] = _entries(decoded)
             if decoded.guid == SHIM_LOCK and decoded.name in _MOK_NAMES and pcr == 7:
-                mok.append(MokVariable(event.index, decoded.name, pcr, event.digests, decoded.data))
+                mok.append(MokVariable(event.index, decoded.name, pcr, digests, decoded.data))
                 if decoded.name == "SbatLevel":
                     sbat = text_of(decoded.data)
                     sbat_level = sbat[0] if sbat else sbat_level
@@ -1184,7 +1415,7 @@ def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
                 event.index,
                 pcr,
                 event.type_name,
-                event.digests,
+                digests,
                 decoded.device_path_text if isinstance(decoded, ImageLoad) else None,
                 decoded.length if isinstance(decoded, ImageLoad) else None,
             )
@@ -1199,20 +1430,22 @@ def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
             if pcr in (12, 13, 14):
                 closed.add(pcr)
         text = decoded.text if isinstance(decoded, EventText) else None
-        if kind == EV_S_CRTM_VERSION and firmware_version is None and text is not None:
-            firmware_version = text
+        if kind == EV_S_CRTM_VERSION and text is not None:
+            versions.append(text)
         if kind in (EV_EFI_ACTION, EV_ACTION) and text is not None:
             actions.append(text)
             exit_boot_services |= text == "Exit Boot Services Invocation"
             debug_mode |= text == "UEFI Debug Mode" and pcr == 7
         if kind == EV_IPL and pcr == 14 and text is not None and text in _MOK_NAMES:
-            mok.append(MokVariable(event.index, text, pcr, event.digests, None))
+            mok.append(MokVariable(event.index, text, pcr, digests, None))
         if pcr in (8, 9, 11, 12) and kind in (EV_IPL, EV_EVENT_TAG):
             loader_text = text if text is not None else _tag_text(decoded)
             loader.append(
-                LoaderMeasurement(event.index, pcr, event.type_name, loader_text, event.digests)
+                LoaderMeasurement(
+                    event.index, pcr, event.type_name, loader_text, digests, verified is True
+                )
             )
-            if loader_text is not None:
+            if loader_text is not None and verified is True:
                 _loader_text(pcr, kind, decoded, loader_text, grub_commands, cmdlines)
         if kind == EV_EVENT_TAG and pcr in (12, 13, 14) and pcr not in closed:
             windows_events.append(event)
@@ -1231,7 +1464,7 @@ def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
         boot_loader=tuple(loader),
         grub_commands=tuple(grub_commands),
         kernel_cmdlines=tuple(cmdlines),
-        firmware_version=firmware_version,
+        firmware_version=versions[0] if versions else None,
         startup_locality=log.startup_locality,
         h_crtm=log.h_crtm,
         separators=tuple(sorted(separators)),
@@ -1240,6 +1473,21 @@ def _facts(log: EventLog, events: Sequence[Event]) -> BootFacts:
         firmware_debug_mode=debug_mode,
         actions=tuple(actions),
         windows=_windows_facts(windows_events),
+        banks=tuple(bank for bank in log.replayable_banks if bank in banks_seen),
+        measurements=MappingProxyType(
+            {pcr: tuple(found) for pcr, found in sorted(measurements.items())}
+        ),
+        firmware_versions=tuple(versions),
+    )
+
+
+def _checking_banks(log: EventLog, event: Event, coverage: _Coverage) -> tuple[str, ...]:
+    """The banks whose digests of this event the facts read: those of ``coverage`` that cover
+    its PCR (or, without coverage, every bank a replay computes) that the event has."""
+    if coverage is None:
+        return tuple(bank for bank in log.replayable_banks if bank in event.digests)
+    return tuple(
+        bank for bank, pcrs in coverage.items() if event.pcr in pcrs and bank in event.digests
     )
 
 
@@ -1305,6 +1553,7 @@ class _WindowsState:
         self.unlocks: list[int] = []
         self.elam: list[ElamDriver] = []
         self.modules: dict[str, WindowsModule] = {}
+        self.lists: dict[str, RevocationList] = {}
 
     def read(self, pcr: int, record: SipaRecord) -> None:
         name = record.name.removeprefix("SIPAEVENT_")
@@ -1318,6 +1567,11 @@ class _WindowsState:
             return
         for child in record.children:
             self.read(pcr, child)
+        if name in ("BOOT_REVOCATION_LIST", "OS_REVOCATION_LIST"):
+            found = _revocation_list(record.data)
+            if found is not None:
+                self.lists.setdefault(name, found)
+            return
         if value is None:
             return
         if name in (
@@ -1378,7 +1632,20 @@ class _WindowsState:
             vsm_launch_type=self.numbers.get("VSM_LAUNCH_TYPE"),
             elam_drivers=tuple(self.elam),
             loaded_modules=tuple(self.modules.values()),
+            boot_revocation_list=self.lists.get("BOOT_REVOCATION_LIST"),
+            os_revocation_list=self.lists.get("OS_REVOCATION_LIST"),
         )
+
+
+def _revocation_list(data: bytes) -> RevocationList | None:
+    """SIPAEVENT_REVOCATION_LIST_PAYLOAD: CreationTime (a FILETIME), DigestLength (UINT32),
+    HashAlgID (UINT16, a TPM_ALG_ID) and the digest, filling the record."""
+    if len(data) < 14:
+        return None
+    creation, length, algorithm = struct.unpack_from("<QIH", data)
+    if len(data) != 14 + length:
+        return None
+    return RevocationList(creation, algorithm, data[14:])
 
 
 def _elam(children: Mapping[str, SipaRecord]) -> ElamDriver:

@@ -54,6 +54,7 @@ from .wire import (
 )
 
 __all__ = [
+    "PublicKey",
     "TPMSECCParms",
     "TPMSECCPoint",
     "TPMSKeyedHashParms",
@@ -237,6 +238,7 @@ _CURVES: Mapping[int, ec.EllipticCurve] = {
 _CURVE_IDS = {curve.name: curve_id for curve_id, curve in _CURVES.items()}
 
 Parameters = TPMSRSAParms | TPMSECCParms | TPMSKeyedHashParms | TPMSSymCipherParms
+#: A public key as ``cryptography`` gives it, of the two kinds a TPM key can be (RSA or ECC).
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._json import Members, b64_encode
+from .._json import MAX_JSON_SIZE, Members, b64_encode
 from ..errors import AttestationCheckFailed, Check, InvalidData
 from .model import PCR_COUNT, KeyType
 from .wire import TPM_ALG_NULL
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .structures import TPMSAttest
 
 __all__ = [
+    "MAX_QUOTE_JSON",
     "SOFTWARE_FIRMWARE_VERSION",
     "SOFTWARE_SIGNER_PREFIX",
     "Certification",
@@ -78,7 +79,8 @@ class EndorsementKey:
 
 @dataclass(frozen=True)
 class Quote:
-    """A signed PCR quote: the exact TPMS_ATTEST and TPMT_SIGNATURE bytes, and the PCR values."""
+    """A signed PCR quote: the exact TPMS_ATTEST and TPMT_SIGNATURE bytes, and the PCR values;
+    ``event_log``: the TCG event log read after the quote, when it was asked for."""
 
     attest: bytes
     signature: bytes
@@ -86,6 +88,7 @@ class Quote:
     pcr_values: dict[int, bytes]
     nonce: bytes
     hardware_backed: bool
+    event_log: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -128,10 +131,11 @@ def _document(
     kind: str,
     names: set[str],
     later: frozenset[str] = frozenset(),
+    max_size: int = MAX_JSON_SIZE,
 ) -> Members:
     """A record's JSON form: an object of this ``kind`` and version 1 with exactly these
     members (and perhaps those added ``later``), read strictly by the one JSON reader."""
-    doc = Members.load(source, f"the {kind} document")
+    doc = Members.load(source, f"the {kind} document", max_size=max_size)
     if doc.optional("kind") != kind:
         raise InvalidData(f"{doc.what}: 'kind' is {doc.optional('kind')!r:.40}, not {kind!r}")
     version = doc.optional("version")
@@ -142,23 +146,28 @@ def _document(
 
 
 _PCR_NAMES = frozenset(str(i) for i in range(PCR_COUNT))
+#: The largest quote document read: room for an event log of the parser's largest
+#: (tcg.eventlog.MAX_LOG_SIZE, 16 MiB) in base64, and the rest.
+MAX_QUOTE_JSON = 24 * 1024 * 1024
 
 
 def quote_to_json(quote: Quote) -> str:
-    """A quote as JSON: TPMS_ATTEST, TPMT_SIGNATURE, nonce and PCR values in base64."""
-    return json.dumps(
-        {
-            "kind": "quote",
-            "version": 1,
-            "attest": b64_encode(quote.attest),
-            "signature": b64_encode(quote.signature),
-            "pcr_bank": quote.pcr_bank,
-            "pcr_values": {str(i): b64_encode(v) for i, v in sorted(quote.pcr_values.items())},
-            "nonce": b64_encode(quote.nonce),
-            "hardware_backed": quote.hardware_backed,
-        },
-        indent=2,
-    )
+    """A quote as JSON: TPMS_ATTEST, TPMT_SIGNATURE, nonce and PCR values in base64, and the
+    event log (base64) when the quote carries one (a member added in version 1: a document
+    without it reads as before)."""
+    document: dict[str, Any] = {
+        "kind": "quote",
+        "version": 1,
+        "attest": b64_encode(quote.attest),
+        "signature": b64_encode(quote.signature),
+        "pcr_bank": quote.pcr_bank,
+        "pcr_values": {str(i): b64_encode(v) for i, v in sorted(quote.pcr_values.items())},
+        "nonce": b64_encode(quote.nonce),
+        "hardware_backed": quote.hardware_backed,
+    }
+    if quote.event_log is not None:
+        document["event_log"] = b64_encode(quote.event_log)
+    return json.dumps(document, indent=2)
 
 
 def quote_from_json(source: str | bytes | Mapping[str, Any]) -> Quote:
@@ -168,6 +177,8 @@ def quote_from_json(source: str | bytes | Mapping[str, Any]) -> Quote:
         source,
         "quote",
         {"attest", "signature", "pcr_bank", "pcr_values", "nonce", "hardware_backed"},
+        frozenset({"event_log"}),
+        MAX_QUOTE_JSON,
     )
     pcrs = doc.member("pcr_values")
     values: dict[int, bytes] = {}
@@ -182,6 +193,7 @@ def quote_from_json(source: str | bytes | Mapping[str, Any]) -> Quote:
         pcr_values=dict(sorted(values.items())),
         nonce=doc.base64("nonce"),
         hardware_backed=doc.boolean("hardware_backed"),
+        event_log=doc.optional_base64("event_log"),
     )
 
 

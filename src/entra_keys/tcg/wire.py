@@ -8,6 +8,7 @@ import hashlib
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
@@ -70,13 +71,11 @@ __all__ = [
     "Reader",
     "as_bytes",
     "check_known",
-    "der_signature",
     "hash_info",
     "hash_info_by_name",
     "parse_tpm2b",
     "too_large_error",
     "tpm2b",
-    "tpm2b_at",
     "trailing_error",
     "truncated_error",
 ]
@@ -214,6 +213,9 @@ CLOCK = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO and firmwareVersion
 
 
 def as_bytes(data: object, what: str) -> bytes:
+    """The input as bytes (a copy of a bytearray or memoryview); InvalidData for other types."""
+    if type(data) is bytes:
+        return data
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidData(f"{what}: bytes expected, not {type(data).__name__}")
     return bytes(data)
@@ -233,85 +235,76 @@ def trailing_error(what: str, left: int) -> InvalidData:
     return InvalidData(f"{what}: {left} trailing bytes after the structure")
 
 
-def tpm2b_at(
-    data: bytes, pos: int, end: int, what: str, name: str, limit: int
-) -> tuple[bytes, int]:
-    """The TPM2B at ``pos`` (at most ``limit`` bytes) and the offset after it."""
-    start = pos + 2
-    if start > end:
-        raise truncated_error(what, f"{name} size", 2, pos, end)
-    size = data[pos] << 8 | data[pos + 1]
-    if size > limit:
-        raise too_large_error(what, name, size, limit)
-    stop = start + size
-    if stop > end:
-        raise truncated_error(what, name, size, start, end)
-    return data[start:stop], stop
-
-
 class Reader:
     """Reads big-endian TPM fields from bytes; every shortfall is an exact InvalidData."""
 
     __slots__ = ("data", "pos", "what")
 
     def __init__(self, data: object, what: str) -> None:
-        self.data = as_bytes(data, what)
+        self.data = data if type(data) is bytes else as_bytes(data, what)
         self.pos = 0
         self.what = what
 
     def _need(self, n: int, name: str) -> int:
+        """The offset of the next ``n`` bytes, which the reader moves past."""
         pos = self.pos
-        if pos + n > len(self.data):
+        end = pos + n
+        if end > len(self.data):
             raise truncated_error(self.what, name, n, pos, len(self.data))
-        self.pos = pos + n
+        self.pos = end
         return pos
 
     def u8(self, name: str) -> int:
         return self.data[self._need(1, name)]
 
     def u16(self, name: str) -> int:
-        return int(U16.unpack_from(self.data, self._need(2, name))[0])
+        value: int = U16.unpack_from(self.data, self._need(2, name))[0]
+        return value
 
     def u32(self, name: str) -> int:
-        return int(U32.unpack_from(self.data, self._need(4, name))[0])
+        value: int = U32.unpack_from(self.data, self._need(4, name))[0]
+        return value
 
     def u64(self, name: str) -> int:
-        return int(U64.unpack_from(self.data, self._need(8, name))[0])
+        value: int = U64.unpack_from(self.data, self._need(8, name))[0]
+        return value
+
+    def fields(self, layout: struct.Struct, name: str) -> tuple[Any, ...]:
+        """The fixed-size fields ``layout`` reads (e.g. HEADER: magic and type), in one read."""
+        pos = self.pos
+        end = pos + layout.size
+        if end > len(self.data):
+            raise truncated_error(self.what, name, layout.size, pos, len(self.data))
+        self.pos = end
+        return layout.unpack_from(self.data, pos)
 
     def take(self, n: int, name: str) -> bytes:
-        pos = self._need(n, name)
-        return self.data[pos : pos + n]
+        pos = self.pos
+        end = pos + n
+        if end > len(self.data):
+            raise truncated_error(self.what, name, n, pos, len(self.data))
+        self.pos = end
+        return self.data[pos:end]
 
     def tpm2b(self, name: str, limit: int) -> bytes:
-        out, self.pos = tpm2b_at(self.data, self.pos, len(self.data), self.what, name, limit)
-        return out
+        """A TPM2B of at most ``limit`` bytes: its size, then the bytes."""
+        data, pos = self.data, self.pos
+        start = pos + 2
+        if start > len(data):
+            raise truncated_error(self.what, f"{name} size", 2, pos, len(data))
+        size = data[pos] << 8 | data[pos + 1]
+        if size > limit:
+            raise too_large_error(self.what, name, size, limit)
+        stop = start + size
+        if stop > len(data):
+            raise truncated_error(self.what, name, size, start, len(data))
+        self.pos = stop
+        return data[start:stop]
 
     def done(self) -> None:
         left = len(self.data) - self.pos
         if left:
             raise trailing_error(self.what, left)
-
-
-def der_signature(r: bytes, s: bytes) -> bytes:
-    """The DER ECDSA-Sig-Value (SEQUENCE of INTEGER r, s) of big-endian r and s, what pyca's
-    ``encode_dss_signature`` makes of them, in a third of its time: TPMs give r and s as bytes."""
-    body = _der_integer(r) + _der_integer(s)
-    return b"\x30" + _der_length(len(body)) + body
-
-
-def _der_integer(value: bytes) -> bytes:
-    """A DER INTEGER of the unsigned value: no leading zero but one that keeps it positive."""
-    value = value.lstrip(b"\0")
-    if not value or value[0] & 0x80:
-        value = b"\0" + value
-    return b"\x02" + _der_length(len(value)) + value
-
-
-def _der_length(n: int) -> bytes:
-    """A DER length: short form below 128, else 0x81 or 0x82 and the length."""
-    if n < 0x80:
-        return n.to_bytes(1, "big")
-    return b"\x81" + n.to_bytes(1, "big") if n < 0x100 else b"\x82" + n.to_bytes(2, "big")
 
 
 def tpm2b(data: bytes) -> bytes:

@@ -17,7 +17,7 @@ imported here only once a TSS error exists, so this module loads without it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from ...errors import (
@@ -144,12 +144,18 @@ def is_tpm_refusal(error: TPMError) -> bool:
     return error.rc & int(tpm2_rc.FMT1 | tpm2_rc.S) != int(tpm2_rc.S)
 
 
-def with_lockout_state(error: TPMError, what: str, props: Mapping[int, int]) -> TPMError:
-    """Add the dictionary-attack state (TPM2_PT_LOCKOUT_COUNTER and the three properties after
-    it, by property id) to an authorization error: tries left, or when the TPM lets one more
-    try in and how to clear the lockout."""
-    from tpm2_pytss.constants import TPM2_PT
+def with_lockout_state(error: TPMError, what: str, esys: Any) -> TPMError:
+    """Add the TPM's dictionary-attack state (TPM2_PT_LOCKOUT_COUNTER and the three properties
+    after it) to an authorization error: tries left, or when the TPM lets one more try in and
+    how to clear the lockout. The error as it is where the TPM does not answer."""
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import TPM2_CAP, TPM2_PT
 
+    try:
+        _, data = esys.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT.LOCKOUT_COUNTER, 4)
+    except TSS2_Exception:
+        return error
+    props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
     failures = props.get(int(TPM2_PT.LOCKOUT_COUNTER), 0)
     max_tries = props.get(int(TPM2_PT.MAX_AUTH_FAIL), 0)
     interval = props.get(int(TPM2_PT.LOCKOUT_INTERVAL), 0)

@@ -34,10 +34,8 @@ from ...provider import (
     SignatureScheme,
 )
 from ...tcg import model
-from ...tcg.wire import (  # the constants, not the parsers (cold start)
-    TPMA_OBJECT,
-    der_signature,
-)
+from ...tcg.signature import TPMTSignature
+from ...tcg.wire import TPMA_OBJECT  # the constants, not the parsers (cold start)
 from . import _errors
 from ._connection import Connection
 
@@ -103,6 +101,15 @@ def _origin_reason(missing: tuple[str, ...]) -> str:
     )
 
 
+def _signature_parts(marshaled: bytes) -> tuple[bytes, bytes]:
+    """The RSA signature (and b"") or ECDSA's r and s of a marshaled TPMT_SIGNATURE, read by
+    the one TPMT_SIGNATURE reader (tpm2-pytss's attribute access costs five times as much)."""
+    signature = TPMTSignature.parse(marshaled)
+    if signature.is_rsa:
+        return signature.signature, b""
+    return signature.signature_r, signature.signature_s
+
+
 class _TPMObject:
     """A TPM object known by its blob (private, public): loaded for one use, or pinned."""
 
@@ -147,7 +154,7 @@ class _TPMObject:
         conn = self._conn
         with conn.command("load key") as esys:
             if self._pins == 0:
-                handle = conn.take(self)
+                handle = conn.keys.take(self)
                 if handle is None:
                     handle = conn.load(esys, self._private, self._public, self._auth)
                 self._handle = handle
@@ -171,7 +178,7 @@ class _TPMObject:
                 if conn.closed:
                     return
                 with conn.command("keep key loaded") as esys:
-                    if not conn.keep(self, handle):
+                    if not conn.keys.put(self, handle):
                         esys.flush_context(handle)
             except EntraKeysError:
                 if not quiet:
@@ -184,13 +191,13 @@ class _TPMObject:
         if handle is not None:
             return handle, False
         conn = self._conn
-        handle = conn.cached(self)
+        handle = conn.keys.get(self)
         if handle is not None:
             return handle, False
-        if conn.cache_slots > 0:
-            conn.make_room(esys)
-        handle = conn.load(esys, self._private, self._public, self._auth)
-        return handle, not conn.keep(self, handle)
+        handle, kept = conn.keys.load(
+            self, lambda: conn.load(esys, self._private, self._public, self._auth)
+        )
+        return handle, not kept
 
     @contextlib.contextmanager
     def _gone_as_unusable(self) -> Iterator[None]:
@@ -210,41 +217,79 @@ class _TPMObject:
         if not _errors.is_object_gone(exc):
             return exc
         with self._conn.lock:
-            self._conn.take(self)
+            self._conn.keys.take(self)
         return KeysUnusable(
             "keys unusable on this TPM: leave and join again (the TPM no longer holds this "
             f"key or its storage key: it was cleared or reset while the key was in use; {exc})"
         )
 
-    @contextlib.contextmanager
-    def _use(
-        self, what: str, *, encrypted: bool = False, command: bool = True
-    ) -> Iterator[tuple[Any, Any, Any]]:
+    def _use(self, what: str, *, encrypted: bool = False, command: bool = True) -> _Use:
         """(ESAPI context, handle, authorization session) for one use of this object.
 
-        The object is pinned, kept by the cache, or loaded now. It is authorized by the plain
-        password session when it has no PIN; with a PIN, or when ``encrypted`` asks for
-        parameter encryption (of the response, and of the command unless ``command`` is
-        False), by the connection's salted HMAC session, so that neither PIN nor secret
-        crosses bare.
+        The object is pinned, kept by the cache, or loaded now; the cache does not flush it for
+        another key while the block runs. It is authorized by the plain password session when
+        it has no PIN; with a PIN, or when ``encrypted`` asks for parameter encryption (of the
+        response, and of the command unless ``command`` is False), by the connection's salted
+        HMAC session, so that neither PIN nor secret crosses bare.
         """
-        conn = self._conn
-        with conn.command(what) as esys:
-            handle, flush = self._handle_now(esys)
-            ident = id(self)
-            conn.busy[ident] = conn.busy.get(ident, 0) + 1  # not evicted while in use
-            try:
-                if encrypted or self._auth is not None:
-                    with conn.hmac_session(esys, encrypt=encrypted, command=command) as session:
-                        yield esys, handle, session
-                else:
-                    yield esys, handle, conn.tss.ESYS_TR.PASSWORD
-            finally:
-                uses = conn.busy.pop(ident) - 1
-                if uses:
-                    conn.busy[ident] = uses
-                if flush:
-                    esys.flush_context(handle)
+        return _Use(self, what, encrypted, command)
+
+
+class _Use:
+    """One ``_TPMObject._use`` block. A class, not a generator: it runs on every signature."""
+
+    __slots__ = (
+        "_command",
+        "_encrypted",
+        "_esys",
+        "_flush",
+        "_handle",
+        "_in_use",
+        "_obj",
+        "_param",
+        "_session",
+    )
+
+    def __init__(self, obj: _TPMObject, what: str, encrypted: bool, command: bool) -> None:
+        self._obj = obj
+        self._command = obj._conn.command(what)
+        self._encrypted = encrypted
+        self._param = command
+        self._session: Any = None
+
+    def __enter__(self) -> tuple[Any, Any, Any]:
+        obj = self._obj
+        conn = obj._conn
+        esys = self._esys = self._command.__enter__()
+        try:
+            self._handle, self._flush = obj._handle_now(esys)
+        except BaseException as exc:
+            self._command.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._in_use = conn.keys.in_use(obj)
+        self._in_use.__enter__()
+        if not self._encrypted and obj._auth is None:
+            return esys, self._handle, conn.tss.ESYS_TR.PASSWORD
+        try:
+            self._session = conn.session(esys, encrypt=self._encrypted, command=self._param)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return esys, self._handle, self._session
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        """Release the object (flushed where the cache did not keep it) and end the command,
+        which translates a TSS error: the block's, else one of the release's."""
+        try:
+            self._in_use.__exit__()
+            if exc is not None and self._session is not None:
+                self._obj._conn.drop_session(self._esys)
+            if self._flush:
+                self._esys.flush_context(self._handle)
+        except BaseException as error:
+            self._command.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._command.__exit__(kind, exc, tb)
 
 
 class _TPMKeyBase(_TPMObject):
@@ -267,6 +312,13 @@ class _TPMKeyBase(_TPMObject):
         # Read from the public area every load hands the TPM, so these are the attributes the
         # TPM enforces (key_from_pem checks them only after the TPM has accepted that area).
         self._missing = _missing_origin(public, usage)
+        t = conn.tss
+        #: TPMT_SIG_SCHEME per (scheme, hash name), built on first use.
+        self._schemes: dict[tuple[SignatureScheme, str], Any] = {}
+        #: The null ticket: the digest was not made by the TPM (the key is not restricted).
+        self._ticket = t.TPMT_TK_HASHCHECK(tag=t.TPM2_ST.HASHCHECK, hierarchy=t.TPM2_RH.NULL)
+        #: The digest to sign, refilled under the connection's lock (a digest is no secret).
+        self._digest = t.TPM2B_DIGEST()
 
     @property
     def hardware_backed(self) -> bool:
@@ -282,27 +334,30 @@ class _TPMKeyBase(_TPMObject):
     def _sign(
         self, what: str, digest: bytes, scheme: SignatureScheme, hash_alg: hashes.HashAlgorithm
     ) -> tuple[bytes, bytes]:
-        """TPM2_Sign of a digest: the signature's parts (``Signer.parts``). A key without a PIN,
-        pinned or in the key cache, signs under the lock with no context manager
-        (``Connection.run``): the hot path, one TPM command and no tpm2-pytss object per call."""
-        conn = self._conn
-        signer = conn.signer
-        sig_scheme = signer.scheme(scheme, hash_alg)
+        """TPM2_Sign of a digest: the RSA signature (and b"") or ECDSA's r and s.
+
+        The hot path: the scheme, the null ticket and the digest's TPM2B are built once per key
+        (the digest refilled under the connection's lock), and the signature is read from its
+        marshaled form, not through tpm2-pytss's attribute wrappers (which cost several times
+        as much CPU per signature)."""
+        sig_scheme = self._schemes.get((scheme, hash_alg.name))
+        if sig_scheme is None:
+            t = self._conn.tss
+            sig_scheme = t.TPMT_SIG_SCHEME(scheme=getattr(t.TPM2_ALG, scheme.name))
+            sig_scheme.details.any.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
+            self._schemes[(scheme, hash_alg.name)] = sig_scheme
         try:
-            if self._auth is None:
-                with conn.lock:  # the handle stays loaded while the lock is held
-                    handle = self._handle
-                    if handle is None:
-                        handle = conn.cached(self)
-                    if handle is not None:
-                        return conn.run(what, signer.sign_parts, handle, digest, sig_scheme)
             with self._use(what) as (esys, handle, session):
-                return signer.sign_parts(esys, handle, digest, sig_scheme, session)
+                self._digest.buffer = digest
+                signature = esys.sign(
+                    handle, self._digest, sig_scheme, self._ticket, session1=session
+                )
         except TPMError as exc:
             error = self._unusable(exc)
             if error is exc:
                 raise
             raise error from exc
+        return _signature_parts(bytes(signature.marshal()))
 
     def _refuse_export(self) -> KeyUsageError:
         return KeyUsageError(
@@ -407,7 +462,7 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
         """Signs the data with ECDSA in the TPM; the signature is DER, as from ``cryptography``."""
         hash_alg, digest = self.ecdsa_sign_args(data, signature_algorithm)
         r, s = self._sign("ECDSA sign", digest, SignatureScheme.ECDSA, hash_alg)
-        return der_signature(r, s)
+        return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
 
     @property
     def curve(self) -> ec.EllipticCurve:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -39,9 +40,10 @@ from ...provider import (
 )
 from ...tcg import model
 from . import _primary_cache
-from ._connection import SRK_HANDLE, Connection, _inner_tcti, import_pytss
+from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
 from ._templates import key_template, session_key_template, storage_template
+from .tcti import NO_TPM, Tcti, default_tcti
 
 __all__ = [
     "SRK_HANDLE",
@@ -49,34 +51,26 @@ __all__ = [
     "TPMProvider",
     "TPMRSAKey",
     "TPMSessionKey",
-    "default_tcti",
     "forget_saved_primary",
     "persist_storage_key",
 ]
 
-#: The kernel's resource-managed TPM device, used when no TCTI is named.
-TPM_DEVICE = "/dev/tpmrm0"
+
+def _named(tcti: str | Tcti | None) -> Tcti | None:
+    """The TCTI named (parsed once), else the default one (``default_tcti``)."""
+    if isinstance(tcti, Tcti):
+        return tcti
+    return Tcti.parse(tcti) if tcti else default_tcti()
 
 
-def default_tcti() -> str | None:
-    """The TPM to use when none is named: ``TPM2TOOLS_TCTI``, ``TSS2_TCTI``, or /dev/tpmrm0."""
-    for var in ("TPM2TOOLS_TCTI", "TSS2_TCTI"):
-        value = os.environ.get(var)
-        if value:
-            return value
-    if os.path.exists(TPM_DEVICE):
-        return f"device:{TPM_DEVICE}"
-    return None
-
-
-def forget_saved_primary(tcti: str | None = None) -> bool:
+def forget_saved_primary(tcti: str | Tcti | None = None) -> bool:
     """Remove this user's saved context of the storage primary for ``tcti`` (the default TPM
     when None; a ``pcap:`` wrapper names the TPM under it), so the next open without a
     persistent SRK creates the primary again; True where there was one. Needs no TPM."""
-    tcti = tcti or default_tcti()
-    if tcti is None:
+    named = _named(tcti)
+    if named is None:
         return False
-    path = _primary_cache.path_for(_inner_tcti(tcti))
+    path = _primary_cache.path_for(named.inner)
     try:
         path.unlink()
     except FileNotFoundError:
@@ -89,7 +83,7 @@ def forget_saved_primary(tcti: str | None = None) -> bool:
 
 
 def persist_storage_key(
-    tcti: str | None = None, owner_auth: bytes | None = None, *, timeout: float = 30.0
+    tcti: str | Tcti | None = None, owner_auth: bytes | None = None, *, timeout: float = 30.0
 ) -> bool:
     """Persist the standard SRK (RSA-2048, TCG Provisioning Guidance) at ``SRK_HANDLE`` with
     the owner authorization; False where one is there already (idempotent).
@@ -100,10 +94,10 @@ def persist_storage_key(
     files made under the owner primary (parent 0x40000001) then no longer load (ForeignKey).
     """
     tss = import_pytss()
-    tcti = tcti or default_tcti()
-    if tcti is None:
-        raise HardwareUnavailable("no TPM found: /dev/tpmrm0 does not exist and no TCTI is set")
-    conn = Connection(tss, tcti, timeout=timeout, open_storage=False)
+    named = _named(tcti)
+    if named is None:
+        raise HardwareUnavailable(NO_TPM)
+    conn = Connection(tss, named, timeout=timeout, open_storage=False)
     try:
         return _persist_srk(conn, owner_auth)
     finally:
@@ -163,16 +157,16 @@ class TPMProvider(Provider):
     #: Seconds a command may wait for a simulator's answer before it fails as unreachable.
     DEFAULT_TIMEOUT = 30.0
 
-    def __init__(self, tcti: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, tcti: str | Tcti | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Open the TPM named by ``tcti`` (a TCTI string), else ``default_tcti()``."""
         tss = import_pytss()
-        self.tcti = tcti or default_tcti()
-        if self.tcti is None:
-            raise HardwareUnavailable(
-                "no TPM found: /dev/tpmrm0 does not exist and neither TPM2TOOLS_TCTI nor "
-                "TSS2_TCTI is set"
-            )
+        named = _named(tcti)
+        if named is None:
+            raise HardwareUnavailable(NO_TPM)
+        #: The TCTI string of the TPM.
+        self.tcti: str = named.string
         self._conn: Connection | None = None
-        self._conn = Connection(tss, self.tcti, timeout=timeout)
+        self._conn = Connection(tss, named, timeout=timeout)
 
     @property
     def connection(self) -> Connection:
@@ -306,10 +300,12 @@ class TPMProvider(Provider):
         conn = self.connection
         try:
             with conn.command("load key") as esys:
-                if conn.cache_slots > 0:
-                    conn.make_room(esys)
-                handle = conn.load(esys, private, public)
-                if getattr(key, "has_pin", False) or not conn.keep(key, handle):
+                handle, kept = conn.keys.load(
+                    key,
+                    lambda: conn.load(esys, private, public),
+                    keep=not getattr(key, "has_pin", False),
+                )
+                if not kept:
                     esys.flush_context(handle)
         except TPMError as exc:
             if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
@@ -404,15 +400,25 @@ class TPMProvider(Provider):
         pcrs: Sequence[int],
         nonce: bytes,
         bank: str = "sha256",
+        *,
+        event_log: bool | str | os.PathLike[str] = False,
     ) -> Quote:
         """TPM2_Quote over the PCRs with the caller's nonce, with the PCR values read in the
-        same run; the quote is retried if a PCR changes between the read and the quote."""
+        same run; the quote is retried if a PCR changes between the read and the quote. With
+        ``event_log`` the log is read after the quote, so it holds every quoted event (True:
+        the kernel's, the log of /dev/tpm0's boot; a path: that file, e.g. a swtpm's)."""
         check_nonce(nonce)
         from . import _endorsement
 
         selection = _endorsement.pcr_selection(self.connection, pcrs, bank)
         ak_key = self._attestation_key(ak)
-        return _endorsement.quote(self.connection, ak_key, selection, pcrs, nonce, bank)
+        quote = _endorsement.quote(self.connection, ak_key, selection, pcrs, nonce, bank)
+        if event_log is False:
+            return quote
+        from ...tcg.eventlog import KERNEL_EVENT_LOG, read_event_log
+
+        path = KERNEL_EVENT_LOG if event_log is True else event_log
+        return dataclasses.replace(quote, event_log=read_event_log(path))
 
     def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
         """TPM2_Certify: the AK signs that this key (by name) lives in this TPM."""
@@ -474,14 +480,6 @@ class TPMProvider(Provider):
             tcti=self.tcti,
             storage_key=f"0x{conn.storage_parent:08x}" + _storage_kind(conn),
         )
-
-    def transient_handles(self) -> list[int]:
-        """The transient objects loaded in the TPM now (the storage key, and any pinned keys)."""
-        conn = self.connection
-        t = conn.tss
-        with conn.command("list transient objects") as esys:
-            _, data = esys.get_capability(t.TPM2_CAP.HANDLES, t.TPM2_HC.TRANSIENT_FIRST, 64)
-        return [int(h) for h in data.data.handles]
 
     def close(self) -> None:
         """Flushes the storage key this provider created and closes the TPM connection."""

@@ -1,4 +1,5 @@
-"""The provider contract: both providers make the same keys, accept and refuse the same calls."""
+"""Keys: every provider makes the same keys, signs and decrypts alike, refuses the same calls,
+and says where each key lives."""
 
 from __future__ import annotations
 
@@ -14,17 +15,24 @@ from cryptography.x509.oid import NameOID
 
 from entra_keys import (
     DecryptionError,
+    KeyFileCorrupt,
+    KeyStore,
     KeyType,
     KeyUsage,
     KeyUsageError,
     Provider,
+    TPMAuthFailure,
     UnsupportedAlgorithm,
+    WrongPassphrase,
 )
 from entra_keys.provider import EntraPrivateKey
 
-from .helpers import cached_key
+from ..helpers import cached_key
 
 MESSAGE = b"the bytes a join agent signs"
+#: Why a key is or is not hardware-backed, as each provider says it.
+MADE_HERE = "made in this TPM (fixedTPM, fixedParent, sensitiveDataOrigin)"
+SOFTWARE_REASON = "a software key: no TPM"
 SHA = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 
 
@@ -183,6 +191,8 @@ def test_rsa3072_signs(provider: Provider) -> None:
     assert key.key_size == 3072
     signature = key.sign(MESSAGE, pss(hashes.SHA384()), hashes.SHA384())
     key.public_key().verify(signature, MESSAGE, pss(hashes.SHA384()), hashes.SHA384())
+    signature = key.sign(MESSAGE, padding.PKCS1v15(), hashes.SHA512())
+    key.public_key().verify(signature, MESSAGE, padding.PKCS1v15(), hashes.SHA512())
 
 
 def test_private_half_exports_only_from_software(
@@ -213,3 +223,66 @@ def test_provider_info_describes_the_provider(provider: Provider) -> None:
         assert info.firmware_version
     else:
         assert info.manufacturer is None
+
+
+def test_a_key_says_where_it_lives_and_why(provider: Provider, store: KeyStore) -> None:
+    """Made in a TPM: hardware, and why; software: never hardware, even with allow_imported."""
+    reason = MADE_HERE if provider.hardware_backed else SOFTWARE_REASON
+    for usage in (KeyUsage.SIGN, KeyUsage.DECRYPT, KeyUsage.ATTEST):
+        made = cached_key(provider, KeyType.RSA2048, usage)
+        assert made.hardware_backed is provider.hardware_backed
+        assert made.hardware_reason == reason
+        store.save(usage.value, made)
+        for allow in (False, True):
+            key = store.load(usage.value, allow_imported=allow)
+            assert key.hardware_backed is provider.hardware_backed
+            assert key.hardware_reason == reason
+        again = provider.key_from_pem(provider.key_to_pem(key), usage, allow_imported=True)
+        assert again.hardware_reason == reason
+    assert {i.hardware_backed for i in store.list()} == {provider.hardware_backed}
+
+
+def test_a_key_file_round_trips_and_the_other_providers_is_refused(
+    provider: Provider, other_provider: Provider, signing_key: EntraPrivateKey
+) -> None:
+    pem = provider.key_to_pem(signing_key)
+    assert provider.key_from_pem(pem, KeyUsage.SIGN).public_key() == signing_key.public_key()
+    with pytest.raises(KeyFileCorrupt):
+        other_provider.key_from_pem(pem, KeyUsage.SIGN)
+    with pytest.raises(UnsupportedAlgorithm):
+        other_provider.key_to_pem(signing_key)
+
+
+def test_an_attestation_key_signs_only_attestations(provider: Provider, store: KeyStore) -> None:
+    store.create("ak", KeyType.ECC256, KeyUsage.ATTEST)
+    ak = store.load("ak")
+    assert ak.usage is KeyUsage.ATTEST and ak.hardware_backed is provider.hardware_backed
+    assert isinstance(ak, ec.EllipticCurvePrivateKey)
+    with pytest.raises(KeyUsageError, match="created to attest"):
+        ak.sign(b"caller data", ec.ECDSA(hashes.SHA256()))
+    device = cached_key(provider, KeyType.ECC256, KeyUsage.SIGN)
+    with pytest.raises(KeyUsageError):
+        provider.quote(device, [0], bytes(16))  # a device key is not an AK
+
+
+def test_a_pin_guards_a_key(provider: Provider, store: KeyStore, pin_tries: None) -> None:
+    """Software has no dictionary-attack counter: a PIN encrypts the file, asked again to load;
+    a TPM checks it at each use and counts wrong ones (tests/test_tpm.py: the lockout)."""
+    made = store.create("device", KeyType.ECC256, KeyUsage.SIGN, pin=b"1234")
+    assert store.info("device").pin
+    assert store.info("device").encrypted is not provider.hardware_backed
+    with pytest.raises(WrongPassphrase, match="'device'"):
+        store.load("device")
+    if provider.hardware_backed:  # the TPM checks the PIN when the key is used
+        wrong = store.load("device", pin=b"0000")
+        assert isinstance(wrong, ec.EllipticCurvePrivateKey)
+        with pytest.raises(TPMAuthFailure, match="wrong PIN"):
+            wrong.sign(MESSAGE, ec.ECDSA(hashes.SHA256()))
+    else:  # the PIN opens the key file
+        with pytest.raises(WrongPassphrase, match="'device'"):
+            store.load("device", pin=b"0000")
+    good = store.load("device", pin=b"1234")
+    assert good.public_key() == made.public_key()
+    assert isinstance(good, ec.EllipticCurvePrivateKey)
+    signature = good.sign(MESSAGE, ec.ECDSA(hashes.SHA256()))
+    good.public_key().verify(signature, MESSAGE, ec.ECDSA(hashes.SHA256()))

@@ -1,0 +1,633 @@
+"""Measured boot for the verifier: the TCG event log tied to a verified quote, and a policy over
+what booted (not over PCR values).
+
+A quote proves its PCR digest; a log says what the PCRs mean once its replay gives the quoted
+values (``tie_event_log``: against the values the caller expects; ``log_as_expected``: where
+the caller has none, the log's replay must hash to the quote's pcrDigest). A log read after the
+quote may hold later events: the part the quote covers is the longest prefix whose replay gives
+the quoted values (``EventLog.matching_prefix``), and the rest is counted, never read. The boot
+facts come from that prefix only, from the quoted PCRs the log explains, read through the
+quoted banks' digests, and only from data those digests measured
+(``tcg.eventlog.data_matches``).
+
+``BootPolicy`` states what may have booted; ``BootPolicy.check(facts)`` raises
+``AttestationCheckFailed`` with ``Check.BOOT_POLICY`` naming the first fact that breaks it.
+It fails closed: a fact it reads that the quoted events do not give, an event it cannot
+account for in a PCR it reads (an event relabelled to hide it), or any event whose data is not
+what its digest measured, is a refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+from .._json import Members
+from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
+from ..tcg.eventlog import (
+    MAX_LOG_SIZE,
+    BootFacts,
+    EventLog,
+    SignatureEntry,
+    parse_event_log,
+)
+from ..tcg.structures import (
+    HASH_ALGORITHMS,
+    TPM_ALG_SHA1,
+    HashInfo,
+    TPMSQuoteInfo,
+    hash_info_by_name,
+)
+
+#: EV_NO_ACTION: logged, never extended (PFP 1.05 §10.4.5).
+_EV_NO_ACTION = 0x00000003
+
+__all__ = [
+    "BootPolicy",
+    "MeasuredBoot",
+    "log_as_expected",
+    "owned_event_log",
+    "parse_event_log",
+    "tie_event_log",
+]
+
+
+@dataclass(frozen=True)
+class MeasuredBoot:
+    """An event log tied to a verified quote: the log, how many of its events the quote covers
+    (``events_quoted``: the matching prefix) and how many were logged after it, the PCRs of each
+    bank the log was checked against (quoted PCRs it extends, or that are quoted at their start
+    value), and the boot facts of the covered events."""
+
+    log: EventLog
+    events_quoted: int
+    events_after_quote: int
+    pcrs: Mapping[str, tuple[int, ...]]
+    facts: BootFacts
+
+
+def owned_event_log(data: object) -> EventLog | bytes | None:
+    """An event log as the verifier takes it: a parsed ``EventLog`` (immutable), or bytes-like
+    (copied, so a caller's later change reaches nothing), or None; a typed refusal otherwise."""
+    if data is None or isinstance(data, EventLog):
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        if len(data) > MAX_LOG_SIZE:  # before copying it
+            raise MalformedAttestation(
+                f"event log: {len(data)} bytes is more than the {MAX_LOG_SIZE} allowed"
+            )
+        return bytes(data)
+    raise MalformedAttestation(
+        f"the event log is bytes, a bytearray, a memoryview or an EventLog, not "
+        f"{type(data).__name__}"
+    )
+
+
+def _parsed(log: EventLog | bytes) -> EventLog:
+    if isinstance(log, EventLog):
+        return log
+    try:
+        return parse_event_log(log)
+    except InvalidData as exc:
+        raise MalformedAttestation(str(exc)) from exc
+
+
+def _bank(alg: int) -> str:
+    info = HASH_ALGORITHMS.get(alg)
+    return info.name if info is not None else f"0x{alg:04x}"
+
+
+def _selection(body: TPMSQuoteInfo) -> dict[int, frozenset[int]]:
+    """The quote's PCR selection by TPM_ALG id, in its order (a PCR_SELECTION refusal for one
+    that names a bank twice)."""
+    try:
+        return body.pcr_select.as_dict()
+    except InvalidData as exc:
+        raise AttestationCheckFailed(
+            f"the quote's PCR selection is refused: {exc}", Check.PCR_SELECTION
+        ) from exc
+
+
+def _banks_in_log(log: EventLog, selection: Mapping[int, frozenset[int]]) -> None:
+    for alg in selection:
+        if _bank(alg) not in log.replayable_banks:
+            raise AttestationCheckFailed(
+                f"the event log has no {_bank(alg)} bank to replay the quoted PCRs with (it "
+                f"has {', '.join(log.replayable_banks) or 'none'})",
+                Check.EVENT_LOG,
+            )
+
+
+def _short(value: bytes | None) -> str:
+    if value is None:
+        return "nothing"
+    text = value.hex()
+    return text if len(text) <= 16 else f"{text[:8]}…{text[-8:]}"
+
+
+def tie_event_log(
+    body: TPMSQuoteInfo,
+    info: HashInfo,
+    log_input: EventLog | bytes,
+    expected: Mapping[int, Mapping[int, bytes]],
+) -> MeasuredBoot:
+    """The event log checked against the quoted PCR values the caller expects (``expected``:
+    {TPM_ALG id: {PCR: value}}, already checked against the quote's digest). Each quoted PCR
+    the log extends, and each quoted at its start value, must replay to its value at one point
+    of the log (``info``'s hash of them being the quote's pcrDigest); PCRs the log never extends
+    (IMA's PCR 10, PCRs of later software) are left to the caller's values and read for no fact.
+    An EVENT_LOG refusal names the first PCR whose value no prefix of the log gives."""
+    log = _parsed(log_input)
+    selection = _selection(body)
+    _banks_in_log(log, selection)
+    extended: dict[str, set[int]] = {_bank(alg): set() for alg in selection}
+    for event in log.events:
+        if event.event_type != _EV_NO_ACTION:  # which extends nothing
+            for bank, seen in extended.items():
+                if bank in event.digests:
+                    seen.add(event.pcr)
+    covered: dict[str, list[int]] = {}
+    quoted: dict[str, dict[int, bytes]] = {}
+    for alg, pcrs in selection.items():
+        bank = _bank(alg)
+        values = expected[alg]
+        quoted[bank] = {pcr: values[pcr] for pcr in sorted(pcrs)}
+        mine = [
+            pcr
+            for pcr in sorted(pcrs)
+            if pcr in extended[bank] or values[pcr] == log.initial_value(bank, pcr)
+        ]
+        if mine:
+            covered[bank] = mine
+    if not any(pcr in extended[bank] for bank, pcrs in covered.items() for pcr in pcrs):
+        raise AttestationCheckFailed(
+            "the event log extends none of the quoted PCRs "
+            f"({', '.join(f'{b}:{sorted(p)}' for b, p in quoted.items())})",
+            Check.EVENT_LOG,
+        )
+    wanted = {bank: {pcr: quoted[bank][pcr] for pcr in pcrs} for bank, pcrs in covered.items()}
+    digest = info.digest(b"".join(value for pcrs in wanted.values() for value in pcrs.values()))
+    prefix = log.matching_prefix(covered, info.name, digest)
+    if prefix is None:
+        raise AttestationCheckFailed(_mismatch(log, wanted), Check.EVENT_LOG)
+    return _measured(log, prefix, covered)
+
+
+def _mismatch(log: EventLog, quoted: Mapping[str, Mapping[int, bytes]]) -> str:
+    """The EVENT_LOG message: the first quoted PCR (in the quote's order) whose value no prefix
+    of the log reaches, with the quoted and the replayed (whole log) values."""
+    values = {
+        bank: {pcr: log.initial_value(bank, pcr) for pcr in pcrs} for bank, pcrs in quoted.items()
+    }
+    reached = {(b, p) for b, pcrs in quoted.items() for p, v in pcrs.items() if values[b][p] == v}
+    hashers = {bank: hash_info_by_name(bank).digest for bank in quoted}
+    for event in log.events:
+        if event.event_type == _EV_NO_ACTION:
+            continue
+        for bank, pcrs in quoted.items():
+            digest = event.digests.get(bank)
+            if digest is None or event.pcr not in pcrs:
+                continue
+            values[bank][event.pcr] = hashers[bank](values[bank][event.pcr] + digest)
+            if values[bank][event.pcr] == pcrs[event.pcr]:
+                reached.add((bank, event.pcr))
+    for bank, pcrs in quoted.items():
+        for pcr, value in pcrs.items():
+            if (bank, pcr) not in reached:
+                return (
+                    f"the event log does not replay to the quoted PCR values: {bank} PCR {pcr} "
+                    f"is {_short(value)} in the quote, {_short(values[bank][pcr])} replayed (an "
+                    "event edited, dropped, added, reordered or without this bank's digest)"
+                )
+    return (
+        "the event log reaches each quoted PCR value but never all of them at once: its events "
+        "are out of order across PCRs"
+    )
+
+
+def log_as_expected(
+    body: TPMSQuoteInfo, info: HashInfo, log_input: EventLog | bytes, allow_sha1: bool
+) -> tuple[MeasuredBoot, dict[int, dict[int, bytes]]]:
+    """Where the caller expects no PCR values: the log's replay of every PCR the quote selects
+    (a bank the log lacks is an EVENT_LOG refusal) must hash to the quote's pcrDigest at some
+    point of the log (else PCR_DIGEST: these are the expected values, as a caller's would be).
+    Returns the tie and the replayed values {TPM_ALG id: {PCR: value}} of that point."""
+    log = _parsed(log_input)
+    selection = _selection(body)
+    if not selection or not any(selection.values()):
+        raise AttestationCheckFailed("the quote selects no PCR", Check.PCR_SELECTION)
+    for alg in selection:
+        if alg not in HASH_ALGORITHMS or (alg == TPM_ALG_SHA1 and not allow_sha1):
+            raise AttestationCheckFailed(f"the quoted PCR bank {_bank(alg)} is refused", Check.HASH)
+    _banks_in_log(log, selection)
+    wanted = {_bank(alg): sorted(pcrs) for alg, pcrs in selection.items()}
+    prefix = log.matching_prefix(wanted, info.name, body.pcr_digest)
+    if prefix is None:
+        shown = ", ".join(f"{bank}:{pcrs}" for bank, pcrs in wanted.items())
+        raise AttestationCheckFailed(
+            f"the quoted PCR digest is not the {info.name} of the event log's replay of "
+            f"{shown} at any point of the log (no PCR values were given to name the one that "
+            "differs)",
+            Check.PCR_DIGEST,
+        )
+    replayed = log.replay(upto=prefix)
+    values = {
+        alg: {pcr: replayed[_bank(alg)][pcr] for pcr in sorted(pcrs)}
+        for alg, pcrs in selection.items()
+    }
+    return _measured(log, prefix, wanted), values
+
+
+def _measured(log: EventLog, prefix: int, covered: Mapping[str, Sequence[int]]) -> MeasuredBoot:
+    return MeasuredBoot(
+        log=log,
+        events_quoted=prefix,
+        events_after_quote=len(log.events) - prefix,
+        pcrs=MappingProxyType({bank: tuple(pcrs) for bank, pcrs in covered.items()}),
+        facts=log.facts(upto=prefix, pcrs=covered),
+    )
+
+
+# --- the boot policy ----------------------------------------------------------------------------
+
+#: The event types a PCR the policy reads may hold (PFP 1.05 §3.3.4), and whether each must
+#: have data that its digest measured (True), or is a digest of something else (False: images).
+#: Any other type there is refused: the type is in no digest, so an event relabelled to a type
+#: the facts do not read would otherwise hide (a boot application, a SIPA switch, an authority).
+_PCR_EVENTS: Mapping[int, Mapping[str, bool]] = {
+    0: {},  # PCR 0 holds many firmware types; the policy reads only S-CRTM version strings
+    4: {
+        "EV_EFI_BOOT_SERVICES_APPLICATION": False,
+        "EV_EFI_ACTION": True,
+        "EV_SEPARATOR": True,
+        "EV_OMIT_BOOT_DEVICE_EVENTS": True,
+    },
+    7: {
+        "EV_EFI_VARIABLE_DRIVER_CONFIG": True,
+        "EV_EFI_VARIABLE_AUTHORITY": True,
+        "EV_SEPARATOR": True,
+        "EV_EFI_ACTION": True,
+    },
+    8: {"EV_IPL": True, "EV_SEPARATOR": True},
+    12: {"EV_IPL": True, "EV_EVENT_TAG": True, "EV_SEPARATOR": True},
+    13: {"EV_EVENT_TAG": True, "EV_SEPARATOR": True},
+    14: {"EV_EVENT_TAG": True, "EV_SEPARATOR": True},
+}
+#: The commands GRUB loads a Linux kernel with: their arguments are a kernel command line,
+#: whatever label the log gives the string ("grub_cmd: " is in no digest).
+_LINUX_COMMANDS = frozenset({"linux", "linuxefi", "linux16"})
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def _hex_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str] | None:
+    """Digests as lowercase hex (bytes taken as the raw digest; "sha256:" prefixes dropped)."""
+    if values is None:
+        return None
+    found = _id_set(values, what)
+    for value in found:
+        if not _HEX.fullmatch(value) or len(value) % 2 or not 20 <= len(value) // 2 <= 64:
+            raise InvalidData(f"boot policy: {what}: {value!r:.80} is not a hex digest")
+    return found
+
+
+def _id_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str]:
+    """Names of entries: hex digests or fingerprints (lowercased) or certificate subjects."""
+    if values is None:
+        return frozenset()
+    if isinstance(values, str | bytes):
+        raise InvalidData(f"boot policy: {what} is a list, not one {type(values).__name__}")
+    out: set[str] = set()
+    for value in values:
+        text = value.hex() if isinstance(value, bytes | bytearray) else value
+        if not isinstance(text, str) or not text:
+            raise InvalidData(f"boot policy: {what} holds {value!r:.40}, not a non-empty string")
+        lowered = text.lower().removeprefix("sha256:")
+        out.add(lowered if _HEX.fullmatch(lowered) else text)
+    return frozenset(out)
+
+
+def _ids(entry: SignatureEntry) -> set[str]:
+    """What a policy may name a signature database entry by: its hash (hash entries), or a
+    certificate's SHA-256 fingerprint and subject (RFC 4514)."""
+    found = set()
+    if entry.hash_hex is not None:
+        found.add(entry.hash_hex)
+    certificate = entry.certificate
+    if certificate is not None:
+        found.add(hashlib.sha256(certificate).hexdigest())
+        if entry.subject is not None:
+            found.add(entry.subject)
+    return found
+
+
+@dataclass(frozen=True)
+class BootPolicy:
+    """What may have booted, stated over the boot facts of the quoted events. Every requirement
+    left at None (or False) is not checked; an empty list allows nothing. Each reads the PCRs
+    named, and each of those must be quoted and explained by the log (``BootFacts.pcrs``).
+
+    - ``secure_boot``: True, Secure Boot must have been on; False, off (PCR 7).
+    - ``allowed_boot_loaders``: Authenticode digests (hex, any quoted bank's size): every boot
+      application the firmware, shim or a loader measured (PCR 4) must be one of these or of
+      ``allowed_kernels``.
+    - ``allowed_kernels``: the last boot application measured in PCR 4 (the kernel or UKI, where
+      it was loaded through the firmware's or shim's LoadImage) must be one of these. A kernel
+      GRUB loads without shim is measured only as a file in PCR 9, whose name is a label no
+      digest covers: it cannot be proved, and the policy refuses.
+    - ``allowed_signers``: every db (or shim) entry that verified an image (the authority events
+      of PCR 7) must be named here by certificate subject (RFC 4514) or SHA-256 fingerprint.
+    - ``allowed_kernel_cmdline_patterns``: regular expressions; every kernel command line
+      measured (GRUB's in PCR 8, the arguments of every GRUB ``linux`` command whatever its
+      label, systemd's in PCR 8 or 12) must match one in full, and there must be one.
+    - ``required_dbx``: hashes (or certificate fingerprints) dbx must hold (PCR 7).
+    - ``forbidden_db``: hashes, certificate fingerprints or subjects db must not hold (PCR 7).
+    - ``allowed_firmware_versions``: every EV_S_CRTM_VERSION string must be one of these (PCR 0).
+    - Windows (SIPA events, PCRs 12-14): ``require_bitlocker`` (an unlock was measured),
+      ``require_code_integrity``, ``forbid_test_signing``, ``forbid_debugging`` (boot, kernel
+      and hypervisor debugging), ``require_elam`` (an ELAM driver was measured).
+
+    Always: no event whose data is not what its digest measured; in every PCR a requirement
+    reads, only the event types the PFP puts there, with their data matching their digests.
+    ``BootPolicy.from_json`` reads the same as a JSON object (lists for the sets).
+    """
+
+    secure_boot: bool | None = None
+    allowed_boot_loaders: Collection[str] | None = None
+    allowed_kernels: Collection[str] | None = None
+    allowed_signers: Collection[str] | None = None
+    allowed_kernel_cmdline_patterns: Collection[str] | None = None
+    required_dbx: Collection[str] | None = None
+    forbidden_db: Collection[str] | None = None
+    allowed_firmware_versions: Collection[str] | None = None
+    require_bitlocker: bool = False
+    require_code_integrity: bool = False
+    forbid_test_signing: bool = False
+    forbid_debugging: bool = False
+    require_elam: bool = False
+    _patterns: tuple[re.Pattern[str], ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        if self.secure_boot is not None and not isinstance(self.secure_boot, bool):
+            raise InvalidData("boot policy: secure_boot is True, False or None")
+        for name in ("allowed_boot_loaders", "allowed_kernels", "required_dbx"):
+            put(name, _hex_set(getattr(self, name), name))
+        for name in ("allowed_signers", "forbidden_db", "allowed_firmware_versions"):
+            value = getattr(self, name)
+            put(name, None if value is None else _id_set(value, name))
+        for name in (
+            "require_bitlocker",
+            "require_code_integrity",
+            "forbid_test_signing",
+            "forbid_debugging",
+            "require_elam",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidData(f"boot policy: {name} is True or False")
+        patterns = self.allowed_kernel_cmdline_patterns
+        if patterns is not None:
+            if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+                raise InvalidData("boot policy: allowed_kernel_cmdline_patterns is a list of str")
+            texts = tuple(patterns)
+            try:
+                compiled = tuple(re.compile(p) for p in texts)
+            except re.error as exc:
+                raise InvalidData(f"boot policy: a kernel command line pattern: {exc}") from None
+            put("allowed_kernel_cmdline_patterns", texts)
+            put("_patterns", compiled)
+
+    @classmethod
+    def from_json(cls, source: str | bytes | Mapping[str, Any]) -> BootPolicy:
+        """A policy from a JSON object with the field names as members (all optional; sets as
+        lists of strings), read strictly: an unknown member or a wrong type is InvalidData."""
+        doc = Members.load(source, "the boot policy")
+        names = [f.name for f in fields(cls) if f.init]
+        doc.only((), names)
+        given: dict[str, Any] = {}
+        for name in names:
+            if doc.optional(name) is None:
+                continue
+            if name == "secure_boot" or name.startswith(("require_", "forbid_")):
+                given[name] = doc.boolean(name)
+            else:
+                given[name] = doc.texts(name)
+        return cls(**given)
+
+    def reads(self) -> tuple[int, ...]:
+        """The PCRs this policy reads facts from."""
+        found: set[int] = set()
+        if (
+            self.secure_boot is not None
+            or self.allowed_signers is not None
+            or self.required_dbx is not None
+            or self.forbidden_db is not None
+        ):
+            found.add(7)
+        if self.allowed_boot_loaders is not None or self.allowed_kernels is not None:
+            found.add(4)
+        if self.allowed_kernel_cmdline_patterns is not None:
+            found |= {8, 12}
+        if self.allowed_firmware_versions is not None:
+            found.add(0)
+        if self._windows():
+            found |= {12, 13, 14}
+        return tuple(sorted(found))
+
+    def _windows(self) -> bool:
+        return (
+            self.require_bitlocker
+            or self.require_code_integrity
+            or self.forbid_test_signing
+            or self.forbid_debugging
+            or self.require_elam
+        )
+
+    def violations(self, facts: BootFacts) -> tuple[str, ...]:
+        """Every way the facts break this policy, each naming the fact (empty: they meet it)."""
+        found: list[str] = []
+        for mismatch in facts.data_mismatches:
+            found.append(
+                f"event {mismatch.event_index} ({mismatch.event_type}): its data is not what "
+                "its digest measured"
+            )
+        for pcr in self.reads():
+            found += _pcr_events(facts, pcr, windows=self._windows() and pcr in (12, 13, 14))
+        found += self._secure_boot_db(facts)
+        found += self._images(facts)
+        found += self._cmdlines(facts)
+        found += self._firmware(facts)
+        found += self._windows_facts(facts)
+        return tuple(found)
+
+    def check(self, facts: BootFacts) -> None:
+        """Raise BOOT_POLICY naming the first fact that breaks the policy (and how many more)."""
+        found = self.violations(facts)
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise AttestationCheckFailed(f"boot policy: {found[0]}{more}", Check.BOOT_POLICY)
+
+    def _secure_boot_db(self, facts: BootFacts) -> list[str]:
+        found = []
+        if self.secure_boot is not None and facts.secure_boot is not self.secure_boot:
+            if facts.secure_boot is None:
+                found.append("Secure Boot: the SecureBoot variable is not in the quoted events")
+            else:
+                found.append(f"Secure Boot is {'on' if facts.secure_boot else 'off'}")
+        if self.required_dbx is not None:
+            if facts.dbx is None:
+                found.append("dbx is not in the quoted events")
+            else:
+                held = {name for entry in facts.dbx for name in _ids(entry)}
+                missing = sorted(set(self.required_dbx) - held)
+                if missing:
+                    shown = ", ".join(_short(bytes.fromhex(m)) for m in missing[:3])
+                    found.append(f"dbx lacks {len(missing)} required revocation(s): {shown}")
+        if self.forbidden_db is not None:
+            if facts.db is None:
+                found.append("db is not in the quoted events")
+            else:
+                for entry in facts.db:
+                    hit = _ids(entry) & set(self.forbidden_db)
+                    if hit:
+                        found.append(f"db holds a forbidden entry ({sorted(hit)[0]:.80})")
+        if self.allowed_signers is not None:
+            signers = [a for a in facts.authorities if a.entry and a.entry.certificate]
+            if not signers:
+                found.append("no image verifier (authority event) is in the quoted events")
+            for authority in signers:
+                assert authority.entry is not None
+                if not _ids(authority.entry) & set(self.allowed_signers):
+                    name = authority.entry.subject or _ids(authority.entry).pop()
+                    found.append(
+                        f"an image was verified by {name:.120} ({authority.variable}, event "
+                        f"{authority.event_index}), not an allowed signer"
+                    )
+        return found
+
+    def _images(self, facts: BootFacts) -> list[str]:
+        loaders, kernels = self.allowed_boot_loaders, self.allowed_kernels
+        if loaders is None and kernels is None:
+            return []
+        apps = facts.boot_applications
+        if not apps:
+            return ["no boot application (PCR 4) is in the quoted events"]
+        found = []
+        if kernels is not None:  # the last one must be a kernel; the others loaders or kernels
+            last = apps[-1]
+            if not {d.hex() for d in last.digests.values()} & set(kernels):
+                found.append(
+                    f"the kernel (the last boot application, event {last.event_index}: "
+                    f"{_digest_text(last.digests)}) is not an allowed kernel"
+                )
+            apps = apps[:-1]
+        allowed = set(loaders or ()) | set(kernels or ())
+        for app in apps:
+            if not {d.hex() for d in app.digests.values()} & allowed:
+                found.append(
+                    f"boot application {_digest_text(app.digests)} (event {app.event_index}, "
+                    f"logged as {app.device_path or 'no path'!s:.120}) is not an allowed boot "
+                    "loader or kernel"
+                )
+        return found
+
+    def _cmdlines(self, facts: BootFacts) -> list[str]:
+        if self.allowed_kernel_cmdline_patterns is None:
+            return []
+        lines = list(facts.kernel_cmdlines)
+        for command in facts.grub_commands:
+            word, _, rest = command.partition(" ")
+            if word in _LINUX_COMMANDS:
+                lines.append(rest.strip())
+        if not lines:
+            return ["no kernel command line is in the quoted events"]
+        return [
+            f"the kernel command line {line!r:.200} matches no allowed pattern"
+            for line in dict.fromkeys(lines)
+            if not any(p.fullmatch(line) for p in self._patterns)
+        ]
+
+    def _firmware(self, facts: BootFacts) -> list[str]:
+        if self.allowed_firmware_versions is None:
+            return []
+        if not facts.firmware_versions:
+            return ["no firmware version (EV_S_CRTM_VERSION string) is in the quoted events"]
+        return [
+            f"firmware version {version!r:.120} is not an allowed one"
+            for version in facts.firmware_versions
+            if version not in self.allowed_firmware_versions
+        ]
+
+    def _windows_facts(self, facts: BootFacts) -> list[str]:
+        if not self._windows():
+            return []
+        windows = facts.windows
+        if windows is None:
+            return ["no Windows boot facts (SIPA events in PCRs 12-14) are in the quoted events"]
+        found = []
+        if self.require_bitlocker and not windows.bitlocker:
+            found.append("BitLocker did not unlock the OS volume in this boot")
+        if self.require_code_integrity and windows.code_integrity is not True:
+            state = "not measured" if windows.code_integrity is None else "off"
+            found.append(f"code integrity is {state}")
+        if self.forbid_test_signing and windows.test_signing:
+            found.append("test signing is on")
+        if self.forbid_debugging:
+            for name in ("boot_debugging", "kernel_debugging", "hypervisor_debugging"):
+                if getattr(windows, name):
+                    found.append(f"{name.replace('_', ' ')} is on")
+        if self.require_elam and not windows.elam_drivers:
+            found.append("no early-launch anti-malware driver was measured")
+        return found
+
+
+def _digest_text(digests: Mapping[str, bytes]) -> str:
+    return ", ".join(f"{bank} {_short(d)}" for bank, d in digests.items()) or "without a digest"
+
+
+def _pcr_events(facts: BootFacts, pcr: int, *, windows: bool) -> list[str]:
+    """The refusals for PCR ``pcr``, which the policy reads: not covered, or an event of a type
+    the PFP does not put there, or whose data its digest does not vouch for."""
+    measured = facts.measurements.get(pcr)
+    if measured is None:
+        return [
+            f"PCR {pcr} is not covered: not quoted, or quoted at a value the event log does not "
+            "explain"
+        ]
+    allowed = _PCR_EVENTS.get(pcr, {})
+    if pcr == 12 and windows:
+        allowed = {"EV_EVENT_TAG": True, "EV_SEPARATOR": True}
+    if pcr == 0:
+        return []
+    found = []
+    separated = False
+    for event in measured:
+        if pcr == 7 and event.event_type == "EV_SEPARATOR":
+            separated = True
+        elif separated and event.event_type == "EV_EFI_VARIABLE_DRIVER_CONFIG":
+            # PFP 1.05 §3.3.4.8: the Secure Boot variables are measured before PCR 7's
+            # separator, the authorities after; a "variable" after it is an authority relabelled
+            found.append(
+                f"event {event.event_index} in PCR 7 is a Secure Boot variable measured after "
+                "the separator, where only authorities are (an authority relabelled to hide it?)"
+            )
+            continue
+        needs_data = allowed.get(event.event_type)
+        if needs_data is None:
+            found.append(
+                f"event {event.event_index} in PCR {pcr} is {event.event_type}, which the "
+                "policy cannot account for there (an event relabelled to hide it?)"
+            )
+        elif needs_data and event.data_verified is None:
+            found.append(
+                f"event {event.event_index} ({event.event_type}, PCR {pcr}) has data no digest "
+                "covers, where the policy reads it"
+            )
+    return found
