@@ -21,7 +21,7 @@ It is as strict as Entra is known to be; each rule, and where it comes from:
 =================================================  ==========================================
 rule                                               source
 =================================================  ==========================================
-the CSR is PKCS#10, signed by its key, subject     MS-DVRJ 3.1.5.1.1.1, MS-DRS 3.3
+the CSR is PKCS#10, signed by its key, subject     MS-DVRJ 3.1.5.1.1, MS-DRS 3.3
 ``CN=7E980AD9-...``
 the transport key is another key than the device   not documented; chosen because the
 key (the CSR's): else InvalidData                  device key signs and the transport key
@@ -44,7 +44,8 @@ every PRT gets a new session key                   MS-OAPXBC 3.2.5.1.2.2 (each P
 (``issue_prt``)                                    carries its own session_key_jwe)
 =================================================  ==========================================
 
-Time comes from ``clock`` (epoch seconds, ``time.time`` unless a test injects another).
+Time comes from ``clock`` (epoch seconds; ``time.time()`` read on each call unless a test
+gives a clock).
 """
 
 from __future__ import annotations
