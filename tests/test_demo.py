@@ -26,6 +26,8 @@ from .helpers import assert_keys_encrypted, transient_handles
 STEPS = 14
 #: Every key file the demo writes: device, transport, AK, Windows Hello and PRT session keys.
 DEMO_KEYS = ["ak", "device", "ngc", "prt", "transport"]
+#: The demo's Windows Hello key has a PIN: under it and the store passphrase together.
+DEMO_PINS = {"ngc": b"246810"}
 GUID = re.compile(r"DeviceId : ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
@@ -80,6 +82,7 @@ def test_demo_on_the_software_provider(
     assert "prt_refresh_token" not in state
 
     monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "demo store passphrase")
+    store_dir = tmp_path / "keys-2"  # the demo never writes into a store that holds a join
     code = main(["--provider", "software", "--store", str(store_dir), "demo"])
     output = capsys.readouterr().out
     assert code == 0, output
@@ -87,7 +90,7 @@ def test_demo_on_the_software_provider(
     assert f"{REFRESH_TOKEN_SEALED}.sealed (under the passphrase)" in output
     with entra_keys.open_provider("software") as provider:
         store = KeyStore(provider, store_dir)
-        assert assert_keys_encrypted(store, b"demo store passphrase") == DEMO_KEYS
+        assert assert_keys_encrypted(store, b"demo store passphrase", DEMO_PINS) == DEMO_KEYS
     with entra_keys.open_provider("software") as provider:
         token = sealed.unseal(
             KeyStore(provider, store_dir), REFRESH_TOKEN_SEALED, pin=b"demo store passphrase"
@@ -137,7 +140,7 @@ def test_a_store_passphrase_protects_every_key_the_demo_writes(
     store = KeyStore(provider, tmp_path / "keys")
     JoinDemo(provider, store, ek_cas, io.StringIO(), passphrase).run()
     if provider.kind == "software":
-        assert assert_keys_encrypted(store, passphrase) == DEMO_KEYS
+        assert assert_keys_encrypted(store, passphrase, DEMO_PINS) == DEMO_KEYS
         return
     assert sorted(info.name for info in store.list()) == DEMO_KEYS
     for path in sorted(store.path.glob("*.pem")):
