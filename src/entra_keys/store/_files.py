@@ -243,9 +243,10 @@ def _take_flock(dir_fd: int, store: Path, deadline: float, limit: float) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return fd
             except BlockingIOError:
-                if time.monotonic() + pause > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise _busy(store, limit) from None
-            time.sleep(pause)
+            time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
     except BaseException:
         os.close(fd)
