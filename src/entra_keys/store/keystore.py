@@ -677,7 +677,7 @@ def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
                 path=exc.path,
             ) from exc
         raise ForeignKey(
-            f"key {name!r} names the storage {names}, which this TPM does not offer as its "
+            f"the key file names the storage {names}, which this TPM does not offer as its "
             f"storage key (the TPM was not cleared: the key file is intact; {exc})",
             name,
             path=exc.path,
