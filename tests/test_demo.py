@@ -1,4 +1,5 @@
-"""The main job: ``entra-keys demo`` runs a whole join to the end, on both providers."""
+"""The main job: ``entra-keys demo`` runs a whole join to the end, on both providers, and never
+writes into a key store that holds anything."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Keys from other tools: TSS2 PRIVATE KEY files of tpm2-openssl and tpm2-tools, imported into
-the store with their type and usage read from the public area, and used like any other key."""
+the store with their type and usage read from the public area, and used like any other key; an
+imported key that may have a PIN never used unasked (the TPM's lockout counter does not move),
+files with more than their key refused at import, and a key naming another storage parent
+refused as foreign, not blamed on a cleared TPM."""
 
 from __future__ import annotations
 

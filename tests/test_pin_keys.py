@@ -50,7 +50,7 @@ def _objects(parsed: str) -> list[str]:
 
 
 def test_a_pin_key_file_is_under_scrypt_with_the_pin_and_the_passphrase(store: KeyStore) -> None:
-    """PBES2 with scrypt (N=2**15, r=8, p=1: 32 MiB a guess; about 0.1 s here, where PKCS#8's
+    """PBES2 with scrypt (N=2**15, r=8, p=1: 32 MiB a guess; about 91 ms here, where PKCS#8's
     PBKDF2 took 0.36 ms), read by openssl; neither the PIN nor the passphrase alone opens it."""
     made = store.create("ngc", KeyType.ECC256, KeyUsage.SIGN, passphrase=PASSPHRASE, pin=PIN)
     path = store.path / "ngc.pem"

@@ -1,4 +1,5 @@
-"""Provider selection: argument, environment, the TPM the machine has, then software."""
+"""Provider selection: argument, environment, the TPM the machine has, then software; a TPM that
+is named (tcti=, --tcti, $TPM2TOOLS_TCTI, $TSS2_TCTI) is required, never replaced by software."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Sealed secrets: round trips through the store, nothing in the clear in its files, the PIN,
-a wrong PIN, altered blobs and the other provider's blobs refused typed."""
+a wrong PIN, altered blobs and the other provider's blobs refused typed; a blob bound to its
+name (another name refused, earlier releases' unbound blobs only when vouched for), and the
+rollback limit."""
 
 from __future__ import annotations
 
