@@ -221,3 +221,18 @@ def test_keys_made_before_tpm_init_still_work_after_it(
         "ak": "ok", "device": "ok", "ngc": "pin-protected", "prt": "ok", "transport": "ok"
     }  # fmt: skip
     assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_tpm_init_counts_a_key_file_it_cannot_read_as_lost(
+    own_swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key file the store refuses (open to others) may be a TPM key made under the key-file
+    primary: its parent is unknown, so ``tpm init`` counts it and changes nothing."""
+    store_dir = tmp_path / "store"
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        KeyStore(provider, store_dir).create("device", KeyType.ECC256, KeyUsage.SIGN)
+    (store_dir / "device.pem").chmod(0o644)
+    init = ["--provider", "tpm", "--tcti", own_swtpm.tcti, "--store", str(store_dir), "tpm", "init"]
+    assert main(init) == 1
+    assert "device.pem (parent unknown: it cannot be read)" in capsys.readouterr().err
+    assert not _has_srk(own_swtpm)

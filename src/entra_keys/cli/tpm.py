@@ -56,7 +56,10 @@ def cmd_tpm_init(ctx: Context) -> int:
         for entry, parent in storage_parents(args.store).items()
         if parent not in KEPT_PARENTS
     }
-    listing = ", ".join(f"{entry} (parent {parent_text(p)})" for entry, p in sorted(lost.items()))
+    listing = ", ".join(
+        f"{entry} (parent {parent_text(p) if p is not None else 'unknown: it cannot be read'})"
+        for entry, p in sorted(lost.items())
+    )
     if lost and not args.force and not _already_persistent(args.tcti):
         store = args.store or str(default_store_path())
         raise KeyStoreError(

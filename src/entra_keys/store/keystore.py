@@ -122,15 +122,16 @@ def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
     return frozenset(kinds)
 
 
-def storage_parents(path: str | os.PathLike[str] | None = None) -> dict[str, int]:
+def storage_parents(path: str | os.PathLike[str] | None = None) -> dict[str, int | None]:
     """The storage parent each TPM key file and TPM sealed secret of the store at ``path``
     names, by file name (``{"device.pem": 0x40000001, "prt.sealed": 0x40000001}``): what a
-    change of the TPM's storage key (``tpm init``) would leave behind. Needs no provider; a
-    file that cannot be read is left out (``KeyStore.broken`` says why)."""
+    change of the TPM's storage key (``tpm init``) would leave behind. None for an entry whose
+    parent cannot be read (a file the store refuses, a TPM key file whose parent does not
+    parse): it may be a TPM key too. Software key files are left out. Needs no provider."""
     from ..providers._sealed_blob import label as sealed_label
 
     store = Path(path) if path is not None else default_store_path()
-    found: dict[str, int] = {}
+    found: dict[str, int | None] = {}
     with open_dir(store) as dir_fd:
         if dir_fd is None:
             return found
@@ -141,21 +142,24 @@ def storage_parents(path: str | os.PathLike[str] | None = None) -> dict[str, int
                 continue
             try:
                 data = read_file(dir_fd, store / entry, "store file", name, _MAX_FILE)
-            except (OSError, KeyStoreError):
+            except FileNotFoundError:
                 continue
-            parent: int | None = None
+            except (OSError, KeyStoreError):
+                found[entry] = None
+                continue
+            begin = _PEM_BEGIN.search(data)
             if kind == _SUFFIX:
-                begin = _PEM_BEGIN.search(data)
-                end = data.find(b"-----END ", begin.end()) if begin else -1
-                if begin and begin.group(1).decode() == _TSS2_LABEL and end > 0:
-                    parent = tss2file.tss2_parent(data[begin.end() : end])
+                if begin is None or begin.group(1).decode() != _TSS2_LABEL:
+                    continue  # a software key, or no key at all: no storage parent
+                end = data.find(b"-----END ", begin.end())
+                found[entry] = tss2file.tss2_parent(data[begin.end() : end]) if end > 0 else None
             elif f"-----BEGIN {sealed_label('tpm')}-----".encode() in data:
                 from ..providers.tpm._sealing import recorded_parent
 
-                with contextlib.suppress(KeyStoreError):
-                    parent = recorded_parent(data)
-            if parent is not None:
-                found[entry] = parent
+                try:
+                    found[entry] = recorded_parent(data)
+                except KeyStoreError:
+                    found[entry] = None
     return found
 
 
