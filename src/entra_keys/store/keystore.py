@@ -662,7 +662,7 @@ def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
         begin = _PEM_BEGIN.search(pem)
         end = pem.find(b"-----END ", begin.end()) if begin else -1
         parent = tss2file.tss2_parent(pem[begin.end() : end]) if begin and end > 0 else None
-        names = f"parent {parent_text(parent)}" if parent is not None else "its parent"
+        names = f"parent {parent_text(parent)}" if parent is not None else "parent (unreadable)"
         if isinstance(exc.__cause__, TPMError):  # the TPM itself refused the blob
             raise KeysUnusable(
                 f"keys unusable on this TPM: leave and join again (key {name!r}: this TPM "
