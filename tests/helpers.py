@@ -173,10 +173,13 @@ def raises_check(
     assert info.value.check is check, f"check {info.value.check!r}, not {check!r}"
 
 
-def assert_keys_encrypted(store: KeyStore, passphrase: bytes) -> list[str]:
+def assert_keys_encrypted(
+    store: KeyStore, passphrase: bytes, pins: dict[str, bytes] | None = None
+) -> list[str]:
     """Every key file of a software store is under ``passphrase``: its PEM says ENCRYPTED, pyca
     cannot load it without one, openssl cannot with another, and it loads back with it but not
-    without (WrongPassphrase). The names checked."""
+    without (WrongPassphrase). A key of ``pins`` is under its PIN and the passphrase together:
+    it loads with both, never with the passphrase alone or a wrong PIN. The names checked."""
     names = sorted(path.stem for path in store.path.glob("*.pem"))
     for name in names:
         data = (store.path / f"{name}.pem").read_bytes()
@@ -185,6 +188,18 @@ def assert_keys_encrypted(store: KeyStore, passphrase: bytes) -> list[str]:
         with pytest.raises((TypeError, ValueError)):  # pyca: "private key is encrypted"
             serialization.load_pem_private_key(data, None)
         assert store.info(name).encrypted, name
+        if pins and name in pins:
+            assert store.info(name).pin, name
+            assert store.load(name, passphrase=passphrase, pin=pins[name]).public_key()
+            for wrong in ({}, {"pin": pins[name] + b"0"}, {"pin": passphrase}):
+                with pytest.raises(WrongPassphrase):
+                    store.load(name, passphrase=passphrase, **wrong)
+            with pytest.raises(WrongPassphrase):
+                store.load(name, passphrase=pins[name], pin=passphrase)
+            for password in (passphrase, pins[name]):  # neither alone opens the PKCS#8
+                with pytest.raises(ValueError, match=r"Incorrect password|Could not deserialize"):
+                    serialization.load_pem_private_key(data, password)
+            continue
         if store.info(name).usage is KeyUsage.DERIVE:
             assert store.load_session_key(name, passphrase=passphrase).hmac_sha256(b"x")
             with pytest.raises(WrongPassphrase):

@@ -1,4 +1,5 @@
-"""The main job: ``entra-keys demo`` runs a whole join to the end, on both providers."""
+"""The main job: ``entra-keys demo`` runs a whole join to the end, on both providers, and never
+writes into a key store that holds anything."""
 
 from __future__ import annotations
 
@@ -15,17 +16,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import entra_keys
-from entra_keys import KeyStore, Provider
+from entra_keys import KeyStore, KeyType, Provider
 from entra_keys.cli import main
 from entra_keys.cli._demo import REFRESH_TOKEN_SEALED, JoinDemo
 from entra_keys.store import sealed
 from entra_keys.testing.swtpm import Swtpm
 
-from .helpers import assert_keys_encrypted, transient_handles
+from .helpers import assert_keys_encrypted, join_keys, transient_handles
 
 STEPS = 14
 #: Every key file the demo writes: device, transport, AK, Windows Hello and PRT session keys.
 DEMO_KEYS = ["ak", "device", "ngc", "prt", "transport"]
+#: The demo's Windows Hello key has a PIN: under it and the store passphrase together.
+DEMO_PINS = {"ngc": b"246810"}
 GUID = re.compile(r"DeviceId : ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
@@ -80,6 +83,7 @@ def test_demo_on_the_software_provider(
     assert "prt_refresh_token" not in state
 
     monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "demo store passphrase")
+    store_dir = tmp_path / "keys-2"  # the demo never writes into a store that holds a join
     code = main(["--provider", "software", "--store", str(store_dir), "demo"])
     output = capsys.readouterr().out
     assert code == 0, output
@@ -87,7 +91,7 @@ def test_demo_on_the_software_provider(
     assert f"{REFRESH_TOKEN_SEALED}.sealed (under the passphrase)" in output
     with entra_keys.open_provider("software") as provider:
         store = KeyStore(provider, store_dir)
-        assert assert_keys_encrypted(store, b"demo store passphrase") == DEMO_KEYS
+        assert assert_keys_encrypted(store, b"demo store passphrase", DEMO_PINS) == DEMO_KEYS
     with entra_keys.open_provider("software") as provider:
         token = sealed.unseal(
             KeyStore(provider, store_dir), REFRESH_TOKEN_SEALED, pin=b"demo store passphrase"
@@ -137,7 +141,7 @@ def test_a_store_passphrase_protects_every_key_the_demo_writes(
     store = KeyStore(provider, tmp_path / "keys")
     JoinDemo(provider, store, ek_cas, io.StringIO(), passphrase).run()
     if provider.kind == "software":
-        assert assert_keys_encrypted(store, passphrase) == DEMO_KEYS
+        assert assert_keys_encrypted(store, passphrase, DEMO_PINS) == DEMO_KEYS
         return
     assert sorted(info.name for info in store.list()) == DEMO_KEYS
     for path in sorted(store.path.glob("*.pem")):
@@ -192,3 +196,84 @@ def test_demo_on_a_given_tpm_without_its_ca_stops_with_one_clear_line(
         "entra-keys: error: no EK CA to check the chain against: give it with --ek-ca"
     ]
     assert transient_handles(swtpm.tcti) == []
+
+
+# -- the demo never writes into a store that holds anything --------------------------------------
+
+
+def _snapshot(path: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``path`` (relative name: bytes and mode)."""
+    return {
+        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mode)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_demo_leaves_a_store_with_a_join_byte_identical(
+    provider: Provider, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``entra-keys --store DIR demo`` on a store that holds a join replaced its device,
+    transport and AK keys with those of a throwaway swtpm. Now the demo says it leaves the
+    store untouched, joins in a fresh temporary store, and every file of the join is
+    byte-identical afterwards; the join still works."""
+    store = KeyStore(provider, tmp_path / "store")
+    join_keys(store)
+    store.save_join_state({"device_id": "d-1", "session_key": "prt"})
+    sealed.seal(store, "refresh", b"a token", pin=None if provider.hardware_backed else b"pin")
+    before = _snapshot(store.path)
+    options = [] if provider.hardware_backed else ["--provider", "software"]  # TPM: its own
+    code = main([*options, "--store", str(store.path), "demo"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert f"Key store: {store.path} holds files (a join?): the demo leaves it untouched" in output
+    assert_joined(output, hardware=provider.hardware_backed)
+    assert field(output, "KeyStore") != str(store.path)
+    assert _snapshot(store.path) == before
+    assert store.load("device").key_type is KeyType.ECC256
+    assert store.load_join_state() == {"device_id": "d-1", "session_key": "prt"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["join state", "sealed secret", "a file of another program"],
+)
+def test_demo_never_writes_into_a_store_that_holds_anything(
+    content: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_dir = tmp_path / "store"
+    store_dir.mkdir(mode=0o700)
+    name = {"join state": "join.json", "sealed secret": "x.sealed"}.get(content, "notes.txt")
+    (store_dir / name).write_bytes(b'{"device_id": "d-1"}')
+    (store_dir / name).chmod(0o600)
+    before = _snapshot(store_dir)
+    assert main(["--provider", "software", "--store", str(store_dir), "demo"]) == 0
+    output = capsys.readouterr().out
+    assert "the demo leaves it untouched and joins in a fresh temporary store" in output
+    assert _snapshot(store_dir) == before
+
+
+def test_demo_joins_in_a_named_empty_store_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_dir = tmp_path / "store"
+    store_dir.mkdir(mode=0o700)
+    assert main(["--provider", "software", "--store", str(store_dir), "demo"]) == 0
+    output = capsys.readouterr().out
+    assert f"Key store: {store_dir} (empty: the demo's join stays there)" in output
+    assert field(output, "KeyStore") == str(store_dir)
+    assert sorted(p.stem for p in store_dir.glob("*.pem")) == DEMO_KEYS
+
+
+def test_demo_refused_store_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store path that is a symbolic link (to a store that holds keys) is not used."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert main(["--provider", "software", "--store", str(link), "demo"]) == 0
+    output = capsys.readouterr().out
+    assert f"Key store: {link} cannot be used" in output and "symbolic link" in output
+    assert list(real.iterdir()) == []

@@ -90,22 +90,35 @@ def test_status_loads_a_pin_protected_key_and_does_not_use_it(
     ngc.public_key().verify(signature, b"m", padding.PKCS1v15(), hashes.SHA256())
 
 
-def test_status_opens_a_software_pin_key_kept_under_the_store_passphrase(
+def test_status_does_not_open_a_software_pin_key_under_the_store_passphrase_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A software key made with a PIN in a store with a passphrase is encrypted under the
-    passphrase: ``status`` given it opens the key, and still does not use it."""
+    """A software key made with a PIN in a store with a passphrase is written under both: the
+    passphrase alone no longer opens it (it did, and then any PIN signed), so ``status`` given
+    the passphrase reports it PIN-protected and unopened; with its PIN it opens and signs."""
     monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "store secret")
     with open_provider("software") as provider:
         store = KeyStore(provider, tmp_path / "store")
         store.create("ngc", KeyType.RSA2048, KeyUsage.SIGN, passphrase=b"store secret", pin=b"1")
     code, doc = _status(["--provider", "software", "--store", str(tmp_path / "store")], capsys)
     assert code == 0
+    assert doc["keys"][0]["pin"] is True
     assert doc["keys"][0]["health"] == {
         "result": "pin-protected",
-        "test": "load",
-        "note": PIN_LOADS,
+        "test": "none",
+        "note": PIN_NOT_OPENED,
     }
+    with open_provider("software") as provider:
+        key = KeyStore(provider, tmp_path / "store").load(
+            "ngc", passphrase=b"store secret", pin=b"1"
+        )
+        assert isinstance(key, rsa.RSAPrivateKey)
+        key.public_key().verify(
+            key.sign(b"m", padding.PKCS1v15(), hashes.SHA256()),
+            b"m",
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
 
 
 def _clear(tpm: Swtpm) -> None:

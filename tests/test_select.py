@@ -1,9 +1,11 @@
-"""Provider selection: argument, environment, the TPM the machine has, then software."""
+"""Provider selection: argument, environment, the TPM the machine has, then software; a TPM that
+is named (tcti=, --tcti, $TPM2TOOLS_TCTI, $TSS2_TCTI) is required, never replaced by software."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +208,66 @@ def test_tpm_device_the_user_may_not_open_names_its_group(tpm_store: Path) -> No
     assert f"{device} belongs to group {group}" in out
     assert f"add the user to it (usermod -aG {group} USER)" in out
     assert f"{private} is open to its owner (uid 0) only (mode 600)" in out
+
+
+# -- a TPM that is named is required: never a fallback to software ------------------------------
+
+#: A TPM that cannot be opened, named each way a caller can name one.
+DEAD = "swtpm:path=/nonexistent/entra-keys-sock"
+NAMINGS = {
+    "tcti argument": ({}, DEAD, "--tcti (tcti=)"),
+    "TPM2TOOLS_TCTI": ({"TPM2TOOLS_TCTI": DEAD}, None, "$TPM2TOOLS_TCTI"),
+    "TSS2_TCTI": ({"TSS2_TCTI": DEAD}, None, "$TSS2_TCTI"),
+}
+
+
+@pytest.mark.parametrize("naming", NAMINGS)
+def test_a_named_tpm_that_cannot_be_opened_is_hardware_unavailable(
+    naming: str, no_tpm: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--tcti swtpm:path=/nonexistent keys create`` made a software key; now every way of
+    naming a TPM makes it a requirement, with the reason, through every API that opens one."""
+    env, tcti, by = NAMINGS[naming]
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    pattern = rf"the TPM named by {re.escape(by)} \({re.escape(DEAD)}\).*failed.*no fallback"
+    with pytest.raises(HardwareUnavailable, match=pattern):
+        open_provider(tcti=tcti)
+    with pytest.raises(HardwareUnavailable, match=pattern):
+        open_provider("auto", tcti=tcti)
+    with pytest.raises(HardwareUnavailable, match=pattern):
+        entra_keys.KeyStore.open(tmp_path / "store", tcti=tcti)
+    assert not (tmp_path / "store").exists()
+    assert open_provider("software", tcti=tcti).kind == "software"  # software chosen: no TPM
+
+
+@pytest.mark.parametrize("naming", NAMINGS)
+def test_the_cli_never_makes_a_software_key_for_a_named_tpm(
+    naming: str,
+    no_tpm: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from entra_keys.cli import main
+
+    env, tcti, by = NAMINGS[naming]
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    store = tmp_path / "store"
+    argv = ["--store", str(store), *(["--tcti", tcti] if tcti else [])]
+    assert main([*argv, "keys", "create", "device", "--type", "ecc256"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert f"the TPM named by {by} ({DEAD}) cannot be used" in err and "no fallback" in err
+    assert not store.exists() or not any(store.iterdir())
+
+
+def test_the_default_device_alone_still_falls_back(
+    no_tpm: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing named: the machine's /dev/tpmrm0 is looked for and its absence logged, as
+    before (auto may fall back only here)."""
+    with caplog.at_level(logging.WARNING):
+        assert open_provider("auto").kind == "software"
+    assert "using the software provider" in caplog.text

@@ -375,15 +375,30 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def seal(
-        self, data: bytes, *, pin: bytes | None = None, pcrs: Sequence[int] | None = None
+        self,
+        data: bytes,
+        *,
+        pin: bytes | None = None,
+        pcrs: Sequence[int] | None = None,
+        name: str = "",
     ) -> bytes:
         """Seals a small secret (up to 32 KB) to this provider, under a PIN and to PCR values if
-        given; returns an opaque text blob whose label says which provider sealed it."""
+        given, bound to ``name`` (authenticated: it unseals under that name only); returns an
+        opaque text blob whose label says which provider sealed it."""
 
     @abc.abstractmethod
-    def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
-        """The secret of a blob this provider sealed; raises typed errors for a wrong PIN, a
-        blob of another TPM or provider, changed PCRs, or an altered blob."""
+    def unseal(
+        self,
+        blob: bytes,
+        *,
+        pin: bytes | None = None,
+        name: str = "",
+        allow_unbound: bool = False,
+    ) -> bytes:
+        """The secret of a blob this provider sealed as ``name``; raises typed errors for a
+        wrong PIN, another name, a blob of another TPM or provider, changed PCRs, or an altered
+        blob. A blob sealed before blobs were bound to names is refused (``KeyFileCorrupt``)
+        unless ``allow_unbound``: the caller vouches that it is the secret of that name."""
 
     def close(self) -> None:  # noqa: B027 - a provider with nothing to release keeps this
         """Releases what the provider holds (TPM connection, storage key)."""

@@ -2,14 +2,18 @@
 
 Each case performs one misuse (a key used against its use, an algorithm not offered, the other
 provider's key, file or blob, a bad name, a missing PIN, a bad nonce) and expects one error class
-of ``entra_keys.errors``, whichever provider it runs on. Wrong PINs differ by nature (software:
-``WrongPassphrase`` when the key file opens; TPM: ``TPMAuthFailure`` counted toward lockout) and
-are in test_keys and test_sealing.
+of ``entra_keys.errors``, whichever provider it runs on. A missing PIN is ``WrongPassphrase``
+from both, when the key loads, whatever store passphrase is given. A wrong PIN differs by
+nature, and ``test_a_wrong_pin_is_refused_before_any_signature`` pins down the decision: the TPM
+checks a PIN only at a use (so loading never spends a dictionary-attack try) and answers
+``TPMAuthFailure`` with the tries left; software checks it when the key file opens (scrypt
+under the PIN and the passphrase) and answers ``WrongPassphrase``. Neither signs with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,12 +35,14 @@ from entra_keys import (
     KeyUsage,
     KeyUsageError,
     Provider,
+    TPMAuthFailure,
     UnsupportedAlgorithm,
     WrongPassphrase,
 )
 from entra_keys.provider import EntraPrivateKey
+from entra_keys.store import sealed
 
-from ..helpers import cached_key, stranger_endorsement_key
+from ..helpers import cached_key, reframe_sealed, sealed_fields, stranger_endorsement_key
 
 PIN = b"2468"
 NONCE = bytes(16)
@@ -77,6 +83,36 @@ def _twice(parts: Parts) -> None:
 def _without_pin(parts: Parts) -> None:
     parts.store.create("hello", KeyType.ECC256, KeyUsage.SIGN, pin=PIN)
     parts.store.load("hello")
+
+
+def _written_under(provider: Provider, passphrase: bytes) -> bytes | None:
+    """The passphrase a key file is written under: software's; a TPM key file takes none (it is
+    bound to its TPM), and a passphrase given to load it is ignored."""
+    return None if provider.hardware_backed else passphrase
+
+
+def _without_pin_given_the_passphrase(parts: Parts) -> None:
+    passphrase = b"the store passphrase"
+    written = _written_under(parts.provider, passphrase)
+    parts.store.create("hello", KeyType.ECC256, KeyUsage.SIGN, passphrase=written, pin=PIN)
+    parts.store.load("hello", passphrase=passphrase)
+
+
+def _under_another_name(parts: Parts) -> bytes:
+    sealed.seal(parts.store, "a", b"secret", pin=PIN)
+    os.replace(parts.store.path / "a.sealed", parts.store.path / "b.sealed")
+    return sealed.unseal(parts.store, "b", pin=PIN)
+
+
+def _unbound(parts: Parts) -> bytes:
+    """A blob whose version says it was sealed before names were bound (version 1)."""
+    fields, begin, end = sealed_fields(parts.provider.seal(b"secret", pin=PIN, name="a"))
+    return parts.provider.unseal(reframe_sealed([b"\x01", *fields[1:]], begin, end), pin=PIN)
+
+
+def _import_with_trailing_data(parts: Parts) -> object:
+    tss2 = b"-----BEGIN TSS2 PRIVATE KEY-----\nMAA=\n-----END TSS2 PRIVATE KEY-----\n"
+    return parts.store.import_key_file("imported", tss2 + b"trailing")
 
 
 def _others_session_key(parts: Parts) -> object:
@@ -145,6 +181,16 @@ MISUSES: dict[str, tuple[type[EntraKeysError], Misuse]] = {
         KeyFileCorrupt,
         lambda p: p.provider.unseal(p.other.seal(b"secret", pin=PIN), pin=PIN),
     ),
+    "a sealed blob under another name": (KeyFileCorrupt, _under_another_name),
+    "a sealed blob of an earlier release, not bound to its name": (KeyFileCorrupt, _unbound),
+    "a PIN-protected key loaded with the store passphrase but no PIN": (
+        WrongPassphrase,
+        _without_pin_given_the_passphrase,
+    ),
+    "a key file with data after its PEM block imported": (
+        KeyFileCorrupt,
+        _import_with_trailing_data,
+    ),
     "a sealed blob that is no blob": (
         KeyFileCorrupt,
         lambda p: p.provider.unseal(b"not a blob", pin=PIN),
@@ -211,3 +257,30 @@ def test_the_same_misuse_is_the_same_typed_error(
     with pytest.raises(expected) as caught:
         perform(parts)
     assert type(caught.value) is expected  # the class itself, not a subclass of it
+
+
+def test_a_wrong_pin_is_refused_before_any_signature(
+    provider: Provider, tmp_path: Path, pin_tries: None
+) -> None:
+    """The decided split, by nature: a TPM checks a PIN only when the key is used (loading asks
+    for none, so it never spends a dictionary-attack try) and counts a wrong one toward lockout;
+    software checks it when the key file opens. Either way nothing is signed with a wrong PIN,
+    whatever store passphrase is given (the passphrase once replaced the PIN in software)."""
+    store = KeyStore(provider, tmp_path / "store")
+    passphrase = b"the store passphrase"
+    written = _written_under(provider, passphrase)
+    store.create("hello", KeyType.ECC256, KeyUsage.SIGN, passphrase=written, pin=PIN)
+    wrong = PIN + b"0"
+    if provider.hardware_backed:
+        key = store.load("hello", passphrase=passphrase, pin=wrong)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        with pytest.raises(TPMAuthFailure) as caught:
+            key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+        assert caught.value.tries_left is not None
+    else:
+        with pytest.raises(WrongPassphrase, match="PIN is wrong"):
+            store.load("hello", passphrase=passphrase, pin=wrong)
+    good = store.load("hello", passphrase=passphrase, pin=PIN)
+    assert isinstance(good, ec.EllipticCurvePrivateKey)
+    good.public_key().verify(good.sign(b"m", ec.ECDSA(hashes.SHA256())), b"m",
+                             ec.ECDSA(hashes.SHA256()))  # fmt: skip

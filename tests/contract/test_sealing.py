@@ -1,10 +1,13 @@
 """Sealed secrets: round trips through the store, nothing in the clear in its files, the PIN,
-a wrong PIN, altered blobs and the other provider's blobs refused typed."""
+a wrong PIN, altered blobs and the other provider's blobs refused typed; a blob bound to its
+name (another name refused, earlier releases' unbound blobs only when vouched for), and the
+rollback limit."""
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
 
 import pytest
 
@@ -137,3 +140,114 @@ def test_a_blob_of_another_provider_is_refused(
     with pytest.raises(KeyFileCorrupt, match=f"{other_provider.kind} provider"):
         provider.unseal(blob, pin=PIN)
     assert other_provider.unseal(blob, pin=PIN) == SMALL
+
+
+# -- a blob is bound to its name ----------------------------------------------------------------
+
+
+def test_a_blob_copied_under_another_name_is_refused(store: KeyStore) -> None:
+    """An attacker with write access to the store copies (or renames) one secret's blob to
+    another name: it does not unseal there, before anything is decrypted; a name field edited
+    to match fails the AES-GCM tag that covers it. The original still unseals."""
+    pin = _pin_for(store.provider)
+    sealed.seal(store, "refresh-token", SMALL, pin=pin)
+    sealed.seal(store, "disk-key", b"another secret", pin=pin)
+    blob = (store.path / "refresh-token.sealed").read_bytes()
+    target = store.path / "disk-key.sealed"
+    target.write_bytes(blob)  # the copy, over the other secret
+    with pytest.raises(KeyFileCorrupt, match="sealed as 'refresh-token', not 'disk-key'"):
+        sealed.unseal(store, "disk-key", pin=pin)
+    os.rename(store.path / "refresh-token.sealed", store.path / "moved.sealed")
+    with pytest.raises(KeyFileCorrupt, match="sealed as 'refresh-token', not 'moved'"):
+        sealed.unseal(store, "moved", pin=pin)
+    fields, begin, end = sealed_fields(blob)
+    edited = [b"disk-key" if field == b"refresh-token" else field for field in fields]
+    assert edited != fields
+    target.write_bytes(reframe_sealed(edited, begin, end))
+    with pytest.raises((KeyFileCorrupt, WrongPassphrase)):  # the GCM tag fails
+        sealed.unseal(store, "disk-key", pin=pin)
+    os.rename(store.path / "moved.sealed", store.path / "refresh-token.sealed")
+    assert sealed.unseal(store, "refresh-token", pin=pin) == SMALL
+
+
+def test_the_provider_binds_the_name_too(provider: Provider) -> None:
+    pin = _pin_for(provider)
+    blob = provider.seal(SMALL, pin=pin, name="a")
+    assert provider.unseal(blob, pin=pin, name="a") == SMALL
+    for other in ("b", "", "A"):
+        with pytest.raises(KeyFileCorrupt, match="sealed as 'a'"):
+            provider.unseal(blob, pin=pin, name=other)
+    with pytest.raises(InvalidData):
+        provider.seal(SMALL, pin=pin, name="x" * 256)
+
+
+def test_an_older_blob_put_back_still_unseals_rollback_is_a_limit(store: KeyStore) -> None:
+    """Rollback is not detected (SECURITY.md): an older blob of the same name, put back by
+    someone who can write the store, unseals to the older secret. This test pins the limit
+    down so that a counter, once added, changes it on purpose."""
+    pin = _pin_for(store.provider)
+    sealed.seal(store, "prt", b"old token", pin=pin)
+    older = (store.path / "prt.sealed").read_bytes()
+    sealed.seal(store, "prt", b"new token", pin=pin, replace=True)
+    assert sealed.unseal(store, "prt", pin=pin) == b"new token"
+    (store.path / "prt.sealed").write_bytes(older)
+    assert sealed.unseal(store, "prt", pin=pin) == b"old token"
+
+
+def _unbound_blob(provider: Provider, secret: bytes, pin: bytes | None) -> bytes:
+    """A blob as entra_keys sealed it before blobs were bound to names (version 1), made here
+    independently: software, scrypt + AES-GCM whose associated data is the framed
+    (version, salt, nonce); TPM, the secret itself in a sealed data object."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    kind = provider.kind.upper()
+    begin = f"-----BEGIN ENTRA KEYS SEALED {kind} DATA-----\n".encode()
+    end = f"-----END ENTRA KEYS SEALED {kind} DATA-----\n".encode()
+    if not provider.hardware_backed:
+        assert pin is not None
+        salt, nonce = os.urandom(16), os.urandom(12)
+        aad = reframe_sealed([b"\x01", salt, nonce], begin, end)
+        key = Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(pin)
+        sealed_data = AESGCM(key).encrypt(nonce, secret, aad)
+        return reframe_sealed([b"\x01", salt, nonce, sealed_data], begin, end)
+    conn = provider.connection  # type: ignore[attr-defined]
+    t = conn.tss
+    sensitive = t.TPM2B_SENSITIVE_CREATE(
+        sensitive=t.TPMS_SENSITIVE_CREATE(data=t.TPM2B_SENSITIVE_DATA(secret))
+    )
+    public = t.TPMT_PUBLIC(type=t.TPM2_ALG.KEYEDHASH, nameAlg=t.TPM2_ALG.SHA256)
+    public.objectAttributes = t.TPMA_OBJECT.FIXEDTPM | t.TPMA_OBJECT.FIXEDPARENT
+    public.objectAttributes |= t.TPMA_OBJECT.USERWITHAUTH | t.TPMA_OBJECT.NODA
+    public.parameters.keyedHashDetail.scheme.scheme = t.TPM2_ALG.NULL
+    with conn.command("seal as version 1 did") as esys:
+        private, created, _, _, _ = esys.create(
+            conn.storage_key, sensitive, t.TPM2B_PUBLIC(publicArea=public)
+        )
+    fields = [
+        b"\x01",
+        conn.storage_parent.to_bytes(4, "big"),
+        b"\x00",  # no PIN, no envelope
+        b"",  # no PCRs
+        bytes(created.marshal()),
+        bytes(private.marshal()),
+    ]
+    return reframe_sealed(fields, begin, end)
+
+
+def test_a_blob_of_an_earlier_release_is_refused_unless_vouched_for(store: KeyStore) -> None:
+    """Blobs sealed before names were bound are refused by name (they could be any other
+    name's): the caller who vouches for one unseals it with allow_unbound and seals it again,
+    bound from then on."""
+    provider = store.provider
+    pin = _pin_for(provider)
+    store.write_sealed("prt", _unbound_blob(provider, SMALL, pin))
+    with pytest.raises(KeyFileCorrupt, match="earlier entra_keys, without its name bound"):
+        sealed.unseal(store, "prt", pin=pin)
+    secret = sealed.unseal(store, "prt", pin=pin, allow_unbound=True)
+    assert secret == SMALL
+    sealed.seal(store, "prt", secret, pin=pin, replace=True)
+    assert sealed.unseal(store, "prt", pin=pin) == SMALL
+    shutil.copy(store.path / "prt.sealed", store.path / "other.sealed")
+    with pytest.raises(KeyFileCorrupt, match="sealed as 'prt'"):
+        sealed.unseal(store, "other", pin=pin, allow_unbound=True)  # a bound blob stays bound

@@ -11,6 +11,10 @@ a PIN-protected key without using it), keeps the PRT's refresh token sealed in t
 no secret; the Kerberos client keys are used and not kept. On software, a store passphrase
 encrypts every key file the demo writes (device, transport, AK, NGC and session keys). Every
 step checks its result; the first failure stops the run with a clear message.
+
+The demo never writes into a key store that holds anything (keys, a join state, sealed secrets,
+any file): it joins in a fresh temporary store, removed at the end, unless ``--store`` names a
+missing or empty directory, and says which it uses. It holds that store's lock while it runs.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from cryptography import x509
 
 from .. import formats, protocol
 from ..attestation.verifier import verify_ek_certificate
-from ..errors import EntraKeysError
+from ..errors import EntraKeysError, KeyStoreError
 from ..protocol import PRT, Registration
 from ..provider import EndorsementKey, EntraPrivateKey, KeyType, KeyUsage, Provider
 from ..providers import open_provider
@@ -345,6 +349,24 @@ def _check(condition: bool, message: str) -> None:
         raise DemoFailed(message)
 
 
+def _store_path(provider: Provider, named: str | None, fresh: Path, out: TextIO) -> Path:
+    """Where the demo joins: the store ``--store`` names when it is missing or empty, else a
+    fresh temporary store (removed at the end); the output says which, and why."""
+    if named is not None:
+        try:
+            if KeyStore(provider, named).is_empty():
+                out.write(f"Key store: {named} (empty: the demo's join stays there)\n")
+                return Path(named)
+            why = "holds files (a join?)"
+        except KeyStoreError as exc:
+            why = f"cannot be used ({exc})"
+        out.write(f"Key store: {named} {why}: the demo leaves it untouched and joins in a "
+                  f"fresh temporary store, {fresh} (removed at the end)\n")  # fmt: skip
+        return fresh
+    out.write(f"Key store: a fresh temporary store, {fresh} (removed at the end)\n")
+    return fresh
+
+
 def run_demo(
     kind: str | None,
     tcti: str | None,
@@ -379,8 +401,10 @@ def run_demo(
         cleanup.callback(provider.close)
         out.write(f"Provider: {provider.kind}"
                   + (f" ({tcti})" if provider.kind == "tpm" else "") + "\n")  # fmt: skip
-        store = KeyStore(provider, store_dir or work / "keys")
-        JoinDemo(provider, store, ek_cas, out, passphrase(provider)).run()
+        store = KeyStore(provider, _store_path(provider, store_dir, work / "keys", out))
+        with store.locked():  # no other writer joins it meanwhile
+            _check(store.is_empty(), f"the key store {store.path} was written to meanwhile")
+            JoinDemo(provider, store, ek_cas, out, passphrase(provider)).run()
         return provider, store, cleanup
     except BaseException:
         cleanup.close()

@@ -274,5 +274,7 @@ def info_json(info: KeyInfo) -> dict[str, Any]:
         "provider": info.kind,
         "hardware_backed": info.hardware_backed,
         "encrypted": info.encrypted,
+        "pin": info.pin,
+        "lockout": info.lockout,
         "path": str(info.path),
     }

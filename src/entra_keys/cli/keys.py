@@ -45,6 +45,8 @@ def _describe(ctx: Context, info: KeyInfo, key: EntraPrivateKey, *, title: str) 
         ("Provider", info.kind),
         ("HardwareBacked", yes(info.hardware_backed)),
         ("Encrypted", yes(info.encrypted)),
+        ("PinProtected", yes(info.pin)),
+        ("CountsTowardLockout", yes(info.lockout)),
         ("Path", str(info.path)),
         ("JwkThumbprint", thumbprint),
     ]

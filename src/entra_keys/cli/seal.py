@@ -3,7 +3,9 @@ passphrase), kept in the store as ``NAME.sealed``.
 
 The PIN is read from ``--pin-file`` (this user's own file, first line); the software provider
 takes the store's passphrase (``--passphrase-file`` or ``$ENTRA_KEYS_PASSPHRASE``) when no PIN
-file is given. ``unseal`` writes the secret's bytes to stdout as they are.
+file is given. ``unseal`` writes the secret's bytes to stdout as they are. A blob is bound to
+its name: one copied or renamed is refused, and one sealed by an earlier release (no name
+bound) is refused unless ``--allow-unbound`` (then seal it again, with ``--replace``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def cmd_seal(ctx: Context) -> int:
 
 def cmd_unseal(ctx: Context) -> int:
     """Write the secret sealed under NAME to stdout."""
-    write_bytes(sealed.unseal(ctx.store, ctx.args.name, pin=_pin(ctx)))
+    secret = sealed.unseal(
+        ctx.store, ctx.args.name, pin=_pin(ctx), allow_unbound=ctx.args.allow_unbound
+    )
+    write_bytes(secret)
     return 0
 
 
@@ -93,4 +98,10 @@ def add_seal_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     unseal = commands.add_parser("unseal", help="write the secret sealed as NAME to stdout")
     unseal.add_argument("name")
     unseal.add_argument("--pin-file", metavar="FILE", help=pin_help)
+    unseal.add_argument(
+        "--allow-unbound",
+        action="store_true",
+        help="unseal a blob of an earlier release, not bound to its name (you vouch that it is "
+        "this name's); seal the secret again afterwards to bind it",
+    )
     add_command(unseal, cmd_unseal)

@@ -3,8 +3,10 @@
 It checks that every key works: it signs a test message with every signing key, decrypts with
 every transport key, derives with the session key (a key that does not load is reported, and a
 TPM that no longer holds the keys' storage hierarchy is one state: leave and join again). A key
-that needs a PIN (the NGC key) is only loaded, never used: a use without its PIN would count
-toward the TPM's dictionary-attack lockout.
+that needs a PIN (the NGC key), or may have one (a TPM key without noDA, whatever its file's
+emptyAuth says), is only loaded, never used: a use without its PIN would count toward the TPM's
+dictionary-attack lockout. Loading (TPM2_Load) asks for no authorization, so ``status`` never
+spends a try, however often it runs.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ _HEALTH_TESTS = {
 PIN_LOADS = "PIN-protected: loads, not used"
 #: What it says of a software key file encrypted under its PIN (it cannot open it without).
 PIN_NOT_OPENED = "PIN-protected: encrypted under its PIN, not opened"
+#: What it says of a TPM key it only loaded because a wrong authorization would count toward
+#: lockout (no noDA): it may have a PIN whatever its file says.
+LOCKOUT_LOADS = "counts wrong PINs toward lockout (no noDA): loads, not used"
 #: A stand-in authorization value: a TPM key loads without its PIN being checked (the TPM checks
 #: it at each use), and a key loaded with this one is never used.
 _LOAD_ONLY_PIN = b"status: load only"
@@ -102,9 +107,13 @@ def _use_key(ctx: Context, info: KeyInfo) -> None:
 
 def _load_pin_key(ctx: Context, info: KeyInfo) -> str:
     """Load a PIN-protected key without using it; what ``status`` says of it. A TPM key loads
-    (its PIN is checked only at use); a software key opens only if under the store passphrase."""
+    (its PIN is checked only at use); a software key file is written under its PIN, so it is
+    not opened without it."""
     if info.kind == "tpm":
-        ctx.store.load(info.name, pin=_LOAD_ONLY_PIN)
+        if info.usage is KeyUsage.DERIVE:
+            ctx.store.load_session_key(info.name)
+        else:
+            ctx.store.load(info.name, pin=_LOAD_ONLY_PIN)
         return PIN_LOADS
     try:
         ctx.load(info.name)
@@ -113,17 +122,30 @@ def _load_pin_key(ctx: Context, info: KeyInfo) -> str:
     return PIN_LOADS
 
 
+def _load_only(ctx: Context, info: KeyInfo) -> None:
+    """Load a key that may have a PIN without using it (its file says it has none: loaded as
+    such; it is never used, so no authorization is ever sent)."""
+    if info.usage is KeyUsage.DERIVE:
+        ctx.store.load_session_key(info.name, passphrase=ctx.passphrase())
+    else:
+        ctx.load(info.name)
+
+
 def _health(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, dict[str, Any]]:
     """Each key's health by name: ``ok``, ``pin-protected`` (loaded only, with a ``note``),
-    ``unusable`` (KeysUnusable) or ``failed``, with the test run and the error."""
+    ``unusable`` (KeysUnusable) or ``failed``, with the test run and the error. A key that
+    needs or may need a PIN is only loaded (``test`` says ``load``)."""
     out: dict[str, dict[str, Any]] = {}
     for info in keys:
         health: dict[str, Any] = {"result": "ok", "test": _HEALTH_TESTS[info.usage]}
         try:
-            if info.pin and info.usage is not KeyUsage.DERIVE:
+            if info.pin:
                 note = _load_pin_key(ctx, info)
                 test = "load" if note == PIN_LOADS else "none"
                 health.update(result="pin-protected", test=test, note=note)
+            elif info.lockout:
+                _load_only(ctx, info)
+                health.update(test="load", note=LOCKOUT_LOADS)
             else:
                 _use_key(ctx, info)
         except KeysUnusable as exc:

@@ -1,37 +1,80 @@
 """``entra-keys tpm init``: persist the standard storage root key, so that opening the provider
-no longer creates a primary (0.1-3 s on a real chip)."""
+no longer creates a primary (0.1-3 s on a real chip).
+
+Before it changes the TPM's storage key it reads the key store (``--store``, else the default
+one): every TPM key file and sealed secret names the storage parent it was made under, and one
+whose parent the provider does not load under once the SRK is persistent would be lost. Then it
+refuses without ``--force`` and names them.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ..errors import UnsupportedAlgorithm
+from ..errors import EntraKeysError, KeyStoreError, UnsupportedAlgorithm
+from ..store import default_store_path, storage_parents
+from ..store.keystore import parent_text
+from ..tcg.model import SRK_HANDLE_RSA
 from .common import Context, SubParsers, add_command, read_input, write
 
-__all__ = ["add_tpm_commands", "cmd_tpm_init"]
+__all__ = ["KEPT_PARENTS", "add_tpm_commands", "cmd_tpm_init"]
 
 #: The longest owner authorization value read from --owner-auth-file (TPM2B_AUTH, SHA-256).
 _MAX_OWNER_AUTH = 64
+#: The storage parents under which the TPM provider loads key files and sealed secrets once the
+#: SRK is persistent: what ``tpm init`` keeps. A store entry naming another parent is counted as
+#: lost, and ``tpm init`` refuses without --force.
+KEPT_PARENTS = frozenset({SRK_HANDLE_RSA})
+
+
+def _already_persistent(tcti: str | None) -> bool:
+    """True when the TPM's storage key is the persistent SRK already (``tpm init`` then changes
+    nothing); False where that cannot be told."""
+    from ..providers.tpm import TPMProvider
+
+    try:
+        with TPMProvider(tcti) as provider:
+            storage = provider.info().storage_key or ""
+    except EntraKeysError:
+        return False
+    return storage.startswith(f"0x{SRK_HANDLE_RSA:08x}")
 
 
 def cmd_tpm_init(ctx: Context) -> int:
     """Persist the SRK at 0x81000001 (idempotent) and say what the provider uses now."""
-    if ctx.args.provider not in (None, "tpm"):
+    args = ctx.args
+    if args.provider not in (None, "tpm"):
         raise UnsupportedAlgorithm("tpm init is for the TPM provider (--provider tpm)")
     from ..providers.tpm import persist_storage_key
 
     owner_auth = None
-    if ctx.args.owner_auth_file:
-        raw = read_input(ctx.args.owner_auth_file, _MAX_OWNER_AUTH + 2, what="owner auth")
+    if args.owner_auth_file:
+        raw = read_input(args.owner_auth_file, _MAX_OWNER_AUTH + 2, what="owner auth")
         owner_auth = raw.splitlines()[0] if raw.strip() else b""
-    created = persist_storage_key(ctx.args.tcti, owner_auth)
-    if created:
-        write(
-            "persisted the storage root key at 0x81000001; keys made before under the owner "
-            "primary (parent 0x40000001) must be created again"
+    lost = {
+        entry: parent
+        for entry, parent in storage_parents(args.store).items()
+        if parent not in KEPT_PARENTS
+    }
+    listing = ", ".join(
+        f"{entry} (parent {parent_text(p) if p is not None else 'unknown: it cannot be read'})"
+        for entry, p in sorted(lost.items())
+    )
+    if lost and not args.force and not _already_persistent(args.tcti):
+        store = args.store or str(default_store_path())
+        raise KeyStoreError(
+            f"tpm init would persist the SRK at 0x{SRK_HANDLE_RSA:08x}, and these entries of the "
+            f"key store {store} would no longer load: {listing}. Nothing was changed; --force "
+            "persists it anyway (the join is then lost: leave and join again)",
+            path=store,
         )
+    created = persist_storage_key(args.tcti, owner_auth)
+    if created:
+        write(f"persisted the storage root key at 0x{SRK_HANDLE_RSA:08x}")
+        if lost:
+            write(f"--force: these entries of the key store no longer load: {listing}")
     else:
-        write("the storage root key is already persistent at 0x81000001")
+        write(f"the storage root key is already persistent at 0x{SRK_HANDLE_RSA:08x}")
     return 0
 
 
@@ -46,5 +89,10 @@ def add_tpm_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
         "--owner-auth-file",
         metavar="FILE",
         help="the owner hierarchy's password, on the first line of FILE",
+    )
+    init.add_argument(
+        "--force",
+        action="store_true",
+        help="persist it even though keys or sealed secrets of the store would no longer load",
     )
     add_command(init, cmd_tpm_init, opens_provider=False)

@@ -2,9 +2,12 @@
 
 ``open_provider`` follows, in order: the ``kind`` argument; ``ENTRA_KEYS_PROVIDER``; the TPM
 named by ``tcti``, ``TPM2TOOLS_TCTI`` or ``TSS2_TCTI``, or at /dev/tpmrm0; and last the software
-provider, with a logged warning. ``require_hardware=True`` turns that last step into a
-``HardwareUnavailable`` error that says why there is no TPM. A key store that holds TPM keys
-asks for exactly that (``KeyStore.open``): no silent downgrade of a TPM join to software keys.
+provider, with a logged warning. A TPM that is named (``tcti``, or either variable) is a
+requirement: when it cannot be opened the result is ``HardwareUnavailable`` with the reason,
+never software keys. Only ``auto`` with no TPM named falls back, and ``require_hardware=True``
+turns that fallback into a ``HardwareUnavailable`` error that says why there is no TPM. A key
+store that holds TPM keys asks for exactly that (``KeyStore.open``): no silent downgrade of a
+TPM join to software keys.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from ..provider import Provider
 if TYPE_CHECKING:
     from .tpm.tcti import Tcti
 
-__all__ = ["PROVIDER_KINDS", "open_provider", "tpm_unusable_reason"]
+__all__ = ["PROVIDER_KINDS", "TCTI_VARIABLES", "open_provider", "tpm_unusable_reason"]
 
 log = logging.getLogger(__name__)
 
 PROVIDER_KINDS = ("auto", "tpm", "software")
+#: The environment variables that name a TPM (tpm2-tools' and tpm2-tss's), as ``default_tcti``
+#: reads them: a TPM named by one is required, as one named by ``tcti`` is.
+TCTI_VARIABLES = ("TPM2TOOLS_TCTI", "TSS2_TCTI")
 
 
 def open_provider(
@@ -36,7 +42,8 @@ def open_provider(
     require_hardware: bool = False,
 ) -> Provider:
     """Opens the provider chosen by argument, environment, or what the machine has; with
-    ``require_hardware`` only a TPM (``HardwareUnavailable`` says why there is none)."""
+    ``require_hardware``, or a TPM named by ``tcti`` or the environment, only a TPM
+    (``HardwareUnavailable`` says why it cannot be used)."""
     chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
     if chosen not in PROVIDER_KINDS:
         raise ProviderError(
@@ -60,12 +67,26 @@ def open_provider(
             return TPMProvider(named)
         except ProviderError as exc:
             reason = tpm_unusable_reason(named, exc)
+            by = _named_by(tcti)
+            if by is not None:  # a TPM the caller named is a requirement: no fallback
+                raise HardwareUnavailable(
+                    f"the TPM named by {by} ({named}) cannot be used: {reason}; a named TPM "
+                    "is required (no fallback to software keys)"
+                ) from exc
     else:
         reason = NO_TPM
     if require_hardware:
         raise HardwareUnavailable(f"the TPM cannot be used: {reason}")
     log.warning("%s; using the software provider (keys are not hardware-backed)", reason)
     return _software()
+
+
+def _named_by(tcti: str | None) -> str | None:
+    """What named the TPM: the ``tcti`` argument, else the variable ``default_tcti`` read; None
+    when nothing did (the default device)."""
+    if tcti:
+        return "--tcti (tcti=)"
+    return next((f"${var}" for var in TCTI_VARIABLES if os.environ.get(var)), None)
 
 
 def _software() -> Provider:

@@ -7,7 +7,11 @@
     -----END ENTRA KEYS SEALED TPM DATA-----
 
 What the fields are is the provider's business (a TPM sealed object, or scrypt salt and AES-GCM
-ciphertext); this module frames them and refuses anything else with ``KeyFileCorrupt``.
+ciphertext); this module frames them and refuses anything else with ``KeyFileCorrupt``. The
+first field of every blob is its version: ``NAMED`` blobs carry the name they were sealed as,
+covered by the AES-GCM tag (its associated data), so a blob copied under another name is
+refused; ``UNBOUND`` blobs (sealed before names were bound) are refused unless the caller
+vouches for them (``allow_unbound``).
 """
 
 from __future__ import annotations
@@ -20,11 +24,29 @@ from collections.abc import Sequence
 
 from ..errors import InvalidData, KeyFileCorrupt
 
-__all__ = ["MAX_SECRET", "check_secret", "frame", "label", "unframe"]
+__all__ = [
+    "MAX_NAME",
+    "MAX_SECRET",
+    "NAMED",
+    "UNBOUND",
+    "check_name",
+    "check_secret",
+    "frame",
+    "label",
+    "name_field",
+    "refuse_unbound",
+    "unframe",
+]
 
 #: The largest secret entra_keys seals (a PRT and its refresh tokens are a few KB): the blob
 #: stays under the key store's file size limit.
 MAX_SECRET = 32 * 1024
+#: The version of a blob sealed before blobs were bound to their names.
+UNBOUND = b"\x01"
+#: The version of a blob bound to the name it was sealed as.
+NAMED = b"\x02"
+#: The longest name a blob is bound to, in UTF-8 bytes (a store name is at most 64 ASCII).
+MAX_NAME = 255
 _BLOCK = re.compile(
     rb"-----BEGIN ENTRA KEYS SEALED ([A-Z]+) DATA-----\r?\n"
     rb"(.*?)-----END ENTRA KEYS SEALED \1 DATA-----",
@@ -43,6 +65,40 @@ def check_secret(data: bytes) -> None:
         raise InvalidData(f"a secret to seal is bytes, not {type(data).__name__}")
     if not 0 < len(data) <= MAX_SECRET:
         raise InvalidData(f"a sealed secret is 1 to {MAX_SECRET} bytes, not {len(data)}")
+
+
+def name_field(name: str) -> bytes:
+    """The field that binds a blob to ``name`` (its UTF-8 bytes); InvalidData for a name that
+    is not a string, or too long."""
+    if not isinstance(name, str):
+        raise InvalidData(f"a sealed secret's name is a str, not {type(name).__name__}")
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_NAME:
+        raise InvalidData(f"a sealed secret's name is at most {MAX_NAME} bytes")
+    return encoded
+
+
+def check_name(field: bytes, name: str) -> None:
+    """Refuse a blob sealed as another name (copied or renamed in the store) before anything
+    is decrypted: KeyFileCorrupt naming both. The AES-GCM tag, whose associated data holds the
+    field, refuses a blob whose field was edited to match."""
+    wanted = name_field(name)
+    if bytes(field) != wanted:
+        sealed_as = bytes(field).decode("utf-8", "replace")
+        raise KeyFileCorrupt(
+            f"the sealed secret was sealed as {sealed_as!r}, not {name!r}: a blob copied or "
+            "renamed in the store unseals only under its own name"
+        )
+
+
+def refuse_unbound(allow_unbound: bool) -> None:
+    """Refuse a blob sealed before blobs were bound to names, unless the caller vouches for it."""
+    if not allow_unbound:
+        raise KeyFileCorrupt(
+            "the secret was sealed by an earlier entra_keys, without its name bound (it could "
+            "be another name's blob copied here): unseal it once with allow_unbound=True "
+            "(entra-keys unseal --allow-unbound) and seal it again"
+        )
 
 
 def frame(kind: str, fields: Sequence[bytes]) -> bytes:

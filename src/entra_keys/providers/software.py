@@ -11,13 +11,15 @@ import hashlib
 import hmac
 import os
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as symmetric_padding
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.utils import Buffer
@@ -45,10 +47,22 @@ from ..provider import (
     check_creatable,
     check_nonce,
 )
-from ..tcg.model import PEM_LABEL_ENCRYPTED_SESSION_KEY, PEM_LABEL_SESSION_KEY, PEM_LABELS
+from ..tcg.model import (
+    PEM_LABEL_ENCRYPTED_SESSION_KEY,
+    PEM_LABEL_ENCRYPTED_SOFTWARE_KEY,
+    PEM_LABEL_SESSION_KEY,
+    PEM_LABELS,
+)
 from . import _sealed_blob
 
-__all__ = ["SoftwareECKey", "SoftwareProvider", "SoftwareRSAKey", "SoftwareSessionKey"]
+__all__ = [
+    "PIN_SCRYPT",
+    "SoftwareECKey",
+    "SoftwareProvider",
+    "SoftwareRSAKey",
+    "SoftwareSessionKey",
+    "pin_protected",
+]
 
 #: What a software key says of its backing (``EntraKey.hardware_reason``).
 _SOFTWARE_REASON = "a software key: no TPM"
@@ -68,6 +82,11 @@ class SoftwareRSAKey(EntraRSAKey):
         return _SOFTWARE_REASON
 
     _pin: bytes | None = None
+
+    @property
+    def has_pin(self) -> bool:
+        """True when the key's file is written under its PIN (asked again at every load)."""
+        return self._pin is not None
 
     def __init__(self, key: rsa.RSAPrivateKey, usage: KeyUsage) -> None:
         self._key = key
@@ -149,6 +168,11 @@ class SoftwareECKey(EntraECKey):
 
     _pin: bytes | None = None
 
+    @property
+    def has_pin(self) -> bool:
+        """True when the key's file is written under its PIN (asked again at every load)."""
+        return self._pin is not None
+
     def __init__(self, key: ec.EllipticCurvePrivateKey, usage: KeyUsage) -> None:
         self._key = key
         self.key_type = KeyType.of(key.public_key())
@@ -228,7 +252,12 @@ class SoftwareSessionKey(SessionKey):
 
 SESSION_KEY_BYTES = 32
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
-_SEALED_VERSION = b"\x01"
+#: scrypt's cost for a software key file under a PIN: (N, r, p) = (2**15, 8, 1), 32 MiB of
+#: memory a guess, the parameters of sealed secrets. One wrong-PIN guess (a load) took 91 ms
+#: (fastest of 20; median 94 ms) on the 2-core development machine, where a guess at a PKCS#8
+#: file under PBKDF2 took 0.36 ms in the same run: all 10**6 six-digit PINs cost about 26
+#: CPU-hours instead of 6 minutes. The floor wanted was 50 ms a guess.
+PIN_SCRYPT = (_SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
 
 
 def _der_octets(*parts: bytes) -> bytes:
@@ -278,6 +307,125 @@ def _pss(hash_alg: hashes.HashAlgorithm) -> padding.PSS:
     return padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
+# -- software keys under a PIN: PKCS#8, PBES2 with scrypt (RFC 8018, RFC 7914 section 7) -------
+
+_PBES2 = "1.2.840.113549.1.5.13"
+_SCRYPT = "1.3.6.1.4.1.11591.4.11"
+_AES256_CBC = "2.16.840.1.101.3.4.1.42"
+#: The most memory (128 * r * N bytes) a PIN file's scrypt parameters may ask for: a file with
+#: larger ones is refused before scrypt runs.
+_MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+
+
+def _pin_password(pin: bytes, passphrase: bytes | None) -> bytes:
+    """What a PIN key file's key is derived from: the PIN and the store passphrase together,
+    each length-prefixed (no two pairs give the same bytes), so neither alone opens it."""
+    parts = (bytes(pin), bytes(passphrase or b""))
+    return b"entra-keys PIN key\x00" + b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def _pkcs8_classes() -> Any:
+    """asn1crypto's classes of EncryptedPrivateKeyInfo with PBES2 and scrypt (made on first use:
+    asn1crypto is imported only where a PIN file is read or written)."""
+    from asn1crypto import core
+
+    class Algorithm(core.Sequence):  # type: ignore[misc]
+        _fields = [  # noqa: RUF012 - asn1crypto's schema
+            ("algorithm", core.ObjectIdentifier),
+            ("parameters", core.Any, {"optional": True}),
+        ]
+
+    class ScryptParams(core.Sequence):  # type: ignore[misc]
+        _fields = [  # noqa: RUF012
+            ("salt", core.OctetString),
+            ("cost", core.Integer),
+            ("block_size", core.Integer),
+            ("parallelization", core.Integer),
+            ("key_length", core.Integer, {"optional": True}),
+        ]
+
+    class PBES2Params(core.Sequence):  # type: ignore[misc]
+        _fields = [("kdf", Algorithm), ("scheme", Algorithm)]  # noqa: RUF012
+
+    class EncryptedPrivateKeyInfo(core.Sequence):  # type: ignore[misc]
+        _fields = [("algorithm", Algorithm), ("data", core.OctetString)]  # noqa: RUF012
+
+    return core, Algorithm, ScryptParams, PBES2Params, EncryptedPrivateKeyInfo
+
+
+def _pin_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: bytes) -> bytes:
+    """The key as PKCS#8 EncryptedPrivateKeyInfo, PBES2 with scrypt (``PIN_SCRYPT``) and
+    AES-256-CBC; pyca (and openssl, within its scrypt memory limit) read it back."""
+    core, algorithm, scrypt_params, pbes2_params, encrypted_info = _pkcs8_classes()
+    salt, iv = os.urandom(16), os.urandom(16)
+    kek = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P).derive(password)
+    plain = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    padder = symmetric_padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(kek), modes.CBC(iv)).encryptor()
+    data = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+    params = scrypt_params(
+        {
+            "salt": salt,
+            "cost": _SCRYPT_N,
+            "block_size": _SCRYPT_R,
+            "parallelization": _SCRYPT_P,
+            "key_length": 32,
+        }
+    )
+    scheme = pbes2_params(
+        {
+            "kdf": algorithm({"algorithm": _SCRYPT, "parameters": params}),
+            "scheme": algorithm({"algorithm": _AES256_CBC, "parameters": core.OctetString(iv)}),
+        }
+    )
+    der = encrypted_info(
+        {"algorithm": algorithm({"algorithm": _PBES2, "parameters": scheme}), "data": data}
+    ).dump()
+    return _pem(PEM_LABEL_ENCRYPTED_SOFTWARE_KEY, der)
+
+
+def _scrypt_cost(data: bytes) -> tuple[int, int, int] | None:
+    """The scrypt (N, r, p) of a PKCS#8 PEM encrypted with PBES2 and scrypt, or None for any
+    other key file (unencrypted, PBKDF2, not PKCS#8). KeyFileCorrupt for scrypt parameters that
+    would ask for more than ``_MAX_SCRYPT_MEMORY``."""
+    begin = f"-----BEGIN {PEM_LABEL_ENCRYPTED_SOFTWARE_KEY}-----".encode()
+    if begin not in data:
+        return None
+    try:
+        _, der = _unpem(data[data.index(begin) :])
+        _, _, scrypt_params, pbes2_params, encrypted_info = _pkcs8_classes()
+        info = encrypted_info.load(der, strict=True)
+        if info["algorithm"]["algorithm"].dotted != _PBES2:
+            return None
+        scheme = pbes2_params.load(info["algorithm"]["parameters"].dump(), strict=True)
+        if scheme["kdf"]["algorithm"].dotted != _SCRYPT:
+            return None
+        params = scrypt_params.load(scheme["kdf"]["parameters"].dump(), strict=True)
+        cost = (
+            int(params["cost"].native),
+            int(params["block_size"].native),
+            int(params["parallelization"].native),
+        )
+    except (KeyFileCorrupt, ValueError, TypeError, KeyError):
+        return None
+    n, r, p = cost
+    if not (n > 1 and n & (n - 1) == 0 and r > 0 and p > 0) or 128 * n * r * p > _MAX_SCRYPT_MEMORY:
+        raise KeyFileCorrupt(f"the key file's scrypt parameters (N={n}, r={r}, p={p}) are refused")
+    return cost
+
+
+def pin_protected(data: bytes) -> bool:
+    """Whether a software key file is written under its PIN (PKCS#8, PBES2 with scrypt): it
+    opens only with the PIN (and the store passphrase it was written with), whatever its
+    header lines say."""
+    try:
+        return _scrypt_cost(data) is not None
+    except KeyFileCorrupt:
+        return True
+
+
 class SoftwareProvider(Provider):
     """Keys made and used by pyca ``cryptography``; stored as PKCS#8 (encrypted on request)."""
 
@@ -291,8 +439,9 @@ class SoftwareProvider(Provider):
     def create_key(
         self, key_type: KeyType, usage: KeyUsage, *, pin: bytes | None = None
     ) -> EntraPrivateKey:
-        """Creates a key in memory. Software has no dictionary-attack counter: a ``pin`` is the
-        passphrase its key file is encrypted with, asked for again to load it."""
+        """Creates a key in memory. Software has no dictionary-attack counter: a ``pin`` is part
+        of what its key file is encrypted under (with the store passphrase, if any: both are
+        needed), stretched by scrypt, and asked for again at every load."""
         check_creatable(key_type, usage)
         key: SoftwareRSAKey | SoftwareECKey
         if key_type.is_rsa:
@@ -303,10 +452,13 @@ class SoftwareProvider(Provider):
         return key
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
-        """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given."""
+        """PKCS#8 PEM: for a key with a PIN, encrypted under the PIN and the passphrase together
+        (PBES2, scrypt ``PIN_SCRYPT``); otherwise encrypted with the best available scheme when
+        a passphrase is given."""
         if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
             raise UnsupportedAlgorithm(f"{type(key).__name__} is not a software key")
-        passphrase = passphrase or key._pin
+        if key._pin is not None:
+            return _pin_pem(key._key, _pin_password(key._pin, passphrase))
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase)
             if passphrase
@@ -325,29 +477,57 @@ class SoftwareProvider(Provider):
         pin: bytes | None = None,
         allow_imported: bool = False,
     ) -> EntraPrivateKey:
-        """Loads a PKCS#8 PEM key; a missing or wrong passphrase (or PIN) is WrongPassphrase.
-        ``allow_imported`` is accepted and ignored: a software key never claims hardware."""
+        """Loads a PKCS#8 PEM key; a missing or wrong passphrase or PIN is WrongPassphrase.
+
+        A key written under its PIN opens only with the PIN and the passphrase it was written
+        with, whatever else is given; a PIN is checked here, when the file opens (the TPM
+        checks its keys' PINs at each use instead). A file not under a PIN opens with the
+        passphrase, else with the PIN (a PIN key file of entra_keys before 0.1, written under
+        the PIN alone: it then keeps the PIN, and is written under it anew when saved).
+        ``allow_imported`` is accepted and ignored: a software key never claims hardware.
+        """
         del allow_imported
-        passphrase = passphrase or pin
-        encrypted = b"ENCRYPTED PRIVATE KEY" in data
-        if encrypted and not passphrase:
+        if pin_protected(data):
+            if not pin:
+                raise WrongPassphrase("the key has a PIN; give it to use the key")
+            return self._opened(
+                data, usage, _pin_password(pin, passphrase), pin=pin,
+                wrong="the PIN is wrong (or the store passphrase, or the key is damaged)",
+            )  # fmt: skip
+        encrypted = PEM_LABEL_ENCRYPTED_SOFTWARE_KEY.encode() in data
+        secret = passphrase or pin
+        if encrypted and not secret:
             raise WrongPassphrase("the key is encrypted and no passphrase was given")
+        # A passphrase given for an unencrypted key is ignored, as for a TPM key's file.
+        return self._opened(
+            data, usage, secret if encrypted else None,
+            pin=pin if encrypted and not passphrase else None,
+            wrong="the passphrase is wrong or the key is damaged",
+        )  # fmt: skip
+
+    @staticmethod
+    def _opened(
+        data: bytes, usage: KeyUsage, password: bytes | None, *, pin: bytes | None, wrong: str
+    ) -> SoftwareRSAKey | SoftwareECKey:
+        """The key of a PKCS#8 PEM opened with ``password`` (WrongPassphrase saying ``wrong``
+        when it does not open), keeping ``pin`` for when it is written again."""
         try:
-            # A passphrase given for an unencrypted key is ignored, as for a TPM key's file.
-            key = serialization.load_pem_private_key(
-                data, password=passphrase if encrypted else None
-            )
+            key = serialization.load_pem_private_key(data, password=password)
         except (ValueError, TypeError, _PycaUnsupported) as exc:
-            if encrypted:
-                raise WrongPassphrase("the passphrase is wrong or the key is damaged") from exc
+            if password is not None:
+                raise WrongPassphrase(wrong) from exc
             raise KeyFileCorrupt(f"not a readable PKCS#8 key ({exc})") from exc
+        made: SoftwareRSAKey | SoftwareECKey | None = None
         try:
             if isinstance(key, rsa.RSAPrivateKey):
-                return SoftwareRSAKey(key, usage)
-            if isinstance(key, ec.EllipticCurvePrivateKey) and usage is not KeyUsage.DECRYPT:
-                return SoftwareECKey(key, usage)
+                made = SoftwareRSAKey(key, usage)
+            elif isinstance(key, ec.EllipticCurvePrivateKey) and usage is not KeyUsage.DECRYPT:
+                made = SoftwareECKey(key, usage)
         except UnsupportedAlgorithm as exc:
             raise KeyFileCorrupt(f"a key entra_keys does not make: {exc}") from exc
+        if made is not None:
+            made._pin = pin or None
+            return made
         raise KeyFileCorrupt(
             f"a {type(key).__name__} for {usage.value} is not a key entra_keys makes"
         )
@@ -466,11 +646,18 @@ class SoftwareProvider(Provider):
     # -- sealed secrets -----------------------------------------------------------------------
 
     def seal(
-        self, data: bytes, *, pin: bytes | None = None, pcrs: Sequence[int] | None = None
+        self,
+        data: bytes,
+        *,
+        pin: bytes | None = None,
+        pcrs: Sequence[int] | None = None,
+        name: str = "",
     ) -> bytes:
-        """Encrypts the secret under the PIN as a passphrase (scrypt, AES-256-GCM). Software
-        has no PCRs and keeps nothing secret in the clear: PCRs or no passphrase are refused."""
+        """Encrypts the secret under the PIN as a passphrase (scrypt, AES-256-GCM), bound to
+        ``name`` (in the GCM tag's associated data). Software has no PCRs and keeps nothing
+        secret in the clear: PCRs or no passphrase are refused."""
         _sealed_blob.check_secret(data)
+        named = _sealed_blob.name_field(name)
         if pcrs is not None:
             raise UnsupportedAlgorithm(
                 "the software provider has no PCRs to bind a secret to: seal it with the TPM "
@@ -482,22 +669,40 @@ class SoftwareProvider(Provider):
                 "one it would be stored in the clear"
             )
         salt, nonce = os.urandom(16), os.urandom(12)
-        aad = _sealed_blob.frame(self.kind, [_SEALED_VERSION, salt, nonce])
-        sealed = _session_kek(pin, salt).encrypt(nonce, bytes(data), aad)
-        return _sealed_blob.frame(self.kind, [_SEALED_VERSION, salt, nonce, sealed])
+        fields = [_sealed_blob.NAMED, salt, nonce, named]
+        sealed = _session_kek(pin, salt).encrypt(
+            nonce, bytes(data), _sealed_blob.frame(self.kind, fields)
+        )
+        return _sealed_blob.frame(self.kind, [*fields, sealed])
 
-    def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
-        """Decrypts a secret sealed by ``seal``; a missing or wrong passphrase, or an altered
-        blob, is WrongPassphrase (AES-GCM cannot tell the two apart)."""
+    def unseal(
+        self,
+        blob: bytes,
+        *,
+        pin: bytes | None = None,
+        name: str = "",
+        allow_unbound: bool = False,
+    ) -> bytes:
+        """Decrypts a secret sealed by ``seal`` as ``name``; a blob sealed as another name is
+        KeyFileCorrupt; a missing or wrong passphrase, or an altered blob, is WrongPassphrase
+        (AES-GCM cannot tell the two apart)."""
         fields = _sealed_blob.unframe(blob, self.kind)
-        if len(fields) != 4 or fields[0] != _SEALED_VERSION:
-            raise KeyFileCorrupt("not a software sealed secret of this version")
-        _, salt, nonce, sealed = fields
+        version = fields[0] if fields else b""
+        if version == _sealed_blob.UNBOUND and len(fields) == 4:
+            _sealed_blob.refuse_unbound(allow_unbound)
+            salt, nonce, sealed = fields[1:]
+            aad_fields = fields[:3]
+        elif version == _sealed_blob.NAMED and len(fields) == 5:
+            _sealed_blob.check_name(fields[3], name)
+            salt, nonce, sealed = fields[1], fields[2], fields[4]
+            aad_fields = fields[:4]
+        else:
+            raise KeyFileCorrupt("not a software sealed secret of a version entra_keys reads")
         if len(salt) != 16 or len(nonce) != 12:
             raise KeyFileCorrupt("the sealed blob's salt or nonce is damaged")
         if not pin:
             raise WrongPassphrase("the secret is sealed under a passphrase; give it (pin)")
-        aad = _sealed_blob.frame(self.kind, fields[:3])
+        aad = _sealed_blob.frame(self.kind, aad_fields)
         try:
             return _session_kek(pin, salt).decrypt(nonce, sealed, aad)
         except InvalidTag as exc:

@@ -8,6 +8,20 @@ provider. The store sits above the providers: it holds their key files and uses 
 
 from __future__ import annotations
 
-from .keystore import KeyInfo, KeyStore, default_store_path, leave, stored_kinds
+from .keystore import (
+    KeyInfo,
+    KeyStore,
+    default_store_path,
+    leave,
+    storage_parents,
+    stored_kinds,
+)
 
-__all__ = ["KeyInfo", "KeyStore", "default_store_path", "leave", "stored_kinds"]
+__all__ = [
+    "KeyInfo",
+    "KeyStore",
+    "default_store_path",
+    "leave",
+    "storage_parents",
+    "stored_kinds",
+]

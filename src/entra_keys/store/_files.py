@@ -5,16 +5,21 @@ here: the store directory is opened once per operation without following links a
 be this user's alone (``open_dir``); files are opened, created, renamed and removed relative to
 that descriptor, checked the same way after opening (``read_file``), and written through a
 fsynced temporary file linked or renamed into place (``write_atomic``), so a crash leaves the
-old file or the new one, never half of either. ``keystore`` is the API over these.
+old file or the new one, never half of either. Every change to the store is made under its lock
+(``locked``: flock on the store directory itself), so a leave and a writer never interleave.
+``keystore`` is the API over these.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +28,12 @@ from . import _leave
 
 __all__ = [
     "KEY_SUFFIX",
+    "LOCK_WAIT",
     "check_owned",
     "ensure_dir",
     "file_type",
+    "hold_lock",
+    "locked",
     "lstat",
     "open_dir",
     "read_file",
@@ -35,10 +43,13 @@ __all__ = [
 
 #: The suffix of a key file (``NAME.pem``).
 KEY_SUFFIX = ".pem"
+#: Seconds a change to the store waits for its lock before it fails (``KeyStoreError``).
+LOCK_WAIT = 10.0
 _TEMP_PREFIX = _leave.TEMP_PREFIX
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def lstat(path: Path, dir_fd: int | None = None) -> os.stat_result | None:
@@ -136,11 +147,118 @@ def open_dir(store: Path) -> Iterator[int | None]:
         return
     try:
         check_owned(os.fstat(dir_fd), store, "the key store", None, directory=True)
-        if _leave.pending(dir_fd):  # a leave was killed half-way: complete it first
-            _leave.finish(dir_fd)
+        if _leave.pending(dir_fd):  # a leave was killed half-way: complete it, under the lock
+            with hold_lock(dir_fd, store):
+                if _leave.pending(dir_fd):  # not the leave that held the lock, done meanwhile
+                    _leave.finish(dir_fd)
         yield dir_fd
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(store: Path, *, create: bool = True, wait: float | None = None) -> Iterator[int | None]:
+    """The store directory's descriptor with the store's lock held: every change to the store
+    (a key written or deleted, the join state, a sealed secret, a leave) is made inside one.
+    ``create`` makes a missing store first; without it a missing store yields None.
+
+    The lock is the store directory itself (flock on a descriptor of it), not a file in it:
+    there is no lock file to plant, link, chmod or leave behind, and the directory already
+    passed ``open_dir``'s checks (this user's, closed to others, not a link)."""
+    if create:
+        ensure_dir(store)
+    with open_dir(store) as dir_fd:
+        if dir_fd is None:
+            if create:
+                raise KeyStoreError(f"the key store {store} was removed", path=str(store))
+            yield None
+            return
+        with hold_lock(dir_fd, store, wait):
+            if _leave.pending(dir_fd):  # killed while this process waited for the lock
+                _leave.finish(dir_fd)
+            yield dir_fd
+
+
+class _Hold:
+    """This process's hold on one store's lock: a lock for its threads, the flock (on a
+    descriptor of the directory of its own) for other processes, and how often the holding
+    thread re-entered it."""
+
+    __slots__ = ("depth", "fd", "threads")
+
+    def __init__(self) -> None:
+        self.threads = threading.RLock()
+        self.depth = 0
+        self.fd = -1
+
+
+#: The holds of this process by store directory (device, inode): a thread that holds a store's
+#: lock takes it again at once (a write inside the demo's run); others wait for it.
+_HOLDS: dict[tuple[int, int], _Hold] = {}
+_HOLDS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def hold_lock(dir_fd: int, store: Path, wait: float | None = None) -> Iterator[None]:
+    """Hold the lock of the open store directory for the block: flock on the directory, which
+    the kernel releases when its holder exits or is killed, so a dead writer never blocks the
+    store. Waits up to ``wait`` seconds (``LOCK_WAIT``), then ``KeyStoreError`` naming the store."""
+    limit = LOCK_WAIT if wait is None else wait
+    deadline = time.monotonic() + limit
+    st = os.fstat(dir_fd)
+    with _HOLDS_GUARD:
+        hold = _HOLDS.setdefault((st.st_dev, st.st_ino), _Hold())
+    if not hold.threads.acquire(timeout=max(limit, 0.0)):
+        raise _busy(store, limit)
+    try:
+        if hold.depth == 0:
+            hold.fd = _take_flock(dir_fd, store, deadline, limit)
+        hold.depth += 1
+    except BaseException:
+        hold.threads.release()
+        raise
+    try:
+        yield
+    finally:
+        hold.depth -= 1
+        if hold.depth == 0:
+            fd, hold.fd = hold.fd, -1
+            os.close(fd)  # closing the descriptor releases the flock
+        hold.threads.release()
+
+
+def _take_flock(dir_fd: int, store: Path, deadline: float, limit: float) -> int:
+    """A descriptor of the store directory of its own (``.`` relative to the checked one, so no
+    path is followed again), flocked, waiting until ``deadline``."""
+    try:
+        fd = os.open(".", _LOCK_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise KeyStoreError(
+            f"cannot lock the key store {store}: {exc.strerror}", path=str(store)
+        ) from exc
+    try:
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _busy(store, limit) from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _busy(store: Path, limit: float) -> KeyStoreError:
+    return KeyStoreError(
+        f"the key store {store} is busy: another writer (or a leave) has held its lock for "
+        f"{limit:g} s; try again",
+        path=str(store),
+    )
 
 
 def ensure_dir(store: Path) -> None:
@@ -158,17 +276,12 @@ def ensure_dir(store: Path) -> None:
 
 def write_atomic(store: Path, path: Path, data: bytes, *, replace: bool) -> None:
     """Temp file (0600) in the checked store directory, fsync, then link or rename into
-    place; each step is relative to the directory's descriptor, so a swapped path changes
-    nothing. Without ``replace`` a taken name is KeyExists, never overwritten."""
-    ensure_dir(store)
+    place, under the store's lock; each step is relative to the directory's descriptor, so a
+    swapped path changes nothing. Without ``replace`` a taken name is KeyExists, never
+    overwritten."""
     name = path.name.removesuffix(KEY_SUFFIX)
-    with open_dir(store) as dir_fd:
-        if dir_fd is None:
-            raise KeyStoreError(
-                f"cannot store key {name!r}: the key store {store} was removed",
-                name,
-                path=str(store),
-            )
+    with locked(store) as dir_fd:
+        assert dir_fd is not None  # locked(create=True) makes the store or raises
         remove_stale_temp_files(dir_fd)
         tmp = f"{_TEMP_PREFIX}{os.getpid()}.{name}.{secrets.token_hex(8)}"
         created = False

@@ -12,7 +12,9 @@ user alone controls: the directory and every file it reads must be owned by the 
 closed to others, and not a symbolic link; a file must be a regular file (a FIFO or device is
 refused before it is read). The directory is opened once per operation without following links,
 and every file is opened, created, renamed and removed relative to that descriptor (those rules
-live in ``store._files``; this module is the API over them and the key file format).
+live in ``store._files``; this module is the API over them and the key file format). Every change
+(a key written or deleted, the join state, a sealed secret, a leave) holds the store's lock, so a
+leave is all or nothing under concurrent writers too.
 """
 
 from __future__ import annotations
@@ -36,20 +38,32 @@ from ..errors import (
     KeyStoreError,
     KeysUnusable,
     KeyUsageError,
+    TPMError,
+    WrongPassphrase,
 )
 from ..provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
 from ..providers import open_provider
 from ..tcg.model import (
     ENCRYPTED_PEM_LABELS,
     KIND_BY_PEM_LABEL,
+    PEM_LABEL_ENCRYPTED_SOFTWARE_KEY,
+    TPM_RH_OWNER,
 )
 from ..tcg.model import (
     SRK_HANDLE_RSA as SRK_HANDLE,
 )
 from . import _leave, tss2file
-from ._files import KEY_SUFFIX, lstat, open_dir, read_file, write_atomic
+from ._files import KEY_SUFFIX, locked, lstat, open_dir, read_file, write_atomic
 
-__all__ = ["KeyInfo", "KeyStore", "default_store_path", "leave", "stored_kinds"]
+__all__ = [
+    "KeyInfo",
+    "KeyStore",
+    "default_store_path",
+    "leave",
+    "parent_text",
+    "storage_parents",
+    "stored_kinds",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUFFIX = KEY_SUFFIX
@@ -75,7 +89,7 @@ def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
     data, all or nothing (a process killed half-way leaves a marker the next open completes).
     Needs no provider, so it works when the TPM is gone; the file names removed."""
     store = Path(path) if path is not None else default_store_path()
-    with open_dir(store) as dir_fd:
+    with locked(store, create=False) as dir_fd:  # no writer runs while a leave does
         if dir_fd is None:
             return []
         try:
@@ -108,6 +122,53 @@ def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
     return frozenset(kinds)
 
 
+def storage_parents(path: str | os.PathLike[str] | None = None) -> dict[str, int | None]:
+    """The storage parent each TPM key file and TPM sealed secret of the store at ``path``
+    names, by file name (``{"device.pem": 0x40000001, "prt.sealed": 0x40000001}``): what a
+    change of the TPM's storage key (``tpm init``) would leave behind. None for an entry whose
+    parent cannot be read (a file the store refuses, a TPM key file whose parent does not
+    parse): it may be a TPM key too. Software key files are left out. Needs no provider."""
+    from ..providers._sealed_blob import label as sealed_label
+
+    store = Path(path) if path is not None else default_store_path()
+    found: dict[str, int | None] = {}
+    with open_dir(store) as dir_fd:
+        if dir_fd is None:
+            return found
+        for entry in sorted(os.listdir(dir_fd)):
+            name, dot, suffix = entry.rpartition(".")
+            kind = f"{dot}{suffix}"
+            if kind not in (_SUFFIX, _SEALED_SUFFIX) or not _NAME.fullmatch(name):
+                continue
+            try:
+                data = read_file(dir_fd, store / entry, "store file", name, _MAX_FILE)
+            except FileNotFoundError:
+                continue
+            except (OSError, KeyStoreError):
+                found[entry] = None
+                continue
+            begin = _PEM_BEGIN.search(data)
+            if kind == _SUFFIX:
+                if begin is None or begin.group(1).decode() != _TSS2_LABEL:
+                    continue  # a software key, or no key at all: no storage parent
+                end = data.find(b"-----END ", begin.end())
+                found[entry] = tss2file.tss2_parent(data[begin.end() : end]) if end > 0 else None
+            elif f"-----BEGIN {sealed_label('tpm')}-----".encode() in data:
+                from ..providers.tpm._sealing import recorded_parent
+
+                try:
+                    found[entry] = recorded_parent(data)
+                except KeyStoreError:
+                    found[entry] = None
+    return found
+
+
+def parent_text(handle: int) -> str:
+    """A storage parent as messages name it: '0x81000001 (the persistent SRK)'."""
+    known = {SRK_HANDLE: "the persistent SRK", TPM_RH_OWNER: "the TCG key-file primary"}
+    return f"0x{handle:08x}" + (f" ({known[handle]})" if handle in known else "")
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """What the store knows of a key without loading it into the provider (``hardware_backed``
@@ -121,8 +182,13 @@ class KeyInfo:
     encrypted: bool
     path: Path
     pin: bool = False
-    """The key needs its PIN to be used (a TPM key's authorization value, or a software key
-    file encrypted under the PIN): from the ``Entra-Keys-PIN`` header or the TSS2 emptyAuth."""
+    """The key needs its PIN (a TPM key's authorization value, or a software key file written
+    under its PIN): from the ``Entra-Keys-PIN`` header, the TSS2 emptyAuth, or the software
+    file's own encryption (PBES2 with scrypt)."""
+    lockout: bool = False
+    """A wrong authorization of this key counts toward the TPM's dictionary-attack lockout (its
+    public area lacks noDA): it may have a PIN whatever its file says, so nothing the library
+    does unasked (``status``) uses it; it is only loaded."""
 
 
 class KeyStore:
@@ -162,6 +228,20 @@ class KeyStore:
         opened._owns_provider = True
         return opened
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock for a run of changes (the demo's join): other writers and
+        leaves, in this process or another, wait for it (``LOCK_WAIT``, then KeyStoreError);
+        this thread's own changes inside the block take it again at once."""
+        with locked(self.path):
+            yield
+
+    def is_empty(self) -> bool:
+        """True when the store directory is missing or holds nothing at all: no key, join
+        state, sealed secret, or any other file."""
+        with open_dir(self.path) as dir_fd:
+            return dir_fd is None or not os.listdir(dir_fd)
+
     def close(self) -> None:
         """Close the provider if ``open`` opened it (a given provider is its giver's to close)."""
         if self._owns_provider:
@@ -191,10 +271,8 @@ class KeyStore:
             raise KeyExists(f"key {name!r} already exists", name)
         self._refuse_downgrade(name)
         key = self.provider.create_key(key_type, usage, pin=pin)
-        path = self._file(name)
         pem = self.provider.key_to_pem(key, passphrase)
-        header = _header(key.key_type, key.usage, pin=bool(pin))
-        write_atomic(self.path, path, header + pem, replace=replace)
+        self._write(name, _header(key.key_type, key.usage, pin=bool(pin)) + pem, replace=replace)
         return key
 
     def save(
@@ -205,11 +283,13 @@ class KeyStore:
         passphrase: bytes | None = None,
         replace: bool = False,
     ) -> None:
-        """Stores a key of this store's provider under ``name``, atomically."""
-        path = self._file(name)
+        """Stores a key of this store's provider under ``name``, atomically (a key with a PIN
+        stays under it)."""
+        self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.key_to_pem(key, passphrase)
-        write_atomic(self.path, path, _header(key.key_type, key.usage) + pem, replace=replace)
+        header = _header(key.key_type, key.usage, pin=bool(getattr(key, "has_pin", False)))
+        self._write(name, header + pem, replace=replace)
 
     def save_session_key(
         self,
@@ -220,11 +300,19 @@ class KeyStore:
         replace: bool = False,
     ) -> None:
         """Stores the PRT session key under ``name``; a new PRT's key replaces it atomically."""
-        path = self._file(name)
+        self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.session_key_to_pem(key, passphrase)
-        header = _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE)
-        write_atomic(self.path, path, header + pem, replace=replace)
+        self._write(name, _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE) + pem, replace=replace)
+
+    def _write(self, name: str, data: bytes, *, replace: bool) -> None:
+        """Write a key file under the store's lock, once more refusing a software key beside TPM
+        keys (another writer may have stored one since the first check)."""
+        if len(data) > _MAX_FILE:
+            raise KeyFileCorrupt(f"key {name!r}: the file would be larger than any key file", name)
+        with self.locked():
+            self._refuse_downgrade(name)
+            write_atomic(self.path, self._file(name), data, replace=replace)
 
     def load(
         self,
@@ -239,10 +327,13 @@ class KeyStore:
         info, pem = self._read_for_provider(name)
         if info.usage is KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
-        with _naming(name), _unusable(name, self.provider.kind):
-            key = self.provider.key_from_pem(
-                pem, info.usage, passphrase, pin=pin, allow_imported=allow_imported
-            )
+        if info.kind == "software" and info.pin and not _software_pin_file(pem):
+            key = self._load_old_pin_key(info, pem, passphrase, pin)
+        else:
+            with _naming(name), _unusable(name, self.provider.kind, pem):
+                key = self.provider.key_from_pem(
+                    pem, info.usage, passphrase, pin=pin, allow_imported=allow_imported
+                )
         if key.key_type is not info.key_type or key.usage is not info.usage:
             raise KeyFileCorrupt(
                 f"key {name!r}: the file says {info.key_type.value}/{info.usage.value} but holds "
@@ -256,8 +347,39 @@ class KeyStore:
         info, pem = self._read_for_provider(name)
         if info.usage is not KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
-        with _naming(name), _unusable(name, self.provider.kind):
+        with _naming(name), _unusable(name, self.provider.kind, pem):
             return self.provider.session_key_from_pem(pem, passphrase)
+
+    def _load_old_pin_key(
+        self, info: KeyInfo, pem: bytes, passphrase: bytes | None, pin: bytes | None
+    ) -> EntraPrivateKey:
+        """A software PIN key of an earlier release: its PKCS#8 was encrypted under the store
+        passphrase if there was one, else under the PIN. Under the PIN it opens with the PIN
+        and is written again under the PIN and the passphrase (scrypt); under the passphrase
+        alone the PIN was never part of it, so it is refused: create the key again."""
+        name = info.name
+        if not pin:
+            raise WrongPassphrase(f"key {name!r}: the key has a PIN; give it to use the key", name)
+        try:
+            key = self.provider.key_from_pem(pem, info.usage, None, pin=pin)
+        except WrongPassphrase:
+            if passphrase and self._opens(pem, info.usage, passphrase):
+                raise KeyFileCorrupt(
+                    f"key {name!r} was written by an earlier entra_keys under the store "
+                    "passphrase alone: its PIN was never part of the file, so it is refused "
+                    "rather than used without it. Create the key again with its PIN "
+                    f"(store.create({name!r}, ..., pin=PIN, replace=True)) and register the "
+                    "new key where the old one was (Windows Hello)",
+                    name,
+                ) from None
+            raise WrongPassphrase(f"key {name!r}: the PIN is wrong", name) from None
+        migrated = _header(key.key_type, key.usage, pin=True) + self.provider.key_to_pem(
+            key, passphrase
+        )
+        with self.locked():
+            if self._read(name)[1] == pem:  # still the file read: write it under the PIN
+                write_atomic(self.path, self._file(name), migrated, replace=True)
+        return key
 
     def _read_for_provider(self, name: str) -> tuple[KeyInfo, bytes]:
         info, pem = self._read(name)
@@ -268,6 +390,14 @@ class KeyStore:
                 name,
             )
         return info, pem
+
+    def _opens(self, pem: bytes, usage: KeyUsage, passphrase: bytes) -> bool:
+        """Whether a key file opens under ``passphrase`` (the key is dropped)."""
+        try:
+            self.provider.key_from_pem(pem, usage, passphrase)
+        except WrongPassphrase:
+            return False
+        return True
 
     def save_join_state(self, state: Mapping[str, Any]) -> None:
         """Records what a join established (device id, certificate, AK, session key names)
@@ -335,7 +465,7 @@ class KeyStore:
     def delete(self, name: str) -> None:
         """Removes the key stored under ``name`` (the TPM keeps nothing of it)."""
         path = self._file(name)
-        with open_dir(self.path) as dir_fd:
+        with locked(self.path, create=False) as dir_fd:
             if dir_fd is None:
                 raise KeyNotFound(f"no key {name!r} in {self.path}", name)
             try:
@@ -363,14 +493,11 @@ class KeyStore:
         self._file(name)
         if not replace and name in self:
             raise KeyExists(f"key {name!r} already exists", name)
-        begin = _PEM_BEGIN.search(data)
-        if begin is None or begin.group(1).decode() != _TSS2_LABEL:
-            raise KeyFileCorrupt(f"key {name!r}: the file holds no {_TSS2_LABEL}", name)
+        pem = _one_tss2_block(name, data)
         if self.provider.kind != "tpm":
             raise KeyFileCorrupt(
                 f"key {name!r}: a {_TSS2_LABEL} is a TPM key; import it with the TPM provider", name
             )
-        pem = data[begin.start() :]
         info = _parse_key_file(name, self._file(name), pem)  # type and usage from the public area
         try:
             with _naming(name):
@@ -386,9 +513,9 @@ class KeyStore:
                 "(ECC P-256, as tpm2-openssl makes); make the key under that parent",
                 name,
             ) from exc
-        write_atomic(
-            self.path, self._file(name), _header(key.key_type, key.usage) + pem, replace=replace
-        )
+        # A PIN given, or a file that says the key has one: status and list never use it.
+        header = _header(key.key_type, key.usage, pin=bool(pin) or info.pin)
+        self._write(name, header + pem, replace=replace)
         return key
 
     def leave(self) -> builtins.list[str]:
@@ -462,7 +589,7 @@ class KeyStore:
         if len(blob) > _MAX_FILE:
             raise KeyStoreError(f"the sealed secret {name!r} is larger than a store file", name)
         try:
-            write_atomic(self.path, path, bytes(blob), replace=replace)
+            write_atomic(self.path, path, bytes(blob), replace=replace)  # under the store's lock
         except KeyExists:
             raise KeyExists(f"a sealed secret {name!r} already exists", name) from None
 
@@ -480,7 +607,7 @@ class KeyStore:
     def delete_sealed(self, name: str) -> None:
         """Removes the sealed blob ``NAME.sealed`` (the TPM keeps nothing of it)."""
         path = self._file(name).with_suffix(_SEALED_SUFFIX)
-        with open_dir(self.path) as dir_fd:
+        with locked(self.path, create=False) as dir_fd:
             try:
                 if dir_fd is None:
                     raise FileNotFoundError
@@ -520,20 +647,86 @@ def _naming(name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _unusable(name: str, kind: str) -> Iterator[None]:
-    """A stored TPM key this TPM refuses means the storage hierarchy it was made under is gone:
-    one state for the whole store (KeysUnusable), not a raw TPM error."""
+def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
+    """A stored TPM key this TPM refuses, said as what it is. The TPM refusing the blob under
+    the parent the file names means the storage hierarchy it was made under is gone: one state
+    for the whole store (KeysUnusable). A file naming a parent this TPM does not offer is a
+    ForeignKey naming both parents: the TPM was not cleared, and the key is intact; only the
+    persistent SRK gone from its handle (a clear evicts it) is KeysUnusable, with the way back
+    when it was only evicted."""
     try:
         yield
     except ForeignKey as exc:
         if kind != "tpm" or isinstance(exc, KeysUnusable):
             raise
-        raise KeysUnusable(
-            f"keys unusable on this TPM: leave and join again (key {name!r}: the TPM was "
-            f"cleared, replaced or reset since it was made; {exc})",
+        begin = _PEM_BEGIN.search(pem)
+        end = pem.find(b"-----END ", begin.end()) if begin else -1
+        parent = tss2file.tss2_parent(pem[begin.end() : end]) if begin and end > 0 else None
+        names = f"parent {parent_text(parent)}" if parent is not None else "parent (unreadable)"
+        if isinstance(exc.__cause__, TPMError):  # the TPM itself refused the blob
+            raise KeysUnusable(
+                f"keys unusable on this TPM: leave and join again (key {name!r}: this TPM "
+                f"refuses it under {names}: the TPM was cleared or replaced since the key was "
+                f"made; {exc})",
+                name,
+                path=exc.path,
+            ) from exc
+        if parent == SRK_HANDLE:
+            raise KeysUnusable(
+                f"keys unusable on this TPM: leave and join again (key {name!r} was made under "
+                f"{names}, and this TPM has no storage key there: a TPM clear evicts it. If it "
+                "was only evicted, `entra-keys tpm init` brings the same key back and the keys "
+                f"load again; {exc})",
+                name,
+                path=exc.path,
+            ) from exc
+        raise ForeignKey(
+            f"the key file names the storage {names}, which this TPM does not offer as its "
+            f"storage key (the TPM was not cleared: the key file is intact; {exc})",
             name,
             path=exc.path,
         ) from exc
+
+
+def _software_pin_file(pem: bytes) -> bool:
+    """Whether a software key file is written under its PIN (``software.pin_protected``)."""
+    from ..providers.software import pin_protected
+
+    return pin_protected(pem)
+
+
+def _one_tss2_block(name: str, data: bytes) -> bytes:
+    """The one TSS2 PRIVATE KEY block of a file to import, from its BEGIN line to its END line
+    and newline; KeyFileCorrupt for a file over the store's size limit, without that block,
+    with a second PEM block, or with anything but whitespace after it (the store would keep
+    what it could never load)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise KeyFileCorrupt(f"key {name!r}: a key file is bytes, not {type(data).__name__}", name)
+    data = bytes(data)
+    if len(data) > _MAX_FILE:
+        raise KeyFileCorrupt(
+            f"key {name!r}: the file is {len(data)} bytes, more than a key file may be "
+            f"({_MAX_FILE})",
+            name,
+        )
+    begin = _PEM_BEGIN.search(data)
+    if begin is None or begin.group(1).decode() != _TSS2_LABEL:
+        raise KeyFileCorrupt(f"key {name!r}: the file holds no {_TSS2_LABEL}", name)
+    end_line = f"-----END {_TSS2_LABEL}-----".encode()
+    end = data.find(end_line, begin.end())
+    if end < 0:
+        raise KeyFileCorrupt(f"key {name!r}: the file is truncated (no PEM end line)", name)
+    after = data[end + len(end_line) :]
+    if after.strip():
+        more = "a second PEM block" if b"-----BEGIN " in after else "data"
+        raise KeyFileCorrupt(
+            f"key {name!r}: the file has {more} after its {_TSS2_LABEL} ({len(after)} bytes); "
+            "import the key block alone",
+            name,
+        )
+    if _PEM_BEGIN.search(data, begin.end()) is not None:
+        raise KeyFileCorrupt(f"key {name!r}: the file holds a second PEM block", name)
+    return data[begin.start() : end + len(end_line)] + b"\n"
 
 
 def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
@@ -569,14 +762,19 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
             f"key {name!r}: the Entra-Keys-Type / Entra-Keys-Usage header is missing or wrong",
             name,
         ) from None
+    body = data[begin.end() : end]
+    body_and_lines = data[begin.start() :]
+    tss2 = label == _TSS2_LABEL
     return KeyInfo(
         name=name,
         key_type=key_type,
         usage=usage,
         kind=kind,
-        hardware_backed=kind == "tpm" and tss2file.made_in_tpm(data[begin.end() : end], usage),
+        hardware_backed=kind == "tpm" and tss2file.made_in_tpm(body, usage),
         encrypted=label in ENCRYPTED_PEM_LABELS,
         path=path,
         pin=fields.get("Entra-Keys-PIN") == "yes"
-        or (label == _TSS2_LABEL and tss2file.tss2_has_pin(data[begin.end() : end])),
+        or (tss2 and tss2file.tss2_has_pin(body))
+        or (label == PEM_LABEL_ENCRYPTED_SOFTWARE_KEY and _software_pin_file(body_and_lines)),
+        lockout=tss2 and tss2file.counts_toward_lockout(body),
     )

@@ -15,7 +15,15 @@ from ..provider import KeyType, KeyUsage
 from ..tcg.model import origin_attributes
 from ..tcg.nvcert import der_sequence_length
 
-__all__ = ["is_der_sequence", "kind_of_public", "made_in_tpm", "tss2_has_pin", "tss2_public"]
+__all__ = [
+    "counts_toward_lockout",
+    "is_der_sequence",
+    "kind_of_public",
+    "made_in_tpm",
+    "tss2_has_pin",
+    "tss2_parent",
+    "tss2_public",
+]
 
 
 def is_der_sequence(body: bytes) -> bool:
@@ -45,6 +53,37 @@ def tss2_public(body: bytes) -> bytes:
     except (ValueError, TypeError):
         return b""
     return public
+
+
+def tss2_parent(body: bytes) -> int | None:
+    """The parent handle a TSS2 PRIVATE KEY's PEM body names (the storage key it was made
+    under: 0x40000001 for the TCG key-file primary, a persistent handle such as 0x81000001), or
+    None where the body does not parse."""
+    from asn1crypto import parser
+
+    try:  # after the type OID and the optional [0] emptyAuth: parent INTEGER
+        _, _, _, _, fields, _ = parser.parse(base64.b64decode(b"".join(body.split())))
+        offset = 0
+        while offset < len(fields):
+            klass, _, tag, header, contents, trailer = parser.parse(fields[offset:])
+            offset += len(header) + len(contents) + len(trailer)
+            if (klass, tag) == (0, 2):
+                return int.from_bytes(contents, "big")
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
+def counts_toward_lockout(body: bytes) -> bool:
+    """Whether a wrong authorization of a TSS2 PRIVATE KEY's key counts toward the TPM's
+    dictionary-attack lockout: its public area lacks noDA. Such a key may have an authorization
+    value whatever its emptyAuth says (tpm2_encodeobject 5.4 writes it inverted), so nothing
+    uses it unasked. A body without a readable public area counts, to be safe. The TPM binds
+    the public area to the key at TPM2_Load, so a key whose file lies about noDA never loads."""
+    public = tss2_public(body)
+    if len(public) < 10:  # TPM2B size, type, nameAlg, objectAttributes
+        return True
+    return not int.from_bytes(public[6:10], "big") & _NO_DA
 
 
 def tss2_has_pin(body: bytes) -> bool:
@@ -116,6 +155,7 @@ def kind_of_public(name: str, public: bytes) -> tuple[KeyType, KeyUsage]:
 
 
 # TPMA_OBJECT bits and TPM_ALG_KEYEDHASH (Part 2, 8.3 and 6.3), read from the public area.
+_NO_DA = 0x00000400
 _RESTRICTED = 0x00010000
 _DECRYPT = 0x00020000
 _SIGN_ENCRYPT = 0x00040000

@@ -6,8 +6,12 @@ TPM interface in the clear. A PIN is its authValue with noDA clear, so wrong PIN
 dictionary-attack lockout in the TPM (TPMAuthFailure says how many tries are left). PCRs bind it
 by a policy: TPM2_PolicyPCR over the sha256 bank, then TPM2_PolicyAuthValue when there is a PIN.
 
-A secret larger than a sealed data object holds (128 bytes) is encrypted with AES-256-GCM
-under a random key, and that key is what the TPM seals; the GCM tag also covers the object.
+The TPM seals a random AES-256 key, and the secret is encrypted with AES-256-GCM under it (a
+sealed data object holds at most 128 bytes, and the TPM authenticates no data of ours): the GCM
+tag covers the object, its parent, PIN flag and PCRs, and the name the blob was sealed as, so a
+blob copied under another name is refused. Blobs of earlier releases (``_sealed_blob.UNBOUND``:
+a secret of up to 128 bytes sealed in the object itself, no name) are refused unless the caller
+vouches for them (``allow_unbound``).
 """
 
 from __future__ import annotations
@@ -36,27 +40,34 @@ from ...tcg import model
 from .. import _sealed_blob
 from ._connection import Connection
 
-__all__ = ["MAX_SEALED_DATA", "seal", "unseal"]
+__all__ = ["MAX_SEALED_DATA", "recorded_parent", "seal", "unseal"]
 
 #: What a TPM sealed data object holds (MAX_SYM_DATA, TPM 2.0 Part 2, 10.4.4).
 MAX_SEALED_DATA = 128
 #: A PIN is the object's authValue, at most the size of its name algorithm's digest.
 MAX_PIN = 32
 _KIND = "tpm"
-_VERSION = b"\x01"
 _PIN = 0x01  # flag: the object has a PIN
 _ENVELOPE = 0x02  # flag: the object holds an AES-256-GCM key, the secret follows it encrypted
 _BANK = "sha256"
 
 
-def seal(conn: Connection, data: bytes, *, pin: bytes | None, pcrs: Sequence[int] | None) -> bytes:
-    """Seal ``data`` to this TPM's storage key (and PIN and PCRs); returns the blob text."""
+def seal(
+    conn: Connection,
+    data: bytes,
+    *,
+    pin: bytes | None,
+    pcrs: Sequence[int] | None,
+    name: str = "",
+) -> bytes:
+    """Seal ``data`` to this TPM's storage key (and PIN and PCRs), bound to ``name``; returns
+    the blob text."""
     _sealed_blob.check_secret(data)
+    named = _sealed_blob.name_field(name)
     _check_pin(pin)
     t = conn.tss
     selection = _selection(conn, pcrs) if pcrs is not None else None
-    envelope = len(data) > MAX_SEALED_DATA
-    secret = bytearray(os.urandom(32) if envelope else bytes(data))
+    secret = bytearray(os.urandom(32))  # the envelope's key: what the TPM seals
     sensitive = t.TPM2B_SENSITIVE_CREATE(
         sensitive=t.TPMS_SENSITIVE_CREATE(data=t.TPM2B_SENSITIVE_DATA(bytes(secret)))
     )
@@ -74,36 +85,61 @@ def seal(conn: Connection, data: bytes, *, pin: bytes | None, pcrs: Sequence[int
         with contextlib.suppress(Exception):
             sensitive.sensitive.data.buffer[:] = bytes(len(secret))
             sensitive.sensitive.userAuth.buffer[:] = bytes(len(pin or b""))
-    flags = (_PIN if pin else 0) | (_ENVELOPE if envelope else 0)
     fields = [
-        _VERSION,
+        _sealed_blob.NAMED,
         conn.storage_parent.to_bytes(4, "big"),
-        bytes([flags]),
+        bytes([(_PIN if pin else 0) | _ENVELOPE]),
         bytes(sorted(pcrs or ())),
         bytes(public.marshal()),
         bytes(private.marshal()),
+        named,
     ]
-    if envelope:
-        nonce = os.urandom(12)
-        aad = _sealed_blob.frame(_KIND, fields)
-        fields += [nonce, AESGCM(bytes(secret)).encrypt(nonce, bytes(data), aad)]
+    nonce = os.urandom(12)
+    aad = _sealed_blob.frame(_KIND, fields)
+    fields += [nonce, AESGCM(bytes(secret)).encrypt(nonce, bytes(data), aad)]
     secret[:] = bytes(len(secret))
     return _sealed_blob.frame(_KIND, fields)
 
 
-def unseal(conn: Connection, blob: bytes, *, pin: bytes | None) -> bytes:
-    """The secret of a blob sealed by ``seal`` on this TPM; typed errors for another TPM
-    (ForeignKey), a wrong PIN (TPMAuthFailure, with tries left), changed PCRs (PCRMismatch)."""
+def recorded_parent(blob: bytes) -> int:
+    """The storage parent a TPM sealed blob names (the handle it was sealed under), read
+    without a TPM; KeyFileCorrupt for what is not one."""
+    fields = _sealed_blob.unframe(blob, _KIND)
+    if len(fields) < 2 or len(fields[1]) != 4:
+        raise KeyFileCorrupt("not a TPM sealed secret")
+    return int.from_bytes(fields[1], "big")
+
+
+def unseal(
+    conn: Connection,
+    blob: bytes,
+    *,
+    pin: bytes | None,
+    name: str = "",
+    allow_unbound: bool = False,
+) -> bytes:
+    """The secret of a blob sealed by ``seal`` on this TPM as ``name``; typed errors for
+    another name (KeyFileCorrupt, before the TPM is asked), another TPM (ForeignKey), a wrong
+    PIN (TPMAuthFailure, with tries left), changed PCRs (PCRMismatch)."""
     _check_pin(pin)
     fields = _sealed_blob.unframe(blob, _KIND)
-    if len(fields) not in (6, 8) or fields[0] != _VERSION or len(fields[1]) != 4:
-        raise KeyFileCorrupt("not a TPM sealed secret of this version")
+    version = fields[0] if fields else b""
+    if version == _sealed_blob.UNBOUND and len(fields) in (6, 8):
+        _sealed_blob.refuse_unbound(allow_unbound)
+        object_fields = 6
+    elif version == _sealed_blob.NAMED and len(fields) == 9:
+        _sealed_blob.check_name(fields[6], name)
+        object_fields = 7
+    else:
+        raise KeyFileCorrupt("not a TPM sealed secret of a version entra_keys reads")
+    if len(fields[1]) != 4:
+        raise KeyFileCorrupt("the sealed blob's parent is damaged")
     parent = int.from_bytes(fields[1], "big")
     if len(fields[2]) != 1:
         raise KeyFileCorrupt("the sealed blob's flags are damaged")
     flags = fields[2][0]
     envelope = bool(flags & _ENVELOPE)
-    if envelope is not (len(fields) == 8):
+    if envelope is not (len(fields) == object_fields + 2):
         raise KeyFileCorrupt("the sealed blob is truncated")
     if flags & _PIN and not pin:
         raise WrongPassphrase("the secret was sealed with a PIN; give it to unseal")
@@ -125,8 +161,9 @@ def unseal(conn: Connection, blob: bytes, *, pin: bytes | None) -> bytes:
     if not envelope:
         return secret
     try:
-        aad = _sealed_blob.frame(_KIND, fields[:6])
-        return AESGCM(secret).decrypt(fields[6], fields[7], aad)
+        aad = _sealed_blob.frame(_KIND, fields[:object_fields])
+        nonce, ciphertext = fields[object_fields:]
+        return AESGCM(secret).decrypt(nonce, ciphertext, aad)
     except (InvalidTag, ValueError) as exc:
         raise KeyFileCorrupt("the sealed secret was altered: its AES-GCM tag fails") from exc
 

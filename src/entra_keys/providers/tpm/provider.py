@@ -439,19 +439,34 @@ class TPMProvider(Provider):
     # -- sealed secrets -----------------------------------------------------------------------
 
     def seal(
-        self, data: bytes, *, pin: bytes | None = None, pcrs: Sequence[int] | None = None
+        self,
+        data: bytes,
+        *,
+        pin: bytes | None = None,
+        pcrs: Sequence[int] | None = None,
+        name: str = "",
     ) -> bytes:
         """Seals the secret in a TPM data object under the storage key (``_sealing``): only
-        this TPM unseals it, with the PIN (dictionary-attack protected) and PCRs given."""
+        this TPM unseals it, with the PIN (dictionary-attack protected) and PCRs given, and
+        only as ``name``."""
         from . import _sealing  # on first use: the sign path never loads it
 
-        return _sealing.seal(self.connection, data, pin=pin, pcrs=pcrs)
+        return _sealing.seal(self.connection, data, pin=pin, pcrs=pcrs, name=name)
 
-    def unseal(self, blob: bytes, *, pin: bytes | None = None) -> bytes:
-        """Unseals a secret this TPM sealed, over an encrypting session."""
+    def unseal(
+        self,
+        blob: bytes,
+        *,
+        pin: bytes | None = None,
+        name: str = "",
+        allow_unbound: bool = False,
+    ) -> bytes:
+        """Unseals a secret this TPM sealed as ``name``, over an encrypting session."""
         from . import _sealing
 
-        return _sealing.unseal(self.connection, blob, pin=pin)
+        return _sealing.unseal(
+            self.connection, blob, pin=pin, name=name, allow_unbound=allow_unbound
+        )
 
     def info(self) -> ProviderInfo:
         """The TPM's manufacturer, vendor string, firmware and specification version."""
