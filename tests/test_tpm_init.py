@@ -1,5 +1,6 @@
 """``entra-keys tpm init`` and the persistent SRK: idempotent, refused without the owner's
-password, and an open + sign + close in at most 5 TPM commands (counted in a pcap capture)."""
+password, and an open + sign + close in at most 5 TPM commands (counted in a pcap capture)
+(4 now: tests/test_command_counts.py counts every flow)."""
 
 from __future__ import annotations
 
@@ -81,9 +82,9 @@ def test_open_sign_close_takes_five_commands_with_a_persistent_srk(
         key.sign(b"m", ec.ECDSA(hashes.SHA256()))
         assert tpm_commands(capture) - steady == 1  # the key cache: one command a signature
     total = tpm_commands(capture)
-    # Open: ReadPublic(SRK), GetCapability(slots); the key file's load check (Load, kept in the
-    # key cache); then Sign three times and one FlushContext on close.
-    assert opened == 3, opened
+    # Open: nothing; the key file's load check: ReadPublic(SRK), then Load (kept in the key
+    # cache); then Sign three times and one FlushContext on close.
+    assert opened == 2, opened
     assert total == opened + 3 + 1, total
     assert opened + 1 + 1 <= 5  # open, sign once, close
     assert transient_handles(own_swtpm.tcti) == []
