@@ -30,13 +30,14 @@ UNVERIFIED = TrustPolicy(allow_unverified_ak=True)
 @pytest.fixture
 def shared(tabrmd: Tabrmd) -> Iterator[Provider]:
     """A TPM provider over tabrmd; after the test, its key cache flushed, its connection holds
-    what it held at open (tabrmd virtualizes handles per connection: the check is on its own)."""
+    at most its storage primary (opened when first needed; tabrmd virtualizes handles per
+    connection: the check is on its own)."""
     provider = open_provider("tpm", tcti=tabrmd.tcti)
-    before = connection_handles(provider)
+    assert connection_handles(provider) == []  # opening loads nothing
     try:
         yield provider
         provider.connection.flush_cache()  # type: ignore[attr-defined]
-        assert connection_handles(provider) == before
+        assert len(connection_handles(provider)) <= 1
     finally:
         provider.close()
 
@@ -97,14 +98,14 @@ _WORKER = textwrap.dedent(
     from entra_keys.testing.tpm import connection_handles
 
     with open_provider("tpm", tcti=sys.argv[1]) as provider:
-        before = connection_handles(provider)
+        assert connection_handles(provider) == []
         key = provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
         for n in range(int(sys.argv[2])):
             message = b"process %s message %d" % (sys.argv[3].encode(), n)
             signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
             key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
         provider.connection.flush_cache()
-        assert connection_handles(provider) == before, connection_handles(provider)
+        assert len(connection_handles(provider)) <= 1, connection_handles(provider)
     print("signed", sys.argv[2])
     """
 )

@@ -101,8 +101,10 @@ class Swtpm:
             log = (self.directory / "swtpm_setup.log").read_text(errors="replace")[-2000:]
             raise SwtpmError(f"swtpm_setup failed ({done.returncode}): {done.stderr}{log}")
 
-    def start(self, timeout: float = 10.0) -> str:
-        """Start swtpm on the unix socket (provisioning first if needed); returns the TCTI."""
+    def start(self, timeout: float = 10.0, *, startup: bool = True) -> str:
+        """Start swtpm on the unix socket (provisioning first if needed); returns the TCTI.
+        It sends itself TPM2_Startup(CLEAR), as firmware does at boot; without ``startup`` the
+        TPM waits for one (every other command is TPM_RC_INITIALIZE)."""
         if not self.provisioned:
             self.provision()
         if self.running():
@@ -113,7 +115,7 @@ class Swtpm:
             "--tpmstate", f"dir={self.state_dir}",
             "--server", f"type=unixio,path={self.socket}",
             "--ctrl", f"type=unixio,path={self.socket}.ctrl",
-            "--flags", "not-need-init,startup-clear",
+            "--flags", "not-need-init,startup-clear" if startup else "not-need-init",
             "--pid", f"file={self.pid_file}",
             "--log", f"file={self.log_file},level=1",
             "--daemon",
@@ -127,6 +129,13 @@ class Swtpm:
                 raise SwtpmError(f"swtpm started but {self.socket} did not appear")
             time.sleep(0.01)
         return self.tcti
+
+    def restart(self, *, startup: bool = True) -> str:
+        """Stop swtpm and start it again on the same state: a reboot (TPM2_Startup(CLEAR)
+        after no TPM2_Shutdown, so a TPM reset: every transient object and session is gone,
+        persistent keys and seeds stay). Clients' connections break."""
+        self.stop()
+        return self.start(startup=startup)
 
     def pid(self) -> int | None:
         """The running swtpm's process id, or None."""

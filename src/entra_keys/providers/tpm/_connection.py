@@ -88,13 +88,13 @@ def import_pytss() -> Any:
     return tpm2_pytss
 
 
-#: ESYS's serialized metadata of an object (``Esys_TR_Serialize``): TPM handle, TPM2B_NAME, the
+#: ESYS's serialized metadata of an object (``ESAPI.tr_serialize``): TPM handle, TPM2B_NAME, the
 #: resource type (1: a key, 2: an NV index), then its TPM2B_PUBLIC or TPM2B_NV_PUBLIC.
 _KEY_RESOURCE, _NV_RESOURCE = 1, 2
 
 
 def tr_public(tss: Any, esys: Any, tr: Any, *, nv: bool = False) -> Any:
-    """The public area ESYS keeps for an object or NV index (``Esys_TR_Serialize``), no TPM
+    """The public area ESYS keeps for an object or NV index (``ESAPI.tr_serialize``), no TPM
     command: after ``tr_from_tpmpublic`` it is what the TPM's ReadPublic answered. ValueError
     where the metadata is not in that layout."""
     data = bytes(esys.tr_serialize(tr))

@@ -145,17 +145,18 @@ def is_object_memory(exc: Exception) -> bool:
 
 
 def is_stale(error: TPMError) -> bool:
-    """True for what a TPM restart or reset does to a connection that outlives it: a handle the
-    TPM no longer holds (TPM_RC_HANDLE, TPM_RC_REFERENCE_H0..H6), a TPM that waits for
-    TPM2_Startup (TPM_RC_INITIALIZE), or a simulator's broken connection (an I/O error). The
-    keys may be fine: the connection reloads what it needs and looks (``Connection.recover``)."""
+    """True for what a TPM restart or reset does to a connection that outlives it: an object or
+    session handle the TPM no longer holds (TPM_RC_HANDLE, TPM_RC_REFERENCE_H0..H6 and
+    S0..S6), a TPM that waits for TPM2_Startup (TPM_RC_INITIALIZE), or a simulator's broken
+    connection (an I/O error). The keys may be fine: the connection reloads what it needs and
+    looks (``Connection.recover``)."""
     if isinstance(error, TPMUnreachable):
         return True
     tpm2_rc, _ = _codes()
     code = tpm_code(error.rc)
     if code is None:
         return False
-    references = range(int(tpm2_rc.REFERENCE_H0), int(tpm2_rc.REFERENCE_H6) + 1)
+    references = range(int(tpm2_rc.REFERENCE_H0), int(tpm2_rc.REFERENCE_S6) + 1)
     return code in references or code in (int(tpm2_rc.HANDLE), int(tpm2_rc.INITIALIZE))
 
 

@@ -35,7 +35,7 @@ __all__ = ["checked", "directory", "forget", "read", "write"]
 _MAGIC = b"entra-keys primary context 2\n"
 _OWNER = struct.pack(">I", model.TPM_RH_OWNER)
 _LIMIT = 1 << 16
-#: ESYS's serialized metadata of a key object (``Esys_TR_Serialize``): the TPM handle, the name,
+#: ESYS's serialized metadata of a key object (``ESAPI.tr_serialize``): the TPM handle, the name,
 #: the resource type (1, a key) and the public area.
 _KEY_RESOURCE = 1
 
@@ -146,7 +146,7 @@ def checked(
 
     The name is the one recorded when this process's user created it; its parent is the owner
     hierarchy (the qualified name, which the TPM computes, is H(owner || name)); its public area
-    is ``template`` in every field but the unique key; and ``metadata`` (``Esys_TR_Serialize``
+    is ``template`` in every field but the unique key; and ``metadata`` (``ESAPI.tr_serialize``
     of the loaded object) is the TPM's handle, name and public area, byte for byte, so that the
     salt of a session started with it is encrypted to the TPM's key and no other.
 
