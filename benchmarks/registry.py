@@ -13,6 +13,7 @@ from . import (
     keygen,
     memory,
     opening,
+    roundtrips,
     signing,
     threads,
     tools,
@@ -29,6 +30,7 @@ CASES: tuple[Case, ...] = (
     *keygen.CASES,
     *attestation.CASES,
     *opening.CASES,
+    *roundtrips.CASES,
     *coldstart.CASES,
     *memory.CASES,
 )
