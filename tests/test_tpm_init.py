@@ -1,6 +1,7 @@
 """``entra-keys tpm init`` and the persistent SRK: idempotent, refused without the owner's
-password, and an open + sign + close in at most 5 TPM commands (counted in a pcap capture)
-(4 now: tests/test_command_counts.py counts every flow)."""
+password, an open + sign + close in at most 5 TPM commands (counted in a pcap capture; 4 now:
+tests/test_command_counts.py counts every flow), and a join made before it that keeps working
+(each key under the parent its file names)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
+from entra_keys import ForeignKey, KeyStore, KeyType, KeyUsage, PRTSession, open_provider
 from entra_keys.cli import main
+from entra_keys.providers.tpm import persist_storage_key
+from entra_keys.store import sealed
 from entra_keys.testing.pcap import tpm_commands
 from entra_keys.testing.swtpm import Swtpm
+from entra_keys.testing.token_service import TokenService
 
 from .helpers import open_pcap_provider, transient_handles
+
+ECDSA = ec.ECDSA(hashes.SHA256())
 
 
 def _init(tcti: str, *extra: str) -> int:
@@ -88,3 +94,67 @@ def test_open_sign_close_takes_five_commands_with_a_persistent_srk(
     assert total == opened + 3 + 1, total
     assert opened + 1 + 1 <= 5  # open, sign once, close
     assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_keys_and_secrets_made_before_tpm_init_keep_working(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    """``tpm init`` after a join: keys made under the owner hierarchy's primary (0x40000001 in
+    their files) and a sealed secret keep loading, signing, deriving and unsealing, in the
+    provider open across it and in a new one; new keys of a new provider go under the SRK."""
+    service = TokenService()
+    with open_provider("tpm", tcti=own_swtpm.tcti) as before:
+        store = KeyStore(before, tmp_path / "store")
+        device = store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+        assert isinstance(transport, rsa.RSAPrivateKey)
+        jwe = service.session_key_jwe(transport.public_key())
+        prt = PRTSession.create(store, "prt", transport, jwe)
+        sealed.seal(store, "secret", b"refresh token", pin=b"2468")
+        assert persist_storage_key(own_swtpm.tcti) is True
+        assert isinstance(device, ec.EllipticCurvePrivateKey)
+        device.public_key().verify(device.sign(b"m", ECDSA), b"m", ECDSA)
+        assert prt.derive_key(b"c" * 24, kdf_version=1) == service.derived_key(
+            b"c" * 24, kdf_version=1
+        )
+        assert sealed.unseal(store, "secret", pin=b"2468") == b"refresh token"
+    with open_provider("tpm", tcti=own_swtpm.tcti) as after:
+        assert after.info().storage_key == "0x81000001 (persistent)"
+        store = KeyStore(after, tmp_path / "store")
+        old = store.load("device")
+        assert isinstance(old, ec.EllipticCurvePrivateKey)
+        old.public_key().verify(old.sign(b"m", ECDSA), b"m", ECDSA)
+        again = PRTSession.open(store, "prt")
+        assert again.derive_key(b"c" * 24, kdf_version=1) == service.derived_key(
+            b"c" * 24, kdf_version=1
+        )
+        assert sealed.unseal(store, "secret", pin=b"2468") == b"refresh token"
+        store.create("new", KeyType.ECC256, KeyUsage.SIGN)
+        assert tss2file_parent(store.info("new").path.read_bytes()) == 0x81000001
+        assert tss2file_parent(store.info("device").path.read_bytes()) == 0x40000001
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_a_key_under_a_parent_this_tpm_does_not_offer_is_foreign(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    """A key file that names another parent (here 0x81000005) is a ForeignKey that says which
+    parent the file names and which this TPM offers."""
+    from tpm2_pytss.tsskey import TSSPrivKey
+
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        pem = provider.key_to_pem(provider.create_key(KeyType.ECC256, KeyUsage.SIGN))
+        blob = TSSPrivKey.from_pem(pem)
+        moved = TSSPrivKey(blob.private, blob.public, empty_auth=True, parent=0x81000005)
+        with pytest.raises(ForeignKey) as raised:
+            provider.key_from_pem(bytes(moved.to_pem()), KeyUsage.SIGN)
+        message = str(raised.value)
+        assert "0x81000005" in message and "0x81000001" in message and "0x40000001" in message
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def tss2file_parent(data: bytes) -> int:
+    """The parent a TSS2 PRIVATE KEY file names."""
+    from tpm2_pytss.tsskey import TSSPrivKey
+
+    return int(TSSPrivKey.from_pem(data[data.index(b"-----BEGIN") :]).parent)
