@@ -549,14 +549,6 @@ class Connection:
         esys.flush_context(handle)
         self.objects -= 1
 
-    def flush(self, handle: Any, generation: int) -> None:
-        """Flush a loaded object of this generation; nothing to do once the connection lost it."""
-        with self.lock:
-            if self.closed or generation != self.generation:
-                return
-            with self.command("flush key") as esys:
-                self.flush_object(esys, handle)
-
     def flush_cache(self) -> None:
         """Flush every key the cache keeps loaded (they load again on their next use)."""
         with self.lock:
