@@ -187,7 +187,8 @@ class TPMProvider(Provider):
     def create_key(
         self, key_type: KeyType, usage: KeyUsage, *, pin: bytes | None = None
     ) -> EntraPrivateKey:
-        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the SRK.
+        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the
+        storage key new objects go under: the persistent SRK where there is one.
 
         An attestation key (``KeyUsage.ATTEST``) is restricted, with the TPM's own signing
         scheme (RSASSA-SHA256 or ECDSA-SHA256), so it signs only what the TPM produced. A key
@@ -202,15 +203,16 @@ class TPMProvider(Provider):
         check_creatable(key_type, usage)
         template = key_template(conn.tss, key_type, usage, pin=bool(pin))
         loaded = bool(pin) or usage is KeyUsage.ATTEST
-        return conn.retrying(lambda: self._create(template, usage, pin, loaded))
+        what = f"create a {key_type.value} key"
+        return conn.retrying(lambda: self._create(what, template, usage, pin, loaded))
 
     def _create(
-        self, template: Any, usage: KeyUsage, pin: bytes | None, loaded: bool
+        self, what: str, template: Any, usage: KeyUsage, pin: bytes | None, loaded: bool
     ) -> EntraPrivateKey:
         conn = self.connection
         t = conn.tss
         sensitive = t.TPM2B_SENSITIVE_CREATE()
-        with conn.command("create a key") as esys:
+        with conn.command(what) as esys:
             if pin:
                 # The PIN is the first command parameter's secret: send it encrypted.
                 sensitive.sensitive.userAuth = t.TPM2B_AUTH(pin)
