@@ -355,14 +355,18 @@ class _TPMKeyBase(_TPMObject):
             sig_scheme = t.TPMT_SIG_SCHEME(scheme=getattr(t.TPM2_ALG, scheme.name))
             sig_scheme.details.any.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
             self._schemes[(scheme, hash_alg.name)] = sig_scheme
-
-        def sign() -> Any:
-            with self._use(what) as (esys, handle, session):
-                self._digest.buffer = digest
-                return esys.sign(handle, self._digest, sig_scheme, self._ticket, session1=session)
-
-        signature = self._conn.retrying(sign)
+        try:  # Connection.retrying, inlined: no closure per signature
+            signature = self._sign_once(what, digest, sig_scheme)
+        except TPMError as exc:
+            if not self._conn.recover(exc):
+                raise
+            signature = self._sign_once(what, digest, sig_scheme)
         return _signature_parts(bytes(signature.marshal()))
+
+    def _sign_once(self, what: str, digest: bytes, sig_scheme: Any) -> Any:
+        with self._use(what) as (esys, handle, session):
+            self._digest.buffer = digest
+            return esys.sign(handle, self._digest, sig_scheme, self._ticket, session1=session)
 
     def _refuse_export(self) -> KeyUsageError:
         return KeyUsageError(
