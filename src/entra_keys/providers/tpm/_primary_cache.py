@@ -57,6 +57,8 @@ def _open_dir(*, create: bool) -> Any:
     (another user's, a link, open to others: then nothing is cached)."""
     path = directory()
     try:
+        if create and not os.environ.get("XDG_RUNTIME_DIR"):
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # ~/.cache
         fd = open_owned_dir(path, "the saved primary context's directory", create=create)
     except (OSError, StorePermissionError):
         yield None
