@@ -537,10 +537,11 @@ class Connection:
     def retrying(self, operation: Callable[[], T]) -> T:
         """Run an operation; once more where it failed as a TPM restart or reset makes it fail
         and the connection recovered (``recover``)."""
+        generation = self.generation
         try:
             return operation()
         except TPMError as exc:
-            if not self.recover(exc):
+            if not self.recover(exc, generation):
                 raise
         return operation()
 
@@ -671,11 +672,13 @@ class Connection:
             self._drop()
         return error
 
-    def recover(self, error: TPMError) -> bool:
+    def recover(self, error: TPMError, generation: int | None = None) -> bool:
         """After an error that a TPM restart or reset gives (``_errors.is_stale``): reconnect
         where the connection was dropped, else forget the handles the TPM no longer holds
         (flushing, best effort, those it may still hold); True where the operation may run once
-        more, reopening the storage key it needs (whose name says whether the keys survived)."""
+        more, reopening the storage key it needs (whose name says whether the keys survived).
+        ``generation``, the connection's when the operation started: where another thread has
+        recovered since, the handles are already new."""
         if self._closed or self.lost is not None or not _errors.is_stale(error):
             return False
         if _errors.tpm_code(error.rc) == int(self.tss.TPM2_RC.INITIALIZE):
@@ -686,7 +689,7 @@ class Connection:
                     self._reconnect("reconnect")
                 except TPMError:
                     return False
-            else:
+            elif generation is None or generation == self.generation:
                 self._forget(flush=True)
         log.info("the TPM lost this connection's handles (%s): reloading", error)
         return True

@@ -355,10 +355,11 @@ class _TPMKeyBase(_TPMObject):
             sig_scheme = t.TPMT_SIG_SCHEME(scheme=getattr(t.TPM2_ALG, scheme.name))
             sig_scheme.details.any.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
             self._schemes[(scheme, hash_alg.name)] = sig_scheme
+        generation = self._conn.generation
         try:  # Connection.retrying, inlined: no closure per signature
             signature = self._sign_once(what, digest, sig_scheme)
         except TPMError as exc:
-            if not self._conn.recover(exc):
+            if not self._conn.recover(exc, generation):
                 raise
             signature = self._sign_once(what, digest, sig_scheme)
         return _signature_parts(bytes(signature.marshal()))
