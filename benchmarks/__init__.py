@@ -8,7 +8,8 @@ targets with PASS / MISS, as a table, ``DIR/benchmarks.json`` and ``DIR/benchmar
 Modules: ``measure`` (settings, interleaved rounds, results, targets, ``Case``), ``context``
 (the run's TPM and keys made once), ``rawtpm`` (the raw ESAPI baseline), one module per group of
 cases (``signing``, ``decryption``, ``tools``, ``threads``, ``keygen``, ``coldstart``,
-``memory``), ``registry`` (the list of cases, in run order), ``report``, ``cli``.
+``memory``, ``opening``, ``attestation``, ``roundtrips``: TPM commands per user flow, counted
+where the TPM receives them), ``registry`` (the list of cases, in run order), ``report``, ``cli``.
 
 Adding a case (quote, quote verification, session-key derivation when they land): write a
 module with ``CASES = (Case(id=..., title=..., figures=(result ids...), run=..., needs=...,

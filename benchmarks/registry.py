@@ -14,6 +14,7 @@ from . import (
     measured,
     memory,
     opening,
+    roundtrips,
     signing,
     threads,
     tools,
@@ -31,6 +32,7 @@ CASES: tuple[Case, ...] = (
     *attestation.CASES,
     *measured.CASES,
     *opening.CASES,
+    *roundtrips.CASES,
     *coldstart.CASES,
     *memory.CASES,
 )

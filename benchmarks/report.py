@@ -42,6 +42,7 @@ QUESTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("session-key", "Session key (derive)", ("derive",)),
     ("verification", "Verification", ("attestation-verify", "attestation-pool", "measured-*")),
     ("opening", "Opening and cold start", ("open", "coldstart")),
+    ("roundtrips", "TPM commands per flow", ("roundtrips",)),
     ("threads", "Threads", ("threads",)),
     ("key-creation", "Key creation", ("keygen-*",)),
     ("attestation", "Quotes and certifications", ("attestation",)),

@@ -5,8 +5,9 @@ directory, served on a unix socket; ``own_swtpm`` starts one for a single test t
 TPM for good. When ``CI=true`` a missing swtpm or tpm2-pytss fails the run instead of skipping;
 so does a missing tpm2-abrmd for the ``tabrmd`` tests. After every test
 that opened a TPM provider, ``tpm2_getcap`` (an independent tool, on its own connection) must
-find no transient object left in the TPM. The providers the suite runs over, and the fixtures
-that give each (``provider``, ``store``, keys, command options), are in tests/contract/providers.py.
+find no transient object left in the TPM. ``srk_swtpm`` is a second session swtpm whose SRK is
+persistent (``tpm init``). The providers the suite runs over, and the fixtures that give each
+(``provider``, ``store``, keys, command options), are in tests/contract/providers.py.
 """
 
 from __future__ import annotations
@@ -62,6 +63,36 @@ def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
     tpm.start()
     yield tpm
     tpm.stop()
+
+
+@pytest.fixture(scope="session")
+def srk_swtpm(swtpm: Swtpm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swtpm]:
+    """A second session swtpm, its standard SRK persistent (``entra-keys tpm init``): keys are
+    made under it, and each command that names it takes an object slot for it. The contract
+    suite and the demo run over it too (tests/contract/providers.py, VARIANTS)."""
+    from entra_keys.providers.tpm import persist_storage_key
+
+    del swtpm  # its checks (swtpm and tpm2-pytss there) first
+    tpm = Swtpm(tmp_path_factory.mktemp("srk-swtpm"))
+    try:
+        tpm.start()
+    except SwtpmError as exc:
+        unavailable(f"swtpm does not start: {exc}")
+    persist_storage_key(tpm.tcti)
+    yield tpm
+    tpm.stop()
+
+
+@pytest.fixture
+def srk_tpm_provider(srk_swtpm: Swtpm) -> Iterator[Provider]:
+    """A TPM provider on the swtpm with a persistent SRK; no transient object may remain."""
+    provider = open_provider("tpm", tcti=srk_swtpm.tcti)
+    try:
+        yield provider
+    finally:
+        provider.close()
+    left = transient_handles(srk_swtpm.tcti)
+    assert left == [], f"transient objects leaked into the TPM: {left}"
 
 
 @pytest.fixture

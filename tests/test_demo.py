@@ -1,5 +1,6 @@
-"""The main job: ``entra-keys demo`` runs a whole join to the end, on both providers, and never
-writes into a key store that holds anything."""
+"""The main job: ``entra-keys demo`` runs a whole join to the end, on both providers and on a
+TPM after ``tpm init`` (its SRK persistent: the contract's VARIANTS run the join there too), and
+never writes into a key store that holds anything."""
 
 from __future__ import annotations
 
@@ -177,6 +178,25 @@ def test_demo_on_a_given_tpm_and_status_afterwards(
     assert device["session_key_tpm_bound"] is True
     assert status["key_sign_test"]["result"] == "PASSED"
     assert transient_handles(swtpm.tcti) == []
+
+
+def test_demo_after_tpm_init_joins_and_status_passes(
+    srk_swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a TPM whose SRK is persistent the join went as far as sealing and stopped there (no
+    free object slot: the SRK takes one for every command that names it). The whole join
+    runs, its keys hang under the SRK, and ``status`` finds every key working."""
+    base = ["--tcti", srk_swtpm.tcti, "--store", str(tmp_path / "keys")]
+    cas = [arg for path in srk_swtpm.ca_certificates for arg in ("--ek-ca", str(path))]
+    assert main([*base, "demo", *cas]) == 0
+    assert_joined(capsys.readouterr().out, hardware=True)
+    assert main([*base, "--json", "status"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["provider"]["storage_key"] == "0x81000001 (persistent)"
+    assert {key["name"]: key["health"]["result"] for key in status["keys"]} == {
+        "ak": "ok", "device": "ok", "ngc": "pin-protected", "prt": "ok", "transport": "ok",
+    }  # fmt: skip
+    assert transient_handles(srk_swtpm.tcti) == []
 
 
 def test_demo_on_a_given_tpm_without_its_ca_stops_with_one_clear_line(

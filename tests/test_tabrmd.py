@@ -1,6 +1,7 @@
 """Several processes on one TPM: the provider's contract through tpm2-abrmd in front of a swtpm
-(create, sign, decrypt, EKs, credential activation, quote, certify, session key), and two
-processes signing at once with no error and no object left behind."""
+(create, sign, decrypt, EKs, credential activation, quote, certify, session key), two processes
+signing at once with no error and no object left behind, and a resource manager's quota refusal
+(0xb0902) taken as the TPM's own TPMObjectMemory, with its evict-and-retry."""
 
 from __future__ import annotations
 
@@ -9,34 +10,39 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from entra_keys import KeyType, KeyUsage, Provider, open_provider
+from entra_keys import KeyType, KeyUsage, Provider, TPMObjectMemory, open_provider
 from entra_keys.attestation import TrustPolicy, verify_certify, verify_quote
 from entra_keys.session import derive_key, import_session_key
 from entra_keys.tcg import make_credential
 from entra_keys.tcg.public import TPMTPublic
-from entra_keys.testing.swtpm import Tabrmd
+from entra_keys.testing.swtpm import Swtpm, Tabrmd, swtpm_available, tabrmd_available
 from entra_keys.testing.token_service import TokenService
 from entra_keys.testing.tpm import connection_handles
 
+from .helpers import unavailable
+
 NONCE = bytes(range(16))
+ECDSA = ec.ECDSA(hashes.SHA256())
 UNVERIFIED = TrustPolicy(allow_unverified_ak=True)
 
 
 @pytest.fixture
 def shared(tabrmd: Tabrmd) -> Iterator[Provider]:
     """A TPM provider over tabrmd; after the test, its key cache flushed, its connection holds
-    what it held at open (tabrmd virtualizes handles per connection: the check is on its own)."""
+    at most its storage primary (opened when first needed; tabrmd virtualizes handles per
+    connection: the check is on its own)."""
     provider = open_provider("tpm", tcti=tabrmd.tcti)
-    before = connection_handles(provider)
+    assert connection_handles(provider) == []  # opening loads nothing
     try:
         yield provider
         provider.connection.flush_cache()  # type: ignore[attr-defined]
-        assert connection_handles(provider) == before
+        assert len(connection_handles(provider)) <= 1
     finally:
         provider.close()
 
@@ -97,14 +103,14 @@ _WORKER = textwrap.dedent(
     from entra_keys.testing.tpm import connection_handles
 
     with open_provider("tpm", tcti=sys.argv[1]) as provider:
-        before = connection_handles(provider)
+        assert connection_handles(provider) == []
         key = provider.create_key(KeyType.RSA2048, KeyUsage.SIGN)
         for n in range(int(sys.argv[2])):
             message = b"process %s message %d" % (sys.argv[3].encode(), n)
             signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
             key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
         provider.connection.flush_cache()
-        assert connection_handles(provider) == before, connection_handles(provider)
+        assert len(connection_handles(provider)) <= 1, connection_handles(provider)
     print("signed", sys.argv[2])
     """
 )
@@ -128,3 +134,57 @@ def test_two_processes_sign_at_once(tabrmd: Tabrmd) -> None:
     with open_provider("tpm", tcti=tabrmd.tcti) as provider:
         handles = connection_handles(provider)
         assert len(handles) <= 1  # at most this provider's own storage primary
+
+
+@pytest.fixture
+def small_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tabrmd]:
+    """tpm2-abrmd with ``--max-transients=1`` (two objects per connection: fewer than the
+    provider's budget of three) in front of a swtpm of its own."""
+    if not swtpm_available() or not tabrmd_available():
+        unavailable("swtpm or tpm2-abrmd (with libtss2-tcti-tabrmd0, dbus-daemon) is missing")
+    broker = Tabrmd(Swtpm(tmp_path / "tpm"), max_transients=1)
+    broker.start()
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", broker.bus_address)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        broker.tpm.stop()
+
+
+def test_a_resource_managers_quota_is_object_memory_and_makes_room(small_quota: Tabrmd) -> None:
+    """tpm2-abrmd refuses a third object with its own layer's TPM_RC_OBJECT_MEMORY (0xb0902):
+    the provider flushes a kept key and retries, so three keys take turns; with every slot
+    pinned the refusal is TPMObjectMemory, never a foreign key."""
+    with open_provider("tpm", tcti=small_quota.tcti) as provider:
+        provider.OBJECT_MEMORY_WAIT = 0.2  # type: ignore[attr-defined]
+        keys = [provider.create_key(KeyType.ECC256, KeyUsage.SIGN) for _ in range(3)]
+        pem = provider.key_to_pem(keys[2])
+        for _ in range(2):
+            for key in keys:
+                assert isinstance(key, ec.EllipticCurvePrivateKey)
+                key.public_key().verify(key.sign(b"m", ECDSA), b"m", ECDSA)
+        second = keys[1]
+        assert isinstance(second, ec.EllipticCurvePrivateKey)
+        with keys[0].loaded():  # the storage primary and this pin fill the quota
+            with pytest.raises(TPMObjectMemory) as full:
+                second.sign(b"m", ECDSA)
+            assert full.value.rc == 0xB0902
+            with pytest.raises(TPMObjectMemory):
+                provider.key_from_pem(pem, KeyUsage.SIGN)
+        again = provider.key_from_pem(pem, KeyUsage.SIGN)
+        assert again.public_key() == keys[2].public_key()
+
+
+def test_every_layers_object_memory_is_object_memory() -> None:
+    """The TPM's 0x902 and a resource manager's (its layer: 0xb0902; the RESMGR_TPM layer's
+    0xc0902) are the same TPMObjectMemory."""
+    from tpm2_pytss import TSS2_Exception
+
+    from entra_keys.providers.tpm import _errors
+
+    for rc in (0x902, 0xB0902, 0xC0902):
+        error = _errors.translate(TSS2_Exception(rc), "load key", "tabrmd")
+        assert isinstance(error, TPMObjectMemory) and error.rc == rc
+        assert _errors.is_object_memory(TSS2_Exception(rc))
+    assert not isinstance(_errors.translate(TSS2_Exception(0x8000A), "x", "t"), TPMObjectMemory)

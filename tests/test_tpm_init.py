@@ -1,8 +1,9 @@
 """``entra-keys tpm init`` and the persistent SRK: idempotent, refused without the owner's
-password, and an open + sign + close in at most 5 TPM commands (counted in a pcap capture).
-Before it persists the SRK it reads the key store: what would no longer load is named and the
-TPM left as it was unless ``--force``; and what it keeps, it keeps (keys and sealed secrets made
-before it load, sign and unseal after it)."""
+password, an open + sign + close in at most 5 TPM commands (counted in a pcap capture; 4 now:
+tests/test_command_counts.py counts every flow), and a join made before it that keeps working
+(each key under the parent its file names). Before it persists the SRK it reads the key store:
+what would no longer load (a key file it cannot read) is named and the TPM left as it was unless
+``--force``."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from entra_keys import ForeignKey, KeyStore, KeyType, KeyUsage, open_provider
+from entra_keys import ForeignKey, KeyStore, KeyType, KeyUsage, PRTSession, open_provider
 from entra_keys.cli import main
-from entra_keys.cli.tpm import KEPT_PARENTS
+from entra_keys.providers.tpm import persist_storage_key
 from entra_keys.store import sealed
-from entra_keys.tcg.model import TPM_RH_OWNER
 from entra_keys.testing.pcap import tpm_commands
 from entra_keys.testing.swtpm import Swtpm
+from entra_keys.testing.token_service import TokenService
 
 from .helpers import join_keys, open_pcap_provider, transient_handles
 
@@ -35,6 +36,9 @@ def own_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The default key store of these tests: their own (``tpm init`` reads it)."""
     monkeypatch.setenv("ENTRA_KEYS_STORE", str(tmp_path / "default-store"))
     return tmp_path / "default-store"
+
+
+ECDSA = ec.ECDSA(hashes.SHA256())
 
 
 def _init(tcti: str, *extra: str) -> int:
@@ -145,61 +149,14 @@ def test_open_sign_close_takes_five_commands_with_a_persistent_srk(
         key.sign(b"m", ec.ECDSA(hashes.SHA256()))
         assert tpm_commands(capture) - steady == 1  # the key cache: one command a signature
     total = tpm_commands(capture)
-    # Open: ReadPublic(SRK), GetCapability(slots); the key file's load check (Load, kept in the
-    # key cache); then Sign three times and one FlushContext on close.
-    assert opened == 3, opened
+    # Open: nothing; the key file's load check: ReadPublic(SRK), then Load (kept in the key
+    # cache); then Sign three times and one FlushContext on close.
+    assert opened == 2, opened
     assert total == opened + 3 + 1, total
     assert opened + 1 + 1 <= 5  # open, sign once, close
     assert transient_handles(own_swtpm.tcti) == []
 
 
-@pytest.mark.skipif(
-    TPM_RH_OWNER in KEPT_PARENTS, reason="the provider keeps keys under the key-file primary"
-)
-def test_tpm_init_names_what_it_would_lose_and_changes_nothing(
-    own_swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A join under the TCG key-file primary, and a provider that loads keys under the
-    persistent SRK alone once there is one: ``tpm init`` names every key and sealed secret and
-    their parent and changes nothing (no persistent handle; the join still works); ``--force``
-    persists the SRK and says what no longer loads, and those keys then fail as a ForeignKey
-    naming both parents, never blamed on a cleared TPM."""
-    store_dir = tmp_path / "store"
-    derived = _join_before_init(own_swtpm, store_dir)
-    init = ["--provider", "tpm", "--tcti", own_swtpm.tcti, "--store", str(store_dir), "tpm", "init"]
-    assert main(init) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Nothing was changed" in err and "--force" in err
-    for entry in JOIN:
-        assert f"{entry} (parent 0x40000001 (the TCG key-file primary))" in err, err
-    assert "join.json" not in err
-    assert not _has_srk(own_swtpm)
-    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
-        _works(KeyStore(provider, store_dir), derived)
-    assert main([*init, "--force"]) == 0
-    out = capsys.readouterr().out
-    assert "persisted" in out and "no longer load" in out and "device.pem" in out
-    assert _has_srk(own_swtpm)
-    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
-        store = KeyStore(provider, store_dir)
-        with pytest.raises(ForeignKey) as caught:
-            store.load("device")
-        message = str(caught.value)
-        assert type(caught.value) is ForeignKey
-        assert "0x40000001 (the TCG key-file primary)" in message and "0x81000001" in message
-        assert "not cleared" in message and "cleared or replaced" not in message
-    assert main(["--tcti", own_swtpm.tcti, "--store", str(store_dir), "--json", "status"]) == 1
-    report = json.loads(capsys.readouterr().out)
-    assert report["keys_unusable"] is False  # failed, named; not "leave and join again"
-    assert transient_handles(own_swtpm.tcti) == []
-
-
-@pytest.mark.xfail(
-    TPM_RH_OWNER not in KEPT_PARENTS,
-    reason="the TPM provider loads keys under the persistent SRK alone once there is one; keys "
-    "under the key-file primary need it loading them under the parent their file names",
-    strict=True,
-)
 def test_keys_made_before_tpm_init_still_work_after_it(
     own_swtpm: Swtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -236,3 +193,67 @@ def test_tpm_init_counts_a_key_file_it_cannot_read_as_lost(
     assert main(init) == 1
     assert "device.pem (parent unknown: it cannot be read)" in capsys.readouterr().err
     assert not _has_srk(own_swtpm)
+
+
+def test_keys_and_secrets_made_before_tpm_init_keep_working(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    """``tpm init`` after a join: keys made under the owner hierarchy's primary (0x40000001 in
+    their files) and a sealed secret keep loading, signing, deriving and unsealing, in the
+    provider open across it and in a new one; new keys of a new provider go under the SRK."""
+    service = TokenService()
+    with open_provider("tpm", tcti=own_swtpm.tcti) as before:
+        store = KeyStore(before, tmp_path / "store")
+        device = store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+        assert isinstance(transport, rsa.RSAPrivateKey)
+        jwe = service.session_key_jwe(transport.public_key())
+        prt = PRTSession.create(store, "prt", transport, jwe)
+        sealed.seal(store, "secret", b"refresh token", pin=b"2468")
+        assert persist_storage_key(own_swtpm.tcti) is True
+        assert isinstance(device, ec.EllipticCurvePrivateKey)
+        device.public_key().verify(device.sign(b"m", ECDSA), b"m", ECDSA)
+        assert prt.derive_key(b"c" * 24, kdf_version=1) == service.derived_key(
+            b"c" * 24, kdf_version=1
+        )
+        assert sealed.unseal(store, "secret", pin=b"2468") == b"refresh token"
+    with open_provider("tpm", tcti=own_swtpm.tcti) as after:
+        assert after.info().storage_key == "0x81000001 (persistent)"
+        store = KeyStore(after, tmp_path / "store")
+        old = store.load("device")
+        assert isinstance(old, ec.EllipticCurvePrivateKey)
+        old.public_key().verify(old.sign(b"m", ECDSA), b"m", ECDSA)
+        again = PRTSession.open(store, "prt")
+        assert again.derive_key(b"c" * 24, kdf_version=1) == service.derived_key(
+            b"c" * 24, kdf_version=1
+        )
+        assert sealed.unseal(store, "secret", pin=b"2468") == b"refresh token"
+        store.create("new", KeyType.ECC256, KeyUsage.SIGN)
+        assert tss2file_parent(store.info("new").path.read_bytes()) == 0x81000001
+        assert tss2file_parent(store.info("device").path.read_bytes()) == 0x40000001
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_a_key_under_a_parent_this_tpm_does_not_offer_is_foreign(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    """A key file that names another parent (here 0x81000005) is a ForeignKey that says which
+    parent the file names and which this TPM offers."""
+    from tpm2_pytss.tsskey import TSSPrivKey
+
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        pem = provider.key_to_pem(provider.create_key(KeyType.ECC256, KeyUsage.SIGN))
+        blob = TSSPrivKey.from_pem(pem)
+        moved = TSSPrivKey(blob.private, blob.public, empty_auth=True, parent=0x81000005)
+        with pytest.raises(ForeignKey) as raised:
+            provider.key_from_pem(bytes(moved.to_pem()), KeyUsage.SIGN)
+        message = str(raised.value)
+        assert "0x81000005" in message and "0x81000001" in message and "0x40000001" in message
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def tss2file_parent(data: bytes) -> int:
+    """The parent a TSS2 PRIVATE KEY file names."""
+    from tpm2_pytss.tsskey import TSSPrivKey
+
+    return int(TSSPrivKey.from_pem(data[data.index(b"-----BEGIN") :]).parent)

@@ -189,7 +189,7 @@ def test_ek_templates_without_nv_are_the_profile_defaults(tpm_provider: Provider
     conn = as_tpm(tpm_provider).connection
     with conn.command("EK templates") as esys:
         for key_type in (KeyType.RSA2048, KeyType.ECC256):
-            ours = _endorsement._ek_template(esys, key_type)
+            ours = _endorsement._ek_template(conn, esys, key_type)
             before = _hand_rolled_ek_template(key_type)
             assert bytes(ours.publicArea.marshal()) == bytes(before.publicArea.marshal())
         tr = esys.tr_from_tpmpublic(0x81010001)
@@ -221,7 +221,7 @@ def test_ek_templates_honour_the_nonce_in_nv(own_swtpm: Swtpm) -> None:
             )  # fmt: skip
             index = esys.nv_define_space(b"", public, auth_handle=t.ESYS_TR.PLATFORM)
             esys.nv_write(index, nonce, 0, auth_handle=t.ESYS_TR.PLATFORM)
-            template = _endorsement._ek_template(esys, KeyType.RSA2048)
+            template = _endorsement._ek_template(conn, esys, KeyType.RSA2048)
             assert bytes(template.publicArea.unique.rsa) == nonce + bytes(256 - len(nonce))
             default = _hand_rolled_ek_template(KeyType.RSA2048)
             with _endorsement._transient_ek(conn, esys, KeyType.RSA2048) as (_, made):

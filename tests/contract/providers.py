@@ -13,6 +13,11 @@ A provider with a dictionary-attack counter also gives ``forgive_pins``, one wit
 certificates ``ek_cas``, one whose connection is exclusive ``open_apart``. What a test expects
 of a provider comes from the provider itself (``kind``, ``hardware_backed``), never from the
 entry's name.
+
+``VARIANTS`` are providers of a kind already listed, set up another way: the TPM provider on a
+second session swtpm whose SRK is persistent (``entra-keys tpm init``), where keys are made
+under it and every command that names it needs an object slot for it. The contract suite
+(tests/contract/) and the demo (tests/test_demo.py) run over them too (``pytest_generate_tests``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ from entra_keys.testing.swtpm import Swtpm
 
 from ..helpers import cached_key, transient_handles
 
-__all__ = ["PROVIDERS", "ProviderUnderTest", "open_apart", "option_kind", "other_kind"]
+__all__ = [
+    "PROVIDERS",
+    "VARIANTS",
+    "ProviderUnderTest",
+    "open_apart",
+    "option_kind",
+    "other_kind",
+    "pytest_generate_tests",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +84,16 @@ def _tpm_ek_cas(request: pytest.FixtureRequest) -> list[x509.Certificate]:
     return [x509.load_pem_x509_certificate(p.read_bytes()) for p in swtpm.ca_certificates]
 
 
+def _srk_options(request: pytest.FixtureRequest) -> list[str]:
+    swtpm: Swtpm = request.getfixturevalue("clean_srk_swtpm")
+    return ["--provider", "tpm", "--tcti", swtpm.tcti]
+
+
+def _srk_ek_cas(request: pytest.FixtureRequest) -> list[x509.Certificate]:
+    swtpm: Swtpm = request.getfixturevalue("srk_swtpm")
+    return [x509.load_pem_x509_certificate(p.read_bytes()) for p in swtpm.ca_certificates]
+
+
 #: Every provider the suite runs over, by kind.
 PROVIDERS: dict[str, ProviderUnderTest] = {
     "software": ProviderUnderTest(
@@ -85,6 +108,37 @@ PROVIDERS: dict[str, ProviderUnderTest] = {
         ek_cas=_tpm_ek_cas,
     ),
 }
+
+
+#: Providers of a kind above set up another way, for the contract suite and the demo.
+VARIANTS: dict[str, ProviderUnderTest] = {
+    "tpm-srk": ProviderUnderTest(
+        open=lambda request: request.getfixturevalue("srk_tpm_provider"),
+        options=_srk_options,
+        forgive_pins=_tpm_forgive_pins,
+        ek_cas=_srk_ek_cas,
+    ),
+}
+#: The test modules that run over VARIANTS too (paths from the repository's root).
+_WITH_VARIANTS = ("tests/contract/", "tests/test_demo.py")
+
+
+def _under_test(name: str) -> ProviderUnderTest:
+    return PROVIDERS[name] if name in PROVIDERS else VARIANTS[name]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Give ``provider`` and ``provider_options`` each provider of PROVIDERS, and in the
+    contract suite and the demo VARIANTS too."""
+    path = Path(str(metafunc.definition.fspath)).resolve()
+    root = Path(__file__).resolve().parents[2]
+    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else ""
+    names = list(PROVIDERS)
+    if relative.startswith(_WITH_VARIANTS):
+        names += list(VARIANTS)
+    for fixture in ("provider", "provider_options"):
+        if fixture in metafunc.fixturenames:
+            metafunc.parametrize(fixture, names, indirect=True)
 
 
 def option_kind(options: list[str]) -> str:
@@ -104,10 +158,11 @@ def other_kind(kind: str) -> str:
     return kinds[(kinds.index(kind) + 1) % len(kinds)]
 
 
-@pytest.fixture(params=list(PROVIDERS))
+@pytest.fixture
 def provider(request: pytest.FixtureRequest) -> Provider:
-    """Each provider in turn: every behaviour test runs over all of them."""
-    return PROVIDERS[request.param].open(request)
+    """Each provider in turn: every behaviour test runs over all of them (parametrized by
+    ``pytest_generate_tests``)."""
+    return _under_test(request.param).open(request)
 
 
 @pytest.fixture
@@ -117,10 +172,10 @@ def other_provider(provider: Provider, request: pytest.FixtureRequest) -> Provid
     return PROVIDERS[other_kind(provider.kind)].open(request)
 
 
-@pytest.fixture(params=list(PROVIDERS))
+@pytest.fixture
 def provider_options(request: pytest.FixtureRequest) -> list[str]:
     """The command's global options for each provider in turn."""
-    return PROVIDERS[request.param].options(request)
+    return _under_test(request.param).options(request)
 
 
 @pytest.fixture
@@ -132,17 +187,30 @@ def clean_swtpm(swtpm: Swtpm) -> Iterator[Swtpm]:
 
 
 @pytest.fixture
-def pin_tries(provider: Provider) -> Iterator[None]:
+def clean_srk_swtpm(srk_swtpm: Swtpm) -> Iterator[Swtpm]:
+    """The session swtpm with a persistent SRK, which must hold no transient object after."""
+    yield srk_swtpm
+    left = transient_handles(srk_swtpm.tcti)
+    assert left == [], f"transient objects left in the TPM: {left}"
+
+
+def _param(request: pytest.FixtureRequest) -> str:
+    """The entry the test's ``provider`` was opened from (PROVIDERS or VARIANTS)."""
+    return str(request.node.callspec.params["provider"])
+
+
+@pytest.fixture
+def pin_tries(provider: Provider, request: pytest.FixtureRequest) -> Iterator[None]:
     """For a test that tries wrong PINs: the provider forgives them afterwards."""
     yield
-    PROVIDERS[provider.kind].forgive_pins(provider)
+    _under_test(_param(request)).forgive_pins(provider)
 
 
 @pytest.fixture
 def ek_cas(provider: Provider, request: pytest.FixtureRequest) -> list[x509.Certificate]:
     """The CA certificates that issued the provider's EK certificates (the swtpm's local CA;
     none for software)."""
-    return PROVIDERS[provider.kind].ek_cas(request)
+    return _under_test(_param(request)).ek_cas(request)
 
 
 @pytest.fixture

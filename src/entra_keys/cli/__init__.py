@@ -4,36 +4,68 @@ A thin layer over the public API (``open_provider``, ``KeyStore``, ``formats``).
 a function of a :class:`Context`; ``main`` opens the provider before it unless the command
 needs none (``verify``) or opens its own (``demo``). A library error prints one line,
 ``entra-keys: error: <message>``, and exits 1; a usage error exits 2.
+
+A new process pays for every module it imports: ``main`` imports only the module of the command
+it runs (``entra-keys sign`` neither the verifier nor the session key's code); help, an unknown
+command or none builds the whole parser.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import EntraKeysError
 from ..providers import PROVIDER_KINDS
-from .attest import add_attest_commands
-from .common import PASSPHRASE_ENV, PROG, Command, CommandError, Context, one_line
-from .demo import add_demo_command
-from .keys import add_key_commands
-from .leave import add_leave_command
-from .seal import add_seal_commands
-from .session import add_session_commands
-from .status import add_status_command
-from .tpm import add_tpm_commands
+from .common import PASSPHRASE_ENV, PROG, Command, CommandError, Context, SubParsers, one_line
 
 __all__ = ["PASSPHRASE_ENV", "CommandError", "Context", "build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
+#: The modules that add the commands, in help order: (module, its add function, its commands).
+_MODULES = (
+    ("status", "add_status_command", ("status",)),
+    ("demo", "add_demo_command", ("demo",)),
+    ("keys", "add_key_commands", ("keys", "csr", "sign")),
+    ("session", "add_session_commands", ("session",)),
+    ("attest", "add_attest_commands", ("attest", "verify")),
+    ("leave", "add_leave_command", ("leave",)),
+    ("seal", "add_seal_commands", ("seal", "unseal")),
+    ("tpm", "add_tpm_commands", ("tpm",)),
+)
+#: The global options that take a value (the command is the first word after them).
+_VALUED = ("--provider", "--tcti", "--store", "--passphrase-file")
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``entra-keys``, its global options and subcommands."""
+
+def _adder(module: str, function: str) -> Callable[[SubParsers[argparse.ArgumentParser]], None]:
+    adds: Callable[[SubParsers[argparse.ArgumentParser]], None] = getattr(
+        importlib.import_module(f".{module}", __name__), function
+    )
+    return adds
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of the arguments (None before one, or for help and --version)."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+        elif word in ("-h", "--help", "--version"):
+            return None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``entra-keys``, its global options and subcommands: with
+    ``command``, only the subcommands of its module (the others are not imported)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Keep Microsoft Entra device keys in a TPM 2.0 or in software.",
@@ -63,14 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_status_command(commands)
-    add_demo_command(commands)
-    add_key_commands(commands)
-    add_session_commands(commands)
-    add_attest_commands(commands)
-    add_leave_command(commands)
-    add_seal_commands(commands)
-    add_tpm_commands(commands)
+    chosen = [m for m in _MODULES if command in m[2]]
+    for module, function, _ in chosen or _MODULES:
+        _adder(module, function)(commands)
     return parser
 
 
@@ -82,9 +109,10 @@ def _error(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``entra-keys`` on these arguments (default ``sys.argv[1:]``); return the exit code."""
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(words))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     logging.basicConfig(

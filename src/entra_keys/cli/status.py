@@ -1,12 +1,12 @@
 """``entra-keys status``: the join, the provider and the keys, as ``dsregcmd /status`` shows them.
 
 It checks that every key works: it signs a test message with every signing key, decrypts with
-every transport key, derives with the session key (a key that does not load is reported, and a
-TPM that no longer holds the keys' storage hierarchy is one state: leave and join again). A key
-that needs a PIN (the NGC key), or may have one (a TPM key without noDA, whatever its file's
-emptyAuth says), is only loaded, never used: a use without its PIN would count toward the TPM's
-dictionary-attack lockout. Loading (TPM2_Load) asks for no authorization, so ``status`` never
-spends a try, however often it runs.
+every transport key, derives once with the session key, loading each key once (a key that
+does not load is reported, and a TPM that no longer holds the keys' storage hierarchy is one
+state: leave and join again). A key that needs a PIN (the NGC key), or may have one (a TPM key
+without noDA, whatever its file's emptyAuth says), is only loaded, never used: a use without its
+PIN would count toward the TPM's dictionary-attack lockout. Loading (TPM2_Load) asks for no
+authorization, so ``status`` never spends a try, however often it runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .. import formats
 from ..errors import EntraKeysError, KeysUnusable, WrongPassphrase
-from ..provider import KeyUsage, ProviderInfo
+from ..provider import KeyUsage, ProviderInfo, SessionKey
 from ..store import KeyInfo
 from .common import (
     Context,
@@ -82,14 +82,16 @@ _LOAD_ONLY_PIN = b"status: load only"
 UNUSABLE = "keys unusable on this TPM: leave and join again"
 
 
-def _use_key(ctx: Context, info: KeyInfo) -> None:
-    """Use a stored key once as its job needs (sign and verify, a decrypt round trip, a
-    derivation); an attestation key signs only TPM-made data, so it is loaded."""
+def _use_key(ctx: Context, info: KeyInfo, session_keys: dict[str, SessionKey]) -> None:
+    """Use a stored key once as its job needs (sign and verify, a decrypt round trip, one
+    derivation); an attestation key signs only TPM-made data, so it is loaded. A session key
+    the device state loaded already is not loaded again (each load is a TPM command)."""
     if info.usage is KeyUsage.DERIVE:
-        session_key = ctx.store.load_session_key(info.name, passphrase=ctx.passphrase())
-        first, second = (session_key.hmac_sha256(SIGN_TEST_MESSAGE) for _ in range(2))
-        if len(first) != 32 or first != second:
-            raise EntraKeysError("the session key derives inconsistent keys")
+        session_key = session_keys.get(info.name) or ctx.store.load_session_key(
+            info.name, passphrase=ctx.passphrase()
+        )
+        if len(session_key.hmac_sha256(SIGN_TEST_MESSAGE)) != 32:
+            raise EntraKeysError("the session key derives a key that is not 32 bytes")
         return
     key = ctx.load(info.name)
     if info.usage is KeyUsage.SIGN:
@@ -131,7 +133,9 @@ def _load_only(ctx: Context, info: KeyInfo) -> None:
         ctx.load(info.name)
 
 
-def _health(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, dict[str, Any]]:
+def _health(
+    ctx: Context, keys: Sequence[KeyInfo], session_keys: dict[str, SessionKey]
+) -> dict[str, dict[str, Any]]:
     """Each key's health by name: ``ok``, ``pin-protected`` (loaded only, with a ``note``),
     ``unusable`` (KeysUnusable) or ``failed``, with the test run and the error. A key that
     needs or may need a PIN is only loaded (``test`` says ``load``)."""
@@ -147,7 +151,7 @@ def _health(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, dict[str, Any]]:
                 _load_only(ctx, info)
                 health.update(test="load", note=LOCKOUT_LOADS)
             else:
-                _use_key(ctx, info)
+                _use_key(ctx, info, session_keys)
         except KeysUnusable as exc:
             log.debug("key %r is unusable", info.name, exc_info=True)
             health.update(result="unusable", error=one_line(str(exc)))
@@ -181,8 +185,11 @@ def _provider_rows(info: ProviderInfo) -> list[tuple[str, str]]:
     return rows
 
 
-def _device_state(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, Any]:
-    """What ``dsregcmd /status`` shows of a join, from the join state the store recorded."""
+def _device_state(
+    ctx: Context, keys: Sequence[KeyInfo], session_keys: dict[str, SessionKey]
+) -> dict[str, Any]:
+    """What ``dsregcmd /status`` shows of a join, from the join state the store recorded; the
+    session key it loads goes into ``session_keys`` for the health check to use."""
     state = ctx.store.load_join_state() or {}
     device = next((k for k in keys if k.name == "device"), None)
     hardware = bool(device and device.hardware_backed)
@@ -207,12 +214,13 @@ def _device_state(ctx: Context, keys: Sequence[KeyInfo]) -> dict[str, Any]:
         except EntraKeysError as exc:
             out["session_key_error"] = one_line(str(exc))
         else:
+            session_keys[name] = key
             out["session_key_present"] = True
             out["session_key_tpm_bound"] = key.hardware_backed
     return out
 
 
-def _devicesections(device: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+def _device_sections(device: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     """The Device, Attestation and SSO State sections of the join state."""
 
     def text(value: Any) -> str:
@@ -243,8 +251,10 @@ def cmd_status(ctx: Context) -> int:
     info = ctx.provider.info()
     keys = ctx.store.list()
     broken = ctx.store.broken()
-    device = _device_state(ctx, keys)
-    health = _health(ctx, keys)
+    session_keys: dict[str, SessionKey] = {}
+    device = _device_state(ctx, keys, session_keys)
+    # The session key the device state loaded is checked first, while it is still loaded.
+    health = _health(ctx, sorted(keys, key=lambda k: k.name not in session_keys), session_keys)
     test = _sign_test(keys, health)
     unusable = any(h["result"] == "unusable" for h in health.values())
     code = 1 if any(h["result"] not in ("ok", "pin-protected") for h in health.values()) else 0
@@ -299,7 +309,7 @@ def cmd_status(ctx: Context) -> int:
     write(
         sections(
             [
-                *_devicesections(device),
+                *_device_sections(device),
                 ("Provider State", _provider_rows(info)),
                 ("Key State", key_rows),
                 ("Diagnostic Data", test_rows),

@@ -14,7 +14,7 @@ import argparse
 from ..errors import EntraKeysError, KeyStoreError, UnsupportedAlgorithm
 from ..store import default_store_path, storage_parents
 from ..store.keystore import parent_text
-from ..tcg.model import SRK_HANDLE_RSA
+from ..tcg.model import SRK_HANDLE_RSA, TPM_RH_OWNER
 from .common import Context, SubParsers, add_command, read_input, write
 
 __all__ = ["KEPT_PARENTS", "add_tpm_commands", "cmd_tpm_init"]
@@ -22,9 +22,10 @@ __all__ = ["KEPT_PARENTS", "add_tpm_commands", "cmd_tpm_init"]
 #: The longest owner authorization value read from --owner-auth-file (TPM2B_AUTH, SHA-256).
 _MAX_OWNER_AUTH = 64
 #: The storage parents under which the TPM provider loads key files and sealed secrets once the
-#: SRK is persistent: what ``tpm init`` keeps. A store entry naming another parent is counted as
-#: lost, and ``tpm init`` refuses without --force.
-KEPT_PARENTS = frozenset({SRK_HANDLE_RSA})
+#: SRK is persistent (each entry under the parent its file names): what ``tpm init`` keeps. A
+#: store entry naming another parent, or one it cannot read, is counted as lost, and ``tpm init``
+#: refuses without --force.
+KEPT_PARENTS = frozenset({SRK_HANDLE_RSA, TPM_RH_OWNER})
 
 
 def _already_persistent(tcti: str | None) -> bool:

@@ -7,7 +7,8 @@ that descriptor, checked the same way after opening (``read_file``), and written
 fsynced temporary file linked or renamed into place (``write_atomic``), so a crash leaves the
 old file or the new one, never half of either. Every change to the store is made under its lock
 (``locked``: flock on the store directory itself), so a leave and a writer never interleave.
-``keystore`` is the API over these.
+``keystore`` is the API over these; the rules of what this user alone controls are
+``providers._owned``'s, which the TPM provider's saved primary context follows too.
 """
 
 from __future__ import annotations
@@ -17,21 +18,19 @@ import errno
 import fcntl
 import os
 import secrets
-import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import EntraKeysError, KeyExists, KeyStoreError, StorePermissionError
+from ..errors import EntraKeysError, KeyExists, KeyStoreError
+from ..providers._owned import DIR_FLAGS, check_owned
 from . import _leave
 
 __all__ = [
     "KEY_SUFFIX",
     "LOCK_WAIT",
-    "check_owned",
     "ensure_dir",
-    "file_type",
     "hold_lock",
     "locked",
     "lstat",
@@ -46,7 +45,6 @@ KEY_SUFFIX = ".pem"
 #: Seconds a change to the store waits for its lock before it fails (``KeyStoreError``).
 LOCK_WAIT = 10.0
 _TEMP_PREFIX = _leave.TEMP_PREFIX
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -58,49 +56,6 @@ def lstat(path: Path, dir_fd: int | None = None) -> os.stat_result | None:
         return os.stat(path if dir_fd is None else path.name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return None
-
-
-def file_type(mode: int) -> str:
-    """What kind of file a mode says, for messages: 'a symbolic link', 'a FIFO', ..."""
-    kinds = (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    )
-    return next((kind for test, kind in kinds if test(mode)), "an unknown kind of file")
-
-
-def check_owned(
-    st: os.stat_result, path: Path, subject: str, key_name: str | None, *, directory: bool
-) -> None:
-    """Refuse what another user could swap or read: the wrong kind of file (a link, a FIFO),
-    another owner, or group/other permission bits."""
-    wanted = "a directory" if directory else "a regular file"
-    if file_type(st.st_mode) != wanted:
-        raise StorePermissionError(
-            f"{subject} {path} is {file_type(st.st_mode)}, not {wanted}; refusing it",
-            key_name,
-            path=str(path),
-        )
-    euid = os.geteuid()
-    if st.st_uid != euid:
-        raise StorePermissionError(
-            f"{subject} {path} is owned by uid {st.st_uid}, not by this user (uid {euid}); "
-            "whoever owns it could swap the keys",
-            key_name,
-            path=str(path),
-        )
-    if st.st_mode & 0o077:
-        raise StorePermissionError(
-            f"{subject} {path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"chmod {'700' if directory else '600'} it",
-            key_name,
-            path=str(path),
-        )
 
 
 def read_file(dir_fd: int, path: Path, subject: str, key_name: str | None, limit: int) -> bytes:
@@ -131,7 +86,7 @@ def open_dir(store: Path) -> Iterator[int | None]:
     this user's alone, or None when there is no store yet; closed on leaving. A leave killed
     half-way is completed first, so no reader sees part of a join."""
     try:
-        dir_fd = os.open(store, _DIR_FLAGS)
+        dir_fd = os.open(store, DIR_FLAGS)
     except FileNotFoundError:
         dir_fd = None
     except OSError as exc:

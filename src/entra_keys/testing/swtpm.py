@@ -101,8 +101,10 @@ class Swtpm:
             log = (self.directory / "swtpm_setup.log").read_text(errors="replace")[-2000:]
             raise SwtpmError(f"swtpm_setup failed ({done.returncode}): {done.stderr}{log}")
 
-    def start(self, timeout: float = 10.0) -> str:
-        """Start swtpm on the unix socket (provisioning first if needed); returns the TCTI."""
+    def start(self, timeout: float = 10.0, *, startup: bool = True) -> str:
+        """Start swtpm on the unix socket (provisioning first if needed); returns the TCTI.
+        It sends itself TPM2_Startup(CLEAR), as firmware does at boot; without ``startup`` the
+        TPM waits for one (every other command is TPM_RC_INITIALIZE)."""
         if not self.provisioned:
             self.provision()
         if self.running():
@@ -113,7 +115,7 @@ class Swtpm:
             "--tpmstate", f"dir={self.state_dir}",
             "--server", f"type=unixio,path={self.socket}",
             "--ctrl", f"type=unixio,path={self.socket}.ctrl",
-            "--flags", "not-need-init,startup-clear",
+            "--flags", "not-need-init,startup-clear" if startup else "not-need-init",
             "--pid", f"file={self.pid_file}",
             "--log", f"file={self.log_file},level=1",
             "--daemon",
@@ -127,6 +129,13 @@ class Swtpm:
                 raise SwtpmError(f"swtpm started but {self.socket} did not appear")
             time.sleep(0.01)
         return self.tcti
+
+    def restart(self, *, startup: bool = True) -> str:
+        """Stop swtpm and start it again on the same state: a reboot (TPM2_Startup(CLEAR)
+        after no TPM2_Shutdown, so a TPM reset: every transient object and session is gone,
+        persistent keys and seeds stay). Clients' connections break."""
+        self.stop()
+        return self.start(startup=startup)
 
     def pid(self) -> int | None:
         """The running swtpm's process id, or None."""
@@ -189,10 +198,20 @@ class Tabrmd:
     """tpm2-abrmd in front of a running swtpm, on a private D-Bus session bus (a dbus-daemon
     of its own, so no system bus is needed). Clients need ``bus_address`` in their
     DBUS_SESSION_BUS_ADDRESS and ``tcti`` as their TCTI. The swtpm serves one connection at a
-    time: while tabrmd runs, every client must go through it."""
+    time: while tabrmd runs, every client must go through it.
 
-    def __init__(self, tpm: Swtpm) -> None:
+    ``capture``: tpm2-abrmd talks to the swtpm through tpm2-tss's pcap TCTI, which writes every
+    command the TPM receives to that file (its context swaps too: ``testing.pcap`` reads it).
+    ``max_transients``: tpm2-abrmd's ``--max-transients`` (it admits one object more than the
+    number given, so 2 gives the three a process may hold behind the kernel's /dev/tpmrm0).
+    """
+
+    def __init__(
+        self, tpm: Swtpm, *, capture: Path | None = None, max_transients: int | None = None
+    ) -> None:
         self.tpm = tpm
+        self.capture = capture
+        self.max_transients = max_transients
         self.directory = tpm.directory / "tabrmd"
         self.bus_socket = self.directory / "bus"
         self.dbus_name = f"com.intel.tss2.Tabrmd.entra{os.getpid()}"
@@ -229,13 +248,17 @@ class Tabrmd:
         if done.returncode != 0:
             raise SwtpmError(f"dbus-daemon did not start: {done.stderr.strip()}")
         self._dbus_pid = int(done.stdout.split()[0])
-        cmd = ["tpm2-abrmd", "--session", f"--dbus-name={self.dbus_name}",
-               f"--tcti={self.tpm.tcti}"]  # fmt: skip
+        tcti = self.tpm.tcti if self.capture is None else f"pcap:{self.tpm.tcti}"
+        cmd = ["tpm2-abrmd", "--session", f"--dbus-name={self.dbus_name}", f"--tcti={tcti}"]
+        if self.max_transients is not None:
+            cmd.append(f"--max-transients={self.max_transients}")
         if os.geteuid() == 0:  # CI runs as root; tabrmd refuses to unless told
             cmd.append("--allow-root")
         env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": self.bus_address}
+        env.pop("TCTI_PCAP_FILE", None)  # the caller's capture is not the daemon's
+        daemon_env = env if self.capture is None else {**env, "TCTI_PCAP_FILE": str(self.capture)}
         with self.log_file.open("wb") as log:
-            self._daemon = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+            self._daemon = subprocess.Popen(cmd, env=daemon_env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not self._answers(env):
             if self._daemon.poll() is not None or time.monotonic() > deadline:

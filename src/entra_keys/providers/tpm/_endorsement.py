@@ -3,7 +3,11 @@ activation, PCR quotes and key certification.
 
 EKs are the persistent ones where provisioned, else made from the TCG EK Credential Profile
 templates by ``tpm2_pytss.utils.create_ek_template``, which honours the template and nonce NV
-indices a manufacturer may provision; NV areas are read with ``tpm2_pytss.utils.NVReadEK``.
+indices a manufacturer may provision. Every TPM command counts on a chip: a persistent EK is read
+once per connection (one TPM2_ReadPublic, ``Connection.persistent``), an NV index with one
+TPM2_NV_ReadPublic and as few TPM2_NV_Read as its size needs (``_nv_read``), an index the
+listing does not hold is not asked for, and the policy session of an EK ends with the command
+it authorizes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from ...errors import AttestationError, InvalidData
 from ...provider import Certification, EndorsementKey, KeyType, Quote
 from ...tcg import model
 from . import _errors
-from ._connection import Connection
+from ._connection import Connection, tr_public
 from ._keys import TPMECKey, TPMRSAKey, public_key_of
 
 __all__ = ["activate_credential", "certify", "endorsement_keys", "pcr_selection", "quote"]
@@ -29,16 +33,16 @@ def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
     """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
     with its certificate from NV where one is there (or why it is unreadable) and the EK
     certificate chain indices' certificates."""
-    nv = _nv_certificates(conn)
+    return conn.retrying(lambda: _endorsement_keys(conn))
+
+
+def _endorsement_keys(conn: Connection) -> list[EndorsementKey]:
     found: list[EndorsementKey] = []
     with conn.command("read the endorsement keys") as esys:
+        nv = _nv_certificates(conn, esys)
         first, last = model.EK_PERSISTENT_FIRST, model.EK_PERSISTENT_LAST
         for handle in _handles(conn, esys, first, last):
-            tr = esys.tr_from_tpmpublic(handle)
-            try:
-                public, _, _ = esys.read_public(tr)
-            finally:
-                esys.tr_close(tr)
+            _, public = conn.persistent(esys, handle)
             area = public.publicArea
             wanted = int(model.EK_ATTRIBUTES_LOW)
             if int(area.objectAttributes) & wanted != wanted:
@@ -47,7 +51,7 @@ def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
         kinds = {ek.key_type.is_rsa for ek in found}
         for key_type in (KeyType.RSA2048, KeyType.ECC256):
             if key_type.is_rsa not in kinds:
-                with _transient_ek(conn, esys, key_type) as (_, public):
+                with _transient_ek(conn, esys, key_type, nv.defined) as (_, public):
                     found.append(_ek(conn, public.publicArea, None, nv))
     return found
 
@@ -64,6 +68,8 @@ class _NVCertificates:
     be read (with the reason), and the chain indices' certificates and failures."""
 
     def __init__(self) -> None:
+        #: The NV indices the TPM listed in the EK ranges (none other is asked for).
+        self.defined: frozenset[int] = frozenset()
         self.certs: dict[int, tuple[bytes, tuple[str, ...]]] = {}
         self.errors: dict[int, str] = {}
         self.chain: list[bytes] = []
@@ -114,78 +120,117 @@ def _handles(conn: Connection, esys: Any, first: int, last: int) -> list[int]:
     return [int(h) for h in data.data.handles if first <= int(h) <= last]
 
 
-def _nv_certificates(conn: Connection) -> _NVCertificates:
+def _nv_certificates(conn: Connection, esys: Any) -> _NVCertificates:
     """The EK certificate indices (low and high range) and the chain indices, each read and made
     a certificate (``nvcert``: header and padding removed, non-strict DER made readable); an
     index that still is no certificate is kept with the reason, never dropped."""
-    from tpm2_pytss.utils import NoSuchIndex, NVReadEK
+    from tpm2_pytss.utils import NoSuchIndex
 
     from ...tcg.nvcert import nv_certificates, strict_der
 
     out = _NVCertificates()
-    with conn.command("read the EK certificates") as esys:
-        listed = _handles(conn, esys, model.EK_CERT_NV_RSA, _CHAIN_LAST)
-        indices = [h for h in listed if h in model.EK_CERT_NV_INDICES]
-        chain = [h for h in listed if _CHAIN_FIRST <= h <= _CHAIN_LAST]
-        if not indices and not chain:
-            return out
-        read = NVReadEK(esys)
-        for index in (*indices, *chain):
-            try:
-                data = read(index)
-            except NoSuchIndex:  # undefined since it was listed
-                continue
-            try:
-                stored = nv_certificates(data, many=index in chain)
-                repairs = [(s.der, (*s.repairs, *strict_der(s.der)[1])) for s in stored]
-            except InvalidData as exc:
-                reason = f"NV 0x{index:08x} ({len(data)} bytes): {exc}"
-                if index in chain:
-                    out.chain_errors.append(reason)
-                else:
-                    out.errors[index] = reason
-                continue
+    listed = _handles(conn, esys, model.EK_CERT_NV_RSA, _CHAIN_LAST)
+    out.defined = frozenset(listed)
+    indices = [h for h in listed if h in model.EK_CERT_NV_INDICES]
+    chain = [h for h in listed if _CHAIN_FIRST <= h <= _CHAIN_LAST]
+    for index in (*indices, *chain):
+        try:
+            data = _nv_read(conn, esys, index)
+        except NoSuchIndex:  # undefined since it was listed
+            continue
+        try:
+            stored = nv_certificates(data, many=index in chain)
+            repairs = [(s.der, (*s.repairs, *strict_der(s.der)[1])) for s in stored]
+        except InvalidData as exc:
+            reason = f"NV 0x{index:08x} ({len(data)} bytes): {exc}"
             if index in chain:
-                out.chain.extend(der for der, _ in repairs)
+                out.chain_errors.append(reason)
             else:
-                out.certs[index] = repairs[0]
+                out.errors[index] = reason
+            continue
+        if index in chain:
+            out.chain.extend(der for der, _ in repairs)
+        else:
+            out.certs[index] = repairs[0]
     return out
 
 
-def _ek_template(esys: Any, key_type: KeyType) -> Any:
+#: Bytes one TPM2_NV_Read asks for: MAX_NV_BUFFER_SIZE of most TPMs (1024); where a TPM refuses
+#: that size, 512 (what every TPM reads: tpm2-pytss's own default).
+_NV_CHUNKS = (1024, 512)
+
+
+def _nv_read(conn: Connection, esys: Any, index: int) -> bytes:
+    """An NV index's data: one TPM2_NV_ReadPublic (its size, from what ESYS keeps of the
+    answer) and the TPM2_NV_Read its size needs. NoSuchIndex where there is none."""
+    from tpm2_pytss.utils import NoSuchIndex
+
+    t = conn.tss
+    try:
+        tr = esys.tr_from_tpmpublic(index)
+    except t.TSS2_Exception as exc:
+        if _errors.tpm_code(int(exc.rc)) == int(t.TPM2_RC.HANDLE):
+            raise NoSuchIndex(index) from exc
+        raise
+    try:
+        try:
+            size = int(tr_public(t, esys, tr, nv=True).nvPublic.dataSize)
+        except ValueError:  # metadata in another layout: ask the TPM
+            size = int(esys.nv_read_public(tr)[0].nvPublic.dataSize)
+        data = b""
+        chunks = list(_NV_CHUNKS)
+        while len(data) < size:
+            want = min(chunks[0], size - len(data))
+            try:
+                data += bytes(esys.nv_read(tr, want, len(data)))
+            except t.TSS2_Exception as exc:
+                refused = _errors.is_tpm_refusal(_errors.translate(exc, "", None))
+                if not refused or len(chunks) == 1 or want <= chunks[1]:
+                    raise
+                chunks.pop(0)  # a TPM with a smaller NV buffer
+        return data
+    finally:
+        esys.tr_close(tr)
+
+
+def _ek_template(
+    conn: Connection, esys: Any, key_type: KeyType, defined: frozenset[int] | None = None
+) -> Any:
     """The low-range TCG EK template (L-1 RSA-2048, L-2 P-256) with the manufacturer's template
-    and nonce from NV where provisioned (``create_ek_template``)."""
-    from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
+    and nonce from NV where provisioned (``create_ek_template``); ``defined``, the NV indices
+    the TPM listed, spares asking for the others."""
+    from tpm2_pytss.utils import NoSuchIndex, create_ek_template
 
     if key_type.is_rsa:
         name, cert_index = "EK-RSA2048", model.EK_CERT_NV_RSA
     else:
         name, cert_index = "EK-ECC256", model.EK_CERT_NV_ECC
-    reader: list[Any] = []
 
     def read(index: int) -> bytes:
-        if index == cert_index:
+        if index == cert_index or (defined is not None and index not in defined):
             raise NoSuchIndex(index)  # certificates are matched to EKs by key, not read here
-        if not reader:
-            reader.append(NVReadEK(esys))
-        data: bytes = reader[0](index)
-        return data
+        return _nv_read(conn, esys, index)
 
     _, template = create_ek_template(name, read)
     return template
 
 
 @contextlib.contextmanager
-def _transient_ek(conn: Connection, esys: Any, key_type: KeyType) -> Iterator[tuple[Any, Any]]:
+def _transient_ek(
+    conn: Connection, esys: Any, key_type: KeyType, defined: frozenset[int] | None = None
+) -> Iterator[tuple[Any, Any]]:
     """The EK made from its TCG template in the endorsement hierarchy (flushed after)."""
     t = conn.tss
-    handle, public, _, _, _ = esys.create_primary(
-        t.TPM2B_SENSITIVE_CREATE(), _ek_template(esys, key_type), t.ESYS_TR.ENDORSEMENT
+    template = _ek_template(conn, esys, key_type, defined)
+    handle, public, _, _, _ = conn.with_room(
+        lambda: esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.ENDORSEMENT),
+        1,
     )
+    conn.objects += 1
     try:
         yield handle, public
     finally:
-        esys.flush_context(handle)
+        conn.flush_object(esys, handle)
 
 
 def _check_same_ek(public: Any, ek: EndorsementKey) -> None:
@@ -197,13 +242,10 @@ def _check_same_ek(public: Any, ek: EndorsementKey) -> None:
 def _ek_handle(conn: Connection, esys: Any, ek: EndorsementKey) -> Iterator[Any]:
     """A handle on this TPM's copy of the EK, refusing an EK this TPM does not hold."""
     if ek.handle is not None:
-        tr = esys.tr_from_tpmpublic(ek.handle)
-        try:
-            public, _, _ = esys.read_public(tr)
-            _check_same_ek(public, ek)
-            yield tr
-        finally:
-            esys.tr_close(tr)
+        tr, public = conn.persistent(esys, ek.handle)
+        _check_same_ek(public, ek)
+        conn.room(1)  # the TPM loads a persistent key into an object slot for the command
+        yield tr
         return
     with _transient_ek(conn, esys, ek.key_type) as (handle, public):
         _check_same_ek(public, ek)
@@ -213,7 +255,8 @@ def _ek_handle(conn: Connection, esys: Any, ek: EndorsementKey) -> Iterator[Any]
 @contextlib.contextmanager
 def _ek_auth(conn: Connection, esys: Any, ek: EndorsementKey) -> Iterator[Any]:
     """The EK's authorization: its empty password where userWithAuth is set (high-range
-    EKs), else a policy session satisfying PolicySecret(TPM_RH_ENDORSEMENT)."""
+    EKs), else a policy session satisfying PolicySecret(TPM_RH_ENDORSEMENT), which the command
+    it authorizes ends (continueSession clear: no TPM2_FlushContext)."""
     t = conn.tss
     area, _ = t.TPMT_PUBLIC.unmarshal(ek.public)
     if int(area.objectAttributes) & int(t.TPMA_OBJECT.USERWITHAUTH):
@@ -227,10 +270,14 @@ def _ek_auth(conn: Connection, esys: Any, ek: EndorsementKey) -> Iterator[Any]:
         auth_hash=area.nameAlg,
     )
     try:
+        esys.trsess_set_attributes(session, 0)  # continueSession clear
         esys.policy_secret(t.ESYS_TR.ENDORSEMENT, session)
         yield session
-    finally:
-        esys.flush_context(session)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            esys.flush_context(session)
+        raise
+    esys.tr_close(session)  # the TPM ended it with the command
 
 
 def activate_credential(
@@ -248,16 +295,20 @@ def activate_credential(
     except Exception as exc:  # the unmarshalers raise several types on short input
         raise InvalidData(f"not a TPM2B_ID_OBJECT / TPM2B_ENCRYPTED_SECRET ({exc})") from exc
     refused = "the TPM refused the credential: it was not made for this EK and this AK"
-    with (
-        ak._use("activate the credential") as (esys, ak_handle, ak_session),
-        _ek_handle(conn, esys, ek) as ek_handle,
-        _errors.refused_as(AttestationError, refused),
-        _ek_auth(conn, esys, ek) as ek_session,
-    ):
-        cert_info = esys.activate_credential(
-            ak_handle, ek_handle, blob, secret, session1=ak_session, session2=ek_session
-        )
-    return bytes(cert_info)
+
+    def activate() -> bytes:
+        with (
+            ak._use("activate the credential") as (esys, ak_handle, ak_session),
+            _ek_handle(conn, esys, ek) as ek_handle,
+            _errors.refused_as(AttestationError, refused),
+            _ek_auth(conn, esys, ek) as ek_session,
+        ):
+            cert_info = esys.activate_credential(
+                ak_handle, ek_handle, blob, secret, session1=ak_session, session2=ek_session
+            )
+        return bytes(cert_info)
+
+    return conn.retrying(activate)
 
 
 def pcr_selection(conn: Connection, pcrs: Sequence[int], bank: str) -> Any:
@@ -277,6 +328,17 @@ def quote(
 ) -> Quote:
     """TPM2_Quote over the selection with the PCR values read in the same run; retried while a
     PCR changes between the read and the quote."""
+    return conn.retrying(lambda: _quote(conn, ak, selection, pcrs, nonce, bank))
+
+
+def _quote(
+    conn: Connection,
+    ak: TPMRSAKey | TPMECKey,
+    selection: Any,
+    pcrs: Sequence[int],
+    nonce: bytes,
+    bank: str,
+) -> Quote:
     t = conn.tss
     with ak._use("quote") as (esys, ak_handle, ak_session):
         for _ in range(QUOTE_TRIES):
@@ -320,20 +382,26 @@ def _pcr_values(
 def certify(
     conn: Connection, key: TPMRSAKey | TPMECKey, ak: TPMRSAKey | TPMECKey, nonce: bytes
 ) -> Certification:
-    """TPM2_Certify: the AK signs that this key (by name) lives in this TPM."""
+    """TPM2_Certify: the AK signs that this key (by name) lives in this TPM. The AK is taken
+    first, so that loading the key never pushes it out: certifying several keys in a row keeps
+    the AK loaded."""
     t = conn.tss
-    with (
-        key._use("certify") as (esys, key_handle, key_session),
-        ak._use("certify") as (_, ak_handle, ak_session),
-    ):
-        attest, signature = esys.certify(
-            key_handle,
-            ak_handle,
-            t.TPM2B_DATA(nonce),
-            t.TPMT_SIG_SCHEME(scheme=t.TPM2_ALG.NULL),
-            session1=key_session,
-            session2=ak_session,
-        )
+
+    def run() -> tuple[Any, Any]:
+        with (
+            ak._use("certify") as (esys, ak_handle, ak_session),
+            key._use("certify") as (_, key_handle, key_session),
+        ):
+            return esys.certify(  # type: ignore[no-any-return]
+                key_handle,
+                ak_handle,
+                t.TPM2B_DATA(nonce),
+                t.TPMT_SIG_SCHEME(scheme=t.TPM2_ALG.NULL),
+                session1=key_session,
+                session2=ak_session,
+            )
+
+    attest, signature = conn.retrying(run)
     return Certification(
         attest=bytes(attest),
         signature=bytes(signature.marshal()),

@@ -1,9 +1,10 @@
 """Keys kept loaded in the TPM between uses, least recently used first: with a key cached,
 unpinned signing is one TPM command instead of three (load, sign, flush).
 
-The connection sizes it (``slots``: how many keys it may keep) from the TPM's transient object
-slots, less those the connection needs beside it; a key in use by a command now is never
-flushed to make room. Callers hold the connection's lock; ``flush`` is called under it.
+The connection decides when a key must go: before each command it flushes the least recently
+used keys until what the command needs fits in its object budget (``Connection.room``); a key
+in use by a command now is never flushed to make room. ``slots`` bounds the cache on its own.
+Callers hold the connection's lock; ``flush`` is called under it.
 """
 
 from __future__ import annotations
@@ -58,10 +59,8 @@ class KeyCache:
     def load(
         self, key: object, loader: Callable[[], Any], *, keep: bool = True
     ) -> tuple[Any, bool]:
-        """``loader()``'s handle for a key, with room made for it first; True with it where
-        the cache keeps it (``keep`` and room), False where the caller flushes it after use."""
-        if self.slots > 0:
-            self.make_room()
+        """``loader()``'s handle for a key; True with it where the cache keeps it (``keep`` and
+        room), False where the caller flushes it after use."""
         handle = loader()
         return handle, keep and self.put(key, handle)
 

@@ -1,9 +1,11 @@
 """The TPM's keys: RSA and EC keys that are ``cryptography`` private keys, and the session key.
 
-A key is known by its blob (TPM2B_PRIVATE, TPM2B_PUBLIC) and its connection. A key is loaded on
-first use and the connection's key cache keeps it loaded while the TPM has slots to spare (a
-swtpm holds three transient objects and has no resource manager), flushing the least recently
-used key to make room. ``with key.loaded():`` pins a key outside the cache for a run.
+A key is known by its blob (TPM2B_PRIVATE, TPM2B_PUBLIC), the parent its key file names and its
+connection. A key is loaded on first use under that parent and the connection's key cache keeps
+it loaded while the connection's object budget allows (a swtpm holds three transient objects and
+has no resource manager), flushing the least recently used key to make room. ``with
+key.loaded():`` pins a key outside the cache for a run. An operation that fails as a TPM restart
+makes it fail runs once more after the connection recovered (``Connection.retrying``).
 """
 
 from __future__ import annotations
@@ -59,12 +61,18 @@ _REASON_IMPORTED = "imported into the TPM (TPM2_Import): its private half was kn
 
 
 def make_key(
-    conn: Connection, private: Any, public: Any, usage: KeyUsage, auth: bytes | None = None
+    conn: Connection,
+    private: Any,
+    public: Any,
+    usage: KeyUsage,
+    auth: bytes | None = None,
+    parent: int | None = None,
 ) -> TPMRSAKey | TPMECKey:
-    """The RSA or EC key class for a blob, by its public area's type."""
+    """The RSA or EC key class for a blob, by its public area's type; ``parent`` is the one its
+    key file names (the connection's default parent for a key made now)."""
     if public.publicArea.type == conn.tss.TPM2_ALG.RSA:
-        return TPMRSAKey(conn, private, public, usage, auth)
-    return TPMECKey(conn, private, public, usage, auth)
+        return TPMRSAKey(conn, private, public, usage, auth, parent)
+    return TPMECKey(conn, private, public, usage, auth, parent)
 
 
 def public_key_of(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
@@ -116,17 +124,27 @@ class _TPMObject:
     _conn: Connection
     _private: Any
     _public: Any
+    _parent: int
     _handle: Any
+    _handle_generation: int
     _pins: int
     _auth: bytes | None
 
     def _init_object(
-        self, conn: Connection, private: Any, public: Any, auth: bytes | None = None
+        self,
+        conn: Connection,
+        private: Any,
+        public: Any,
+        auth: bytes | None = None,
+        parent: int | None = None,
     ) -> None:
         self._conn = conn
         self._private = private
         self._public = public
+        #: The parent its key file names: it loads under that one (the default one when new).
+        self._parent = conn.storage_parent if parent is None else parent
         self._handle = None
+        self._handle_generation = -1
         self._pins = 0
         self._auth = auth or None
 
@@ -141,24 +159,34 @@ class _TPMObject:
         return bytes(self._public.publicArea.marshal())
 
     def _key_file(self) -> bytes:
-        """The object's TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) under the storage key."""
+        """The object's TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) under its parent."""
         conn = self._conn
         blob = conn.tss.tsskey.TSSPrivKey(
-            self._private, self._public, empty_auth=self._auth is None, parent=conn.storage_parent
+            self._private, self._public, empty_auth=self._auth is None, parent=self._parent
         )
         return bytes(blob.to_pem())
+
+    def _load(self, esys: Any) -> Any:
+        """TPM2_Load under the object's parent, with its PIN set on the handle (lock held)."""
+        return self._conn.load(esys, self._private, self._public, self._auth, self._parent)
 
     @contextlib.contextmanager
     def loaded(self) -> Iterator[None]:
         """Keep the object loaded in the TPM until the block ends (one object slot)."""
         conn = self._conn
-        with conn.command("load key") as esys:
-            if self._pins == 0:
-                handle = conn.keys.take(self)
-                if handle is None:
-                    handle = conn.load(esys, self._private, self._public, self._auth)
-                self._handle = handle
-            self._pins += 1
+
+        def pin() -> None:
+            with conn.command("load key") as esys:
+                if self._pins == 0:
+                    handle = conn.keys.take(self)
+                    if handle is None:
+                        handle = self._load(esys)
+                    self._handle = handle
+                    self._handle_generation = conn.generation
+                    conn.pinned.add(self)
+                self._pins += 1
+
+        conn.retrying(pin)
         try:
             yield
         except BaseException:
@@ -171,15 +199,15 @@ class _TPMObject:
         conn = self._conn
         with conn.lock:
             self._pins -= 1
-            if self._pins or self._handle is None:
+            if self._pins:
                 return
+            conn.pinned.discard(self)
             handle, self._handle = self._handle, None
+            if handle is None or conn.closed or self._handle_generation != conn.generation:
+                return  # the connection lost it with its other handles
             try:
-                if conn.closed:
-                    return
                 with conn.command("keep key loaded") as esys:
-                    if not conn.keys.put(self, handle):
-                        esys.flush_context(handle)
+                    conn.keep(esys, self, handle)
             except EntraKeysError:
                 if not quiet:
                     raise
@@ -187,41 +215,20 @@ class _TPMObject:
     def _handle_now(self, esys: Any) -> tuple[Any, bool]:
         """The object's handle: pinned, kept by the cache, or loaded now into the cache; True
         with it where the cache has no slot and the caller must flush it after this use."""
-        handle = self._handle
-        if handle is not None:
-            return handle, False
         conn = self._conn
+        if conn.lost is not None:
+            raise KeysUnusable(conn.lost)
+        if self._pins:
+            if self._handle is None or self._handle_generation != conn.generation:
+                self._handle = self._load(esys)  # the connection lost the pinned handle
+                self._handle_generation = conn.generation
+                conn.pinned.add(self)
+            return self._handle, False
         handle = conn.keys.get(self)
         if handle is not None:
             return handle, False
-        handle, kept = conn.keys.load(
-            self, lambda: conn.load(esys, self._private, self._public, self._auth)
-        )
-        return handle, not kept
-
-    @contextlib.contextmanager
-    def _gone_as_unusable(self) -> Iterator[None]:
-        """A TPM error in the block as ``_unusable`` says."""
-        try:
-            yield
-        except TPMError as exc:
-            error = self._unusable(exc)
-            if error is exc:
-                raise
-            raise error from exc
-
-    def _unusable(self, exc: TPMError) -> TPMError | KeysUnusable:
-        """A key whose TPM object, or storage key, the TPM no longer holds (TPM2_Clear flushes
-        the storage hierarchy's objects) is KeysUnusable, as the key store says at load; its
-        dead handle leaves the key cache (nothing left to flush). Any other error is itself."""
-        if not _errors.is_object_gone(exc):
-            return exc
-        with self._conn.lock:
-            self._conn.keys.take(self)
-        return KeysUnusable(
-            "keys unusable on this TPM: leave and join again (the TPM no longer holds this "
-            f"key or its storage key: it was cleared or reset while the key was in use; {exc})"
-        )
+        handle = self._load(esys)
+        return handle, not conn.keys.put(self, handle)
 
     def _use(self, what: str, *, encrypted: bool = False, command: bool = True) -> _Use:
         """(ESAPI context, handle, authorization session) for one use of this object.
@@ -256,6 +263,7 @@ class _Use:
         self._encrypted = encrypted
         self._param = command
         self._session: Any = None
+        self._flush = False
 
     def __enter__(self) -> tuple[Any, Any, Any]:
         obj = self._obj
@@ -285,7 +293,7 @@ class _Use:
             if exc is not None and self._session is not None:
                 self._obj._conn.drop_session(self._esys)
             if self._flush:
-                self._esys.flush_context(self._handle)
+                self._obj._conn.flush_object(self._esys, self._handle)
         except BaseException as error:
             self._command.__exit__(type(error), error, error.__traceback__)
             raise
@@ -304,8 +312,9 @@ class _TPMKeyBase(_TPMObject):
         public: Any,
         usage: KeyUsage,
         auth: bytes | None = None,
+        parent: int | None = None,
     ) -> None:
-        self._init_object(conn, private, public, auth)
+        self._init_object(conn, private, public, auth, parent)
         self._pub = public_key_of(public)
         self.key_type = KeyType.of(self._pub)
         self.usage = usage
@@ -346,18 +355,19 @@ class _TPMKeyBase(_TPMObject):
             sig_scheme = t.TPMT_SIG_SCHEME(scheme=getattr(t.TPM2_ALG, scheme.name))
             sig_scheme.details.any.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
             self._schemes[(scheme, hash_alg.name)] = sig_scheme
-        try:
-            with self._use(what) as (esys, handle, session):
-                self._digest.buffer = digest
-                signature = esys.sign(
-                    handle, self._digest, sig_scheme, self._ticket, session1=session
-                )
+        generation = self._conn.generation
+        try:  # Connection.retrying, inlined: no closure per signature
+            signature = self._sign_once(what, digest, sig_scheme)
         except TPMError as exc:
-            error = self._unusable(exc)
-            if error is exc:
+            if not self._conn.recover(exc, generation):
                 raise
-            raise error from exc
+            signature = self._sign_once(what, digest, sig_scheme)
         return _signature_parts(bytes(signature.marshal()))
+
+    def _sign_once(self, what: str, digest: bytes, sig_scheme: Any) -> Any:
+        with self._use(what) as (esys, handle, session):
+            self._digest.buffer = digest
+            return esys.sign(handle, self._digest, sig_scheme, self._ticket, session1=session)
 
     def _refuse_export(self) -> KeyUsageError:
         return KeyUsageError(
@@ -391,8 +401,9 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
         public: Any,
         usage: KeyUsage,
         auth: bytes | None = None,
+        parent: int | None = None,
     ) -> None:
-        super().__init__(conn, private, public, usage, auth)
+        super().__init__(conn, private, public, usage, auth, parent)
         self._oaep: dict[str, Any] = {}  # TPMT_RSA_DECRYPT per hash name, built on first use
         self._label = conn.tss.TPM2B_DATA()  # the empty OAEP label
 
@@ -421,18 +432,16 @@ class TPMRSAKey(_TPMKeyBase, EntraRSAKey):
             self._oaep[hash_alg.name] = scheme
         if len(ciphertext) != self.key_size // 8:
             raise DecryptionError("the ciphertext is not as long as the key's modulus")
-        try:
-            with (
-                self._gone_as_unusable(),
-                self._use("RSA decrypt", encrypted=True) as (esys, handle, session),
-            ):
+
+        def decrypt() -> Any:
+            with self._use("RSA decrypt", encrypted=True) as (esys, handle, session):
                 return esys.rsa_decrypt(
-                    handle,
-                    t.TPM2B_PUBLIC_KEY_RSA(ciphertext),
-                    scheme,
-                    self._label,
+                    handle, t.TPM2B_PUBLIC_KEY_RSA(ciphertext), scheme, self._label,
                     session1=session,
-                )
+                )  # fmt: skip
+
+        try:
+            return self._conn.retrying(decrypt)
         except TPMError as exc:
             # Only the TPM's own refusal means a bad ciphertext; TSS and I/O errors stay what
             # they are (a TPM that went away mid-command is not a wrong ciphertext).
@@ -491,8 +500,10 @@ class TPMSessionKey(_TPMObject, SessionKey):
     #: The largest input one TPM2_HMAC takes (TPM2B_MAX_BUFFER).
     MAX_INPUT = 1024
 
-    def __init__(self, conn: Connection, private: Any, public: Any) -> None:
-        self._init_object(conn, private, public)
+    def __init__(
+        self, conn: Connection, private: Any, public: Any, parent: int | None = None
+    ) -> None:
+        self._init_object(conn, private, public, parent=parent)
         # One input buffer per key, refilled under the connection's lock: a new TPM2B_MAX_BUFFER
         # per call costs a fifth of a swtpm TPM2_HMAC. The input (a KDF block) is not secret.
         self._hmac_buffer = conn.tss.TPM2B_MAX_BUFFER()
@@ -512,10 +523,11 @@ class TPMSessionKey(_TPMObject, SessionKey):
         # Response encryption: the derived key leaves the TPM only encrypted (the continued
         # salted session makes this cost no extra command). The input (label and context) is
         # no secret: it is not encrypted, which would cost tpm2-tss a cipher set-up per call.
-        with (
-            self._gone_as_unusable(),
-            self._use("session key HMAC", encrypted=True, command=False) as (esys, handle, s),
-        ):
-            self._hmac_buffer.buffer = data
-            digest = esys.hmac(handle, self._hmac_buffer, t.TPM2_ALG.SHA256, session1=s)
-            return bytes(digest.buffer)
+
+        def hmac() -> bytes:
+            with self._use("session key HMAC", encrypted=True, command=False) as (esys, h, s):
+                self._hmac_buffer.buffer = data
+                digest = esys.hmac(h, self._hmac_buffer, t.TPM2_ALG.SHA256, session1=s)
+                return bytes(digest.buffer)
+
+        return self._conn.retrying(hmac)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -38,6 +38,7 @@ from ...errors import (
 )
 from ...tcg import model
 from .. import _sealed_blob
+from . import _errors
 from ._connection import Connection
 
 __all__ = ["MAX_SEALED_DATA", "recorded_parent", "seal", "unseal"]
@@ -78,9 +79,7 @@ def seal(
             policy = _policy_digest(conn, esys, selection, bool(pin))
             template = _template(t, pin=bool(pin), policy=policy)
             with conn.hmac_session(esys, encrypt=True) as session:
-                private, public, _, _, _ = esys.create(
-                    conn.storage_key, sensitive, template, session1=session
-                )
+                _, private, public = conn.create(esys, sensitive, template, session, loaded=False)
     finally:
         with contextlib.suppress(Exception):
             sensitive.sensitive.data.buffer[:] = bytes(len(secret))
@@ -143,11 +142,6 @@ def unseal(
         raise KeyFileCorrupt("the sealed blob is truncated")
     if flags & _PIN and not pin:
         raise WrongPassphrase("the secret was sealed with a PIN; give it to unseal")
-    if parent != conn.storage_parent:
-        raise ForeignKey(
-            f"the secret was sealed under parent 0x{parent:08x}, this TPM's storage key is "
-            f"0x{conn.storage_parent:08x}"
-        )
     t = conn.tss
     try:
         public, _ = t.TPM2B_PUBLIC.unmarshal(fields[4])
@@ -157,7 +151,8 @@ def unseal(
         raise KeyFileCorrupt(f"the sealed blob's PCR list is damaged ({exc})") from exc
     except Exception as exc:  # the unmarshalers raise several types on bad input
         raise KeyFileCorrupt(f"the sealed blob's TPM object does not parse ({exc})") from exc
-    secret = _unseal_object(conn, private, public, pin if flags & _PIN else None, selection)
+    auth = pin if flags & _PIN else None
+    secret = conn.retrying(lambda: _unseal_object(conn, private, public, parent, auth, selection))
     if not envelope:
         return secret
     try:
@@ -169,16 +164,16 @@ def unseal(
 
 
 def _unseal_object(
-    conn: Connection, private: Any, public: Any, pin: bytes | None, selection: Any
+    conn: Connection, private: Any, public: Any, parent: int, pin: bytes | None, selection: Any
 ) -> bytes:
-    """Load the sealed object, unseal it over an encrypting session, flush all of it."""
-    t = conn.tss
+    """Load the sealed object under the parent the blob names, unseal it over an encrypting
+    session, flush all of it."""
     with conn.lock:  # the load and the unseal in one run: nothing else uses the slot between
         try:
             with conn.command("load the sealed object") as esys:
-                handle = conn.load(esys, private, public, auth=bytes(pin) if pin else None)
+                handle = conn.load(esys, private, public, bytes(pin) if pin else None, parent)
         except TPMError as exc:
-            if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
+            if isinstance(exc, TPMObjectMemory | TPMLockout) or _errors.is_stale(exc):
                 raise
             raise ForeignKey(
                 "this TPM refuses the sealed object: it was sealed by another TPM or under "
@@ -187,15 +182,9 @@ def _unseal_object(
         try:
             with conn.command("unseal a secret") as esys:
                 try:
-                    kind = t.TPM2_SE.POLICY if selection is not None else t.TPM2_SE.HMAC
-                    with _encrypting_session(conn, esys, kind) as session:
-                        if selection is not None:
-                            esys.policy_pcr(session, t.TPM2B_DIGEST(), selection)
-                            if pin:
-                                esys.policy_auth_value(session)
-                        data = esys.unseal(handle, session1=session)
+                    data = _unseal_in_session(conn, esys, handle, bool(pin), selection)
                 finally:
-                    esys.flush_context(handle)
+                    conn.flush_object(esys, handle)
         except TPMError as exc:
             if selection is not None and _is_policy_fail(conn, exc):
                 raise PCRMismatch(
@@ -211,24 +200,31 @@ def _unseal_object(
     return secret
 
 
-@contextlib.contextmanager
-def _encrypting_session(conn: Connection, esys: Any, session_type: Any) -> Iterator[Any]:
-    """A salted session (HMAC or policy) that encrypts the response's first parameter (the
-    unsealed secret); TPM2_Unseal has no command parameter to encrypt. Flushed on leaving."""
+def _unseal_in_session(conn: Connection, esys: Any, handle: Any, pin: bool, selection: Any) -> Any:
+    """TPM2_Unseal in a salted session that encrypts the response's first parameter (the
+    secret; TPM2_Unseal has no command parameter to encrypt): the connection's continued
+    session where one is started, else one of its own that the unseal ends (continueSession
+    clear: the TPM flushes it, no TPM2_FlushContext). With PCRs, a policy session of its own,
+    satisfied by PolicyPCR (and PolicyAuthValue with a PIN) and ended the same way."""
     t = conn.tss
-    session = esys.start_auth_session(
-        tpm_key=conn.storage_key,
-        bind=t.ESYS_TR.NONE,
-        session_type=session_type,
-        symmetric=t.TPMT_SYM_DEF.parse("aes128cfb"),
-        auth_hash=t.TPM2_ALG.SHA256,
-    )
+    if selection is None and conn.has_session:
+        with conn.hmac_session(esys, encrypt=True, command=False) as session:
+            return esys.unseal(handle, session1=session)
+    kind = t.TPM2_SE.POLICY if selection is not None else t.TPM2_SE.HMAC
+    session = conn.start_session(esys, kind)
     try:
-        attributes = t.TPMA_SESSION.CONTINUESESSION | t.TPMA_SESSION.ENCRYPT
-        esys.trsess_set_attributes(session, attributes)
-        yield session
-    finally:
-        esys.flush_context(session)
+        esys.trsess_set_attributes(session, t.TPMA_SESSION.ENCRYPT)
+        if selection is not None:
+            esys.policy_pcr(session, t.TPM2B_DIGEST(), selection)
+            if pin:
+                esys.policy_auth_value(session)
+        data = esys.unseal(handle, session1=session)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            esys.flush_context(session)
+        raise
+    esys.tr_close(session)  # the TPM ended it with the command: only ESYS's record is left
+    return data
 
 
 def _policy_digest(conn: Connection, esys: Any, selection: Any, pin: bool) -> bytes | None:

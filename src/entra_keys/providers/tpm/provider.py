@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -70,16 +71,13 @@ def forget_saved_primary(tcti: str | Tcti | None = None) -> bool:
     named = _named(tcti)
     if named is None:
         return False
-    path = _primary_cache.path_for(named.inner)
     try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
+        return _primary_cache.forget(named.inner)
     except OSError as exc:
         raise EntraKeysError(
-            f"cannot remove the saved primary context {path}: {exc.strerror}"
+            f"cannot remove the saved primary context in {_primary_cache.directory()}: "
+            f"{exc.strerror}"
         ) from exc
-    return True
 
 
 def persist_storage_key(
@@ -88,20 +86,25 @@ def persist_storage_key(
     """Persist the standard SRK (RSA-2048, TCG Provisioning Guidance) at ``SRK_HANDLE`` with
     the owner authorization; False where one is there already (idempotent).
 
-    Opens its own connection without a storage key (an owner password would refuse the
+    Opens its own connection, which opens no storage key (an owner password would refuse the
     provider's own primary). A TPM whose owner hierarchy has a password refuses without it:
-    ``TPMAuthFailure`` saying so. Providers use the persistent SRK from their next open on; key
-    files made under the owner primary (parent 0x40000001) then no longer load (ForeignKey).
+    ``TPMAuthFailure`` saying so. Providers make new keys under the persistent SRK from their
+    next open on; keys made before, under the owner hierarchy's standard primary (parent
+    0x40000001 in their files), keep loading under that primary. The caller's saved primary
+    context is removed, so its next open finds the SRK.
     """
     tss = import_pytss()
     named = _named(tcti)
     if named is None:
         raise HardwareUnavailable(NO_TPM)
-    conn = Connection(tss, named, timeout=timeout, open_storage=False)
+    conn = Connection(tss, named, timeout=timeout)
     try:
-        return _persist_srk(conn, owner_auth)
+        created = _persist_srk(conn, owner_auth)
     finally:
         conn.close()
+    with contextlib.suppress(OSError):
+        _primary_cache.forget(named.inner)
+    return created
 
 
 def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
@@ -118,7 +121,8 @@ def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
                 primary = conn.with_room(
                     lambda: esys.create_primary(
                         t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
-                    )
+                    ),
+                    1,
                 )[0]
                 try:
                     persistent = esys.evict_control(t.ESYS_TR.OWNER, primary, SRK_HANDLE)
@@ -136,15 +140,6 @@ def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
             exc.tries_left,
         ) from exc
     return True
-
-
-def _storage_kind(conn: Connection) -> str:
-    """How the connection's storage key was opened, for ``ProviderInfo.storage_key``."""
-    if not conn.storage_owned:
-        return " (persistent)"
-    if conn.storage_from_context:
-        return " (primary, owner hierarchy, saved primary context)"
-    return " (primary, owner hierarchy)"
 
 
 class TPMProvider(Provider):
@@ -194,31 +189,52 @@ class TPMProvider(Provider):
     def create_key(
         self, key_type: KeyType, usage: KeyUsage, *, pin: bytes | None = None
     ) -> EntraPrivateKey:
-        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the SRK.
+        """Creates a key in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) under the
+        storage key new objects go under: the persistent SRK where there is one.
 
         An attestation key (``KeyUsage.ATTEST``) is restricted, with the TPM's own signing
         scheme (RSASSA-SHA256 or ECDSA-SHA256), so it signs only what the TPM produced. A key
         with a ``pin`` counts wrong PINs toward dictionary-attack lockout; one without is noDA.
+
+        An AK is enrolled (TPM2_ActivateCredential) as soon as it exists and a Windows Hello
+        (PIN) key signs its first assertion in the same enrolment, so these stay loaded from
+        TPM2_CreateLoaded; a device or transport key is stored first and used later, and a
+        handle kept for it would mostly be flushed unused (TPM2_Create).
         """
         conn = self.connection
-        t = conn.tss
         check_creatable(key_type, usage)
-        template = key_template(t, key_type, usage, pin=bool(pin))
+        template = key_template(conn.tss, key_type, usage, pin=bool(pin))
+        loaded = bool(pin) or usage is KeyUsage.ATTEST
+        what = f"create a {key_type.value} key"
+        return conn.retrying(lambda: self._create(what, template, usage, pin, loaded))
+
+    def _create(
+        self, what: str, template: Any, usage: KeyUsage, pin: bytes | None, loaded: bool
+    ) -> EntraPrivateKey:
+        conn = self.connection
+        t = conn.tss
         sensitive = t.TPM2B_SENSITIVE_CREATE()
-        with conn.command(f"create a {key_type.value} key") as esys:
+        with conn.command(what) as esys:
             if pin:
                 # The PIN is the first command parameter's secret: send it encrypted.
                 sensitive.sensitive.userAuth = t.TPM2B_AUTH(pin)
-                with conn.hmac_session(esys, encrypt=True) as session:
-                    private, public, _, _, _ = conn.with_room(
-                        lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
-                    )
-                wipe(sensitive.sensitive.userAuth)
+                try:
+                    with conn.hmac_session(esys, encrypt=True) as session:
+                        handle, private, public = conn.create(
+                            esys, sensitive, template, session, loaded=loaded
+                        )
+                finally:
+                    wipe(sensitive.sensitive.userAuth)
             else:
-                private, public, _, _, _ = conn.with_room(
-                    lambda: esys.create(conn.storage_key, sensitive, template)
+                handle, private, public = conn.create(
+                    esys, sensitive, template, t.ESYS_TR.PASSWORD, loaded=loaded
                 )
-        return make_key(conn, private, public, usage, pin)
+            key = make_key(conn, private, public, usage, pin)
+            if handle is not None:
+                if pin:
+                    esys.tr_set_auth(handle, pin)
+                conn.keep(esys, key, handle)
+        return key
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
         """The TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) of a key of this TPM."""
@@ -263,10 +279,10 @@ class TPMProvider(Provider):
             raise KeyFileCorrupt(f"the TPM key's attributes do not allow {usage.value}")
         try:
             # A PIN given wins over the file's emptyAuth: tpm2_encodeobject 5.4 writes it inverted.
-            key = make_key(conn, blob.private, blob.public, usage, pin or None)
+            key = make_key(conn, blob.private, blob.public, usage, pin or None, int(blob.parent))
         except (EntraKeysError, ValueError) as exc:
             raise KeyFileCorrupt(f"the public area is not a key entra_keys makes ({exc})") from exc
-        self._check_loads(blob.private, blob.public, key)
+        self._check_loads(key)
         # The attributes come from the file, which anyone may edit; they count only now that
         # TPM2_Load has accepted that public area. The TPM binds the private blob to the object's
         # name (the hash of the public area) by the blob's integrity HMAC, so a public area that
@@ -281,32 +297,25 @@ class TPMProvider(Provider):
         return key
 
     def _read_blob(self, data: bytes) -> Any:
-        """Parse a TSS2 PRIVATE KEY and check it hangs under this provider's storage key."""
+        """Parse a TSS2 PRIVATE KEY (the parent it names is checked when it loads)."""
         conn = self.connection
         try:
-            blob = conn.tss.tsskey.TSSPrivKey.from_pem(data)
+            return conn.tss.tsskey.TSSPrivKey.from_pem(data)
         except Exception as exc:  # the TSS key parser raises many types on bad input
             raise KeyFileCorrupt(f"not a readable TSS2 PRIVATE KEY ({exc})") from exc
-        if int(blob.parent) != conn.storage_parent:
-            raise ForeignKey(
-                f"the key was made under parent 0x{int(blob.parent):08x}, this TPM's storage "
-                f"key is 0x{conn.storage_parent:08x}"
-            )
-        return blob
 
-    def _check_loads(self, private: Any, public: Any, key: object) -> None:
-        """Load once: a blob of another TPM or storage key fails here, typed. The loaded key
-        stays in the key cache for its first use (a PIN key is flushed: its auth is unset)."""
+    def _check_loads(self, key: TPMRSAKey | TPMECKey | TPMSessionKey) -> None:
+        """Load once under the parent the key file names: a blob of another TPM or storage key
+        fails here, typed. The loaded key stays in the key cache for its first use (a PIN key
+        too, with its PIN set on the handle)."""
         conn = self.connection
-        try:
+
+        def load() -> None:
             with conn.command("load key") as esys:
-                handle, kept = conn.keys.load(
-                    key,
-                    lambda: conn.load(esys, private, public),
-                    keep=not getattr(key, "has_pin", False),
-                )
-                if not kept:
-                    esys.flush_context(handle)
+                conn.keep(esys, key, key._load(esys))
+
+        try:
+            conn.retrying(load)
         except TPMError as exc:
             if isinstance(exc, TPMUnreachable | TPMObjectMemory | TPMLockout):
                 raise
@@ -336,18 +345,27 @@ class TPMProvider(Provider):
             sensitive = t.TPM2B_SENSITIVE_CREATE(
                 sensitive=t.TPMS_SENSITIVE_CREATE(data=t.TPM2B_SENSITIVE_DATA(bytes(secret)))
             )
-            with (
-                conn.command("bind the session key") as esys,
-                conn.hmac_session(esys, encrypt=True) as session,
-            ):
-                template = session_key_template(t)
-                private, public, _, _, _ = conn.with_room(
-                    lambda: esys.create(conn.storage_key, sensitive, template, session1=session)
-                )
-            wipe(sensitive.sensitive.data)
+            template = session_key_template(t)
+
+            def bind() -> TPMSessionKey:
+                with (
+                    conn.command("bind the session key") as esys,
+                    conn.hmac_session(esys, encrypt=True) as session,
+                ):
+                    handle, private, public = conn.create(
+                        esys, sensitive, template, session, loaded=True
+                    )
+                    key = TPMSessionKey(conn, private, public)
+                    if handle is not None:  # its first derivation needs no TPM2_Load
+                        conn.keep(esys, key, handle)
+                return key
+
+            try:
+                return conn.retrying(bind)
+            finally:
+                wipe(sensitive.sensitive.data)
         finally:
             wipe(secret)
-        return TPMSessionKey(conn, private, public)
 
     def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
         """The session key object as a TSS2 PRIVATE KEY blob only this TPM can load."""
@@ -365,8 +383,8 @@ class TPMProvider(Provider):
         blob = self._read_blob(data)
         if blob.public.publicArea.type != conn.tss.TPM2_ALG.KEYEDHASH:
             raise KeyFileCorrupt("the blob is not a keyed-hash (session key) object")
-        key = TPMSessionKey(conn, blob.private, blob.public)
-        self._check_loads(blob.private, blob.public, key)
+        key = TPMSessionKey(conn, blob.private, blob.public, int(blob.parent))
+        self._check_loads(key)
         return key
 
     # -- attestation --------------------------------------------------------------------------
@@ -472,8 +490,12 @@ class TPMProvider(Provider):
         """The TPM's manufacturer, vendor string, firmware and specification version."""
         conn = self.connection
         t = conn.tss
-        with conn.command("read TPM properties") as esys:
-            _, data = esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT.FIXED, 64)
+
+        def read() -> Any:
+            with conn.command("read TPM properties") as esys:
+                return esys.get_capability(t.TPM2_CAP.TPM_PROPERTIES, t.TPM2_PT.FIXED, 64)[1]
+
+        data = conn.retrying(read)
         props = {int(p.property): int(p.value) for p in data.data.tpmProperties}
 
         def text(*keys: int) -> str:
@@ -493,7 +515,7 @@ class TPMProvider(Provider):
             firmware_version=f"{fw1 >> 16}.{fw1 & 0xFFFF}.{fw2 >> 16}.{fw2 & 0xFFFF}",
             spec_version=f"{family}, revision {revision // 100}.{revision % 100:02d}",
             tcti=self.tcti,
-            storage_key=f"0x{conn.storage_parent:08x}" + _storage_kind(conn),
+            storage_key=conn.describe_storage(),
         )
 
     def close(self) -> None:
