@@ -27,10 +27,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entra_keys import KeyStore, KeyType, KeyUsage, Provider
-from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData
+from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData, ServiceError
 from entra_keys.protocol import (
     PRT,
     JoinType,
+    Registration,
     Request,
     app_token_request,
     device_credential,
@@ -613,6 +614,45 @@ def test_the_stand_in_service_takes_the_prt_request(
     assert reply["refresh_token"] and reply["session_key_jwe"].count(".") == 4
 
 
+def _odd_certificate(key: rsa.RSAPrivateKey, *, version: int = 2, key_oid: bytes = b"") -> bytes:
+    """A device certificate's DER with its version field or its key's algorithm changed."""
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(uuid.uuid4()))])
+    der = der_of(
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = der.replace(bytes.fromhex("a003020102"), bytes.fromhex("a0030201") + bytes([version]))
+    if key_oid:  # rsaEncryption becomes an algorithm nobody knows
+        der = der.replace(bytes.fromhex("06092a864886f70d010101"), key_oid)
+    return der
+
+
+def der_of(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_join_reply_with_an_unreadable_certificate_is_invalid_data(
+    other_rsa: rsa.RSAPrivateKey,
+) -> None:
+    """A version field of 5, or a key of an unknown algorithm, made cryptography raise
+    InvalidVersion or UnsupportedAlgorithm out of parse_registration_response."""
+    for bad in (
+        _odd_certificate(other_rsa, version=5),
+        _odd_certificate(other_rsa, key_oid=bytes.fromhex("06092a864886f70d01017f")),
+    ):
+        reply = {"Certificate": {"RawBody": base64.b64encode(bad).decode()}}
+        for device_key in (None, other_rsa):
+            with pytest.raises(InvalidData, match=r"not a DER X\.509 certificate"):
+                parse_registration_response(reply, device_key=device_key)
+        pem = base64.encodebytes(bad).decode()
+        state = {"certificate": f"-----BEGIN CERTIFICATE-----\n{pem}-----END CERTIFICATE-----\n",
+                 "thumbprint": "00", "device_id": "x"}  # fmt: skip
+        with pytest.raises(InvalidData):
+            Registration.from_join_state(state)
+
+
 # -- the PRT reply --------------------------------------------------------------------------
 
 
@@ -950,6 +990,100 @@ def test_refresh_and_token_replies(
     error = json.dumps({"error": "invalid_grant", "error_description": "AADSTS5000611"})
     with pytest.raises(InvalidData, match="AADSTS5000611"):
         parse_token_response(error, prt_session)
+
+
+def test_a_plain_reply_where_the_session_encrypts_is_refused(
+    prt_session: PRTSession, service: TokenService, transport_key: EntraPrivateKey
+) -> None:
+    """The attack: whoever can alter a reply answers a renewal in plain JSON with their own PRT
+    and a session key of their own encrypted to the device's transport key (its public half
+    went to DRS), and an app token request with their tokens. Both are refused; the stored
+    session key stays the service's."""
+    attacker = TokenService()
+    renewal = {
+        "token_type": "pop",
+        "refresh_token": "0.attackers-prt",
+        "refresh_token_expires_in": 1209600,
+        "id_token": ID_TOKEN,
+        "session_key_jwe": attacker.session_key_jwe(public(transport_key)),
+    }
+    tokens = {"access_token": "eyJ0.attackers", "token_type": "Bearer", "expires_in": "3599"}
+    for body in (json.dumps(renewal), json.dumps(renewal).encode()):
+        with pytest.raises(InvalidData, match="not an encrypted reply"):
+            parse_refresh_response(body, prt_session, transport_key=transport_key)
+    for body in (json.dumps(tokens), json.dumps(tokens).encode()):
+        with pytest.raises(InvalidData, match="not an encrypted reply"):
+            parse_token_response(body, prt_session)
+    ctx = b"k" * 24
+    assert PRTSession.open(prt_session.store, "prt").derive_key(ctx, kdf_version=1) == kbkdf(
+        service.session_key, ctx
+    )
+    # The service's error object, plain or encrypted, is a ServiceError carrying it.
+    error = {"error": "invalid_grant", "error_description": "AADSTS5000611\r\nTrace ID: x"}
+    for body in (json.dumps(error), service.encrypt_response(json.dumps(error).encode())):
+        for parse in (parse_token_response, parse_refresh_response):
+            with pytest.raises(ServiceError) as caught:
+                parse(body, prt_session)
+            assert (caught.value.error, caught.value.error_description) == (
+                "invalid_grant", "AADSTS5000611 Trace ID: x"
+            )  # fmt: skip
+
+
+def test_require_gcm_reaches_the_reply_parsers(
+    prt_session: PRTSession, service: TokenService
+) -> None:
+    """A caller that knows its replies are GCM refuses the CBC form through the parsers too;
+    with CBC allowed, a one-block CBC reply forged from a GCM reply's keystream (see
+    test_trust_session) is too short to carry the members a token reply must have."""
+    tokens = {"access_token": "eyJ0.at", "token_type": "Bearer", "expires_in": 3599}
+    gcm = service.encrypt_response(json.dumps(tokens).encode(), mode="gcm")
+    cbc = service.encrypt_response(json.dumps(tokens).encode(), mode="cbc")
+    assert parse_token_response(gcm, prt_session, require_gcm=True) == tokens
+    assert parse_token_response(cbc, prt_session) == tokens
+    with pytest.raises(DecryptionError):
+        parse_token_response(cbc, prt_session, require_gcm=True)
+    renewal = {"refresh_token": "0.r", "refresh_token_expires_in": 1, "id_token": ID_TOKEN}
+    cbc = service.encrypt_response(json.dumps(renewal).encode(), mode="cbc")
+    assert parse_refresh_response(cbc, prt_session).refresh_token == "0.r"
+    with pytest.raises(DecryptionError):
+        parse_refresh_response(cbc, prt_session, require_gcm=True)
+    short = service.encrypt_response(b'{"admin":true}', mode="cbc")
+    with pytest.raises(InvalidData, match="no 'access_token'"):
+        parse_token_response(short, prt_session)
+    with pytest.raises(InvalidData, match="no 'refresh_token_expires_in'"):
+        parse_refresh_response(short, prt_session)
+
+
+NUMBERS_OUT_OF_RANGE = [
+    ("expires_in", '"' + "9" * 20 + '"', "too large"),
+    ("expires_in", str(10**30), "more than 24 digits"),
+    ("expires_in", '"' + "9" * 5000 + '"', "a number of 5000 digits"),
+    ("expires_in", "-1", "negative"),
+    ("expires_in", '"-1"', "a string"),
+    ("expires_in", "1e3", "a number with a fraction or exponent"),
+    ("expires_in", "3599.0", "a number with a fraction or exponent"),
+    ("expires_in", "true", "a boolean"),
+    ("expires_in", '" 3599"', "a string"),
+    ("expires_in", '"3\u0663"', "a string"),  # an Arabic-Indic digit: isdigit, not ASCII
+    ("ext_expires_in", str(2**31), "too large"),
+    ("refresh_token_expires_in", str(2**40), "too large"),
+    ("expires_on", str(253_402_300_800), "too large"),
+    ("not_before", '"' + "1" * 30 + '"', "too large"),
+]
+
+
+@pytest.mark.parametrize(("name", "number", "problem"), NUMBERS_OUT_OF_RANGE)
+def test_token_reply_numbers_have_a_range(
+    prt_session: PRTSession, service: TokenService, name: str, number: str, problem: str
+) -> None:
+    """Every count and moment of a token reply is a number or digit string in range, else
+    InvalidData naming it: 10**30, "9"*20 or 5,000 digits raised OverflowError or ValueError
+    in a caller's int() or datetime before."""
+    body = '{"access_token":"a","token_type":"Bearer","' + name + '":' + number + "}"
+    with pytest.raises(InvalidData, match=f"'{name}' is .*{problem}"):
+        parse_token_response(service.encrypt_response(body.encode()), prt_session)
+    ok = '{"access_token":"a","token_type":"Bearer","expires_in":"3599","expires_on":253402300799}'
+    assert parse_token_response(service.encrypt_response(ok.encode()), prt_session)["expires_on"]
 
 
 # -- device credential and Windows Hello ----------------------------------------------------

@@ -97,8 +97,21 @@ def test_import_derive_sign_decrypt(cli: Cli, tmp_path: Path) -> None:
     for mode in ("gcm", "cbc"):
         body = write(tmp_path / f"{mode}.jwe", service.encrypt_response(RESPONSE, mode=mode))
         assert cli.ok("session", "decrypt", "prt", "--in", body) == RESPONSE.decode()
+    # GCM only, when asked: Entra's CBC form is refused with the one decryption failure.
+    body = write(tmp_path / "gcm.jwe", service.encrypt_response(RESPONSE, mode="gcm"))
+    assert cli.ok("session", "decrypt", "prt", "--in", body, "--require-gcm") == RESPONSE.decode()
+    body = write(tmp_path / "cbc.jwe", service.encrypt_response(RESPONSE, mode="cbc"))
+    result = cli("session", "decrypt", "prt", "--in", body, "--require-gcm")
+    assert result.code == 1 and "does not decrypt" in one_error_line(result.err)
+    # Plain JSON is not decrypted, so it is not passed through; the service's error is shown.
     plain = write(tmp_path / "plain.json", RESPONSE)
-    assert cli.ok("session", "decrypt", "prt", "--in", plain) == RESPONSE.decode()
+    result = cli("session", "decrypt", "prt", "--in", plain)
+    assert result.code == 1 and "not an encrypted reply" in one_error_line(result.err)
+    error = write(
+        tmp_path / "error.json", b'{"error":"invalid_grant","error_description":"A\\r\\nB"}'
+    )
+    result = cli("session", "decrypt", "prt", "--in", error)
+    assert result.code == 1 and "'invalid_grant': A B" in one_error_line(result.err)
 
 
 def test_json_output(cli: Cli, tmp_path: Path) -> None:

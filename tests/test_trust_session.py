@@ -14,23 +14,28 @@ import functools
 import io
 import json
 import os
+import pickle
+import statistics
 import sys
+import time
 import tracemalloc
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from entra_keys import KeyStore, KeyType, KeyUsage
 from entra_keys import session as session_module
 from entra_keys._json import b64url_decode, b64url_encode
 from entra_keys.cli import CommandError
 from entra_keys.cli.common import read_input as _read_bounded
-from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData
+from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData, ServiceError
 from entra_keys.provider import EntraPrivateKey
 from entra_keys.session import MAX_RESPONSE_SIZE, PRTSession, decrypt_response
 from entra_keys.testing.token_service import TokenService
@@ -71,7 +76,7 @@ def seal_cbc_blocks(service: TokenService, blocks: bytes) -> str:
     iv = os.urandom(16)
     key = service.derived_key(_ctx(template), kdf_version=1)
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return assemble(head, iv, encryptor.update(blocks) + encryptor.finalize(), os.urandom(16))
+    return assemble(head, iv, encryptor.update(blocks) + encryptor.finalize(), b"")
 
 
 def padding_is_valid(service: TokenService, token: str) -> bool:
@@ -280,13 +285,215 @@ def test_pkcs7_strip_agrees_with_pyca() -> None:
             assert text == want
 
 
+# -- (a2) the JWE's form: exactly what Entra sends ------------------------------------------
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def forge_cbc_from_gcm(captured: str, known: bytes, chosen: bytes) -> str:
+    """Without the key: a CBC reply under a captured GCM reply's header (same ctx, so the same
+    derived key) whose one block decrypts to ``chosen``. The GCM keystream block
+    S = E_K(IV || 00000002) is the first ciphertext block XOR the known first plaintext block;
+    CBC decrypts S to that counter block, and the chosen IV turns it into ``chosen``."""
+    head, iv, ciphertext, _ = raw_parts(captured)
+    assert len(iv) == 12 and len(known) == len(chosen) == 16
+    keystream = _xor(ciphertext[:16], known)
+    counter_block = iv + (2).to_bytes(4, "big")
+    return assemble(head, _xor(counter_block, chosen), keystream, b"")
+
+
+def test_a_cbc_reply_forged_from_a_gcm_replys_keystream_is_refused_when_gcm_is_required(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """The attack: a captured GCM reply whose first 16 bytes are known (Entra's replies begin
+    alike) gives one block of keystream; under the same A256GCM header, with an empty tag and
+    a chosen IV, it becomes a CBC reply of the attacker's choosing. With the CBC form allowed
+    (the default: Entra sends it) the forgery opens, which SECURITY.md keeps as a residual risk
+    (one chosen block; the protocol parsers refuse a reply that short); a caller that knows its
+    reply is GCM passes require_gcm=True and it is the one DecryptionError."""
+    expected = reference_failure(prt)
+    captured = service.encrypt_response(RESPONSE, mode="gcm")
+    forged = forge_cbc_from_gcm(captured, RESPONSE[:16], b'{"admin":true}\x02\x02')
+    with prt.loaded():
+        assert prt.decrypt_response(captured, require_gcm=True) == RESPONSE
+        assert prt.decrypt_response(forged) == b'{"admin":true}'  # what remains with CBC allowed
+        assert failure(lambda: prt.decrypt_response(forged, require_gcm=True)) == expected
+        assert failure(lambda: decrypt_response(prt.key, forged, require_gcm=True)) == expected
+        # The same through decrypt_jwe (Kerberos client keys): chosen raw bytes.
+        raw = forge_cbc_from_gcm(captured, RESPONSE[:16], b"k" * 15 + b"\x01")
+        assert prt.decrypt_jwe(raw) == b"k" * 15
+        assert failure(lambda: prt.decrypt_jwe(raw, require_gcm=True)) == expected
+        # Entra's own CBC form is refused too when GCM is required; its GCM form is taken.
+        cbc = service.encrypt_response(RESPONSE, mode="cbc")
+        assert prt.decrypt_response(cbc) == RESPONSE
+        assert failure(lambda: prt.decrypt_response(cbc, require_gcm=True)) == expected
+
+
+def _header_segment(header: dict[str, object] | bytes) -> str:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return b64url_encode(raw)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"enc": "none"},
+        {"enc": "A128GCM"},
+        {"enc": "A256CBC-HS512"},
+        {"enc": "A256CBC"},
+        {"enc": "a256gcm"},
+        {"enc": None},
+        {"enc": ["A256GCM"]},
+        {"enc": "A256GCM "},
+        {"alg": "none"},
+        {"alg": "RSA-OAEP"},
+        {"alg": "A256KW"},
+        {"alg": "DIR"},
+        {"crit": ["exp"], "exp": 1},
+        {"crit": []},
+        {"zip": "DEF"},
+        {"jwk": {"kty": "oct", "k": "AAAA"}},
+        {"jku": "https://attacker.example/keys"},
+        {"epk": {}},
+        {"iv": "AAAAAAAAAAAAAAAA"},
+        {"tag": "AAAAAAAAAAAAAAAAAAAAAA"},
+        {"p2c": 1000},
+        {"x": 1},
+    ],
+    ids=lambda change: "-".join(f"{k}={v}" for k, v in change.items()),
+)
+def test_a_header_other_than_entras_is_refused_before_decryption(
+    prt: PRTSession, service: TokenService, change: dict[str, object]
+) -> None:
+    """enc none with an empty tag opened before; any enc but A256GCM, any alg but dir, and any
+    member but alg, enc, ctx (and typ, cty, kid, which change nothing) is InvalidData naming
+    it, before any key is derived: the header is public, so this tells an attacker nothing."""
+    for mode in ("gcm", "cbc"):
+        token = service.encrypt_response(RESPONSE, mode=mode)  # type: ignore[arg-type]
+        head, iv, ciphertext, tag = raw_parts(token)
+        header = json.loads(b64url_decode(head))
+        header.update(change)
+        forged = assemble(_header_segment(header), iv, ciphertext, tag)
+        with pytest.raises(InvalidData, match="JWE header"):
+            prt.decrypt_response(forged)
+        with pytest.raises(InvalidData, match="JWE header"):
+            prt.decrypt_jwe(forged)
+    for missing in ("alg", "enc", "ctx"):
+        head, iv, ciphertext, tag = raw_parts(service.encrypt_response(RESPONSE))
+        header = json.loads(b64url_decode(head))
+        del header[missing]
+        with pytest.raises(InvalidData, match="missing members"):
+            prt.decrypt_response(assemble(_header_segment(header), iv, ciphertext, tag))
+
+
+def test_informational_header_members_are_let_through(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """typ, cty and kid (RFC 7516 §4.1) change nothing about how the reply opens."""
+    ctx = os.urandom(24)
+    header = {"typ": "JWT", "alg": "dir", "kid": "k1", "enc": "A256GCM", "cty": "JWT",
+              "ctx": base64.b64encode(ctx).decode()}  # fmt: skip
+    head = _header_segment(header)
+    iv = os.urandom(12)
+    sealed = AESGCM(service.derived_key(ctx, kdf_version=1)).encrypt(iv, RESPONSE, head.encode())
+    assert prt.decrypt_response(assemble(head, iv, sealed[:-16], sealed[-16:])) == RESPONSE
+
+
+FORMS = [(12, 0), (12, 1), (12, 12), (12, 15), (12, 17), (12, 32), (16, 16), (16, 1),
+         (16, 12), (16, 15), (0, 0), (0, 16), (8, 16), (11, 16), (13, 16), (15, 0), (17, 0),
+         (24, 0), (32, 16)]  # fmt: skip
+
+
+def test_every_other_iv_and_tag_length_is_the_one_failure(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """Only (12-byte IV, 16-byte tag) and (16-byte IV, empty tag) are forms Entra writes; the
+    rest fail as a wrong key does, whatever the ciphertext, with or without require_gcm."""
+    expected = reference_failure(prt)
+    seen: set[Failure] = set()
+    gcm_head, _, gcm_ciphertext, _ = raw_parts(service.encrypt_response(RESPONSE, mode="gcm"))
+    cbc_head, _, cbc_ciphertext, _ = raw_parts(service.encrypt_response(RESPONSE, mode="cbc"))
+    with prt.loaded():
+        for iv_size, tag_size in FORMS:
+            for head, ciphertext in ((gcm_head, gcm_ciphertext), (cbc_head, cbc_ciphertext)):
+                body = assemble(head, os.urandom(iv_size), ciphertext, os.urandom(tag_size))
+                for require_gcm in (False, True):
+                    call = functools.partial(prt.decrypt_response, body, require_gcm=require_gcm)
+                    seen.add(failure(call))
+    assert seen == {expected}
+
+
+def _opcodes(block: bytes) -> list[int]:
+    """The bytecode offsets ``_pkcs7_strip`` executes on ``block``, in order."""
+    code = session_module._pkcs7_strip.__code__
+    executed: list[int] = []
+
+    def local(frame: Any, event: str, arg: object) -> Any:
+        if event == "opcode":
+            executed.append(frame.f_lasti)
+        return local
+
+    def outer(frame: Any, event: str, arg: object) -> Any:
+        if frame.f_code is code:
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(outer)
+    try:
+        session_module._pkcs7_strip(block)
+    finally:
+        sys.settrace(previous)
+    return executed
+
+
+def test_the_padding_check_runs_the_same_operations_whatever_the_pad_byte() -> None:
+    """The structural proof of "no timing difference between a pad byte above or below 0x10":
+    for every value of the last byte, valid padding or not, the padding check executes the
+    same bytecode in the same order (no branch on the pad byte, the loop always 16 rounds)."""
+    reference = _opcodes(os.urandom(31) + b"\x01")
+    assert len(reference) > 16 * 5
+    for count in range(256):
+        for body in (os.urandom(31) + bytes([count]), os.urandom(16) + bytes([count]) * 16):
+            assert _opcodes(body) == reference, count
+
+
+def test_the_padding_check_takes_the_same_time_above_and_below_0x10() -> None:
+    """Measured, as a check of the structural test: blocks ending 0x10 (a valid count) and
+    0x11 (over the block) alternate in batches; the median of the per-round ratios stays near
+    1. The bound (0.75 to 1.33) is generous so that a loaded machine cannot make it flake, yet
+    an early return on a count over 16 (about half the work) falls outside it."""
+    strip = session_module._pkcs7_strip
+    below = os.urandom(16) + b"\x10" * 16
+    above = os.urandom(16) + b"\x11" * 16
+    ratios = []
+    for _ in range(60):
+        times = []
+        for block in (below, above) if len(ratios) % 2 else (above, below):
+            start = time.perf_counter_ns()
+            for _ in range(300):
+                strip(block)
+            times.append(time.perf_counter_ns() - start)
+        ratios.append(times[0] / times[1] if len(ratios) % 2 else times[1] / times[0])
+    ratio = statistics.median(ratios)
+    assert 0.75 < ratio < 1.33, f"below/above 0x10: {ratio:.3f}"
+
+
 # -- (b) plain JSON bodies --------------------------------------------------------------------
 
 
-def test_plain_json_must_be_an_object(prt: PRTSession) -> None:
+def test_plain_json_is_never_taken_as_decrypted(prt: PRTSession) -> None:
+    """A reply to a session-key-signed request is a JWE under the session: a plain JSON object
+    (which anyone who can alter the reply could have written, tokens, PRT, session key and all)
+    is refused, in every form and after leading whitespace."""
     plain = b'{"access_token":"eyJ0","expires_in":3600}'
-    for body in (plain, bytearray(plain), memoryview(plain), plain.decode()):
-        assert prt.decrypt_response(body) == plain  # type: ignore[arg-type]
+    for body in (plain, bytearray(plain), memoryview(plain), plain.decode(), b" \n\t" + plain):
+        with pytest.raises(InvalidData, match="not an encrypted reply") as caught:
+            prt.decrypt_response(body)  # type: ignore[arg-type]
+        assert type(caught.value) is InvalidData
     refused = [
         b'{"a":1} [2]',
         b'{"a":1}]',
@@ -295,13 +502,57 @@ def test_plain_json_must_be_an_object(prt: PRTSession) -> None:
         b'{"a":NaN}',
         b'{"\xff":1}',
         b'{"a":1}{"b":2}',
+        b'{"error":5}',  # an error object whose error is no string
+        b'{"error":""}',
     ]
     for body in refused:
-        with pytest.raises(InvalidData, match="not a strict JSON object"):
+        with pytest.raises(InvalidData, match="plain JSON"):
             prt.decrypt_response(body)
         if body.isascii():
-            with pytest.raises(InvalidData, match="not a strict JSON object"):
+            with pytest.raises(InvalidData, match="plain JSON"):
                 prt.decrypt_response(body.decode())
+    with pytest.raises(InvalidData, match="plain JSON"):
+        prt.decrypt_response('{"a":"\ud800"}')  # a lone surrogate: refused, not a crash
+
+
+def test_the_services_error_object_is_a_service_error_bounded_and_without_controls(
+    prt: PRTSession,
+) -> None:
+    """RFC 6749 §5.2's error object, as Entra writes it (CR LF before the trace id), is a
+    ServiceError carrying error and description; what an attacker could put in them to forge a
+    log line or drive a terminal (CR, LF, ESC, bidi overrides, a megabyte) is not kept."""
+    entra = {
+        "error": "invalid_grant",
+        "error_description": "AADSTS50126: Error validating credentials.\r\nTrace ID: 1\r\n",
+        "error_codes": [50126],
+    }
+    with pytest.raises(ServiceError) as caught:
+        prt.decrypt_response(json.dumps(entra))
+    assert caught.value.error == "invalid_grant"
+    assert (
+        caught.value.error_description == "AADSTS50126: Error validating credentials. Trace ID: 1"
+    )
+    assert "AADSTS50126" in str(caught.value) and isinstance(caught.value, InvalidData)
+    hostile = {
+        "error": "x\x1b[2J\u202e" + "e" * 10_000,
+        "error_description": "ok\nFAKE LOG LINE level=INFO\u2028\x00\x7f\x9b" + "d" * 50_000,
+    }
+    with pytest.raises(ServiceError) as caught:
+        prt.decrypt_response(json.dumps(hostile).encode())
+    error, description = caught.value.error, caught.value.error_description
+    assert description is not None
+    for text in (error, description, str(caught.value)):
+        assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text), text
+        assert len(text) < 1000
+    assert description.startswith("ok FAKE LOG LINE level=INFO d")
+    assert error.endswith("...") and description.endswith("...")
+    # Pickled (as a worker process sends it back), it keeps what it carries.
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert (again.error, again.error_description, str(again)) == (
+        error,
+        description,
+        str(caught.value),
+    )
 
 
 # -- (c) the size limit -----------------------------------------------------------------------

@@ -33,6 +33,8 @@ and chained with ``raise ... from exc``. No message carries key material.
     ├── DecryptionError                a ciphertext that does not decrypt (also a ValueError)
     ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
     ├── InvalidData                    bytes that do not parse (formats, wire structures)
+    │   └── ServiceError               the service answered with its error object (.error,
+    │                                  .error_description: bounded, no control characters)
     ├── InvalidSignature               a signature that does not verify (also pyca's
     │                                  cryptography.exceptions.InvalidSignature)
     └── AttestationError               an attestation could not be made (a credential not made
@@ -64,6 +66,7 @@ A TPM attestation whose signature does not verify is an ``AttestationCheckFailed
 from __future__ import annotations
 
 import enum
+import unicodedata
 
 from cryptography import exceptions as _pyca
 
@@ -87,6 +90,7 @@ __all__ = [
     "MalformedAttestation",
     "PCRMismatch",
     "ProviderError",
+    "ServiceError",
     "StorePermissionError",
     "TPMAuthFailure",
     "TPMError",
@@ -211,6 +215,44 @@ class UnsupportedAlgorithm(EntraKeysError):
 
 class InvalidData(EntraKeysError):
     """Bytes that do not parse as the structure they claim to be."""
+
+
+class ServiceError(InvalidData):
+    """The service answered with its error object (RFC 6749 §5.2: ``error``,
+    ``error_description``) instead of what was asked for.
+
+    Both come from whoever wrote the reply: ``error`` and ``error_description`` are kept at most
+    ``SHOWN`` characters, every control or format character (CR, LF, ESC, bidi overrides) made
+    a space, so that neither a log line nor a terminal can be forged through them.
+    """
+
+    #: The most characters of ``error`` and of ``error_description`` kept.
+    SHOWN = 300
+
+    def __init__(self, what: str, error: str, description: str | None = None) -> None:
+        self.error = _sanitised(error)
+        self.error_description = None if description is None else _sanitised(description)
+        detail = f": {self.error_description}" if self.error_description else ""
+        super().__init__(f"{what} is the service's error {self.error!r}{detail}")
+        self._what = what
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self._what, self.error, self.error_description))
+
+
+def _sanitised(text: str) -> str:
+    """The text cut to ``ServiceError.SHOWN`` characters, controls and format characters (and
+    line or paragraph separators) as single spaces."""
+    cut = text[: ServiceError.SHOWN + 1]
+    clean = "".join(
+        " " if unicodedata.category(c) in _UNSHOWN else c for c in cut[: ServiceError.SHOWN]
+    )
+    clean = " ".join(clean.split())
+    return clean + ("..." if len(cut) > ServiceError.SHOWN else "")
+
+
+# Cc controls, Cf format (bidi overrides, zero-width), Zl / Zp separators, Cs lone surrogates.
+_UNSHOWN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 
 class InvalidSignature(EntraKeysError, _pyca.InvalidSignature):

@@ -20,7 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from ._json import b64url_decode, b64url_encode, load_object
+from ._json import MAX_JSON_SIZE, b64url_decode, b64url_encode, load_object
 from .errors import InvalidData, InvalidSignature, UnsupportedAlgorithm
 from .tcg.public import PublicKey
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # cryptography.x509 costs ~40 ms to import: only the CSR func
     from cryptography import x509
 
 __all__ = [
+    "MAX_JWS_SIZE",
     "REGISTRATION_SUBJECT",
     "SIGNATURE_ALGORITHMS",
     "PrivateKey",
@@ -57,6 +58,10 @@ AnyKey = PublicKey | PrivateKey
 
 #: The subject of the device key's CSR sent to the Device Registration Service.
 REGISTRATION_SUBJECT = "CN=7E980AD9-B86D-4306-9425-9AC066FB014A"
+
+#: The longest compact JWS ``jws_verify`` reads unless told otherwise, in characters: a
+#: ``MAX_JSON_SIZE`` payload in base64url, with room for its header and signature.
+MAX_JWS_SIZE = 2 * MAX_JSON_SIZE
 
 #: The JWS (RFC 7518) names of the signatures offered, for compact JWS and raw signatures.
 SIGNATURE_ALGORITHMS: tuple[str, ...] = ("RS256", "PS256", "ES256", "ES384")
@@ -463,9 +468,14 @@ def _segment(text: str, what: str) -> bytes:
 
 
 def jws_verify(
-    token: str, public_key: AnyKey, algorithms: Collection[str]
+    token: str, public_key: AnyKey, algorithms: Collection[str], *, max_size: int = MAX_JWS_SIZE
 ) -> tuple[dict[str, Any], bytes]:
-    """Checks a compact JWS and returns (header, payload); only the listed algorithms pass."""
+    """Checks a compact JWS and returns (header, payload); only the listed algorithms pass.
+
+    A token over ``max_size`` characters (``MAX_JWS_SIZE``, 2 MiB, unless given) is InvalidData
+    before it is split or decoded; a ``crit`` header, an algorithm not listed or not fitting
+    the key, and any malformed segment are InvalidData; a bad signature InvalidSignature.
+    """
     if isinstance(algorithms, str):
         raise TypeError("algorithms is a collection of names, such as ['RS256'], not a str")
     allowed = frozenset(algorithms)
@@ -478,6 +488,8 @@ def jws_verify(
     public = _public(public_key)
     if not isinstance(token, str):
         raise InvalidData(f"a compact JWS is a str, not {type(token).__name__}")
+    if len(token) > max_size:
+        raise InvalidData(f"a compact JWS of {len(token)} characters is over {max_size}")
     parts = token.split(".")
     if len(parts) != 3:
         raise InvalidData(f"a compact JWS has 3 segments, this token has {len(parts)}")

@@ -16,13 +16,24 @@ signature or one response decryption.
 the open-source peers write it (a Windows request header: ``"ctx": "ET4R9hXL...a3/Mz1Y"``); all
 other JOSE segments are base64url without padding. Both are read strictly (``_json``).
 
-Responses come AES-256-GCM (12-byte IV) or AES-256-CBC (16-byte IV). The CBC form is not
-authenticated: its tag segment is checked by none of the service's peers and is ignored here too,
-so only TLS protects such a response from tampering. So that no padding oracle is offered, every
-failure once decryption begins (tag, lengths, padding, UTF-8, JSON, not an object) is the same
-``DecryptionError`` with the same message, and bad padding is followed by the same JSON parse as
-good padding; a response must decrypt to a JSON object. Bodies over ``MAX_RESPONSE_SIZE`` (1 MiB
-unless set) are refused before any decoding.
+A reply to a session-key-signed request is a compact ``dir`` JWE under that session (MS-OAPXBC
+3.2.5.1.3.3): its header is exactly ``{"alg":"dir","enc":"A256GCM","ctx":...}`` (``typ``,
+``cty`` and ``kid``, which change nothing, are let through), and it comes in one of the two
+forms Entra writes under that label: a 12-byte IV with a 16-byte tag is AES-256-GCM (AAD the
+ASCII header segment); a 16-byte IV with an *empty* tag is AES-256-CBC + PKCS#7, which nothing
+authenticates (the MS-OAPXBC exchange captured in kanidm/compact-jwt's ``ms_oapxbc`` test is
+such a reply). Any other ``enc``, ``alg`` or header member is InvalidData (the header is public:
+refused before decryption begins); any other IV or tag length is the DecryptionError below.
+``require_gcm=True`` refuses the CBC form too, for a caller who knows its reply is GCM, so that
+such a reply cannot be replaced by a CBC one forged from its keystream.
+
+So that no padding oracle is offered, every failure once decryption begins (form, tag, padding,
+UTF-8, JSON, not an object) is the same ``DecryptionError`` with the same message; bad padding is
+followed by the same JSON parse as good padding, and the padding check runs the same operations
+whatever the pad byte. A response must decrypt to a JSON object. A plain JSON body is never
+passed as if decrypted: the service's error object is a ``ServiceError`` carrying its ``error``,
+anything else InvalidData. Bodies over ``MAX_RESPONSE_SIZE`` (1 MiB unless set) are refused
+before any decoding, a ``session_key_jwe`` over ``MAX_SESSION_KEY_JWE`` before it is split.
 
 Nothing here logs key material, puts it in an exception message or shows it in a ``repr``: not
 the session key, not a derived key, not a decrypted response.
@@ -44,7 +55,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._json import Members, b64_encode, b64url_decode, b64url_encode, is_json_object, load_object
-from .errors import DecryptionError, InvalidData, KeyUsageError, UnsupportedAlgorithm
+from .errors import (
+    DecryptionError,
+    InvalidData,
+    KeyUsageError,
+    ServiceError,
+    UnsupportedAlgorithm,
+)
 from .provider import EntraPrivateKey, KeyUsage, Provider, SessionKey
 from .store.keystore import KeyStore
 
@@ -53,6 +70,7 @@ __all__ = [
     "KDF_LABEL",
     "MAX_CTX_BYTES",
     "MAX_RESPONSE_SIZE",
+    "MAX_SESSION_KEY_JWE",
     "PRTSession",
     "decrypt_jwe",
     "decrypt_response",
@@ -75,6 +93,8 @@ CTX_BYTES = 24
 MAX_CTX_BYTES = 1024 - (4 + len(KDF_LABEL) + 1 + 4)
 #: The default limit on a response body, in bytes: a larger one is refused before decoding.
 MAX_RESPONSE_SIZE = 1 << 20
+#: The longest ``session_key_jwe`` taken, in characters (an RSA-4096 key's is under 1,000).
+MAX_SESSION_KEY_JWE = 1 << 14
 
 # Counter i = 1 and the length L = 256 bits, 32-bit big-endian; one HMAC block is the whole key.
 _KDF_PREFIX = (1).to_bytes(4, "big") + KDF_LABEL + b"\x00"
@@ -83,6 +103,14 @@ _GCM_IV_BYTES = 12
 _GCM_TAG_BYTES = 16
 _CBC_IV_BYTES = 16
 _AES_BLOCK_BYTES = 16
+#: The one ``enc`` Entra writes on its replies, whether the reply is GCM or CBC.
+_ENC = "A256GCM"
+# The header of a reply: Entra's members, and RFC 7516 §4.1's informational ones, ignored.
+_REPLY_HEADER = ("alg", "enc", "ctx")
+_REPLY_HEADER_IGNORED = ("typ", "cty", "kid")
+_REPLY_HEADER_SET = frozenset(_REPLY_HEADER)
+# A plain body is told from a JWE by its first character past at most this much whitespace.
+_PLAIN_LOOKAHEAD = 64
 # The one message of every response that fails once decryption begins: a padding oracle needs
 # failures it can tell apart, so none carries a detail (see _open_response).
 _NOT_DECRYPTED = (
@@ -127,8 +155,13 @@ def _check_ctx(ctx: bytes) -> bytes:
 def parse_session_key_jwe(jwe: str) -> bytes:
     """The encrypted key (segment 1) of a compact ``{"alg":"RSA-OAEP","enc":"A256GCM"}`` JWE.
 
-    Every segment must be strict base64url (IV, one-byte ciphertext and tag carry nothing).
+    Every segment must be strict base64url (IV, one-byte ciphertext and tag carry nothing); a
+    JWE over ``MAX_SESSION_KEY_JWE`` characters is InvalidData before it is split.
     """
+    if isinstance(jwe, str) and len(jwe) > MAX_SESSION_KEY_JWE:
+        raise InvalidData(
+            f"a session_key_jwe is {len(jwe)} characters, over the limit of {MAX_SESSION_KEY_JWE}"
+        )
     parts = _segments(jwe.strip() if isinstance(jwe, str) else jwe, 5, "a session_key_jwe")
     header = load_object(_segment(parts[0], "session_key_jwe header"), "session_key_jwe header")
     for name, expected in _SESSION_KEY_JWE_HEADER.items():
@@ -207,9 +240,9 @@ def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
             text = json.dumps(
                 dict(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False
             )
+            return text.encode("utf-8")  # a lone surrogate is a UnicodeEncodeError here
         except (TypeError, ValueError) as exc:
             raise InvalidData(f"the request payload cannot be serialized as JSON ({exc})") from exc
-        return text.encode("utf-8")
     raise TypeError(f"a request payload is a mapping or bytes, not {type(payload).__name__}")
 
 
@@ -252,16 +285,20 @@ def _refuse_oversize(size: int, limit: int, unit: str = "bytes") -> None:
 def _pkcs7_strip(padded: bytes) -> tuple[bytes, bool]:
     """The text without its PKCS#7 padding and whether that padding was valid; never raises.
 
-    It checks the last 16 bytes whatever the pad byte says, and always returns a text to parse,
-    so that bad padding costs the same work as good padding followed by bad JSON.
+    The same operations run whatever the pad byte says: a pad byte of 0 or over 16 is taken as
+    16 (and marked bad) by arithmetic, not by a branch, the last 16 bytes are always checked,
+    and a text is always returned to parse, so that bad padding costs what good padding
+    followed by bad JSON costs.
     """
     count = padded[-1]
-    # Nonzero when count is 0 or over 16 (a negative difference shifts to -1).
-    bad = ((count - 1) >> 8) | ((_AES_BLOCK_BYTES - count) >> 8)
+    # 1 when count is 0 or over 16 ((count - 1) mod 256 over 15), else 0.
+    out_of_range = (((count - 1) & 0xFF) + 0xF0) >> 8
+    strip = count + out_of_range * (_AES_BLOCK_BYTES - count)  # 1 to 16
+    bad = out_of_range
     for back in range(1, _AES_BLOCK_BYTES + 1):
-        in_pad = ((back - count - 1) >> 8) & 1  # 1 for the last `count` bytes
+        in_pad = ((back - strip - 1) >> 8) & 1  # 1 for the last `strip` bytes
         bad |= in_pad * (padded[-back] ^ count)
-    return padded[: len(padded) - min(count, _AES_BLOCK_BYTES)], bad == 0
+    return padded[: len(padded) - strip], bad == 0
 
 
 def _open_response(
@@ -273,65 +310,81 @@ def _open_response(
     *,
     json_limit: int | None,
     cbc_size: int | None = None,
+    require_gcm: bool = False,
 ) -> bytes | None:
     """The plaintext if it decrypts (and, with ``json_limit``, is a JSON object of at most that
     many bytes; under CBC, with ``cbc_size``, is that long), else None, the same for every
-    failure. CBC does not
-    authenticate the length: a wrong one cannot be told from another key's valid padding.
+    failure. CBC does not authenticate the length: a wrong one cannot be told from another
+    key's valid padding.
 
-    Nothing here raises or returns early on the padding: the candidate text is JSON-parsed
-    whether or not the padding was valid, and both results are combined at the end.
+    The form is chosen by the IV and tag lengths together: 12 and 16 is GCM, 16 and 0 is CBC
+    (unless ``require_gcm``), anything else fails. Nothing here raises or returns early on the
+    padding: the candidate text is JSON-parsed whether or not the padding was valid, and both
+    results are combined at the end.
     """
-    if len(iv) == _GCM_IV_BYTES:
-        if len(tag) != _GCM_TAG_BYTES:
-            return None
+    if len(iv) == _GCM_IV_BYTES and len(tag) == _GCM_TAG_BYTES:
         try:
             plain = AESGCM(key).decrypt(iv, ciphertext + tag, aad)
         except InvalidTag:
             return None
-        padding_ok = True
-    elif len(iv) == _CBC_IV_BYTES and ciphertext and not len(ciphertext) % _AES_BLOCK_BYTES:
+        padding_ok = size_ok = True
+    elif (
+        not require_gcm
+        and len(iv) == _CBC_IV_BYTES
+        and not tag
+        and ciphertext
+        and not len(ciphertext) % _AES_BLOCK_BYTES
+    ):
         decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         plain, padding_ok = _pkcs7_strip(decryptor.update(ciphertext) + decryptor.finalize())
+        size_ok = cbc_size is None or len(plain) == cbc_size
     else:
         return None
     is_object = json_limit is None or is_json_object(plain, max_size=json_limit)
-    size_ok = len(iv) == _GCM_IV_BYTES or cbc_size is None or len(plain) == cbc_size
     return plain if is_object and padding_ok and size_ok else None
 
 
 def decrypt_response(
-    session_key: SessionKey, body: bytes | str, *, max_response_size: int = MAX_RESPONSE_SIZE
+    session_key: SessionKey,
+    body: bytes | str,
+    *,
+    max_response_size: int = MAX_RESPONSE_SIZE,
+    require_gcm: bool = False,
 ) -> bytes:
-    """A response's plaintext, a UTF-8 JSON object: a body starting ``{"`` as is, else the
+    """The plaintext of a reply to a session-key-signed request, a UTF-8 JSON object: the
     ``dir`` JWE opened (KDF v1 over the header's ctx).
 
-    12-byte IV: AES-256-GCM, AAD the header segment; 16-byte IV: AES-256-CBC + PKCS#7, tag not
-    checked. A body over ``max_response_size`` bytes (default 1 MiB) is InvalidData before any
-    decoding, as are a malformed JWE and a plain body that is not a JSON object. Every failure
-    once decryption begins (tag, IV or ciphertext length, padding, UTF-8, JSON, not an object)
-    is one DecryptionError with one message, so that no padding oracle is offered.
+    12-byte IV and 16-byte tag: AES-256-GCM, AAD the header segment; 16-byte IV and empty tag:
+    AES-256-CBC + PKCS#7, unauthenticated, refused with ``require_gcm=True``. A body over
+    ``max_response_size`` bytes (default 1 MiB) is InvalidData before any decoding, as are a
+    malformed JWE and a header other than Entra's. A plain JSON body is never taken: the
+    service's error object is a ``ServiceError`` (its ``error`` and ``error_description``),
+    anything else InvalidData. Every failure once decryption begins (form, tag, padding, UTF-8,
+    JSON, not an object) is one DecryptionError with one message, so that no padding oracle is
+    offered.
     """
     limit = _check_limit(max_response_size)
     if isinstance(body, bytes | bytearray | memoryview):
         _refuse_oversize(memoryview(body).nbytes, limit)
         raw = bytes(body)
-        if raw.startswith(b'{"'):
-            return _plain_response(raw, limit)
+        if raw[:_PLAIN_LOOKAHEAD].lstrip().startswith(b"{"):
+            raise _plain_refusal(raw, limit)
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
             raise InvalidData("an encrypted response is ASCII (a compact JWE)") from None
     elif isinstance(body, str):
         _refuse_oversize(len(body), limit, "characters")
-        if body.startswith('{"'):
-            raw = body.encode("utf-8")
+        if body[:_PLAIN_LOOKAHEAD].lstrip().startswith("{"):
+            raw = body.encode("utf-8", "surrogatepass")
             _refuse_oversize(len(raw), limit)
-            return _plain_response(raw, limit)
+            raise _plain_refusal(raw, limit)
         text = body
     else:
         raise TypeError(f"a response body is bytes or str, not {type(body).__name__}")
-    return _open_jwe(session_key, text, what="an encrypted response", json_limit=limit)
+    return _open_jwe(
+        session_key, text, what="an encrypted response", json_limit=limit, require_gcm=require_gcm
+    )
 
 
 def decrypt_jwe(
@@ -340,22 +393,26 @@ def decrypt_jwe(
     *,
     max_size: int = MAX_RESPONSE_SIZE,
     size: int | None = None,
+    require_gcm: bool = False,
 ) -> bytes:
     """The plaintext bytes of a ``dir`` JWE that need not hold JSON, such as a Kerberos
     ``clientKey`` of ``tgt_ad`` / ``tgt_cloud`` (raw key bytes): KDF v1 over the header's ctx,
-    AES-256-GCM (12-byte IV) or AES-256-CBC + PKCS#7 (16-byte IV), as ``decrypt_response``.
+    the GCM or CBC form of ``decrypt_response`` (CBC refused with ``require_gcm=True``).
 
-    A malformed JWE is InvalidData; every failure once decryption begins (tag, lengths,
-    padding) is one DecryptionError with one message, so no padding oracle is offered. With
-    ``size``, an AES-CBC plaintext of another length is that same error (CBC does not
-    authenticate it, so it may be another key's); under GCM the length is authenticated and
-    left to the caller to check.
+    A token over ``max_size`` characters, a malformed JWE or a header other than Entra's is
+    InvalidData; every failure once decryption begins (form, tag, padding) is one
+    DecryptionError with one message, so no padding oracle is offered. With ``size``, an
+    AES-CBC plaintext of another length is that same error (CBC does not authenticate it, so it
+    may be another key's); under GCM the length is authenticated and left to the caller to
+    check.
     """
     limit = _check_limit(max_size)
     if not isinstance(token, str):
         raise TypeError(f"a JWE is a str, not {type(token).__name__}")
     _refuse_oversize(len(token), limit, "characters")
-    return _open_jwe(session_key, token, what="a JWE", json_limit=None, cbc_size=size)
+    return _open_jwe(
+        session_key, token, what="a JWE", json_limit=None, cbc_size=size, require_gcm=require_gcm
+    )
 
 
 def _open_jwe(
@@ -365,16 +422,24 @@ def _open_jwe(
     what: str,
     json_limit: int | None,
     cbc_size: int | None = None,
+    require_gcm: bool = False,
 ) -> bytes:
-    """Check a compact ``dir`` JWE's form (InvalidData) and open it (one DecryptionError)."""
+    """Check a compact ``dir`` JWE's form and header (InvalidData) and open it (one
+    DecryptionError)."""
     parts = _segments(text.strip(), 5, f"{what} (compact JWE)")
     header_b64 = parts[0]
     header = Members.load(_segment(header_b64, "JWE header"), "JWE header")
-    if header.optional("alg") != "dir":
-        raise InvalidData(f"JWE header: alg is {header.optional('alg')!r}, not 'dir'")
-    header.text("enc")
-    if "crit" in header or "zip" in header:
-        raise InvalidData("JWE header: 'crit' and 'zip' are not supported")
+    # crit, zip and every parameter that would name another key or algorithm are refused here
+    # (Entra's exact three members need no search).
+    if header.value.keys() != _REPLY_HEADER_SET:
+        header.only(_REPLY_HEADER, _REPLY_HEADER_IGNORED)
+    if header.value["alg"] != "dir":
+        raise InvalidData(f"JWE header: alg is {_shown(header.value['alg'])}, not 'dir'")
+    if header.value["enc"] != _ENC:
+        raise InvalidData(
+            f"JWE header: enc is {_shown(header.value['enc'])}, not {_ENC!r} (the one enc "
+            "Entra writes, over GCM and CBC alike)"
+        )
     try:
         ctx = _check_ctx(header.base64("ctx"))
     except InvalidData as exc:
@@ -383,7 +448,7 @@ def _open_jwe(
     iv = _segment(parts[2], "JWE IV")
     ciphertext = _segment(parts[3], "JWE ciphertext")
     tag = _segment(parts[4], "JWE tag")
-    # From here on every failure is the same: lengths, tag, padding and content alike.
+    # From here on every failure is the same: form, lengths, tag, padding and content alike.
     key = derive_key(session_key, ctx, kdf_version=1)
     plain = _open_response(
         key,
@@ -393,6 +458,7 @@ def _open_jwe(
         header_b64.encode("ascii"),
         json_limit=json_limit,
         cbc_size=cbc_size,
+        require_gcm=require_gcm,
     )
     if plain is None:
         # Raised outside any except block: no chained exception holds the failed plaintext.
@@ -401,11 +467,24 @@ def _open_jwe(
     return plain
 
 
-def _plain_response(raw: bytes, limit: int) -> bytes:
-    """A plain JSON response as it came, once it is known to be a JSON object (else InvalidData)."""
-    if not is_json_object(raw, max_size=limit):
-        raise InvalidData("a plain response (beginning '{\"') is not a strict JSON object")
-    return raw
+def _shown(value: object) -> str:
+    """A header value for a message: a short repr (the header comes from outside)."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:40] + "..."
+
+
+def _plain_refusal(raw: bytes, limit: int) -> InvalidData:
+    """Why a plain JSON body is refused where the session encrypts: the service's error object
+    (a ServiceError carrying it), else InvalidData; a body that is no JSON object is refused
+    as such."""
+    what = "the reply, plain JSON where the session encrypts,"
+    reply = Members.load(raw, what, max_size=limit)
+    if "error" in reply:  # RFC 6749 §5.2
+        return ServiceError(what, reply.text("error"), reply.optional_text("error_description"))
+    return InvalidData(
+        f"{what} is not an encrypted reply (a dir JWE) nor the service's error object: it is "
+        "refused, as anyone who can alter the reply could have written it"
+    )
 
 
 # -- the session key in a key store ---------------------------------------------------------
@@ -498,16 +577,27 @@ class PRTSession:
         """A compact JWS over the payload, HS256 with a KDF v2 key; see ``sign_request``."""
         return sign_request(self.key, payload)
 
-    def decrypt_response(self, body: bytes | str, *, max_response_size: int | None = None) -> bytes:
-        """The plaintext of a response, a JSON object; see ``decrypt_response``. The size limit
-        is ``max_response_size`` if given, else the session's ``max_response_size``."""
+    def decrypt_response(
+        self,
+        body: bytes | str,
+        *,
+        max_response_size: int | None = None,
+        require_gcm: bool = False,
+    ) -> bytes:
+        """The plaintext of a reply, a JSON object; see ``decrypt_response``. The size limit
+        is ``max_response_size`` if given, else the session's ``max_response_size``;
+        ``require_gcm=True`` refuses the unauthenticated CBC form."""
         limit = self.max_response_size if max_response_size is None else max_response_size
-        return decrypt_response(self.key, body, max_response_size=limit)
+        return decrypt_response(self.key, body, max_response_size=limit, require_gcm=require_gcm)
 
-    def decrypt_jwe(self, token: str, *, size: int | None = None) -> bytes:
+    def decrypt_jwe(
+        self, token: str, *, size: int | None = None, require_gcm: bool = False
+    ) -> bytes:
         """The plaintext bytes of a ``dir`` JWE that need not hold JSON (a Kerberos clientKey);
         see ``decrypt_jwe``. Bounded by the session's ``max_response_size``."""
-        return decrypt_jwe(self.key, token, max_size=self.max_response_size, size=size)
+        return decrypt_jwe(
+            self.key, token, max_size=self.max_response_size, size=size, require_gcm=require_gcm
+        )
 
     def __repr__(self) -> str:
         backing = "hardware" if self.hardware_backed else "software"

@@ -123,12 +123,15 @@ def cmd_session_sign(ctx: Context) -> int:
 
 
 def cmd_session_decrypt(ctx: Context) -> int:
-    """Write the plaintext of an encrypted token-service response (plain JSON passes); the
-    input is read only up to ``--max-size`` bytes, and the plaintext is always a JSON object."""
+    """Write the plaintext of an encrypted token-service response (a plain JSON body is
+    refused: the service's error object as its error); the input is read only up to
+    ``--max-size`` bytes, and the plaintext is always a JSON object."""
     args = ctx.args
     body = read_input(args.input, limit=args.max_size)
     key = ctx.store.load_session_key(args.name, passphrase=ctx.passphrase())
-    plain = session.decrypt_response(key, body, max_response_size=args.max_size)
+    plain = session.decrypt_response(
+        key, body, max_response_size=args.max_size, require_gcm=args.require_gcm
+    )
     if ctx.json:
         # decrypt_response returns only a UTF-8 JSON object, so the text always decodes.
         write_json({"name": args.name, "plaintext": plain.decode("utf-8")})
@@ -210,5 +213,10 @@ def add_session_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
         default=session.MAX_RESPONSE_SIZE,
         metavar="BYTES",
         help=f"refuse a larger response, unread (default {session.MAX_RESPONSE_SIZE}: 1 MiB)",
+    )
+    decrypt.add_argument(
+        "--require-gcm",
+        action="store_true",
+        help="refuse the unauthenticated AES-CBC form Entra also sends (for a GCM reply)",
     )
     add_command(decrypt, cmd_session_decrypt)

@@ -25,7 +25,13 @@ Where the public sources disagree (MS-DVRJ and MS-OAPXBC, Microsoft's specificat
 ROADtools roadlib ``deviceauth.py``; Himmelblau's ``aad-join-spec.md`` and libhimmelblau) the
 specification is followed, the choice is a parameter, and each docstring's field table says
 who does what. Every malformed value or reply is an ``InvalidData`` with an exact message;
-a key that does not open what it should is a ``DecryptionError``.
+a key that does not open what it should is a ``DecryptionError``; the service's own error
+object is a ``ServiceError`` (an InvalidData carrying ``error`` and ``error_description``).
+
+Each parser says which kind of reply it takes: plain JSON, which Entra sends in the clear over
+TLS (the nonces, the join, the first PRT reply), or a ``dir`` JWE under the PRT's session key
+(renewals, app tokens), where a plain body is refused. Every reply is bounded before it is
+decoded (``MAX_JSON_SIZE``, ``MAX_RESPONSE_SIZE``: 1 MiB).
 """
 
 from ._common import (

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cryptography.exceptions import UnsupportedAlgorithm as PycaUnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from .. import formats
@@ -100,7 +101,7 @@ class Registration:
         fields = Members(state, "the join state")
         try:
             certificate = x509.load_pem_x509_certificate(fields.text("certificate").encode("ascii"))
-        except (ValueError, UnicodeEncodeError) as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidData(f"the join state's certificate is not PEM ({exc})") from exc
         der = certificate.public_bytes(serialization.Encoding.DER)
         reply = {
@@ -210,6 +211,10 @@ def parse_registration_response(
     """The device certificate, device id, thumbprint and UPN of a join reply; InvalidData when
     it is malformed (and, with ``device_key``, when the certificate is not for that key).
 
+    DRS answers in plain JSON over TLS (MS-DRS 3.3): nothing but TLS and, with ``device_key``,
+    the check that the certificate is for this device key, vouches for it. A reply over
+    ``MAX_JSON_SIZE`` (1 MiB) is refused before it is decoded.
+
     ===============================  ===============================================  ========
     member                           read as                                          source
     ===============================  ===============================================  ========
@@ -234,7 +239,8 @@ def parse_registration_response(
     try:
         certificate = x509.load_der_x509_certificate(der)
         names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError as exc:
+        public_key = certificate.public_key()
+    except (ValueError, x509.InvalidVersion, PycaUnsupportedAlgorithm) as exc:
         raise InvalidData(f"Certificate.RawBody is not a DER X.509 certificate ({exc})") from exc
     if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
         raise InvalidData("the device certificate's subject has no single CN (the device id)")
@@ -248,7 +254,7 @@ def parse_registration_response(
         raise InvalidData(f"DeviceId {stated_id} is not the certificate's CN {device_id}")
     user = reply.optional_member("User")
     upn = None if user is None else user.optional_text("Upn")
-    if device_key is not None and not same_public_key(device_key, certificate.public_key()):
+    if device_key is not None and not same_public_key(device_key, public_key):
         raise InvalidData("the device certificate is not for this device key")
     return Registration(certificate, device_id, thumbprint, upn)
 
@@ -268,7 +274,8 @@ def drs_nonce_request(tenant: str) -> Request:
 
 def parse_drs_nonce(body: bytes | str | Mapping[str, Any]) -> bytes:
     """The ``Value`` of a DRS nonce reply, decoded from standard base64 (8 to 32 bytes: a TPM
-    takes at most a digest's length as qualifying data); InvalidData otherwise."""
+    takes at most a digest's length as qualifying data); InvalidData otherwise. Plain JSON
+    over TLS, at most ``MAX_JSON_SIZE`` (1 MiB), refused before it is decoded when larger."""
     nonce = Members.load(body, "the DRS nonce reply").base64("Value")
     if not 8 <= len(nonce) <= 32:
         raise InvalidData(f"the DRS nonce is {len(nonce)} bytes, not 8 to 32")

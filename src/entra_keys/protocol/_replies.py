@@ -1,9 +1,19 @@
 """The token service's replies that carry key material: the nonce, the PRT with its session key
 and Kerberos client keys, a renewed PRT, app tokens.
 
+Two kinds, and each parser says which it takes. Entra sends in the clear (plain JSON, over TLS)
+the ``srv_challenge`` nonce and the first PRT reply (to the device-key-signed request):
+``parse_nonce``, ``parse_prt_response``. It encrypts under the PRT's session key (a ``dir`` JWE)
+every reply to a session-key-signed request: ``parse_refresh_response``,
+``parse_token_response`` take only that, so a plain body there (which anyone who can alter the
+reply could have written) is refused; the service's error object is a ``ServiceError``. Every
+reply is at most ``MAX_JSON_SIZE`` (1 MiB; an encrypted one ``MAX_RESPONSE_SIZE``, 1 MiB), checked
+before anything is decoded, and every number in it has a range.
+
 Sources: MS-OAPXBC 3.2.5.1.2.2 (the PRT reply), roadlib ``deviceauth.py``
 (``request_token_with_devicecert_signed_payload``: ``tgt_ad`` / ``tgt_cloud`` and their
-``clientKey``), libhimmelblau ``auth.rs`` (``PrimaryRefreshToken``, ``TGT``).
+``clientKey``), libhimmelblau ``auth.rs`` (``PrimaryRefreshToken``, ``TGT``), RFC 6749 §5.1 and
+§5.2 (token and error replies).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._json import Members, b64_decode
-from ..errors import InvalidData
+from ..errors import InvalidData, ServiceError
 from ..provider import EntraPrivateKey, SessionKey
 from ..session import PRTSession, decrypt_jwe, import_session_key
 from ..store.keystore import KeyStore
@@ -29,6 +39,11 @@ _INT32 = (-(2**31), 2**31 - 1)
 # The longest refresh_token_expires_in taken, in seconds (a 32-bit count, 68 years): a date
 # can always be computed from it.
 _MAX_LIFETIME = 2**31 - 1
+# The latest epoch second taken (9999-12-31T23:59:59Z): a datetime can always be made of it.
+_MAX_EPOCH = 253_402_300_799
+# The numbers of a token reply (Entra writes most as strings of digits) and their ranges.
+_LIFETIMES = ("expires_in", "ext_expires_in", "refresh_token_expires_in", "refresh_in")
+_MOMENTS = ("expires_on", "not_before")
 
 
 @dataclass(frozen=True)
@@ -85,18 +100,31 @@ class PRT:
 
 
 def parse_nonce(body: bytes | str | Mapping[str, Any]) -> str:
-    """The ``Nonce`` of a ``srv_challenge`` reply (MS-OAPXBC 3.1.5.1.1; roadlib, Himmelblau)."""
+    """The ``Nonce`` of a ``srv_challenge`` reply (MS-OAPXBC 3.1.5.1.1, MS-RDPBCGR 4.11.3;
+    roadlib, Himmelblau): plain JSON, sent in the clear over TLS, at most ``MAX_JSON_SIZE``
+    (1 MiB); the service's error object is a ``ServiceError``."""
     reply = Members.load(body, "the nonce reply")
     _check_refusal(reply)
     return reply.text("Nonce")
 
 
 def _check_refusal(reply: Members) -> None:
-    """An OAuth error reply (RFC 6749 §5.2) as InvalidData with its code and description."""
+    """An OAuth error reply (RFC 6749 §5.2) as a ServiceError carrying its error and
+    description (bounded, without control characters)."""
     if "error" in reply:
-        description = reply.value.get("error_description")
-        detail = f": {description}" if isinstance(description, str) else ""
-        raise InvalidData(f"{reply.what} is an error, {reply.value['error']!r}{detail}")
+        raise ServiceError(
+            reply.what, reply.text("error"), reply.optional_text("error_description")
+        )
+
+
+def _check_numbers(reply: Members) -> None:
+    """The token reply's counts and moments, when present: a number or a string of digits in
+    range (seconds up to 2**31 - 1, epoch seconds up to the end of year 9999), else
+    InvalidData naming the member."""
+    for name in _LIFETIMES:
+        reply.optional_integer(name, 0, _MAX_LIFETIME, digit_strings=True)
+    for name in _MOMENTS:
+        reply.optional_integer(name, 0, _MAX_EPOCH, digit_strings=True)
 
 
 @dataclass
@@ -187,6 +215,7 @@ def _prt_fields(fields: Members, received_at: datetime.datetime | None) -> _Prt:
     if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
         raise InvalidData("received_at is an aware datetime (UTC)")
     lifetime = fields.integer("refresh_token_expires_in", 0, _MAX_LIFETIME, digit_strings=True)
+    _check_numbers(fields)
     return _Prt(
         reply=fields.value,
         refresh_token=fields.text("refresh_token"),
@@ -243,9 +272,14 @@ def parse_prt_response(
     kerberos_top_level_names  ``kerberos_top_level_names``                         Himmelblau
     ========================  ===================================================  ===========
 
-    The session key is stored only once the whole reply checked out and every client key
-    decrypted, so a refused reply leaves the store as it was. A malformed reply (also one over
-    ``MAX_JSON_SIZE``, 1 MiB) is InvalidData; a session key or client key for another key is
+    The reply to the device-key-signed PRT request is plain JSON, sent in the clear over TLS
+    (MS-OAPXBC 3.2.5.1.2.2): nothing but TLS protects it, which is why a session key is only
+    ever taken from it or from an encrypted renewal. ``expires_in``, ``ext_expires_in``,
+    ``expires_on`` and ``not_before``, when present, are checked as ``parse_token_response``
+    checks them. The session key is stored only once the whole reply checked out and every
+    client key decrypted, so a refused reply leaves the store as it was. A malformed reply
+    (also one over ``MAX_JSON_SIZE``, 1 MiB, refused before it is decoded) is InvalidData, the
+    service's error object a ``ServiceError``; a session key or client key for another key is
     DecryptionError.
     """
     what = "the PRT reply"
@@ -266,15 +300,20 @@ def parse_refresh_response(
     transport_key: EntraPrivateKey | None = None,
     passphrase: bytes | None = None,
     received_at: datetime.datetime | None = None,
+    require_gcm: bool = False,
 ) -> PRT:
-    """The renewed PRT of a ``refresh_prt_request`` reply (a ``dir`` JWE opened by the session).
+    """The renewed PRT of a ``refresh_prt_request`` reply: an encrypted reply, a ``dir`` JWE
+    under ``prt_session`` (``PRTSession.decrypt_response``, at most its ``max_response_size``,
+    1 MiB; ``require_gcm`` refuses the unauthenticated CBC form).
 
-    Its members are those of ``parse_prt_response``, ``session_key_jwe`` optional: a renewal
-    keeps the session key (roadlib), and when the reply carries a new one it replaces the
-    stored key (``transport_key`` needed), once the rest of the reply checked out.
+    A plain body is refused (the service's error object as a ``ServiceError``): only the
+    session can vouch for a reply that carries a PRT and, perhaps, a new session key. Its
+    members are those of ``parse_prt_response``, ``session_key_jwe`` optional: a renewal keeps
+    the session key (roadlib), and when the reply carries a new one it replaces the stored key
+    (``transport_key`` needed), once the rest of the reply checked out.
     """
     what = "the PRT renewal reply"
-    plain = prt_session.decrypt_response(body)
+    plain = prt_session.decrypt_response(body, require_gcm=require_gcm)
     # decrypt_response bounded the reply: its plaintext is read whatever its size
     parsed = _prt_fields(Members.load(plain, what, max_size=len(plain)), received_at)
     if parsed.session_key_jwe is None:
@@ -289,10 +328,25 @@ def parse_refresh_response(
     return prt
 
 
-def parse_token_response(body: bytes | str, prt_session: PRTSession) -> dict[str, Any]:
-    """The members of an ``app_token_request`` reply (``access_token``, ``refresh_token``,
-    ``id_token``, ...), decrypted by the session; an OAuth error reply is InvalidData."""
-    plain = prt_session.decrypt_response(body)
+def parse_token_response(
+    body: bytes | str, prt_session: PRTSession, *, require_gcm: bool = False
+) -> dict[str, Any]:
+    """The members of an ``app_token_request`` reply (``access_token``, ``token_type``,
+    ``refresh_token``, ``id_token``, ...): an encrypted reply, a ``dir`` JWE under
+    ``prt_session`` (at most its ``max_response_size``, 1 MiB; ``require_gcm`` refuses the CBC
+    form); a plain body is refused, the service's error object (plain or encrypted) a
+    ``ServiceError``.
+
+    ``access_token`` and ``token_type`` are required (RFC 6749 §5.1); ``expires_in``,
+    ``ext_expires_in``, ``refresh_token_expires_in`` and ``refresh_in`` are 0 to 2**31 - 1
+    seconds, ``expires_on`` and ``not_before`` epoch seconds up to the end of year 9999, as
+    numbers or strings of digits (Entra writes strings); anything else is InvalidData naming
+    the member. The members are returned as the reply has them.
+    """
+    plain = prt_session.decrypt_response(body, require_gcm=require_gcm)
     reply = Members.load(plain, "the token reply", max_size=len(plain))  # bounded above
     _check_refusal(reply)
+    reply.text("access_token")
+    reply.text("token_type")
+    _check_numbers(reply)
     return dict(reply.value)

@@ -24,20 +24,62 @@ POST /{tenant}/oauth2/token request=HS256 JWT     ``token``      a ``dir`` JWE (
 
 Signatures are checked by pyca (the device key against the certificate issued here; the NGC
 key against the key registered here; HS256 with pyca's KBKDFHMAC key, KDF v2 over the ctx).
-Every nonce is exact and spent once. Malformed input is InvalidData, a bad signature
-InvalidSignature, an unknown user or token InvalidData naming it. Tests only: it holds the raw
-session keys, as the real service does.
+It is as strict as Entra is known to be (``RegistrationService`` lists the join's and nonces'
+rules); the token service's and the key registry's, and where each comes from:
+
+====================================================  ========================================
+rule                                                  source
+====================================================  ========================================
+the ``{tenant}`` of a token or DRS nonce URL is        Microsoft identity platform, authority
+``common``, ``organizations``, the tenant id or one    URLs (a tenant id or a verified domain;
+of its domains (``domains``, and the domains of its    ``consumers`` is for personal accounts,
+users' UPNs); the path has nothing after it           which cannot join); MS-RDPBCGR 4.11.3
+a password grant names a user of this tenant and      MS-OAPXBC 3.2.5.1.2.1 (username and
+that user's password, compared in constant time;      password); observed: AADSTS50126 for
+a missing user or password is the same refusal        either
+a PRT by refresh token is for the device the PRT      MS-OAPXBC 3.2.5.1.2.1 (refresh_token
+was issued to, while it lives (``PRT_LIFETIME``)      grant); Entra's 14-day PRT
+an NGC assertion: ``use`` ngc, RS256 by a key         MS-OAPXBC 3.2.5.1.2.1 (the NGC
+registered here, ``iss`` and ``username`` that key's  assertion); roadlib, Himmelblau
+user, the request's nonce, valid now (integer
+``iat`` / ``exp``)
+every PRT gets a new session key; a session-key-      MS-OAPXBC 3.2.5.1.2.2 (each PRT reply
+signed request (renewal, app token, cookie) is        carries its own session_key_jwe) and
+checked with the key of the PRT its refresh token     3.2.5.1.3 (the request is signed with
+names, so another PRT's key (another user's, the      that PRT's session key)
+same device's older one) is refused
+a renewal keeps its PRT's session key                 roadlib (``renew_prt``: no new
+                                                      session_key_jwe)
+an NGC key is registered to one user: the same key    not documented; chosen because the kid
+under another user is refused, and nothing replaces   (a hash of the key) names one registry
+another user's entry                                  entry, and a takeover would lock its
+                                                      user out
+an NGC registration needs a bearer token with the     roadlib, Himmelblau (the ngcmfa amr)
+``ngcmfa`` amr
+a bearer token (``issue_access_token``) is for a      Microsoft identity platform: access
+user of this tenant and lasts                         tokens last 60 to 90 minutes (chosen:
+``ACCESS_TOKEN_LIFETIME``                             one hour)
+a leave names a device registered here and comes      roadlib ``delete_device`` (DRS
+over mutual TLS with that device's certificate        authenticates it by the TLS client
+(another device's certificate is refused)             certificate alone)
+a form or JSON body is at most ``MAX_REQUEST_SIZE``   not documented; chosen as the strict
+and each form field appears once                      JSON reader's limit
+====================================================  ========================================
+
+Malformed input is InvalidData, a bad signature InvalidSignature, an unknown user or token
+InvalidData naming it; nothing else escapes ``handle``. Time comes from ``clock`` (epoch
+seconds). Tests only: it holds the raw session keys, as the real service does.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
+import hmac
 import json
 import os
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +92,10 @@ from .. import formats
 from .._json import Members, b64url_decode, b64url_encode, load_object
 from ..errors import InvalidData, InvalidSignature
 from ..protocol import Request
-from .registration import DeviceRecord, RegistrationService
+from .registration import MAX_REQUEST_SIZE, DeviceRecord, RegistrationService
 from .token_service import TokenService
 
-__all__ = ["EntraStandIn", "IssuedPRT"]
+__all__ = ["ACCESS_TOKEN_LIFETIME", "PRT_LIFETIME", "EntraStandIn", "IssuedPRT"]
 
 _DRS = "https://enterpriseregistration.windows.net"
 _LOGIN = "https://login.microsoftonline.com"
@@ -61,18 +103,33 @@ _JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _REALM = "KERBEROS.MICROSOFTONLINE.COM"
 #: How long a PRT issued here lives, in seconds (Entra: 14 days, renewed on use).
 PRT_LIFETIME = 14 * 24 * 3600
+#: How long a bearer token of ``issue_access_token`` is accepted, in seconds.
+ACCESS_TOKEN_LIFETIME = 3600
+# The tenant names every tenant answers to (work and school accounts; not "consumers").
+_ANY_TENANT = ("common", "organizations")
 
 
 @dataclass
 class IssuedPRT:
-    """What the stand-in keeps of a PRT it issued: whose, which device, its session key."""
+    """What the stand-in keeps of a PRT it issued: whose, which device, its own session key,
+    until when."""
 
     refresh_token: str = field(repr=False)
     upn: str
     device_id: str
+    #: This PRT's session key (each PRT has its own; a renewal keeps it).
     session: TokenService = field(repr=False)
+    #: When the PRT stops being accepted (clock seconds).
+    expires: float = float("inf")
     #: The Kerberos client keys sent in ``tgt_ad`` / ``tgt_cloud`` (tests compare against them).
     kerberos_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class _AccessToken:
+    upn: str
+    amr: tuple[str, ...]
+    expires: float
 
 
 class EntraStandIn:
@@ -84,13 +141,24 @@ class EntraStandIn:
         registration: RegistrationService | None = None,
         users: Mapping[str, str] | None = None,
         tenant_id: str | None = None,
+        domains: Iterable[str] = (),
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.drs = registration or RegistrationService(
-            allow_software=True, require_attestation=False
+            allow_software=True, require_attestation=False, clock=clock
         )
+        #: Time, in epoch seconds: the registration service's unless given.
+        self.clock = clock or self.drs.clock
         self.users = dict(users or {})
         self.tenant_id = tenant_id or str(uuid.uuid4())
-        self._access_tokens: dict[str, tuple[str, tuple[str, ...]]] = {}
+        #: The names the tenant answers to in a URL: its id, its domains and its users'.
+        self.tenants = {
+            self.tenant_id.lower(),
+            *(name.lower() for name in _ANY_TENANT),
+            *(d.lower() for d in domains),
+            *(upn.rpartition("@")[2].lower() for upn in self.users if "@" in upn),
+        }
+        self._access_tokens: dict[str, _AccessToken] = {}
         self.prts: dict[str, IssuedPRT] = {}
         #: NGC keys registered here: kid -> (UPN, key).
         self.ngc_keys: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
@@ -102,18 +170,25 @@ class EntraStandIn:
     # -- users and tokens -------------------------------------------------------------------
 
     def issue_access_token(self, upn: str, *, amr: tuple[str, ...] = ("pwd",)) -> str:
-        """A DRS bearer token for ``upn`` (the agent gets it by an interactive sign-in, which
-        is not entra_keys' job); ``amr`` ``("pwd", "ngcmfa")`` allows an NGC registration."""
+        """A DRS bearer token for ``upn``, a user of this tenant (the agent gets it by an
+        interactive sign-in, which is not entra_keys' job), good for ``ACCESS_TOKEN_LIFETIME``;
+        ``amr`` ``("pwd", "ngcmfa")`` allows an NGC registration."""
+        if upn not in self.users:
+            raise InvalidData(f"{upn!r} is no user of this tenant")
         token = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-        self._access_tokens[token] = (upn, tuple(amr))
+        expires = self.clock() + ACCESS_TOKEN_LIFETIME
+        self._access_tokens[token] = _AccessToken(upn, tuple(amr), expires)
         return token
 
-    def _bearer(self, request: Request) -> tuple[str, tuple[str, ...]]:
+    def _bearer(self, request: Request) -> _AccessToken:
         value = request.headers.get("Authorization", "")
-        scheme, _, token = value.partition(" ")
-        if scheme != "Bearer" or token not in self._access_tokens:
+        scheme, _, token = value.partition(" ") if isinstance(value, str) else ("", "", "")
+        issued = self._access_tokens.get(token) if scheme == "Bearer" else None
+        if issued is None:
             raise InvalidData("the request carries no bearer token issued by this service")
-        return self._access_tokens[token]
+        if self.clock() >= issued.expires:
+            raise InvalidData("the request's bearer token expired")
+        return issued
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -123,9 +198,8 @@ class EntraStandIn:
         """The reply body for any request of the table in the module docstring."""
         if not isinstance(request, Request):
             raise InvalidData(f"a Request, not {type(request).__name__}")
-        url = urllib.parse.urlsplit(request.url)
-        path = url.path
-        if request.url.startswith(_LOGIN) and path.endswith("/oauth2/token"):
+        path = _split(request.url).path
+        if request.url.startswith(f"{_LOGIN}/") and path.endswith("/oauth2/token"):
             return self.token(request)
         if request.method == "DELETE":
             return self.leave(request, client_certificate=client_certificate)
@@ -135,51 +209,74 @@ class EntraStandIn:
             return self.join(request)
         if path == "/EnrollmentServer/key/":
             return self.ngc_key(request)
-        raise InvalidData(f"no stand-in entry for {request.method} {request.url}")
+        raise InvalidData(f"no stand-in entry for {request.method} {request.url:.200}")
+
+    def _tenant(self, segment: str) -> None:
+        """The URL's tenant must be this tenant's id, one of its domains, or a name every
+        tenant answers to."""
+        if segment.lower() not in self.tenants:
+            raise InvalidData(f"the tenant {segment[:100]!r} is not this tenant")
 
     # -- DRS --------------------------------------------------------------------------------
 
     def drs_nonce(self, request: Request) -> bytes:
-        """``{"Value": base64(nonce)}``: one key certification's qualifying data, spent once."""
+        """``{"Value": base64(nonce)}``: one key certification's qualifying data, spent once,
+        for this tenant (``/EnrollmentServer/nonce/{tenant}/``)."""
         _expect(request, "GET", f"{_DRS}/EnrollmentServer/nonce/", "api-version=1.0")
+        tenant, slash, rest = (
+            _split(request.url).path.removeprefix("/EnrollmentServer/nonce/").partition("/")
+        )
+        if not slash or rest:
+            raise InvalidData("a DRS nonce request goes to /EnrollmentServer/nonce/{tenant}/")
+        self._tenant(tenant)
         return _json({"Value": base64.b64encode(self.drs.issue_nonce()).decode("ascii")})
 
     def join(self, request: Request) -> bytes:
         """The join: bearer token checked, the JSON body checked by ``RegistrationService``
-        (CSR, transport key, JoinType, attestation), the device certificate returned."""
+        (CSR, transport key another key than the device key, JoinType, attestation), the
+        device certificate returned."""
         _expect(request, "POST", f"{_DRS}/EnrollmentServer/device/", "api-version=2.0")
-        upn, _ = self._bearer(request)
+        upn = self._bearer(request).upn
         reply = self.drs.register(_json_body(request, "the join request"))
         reply["User"] = {"Upn": upn}
         return _json(reply)
 
     def ngc_key(self, request: Request) -> bytes:
-        """The NGC key registration: a bearer token with the ``ngcmfa`` amr, ``{"kngc"}``."""
+        """The NGC key registration: a bearer token with the ``ngcmfa`` amr, ``{"kngc"}``. A
+        key is registered to one user: registering it again for that user changes nothing;
+        for another user it is refused, and that user's entry stays as it was."""
         _expect(request, "POST", f"{_DRS}/EnrollmentServer/key/", "api-version=1.0")
-        upn, amr = self._bearer(request)
-        if "ngcmfa" not in amr:
+        bearer = self._bearer(request)
+        if "ngcmfa" not in bearer.amr:
             raise InvalidData("an NGC key registration needs a token with the ngcmfa amr")
         body = _json_body(request, "the NGC key registration")
         key = formats.public_key_from_bcrypt(
             Members(body, "the NGC key registration").base64("kngc")
         )
+        if key.key_size != 2048:
+            raise InvalidData(f"an NGC key is RSA-2048, not RSA-{key.key_size}")
         kid = base64.b64encode(hashes_sha256(formats.bcrypt_rsakey_blob(key))).decode("ascii")
-        self.ngc_keys[kid] = (upn, key)
-        return _json({"kid": kid, "upn": upn})
+        registered = self.ngc_keys.get(kid)
+        if registered is not None and registered[0] != bearer.upn:
+            raise InvalidData("this NGC key is registered to another user")
+        self.ngc_keys[kid] = (bearer.upn, key)
+        return _json({"kid": kid, "upn": bearer.upn})
 
     def leave(self, request: Request, *, client_certificate: x509.Certificate | None) -> bytes:
         """The leave: DELETE of a device, authenticated by the TLS client certificate alone
-        (it must be the device's certificate, as the TLS server saw it)."""
+        (it must be that device's certificate, as the TLS server saw it)."""
         if request.method != "DELETE":
-            raise InvalidData(f"a leave is a DELETE, not {request.method}")
+            raise InvalidData(f"a leave is a DELETE, not {request.method:.20}")
         prefix = f"{_DRS}/EnrollmentServer/device/"
         if not request.url.startswith(prefix):
-            raise InvalidData(f"a leave goes to {prefix}{{id}}, not {request.url}")
+            raise InvalidData(f"a leave goes to {prefix}{{id}}, not {request.url:.200}")
         device_id = request.url.removeprefix(prefix)
         record = self.drs.devices.get(device_id)
         if record is None:
-            raise InvalidData(f"no device {device_id!r} is registered here")
-        if client_certificate is None or client_certificate != record.certificate:
+            raise InvalidData(f"no device {device_id[:100]!r} is registered here")
+        if not isinstance(client_certificate, x509.Certificate) or (
+            client_certificate != record.certificate
+        ):
             raise InvalidSignature("a leave needs the device's certificate over mutual TLS")
         del self.drs.devices[device_id]
         for token in [t for t, prt in self.prts.items() if prt.device_id == device_id]:
@@ -190,15 +287,21 @@ class EntraStandIn:
     # -- the token service ------------------------------------------------------------------
 
     def token(self, request: Request) -> bytes:
-        """``/oauth2/token``: a nonce, a PRT (RS256 request) or a session-key request (HS256)."""
+        """``/{tenant}/oauth2/token``: a nonce, a PRT (RS256 request) or a session-key request
+        (HS256)."""
+        url = _split(request.url)
         if request.method != "POST" or not request.url.startswith(f"{_LOGIN}/"):
-            raise InvalidData(f"the token endpoint takes a POST, not {request.method}")
+            raise InvalidData(f"the token endpoint takes a POST, not {request.method:.20}")
+        tenant, _, rest = url.path.removeprefix("/").partition("/")
+        if rest != "oauth2/token" or url.query or url.fragment:
+            raise InvalidData("the token endpoint is /{tenant}/oauth2/token")
+        self._tenant(tenant)
         fields = _form(request)
         grant = fields.get("grant_type")
         if grant == "srv_challenge":
             return _json({"Nonce": self.drs.issue_prt_nonce()})
         if grant != _JWT_BEARER:
-            raise InvalidData(f"grant_type {grant!r} is not taken here")
+            raise InvalidData(f"grant_type {grant!r:.60} is not taken here")
         for name, value in (("client_info", "1"),):
             if fields.get(name) != value:
                 raise InvalidData(f"the form's {name} is not {value!r}")
@@ -210,67 +313,87 @@ class EntraStandIn:
             return self._prt(jwt, fields)
         if alg == "HS256":
             return self._session_request(jwt)
-        raise InvalidData(f"a request JWT is RS256 or HS256, not {alg!r}")
+        raise InvalidData(f"a request JWT is RS256 or HS256, not {alg!r:.40}")
 
     def _prt(self, jwt: str, fields: Mapping[str, str]) -> bytes:
         if fields.get("windows_api_version") not in ("2.0", "2.2"):
             raise InvalidData("windows_api_version is 2.0 or 2.2")
-        record, claims = self.drs.verify_prt_request(jwt)
-        scopes = str(claims.get("scope", "")).split(" ")
+        record, unchecked = self.drs.verify_prt_request(jwt)
+        claims = Members(unchecked, "the PRT request's claims")
+        scopes = claims.text("scope").split(" ")
         if "aza" not in scopes or "openid" not in scopes:
             raise InvalidData("a PRT request's scope holds aza and openid")
         upn = self._user_of(claims, record)
-        issued = IssuedPRT(_token(), upn, record.device_id, record.token_service)
+        # A new session key for every PRT (MS-OAPXBC 3.2.5.1.2.2).
+        issued = IssuedPRT(
+            _token(), upn, record.device_id, TokenService(), self.clock() + PRT_LIFETIME
+        )
         reply = {
             "token_type": "pop",
             "expires_in": "3600",
             "refresh_token": issued.refresh_token,
             "refresh_token_expires_in": PRT_LIFETIME,
-            "id_token": self._id_token(upn, record.device_id, str(claims["client_id"])),
+            "id_token": self._id_token(upn, record.device_id, claims.text("client_id")),
             "client_info": base64.urlsafe_b64encode(_json({"uid": upn})).decode().rstrip("="),
-            "session_key_jwe": record.token_service.session_key_jwe(record.transport_key),
+            "session_key_jwe": issued.session.session_key_jwe(record.transport_key),
         }
         if fields.get("tgt") == "true":
             reply.update(self._tgts(issued))
         self.prts[issued.refresh_token] = issued
         return _json(reply)
 
-    def _user_of(self, claims: Mapping[str, Any], record: DeviceRecord) -> str:
+    def _live_prt(self, refresh_token: object, what: str) -> IssuedPRT:
+        """The PRT a refresh token names, if issued here and not expired."""
+        prt = self.prts.get(refresh_token) if isinstance(refresh_token, str) else None
+        if prt is None:
+            raise InvalidData(f"{what} is no PRT issued here")
+        if self.clock() >= prt.expires:
+            raise InvalidData(f"{what} is an expired PRT")
+        return prt
+
+    def _user_of(self, claims: Members, record: DeviceRecord) -> str:
         """Who the PRT request proves: a password, a PRT of the same device, an NGC assertion."""
-        grant = claims.get("grant_type")
+        grant = claims.optional("grant_type")
         if grant == "password":
-            upn, password = claims.get("username"), claims.get("password")
-            if not isinstance(upn, str) or self.users.get(upn) != password:
+            upn, password = claims.optional("username"), claims.optional("password")
+            expected = self.users.get(upn) if isinstance(upn, str) else None
+            # One refusal for an unknown user and a wrong password (AADSTS50126 for both).
+            if (
+                not isinstance(password, str)
+                or expected is None
+                or not hmac.compare_digest(password.encode("utf-8", "surrogatepass"),
+                                           expected.encode("utf-8", "surrogatepass"))
+            ):  # fmt: skip
                 raise InvalidData("the username or password is wrong")
+            assert isinstance(upn, str)
             return upn
         if grant == "refresh_token":
-            prt = self.prts.get(str(claims.get("refresh_token")))
-            if prt is None or prt.device_id != record.device_id:
+            prt = self._live_prt(claims.optional("refresh_token"), "the refresh_token")
+            if prt.device_id != record.device_id:
                 raise InvalidData("the refresh_token was not issued to this device")
             return prt.upn
         if grant == _JWT_BEARER:
             return self._ngc_user(claims)
-        raise InvalidData(f"grant_type {grant!r} is not password, refresh_token or jwt-bearer")
+        raise InvalidData(f"grant_type {grant!r:.60} is not password, refresh_token or jwt-bearer")
 
-    def _ngc_user(self, claims: Mapping[str, Any]) -> str:
-        assertion = claims.get("assertion")
-        if not isinstance(assertion, str):
-            raise InvalidData("an NGC grant carries an assertion")
+    def _ngc_user(self, claims: Members) -> str:
+        assertion = claims.text("assertion")
         header = _header(assertion)
         if header.get("use") != "ngc" or header.get("alg") != "RS256":
             raise InvalidData("the assertion's header is not use ngc, alg RS256")
-        entry = self.ngc_keys.get(str(header.get("kid")))
+        kid = header.get("kid")
+        entry = self.ngc_keys.get(kid) if isinstance(kid, str) else None
         if entry is None:
             raise InvalidData("the assertion's kid names no NGC key registered here")
         upn, key = entry
-        payload = _verify_rs256(assertion, key, "the NGC assertion")
-        now = datetime.datetime.now(datetime.UTC).timestamp()
-        if payload.get("iss") != upn or claims.get("username", upn) != upn:
+        payload = Members(_verify_rs256(assertion, key, "the NGC assertion"), "the assertion")
+        if payload.optional("iss") != upn or claims.optional("username") not in (None, upn):
             raise InvalidData("the assertion is not for the user whose key signed it")
-        if payload.get("request_nonce") != claims.get("request_nonce"):
+        if payload.optional("request_nonce") != claims.optional("request_nonce"):
             raise InvalidData("the assertion's request_nonce is not the request's")
-        iat, exp = payload.get("iat"), payload.get("exp")
-        if not isinstance(iat, int) or not isinstance(exp, int) or not iat <= now <= exp:
+        iat = payload.integer("iat", 0, 2**40)
+        exp = payload.integer("exp", 0, 2**40)
+        if not iat <= self.clock() <= exp:
             raise InvalidData("the assertion is not valid now (iat, exp)")
         return upn
 
@@ -294,7 +417,7 @@ class EntraStandIn:
 
     def _id_token(self, upn: str, device_id: str, client_id: str) -> str:
         """An unsigned id token (``alg none``: the stand-in's; Entra signs its own)."""
-        now = int(datetime.datetime.now(datetime.UTC).timestamp())
+        now = int(self.clock())
         claims = {"aud": client_id, "iss": f"https://sts.windows.net/{self.tenant_id}/",
                   "iat": now, "exp": now + 3600, "upn": upn, "tid": self.tenant_id,
                   "deviceid": device_id}  # fmt: skip
@@ -302,41 +425,42 @@ class EntraStandIn:
         return f"{head}.{b64url_encode(_json(claims))}."
 
     def _session_request(self, jwt: str) -> bytes:
-        """A renewal (scope with aza) or an app token: HS256 checked with the PRT's session key
-        (KDF v2), claims checked, reply a ``dir`` JWE."""
-        unverified = _payload(jwt)
-        prt = self.prts.get(str(unverified.get("refresh_token")))
-        if prt is None:
-            raise InvalidData("the request's refresh_token is no PRT issued here")
-        claims = prt.session.verify_request(jwt)  # pyca KBKDFHMAC, KDF v2, exact payload
+        """A renewal (scope with aza) or an app token: HS256 checked with the session key of
+        the PRT the request names (KDF v2), claims checked, reply a ``dir`` JWE."""
+        prt = self._live_prt(_payload(jwt).get("refresh_token"), "the request's refresh_token")
+        # pyca KBKDFHMAC, KDF v2, exact payload: only this PRT's own session key verifies.
+        claims = Members(prt.session.verify_request(jwt), "the request's claims")
         expected = {"iss": "aad:brokerplugin", "grant_type": "refresh_token",
                     "aud": "login.microsoftonline.com"}  # fmt: skip
         for name, value in expected.items():
-            if claims.get(name) != value:
+            if claims.optional(name) != value:
                 raise InvalidData(f"the request's {name} is not {value!r}")
-        self.drs.spend_prt_nonce(claims.get("request_nonce"))
-        scopes = str(claims.get("scope", "")).split(" ")
-        if "resource" not in claims and "redirect_uri" not in claims and "aza" in scopes:
-            renewed = IssuedPRT(_token(), prt.upn, prt.device_id, prt.session)
+        client_id = claims.text("client_id")
+        self.drs.spend_prt_nonce(claims.optional("request_nonce"))
+        scopes = claims.text("scope").split(" ")
+        resource, redirect = claims.optional("resource"), claims.optional("redirect_uri")
+        if resource is None and redirect is None and "aza" in scopes:
+            renewed = IssuedPRT(_token(), prt.upn, prt.device_id, prt.session,
+                                self.clock() + PRT_LIFETIME)  # fmt: skip
             del self.prts[prt.refresh_token]
             self.prts[renewed.refresh_token] = renewed
             reply: dict[str, Any] = {
                 "token_type": "pop",
                 "refresh_token": renewed.refresh_token,
                 "refresh_token_expires_in": PRT_LIFETIME,
-                "id_token": self._id_token(prt.upn, prt.device_id, str(claims["client_id"])),
+                "id_token": self._id_token(prt.upn, prt.device_id, client_id),
             }
             return prt.session.encrypt_response(_json(reply), mode="gcm").encode("ascii")
-        if "resource" not in claims and "redirect_uri" not in claims:
+        if resource is None and redirect is None:
             raise InvalidData("an app token request names a resource or a redirect_uri")
         reply = {
             "token_type": "Bearer",
             "access_token": _token(),
             "expires_in": 3600,
-            "resource": claims.get("resource"),
-            "scope": claims.get("scope"),
+            "resource": resource,
+            "scope": claims.text("scope"),
             "refresh_token": _token(),
-            "id_token": self._id_token(prt.upn, prt.device_id, str(claims["client_id"])),
+            "id_token": self._id_token(prt.upn, prt.device_id, client_id),
         }
         return prt.session.encrypt_response(_json(reply), mode="cbc").encode("ascii")
 
@@ -345,9 +469,7 @@ class EntraStandIn:
     def verify_prt_cookie(self, cookie: str) -> dict[str, Any]:
         """The claims of an ``x-ms-RefreshTokenCredential``: HS256 with the session key of the
         PRT it carries (KDF v2), ``is_primary`` "true", a nonce issued here, spent."""
-        prt = self.prts.get(str(_payload(cookie).get("refresh_token")))
-        if prt is None:
-            raise InvalidData("the cookie's refresh_token is no PRT issued here")
+        prt = self._live_prt(_payload(cookie).get("refresh_token"), "the cookie's refresh_token")
         claims = prt.session.verify_request(cookie)
         if claims.get("is_primary") != "true":
             raise InvalidData("the cookie's is_primary is not 'true'")
@@ -378,34 +500,57 @@ def _json(value: Mapping[str, Any]) -> bytes:
     return json.dumps(dict(value), separators=(",", ":")).encode("utf-8")
 
 
+def _split(url: object) -> urllib.parse.SplitResult:
+    """A URL's parts; InvalidData for what is no URL."""
+    if not isinstance(url, str):
+        raise InvalidData(f"a URL is a str, not {type(url).__name__}")
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise InvalidData(f"not a URL ({exc})") from None
+
+
 def _expect(request: Request, method: str, prefix: str, query: str) -> None:
     if request.method != method:
-        raise InvalidData(f"{prefix} takes a {method}, not {request.method}")
-    url = urllib.parse.urlsplit(request.url)
-    if not request.url.startswith(prefix) or url.query != query:
-        raise InvalidData(f"the request goes to {prefix}...?{query}, not {request.url}")
+        raise InvalidData(f"{prefix} takes a {method}, not {request.method:.20}")
+    url = _split(request.url)
+    if not request.url.startswith(prefix) or url.query != query or url.fragment:
+        raise InvalidData(f"the request goes to {prefix}...?{query}, not {request.url:.200}")
+
+
+def _body(request: Request) -> bytes:
+    if not isinstance(request.body, bytes):
+        raise InvalidData(f"a request body is bytes, not {type(request.body).__name__}")
+    if len(request.body) > MAX_REQUEST_SIZE:
+        raise InvalidData(f"the request body is over {MAX_REQUEST_SIZE} bytes")
+    return request.body
 
 
 def _json_body(request: Request, what: str) -> dict[str, Any]:
     if request.headers.get("Content-Type") != "application/json":
         raise InvalidData(f"{what} is not application/json")
-    return load_object(request.body, what)
+    return load_object(_body(request), what)
 
 
 def _form(request: Request) -> dict[str, str]:
     if request.headers.get("Content-Type") != "application/x-www-form-urlencoded":
         raise InvalidData("the token endpoint takes a form body")
     try:
-        pairs = urllib.parse.parse_qsl(request.body.decode("ascii"), strict_parsing=True)
+        text = _body(request).decode("ascii")
+        pairs = urllib.parse.parse_qsl(text, strict_parsing=True, errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidData(f"the form body does not parse ({exc})") from exc
+        raise InvalidData(f"the form body does not parse ({exc})") from None
     fields = dict(pairs)
     if len(fields) != len(pairs):
         raise InvalidData("a form field appears twice")
     return fields
 
 
-def _part(token: str, index: int, what: str) -> dict[str, Any]:
+def _part(token: object, index: int, what: str) -> dict[str, Any]:
+    if not isinstance(token, str):
+        raise InvalidData(f"{what} is a str, not {type(token).__name__}")
+    if len(token) > MAX_REQUEST_SIZE:
+        raise InvalidData(f"{what} is over {MAX_REQUEST_SIZE} characters")
     parts = token.split(".")
     if len(parts) != 3:
         raise InvalidData(f"{what} is a compact JWS of 3 segments, not {len(parts)}")
@@ -416,15 +561,16 @@ def _part(token: str, index: int, what: str) -> dict[str, Any]:
     return load_object(raw, what)
 
 
-def _header(token: str) -> dict[str, Any]:
+def _header(token: object) -> dict[str, Any]:
     return _part(token, 0, "a JWT header")
 
 
-def _payload(token: str) -> dict[str, Any]:
+def _payload(token: object) -> dict[str, Any]:
     return _part(token, 1, "a JWT payload")
 
 
 def _verify_rs256(token: str, key: rsa.RSAPublicKey, what: str) -> dict[str, Any]:
+    payload = _payload(token)  # three segments, each base64url, the payload a JSON object
     head, body, signature = token.split(".")
     try:
         key.verify(
@@ -433,4 +579,4 @@ def _verify_rs256(token: str, key: rsa.RSAPublicKey, what: str) -> dict[str, Any
         )  # fmt: skip
     except PycaInvalidSignature:
         raise InvalidSignature(f"{what}'s RS256 signature does not verify") from None
-    return _payload(token)
+    return payload

@@ -15,6 +15,37 @@ It keeps everything in memory, trusts only what it checked itself and never talk
 Whether an AK is hardware is decided here: by the EK certificate it verified against its CAs,
 bound to the EK public the credential was made for, never by a client's ``hardware_backed``.
 Every malformed request is an ``InvalidData`` (or a more specific entra_keys error).
+
+It is as strict as Entra is known to be; each rule, and where it comes from:
+
+=================================================  ==========================================
+rule                                               source
+=================================================  ==========================================
+the CSR is PKCS#10, signed by its key, subject     MS-DVRJ 3.1.5.1.1, MS-DRS 3.3
+``CN=7E980AD9-...``
+the transport key is another key than the device   not documented; chosen because the
+key (the CSR's): else InvalidData                  device key signs and the transport key
+                                                   decrypts, and Windows, roadlib and
+                                                   Himmelblau all make two keys (MS-DVRJ
+                                                   sends both)
+a nonce is exact, spent once, and expires          MS-OAPXBC 3.1.5.1.1 (a nonce for each
+``NONCE_LIFETIME`` (5 minutes) after issue         request); the lifetime is not documented:
+                                                   chosen as 5 minutes, the order of the
+                                                   clock skew peers allow (Himmelblau backdates
+                                                   assertions 5 minutes)
+a DRS (certification) nonce is never a PRT nonce   not documented; chosen because the two
+and back: two separate sets                        come from two services (DRS, token service)
+a PRT request's x5c is a certificate issued here,  MS-OAPXBC 3.2.5.1.2.1 (the device
+for the key that signed it (RS256, pyca), valid    certificate in x5c, RS256 by the device
+now                                                key)
+``kdf_ver`` is the JSON integer 2 (not 2.0, "2"    MS-OAPXBC 3.2.5.1.2.1 (kdf_ver 2); the
+or true)                                           strict JSON reader's integers
+every PRT gets a new session key                   MS-OAPXBC 3.2.5.1.2.2 (each PRT reply
+(``issue_prt``)                                    carries its own session_key_jwe)
+=================================================  ==========================================
+
+Time comes from ``clock`` (epoch seconds; ``time.time()`` read on each call unless a test
+gives a clock).
 """
 
 from __future__ import annotations
@@ -22,13 +53,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as PycaInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as PycaUnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
@@ -43,9 +76,14 @@ from ..tcg.records import certification_from_json
 from ..tcg.structures import TPMTPublic
 from .token_service import TokenService
 
-__all__ = ["DeviceRecord", "RegistrationService"]
+__all__ = ["MAX_REQUEST_SIZE", "NONCE_LIFETIME", "DeviceRecord", "RegistrationService"]
 
 _JOIN_TYPES = {0: "join", 4: "register", 6: "hybrid"}
+#: How long a nonce (DRS or srv_challenge) is accepted after it was issued, in seconds.
+NONCE_LIFETIME = 300
+#: The largest request token (a JWT) or body taken, in characters or bytes: not documented;
+#: chosen as the strict JSON reader's limit, far over any real request.
+MAX_REQUEST_SIZE = 1 << 20
 
 
 @dataclass
@@ -57,7 +95,6 @@ class DeviceRecord:
     transport_key: rsa.RSAPublicKey
     join_type: str
     attested: bool
-    token_service: TokenService = field(default_factory=TokenService, repr=False)
 
 
 class RegistrationService:
@@ -69,7 +106,10 @@ class RegistrationService:
         ek_ca_certificates: Sequence[x509.Certificate] = (),
         allow_software: bool = False,
         require_attestation: bool = True,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        #: Time in epoch seconds: ``time.time()`` when it is read, unless a test gives a clock.
+        self.clock = clock or _now
         self.ek_ca_certificates = list(ek_ca_certificates)
         self.allow_software = allow_software
         self.require_attestation = require_attestation
@@ -88,10 +128,13 @@ class RegistrationService:
             .sign(self._ca_key, hashes.SHA256())
         )
         self._pending: dict[bytes, list[AKEnrollment]] = {}
-        self._nonces: set[bytes] = set()
-        self._prt_nonces: set[str] = set()
+        # Issued nonces and when each expires (clock seconds); the two kinds never mix.
+        self._nonces: dict[bytes, float] = {}
+        self._prt_nonces: dict[str, float] = {}
         self._enrolled: dict[bytes, EnrolledAK] = {}
         self.devices: dict[str, DeviceRecord] = {}
+        #: The session key side of each PRT ``issue_prt`` issued, by refresh token.
+        self.prt_sessions: dict[str, TokenService] = {}
 
     def _policy(self, enrolled: Sequence[EnrolledAK] = ()) -> TrustPolicy:
         return TrustPolicy(
@@ -152,10 +195,26 @@ class RegistrationService:
     # -- registration -------------------------------------------------------------------------
 
     def issue_nonce(self) -> bytes:
-        """A fresh nonce for one key certification; each is accepted once."""
+        """A fresh nonce for one key certification; accepted once, for ``NONCE_LIFETIME``."""
         nonce = os.urandom(16)
-        self._nonces.add(nonce)
+        self._nonces[nonce] = self._expiry(self._nonces)
         return nonce
+
+    def _expiry(self, issued: dict[Any, float]) -> float:
+        """When a nonce issued now expires; expired nonces are forgotten first, so that the
+        set stays as small as the nonces a client can still use."""
+        now = self.clock()
+        for old in [n for n, expires in issued.items() if expires <= now]:
+            del issued[old]
+        return now + NONCE_LIFETIME
+
+    def _spend(self, issued: dict[Any, float], nonce: object, what: str) -> None:
+        """Accept a nonce of ``issued`` once, before it expires; InvalidData otherwise."""
+        expires = issued.pop(nonce, None) if isinstance(nonce, str | bytes) else None
+        if expires is None:
+            raise InvalidData(f"the {what} was not issued by this service, or was already used")
+        if self.clock() >= expires:
+            raise InvalidData(f"the {what} expired ({NONCE_LIFETIME} s after it was issued)")
 
     def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Handle a join request (MS-DVRJ 3.1.5.1.1): check the CSR, the transport key and the
@@ -166,9 +225,11 @@ class RegistrationService:
             raise InvalidData(f"CertificateRequest type {request.text('Type')!r:.40}")
         try:
             csr = x509.load_der_x509_csr(request.base64("Data"))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise InvalidData(f"CertificateRequest.Data is not a DER CSR ({exc})") from exc
         transport = formats.public_key_from_bcrypt(fields.base64("TransportKey"))
+        if not isinstance(transport, rsa.RSAPublicKey):  # pragma: no cover - the parser's type
+            raise InvalidData("the transport key is not RSA")
         join_type_value = fields.integer("JoinType", min(_JOIN_TYPES), max(_JOIN_TYPES))
         if join_type_value not in _JOIN_TYPES:
             raise InvalidData(f"JoinType {join_type_value!r} is not 0, 4 or 6")
@@ -177,7 +238,7 @@ class RegistrationService:
             signed = csr.is_signature_valid
             subject = csr.subject.rfc4514_string()
             device_key = csr.public_key()
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, PycaUnsupportedAlgorithm) as exc:
             raise InvalidData(f"the certificate request does not parse ({exc})") from exc
         if not signed:
             raise InvalidSignature("the certificate request is not signed by its key")
@@ -185,6 +246,10 @@ class RegistrationService:
             raise InvalidData(f"unexpected request subject {subject}")
         if not isinstance(device_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise InvalidData("the certificate request's key is neither RSA nor elliptic-curve")
+        if isinstance(device_key, rsa.RSAPublicKey) and (
+            device_key.public_numbers() == transport.public_numbers()
+        ):
+            raise InvalidData("the transport key is the device key: a join needs two keys")
         attested = self._check_attestation(fields.optional("Attestation"), device_key, transport)
         device_id = str(uuid.uuid4())
         now = datetime.datetime.now(datetime.UTC)
@@ -229,9 +294,11 @@ class RegistrationService:
         hardware = True
         for field_name, expected in (("DeviceKey", device_key), ("TransportKey", transport)):
             certification = certification_from_json(fields.required(field_name))
-            if certification.nonce not in self._nonces:
+            expires = self._nonces.pop(certification.nonce, None)  # one use: no replay
+            if expires is None:
                 raise AttestationError(f"the {field_name} certification's nonce was not issued")
-            self._nonces.discard(certification.nonce)  # one use: no replay
+            if self.clock() >= expires:
+                raise AttestationError(f"the {field_name} certification's nonce expired")
             result = verify_certify(
                 certification.attest,
                 certification.signature,
@@ -245,30 +312,31 @@ class RegistrationService:
         return hardware
 
     def issue_prt_nonce(self) -> str:
-        """A fresh nonce (``grant_type=srv_challenge``) for one PRT request; spent on use."""
+        """A fresh nonce (``grant_type=srv_challenge``) for one PRT request; spent on use,
+        accepted for ``NONCE_LIFETIME``."""
         nonce = b64url_encode(os.urandom(24))
-        self._prt_nonces.add(nonce)
+        self._prt_nonces[nonce] = self._expiry(self._prt_nonces)
         return nonce
 
     # -- the PRT ------------------------------------------------------------------------------
 
     def issue_prt(self, token: str) -> dict[str, Any]:
         """Check a PRT request signed by the device key (``verify_prt_request``) and answer
-        with a refresh token and the session key encrypted to the device's transport key."""
+        with a refresh token and a new session key (``prt_sessions``) encrypted to the
+        device's transport key."""
         record, _ = self.verify_prt_request(token)
+        refresh_token = b64url_encode(os.urandom(48))
+        session = self.prt_sessions[refresh_token] = TokenService()
         return {
             "token_type": "Bearer",
-            "refresh_token": b64url_encode(os.urandom(48)),
-            "session_key_jwe": record.token_service.session_key_jwe(record.transport_key),
+            "refresh_token": refresh_token,
+            "session_key_jwe": session.session_key_jwe(record.transport_key),
         }
 
     def spend_prt_nonce(self, nonce: object) -> None:
-        """Accept a nonce of ``issue_prt_nonce`` exactly once; InvalidData otherwise."""
-        if not isinstance(nonce, str) or nonce not in self._prt_nonces:
-            raise InvalidData(
-                "the request_nonce was not issued by this service, or was already used"
-            )
-        self._prt_nonces.discard(nonce)  # one use: a replayed request is refused
+        """Accept a nonce of ``issue_prt_nonce`` exactly once, before it expires; InvalidData
+        otherwise (a DRS nonce, too)."""
+        self._spend(self._prt_nonces, nonce, "request_nonce")
 
     def verify_prt_request(
         self, token: str, *, kdf_v2: bool = True
@@ -279,6 +347,8 @@ class RegistrationService:
         exactly a nonce of ``issue_prt_nonce``, spent here."""
         if not isinstance(token, str):
             raise InvalidData(f"the request token is a string, not {type(token).__name__}")
+        if len(token) > MAX_REQUEST_SIZE:
+            raise InvalidData(f"the request token is over {MAX_REQUEST_SIZE} characters")
         parts = token.split(".")
         if len(parts) != 3:
             raise InvalidData(f"the request token has 3 segments, not {len(parts)}")
@@ -297,13 +367,16 @@ class RegistrationService:
         try:
             cert = x509.load_der_x509_certificate(der)
             names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise InvalidData(f"the request's x5c is not a certificate ({exc})") from exc
         if not names:
             raise InvalidData("the request's certificate has no subject CN (no device id)")
         record = self.devices.get(str(names[0].value))
         if record is None or record.certificate != cert:
             raise InvalidSignature("the request's certificate was not issued by this service")
+        now = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise InvalidSignature("the request's certificate is not valid now")
         if kdf_v2 and header.optional_integer("kdf_ver", 1, 2) != 2:
             raise InvalidData("the request does not ask for KDF version 2")
         device_key = cert.public_key()
@@ -326,9 +399,10 @@ class RegistrationService:
         self.spend_prt_nonce(claims.text("request_nonce"))
         return record, dict(claims.value)
 
-    def token_service(self, device_id: str) -> TokenService:
-        """The session-key side for a registered device (checks HS256 requests, encrypts)."""
-        return self.devices[device_id].token_service
+
+def _now() -> float:
+    """``time.time()``, looked up on each call (so that a test may patch it)."""
+    return time.time()
 
 
 def _segment(text: str, what: str) -> bytes:

@@ -149,9 +149,10 @@ class TokenService:
         ctx: bytes | None = None,
         enc: str = "A256GCM",
     ) -> str:
-        """A ``dir`` JWE the device opens with KDF v1 over the header's ctx: AES-256-GCM with a
-        12-byte IV (the header segment as AAD), or AES-256-CBC with a 16-byte IV and PKCS#7
-        (its tag segment is 16 random bytes: nothing checks it)."""
+        """A ``dir`` JWE the device opens with KDF v1 over the header's ctx, in one of the two
+        forms Entra writes under ``enc`` A256GCM: AES-256-GCM with a 12-byte IV and a 16-byte
+        tag (the header segment as AAD), or AES-256-CBC + PKCS#7 with a 16-byte IV and an empty
+        tag (the MS-OAPXBC 3.2.5.1.3.3 reply captured in kanidm/compact-jwt's test)."""
         ctx = os.urandom(24) if ctx is None else ctx
         header_b64 = b64url_encode(
             _json({"alg": "dir", "enc": enc, "ctx": base64.b64encode(ctx).decode("ascii")})
@@ -167,7 +168,7 @@ class TokenService:
             padded = padder.update(plaintext) + padder.finalize()
             encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
             ciphertext = encryptor.update(padded) + encryptor.finalize()
-            tag = os.urandom(16)
+            tag = b""
         else:
             raise ValueError(f"mode {mode!r}: 'gcm' or 'cbc'")
         return ".".join(
