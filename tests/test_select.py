@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import entra_keys
-from entra_keys import HardwareUnavailable, ProviderError, open_provider
+from entra_keys import HardwareUnavailable, UnsupportedAlgorithm, open_provider
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import transient_handles
@@ -52,7 +52,7 @@ def test_environment_chooses_the_provider(no_tpm: None, monkeypatch: pytest.Monk
     monkeypatch.setenv("ENTRA_KEYS_PROVIDER", "software")
     assert open_provider().kind == "software"
     monkeypatch.setenv("ENTRA_KEYS_PROVIDER", "quantum")
-    with pytest.raises(ProviderError, match="unknown provider 'quantum'"):
+    with pytest.raises(UnsupportedAlgorithm, match="unknown provider 'quantum'"):
         open_provider()
 
 

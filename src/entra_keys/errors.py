@@ -7,14 +7,13 @@ and chained with ``raise ... from exc``. No message carries key material.
 ::
 
     EntraKeysError
-    ├── ProviderError                  a provider could not be opened or used
-    │   ├── HardwareUnavailable        hardware was required and there is none (says why)
-    │   └── TPMError                   the TPM answered with an error (keeps .rc)
-    │       ├── TPMUnreachable         the TCTI could not talk to the TPM
-    │       ├── TPMObjectMemory        no free transient object slot (TPM_RC_OBJECT_MEMORY)
-    │       ├── TPMAuthFailure         a wrong authorization value (.tries_left)
-    │       ├── TPMLockout             dictionary-attack lockout is in force (.retry_after)
-    │       └── PCRMismatch            the PCRs are not the values a secret was sealed to
+    ├── HardwareUnavailable            hardware was required and there is none (says why)
+    ├── TPMError                       the TPM answered with an error (keeps .rc)
+    │   ├── TPMUnreachable             the TCTI could not talk to the TPM
+    │   ├── TPMObjectMemory            no free transient object slot (TPM_RC_OBJECT_MEMORY)
+    │   ├── TPMAuthFailure             a wrong authorization value (.tries_left)
+    │   ├── TPMLockout                 dictionary-attack lockout is in force (.retry_after)
+    │   └── PCRMismatch                the PCRs are not the values a secret was sealed to
     ├── KeyStoreError                  a key store problem (also a bad key name); names the key
     │   │                              (.key_name) and the file (.path)
     │   ├── KeyNotFound
@@ -31,7 +30,7 @@ and chained with ``raise ... from exc``. No message carries key material.
     ├── KeyUsageError                  the key may not do that (sign with a decrypt key, export
     │                                  the private half of a hardware key, ...)
     ├── DecryptionError                a ciphertext that does not decrypt (also a ValueError)
-    ├── UnsupportedAlgorithm           an algorithm, padding or key type that is not offered
+    ├── UnsupportedAlgorithm           an algorithm, padding, key type or provider not offered
     ├── InvalidData                    bytes that do not parse (formats, wire structures)
     │   └── ServiceError               the service answered with its error object (.error,
     │                                  .error_description: bounded, no control characters)
@@ -89,7 +88,6 @@ __all__ = [
     "KeysUnusable",
     "MalformedAttestation",
     "PCRMismatch",
-    "ProviderError",
     "ServiceError",
     "StorePermissionError",
     "TPMAuthFailure",
@@ -106,15 +104,11 @@ class EntraKeysError(Exception):
     """Base of every error entra_keys raises on purpose."""
 
 
-class ProviderError(EntraKeysError):
-    """A key provider could not be opened or used."""
-
-
-class HardwareUnavailable(ProviderError):
+class HardwareUnavailable(EntraKeysError):
     """Hardware-backed keys were required but no usable TPM was found; the message says why."""
 
 
-class TPMError(ProviderError):
+class TPMError(EntraKeysError):
     """The TPM (or the TSS below it) returned an error; ``rc`` keeps the response code."""
 
     def __init__(self, message: str, rc: int | None = None) -> None:
@@ -210,7 +204,7 @@ class DecryptionError(EntraKeysError, ValueError):
 
 
 class UnsupportedAlgorithm(EntraKeysError):
-    """An algorithm, padding, hash or key type that entra_keys does not offer."""
+    """An algorithm, padding, hash, key type or provider kind that entra_keys does not offer."""
 
 
 class InvalidData(EntraKeysError):

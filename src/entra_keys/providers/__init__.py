@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import HardwareUnavailable, ProviderError
+from ..errors import HardwareUnavailable, TPMError, UnsupportedAlgorithm
 from ..provider import Provider
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def open_provider(
     (``HardwareUnavailable`` says why it cannot be used)."""
     chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
     if chosen not in PROVIDER_KINDS:
-        raise ProviderError(
+        raise UnsupportedAlgorithm(
             f"unknown provider {chosen!r}: choose one of {', '.join(PROVIDER_KINDS)}"
         )
     if chosen == "software":
@@ -65,7 +65,7 @@ def open_provider(
     if named is not None:
         try:
             return TPMProvider(named)
-        except ProviderError as exc:
+        except (HardwareUnavailable, TPMError) as exc:
             reason = tpm_unusable_reason(named, exc)
             by = _named_by(tcti)
             if by is not None:  # a TPM the caller named is a requirement: no fallback
