@@ -47,10 +47,18 @@ def gone_within(pid: int, seconds: float) -> bool:
 
 def test_a_with_block_stops_the_swtpm_it_started_even_on_an_exception(tmp_path: Path) -> None:
     tpm = Swtpm(tmp_path / "tpm")
-    with pytest.raises(RuntimeError, match="the script failed"), tpm:
-        pid = tpm.pid()
-        assert pid is not None and alive(pid) and tpm.socket.exists()
-        raise RuntimeError("the script failed")
+    seen: list[int | None] = []
+
+    def script() -> None:
+        with tpm:
+            seen.append(tpm.pid())
+            assert tpm.socket.exists()
+            raise RuntimeError("the script failed")
+
+    with pytest.raises(RuntimeError, match="the script failed"):
+        script()
+    pid = seen[0]
+    assert pid is not None
     assert not alive(pid) and not tpm.running() and not tpm.socket.exists()
     with tpm as again:  # the same state starts again
         assert again.running()
