@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -73,7 +74,7 @@ from ..attestation.enrollment import AKEnrollment, EnrolledAK
 from ..attestation.verifier import TrustPolicy, verify_certify
 from ..errors import AttestationError, InvalidData, InvalidSignature
 from ..tcg.public import tpmt_bytes
-from ..tcg.records import certification_from_json
+from ..tcg.records import Certification, certification_from_json, certification_to_json
 from ..tcg.structures import TPMTPublic
 from .token_service import TokenService
 
@@ -229,6 +230,20 @@ class RegistrationService:
                 self._enrolled[name] = enrollment.finish(answer)
                 return
         raise AttestationError("the AK enrollment answer is wrong (or there was no challenge)")
+
+    @staticmethod
+    def attestation(
+        ak_public: bytes, *, device_key: Certification, transport_key: Certification
+    ) -> dict[str, Any]:
+        """The join body's ``Attestation`` member this service checks (``register``): the
+        enrolled AK's TPMT_PUBLIC and the certifications of both keys, each over a nonce of
+        ``issue_nonce``. It is this stand-in's: Entra's own (MS-DRS ``AikCertificate``,
+        ``AttestationData``) has no published format."""
+        return {
+            "AkPublic": b64_encode(bytes(ak_public)),
+            "DeviceKey": json.loads(certification_to_json(device_key)),
+            "TransportKey": json.loads(certification_to_json(transport_key)),
+        }
 
     def ak_enrolled(self, ak_public: bytes) -> bool:
         """True once the AK passed enrollment."""
