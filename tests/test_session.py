@@ -367,8 +367,14 @@ def test_a_session_key_wrapped_with_rsa_oaep_256_imports_as_rsa_oaep_does(
     provider: Provider, transport_key: EntraPrivateKey, store: KeyStore
 ) -> None:
     """MSAL's bound refresh tokens wrap the session key with RSA-OAEP-256 (SHA-256, MGF1
-    SHA-256): the transport key decrypts it (in the TPM: TPM2_RSA_Decrypt, OAEP SHA-256), and
-    it derives what the service's key derives."""
+    SHA-256): the transport key decrypts it (in the TPM: TPM2_RSA_Decrypt, OAEP SHA-256, which
+    its scheme NULL allows), and it derives what the service's key derives."""
+    from entra_keys.tcg.public import TPMSRSAParms
+    from entra_keys.tcg.structures import TPMTPublic
+    from entra_keys.tcg.wire import TPM_ALG_NULL
+
+    parameters = TPMTPublic.parse(transport_key.tpm_public).parameters
+    assert isinstance(parameters, TPMSRSAParms) and parameters.scheme.scheme == TPM_ALG_NULL
     for alg in ("RSA-OAEP", "RSA-OAEP-256"):
         service = TokenService()
         jwe = service.session_key_jwe(public(transport_key), alg=alg)  # type: ignore[arg-type]
