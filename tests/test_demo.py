@@ -330,7 +330,7 @@ def test_demo_without_tpm2_pytss_runs_on_software_and_says_why(tmp_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
     assert first.startswith("tpm2-pytss is not usable (No module named tpm2_pytss)")
-    assert first.endswith(": running on the software provider (keys are not hardware-backed)")
+    assert first.endswith("; running on the software provider (keys are not hardware-backed)")
     assert "Starting a throwaway swtpm" not in done.stdout
     assert_joined(done.stdout, hardware=False)
     assert not (tmp_path / "keys" / "tpm").exists()

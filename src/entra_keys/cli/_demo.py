@@ -410,7 +410,7 @@ def run_demo(
                 raise DemoFailed(f"--provider tpm, and no throwaway swtpm: {reason}; "
                                  "name a TPM with --tcti")  # fmt: skip
             else:
-                out.write(f"{reason}: running on the software provider "
+                out.write(f"{reason}; running on the software provider "
                           "(keys are not hardware-backed)\n")  # fmt: skip
                 kind = "software"
         provider = open_provider(kind, tcti=tcti)
