@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import importlib
 import logging
 import os
@@ -118,8 +119,10 @@ def _add_global_options(parser: argparse._ActionsContainer, *, after: bool) -> N
     )
 
 
+@functools.cache
 def _global_options() -> argparse.ArgumentParser:
-    """A parent parser of the global options as a subcommand takes them (no defaults)."""
+    """A parent parser of the global options as a subcommand takes them (no defaults); made
+    once: argparse copies a parent's options into each subcommand."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("global options (also before the command)")
     _add_global_options(group, after=True)
