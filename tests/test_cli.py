@@ -10,10 +10,14 @@ import base64
 import json
 import os
 import re
+import shlex
+import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -21,11 +25,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import entra_keys
+from entra_keys import KeyType, KeyUsage, Provider
 from entra_keys.cli import main
+from entra_keys.errors import KeyUsageError
 from entra_keys.formats import REGISTRATION_SUBJECT
+from entra_keys.testing.swtpm import Swtpm
+from entra_keys.testing.token_service import TokenService
 
 from .contract.providers import option_kind
-from .helpers import assert_keys_encrypted
+from .helpers import assert_keys_encrypted, cached_key
 
 SRC = Path(entra_keys.__file__).resolve().parents[1]
 MESSAGE = b"the bytes a join agent signs\n"
@@ -431,7 +439,7 @@ def test_unknown_key_is_one_error_line_from_the_program(software: Cli) -> None:
 def test_unreachable_tpm_is_one_error_line(tmp_path: Path) -> None:
     """Not even libtss2's own log lines reach stderr: only the command's one error line."""
     done = run_program("--provider", "tpm", "--tcti", f"swtpm:path={tmp_path / 'no-sock'}",
-                       "--store", str(tmp_path / "store"), "keys", "list")  # fmt: skip
+                       "--store", str(tmp_path / "store"), "status")  # fmt: skip
     assert done.returncode == 1 and done.stdout == b""
     assert "cannot open the TPM" in one_error_line(done.stderr.decode())
 
@@ -477,3 +485,585 @@ def test_program_help_and_version() -> None:
     assert version.stdout.decode().strip() == f"entra-keys {entra_keys.__version__}"
     bad = run_program("keys", "create", "x", "--type", "rsa1024")
     assert bad.returncode == 2 and b"Traceback" not in bad.stderr
+
+
+# -- global options in either place -------------------------------------------------------------
+
+GLOBAL_OPTIONS = [
+    (["--provider", "software"], "provider", "software"),
+    (["--tcti", "swtpm:path=/x/sock"], "tcti", "swtpm:path=/x/sock"),
+    (["--store", "/x/store"], "store", "/x/store"),
+    (["--passphrase-file", "/x/pass"], "passphrase_file", "/x/pass"),
+    (["--json"], "json", True),
+    (["-v"], "verbose", True),
+    (["--verbose"], "verbose", True),
+]
+
+
+@pytest.mark.parametrize(("option", "dest", "value"), GLOBAL_OPTIONS, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "command", [["status"], ["keys", "list"], ["attest", "ak", "create", "ak"], ["demo"]]
+)
+def test_every_global_option_is_taken_before_and_after_the_command(
+    option: list[str], dest: str, value: object, command: list[str]
+) -> None:
+    from entra_keys.cli import build_parser
+
+    before = build_parser().parse_args([*option, *command])
+    after = build_parser().parse_args([*command, *option])
+    nested = build_parser().parse_args([*command[:1], *option, *command[1:]])
+    assert getattr(before, dest) == getattr(after, dest) == getattr(nested, dest) == value
+    defaults = build_parser().parse_args(command)  # not given: the main parser's default
+    assert getattr(defaults, dest) in (None, False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "value"),
+    [
+        (["--store", "/a", "status", "--store", "/b"], "store", "/b"),
+        (["--provider", "tpm", "keys", "list", "--provider", "software"], "provider", "software"),
+        (["keys", "--store", "/a", "list", "--store", "/b"], "store", "/b"),
+    ],
+)
+def test_an_option_given_before_and_after_the_command_takes_the_later(
+    argv: list[str], dest: str, value: str
+) -> None:
+    from entra_keys.cli import build_parser
+
+    assert getattr(build_parser().parse_args(argv), dest) == value
+
+
+def test_global_options_after_the_command_work_as_before_it(software: Cli, tmp_path: Path) -> None:
+    """What the README's own table writes: ``status --json``, ``--store`` and
+    ``--passphrase-file`` after the command, ``-v`` after it."""
+    secret = tmp_path / "pass"
+    secret.write_bytes(b"correct horse\n")
+    secret.chmod(0o600)
+    store = str(software.store)
+    created = software.ok(
+        "keys",
+        "create",
+        "device",
+        "--type",
+        "ecc256",
+        "--provider",
+        "software",
+        "--store",
+        store,
+        "--passphrase-file",
+        str(secret),
+    )
+    assert "Encrypted : YES" in created
+    document = json.loads(software.ok("status", "--json", "--passphrase-file", str(secret)))
+    assert document["key_sign_test"]["result"] == "PASSED"
+    assert [key["name"] for key in json.loads(software.ok("keys", "list", "--json"))["keys"]] == [
+        "device"
+    ]
+    quiet = software.run("keys", "show", "nosuchkey")
+    verbose = software.run("keys", "show", "nosuchkey", "-v")  # the failure's debug log too
+    assert quiet.returncode == verbose.returncode == 1
+    assert b"DEBUG" not in quiet.stderr and b"entra-keys: DEBUG: keys failed" in verbose.stderr
+
+
+# -- a reader that goes away ---------------------------------------------------------------------
+
+
+def closed_pipe_run(*args: str, env: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """Run the program with its stdout a pipe whose reader is gone before it writes (as
+    ``entra-keys ... | head`` after head exits); its exit status and stderr."""
+    environ = {**(os.environ if env is None else env), "PYTHONPATH": str(SRC)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entra_keys.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environ,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader goes away first
+    err = process.stderr.read()
+    return process.wait(60), err
+
+
+def test_a_closed_pipe_ends_every_kind_of_output_quietly(software: Cli, tmp_path: Path) -> None:
+    software.ok("keys", "create", "device", "--type", "rsa2048")
+    store = ["--provider", "software", "--store", str(software.store)]
+    for command in (
+        ["keys", "list"],
+        ["--json", "keys", "list"],
+        ["keys", "show", "device"],
+        ["keys", "export", "device", "--format", "der"],  # bytes
+        ["status"],
+        ["--json", "status"],
+        ["attest", "ek", "--cert"],
+        ["completion", "bash"],
+    ):
+        code, err = closed_pipe_run(*store, *command)
+        assert (code, err) == (141, b""), (command, err.decode())
+    code, err = closed_pipe_run("--help")  # argparse drops what it cannot write: quiet too
+    assert err == b"" and code in (0, 141)
+
+
+def test_a_closed_pipe_after_attest_ek_cert_on_a_tpm(swtpm: Swtpm, tmp_path: Path) -> None:
+    """The issue's case: ``entra-keys attest ek --cert | head`` ended in a traceback."""
+    code, err = closed_pipe_run(
+        "--provider",
+        "tpm",
+        "--tcti",
+        swtpm.tcti,
+        "--store",
+        str(tmp_path / "store"),
+        "attest",
+        "ek",
+        "--cert",
+    )
+    assert (code, err) == (141, b"")
+
+
+def test_a_reader_that_stops_after_one_line_sees_no_traceback(swtpm: Swtpm, tmp_path: Path) -> None:
+    done = subprocess.run(
+        f"{sys.executable} -m entra_keys.cli --provider tpm --tcti {swtpm.tcti} --store "
+        f"{tmp_path / 'store'} attest ek --cert | head -1",
+        shell=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.startswith(b"# EK ")
+    assert done.stderr == b""
+
+
+# -- keys list reads files only ------------------------------------------------------------------
+
+
+def test_keys_list_of_a_tpm_store_needs_no_tpm(swtpm: Swtpm, tmp_path: Path) -> None:
+    """``keys list`` reads the key files, as ``leave`` does: with the TPM out of reach it still
+    lists a TPM store, while a command that uses the keys says the TPM cannot be opened."""
+    store = str(tmp_path / "store")
+    with entra_keys.open_provider("tpm", tcti=swtpm.tcti) as provider:
+        entra_keys.KeyStore(provider, store).create(
+            "device", entra_keys.KeyType.ECC256, entra_keys.KeyUsage.SIGN
+        )
+    gone = ["--tcti", f"swtpm:path={tmp_path / 'no-sock'}", "--store", store]
+    for provider_option in ([], ["--provider", "tpm"]):
+        done = run_program(*provider_option, *gone, "--json", "keys", "list")
+        assert done.returncode == 0, done.stderr
+        keys = json.loads(done.stdout)["keys"]
+        assert [(k["name"], k["provider"], k["hardware_backed"]) for k in keys] == [
+            ("device", "tpm", True)
+        ]
+    shown = run_program(*gone, "keys", "show", "device")
+    assert shown.returncode == 1 and "cannot" in one_error_line(shown.stderr.decode())
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+def test_already_exists_says_replace_where_the_command_has_it(
+    software: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "store passphrase")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s3cret")
+    service = TokenService()
+    for command in (
+        ["keys", "create", "device", "--type", "rsa2048"],
+        ["keys", "create", "transport", "--type", "rsa2048", "--usage", "decrypt"],
+        ["attest", "ak", "create", "ak"],
+        ["seal", "token", "--in", str(secret)],
+    ):
+        software.ok(*command)
+        again = software(*command)
+        line = one_error_line(again.err)
+        assert again.code == 1 and "already exists; --replace overwrites it" in line, line
+        software.ok(*command, "--replace")
+    transport = json.loads(software.ok("keys", "export", "transport", "--format", "jwk"))
+    key = serialization.load_pem_public_key(software.ok("keys", "export", "transport").encode())
+    assert isinstance(key, rsa.RSAPublicKey) and transport["kty"] == "RSA"
+    jwe = tmp_path / "jwe"
+    jwe.write_text(service.session_key_jwe(key))
+    session = ["session", "import", "prt", "--transport-key", "transport", "--in", str(jwe)]
+    software.ok(*session)
+    line = one_error_line(software(*session).err)
+    assert "already exists; --replace overwrites it" in line
+
+
+def test_a_shared_directory_as_the_store_is_never_told_to_chmod(
+    software: Cli, tmp_path: Path
+) -> None:
+    """``--store /tmp`` advised ``chmod 700`` on /tmp. A shared directory (sticky, writable by
+    others, at the top of the tree, or holding directories) is named as such: use a store of
+    your own. A directory that is only the user's store still gets the chmod advice."""
+    own = tmp_path / "own"
+    own.mkdir(mode=0o755)
+    own.chmod(0o755)
+    lib = tmp_path / "lib"
+    (lib / "package").mkdir(parents=True)
+    lib.chmod(0o755)
+    for store, advice in (("/tmp", False), (str(lib), False), (str(own), True)):
+        done = main(
+            ["--provider", "software", "--store", store, "keys", "create", "k", "--type", "ecc256"]
+        )
+        line = one_error_line(software.capsys.readouterr().err)
+        assert done == 1 and "is open to other users" in line, line
+        assert ("chmod 700" in line) is advice, line
+        assert ("shared directory: use a directory of your own" in line) is not advice, line
+    assert not (lib / "k.pem").exists() and stat.S_IMODE(lib.stat().st_mode) == 0o755
+
+
+def test_a_pin_file_is_called_a_pin_file(software: Cli, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s3cret")
+    pin = tmp_path / "pin"
+    pin.write_bytes(b"2468\n")
+    pin.chmod(0o644)
+    done = software("seal", "token", "--in", str(secret), "--pin-file", str(pin))
+    line = one_error_line(done.err)
+    assert done.code == 1 and f"the PIN file {pin} is open to other users" in line
+    assert "passphrase" not in line
+    pin.write_bytes(b"\n")
+    pin.chmod(0o600)
+    line = one_error_line(software("unseal", "token", "--pin-file", str(pin)).err)
+    assert f"the PIN file {pin} holds no PIN on its first line" in line
+
+
+def test_status_has_one_tpm_protected_line(cli: Cli) -> None:
+    """Device State's TpmProtected (the device key's) and Provider State's said NO and YES in
+    one report: the provider's row is TpmPresent."""
+    text = cli.ok("status")  # no device key yet
+    assert len(re.findall(r"^ *TpmProtected : ", text, re.MULTILINE)) == 1
+    assert re.search(r"^ *TpmProtected : NO$", text, re.MULTILINE)
+    present = "YES" if cli.kind == "tpm" else "NO"
+    assert re.search(rf"^ *TpmPresent : {present}$", text, re.MULTILINE)
+
+
+def test_a_tpm_key_s_private_numbers_point_to_jws_sign_and_pyjwt(tpm_provider: Provider) -> None:
+    key = cached_key(tpm_provider, KeyType.RSA2048, KeyUsage.SIGN)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    for refused in (
+        key.private_numbers,
+        lambda: key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    ):
+        with pytest.raises(KeyUsageError, match=r"formats\.jws_sign.*PyJWT") as caught:
+            refused()
+        assert "never leaves the TPM" in str(caught.value)
+    jwt = pytest.importorskip("jwt")  # what the message offers works
+    token = jwt.encode({"sub": "device"}, key, algorithm="RS256")
+    assert jwt.decode(token, key.public_key(), algorithms=["RS256"]) == {"sub": "device"}
+
+
+def test_sign_refuses_a_terminal_unless_out_is_explicit(software: Cli, tmp_path: Path) -> None:
+    software.ok("keys", "create", "device", "--type", "ecc256")
+    (tmp_path / "data").write_bytes(MESSAGE)
+    base = [
+        "--provider",
+        "software",
+        "--store",
+        str(software.store),
+        "sign",
+        "device",
+        "--alg",
+        "ES256",
+        "--in",
+        str(tmp_path / "data"),
+    ]
+
+    def on_a_terminal(*extra: str) -> tuple[int, bytes, bytes]:
+        leader, follower = os.openpty()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "entra_keys.cli", *base, *extra],
+                stdout=follower,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": str(SRC)},
+                timeout=60,
+                check=False,
+            )
+            os.set_blocking(leader, False)
+            try:
+                shown = os.read(leader, 4096)
+            except BlockingIOError:
+                shown = b""
+            return done.returncode, shown, done.stderr
+        finally:
+            os.close(leader)
+            os.close(follower)
+
+    code, shown, err = on_a_terminal()
+    assert code == 1 and shown == b""
+    assert "stdout is a terminal: give --out FILE, or --out -" in one_error_line(err.decode())
+    code, shown, err = on_a_terminal("--out", "-")
+    assert code == 0 and shown, err
+    piped = run_program(*base)  # not a terminal: the signature, as before
+    assert piped.returncode == 0 and piped.stdout[:1] == b"\x30"  # DER ECDSA
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["attest", "quote", "--ak", "ak", "--nonce", "zzzz", "--out", "q.json"],
+        ["attest", "quote", "--ak", "ak", "--nonce", "00" * 8, "--pcrs", "0,x", "--out", "q"],
+        ["attest", "certify", "device", "--ak", "ak", "--nonce", "zzzz", "--out", "c.json"],
+        ["verify", "quote", "q.json", "--ak-public", "ak.tpm", "--nonce", "zzzz"],
+        ["verify", "certify", "c.json", "--ak-public", "a", "--key-public", "k", "--nonce", "0g"],
+        ["session", "derive", "prt", "--ctx", "nothex"],
+        ["session", "decrypt", "prt", "--in", "r", "--max-size", "big"],
+        ["seal", "s", "--in", "f", "--pcrs", "seven"],
+        ["completion", "tcsh"],
+    ],
+    ids=lambda argv: "-".join(argv[:2]),
+)
+def test_a_value_of_the_wrong_form_is_a_usage_error_exit_2(
+    software: Cli, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ctx nothex`` exited 2 and ``--nonce zzzz`` 1: every value argparse can check the
+    form of is a usage error (2), before anything runs."""
+    assert main(["--provider", "software", "--store", str(software.store), *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "usage: entra-keys" in err and "Traceback" not in err
+    assert not software.store.exists()
+
+
+# -- completion ---------------------------------------------------------------------------------
+
+
+def leaf_commands() -> list[tuple[str, ...]]:
+    """Every command path of the parser that runs something (``keys create``, ``status``...)."""
+    from entra_keys.cli import build_parser
+    from entra_keys.cli.completion import command_tree
+
+    def leaves(node: Any) -> list[tuple[str, ...]]:
+        if not node.commands:
+            return [node.path]
+        return [leaf for child in node.commands.values() for leaf in leaves(child)]
+
+    return leaves(command_tree(build_parser()))
+
+
+def bash_complete(script: Path, *words: str) -> list[str]:
+    """What bash completes for the words (the last one being typed), with the script."""
+    line = " ".join(shlex.quote(w) for w in words)
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"source {shlex.quote(str(script))}; COMP_WORDS=({line}); "
+            "COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _entra_keys; "
+            'printf "%s\\n" "${COMPREPLY[@]}"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_bash_completion_completes_commands_options_and_choices(
+    software: Cli, tmp_path: Path
+) -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    script = tmp_path / "entra-keys.bash"
+    script.write_text(software.ok("completion", "bash"))
+    assert bash_complete(script, "entra-keys", "ke") == ["keys"]
+    assert bash_complete(script, "entra-keys", "keys", "c") == ["create"]
+    assert bash_complete(script, "entra-keys", "keys", "create", "d", "--type", "rsa") == [
+        "rsa2048",
+        "rsa3072",
+    ]
+    assert bash_complete(script, "entra-keys", "--store", "/s", "status", "--js") == ["--json"]
+    assert bash_complete(script, "entra-keys", "--provider", "s") == ["software"]
+    assert bash_complete(script, "entra-keys", "attest", "ak", "create", "a", "--type", "") == [
+        "rsa2048",
+        "ecc256",
+    ]
+    assert bash_complete(script, "entra-keys", "completion", "f") == ["fish"]
+    top = bash_complete(script, "entra-keys", "")
+    assert {path[0] for path in leaf_commands()} <= set(top)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_every_shell_s_script_names_every_command(software: Cli, shell: str) -> None:
+    text = software.ok("completion", shell)
+    for path in leaf_commands():
+        for word in path:
+            assert re.search(rf"\b{re.escape(word)}\b", text), (shell, path)
+    option = "-l passphrase-file" if shell == "fish" else "--passphrase-file"
+    assert option in text and "rsa3072" in text
+    checker = {"bash": ["bash", "-n"], "zsh": ["zsh", "-n"], "fish": ["fish", "--no-execute"]}
+    if shutil.which(checker[shell][0]):
+        done = subprocess.run(
+            [*checker[shell]], input=text, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    if shell == "zsh":
+        assert "bashcompinit" in text and "complete -o default -F _entra_keys entra-keys" in text
+
+
+# -- --json everywhere --------------------------------------------------------------------------
+
+
+def test_every_command_prints_one_json_document_with_json(
+    software: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command of the parser, run with --json, prints exactly one JSON document (a new
+    command must be added here: the list is checked against the parser). ``tpm init`` is run
+    on a TPM in test_tpm_init_prints_one_json_document."""
+    monkeypatch.setenv("ENTRA_KEYS_PASSPHRASE", "store passphrase")
+    work = tmp_path
+    (work / "data").write_bytes(MESSAGE)
+    (work / "secret").write_bytes(b"s3cret")
+    (work / "payload.json").write_bytes(b'{"refresh_token": "r", "request_nonce": "n"}')
+    tss2 = work / "other-store"
+    nonce = "00112233445566778899aabbccddeeff"
+    service = TokenService()
+    log = Path(__file__).parent / "vectors/realworld/tpm2-tools/event-moklisttrusted.bin"
+    steps: dict[tuple[str, ...], list[list[str]]] = {
+        ("keys", "create"): [
+            ["keys", "create", "device", "--type", "rsa2048"],
+            ["keys", "create", "transport", "--type", "rsa2048", "--usage", "decrypt"],
+        ],
+        ("keys", "list"): [["keys", "list"]],
+        ("keys", "show"): [["keys", "show", "device"]],
+        ("keys", "export"): [["keys", "export", "device", "--format", "der"]],
+        ("csr",): [["csr", "device"]],
+        ("sign",): [["sign", "device", "--alg", "RS256", "--in", str(work / "data")]],
+        ("attest", "ak", "create"): [["attest", "ak", "create", "ak"]],
+        ("attest", "ek"): [["attest", "ek", "--cert"]],
+        ("attest", "quote"): [
+            ["attest", "quote", "--ak", "ak", "--nonce", nonce, "--out", str(work / "quote.json")],
+            ["attest", "quote", "--ak", "ak", "--nonce", nonce, "--out", "-"],
+        ],
+        ("attest", "certify"): [
+            [
+                "attest",
+                "certify",
+                "device",
+                "--ak",
+                "ak",
+                "--nonce",
+                nonce,
+                "--out",
+                str(work / "certify.json"),
+            ]
+        ],
+        ("attest", "eventlog"): [["attest", "eventlog", "--in", str(log)]],
+        ("verify", "quote"): [
+            [
+                "verify",
+                "quote",
+                str(work / "quote.json"),
+                "--ak-public",
+                str(work / "ak.tpm"),
+                "--nonce",
+                nonce,
+                "--allow-software",
+            ]
+        ],
+        ("verify", "certify"): [
+            [
+                "verify",
+                "certify",
+                str(work / "certify.json"),
+                "--ak-public",
+                str(work / "ak.tpm"),
+                "--key-public",
+                str(work / "device.pem"),
+                "--nonce",
+                nonce,
+                "--allow-software",
+            ]
+        ],
+        ("session", "import"): [
+            ["session", "import", "prt", "--transport-key", "transport", "--in", str(work / "jwe")]
+        ],
+        ("session", "derive"): [["session", "derive", "prt", "--ctx", "00" * 24]],
+        ("session", "sign"): [["session", "sign", "prt", "--in", str(work / "payload.json")]],
+        ("session", "decrypt"): [["session", "decrypt", "prt", "--in", str(work / "reply")]],
+        ("seal",): [["seal", "token", "--in", str(work / "secret")]],
+        ("unseal",): [["unseal", "token"]],
+        ("status",): [["status"]],
+        ("keys", "import"): [],  # a TSS2 key file: test_keys_import_prints_one_json_document
+        ("tpm", "init"): [],  # a TPM's: test_tpm_init_prints_one_json_document
+        ("keys", "delete"): [["keys", "delete", "device"]],
+        ("leave",): [["leave"]],
+        ("completion",): [["completion", "fish"]],
+        ("demo",): [["--store", str(tss2), "demo"]],
+    }
+    assert sorted(steps) == sorted(leaf_commands())
+    del tss2
+    for path, runs in steps.items():
+        for argv in runs:
+            if path == ("verify", "quote"):  # the AK's TPM2B_PUBLIC and the key, for verify
+                (work / "ak.tpm").write_bytes(
+                    base64.b64decode(
+                        json.loads(
+                            software.ok("--json", "keys", "export", "ak", "--format", "tpm")
+                        )["data"]
+                    )
+                )
+                (work / "device.pem").write_text(software.ok("keys", "export", "device"))
+            if path == ("session", "import"):
+                key = serialization.load_pem_public_key(
+                    software.ok("keys", "export", "transport").encode()
+                )
+                assert isinstance(key, rsa.RSAPublicKey)
+                (work / "jwe").write_text(service.session_key_jwe(key))
+                (work / "reply").write_text(service.encrypt_response(b'{"a": 1}'))
+            result = (
+                software("--json", *argv)
+                if argv[0] != "--store"
+                else software(*argv[:2], "--json", *argv[2:])
+            )
+            assert result.code == 0, (argv, result.err)
+            document = json.loads(result.out)  # one document, nothing before or after it
+            assert isinstance(document, dict), argv
+
+
+def test_tpm_init_prints_one_json_document(own_swtpm: Swtpm, tmp_path: Path) -> None:
+    argv = ["--provider", "tpm", "--tcti", own_swtpm.tcti, "--store", str(tmp_path / "s")]
+    first = run_program(*argv, "tpm", "init", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {
+        "storage_root_key": "0x81000001",
+        "persisted": True,
+        "no_longer_load": [],
+    }
+    again = json.loads(run_program(*argv, "--json", "tpm", "init").stdout)
+    assert again["persisted"] is False
+
+
+def test_keys_import_prints_one_json_document(
+    tpm_provider: Provider, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TSS2 key file of another store, imported with --json."""
+    other = entra_keys.KeyStore(tpm_provider, tmp_path / "other")
+    other.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    key_file = tmp_path / "other" / "device.pem"
+    tcti = getattr(tpm_provider, "tcti", None)
+    assert isinstance(tcti, str)
+    code = main(
+        [
+            "--provider",
+            "tpm",
+            "--tcti",
+            tcti,
+            "--store",
+            str(tmp_path / "store"),
+            "keys",
+            "import",
+            "imported",
+            "--in",
+            str(key_file),
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["name"] == "imported"

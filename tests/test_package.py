@@ -36,7 +36,7 @@ CLASSIFIERS = {
     "Typing :: Typed",
 }
 #: The directories the sdist ships whole: the tests need all of them.
-SHIPPED = ("tests", "benchmarks", "swtpm", "scripts")
+SHIPPED = ("tests", "benchmarks", "examples", "swtpm", "scripts")
 _JUNK = ("__pycache__", ".pytest_cache", ".hypothesis")
 _BUILD = (  # build_meta changes sys.argv: read the directory first
     "import sys; from setuptools import build_meta as b; out = sys.argv[1]; "

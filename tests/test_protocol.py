@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import shlex
 import struct
 import urllib.parse
 import uuid
@@ -56,6 +57,21 @@ from entra_keys.testing.registration import RegistrationService
 from entra_keys.testing.token_service import TokenService
 
 from .helpers import kbkdf
+
+try:  # os-release(5), read here without entra_keys: the win_ver Himmelblau sends
+    _OS_RELEASE = dict(
+        line.split("=", 1)
+        for line in shlex.split(open("/etc/os-release").read(), comments=True)  # noqa: SIM115
+        if "=" in line
+    )
+except FileNotFoundError:
+    _OS_RELEASE = {}
+#: The win_ver every request sends by default: PRETTY_NAME VERSION_ID (None: not sent).
+DEFAULT_WIN_VER = (
+    " ".join(v for v in (_OS_RELEASE.get("PRETTY_NAME"), _OS_RELEASE.get("VERSION_ID")) if v)
+    or None
+)
+WIN_VER = {} if DEFAULT_WIN_VER is None else {"win_ver": DEFAULT_WIN_VER}
 
 LABEL = b"AzureAD-SecureConversation"
 PASSWORD_CLIENT = "38aa3b87-a06d-4817-b275-7a316988d93b"
@@ -227,7 +243,10 @@ def test_registration_request_field_by_field(
         "OSVersion",
         "DeviceDisplayName",
         "JoinType",
+        "Attributes",
     ]
+    # What libhimmelblau (discovery.rs enroll_device) and roadlib (register_device) send.
+    assert body["Attributes"] == {"ReuseDevice": "true", "ReturnClientSid": "true"}
     assert body["CertificateRequest"]["Type"] == "pkcs10"
     assert list(body["CertificateRequest"]) == ["Type", "Data"]
     csr = x509.load_der_x509_csr(
@@ -524,6 +543,7 @@ def test_prt_request_field_by_field(
         "client_id": CLIENTS[grant],
         "scope": "openid aza ugs",
         "request_nonce": NONCE,
+        **WIN_VER,
         **grant_claims,
     }
 
@@ -939,12 +959,59 @@ def test_app_token_request_field_by_field(prt_session: PRTSession, service: Toke
         "aud": "login.microsoftonline.com",
         "resource": "https://graph.windows.net",
         "redirect_uri": f"ms-appx-web://Microsoft.AAD.BrokerPlugin/{client}",
+        **WIN_VER,
     }
     only = app_token_request(prt_session, "r", nonce=NONCE, client_id=client, resource="res")
     _, claims = hs256_claims(form(only)["request"], service.session_key)
-    assert claims["resource"] == "res" and "redirect_uri" not in claims and "win_ver" not in claims
+    assert claims["resource"] == "res" and "redirect_uri" not in claims
+    assert claims.get("win_ver") == DEFAULT_WIN_VER
     with pytest.raises(InvalidData, match="a resource or a redirect_uri"):
         app_token_request(prt_session, "r", nonce=NONCE, client_id=client)
+
+
+def test_the_peers_defaults_are_sent_and_each_can_be_changed_or_dropped(
+    rsa_signing_key: EntraPrivateKey,
+    transport_key: EntraPrivateKey,
+    device_certificate: x509.Certificate,
+    prt_session: PRTSession,
+    service: TokenService,
+) -> None:
+    """Attributes and win_ver, which roadlib and Himmelblau send, go by default; a value of the
+    caller's replaces each, None leaves it out."""
+    join = {"access_token": "t", "domain": "contoso.com", "display_name": "pc", "os_version": "13"}
+
+    def body(**given: Any) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(
+            registration_request(rsa_signing_key, transport_key, **join, **given).body
+        )
+        return loaded
+
+    assert body()["Attributes"] == {"ReuseDevice": "true", "ReturnClientSid": "true"}
+    assert body(attributes={"SharedDevice": True})["Attributes"] == {"SharedDevice": True}
+    assert "Attributes" not in body(attributes=None)
+
+    def prt_claims(**given: Any) -> dict[str, Any]:
+        request = prt_request(rsa_signing_key, device_certificate, nonce=NONCE,
+                              refresh_token=REFRESH_TOKEN, **given)  # fmt: skip
+        return rs256_claims(form(request)["request"], public(rsa_signing_key))[1]
+
+    def session_claims(build: Any, **given: Any) -> dict[str, Any]:
+        return hs256_claims(form(build(**given))["request"], service.session_key)[1]
+
+    def renewal(**given: Any) -> Request:
+        return refresh_prt_request(prt_session, REFRESH_TOKEN, nonce=NONCE, **given)
+
+    def app(**given: Any) -> Request:
+        return app_token_request(prt_session, REFRESH_TOKEN, nonce=NONCE, client_id="c",
+                                 resource="r", **given)  # fmt: skip
+
+    for claims in (prt_claims, lambda **g: session_claims(renewal, **g),
+                   lambda **g: session_claims(app, **g)):  # fmt: skip
+        assert claims().get("win_ver") == DEFAULT_WIN_VER
+        assert claims(win_ver="10.0.19041.868")["win_ver"] == "10.0.19041.868"  # roadlib's
+        assert "win_ver" not in claims(win_ver=None)
+        with pytest.raises(InvalidData, match="win_ver is empty"):
+            claims(win_ver="")
 
 
 def test_prt_cookie(prt_session: PRTSession, service: TokenService) -> None:

@@ -339,7 +339,10 @@ def _jwe_header(raw: bytes) -> Any:
         pytest.param(lambda t: replace_segment(t, 1, segments(t)[1] + "=="), id="padding"),
         pytest.param(lambda t: replace_segment(t, 1, segments(t)[1] + "AAA"), id="length-mod-4"),
         pytest.param(lambda t: replace_segment(t, 2, "*"), id="bad-iv-char"),
-        pytest.param(_jwe_header(b'{"alg":"RSA-OAEP-256","enc":"A256GCM"}'), id="alg"),
+        pytest.param(_jwe_header(b'{"alg":"RSA-OAEP-384","enc":"A256GCM"}'), id="alg"),
+        pytest.param(_jwe_header(b'{"alg":"RSA1_5","enc":"A256GCM"}'), id="alg-rsa1_5"),
+        pytest.param(_jwe_header(b'{"alg":"dir","enc":"A256GCM"}'), id="alg-dir"),
+        pytest.param(_jwe_header(b'{"alg":["RSA-OAEP"],"enc":"A256GCM"}'), id="alg-list"),
         pytest.param(_jwe_header(b'{"alg":"RSA-OAEP","enc":"A128GCM"}'), id="enc"),
         pytest.param(_jwe_header(b'{"enc":"A256GCM"}'), id="no-alg"),
         pytest.param(_jwe_header(b'{"alg":"RSA-OAEP","enc":"A256GCM","crit":["x"]}'), id="crit"),
@@ -358,6 +361,45 @@ def test_a_malformed_session_key_jwe_is_invalid_data(
     assert parse_session_key_jwe(token + "\n") == parse_session_key_jwe(token)
     with pytest.raises(InvalidData):
         parse_session_key_jwe(mangle(token))
+
+
+def test_a_session_key_wrapped_with_rsa_oaep_256_imports_as_rsa_oaep_does(
+    provider: Provider, transport_key: EntraPrivateKey, store: KeyStore
+) -> None:
+    """MSAL's bound refresh tokens wrap the session key with RSA-OAEP-256 (SHA-256, MGF1
+    SHA-256): the transport key decrypts it (in the TPM: TPM2_RSA_Decrypt, OAEP SHA-256, which
+    its scheme NULL allows), and it derives what the service's key derives."""
+    from entra_keys.tcg.public import TPMSRSAParms
+    from entra_keys.tcg.structures import TPMTPublic
+    from entra_keys.tcg.wire import TPM_ALG_NULL
+
+    parameters = TPMTPublic.parse(transport_key.tpm_public).parameters
+    assert isinstance(parameters, TPMSRSAParms) and parameters.scheme.scheme == TPM_ALG_NULL
+    for alg in ("RSA-OAEP", "RSA-OAEP-256"):
+        service = TokenService()
+        jwe = service.session_key_jwe(public(transport_key), alg=alg)  # type: ignore[arg-type]
+        assert json.loads(b64url_decode(segments(jwe)[0]))["alg"] == alg
+        prt = PRTSession.create(store, "prt", transport_key, jwe, replace=True)
+        assert prt.hardware_backed is provider.hardware_backed
+        assert service.verify_request(prt.sign_request({"alg": alg})) == {"alg": alg}
+        ctx = os.urandom(CTX_BYTES)
+        assert derive_key(prt.key, ctx, kdf_version=1) == kbkdf(service.session_key, ctx)
+
+
+def test_a_session_key_wrapped_with_another_hash_than_its_alg_names_does_not_decrypt(
+    provider: Provider, transport_key: EntraPrivateKey
+) -> None:
+    """The alg decides the OAEP hash: a key wrapped with SHA-1 under an RSA-OAEP-256 header
+    (or the reverse) is a DecryptionError, never a wrong session key."""
+    raw = os.urandom(32)
+    for header, hash_alg in (("RSA-OAEP-256", hashes.SHA1()), ("RSA-OAEP", hashes.SHA256())):
+        wrapped = public(transport_key).encrypt(
+            raw, padding.OAEP(padding.MGF1(hash_alg), hash_alg, None)
+        )
+        head = _header({"alg": header, "enc": "A256GCM"})
+        token = ".".join([head, b64url_encode(wrapped), "AAAAAAAAAAAAAAAA", "AA", "A" * 22])
+        with pytest.raises(DecryptionError):
+            import_session_key(provider, transport_key, token)
 
 
 def test_parse_session_key_jwe_takes_only_a_str() -> None:

@@ -575,3 +575,94 @@ def test_requests_with_unreadable_certificates_are_invalid_data(world: World) ->
     token = formats.jws_sign(device.device, claims, "RS256", {"x5c": [x5c], "kdf_ver": 2})
     with pytest.raises(InvalidData, match="not a certificate"):
         world.entra.drs.verify_prt_request(token)
+
+
+# -- made in one call, CAs as paths or certificates, RSA-OAEP-256 ----------------------------
+
+
+def _ca(name: str) -> x509.Certificate:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+
+
+def test_ca_certificates_are_taken_as_paths_bytes_or_certificates(tmp_path: Path) -> None:
+    """``Swtpm.ca_certificates`` gives paths where the service wanted certificates: now a
+    path (str or Path, PEM or DER), PEM or DER bytes and a certificate are all taken, and
+    anything else is InvalidData naming what it was."""
+    first, second = _ca("first"), _ca("second")
+    pem = first.public_bytes(serialization.Encoding.PEM)
+    der = second.public_bytes(serialization.Encoding.DER)
+    (tmp_path / "both.pem").write_bytes(pem + second.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "second.der").write_bytes(der)
+    for given, expected in [
+        ([first, second], [first, second]),
+        ([pem, der], [first, second]),
+        ([tmp_path / "both.pem"], [first, second]),
+        ([str(tmp_path / "second.der")], [second]),
+        (tmp_path / "both.pem", [first, second]),  # one path alone
+        (pem, [first]),
+    ]:
+        assert RegistrationService(ek_ca_certificates=given).ek_ca_certificates == expected
+    for bad, message in [
+        ([tmp_path / "missing.pem"], "cannot read the certificate file"),
+        ([b"not a certificate"], "holds no PEM or DER certificate"),
+        ([42], "not int"),
+    ]:
+        with pytest.raises(InvalidData, match=message):
+            RegistrationService(ek_ca_certificates=bad)  # type: ignore[arg-type]
+
+
+def test_a_stand_in_for_a_swtpm_trusts_its_cas_and_requires_attestation(
+    swtpm: Any, tmp_path: Path
+) -> None:
+    """``EntraStandIn.for_swtpm(swtpm)``: the swtpm's own CAs, loaded from its files, and a
+    join is refused without its attestation (as the service requires)."""
+    entra = EntraStandIn.for_swtpm(swtpm, users=PASSWORDS)
+    expected = [x509.load_pem_x509_certificate(p.read_bytes()) for p in swtpm.ca_certificates]
+    assert entra.drs.ek_ca_certificates == expected
+    assert entra.drs.require_attestation and not entra.drs.allow_software
+    store = KeyStore(open_provider("software"), tmp_path / "store")
+    device = store.create("device", KeyType.RSA2048, KeyUsage.SIGN)
+    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+    software = EntraStandIn.for_software(users=PASSWORDS)
+    assert software.drs.require_attestation and software.drs.allow_software
+    for service in (entra, software):
+        request = registration_request(
+            device, transport, access_token=service.issue_access_token(ALICE),
+            domain="contoso.com", display_name="pc", os_version="13",
+        )  # fmt: skip
+        with pytest.raises(AttestationError, match="no key attestation"):
+            service.handle(request)
+
+
+def test_the_stand_in_may_wrap_session_keys_with_rsa_oaep_256(tmp_path: Path) -> None:
+    """``session_key_alg="RSA-OAEP-256"``: PRT replies carry their session key as MSAL's bound
+    refresh tokens do; the device imports it and the session then signs and decrypts."""
+    entra = EntraStandIn(users=PASSWORDS, tenant_id=TENANT_ID, session_key_alg="RSA-OAEP-256")
+    world = World(entra, Clock(), tmp_path)
+    device = world.join("pc")
+    request = prt_request(
+        device.device, device.registration.certificate, nonce=world.nonce(),
+        username=ALICE, password=PASSWORDS[ALICE],
+    )  # fmt: skip
+    reply = entra.handle(request)
+    jwe = json.loads(reply)["session_key_jwe"]
+    assert json.loads(base64.urlsafe_b64decode(jwe.split(".")[0] + "==")) == {
+        "alg": "RSA-OAEP-256",
+        "enc": "A256GCM",
+    }
+    prt = parse_prt_response(reply, device.transport, device.store, "prt")
+    renewed = parse_refresh_response(
+        entra.handle(refresh_prt_request(prt.session, prt.refresh_token, nonce=world.nonce())),
+        prt.session,
+    )
+    assert renewed.refresh_token in entra.prts

@@ -8,7 +8,11 @@ the same typed error and the same check. The pickling the pool relies on is chec
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +24,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from entra_keys import KeyType, KeyUsage, Provider
+import entra_keys
+from entra_keys import KeyType, KeyUsage, Provider, open_provider
 from entra_keys.attestation import TrustPolicy, VerifierPool, verify_certify, verify_quote
-from entra_keys.errors import AttestationCheckFailed, Check, EntraKeysError, MalformedAttestation
+from entra_keys.errors import (
+    AttestationCheckFailed,
+    Check,
+    EntraKeysError,
+    InvalidData,
+    MalformedAttestation,
+)
 
 from . import test_verifier as vt
 
@@ -282,3 +293,115 @@ def test_the_pool_checks_ak_certificates_and_nonce_rules_as_the_function_does() 
         assert _refusal(pool.verify_quote, *args, **kwargs)[1] is Check.NONCE
         refused = _refusal(pool.verify_quote, *args, **{**kwargs, "ak_intermediates": "x"})
         assert refused[1] is Check.CERTIFICATE
+
+
+# --- map as Executor.map, the __main__ guard, event logs through the pool ---------------------
+
+
+def test_map_submits_at_once_and_yields_in_order_as_executor_map(pool_policy: TrustPolicy) -> None:
+    """``map`` returns with every item submitted; results come in the items' order; a refusal
+    raises when its item is reached, after the results before it; a map called inside the
+    ``with`` block is read after it, and one called after the block raises RuntimeError, as
+    ``Executor.map`` does after shutdown."""
+    provider = open_provider("software")
+    ak = provider.create_key(KeyType.ECC256, KeyUsage.ATTEST)
+    quotes = [provider.quote(ak, [n % 8], NONCE) for n in range(12)]
+    args = [(q.attest, q.signature, ak.tpm_public, NONCE, {q.pcr_bank: q.pcr_values})
+            for q in quotes]  # fmt: skip
+    expected = [verify_quote(*a, policy=pool_policy) for a in args]
+    bad = (quotes[0].attest, quotes[0].signature, ak.tpm_public, bytes(16), args[0][4])
+    with VerifierPool(2, policy=pool_policy) as pool:
+        ordered = pool.map(args, batch=3)
+        failing = pool.map([args[0], args[1], bad, args[2]], batch=1)
+    assert list(ordered) == expected  # read after the block: all was submitted inside it
+    assert [r.pcr_values for r in expected] == [{"sha256": q.pcr_values} for q in quotes]
+    assert [next(failing), next(failing)] == expected[:2]  # the results before the refusal
+    with pytest.raises(AttestationCheckFailed) as caught:
+        next(failing)
+    assert caught.value.check == Check.NONCE
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.map(args)
+
+
+_UNGUARDED = """
+import sys, time
+from entra_keys.attestation import TrustPolicy, VerifierPool
+
+started = time.monotonic()
+pool = VerifierPool(2, policy=TrustPolicy())   # no `if __name__ == "__main__":` guard
+pool.warm_up()
+print("warmed up in", time.monotonic() - started)
+"""
+
+
+def test_a_script_without_the_main_guard_fails_fast_and_says_why(tmp_path: Path) -> None:
+    """Each spawned worker imports the caller's main module: without the guard it made a pool
+    of its own. Now the pool refuses to be made there (the workers print why), and the script
+    ends at once with a PoolWorkerError naming the guard: no hang, no recursion."""
+    script = tmp_path / "service.py"
+    script.write_text(_UNGUARDED)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "PYTHONPATH": str(Path(entra_keys.__file__).parents[1])},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert time.monotonic() - started < 60
+    assert done.returncode == 1 and "warmed up" not in done.stdout
+    assert "PoolWorkerError: a VerifierPool is being made while a spawned worker" in done.stderr
+    assert (
+        done.stderr.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            "entra_keys.attestation.pool.PoolWorkerError: the pool's worker processes ended while "
+            "starting"
+        )
+    ), done.stderr[-2000:]
+    assert 'if __name__ == "__main__":' in done.stderr
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(
+        "from entra_keys.attestation import TrustPolicy, VerifierPool\n"
+        'if __name__ == "__main__":\n'
+        "    with VerifierPool(2, policy=TrustPolicy()) as pool:\n"
+        "        pool.warm_up()\n"
+        '    print("warmed up")\n'
+    )
+    done = subprocess.run(
+        [sys.executable, str(guarded)],
+        env={**os.environ, "PYTHONPATH": str(Path(entra_keys.__file__).parents[1])},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "warmed up\n", done.stderr
+
+
+def test_a_quote_with_its_event_log_and_boot_policy_through_the_pool() -> None:
+    """The pool takes ``event_log`` and ``boot_policy`` as verify_quote does; its result, which
+    carries the parsed log (read-only mappings that did not pickle), comes back equal, and a
+    boot policy's refusal is the same."""
+    from entra_keys.attestation import BootPolicy
+    from entra_keys.providers.software_attest import software_quote
+    from entra_keys.testing.measured_boot import synthetic_boot
+
+    boot = synthetic_boot()
+    quoted = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 14]
+    ak = open_provider("software").create_key(KeyType.RSA2048, KeyUsage.ATTEST)
+    values = boot.replay()["sha256"]
+    quote = software_quote(ak, quoted, NONCE, "sha256", pcr_values={p: values[p] for p in quoted})
+    log = boot.log(["sha256"])
+    args = (quote.attest, quote.signature, ak.tpm_public, NONCE, {"sha256": quote.pcr_values})
+    policy = TrustPolicy(allow_software=True)
+    met, unmet = BootPolicy(secure_boot=True), BootPolicy(secure_boot=False)
+    local = verify_quote(*args, policy=policy, event_log=log, boot_policy=met)
+    assert pickle.loads(pickle.dumps(local)) == local
+    with VerifierPool(2, policy=policy) as pool:
+        remote = pool.verify_quote(*args, event_log=bytearray(log), boot_policy=met)
+        assert remote == local and remote.boot_facts is not None
+        assert remote.boot_facts.secure_boot is True
+        assert remote.event_log_events_after_quote == 0
+        expected = _refusal(verify_quote, *args, policy=policy, event_log=log, boot_policy=unmet)
+        assert _refusal(pool.verify_quote, *args, event_log=log, boot_policy=unmet) == expected
+        assert expected[1] is Check.BOOT_POLICY
+        with pytest.raises(InvalidData, match="boot_policy is a BootPolicy, not dict"):
+            pool.verify_quote(*args, event_log=log, boot_policy={"secure_boot": True})
+        with pytest.raises(MalformedAttestation, match="the event log is bytes"):
+            pool.verify_quote(*args, event_log="a log")

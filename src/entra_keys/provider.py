@@ -94,6 +94,16 @@ _HASHERS: dict[type, Callable[[Buffer], Any]] = {
 _OAEP_HASHES = ("sha1", "sha256")
 
 
+def oaep_padding(hash_name: str) -> padding.OAEP:
+    """RSA-OAEP with ``hash_name`` ("sha1" or "sha256") for both OAEP and MGF1, empty label:
+    the two paddings a session key comes wrapped in (JWE RSA-OAEP and RSA-OAEP-256, RFC 7518
+    §4.3); UnsupportedAlgorithm for any other."""
+    chosen = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}.get(hash_name)
+    if chosen is None:
+        raise UnsupportedAlgorithm(f"RSA-OAEP with {hash_name!r}: sha1 and sha256 are offered")
+    return padding.OAEP(padding.MGF1(chosen()), chosen(), None)
+
+
 @dataclass(frozen=True)
 class ProviderInfo:
     """What a provider is: its kind and, for a TPM, the chip's maker and versions."""
@@ -359,9 +369,10 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def import_session_key(
-        self, transport_key: EntraPrivateKey, encrypted_key: bytes
+        self, transport_key: EntraPrivateKey, encrypted_key: bytes, *, oaep_hash: str = "sha1"
     ) -> SessionKey:
-        """Decrypts a session key (RSA-OAEP SHA-1 to the transport key) and binds it here."""
+        """Decrypts a session key (RSA-OAEP to the transport key, with SHA-1 or, for
+        RSA-OAEP-256, ``oaep_hash="sha256"``) and binds it here."""
 
     @abc.abstractmethod
     def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:

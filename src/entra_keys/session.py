@@ -71,6 +71,7 @@ __all__ = [
     "MAX_CTX_BYTES",
     "MAX_RESPONSE_SIZE",
     "MAX_SESSION_KEY_JWE",
+    "SESSION_KEY_ALGORITHMS",
     "PRTSession",
     "decrypt_jwe",
     "decrypt_response",
@@ -117,7 +118,11 @@ _NOT_DECRYPTED = (
     "the response does not decrypt to a JSON object (another session key, or a damaged or "
     "altered response)"
 )
-_SESSION_KEY_JWE_HEADER = {"alg": "RSA-OAEP", "enc": "A256GCM"}
+#: The ``alg`` a session_key_jwe may carry, and the OAEP hash each means (RFC 7518 §4.3):
+#: RSA-OAEP (SHA-1), what Entra's PRT replies carry, and RSA-OAEP-256 (SHA-256), what MSAL's
+#: bound refresh tokens carry.
+SESSION_KEY_ALGORITHMS = {"RSA-OAEP": "sha1", "RSA-OAEP-256": "sha256"}
+_SESSION_KEY_ENC = "A256GCM"
 
 
 # -- compact JOSE ---------------------------------------------------------------------------
@@ -153,22 +158,34 @@ def _check_ctx(ctx: bytes) -> bytes:
 
 
 def parse_session_key_jwe(jwe: str) -> bytes:
-    """The encrypted key (segment 1) of a compact ``{"alg":"RSA-OAEP","enc":"A256GCM"}`` JWE.
+    """The encrypted key (segment 1) of a compact session_key_jwe: ``{"alg":"RSA-OAEP",
+    "enc":"A256GCM"}`` or ``{"alg":"RSA-OAEP-256","enc":"A256GCM"}``.
 
     Every segment must be strict base64url (IV, one-byte ciphertext and tag carry nothing); a
-    JWE over ``MAX_SESSION_KEY_JWE`` characters is InvalidData before it is split.
+    JWE over ``MAX_SESSION_KEY_JWE`` characters is InvalidData before it is split, and so is
+    any other ``alg`` (RSA1_5, RSA-OAEP-384, dir...) or ``enc``.
     """
+    return _read_session_key_jwe(jwe)[0]
+
+
+def _read_session_key_jwe(jwe: str) -> tuple[bytes, str]:
+    """The encrypted key of a session_key_jwe and the OAEP hash its ``alg`` names."""
     if isinstance(jwe, str) and len(jwe) > MAX_SESSION_KEY_JWE:
         raise InvalidData(
             f"a session_key_jwe is {len(jwe)} characters, over the limit of {MAX_SESSION_KEY_JWE}"
         )
     parts = _segments(jwe.strip() if isinstance(jwe, str) else jwe, 5, "a session_key_jwe")
     header = load_object(_segment(parts[0], "session_key_jwe header"), "session_key_jwe header")
-    for name, expected in _SESSION_KEY_JWE_HEADER.items():
-        if header.get(name) != expected:
-            raise InvalidData(
-                f"session_key_jwe header: {name} is {header.get(name)!r}, not {expected!r}"
-            )
+    alg = header.get("alg")
+    oaep_hash = SESSION_KEY_ALGORITHMS.get(alg) if isinstance(alg, str) else None
+    if oaep_hash is None:
+        raise InvalidData(
+            f"session_key_jwe header: alg is {_shown(alg)}, not 'RSA-OAEP' or 'RSA-OAEP-256'"
+        )
+    if header.get("enc") != _SESSION_KEY_ENC:
+        raise InvalidData(
+            f"session_key_jwe header: enc is {_shown(header.get('enc'))}, not {_SESSION_KEY_ENC!r}"
+        )
     if "crit" in header or "zip" in header:
         raise InvalidData("session_key_jwe header: 'crit' and 'zip' are not supported")
     encrypted_key = _segment(parts[1], "session_key_jwe encrypted key")
@@ -176,7 +193,7 @@ def parse_session_key_jwe(jwe: str) -> bytes:
         _segment(parts[index], f"session_key_jwe {name}")
     if not encrypted_key:
         raise InvalidData("session_key_jwe: the encrypted key segment is empty")
-    return encrypted_key
+    return encrypted_key, oaep_hash
 
 
 def import_session_key(
@@ -184,11 +201,13 @@ def import_session_key(
 ) -> SessionKey:
     """Decrypt the session key with the transport key and bind it to the provider (a TPM object).
 
-    In a TPM both steps run under parameter encryption, so the key never crosses the TPM
-    interface in the clear. A JWE for another transport key is a DecryptionError.
+    The JWE's ``alg`` says how it is wrapped: RSA-OAEP (SHA-1, Entra's PRT replies) or
+    RSA-OAEP-256 (SHA-256, MSAL's bound refresh tokens); the transport key decrypts either. In a
+    TPM both steps run under parameter encryption, so the key never crosses the TPM interface
+    in the clear. A JWE for another transport key is a DecryptionError.
     """
-    encrypted_key = parse_session_key_jwe(session_key_jwe)
-    key = provider.import_session_key(transport_key, encrypted_key)
+    encrypted_key, oaep_hash = _read_session_key_jwe(session_key_jwe)
+    key = provider.import_session_key(transport_key, encrypted_key, oaep_hash=oaep_hash)
     log.debug("imported a session key into the %s provider", provider.kind)
     return key
 

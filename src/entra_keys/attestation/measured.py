@@ -23,7 +23,6 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from types import MappingProxyType
 from typing import Any
 
 from .._json import Members
@@ -32,6 +31,7 @@ from ..tcg.eventlog import (
     MAX_LOG_SIZE,
     BootFacts,
     EventLog,
+    FrozenMapping,
     SignatureEntry,
     parse_event_log,
 )
@@ -247,7 +247,7 @@ def _measured(log: EventLog, prefix: int, covered: Mapping[str, Sequence[int]]) 
         log=log,
         events_quoted=prefix,
         events_after_quote=len(log.events) - prefix,
-        pcrs=MappingProxyType({bank: tuple(pcrs) for bank, pcrs in covered.items()}),
+        pcrs=FrozenMapping({bank: tuple(pcrs) for bank, pcrs in covered.items()}),
         facts=log.facts(upto=prefix, pcrs=covered),
     )
 

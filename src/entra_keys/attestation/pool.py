@@ -12,6 +12,12 @@ The trust policy is pickled when the pool is made or ``set_policy`` is called, a
 loads it once when it starts; ``set_policy`` starts new workers with the new policy, so that no
 verification submitted after it returns runs under the old one. A policy subclass must be
 importable by the workers (defined at module level).
+
+Workers are spawned: each starts a new interpreter and imports the caller's main module, so the
+script that makes a pool must do it under ``if __name__ == "__main__":``. Without the guard
+every worker would run the script again; the pool refuses to be made there
+(``PoolWorkerError``, which the worker prints), and the caller's next result raises a
+``PoolWorkerError`` that says why the workers ended, at once rather than hanging.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import pickle
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 
-from ..errors import EntraKeysError
+from ..errors import EntraKeysError, InvalidData
 from ..formats import public_der
 from .ekcert import ReadCertificate
 from .verifier import (
@@ -43,9 +50,42 @@ from .verifier import (
     verify_quote,
 )
 
-__all__ = ["VerifierPool"]
+__all__ = ["GUARD_MESSAGE", "PoolWorkerError", "VerifierPool"]
 
 _policy: TrustPolicy | None = None  # the worker's policy, set once by _start
+T = TypeVar("T")
+
+#: What a pool made in a spawned worker's import of the main module says.
+GUARD_MESSAGE = (
+    "a VerifierPool is being made while a spawned worker process imports the main module: the "
+    'script that makes the pool has no `if __name__ == "__main__":` guard, so every worker runs '
+    "it again. Make and use the pool under that guard"
+)
+
+
+class PoolWorkerError(EntraKeysError, RuntimeError):
+    """The pool's workers cannot run: a pool made while a spawned worker imports the main
+    module (a script without the ``__main__`` guard), or workers that ended while starting."""
+
+
+def _importing_main_in_a_worker() -> bool:
+    """True while this process is a spawned child importing its parent's main module: the
+    state in which multiprocessing itself refuses to start a process (``_inheriting``, which
+    its spawn sets while it prepares the child, before ``parent_process()`` is known)."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _result(future: Future[T]) -> T:
+    """A future's result; workers that ended while starting (a broken pool) as a
+    PoolWorkerError that says the likely reason."""
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise PoolWorkerError(
+            "the pool's worker processes ended while starting (their error is above); if the "
+            'script that makes the pool has no `if __name__ == "__main__":` guard, every '
+            "worker ran it again: make and use the pool under that guard"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -94,10 +134,10 @@ def _verify(kind: str, portable: tuple[Any, ...]) -> Any:
     """One verification in a worker, with its policy."""
     args = [_local(a) for a in portable]
     if kind == "quote":
-        attest, signature, ak, nonce, pcrs, certificate, intermediates = args
+        attest, signature, ak, nonce, pcrs, certificate, intermediates, log, boot = args
         return verify_quote(
             attest, signature, ak, nonce, pcrs, policy=_policy, ak_certificate=certificate,
-            ak_intermediates=intermediates,
+            ak_intermediates=intermediates, event_log=log, boot_policy=boot,
         )  # fmt: skip
     attest, signature, ak, key_public, nonce, expected, certificate, intermediates = args
     return verify_certify(
@@ -105,6 +145,18 @@ def _verify(kind: str, portable: tuple[Any, ...]) -> Any:
         policy=_policy, expected_key=expected, ak_certificate=certificate,
         ak_intermediates=intermediates,
     )  # fmt: skip
+
+
+def _measured(event_log: object, boot_policy: object) -> tuple[Any, ...]:
+    """A quote's event log (copied, as ``verify_quote`` copies it) and boot policy, checked in
+    the caller as ``verify_quote`` checks them: both pickle to the worker."""
+    if event_log is None and boot_policy is None:
+        return None, None
+    from .measured import BootPolicy, owned_event_log  # loaded where a log is given
+
+    if boot_policy is not None and not isinstance(boot_policy, BootPolicy):
+        raise InvalidData(f"boot_policy is a BootPolicy, not {type(boot_policy).__name__}")
+    return owned_event_log(event_log), boot_policy
 
 
 def _batch(kind: str, batch: list[tuple[Any, ...]]) -> list[Any]:
@@ -128,9 +180,18 @@ class VerifierPool:
     """``verify_quote`` / ``verify_certify`` in ``processes`` worker processes, under one policy.
 
     ``submit_quote`` / ``submit_certify`` return futures; ``verify_quote`` / ``verify_certify``
-    wait for one; ``map`` verifies many in batches, in order, raising the first refusal.
-    ``set_policy`` replaces the policy (to revoke an AK, say). A context manager: ``close()``
-    stops the workers.
+    wait for one; ``map`` submits many at once, as ``Executor.map`` does, and yields their
+    results in order, raising a refusal when its item is reached. ``set_policy`` replaces the
+    policy (to revoke an AK, say). A context manager: ``close()`` stops the workers after what
+    was submitted.
+
+    The workers are spawned and import the caller's main module: make the pool under
+    ``if __name__ == "__main__":`` (without it each worker would run the script again; the
+    pool refuses to be made in a worker's import, ``PoolWorkerError``)::
+
+        if __name__ == "__main__":
+            with VerifierPool(4, policy=policy) as pool:
+                results = list(pool.map(quotes))
     """
 
     def __init__(
@@ -140,6 +201,8 @@ class VerifierPool:
         policy: TrustPolicy | None = None,
         mp_context: Any = None,
     ) -> None:
+        if _importing_main_in_a_worker():
+            raise PoolWorkerError(GUARD_MESSAGE)
         self.processes = processes or os.cpu_count() or 1
         # spawn: no inherited locks or TPM connections of the parent
         self._context = mp_context or multiprocessing.get_context("spawn")
@@ -176,10 +239,13 @@ class VerifierPool:
         *,
         ak_certificate: Any = None,
         ak_intermediates: Any = (),
+        event_log: Any = None,
+        boot_policy: Any = None,
     ) -> Future[QuoteResult]:
-        """``verify_quote(attest, signature, ak_public, nonce, pcrs, ...)`` in a worker."""
+        """``verify_quote(attest, signature, ak_public, nonce, pcrs, ...)`` in a worker, its
+        event log and boot policy too (the result carries the parsed log back)."""
         args = (attest, signature, ak_public, nonce, pcrs, ak_certificate, ak_intermediates)
-        return self._submit("quote", args)
+        return self._submit("quote", args, (event_log, boot_policy))
 
     def submit_certify(
         self,
@@ -200,9 +266,13 @@ class VerifierPool:
         )  # fmt: skip
         return self._submit("certify", args)
 
-    def _submit(self, kind: str, args: tuple[Any, ...]) -> Future[Any]:
+    def _submit(
+        self, kind: str, args: tuple[Any, ...], measured: tuple[Any, Any] = (None, None)
+    ) -> Future[Any]:
         try:
             portable = _portable(_INPUTS[kind](*args))
+            if kind == "quote":
+                portable += _measured(*measured)
         except EntraKeysError as exc:  # refused as the function refuses it, in the caller
             refused: Future[Any] = Future()
             refused.set_exception(exc)
@@ -212,25 +282,29 @@ class VerifierPool:
 
     def verify_quote(self, *args: Any, **kwargs: Any) -> QuoteResult:
         """As ``verifier.verify_quote`` with the pool's policy; raises what it raises."""
-        return self.submit_quote(*args, **kwargs).result()
+        return _result(self.submit_quote(*args, **kwargs))
 
     def verify_certify(self, *args: Any, **kwargs: Any) -> CertifyResult:
         """As ``verifier.verify_certify`` with the pool's policy; raises what it raises."""
-        return self.submit_certify(*args, **kwargs).result()
+        return _result(self.submit_certify(*args, **kwargs))
 
     def map(
         self, items: Iterable[tuple[Any, ...]], *, kind: str = "quote", batch: int = 64
     ) -> Iterator[Any]:
         """Verifies each tuple of positional arguments (``kind`` "quote": attest, signature,
-        ak_public, nonce, pcrs; "certify": attest, signature, ak_public, key_public, nonce), in
-        order, ``batch`` per worker call; yields the results, raises the first refusal. Every
-        item is copied and submitted before this returns."""
+        ak_public, nonce, pcrs; "certify": attest, signature, ak_public, key_public, nonce),
+        ``batch`` per worker call, as ``Executor.map`` does: every item is copied and submitted
+        before this returns (so the results of a ``map`` called inside a ``with`` block can be
+        read after it; one called after ``close()`` raises RuntimeError, as the executor's
+        does), and the iterator yields the results in the items' order, raising a refusal when
+        its item is reached."""
         if kind not in _INPUTS:
             raise ValueError(f"kind is 'quote' or 'certify', not {kind!r}")
         prepared: list[tuple[Any, ...] | EntraKeysError] = []
         for args in items:
             try:
-                prepared.append(_portable(_INPUTS[kind](*args)))
+                portable = _portable(_INPUTS[kind](*args))
+                prepared.append((*portable, None, None) if kind == "quote" else portable)
             except EntraKeysError as exc:
                 prepared.append(exc)
         good = [p for p in prepared if not isinstance(p, EntraKeysError)]
@@ -246,7 +320,7 @@ class VerifierPool:
         with self._lock:
             futures = [self._executor.submit(os.getpid) for _ in range(self.processes * 2)]
         for future in futures:
-            future.result()
+            _result(future)
 
     def close(self) -> None:
         """Stops the workers, after the calls already submitted."""
@@ -262,7 +336,7 @@ class VerifierPool:
 
 def _in_order(prepared: list[Any], futures: list[Future[list[Any]]]) -> Iterator[Any]:
     """The results of ``map`` in the items' order: a refusal in the caller where it was."""
-    results: Iterator[Any] = (result for future in futures for result in future.result())
+    results: Iterator[Any] = (result for future in futures for result in _result(future))
     for item in prepared:
         result = item if isinstance(item, EntraKeysError) else next(results)
         if isinstance(result, BaseException):

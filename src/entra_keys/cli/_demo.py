@@ -10,7 +10,9 @@ a PIN-protected key without using it), keeps the PRT's refresh token sealed in t
 (``entra_keys.store.sealed``), and builds the leave. The join state names the sealed entry and holds
 no secret; the Kerberos client keys are used and not kept. On software, a store passphrase
 encrypts every key file the demo writes (device, transport, AK, NGC and session keys). Every
-step checks its result; the first failure stops the run with a clear message.
+step checks its result; the first failure stops the run with a clear message. A step that has
+nothing to do on the software provider (no EK certificate to check; no refresh token sealed
+without a passphrase) says "skipped (software)", never PASSED.
 
 The demo never writes into a key store that holds anything (keys, a join state, sealed secrets,
 any file): it joins in a fresh temporary store, removed at the end, unless ``--store`` names a
@@ -19,8 +21,6 @@ missing or empty directory, and says which it uses. It holds that store's lock w
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import sys
 import tempfile
@@ -42,16 +42,23 @@ from ..providers import open_provider
 from ..store import sealed
 from ..store.keystore import KeyStore
 from ..tcg.nvcert import certificate_lines
-from ..tcg.records import certification_to_json
 from ..testing.entra import EntraStandIn
 from ..testing.registration import RegistrationService
-from ..testing.swtpm import Swtpm, SwtpmError, swtpm_available
+from ..testing.swtpm import Swtpm, SwtpmError, swtpm_unusable_reason
 
-__all__ = ["REFRESH_TOKEN_SEALED", "DemoFailed", "JoinDemo", "run_demo"]
+__all__ = ["REFRESH_TOKEN_SEALED", "DemoFailed", "JoinDemo", "Skipped", "run_demo"]
 
 
 class DemoFailed(EntraKeysError):
     """A demo step did not give the result it checks for."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """What a step gives when it had nothing to do on the software provider: the run says
+    "skipped (software)" and why, not PASSED."""
+
+    detail: str
 
 
 _TENANT = "contoso.example"
@@ -100,7 +107,7 @@ class JoinDemo:
     def where(self) -> str:
         return "in the TPM" if self.provider.hardware_backed else "in software"
 
-    def steps(self) -> list[tuple[str, Callable[[], str]]]:
+    def steps(self) -> list[tuple[str, Callable[[], str | Skipped]]]:
         return [
             (f"Create the device key (RSA-2048) {self.where}", self.create_device_key),
             (f"Create the transport key (RSA-2048) {self.where}", self.create_transport_key),
@@ -136,7 +143,11 @@ class JoinDemo:
                 self.out.write(("\r" if live else "") + f"{prefix}: FAILED\n")
                 raise
             ms = (time.perf_counter() - started) * 1000
-            self.out.write(("\r" if live else "") + f"{prefix}: PASSED ({ms:.0f} ms) {detail}\n")
+            if isinstance(detail, Skipped):
+                outcome = f"skipped (software) {detail.detail}"
+            else:
+                outcome = f"PASSED ({ms:.0f} ms) {detail}"
+            self.out.write(("\r" if live else "") + f"{prefix}: {outcome}\n")
         self.store.save_join_state(self.state)
 
     # -- the steps ----------------------------------------------------------------------------
@@ -156,14 +167,14 @@ class JoinDemo:
         self.state["transport_key"] = "transport"
         return self._create("transport", KeyUsage.DECRYPT)
 
-    def check_ek(self) -> str:
+    def check_ek(self) -> str | Skipped:
         eks = self.provider.endorsement_keys()
         _check(bool(eks), "the provider has no endorsement key")
         ek = next((e for e in eks if e.key_type is KeyType.RSA2048), eks[0])
         self._ek = ek
         if not ek.hardware_backed:
             self.state["ek_certificate_chain"] = "none (software)"
-            return "software provider: a software EK, no certificate to check"
+            return Skipped("a software EK has no certificate to check")
         # An index that cannot be read fails here with its reason, never as a missing certificate.
         certificate = ek.require_certificate()
         _check(bool(self.ek_cas), "no EK CA to check the chain against: give it with --ek-ca")
@@ -192,12 +203,10 @@ class JoinDemo:
             nonce = protocol.parse_drs_nonce(self.entra.handle(protocol.drs_nonce_request(_TENANT)))
             certification = self.provider.certify(self._keys[name], ak, nonce)
             _check(certification.nonce == nonce, "the certification lost its nonce")
-            certified[name] = json.loads(certification_to_json(certification))
-        self._attestation = {
-            "AkPublic": base64.b64encode(ak.tpm_public).decode(),
-            "DeviceKey": certified["device"],
-            "TransportKey": certified["transport"],
-        }
+            certified[name] = certification
+        self._attestation = self.service.attestation(
+            ak.tpm_public, device_key=certified["device"], transport_key=certified["transport"]
+        )
         return "device and transport keys certified"
 
     def join(self) -> str:
@@ -258,6 +267,7 @@ class JoinDemo:
         renewed = protocol.parse_refresh_response(
             self.entra.handle(request), self._prt.session,
             transport_key=self._keys["transport"], passphrase=self._key_passphrase,
+            require_gcm=True,  # a renewal's reply is GCM: a CBC one in its place is refused
         )  # fmt: skip
         _check(renewed.refresh_token in self.entra.prts, "the service issued another PRT")
         self._prt = renewed
@@ -307,7 +317,7 @@ class JoinDemo:
         self.state["ngc_key"] = "ngc"  # kept: ``status`` loads it only (it has no PIN)
         return f"kid {kid}; PRT by NGC assertion"
 
-    def keep_prt(self) -> str:
+    def keep_prt(self) -> str | Skipped:
         """Seal the refresh token under the store; the join state names the entry. On the
         software provider sealing needs a passphrase: without one the token is not kept."""
         assert self._prt is not None
@@ -318,8 +328,8 @@ class JoinDemo:
             if self.passphrase is None:
                 if REFRESH_TOKEN_SEALED in sealed.names(self.store):
                     sealed.delete(self.store, REFRESH_TOKEN_SEALED)  # a stale one goes
-                return ("not kept: software seals only under a passphrase "
-                        "(give --passphrase-file or ENTRA_KEYS_PASSPHRASE)")  # fmt: skip
+                return Skipped("not kept: software seals only under a passphrase "
+                               "(give --passphrase-file or ENTRA_KEYS_PASSPHRASE)")  # fmt: skip
             pin = self.passphrase
         sealed.seal(self.store, REFRESH_TOKEN_SEALED, token, pin=pin, replace=True)
         _check(sealed.unseal(self.store, REFRESH_TOKEN_SEALED, pin=pin) == token,
@@ -383,7 +393,10 @@ def run_demo(
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="entra-keys-")))
         ek_cas = [_load_certificate(Path(f)) for f in ek_ca_files]
         if kind != "software" and tcti is None:
-            if swtpm_available():
+            # swtpm, and tpm2-pytss to use it, are there (else the reason): looked at first,
+            # so that no swtpm is started for a provider that cannot use it
+            reason = swtpm_unusable_reason()
+            if reason is None:
                 tpm = Swtpm(work / "tpm")
                 out.write("Starting a throwaway swtpm (EK certificates from a local CA) ...\n")
                 try:
@@ -393,8 +406,11 @@ def run_demo(
                 cleanup.callback(tpm.stop)
                 ek_cas = [_load_certificate(p) for p in tpm.ca_certificates]
                 kind = "tpm"
+            elif kind == "tpm":  # asked for: no fallback
+                raise DemoFailed(f"--provider tpm, and no throwaway swtpm: {reason}; "
+                                 "name a TPM with --tcti")  # fmt: skip
             else:
-                out.write("swtpm is not installed: running on the software provider "
+                out.write(f"{reason}; running on the software provider "
                           "(keys are not hardware-backed)\n")  # fmt: skip
                 kind = "software"
         provider = open_provider(kind, tcti=tcti)

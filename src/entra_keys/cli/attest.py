@@ -22,6 +22,7 @@ from .common import (
     Context,
     SubParsers,
     add_command,
+    hex_argument,
     parse_hex,
     read_input,
     write,
@@ -33,11 +34,12 @@ __all__ = ["add_attest_commands"]
 
 
 def _pcrs(text: str) -> list[int]:
-    """The PCR indices of ``--pcrs`` (``0,1,7``)."""
+    """The PCR indices of ``--pcrs`` (``0,1,7``), as argparse reads them: another form is a
+    usage error (exit 2); the provider checks the range."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise CommandError(f"--pcrs takes indices like 0,1,7, not {text!r}") from exc
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"PCR indices like 0,1,7, not {text!r}") from None
 
 
 def _read(path: str, what: str) -> bytes:
@@ -113,12 +115,14 @@ def cmd_attest_quote(ctx: Context) -> int:
     args = ctx.args
     ak = ctx.load(args.ak)
     quote = ctx.provider.quote(
-        ak, _pcrs(args.pcrs), parse_hex(args.nonce, "--nonce"), args.bank,
+        ak, args.pcrs, args.nonce, args.bank,
         event_log=False if args.event_log is None else args.event_log,
     )  # fmt: skip
     write_output(args.out, quote_to_json(quote) + "\n")
     if args.tpm2_tools:
         write_checkquote_files(quote, Path(args.tpm2_tools))
+    if ctx.json and args.out != "-":  # with --out -, the quote itself is the JSON document
+        write_json({"out": args.out, "bank": quote.pcr_bank, "pcrs": sorted(quote.pcr_values)})
     return 0
 
 
@@ -334,10 +338,10 @@ def cmd_attest_certify(ctx: Context) -> int:
     from ..tcg.records import certification_to_json
 
     args = ctx.args
-    certification = ctx.provider.certify(
-        ctx.load(args.key), ctx.load(args.ak), parse_hex(args.nonce, "--nonce")
-    )
+    certification = ctx.provider.certify(ctx.load(args.key), ctx.load(args.ak), args.nonce)
     write_output(args.out, certification_to_json(certification) + "\n")
+    if ctx.json and args.out != "-":  # with --out -, the certification is the JSON document
+        write_json({"out": args.out, "key": args.key, "ak": args.ak})
     return 0
 
 
@@ -419,7 +423,7 @@ def cmd_verify_quote(ctx: Context) -> int:
 
         boot_policy = BootPolicy.from_json(_read(args.boot_policy, "boot policy"))
     result = verify_quote(
-        quote.attest, quote.signature, ak, parse_hex(args.nonce, "--nonce"),
+        quote.attest, quote.signature, ak, args.nonce,
         {quote.pcr_bank: expected}, policy=_policy(args), ak_certificate=_ak_certificate(args),
         event_log=event_log, boot_policy=boot_policy,
     )  # fmt: skip
@@ -475,7 +479,7 @@ def cmd_verify_certify(ctx: Context) -> int:
     key = formats.load_public_key(_read(args.key_public, "key's public key"))
     result = verify_certify(
         certification.attest, certification.signature, ak, certification.key_public,
-        parse_hex(args.nonce, "--nonce"), policy=_policy(args), expected_key=key,
+        args.nonce, policy=_policy(args), expected_key=key,
         ak_certificate=_ak_certificate(args),
     )  # fmt: skip
     evidence = result.ak_evidence.value
@@ -514,7 +518,10 @@ def _verify_flags(parser: argparse.ArgumentParser) -> None:
         help="a CA the AK certificate must chain to (repeatable)",
     )
     parser.add_argument(
-        "--nonce", required=True, help="the nonce the verifier chose (hex, at least 8 bytes)"
+        "--nonce",
+        required=True,
+        type=hex_argument,
+        help="the nonce the verifier chose (hex, at least 8 bytes)",
     )
     parser.add_argument("--allow-software", action="store_true",
                         help="accept attestations of the software provider")  # fmt: skip
@@ -555,9 +562,14 @@ def add_attest_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
 
     quote = sub.add_parser("quote", help="quote PCRs with an AK")
     quote.add_argument("--ak", required=True, help="the stored attestation key")
-    quote.add_argument("--pcrs", default="0,1,7", help="PCR indices (default 0,1,7)")
+    quote.add_argument("--pcrs", default=[0, 1, 7], type=_pcrs, help="PCR indices (default 0,1,7)")
     quote.add_argument("--bank", default="sha256", choices=["sha1", "sha256", "sha384"])
-    quote.add_argument("--nonce", required=True, help="the verifier's nonce (hex, 8 to 32 bytes)")
+    quote.add_argument(
+        "--nonce",
+        required=True,
+        type=hex_argument,
+        help="the verifier's nonce (hex, 8 to 32 bytes)",
+    )
     quote.add_argument("--out", required=True, metavar="FILE.json", help="'-' for stdout")
     quote.add_argument(
         "--tpm2-tools",
@@ -585,7 +597,12 @@ def add_attest_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     certify = sub.add_parser("certify", help="certify a stored key with an AK")
     certify.add_argument("key")
     certify.add_argument("--ak", required=True)
-    certify.add_argument("--nonce", required=True, help="the verifier's nonce (hex, 8 to 32 bytes)")
+    certify.add_argument(
+        "--nonce",
+        required=True,
+        type=hex_argument,
+        help="the verifier's nonce (hex, 8 to 32 bytes)",
+    )
     certify.add_argument("--out", required=True, metavar="FILE.json", help="'-' for stdout")
     add_command(certify, cmd_attest_certify)
 

@@ -29,6 +29,7 @@ __all__ = [
     "Context",
     "SubParsers",
     "add_command",
+    "hex_argument",
     "info_json",
     "one_line",
     "parse_hex",
@@ -106,6 +107,11 @@ class Context:
         """True when machine output (one JSON document) was asked for."""
         return bool(self.args.json)
 
+    def check_passphrase_file(self) -> None:
+        """Read ``--passphrase-file`` now, if given, so that a refused one fails the command
+        before it starts, as it does every command that opens the provider."""
+        _ = self._given_passphrase
+
     def passphrase(self) -> bytes | None:
         """The software-key passphrase: ``--passphrase-file``, else ``$ENTRA_KEYS_PASSPHRASE``;
         TPM key files take none, so neither is read for them."""
@@ -167,36 +173,44 @@ def parse_hex(text: str, what: str) -> bytes:
         raise CommandError(f"{what} is not hex: {text!r}") from exc
 
 
-def read_passphrase_file(path: str) -> bytes:
-    """The first line of a passphrase file, without its newline; refused unless it is this
-    user's own (mode 600 or stricter), as anyone who could read or change it has the keys."""
+def hex_argument(text: str) -> bytes:
+    """A hex option value as argparse reads it (``--nonce``, ``--ctx``): what is not hex is a
+    usage error, exit 2, as every value of the wrong form is."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not hexadecimal: {text!r}") from None
+
+
+def read_passphrase_file(path: str, what: str = "passphrase") -> bytes:
+    """The first line of a passphrase file (or, ``what="PIN"``, a PIN file), without its
+    newline; refused unless it is this user's own (mode 600 or stricter), as anyone who could
+    read or change it has the keys. Messages call it by ``what``."""
+    file = f"the {what} file {path}"
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
-                raise CommandError(f"the passphrase file {path} is not a regular file or a pipe")
+                raise CommandError(f"{file} is not a regular file or a pipe")
             euid = os.geteuid()
             if st.st_uid != euid:
                 raise CommandError(
-                    f"the passphrase file {path} is owned by uid {st.st_uid}, "
-                    f"not by this user (uid {euid})"
+                    f"{file} is owned by uid {st.st_uid}, not by this user (uid {euid})"
                 )
             if st.st_mode & 0o077:
                 raise CommandError(
-                    f"the passphrase file {path} is open to other users "
-                    f"(mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it"
+                    f"{file} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                    "chmod 600 it"
                 )
             line = f.readline(MAX_PASSPHRASE + 1)
     except OSError as exc:
-        raise CommandError(
-            f"cannot read the passphrase file {path}: {exc.strerror or exc}"
-        ) from exc
-    passphrase = line.removesuffix(b"\n").removesuffix(b"\r")
-    if len(passphrase) > MAX_PASSPHRASE:
-        raise CommandError(f"the passphrase in {path} is longer than {MAX_PASSPHRASE} bytes")
-    if not passphrase:
-        raise CommandError(f"the passphrase file {path} holds no passphrase on its first line")
-    return passphrase
+        raise CommandError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    secret = line.removesuffix(b"\n").removesuffix(b"\r")
+    if len(secret) > MAX_PASSPHRASE:
+        raise CommandError(f"the {what} in {path} is longer than {MAX_PASSPHRASE} bytes")
+    if not secret:
+        raise CommandError(f"{file} holds no {what} on its first line")
+    return secret
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
+import sys
 from typing import Any
 
 from .. import formats
 from ..provider import EntraPrivateKey, KeyType, KeyUsage
-from ..store.keystore import KeyInfo
+from ..store.keystore import KeyInfo, default_store_path, list_keys
 from .common import (
+    CommandError,
     Context,
     SubParsers,
     add_command,
@@ -71,15 +73,18 @@ def cmd_keys_create(ctx: Context) -> int:
 
 
 def cmd_keys_list(ctx: Context) -> int:
-    """List the keys of the store."""
-    keys = ctx.store.list()
-    for name, error in ctx.store.broken():
+    """List the keys of the store from its files alone: no provider is opened, so a TPM store
+    is listed with the TPM out of reach."""
+    ctx.check_passphrase_file()  # not needed to list, but refused alike
+    path = ctx.args.store or default_store_path()
+    keys, broken = list_keys(path)
+    for name, error in broken:
         log.warning("key %r cannot be read: %s", name, error)
     if ctx.json:
-        write_json({"store": str(ctx.store.path), "keys": [info_json(key) for key in keys]})
+        write_json({"store": str(path), "keys": [info_json(key) for key in keys]})
         return 0
     if not keys:
-        write(f"No keys in {ctx.store.path}")
+        write(f"No keys in {path}")
         return 0
     header = ("NAME", "TYPE", "USAGE", "PROVIDER", "HARDWARE", "ENCRYPTED")
     table = [header] + [
@@ -178,12 +183,19 @@ def cmd_csr(ctx: Context) -> int:
 
 
 def cmd_sign(ctx: Context) -> int:
-    """Sign the input's bytes; write the raw signature (PKCS#1, PSS or DER ECDSA)."""
+    """Sign the input's bytes; write the raw signature (PKCS#1, PSS or DER ECDSA). Without
+    ``--out`` it goes to stdout, but not to a terminal (as gpg refuses to): there it takes
+    ``--out -``; ``--json`` writes it as base64."""
     args = ctx.args
+    if args.output is None and not ctx.json and sys.stdout.isatty():
+        raise CommandError(
+            "the signature is binary and stdout is a terminal: give --out FILE, or --out - to "
+            "write it to the terminal anyway"
+        )
     key = ctx.load(args.name)
     data = read_input(args.input)
     signature = formats.sign_raw(key, data, args.alg)
-    to_stdout = args.output == "-"
+    to_stdout = args.output in (None, "-")
     if not to_stdout:
         write_output(args.output, signature)
     if ctx.json:
@@ -218,7 +230,8 @@ def add_key_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     create.add_argument("--replace", action="store_true", help="overwrite a key of that name")
     add_command(create, cmd_keys_create)
 
-    add_command(key_commands.add_parser("list", help="list the stored keys"), cmd_keys_list)
+    listing = key_commands.add_parser("list", help="list the stored keys (reads files: no TPM)")
+    add_command(listing, cmd_keys_list, opens_provider=False)
 
     show = key_commands.add_parser("show", help="describe a key and print its public key")
     show.add_argument("name")
@@ -261,5 +274,11 @@ def add_key_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     sign.add_argument("name")
     sign.add_argument("--alg", required=True, choices=formats.SIGNATURE_ALGORITHMS)
     sign.add_argument("--in", dest="input", metavar="FILE", default="-", help="'-' for stdin")
-    sign.add_argument("--out", dest="output", metavar="FILE", default="-", help="'-' for stdout")
+    sign.add_argument(
+        "--out",
+        dest="output",
+        metavar="FILE",
+        default=None,
+        help="'-' for stdout (default: stdout, unless it is a terminal)",
+    )
     add_command(sign, cmd_sign)

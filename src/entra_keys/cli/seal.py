@@ -11,6 +11,7 @@ bound) is refused unless ``--allow-unbound`` (then seal it again, with ``--repla
 from __future__ import annotations
 
 import argparse
+import base64
 
 from ..store import sealed
 from .common import (
@@ -34,7 +35,7 @@ def _pin(ctx: Context) -> bytes | None:
     """The PIN of ``--pin-file``, else (software) the store's passphrase, else none."""
     path: str | None = ctx.args.pin_file
     if path is not None:
-        return read_passphrase_file(path)
+        return read_passphrase_file(path, "PIN")
     return ctx.passphrase()
 
 
@@ -64,7 +65,10 @@ def cmd_unseal(ctx: Context) -> int:
     secret = sealed.unseal(
         ctx.store, ctx.args.name, pin=_pin(ctx), allow_unbound=ctx.args.allow_unbound
     )
-    write_bytes(secret)
+    if ctx.json:  # the bytes as base64 in one JSON document
+        write_json({"name": ctx.args.name, "secret": base64.b64encode(secret).decode("ascii")})
+    else:
+        write_bytes(secret)
     return 0
 
 

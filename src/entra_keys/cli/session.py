@@ -15,7 +15,7 @@ from .common import (
     Context,
     SubParsers,
     add_command,
-    parse_hex,
+    hex_argument,
     read_input,
     write,
     write_bytes,
@@ -46,10 +46,7 @@ def _text(data: bytes, path: str) -> str:
 
 def _ctx_argument(text: str) -> bytes:
     """``--ctx`` as argparse reads it: a bad value is a usage error (exit 2)."""
-    try:
-        value = parse_hex(text, "--ctx")
-    except CommandError:
-        raise argparse.ArgumentTypeError(f"not hexadecimal: {text!r}") from None
+    value = hex_argument(text)
     if not value:
         raise argparse.ArgumentTypeError("the ctx is empty")
     return value

@@ -171,8 +171,9 @@ def _sign_test(keys: Sequence[KeyInfo], health: dict[str, dict[str, Any]]) -> _S
 
 
 def _provider_rows(info: ProviderInfo) -> list[tuple[str, str]]:
-    """The Provider State section: the TPM's identity when there is one."""
-    rows = [("Provider", info.kind), ("TpmProtected", yes(info.hardware_backed))]
+    """The Provider State section: whether the provider is a TPM (``TpmPresent``: the report's
+    one ``TpmProtected`` is the device key's, in Device State) and the TPM's identity."""
+    rows = [("Provider", info.kind), ("TpmPresent", yes(info.hardware_backed))]
     if info.hardware_backed:
         rows += [
             ("TpmManufacturer", info.manufacturer or ""),

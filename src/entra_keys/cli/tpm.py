@@ -15,7 +15,7 @@ from ..errors import EntraKeysError, KeyStoreError, UnsupportedAlgorithm
 from ..store import default_store_path, storage_parents
 from ..store.keystore import parent_text
 from ..tcg.model import SRK_HANDLE_RSA, TPM_RH_OWNER
-from .common import Context, SubParsers, add_command, read_input, write
+from .common import Context, SubParsers, add_command, read_input, write, write_json
 
 __all__ = ["KEPT_PARENTS", "add_tpm_commands", "cmd_tpm_init"]
 
@@ -70,6 +70,15 @@ def cmd_tpm_init(ctx: Context) -> int:
             path=store,
         )
     created = persist_storage_key(args.tcti, owner_auth)
+    if ctx.json:
+        write_json(
+            {
+                "storage_root_key": f"0x{SRK_HANDLE_RSA:08x}",
+                "persisted": created,
+                "no_longer_load": sorted(lost) if created else [],
+            }
+        )
+        return 0
     if created:
         write(f"persisted the storage root key at 0x{SRK_HANDLE_RSA:08x}")
         if lost:

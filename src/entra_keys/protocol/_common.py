@@ -3,7 +3,10 @@ checks on caller-given values (a bad value is InvalidData, never a malformed req
 
 from __future__ import annotations
 
+import enum
+import functools
 import json
+import platform
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -36,6 +39,39 @@ PRT_SCOPE = "openid aza ugs"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #: ``iss`` of session-key-signed requests and of the device credential.
 BROKER_ISSUER = "aad:brokerplugin"
+
+
+class WinVer(enum.Enum):
+    """``win_ver``'s default, read when a message is built: this machine's os-release."""
+
+    #: ``PRETTY_NAME VERSION_ID`` of os-release(5), as Himmelblau sends it (libhimmelblau
+    #: ``auth.rs``: every PRT, renewal and app-token payload); not sent where there is none.
+    OS_RELEASE = "os-release"
+
+
+#: ``win_ver=``'s default (``WinVer.OS_RELEASE``): pass a string to send another, None for none.
+OS_RELEASE = WinVer.OS_RELEASE
+
+
+@functools.cache
+def os_release_version() -> str | None:
+    """``PRETTY_NAME VERSION_ID`` of this machine's os-release(5) (Himmelblau's ``win_ver``),
+    read once; None where there is no os-release file or it names nothing."""
+    try:
+        release = platform.freedesktop_os_release()
+    except OSError:
+        return None
+    parts = [release.get("PRETTY_NAME", "").strip(), release.get("VERSION_ID", "").strip()]
+    value = " ".join(part for part in parts if part)
+    return value if value and not _HEADER_UNSAFE.search(value) else None
+
+
+def win_ver_claim(value: str | WinVer | None) -> str | None:
+    """The ``win_ver`` claim to send: the os-release default, the string given, or None."""
+    if value is WinVer.OS_RELEASE:
+        return os_release_version()
+    return optional_text(value, "win_ver")
+
 
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"

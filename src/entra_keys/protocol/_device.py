@@ -20,14 +20,17 @@ from ._common import (
     BROKER_ISSUER,
     BROKER_PLUGIN_CLIENT_ID,
     JWT_BEARER,
+    OS_RELEASE,
     PRT_SCOPE,
     Request,
+    WinVer,
     certificate_x5c,
     form_request,
     optional_text,
     rsa2048,
     text,
     token_url,
+    win_ver_claim,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +66,7 @@ def prt_request(
     tenant: str = "common",
     windows_api_version: str = "2.0",
     x5c_as_array: bool = True,
-    win_ver: str | None = None,
+    win_ver: str | WinVer | None = OS_RELEASE,
 ) -> Request:
     """The PRT request: a JWT signed by the device key (RS256) carrying one user grant.
 
@@ -100,8 +103,11 @@ def prt_request(
                                                                               roadlib,
                                                                               Himmelblau
     request_nonce   ``nonce``, from ``parse_nonce``                           MS-OAPXBC
-    win_ver         ``win_ver``, only when given (roadlib sends a Windows     roadlib,
-                    build, Himmelblau the os-release name and version)        Himmelblau
+    win_ver         ``win_ver``: by default this machine's os-release         roadlib,
+                    ``PRETTY_NAME VERSION_ID``, as Himmelblau sends it        Himmelblau
+                    (``auth.rs``, every PRT payload; roadlib sends the
+                    Windows build "10.0.19041.868", ``get_prt_with_*``);
+                    a string sends that, None sends none
     grant_type      ``"password"`` + ``username`` + ``password``;             MS-OAPXBC
                     ``"refresh_token"`` + ``refresh_token``; or
                     ``urn:ietf:params:oauth:grant-type:jwt-bearer`` +
@@ -154,8 +160,9 @@ def prt_request(
     claims["client_id"] = default_client if client_id is None else text(client_id, "client_id")
     claims["scope"] = scope
     claims["request_nonce"] = text(nonce, "nonce")
-    if win_ver is not None:
-        claims["win_ver"] = text(win_ver, "win_ver")
+    version = win_ver_claim(win_ver)
+    if version is not None:
+        claims["win_ver"] = version
     claims.update(grant_claims)
     header = {"typ": "JWT", "x5c": _x5c(key, device_certificate, x5c_as_array), "kdf_ver": 2}
     token = formats.jws_sign(key, claims, "RS256", header)

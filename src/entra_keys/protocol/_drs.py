@@ -12,6 +12,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import UnsupportedAlgorithm as PycaUnsupportedAlgorithm
@@ -45,6 +46,12 @@ _BUILT = (
     "DeviceDisplayName",
     "JoinType",
     "Attributes",
+)
+#: The join's ``Attributes`` by default: what libhimmelblau (``discovery.rs``
+#: ``enroll_device``) and roadlib (``deviceauth.py`` ``register_device``) send: reuse a device
+#: object of the same id, and return the client SID.
+JOIN_ATTRIBUTES: Mapping[str, str | bool] = MappingProxyType(
+    {"ReuseDevice": "true", "ReturnClientSid": "true"}
 )
 
 
@@ -125,7 +132,7 @@ def registration_request(
     os_version: str,
     device_type: str = "Linux",
     join_type: JoinType = JoinType.JOIN,
-    attributes: Mapping[str, str | bool] | None = None,
+    attributes: Mapping[str, str | bool] | None = JOIN_ATTRIBUTES,
     extra_fields: Mapping[str, Any] | None = None,
 ) -> Request:
     """The join request: a CSR of the device key and the public transport key, for DRS.
@@ -152,8 +159,11 @@ def registration_request(
     DeviceDisplayName       ``display_name``                                       MS-DVRJ
     JoinType                ``join_type``: 0 join, 4 register, 6 hybrid            MS-DVRJ,
                                                                                    MS-DRS
-    Attributes              ``attributes`` as given, only when given, e.g.         MS-DRS,
-                            ``{"ReuseDevice": "true"}``                            Himmelblau
+    Attributes              ``attributes``: by default ``JOIN_ATTRIBUTES``,        MS-DRS,
+                            ``{"ReuseDevice": "true", "ReturnClientSid":           Himmelblau
+                            "true"}`` (Himmelblau ``discovery.rs``, roadlib        (discovery
+                            ``register_device``); another mapping sends that,      .rs),
+                            None sends no member                                   roadlib
     ======================  =====================================================  ===========
 
     Sources disagree on ``Attributes``: MS-DRS writes booleans, libhimmelblau sends the strings

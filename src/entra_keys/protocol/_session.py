@@ -22,12 +22,15 @@ from ._common import (
     BROKER_ISSUER,
     BROKER_PLUGIN_CLIENT_ID,
     JWT_BEARER,
+    OS_RELEASE,
     PRT_SCOPE,
     Request,
+    WinVer,
     form_request,
     optional_text,
     text,
     token_url,
+    win_ver_claim,
 )
 
 #: ``aud`` of a session-key-signed token request (Himmelblau, roadlib).
@@ -58,7 +61,7 @@ def _signed_request(
 
 
 def _claims(
-    refresh_token: str, nonce: str, client_id: str, scope: str, win_ver: str | None
+    refresh_token: str, nonce: str, client_id: str, scope: str, win_ver: str | WinVer | None
 ) -> dict[str, Any]:
     claims: dict[str, Any] = {
         "client_id": text(client_id, "client_id"),
@@ -69,8 +72,9 @@ def _claims(
         "grant_type": "refresh_token",
         "aud": TOKEN_AUDIENCE,
     }
-    if win_ver is not None:
-        claims["win_ver"] = text(win_ver, "win_ver")
+    version = win_ver_claim(win_ver)
+    if version is not None:
+        claims["win_ver"] = version
     return claims
 
 
@@ -82,7 +86,7 @@ def refresh_prt_request(
     client_id: str = BROKER_PLUGIN_CLIENT_ID,
     scope: str = PRT_SCOPE,
     tenant: str = "common",
-    win_ver: str | None = None,
+    win_ver: str | WinVer | None = OS_RELEASE,
     tgt: bool = True,
 ) -> Request:
     """The PRT renewal: the PRT signed by its session key, asking for ``aza`` (a new PRT).
@@ -107,7 +111,10 @@ def refresh_prt_request(
     aud                  ``"login.microsoftonline.com"``                 Himmelblau (roadlib
                                                                          leaves it out)
     scope                ``scope``, "openid aza ugs"; must hold ``aza``  MS-OAPXBC, roadlib
-    win_ver              ``win_ver``, only when given                    roadlib, Himmelblau
+    win_ver              ``win_ver``: this machine's os-release          Himmelblau (auth.rs
+                         ``PRETTY_NAME VERSION_ID`` by default; a        ExchangePRTPayload),
+                         string sends that, None none                    roadlib (renew_prt:
+                                                                         a Windows build)
     ===================  ==============================================  =====================
     """
     if "aza" not in text(scope, "scope").split(" "):
@@ -126,7 +133,7 @@ def app_token_request(
     redirect_uri: str | None = None,
     scope: str = "openid",
     tenant: str = "common",
-    win_ver: str | None = None,
+    win_ver: str | WinVer | None = OS_RELEASE,
     tgt: bool = True,
 ) -> Request:
     """An app's tokens for the PRT: signed by the session key, for ``client_id``.

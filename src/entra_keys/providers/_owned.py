@@ -58,12 +58,35 @@ def check_owned(
             path=str(path),
         )
     if st.st_mode & 0o077:
+        mode = stat.S_IMODE(st.st_mode)
+        advice = f"chmod {'700' if directory else '600'} it"
+        if directory and _shared(path, st):  # never advise changing a shared directory
+            advice = (
+                "it is a shared directory: use a directory of your own for it (entra_keys makes "
+                "a missing one 0700), and leave this one's permissions as they are"
+            )
         raise StorePermissionError(
-            f"{subject} {path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"chmod {'700' if directory else '600'} it",
+            f"{subject} {path} is open to other users (mode {mode:o}); {advice}",
             key_name,
             path=str(path),
         )
+
+
+def _shared(path: Path, st: os.stat_result) -> bool:
+    """True for a directory others share, whose permissions are not the caller's to change:
+    sticky or writable by others (/tmp), at the top of the file system (/var, /srv), or holding
+    directories or special files (/var/lib, /etc), which a key store does not (but for its
+    hidden ``.leaving`` marker)."""
+    if st.st_mode & (stat.S_ISVTX | 0o022) or len(path.absolute().parts) <= 2:
+        return True
+    try:
+        with os.scandir(path) as entries:
+            return any(
+                not entry.is_file(follow_symlinks=False) and not entry.name.startswith(".")
+                for entry in entries
+            )
+    except OSError:
+        return True
 
 
 def open_owned_dir(path: Path, subject: str, *, create: bool) -> int:

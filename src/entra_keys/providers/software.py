@@ -46,6 +46,7 @@ from ..provider import (
     SignatureScheme,
     check_creatable,
     check_nonce,
+    oaep_padding,
 )
 from ..tcg.model import (
     PEM_LABEL_ENCRYPTED_SESSION_KEY,
@@ -603,13 +604,14 @@ class SoftwareProvider(Provider):
     # -- the PRT session key ------------------------------------------------------------------
 
     def import_session_key(
-        self, transport_key: EntraPrivateKey, encrypted_key: bytes
+        self, transport_key: EntraPrivateKey, encrypted_key: bytes, *, oaep_hash: str = "sha1"
     ) -> SessionKey:
-        """Decrypts the session key with the software transport key (RSA-OAEP SHA-1)."""
+        """Decrypts the session key with the software transport key (RSA-OAEP, SHA-1 as Entra
+        wraps it, or SHA-256 for RSA-OAEP-256)."""
+        oaep = oaep_padding(oaep_hash)
         if not isinstance(transport_key, SoftwareRSAKey):
             raise UnsupportedAlgorithm("the transport key must be an RSA key of this provider")
-        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
-        secret = transport_key.decrypt(encrypted_key, padding.OAEP(padding.MGF1(sha1), sha1, None))
+        secret = transport_key.decrypt(encrypted_key, oaep)
         return SoftwareSessionKey(secret)
 
     def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:

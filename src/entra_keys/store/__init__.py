@@ -13,6 +13,7 @@ from .keystore import (
     KeyStore,
     default_store_path,
     leave,
+    list_keys,
     storage_parents,
     stored_kinds,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "KeyStore",
     "default_store_path",
     "leave",
+    "list_keys",
     "storage_parents",
     "stored_kinds",
 ]

@@ -60,6 +60,7 @@ __all__ = [
     "KeyStore",
     "default_store_path",
     "leave",
+    "list_keys",
     "parent_text",
     "storage_parents",
     "stored_kinds",
@@ -98,6 +99,70 @@ def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
             raise KeyStoreError(
                 f"cannot leave the join in {store}: {exc.strerror}", path=str(store)
             ) from exc
+
+
+def list_keys(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[list[KeyInfo], list[tuple[str, str]]]:
+    """The keys of the store at ``path`` (``KeyStore.list``) and the key files that cannot be
+    read, with why (``KeyStore.broken``), from the files alone: needs no provider, so a TPM
+    store is listed with the TPM out of reach, as ``leave`` works."""
+    found = _scan(Path(path) if path is not None else default_store_path())
+    keys = [info for _, info in found if isinstance(info, KeyInfo)]
+    broken = [(name, str(error)) for name, error in found if not isinstance(error, KeyInfo)]
+    return keys, broken
+
+
+def _scan(store: Path) -> list[tuple[str, KeyInfo | KeyStoreError]]:
+    """Each key file of the store by name, with what is read of it or why it cannot be; a
+    refused store directory is raised, not listed."""
+    found: list[tuple[str, KeyInfo | KeyStoreError]] = []
+    with open_dir(store) as dir_fd:
+        if dir_fd is None:
+            return found
+        for filename in sorted(os.listdir(dir_fd)):
+            name = filename.removesuffix(_SUFFIX)
+            if not filename.endswith(_SUFFIX) or not _NAME.fullmatch(name):
+                continue
+            try:
+                found.append((name, _read_key(dir_fd, store, name)[0]))
+            except KeyStoreError as exc:
+                found.append((name, exc))
+    return found
+
+
+def _key_file(store: Path, name: str) -> Path:
+    """The file of the key ``name``; KeyStoreError for a name the store does not take."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise KeyStoreError(
+            f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            name if isinstance(name, str) else None,
+        )
+    return store / (name + _SUFFIX)
+
+
+def _read_key(dir_fd: int, store: Path, name: str) -> tuple[KeyInfo, bytes]:
+    """Read and parse ``name``'s file relative to the open store directory."""
+    path = _key_file(store, name)
+    data = _read_entry(dir_fd, store, path, "key", name)
+    if len(data) > _MAX_FILE:
+        raise KeyFileCorrupt(f"key {name!r}: the file is larger than any key file", name)
+    info = _parse_key_file(name, path, data)
+    return info, data[data.index(b"-----BEGIN ") :]
+
+
+def _read_entry(dir_fd: int, store: Path, path: Path, what: str, name: str) -> bytes:
+    """One file of the store read through the checked directory, its errors naming what it
+    is: ``KeyNotFound``, else ``KeyStoreError``."""
+    try:
+        return read_file(dir_fd, path, f"{what} {name!r}:", name, _MAX_FILE)
+    except FileNotFoundError:
+        raise KeyNotFound(f"no {what} {name!r} in {store}", name) from None
+    except OSError as exc:
+        raise KeyStoreError(
+            f"cannot read {what} {name!r}: {exc.strerror}", name, path=str(path)
+        ) from exc
 
 
 def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
@@ -448,19 +513,7 @@ class KeyStore:
     def _scan(self) -> builtins.list[tuple[str, KeyInfo | KeyStoreError]]:
         """Each key file by name, with what the store reads of it or why it cannot; a refused
         store directory is raised, not listed."""
-        found: builtins.list[tuple[str, KeyInfo | KeyStoreError]] = []
-        with open_dir(self.path) as dir_fd:
-            if dir_fd is None:
-                return found
-            for filename in sorted(os.listdir(dir_fd)):
-                name = filename.removesuffix(_SUFFIX)
-                if not filename.endswith(_SUFFIX) or not _NAME.fullmatch(name):
-                    continue
-                try:
-                    found.append((name, self._read_key(dir_fd, name)[0]))
-                except KeyStoreError as exc:
-                    found.append((name, exc))
-        return found
+        return _scan(self.path)
 
     def delete(self, name: str) -> None:
         """Removes the key stored under ``name`` (the TPM keeps nothing of it)."""
@@ -544,13 +597,7 @@ class KeyStore:
     # -- files --------------------------------------------------------------------------------
 
     def _file(self, name: str) -> Path:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise KeyStoreError(
-                f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit",
-                name if isinstance(name, str) else None,
-            )
-        return self.path / (name + _SUFFIX)
+        return _key_file(self.path, name)
 
     def _read(self, name: str) -> tuple[KeyInfo, bytes]:
         """The key file of ``name``, parsed, and its PEM block, from the checked store."""
@@ -562,24 +609,12 @@ class KeyStore:
 
     def _read_key(self, dir_fd: int, name: str) -> tuple[KeyInfo, bytes]:
         """Read and parse ``name``'s file relative to the open store directory."""
-        path = self._file(name)
-        data = self._read_entry(dir_fd, path, "key", name)
-        if len(data) > _MAX_FILE:
-            raise KeyFileCorrupt(f"key {name!r}: the file is larger than any key file", name)
-        info = _parse_key_file(name, path, data)
-        return info, data[data.index(b"-----BEGIN ") :]
+        return _read_key(dir_fd, self.path, name)
 
     def _read_entry(self, dir_fd: int, path: Path, what: str, name: str) -> bytes:
         """One file of the store (a key file, a sealed secret) read through the checked
         directory, its errors naming what it is: ``KeyNotFound``, else ``KeyStoreError``."""
-        try:
-            return read_file(dir_fd, path, f"{what} {name!r}:", name, _MAX_FILE)
-        except FileNotFoundError:
-            raise KeyNotFound(f"no {what} {name!r} in {self.path}", name) from None
-        except OSError as exc:
-            raise KeyStoreError(
-                f"cannot read {what} {name!r}: {exc.strerror}", name, path=str(path)
-            ) from exc
+        return _read_entry(dir_fd, self.path, path, what, name)
 
     # -- sealed secrets (store.sealed): NAME.sealed beside the keys, same rules -----------------
 

@@ -34,10 +34,11 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
+from typing import TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes
@@ -85,6 +86,7 @@ __all__ = [
     "EventLog",
     "EventText",
     "FirmwareBlob",
+    "FrozenMapping",
     "GptData",
     "HcrtmComponent",
     "ImageLoad",
@@ -123,6 +125,36 @@ MAX_EVENT_DATA = 1024 * 1024
 KERNEL_EVENT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
 #: The most algorithms a Spec ID event may declare, hence digests per event.
 MAX_ALGORITHMS = 16
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class FrozenMapping(Mapping[_K, _V]):
+    """A read-only mapping a parsed log or its facts own (an event's digests, the facts'
+    measurements); unlike ``MappingProxyType`` it pickles, so that a result carrying a log
+    crosses to and from a ``VerifierPool`` worker."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[_K, _V]) -> None:
+        self._data = dict(data)  # its own copy: nothing outside changes it
+
+    def __getitem__(self, key: _K) -> _V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[_K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return FrozenMapping, (self._data,)
+
 
 #: TPM_ALG_ID -> (bank name, digest size) of the banks a log may carry: tcg.wire's SHA family,
 #: and SM3-256, which only event logs name (TCG Algorithm Registry; the verifier takes no SM3).
@@ -802,7 +834,7 @@ def parse_event_log(data: bytes) -> EventLog:
             pcr,
             event_type,
             _type_name(event_type),
-            MappingProxyType({"sha1": digest}),
+            FrozenMapping({"sha1": digest}),
             first_data,
             spec_id.uintn_size,
         )
@@ -832,7 +864,7 @@ def _parse_sha1(data: bytes) -> tuple[Event, ...]:
                 pcr,
                 event_type,
                 _type_name(event_type),
-                MappingProxyType({"sha1": digest}),
+                FrozenMapping({"sha1": digest}),
                 event_data,
             )
         )
@@ -916,7 +948,7 @@ def _parse_agile(data: bytes, offset: int, spec_id: SpecIdEvent, first: Event) -
                 pcr,
                 event_type,
                 _type_name(event_type),
-                MappingProxyType(digests),
+                FrozenMapping(digests),
                 event_data,
                 uintn,
             )
@@ -1316,7 +1348,7 @@ class BootFacts:
     windows: WindowsFacts | None
     banks: tuple[str, ...] = ()
     measurements: Mapping[int, tuple[Measurement, ...]] = field(
-        default_factory=lambda: MappingProxyType({})
+        default_factory=lambda: FrozenMapping({})
     )
     firmware_versions: tuple[str, ...] = ()
 
@@ -1390,7 +1422,7 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
         measurements.setdefault(pcr, []).append(Measurement(event.index, event.type_name, verified))
         if verified is False:
             continue
-        digests: Mapping[str, bytes] = MappingProxyType({b: event.digests[b] for b in banks})
+        digests: Mapping[str, bytes] = FrozenMapping({b: event.digests[b] for b in banks})
         decoded = event.decoded
         if isinstance(decoded, EfiVariable):
             if kind == EV_EFI_VARIABLE_AUTHORITY and pcr == 7:
@@ -1474,7 +1506,7 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
         actions=tuple(actions),
         windows=_windows_facts(windows_events),
         banks=tuple(bank for bank in log.replayable_banks if bank in banks_seen),
-        measurements=MappingProxyType(
+        measurements=FrozenMapping(
             {pcr: tuple(found) for pcr, found in sorted(measurements.items())}
         ),
         firmware_versions=tuple(versions),

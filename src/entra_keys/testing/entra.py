@@ -3,7 +3,7 @@
 Each entry takes a ``Request`` (method, URL, headers, body), checks it as the service would and
 returns the reply body, so a join agent's tests run its real messages against it::
 
-    entra = EntraStandIn(users={"u@contoso.com": "pw"})
+    entra = EntraStandIn.for_swtpm(swtpm, users={"u@contoso.com": "pw"})  # its EK CAs loaded
     token = entra.issue_access_token("u@contoso.com")            # the DRS bearer token
     reply = entra.handle(registration_request(device, transport, access_token=token, ...))
     nonce = parse_nonce(entra.handle(nonce_request()))
@@ -81,7 +81,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as PycaInvalidSignature
@@ -94,6 +94,9 @@ from ..errors import InvalidData, InvalidSignature
 from ..protocol import Request
 from .registration import MAX_REQUEST_SIZE, DeviceRecord, RegistrationService
 from .token_service import TokenService
+
+if TYPE_CHECKING:
+    from .swtpm import Swtpm
 
 __all__ = ["ACCESS_TOKEN_LIFETIME", "PRT_LIFETIME", "EntraStandIn", "IssuedPRT"]
 
@@ -143,7 +146,11 @@ class EntraStandIn:
         tenant_id: str | None = None,
         domains: Iterable[str] = (),
         clock: Callable[[], float] | None = None,
+        session_key_alg: Literal["RSA-OAEP", "RSA-OAEP-256"] = "RSA-OAEP",
     ) -> None:
+        """``session_key_alg``: how each PRT reply wraps its session key: RSA-OAEP (SHA-1), as
+        Entra's PRT replies do, or RSA-OAEP-256 (SHA-256), as MSAL's bound refresh tokens."""
+        self.session_key_alg: Literal["RSA-OAEP", "RSA-OAEP-256"] = session_key_alg
         self.drs = registration or RegistrationService(
             allow_software=True, require_attestation=False, clock=clock
         )
@@ -163,6 +170,37 @@ class EntraStandIn:
         #: NGC keys registered here: kid -> (UPN, key).
         self.ngc_keys: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
         self.left: list[str] = []
+
+    @classmethod
+    def for_swtpm(
+        cls,
+        swtpm: Swtpm,
+        *,
+        users: Mapping[str, str] | None = None,
+        tenant_id: str | None = None,
+        domains: Iterable[str] = (),
+        clock: Callable[[], float] | None = None,
+    ) -> EntraStandIn:
+        """A stand-in whose registration service trusts this swtpm's EK CAs and requires an
+        attested join (AK enrolled against the EK, both keys certified), as for a TPM."""
+        service = RegistrationService(ek_ca_certificates=swtpm.ca_certificates, clock=clock)
+        return cls(registration=service, users=users, tenant_id=tenant_id, domains=domains,
+                   clock=clock)  # fmt: skip
+
+    @classmethod
+    def for_software(
+        cls,
+        *,
+        users: Mapping[str, str] | None = None,
+        tenant_id: str | None = None,
+        domains: Iterable[str] = (),
+        clock: Callable[[], float] | None = None,
+    ) -> EntraStandIn:
+        """A stand-in for the software provider: the join's attestation is still required and
+        checked, and a software one is taken as what it is (the device is not ``attested``)."""
+        service = RegistrationService(allow_software=True, clock=clock)
+        return cls(registration=service, users=users, tenant_id=tenant_id, domains=domains,
+                   clock=clock)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<EntraStandIn {len(self.drs.devices)} devices>"
@@ -335,7 +373,9 @@ class EntraStandIn:
             "refresh_token_expires_in": PRT_LIFETIME,
             "id_token": self._id_token(upn, record.device_id, claims.text("client_id")),
             "client_info": base64.urlsafe_b64encode(_json({"uid": upn})).decode().rstrip("="),
-            "session_key_jwe": issued.session.session_key_jwe(record.transport_key),
+            "session_key_jwe": issued.session.session_key_jwe(
+                record.transport_key, alg=self.session_key_alg
+            ),
         }
         if fields.get("tgt") == "true":
             reply.update(self._tgts(issued))

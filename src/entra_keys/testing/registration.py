@@ -4,7 +4,7 @@ It plays the service's side of a join, built only on the public verifier, the fo
 strict JSON reader of entra_keys (and pyca ``cryptography``), so join-agent authors can run a
 whole join in a test::
 
-    service = RegistrationService(ek_ca_certificates=cas)
+    service = RegistrationService(ek_ca_certificates=swtpm.ca_certificates)  # paths, or certs
     blob, secret = service.enrollment_challenge(ek, ak.tpm_public)     # AK enrollment
     service.finish_enrollment(ak.tpm_public, provider.activate_credential(ak, ek, blob, secret))
     reply = service.register(join_request_body)                         # device certificate
@@ -52,11 +52,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -72,11 +74,18 @@ from ..attestation.enrollment import AKEnrollment, EnrolledAK
 from ..attestation.verifier import TrustPolicy, verify_certify
 from ..errors import AttestationError, InvalidData, InvalidSignature
 from ..tcg.public import tpmt_bytes
-from ..tcg.records import certification_from_json
+from ..tcg.records import Certification, certification_from_json, certification_to_json
 from ..tcg.structures import TPMTPublic
 from .token_service import TokenService
 
-__all__ = ["MAX_REQUEST_SIZE", "NONCE_LIFETIME", "DeviceRecord", "RegistrationService"]
+__all__ = [
+    "MAX_REQUEST_SIZE",
+    "NONCE_LIFETIME",
+    "CertificateSource",
+    "DeviceRecord",
+    "RegistrationService",
+    "load_certificates",
+]
 
 _JOIN_TYPES = {0: "join", 4: "register", 6: "hybrid"}
 #: How long a nonce (DRS or srv_challenge) is accepted after it was issued, in seconds.
@@ -84,6 +93,42 @@ NONCE_LIFETIME = 300
 #: The largest request token (a JWT) or body taken, in characters or bytes: not documented;
 #: chosen as the strict JSON reader's limit, far over any real request.
 MAX_REQUEST_SIZE = 1 << 20
+#: A CA certificate as the test services take it: a certificate, its DER or PEM bytes, or the
+#: path of a PEM or DER file (such as ``Swtpm.ca_certificates``).
+CertificateSource = x509.Certificate | bytes | str | os.PathLike[str]
+
+
+def load_certificates(sources: Iterable[CertificateSource]) -> list[x509.Certificate]:
+    """The certificates of ``sources``, each a certificate, DER or PEM bytes, or a file path
+    (a PEM file may hold several); InvalidData naming the one that is none of these."""
+    if isinstance(sources, str | bytes | os.PathLike | x509.Certificate):
+        sources = [sources]  # one given alone, not a sequence of characters or bytes
+    out: list[x509.Certificate] = []
+    for source in sources:
+        if isinstance(source, x509.Certificate):
+            out.append(source)
+            continue
+        if isinstance(source, str | os.PathLike):
+            try:
+                data = Path(source).read_bytes()
+            except OSError as exc:
+                raise InvalidData(f"cannot read the certificate file {source}: {exc}") from exc
+            what = str(source)
+        elif isinstance(source, bytes):
+            data, what = source, "certificate bytes"
+        else:
+            raise InvalidData(
+                f"a CA certificate is a certificate, DER or PEM bytes or a path, not "
+                f"{type(source).__name__}"
+            )
+        try:
+            if data.lstrip().startswith(b"-----BEGIN"):
+                out.extend(x509.load_pem_x509_certificates(data))
+            else:
+                out.append(x509.load_der_x509_certificate(data))
+        except ValueError as exc:
+            raise InvalidData(f"{what} holds no PEM or DER certificate ({exc})") from exc
+    return out
 
 
 @dataclass
@@ -103,14 +148,16 @@ class RegistrationService:
     def __init__(
         self,
         *,
-        ek_ca_certificates: Sequence[x509.Certificate] = (),
+        ek_ca_certificates: Iterable[CertificateSource] = (),
         allow_software: bool = False,
         require_attestation: bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        """``ek_ca_certificates``: the CAs EK certificates must chain to, as certificates,
+        DER or PEM bytes, or file paths alike (``Swtpm.ca_certificates`` as it is)."""
         #: Time in epoch seconds: ``time.time()`` when it is read, unless a test gives a clock.
         self.clock = clock or _now
-        self.ek_ca_certificates = list(ek_ca_certificates)
+        self.ek_ca_certificates = load_certificates(ek_ca_certificates)
         self.allow_software = allow_software
         self.require_attestation = require_attestation
         self._ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -183,6 +230,20 @@ class RegistrationService:
                 self._enrolled[name] = enrollment.finish(answer)
                 return
         raise AttestationError("the AK enrollment answer is wrong (or there was no challenge)")
+
+    @staticmethod
+    def attestation(
+        ak_public: bytes, *, device_key: Certification, transport_key: Certification
+    ) -> dict[str, Any]:
+        """The join body's ``Attestation`` member this service checks (``register``): the
+        enrolled AK's TPMT_PUBLIC and the certifications of both keys, each over a nonce of
+        ``issue_nonce``. It is this stand-in's: Entra's own (MS-DRS ``AikCertificate``,
+        ``AttestationData``) has no published format."""
+        return {
+            "AkPublic": b64_encode(bytes(ak_public)),
+            "DeviceKey": json.loads(certification_to_json(device_key)),
+            "TransportKey": json.loads(certification_to_json(transport_key)),
+        }
 
     def ak_enrolled(self, ak_public: bytes) -> bool:
         """True once the AK passed enrollment."""

@@ -5,6 +5,12 @@ certificates, signed by a local CA whose configuration and keys live in the same
 /var/lib). ``swtpm`` then serves it on a unix socket in that directory; the TCTI string is
 ``swtpm:path=<dir>/sock``. The ``swtpm/`` scripts of the source tree call this module.
 
+A swtpm started from Python is this process's child and ends with it: ``with Swtpm(dir) as
+tpm:`` stops it when the block ends, an exception included, and the kernel sends it SIGTERM
+when the thread that started it dies, however it dies (SIGKILL too: Linux's
+``PR_SET_PDEATHSIG``), so a crashed script leaves no daemon. Only ``start(detach=True)`` (the
+``swtpm/start`` script) leaves one running after this process, until ``stop``.
+
 ``Tabrmd`` puts tpm2-abrmd (the user-space resource manager) in front of one, on a private
 D-Bus session bus of its own, so several processes share the TPM as they would /dev/tpmrm0.
 
@@ -14,17 +20,31 @@ Usage: ``python -m entra_keys.testing.swtpm {provision,start,stop,tcti} DIR``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
-__all__ = ["Swtpm", "SwtpmError", "Tabrmd", "swtpm_available", "tabrmd_available"]
+__all__ = [
+    "Swtpm",
+    "SwtpmError",
+    "Tabrmd",
+    "swtpm_available",
+    "swtpm_unusable_reason",
+    "tabrmd_available",
+]
 
 _TOOLS = ("swtpm", "swtpm_setup", "swtpm_localca")
+#: prctl(2) option: the signal the kernel sends a process when the thread that forked it dies.
+_PR_SET_PDEATHSIG = 1
 
 
 class SwtpmError(RuntimeError):
@@ -36,8 +56,53 @@ def swtpm_available() -> bool:
     return all(shutil.which(tool) for tool in _TOOLS)
 
 
+def swtpm_unusable_reason() -> str | None:
+    """None when a swtpm can be started here and the TPM provider can use it; else why not:
+    swtpm is not installed, or tpm2-pytss (the ``tpm`` extra) cannot be imported."""
+    if not swtpm_available():
+        return "swtpm is not installed (Debian: apt-get install swtpm swtpm-tools)"
+    from ..errors import HardwareUnavailable
+    from ..providers.tpm._connection import import_pytss
+
+    try:
+        import_pytss()
+    except HardwareUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once (before any fork), or None where there is none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when ``parent``'s forking thread dies
+    (Linux ``PR_SET_PDEATHSIG``), and end at once if the parent died before it was set."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return die_with_parent
+
+
 class Swtpm:
-    """One software TPM: its state, CA and socket under ``directory``."""
+    """One software TPM: its state, CA and socket under ``directory``.
+
+    A context manager: ``with Swtpm(dir) as tpm:`` starts it (provisioning it first if needed)
+    and stops it when the block ends, if it started it.
+    """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory).absolute()
@@ -46,6 +111,22 @@ class Swtpm:
         self.socket = self.directory / "sock"
         self.pid_file = self.directory / "swtpm.pid"
         self.log_file = self.directory / "swtpm.log"
+        self._process: subprocess.Popen[bytes] | None = None  # the swtpm this object started
+        self._started_here = False
+
+    def __enter__(self) -> Swtpm:
+        self._started_here = not self.running()
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._started_here:
+            self.stop()
 
     @property
     def tcti(self) -> str:
@@ -101,10 +182,14 @@ class Swtpm:
             log = (self.directory / "swtpm_setup.log").read_text(errors="replace")[-2000:]
             raise SwtpmError(f"swtpm_setup failed ({done.returncode}): {done.stderr}{log}")
 
-    def start(self, timeout: float = 10.0, *, startup: bool = True) -> str:
+    def start(self, timeout: float = 10.0, *, startup: bool = True, detach: bool = False) -> str:
         """Start swtpm on the unix socket (provisioning first if needed); returns the TCTI.
         It sends itself TPM2_Startup(CLEAR), as firmware does at boot; without ``startup`` the
-        TPM waits for one (every other command is TPM_RC_INITIALIZE)."""
+        TPM waits for one (every other command is TPM_RC_INITIALIZE).
+
+        The swtpm is a child of this process and gets SIGTERM when the calling thread dies
+        (start it from a thread that outlives its use, such as the main thread); with
+        ``detach`` it is a daemon of its own that outlives this process, until ``stop``."""
         if not self.provisioned:
             self.provision()
         if self.running():
@@ -118,17 +203,44 @@ class Swtpm:
             "--flags", "not-need-init,startup-clear" if startup else "not-need-init",
             "--pid", f"file={self.pid_file}",
             "--log", f"file={self.log_file},level=1",
-            "--daemon",
         ]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        if done.returncode != 0:
-            raise SwtpmError(f"swtpm did not start ({done.returncode}): {done.stderr.strip()}")
+        if detach:
+            done = subprocess.run(
+                [*cmd, "--daemon"], capture_output=True, text=True, timeout=timeout, check=False
+            )
+            if done.returncode != 0:
+                raise SwtpmError(f"swtpm did not start ({done.returncode}): {done.stderr.strip()}")
+        else:
+            self._spawn(cmd)
         deadline = time.monotonic() + timeout
-        while not self.socket.exists():
+        while not self.socket.exists() or self.pid() is None:
+            if self._process is not None and self._process.poll() is not None:
+                error = (self.directory / "swtpm.err").read_text(errors="replace").strip()
+                self._process = None
+                raise SwtpmError(f"swtpm did not start: {error[-1000:]}")
             if time.monotonic() > deadline:
                 raise SwtpmError(f"swtpm started but {self.socket} did not appear")
             time.sleep(0.01)
         return self.tcti
+
+    def _spawn(self, cmd: list[str]) -> None:
+        """Start swtpm in the foreground as this thread's child, tied to it (PDEATHSIG)."""
+        self.pid_file.unlink(missing_ok=True)
+        with (self.directory / "swtpm.err").open("wb") as errors:
+            self._process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=errors,
+                stderr=errors,
+                preexec_fn=_dies_with(os.getpid()),
+            )
+
+    def _reap(self) -> None:
+        """Collect the exit status of the swtpm this object started, once it has ended."""
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
+            self._process = None
 
     def restart(self, *, startup: bool = True) -> str:
         """Stop swtpm and start it again on the same state: a reboot (TPM2_Startup(CLEAR)
@@ -171,6 +283,7 @@ class Swtpm:
                 os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.01)
+        self._reap()
         self.pid_file.unlink(missing_ok=True)
         self.socket.unlink(missing_ok=True)
 
@@ -182,6 +295,7 @@ class Swtpm:
                 os.kill(pid, signal.SIGKILL)
             while self.running():
                 time.sleep(0.01)
+        self._reap()
         self.pid_file.unlink(missing_ok=True)
 
 
@@ -306,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         if args[0] == "provision":
             tpm.provision()
         elif args[0] == "start":
-            print(tpm.start())
+            print(tpm.start(detach=True))  # the script's swtpm outlives this process
         elif args[0] == "stop":
             tpm.stop()
         else:

@@ -63,14 +63,26 @@ class TokenService:
 
     # -- issuing the key ------------------------------------------------------------------
 
-    def session_key_jwe(self, transport_key: rsa.RSAPublicKey) -> str:
+    def session_key_jwe(
+        self,
+        transport_key: rsa.RSAPublicKey,
+        *,
+        alg: Literal["RSA-OAEP", "RSA-OAEP-256"] = "RSA-OAEP",
+    ) -> str:
         """The key encrypted to the transport key as Entra sends it: RSA-OAEP (SHA-1) in a
-        compact JWE ``{"alg":"RSA-OAEP","enc":"A256GCM"}`` whose ciphertext is one byte."""
-        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
+        compact JWE ``{"alg":"RSA-OAEP","enc":"A256GCM"}`` whose ciphertext is one byte; with
+        ``alg="RSA-OAEP-256"``, OAEP with SHA-256 and MGF1-SHA-256 (RFC 7518 §4.3), as MSAL's
+        bound refresh tokens wrap it."""
+        if alg == "RSA-OAEP":
+            chosen: hashes.HashAlgorithm = hashes.SHA1()  # noqa: S303 - what Entra encrypts with
+        elif alg == "RSA-OAEP-256":
+            chosen = hashes.SHA256()
+        else:
+            raise ValueError(f"alg {alg!r}: 'RSA-OAEP' or 'RSA-OAEP-256'")
         encrypted_key = transport_key.encrypt(
-            self._session_key, padding.OAEP(padding.MGF1(sha1), sha1, None)
+            self._session_key, padding.OAEP(padding.MGF1(chosen), chosen, None)
         )
-        header_b64 = b64url_encode(_json({"alg": "RSA-OAEP", "enc": "A256GCM"}))
+        header_b64 = b64url_encode(_json({"alg": alg, "enc": "A256GCM"}))
         iv = os.urandom(12)
         sealed = AESGCM(self._session_key).encrypt(iv, b"\x00", header_b64.encode("ascii"))
         return ".".join(

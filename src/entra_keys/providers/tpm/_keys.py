@@ -371,8 +371,11 @@ class _TPMKeyBase(_TPMObject):
 
     def _refuse_export(self) -> KeyUsageError:
         return KeyUsageError(
-            "the private half of a TPM key never leaves the TPM; store the key with "
-            "KeyStore (a TSS2 PRIVATE KEY blob only this TPM can load) instead"
+            "the private half of a TPM key never leaves the TPM: store the key with KeyStore (a "
+            "TSS2 PRIVATE KEY blob only this TPM can load); to sign a JWT with it, use "
+            "entra_keys.formats.jws_sign(key, claims, alg, header) or PyJWT "
+            '(jwt.encode(claims, key, algorithm="RS256")), which only call sign(); libraries '
+            "that read the private numbers (jwcrypto, joserfc, Authlib) cannot use a TPM key"
         )
 
     def private_bytes(

@@ -8,9 +8,6 @@ import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
-
 from ...errors import (
     DecryptionError,
     EntraKeysError,
@@ -38,6 +35,7 @@ from ...provider import (
     SessionKey,
     check_creatable,
     check_nonce,
+    oaep_padding,
 )
 from ...tcg import model
 from . import _primary_cache
@@ -325,20 +323,22 @@ class TPMProvider(Provider):
             ) from exc
 
     def import_session_key(
-        self, transport_key: EntraPrivateKey, encrypted_key: bytes
+        self, transport_key: EntraPrivateKey, encrypted_key: bytes, *, oaep_hash: str = "sha1"
     ) -> SessionKey:
-        """RSA-OAEP (SHA-1) decrypt in the TPM, then bind the 32 bytes as an HMAC key object.
+        """RSA-OAEP decrypt in the TPM (SHA-1, or SHA-256 for RSA-OAEP-256: the transport key's
+        scheme is NULL, so TPM2_RSA_Decrypt takes either), then bind the 32 bytes as an HMAC
+        key object.
 
         Both commands run in a salted session with parameter encryption, so the key crosses the
         TPM interface only encrypted; in this process it lives only between the two commands.
         """
+        oaep = oaep_padding(oaep_hash)
         if not isinstance(transport_key, TPMRSAKey) or not self._own(transport_key):
             raise UnsupportedAlgorithm("the transport key must be an RSA key of this TPM provider")
-        sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
-        transport_key.rsa_decrypt_args(padding.OAEP(padding.MGF1(sha1), sha1, None))
+        hash_alg = transport_key.rsa_decrypt_args(oaep)
         conn = self.connection
         t = conn.tss
-        secret = transport_key._decrypt(encrypted_key, sha1)
+        secret = transport_key._decrypt(encrypted_key, hash_alg)
         try:
             if secret.size != 32:
                 raise DecryptionError(f"the session key is {secret.size} bytes, not 32")
