@@ -949,3 +949,18 @@ def test_enrollment_requests_of_the_wrong_shape_are_typed_errors() -> None:
             SERVICE.enrollment_challenge(ek, bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidData):
             SERVICE.finish_enrollment(bad, b"")  # type: ignore[arg-type]
+
+
+def test_an_ek_asked_for_by_type_is_the_one_the_whole_list_holds(provider: Provider) -> None:
+    """``endorsement_keys(key_type)`` reads one EK alone: the same key, certificate and chain
+    as the whole list's; a type the provider has no EK of gives none (software: RSA only)."""
+    everything = provider.endorsement_keys()
+    for key_type in (KeyType.RSA2048, KeyType.ECC256):
+        alone = provider.endorsement_keys(key_type)
+        expected = [ek for ek in everything if ek.key_type is key_type]
+        assert [(e.public, e.certificate, e.chain) for e in alone] == [
+            (e.public, e.certificate, e.chain) for e in expected
+        ]
+    assert provider.endorsement_keys(KeyType.RSA2048), "every provider has an RSA EK"
+    if not provider.hardware_backed:
+        assert provider.endorsement_keys(KeyType.ECC256) == []

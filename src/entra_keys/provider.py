@@ -333,8 +333,9 @@ class Provider(abc.ABC):
     # -- attestation ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def endorsement_keys(self) -> list[EndorsementKey]:
-        """The endorsement keys (RSA and ECC) with their certificates where provisioned."""
+    def endorsement_keys(self, key_type: KeyType | None = None) -> list[EndorsementKey]:
+        """The endorsement keys (RSA and ECC) with their certificates where provisioned; with
+        ``key_type``, only the one of that type (none where there is none), read alone."""
 
     @abc.abstractmethod
     def activate_credential(

@@ -168,9 +168,10 @@ class JoinDemo:
         return self._create("transport", KeyUsage.DECRYPT)
 
     def check_ek(self) -> str | Skipped:
-        eks = self.provider.endorsement_keys()
+        # The RSA EK alone: the ECC one's certificate and key are three TPM commands not needed.
+        eks = self.provider.endorsement_keys(KeyType.RSA2048) or self.provider.endorsement_keys()
         _check(bool(eks), "the provider has no endorsement key")
-        ek = next((e for e in eks if e.key_type is KeyType.RSA2048), eks[0])
+        ek = eks[0]
         self._ek = ek
         if not ek.hardware_backed:
             self.state["ek_certificate_chain"] = "none (software)"

@@ -539,10 +539,13 @@ class SoftwareProvider(Provider):
 
     # -- attestation, in the TPM's wire formats, marked as software --------------------------
 
-    def endorsement_keys(self) -> list[EndorsementKey]:
-        """A software EK (RSA-2048, made once per provider, in memory); it has no certificate."""
+    def endorsement_keys(self, key_type: KeyType | None = None) -> list[EndorsementKey]:
+        """A software EK (RSA-2048, made once per provider, in memory); it has no certificate.
+        Asked for another type, none."""
         from .software_attest import software_endorsement_key
 
+        if key_type not in (None, KeyType.RSA2048):
+            return []
         if self._ek is None:
             self._ek = rsa.generate_private_key(65537, 2048)
         return [software_endorsement_key(self._ek)]

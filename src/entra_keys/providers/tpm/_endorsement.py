@@ -29,19 +29,23 @@ __all__ = ["activate_credential", "certify", "endorsement_keys", "pcr_selection"
 QUOTE_TRIES = 3
 
 
-def endorsement_keys(conn: Connection) -> list[EndorsementKey]:
+def endorsement_keys(conn: Connection, key_type: KeyType | None = None) -> list[EndorsementKey]:
     """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
     with its certificate from NV where one is there (or why it is unreadable) and the EK
-    certificate chain indices' certificates."""
-    return conn.retrying(lambda: _endorsement_keys(conn))
+    certificate chain indices' certificates; with ``key_type``, only that one, and the other
+    family's indices and keys are not read (three commands fewer on a TPM with both)."""
+    return conn.retrying(lambda: _endorsement_keys(conn, key_type))
 
 
-def _endorsement_keys(conn: Connection) -> list[EndorsementKey]:
+def _endorsement_keys(conn: Connection, key_type: KeyType | None) -> list[EndorsementKey]:
+    families = {True, False} if key_type is None else {key_type.is_rsa}
     found: list[EndorsementKey] = []
     with conn.command("read the endorsement keys") as esys:
-        nv = _nv_certificates(conn, esys)
+        nv = _nv_certificates(conn, esys, families)
         first, last = model.EK_PERSISTENT_FIRST, model.EK_PERSISTENT_LAST
         for handle in _handles(conn, esys, first, last):
+            if key_type is not None and any(ek.key_type is key_type for ek in found):
+                break  # the one asked for is found: the other persistent keys are not read
             _, public = conn.persistent(esys, handle)
             area = public.publicArea
             wanted = int(model.EK_ATTRIBUTES_LOW)
@@ -49,11 +53,11 @@ def _endorsement_keys(conn: Connection) -> list[EndorsementKey]:
                 continue  # another kind of persistent key (an AK, a device key)
             found.append(_ek(conn, area, handle, nv))
         kinds = {ek.key_type.is_rsa for ek in found}
-        for key_type in (KeyType.RSA2048, KeyType.ECC256):
-            if key_type.is_rsa not in kinds:
-                with _transient_ek(conn, esys, key_type, nv.defined) as (_, public):
+        for made in (KeyType.RSA2048, KeyType.ECC256):
+            if made.is_rsa in families and made.is_rsa not in kinds:
+                with _transient_ek(conn, esys, made, nv.defined) as (_, public):
                     found.append(_ek(conn, public.publicArea, None, nv))
-    return found
+    return [ek for ek in found if key_type is None or ek.key_type is key_type]
 
 
 #: The EK certificate indices of RSA EKs (TCG EK Credential Profile 2.2.1.4: low range RSA-2048,
@@ -120,10 +124,11 @@ def _handles(conn: Connection, esys: Any, first: int, last: int) -> list[int]:
     return [int(h) for h in data.data.handles if first <= int(h) <= last]
 
 
-def _nv_certificates(conn: Connection, esys: Any) -> _NVCertificates:
-    """The EK certificate indices (low and high range) and the chain indices, each read and made
-    a certificate (``nvcert``: header and padding removed, non-strict DER made readable); an
-    index that still is no certificate is kept with the reason, never dropped."""
+def _nv_certificates(conn: Connection, esys: Any, families: set[bool]) -> _NVCertificates:
+    """The EK certificate indices (low and high range) of the EK families asked for (``True``
+    for RSA) and the chain indices, each read and made a certificate (``nvcert``: header and
+    padding removed, non-strict DER made readable); an index that still is no certificate is
+    kept with the reason, never dropped."""
     from tpm2_pytss.utils import NoSuchIndex
 
     from ...tcg.nvcert import nv_certificates, strict_der
@@ -131,7 +136,9 @@ def _nv_certificates(conn: Connection, esys: Any) -> _NVCertificates:
     out = _NVCertificates()
     listed = _handles(conn, esys, model.EK_CERT_NV_RSA, _CHAIN_LAST)
     out.defined = frozenset(listed)
-    indices = [h for h in listed if h in model.EK_CERT_NV_INDICES]
+    indices = [
+        h for h in listed if h in model.EK_CERT_NV_INDICES and (h in _RSA_CERT_INDICES) in families
+    ]
     chain = [h for h in listed if _CHAIN_FIRST <= h <= _CHAIN_LAST]
     for index in (*indices, *chain):
         try:

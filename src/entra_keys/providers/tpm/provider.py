@@ -389,12 +389,12 @@ class TPMProvider(Provider):
 
     # -- attestation --------------------------------------------------------------------------
 
-    def endorsement_keys(self) -> list[EndorsementKey]:
+    def endorsement_keys(self, key_type: KeyType | None = None) -> list[EndorsementKey]:
         """The TPM's EKs (persistent where provisioned, else made from the TCG templates), each
-        with its certificate from NV where one is there."""
+        with its certificate from NV where one is there; with ``key_type``, only that one."""
         from . import _endorsement  # on first use: the sign path never loads it
 
-        return _endorsement.endorsement_keys(self.connection)
+        return _endorsement.endorsement_keys(self.connection, key_type)
 
     def activate_credential(
         self,
