@@ -337,7 +337,7 @@ print("warmed up in", time.monotonic() - started)
 def test_a_script_without_the_main_guard_fails_fast_and_says_why(tmp_path: Path) -> None:
     """Each spawned worker imports the caller's main module: without the guard it made a pool
     of its own. Now the pool refuses to be made there (the workers print why), and the script
-    ends at once with a PoolWorkerError naming the guard: no hang, no recursion."""
+    ends at once with an EntraKeysError naming the guard: no hang, no recursion."""
     script = tmp_path / "service.py"
     script.write_text(_UNGUARDED)
     started = time.monotonic()
@@ -348,13 +348,12 @@ def test_a_script_without_the_main_guard_fails_fast_and_says_why(tmp_path: Path)
     )  # fmt: skip
     assert time.monotonic() - started < 60
     assert done.returncode == 1 and "warmed up" not in done.stdout
-    assert "PoolWorkerError: a VerifierPool is being made while a spawned worker" in done.stderr
+    assert "EntraKeysError: a VerifierPool is being made while a spawned worker" in done.stderr
     assert (
         done.stderr.rstrip()
         .splitlines()[-1]
         .startswith(
-            "entra_keys.attestation.pool.PoolWorkerError: the pool's worker processes ended while "
-            "starting"
+            "entra_keys.errors.EntraKeysError: the pool's worker processes ended while starting"
         )
     ), done.stderr[-2000:]
     assert 'if __name__ == "__main__":' in done.stderr

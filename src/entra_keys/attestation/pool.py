@@ -15,9 +15,9 @@ importable by the workers (defined at module level).
 
 Workers are spawned: each starts a new interpreter and imports the caller's main module, so the
 script that makes a pool must do it under ``if __name__ == "__main__":``. Without the guard
-every worker would run the script again; the pool refuses to be made there
-(``PoolWorkerError``, which the worker prints), and the caller's next result raises a
-``PoolWorkerError`` that says why the workers ended, at once rather than hanging.
+every worker would run the script again; the pool refuses to be made there (an
+``EntraKeysError`` naming the guard, which the worker prints), and the caller's next result
+raises an ``EntraKeysError`` that says why the workers ended, at once rather than hanging.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from .verifier import (
     verify_quote,
 )
 
-__all__ = ["GUARD_MESSAGE", "PoolWorkerError", "VerifierPool"]
+__all__ = ["GUARD_MESSAGE", "VerifierPool"]
 
 _policy: TrustPolicy | None = None  # the worker's policy, set once by _start
 T = TypeVar("T")
@@ -63,11 +63,6 @@ GUARD_MESSAGE = (
 )
 
 
-class PoolWorkerError(EntraKeysError, RuntimeError):
-    """The pool's workers cannot run: a pool made while a spawned worker imports the main
-    module (a script without the ``__main__`` guard), or workers that ended while starting."""
-
-
 def _importing_main_in_a_worker() -> bool:
     """True while this process is a spawned child importing its parent's main module: the
     state in which multiprocessing itself refuses to start a process (``_inheriting``, which
@@ -76,12 +71,12 @@ def _importing_main_in_a_worker() -> bool:
 
 
 def _result(future: Future[T]) -> T:
-    """A future's result; workers that ended while starting (a broken pool) as a
-    PoolWorkerError that says the likely reason."""
+    """A future's result; workers that ended while starting (a broken pool) as an
+    EntraKeysError that says the likely reason (a script's bug: no subclass to catch)."""
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        raise PoolWorkerError(
+        raise EntraKeysError(
             "the pool's worker processes ended while starting (their error is above); if the "
             'script that makes the pool has no `if __name__ == "__main__":` guard, every '
             "worker ran it again: make and use the pool under that guard"
@@ -187,7 +182,7 @@ class VerifierPool:
 
     The workers are spawned and import the caller's main module: make the pool under
     ``if __name__ == "__main__":`` (without it each worker would run the script again; the
-    pool refuses to be made in a worker's import, ``PoolWorkerError``)::
+    pool refuses to be made in a worker's import, an ``EntraKeysError`` naming the guard)::
 
         if __name__ == "__main__":
             with VerifierPool(4, policy=policy) as pool:
@@ -202,7 +197,7 @@ class VerifierPool:
         mp_context: Any = None,
     ) -> None:
         if _importing_main_in_a_worker():
-            raise PoolWorkerError(GUARD_MESSAGE)
+            raise EntraKeysError(GUARD_MESSAGE)
         self.processes = processes or os.cpu_count() or 1
         # spawn: no inherited locks or TPM connections of the parent
         self._context = mp_context or multiprocessing.get_context("spawn")
