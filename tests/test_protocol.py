@@ -1034,7 +1034,8 @@ def test_require_gcm_reaches_the_reply_parsers(
 ) -> None:
     """A caller that knows its replies are GCM refuses the CBC form through the parsers too;
     with CBC allowed, a one-block CBC reply forged from a GCM reply's keystream (see
-    test_trust_session) is too short to carry the members a token reply must have."""
+    test_trust_session) is too short to carry the members a token reply must have: under CBC
+    that is the one DecryptionError (a reply that is not the reply expected tells nothing)."""
     tokens = {"access_token": "eyJ0.at", "token_type": "Bearer", "expires_in": 3599}
     gcm = service.encrypt_response(json.dumps(tokens).encode(), mode="gcm")
     cbc = service.encrypt_response(json.dumps(tokens).encode(), mode="cbc")
@@ -1048,6 +1049,12 @@ def test_require_gcm_reaches_the_reply_parsers(
     with pytest.raises(DecryptionError):
         parse_refresh_response(cbc, prt_session, require_gcm=True)
     short = service.encrypt_response(b'{"admin":true}', mode="cbc")
+    with pytest.raises(DecryptionError, match="does not decrypt"):
+        parse_token_response(short, prt_session)
+    with pytest.raises(DecryptionError, match="does not decrypt"):
+        parse_refresh_response(short, prt_session)
+    # Under GCM the reply is authenticated: the missing member is named.
+    short = service.encrypt_response(b'{"admin":true}', mode="gcm")
     with pytest.raises(InvalidData, match="no 'access_token'"):
         parse_token_response(short, prt_session)
     with pytest.raises(InvalidData, match="no 'refresh_token_expires_in'"):

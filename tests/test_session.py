@@ -10,6 +10,7 @@ swtpm; the restart and foreign-TPM tests use a second swtpm of this module.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -192,9 +193,15 @@ def test_token_service_round_trip(
     assert len({json.loads(b64url_decode(segments(t)[0]))["ctx"] for t in tokens}) == 3
     with prt.loaded():
         for mode in ("gcm", "cbc"):
-            assert prt.decrypt_response(service.encrypt_response(RESPONSE, mode=mode)) == RESPONSE
+            opened = prt.decrypt_response(
+                service.encrypt_response(RESPONSE, mode=mode), allow_cbc=True
+            )
+            assert opened == RESPONSE
             body = service.encrypt_response(RESPONSE, mode=mode).encode()
-            assert prt.decrypt_response(body) == RESPONSE
+            assert prt.decrypt_response(body, allow_cbc=True) == RESPONSE
+        # The unauthenticated CBC form only where the caller allows it.
+        with pytest.raises(DecryptionError, match="allow_cbc"):
+            prt.decrypt_response(service.encrypt_response(RESPONSE, mode="cbc"))
     # Plain JSON is not passed as if decrypted (the reply of a session-key-signed request is a
     # JWE under the session).
     with pytest.raises(InvalidData, match="not an encrypted reply"):
@@ -417,24 +424,23 @@ def test_cbc_tag_must_be_empty_and_the_padding_is_checked(
     GCM reply without one is: one DecryptionError, the form being part of decryption."""
     token = service.encrypt_response(RESPONSE, mode="cbc")
     assert segments(token)[4] == ""
-    assert decrypt_response(session_key, token) == RESPONSE
+    opened = functools.partial(decrypt_response, session_key, allow_cbc=True)
+    assert opened(token) == RESPONSE
     for tag in (b"x" * 16, b"x", b"x" * 12):
         with pytest.raises(DecryptionError, match="does not decrypt"):
-            decrypt_response(session_key, replace_segment(token, 4, b64url_encode(tag)))
+            opened(replace_segment(token, 4, b64url_encode(tag)))
     ctx = os.urandom(24)
     # Bad padding is the one decryption failure, its message naming no stage (no padding oracle).
     bad = b'{"a":"bcdefgh"}\x00'  # last byte 0: never valid PKCS#7
     with pytest.raises(DecryptionError, match="does not decrypt") as caught:
-        decrypt_response(session_key, seal_cbc_raw(service.session_key, ctx, bad))
+        opened(seal_cbc_raw(service.session_key, ctx, bad))
     assert "padding" not in str(caught.value)
     bad = b'{"a":"bcdef"}\x03\x02\x03'  # inconsistent padding bytes
     with pytest.raises(DecryptionError, match="does not decrypt"):
-        decrypt_response(session_key, seal_cbc_raw(service.session_key, ctx, bad))
+        opened(seal_cbc_raw(service.session_key, ctx, bad))
     padder = sym_padding.PKCS7(128).padder()
     good = padder.update(b'{"ok":1}') + padder.finalize()
-    assert decrypt_response(session_key, seal_cbc_raw(service.session_key, ctx, good)) == (
-        b'{"ok":1}'
-    )
+    assert opened(seal_cbc_raw(service.session_key, ctx, good)) == b'{"ok":1}'
 
 
 def _flip(segment: str, index: int = 0) -> str:
@@ -743,7 +749,7 @@ def test_no_secret_in_logs_reprs_or_error_messages(
         for mode in ("gcm", "cbc"):
             response = service.encrypt_response(RESPONSE, mode=mode)
             secrets.append(kbkdf(service.session_key, base64.b64decode(_ctx(response))))
-            assert prt.decrypt_response(response) == RESPONSE
+            assert prt.decrypt_response(response, allow_cbc=True) == RESPONSE
     ctx = os.urandom(CTX_BYTES)
     secrets.append(prt.derive_key(ctx, kdf_version=1))
     prt.renew(transport_key, service.session_key_jwe(public(transport_key)))
@@ -754,7 +760,9 @@ def test_no_secret_in_logs_reprs_or_error_messages(
     )
     failures: list[Callable[[], object]] = [
         lambda: prt.decrypt_response(replace_segment(sealed, 4, _flip(segments(sealed)[4]))),
-        lambda: prt.decrypt_response(seal_cbc_raw(service.session_key, ctx, RESPONSE[:16])),
+        lambda: prt.decrypt_response(
+            seal_cbc_raw(service.session_key, ctx, RESPONSE[:16]), allow_cbc=True
+        ),
         lambda: prt.decrypt_response(TokenService().encrypt_response(RESPONSE)),
         lambda: prt.decrypt_response(_with_header(sealed, b"{bad")),
         lambda: PRTSession.create(store, "prt", transport_key, new_jwe),
@@ -932,9 +940,9 @@ def test_decrypt_jwe_gives_bytes_that_need_not_be_json(
 ) -> None:
     for plaintext in (os.urandom(32), b"\x00" * 16, b"not json at all"):
         token = service.encrypt_response(plaintext, mode=mode)
-        assert decrypt_jwe(session_key, token) == plaintext
+        assert decrypt_jwe(session_key, token, allow_cbc=True) == plaintext
         with pytest.raises(DecryptionError):  # the JSON-only reader refuses the same token
-            decrypt_response(session_key, token)
+            decrypt_response(session_key, token, allow_cbc=True)
 
 
 def test_decrypt_jwe_fails_with_one_message(session_key: SessionKey, service: TokenService) -> None:
@@ -949,7 +957,7 @@ def test_decrypt_jwe_fails_with_one_message(session_key: SessionKey, service: To
     messages = set()
     for token in (other.encrypt_response(b"k" * 32, mode="cbc"), altered, bad_padding):
         with pytest.raises(DecryptionError) as caught:
-            decrypt_jwe(session_key, token, size=32)
+            decrypt_jwe(session_key, token, size=32, allow_cbc=True)
         messages.add(str(caught.value))
     assert len(messages) == 1
     with pytest.raises(InvalidData):  # a malformed token is no decryption failure
@@ -963,9 +971,9 @@ def test_a_cbc_plaintext_of_another_size_is_the_same_failure(
     key gives 1 time in 256) is the one DecryptionError when 32 bytes are expected; GCM
     authenticates it, so there the plaintext comes back for the caller's own check."""
     cbc = seal_cbc_raw(service.session_key, os.urandom(24), os.urandom(47) + b"\x01")
-    assert len(decrypt_jwe(session_key, cbc)) == 47
+    assert len(decrypt_jwe(session_key, cbc, allow_cbc=True)) == 47
     with pytest.raises(DecryptionError) as caught:
-        decrypt_jwe(session_key, cbc, size=32)
+        decrypt_jwe(session_key, cbc, size=32, allow_cbc=True)
     with pytest.raises(DecryptionError) as other_key:
         decrypt_jwe(session_key, TokenService().encrypt_response(b"k" * 32, mode="gcm"), size=32)
     assert str(caught.value) == str(other_key.value)

@@ -96,12 +96,16 @@ def test_import_derive_sign_decrypt(cli: Cli, tmp_path: Path) -> None:
 
     for mode in ("gcm", "cbc"):
         body = write(tmp_path / f"{mode}.jwe", service.encrypt_response(RESPONSE, mode=mode))
-        assert cli.ok("session", "decrypt", "prt", "--in", body) == RESPONSE.decode()
+        opened = cli.ok("session", "decrypt", "prt", "--in", body, "--allow-cbc")
+        assert opened == RESPONSE.decode()
+    # The unauthenticated CBC form only when asked for: whether it opens is an oracle.
+    result = cli("session", "decrypt", "prt", "--in", body)
+    assert result.code == 1 and "does not decrypt" in one_error_line(result.err)
     # GCM only, when asked: Entra's CBC form is refused with the one decryption failure.
     body = write(tmp_path / "gcm.jwe", service.encrypt_response(RESPONSE, mode="gcm"))
     assert cli.ok("session", "decrypt", "prt", "--in", body, "--require-gcm") == RESPONSE.decode()
     body = write(tmp_path / "cbc.jwe", service.encrypt_response(RESPONSE, mode="cbc"))
-    result = cli("session", "decrypt", "prt", "--in", body, "--require-gcm")
+    result = cli("session", "decrypt", "prt", "--in", body, "--require-gcm", "--allow-cbc")
     assert result.code == 1 and "does not decrypt" in one_error_line(result.err)
     # Plain JSON is not decrypted, so it is not passed through; the service's error is shown.
     plain = write(tmp_path / "plain.json", RESPONSE)
@@ -140,7 +144,7 @@ def test_json_output(cli: Cli, tmp_path: Path) -> None:
     }
     # Only a JSON object comes out (anything else is the one DecryptionError: no oracle).
     body = write(tmp_path / "b.jwe", service.encrypt_response(b'{"a":"\\u00ff"}', mode="cbc"))
-    document = json.loads(_json(cli, "session", "decrypt", "prt", "--in", body))
+    document = json.loads(_json(cli, "session", "decrypt", "prt", "--allow-cbc", "--in", body))
     assert json.loads(document["plaintext"]) == {"a": "\u00ff"}
 
 
@@ -250,6 +254,6 @@ def test_decrypt_from_stdin_as_a_program(cli: Cli, tmp_path: Path) -> None:
     done = cli.run("session", "import", "prt", "--transport-key", "transport", "--in", jwe)
     assert done.returncode == 0, done.stderr
     body = service.encrypt_response(b'{"a":"binary"}', mode="cbc").encode()
-    done = cli.run("session", "decrypt", "prt", "--in", "-", stdin=body)
+    done = cli.run("session", "decrypt", "prt", "--allow-cbc", "--in", "-", stdin=body)
     assert done.returncode == 0, done.stderr
     assert done.stdout == b'{"a":"binary"}'

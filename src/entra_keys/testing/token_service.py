@@ -6,7 +6,7 @@ Join-agent authors can test their PRT code without Entra::
     jwe = service.session_key_jwe(transport_key.public_key())   # what the PRT reply carries
     session = PRTSession.create(store, "prt", transport_key, jwe)
     service.verify_request(session.sign_request({"grant_type": "refresh_token"}))
-    session.decrypt_response(service.encrypt_response(b'{"id_token": "..."}', mode="cbc"))
+    session.decrypt_response(service.encrypt_response(b'{"id_token": "..."}'))
 
 It is the *other* side, written on pyca ``cryptography`` and the strict JSON and base64 reader
 of ``entra_keys._json`` alone (its KDF is pyca's ``KBKDFHMAC``), so it checks the device's code
