@@ -11,14 +11,16 @@ import base64
 import dataclasses
 import datetime
 import json
+import struct
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from entra_keys import KeyStore, KeyType, KeyUsage, formats, open_provider
@@ -48,6 +50,7 @@ from entra_keys.provider import EntraPrivateKey
 from entra_keys.tcg.records import certification_to_json
 from entra_keys.testing.entra import ACCESS_TOKEN_LIFETIME, PRT_LIFETIME, EntraStandIn
 from entra_keys.testing.registration import NONCE_LIFETIME, RegistrationService
+from entra_keys.testing.token_service import TokenService
 
 ALICE, BOB = "alice@contoso.com", "bob@contoso.com"
 PASSWORDS = {ALICE: "alice's password", BOB: "bob's password"}
@@ -490,6 +493,55 @@ def test_a_join_whose_transport_key_is_the_device_key_is_refused(world: World) -
     with pytest.raises(InvalidData, match="transport key is the device key"):
         world.entra.handle(dataclasses.replace(request, body=json.dumps(body).encode()))
     assert world.entra.drs.devices == {}
+
+
+def _bcrypt_rsa_public(bits: int) -> str:
+    """A BCRYPT_RSAPUBLIC_BLOB of a modulus of ``bits`` bits (no key made: 17,000 bits is
+    slow), base64 as the join request carries it."""
+    modulus = (1 << (bits - 1)) | (12345 << 8) | 1
+    size = (bits + 7) // 8
+    header = struct.pack("<4sIIIII", b"RSA1", bits, 3, size, 0, 0)
+    return base64.b64encode(header + b"\x01\x00\x01" + modulus.to_bytes(size, "big")).decode()
+
+
+def test_a_join_needs_rsa_2048_device_and_transport_keys(world: World) -> None:
+    """A transport key of 512 or 17,000 bits joined, then the PRT request let pyca's
+    ValueError out of handle (the session key cannot be RSA-OAEP-encrypted to it); RSA-1024 and
+    P-256 device keys got certificates. Each is InvalidData at the join, and nothing joins."""
+    store = KeyStore(open_provider("software"), world.tmp / "keys")
+    device = store.create("device", KeyType.RSA2048, KeyUsage.SIGN)
+    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+    request = registration_request(device, transport, access_token=world.entra.issue_access_token(
+        ALICE), domain="contoso.com", display_name="pc", os_version="13")  # fmt: skip
+
+    def join(change: Callable[[dict[str, Any]], None]) -> bytes:
+        body = json.loads(request.body)
+        change(body)
+        return world.entra.handle(dataclasses.replace(request, body=json.dumps(body).encode()))
+
+    for bits in (512, 1024, 2047, 2049, 3072, 4096, 17000):
+        blob = _bcrypt_rsa_public(bits)
+        with pytest.raises(InvalidData, match=f"transport key is RSA-2048, not RSA-{bits}"):
+            join(lambda body, blob=blob: body.__setitem__("TransportKey", blob))
+    weak: list[tuple[str, Any]] = [
+        ("RSA-1024", rsa.generate_private_key(65537, 1024)),
+        ("RSA-3072", rsa.generate_private_key(65537, 3072)),
+        ("secp256r1", ec.generate_private_key(ec.SECP256R1())),
+    ]
+    for name, key in weak:
+        csr = base64.b64encode(formats.csr_der(formats.build_csr(key))).decode()
+        with pytest.raises(InvalidData, match=f"key is RSA-2048 .*not {name}"):
+            join(lambda body, csr=csr: body["CertificateRequest"].__setitem__("Data", csr))
+    assert world.entra.drs.devices == {}
+    # The token service's own side: a key it cannot encrypt to is InvalidData, not ValueError.
+    small = rsa.RSAPublicNumbers(65537, (1 << 511) | (12345 << 8) | 1).public_key()
+    with pytest.raises(InvalidData, match="cannot be RSA-OAEP-encrypted to an RSA-512"):
+        TokenService().session_key_jwe(small)
+    not_rsa: Any = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(InvalidData, match="transport key is RSA"):
+        TokenService().session_key_jwe(not_rsa)
+    # The control: RSA-2048 keys join.
+    assert parse_registration_response(join(lambda body: None), device_key=device).device_id
 
 
 def test_a_leave_of_another_device_is_refused(world: World) -> None:

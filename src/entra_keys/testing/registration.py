@@ -23,6 +23,9 @@ rule                                               source
 =================================================  ==========================================
 the CSR is PKCS#10, signed by its key, subject     MS-DVRJ 3.1.5.1.1, MS-DRS 3.3
 ``CN=7E980AD9-...``
+the device key (the CSR's) and the transport key   MS-DVRJ 3.1.5.1.1 (RSA-2048 keys); the
+are RSA-2048: else InvalidData                     session key is RSA-OAEP-encrypted to the
+                                                   transport key
 the transport key is another key than the device   not documented; chosen because the
 key (the CSR's): else InvalidData                  device key signs and the transport key
                                                    decrypts, and Windows, roadlib and
@@ -79,6 +82,7 @@ from .token_service import TokenService
 __all__ = ["MAX_REQUEST_SIZE", "NONCE_LIFETIME", "DeviceRecord", "RegistrationService"]
 
 _JOIN_TYPES = {0: "join", 4: "register", 6: "hybrid"}
+_KEY_BITS = 2048  # the device and transport keys of a join (MS-DVRJ 3.1.5.1.1)
 #: How long a nonce (DRS or srv_challenge) is accepted after it was issued, in seconds.
 NONCE_LIFETIME = 300
 #: The largest request token (a JWT) or body taken, in characters or bytes: not documented;
@@ -230,6 +234,8 @@ class RegistrationService:
         transport = formats.public_key_from_bcrypt(fields.base64("TransportKey"))
         if not isinstance(transport, rsa.RSAPublicKey):  # pragma: no cover - the parser's type
             raise InvalidData("the transport key is not RSA")
+        if transport.key_size != _KEY_BITS:  # the session key is RSA-OAEP-encrypted to it
+            raise InvalidData(f"the transport key is RSA-{_KEY_BITS}, not RSA-{transport.key_size}")
         join_type_value = fields.integer("JoinType", min(_JOIN_TYPES), max(_JOIN_TYPES))
         if join_type_value not in _JOIN_TYPES:
             raise InvalidData(f"JoinType {join_type_value!r} is not 0, 4 or 6")
@@ -244,11 +250,12 @@ class RegistrationService:
             raise InvalidSignature("the certificate request is not signed by its key")
         if subject != formats.REGISTRATION_SUBJECT:
             raise InvalidData(f"unexpected request subject {subject}")
-        if not isinstance(device_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise InvalidData("the certificate request's key is neither RSA nor elliptic-curve")
-        if isinstance(device_key, rsa.RSAPublicKey) and (
-            device_key.public_numbers() == transport.public_numbers()
-        ):
+        if not isinstance(device_key, rsa.RSAPublicKey) or device_key.key_size != _KEY_BITS:
+            raise InvalidData(
+                f"the certificate request's key is RSA-{_KEY_BITS} (it signs PRT requests RS256), "
+                f"not {_key_name(device_key)}"
+            )
+        if device_key.public_numbers() == transport.public_numbers():
             raise InvalidData("the transport key is the device key: a join needs two keys")
         attested = self._check_attestation(fields.optional("Attestation"), device_key, transport)
         device_id = str(uuid.uuid4())
@@ -277,7 +284,7 @@ class RegistrationService:
     def _check_attestation(
         self,
         attestation: object,
-        device_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+        device_key: rsa.RSAPublicKey,
         transport: rsa.RSAPublicKey,
     ) -> bool:
         """Both keys certified by an enrolled AK, checked against the TPMT_PUBLIC recorded at
@@ -410,6 +417,15 @@ def _segment(text: str, what: str) -> bytes:
         return b64url_decode(text)
     except InvalidData as exc:
         raise InvalidData(f"malformed request token: {what}: {exc}") from None
+
+
+def _key_name(key: object) -> str:
+    """What a key is, for a message: RSA-<bits>, the curve, or its type."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA-{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"{key.curve.name} (elliptic-curve)"
+    return type(key).__name__
 
 
 def _ak_name(ak_public: bytes) -> bytes:

@@ -67,9 +67,17 @@ class TokenService:
         """The key encrypted to the transport key as Entra sends it: RSA-OAEP (SHA-1) in a
         compact JWE ``{"alg":"RSA-OAEP","enc":"A256GCM"}`` whose ciphertext is one byte."""
         sha1 = hashes.SHA1()  # noqa: S303 - RSA-OAEP-SHA1 is what Entra encrypts with
-        encrypted_key = transport_key.encrypt(
-            self._session_key, padding.OAEP(padding.MGF1(sha1), sha1, None)
-        )
+        if not isinstance(transport_key, rsa.RSAPublicKey):
+            raise InvalidData(f"a transport key is RSA, not {type(transport_key).__name__}")
+        try:
+            encrypted_key = transport_key.encrypt(
+                self._session_key, padding.OAEP(padding.MGF1(sha1), sha1, None)
+            )
+        except ValueError:  # pyca: a key too small (or too large) for OAEP of 32 bytes
+            raise InvalidData(
+                f"the session key cannot be RSA-OAEP-encrypted to an RSA-{transport_key.key_size} "
+                "transport key"
+            ) from None
         header_b64 = b64url_encode(_json({"alg": "RSA-OAEP", "enc": "A256GCM"}))
         iv = os.urandom(12)
         sealed = AESGCM(self._session_key).encrypt(iv, b"\x00", header_b64.encode("ascii"))
