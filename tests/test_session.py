@@ -931,6 +931,29 @@ def test_the_stand_in_session_key_jwe_is_a_real_a256gcm_jwe(rsa_public: rsa.RSAP
     AESGCM(service.session_key).decrypt(b64url_decode(iv), sealed, head.encode())
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {1: "a", "1": "b"},
+        {None: "a", "null": "b"},
+        {"grant_type": "refresh_token", "claims": {7: "x", "7": "y"}},
+    ],
+    ids=repr,
+)
+def test_sign_request_refuses_a_member_named_twice(
+    session_key: SessionKey, service: TokenService, payload: dict[Any, Any]
+) -> None:
+    """json.dumps turns non-str names into strings, so {1: "a", "1": "b"} was signed as
+    '{"1":"a","1":"b"}': one name twice, under a valid signature, which services may read
+    differently. It is InvalidData now, as the bytes form already was."""
+    with pytest.raises(InvalidData, match="a member name is a str"):
+        sign_request(session_key, payload)
+    with pytest.raises(InvalidData, match="appears twice"):
+        sign_request(session_key, b'{"1":"a","1":"b"}')
+    token = sign_request(session_key, {"1": "a"})  # the control
+    assert service.verify_request(token) == {"1": "a"}
+
+
 # -- dir JWEs that carry bytes (Kerberos clientKeys) ------------------------------------------
 
 

@@ -498,6 +498,35 @@ def test_a_header_other_than_entras_is_refused_before_decryption(
             prt.decrypt_response(assemble(_header_segment(header), iv, ciphertext, tag))
 
 
+def test_a_dir_jwe_with_an_encrypted_key_is_refused_before_decryption(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """RFC 7516 §5.2 step 10: a dir JWE's Encrypted Key is empty. It is outside the GCM tag (AAD
+    is the header), so a reply whose second segment was rewritten (4 bytes, 600 KiB) opened,
+    with require_gcm too. Now it is InvalidData before any key is derived, through every
+    reader, and counts as no CBC failure (the segment is public)."""
+    prt.cbc_failure_limit = 1  # a CBC failure counted here would lock the session at once
+    tokens = {"access_token": "eyJ0.at", "token_type": "Bearer"}
+    for mode in ("gcm", "cbc"):
+        token = service.encrypt_response(json.dumps(tokens).encode(), mode=mode)  # type: ignore[arg-type]
+        parts = token.split(".")
+        assert parts[1] == ""
+        for key in (b64url_encode(b"\x00" * 4), b64url_encode(os.urandom(600 * 1024)), "A"):
+            forged = ".".join([parts[0], key, *parts[2:]])
+            calls: list[Callable[[], object]] = [
+                functools.partial(prt.decrypt_response, forged, require_gcm=True),
+                functools.partial(prt.decrypt_response, forged, allow_cbc=True),
+                functools.partial(decrypt_response, prt.key, forged, allow_cbc=True),
+                functools.partial(prt.decrypt_jwe, forged, allow_cbc=True),
+                functools.partial(parse_token_response, forged, prt),
+            ]
+            for call in calls:
+                with pytest.raises(InvalidData, match="encrypted key: a dir JWE's is empty"):
+                    call()
+        # The control: the reply as sent opens, CBC included (no failure was counted).
+        assert parse_token_response(token, prt) == tokens
+
+
 def test_informational_header_members_are_let_through(
     prt: PRTSession, service: TokenService
 ) -> None:
