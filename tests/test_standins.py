@@ -360,6 +360,86 @@ def test_token_and_nonce_urls_are_exact(world: World) -> None:
             world.entra.handle(dataclasses.replace(drs, url=url))
 
 
+def test_urls_with_spaces_or_control_characters_are_refused(world: World) -> None:
+    """urlsplit deletes TAB, CR and LF, so '.../com\tmon/oauth2/tok\nen' was answered as the
+    token URL, although an HTTP client refuses it. Every such URL is InvalidData now."""
+    token, drs = nonce_request(), drs_nonce_request("contoso.com")
+    device = world.join("pc")
+    leave = leave_request(device.registration.device_id)
+    for base, url in (
+        (token, "https://login.microsoftonline.com/com\tmon/oauth2/tok\nen"),
+        (token, "https://login.microsoftonline.com/common/oauth2/token\r\n"),
+        (token, "https://login.microsoftonline.com/common/oauth2/token "),
+        (token, "https://login.microsoftonline.com/common/oauth2/\x7ftoken"),
+        (drs, drs.url.replace("api-version", "api-\rversion") + "\n"),
+        (leave, leave.url + "\t"),
+    ):
+        with pytest.raises(InvalidData, match="no space or control character"):
+            world.entra.handle(
+                dataclasses.replace(base, url=url),
+                client_certificate=device.registration.certificate,
+            )
+    assert parse_nonce(world.entra.handle(token))  # the controls
+    assert parse_drs_nonce(world.entra.handle(drs))
+    assert device.registration.device_id in world.entra.drs.devices
+
+
+def test_a_leave_names_its_device_in_either_case(world: World) -> None:
+    """leave_request takes an upper-case GUID (it is one GUID); the stand-in answered "no device
+    is registered here". It finds the device now, and still needs that device's certificate."""
+    a, b = world.join("a"), world.join("b")
+    request = leave_request(b.registration.device_id.upper())
+    assert b.registration.device_id.upper() in request.url
+    with pytest.raises(InvalidSignature, match="mutual TLS"):
+        world.entra.handle(request, client_certificate=a.registration.certificate)
+    assert world.entra.handle(request, client_certificate=b.registration.certificate) == b""
+    assert b.registration.device_id not in world.entra.drs.devices
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"method": 5},
+        {"method": None},
+        {"method": b"POST"},
+        {"method": ["POST"]},
+        {"headers": None},
+        {"headers": [("Content-Type", "application/x-www-form-urlencoded")]},
+        {"headers": {"Content-Type": b"application/x-www-form-urlencoded"}},
+        {"headers": {5: "x"}},
+    ],
+    ids=repr,
+)
+def test_requests_with_fields_of_the_wrong_type_are_invalid_data(
+    world: World, change: dict[str, Any]
+) -> None:
+    """A method that is an int, None or bytes raised ValueError or TypeError (a format
+    precision), headers that are None or a list AttributeError: out of handle, which claims
+    only typed errors. Every entry (token, join, DRS nonce, leave) refuses them typed now."""
+    device = world.join("pc")
+    requests = [
+        nonce_request(),
+        drs_nonce_request("contoso.com"),
+        registration_request(device.device, device.transport,
+                             access_token=world.entra.issue_access_token(ALICE),
+                             domain="contoso.com", display_name="pc", os_version="13"),
+        leave_request(device.registration.device_id),
+    ]  # fmt: skip
+    for request in requests:
+        with pytest.raises(InvalidData, match=r"request (method is a str|headers are a mapping)"):
+            world.entra.handle(
+                dataclasses.replace(request, **change),
+                client_certificate=device.registration.certificate,
+            )
+    assert device.registration.device_id in world.entra.drs.devices
+
+
+@pytest.mark.parametrize("token", [None, 5, b"a.b.c", ["a.b.c"]], ids=repr)
+def test_verify_request_refuses_a_token_that_is_no_str(token: Any) -> None:
+    with pytest.raises(InvalidData, match="a request token is a str"):
+        TokenService().verify_request(token)
+
+
 # -- the PRT request's header ---------------------------------------------------------------
 
 
@@ -445,6 +525,41 @@ def test_nonces_expire(world: World) -> None:
         world.nonce()
         world.clock.advance(NONCE_LIFETIME)
     assert len(world.entra.drs._prt_nonces) <= 2
+
+
+def test_issuing_nonces_takes_time_linear_in_the_nonces_issued(world: World) -> None:
+    """Each issue walked every live nonce to find the expired ones: 4,000 nonces within a
+    lifetime walked 8 M entries (n(n-1)/2). The expired ones now leave from the front of an
+    issue-order queue: issuing never walks the live set, and the sets stay as small as the
+    nonces still usable, of both kinds."""
+
+    class Walked(dict[Any, float]):
+        walks = 0
+
+        def items(self) -> Any:
+            Walked.walks += 1
+            return super().items()
+
+        def __iter__(self) -> Any:
+            Walked.walks += 1
+            return super().__iter__()
+
+    drs = world.entra.drs
+    drs._prt_nonces, drs._nonces = Walked(), Walked()
+    for _ in range(3000):
+        world.nonce()
+        drs.issue_nonce()
+    assert Walked.walks == 0
+    assert len(drs._prt_nonces) == len(drs._nonces) == 3000
+    spent = world.nonce()
+    drs.spend_prt_nonce(spent)
+    world.clock.advance(NONCE_LIFETIME)
+    fresh = world.nonce()
+    assert len(drs.issue_nonce()) == 16 and Walked.walks == 0
+    assert len(drs._nonces) == 1 and list(drs._prt_nonces) == [fresh]
+    with pytest.raises(InvalidData, match="already used"):
+        drs.spend_prt_nonce(spent)
+    drs.spend_prt_nonce(fresh)
 
 
 def test_drs_and_prt_nonces_do_not_stand_in_for_each_other(world: World, tmp_path: Path) -> None:

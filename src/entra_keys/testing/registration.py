@@ -58,9 +58,10 @@ import hashlib
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as PycaInvalidSignature
@@ -82,6 +83,7 @@ from .token_service import TokenService
 __all__ = ["MAX_REQUEST_SIZE", "NONCE_LIFETIME", "DeviceRecord", "RegistrationService"]
 
 _JOIN_TYPES = {0: "join", 4: "register", 6: "hybrid"}
+_N = TypeVar("_N", bytes, str)  # a DRS nonce (bytes) or a PRT nonce (str)
 _KEY_BITS = 2048  # the device and transport keys of a join (MS-DVRJ 3.1.5.1.1)
 #: How long a nonce (DRS or srv_challenge) is accepted after it was issued, in seconds.
 NONCE_LIFETIME = 300
@@ -135,6 +137,9 @@ class RegistrationService:
         # Issued nonces and when each expires (clock seconds); the two kinds never mix.
         self._nonces: dict[bytes, float] = {}
         self._prt_nonces: dict[str, float] = {}
+        # Each set's nonces in issue order (all share one lifetime, so in expiry order too).
+        self._nonce_queue: deque[tuple[float, bytes]] = deque()
+        self._prt_nonce_queue: deque[tuple[float, str]] = deque()
         self._enrolled: dict[bytes, EnrolledAK] = {}
         self.devices: dict[str, DeviceRecord] = {}
         #: The session key side of each PRT ``issue_prt`` issued, by refresh token.
@@ -201,16 +206,8 @@ class RegistrationService:
     def issue_nonce(self) -> bytes:
         """A fresh nonce for one key certification; accepted once, for ``NONCE_LIFETIME``."""
         nonce = os.urandom(16)
-        self._nonces[nonce] = self._expiry(self._nonces)
+        _issue(self._nonces, self._nonce_queue, nonce, self.clock())
         return nonce
-
-    def _expiry(self, issued: dict[Any, float]) -> float:
-        """When a nonce issued now expires; expired nonces are forgotten first, so that the
-        set stays as small as the nonces a client can still use."""
-        now = self.clock()
-        for old in [n for n, expires in issued.items() if expires <= now]:
-            del issued[old]
-        return now + NONCE_LIFETIME
 
     def _spend(self, issued: dict[Any, float], nonce: object, what: str) -> None:
         """Accept a nonce of ``issued`` once, before it expires; InvalidData otherwise."""
@@ -322,7 +319,7 @@ class RegistrationService:
         """A fresh nonce (``grant_type=srv_challenge``) for one PRT request; spent on use,
         accepted for ``NONCE_LIFETIME``."""
         nonce = b64url_encode(os.urandom(24))
-        self._prt_nonces[nonce] = self._expiry(self._prt_nonces)
+        _issue(self._prt_nonces, self._prt_nonce_queue, nonce, self.clock())
         return nonce
 
     # -- the PRT ------------------------------------------------------------------------------
@@ -417,6 +414,17 @@ def _segment(text: str, what: str) -> bytes:
         return b64url_decode(text)
     except InvalidData as exc:
         raise InvalidData(f"malformed request token: {what}: {exc}") from None
+
+
+def _issue(issued: dict[_N, float], queue: deque[tuple[float, _N]], nonce: _N, now: float) -> None:
+    """Record a nonce issued ``now``. The expired ones are forgotten first, from the front of
+    the issue-order queue (spent ones are already gone from ``issued``), so that the set stays
+    as small as the nonces a client can still use, in time linear in the nonces issued."""
+    while queue and queue[0][0] <= now:
+        issued.pop(queue.popleft()[1], None)
+    expires = now + NONCE_LIFETIME
+    issued[nonce] = expires
+    queue.append((expires, nonce))
 
 
 def _key_name(key: object) -> str:

@@ -123,6 +123,8 @@ class TokenService:
     def verify_request(self, token: str) -> dict[str, Any]:
         """Check a device's HS256 request (KDF v2, the header as Entra expects it) and return
         its payload; InvalidSignature for a wrong signature, InvalidData for a wrong form."""
+        if not isinstance(token, str):
+            raise InvalidData(f"a request token is a str, not {type(token).__name__}")
         parts = token.split(".")
         if len(parts) != 3:
             raise InvalidData(f"a compact JWS has 3 segments, not {len(parts)}")
