@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
-from entra_keys._json import b64url_decode
+from entra_keys._json import MAX_JSON_SIZE, b64url_decode
 from entra_keys.testing.token_service import TokenService
 
 from .contract.providers import open_apart, option_kind
@@ -69,6 +69,37 @@ def imported(cli: Cli, tmp_path: Path, name: str = "prt") -> TokenService:
     jwe = write(tmp_path / "jwe.txt", service.session_key_jwe(transport_public(cli)) + "\n")
     cli.ok("session", "import", name, "--transport-key", "transport", "--in", jwe)
     return service
+
+
+def test_inputs_are_read_only_up_to_a_json_document(cli: Cli, tmp_path: Path) -> None:
+    """import, sign and derive --payload read their whole input: /dev/zero (or a huge file, or
+    stdin) until memory ran out, then a MemoryError traceback. Each reads one byte past
+    MAX_JSON_SIZE (1 MiB, the most a token response or a payload may be) and refuses it in one
+    line; stdin too. A document of exactly MAX_JSON_SIZE bytes is read."""
+    imported(cli, tmp_path)
+    huge = write(tmp_path / "huge", b" " * (MAX_JSON_SIZE + 1))
+    commands = {
+        "session_key_jwe": ["session", "import", "other", "--transport-key", "transport"],
+        "payload": ["session", "sign", "prt"],
+    }
+    for source in ("/dev/zero", huge):
+        for what, command in commands.items():
+            result = cli(*command, "--in", source)
+            assert result.code == 1
+            assert f"more than {MAX_JSON_SIZE} bytes, the limit for the {what}" in (
+                one_error_line(result.err)
+            )
+        result = cli("session", "derive", "prt", "--ctx", "00" * 24, "--payload", source)
+        assert result.code == 1 and f"more than {MAX_JSON_SIZE}" in one_error_line(result.err)
+    done = cli.run("session", "sign", "prt", "--in", "-", stdin=b"{" * (MAX_JSON_SIZE + 5))
+    assert done.returncode == 1 and done.stderr.count(b"\n") == 1, done.stderr
+    assert f"more than {MAX_JSON_SIZE} bytes".encode() in done.stderr
+    # The control: the largest payload taken is signed.
+    payload = b'{"a":"' + b"x" * (MAX_JSON_SIZE - 8) + b'"}'
+    assert len(payload) == MAX_JSON_SIZE
+    token = cli.ok("session", "sign", "prt", "--in", write(tmp_path / "max", payload)).strip()
+    assert b64url_decode(token.split(".")[1]) == payload
+    assert "other" not in cli.ok("keys", "list")
 
 
 def test_import_derive_sign_decrypt(cli: Cli, tmp_path: Path) -> None:
