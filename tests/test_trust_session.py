@@ -685,6 +685,10 @@ def test_the_services_error_object_is_a_service_error_bounded_and_without_contro
         assert len(text) < 1000
     assert description.startswith("ok FAKE LOG LINE level=INFO d")
     assert error.endswith("...") and description.endswith("...")
+    # At most SHOWN (300) characters, the ellipsis included (it was 303).
+    assert ServiceError.SHOWN == 300
+    assert len(error) == 300 and error == "x [2J " + "e" * 291 + "..."
+    assert len(description) <= 300
     # Pickled (as a worker process sends it back), it keeps what it carries.
     again = pickle.loads(pickle.dumps(caught.value))
     assert (again.error, again.error_description, str(again)) == (
@@ -692,6 +696,11 @@ def test_the_services_error_object_is_a_service_error_bounded_and_without_contro
         description,
         str(caught.value),
     )
+    exact = {"error": "e" * 300, "error_description": "d" * 301}
+    with pytest.raises(ServiceError) as exactly:
+        prt.decrypt_response(json.dumps(exact))
+    assert exactly.value.error == "e" * 300  # not cut
+    assert exactly.value.error_description == "d" * 297 + "..."
 
 
 # -- (c) the size limit -----------------------------------------------------------------------
