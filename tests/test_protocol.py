@@ -578,6 +578,41 @@ def test_prt_request_refuses(
         prt_request(other_rsa, certificate, **{"nonce": NONCE, **arguments})
 
 
+def test_bad_caller_values_are_invalid_data_in_every_builder(
+    store: KeyStore,
+    transport_key: EntraPrivateKey,
+    service: TokenService,
+    other_rsa: rsa.RSAPrivateKey,
+    second_rsa: rsa.RSAPrivateKey,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Name],
+) -> None:
+    """A lone surrogate in a form field raised UnicodeEncodeError (urlencode), extra_fields as
+    a list AttributeError, now as an int AttributeError, received_at in the last day of year
+    9999 OverflowError: each is InvalidData now, as the same values elsewhere already were."""
+    certificate = issue(ca, other_rsa.public_key(), str(uuid.uuid4()))
+    with pytest.raises(InvalidData, match="form field cannot be encoded"):
+        prt_request(other_rsa, certificate, nonce=NONCE, refresh_token="r",
+                    windows_api_version="\ud800")  # fmt: skip
+    join: dict[str, Any] = {"access_token": "t", "domain": "d", "display_name": "pc",
+                            "os_version": "13"}  # fmt: skip
+    for extra in ([("X", "y")], "X=y", 5):
+        with pytest.raises(InvalidData, match="extra_fields is a mapping, not"):
+            registration_request(other_rsa, second_rsa, extra_fields=extra, **join)
+    with pytest.raises(InvalidData, match="a member name is a str"):  # one name twice
+        registration_request(other_rsa, second_rsa, extra_fields={"X": {1: 0, "1": 1}}, **join)
+    for now in (1700000000, "2026-01-01T00:00:00Z", datetime.date(2026, 1, 1)):
+        with pytest.raises(InvalidData, match="now is an aware datetime"):
+            ngc_assertion(other_rsa, upn="u@contoso.com", nonce=NONCE, now=now)  # type: ignore[arg-type]
+    reply = json.dumps(prt_reply(service, transport_key)).encode()
+    for moment in (
+        datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC),
+        datetime.datetime.max.replace(tzinfo=datetime.timezone(-datetime.timedelta(hours=5))),
+    ):
+        with pytest.raises(InvalidData, match=r"year 9999|out of range"):
+            parse_prt_response(reply, transport_key, store, "p", received_at=moment)
+    assert "p" not in [info.name for info in store.list()]
+
+
 def test_prt_request_refuses_a_certificate_of_another_key(
     other_rsa: rsa.RSAPrivateKey, ca: tuple[ec.EllipticCurvePrivateKey, x509.Name]
 ) -> None:
