@@ -954,6 +954,25 @@ def test_sign_request_refuses_a_member_named_twice(
     assert service.verify_request(token) == {"1": "a"}
 
 
+def test_hmac_input_has_one_limit_on_both_providers(
+    session_key: SessionKey, service: TokenService
+) -> None:
+    """Over 1,024 bytes the software key computed the HMAC and the TPM raised: code written
+    against one provider failed on the other. Both take at most SessionKey.MAX_INPUT bytes
+    (the KDF's largest input, with a MAX_CTX_BYTES ctx, fits) and refuse more alike."""
+    assert SessionKey.MAX_INPUT == type(session_key).MAX_INPUT == 1024
+    for size in (0, 1, 1023, 1024):
+        data = os.urandom(size)
+        assert (
+            session_key.hmac_sha256(data)
+            == hmac.new(service.session_key, data, hashlib.sha256).digest()
+        )
+    for size in (1025, 4096, 1 << 20):
+        with pytest.raises(UnsupportedAlgorithm, match="at most 1024 bytes, not"):
+            session_key.hmac_sha256(bytes(size))
+    assert len(kdf_input(b"c" * MAX_CTX_BYTES)) == SessionKey.MAX_INPUT
+
+
 # -- dir JWEs that carry bytes (Kerberos clientKeys) ------------------------------------------
 
 
