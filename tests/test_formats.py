@@ -181,6 +181,21 @@ def test_public_pem_and_der_are_the_spki_openssl_reads(
     assert numbers(load_public_key(der)) == numbers(signing_key.public_key())
 
 
+def test_load_public_key_takes_bytes_likes_and_refuses_the_rest_typed(
+    signing_key: EntraPrivateKey,
+) -> None:
+    """A memoryview raised AttributeError, None AttributeError and a str TypeError; every
+    bytes-like is read as its bytes, anything else is InvalidData (as public_key_from_bcrypt)."""
+    want = numbers(signing_key.public_key())
+    for data in (public_pem(signing_key.public_key()), public_der(signing_key.public_key())):
+        spread = bytes(b for c in data for b in (c, 0))
+        for view in (memoryview(data), bytearray(data), memoryview(spread)[::2]):
+            assert numbers(load_public_key(view)) == want  # type: ignore[arg-type]
+    for bad in (None, 5, public_pem(signing_key.public_key()).decode()):
+        with pytest.raises(InvalidData, match="SubjectPublicKeyInfo is bytes, not"):
+            load_public_key(bad)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -697,6 +712,19 @@ def test_jws_round_trip_with_a_json_payload(signing_key: EntraPrivateKey) -> Non
         pyca_verify(signing_key.public_key(), token)
         assert jws_verify(token, signing_key.public_key(), [alg]) == (header, payload)
         assert jws_verify(token, signing_key, SIGNATURE_ALGORITHMS) == (header, payload)
+
+
+def test_jws_sign_refuses_a_member_named_twice(signing_key: EntraPrivateKey) -> None:
+    """json.dumps wrote {1: "a", "1": "b"} as '{"1":"a","1":"b"}', which was signed, though the
+    strict reader (and so every service of ours) refuses it; the payload and the header alike."""
+    alg = algorithms_for(signing_key)[0]
+    for payload in ({1: "a", "1": "b"}, {None: "a", "null": "b"}, {"x": {2: "a", "2": "b"}}):
+        with pytest.raises(InvalidData, match="a member name is a str"):
+            jws_sign(signing_key, payload, alg)
+    with pytest.raises(InvalidData, match="the JWS header: a member name is a str"):
+        jws_sign(signing_key, b"x", alg, {5: "a", "5": "b"})  # type: ignore[dict-item]
+    token = jws_sign(signing_key, {"1": "a"}, alg)  # the control
+    assert jws_verify(token, signing_key.public_key(), [alg])[1] == b'{"1":"a"}'
 
 
 def test_jws_header_is_alg_then_the_callers_members(signing_key: EntraPrivateKey) -> None:

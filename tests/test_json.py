@@ -27,10 +27,12 @@ from entra_keys._json import (
     MAX_JSON_SIZE,
     MAX_NUMBER_DIGITS,
     Members,
+    as_bytes,
     b64_decode,
     b64_encode,
     b64url_decode,
     b64url_encode,
+    dump_object,
     is_json_object,
     load_object,
 )
@@ -219,6 +221,70 @@ def test_documents_that_are_refused(document: bytes, message: str) -> None:
     with pytest.raises(InvalidData, match=message):
         load_object(document, "doc")
     assert not is_json_object(document, max_size=MAX_JSON_SIZE)
+
+
+def test_every_bytes_like_is_read_as_its_bytes() -> None:
+    """A strided memoryview passed the isinstance check, then str(view, "utf-8") raised
+    TypeError out of every reader; a released one raised ValueError. Every shape is read as its
+    bytes now, and anything else is InvalidData."""
+    document = b'{"a":[1,2,"x"]}'
+    spread = bytes(b for c in document for b in (c, 0))
+    for view in (
+        memoryview(spread)[::2],
+        memoryview(bytearray(document)),
+        memoryview(document).cast("B", (3, 5)),
+        memoryview(document + b"pad")[:-3],
+    ):
+        assert load_object(view, "doc") == {"a": [1, 2, "x"]}
+        assert Members.load(view, "doc").value == {"a": [1, 2, "x"]}
+        assert is_json_object(view, max_size=100)
+        assert as_bytes(view, "doc") == document
+    released = memoryview(document)
+    released.release()
+    for bad in (released, None, 5, [1], "text"):
+        with pytest.raises(InvalidData, match="doc"):
+            as_bytes(bad, "doc")
+    with pytest.raises(InvalidData, match="released memoryview"):
+        load_object(released, "doc")
+    with pytest.raises(InvalidData, match="over the limit of 4"):
+        as_bytes(memoryview(spread)[::2], "doc", max_size=4)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1: "a", "1": "b"},
+        {None: "a", "null": "b"},
+        {True: "a", "true": "b"},
+        {1.5: "a"},
+        {"outer": {2: "x", "2": "y"}},
+        {"list": [{"ok": 1}, {3: "z"}]},
+    ],
+    ids=repr,
+)
+def test_dump_object_refuses_names_that_are_no_str(value: dict[Any, Any]) -> None:
+    """json.dumps writes 1 and "1" (or None and "null") as one name twice: bytes that the strict
+    reader refuses and that two services would read differently."""
+    with pytest.raises(InvalidData, match="a member name is a str, not"):
+        dump_object(value, "the payload")
+
+
+def test_dump_object_writes_what_load_object_reads_back() -> None:
+    value = {"a": 1, "b": [True, None, "é"], "c": {"d": 2.5}}
+    assert dump_object(value, "p") == '{"a":1,"b":[true,null,"é"],"c":{"d":2.5}}'.encode()
+    assert load_object(dump_object(value, "p"), "p") == value
+    assert dump_object({"é": 1}, "p", ascii_only=True) == b'{"\\u00e9":1}'
+    for bad, message in (
+        ({"a": float("nan")}, "cannot be serialized"),
+        ({"a": "\ud800"}, "cannot be serialized"),
+        ({"a": object()}, "cannot be serialized"),
+        ({"a": 10**MAX_NUMBER_DIGITS}, "digits"),
+        ({"a": "x" * MAX_JSON_SIZE}, "over the limit"),
+    ):
+        with pytest.raises(InvalidData, match=message):
+            dump_object(bad, "p")
+    with pytest.raises(InvalidData, match="a mapping, not list"):
+        dump_object([1], "p")  # type: ignore[arg-type]
 
 
 def test_a_document_over_the_limit_is_refused_before_it_is_read() -> None:

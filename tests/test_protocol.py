@@ -598,6 +598,41 @@ def test_prt_request_refuses(
         prt_request(other_rsa, certificate, **{"nonce": NONCE, **arguments})
 
 
+def test_bad_caller_values_are_invalid_data_in_every_builder(
+    store: KeyStore,
+    transport_key: EntraPrivateKey,
+    service: TokenService,
+    other_rsa: rsa.RSAPrivateKey,
+    second_rsa: rsa.RSAPrivateKey,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Name],
+) -> None:
+    """A lone surrogate in a form field raised UnicodeEncodeError (urlencode), extra_fields as
+    a list AttributeError, now as an int AttributeError, received_at in the last day of year
+    9999 OverflowError: each is InvalidData now, as the same values elsewhere already were."""
+    certificate = issue(ca, other_rsa.public_key(), str(uuid.uuid4()))
+    with pytest.raises(InvalidData, match="form field cannot be encoded"):
+        prt_request(other_rsa, certificate, nonce=NONCE, refresh_token="r",
+                    windows_api_version="\ud800")  # fmt: skip
+    join: dict[str, Any] = {"access_token": "t", "domain": "d", "display_name": "pc",
+                            "os_version": "13"}  # fmt: skip
+    for extra in ([("X", "y")], "X=y", 5):
+        with pytest.raises(InvalidData, match="extra_fields is a mapping, not"):
+            registration_request(other_rsa, second_rsa, extra_fields=extra, **join)
+    with pytest.raises(InvalidData, match="a member name is a str"):  # one name twice
+        registration_request(other_rsa, second_rsa, extra_fields={"X": {1: 0, "1": 1}}, **join)
+    for now in (1700000000, "2026-01-01T00:00:00Z", datetime.date(2026, 1, 1)):
+        with pytest.raises(InvalidData, match="now is an aware datetime"):
+            ngc_assertion(other_rsa, upn="u@contoso.com", nonce=NONCE, now=now)  # type: ignore[arg-type]
+    reply = json.dumps(prt_reply(service, transport_key)).encode()
+    for moment in (
+        datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC),
+        datetime.datetime.max.replace(tzinfo=datetime.timezone(-datetime.timedelta(hours=5))),
+    ):
+        with pytest.raises(InvalidData, match=r"year 9999|out of range"):
+            parse_prt_response(reply, transport_key, store, "p", received_at=moment)
+    assert "p" not in [info.name for info in store.list()]
+
+
 def test_prt_request_refuses_a_certificate_of_another_key(
     other_rsa: rsa.RSAPrivateKey, ca: tuple[ec.EllipticCurvePrivateKey, x509.Name]
 ) -> None:
@@ -1101,7 +1136,8 @@ def test_require_gcm_reaches_the_reply_parsers(
 ) -> None:
     """A caller that knows its replies are GCM refuses the CBC form through the parsers too;
     with CBC allowed, a one-block CBC reply forged from a GCM reply's keystream (see
-    test_trust_session) is too short to carry the members a token reply must have."""
+    test_trust_session) is too short to carry the members a token reply must have: under CBC
+    that is the one DecryptionError (a reply that is not the reply expected tells nothing)."""
     tokens = {"access_token": "eyJ0.at", "token_type": "Bearer", "expires_in": 3599}
     gcm = service.encrypt_response(json.dumps(tokens).encode(), mode="gcm")
     cbc = service.encrypt_response(json.dumps(tokens).encode(), mode="cbc")
@@ -1115,6 +1151,12 @@ def test_require_gcm_reaches_the_reply_parsers(
     with pytest.raises(DecryptionError):
         parse_refresh_response(cbc, prt_session, require_gcm=True)
     short = service.encrypt_response(b'{"admin":true}', mode="cbc")
+    with pytest.raises(DecryptionError, match="does not decrypt"):
+        parse_token_response(short, prt_session)
+    with pytest.raises(DecryptionError, match="does not decrypt"):
+        parse_refresh_response(short, prt_session)
+    # Under GCM the reply is authenticated: the missing member is named.
+    short = service.encrypt_response(b'{"admin":true}', mode="gcm")
     with pytest.raises(InvalidData, match="no 'access_token'"):
         parse_token_response(short, prt_session)
     with pytest.raises(InvalidData, match="no 'refresh_token_expires_in'"):

@@ -10,6 +10,7 @@ swtpm; the restart and foreign-TPM tests use a second swtpm of this module.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -192,9 +193,15 @@ def test_token_service_round_trip(
     assert len({json.loads(b64url_decode(segments(t)[0]))["ctx"] for t in tokens}) == 3
     with prt.loaded():
         for mode in ("gcm", "cbc"):
-            assert prt.decrypt_response(service.encrypt_response(RESPONSE, mode=mode)) == RESPONSE
+            opened = prt.decrypt_response(
+                service.encrypt_response(RESPONSE, mode=mode), allow_cbc=True
+            )
+            assert opened == RESPONSE
             body = service.encrypt_response(RESPONSE, mode=mode).encode()
-            assert prt.decrypt_response(body) == RESPONSE
+            assert prt.decrypt_response(body, allow_cbc=True) == RESPONSE
+        # The unauthenticated CBC form only where the caller allows it.
+        with pytest.raises(DecryptionError, match="allow_cbc"):
+            prt.decrypt_response(service.encrypt_response(RESPONSE, mode="cbc"))
     # Plain JSON is not passed as if decrypted (the reply of a session-key-signed request is a
     # JWE under the session).
     with pytest.raises(InvalidData, match="not an encrypted reply"):
@@ -459,24 +466,23 @@ def test_cbc_tag_must_be_empty_and_the_padding_is_checked(
     GCM reply without one is: one DecryptionError, the form being part of decryption."""
     token = service.encrypt_response(RESPONSE, mode="cbc")
     assert segments(token)[4] == ""
-    assert decrypt_response(session_key, token) == RESPONSE
+    opened = functools.partial(decrypt_response, session_key, allow_cbc=True)
+    assert opened(token) == RESPONSE
     for tag in (b"x" * 16, b"x", b"x" * 12):
         with pytest.raises(DecryptionError, match="does not decrypt"):
-            decrypt_response(session_key, replace_segment(token, 4, b64url_encode(tag)))
+            opened(replace_segment(token, 4, b64url_encode(tag)))
     ctx = os.urandom(24)
     # Bad padding is the one decryption failure, its message naming no stage (no padding oracle).
     bad = b'{"a":"bcdefgh"}\x00'  # last byte 0: never valid PKCS#7
     with pytest.raises(DecryptionError, match="does not decrypt") as caught:
-        decrypt_response(session_key, seal_cbc_raw(service.session_key, ctx, bad))
+        opened(seal_cbc_raw(service.session_key, ctx, bad))
     assert "padding" not in str(caught.value)
     bad = b'{"a":"bcdef"}\x03\x02\x03'  # inconsistent padding bytes
     with pytest.raises(DecryptionError, match="does not decrypt"):
-        decrypt_response(session_key, seal_cbc_raw(service.session_key, ctx, bad))
+        opened(seal_cbc_raw(service.session_key, ctx, bad))
     padder = sym_padding.PKCS7(128).padder()
     good = padder.update(b'{"ok":1}') + padder.finalize()
-    assert decrypt_response(session_key, seal_cbc_raw(service.session_key, ctx, good)) == (
-        b'{"ok":1}'
-    )
+    assert opened(seal_cbc_raw(service.session_key, ctx, good)) == b'{"ok":1}'
 
 
 def _flip(segment: str, index: int = 0) -> str:
@@ -785,7 +791,7 @@ def test_no_secret_in_logs_reprs_or_error_messages(
         for mode in ("gcm", "cbc"):
             response = service.encrypt_response(RESPONSE, mode=mode)
             secrets.append(kbkdf(service.session_key, base64.b64decode(_ctx(response))))
-            assert prt.decrypt_response(response) == RESPONSE
+            assert prt.decrypt_response(response, allow_cbc=True) == RESPONSE
     ctx = os.urandom(CTX_BYTES)
     secrets.append(prt.derive_key(ctx, kdf_version=1))
     prt.renew(transport_key, service.session_key_jwe(public(transport_key)))
@@ -796,7 +802,9 @@ def test_no_secret_in_logs_reprs_or_error_messages(
     )
     failures: list[Callable[[], object]] = [
         lambda: prt.decrypt_response(replace_segment(sealed, 4, _flip(segments(sealed)[4]))),
-        lambda: prt.decrypt_response(seal_cbc_raw(service.session_key, ctx, RESPONSE[:16])),
+        lambda: prt.decrypt_response(
+            seal_cbc_raw(service.session_key, ctx, RESPONSE[:16]), allow_cbc=True
+        ),
         lambda: prt.decrypt_response(TokenService().encrypt_response(RESPONSE)),
         lambda: prt.decrypt_response(_with_header(sealed, b"{bad")),
         lambda: PRTSession.create(store, "prt", transport_key, new_jwe),
@@ -965,6 +973,48 @@ def test_the_stand_in_session_key_jwe_is_a_real_a256gcm_jwe(rsa_public: rsa.RSAP
     AESGCM(service.session_key).decrypt(b64url_decode(iv), sealed, head.encode())
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {1: "a", "1": "b"},
+        {None: "a", "null": "b"},
+        {"grant_type": "refresh_token", "claims": {7: "x", "7": "y"}},
+    ],
+    ids=repr,
+)
+def test_sign_request_refuses_a_member_named_twice(
+    session_key: SessionKey, service: TokenService, payload: dict[Any, Any]
+) -> None:
+    """json.dumps turns non-str names into strings, so {1: "a", "1": "b"} was signed as
+    '{"1":"a","1":"b"}': one name twice, under a valid signature, which services may read
+    differently. It is InvalidData now, as the bytes form already was."""
+    with pytest.raises(InvalidData, match="a member name is a str"):
+        sign_request(session_key, payload)
+    with pytest.raises(InvalidData, match="appears twice"):
+        sign_request(session_key, b'{"1":"a","1":"b"}')
+    token = sign_request(session_key, {"1": "a"})  # the control
+    assert service.verify_request(token) == {"1": "a"}
+
+
+def test_hmac_input_has_one_limit_on_both_providers(
+    session_key: SessionKey, service: TokenService
+) -> None:
+    """Over 1,024 bytes the software key computed the HMAC and the TPM raised: code written
+    against one provider failed on the other. Both take at most SessionKey.MAX_INPUT bytes
+    (the KDF's largest input, with a MAX_CTX_BYTES ctx, fits) and refuse more alike."""
+    assert SessionKey.MAX_INPUT == type(session_key).MAX_INPUT == 1024
+    for size in (0, 1, 1023, 1024):
+        data = os.urandom(size)
+        assert (
+            session_key.hmac_sha256(data)
+            == hmac.new(service.session_key, data, hashlib.sha256).digest()
+        )
+    for size in (1025, 4096, 1 << 20):
+        with pytest.raises(UnsupportedAlgorithm, match="at most 1024 bytes, not"):
+            session_key.hmac_sha256(bytes(size))
+    assert len(kdf_input(b"c" * MAX_CTX_BYTES)) == SessionKey.MAX_INPUT
+
+
 # -- dir JWEs that carry bytes (Kerberos clientKeys) ------------------------------------------
 
 
@@ -974,9 +1024,9 @@ def test_decrypt_jwe_gives_bytes_that_need_not_be_json(
 ) -> None:
     for plaintext in (os.urandom(32), b"\x00" * 16, b"not json at all"):
         token = service.encrypt_response(plaintext, mode=mode)
-        assert decrypt_jwe(session_key, token) == plaintext
+        assert decrypt_jwe(session_key, token, allow_cbc=True) == plaintext
         with pytest.raises(DecryptionError):  # the JSON-only reader refuses the same token
-            decrypt_response(session_key, token)
+            decrypt_response(session_key, token, allow_cbc=True)
 
 
 def test_decrypt_jwe_fails_with_one_message(session_key: SessionKey, service: TokenService) -> None:
@@ -991,7 +1041,7 @@ def test_decrypt_jwe_fails_with_one_message(session_key: SessionKey, service: To
     messages = set()
     for token in (other.encrypt_response(b"k" * 32, mode="cbc"), altered, bad_padding):
         with pytest.raises(DecryptionError) as caught:
-            decrypt_jwe(session_key, token, size=32)
+            decrypt_jwe(session_key, token, size=32, allow_cbc=True)
         messages.add(str(caught.value))
     assert len(messages) == 1
     with pytest.raises(InvalidData):  # a malformed token is no decryption failure
@@ -1005,9 +1055,9 @@ def test_a_cbc_plaintext_of_another_size_is_the_same_failure(
     key gives 1 time in 256) is the one DecryptionError when 32 bytes are expected; GCM
     authenticates it, so there the plaintext comes back for the caller's own check."""
     cbc = seal_cbc_raw(service.session_key, os.urandom(24), os.urandom(47) + b"\x01")
-    assert len(decrypt_jwe(session_key, cbc)) == 47
+    assert len(decrypt_jwe(session_key, cbc, allow_cbc=True)) == 47
     with pytest.raises(DecryptionError) as caught:
-        decrypt_jwe(session_key, cbc, size=32)
+        decrypt_jwe(session_key, cbc, size=32, allow_cbc=True)
     with pytest.raises(DecryptionError) as other_key:
         decrypt_jwe(session_key, TokenService().encrypt_response(b"k" * 32, mode="gcm"), size=32)
     assert str(caught.value) == str(other_key.value)

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from entra_keys import KeyStore, KeyType, KeyUsage, open_provider
-from entra_keys._json import b64url_decode
+from entra_keys._json import MAX_JSON_SIZE, b64url_decode
 from entra_keys.testing.token_service import TokenService
 
 from .contract.providers import open_apart, option_kind
@@ -71,6 +71,37 @@ def imported(cli: Cli, tmp_path: Path, name: str = "prt") -> TokenService:
     return service
 
 
+def test_inputs_are_read_only_up_to_a_json_document(cli: Cli, tmp_path: Path) -> None:
+    """import, sign and derive --payload read their whole input: /dev/zero (or a huge file, or
+    stdin) until memory ran out, then a MemoryError traceback. Each reads one byte past
+    MAX_JSON_SIZE (1 MiB, the most a token response or a payload may be) and refuses it in one
+    line; stdin too. A document of exactly MAX_JSON_SIZE bytes is read."""
+    imported(cli, tmp_path)
+    huge = write(tmp_path / "huge", b" " * (MAX_JSON_SIZE + 1))
+    commands = {
+        "session_key_jwe": ["session", "import", "other", "--transport-key", "transport"],
+        "payload": ["session", "sign", "prt"],
+    }
+    for source in ("/dev/zero", huge):
+        for what, command in commands.items():
+            result = cli(*command, "--in", source)
+            assert result.code == 1
+            assert f"more than {MAX_JSON_SIZE} bytes, the limit for the {what}" in (
+                one_error_line(result.err)
+            )
+        result = cli("session", "derive", "prt", "--ctx", "00" * 24, "--payload", source)
+        assert result.code == 1 and f"more than {MAX_JSON_SIZE}" in one_error_line(result.err)
+    done = cli.run("session", "sign", "prt", "--in", "-", stdin=b"{" * (MAX_JSON_SIZE + 5))
+    assert done.returncode == 1 and done.stderr.count(b"\n") == 1, done.stderr
+    assert f"more than {MAX_JSON_SIZE} bytes".encode() in done.stderr
+    # The control: the largest payload taken is signed.
+    payload = b'{"a":"' + b"x" * (MAX_JSON_SIZE - 8) + b'"}'
+    assert len(payload) == MAX_JSON_SIZE
+    token = cli.ok("session", "sign", "prt", "--in", write(tmp_path / "max", payload)).strip()
+    assert b64url_decode(token.split(".")[1]) == payload
+    assert "other" not in cli.ok("keys", "list")
+
+
 def test_import_derive_sign_decrypt(cli: Cli, tmp_path: Path) -> None:
     service = imported(cli, tmp_path)
     keys = json.loads(_json(cli, "keys", "list"))
@@ -96,12 +127,16 @@ def test_import_derive_sign_decrypt(cli: Cli, tmp_path: Path) -> None:
 
     for mode in ("gcm", "cbc"):
         body = write(tmp_path / f"{mode}.jwe", service.encrypt_response(RESPONSE, mode=mode))
-        assert cli.ok("session", "decrypt", "prt", "--in", body) == RESPONSE.decode()
+        opened = cli.ok("session", "decrypt", "prt", "--in", body, "--allow-cbc")
+        assert opened == RESPONSE.decode()
+    # The unauthenticated CBC form only when asked for: whether it opens is an oracle.
+    result = cli("session", "decrypt", "prt", "--in", body)
+    assert result.code == 1 and "does not decrypt" in one_error_line(result.err)
     # GCM only, when asked: Entra's CBC form is refused with the one decryption failure.
     body = write(tmp_path / "gcm.jwe", service.encrypt_response(RESPONSE, mode="gcm"))
     assert cli.ok("session", "decrypt", "prt", "--in", body, "--require-gcm") == RESPONSE.decode()
     body = write(tmp_path / "cbc.jwe", service.encrypt_response(RESPONSE, mode="cbc"))
-    result = cli("session", "decrypt", "prt", "--in", body, "--require-gcm")
+    result = cli("session", "decrypt", "prt", "--in", body, "--require-gcm", "--allow-cbc")
     assert result.code == 1 and "does not decrypt" in one_error_line(result.err)
     # Plain JSON is not decrypted, so it is not passed through; the service's error is shown.
     plain = write(tmp_path / "plain.json", RESPONSE)
@@ -140,7 +175,7 @@ def test_json_output(cli: Cli, tmp_path: Path) -> None:
     }
     # Only a JSON object comes out (anything else is the one DecryptionError: no oracle).
     body = write(tmp_path / "b.jwe", service.encrypt_response(b'{"a":"\\u00ff"}', mode="cbc"))
-    document = json.loads(_json(cli, "session", "decrypt", "prt", "--in", body))
+    document = json.loads(_json(cli, "session", "decrypt", "prt", "--allow-cbc", "--in", body))
     assert json.loads(document["plaintext"]) == {"a": "\u00ff"}
 
 
@@ -250,6 +285,6 @@ def test_decrypt_from_stdin_as_a_program(cli: Cli, tmp_path: Path) -> None:
     done = cli.run("session", "import", "prt", "--transport-key", "transport", "--in", jwe)
     assert done.returncode == 0, done.stderr
     body = service.encrypt_response(b'{"a":"binary"}', mode="cbc").encode()
-    done = cli.run("session", "decrypt", "prt", "--in", "-", stdin=body)
+    done = cli.run("session", "decrypt", "prt", "--allow-cbc", "--in", "-", stdin=body)
     assert done.returncode == 0, done.stderr
     assert done.stdout == b'{"a":"binary"}'

@@ -11,14 +11,16 @@ import base64
 import dataclasses
 import datetime
 import json
+import struct
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from entra_keys import KeyStore, KeyType, KeyUsage, formats, open_provider
@@ -48,6 +50,7 @@ from entra_keys.provider import EntraPrivateKey
 from entra_keys.tcg.records import certification_to_json
 from entra_keys.testing.entra import ACCESS_TOKEN_LIFETIME, PRT_LIFETIME, EntraStandIn
 from entra_keys.testing.registration import NONCE_LIFETIME, RegistrationService
+from entra_keys.testing.token_service import TokenService
 
 ALICE, BOB = "alice@contoso.com", "bob@contoso.com"
 PASSWORDS = {ALICE: "alice's password", BOB: "bob's password"}
@@ -357,6 +360,86 @@ def test_token_and_nonce_urls_are_exact(world: World) -> None:
             world.entra.handle(dataclasses.replace(drs, url=url))
 
 
+def test_urls_with_spaces_or_control_characters_are_refused(world: World) -> None:
+    """urlsplit deletes TAB, CR and LF, so '.../com\tmon/oauth2/tok\nen' was answered as the
+    token URL, although an HTTP client refuses it. Every such URL is InvalidData now."""
+    token, drs = nonce_request(), drs_nonce_request("contoso.com")
+    device = world.join("pc")
+    leave = leave_request(device.registration.device_id)
+    for base, url in (
+        (token, "https://login.microsoftonline.com/com\tmon/oauth2/tok\nen"),
+        (token, "https://login.microsoftonline.com/common/oauth2/token\r\n"),
+        (token, "https://login.microsoftonline.com/common/oauth2/token "),
+        (token, "https://login.microsoftonline.com/common/oauth2/\x7ftoken"),
+        (drs, drs.url.replace("api-version", "api-\rversion") + "\n"),
+        (leave, leave.url + "\t"),
+    ):
+        with pytest.raises(InvalidData, match="no space or control character"):
+            world.entra.handle(
+                dataclasses.replace(base, url=url),
+                client_certificate=device.registration.certificate,
+            )
+    assert parse_nonce(world.entra.handle(token))  # the controls
+    assert parse_drs_nonce(world.entra.handle(drs))
+    assert device.registration.device_id in world.entra.drs.devices
+
+
+def test_a_leave_names_its_device_in_either_case(world: World) -> None:
+    """leave_request takes an upper-case GUID (it is one GUID); the stand-in answered "no device
+    is registered here". It finds the device now, and still needs that device's certificate."""
+    a, b = world.join("a"), world.join("b")
+    request = leave_request(b.registration.device_id.upper())
+    assert b.registration.device_id.upper() in request.url
+    with pytest.raises(InvalidSignature, match="mutual TLS"):
+        world.entra.handle(request, client_certificate=a.registration.certificate)
+    assert world.entra.handle(request, client_certificate=b.registration.certificate) == b""
+    assert b.registration.device_id not in world.entra.drs.devices
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"method": 5},
+        {"method": None},
+        {"method": b"POST"},
+        {"method": ["POST"]},
+        {"headers": None},
+        {"headers": [("Content-Type", "application/x-www-form-urlencoded")]},
+        {"headers": {"Content-Type": b"application/x-www-form-urlencoded"}},
+        {"headers": {5: "x"}},
+    ],
+    ids=repr,
+)
+def test_requests_with_fields_of_the_wrong_type_are_invalid_data(
+    world: World, change: dict[str, Any]
+) -> None:
+    """A method that is an int, None or bytes raised ValueError or TypeError (a format
+    precision), headers that are None or a list AttributeError: out of handle, which claims
+    only typed errors. Every entry (token, join, DRS nonce, leave) refuses them typed now."""
+    device = world.join("pc")
+    requests = [
+        nonce_request(),
+        drs_nonce_request("contoso.com"),
+        registration_request(device.device, device.transport,
+                             access_token=world.entra.issue_access_token(ALICE),
+                             domain="contoso.com", display_name="pc", os_version="13"),
+        leave_request(device.registration.device_id),
+    ]  # fmt: skip
+    for request in requests:
+        with pytest.raises(InvalidData, match=r"request (method is a str|headers are a mapping)"):
+            world.entra.handle(
+                dataclasses.replace(request, **change),
+                client_certificate=device.registration.certificate,
+            )
+    assert device.registration.device_id in world.entra.drs.devices
+
+
+@pytest.mark.parametrize("token", [None, 5, b"a.b.c", ["a.b.c"]], ids=repr)
+def test_verify_request_refuses_a_token_that_is_no_str(token: Any) -> None:
+    with pytest.raises(InvalidData, match="a request token is a str"):
+        TokenService().verify_request(token)
+
+
 # -- the PRT request's header ---------------------------------------------------------------
 
 
@@ -444,6 +527,41 @@ def test_nonces_expire(world: World) -> None:
     assert len(world.entra.drs._prt_nonces) <= 2
 
 
+def test_issuing_nonces_takes_time_linear_in_the_nonces_issued(world: World) -> None:
+    """Each issue walked every live nonce to find the expired ones: 4,000 nonces within a
+    lifetime walked 8 M entries (n(n-1)/2). The expired ones now leave from the front of an
+    issue-order queue: issuing never walks the live set, and the sets stay as small as the
+    nonces still usable, of both kinds."""
+
+    class Walked(dict[Any, float]):
+        walks = 0
+
+        def items(self) -> Any:
+            Walked.walks += 1
+            return super().items()
+
+        def __iter__(self) -> Any:
+            Walked.walks += 1
+            return super().__iter__()
+
+    drs = world.entra.drs
+    drs._prt_nonces, drs._nonces = Walked(), Walked()
+    for _ in range(3000):
+        world.nonce()
+        drs.issue_nonce()
+    assert Walked.walks == 0
+    assert len(drs._prt_nonces) == len(drs._nonces) == 3000
+    spent = world.nonce()
+    drs.spend_prt_nonce(spent)
+    world.clock.advance(NONCE_LIFETIME)
+    fresh = world.nonce()
+    assert len(drs.issue_nonce()) == 16 and Walked.walks == 0
+    assert len(drs._nonces) == 1 and list(drs._prt_nonces) == [fresh]
+    with pytest.raises(InvalidData, match="already used"):
+        drs.spend_prt_nonce(spent)
+    drs.spend_prt_nonce(fresh)
+
+
 def test_drs_and_prt_nonces_do_not_stand_in_for_each_other(world: World, tmp_path: Path) -> None:
     """A DRS nonce (its Value, as sent) is no srv_challenge nonce, and a srv_challenge nonce
     (decoded to bytes) certifies no key: two services, two sets."""
@@ -490,6 +608,55 @@ def test_a_join_whose_transport_key_is_the_device_key_is_refused(world: World) -
     with pytest.raises(InvalidData, match="transport key is the device key"):
         world.entra.handle(dataclasses.replace(request, body=json.dumps(body).encode()))
     assert world.entra.drs.devices == {}
+
+
+def _bcrypt_rsa_public(bits: int) -> str:
+    """A BCRYPT_RSAPUBLIC_BLOB of a modulus of ``bits`` bits (no key made: 17,000 bits is
+    slow), base64 as the join request carries it."""
+    modulus = (1 << (bits - 1)) | (12345 << 8) | 1
+    size = (bits + 7) // 8
+    header = struct.pack("<4sIIIII", b"RSA1", bits, 3, size, 0, 0)
+    return base64.b64encode(header + b"\x01\x00\x01" + modulus.to_bytes(size, "big")).decode()
+
+
+def test_a_join_needs_rsa_2048_device_and_transport_keys(world: World) -> None:
+    """A transport key of 512 or 17,000 bits joined, then the PRT request let pyca's
+    ValueError out of handle (the session key cannot be RSA-OAEP-encrypted to it); RSA-1024 and
+    P-256 device keys got certificates. Each is InvalidData at the join, and nothing joins."""
+    store = KeyStore(open_provider("software"), world.tmp / "keys")
+    device = store.create("device", KeyType.RSA2048, KeyUsage.SIGN)
+    transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+    request = registration_request(device, transport, access_token=world.entra.issue_access_token(
+        ALICE), domain="contoso.com", display_name="pc", os_version="13")  # fmt: skip
+
+    def join(change: Callable[[dict[str, Any]], None]) -> bytes:
+        body = json.loads(request.body)
+        change(body)
+        return world.entra.handle(dataclasses.replace(request, body=json.dumps(body).encode()))
+
+    for bits in (512, 1024, 2047, 2049, 3072, 4096, 17000):
+        blob = _bcrypt_rsa_public(bits)
+        with pytest.raises(InvalidData, match=f"transport key is RSA-2048, not RSA-{bits}"):
+            join(lambda body, blob=blob: body.__setitem__("TransportKey", blob))
+    weak: list[tuple[str, Any]] = [
+        ("RSA-1024", rsa.generate_private_key(65537, 1024)),
+        ("RSA-3072", rsa.generate_private_key(65537, 3072)),
+        ("secp256r1", ec.generate_private_key(ec.SECP256R1())),
+    ]
+    for name, key in weak:
+        csr = base64.b64encode(formats.csr_der(formats.build_csr(key))).decode()
+        with pytest.raises(InvalidData, match=f"key is RSA-2048 .*not {name}"):
+            join(lambda body, csr=csr: body["CertificateRequest"].__setitem__("Data", csr))
+    assert world.entra.drs.devices == {}
+    # The token service's own side: a key it cannot encrypt to is InvalidData, not ValueError.
+    small = rsa.RSAPublicNumbers(65537, (1 << 511) | (12345 << 8) | 1).public_key()
+    with pytest.raises(InvalidData, match="cannot be RSA-OAEP-encrypted to an RSA-512"):
+        TokenService().session_key_jwe(small)
+    not_rsa: Any = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(InvalidData, match="transport key is RSA"):
+        TokenService().session_key_jwe(not_rsa)
+    # The control: RSA-2048 keys join.
+    assert parse_registration_response(join(lambda body: None), device_key=device).device_id
 
 
 def test_a_leave_of_another_device_is_refused(world: World) -> None:

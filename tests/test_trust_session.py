@@ -36,6 +36,7 @@ from entra_keys._json import b64url_decode, b64url_encode
 from entra_keys.cli import CommandError
 from entra_keys.cli.common import read_input as _read_bounded
 from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData, ServiceError
+from entra_keys.protocol import parse_token_response
 from entra_keys.provider import EntraPrivateKey
 from entra_keys.session import MAX_RESPONSE_SIZE, PRTSession, decrypt_response
 from entra_keys.testing.token_service import TokenService
@@ -104,10 +105,13 @@ def service() -> TokenService:
 
 @pytest.fixture
 def prt(store: KeyStore, transport_key: EntraPrivateKey, service: TokenService) -> PRTSession:
-    """The service's session key, imported into the provider under test."""
-    return PRTSession.create(
+    """The service's session key, imported into the provider under test. These tests ask for
+    every answer an oracle would give, so the session's CBC lockout (tested on its own) is off."""
+    session = PRTSession.create(
         store, "prt", transport_key, service.session_key_jwe(public(transport_key))
     )
+    session.cbc_failure_limit = 1 << 30
+    return session
 
 
 def public(key: EntraPrivateKey) -> rsa.RSAPublicKey:
@@ -147,7 +151,7 @@ def test_cbc_padding_oracle_attack_sees_one_failure(prt: PRTSession, service: To
     seen: set[Failure] = set()
     padding_results: list[bool] = []
     with prt.loaded():
-        assert prt.decrypt_response(token) == RESPONSE
+        assert prt.decrypt_response(token, allow_cbc=True) == RESPONSE
         for guess in range(256):
             # The full response, with the second-to-last block's last byte set to `guess`.
             forged = bytearray(ciphertext)
@@ -155,12 +159,12 @@ def test_cbc_padding_oracle_attack_sees_one_failure(prt: PRTSession, service: To
             if bytes(forged) != ciphertext:
                 body = assemble(head, iv, bytes(forged), tag)
                 padding_results.append(padding_is_valid(service, body))
-                seen.add(failure(functools.partial(prt.decrypt_response, body)))
+                seen.add(failure(functools.partial(prt.decrypt_response, body, allow_cbc=True)))
             # The classic form: one target block, decrypted against a chosen IV.
             chosen_iv = iv[:-1] + bytes([guess])
             body = assemble(head, chosen_iv, ciphertext[:16], tag)
             padding_results.append(padding_is_valid(service, body))
-            seen.add(failure(functools.partial(prt.decrypt_response, body)))
+            seen.add(failure(functools.partial(prt.decrypt_response, body, allow_cbc=True)))
     assert len(padding_results) == 511
     # The attack reached both sides of the old oracle: good padding (then bad JSON) and bad.
     assert any(padding_results) and not all(padding_results)
@@ -198,7 +202,7 @@ def test_tampered_tags_and_lengths_are_the_same_failure(
     bodies += [assemble(chead, os.urandom(n), cciphertext, ctag) for n in (0, 1, 8, 11, 13, 15, 17)]
     with prt.loaded():
         for body in bodies:
-            seen.add(failure(functools.partial(prt.decrypt_response, body)))
+            seen.add(failure(functools.partial(prt.decrypt_response, body, allow_cbc=True)))
     assert seen == {expected}
 
 
@@ -233,15 +237,116 @@ def test_plaintexts_that_are_not_json_objects_are_the_same_failure(
     with prt.loaded():
         for plaintext in NOT_OBJECTS.values():
             body = service.encrypt_response(plaintext, mode=mode)
-            seen.add(failure(functools.partial(prt.decrypt_response, body)))
+            seen.add(failure(functools.partial(prt.decrypt_response, body, allow_cbc=True)))
         if mode == "cbc":
             # A JSON object under bad padding (0x03 0x02 0x03): the padding alone must fail it.
             blocks = b'{"a":"bcdef"}\x03\x02\x03'
             assert len(blocks) == 16
-            seen.add(failure(lambda: prt.decrypt_response(seal_cbc_blocks(service, blocks))))
+            seen.add(
+                failure(
+                    lambda: prt.decrypt_response(seal_cbc_blocks(service, blocks), allow_cbc=True)
+                )
+            )
             good = seal_cbc_blocks(service, b'{"a":"bcdef"}\x03\x03\x03')
-            assert prt.decrypt_response(good) == b'{"a":"bcdef"}'
+            assert prt.decrypt_response(good, allow_cbc=True) == b'{"a":"bcdef"}'
     assert seen == {expected}
+
+
+# -- (a1) the JSON-format oracle: whether a CBC reply opens ---------------------------------
+
+# An app-token reply as Entra sends it (CBC): block 6 holds the token's last 7 characters and
+# block 7 begins inside the member name "expires_in".
+TOKEN_REPLY = (
+    b'{"token_type":"Bearer","access_token":"' + b"T" * 57 + b"secret7"
+    b'","expires_in":3600,"resource":"r"}'
+)
+
+
+def format_oracle_probes(service: TokenService, token: str) -> tuple[str, list[str]]:
+    """The attack: the target block 6 sent first, under IV' = C5 xor delta, then the original
+    tail. The first plaintext block becomes P6 xor delta, and the reply is a JSON object exactly
+    when that is '{"' and 14 string characters. The right probe (what the attacker finds by
+    searching delta, 4,096 tries for two bytes) and 20 wrong ones (another first byte)."""
+    head, iv, ciphertext, tag = raw_parts(token)
+    blocks = [iv] + [ciphertext[i : i + 16] for i in range(0, len(ciphertext), 16)]
+    target = TOKEN_REPLY[96:112]
+    assert target == b'secret7","expire'
+
+    def probe(first: bytes) -> str:
+        delta = _xor(target, first)
+        return assemble(head, _xor(blocks[6], delta), b"".join(blocks[7:]), tag)
+
+    right = probe(b'{"AAAAAAAAAAAAAA')
+    wrong = [probe(bytes([c]) + b'"AAAAAAAAAAAAAA') for c in b"abcdefghijklmnopqrst"]
+    # The oracle is real: the right probe is a JSON object, the wrong ones are not.
+    assert json.loads(service_plaintext(service, right))
+    for body in wrong:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(service_plaintext(service, body))
+    return right, wrong
+
+
+def service_plaintext(service: TokenService, token: str) -> bytes:
+    """A CBC reply's plaintext, opened on the service's side (pyca)."""
+    _, iv, ciphertext, _ = raw_parts(token)
+    key = service.derived_key(_ctx(token), kdf_version=1)
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    unpadder = sym_padding.PKCS7(128).unpadder()
+    return (
+        unpadder.update(decryptor.update(ciphertext) + decryptor.finalize()) + unpadder.finalize()
+    )
+
+
+def test_the_json_format_oracle_gets_no_answer_from_decrypt_response(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """By default the CBC form is not opened at all: the right probe and the wrong ones are the
+    one DecryptionError (the module function and the session's method alike)."""
+    expected = reference_failure(prt)
+    reply = service.encrypt_response(TOKEN_REPLY, mode="cbc")
+    right, wrong = format_oracle_probes(service, reply)
+    with prt.loaded():
+        seen = {failure(functools.partial(prt.decrypt_response, body)) for body in [right, *wrong]}
+        seen |= {failure(lambda: decrypt_response(prt.key, right))}
+        assert failure(functools.partial(prt.decrypt_response, reply)) == expected
+    assert seen == {expected}
+    # Where CBC is allowed and nothing counts (this fixture), the oracle answers: what remains.
+    assert prt.decrypt_response(right, allow_cbc=True)
+
+
+def test_the_json_format_oracle_gets_no_answer_from_the_token_reply_parser(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService
+) -> None:
+    """Through the parser Entra's CBC replies go through: the right probe is no token reply
+    (the one DecryptionError, whatever the probe), and after CBC_FAILURE_LIMIT failures the
+    session refuses every CBC reply, the genuine one and the right probe included, for
+    CBC_LOCKOUT seconds; GCM replies still open, and the count starts again after it."""
+    prt = PRTSession.create(
+        store, "prt", transport_key, service.session_key_jwe(public(transport_key))
+    )
+    assert prt.cbc_failure_limit == session_module.CBC_FAILURE_LIMIT == 3
+    assert prt.cbc_lockout == session_module.CBC_LOCKOUT == 600
+    reply = service.encrypt_response(TOKEN_REPLY, mode="cbc")
+    right, wrong = format_oracle_probes(service, reply)
+    with prt.loaded():
+        assert parse_token_response(reply, prt)["access_token"].endswith("secret7")
+        first = failure(functools.partial(parse_token_response, right, prt))
+        assert first == (DecryptionError, session_module._NOT_DECRYPTED)
+        for body in wrong[:2]:
+            assert failure(functools.partial(parse_token_response, body, prt)) == first
+        # Locked: every CBC reply is refused before anything is derived.
+        for body in (right, reply, *wrong):
+            kind, message = failure(functools.partial(parse_token_response, body, prt))
+            assert kind is DecryptionError and "refuses AES-CBC replies" in message
+            kind, message = failure(functools.partial(prt.decrypt_response, body, allow_cbc=True))
+            assert kind is DecryptionError and "refuses AES-CBC replies" in message
+        gcm = service.encrypt_response(TOKEN_REPLY, mode="gcm")
+        assert parse_token_response(gcm, prt)["access_token"].endswith("secret7")
+        # Another session of the same key keeps its own count; the lockout ends.
+        assert parse_token_response(reply, PRTSession.open(store, "prt"))
+        prt.cbc_lockout = 0.0
+        prt._cbc_locked_until = time.monotonic()
+        assert parse_token_response(reply, prt)["access_token"].endswith("secret7")
 
 
 def test_cbc_bit_flips_that_keep_a_json_object_are_not_detected(
@@ -254,13 +359,13 @@ def test_cbc_bit_flips_that_keep_a_json_object_are_not_detected(
     assert RESPONSE[2:9] == b"refresh"
     mask = b"\0\0" + bytes(a ^ b for a, b in zip(b"refresh", b"REFRESH", strict=True)) + bytes(7)
     forged_iv = bytes(a ^ b for a, b in zip(iv, mask, strict=True))
-    forged = prt.decrypt_response(assemble(head, forged_iv, ciphertext, tag))
+    forged = prt.decrypt_response(assemble(head, forged_iv, ciphertext, tag), allow_cbc=True)
     assert forged == RESPONSE.replace(b"refresh", b"REFRESH")
     # The GCM form is authenticated: the same change is refused.
     gcm = service.encrypt_response(RESPONSE, mode="gcm")
     head, iv, ciphertext, tag = raw_parts(gcm)
     with pytest.raises(DecryptionError):
-        prt.decrypt_response(assemble(head, iv, _flip(ciphertext, 2), tag))
+        prt.decrypt_response(assemble(head, iv, _flip(ciphertext, 2), tag), allow_cbc=True)
 
 
 def test_pkcs7_strip_agrees_with_pyca() -> None:
@@ -318,17 +423,22 @@ def test_a_cbc_reply_forged_from_a_gcm_replys_keystream_is_refused_when_gcm_is_r
     forged = forge_cbc_from_gcm(captured, RESPONSE[:16], b'{"admin":true}\x02\x02')
     with prt.loaded():
         assert prt.decrypt_response(captured, require_gcm=True) == RESPONSE
-        assert prt.decrypt_response(forged) == b'{"admin":true}'  # what remains with CBC allowed
+        # What remains where CBC is allowed; by default the forgery is the one failure.
+        assert prt.decrypt_response(forged, allow_cbc=True) == b'{"admin":true}'
+        assert failure(lambda: prt.decrypt_response(forged)) == expected
         assert failure(lambda: prt.decrypt_response(forged, require_gcm=True)) == expected
         assert failure(lambda: decrypt_response(prt.key, forged, require_gcm=True)) == expected
         # The same through decrypt_jwe (Kerberos client keys): chosen raw bytes.
         raw = forge_cbc_from_gcm(captured, RESPONSE[:16], b"k" * 15 + b"\x01")
-        assert prt.decrypt_jwe(raw) == b"k" * 15
-        assert failure(lambda: prt.decrypt_jwe(raw, require_gcm=True)) == expected
+        assert prt.decrypt_jwe(raw, allow_cbc=True) == b"k" * 15
+        assert failure(lambda: prt.decrypt_jwe(raw)) == expected
+        assert failure(lambda: prt.decrypt_jwe(raw, allow_cbc=True, require_gcm=True)) == expected
         # Entra's own CBC form is refused too when GCM is required; its GCM form is taken.
         cbc = service.encrypt_response(RESPONSE, mode="cbc")
-        assert prt.decrypt_response(cbc) == RESPONSE
-        assert failure(lambda: prt.decrypt_response(cbc, require_gcm=True)) == expected
+        assert prt.decrypt_response(cbc, allow_cbc=True) == RESPONSE
+        assert failure(lambda: prt.decrypt_response(cbc, allow_cbc=True, require_gcm=True)) == (
+            expected
+        )
 
 
 def _header_segment(header: dict[str, object] | bytes) -> str:
@@ -386,6 +496,35 @@ def test_a_header_other_than_entras_is_refused_before_decryption(
         del header[missing]
         with pytest.raises(InvalidData, match="missing members"):
             prt.decrypt_response(assemble(_header_segment(header), iv, ciphertext, tag))
+
+
+def test_a_dir_jwe_with_an_encrypted_key_is_refused_before_decryption(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """RFC 7516 §5.2 step 10: a dir JWE's Encrypted Key is empty. It is outside the GCM tag (AAD
+    is the header), so a reply whose second segment was rewritten (4 bytes, 600 KiB) opened,
+    with require_gcm too. Now it is InvalidData before any key is derived, through every
+    reader, and counts as no CBC failure (the segment is public)."""
+    prt.cbc_failure_limit = 1  # a CBC failure counted here would lock the session at once
+    tokens = {"access_token": "eyJ0.at", "token_type": "Bearer"}
+    for mode in ("gcm", "cbc"):
+        token = service.encrypt_response(json.dumps(tokens).encode(), mode=mode)  # type: ignore[arg-type]
+        parts = token.split(".")
+        assert parts[1] == ""
+        for key in (b64url_encode(b"\x00" * 4), b64url_encode(os.urandom(600 * 1024)), "A"):
+            forged = ".".join([parts[0], key, *parts[2:]])
+            calls: list[Callable[[], object]] = [
+                functools.partial(prt.decrypt_response, forged, require_gcm=True),
+                functools.partial(prt.decrypt_response, forged, allow_cbc=True),
+                functools.partial(decrypt_response, prt.key, forged, allow_cbc=True),
+                functools.partial(prt.decrypt_jwe, forged, allow_cbc=True),
+                functools.partial(parse_token_response, forged, prt),
+            ]
+            for call in calls:
+                with pytest.raises(InvalidData, match="encrypted key: a dir JWE's is empty"):
+                    call()
+        # The control: the reply as sent opens, CBC included (no failure was counted).
+        assert parse_token_response(token, prt) == tokens
 
 
 def test_informational_header_members_are_let_through(
@@ -546,6 +685,10 @@ def test_the_services_error_object_is_a_service_error_bounded_and_without_contro
         assert len(text) < 1000
     assert description.startswith("ok FAKE LOG LINE level=INFO d")
     assert error.endswith("...") and description.endswith("...")
+    # At most SHOWN (300) characters, the ellipsis included (it was 303).
+    assert ServiceError.SHOWN == 300
+    assert len(error) == 300 and error == "x [2J " + "e" * 291 + "..."
+    assert len(description) <= 300
     # Pickled (as a worker process sends it back), it keeps what it carries.
     again = pickle.loads(pickle.dumps(caught.value))
     assert (again.error, again.error_description, str(again)) == (
@@ -553,6 +696,11 @@ def test_the_services_error_object_is_a_service_error_bounded_and_without_contro
         description,
         str(caught.value),
     )
+    exact = {"error": "e" * 300, "error_description": "d" * 301}
+    with pytest.raises(ServiceError) as exactly:
+        prt.decrypt_response(json.dumps(exact))
+    assert exactly.value.error == "e" * 300  # not cut
+    assert exactly.value.error_description == "d" * 297 + "..."
 
 
 # -- (c) the size limit -----------------------------------------------------------------------
@@ -611,7 +759,7 @@ def test_a_32_mib_response_is_refused_in_little_memory(
 
 
 def test_a_custom_limit_works_both_ways(prt: PRTSession, service: TokenService) -> None:
-    token = service.encrypt_response(RESPONSE, mode="cbc")
+    token = service.encrypt_response(RESPONSE, mode="gcm")
     size = len(token)
     assert prt.decrypt_response(token, max_response_size=size) == RESPONSE
     assert decrypt_response(prt.key, token, max_response_size=size) == RESPONSE
@@ -668,6 +816,11 @@ def test_cli_decrypt_limit_and_one_failure(cli: tuple[Cli, TokenService], tmp_pa
     path = tmp_path / "r.jwe"
     path.write_text(token)
     size = len(token)
+    # The unauthenticated CBC form only when asked for (its acceptance is an oracle).
+    result = run("session", "decrypt", "prt", "--in", str(path))
+    assert result.code == 1 and "allow_cbc" in one_error_line(result.err)
+    path.write_text(token := service.encrypt_response(RESPONSE, mode="gcm"))
+    size = len(token)
     assert run.ok("session", "decrypt", "prt", "--in", str(path), "--max-size", str(size)) == (
         RESPONSE.decode()
     )
@@ -683,12 +836,12 @@ def test_cli_decrypt_limit_and_one_failure(cli: tuple[Cli, TokenService], tmp_pa
     for bad in ("0", "-5", "1.5", "lots"):
         assert run("session", "decrypt", "prt", "--in", str(path), "--max-size", bad).code == 2
     # Bad padding and bad content give the library's one message, and nothing more.
-    head, iv, ciphertext, tag = raw_parts(token)
+    head, iv, ciphertext, tag = raw_parts(service.encrypt_response(RESPONSE, mode="cbc"))
     lines = set()
     for guess in range(0, 256, 17):
         forged = tmp_path / f"forged-{guess}.jwe"
         forged.write_text(assemble(head, iv[:-1] + bytes([guess]), ciphertext[:16], tag))
-        result = run("session", "decrypt", "prt", "--in", str(forged))
+        result = run("session", "decrypt", "prt", "--allow-cbc", "--in", str(forged))
         assert result.code == 1
         lines.add(one_error_line(result.err))
     assert len(lines) == 1 and "does not decrypt" in lines.pop()

@@ -6,7 +6,10 @@ before anything is decoded): UTF-8, one object at the top, no member named twice
 Infinity, no number that overflows a float or has over ``MAX_NUMBER_DIGITS`` digits, no nesting
 past the parser's recursion limit. ``Members`` reads its members by type (text, booleans,
 integers in a range, lists, base64, base64url, objects). Every refusal is an ``InvalidData``
-naming the document and the member.
+naming the document and the member. ``dump_object`` writes what is to be signed or sent and
+refuses what the reader would not read back member for member (a name that is no str, a name
+twice, a number out of range). ``as_bytes`` takes every bytes-like input the readers take (a
+memoryview of any shape; a released one is InvalidData).
 
 The decoders take only canonical text (RFC 4648 §3.5): standard base64 (§4) padded, as DRS, the
 records and JOSE ``ctx`` write it; base64url (§5) unpadded, as JWS and JWE do (RFC 7515 §2);
@@ -30,10 +33,12 @@ __all__ = [
     "MAX_JSON_SIZE",
     "MAX_NUMBER_DIGITS",
     "Members",
+    "as_bytes",
     "b64_decode",
     "b64_encode",
     "b64url_decode",
     "b64url_encode",
+    "dump_object",
     "is_json_object",
     "load_object",
 ]
@@ -56,6 +61,26 @@ _SHOWN_NAME = 40  # a member name longer than this is cut in messages
 _SHOWN_NAMES = 8  # and a list of names after this many
 
 
+# --- bytes-like inputs ---------------------------------------------------------------------
+
+
+def as_bytes(source: object, what: str, *, max_size: int | None = None) -> bytes:
+    """The bytes of a bytes-like input (bytes, bytearray, a memoryview of any shape or format),
+    copied once; anything else, and a released memoryview, is InvalidData naming ``what``. With
+    ``max_size``, a longer input is refused before it is copied."""
+    if type(source) is bytes and max_size is None:  # the common case first: no copy
+        return source
+    if not isinstance(source, bytes | bytearray | memoryview):
+        raise InvalidData(f"{what} is bytes, not {type(source).__name__}")
+    try:
+        size = source.nbytes if isinstance(source, memoryview) else len(source)
+        if max_size is not None and size > max_size:
+            raise InvalidData(f"{what} is {size} bytes, over the limit of {max_size}")
+        return bytes(source)  # any memoryview shape: bytes() copies it in C order
+    except ValueError:  # a released memoryview (InvalidData is no ValueError)
+        raise InvalidData(f"{what} is a released memoryview") from None
+
+
 # --- base64 and base64url ------------------------------------------------------------------
 
 
@@ -64,13 +89,13 @@ class _Malformed(Exception):
 
 
 def b64_encode(data: bytes) -> str:
-    """Standard base64 with padding (RFC 4648 §4)."""
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
+    """Standard base64 with padding (RFC 4648 §4) of a bytes-like (``as_bytes``)."""
+    return binascii.b2a_base64(as_bytes(data, "base64 input"), newline=False).decode("ascii")
 
 
 def b64url_encode(data: bytes) -> str:
     """Base64url without padding (RFC 4648 §5, RFC 7515 §2), as JWS, JWE and JWK carry bytes."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(as_bytes(data, "base64url input")).rstrip(b"=").decode("ascii")
 
 
 def b64_decode(text: str) -> bytes:
@@ -200,12 +225,10 @@ def load_object(
             raise InvalidData(f"{what} is {len(source)} characters, over the limit of {max_size}")
         text = source
     elif isinstance(source, bytes | bytearray | memoryview):
-        size = memoryview(source).nbytes
-        if size > max_size:
-            raise InvalidData(f"{what} is {size} bytes, over the limit of {max_size}")
+        data = as_bytes(source, what, max_size=max_size)
         error: str | None = None
         try:
-            text = str(source, "utf-8")
+            text = str(data, "utf-8")
         except UnicodeDecodeError as exc:
             error = f"{what} is not UTF-8 JSON (byte {exc.start}: {exc.reason})"
         if error is not None:  # raised here, so that no chained exception holds the input
@@ -213,6 +236,47 @@ def load_object(
     else:
         raise InvalidData(f"{what} is bytes or str, not {type(source).__name__}")
     return _parse(text, what)
+
+
+def dump_object(value: Mapping[str, Any], what: str, *, ascii_only: bool = False) -> bytes:
+    """Compact UTF-8 JSON of a mapping that is to be signed or sent, InvalidData unless
+    ``load_object`` reads it back member for member: every member name a str at every depth
+    (``json.dumps`` writes 1 and "1", or None and "null", as one name twice), nothing
+    ``json`` cannot write (NaN, a lone surrogate, another type, nesting past the recursion
+    limit), no number the reader refuses, at most ``MAX_JSON_SIZE`` bytes."""
+    if not isinstance(value, Mapping):
+        raise InvalidData(f"{what} is a mapping, not {type(value).__name__}")
+    error: str | None = None
+    try:
+        text = json.dumps(
+            dict(value), separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False
+        )
+        data = text.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError
+    except (TypeError, ValueError, RecursionError) as exc:
+        error = f"{what} cannot be serialized as JSON ({type(exc).__name__}: {exc})"
+    if error is not None:  # raised here, so that no chained exception holds the value
+        raise InvalidData(error)
+    _check_names(value, what)
+    load_object(data, what)
+    return data
+
+
+def _check_names(value: Mapping[str, Any], what: str) -> None:
+    """Every member name at every depth is a str (iteratively: ``json.dumps`` has already
+    bounded the depth)."""
+    stack: list[object] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for name, item in node.items():
+                if not isinstance(name, str):
+                    raise InvalidData(
+                        f"{what}: a member name is a str, not {type(name).__name__} (JSON "
+                        "would write it as a string, perhaps one that is already there)"
+                    )
+                stack.append(item)
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
 
 
 def is_json_object(source: bytes | bytearray | memoryview | str, *, max_size: int) -> bool:

@@ -235,14 +235,14 @@ class ServiceError(InvalidData):
 
 
 def _sanitised(text: str) -> str:
-    """The text cut to ``ServiceError.SHOWN`` characters, controls and format characters (and
-    line or paragraph separators) as single spaces."""
-    cut = text[: ServiceError.SHOWN + 1]
-    clean = "".join(
-        " " if unicodedata.category(c) in _UNSHOWN else c for c in cut[: ServiceError.SHOWN]
+    """The text cut to at most ``ServiceError.SHOWN`` characters, "..." included where it is
+    cut, controls and format characters (and line or paragraph separators) as single spaces."""
+    longer = len(text) > ServiceError.SHOWN
+    kept = text[: ServiceError.SHOWN - 3] if longer else text
+    clean = " ".join(
+        "".join(" " if unicodedata.category(c) in _UNSHOWN else c for c in kept).split()
     )
-    clean = " ".join(clean.split())
-    return clean + ("..." if len(cut) > ServiceError.SHOWN else "")
+    return clean + ("..." if longer else "")
 
 
 # Cc controls, Cf format (bidi overrides, zero-width), Zl / Zp separators, Cs lone surrogates.

@@ -20,7 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from ._json import MAX_JSON_SIZE, b64url_decode, b64url_encode, load_object
+from ._json import MAX_JSON_SIZE, as_bytes, b64url_decode, b64url_encode, dump_object, load_object
 from .errors import InvalidData, InvalidSignature, UnsupportedAlgorithm
 from .tcg.public import PublicKey
 
@@ -127,7 +127,9 @@ def public_der(key: AnyKey) -> bytes:
 
 
 def load_public_key(data: bytes) -> PublicKey:
-    """Loads a PEM or DER SubjectPublicKeyInfo; InvalidData when it does not parse."""
+    """Loads a PEM or DER SubjectPublicKeyInfo (any bytes-like); InvalidData when it does not
+    parse or is not bytes."""
+    data = as_bytes(data, "a SubjectPublicKeyInfo")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(data)
@@ -424,21 +426,17 @@ def verify_raw(public_key: AnyKey, data: bytes, signature: bytes, alg: str) -> N
 # --- compact JWS ----------------------------------------------------------------------------
 
 
-def _json_bytes(value: Mapping[str, Any], what: str) -> bytes:
-    try:
-        text = json.dumps(dict(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise InvalidData(f"the JWS {what} cannot be serialized as JSON ({exc})") from exc
-
-
 def jws_sign(
     key: PrivateKey,
     payload: bytes | Mapping[str, Any],
     alg: str,
     header: Mapping[str, Any] | None = None,
 ) -> str:
-    """A compact JWS (RFC 7515) over the payload; a mapping is sent as compact JSON, bytes as is."""
+    """A compact JWS (RFC 7515) over the payload; a mapping is sent as compact JSON, bytes as is.
+
+    A mapping (payload or header) is signed only if the strict reader reads its JSON back member
+    for member (``dump_object``): a name that is no str, which JSON writes as one already there,
+    is InvalidData."""
     signer = _private(key)
     fields: dict[str, Any] = {"alg": alg}
     for name, value in (header or {}).items():
@@ -448,10 +446,10 @@ def jws_sign(
     if isinstance(payload, bytes):
         body = payload
     elif isinstance(payload, Mapping):
-        body = _json_bytes(payload, "payload")
+        body = dump_object(payload, "the JWS payload")
     else:
         raise TypeError(f"a JWS payload is bytes or a mapping, not {type(payload).__name__}")
-    signing_input = f"{b64url_encode(_json_bytes(fields, 'header'))}.{b64url_encode(body)}"
+    signing_input = f"{b64url_encode(dump_object(fields, 'the JWS header'))}.{b64url_encode(body)}"
     signature = _sign(signer, signing_input.encode("ascii"), alg)
     if isinstance(signer, ec.EllipticCurvePrivateKey):
         size = (signer.curve.key_size + 7) // 8

@@ -121,6 +121,10 @@ class ProviderInfo:
 class SessionKey(abc.ABC):
     """The PRT session key bound to a provider: it computes HMAC-SHA256 and never shows itself."""
 
+    #: The longest input ``hmac_sha256`` takes from every provider: one TPM2_HMAC's buffer
+    #: (TPM2B_MAX_BUFFER); every KDF input fits.
+    MAX_INPUT: ClassVar[int] = 1024
+
     @property
     @abc.abstractmethod
     def hardware_backed(self) -> bool:
@@ -128,7 +132,8 @@ class SessionKey(abc.ABC):
 
     @abc.abstractmethod
     def hmac_sha256(self, data: bytes) -> bytes:
-        """HMAC-SHA256 of the data under the session key (one TPM2_HMAC in a TPM)."""
+        """HMAC-SHA256 of the data under the session key (one TPM2_HMAC in a TPM); data over
+        ``MAX_INPUT`` bytes is UnsupportedAlgorithm from every provider."""
 
     @contextlib.contextmanager
     def loaded(self) -> Iterator[None]:

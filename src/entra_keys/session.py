@@ -18,14 +18,22 @@ other JOSE segments are base64url without padding. Both are read strictly (``_js
 
 A reply to a session-key-signed request is a compact ``dir`` JWE under that session (MS-OAPXBC
 3.2.5.1.3.3): its header is exactly ``{"alg":"dir","enc":"A256GCM","ctx":...}`` (``typ``,
-``cty`` and ``kid``, which change nothing, are let through), and it comes in one of the two
-forms Entra writes under that label: a 12-byte IV with a 16-byte tag is AES-256-GCM (AAD the
-ASCII header segment); a 16-byte IV with an *empty* tag is AES-256-CBC + PKCS#7, which nothing
-authenticates (the MS-OAPXBC exchange captured in kanidm/compact-jwt's ``ms_oapxbc`` test is
-such a reply). Any other ``enc``, ``alg`` or header member is InvalidData (the header is public:
-refused before decryption begins); any other IV or tag length is the DecryptionError below.
-``require_gcm=True`` refuses the CBC form too, for a caller who knows its reply is GCM, so that
-such a reply cannot be replaced by a CBC one forged from its keystream.
+``cty`` and ``kid``, strings that change nothing, are let through), its Encrypted Key is empty
+(RFC 7516 §5.2 step 10), and it comes in one of the two forms Entra writes under that label: a
+12-byte IV with a 16-byte tag is AES-256-GCM (AAD the ASCII header segment); a 16-byte IV with
+an *empty* tag is AES-256-CBC + PKCS#7, which nothing authenticates (the MS-OAPXBC exchange
+captured in kanidm/compact-jwt's ``ms_oapxbc`` test is such a reply, a PRT renewal). Any other
+``enc``, ``alg``, header member or Encrypted Key is InvalidData (the header is public: refused
+before decryption begins); any other IV or tag length is the DecryptionError below.
+
+Whether a CBC reply opens tells whoever altered it something of its plaintext (a chosen IV and
+spliced blocks make "is it still a JSON object" a byte-by-byte oracle), so the CBC form is
+opened only where the caller says so: ``allow_cbc=True``, or ``PRTSession.decrypt_reply``, which
+the protocol's reply parsers use with the reply's expected shape (required members, no error
+object: a CBC reply that is not the reply expected is the one DecryptionError, nothing of its
+plaintext in any message). ``require_gcm=True`` refuses it in every case. A ``PRTSession``
+counts the CBC replies that fail: after ``CBC_FAILURE_LIMIT`` it refuses CBC replies for
+``CBC_LOCKOUT`` seconds, so an oracle that needs thousands of answers gets a few an hour.
 
 So that no padding oracle is offered, every failure once decryption begins (form, tag, padding,
 UTF-8, JSON, not an object) is the same ``DecryptionError`` with the same message; bad padding is
@@ -47,14 +55,26 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._json import Members, b64_encode, b64url_decode, b64url_encode, is_json_object, load_object
+from ._json import (
+    MAX_JSON_SIZE,
+    Members,
+    as_bytes,
+    b64_encode,
+    b64url_decode,
+    b64url_encode,
+    dump_object,
+    is_json_object,
+    load_object,
+)
 from .errors import (
     DecryptionError,
     InvalidData,
@@ -66,6 +86,8 @@ from .provider import EntraPrivateKey, KeyUsage, Provider, SessionKey
 from .store.keystore import KeyStore
 
 __all__ = [
+    "CBC_FAILURE_LIMIT",
+    "CBC_LOCKOUT",
     "CTX_BYTES",
     "KDF_LABEL",
     "MAX_CTX_BYTES",
@@ -96,6 +118,12 @@ MAX_CTX_BYTES = 1024 - (4 + len(KDF_LABEL) + 1 + 4)
 MAX_RESPONSE_SIZE = 1 << 20
 #: The longest ``session_key_jwe`` taken, in characters (an RSA-4096 key's is under 1,000).
 MAX_SESSION_KEY_JWE = 1 << 14
+#: How many AES-CBC replies may fail to open on a ``PRTSession`` before it refuses CBC replies.
+CBC_FAILURE_LIMIT = 3
+#: How long, in seconds, a ``PRTSession`` refuses CBC replies once that many failed.
+CBC_LOCKOUT = 600.0
+
+_T = TypeVar("_T")
 
 # Counter i = 1 and the length L = 256 bits, 32-bit big-endian; one HMAC block is the whole key.
 _KDF_PREFIX = (1).to_bytes(4, "big") + KDF_LABEL + b"\x00"
@@ -115,14 +143,15 @@ _PLAIN_LOOKAHEAD = 64
 # The one message of every response that fails once decryption begins: a padding oracle needs
 # failures it can tell apart, so none carries a detail (see _open_response).
 _NOT_DECRYPTED = (
-    "the response does not decrypt to a JSON object (another session key, or a damaged or "
-    "altered response)"
+    "the response does not decrypt to a JSON object (another session key, a damaged or altered "
+    "response, or the unauthenticated AES-CBC form where it is not allowed: see allow_cbc)"
 )
 #: The ``alg`` a session_key_jwe may carry, and the OAEP hash each means (RFC 7518 §4.3):
 #: RSA-OAEP (SHA-1), what Entra's PRT replies carry, and RSA-OAEP-256 (SHA-256), what MSAL's
 #: bound refresh tokens carry.
 SESSION_KEY_ALGORITHMS = {"RSA-OAEP": "sha1", "RSA-OAEP-256": "sha256"}
 _SESSION_KEY_ENC = "A256GCM"
+_SESSION_KEY_JWE_PARTS = ((2, "IV"), (3, "ciphertext"), (4, "tag"))
 
 
 # -- compact JOSE ---------------------------------------------------------------------------
@@ -148,7 +177,7 @@ def _check_ctx(ctx: bytes) -> bytes:
     if type(ctx) is not bytes:  # the common case first: derivation is a hot path
         if not isinstance(ctx, bytes | bytearray | memoryview):
             raise TypeError(f"ctx is bytes, not {type(ctx).__name__}")
-        ctx = bytes(ctx)
+        ctx = as_bytes(ctx, "ctx")
     if not 1 <= len(ctx) <= MAX_CTX_BYTES:
         raise InvalidData(f"ctx is {len(ctx)} bytes; it must be 1 to {MAX_CTX_BYTES}")
     return ctx
@@ -161,9 +190,10 @@ def parse_session_key_jwe(jwe: str) -> bytes:
     """The encrypted key (segment 1) of a compact session_key_jwe: ``{"alg":"RSA-OAEP",
     "enc":"A256GCM"}`` or ``{"alg":"RSA-OAEP-256","enc":"A256GCM"}``.
 
-    Every segment must be strict base64url (IV, one-byte ciphertext and tag carry nothing); a
-    JWE over ``MAX_SESSION_KEY_JWE`` characters is InvalidData before it is split, and so is
-    any other ``alg`` (RSA1_5, RSA-OAEP-384, dir...) or ``enc``.
+    Every segment must be strict base64url, the IV 12 bytes and the tag 16 (A256GCM; with the
+    one-byte ciphertext they carry nothing); a JWE over ``MAX_SESSION_KEY_JWE`` characters is
+    InvalidData before it is split, and so is any other ``alg`` (RSA1_5, RSA-OAEP-384, dir...)
+    or ``enc``.
     """
     return _read_session_key_jwe(jwe)[0]
 
@@ -189,8 +219,14 @@ def _read_session_key_jwe(jwe: str) -> tuple[bytes, str]:
     if "crit" in header or "zip" in header:
         raise InvalidData("session_key_jwe header: 'crit' and 'zip' are not supported")
     encrypted_key = _segment(parts[1], "session_key_jwe encrypted key")
-    for index, name in ((2, "IV"), (3, "ciphertext"), (4, "tag")):
-        _segment(parts[index], f"session_key_jwe {name}")
+    iv, _, tag = (_segment(parts[i], f"session_key_jwe {n}") for i, n in _SESSION_KEY_JWE_PARTS)
+    # Not authenticated here (the GCM key is the session key, which only the TPM holds), but
+    # of the form A256GCM prescribes (RFC 7518 §5.3) and Entra writes: nothing else is taken.
+    if len(iv) != _GCM_IV_BYTES or len(tag) != _GCM_TAG_BYTES:
+        raise InvalidData(
+            f"session_key_jwe: an A256GCM JWE has a {_GCM_IV_BYTES}-byte IV and a "
+            f"{_GCM_TAG_BYTES}-byte tag (RFC 7518 §5.3), not {len(iv)} and {len(tag)} bytes"
+        )
     if not encrypted_key:
         raise InvalidData("session_key_jwe: the encrypted key segment is empty")
     return encrypted_key, oaep_hash
@@ -227,13 +263,15 @@ def kdf_context(ctx: bytes, *, kdf_version: int = 2, payload: bytes | None = Non
             raise InvalidData("KDF v2 needs the exact payload bytes of the JWT")
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise TypeError(f"the payload is bytes, not {type(payload).__name__}")
-        return hashlib.sha256(ctx + bytes(payload)).digest()
+        return hashlib.sha256(ctx + as_bytes(payload, "the payload")).digest()
     raise UnsupportedAlgorithm(f"KDF version {kdf_version!r}: versions 1 and 2 are offered")
 
 
 def kdf_input(context: bytes) -> bytes:
     """The one HMAC block of the KDF: counter 1, label, 0x00, context, L = 256 bits."""
-    return _KDF_PREFIX + bytes(context) + _KDF_SUFFIX
+    if type(context) is not bytes:  # bytes(5) would be five zero bytes: only bytes-likes
+        context = as_bytes(context, "the KDF context")
+    return _KDF_PREFIX + context + _KDF_SUFFIX
 
 
 def derive_key(
@@ -251,17 +289,14 @@ def derive_key(
 
 def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
     if isinstance(payload, bytes | bytearray | memoryview):
-        body = bytes(payload)
+        body = as_bytes(payload, "the request payload", max_size=MAX_JSON_SIZE)
         load_object(body, "the request payload")
         return body
     if isinstance(payload, Mapping):
-        try:
-            text = json.dumps(
-                dict(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            )
-            return text.encode("utf-8")  # a lone surrogate is a UnicodeEncodeError here
-        except (TypeError, ValueError) as exc:
-            raise InvalidData(f"the request payload cannot be serialized as JSON ({exc})") from exc
+        # Only what the strict reader reads back member for member: a name that is no str
+        # (json.dumps writes 1 and "1" as one name twice), a name twice, NaN, a lone surrogate
+        # or a number out of range would be signed bytes that services read differently.
+        return dump_object(payload, "the request payload")
     raise TypeError(f"a request payload is a mapping or bytes, not {type(payload).__name__}")
 
 
@@ -269,7 +304,9 @@ def sign_request(session_key: SessionKey, payload: Mapping[str, Any] | bytes) ->
     """A compact JWS ``{"alg":"HS256","typ":"JWT","ctx":...,"kdf_ver":2}``, fresh ctx, KDF v2.
 
     A mapping is serialized once, compactly, and those bytes are hashed and sent; bytes (a strict
-    JSON object of at most ``MAX_JSON_SIZE``, 1 MiB) are hashed and sent as they are.
+    JSON object of at most ``MAX_JSON_SIZE``, 1 MiB) are hashed and sent as they are. Either way
+    the payload is one the strict reader takes: a mapping with a member name that is no str, or
+    whose JSON has a member twice or a number out of range, is InvalidData.
     """
     body = _payload_bytes(payload)
     ctx = os.urandom(CTX_BYTES)
@@ -320,8 +357,19 @@ def _pkcs7_strip(padded: bytes) -> tuple[bytes, bool]:
     return padded[: len(padded) - strip], bad == 0
 
 
+def _reply_form(iv: bytes, tag: bytes) -> str | None:
+    """Which of the two forms Entra writes a reply is in, by its IV and tag lengths together:
+    "gcm" (12 and 16), "cbc" (16 and 0), else None."""
+    if len(iv) == _GCM_IV_BYTES and len(tag) == _GCM_TAG_BYTES:
+        return "gcm"
+    if len(iv) == _CBC_IV_BYTES and not tag:
+        return "cbc"
+    return None
+
+
 def _open_response(
     key: bytes,
+    form: str,
     iv: bytes,
     ciphertext: bytes,
     tag: bytes,
@@ -329,31 +377,22 @@ def _open_response(
     *,
     json_limit: int | None,
     cbc_size: int | None = None,
-    require_gcm: bool = False,
 ) -> bytes | None:
     """The plaintext if it decrypts (and, with ``json_limit``, is a JSON object of at most that
     many bytes; under CBC, with ``cbc_size``, is that long), else None, the same for every
     failure. CBC does not authenticate the length: a wrong one cannot be told from another
     key's valid padding.
 
-    The form is chosen by the IV and tag lengths together: 12 and 16 is GCM, 16 and 0 is CBC
-    (unless ``require_gcm``), anything else fails. Nothing here raises or returns early on the
-    padding: the candidate text is JSON-parsed whether or not the padding was valid, and both
-    results are combined at the end.
+    Nothing here raises or returns early on the padding: the candidate text is JSON-parsed
+    whether or not the padding was valid, and both results are combined at the end.
     """
-    if len(iv) == _GCM_IV_BYTES and len(tag) == _GCM_TAG_BYTES:
+    if form == "gcm":
         try:
             plain = AESGCM(key).decrypt(iv, ciphertext + tag, aad)
         except InvalidTag:
             return None
         padding_ok = size_ok = True
-    elif (
-        not require_gcm
-        and len(iv) == _CBC_IV_BYTES
-        and not tag
-        and ciphertext
-        and not len(ciphertext) % _AES_BLOCK_BYTES
-    ):
+    elif ciphertext and not len(ciphertext) % _AES_BLOCK_BYTES:
         decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         plain, padding_ok = _pkcs7_strip(decryptor.update(ciphertext) + decryptor.finalize())
         size_ok = cbc_size is None or len(plain) == cbc_size
@@ -369,41 +408,57 @@ def decrypt_response(
     *,
     max_response_size: int = MAX_RESPONSE_SIZE,
     require_gcm: bool = False,
+    allow_cbc: bool = False,
 ) -> bytes:
     """The plaintext of a reply to a session-key-signed request, a UTF-8 JSON object: the
     ``dir`` JWE opened (KDF v1 over the header's ctx).
 
-    12-byte IV and 16-byte tag: AES-256-GCM, AAD the header segment; 16-byte IV and empty tag:
-    AES-256-CBC + PKCS#7, unauthenticated, refused with ``require_gcm=True``. A body over
-    ``max_response_size`` bytes (default 1 MiB) is InvalidData before any decoding, as are a
-    malformed JWE and a header other than Entra's. A plain JSON body is never taken: the
-    service's error object is a ``ServiceError`` (its ``error`` and ``error_description``),
-    anything else InvalidData. Every failure once decryption begins (form, tag, padding, UTF-8,
-    JSON, not an object) is one DecryptionError with one message, so that no padding oracle is
-    offered.
+    12-byte IV and 16-byte tag: AES-256-GCM, AAD the header segment. 16-byte IV and empty tag:
+    AES-256-CBC + PKCS#7, unauthenticated, opened only with ``allow_cbc=True`` (and never with
+    ``require_gcm=True``): whether such a reply opens tells whoever altered it about its
+    plaintext, and nothing here counts the attempts (``PRTSession`` does; the protocol's parsers
+    also check the reply's shape). A body over ``max_response_size`` bytes (default 1 MiB) is
+    InvalidData before any decoding, as are a malformed JWE and a header other than Entra's. A
+    plain JSON body is never taken: the service's error object is a ``ServiceError`` (its
+    ``error`` and ``error_description``), anything else InvalidData. Every failure once
+    decryption begins (form, tag, padding, UTF-8, JSON, not an object, CBC where not allowed)
+    is one DecryptionError with one message, so that no padding oracle is offered.
     """
     limit = _check_limit(max_response_size)
+    plain, _ = _open_jwe(
+        session_key,
+        _response_text(body, limit),
+        what="an encrypted response",
+        json_limit=limit,
+        cbc=allow_cbc and not require_gcm,
+    )
+    return plain
+
+
+def _response_text(body: bytes | str, limit: int) -> str:
+    """A response body as the text of a compact JWE, refused by its size before anything is
+    decoded; a plain JSON body is refused (``_plain_refusal``)."""
     if isinstance(body, bytes | bytearray | memoryview):
-        _refuse_oversize(memoryview(body).nbytes, limit)
-        raw = bytes(body)
+        try:
+            size = memoryview(body).nbytes
+        except ValueError:  # a released memoryview
+            raise InvalidData("a response body is a released memoryview") from None
+        _refuse_oversize(size, limit)
+        raw = as_bytes(body, "a response body")
         if raw[:_PLAIN_LOOKAHEAD].lstrip().startswith(b"{"):
             raise _plain_refusal(raw, limit)
         try:
-            text = raw.decode("ascii")
+            return raw.decode("ascii")
         except UnicodeDecodeError:
             raise InvalidData("an encrypted response is ASCII (a compact JWE)") from None
-    elif isinstance(body, str):
+    if isinstance(body, str):
         _refuse_oversize(len(body), limit, "characters")
         if body[:_PLAIN_LOOKAHEAD].lstrip().startswith("{"):
             raw = body.encode("utf-8", "surrogatepass")
             _refuse_oversize(len(raw), limit)
             raise _plain_refusal(raw, limit)
-        text = body
-    else:
-        raise TypeError(f"a response body is bytes or str, not {type(body).__name__}")
-    return _open_jwe(
-        session_key, text, what="an encrypted response", json_limit=limit, require_gcm=require_gcm
-    )
+        return body
+    raise TypeError(f"a response body is bytes or str, not {type(body).__name__}")
 
 
 def decrypt_jwe(
@@ -413,10 +468,13 @@ def decrypt_jwe(
     max_size: int = MAX_RESPONSE_SIZE,
     size: int | None = None,
     require_gcm: bool = False,
+    allow_cbc: bool = False,
 ) -> bytes:
     """The plaintext bytes of a ``dir`` JWE that need not hold JSON, such as a Kerberos
     ``clientKey`` of ``tgt_ad`` / ``tgt_cloud`` (raw key bytes): KDF v1 over the header's ctx,
-    the GCM or CBC form of ``decrypt_response`` (CBC refused with ``require_gcm=True``).
+    the GCM form of ``decrypt_response``, or its CBC form with ``allow_cbc=True`` (never with
+    ``require_gcm=True``): whether a CBC token opens is a padding oracle on it unless ``size``
+    pins its length.
 
     A token over ``max_size`` characters, a malformed JWE or a header other than Entra's is
     InvalidData; every failure once decryption begins (form, tag, padding) is one
@@ -429,9 +487,15 @@ def decrypt_jwe(
     if not isinstance(token, str):
         raise TypeError(f"a JWE is a str, not {type(token).__name__}")
     _refuse_oversize(len(token), limit, "characters")
-    return _open_jwe(
-        session_key, token, what="a JWE", json_limit=None, cbc_size=size, require_gcm=require_gcm
+    plain, _ = _open_jwe(
+        session_key,
+        token,
+        what="a JWE",
+        json_limit=None,
+        cbc_size=size,
+        cbc=allow_cbc and not require_gcm,
     )
+    return plain
 
 
 def _open_jwe(
@@ -440,11 +504,16 @@ def _open_jwe(
     *,
     what: str,
     json_limit: int | None,
+    cbc: bool,
     cbc_size: int | None = None,
-    require_gcm: bool = False,
-) -> bytes:
+    guard: PRTSession | None = None,
+) -> tuple[bytes, bool]:
     """Check a compact ``dir`` JWE's form and header (InvalidData) and open it (one
-    DecryptionError)."""
+    DecryptionError); the plaintext, and whether it came in the CBC form.
+
+    The CBC form is opened only with ``cbc``; with a ``guard`` (the session), only while it
+    takes CBC replies, and a CBC reply that fails counts against it.
+    """
     parts = _segments(text.strip(), 5, f"{what} (compact JWE)")
     header_b64 = parts[0]
     header = Members.load(_segment(header_b64, "JWE header"), "JWE header")
@@ -452,6 +521,8 @@ def _open_jwe(
     # (Entra's exact three members need no search).
     if header.value.keys() != _REPLY_HEADER_SET:
         header.only(_REPLY_HEADER, _REPLY_HEADER_IGNORED)
+        for name in _REPLY_HEADER_IGNORED:
+            header.optional_text(name)  # RFC 7516 §4.1.9-11: strings
     if header.value["alg"] != "dir":
         raise InvalidData(f"JWE header: alg is {_shown(header.value['alg'])}, not 'dir'")
     if header.value["enc"] != _ENC:
@@ -463,27 +534,42 @@ def _open_jwe(
         ctx = _check_ctx(header.base64("ctx"))
     except InvalidData as exc:
         raise InvalidData(f"JWE header ctx: {exc}") from exc
-    _segment(parts[1], "JWE encrypted key")  # empty for 'dir'; not used
+    if parts[1]:
+        # RFC 7516 §5.2 step 10: with direct encryption the JWE Encrypted Key is empty. It is
+        # outside the GCM tag (AAD is the header alone), so it is checked here, undecoded.
+        raise InvalidData(
+            f"JWE encrypted key: a dir JWE's is empty (RFC 7516 §5.2), this one is "
+            f"{len(parts[1])} characters"
+        )
     iv = _segment(parts[2], "JWE IV")
     ciphertext = _segment(parts[3], "JWE ciphertext")
     tag = _segment(parts[4], "JWE tag")
     # From here on every failure is the same: form, lengths, tag, padding and content alike.
+    # The form is public (the lengths), so one not taken is refused before any key is derived.
+    form = _reply_form(iv, tag)
+    is_cbc = form == "cbc"
+    if form is None or (is_cbc and not cbc):
+        raise DecryptionError(_NOT_DECRYPTED)
+    if is_cbc and guard is not None:
+        guard._refuse_cbc_while_locked()
     key = derive_key(session_key, ctx, kdf_version=1)
     plain = _open_response(
         key,
+        form,
         iv,
         ciphertext,
         tag,
         header_b64.encode("ascii"),
         json_limit=json_limit,
         cbc_size=cbc_size,
-        require_gcm=require_gcm,
     )
     if plain is None:
+        if is_cbc and guard is not None:
+            guard._count_cbc_failure()
         # Raised outside any except block: no chained exception holds the failed plaintext.
         raise DecryptionError(_NOT_DECRYPTED)
     log.debug("decrypted a %d-byte JWE", len(plain))
-    return plain
+    return plain, is_cbc
 
 
 def _shown(value: object) -> str:
@@ -527,16 +613,25 @@ class PRTSession:
     ``create`` imports it from a ``session_key_jwe``, ``open`` loads it after a restart,
     ``renew`` replaces it atomically when a new PRT arrives, ``delete`` removes it on leave.
     ``max_response_size`` (default ``MAX_RESPONSE_SIZE``, 1 MiB) bounds ``decrypt_response``;
-    set it on the instance to accept larger responses.
+    set it on the instance to accept larger responses. A session counts the AES-CBC replies
+    that fail to open: once ``cbc_failure_limit`` (``CBC_FAILURE_LIMIT``, 3) have, it refuses
+    CBC replies for ``cbc_lockout`` seconds (``CBC_LOCKOUT``, 10 minutes), GCM ones still open.
     """
 
     #: The largest response body ``decrypt_response`` accepts, in bytes.
     max_response_size: int = MAX_RESPONSE_SIZE
+    #: How many CBC replies may fail before the session refuses CBC replies for a while.
+    cbc_failure_limit: int = CBC_FAILURE_LIMIT
+    #: How long the session refuses CBC replies once that many failed, in seconds.
+    cbc_lockout: float = CBC_LOCKOUT
 
     def __init__(self, store: KeyStore, name: str, key: SessionKey) -> None:
         self.store = store
         self.name = name
         self.key = key
+        self._cbc_lock = threading.Lock()
+        self._cbc_failures = 0
+        self._cbc_locked_until = 0.0
 
     @classmethod
     def create(
@@ -602,21 +697,108 @@ class PRTSession:
         *,
         max_response_size: int | None = None,
         require_gcm: bool = False,
+        allow_cbc: bool = False,
     ) -> bytes:
         """The plaintext of a reply, a JSON object; see ``decrypt_response``. The size limit
-        is ``max_response_size`` if given, else the session's ``max_response_size``;
-        ``require_gcm=True`` refuses the unauthenticated CBC form."""
-        limit = self.max_response_size if max_response_size is None else max_response_size
-        return decrypt_response(self.key, body, max_response_size=limit, require_gcm=require_gcm)
+        is ``max_response_size`` if given, else the session's ``max_response_size``. The
+        unauthenticated CBC form opens only with ``allow_cbc=True`` (not with ``require_gcm``),
+        and only while the session takes CBC replies (``cbc_failure_limit``)."""
+        limit = _check_limit(
+            self.max_response_size if max_response_size is None else max_response_size
+        )
+        plain, _ = _open_jwe(
+            self.key,
+            _response_text(body, limit),
+            what="an encrypted response",
+            json_limit=limit,
+            cbc=allow_cbc and not require_gcm,
+            guard=self,
+        )
+        return plain
+
+    def decrypt_reply(
+        self, body: bytes | str, read: Callable[[bytes], _T], *, require_gcm: bool = False
+    ) -> _T:
+        """A reply whose shape the caller knows (the protocol's reply parsers call this): opened
+        as ``decrypt_response`` opens it, the CBC form Entra sends included unless
+        ``require_gcm``, then ``read``, which returns what the caller wants of the plaintext
+        (a JSON object of at most the session's ``max_response_size``) and raises InvalidData
+        when it is not the reply expected.
+
+        Under GCM the reply is authenticated and what ``read`` raises goes out as it is (a
+        ServiceError for the service's error object). Under CBC, what ``read`` refuses (a
+        missing member, a number out of range, an error object, which Entra sends in the clear)
+        is the one DecryptionError of a reply that does not decrypt, counted as a CBC failure:
+        a reply altered through its IV must decrypt to the whole expected reply to tell its
+        author anything, and nothing of its plaintext is in any message.
+        """
+        limit = self.max_response_size
+        plain, is_cbc = _open_jwe(
+            self.key,
+            _response_text(body, _check_limit(limit)),
+            what="an encrypted response",
+            json_limit=limit,
+            cbc=not require_gcm,
+            guard=self,
+        )
+        if not is_cbc:
+            return read(plain)
+        try:
+            return read(plain)
+        except InvalidData:  # ServiceError included
+            pass
+        # Raised outside the except block: no chained exception holds the plaintext.
+        self._count_cbc_failure()
+        raise DecryptionError(_NOT_DECRYPTED)
 
     def decrypt_jwe(
-        self, token: str, *, size: int | None = None, require_gcm: bool = False
+        self,
+        token: str,
+        *,
+        size: int | None = None,
+        require_gcm: bool = False,
+        allow_cbc: bool = False,
     ) -> bytes:
         """The plaintext bytes of a ``dir`` JWE that need not hold JSON (a Kerberos clientKey);
-        see ``decrypt_jwe``. Bounded by the session's ``max_response_size``."""
-        return decrypt_jwe(
-            self.key, token, max_size=self.max_response_size, size=size, require_gcm=require_gcm
+        see ``decrypt_jwe``. Bounded by the session's ``max_response_size``; the CBC form only
+        with ``allow_cbc=True`` and while the session takes CBC replies."""
+        limit = _check_limit(self.max_response_size)
+        if not isinstance(token, str):
+            raise TypeError(f"a JWE is a str, not {type(token).__name__}")
+        _refuse_oversize(len(token), limit, "characters")
+        plain, _ = _open_jwe(
+            self.key,
+            token,
+            what="a JWE",
+            json_limit=None,
+            cbc_size=size,
+            cbc=allow_cbc and not require_gcm,
+            guard=self,
         )
+        return plain
+
+    def _refuse_cbc_while_locked(self) -> None:
+        """A DecryptionError, before anything is derived, while the session refuses CBC; the
+        count starts again once the lockout has passed."""
+        with self._cbc_lock:
+            if not self._cbc_locked_until:
+                return
+            left = self._cbc_locked_until - time.monotonic()
+            if left <= 0:
+                self._cbc_failures, self._cbc_locked_until = 0, 0.0
+                return
+            failures = self._cbc_failures
+        raise DecryptionError(
+            f"this session refuses AES-CBC replies for {left:.0f} s more: {failures} failed to "
+            "open (the unauthenticated form, which an attacker can probe by altering replies); "
+            "GCM replies still open"
+        )
+
+    def _count_cbc_failure(self) -> None:
+        with self._cbc_lock:
+            self._cbc_failures += 1
+            if self._cbc_failures >= self.cbc_failure_limit:
+                self._cbc_locked_until = time.monotonic() + self.cbc_lockout
 
     def __repr__(self) -> str:
         backing = "hardware" if self.hardware_backed else "software"

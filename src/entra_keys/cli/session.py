@@ -1,7 +1,8 @@
 """The ``entra-keys session`` commands: import, derive, sign and decrypt with the PRT session key.
 
 A thin layer over ``entra_keys.session``. Input is read only up to what a command needs:
-``decrypt`` refuses a response over ``--max-size`` unread.
+``decrypt`` refuses a response over ``--max-size`` unread, ``import``, ``sign`` and ``derive``
+an input over ``MAX_JSON_SIZE`` (1 MiB, the most a token response or a payload may be).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .. import session
-from .._json import Members
+from .._json import MAX_JSON_SIZE, Members
 from .common import (
     CommandError,
     Context,
@@ -52,6 +53,12 @@ def _ctx_argument(text: str) -> bytes:
     return value
 
 
+def _read_json_input(path: str, what: str) -> bytes:
+    """An input that holds at most a JSON document: one byte past ``MAX_JSON_SIZE`` is read
+    (never a whole /dev/zero) and refused."""
+    return read_input(path, MAX_JSON_SIZE, what=what)
+
+
 def _session_key_jwe(data: bytes, path: str) -> str:
     """The JWE in a file: the compact JWE itself, or a token response holding session_key_jwe."""
     text = _text(data, path)
@@ -63,7 +70,7 @@ def _session_key_jwe(data: bytes, path: str) -> str:
 def cmd_session_import(ctx: Context) -> int:
     """Import the PRT session key from a session_key_jwe and store it under its name."""
     args = ctx.args
-    jwe = _session_key_jwe(read_input(args.input), args.input)
+    jwe = _session_key_jwe(_read_json_input(args.input, "session_key_jwe"), args.input)
     transport_key = ctx.load(args.transport_key)
     prt = session.PRTSession.create(
         ctx.store,
@@ -93,7 +100,7 @@ def cmd_session_import(ctx: Context) -> int:
 def cmd_session_derive(ctx: Context) -> int:
     """Print the derived key for a ctx (and payload) in hex: a diagnostic."""
     args = ctx.args
-    payload = None if args.payload is None else read_input(args.payload)
+    payload = None if args.payload is None else _read_json_input(args.payload, "payload")
     kdf = args.kdf if args.kdf is not None else (1 if payload is None else 2)
     if kdf == 2 and payload is None:
         raise CommandError("KDF v2 hashes the payload: give it with --payload FILE")
@@ -109,7 +116,7 @@ def cmd_session_derive(ctx: Context) -> int:
 def cmd_session_sign(ctx: Context) -> int:
     """Write a compact JWS (HS256, KDF v2) over the exact bytes of the payload file."""
     args = ctx.args
-    payload = read_input(args.input)
+    payload = _read_json_input(args.input, "payload")
     key = ctx.store.load_session_key(args.name, passphrase=ctx.passphrase())
     token = session.sign_request(key, payload)
     if ctx.json:
@@ -121,13 +128,18 @@ def cmd_session_sign(ctx: Context) -> int:
 
 def cmd_session_decrypt(ctx: Context) -> int:
     """Write the plaintext of an encrypted token-service response (a plain JSON body is
-    refused: the service's error object as its error); the input is read only up to
-    ``--max-size`` bytes, and the plaintext is always a JSON object."""
+    refused: the service's error object as its error; the AES-CBC form only with
+    ``--allow-cbc``); the input is read only up to ``--max-size`` bytes, and the plaintext is
+    always a JSON object."""
     args = ctx.args
     body = read_input(args.input, limit=args.max_size)
     key = ctx.store.load_session_key(args.name, passphrase=ctx.passphrase())
     plain = session.decrypt_response(
-        key, body, max_response_size=args.max_size, require_gcm=args.require_gcm
+        key,
+        body,
+        max_response_size=args.max_size,
+        require_gcm=args.require_gcm,
+        allow_cbc=args.allow_cbc,
     )
     if ctx.json:
         # decrypt_response returns only a UTF-8 JSON object, so the text always decodes.
@@ -215,5 +227,11 @@ def add_session_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
         "--require-gcm",
         action="store_true",
         help="refuse the unauthenticated AES-CBC form Entra also sends (for a GCM reply)",
+    )
+    decrypt.add_argument(
+        "--allow-cbc",
+        action="store_true",
+        help="open the unauthenticated AES-CBC form Entra sends renewals in: whether it opens "
+        "tells whoever altered it about its plaintext (SECURITY.md)",
     )
     add_command(decrypt, cmd_session_decrypt)

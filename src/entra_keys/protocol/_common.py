@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import platform
 import re
 import urllib.parse
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .._json import b64_encode
+from .._json import b64_encode, dump_object
 from ..errors import InvalidData
 from ..formats import PrivateKey
 
@@ -105,17 +104,22 @@ def json_request(method: str, url: str, body: Mapping[str, Any], bearer: str) ->
         "Content-Type": _JSON,
         "Accept": _JSON,
     }
-    try:
-        payload = json.dumps(dict(body), separators=(",", ":"), allow_nan=False).encode("ascii")
-    except (TypeError, ValueError) as exc:
-        raise InvalidData(f"the request body cannot be serialized as JSON ({exc})") from exc
-    return Request(method, url, headers, payload)
+    # What the strict reader reads back member for member (no name that is no str, written as
+    # one already there), ASCII.
+    return Request(method, url, headers, dump_object(body, "the request body", ascii_only=True))
 
 
 def form_request(url: str, fields: Sequence[tuple[str, str]]) -> Request:
     """A POST with a form body, the way the token service takes it."""
     headers = {"Content-Type": _FORM, "Accept": _JSON}
-    return Request("POST", url, headers, urllib.parse.urlencode(list(fields)).encode("ascii"))
+    error: str | None = None
+    try:
+        body = urllib.parse.urlencode(list(fields)).encode("ascii")
+    except (UnicodeEncodeError, TypeError) as exc:  # a lone surrogate: not UTF-8
+        error = f"a form field cannot be encoded ({type(exc).__name__}: {exc.args[0]!r:.80})"
+    if error is not None:  # raised here, so that no chained exception holds the value
+        raise InvalidData(error)
+    return Request("POST", url, headers, body)
 
 
 def token_url(tenant: str) -> str:

@@ -197,6 +197,8 @@ def registration_request(
     }
     if attributes is not None:
         body["Attributes"] = _attributes(attributes)
+    if extra_fields is not None and not isinstance(extra_fields, Mapping):
+        raise InvalidData(f"extra_fields is a mapping, not {type(extra_fields).__name__}")
     for name, value in (extra_fields or {}).items():
         if name in _BUILT:
             raise InvalidData(f"extra_fields may not replace {name!r}, which is built here")

@@ -99,7 +99,7 @@ def ngc_assertion(
     if not isinstance(lifetime, datetime.timedelta) or lifetime <= datetime.timedelta(0):
         raise InvalidData("lifetime is a positive datetime.timedelta")
     moment = datetime.datetime.now(datetime.UTC) if now is None else now
-    if moment.tzinfo is None:
+    if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
         raise InvalidData("now is an aware datetime (UTC)")
     seconds = int(moment.timestamp())
     span = int(lifetime.total_seconds())

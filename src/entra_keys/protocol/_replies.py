@@ -190,7 +190,9 @@ def _open_client_key(key: SessionKey, token: str, size: int | None) -> bytes:
             raise InvalidData(f"a clientKey that is no JWE is base64: {exc}") from exc
     if token.count(".") != 4:
         raise InvalidData(f"a clientKey JWE has 5 segments, this one has {token.count('.') + 1}")
-    return decrypt_jwe(key, token, size=size)
+    # The CBC form (roadlib, Himmelblau: either) is taken: a clientKey is read from the PRT
+    # reply, whose plain form only TLS protects anyway, or from inside an encrypted renewal.
+    return decrypt_jwe(key, token, size=size, allow_cbc=True)
 
 
 @dataclass
@@ -208,18 +210,33 @@ class _Prt:
     session_key_jwe: str | None
 
 
-def _prt_fields(fields: Members, received_at: datetime.datetime | None) -> _Prt:
-    what = fields.what
-    _check_refusal(fields)
+def _received(received_at: datetime.datetime | None) -> datetime.datetime:
+    """When the reply was received, in UTC: ``received_at`` (an aware datetime) or now."""
     moment = datetime.datetime.now(datetime.UTC) if received_at is None else received_at
     if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
         raise InvalidData("received_at is an aware datetime (UTC)")
+    try:
+        return moment.astimezone(datetime.UTC)
+    except OverflowError:  # within a day of datetime.min or datetime.max
+        raise InvalidData(f"received_at {moment.isoformat()} is out of range") from None
+
+
+def _prt_fields(fields: Members, moment: datetime.datetime) -> _Prt:
+    what = fields.what
+    _check_refusal(fields)
     lifetime = fields.integer("refresh_token_expires_in", 0, _MAX_LIFETIME, digit_strings=True)
     _check_numbers(fields)
+    try:
+        expires_at = moment + datetime.timedelta(seconds=lifetime)
+    except OverflowError:
+        raise InvalidData(
+            f"{what}: received_at plus refresh_token_expires_in ({lifetime} s) is past the "
+            "year 9999"
+        ) from None
     return _Prt(
         reply=fields.value,
         refresh_token=fields.text("refresh_token"),
-        expires_at=moment.astimezone(datetime.UTC) + datetime.timedelta(seconds=lifetime),
+        expires_at=expires_at,
         id_token=fields.text("id_token"),
         token_type=fields.optional_text("token_type"),
         tgt_ad=_tgt(fields.optional("tgt_ad"), f"{what}'s tgt_ad"),
@@ -283,7 +300,7 @@ def parse_prt_response(
     DecryptionError.
     """
     what = "the PRT reply"
-    parsed = _prt_fields(Members.load(body, what), received_at)
+    parsed = _prt_fields(Members.load(body, what), _received(received_at))
     if parsed.session_key_jwe is None:
         raise InvalidData(f"{what} has no 'session_key_jwe'")
     key = import_session_key(store.provider, transport_key, parsed.session_key_jwe)
@@ -303,8 +320,11 @@ def parse_refresh_response(
     require_gcm: bool = False,
 ) -> PRT:
     """The renewed PRT of a ``refresh_prt_request`` reply: an encrypted reply, a ``dir`` JWE
-    under ``prt_session`` (``PRTSession.decrypt_response``, at most its ``max_response_size``,
-    1 MiB; ``require_gcm`` refuses the unauthenticated CBC form).
+    under ``prt_session`` (``PRTSession.decrypt_reply``, at most its ``max_response_size``,
+    1 MiB), GCM or the unauthenticated CBC form Entra sends renewals in (``require_gcm``
+    refuses CBC). A CBC reply that is not the whole expected reply (a member missing or out
+    of range, an error object) is the one DecryptionError and counts toward the session's
+    CBC limit, so that whoever alters it learns nothing of its plaintext.
 
     A plain body is refused (the service's error object as a ``ServiceError``): only the
     session can vouch for a reply that carries a PRT and, perhaps, a new session key. Its
@@ -313,9 +333,15 @@ def parse_refresh_response(
     (``transport_key`` needed), once the rest of the reply checked out.
     """
     what = "the PRT renewal reply"
-    plain = prt_session.decrypt_response(body, require_gcm=require_gcm)
-    # decrypt_response bounded the reply: its plaintext is read whatever its size
-    parsed = _prt_fields(Members.load(plain, what, max_size=len(plain)), received_at)
+    if not isinstance(prt_session, PRTSession):
+        raise InvalidData(f"a PRTSession opens the reply, not {type(prt_session).__name__}")
+    moment = _received(received_at)  # the caller's value, checked before anything is opened
+    parsed = prt_session.decrypt_reply(
+        # decrypt_reply bounded the reply: its plaintext is read whatever its size
+        body,
+        lambda plain: _prt_fields(Members.load(plain, what, max_size=len(plain)), moment),
+        require_gcm=require_gcm,
+    )
     if parsed.session_key_jwe is None:
         return _prt(parsed, prt_session, prt_session.key, what)
     if transport_key is None:
@@ -334,8 +360,10 @@ def parse_token_response(
     """The members of an ``app_token_request`` reply (``access_token``, ``token_type``,
     ``refresh_token``, ``id_token``, ...): an encrypted reply, a ``dir`` JWE under
     ``prt_session`` (at most its ``max_response_size``, 1 MiB; ``require_gcm`` refuses the CBC
-    form); a plain body is refused, the service's error object (plain or encrypted) a
-    ``ServiceError``.
+    form); a plain body is refused, the service's error object (plain, or encrypted under GCM)
+    a ``ServiceError``. Under CBC, which nothing authenticates, a reply that is not the whole
+    expected reply (below, or an error object) is the one DecryptionError, counted toward the
+    session's CBC limit (``PRTSession.decrypt_reply``).
 
     ``access_token`` and ``token_type`` are required (RFC 6749 §5.1); ``expires_in``,
     ``ext_expires_in``, ``refresh_token_expires_in`` and ``refresh_in`` are 0 to 2**31 - 1
@@ -343,7 +371,13 @@ def parse_token_response(
     numbers or strings of digits (Entra writes strings); anything else is InvalidData naming
     the member. The members are returned as the reply has them.
     """
-    plain = prt_session.decrypt_response(body, require_gcm=require_gcm)
+    if not isinstance(prt_session, PRTSession):
+        raise InvalidData(f"a PRTSession opens the reply, not {type(prt_session).__name__}")
+    return prt_session.decrypt_reply(body, _token_reply, require_gcm=require_gcm)
+
+
+def _token_reply(plain: bytes) -> dict[str, Any]:
+    """The members of a token reply's plaintext, checked (``parse_token_response``)."""
     reply = Members.load(plain, "the token reply", max_size=len(plain))  # bounded above
     _check_refusal(reply)
     reply.text("access_token")

@@ -244,7 +244,12 @@ class SoftwareSessionKey(SessionKey):
         return False
 
     def hmac_sha256(self, data: bytes) -> bytes:
-        """HMAC-SHA256 of the data under the session key."""
+        """HMAC-SHA256 of the data under the session key; at most ``MAX_INPUT`` bytes, as a
+        TPM takes."""
+        if len(data) > self.MAX_INPUT:
+            raise UnsupportedAlgorithm(
+                f"a session key HMAC takes at most {self.MAX_INPUT} bytes, not {len(data)}"
+            )
         return hmac.new(self.__key, data, hashlib.sha256).digest()
 
     def _key_bytes(self) -> bytes:

@@ -236,6 +236,7 @@ class EntraStandIn:
         """The reply body for any request of the table in the module docstring."""
         if not isinstance(request, Request):
             raise InvalidData(f"a Request, not {type(request).__name__}")
+        _check_fields(request)
         path = _split(request.url).path
         if request.url.startswith(f"{_LOGIN}/") and path.endswith("/oauth2/token"):
             return self.token(request)
@@ -303,12 +304,15 @@ class EntraStandIn:
     def leave(self, request: Request, *, client_certificate: x509.Certificate | None) -> bytes:
         """The leave: DELETE of a device, authenticated by the TLS client certificate alone
         (it must be that device's certificate, as the TLS server saw it)."""
+        _check_fields(request)
         if request.method != "DELETE":
-            raise InvalidData(f"a leave is a DELETE, not {request.method:.20}")
+            raise InvalidData(f"a leave is a DELETE, not {request.method!r:.40}")
         prefix = f"{_DRS}/EnrollmentServer/device/"
+        _split(request.url)
         if not request.url.startswith(prefix):
             raise InvalidData(f"a leave goes to {prefix}{{id}}, not {request.url:.200}")
-        device_id = request.url.removeprefix(prefix)
+        # A GUID names one device in either case (RFC 9562 §4), as leave_request takes it.
+        device_id = request.url.removeprefix(prefix).lower()
         record = self.drs.devices.get(device_id)
         if record is None:
             raise InvalidData(f"no device {device_id[:100]!r} is registered here")
@@ -327,9 +331,10 @@ class EntraStandIn:
     def token(self, request: Request) -> bytes:
         """``/{tenant}/oauth2/token``: a nonce, a PRT (RS256 request) or a session-key request
         (HS256)."""
+        _check_fields(request)
         url = _split(request.url)
         if request.method != "POST" or not request.url.startswith(f"{_LOGIN}/"):
-            raise InvalidData(f"the token endpoint takes a POST, not {request.method:.20}")
+            raise InvalidData(f"the token endpoint takes a POST, not {request.method!r:.40}")
         tenant, _, rest = url.path.removeprefix("/").partition("/")
         if rest != "oauth2/token" or url.query or url.fragment:
             raise InvalidData("the token endpoint is /{tenant}/oauth2/token")
@@ -540,10 +545,25 @@ def _json(value: Mapping[str, Any]) -> bytes:
     return json.dumps(dict(value), separators=(",", ":")).encode("utf-8")
 
 
+def _check_fields(request: Request) -> None:
+    """A Request's method a str, its headers a mapping of str to str (its url and body are
+    checked where they are read), else InvalidData."""
+    if type(request.method) is not str:
+        raise InvalidData(f"a request method is a str, not {type(request.method).__name__}")
+    headers = request.headers
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
+    ):
+        raise InvalidData(f"request headers are a mapping of str to str, not {headers!r:.100}")
+
+
 def _split(url: object) -> urllib.parse.SplitResult:
-    """A URL's parts; InvalidData for what is no URL."""
+    """A URL's parts; InvalidData for what is no URL, and for a URL that holds a space or a
+    control character (urlsplit deletes TAB, CR and LF, which an HTTP client refuses)."""
     if not isinstance(url, str):
         raise InvalidData(f"a URL is a str, not {type(url).__name__}")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise InvalidData(f"a URL holds no space or control character: {url[:200]!r}")
     try:
         return urllib.parse.urlsplit(url)
     except ValueError as exc:
@@ -551,8 +571,9 @@ def _split(url: object) -> urllib.parse.SplitResult:
 
 
 def _expect(request: Request, method: str, prefix: str, query: str) -> None:
+    _check_fields(request)
     if request.method != method:
-        raise InvalidData(f"{prefix} takes a {method}, not {request.method:.20}")
+        raise InvalidData(f"{prefix} takes a {method}, not {request.method!r:.40}")
     url = _split(request.url)
     if not request.url.startswith(prefix) or url.query != query or url.fragment:
         raise InvalidData(f"the request goes to {prefix}...?{query}, not {request.url:.200}")

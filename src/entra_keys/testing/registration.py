@@ -23,6 +23,9 @@ rule                                               source
 =================================================  ==========================================
 the CSR is PKCS#10, signed by its key, subject     MS-DVRJ 3.1.5.1.1, MS-DRS 3.3
 ``CN=7E980AD9-...``
+the device key (the CSR's) and the transport key   MS-DVRJ 3.1.5.1.1 (RSA-2048 keys); the
+are RSA-2048: else InvalidData                     session key is RSA-OAEP-encrypted to the
+                                                   transport key
 the transport key is another key than the device   not documented; chosen because the
 key (the CSR's): else InvalidData                  device key signs and the transport key
                                                    decrypts, and Windows, roadlib and
@@ -56,10 +59,11 @@ import json
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as PycaInvalidSignature
@@ -88,6 +92,8 @@ __all__ = [
 ]
 
 _JOIN_TYPES = {0: "join", 4: "register", 6: "hybrid"}
+_N = TypeVar("_N", bytes, str)  # a DRS nonce (bytes) or a PRT nonce (str)
+_KEY_BITS = 2048  # the device and transport keys of a join (MS-DVRJ 3.1.5.1.1)
 #: How long a nonce (DRS or srv_challenge) is accepted after it was issued, in seconds.
 NONCE_LIFETIME = 300
 #: The largest request token (a JWT) or body taken, in characters or bytes: not documented;
@@ -178,6 +184,9 @@ class RegistrationService:
         # Issued nonces and when each expires (clock seconds); the two kinds never mix.
         self._nonces: dict[bytes, float] = {}
         self._prt_nonces: dict[str, float] = {}
+        # Each set's nonces in issue order (all share one lifetime, so in expiry order too).
+        self._nonce_queue: deque[tuple[float, bytes]] = deque()
+        self._prt_nonce_queue: deque[tuple[float, str]] = deque()
         self._enrolled: dict[bytes, EnrolledAK] = {}
         self.devices: dict[str, DeviceRecord] = {}
         #: The session key side of each PRT ``issue_prt`` issued, by refresh token.
@@ -258,16 +267,8 @@ class RegistrationService:
     def issue_nonce(self) -> bytes:
         """A fresh nonce for one key certification; accepted once, for ``NONCE_LIFETIME``."""
         nonce = os.urandom(16)
-        self._nonces[nonce] = self._expiry(self._nonces)
+        _issue(self._nonces, self._nonce_queue, nonce, self.clock())
         return nonce
-
-    def _expiry(self, issued: dict[Any, float]) -> float:
-        """When a nonce issued now expires; expired nonces are forgotten first, so that the
-        set stays as small as the nonces a client can still use."""
-        now = self.clock()
-        for old in [n for n, expires in issued.items() if expires <= now]:
-            del issued[old]
-        return now + NONCE_LIFETIME
 
     def _spend(self, issued: dict[Any, float], nonce: object, what: str) -> None:
         """Accept a nonce of ``issued`` once, before it expires; InvalidData otherwise."""
@@ -291,6 +292,8 @@ class RegistrationService:
         transport = formats.public_key_from_bcrypt(fields.base64("TransportKey"))
         if not isinstance(transport, rsa.RSAPublicKey):  # pragma: no cover - the parser's type
             raise InvalidData("the transport key is not RSA")
+        if transport.key_size != _KEY_BITS:  # the session key is RSA-OAEP-encrypted to it
+            raise InvalidData(f"the transport key is RSA-{_KEY_BITS}, not RSA-{transport.key_size}")
         join_type_value = fields.integer("JoinType", min(_JOIN_TYPES), max(_JOIN_TYPES))
         if join_type_value not in _JOIN_TYPES:
             raise InvalidData(f"JoinType {join_type_value!r} is not 0, 4 or 6")
@@ -305,11 +308,12 @@ class RegistrationService:
             raise InvalidSignature("the certificate request is not signed by its key")
         if subject != formats.REGISTRATION_SUBJECT:
             raise InvalidData(f"unexpected request subject {subject}")
-        if not isinstance(device_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise InvalidData("the certificate request's key is neither RSA nor elliptic-curve")
-        if isinstance(device_key, rsa.RSAPublicKey) and (
-            device_key.public_numbers() == transport.public_numbers()
-        ):
+        if not isinstance(device_key, rsa.RSAPublicKey) or device_key.key_size != _KEY_BITS:
+            raise InvalidData(
+                f"the certificate request's key is RSA-{_KEY_BITS} (it signs PRT requests RS256), "
+                f"not {_key_name(device_key)}"
+            )
+        if device_key.public_numbers() == transport.public_numbers():
             raise InvalidData("the transport key is the device key: a join needs two keys")
         attested = self._check_attestation(fields.optional("Attestation"), device_key, transport)
         device_id = str(uuid.uuid4())
@@ -338,7 +342,7 @@ class RegistrationService:
     def _check_attestation(
         self,
         attestation: object,
-        device_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+        device_key: rsa.RSAPublicKey,
         transport: rsa.RSAPublicKey,
     ) -> bool:
         """Both keys certified by an enrolled AK, checked against the TPMT_PUBLIC recorded at
@@ -376,7 +380,7 @@ class RegistrationService:
         """A fresh nonce (``grant_type=srv_challenge``) for one PRT request; spent on use,
         accepted for ``NONCE_LIFETIME``."""
         nonce = b64url_encode(os.urandom(24))
-        self._prt_nonces[nonce] = self._expiry(self._prt_nonces)
+        _issue(self._prt_nonces, self._prt_nonce_queue, nonce, self.clock())
         return nonce
 
     # -- the PRT ------------------------------------------------------------------------------
@@ -471,6 +475,26 @@ def _segment(text: str, what: str) -> bytes:
         return b64url_decode(text)
     except InvalidData as exc:
         raise InvalidData(f"malformed request token: {what}: {exc}") from None
+
+
+def _issue(issued: dict[_N, float], queue: deque[tuple[float, _N]], nonce: _N, now: float) -> None:
+    """Record a nonce issued ``now``. The expired ones are forgotten first, from the front of
+    the issue-order queue (spent ones are already gone from ``issued``), so that the set stays
+    as small as the nonces a client can still use, in time linear in the nonces issued."""
+    while queue and queue[0][0] <= now:
+        issued.pop(queue.popleft()[1], None)
+    expires = now + NONCE_LIFETIME
+    issued[nonce] = expires
+    queue.append((expires, nonce))
+
+
+def _key_name(key: object) -> str:
+    """What a key is, for a message: RSA-<bits>, the curve, or its type."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA-{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"{key.curve.name} (elliptic-curve)"
+    return type(key).__name__
 
 
 def _ak_name(ak_public: bytes) -> bytes:

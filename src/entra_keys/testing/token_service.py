@@ -6,7 +6,7 @@ Join-agent authors can test their PRT code without Entra::
     jwe = service.session_key_jwe(transport_key.public_key())   # what the PRT reply carries
     session = PRTSession.create(store, "prt", transport_key, jwe)
     service.verify_request(session.sign_request({"grant_type": "refresh_token"}))
-    session.decrypt_response(service.encrypt_response(b'{"id_token": "..."}', mode="cbc"))
+    session.decrypt_response(service.encrypt_response(b'{"id_token": "..."}'))
 
 It is the *other* side, written on pyca ``cryptography`` and the strict JSON and base64 reader
 of ``entra_keys._json`` alone (its KDF is pyca's ``KBKDFHMAC``), so it checks the device's code
@@ -72,16 +72,24 @@ class TokenService:
         """The key encrypted to the transport key as Entra sends it: RSA-OAEP (SHA-1) in a
         compact JWE ``{"alg":"RSA-OAEP","enc":"A256GCM"}`` whose ciphertext is one byte; with
         ``alg="RSA-OAEP-256"``, OAEP with SHA-256 and MGF1-SHA-256 (RFC 7518 §4.3), as MSAL's
-        bound refresh tokens wrap it."""
+        bound refresh tokens wrap it. A key it cannot encrypt to is InvalidData."""
         if alg == "RSA-OAEP":
             chosen: hashes.HashAlgorithm = hashes.SHA1()  # noqa: S303 - what Entra encrypts with
         elif alg == "RSA-OAEP-256":
             chosen = hashes.SHA256()
         else:
-            raise ValueError(f"alg {alg!r}: 'RSA-OAEP' or 'RSA-OAEP-256'")
-        encrypted_key = transport_key.encrypt(
-            self._session_key, padding.OAEP(padding.MGF1(chosen), chosen, None)
-        )
+            raise InvalidData(f"alg {alg!r}: 'RSA-OAEP' or 'RSA-OAEP-256'")
+        if not isinstance(transport_key, rsa.RSAPublicKey):
+            raise InvalidData(f"a transport key is RSA, not {type(transport_key).__name__}")
+        try:
+            encrypted_key = transport_key.encrypt(
+                self._session_key, padding.OAEP(padding.MGF1(chosen), chosen, None)
+            )
+        except ValueError:  # pyca: a key too small (or too large) for OAEP of 32 bytes
+            raise InvalidData(
+                f"the session key cannot be {alg}-encrypted to an RSA-{transport_key.key_size} "
+                "transport key"
+            ) from None
         header_b64 = b64url_encode(_json({"alg": alg, "enc": "A256GCM"}))
         iv = os.urandom(12)
         sealed = AESGCM(self._session_key).encrypt(iv, b"\x00", header_b64.encode("ascii"))
@@ -127,6 +135,8 @@ class TokenService:
     def verify_request(self, token: str) -> dict[str, Any]:
         """Check a device's HS256 request (KDF v2, the header as Entra expects it) and return
         its payload; InvalidSignature for a wrong signature, InvalidData for a wrong form."""
+        if not isinstance(token, str):
+            raise InvalidData(f"a request token is a str, not {type(token).__name__}")
         parts = token.split(".")
         if len(parts) != 3:
             raise InvalidData(f"a compact JWS has 3 segments, not {len(parts)}")

@@ -500,9 +500,6 @@ class TPMECKey(_TPMKeyBase, EntraECKey):
 class TPMSessionKey(_TPMObject, SessionKey):
     """The PRT session key as a keyed-hash (HMAC-SHA256) object under the storage key."""
 
-    #: The largest input one TPM2_HMAC takes (TPM2B_MAX_BUFFER).
-    MAX_INPUT = 1024
-
     def __init__(
         self, conn: Connection, private: Any, public: Any, parent: int | None = None
     ) -> None:
