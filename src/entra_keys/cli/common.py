@@ -155,7 +155,8 @@ def read_input(path: str, limit: int | None = None, *, what: str = "", stdin: bo
         the = f"the {what} " if what else ""
         raise CommandError(f"cannot read {the}{path}: {exc.strerror or exc}") from exc
     if limit is not None and len(data) > limit:
-        raise CommandError(f"{path} holds more than {limit} bytes, the limit (--max-size)")
+        the = f"the {what}, " if what else ""
+        raise CommandError(f"{the}{path}, holds more than {limit} bytes, its limit")
     return data
 
 
