@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import AttestationCheckFailed, InvalidData
 from ..tcg.nvcert import MAX_CERTIFICATE_SIZE, der_sequence_length, oid_text, read_tlv
+from ..tcg.wire import readable_bytes
 from .ekcert import ReadCertificate, read_certificate
 
 __all__ = [
@@ -80,7 +81,7 @@ def load_ca_bundle(
     ``MAX_BUNDLE_SIZE``, or holds no certificate at all is an InvalidData."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidData(f"{source} is bytes, not {type(data).__name__}")
-    data = bytes(data)
+    data = readable_bytes(data, source)
     if len(data) > MAX_BUNDLE_SIZE:
         raise InvalidData(f"{source} is {len(data)} bytes, over the limit of {MAX_BUNDLE_SIZE}")
     pieces = _pem_pieces(data) if b"-----BEGIN" in data else _pkcs7_pieces(data)

@@ -81,11 +81,15 @@ def owned_event_log(data: object) -> EventLog | bytes | None:
     if data is None or isinstance(data, EventLog):
         return data
     if isinstance(data, bytes | bytearray | memoryview):
-        if len(data) > MAX_LOG_SIZE:  # before copying it
-            raise MalformedAttestation(
-                f"event log: {len(data)} bytes is more than the {MAX_LOG_SIZE} allowed"
-            )
-        return bytes(data)
+        try:
+            size = len(data)  # before copying it
+            if size > MAX_LOG_SIZE:
+                raise MalformedAttestation(
+                    f"event log: {size} bytes is more than the {MAX_LOG_SIZE} allowed"
+                )
+            return bytes(data)
+        except ValueError:  # a released memoryview
+            raise MalformedAttestation("the event log is a released memoryview") from None
     raise MalformedAttestation(
         f"the event log is bytes, a bytearray, a memoryview or an EventLog, not "
         f"{type(data).__name__}"
@@ -343,7 +347,7 @@ def _id_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str]:
     """Names of entries: hex digests or fingerprints (lowercased) or certificate subjects."""
     if values is None:
         return frozenset()
-    if isinstance(values, str | bytes):
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise InvalidData(f"boot policy: {what} is a list, not one {type(values).__name__}")
     out: set[str] = set()
     for value in values:
@@ -452,7 +456,11 @@ class BootPolicy:
                 raise InvalidData(f"boot policy: {name} is True or False")
         patterns = self.allowed_kernel_cmdline_patterns
         if patterns is not None:
-            if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+            if (
+                isinstance(patterns, str)
+                or not isinstance(patterns, Iterable)
+                or not all(isinstance(p, str) for p in patterns)
+            ):
                 raise InvalidData("boot policy: allowed_kernel_cmdline_patterns is a list of str")
             texts = tuple(patterns)
             try:

@@ -248,8 +248,15 @@ OwnedCertificate = Any
 def _owned_certificate(certificate: object, what: str = "an AK certificate") -> OwnedCertificate:
     """An AK certificate as given (a ``cryptography`` certificate, or one read), bytes-likes
     copied."""
-    if certificate is None or isinstance(certificate, bytes | bytearray | memoryview):
-        return None if certificate is None else bytes(certificate)
+    if certificate is None:
+        return None
+    if isinstance(certificate, bytes | bytearray | memoryview):
+        try:
+            return bytes(certificate)
+        except ValueError:  # a released memoryview
+            raise AttestationCheckFailed(
+                f"{what} is a released memoryview", Check.CERTIFICATE
+            ) from None
     from cryptography import x509
 
     if isinstance(certificate, x509.Certificate | ReadCertificate):

@@ -66,7 +66,7 @@ from ._efi import (
     text_of,
 )
 from .wire import HASH_ALGORITHMS as WIRE_HASHES
-from .wire import TPM_ALG_SM3_256
+from .wire import TPM_ALG_SM3_256, readable_bytes
 
 __all__ = [
     "BITLOCKER_FLAGS",
@@ -837,9 +837,15 @@ def parse_event_log(data: bytes) -> EventLog:
     have the size the Spec ID event declares for their algorithm, and an algorithm it does not
     declare is an error. Every malformed log is ``InvalidData`` naming the event, its offset
     and the field."""
-    if len(data) > MAX_LOG_SIZE:
-        raise InvalidData(f"event log: {len(data)} bytes is more than the {MAX_LOG_SIZE} allowed")
-    data = bytes(data)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidData(f"event log: bytes expected, not {type(data).__name__}")
+    try:
+        size = len(data)  # before any copy
+    except ValueError:  # a released memoryview
+        size = 0
+    if size > MAX_LOG_SIZE:
+        raise InvalidData(f"event log: {size} bytes is more than the {MAX_LOG_SIZE} allowed")
+    data = readable_bytes(data, "event log")
     if not data:
         raise InvalidData("event log: empty (no events)")
     if len(data) < _SHA1_HEADER.size:
