@@ -697,13 +697,13 @@ def test_a_boot_policy_without_a_log_is_refused(soft_ak: EntraPrivateKey) -> Non
         verify(soft_ak, quote, BOOT.log(), boot_policy={"secure_boot": True})  # type: ignore[arg-type]
 
 
-
 def test_a_policy_field_that_is_no_list_is_invalid_data() -> None:
     """A number where a list of names or patterns goes is InvalidData, as a string is."""
     for name in ("allowed_kernels", "allowed_signers", "allowed_kernel_cmdline_patterns"):
         for value in (5, object(), 2.5):
             with pytest.raises(InvalidData, match=name):
                 BootPolicy(**{name: value})
+
 
 def test_the_policy_reads_json_strictly() -> None:
     policy = full_policy(BOOT)
