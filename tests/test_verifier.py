@@ -606,6 +606,20 @@ def test_a_sha1_bank_is_refused_by_a_policy_without_allow_sha1() -> None:
         verify_quote(*args)
 
 
+def test_trust_is_checked_before_the_expected_banks() -> None:
+    """The documented order: trust first. An AK the policy does not trust, signing nothing it
+    made, with a SHA-1 bank expected, is refused as TRUST, not HASH; a bad boot policy's type
+    is refused with the inputs, before any check."""
+    body = TPMSQuoteInfo(TPMLPCRSelection.of({"sha1": [0]}), hashlib.sha256(bytes(20)).digest())
+    data = quote_attest(attested=body).to_bytes()
+    untrusted = TrustPolicy(trusted_aks=[EC_AK.public_key()])
+    args = (data, sign(EC_AK, data), ak_public(RSA_AK), NONCE, {"sha1": {0: bytes(20)}})
+    with raises_check(Check.TRUST):
+        verify_quote(*args, policy=untrusted)
+    with pytest.raises(InvalidData, match="boot_policy is a BootPolicy"):
+        verify_quote(*args, policy=untrusted, boot_policy={"secure_boot": True})  # type: ignore[arg-type]
+
+
 def test_bytearray_pcr_values_are_taken_as_they_are_at_the_call() -> None:
     values = {i: bytearray(v) for i, v in PCRS.items()}
     assert check_quote(quote_attest(), pcrs={"sha256": values}).pcr_values == {"sha256": PCRS}
