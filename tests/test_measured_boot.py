@@ -653,7 +653,7 @@ def test_a_hash_signer_must_be_allowed(soft_ak: EntraPrivateKey) -> None:
 
 
 def test_the_structure_rules_take_real_firmware_logs() -> None:
-    """The rules that bind types to content refuse no genuine log: firmware's PCR 0 and PCR 7
+    """The rules that bind types to content refuse no genuine log: firmware's PCRs 0, 4 and 7
     (variables, separators, db and shim authorities, shim's SbatLevel and MokListTrusted) and
     GRUB's PCR 8 strings, as real machines logged them."""
     for name in ("event-moklisttrusted.bin", "event-postcode.bin", "event-bootorder.bin"):
@@ -664,8 +664,11 @@ def test_the_structure_rules_take_real_firmware_logs() -> None:
             allowed_signers=[a.entry.subject or "" for a in facts.authorities if a.entry] or None,
             allowed_kernel_cmdline_patterns=[".*"],
             allowed_firmware_versions=[v for v in facts.firmware_versions if v] or ["none"],
+            allowed_boot_loaders=[
+                d.hex() for app in facts.boot_applications for d in app.digests.values()
+            ],
         )
-        assert policy.reads() == (0, 7, 8, 12)
+        assert policy.reads() == (0, 4, 7, 8, 12)
         found = [v for v in policy.violations(facts) if "firmware version ''" not in v]
         assert found == [], name  # (some firmware measures an empty version string)
 
@@ -787,6 +790,20 @@ def test_the_windows_quote_ties_to_its_log_and_meets_a_dha_policy() -> None:
     )
     with pytest.raises(AttestationCheckFailed, match="EV_IPL, which the policy cannot account"):
         WINDOWS_POLICY.check(parse_event_log(hidden).facts())
+
+
+def test_a_windows_separator_relabelled_is_refused() -> None:
+    """Windows closes PCRs 12-14 with a "WBCL" separator; relabelled as a SIPA container (the
+    events after it would be read as before it) it is no tagged event, and refused."""
+    _, _, log = windows_quote()
+    parsed = parse_event_log(log)
+    assert WINDOWS_POLICY.violations(parsed.facts()) == ()
+    separator = next(e for e in parsed.events if e.pcr == 12 and e.event_type == 4)
+    digest = hashlib.sha1(separator.data).digest()
+    relabelled = _sha1_log_with(log, separator.offset, separator.data, separator.data, digest, 6)
+    assert parse_event_log(relabelled).replay() == parsed.replay()
+    with pytest.raises(AttestationCheckFailed, match="EV_EVENT_TAG but no tagged event"):
+        WINDOWS_POLICY.check(parse_event_log(relabelled).facts())
 
 
 def _with_sipa_record(tagged: bytes, kind: int, value: bytes) -> bytes:
