@@ -524,9 +524,10 @@ def test_a_grub_command_line_relabelled_to_hide_it_is_refused(soft_ak: EntraPriv
 
 
 def test_a_string_grub_measured_is_read_whatever_it_holds(soft_ak: EntraPrivateKey) -> None:
-    """GRUB's other loader commands carry command lines too, and a string the policy cannot
-    read as text is refused where it reads command lines, as is GRUB removing its tpm module
-    (what it ran after is not measured)."""
+    """GRUB's other loader commands carry command lines too; a kernel_cmdline relabelled as a
+    command is read, as no command starts with a path; a string the policy cannot read as text
+    is refused where it reads command lines, as is GRUB removing its tpm module (what it ran
+    after is not measured)."""
     at = index_of(BOOT.events, lambda e: e.data.startswith(b"kernel_cmdline: ")) + 1
     events = list(BOOT.events)
     cases = {
@@ -537,6 +538,11 @@ def test_a_string_grub_measured_is_read_whatever_it_holds(soft_ak: EntraPrivateK
     for command, message in cases.items():
         extra = [*events[:at], grub_string("grub_cmd: ", command), *events[at:]]
         refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, message)
+    for path in ("/boot/vmlinuz-evil", "(hd0,gpt2)/vmlinuz-evil"):  # a kernel_cmdline alone
+        line = f"{path} root=/dev/sda1 init=/bin/sh"
+        genuine = [*events[:at], grub_string("kernel_cmdline: ", line), *events[at:]]
+        lying = [*events[:at], grub_string("grub_cmd: ", line), *events[at:]]
+        refused(soft_ak, quote_of(soft_ak, booted_with(genuine)), lying, CMDLINE, "init=/bin/sh")
     binary = BootEvent(8, EV_IPL, b"\xff\xfe\x00\x01", b"\xff\xfe\x00\x01")
     extra = [*events[:at], binary, *events[at:]]
     refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, "cannot read")

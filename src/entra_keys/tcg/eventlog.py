@@ -662,11 +662,13 @@ def command_lines_of(label: str | None, text: str) -> tuple[str, ...]:
     """The command lines a string of PCR 8 measured, read the same whatever its label: the
     arguments of a ``LOADER_COMMANDS`` command, and any other string but a GRUB command
     (``grub_cmd: ``) as a whole: a kernel's or a module's command line, or a string with no
-    label (old systemd-boot's, or a GRUB string whose label was taken off)."""
+    label (old systemd-boot's, or a GRUB string whose label was taken off). A "command" that
+    starts with a path ("/" or "(": no GRUB command is named so) is a command line labelled
+    as a command: GRUB's kernel_cmdline starts with the kernel's path."""
     words = text.split(None, 1)
     if words and words[0] in LOADER_COMMANDS:
         return (words[1].strip() if len(words) > 1 else "",)
-    if label == "grub_cmd: ":
+    if label == "grub_cmd: " and not text.lstrip().startswith(("/", "(")):
         return ()
     return (text.strip(),)
 
