@@ -396,9 +396,10 @@ class BootPolicy:
       PCRs 8 and 12 must match one in full, and there must be one: the text under any GRUB
       label (``kernel_cmdline``, ``module_cmdline``, or none, or ``grub_cmd`` before a path),
       the arguments of every GRUB command that starts a kernel or an image (``linux``,
-      ``chainloader``, ``multiboot``, ``module``... whatever its label), systemd's lines (``BootFacts.command_lines``). Every
-      string there must be one the policy can read; systemd-stub's add-ons and credentials in
-      PCR 12 are refused (digests of files, which a relabelled line could pass for).
+      ``chainloader``, ``multiboot``, ``module``... whatever its label), systemd's lines
+      (``BootFacts.command_lines``). Every string there must be one the policy can read;
+      systemd-stub's add-ons and credentials in PCR 12 are refused (digests of files, which a
+      relabelled line could pass for).
     - ``required_dbx``: hashes (or certificate fingerprints) dbx must hold (PCR 7).
     - ``forbidden_db``: hashes, certificate fingerprints or subjects db must not hold (PCR 7).
     - ``allowed_firmware_versions``: every EV_S_CRTM_VERSION string must be one of these (PCR 0).

@@ -239,6 +239,7 @@ def _facts_json(facts: Any) -> dict[str, Any]:
         "sbat_level": facts.sbat_level,
         "grub_commands": list(facts.grub_commands),
         "kernel_cmdlines": list(facts.kernel_cmdlines),
+        "command_lines": list(facts.command_lines),
         "firmware_versions": list(facts.firmware_versions),
         "startup_locality": facts.startup_locality,
         "h_crtm": facts.h_crtm,
