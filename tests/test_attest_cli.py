@@ -138,3 +138,58 @@ def test_attest_refuses_short_nonces(
         code, _, err = run(capsys, *cli, "attest", *command, "--nonce", nonce, "--out", str(out))
         assert code == 1 and "at least 8" in err and len(err.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_verify_reads_each_input_up_to_its_limit(
+    cli: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every file ``verify`` reads has a limit, found one byte past it: a larger one (here a
+    sparse file, as /dev/zero would be endless) is the one-line error naming it, not a
+    MemoryError. Each input is swapped for one in turn, the others genuine."""
+    allow = ["--allow-software"] if "software" in cli else []
+    assert run(capsys, *cli, "attest", "ak", "create", "ak")[0] == 0
+    assert run(capsys, *cli, "keys", "create", "device", "--type", "ecc256")[0] == 0
+    files = {name: tmp_path / name for name in ("quote", "cert", "ak", "device", "ca", "pcrs")}
+    files["ak"].write_bytes(_export_tpm(capsys, cli, "ak"))
+    files["device"].write_text(_export(capsys, cli, "device"))
+    files["ca"].write_text(_export(capsys, cli, "device"))  # read before it is judged
+    files["pcrs"].write_text("{}")
+    for command, out in (("quote", files["quote"]), ("certify", files["cert"])):
+        extra = ["--pcrs", "0"] if command == "quote" else []
+        target = ["--ak", "ak"] if command == "quote" else ["device", "--ak", "ak"]
+        code, _, err = run(capsys, *cli, "attest", command, *target, *extra, "--nonce", NONCE,
+                           "--out", str(out))  # fmt: skip
+        assert code == 0, err
+    huge = tmp_path / "huge"
+    with huge.open("wb") as f:
+        f.truncate(25 * 1024 * 1024)  # past the largest limit (a quote, 24 MiB)
+
+    def quote(**swap: str) -> list[str]:
+        given = {"file": str(files["quote"]), "ak": str(files["ak"]), **swap}
+        argv = ["verify", "quote", given["file"], "--ak-public", given["ak"]]
+        for flag in ("pcr_values", "boot_policy", "event_log", "ak_ca", "ak_cert"):
+            if flag in given:
+                argv += [f"--{flag.replace('_', '-')}", given[flag]]
+        if "ak_cert" in given and "ak_ca" not in given:
+            argv += ["--ak-ca", str(files["ca"])]
+        return argv
+
+    cases = {
+        "quote": quote(file=str(huge)),
+        "AK public key": quote(ak=str(huge)),
+        "PCR values": quote(pcr_values=str(huge)),
+        "boot policy": quote(boot_policy=str(huge)),
+        "event log": quote(event_log=str(huge)),
+        "AK CA certificate": quote(ak_ca=str(huge)),
+        "AK certificate": quote(ak_cert=str(huge)),
+        "certification": ["verify", "certify", str(huge), "--ak-public", str(files["ak"]),
+                          "--key-public", str(files["device"])],
+        "key's public key": ["verify", "certify", str(files["cert"]), "--ak-public",
+                             str(files["ak"]), "--key-public", str(huge)],
+    }  # fmt: skip
+    for what, argv in cases.items():
+        code, _, err = run(capsys, *argv, "--nonce", NONCE, *allow)
+        assert code == 1, what
+        assert err.startswith(f"entra-keys: error: {huge} holds more than"), err
+        assert err.rstrip().endswith(f"bytes, the limit for the {what}"), err
+        assert len(err.strip().splitlines()) == 1, err

@@ -30,6 +30,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -55,12 +56,14 @@ from entra_keys.tcg.records import MAX_QUOTE_JSON, Quote, quote_from_json, quote
 from entra_keys.tcg.structures import HASH_ALGORITHMS, TPMSQuoteInfo
 from entra_keys.testing.measured_boot import (
     BANKS,
+    EFI_IMAGE_SECURITY_DATABASE,
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
     EV_EFI_VARIABLE_AUTHORITY,
     EV_EFI_VARIABLE_DRIVER_CONFIG,
     EV_IPL,
     EV_SEPARATOR,
+    SHIM_LOCK,
     BootEvent,
     SyntheticBoot,
     event2,
@@ -471,6 +474,211 @@ def test_a_signer_relabelled_to_hide_it_is_refused(soft_ak: EntraPrivateKey) -> 
         assert caught.value.check is Check.BOOT_POLICY
 
 
+# --- Relabelling: the type and GRUB's label are in no digest ------------------------------------
+
+#: The allowed command line of the synthetic boot (GRUB's, with the kernel's path first).
+CMDLINE = BootPolicy(
+    allowed_kernel_cmdline_patterns=[r"/boot/vmlinuz-\S+ root=UUID=[0-9a-f-]+ ro quiet"]
+)
+EVIL_LINE = BOOT.kernel_cmdline + " init=/bin/sh"
+EV_EVENT_TAG = 0x00000006
+
+
+def booted_with(events: Sequence[BootEvent]) -> SyntheticBoot:
+    """The synthetic boot with these events: what the TPM's PCRs hold after them."""
+    return dataclasses.replace(BOOT, events=tuple(events))
+
+
+def grub_string(label: str, command: str) -> BootEvent:
+    """A PCR 8 string as GRUB measures it: the digest of the command, the label before it."""
+    return BootEvent(8, EV_IPL, (label + command).encode() + b"\0", command.encode())
+
+
+def refused(ak: EntraPrivateKey, quote: Quote, events: Sequence[BootEvent], policy: BootPolicy,
+            match: str | None = None) -> str:  # fmt: skip
+    """The BOOT_POLICY refusal of a log of these events that replays to the quote."""
+    log = write_log(events)
+    assert parse_event_log(log).replay()["sha256"] == booted_with(events).replay()["sha256"]
+    with pytest.raises(AttestationCheckFailed, match=match) as caught:
+        verify(ak, quote, log, boot_policy=policy)
+    assert caught.value.check is Check.BOOT_POLICY
+    return str(caught.value)
+
+
+def test_a_grub_command_line_relabelled_to_hide_it_is_refused(soft_ak: EntraPrivateKey) -> None:
+    """grub.cfg runs ``linux`` twice (the last wins): GRUB measures the evil ``linux`` command
+    and its kernel_cmdline after the allowed ones. Under every label GRUB has, or none, the
+    ``linux`` command's arguments are a command line, and so is every string that is no GRUB
+    command: no choice of labels for the two strings hides ``init=/bin/sh``."""
+    at = index_of(BOOT.events, lambda e: e.data.startswith(b"kernel_cmdline: ")) + 1
+    events = list(BOOT.events)
+    labels = ("grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", "")
+    genuine = [grub_string(labels[0], "linux " + EVIL_LINE), grub_string(labels[1], EVIL_LINE)]
+    quote = quote_of(soft_ak, booted_with([*events[:at], *genuine, *events[at:]]))
+    for command_label in labels:
+        for line_label in labels:
+            lying = [grub_string(command_label, "linux " + EVIL_LINE),
+                     grub_string(line_label, EVIL_LINE)]  # fmt: skip
+            refused(soft_ak, quote, [*events[:at], *lying, *events[at:]], CMDLINE, "init=/bin/sh")
+    assert verify(soft_ak, quote_of(soft_ak, BOOT), BOOT.log(), boot_policy=CMDLINE).boot_facts
+
+
+def test_a_string_grub_measured_is_read_whatever_it_holds(soft_ak: EntraPrivateKey) -> None:
+    """GRUB's other loader commands carry command lines too; a kernel_cmdline relabelled as a
+    command is read, as no command starts with a path; a string the policy cannot read as text
+    is refused where it reads command lines, as is GRUB removing its tpm module (what it ran
+    after is not measured)."""
+    at = index_of(BOOT.events, lambda e: e.data.startswith(b"kernel_cmdline: ")) + 1
+    events = list(BOOT.events)
+    cases = {
+        "chainloader /EFI/evil.efi init=/bin/sh": "init=/bin/sh",
+        "module /boot/evil.ko init=/bin/sh": "init=/bin/sh",
+        "rmmod tpm": "removed its tpm module",
+    }
+    for command, message in cases.items():
+        extra = [*events[:at], grub_string("grub_cmd: ", command), *events[at:]]
+        refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, message)
+    for path in ("/boot/vmlinuz-evil", "(hd0,gpt2)/vmlinuz-evil"):  # a kernel_cmdline alone
+        line = f"{path} root=/dev/sda1 init=/bin/sh"
+        genuine = [*events[:at], grub_string("kernel_cmdline: ", line), *events[at:]]
+        lying = [*events[:at], grub_string("grub_cmd: ", line), *events[at:]]
+        refused(soft_ak, quote_of(soft_ak, booted_with(genuine)), lying, CMDLINE, "init=/bin/sh")
+    binary = BootEvent(8, EV_IPL, b"\xff\xfe\x00\x01", b"\xff\xfe\x00\x01")
+    extra = [*events[:at], binary, *events[at:]]
+    refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, "cannot read")
+
+
+def test_a_systemd_command_line_relabelled_to_hide_it_is_refused(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """systemd-stub's UTF-16 command line in PCR 12 is read as a command line; relabelled to
+    any other type (an EV_EVENT_TAG add-on, whose data check it would pass), or its data
+    replaced by bytes that are no UTF-16 string (which no digest check would cover), it is
+    refused. An allowed line there is taken."""
+
+    def stub(line: str, kind: int = EV_IPL, data: bytes | None = None) -> BootEvent:
+        wide = (line + "\0").encode("utf-16-le")
+        return BootEvent(12, kind, wide if data is None else data, wide)
+
+    events = list(BOOT.events)
+    genuine = [*events, stub(EVIL_LINE)]
+    quote = quote_of(soft_ak, booted_with(genuine))
+    refused(soft_ak, quote, genuine, CMDLINE, "init=/bin/sh")
+    for kind in (EV_EVENT_TAG, EV_SEPARATOR, EV_EFI_ACTION, EV_EFI_VARIABLE_AUTHORITY, 0x1234):
+        refused(soft_ak, quote, [*events, stub(EVIL_LINE, kind)], CMDLINE)
+    for data in (b"\xff", b"\x00\xd8\x00\xd8", EVIL_LINE.encode()):
+        refused(soft_ak, quote, [*events, stub(EVIL_LINE, data=data)], CMDLINE)
+    good = [*events, stub(BOOT.kernel_cmdline)]
+    result = verify(soft_ak, quote_of(soft_ak, booted_with(good)), write_log(good),
+                    boot_policy=CMDLINE)  # fmt: skip
+    assert result.boot_facts is not None
+    assert result.boot_facts.command_lines == (BOOT.kernel_cmdline,) * 3  # linux, GRUB's, systemd's
+
+
+def test_a_separator_relabelled_to_hide_a_signer_is_refused(soft_ak: EntraPrivateKey) -> None:
+    """PCR 7's separator relabelled (a Secure Boot variable, an authority, an action, a type
+    of no name) would make shim's authority, relabelled as a variable, look like one measured
+    before it: PCR 7 must hold one separator, and every variable there must be a Secure Boot
+    variable holding what that variable holds."""
+    quote = quote_of(soft_ak, BOOT)
+    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    separator = index_of(BOOT.events, lambda e: e.pcr == 7 and e.event_type == EV_SEPARATOR)
+    shim = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
+    kinds = (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY, EV_EFI_ACTION, 0x1234)
+    for kind in kinds:
+        for hide_shim in (False, True):
+            events = list(BOOT.events)
+            events[separator] = dataclasses.replace(events[separator], event_type=kind)
+            if hide_shim:
+                events[shim] = dataclasses.replace(
+                    events[shim], event_type=EV_EFI_VARIABLE_DRIVER_CONFIG
+                )
+            refused(soft_ak, quote, events, db_only)
+    events = list(BOOT.events)
+    events[separator] = dataclasses.replace(events[separator], event_type=kinds[0])
+    events[shim] = dataclasses.replace(events[shim], event_type=kinds[0])
+    found = db_only.violations(parse_event_log(write_log(events)).facts())
+    assert any("PCR 7 holds 0 separators" in f for f in found)
+    assert any("'Shim'" in f and "not a Secure Boot variable" in f for f in found)
+
+
+def test_an_authority_before_the_separator_relabelled_to_hide_it_is_refused(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """Firmware verified a driver with a db certificate the policy does not allow (logged
+    before PCR 7's separator): relabelled as a Secure Boot variable it names db a second time
+    and holds no signature list; relabelled to any other type it is refused too."""
+    separator = index_of(BOOT.events, lambda e: e.pcr == 7 and e.event_type == EV_SEPARATOR)
+    owner = bytes.fromhex("77fa9abd03594d32bd6028f4e78f784b")
+    driver = BootEvent(
+        7,
+        EV_EFI_VARIABLE_AUTHORITY,
+        variable_data(
+            "d719b2cb-3d3a-4596-a3bc-dad00e67656f", "db", owner + BOOT.certificates["KEK"]
+        ),
+        b"",
+    )
+    driver = dataclasses.replace(driver, measured=driver.data)
+    genuine = [*BOOT.events[:separator], driver, *BOOT.events[separator:]]
+    quote = quote_of(soft_ak, booted_with(genuine))
+    policy = BootPolicy(allowed_signers=[BOOT.subjects["db"], BOOT.subjects["shim"]])
+    refused(soft_ak, quote, genuine, policy, "Test KEK CA")
+    expected = {
+        EV_EFI_VARIABLE_DRIVER_CONFIG: "measures db a second time",
+        EV_EFI_ACTION: "data is not what its digest measured",
+        EV_SEPARATOR: "data is not what its digest measured",
+        EV_IPL: "which the policy cannot account for",
+    }
+    for kind, message in expected.items():
+        lying = [*BOOT.events[:separator], dataclasses.replace(driver, event_type=kind),
+                 *BOOT.events[separator:]]  # fmt: skip
+        refused(soft_ak, quote, lying, policy, message)
+
+
+def test_a_hash_signer_must_be_allowed(soft_ak: EntraPrivateKey) -> None:
+    """An image allowed by its hash (in db, or in shim's MokListRT) is logged as an authority
+    holding an owner and the hash: a policy that does not name the hash refuses it, one that
+    does takes it; an authority whose entry is neither a certificate nor a hash is refused."""
+    shim = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
+    owner = bytes.fromhex("77fa9abd03594d32bd6028f4e78f784b")
+    digest = hashlib.sha256(b"a kernel enrolled by its hash").digest()
+    signers = [BOOT.subjects["db"], BOOT.subjects["shim"]]
+    for guid, name in ((SHIM_LOCK, "MokListRT"), (EFI_IMAGE_SECURITY_DATABASE, "db")):
+        events = list(BOOT.events)
+        data = variable_data(guid, name, owner + digest)
+        events[shim] = BootEvent(7, EV_EFI_VARIABLE_AUTHORITY, data, data)
+        quote = quote_of(soft_ak, booted_with(events))
+        refused(soft_ak, quote, events, BootPolicy(allowed_signers=signers), digest.hex())
+        allowed = BootPolicy(allowed_signers=[*signers, digest.hex()])
+        assert verify(soft_ak, quote, write_log(events), boot_policy=allowed).boot_facts
+    events = list(BOOT.events)
+    data = variable_data(SHIM_LOCK, "Shim", b"neither a certificate nor a hash")
+    events[shim] = BootEvent(7, EV_EFI_VARIABLE_AUTHORITY, data, data)
+    quote = quote_of(soft_ak, booted_with(events))
+    refused(soft_ak, quote, events, BootPolicy(allowed_signers=signers), "neither a certificate")
+
+
+def test_the_structure_rules_take_real_firmware_logs() -> None:
+    """The rules that bind types to content refuse no genuine log: firmware's PCRs 0, 4 and 7
+    (variables, separators, db and shim authorities, shim's SbatLevel and MokListTrusted) and
+    GRUB's PCR 8 strings, as real machines logged them."""
+    for name in ("event-moklisttrusted.bin", "event-postcode.bin", "event-bootorder.bin"):
+        log = parse_event_log((REALWORLD / "tpm2-tools" / name).read_bytes())
+        facts = log.facts(pcrs={"sha256": range(24)})
+        policy = BootPolicy(
+            secure_boot=facts.secure_boot,
+            allowed_signers=[a.entry.subject or "" for a in facts.authorities if a.entry] or None,
+            allowed_kernel_cmdline_patterns=[".*"],
+            allowed_firmware_versions=[v for v in facts.firmware_versions if v] or ["none"],
+            allowed_boot_loaders=[
+                d.hex() for app in facts.boot_applications for d in app.digests.values()
+            ],
+        )
+        assert policy.reads() == (0, 4, 7, 8, 12)
+        found = [v for v in policy.violations(facts) if "firmware version ''" not in v]
+        assert found == [], name  # (some firmware measures an empty version string)
+
+
 def test_a_pcr_the_policy_reads_must_be_covered(soft_ak: EntraPrivateKey) -> None:
     """Facts are read only from quoted PCRs: a quote without PCR 7 proves nothing about Secure
     Boot, and a log stripped of PCR 7's events (the quote holds it) does not explain it."""
@@ -496,6 +704,14 @@ def test_a_boot_policy_without_a_log_is_refused(soft_ak: EntraPrivateKey) -> Non
     assert caught.value.check is Check.BOOT_POLICY
     with pytest.raises(InvalidData, match="BootPolicy"):
         verify(soft_ak, quote, BOOT.log(), boot_policy={"secure_boot": True})  # type: ignore[arg-type]
+
+
+def test_a_policy_field_that_is_no_list_is_invalid_data() -> None:
+    """A number where a list of names or patterns goes is InvalidData, as a string is."""
+    for name in ("allowed_kernels", "allowed_signers", "allowed_kernel_cmdline_patterns"):
+        for value in (5, object(), 2.5):
+            with pytest.raises(InvalidData, match=name):
+                BootPolicy(**{name: value})
 
 
 def test_the_policy_reads_json_strictly() -> None:
@@ -582,6 +798,20 @@ def test_the_windows_quote_ties_to_its_log_and_meets_a_dha_policy() -> None:
         WINDOWS_POLICY.check(parse_event_log(hidden).facts())
 
 
+def test_a_windows_separator_relabelled_is_refused() -> None:
+    """Windows closes PCRs 12-14 with a "WBCL" separator; relabelled as a SIPA container (the
+    events after it would be read as before it) it is no tagged event, and refused."""
+    _, _, log = windows_quote()
+    parsed = parse_event_log(log)
+    assert WINDOWS_POLICY.violations(parsed.facts()) == ()
+    separator = next(e for e in parsed.events if e.pcr == 12 and e.event_type == 4)
+    digest = hashlib.sha1(separator.data).digest()
+    relabelled = _sha1_log_with(log, separator.offset, separator.data, separator.data, digest, 6)
+    assert parse_event_log(relabelled).replay() == parsed.replay()
+    with pytest.raises(AttestationCheckFailed, match="EV_EVENT_TAG but no tagged event"):
+        WINDOWS_POLICY.check(parse_event_log(relabelled).facts())
+
+
 def _with_sipa_record(tagged: bytes, kind: int, value: bytes) -> bytes:
     """A Windows TCG_PCClientTaggedEvent (its ID a SIPA container type, its data the records)
     with one more record."""
@@ -598,6 +828,42 @@ def _sha1_log_with(
     assert log[offset + 32 : offset + 32 + size] == old
     event = struct.pack("<II20sI", pcr, event_type if kind is None else kind, digest, len(new))
     return log[:offset] + event + new + log[offset + 32 + size :]
+
+
+def _sipa(kind: int, body: bytes) -> bytes:
+    return struct.pack("<II", kind, len(body)) + body
+
+
+def _module_event(count: int, start: int) -> BootEvent:
+    """A SIPA trust boundary (PCR 12) of ``count`` loaded-module records, all of one
+    Authenticode hash, at image bases ``start``, ``start + 1``..."""
+    records = b"".join(
+        _sipa(0x40010003, _sipa(0x00070004, b"\xaa") + _sipa(0x00070007, struct.pack("<Q", base)))
+        for base in range(start, start + count)
+    )
+    data = _sipa(0x40010001, records)
+    return BootEvent(12, 0x00000006, data, data)
+
+
+def test_windows_modules_sharing_a_hash_merge_in_linear_time() -> None:
+    """Loaded-module records of one Authenticode hash merge into one module, its image bases in
+    order and each once; the merge, which any sender of a log reaches under the default
+    policy, is linear: 4x the records take nowhere near the 16x a quadratic merge would."""
+    facts = parse_event_log(write_log([_module_event(3, 0), _module_event(3, 1)])).facts()
+    assert facts.windows is not None
+    (module,) = facts.windows.loaded_modules
+    assert module.authenticode_hash == "aa" and module.image_bases == (0, 1, 2, 3)
+
+    def seconds(count: int) -> float:
+        log = parse_event_log(write_log([_module_event(count, 0)]))
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            log.facts()
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    assert seconds(20_000) < 10 * seconds(5_000)
 
 
 def test_windows_facts_without_sipa_events_are_refused() -> None:
@@ -815,6 +1081,25 @@ def test_end_to_end_a_tampered_log_is_refused(tpm_quote: tuple[Quote, bytes], na
         verify_quote(quote.attest, quote.signature, ak_public, NONCE, {}, policy=policy,
                      event_log=log)  # fmt: skip
     assert caught.value.check is Check.PCR_DIGEST
+
+
+def test_end_to_end_a_relabelled_log_is_refused(tpm_quote: tuple[Quote, bytes]) -> None:
+    """A TPM quote, and the log's PCR 7 separator and shim's authority relabelled as Secure
+    Boot variables (the log still replays to the quote): BOOT_POLICY."""
+    quote, ak_public = tpm_quote
+    separator = index_of(BOOT.events, lambda e: e.pcr == 7 and e.event_type == EV_SEPARATOR)
+    shim = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
+    events = list(BOOT.events)
+    for at in (separator, shim):
+        events[at] = dataclasses.replace(events[at], event_type=EV_EFI_VARIABLE_DRIVER_CONFIG)
+    policy = TrustPolicy(enrolled_aks=[ak_public])
+    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    log = write_log(events, ("sha1", "sha256"))
+    with pytest.raises(AttestationCheckFailed, match="PCR 7") as caught:
+        verify_quote(quote.attest, quote.signature, ak_public, NONCE,
+                     {quote.pcr_bank: quote.pcr_values}, policy=policy,
+                     event_log=log, boot_policy=db_only)  # fmt: skip
+    assert caught.value.check is Check.BOOT_POLICY
 
 
 def test_end_to_end_a_log_read_after_more_was_measured(booted: tuple[Swtpm, Path]) -> None:

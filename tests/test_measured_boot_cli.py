@@ -46,6 +46,8 @@ def test_eventlog_prints_events_and_boot_facts(capsys: pytest.CaptureFixture[str
     assert document["format"] == "crypto-agile" and len(document["events"]) == 97
     facts = document["boot_facts"]
     assert facts["secure_boot"] is True and facts["data_mismatches"] == []
+    line = facts["kernel_cmdlines"][0]  # GRUB's kernel_cmdline, and its linux command's arguments
+    assert line.startswith("(hd0,gpt2)/vmlinuz") and facts["command_lines"] == [line, line]
     assert (
         facts["dbx"][0]["hash"]
         == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

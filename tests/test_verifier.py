@@ -33,7 +33,11 @@ from entra_keys import KeyType, KeyUsage, open_provider
 from entra_keys.attestation import (
     AKEvidence,
     TrustPolicy,
+    ek_certificate_url,
+    load_ca_bundle,
+    parse_event_log,
     parse_platform_certificate,
+    verify_attestation_object,
     verify_certify,
     verify_ek_certificate,
     verify_quote,
@@ -602,6 +606,20 @@ def test_a_sha1_bank_is_refused_by_a_policy_without_allow_sha1() -> None:
         verify_quote(*args)
 
 
+def test_trust_is_checked_before_the_expected_banks() -> None:
+    """The documented order: trust first. An AK the policy does not trust, signing nothing it
+    made, with a SHA-1 bank expected, is refused as TRUST, not HASH; a bad boot policy's type
+    is refused with the inputs, before any check."""
+    body = TPMSQuoteInfo(TPMLPCRSelection.of({"sha1": [0]}), hashlib.sha256(bytes(20)).digest())
+    data = quote_attest(attested=body).to_bytes()
+    untrusted = TrustPolicy(trusted_aks=[EC_AK.public_key()])
+    args = (data, sign(EC_AK, data), ak_public(RSA_AK), NONCE, {"sha1": {0: bytes(20)}})
+    with raises_check(Check.TRUST):
+        verify_quote(*args, policy=untrusted)
+    with pytest.raises(InvalidData, match="boot_policy is a BootPolicy"):
+        verify_quote(*args, policy=untrusted, boot_policy={"secure_boot": True})  # type: ignore[arg-type]
+
+
 def test_bytearray_pcr_values_are_taken_as_they_are_at_the_call() -> None:
     values = {i: bytearray(v) for i, v in PCRS.items()}
     assert check_quote(quote_attest(), pcrs={"sha256": values}).pcr_values == {"sha256": PCRS}
@@ -1124,3 +1142,90 @@ def test_damaged_certificates_raise_only_entra_keys_errors(certificate: bytes) -
         )
     with contextlib.suppress(InvalidData):  # InvalidData is the one error it may raise
         parse_platform_certificate(certificate)
+
+
+# --- Every refusal typed: buffers, structures and switches that are not what they claim --------
+
+
+def _released() -> memoryview:
+    """A memoryview its owner released: bytes() and len() raise ValueError on it."""
+    view = memoryview(bytearray(64))
+    view.release()
+    return view
+
+
+def test_a_released_buffer_is_a_typed_refusal() -> None:
+    """Every function that takes buffers refuses a released memoryview with the library's own
+    error naming it, not the ValueError of reading it."""
+    data = quote_attest().to_bytes()
+    signature, ak = sign(RSA_AK, data), ak_public(RSA_AK)
+    expected = {"sha256": PCRS}
+    calls: dict[str, Any] = {
+        "attest": lambda: verify_quote(_released(), signature, ak, NONCE, expected),
+        "signature": lambda: verify_quote(data, _released(), ak, NONCE, expected),
+        "AK": lambda: verify_quote(data, signature, _released(), NONCE, expected),
+        "nonce": lambda: verify_quote(data, signature, ak, _released(), expected),
+        "event log": lambda: verify_quote(
+            data, signature, ak, NONCE, expected, event_log=_released()
+        ),
+        "AK certificate": lambda: verify_quote(
+            data, signature, ak, NONCE, expected, ak_certificate=_released()
+        ),
+        "enrolled AK": lambda: TrustPolicy(enrolled_aks=[_released()]),
+        "certified key": lambda: verify_certify(data, signature, ak, _released(), NONCE),
+        "attestation object": lambda: verify_attestation_object(_released(), bytes(32)),
+        "parse_event_log": lambda: parse_event_log(_released()),
+        "load_ca_bundle": lambda: load_ca_bundle(_released(), "bundle"),
+        "EK certificate": lambda: verify_ek_certificate(_released(), []),
+        "platform certificate": lambda: parse_platform_certificate(_released()),
+    }
+    for name, call in calls.items():
+        with pytest.raises(EntraKeysError, match="released memoryview"):
+            call()
+        assert name
+
+
+def test_an_ak_structure_that_does_not_marshal_is_a_typed_refusal() -> None:
+    """A TPMTPublic object whose fields are out of their wire ranges (a nameAlg over 16 bits,
+    negative attributes) is MalformedAttestation as an AK and as an enrolled AK, not the
+    struct.error of marshalling it."""
+    public = TPMTPublic.parse(ak_public(RSA_AK))
+    data = quote_attest().to_bytes()
+    for bad in (
+        dataclasses.replace(public, name_alg=0x10000),
+        dataclasses.replace(public, object_attributes=-1),
+    ):
+        with pytest.raises(MalformedAttestation, match="does not marshal"):
+            verify_quote(data, sign(RSA_AK, data), bad, NONCE, {"sha256": PCRS})
+        with pytest.raises(MalformedAttestation, match="does not marshal"):
+            TrustPolicy(enrolled_aks=[bad])
+
+
+def test_an_rsa_ek_exponent_over_32_bits_has_no_amd_url() -> None:
+    """AMD's EK URL holds the exponent in 4 bytes, as a TPM's TPMS_RSA_PARMS does: a key pyca
+    loads with a larger one is a CERTIFICATE failure, not an OverflowError."""
+    modulus = RSA_AK.public_key().public_numbers().n
+    key = rsa.RSAPublicNumbers(2**40 + 1, modulus).public_key()
+    with raises_check(Check.CERTIFICATE, match="32 bits"):
+        ek_certificate_url(key, "AMD")
+    assert ek_certificate_url(RSA_AK.public_key(), "AMD").startswith("https://")
+
+
+@pytest.mark.parametrize(
+    "switch",
+    ["allow_software", "allow_sha1", "allow_unverified_ak", "require_hardware",
+     "allow_ek_without_eku", "allow_empty_nonce"],
+)  # fmt: skip
+def test_a_policy_switch_is_a_bool(switch: str) -> None:
+    """A switch read from a config file or the environment as "false", "0" or "no" is truthy:
+    taken, it would turn the check off. Only True and False are switches; a software quote
+    stays refused by a policy that was never made."""
+    data = quote_attest(magic=0).to_bytes()  # no TPM made it
+    for value in ("false", "0", "no", 0, 1, [], "True"):
+        with pytest.raises(TypeError, match=f"{switch} is True or False"):
+            TrustPolicy(**{switch: value})
+    assert getattr(TrustPolicy(**{switch: True}), switch) is True
+    assert getattr(TrustPolicy(**{switch: False}), switch) is False
+    with pytest.raises(AttestationCheckFailed):
+        verify_quote(data, sign(RSA_AK, data), ak_public(RSA_AK), NONCE, {"sha256": PCRS},
+                     policy=TrustPolicy(allow_software=False))  # fmt: skip

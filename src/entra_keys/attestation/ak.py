@@ -10,6 +10,7 @@ TPMT_PUBLIC bytes (bounded caches keyed by immutable bytes, never by a caller's 
 from __future__ import annotations
 
 import functools
+import struct
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -66,8 +67,12 @@ def owned_bytes(data: object, what: str, check: Check | None = Check.STRUCTURE) 
     if type(data) is bytes:  # its own copy: it cannot change
         return data
     if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    message = f"{what} is bytes, a bytearray or a memoryview, not {type(data).__name__}"
+        try:
+            return bytes(data)
+        except ValueError:  # a released memoryview
+            message = f"{what} is a released memoryview: nothing to read"
+    else:
+        message = f"{what} is bytes, a bytearray or a memoryview, not {type(data).__name__}"
     if check is None:
         raise InvalidData(message)
     if check is Check.STRUCTURE:
@@ -146,11 +151,18 @@ def resolve_ak(ak: object) -> ResolvedAK:
     """The AK a caller gave (``AKPublic``): a TPMT_PUBLIC is checked as an AK's; a bare public
     key is taken as it is (the policy decides whether it may be used)."""
     if isinstance(ak, bytes | bytearray | memoryview):
-        return _ak_from_bytes(bytes(ak))
+        return _ak_from_bytes(owned_bytes(ak, "the AK"))
     if isinstance(ak, TPMTPublic):
         try:
             data = ak.to_bytes()
-        except (InvalidData, ValueError, TypeError, AttributeError) as exc:
+        except (
+            InvalidData,
+            ValueError,
+            TypeError,
+            AttributeError,
+            struct.error,
+            OverflowError,
+        ) as exc:
             raise MalformedAttestation(f"the AK's TPMT_PUBLIC does not marshal: {exc}") from exc
         return _ak_from_bytes(data)
     if isinstance(ak, rsa.RSAPublicKey):

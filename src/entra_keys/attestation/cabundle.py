@@ -21,13 +21,14 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from ..errors import AttestationCheckFailed, InvalidData
 from ..tcg.nvcert import MAX_CERTIFICATE_SIZE, der_sequence_length, oid_text, read_tlv
+from ..tcg.wire import readable_bytes
 from .ekcert import ReadCertificate, read_certificate
 
 __all__ = [
@@ -46,9 +47,8 @@ MAX_BUNDLE_SIZE = 16 * 1024 * 1024
 #: certificates or for AK certificates.
 BUNDLE_USES = ("ek-root", "ek-intermediate", "ak-root", "ak-intermediate")
 
-_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END ([A-Z0-9 ]+)-----", re.DOTALL
-)  # fmt: skip
+_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+_END = re.compile(rb"-----END ([A-Z0-9 ]+)-----")
 _LABELS = (b"# Certificate:", b"# Subject:", b"subject=", b"# ")
 
 
@@ -81,7 +81,7 @@ def load_ca_bundle(
     ``MAX_BUNDLE_SIZE``, or holds no certificate at all is an InvalidData."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidData(f"{source} is bytes, not {type(data).__name__}")
-    data = bytes(data)
+    data = readable_bytes(data, source)
     if len(data) > MAX_BUNDLE_SIZE:
         raise InvalidData(f"{source} is {len(data)} bytes, over the limit of {MAX_BUNDLE_SIZE}")
     pieces = _pem_pieces(data) if b"-----BEGIN" in data else _pkcs7_pieces(data)
@@ -105,16 +105,36 @@ def load_ca_bundle(
 _Piece = tuple[int, str | None, bytes, str | None]  # line, label, DER, why it is unreadable
 
 
+def _pem_blocks(data: bytes) -> Iterator[tuple[int, int, bytes, bytes, bytes]]:
+    """Each PEM block of the text in one pass: a BEGIN line, then the first END line after it
+    (start, end, its kind, its body, the END's kind). A BEGIN with no END after it ends the
+    search: no later BEGIN could have one either."""
+    position = 0
+    while (begin := _BEGIN.search(data, position)) is not None:
+        end = _END.search(data, begin.end())
+        if end is None:
+            return
+        yield (
+            begin.start(),
+            end.end(),
+            begin.group(1),
+            data[begin.end() : end.start()],
+            end.group(1),
+        )
+        position = end.end()
+
+
 def _pem_pieces(data: bytes) -> list[_Piece]:
     """Each PEM block of the text: its line, the label in the comments just before it, its DER
     (or why it has none). Blocks of other kinds (keys, CRLs) are not certificates: reported."""
     pieces: list[_Piece] = []
-    last = 0
-    for found in _BLOCK.finditer(data):
-        line = data.count(b"\n", 0, found.start()) + 1
-        label = _label(data[last : found.start()])
-        last = found.end()
-        kind, body, end = found.group(1), found.group(2), found.group(3)
+    last, lines_before = 0, 0  # lines are counted once, block by block
+    for start, stop, kind, body, end in _pem_blocks(data):
+        lines_before += data.count(b"\n", last, start)
+        line = lines_before + 1
+        label = _label(data[last:start])
+        lines_before += data.count(b"\n", start, stop)
+        last = stop
         if kind not in _PEM_KINDS or end != kind:
             pieces.append((line, label, b"", f"a PEM {kind.decode()} block, not a certificate"))
             continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidData
+from ..tcg.wire import readable_bytes
 
 __all__ = ["MAX_CBOR_DEPTH", "MAX_CBOR_ITEMS", "MAX_CBOR_SIZE", "decode", "decode_prefix"]
 
@@ -113,7 +114,7 @@ class _Reader:
 def decode_prefix(data: bytes, at: int = 0, what: str = "CBOR") -> tuple[Any, int]:
     """The CBOR item that starts at ``at`` and where it ends (bytes may follow it, as the
     extensions follow a credential's public key in authenticator data)."""
-    data = bytes(data)
+    data = readable_bytes(data, what)
     if len(data) > MAX_CBOR_SIZE:
         raise InvalidData(f"{what} is {len(data)} bytes, over the limit of {MAX_CBOR_SIZE}")
     return _Reader(data, what).item(at, 0)

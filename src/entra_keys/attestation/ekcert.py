@@ -279,7 +279,12 @@ def read_certificate(data: CertificateInput, what: str = "a certificate") -> Rea
         raise AttestationCheckFailed(
             f"{what} is DER or PEM bytes, not {type(data).__name__}", Check.CERTIFICATE
         )
-    der = bytes(data)
+    try:
+        der = bytes(data)
+    except ValueError:  # a released memoryview
+        raise AttestationCheckFailed(
+            f"{what} is a released memoryview", Check.CERTIFICATE
+        ) from None
     if der.lstrip()[:1] == b"-":
         found = _PEM.search(der)
         try:

@@ -96,7 +96,13 @@ def ek_certificate_url(ek_public: EKPublic, manufacturer: int | str) -> str:
             digest = hashlib.sha256(_coordinates(key)).digest()
         return INTEL_EK_SERVICE + base64.urlsafe_b64encode(digest).decode().replace("=", "%3D")
     if isinstance(key, rsa.RSAPublicKey):
-        exponent = key.public_numbers().e.to_bytes(4, "big")
+        e = key.public_numbers().e
+        if e >= 1 << 32:  # AMD's URL holds it in 4 bytes, as a TPM's exponent is (UINT32)
+            raise AttestationCheckFailed(
+                f"an RSA EK's exponent fits in 32 bits (a TPM's does), not {e.bit_length()} bits",
+                Check.CERTIFICATE,
+            )
+        exponent = e.to_bytes(4, "big")
         digest = hashlib.sha256(b"\x00\x00\x22\x22" + exponent + _modulus(key)).digest()
     else:
         digest = hashlib.sha256(b"\x00\x00\x44\x44" + _coordinates(key)).digest()
@@ -126,7 +132,12 @@ def fetch_ek_certificate(
             f"the EK certificate service's answer is bytes, not {type(answer).__name__}",
             Check.CERTIFICATE,
         )
-    answer = bytes(answer)
+    try:
+        answer = bytes(answer)
+    except ValueError:  # a released memoryview
+        raise AttestationCheckFailed(
+            "the EK certificate service's answer is a released memoryview", Check.CERTIFICATE
+        ) from None
     if len(answer) > max_size:
         raise AttestationCheckFailed(
             f"the EK certificate service's answer is {len(answer)} bytes, over the limit of "

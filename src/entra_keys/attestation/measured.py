@@ -27,12 +27,17 @@ from typing import Any
 
 from .._json import Members
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
+from ..tcg._efi import EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE, SHIM_LOCK
 from ..tcg.eventlog import (
     MAX_LOG_SIZE,
     BootFacts,
+    EfiVariable,
     EventLog,
     FrozenMapping,
+    Measurement,
+    Separator,
     SignatureEntry,
+    TaggedEvent,
     parse_event_log,
 )
 from ..tcg.structures import (
@@ -76,11 +81,15 @@ def owned_event_log(data: object) -> EventLog | bytes | None:
     if data is None or isinstance(data, EventLog):
         return data
     if isinstance(data, bytes | bytearray | memoryview):
-        if len(data) > MAX_LOG_SIZE:  # before copying it
-            raise MalformedAttestation(
-                f"event log: {len(data)} bytes is more than the {MAX_LOG_SIZE} allowed"
-            )
-        return bytes(data)
+        try:
+            size = len(data)  # before copying it
+            if size > MAX_LOG_SIZE:
+                raise MalformedAttestation(
+                    f"event log: {size} bytes is more than the {MAX_LOG_SIZE} allowed"
+                )
+            return bytes(data)
+        except ValueError:  # a released memoryview
+            raise MalformedAttestation("the event log is a released memoryview") from None
     raise MalformedAttestation(
         f"the event log is bytes, a bytearray, a memoryview or an EventLog, not "
         f"{type(data).__name__}"
@@ -254,12 +263,26 @@ def _measured(log: EventLog, prefix: int, covered: Mapping[str, Sequence[int]]) 
 
 # --- the boot policy ----------------------------------------------------------------------------
 
-#: The event types a PCR the policy reads may hold (PFP 1.05 §3.3.4), and whether each must
-#: have data that its digest measured (True), or is a digest of something else (False: images).
-#: Any other type there is refused: the type is in no digest, so an event relabelled to a type
-#: the facts do not read would otherwise hide (a boot application, a SIPA switch, an authority).
+#: The event types a PCR the policy reads may hold (PFP 1.05 §3.3.4 for PCRs 0-7; GRUB's and
+#: systemd's own for PCRs 8 and 12), and whether each must have data that its digest measured
+#: (True), or is a digest of something else (False: images, firmware regions). Any other type
+#: there is refused: the type is in no digest, so an event relabelled to a type the facts do
+#: not read would otherwise hide (a boot application, a version, an authority, a command line).
 _PCR_EVENTS: Mapping[int, Mapping[str, bool]] = {
-    0: {},  # PCR 0 holds many firmware types; the policy reads only S-CRTM version strings
+    0: {
+        "EV_S_CRTM_VERSION": True,
+        "EV_SEPARATOR": True,
+        "EV_S_CRTM_CONTENTS": False,
+        "EV_POST_CODE": False,
+        "EV_POST_CODE2": False,
+        "EV_EFI_PLATFORM_FIRMWARE_BLOB": False,
+        "EV_EFI_PLATFORM_FIRMWARE_BLOB2": False,
+        "EV_EFI_SPDM_FIRMWARE_BLOB": False,
+        "EV_EFI_HCRTM_EVENT": False,
+        "EV_NONHOST_CODE": False,
+        "EV_NONHOST_CONFIG": False,
+        "EV_NONHOST_INFO": False,
+    },
     4: {
         "EV_EFI_BOOT_SERVICES_APPLICATION": False,
         "EV_EFI_ACTION": True,
@@ -272,14 +295,40 @@ _PCR_EVENTS: Mapping[int, Mapping[str, bool]] = {
         "EV_SEPARATOR": True,
         "EV_EFI_ACTION": True,
     },
-    8: {"EV_IPL": True, "EV_SEPARATOR": True},
-    12: {"EV_IPL": True, "EV_EVENT_TAG": True, "EV_SEPARATOR": True},
-    13: {"EV_EVENT_TAG": True, "EV_SEPARATOR": True},
-    14: {"EV_EVENT_TAG": True, "EV_SEPARATOR": True},
+    # GRUB's strings (and old systemd-boot's command line); no separator: a 4-byte string
+    # relabelled as one would hide
+    8: {"EV_IPL": True},
+    # systemd's command lines (UTF-16 EV_IPL). systemd-stub's EV_EVENT_TAG add-ons and its
+    # credentials are digests of files, so a command line relabelled to one could not be told
+    # from one: a policy that reads command lines refuses them
+    12: {"EV_IPL": True},
 }
-#: The commands GRUB loads a Linux kernel with: their arguments are a kernel command line,
-#: whatever label the log gives the string ("grub_cmd: " is in no digest).
-_LINUX_COMMANDS = frozenset({"linux", "linuxefi", "linux16"})
+#: Windows' PCRs 12-14: SIPA containers (their digest is of their data) and the "WBCL"
+#: separator that closes each.
+_WINDOWS_EVENTS: Mapping[str, bool] = {"EV_EVENT_TAG": True, "EV_SEPARATOR": True}
+#: The separator values of the PFP (PFP 1.05 §3.3.2: 00000000h, or FFFFFFFFh), and Windows'
+#: "WBCL" in PCRs 12-14.
+_SEPARATOR_VALUES = frozenset({0, 0xFFFFFFFF})
+_WBCL = 0x4C434257
+#: The variables the PFP has firmware measure as EV_EFI_VARIABLE_DRIVER_CONFIG in PCR 7
+#: (PFP 1.05 §3.3.4.8: SecureBoot, PK, KEK, db, dbx, and dbt, dbr where present; the UEFI
+#: 2.10 §32.3 mode variables), each once, before PCR 7's separator.
+_SECURE_BOOT_VARIABLES = frozenset(
+    {
+        (EFI_GLOBAL_VARIABLE, "SecureBoot"),
+        (EFI_GLOBAL_VARIABLE, "PK"),
+        (EFI_GLOBAL_VARIABLE, "KEK"),
+        (EFI_GLOBAL_VARIABLE, "DeployedMode"),
+        (EFI_GLOBAL_VARIABLE, "AuditMode"),
+        (EFI_IMAGE_SECURITY_DATABASE, "db"),
+        (EFI_IMAGE_SECURITY_DATABASE, "dbx"),
+        (EFI_IMAGE_SECURITY_DATABASE, "dbt"),
+        (EFI_IMAGE_SECURITY_DATABASE, "dbr"),
+    }
+)
+#: Authorities that record shim's state, not an entry that verified an image: its SBAT level
+#: and whether MokListTrusted is on. Every other authority must name its verifier.
+_STATE_AUTHORITIES = frozenset({(SHIM_LOCK, "SbatLevel"), (SHIM_LOCK, "MokListTrusted")})
 _HEX = re.compile(r"[0-9a-f]+")
 
 
@@ -298,7 +347,7 @@ def _id_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str]:
     """Names of entries: hex digests or fingerprints (lowercased) or certificate subjects."""
     if values is None:
         return frozenset()
-    if isinstance(values, str | bytes):
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise InvalidData(f"boot policy: {what} is a list, not one {type(values).__name__}")
     out: set[str] = set()
     for value in values:
@@ -339,10 +388,18 @@ class BootPolicy:
       GRUB loads without shim is measured only as a file in PCR 9, whose name is a label no
       digest covers: it cannot be proved, and the policy refuses.
     - ``allowed_signers``: every db (or shim) entry that verified an image (the authority events
-      of PCR 7) must be named here by certificate subject (RFC 4514) or SHA-256 fingerprint.
-    - ``allowed_kernel_cmdline_patterns``: regular expressions; every kernel command line
-      measured (GRUB's in PCR 8, the arguments of every GRUB ``linux`` command whatever its
-      label, systemd's in PCR 8 or 12) must match one in full, and there must be one.
+      of PCR 7) must be named here: a certificate by subject (RFC 4514) or SHA-256
+      fingerprint, a hash entry (an image allowed by its hash in db or shim's MokList) by the
+      hash. An authority that names no verifier is refused, but shim's SbatLevel and
+      MokListTrusted state.
+    - ``allowed_kernel_cmdline_patterns``: regular expressions; every command line measured in
+      PCRs 8 and 12 must match one in full, and there must be one: the text under any GRUB
+      label (``kernel_cmdline``, ``module_cmdline``, or none, or ``grub_cmd`` before a path),
+      the arguments of every GRUB command that starts a kernel or an image (``linux``,
+      ``chainloader``, ``multiboot``, ``module``... whatever its label), systemd's lines
+      (``BootFacts.command_lines``). Every string there must be one the policy can read;
+      systemd-stub's add-ons and credentials in PCR 12 are refused (digests of files, which a
+      relabelled line could pass for).
     - ``required_dbx``: hashes (or certificate fingerprints) dbx must hold (PCR 7).
     - ``forbidden_db``: hashes, certificate fingerprints or subjects db must not hold (PCR 7).
     - ``allowed_firmware_versions``: every EV_S_CRTM_VERSION string must be one of these (PCR 0).
@@ -351,7 +408,13 @@ class BootPolicy:
       and hypervisor debugging), ``require_elam`` (an ELAM driver was measured).
 
     Always: no event whose data is not what its digest measured; in every PCR a requirement
-    reads, only the event types the PFP puts there, with their data matching their digests.
+    reads, only the event types the PFP puts there, with their data matching their digests,
+    in the structure the PFP gives it: exactly one separator (00000000h or FFFFFFFFh, no error
+    separator) in each of PCRs 0-7; in PCR 7, Secure Boot variables only before it, each once,
+    each a variable the PFP measures there holding what that variable holds, and authorities
+    that are UEFI_VARIABLE_DATA; in PCR 0 exactly one S-CRTM version; in Windows' PCRs 12-14,
+    SIPA containers and at most one "WBCL" separator. The type of an event is in no digest:
+    these rules are what keep an event from being relabelled to hide it.
     ``BootPolicy.from_json`` reads the same as a JSON object (lists for the sets).
     """
 
@@ -394,7 +457,11 @@ class BootPolicy:
                 raise InvalidData(f"boot policy: {name} is True or False")
         patterns = self.allowed_kernel_cmdline_patterns
         if patterns is not None:
-            if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+            if (
+                isinstance(patterns, str)
+                or not isinstance(patterns, Iterable)
+                or not all(isinstance(p, str) for p in patterns)
+            ):
                 raise InvalidData("boot policy: allowed_kernel_cmdline_patterns is a list of str")
             texts = tuple(patterns)
             try:
@@ -458,13 +525,16 @@ class BootPolicy:
                 f"event {mismatch.event_index} ({mismatch.event_type}): its data is not what "
                 "its digest measured"
             )
-        for pcr in self.reads():
-            found += _pcr_events(facts, pcr, windows=self._windows() and pcr in (12, 13, 14))
+        pcrs = [(pcr, self._windows() and pcr in (12, 13, 14)) for pcr in self.reads()]
+        for pcr, windows in pcrs:
+            found += _pcr_events(facts, pcr, windows=windows)
         found += self._secure_boot_db(facts)
         found += self._images(facts)
         found += self._cmdlines(facts)
         found += self._firmware(facts)
         found += self._windows_facts(facts)
+        for pcr, windows in pcrs:
+            found += _pcr_structure(facts, pcr, windows=windows)
         return tuple(found)
 
     def check(self, facts: BootFacts) -> None:
@@ -499,17 +569,32 @@ class BootPolicy:
                     if hit:
                         found.append(f"db holds a forbidden entry ({sorted(hit)[0]:.80})")
         if self.allowed_signers is not None:
-            signers = [a for a in facts.authorities if a.entry and a.entry.certificate]
-            if not signers:
-                found.append("no image verifier (authority event) is in the quoted events")
-            for authority in signers:
-                assert authority.entry is not None
-                if not _ids(authority.entry) & set(self.allowed_signers):
-                    name = authority.entry.subject or _ids(authority.entry).pop()
-                    found.append(
-                        f"an image was verified by {name:.120} ({authority.variable}, event "
-                        f"{authority.event_index}), not an allowed signer"
-                    )
+            found += self._signers(facts, frozenset(self.allowed_signers))
+        return found
+
+    def _signers(self, facts: BootFacts, allowed: frozenset[str]) -> list[str]:
+        """Every authority's entry, a certificate or a hash, must be an allowed signer; an
+        authority that names neither is refused, but shim's state (``_STATE_AUTHORITIES``)."""
+        found = []
+        verifiers = [a for a in facts.authorities if (a.guid, a.variable) not in _STATE_AUTHORITIES]
+        if not verifiers:
+            found.append("no image verifier (authority event) is in the quoted events")
+        for authority in verifiers:
+            entry = authority.entry
+            where = f"{authority.variable}, event {authority.event_index}"
+            if entry is None or entry.kind == "other":
+                found.append(
+                    f"an image was verified by an entry of {where} that is neither a "
+                    "certificate nor a hash: no signer can be named for it"
+                )
+            elif not _ids(entry) & allowed:
+                if entry.certificate is not None:
+                    name = entry.subject or hashlib.sha256(entry.certificate).hexdigest()
+                else:
+                    name = f"the {entry.type_name} hash {entry.hash_hex}"
+                found.append(
+                    f"an image was verified by {name:.120} ({where}), not an allowed signer"
+                )
         return found
 
     def _images(self, facts: BootFacts) -> list[str]:
@@ -541,18 +626,30 @@ class BootPolicy:
     def _cmdlines(self, facts: BootFacts) -> list[str]:
         if self.allowed_kernel_cmdline_patterns is None:
             return []
-        lines = list(facts.kernel_cmdlines)
-        for command in facts.grub_commands:
-            word, _, rest = command.partition(" ")
-            if word in _LINUX_COMMANDS:
-                lines.append(rest.strip())
+        found = []
+        for measured in facts.boot_loader:
+            if measured.pcr not in (8, 12) or measured.event_type != "EV_IPL":
+                continue  # other types there: refused by _pcr_events
+            if measured.text_measured and measured.text is None:
+                found.append(
+                    f"event {measured.event_index} (PCR {measured.pcr}) is a string the policy "
+                    "cannot read, where it reads command lines"
+                )
+            words = (measured.text or "").removeprefix("grub_cmd: ").split()
+            if measured.label == "grub_cmd: " and words[:1] == ["rmmod"] and "tpm" in words:
+                found.append(
+                    f"event {measured.event_index}: GRUB removed its tpm module, so what it "
+                    "ran after is not measured"
+                )
+        lines = facts.command_lines
         if not lines:
-            return ["no kernel command line is in the quoted events"]
-        return [
+            found.append("no kernel command line is in the quoted events")
+        found += [
             f"the kernel command line {line!r:.200} matches no allowed pattern"
             for line in dict.fromkeys(lines)
             if not any(p.fullmatch(line) for p in self._patterns)
         ]
+        return found
 
     def _firmware(self, facts: BootFacts) -> list[str]:
         if self.allowed_firmware_versions is None:
@@ -601,24 +698,9 @@ def _pcr_events(facts: BootFacts, pcr: int, *, windows: bool) -> list[str]:
             f"PCR {pcr} is not covered: not quoted, or quoted at a value the event log does not "
             "explain"
         ]
-    allowed = _PCR_EVENTS.get(pcr, {})
-    if pcr == 12 and windows:
-        allowed = {"EV_EVENT_TAG": True, "EV_SEPARATOR": True}
-    if pcr == 0:
-        return []
+    allowed = _WINDOWS_EVENTS if windows else _PCR_EVENTS.get(pcr, {})
     found = []
-    separated = False
     for event in measured:
-        if pcr == 7 and event.event_type == "EV_SEPARATOR":
-            separated = True
-        elif separated and event.event_type == "EV_EFI_VARIABLE_DRIVER_CONFIG":
-            # PFP 1.05 §3.3.4.8: the Secure Boot variables are measured before PCR 7's
-            # separator, the authorities after; a "variable" after it is an authority relabelled
-            found.append(
-                f"event {event.event_index} in PCR 7 is a Secure Boot variable measured after "
-                "the separator, where only authorities are (an authority relabelled to hide it?)"
-            )
-            continue
         needs_data = allowed.get(event.event_type)
         if needs_data is None:
             found.append(
@@ -631,3 +713,105 @@ def _pcr_events(facts: BootFacts, pcr: int, *, windows: bool) -> list[str]:
                 "covers, where the policy reads it"
             )
     return found
+
+
+def _pcr_structure(facts: BootFacts, pcr: int, *, windows: bool) -> list[str]:
+    """The refusals for a log whose structure in PCR ``pcr`` is not one the PFP (or Windows, in
+    PCRs 12-14) gives: its separators, and in PCR 7 its variables and authorities, in PCR 0
+    its S-CRTM version. Events whose data does not match are refused already, and not read."""
+    if pcr not in facts.measurements:
+        return []  # not covered: refused by _pcr_events
+    measured = [m for m in facts.measurements.get(pcr, ()) if m.data_verified is not False]
+    found = []
+    separators = [m for m in measured if m.event_type == "EV_SEPARATOR"]
+    values = _SEPARATOR_VALUES | ({_WBCL} if windows else set())
+    if pcr < 8 and len(separators) != 1:
+        found.append(
+            f"PCR {pcr} holds {len(separators)} separators: the PFP puts exactly one in each of "
+            "PCRs 0-7 (one relabelled, or another event relabelled as one?)"
+        )
+    elif windows and len(separators) > 1:
+        found.append(f"PCR {pcr} holds {len(separators)} separators; Windows closes it once")
+    for separator in separators:
+        value = separator.decoded
+        if not isinstance(value, Separator) or value.error:
+            found.append(
+                f"event {separator.event_index}: PCR {pcr}'s separator is an error separator "
+                "(the firmware could not make a measurement) or none"
+            )
+        elif value.value not in values:
+            found.append(
+                f"event {separator.event_index}: PCR {pcr}'s separator holds "
+                f"0x{value.value:08x}, not a separator value"
+            )
+    if pcr == 7:
+        found += _pcr7_structure(measured)
+    elif pcr == 0:
+        versions = [m for m in measured if m.event_type == "EV_S_CRTM_VERSION"]
+        if len(versions) != 1:
+            found.append(
+                f"PCR 0 holds {len(versions)} S-CRTM versions: the PFP measures exactly one"
+            )
+    if windows:
+        for event in measured:
+            if event.event_type == "EV_EVENT_TAG" and not isinstance(event.decoded, TaggedEvent):
+                found.append(
+                    f"event {event.event_index} in PCR {pcr} is EV_EVENT_TAG but no tagged "
+                    "event (another event relabelled?)"
+                )
+    return found
+
+
+def _pcr7_structure(measured: Sequence[Measurement]) -> list[str]:
+    """PCR 7 as the PFP gives it (PFP 1.05 §3.3.4.8): the Secure Boot variables before the
+    separator, each once and each holding what it holds; authorities (before or after it) that
+    are UEFI_VARIABLE_DATA. An authority relabelled as a variable, or a separator relabelled
+    to make the variables after it look before it, is refused here."""
+    found = []
+    separated = False
+    seen: set[tuple[str, str]] = set()
+    for event in measured:
+        kind, variable = event.event_type, event.decoded
+        if kind == "EV_SEPARATOR":
+            separated = True
+        elif kind == "EV_EFI_VARIABLE_DRIVER_CONFIG":
+            if separated:
+                found.append(
+                    f"event {event.event_index} in PCR 7 is a Secure Boot variable measured "
+                    "after the separator, where only authorities are (an authority relabelled "
+                    "to hide it?)"
+                )
+            elif not isinstance(variable, EfiVariable) or (
+                (variable.guid, variable.name) not in _SECURE_BOOT_VARIABLES
+            ):
+                name = variable.name if isinstance(variable, EfiVariable) else "no variable"
+                found.append(
+                    f"event {event.event_index} in PCR 7 is EV_EFI_VARIABLE_DRIVER_CONFIG of "
+                    f"{name!r:.40}, not a Secure Boot variable the PFP measures there (another "
+                    "event relabelled?)"
+                )
+            elif (variable.guid, variable.name) in seen:
+                found.append(
+                    f"event {event.event_index} in PCR 7 measures {variable.name} a second time"
+                )
+            else:
+                seen.add((variable.guid, variable.name))
+                if not _holds_its_kind(variable):
+                    found.append(
+                        f"event {event.event_index} in PCR 7: {variable.name} does not hold "
+                        "what that variable holds (another event relabelled?)"
+                    )
+        elif kind == "EV_EFI_VARIABLE_AUTHORITY" and not isinstance(variable, EfiVariable):
+            found.append(
+                f"event {event.event_index} in PCR 7 is an authority that is no "
+                "UEFI_VARIABLE_DATA (another event relabelled?)"
+            )
+    return found
+
+
+def _holds_its_kind(variable: EfiVariable) -> bool:
+    """Whether a Secure Boot variable's data is of its kind: signature lists for the
+    databases, one byte 0 or 1 (or nothing: not set) for the switches."""
+    if variable.name in ("PK", "KEK", "db", "dbx", "dbt", "dbr"):
+        return variable.signature_lists is not None
+    return variable.data in (b"", b"\x00", b"\x01")

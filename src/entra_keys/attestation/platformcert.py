@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import InvalidData
 from ..tcg.nvcert import ASN1_ERRORS
+from ..tcg.wire import readable_bytes
 
 __all__ = ["PlatformCertificateInfo", "directory_names", "parse_platform_certificate"]
 
@@ -55,7 +56,9 @@ def parse_platform_certificate(data: bytes) -> PlatformCertificateInfo:
     from asn1crypto import x509 as asn1_x509
 
     try:
-        _, _, _, _, outer, _ = parser.parse(bytes(data), strict=True)
+        _, _, _, _, outer, _ = parser.parse(
+            readable_bytes(data, "a platform certificate"), strict=True
+        )
         _, _, _, _, tbs, _ = parser.parse(outer, strict=False)
         first_class, _, first_tag, _, _, _ = parser.parse(tbs, strict=False)
         if (first_class, first_tag) == (2, 0):  # [0] version: an X.509 certificate

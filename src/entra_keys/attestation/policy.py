@@ -142,6 +142,17 @@ class TrustPolicy:
         allow_empty_nonce: bool | None = None,
         ak_key_purposes: Iterable[str] | None = None,
     ) -> None:
+        switches = {
+            "allow_software": allow_software,
+            "allow_sha1": allow_sha1,
+            "allow_unverified_ak": allow_unverified_ak,
+            "require_hardware": require_hardware,
+            "allow_ek_without_eku": allow_ek_without_eku,
+            "allow_empty_nonce": allow_empty_nonce,
+        }
+        for name, value in switches.items():  # "false" from a config file is truthy
+            if value is not None and type(value) is not bool:
+                raise TypeError(f"a TrustPolicy's {name} is True or False, not {value!r:.40}")
         if allow_software is not None:
             self.allow_software = allow_software
         if allow_sha1 is not None:

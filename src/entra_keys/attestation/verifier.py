@@ -23,7 +23,9 @@ rules (``NoncePolicy``: 8 bytes at least unless lowered, never empty unless allo
 result names.
 
 The caller's inputs are copied once, first (bytes, bytearray and memoryview are taken; anything
-else is a typed refusal), so nothing the caller changes later reaches a check or a result.
+else is a typed refusal, and so is an event log over its size limit or a boot policy that is no
+``BootPolicy``: these come before the checks above), so nothing the caller changes later
+reaches a check or a result.
 Nothing in the attestation is believed before its signature verifies over those bytes; the
 TPMT_SIGNATURE and the TPMS_ATTEST are then each parsed once (strictly: no trailing bytes) and
 checked in the order above. Results are frozen and own their data. Trust is one hook,
@@ -248,8 +250,15 @@ OwnedCertificate = Any
 def _owned_certificate(certificate: object, what: str = "an AK certificate") -> OwnedCertificate:
     """An AK certificate as given (a ``cryptography`` certificate, or one read), bytes-likes
     copied."""
-    if certificate is None or isinstance(certificate, bytes | bytearray | memoryview):
-        return None if certificate is None else bytes(certificate)
+    if certificate is None:
+        return None
+    if isinstance(certificate, bytes | bytearray | memoryview):
+        try:
+            return bytes(certificate)
+        except ValueError:  # a released memoryview
+            raise AttestationCheckFailed(
+                f"{what} is a released memoryview", Check.CERTIFICATE
+            ) from None
     from cryptography import x509
 
     if isinstance(certificate, x509.Certificate | ReadCertificate):
@@ -571,9 +580,11 @@ def verify_quote(
         attest, signature, ak_public, nonce, pcrs, ak_certificate, ak_intermediates
     )
     log = None if event_log is None else _owned_log(event_log)
+    if boot_policy is not None:
+        _check_boot_policy_type(boot_policy)
     policy = policy or _DEFAULT_POLICY
-    banks = _expected_banks(inputs.pcrs, policy, log)
     trust = _ak_trust(inputs, policy)
+    banks = _expected_banks(inputs.pcrs, policy, log)  # (a SHA-1 bank: HASH, after trust)
     sig, info = _verified_signature(inputs.attest, inputs.signature, trust.ak, policy)
     parsed, software = _parsed_attest(inputs.attest, policy)
     _check_type(parsed, TPM_ST_ATTEST_QUOTE, "a quote")
@@ -631,10 +642,8 @@ def _quoted_pcrs(
     if banks is not None and log is None and boot_policy is None:
         values = {alg: pcrs[alg] for alg in banks.selection}
         return _Quoted(_checked_pcr_digest(body, banks, info), values, None, _QUOTE_CHECKS)
-    from .measured import BootPolicy, log_as_expected, tie_event_log
+    from .measured import log_as_expected, tie_event_log
 
-    if boot_policy is not None and not isinstance(boot_policy, BootPolicy):
-        raise InvalidData(f"boot_policy is a BootPolicy, not {type(boot_policy).__name__}")
     measured = None
     if banks is None:
         assert log is not None  # (no values and no log is refused before)
@@ -655,6 +664,14 @@ def _quoted_pcrs(
         boot_policy.check(measured.facts)
         checks = (*checks, "boot-policy")
     return _Quoted(digest, values, measured, checks)
+
+
+def _check_boot_policy_type(boot_policy: object) -> None:
+    """A boot policy is a BootPolicy (an input's type, checked with the inputs: InvalidData)."""
+    from .measured import BootPolicy
+
+    if not isinstance(boot_policy, BootPolicy):
+        raise InvalidData(f"boot_policy is a BootPolicy, not {type(boot_policy).__name__}")
 
 
 def _owned_log(event_log: object) -> EventLog | bytes:

@@ -260,7 +260,11 @@ def verify_attestation_object(
     JSON. Any other format is a STRUCTURE refusal."""
     if not isinstance(attestation_object, bytes | bytearray | memoryview):
         raise MalformedAttestation("the attestation object is CBOR bytes")
-    document = _cbor(bytes(attestation_object), "the attestation object")
+    try:
+        owned = bytes(attestation_object)
+    except ValueError:  # a released memoryview
+        raise MalformedAttestation("the attestation object is a released memoryview") from None
+    document = _cbor(owned, "the attestation object")
     if not isinstance(document, dict) or set(document) - {"fmt", "attStmt", "authData"}:
         raise MalformedAttestation("the attestation object is not a map {fmt, attStmt, authData}")
     if document.get("fmt") != "tpm":

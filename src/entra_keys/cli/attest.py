@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import formats
-from .._json import Members
+from .._json import MAX_JSON_SIZE, Members
 from ..errors import EntraKeysError
 from ..provider import KeyType, KeyUsage
 from .common import (
@@ -42,14 +42,21 @@ def _pcrs(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"PCR indices like 0,1,7, not {text!r}") from None
 
 
-def _read(path: str, what: str) -> bytes:
-    """A file the verifier was given ('-' is a file name here, not stdin)."""
-    return read_input(path, what=what, stdin=False)
+#: The most ``verify`` reads of a key or certificate file (PEM or DER; a TPM2B_PUBLIC), and of
+#: a JSON file other than the quote (PCR values, a boot policy, a certification) or a CA file.
+_MAX_KEY_FILE = 64 * 1024
+_MAX_JSON_FILE = MAX_JSON_SIZE
+
+
+def _read(path: str, what: str, limit: int) -> bytes:
+    """A file the verifier was given ('-' is a file name here, not stdin), up to ``limit``
+    bytes: a larger one is refused after reading one byte past the limit."""
+    return read_input(path, limit, what=what, stdin=False)
 
 
 def _pcr_values(path: str) -> dict[int, bytes]:
     """``--pcr-values``: a JSON object of PCR index to value in hex, ``{"0": "00ab..", ...}``."""
-    values = Members.load(_read(path, "PCR values"), path)
+    values = Members.load(_read(path, "PCR values", _MAX_JSON_FILE), path)
     expected = {}
     for name in values.value:
         if not (name.isascii() and name.isdigit() and len(name) <= 2):
@@ -236,6 +243,7 @@ def _facts_json(facts: Any) -> dict[str, Any]:
         "sbat_level": facts.sbat_level,
         "grub_commands": list(facts.grub_commands),
         "kernel_cmdlines": list(facts.kernel_cmdlines),
+        "command_lines": list(facts.command_lines),
         "firmware_versions": list(facts.firmware_versions),
         "startup_locality": facts.startup_locality,
         "h_crtm": facts.h_crtm,
@@ -356,7 +364,9 @@ def _policy(args: argparse.Namespace) -> Any:
         allow_software=args.allow_software,
         allow_sha1=args.allow_sha1,
         allow_unverified_ak=args.allow_unverified_ak,
-        ak_ca_certificates=[_read(path, "AK CA certificate") for path in args.ak_ca],
+        ak_ca_certificates=[
+            _read(path, "AK CA certificate", _MAX_JSON_FILE) for path in args.ak_ca
+        ],
     )
 
 
@@ -364,7 +374,7 @@ def _ak_public(args: argparse.Namespace) -> Any:
     """The AK from --ak-public: its TPM2B_PUBLIC (or TPMT_PUBLIC), as ``keys export --format
     tpm`` and tpm2-tools ``-u`` write it; a PEM or DER public key only with
     --allow-unverified-ak, since no attribute of a bare key can be checked."""
-    data = _read(args.ak_public, "AK public key")
+    data = _read(args.ak_public, "AK public key", _MAX_KEY_FILE)
     bare = data.lstrip().startswith(b"-----BEGIN") or data[:1] == b"\x30"
     if not bare:
         return data
@@ -383,7 +393,7 @@ def _ak_certificate(args: argparse.Namespace) -> bytes | None:
         return None
     if not args.ak_ca:
         raise CommandError("--ak-cert needs the CA it chains to: --ak-ca PEM")
-    return _read(args.ak_cert, "AK certificate")
+    return _read(args.ak_cert, "AK certificate", _MAX_KEY_FILE)
 
 
 _EVIDENCE_TEXT = {
@@ -406,10 +416,10 @@ def _verdict(what: str, result: Any) -> str:
 def cmd_verify_quote(ctx: Context) -> int:
     """Verify a quote JSON file against the AK's TPM2B_PUBLIC and the nonce; exit 0 if valid."""
     from ..attestation.verifier import verify_quote
-    from ..tcg.records import quote_from_json
+    from ..tcg.records import MAX_QUOTE_JSON, quote_from_json
 
     args = ctx.args
-    quote = quote_from_json(_read(args.file, "quote"))
+    quote = quote_from_json(_read(args.file, "quote", MAX_QUOTE_JSON))
     ak = _ak_public(args)
     expected = quote.pcr_values
     if args.pcr_values:
@@ -421,7 +431,7 @@ def cmd_verify_quote(ctx: Context) -> int:
     if args.boot_policy is not None:
         from ..attestation.measured import BootPolicy
 
-        boot_policy = BootPolicy.from_json(_read(args.boot_policy, "boot policy"))
+        boot_policy = BootPolicy.from_json(_read(args.boot_policy, "boot policy", _MAX_JSON_FILE))
     result = verify_quote(
         quote.attest, quote.signature, ak, args.nonce,
         {quote.pcr_bank: expected}, policy=_policy(args), ak_certificate=_ak_certificate(args),
@@ -474,9 +484,9 @@ def cmd_verify_certify(ctx: Context) -> int:
     from ..tcg.records import certification_from_json
 
     args = ctx.args
-    certification = certification_from_json(_read(args.file, "certification"))
+    certification = certification_from_json(_read(args.file, "certification", _MAX_JSON_FILE))
     ak = _ak_public(args)
-    key = formats.load_public_key(_read(args.key_public, "key's public key"))
+    key = formats.load_public_key(_read(args.key_public, "key's public key", _MAX_KEY_FILE))
     result = verify_certify(
         certification.attest, certification.signature, ak, certification.key_public,
         args.nonce, policy=_policy(args), expected_key=key,

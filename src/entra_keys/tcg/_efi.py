@@ -247,14 +247,27 @@ def parse_signature_lists(data: bytes) -> tuple[SignatureList, ...] | None:
     return tuple(lists)
 
 
+#: The hash signature types by digest size: an authority that is an owner GUID and a hash
+#: names its type by its size alone (one type per size).
+_HASH_TYPES = {
+    size: guid
+    for guid, (name, size) in SIGNATURE_TYPES.items()
+    if size is not None and not name.startswith("EFI_CERT_X509_")
+}
+
+
 def _authority_entry(data: bytes) -> SignatureEntry | None:
     """The EFI_SIGNATURE_DATA of an EV_EFI_VARIABLE_AUTHORITY event (PFP 1.05 §3.3.4.8, PCR[7]:
-    the db entry that verified an image): an owner GUID and a certificate; some firmware and
-    shim log the certificate alone, without the owner."""
+    the db entry that verified an image): an owner GUID and a certificate (some firmware and
+    shim log the certificate alone, without the owner), or an owner GUID and a hash (an image
+    allowed by its hash in db, or by shim's MokList); None for anything else."""
     if is_der_sequence(data):
         return SignatureEntry("", "certificate", None, data)
     if len(data) > 16 and is_der_sequence(data[16:]):
         return SignatureEntry(_X509_TYPE, "EFI_CERT_X509_GUID", guid_text(data[:16]), data[16:])
+    hash_type = _HASH_TYPES.get(len(data) - 16)
+    if hash_type is not None:
+        return SignatureEntry(hash_type, _type_name(hash_type), guid_text(data[:16]), data[16:])
     return None
 
 

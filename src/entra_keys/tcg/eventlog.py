@@ -31,6 +31,7 @@ it is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import struct
@@ -66,13 +67,14 @@ from ._efi import (
     text_of,
 )
 from .wire import HASH_ALGORITHMS as WIRE_HASHES
-from .wire import TPM_ALG_SM3_256
+from .wire import TPM_ALG_SM3_256, readable_bytes
 
 __all__ = [
     "BITLOCKER_FLAGS",
     "EVENT_TYPES",
     "GRUB_LABELS",
     "KERNEL_EVENT_LOG",
+    "LOADER_COMMANDS",
     "MAX_ALGORITHMS",
     "MAX_EVENTS",
     "MAX_EVENT_DATA",
@@ -106,8 +108,10 @@ __all__ = [
     "TaggedEvent",
     "WindowsFacts",
     "WindowsModule",
+    "command_lines_of",
     "data_matches",
     "first_difference",
+    "grub_string",
     "measured_data",
     "parse_event_log",
     "read_event_log",
@@ -646,8 +650,59 @@ _Coverage = Mapping[str, frozenset[int]] | None
 
 #: The labels GRUB (2.04+) puts before the strings it measures into PCR 8: the digest is of
 #: the string after the label, without its NUL (grub-core/commands/tpm.c, "grub_cmd: ",
-#: "kernel_cmdline: ", "module_cmdline: ").
+#: "kernel_cmdline: ", "module_cmdline: "). The label is in no digest: a device may give a
+#: string any of them, or none.
 GRUB_LABELS = ("grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ")
+#: GRUB's commands that start a kernel, a module or an EFI image with arguments: their
+#: arguments (the path first, as GRUB's kernel_cmdline has it) are a command line, whatever
+#: label the log gives the command (``command_lines``).
+LOADER_COMMANDS = frozenset(
+    {
+        "linux",
+        "linuxefi",
+        "linux16",
+        "chainloader",
+        "multiboot",
+        "multiboot2",
+        "module",
+        "module2",
+        "xen_hypervisor",
+        "xen_module",
+        "kfreebsd",
+        "knetbsd",
+        "kopenbsd",
+        "legacy_kernel",
+        "xnu_kernel",
+        "xnu_kernel64",
+        "appleloader",
+        "plan9",
+    }
+)
+
+
+def grub_string(data: bytes) -> tuple[str, bytes] | None:
+    """A GRUB string of PCR 8 split at its label: (the label, the bytes GRUB hashed: the rest,
+    without the NUL); None where the data starts with no GRUB label."""
+    text = data.rstrip(b"\0")
+    for label in GRUB_LABELS:
+        if text.startswith(label.encode()):
+            return label, text[len(label) :]
+    return None
+
+
+def command_lines_of(label: str | None, text: str) -> tuple[str, ...]:
+    """The command lines a string of PCR 8 measured, read the same whatever its label: the
+    arguments of a ``LOADER_COMMANDS`` command, and any other string but a GRUB command
+    (``grub_cmd: ``) as a whole: a kernel's or a module's command line, or a string with no
+    label (old systemd-boot's, or a GRUB string whose label was taken off). A "command" that
+    starts with a path ("/" or "(": no GRUB command is named so) is a command line labelled
+    as a command: GRUB's kernel_cmdline starts with the kernel's path."""
+    words = text.split(None, 1)
+    if words and words[0] in LOADER_COMMANDS:
+        return (words[1].strip() if len(words) > 1 else "",)
+    if label == "grub_cmd: " and not text.lstrip().startswith(("/", "(")):
+        return ()
+    return (text.strip(),)
 
 
 def measured_data(event: Event) -> tuple[bytes, ...] | None:
@@ -685,10 +740,9 @@ def measured_data(event: Event) -> tuple[bytes, ...] | None:
     if kind == EV_EVENT_TAG and pcr in (12, 13, 14):
         return (data,)
     if kind == EV_IPL and pcr == 8:
-        text = data.rstrip(b"\0")
-        for label in GRUB_LABELS:
-            if text.startswith(label.encode()):
-                return (text[len(label) :],)
+        grub = grub_string(data)
+        if grub is not None:
+            return (grub[1],)
         return (data, *_text_forms(event.decoded))
     if kind == EV_IPL and pcr == 12:
         decoded = event.decoded
@@ -817,9 +871,15 @@ def parse_event_log(data: bytes) -> EventLog:
     have the size the Spec ID event declares for their algorithm, and an algorithm it does not
     declare is an error. Every malformed log is ``InvalidData`` naming the event, its offset
     and the field."""
-    if len(data) > MAX_LOG_SIZE:
-        raise InvalidData(f"event log: {len(data)} bytes is more than the {MAX_LOG_SIZE} allowed")
-    data = bytes(data)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidData(f"event log: bytes expected, not {type(data).__name__}")
+    try:
+        size = len(data)  # before any copy
+    except ValueError:  # a released memoryview
+        size = 0
+    if size > MAX_LOG_SIZE:
+        raise InvalidData(f"event log: {size} bytes is more than the {MAX_LOG_SIZE} allowed")
+    data = readable_bytes(data, "event log")
     if not data:
         raise InvalidData("event log: empty (no events)")
     if len(data) < _SHA1_HEADER.size:
@@ -1151,7 +1211,7 @@ _TAG_NAMES = {0x8F3B22EC: "LINUX_INITRD", 0x8F3B22ED: "LINUX_LOAD_OPTIONS"}
 class Authority:
     """An EV_EFI_VARIABLE_AUTHORITY event (PCR 7): the variable whose entry verified a loaded
     image (db, or shim's MokListRT / Shim / SbatLevel...), and that entry where it is a
-    certificate."""
+    certificate or a hash (None: neither, as shim's SbatLevel and MokListTrusted state)."""
 
     event_index: int
     variable: str
@@ -1192,7 +1252,9 @@ class LoaderMeasurement:
     """An event of the boot loader or kernel stub (PCRs 8, 9, 11, 12: GRUB's commands, command
     lines and files, systemd-boot's and systemd-stub's measurements): its text where it is one.
     ``text_measured``: the digest is of the text itself (a command, a command line); otherwise
-    the text is a label (a file's path) and the digest is of what it names."""
+    the text is a label (a file's path) and the digest is of what it names. ``label``: the GRUB
+    label a PCR 8 string carries (in ``text`` too; in no digest), whose rest is read as UTF-8
+    with any other byte escaped, so that no string GRUB measured is left unread."""
 
     event_index: int
     pcr: int
@@ -1200,17 +1262,20 @@ class LoaderMeasurement:
     text: str | None
     digests: Mapping[str, bytes]
     text_measured: bool = False
+    label: str | None = None
 
 
 @dataclass(frozen=True)
 class Measurement:
     """An event that extended a PCR the facts read: its index, type name and whether its data
     is what its digest measured (``data_matches``: True, False, or None where the digest is of
-    something not in the log)."""
+    something not in the log), and its data as its type decodes it (``Event.decoded``): what a
+    policy checks the log's structure with, to be believed only where ``data_verified``."""
 
     event_index: int
     event_type: str
     data_verified: bool | None
+    decoded: Decoded = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -1251,6 +1316,11 @@ class WindowsModule:
     authority_serial: str | None
     authority_sha1: str | None
 
+
+#: The fields of a module record that a later record of the same module may fill in.
+_MODULE_FIELDS = tuple(
+    found.name for found in dataclasses.fields(WindowsModule) if found.name != "image_bases"
+)
 
 #: FVEB_UNLOCK_FLAG_* of SIPAEVENT_BITLOCKER_UNLOCK: how BitLocker unlocked the OS volume.
 BITLOCKER_FLAGS = {
@@ -1321,8 +1391,11 @@ class BootFacts:
     ``banks``: the banks whose digests the facts were checked against (and the only digests
     they hold); ``measurements``: per PCR read (every covered one, with or without events), the
     events that counted, in order, with whether their data matched their digests;
-    ``firmware_versions``: every EV_S_CRTM_VERSION string. Data that does not match a digest
-    defined over it gives no fact (``data_mismatches``)."""
+    ``firmware_versions``: every EV_S_CRTM_VERSION string; ``command_lines``: every command
+    line measured in PCRs 8 and 12, read the same whatever label a string carries
+    (``command_lines_of``: GRUB's kernel and module command lines, the arguments of its loader
+    commands, strings without a label, systemd's UTF-16 lines). Data that does not match a
+    digest defined over it gives no fact (``data_mismatches``)."""
 
     secure_boot: bool | None
     pk: tuple[SignatureEntry, ...] | None
@@ -1351,6 +1424,7 @@ class BootFacts:
         default_factory=lambda: FrozenMapping({})
     )
     firmware_versions: tuple[str, ...] = ()
+    command_lines: tuple[str, ...] = ()
 
     @property
     def kernel_cmdline(self) -> str | None:
@@ -1397,6 +1471,7 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
     loader: list[LoaderMeasurement] = []
     grub_commands: list[str] = []
     cmdlines: list[str] = []
+    command_lines: list[str] = []
     versions: list[str] = []
     separators: set[int] = set()
     separator_errors: set[int] = set()
@@ -1419,11 +1494,13 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
             continue
         banks_seen.update(banks)
         verified = data_matches(event, banks)
-        measurements.setdefault(pcr, []).append(Measurement(event.index, event.type_name, verified))
+        decoded = event.decoded
+        measurements.setdefault(pcr, []).append(
+            Measurement(event.index, event.type_name, verified, decoded)
+        )
         if verified is False:
             continue
         digests: Mapping[str, bytes] = FrozenMapping({b: event.digests[b] for b in banks})
-        decoded = event.decoded
         if isinstance(decoded, EfiVariable):
             if kind == EV_EFI_VARIABLE_AUTHORITY and pcr == 7:
                 authorities.append(
@@ -1471,14 +1548,29 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
         if kind == EV_IPL and pcr == 14 and text is not None and text in _MOK_NAMES:
             mok.append(MokVariable(event.index, text, pcr, digests, None))
         if pcr in (8, 9, 11, 12) and kind in (EV_IPL, EV_EVENT_TAG):
+            grub = grub_string(event.data) if kind == EV_IPL and pcr == 8 else None
+            label = None if grub is None else grub[0]
             loader_text = text if text is not None else _tag_text(decoded)
+            if grub is not None:  # every byte GRUB measured is read, none dropped
+                loader_text = grub[0] + grub[1].decode("utf-8", "backslashreplace")
             loader.append(
                 LoaderMeasurement(
-                    event.index, pcr, event.type_name, loader_text, digests, verified is True
+                    event.index, pcr, event.type_name, loader_text, digests, verified is True,
+                    label,
                 )
-            )
-            if loader_text is not None and verified is True:
-                _loader_text(pcr, kind, decoded, loader_text, grub_commands, cmdlines)
+            )  # fmt: skip
+            if loader_text is not None and verified is True and kind == EV_IPL:
+                body = loader_text[len(label or "") :]
+                if label == "grub_cmd: ":
+                    grub_commands.append(body)
+                elif label == "kernel_cmdline: ":
+                    cmdlines.append(body)
+                elif label is None and pcr in (8, 12) and _utf16(decoded):
+                    cmdlines.append(body.strip())  # systemd-boot's and systemd-stub's
+                if pcr == 8:
+                    command_lines.extend(command_lines_of(label, body))
+                elif pcr == 12:
+                    command_lines.append(body.strip())
         if kind == EV_EVENT_TAG and pcr in (12, 13, 14) and pcr not in closed:
             windows_events.append(event)
 
@@ -1510,7 +1602,12 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
             {pcr: tuple(found) for pcr, found in sorted(measurements.items())}
         ),
         firmware_versions=tuple(versions),
+        command_lines=tuple(command_lines),
     )
+
+
+def _utf16(decoded: Decoded) -> bool:
+    return isinstance(decoded, EventText) and decoded.encoding == "utf-16le"
 
 
 def _checking_banks(log: EventLog, event: Event, coverage: _Coverage) -> tuple[str, ...]:
@@ -1538,27 +1635,6 @@ def _tag_text(decoded: Decoded) -> str | None:
     return decoded.text if isinstance(decoded, TaggedEvent) else None
 
 
-def _loader_text(
-    pcr: int,
-    kind: int,
-    decoded: Decoded,
-    text: str,
-    grub_commands: list[str],
-    cmdlines: list[str],
-) -> None:
-    """GRUB (2.04+) logs EV_IPL strings in PCR 8, "grub_cmd: ..." for each command and
-    "kernel_cmdline: ..." for the kernel's; systemd-boot and systemd-stub log the kernel command
-    line in PCR 12 as a UTF-16 EV_IPL string (older systemd-boot: PCR 8)."""
-    if kind != EV_IPL:
-        return
-    if pcr == 8 and text.startswith("grub_cmd: "):
-        grub_commands.append(text[len("grub_cmd: ") :])
-    elif pcr == 8 and text.startswith("kernel_cmdline: "):
-        cmdlines.append(text[len("kernel_cmdline: ") :])
-    elif pcr in (8, 12) and isinstance(decoded, EventText) and decoded.encoding == "utf-16le":
-        cmdlines.append(text.strip())
-
-
 def _windows_facts(events: Sequence[Event]) -> WindowsFacts | None:
     """The SIPA facts of the EV_EVENT_TAG events in PCRs 12-14 (before each PCR's separator);
     None where there are none (not a Windows boot)."""
@@ -1584,7 +1660,9 @@ class _WindowsState:
         self.latched_off: dict[str, bool] = {}
         self.unlocks: list[int] = []
         self.elam: list[ElamDriver] = []
-        self.modules: dict[str, WindowsModule] = {}
+        # a module's first record, and its image bases in order (a list and a set: each record
+        # adds in constant time, however many share a hash)
+        self.modules: dict[str, tuple[WindowsModule, list[int], set[int]]] = {}
         self.lists: dict[str, RevocationList] = {}
 
     def read(self, pcr: int, record: SipaRecord) -> None:
@@ -1634,16 +1712,19 @@ class _WindowsState:
         key = module.authenticode_hash or f"#{len(self.modules)}"
         known = self.modules.get(key)
         if known is None:
-            self.modules[key] = module
+            self.modules[key] = (module, list(module.image_bases), set(module.image_bases))
             return
-        merged = {
-            name: getattr(known, name) if getattr(known, name) is not None else value
-            for name, value in vars(module).items()
-        }
-        merged["image_bases"] = known.image_bases + tuple(
-            base for base in module.image_bases if base not in known.image_bases
-        )
-        self.modules[key] = WindowsModule(**merged)
+        first, bases, seen = known
+        if any(getattr(first, name) is None for name in _MODULE_FIELDS):  # fill what it lacks
+            merged = {
+                name: getattr(first, name) if getattr(first, name) is not None else value
+                for name, value in vars(module).items()
+            }
+            self.modules[key] = (WindowsModule(**merged), bases, seen)
+        for base in module.image_bases:
+            if base not in seen:
+                seen.add(base)
+                bases.append(base)
 
     def facts(self) -> WindowsFacts:
         transfer = self.numbers.get("TRANSFER_CONTROL")
@@ -1663,7 +1744,10 @@ class _WindowsState:
             hypervisor_launch_type=self.numbers.get("HYPERVISOR_LAUNCH_TYPE"),
             vsm_launch_type=self.numbers.get("VSM_LAUNCH_TYPE"),
             elam_drivers=tuple(self.elam),
-            loaded_modules=tuple(self.modules.values()),
+            loaded_modules=tuple(
+                dataclasses.replace(module, image_bases=tuple(bases))
+                for module, bases, _ in self.modules.values()
+            ),
             boot_revocation_list=self.lists.get("BOOT_REVOCATION_LIST"),
             os_revocation_list=self.lists.get("OS_REVOCATION_LIST"),
         )

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidData
+from .wire import readable_bytes
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -108,7 +109,7 @@ def nv_certificates(data: bytes, *, many: bool = False) -> list[StoredCertificat
     """The certificate in an EK certificate index's contents (``many``: the certificates, one
     after the other, of a chain index), with the TCG header and the padding removed; an
     InvalidData saying why when the contents are no certificate."""
-    data = bytes(data)
+    data = readable_bytes(data, "an EK certificate index")
     repairs: list[str] = []
     start, end = 0, len(data)
     if data.startswith(_TCG_STORED_CERT) and len(data) >= 5:
@@ -187,7 +188,7 @@ def read_tlv(
     """The one BER element that is exactly ``data``: definite lengths in any form, indefinite
     lengths of constructed elements, any tag; every value kept as read. InvalidData (naming
     ``what``) for trailing bytes, truncation, or a document over the limits."""
-    data = bytes(data)
+    data = readable_bytes(data, what)
     if len(data) > max_size:
         raise InvalidData(f"{what} is {len(data)} bytes, over the limit of {max_size}")
     element, end = _read(data, 0, len(data), 0, max_depth, _Budget(max_elements), what)
@@ -407,7 +408,7 @@ def strict_der(der: bytes) -> tuple[bytes, tuple[str, ...]]:
     cryptography offers. A reading copy's signature holds only over the original TBS."""
     from cryptography.exceptions import UnsupportedAlgorithm
 
-    der = bytes(der)
+    der = readable_bytes(der, "a certificate")
     refused = _pyca_refusal(der)
     if refused is None:
         return der, ()

@@ -74,6 +74,7 @@ __all__ = [
     "hash_info",
     "hash_info_by_name",
     "parse_tpm2b",
+    "readable_bytes",
     "too_large_error",
     "tpm2b",
     "trailing_error",
@@ -218,7 +219,16 @@ def as_bytes(data: object, what: str) -> bytes:
         return data
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidData(f"{what}: bytes expected, not {type(data).__name__}")
-    return bytes(data)
+    return readable_bytes(data, what)
+
+
+def readable_bytes(data: bytes | bytearray | memoryview, what: str) -> bytes:
+    """A copy of a bytes-like input; InvalidData for a released memoryview, which has nothing
+    to read (``bytes()`` and ``len()`` raise ValueError on one)."""
+    try:
+        return bytes(data)
+    except ValueError:
+        raise InvalidData(f"{what}: a released memoryview, nothing to read") from None
 
 
 def truncated_error(what: str, name: str, n: int, pos: int, end: int) -> InvalidData:
