@@ -11,7 +11,8 @@ hierarchy's standard primary, 0x40000001 in key files (the TCG key-file parent, 
 makes it), loaded from its saved context of this boot (``_primary_cache``) or created. Each is
 opened only when something needs it: opening the connection sends no command. New objects go
 under the default parent (``default_parent``): the SRK where the TPM has one, else the owner
-primary.
+primary. An object at 0x81000001 that is not the standard SRK (anyone with the owner
+authorization can persist their own key there) is never used: not as a parent, not as a salt key.
 
 Objects. A connection holds at most ``OBJECTS`` transient objects at once, counting what the next
 command needs: the objects it loads or creates, and a slot for a persistent key it names (the TPM
@@ -57,7 +58,7 @@ from ...errors import (
 from ...tcg import model
 from . import _errors, _primary_cache
 from ._key_cache import KeyCache
-from ._templates import storage_template
+from ._templates import srk_mismatch, storage_template
 from ._watchdog import Watchdog
 from .tcti import Tcti
 
@@ -212,6 +213,8 @@ class Connection:
         #: Persistent objects read (EKs): handle -> (ESYS handle, TPM2B_PUBLIC).
         self._persistent: dict[int, tuple[Any, Any]] = {}
         self._default: int | None = None
+        #: Why the object at SRK_HANDLE is not used (not the standard SRK), once seen.
+        self.refused_srk: str | None = None
         self._session: Any = None
         self._session_encrypts: tuple[bool, bool] | None = None  # (response, command)
         self._create_loaded = True  # TPM2_CreateLoaded until the TPM says it has none
@@ -261,9 +264,12 @@ class Connection:
         text = f"0x{self.storage_parent:08x}"
         if found is None or not found.owned:
             return text + " (persistent)" if self.storage_parent == SRK_HANDLE else text
-        if found.from_context:
-            return text + " (primary, owner hierarchy, saved primary context)"
-        return text + " (primary, owner hierarchy)"
+        where = (
+            "owner hierarchy, saved primary context" if found.from_context else "owner hierarchy"
+        )
+        if self.refused_srk is not None:
+            where += f"; 0x{SRK_HANDLE:08x} not used: {self.refused_srk}"
+        return f"{text} (primary, {where})"
 
     def parent(self, esys: Any, handle: int) -> Parent:
         """The storage key a key file names, opened on first need (the lock held): the
@@ -330,7 +336,13 @@ class Connection:
         return KeysUnusable(self.lost)
 
     def _no_srk(self) -> ForeignKey:
-        """The error for a key made under the persistent SRK where the TPM has none."""
+        """The error for a key made under the persistent SRK where the TPM has none, or where
+        the object there is not the standard SRK."""
+        if self.refused_srk is not None:
+            return ForeignKey(
+                f"the key was made under 0x{SRK_HANDLE:08x}, and the object there is not the "
+                f"standard SRK ({self.refused_srk}): it is not used as a storage key"
+            )
         if SRK_HANDLE in self._names:
             return self._gone(SRK_HANDLE, "the TPM no longer has it")
         return ForeignKey(
@@ -341,7 +353,10 @@ class Connection:
 
     def _open_srk(self, esys: Any) -> Parent | None:
         """The persistent SRK (one TPM2_ReadPublic, whose answer ESYS keeps: the salt key's
-        public area is the TPM's own), or None where the TPM has none."""
+        public area is the TPM's own), or None where the TPM has none or the object there is not
+        the standard SRK (``refused_srk`` says why, logged once): anyone with the owner
+        authorization can persist a key there whose private half they know, and a session
+        salted to it would give them every PIN and secret sent in it."""
         t = self.tss
         try:
             tr = self.with_room(lambda: esys.tr_from_tpmpublic(SRK_HANDLE), 1)
@@ -349,7 +364,23 @@ class Connection:
             if _errors.tpm_code(int(exc.rc)) == int(t.TPM2_RC.HANDLE):
                 return None
             raise
-        return Parent(SRK_HANDLE, tr, owned=False)
+        try:
+            public = tr_public(t, esys, tr)
+        except ValueError:  # metadata in another layout: ask the TPM again
+            public = esys.read_public(tr)[0]
+        why = srk_mismatch(t, public)
+        if why is None:
+            return Parent(SRK_HANDLE, tr, owned=False)
+        esys.tr_close(tr)
+        if self.refused_srk is None:
+            log.warning(
+                "0x%08x is not the standard SRK (%s): not used; keys go under the owner "
+                "hierarchy's standard primary",
+                SRK_HANDLE,
+                why,
+            )
+        self.refused_srk = why
+        return None
 
     def _load_saved_primary(self, esys: Any) -> Parent | None:
         """The owner primary from its saved context (``_primary_cache``), checked by the TPM's
