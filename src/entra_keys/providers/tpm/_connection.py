@@ -567,14 +567,45 @@ class Connection:
 
     def retrying(self, operation: Callable[[], T]) -> T:
         """Run an operation; once more where it failed as a TPM restart or reset makes it fail
-        and the connection recovered (``recover``)."""
+        and the connection recovered (``recover``), or where the TPM refused it because a
+        handle of this connection now names another object (``reused``)."""
         generation = self.generation
         try:
             return operation()
         except TPMError as exc:
-            if not self.recover(exc, generation):
+            if not (self.recover(exc, generation) or self.reused(exc, generation)):
                 raise
         return operation()
+
+    def reused(self, error: TPMError, generation: int) -> bool:
+        """After a TPM refusal: True where a transient handle this connection holds (a storage
+        primary, a kept or pinned key) now names another object, and the connection forgot them
+        all, flushing none (they are another program's now).
+
+        A TPM reset with no resource manager (swtpm, /dev/tpm0) gives the handle numbers of this
+        connection to whatever is loaded next, so a command can reach another program's object
+        and fail for reasons of its own instead of TPM_RC_HANDLE. One TPM2_ReadPublic per handle,
+        on failures only. True too where another thread recovered since ``generation``."""
+        if self._closed or self.lost is not None or not _errors.is_tpm_refusal(error):
+            return False
+        with self.lock:
+            if generation != self.generation:
+                return True
+            if self._esys is None or not self.handles_reused(self._esys):
+                return False
+            self.forget_reused()
+        return True
+
+    def handles_reused(self, esys: Any) -> bool:
+        """True where a transient handle this connection holds is gone or names another object
+        than the one it loaded (the TPM's ReadPublic against the name it had; lock held)."""
+        return not all(self._names_object(esys, h, name) for h, name in self._held())
+
+    def forget_reused(self) -> None:
+        """Forget every handle, flushing none: the TPM was reset and gave their numbers to other
+        objects (the lock held). The next use reloads under a storage key reopened by name."""
+        log.info("a handle of this connection names another object (a TPM reset): reloading")
+        self._forget(flush=False)
 
     def flush_object(self, esys: Any, handle: Any) -> None:
         """TPM2_FlushContext of a transient object this connection loaded (the lock held)."""
@@ -747,19 +778,21 @@ class Connection:
                 esys.close()
 
     def _forget(self, *, flush: bool) -> None:
-        """Forget every handle of this generation (flushing them first where asked, errors
-        ignored: a reset took them already)."""
+        """Forget every handle of this generation. Where asked, first flush those that still
+        name the objects this connection loaded (a TPM reset may have given the others to
+        another program), and the session only where none was given away; errors ignored."""
         esys = self._esys
-        handles = [p.tr for p in self._parents.values() if p.owned]
-        handles += [obj._handle for obj in list(self.pinned) if obj._handle is not None]
-        if self._session is not None:
-            handles.append(self._session)
         if flush and esys is not None:
-            for handle in handles:
+            given_away = False
+            for handle, name in self._held():
+                if self._names_object(esys, handle, name):
+                    with contextlib.suppress(Exception):
+                        esys.flush_context(handle)
+                else:
+                    given_away = True
+            if self._session is not None and not given_away:
                 with contextlib.suppress(Exception):
-                    esys.flush_context(handle)
-            with contextlib.suppress(Exception):
-                self.keys.flush_all()
+                    esys.flush_context(self._session)
         self.keys.forget()
         for obj in list(self.pinned):
             obj._handle = None
@@ -768,6 +801,20 @@ class Connection:
         self._session = None
         self.objects = 0
         self.generation += 1
+
+    def _held(self) -> list[tuple[Any, bytes | None]]:
+        """(handle, name it had) of every transient object this connection holds."""
+        held = [(p.tr, self._names.get(p.handle)) for p in self._parents.values() if p.owned]
+        held += [(h, k.tpm_name) for k, h in self.keys.items()]
+        held += [(o._handle, o.tpm_name) for o in list(self.pinned) if o._handle is not None]
+        return held
+
+    def _names_object(self, esys: Any, handle: Any, name: bytes | None) -> bool:
+        """True where the TPM's ReadPublic of a handle answers the name it had."""
+        try:
+            return bytes(esys.read_public(handle)[1]) == name
+        except self.tss.TSS2_Exception:
+            return False
 
     def close(self) -> None:
         """Flush what this connection loaded (where no resource manager drops it) and close the
