@@ -373,7 +373,9 @@ class _TPMKeyBase(_TPMObject):
                     raise
                 signature = self._sign_once(what, digest, sig_scheme)
             parts = _signature_parts(bytes(signature.marshal()))
-            if self._verifies(digest, scheme, hash_alg, parts):
+            # Without a resource manager a TPM reset gives this key's handle number to the
+            # next object loaded, whoever loads it; behind one, handles are this connection's.
+            if conn.resource_manager or self._verifies(digest, scheme, hash_alg, parts):
                 return parts
             # Another object's signature: a TPM reset gave this key's handle to it.
             with conn.lock:
