@@ -230,3 +230,13 @@ def test_a_reset_tpm_full_of_another_programs_keys_is_a_typed_error(
     env = {**os.environ, "TPM2TOOLS_TCTI": tpm.tcti}
     subprocess.run(["tpm2_flushcontext", "-t"], env=env, check=True, capture_output=True)
     joined.use()
+
+
+@pytest.mark.parametrize("pcrs", [None, [7]], ids=["pin", "pin-and-pcrs"])
+def test_seal_recovers_after_a_restart(tpm: Swtpm, joined: Join, pcrs: list[int] | None) -> None:
+    """A long-lived agent re-seals a renewed secret after a resume: the first seal after the
+    restart works (it reloads as every other operation does), and the secret unseals."""
+    joined.use()
+    tpm.restart()
+    sealed.seal(joined.store, "renewed", b"a renewed PRT", pin=PIN, pcrs=pcrs)
+    assert sealed.unseal(joined.store, "renewed", pin=PIN) == b"a renewed PRT"

@@ -74,12 +74,17 @@ def seal(
     )
     if pin:
         sensitive.sensitive.userAuth = t.TPM2B_AUTH(bytes(pin))
-    try:
+
+    def create() -> tuple[Any, Any]:
         with conn.command("seal a secret") as esys:
             policy = _policy_digest(conn, esys, selection, bool(pin))
             template = _template(t, pin=bool(pin), policy=policy)
             with conn.hmac_session(esys, encrypt=True) as session:
                 _, private, public = conn.create(esys, sensitive, template, session, loaded=False)
+        return private, public
+
+    try:
+        private, public = conn.retrying(create)
     finally:
         with contextlib.suppress(Exception):
             sensitive.sensitive.data.buffer[:] = bytes(len(secret))
