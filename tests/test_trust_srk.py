@@ -35,7 +35,7 @@ START_AUTH_SESSION = 0x176
 
 def _plant(tcti: str, *, imported: bool) -> None:
     """Persist at 0x81000001 an ECC storage key the attacker knows (``imported``: TPM2_Import of
-    their own key), or one the TPM made from another template (no noDA)."""
+    their own key), or one the TPM made from another template (P-384)."""
     import tpm2_pytss as t
     from tpm2_pytss import utils
 
@@ -46,7 +46,7 @@ def _plant(tcti: str, *, imported: bool) -> None:
     try:
         template = t.TPM2B_PUBLIC.parse("ecc256:aes128cfb", objectAttributes=made)
         if not imported:
-            template = t.TPM2B_PUBLIC.parse("ecc256:aes128cfb", objectAttributes=made & ~attr.NODA)
+            template = t.TPM2B_PUBLIC.parse("ecc384:aes256cfb", objectAttributes=made)
         parent, parent_public, *_ = esys.create_primary(
             t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
         )

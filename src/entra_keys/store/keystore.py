@@ -323,10 +323,14 @@ class KeyStore:
         allow_imported: bool = False,
     ) -> EntraPrivateKey:
         """Loads the key stored under ``name``; errors name the key and leave the store as is.
-        A TPM key not made in the TPM is ``ImportedKey`` unless ``allow_imported``."""
+        A key the store recorded as having a PIN needs it (``WrongPassphrase``), so that no use
+        without it spends a dictionary-attack try. A TPM key not made in the TPM is
+        ``ImportedKey`` unless ``allow_imported``."""
         info, pem = self._read_for_provider(name)
         if info.usage is KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
+        if info.pin and not pin:  # the header is the store's: whatever the key file says
+            raise WrongPassphrase(f"key {name!r}: the key has a PIN; give it to use the key", name)
         if info.kind == "software" and info.pin and not _software_pin_file(pem):
             key = self._load_old_pin_key(info, pem, passphrase, pin)
         else:

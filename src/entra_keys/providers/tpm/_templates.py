@@ -40,18 +40,17 @@ def without_unique(area: Any) -> bytes:
 
 
 def srk_mismatch(tss: Any, public: Any) -> str | None:
-    """None where a TPM2B_PUBLIC is the standard storage key (RSA-2048 or ECC P-256, AES-128-CFB,
-    SHA-256, exactly the SRK attributes), else what is wrong with it.
+    """None where a TPM2B_PUBLIC is a standard storage key (RSA-2048 or ECC P-256 restricted
+    decryption, AES-128-CFB, SHA-256, the SRK attributes; noDA either way, as tpm2-tools'
+    default primary lacks it), else what is wrong with it.
 
     fixedTPM, fixedParent and sensitiveDataOrigin say the TPM made the private half and it never
     left (TPM2_Import and TPM2_Duplicate need them clear), so nobody knows it: a session salted
     to the key is safe. The unique field is the key itself and is not compared.
     """
     area = public.publicArea
-    shape = without_unique(area)
-    if any(
-        shape == without_unique(storage_template(tss, ecc=ecc).publicArea) for ecc in (True, False)
-    ):
+    shape = _storage_shape(area)
+    if any(shape == _storage_shape(storage_template(tss, ecc=e).publicArea) for e in (True, False)):
         return None
     attrs = int(area.objectAttributes)
     if ~attrs & int(
@@ -65,6 +64,13 @@ def srk_mismatch(tss: Any, public: Any) -> str | None:
         f"type 0x{int(area.type):04x}, attributes 0x{attrs:08x}: not the standard SRK template "
         "(RSA-2048 or ECC P-256 restricted decryption, AES-128-CFB, SHA-256)"
     )
+
+
+def _storage_shape(area: Any) -> bytes:
+    """A TPMT_PUBLIC without its unique field, noDA set: what a storage key is compared by."""
+    copy = type(area).unmarshal(without_unique(area))[0]
+    copy.objectAttributes = int(copy.objectAttributes) | int(TPMA_OBJECT.NODA)
+    return bytes(copy.marshal())
 
 
 def key_template(tss: Any, key_type: KeyType, usage: KeyUsage, *, pin: bool) -> Any:
