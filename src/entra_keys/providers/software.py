@@ -54,6 +54,7 @@ from ..tcg.model import (
     PEM_LABELS,
 )
 from . import _sealed_blob
+from ._checks import check_pin, pcr_list
 
 __all__ = [
     "PIN_SCRYPT",
@@ -443,6 +444,7 @@ class SoftwareProvider(Provider):
         of what its key file is encrypted under (with the store passphrase, if any: both are
         needed), stretched by scrypt, and asked for again at every load."""
         check_creatable(key_type, usage)
+        pin = check_pin(pin)
         key: SoftwareRSAKey | SoftwareECKey
         if key_type.is_rsa:
             key = SoftwareRSAKey(rsa.generate_private_key(65537, key_type.bits), usage)
@@ -487,6 +489,9 @@ class SoftwareProvider(Provider):
         ``allow_imported`` is accepted and ignored: a software key never claims hardware.
         """
         del allow_imported
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise KeyFileCorrupt(f"a key file is bytes, not {type(data).__name__}")
+        data, pin = bytes(data), check_pin(pin)
         if pin_protected(data):
             if not pin:
                 raise WrongPassphrase("the key has a PIN; give it to use the key")
@@ -582,7 +587,7 @@ class SoftwareProvider(Provider):
 
         check_nonce(nonce)
         ak_key = self._own_ak(ak)
-        return software_quote(ak_key, pcrs, nonce, bank, event_log=event_log)
+        return software_quote(ak_key, pcr_list(pcrs), nonce, bank, event_log=event_log)
 
     def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
         """A TPM2_Certify-shaped statement about a software key, signed by a software AK."""
@@ -626,7 +631,9 @@ class SoftwareProvider(Provider):
 
     def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
         """Loads a stored session key; a missing or wrong passphrase is WrongPassphrase."""
-        label, der = _unpem(data)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise KeyFileCorrupt(f"a session key file is bytes, not {type(data).__name__}")
+        label, der = _unpem(bytes(data))
         version, parts = _der_octets_parse(der)
         if label == PEM_LABEL_SESSION_KEY and version == 0 and len(parts) == 1:
             return SoftwareSessionKey(parts[0])
@@ -658,6 +665,7 @@ class SoftwareProvider(Provider):
         secret in the clear: PCRs or no passphrase are refused."""
         _sealed_blob.check_secret(data)
         named = _sealed_blob.name_field(name)
+        pin = check_pin(pin, limit=None, what="a passphrase (pin)")
         if pcrs is not None:
             raise UnsupportedAlgorithm(
                 "the software provider has no PCRs to bind a secret to: seal it with the TPM "
@@ -686,6 +694,7 @@ class SoftwareProvider(Provider):
         """Decrypts a secret sealed by ``seal`` as ``name``; a blob sealed as another name is
         KeyFileCorrupt; a missing or wrong passphrase, or an altered blob, is WrongPassphrase
         (AES-GCM cannot tell the two apart)."""
+        pin = check_pin(pin, limit=None, what="a passphrase (pin)")
         fields = _sealed_blob.unframe(blob, self.kind)
         version = fields[0] if fields else b""
         if version == _sealed_blob.UNBOUND and len(fields) == 4:

@@ -62,6 +62,7 @@ __all__ = [
     "leave",
     "parent_text",
     "storage_parents",
+    "store_path",
     "stored_kinds",
 ]
 
@@ -84,11 +85,20 @@ def default_store_path() -> Path:
     return Path(data_home) / "entra-keys"
 
 
+def store_path(path: str | os.PathLike[str] | None) -> Path:
+    """The store directory: ``path``, else ``default_store_path()``; KeyStoreError for a path
+    no file system takes (a NUL byte)."""
+    store = Path(path) if path is not None else default_store_path()
+    if "\0" in str(store):
+        raise KeyStoreError("a key store path may not hold a NUL byte", path=repr(str(store)))
+    return store
+
+
 def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
     """Leave the join of the store at ``path``: remove every key, the join state and the sealed
     data, all or nothing (a process killed half-way leaves a marker the next open completes).
     Needs no provider, so it works when the TPM is gone; the file names removed."""
-    store = Path(path) if path is not None else default_store_path()
+    store = store_path(path)
     with locked(store, create=False) as dir_fd:  # no writer runs while a leave does
         if dir_fd is None:
             return []
@@ -103,7 +113,7 @@ def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
 def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
     """The providers whose keys the store at ``path`` holds ("tpm", "software"), read from the
     PEM labels of its key files; a file that cannot be read counts as none."""
-    store = Path(path) if path is not None else default_store_path()
+    store = store_path(path)
     kinds: set[str] = set()
     with open_dir(store) as dir_fd:
         if dir_fd is None:
@@ -130,7 +140,7 @@ def storage_parents(path: str | os.PathLike[str] | None = None) -> dict[str, int
     parse): it may be a TPM key too. Software key files are left out. Needs no provider."""
     from ..providers._sealed_blob import label as sealed_label
 
-    store = Path(path) if path is not None else default_store_path()
+    store = store_path(path)
     found: dict[str, int | None] = {}
     with open_dir(store) as dir_fd:
         if dir_fd is None:
@@ -196,7 +206,7 @@ class KeyStore:
 
     def __init__(self, provider: Provider, path: str | os.PathLike[str] | None = None) -> None:
         self.provider = provider
-        self.path = Path(path) if path is not None else default_store_path()
+        self.path = store_path(path)
         self._owns_provider = False
 
     @classmethod
@@ -211,7 +221,7 @@ class KeyStore:
         """The store at ``path`` with a provider chosen for it (``open_provider``'s rules): with
         ``auto``, a store that holds TPM keys requires the TPM, never a silent software downgrade.
         The store owns that provider: ``close()`` (or ``with``) closes it."""
-        store = Path(path) if path is not None else default_store_path()
+        store = store_path(path)
         chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
         holds_tpm_keys = chosen == "auto" and "tpm" in stored_kinds(store)
         try:

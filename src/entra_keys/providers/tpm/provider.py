@@ -40,6 +40,7 @@ from ...provider import (
     check_nonce,
 )
 from ...tcg import model
+from .._checks import check_pin, pcr_list
 from . import _primary_cache
 from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
@@ -94,6 +95,7 @@ def persist_storage_key(
     0x40000001 in their files), keep loading under that primary. The caller's saved primary
     context is removed, so its next open finds the SRK.
     """
+    owner_auth = check_pin(owner_auth, what="the owner authorization")
     tss = import_pytss()
     named = _named(tcti)
     if named is None:
@@ -215,6 +217,7 @@ class TPMProvider(Provider):
         """
         conn = self.connection
         check_creatable(key_type, usage)
+        pin = check_pin(pin)
         template = key_template(conn.tss, key_type, usage, pin=bool(pin))
         loaded = bool(pin) or usage is KeyUsage.ATTEST
         what = f"create a {key_type.value} key"
@@ -279,6 +282,7 @@ class TPMProvider(Provider):
         del passphrase
         conn = self.connection
         t = conn.tss
+        pin = check_pin(pin)
         blob = self._read_blob(data)
         if not blob.empty_auth and not pin:
             raise WrongPassphrase("the key has a PIN; give it to use the key")
@@ -438,6 +442,7 @@ class TPMProvider(Provider):
         ``event_log`` the log is read after the quote, so it holds every quoted event (True:
         the kernel's, the log of /dev/tpm0's boot; a path: that file, e.g. a swtpm's)."""
         check_nonce(nonce)
+        pcrs = pcr_list(pcrs)
         from . import _endorsement
 
         selection = _endorsement.pcr_selection(self.connection, pcrs, bank)
