@@ -6,10 +6,12 @@ is in tests/contract/ (test_keys, test_errors)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,29 @@ def test_an_old_pin_key_file_under_the_passphrase_alone_is_refused(store: KeySto
                  replace=True)  # fmt: skip
     key = store.load("ngc", passphrase=PASSPHRASE, pin=PIN)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [(b"\x02\x03\x00\x80\xd5", "N=32981, not a power of two"), (b"\x02\x01\x7f", "r=127: 508 MiB")],
+    ids=["damaged-N", "too-much-memory"],
+)
+def test_refused_scrypt_parameters_never_run(store: KeyStore, edit: bytes, why: str) -> None:
+    """A PIN key file whose scrypt parameters are damaged or ask for too much: KeyFileCorrupt
+    before scrypt runs. The refusal was swallowed as "PIN-protected" and the file handed to
+    OpenSSL anyway: an untyped InternalError, or seconds of CPU and then the key."""
+    store.create("ngc", KeyType.ECC256, KeyUsage.SIGN, passphrase=PASSPHRASE, pin=PIN)
+    path = store.path / "ngc.pem"
+    text = path.read_bytes()
+    begin = text.index(b"-----BEGIN ")
+    body = b"".join(text[begin:].split(b"\n")[1:-2])
+    der = base64.b64decode(body)
+    n, r = b"\x02\x03\x00\x80\x00", b"\x02\x01\x08"  # N = 2**15, r = 8, as written
+    assert der.count(n + r) == 1, why
+    der = der.replace(n, edit) if edit.startswith(b"\x02\x03") else der.replace(n + r, n + edit)
+    pem = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + base64.encodebytes(der)
+    path.write_bytes(text[:begin] + pem + b"-----END ENCRYPTED PRIVATE KEY-----\n")
+    started = time.perf_counter()
+    with pytest.raises(KeyFileCorrupt, match="scrypt parameters"):
+        store.load("ngc", passphrase=PASSPHRASE, pin=PIN)
+    assert time.perf_counter() - started < 0.05

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InternalError, InvalidTag
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as symmetric_padding
@@ -492,7 +492,7 @@ class SoftwareProvider(Provider):
         if not isinstance(data, bytes | bytearray | memoryview):
             raise KeyFileCorrupt(f"a key file is bytes, not {type(data).__name__}")
         data, pin = bytes(data), check_pin(pin)
-        if pin_protected(data):
+        if _scrypt_cost(data) is not None:  # refused parameters are raised before scrypt runs
             if not pin:
                 raise WrongPassphrase("the key has a PIN; give it to use the key")
             return self._opened(
@@ -518,7 +518,7 @@ class SoftwareProvider(Provider):
         when it does not open), keeping ``pin`` for when it is written again."""
         try:
             key = serialization.load_pem_private_key(data, password=password)
-        except (ValueError, TypeError, _PycaUnsupported) as exc:
+        except (ValueError, TypeError, _PycaUnsupported, InternalError) as exc:
             if password is not None:
                 raise WrongPassphrase(wrong) from exc
             raise KeyFileCorrupt(f"not a readable PKCS#8 key ({exc})") from exc
