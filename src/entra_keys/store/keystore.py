@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._json import load_object
 from ..errors import (
     ForeignKey,
     HardwareUnavailable,
+    InvalidData,
     KeyExists,
     KeyFileCorrupt,
     KeyNotFound,
@@ -436,13 +438,10 @@ class KeyStore:
                 ) from exc
         if len(data) > _MAX_JOIN_STATE:
             raise KeyFileCorrupt(f"the join state {path} is too large", path=str(path))
-        try:
-            state = json.loads(data)
-        except ValueError as exc:
-            raise KeyFileCorrupt(f"the join state {_JOIN_STATE} is not JSON ({exc})") from exc
-        if not isinstance(state, dict):
-            raise KeyFileCorrupt(f"the join state {_JOIN_STATE} is not a JSON object")
-        return state
+        try:  # the strict reader: no nesting past its limit, one object, no member twice
+            return load_object(data, f"the join state {_JOIN_STATE}", max_size=_MAX_JOIN_STATE)
+        except InvalidData as exc:
+            raise KeyFileCorrupt(str(exc), path=str(path)) from exc
 
     def info(self, name: str) -> KeyInfo:
         """Describes the key stored under ``name`` from its file alone."""
