@@ -55,7 +55,7 @@ from ..tcg.model import (
     SRK_HANDLE_RSA as SRK_HANDLE,
 )
 from . import _leave, tss2file
-from ._files import KEY_SUFFIX, locked, lstat, open_dir, read_file, write_atomic
+from ._files import KEY_SUFFIX, locked, open_dir, read_file, write_atomic
 
 __all__ = [
     "KeyInfo",
@@ -549,10 +549,25 @@ class KeyStore:
             )
 
     def __contains__(self, name: object) -> bool:
-        """True when an entry has that key name; a link is not followed (``load`` refuses it)."""
+        """True when an entry has that key name; a link is not followed (``load`` refuses it).
+        Read through the checked store directory, which completes a leave killed half-way
+        first, so no part of a join is seen."""
         if not isinstance(name, str) or _NAME.fullmatch(name) is None:
             return False
-        return lstat(self.path / (name + _SUFFIX)) is not None
+        with open_dir(self.path) as dir_fd:
+            if dir_fd is None:
+                return False
+            try:
+                os.stat(name + _SUFFIX, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise KeyStoreError(
+                    f"cannot read the key store {self.path}: {exc.strerror}",
+                    name,
+                    path=str(self.path),
+                ) from exc
+        return True
 
     # -- files --------------------------------------------------------------------------------
 
