@@ -210,3 +210,29 @@ def test_refused_scrypt_parameters_never_run(store: KeyStore, edit: bytes, why: 
     with pytest.raises(KeyFileCorrupt, match="scrypt parameters"):
         store.load("ngc", passphrase=PASSPHRASE, pin=PIN)
     assert time.perf_counter() - started < 0.05
+
+
+def test_a_key_file_under_the_passphrase_alone_is_under_scrypt_too(store: KeyStore) -> None:
+    """The store passphrase also protects the session key and sealed secrets under scrypt, but
+    key files were PKCS#8's best available encryption (PBKDF2, 2048 rounds: 0.5 ms a guess), so
+    guessing against device.pem was some 300 times cheaper and the passphrase found there opened
+    the rest. A key file under the passphrase is PBES2 with scrypt too, which PKCS#8 readers open
+    with the passphrase alone; it is no PIN file."""
+    made = store.create("device", KeyType.ECC256, KeyUsage.SIGN, passphrase=PASSPHRASE)
+    path = store.path / "device.pem"
+    parsed = _asn1(path)
+    assert _objects(parsed) == ["PBES2", "scrypt", "aes-256-cbc"], parsed
+    integers = [int(v, 16) for v in re.findall(r"INTEGER\s+:([0-9A-F]+)", parsed)]
+    assert integers[:3] == [2**15, 8, 1], parsed
+    info = store.info("device")
+    assert info.encrypted and not info.pin
+    data = path.read_bytes()
+    opened = serialization.load_pem_private_key(data, PASSPHRASE)  # the passphrase alone
+    assert opened.public_key() == made.public_key()
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"Incorrect password|Could not deserialize"):
+        serialization.load_pem_private_key(data, b"a guess")  # what an attacker runs
+    assert time.perf_counter() - started > 0.02  # scrypt, not PBKDF2-2048's 0.5 ms
+    with pytest.raises(WrongPassphrase):
+        store.load("device", passphrase=b"a guess")
+    assert store.load("device", passphrase=PASSPHRASE).public_key() == made.public_key()

@@ -308,7 +308,7 @@ def _pss(hash_alg: hashes.HashAlgorithm) -> padding.PSS:
     return padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
-# -- software keys under a PIN: PKCS#8, PBES2 with scrypt (RFC 8018, RFC 7914 section 7) -------
+# -- key files under a PIN or a passphrase: PKCS#8, PBES2 with scrypt (RFC 8018, RFC 7914) ------
 
 _PBES2 = "1.2.840.113549.1.5.13"
 _SCRYPT = "1.3.6.1.4.1.11591.4.11"
@@ -354,9 +354,13 @@ def _pkcs8_classes() -> Any:
     return core, Algorithm, ScryptParams, PBES2Params, EncryptedPrivateKeyInfo
 
 
-def _pin_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: bytes) -> bytes:
+def _scrypt_pem(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: bytes, *, pin: bool
+) -> bytes:
     """The key as PKCS#8 EncryptedPrivateKeyInfo, PBES2 with scrypt (``PIN_SCRYPT``) and
-    AES-256-CBC; pyca (and openssl, within its scrypt memory limit) read it back."""
+    AES-256-CBC; pyca (and openssl, within its scrypt memory limit) read it back. A PIN file
+    names its key length (32) in the scrypt parameters, one under the passphrase alone does
+    not: what tells them apart without the store's header lines."""
     core, algorithm, scrypt_params, pbes2_params, encrypted_info = _pkcs8_classes()
     salt, iv = os.urandom(16), os.urandom(16)
     kek = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P).derive(password)
@@ -372,7 +376,7 @@ def _pin_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: byte
             "cost": _SCRYPT_N,
             "block_size": _SCRYPT_R,
             "parallelization": _SCRYPT_P,
-            "key_length": 32,
+            **({"key_length": 32} if pin else {}),
         }
     )
     scheme = pbes2_params(
@@ -387,10 +391,11 @@ def _pin_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: byte
     return _pem(PEM_LABEL_ENCRYPTED_SOFTWARE_KEY, der)
 
 
-def _scrypt_cost(data: bytes) -> tuple[int, int, int] | None:
-    """The scrypt (N, r, p) of a PKCS#8 PEM encrypted with PBES2 and scrypt, or None for any
-    other key file (unencrypted, PBKDF2, not PKCS#8). KeyFileCorrupt for scrypt parameters that
-    would ask for more than ``_MAX_SCRYPT_MEMORY``."""
+def _scrypt_cost(data: bytes) -> tuple[int, int, int, bool] | None:
+    """The scrypt (N, r, p) of a PKCS#8 PEM encrypted with PBES2 and scrypt, and whether it is
+    a PIN file (its parameters name the key length, ``_scrypt_pem``); None for any other key
+    file (unencrypted, PBKDF2, not PKCS#8). KeyFileCorrupt for scrypt parameters that would ask
+    for more than ``_MAX_SCRYPT_MEMORY``."""
     begin = f"-----BEGIN {PEM_LABEL_ENCRYPTED_SOFTWARE_KEY}-----".encode()
     if begin not in data:
         return None
@@ -404,17 +409,17 @@ def _scrypt_cost(data: bytes) -> tuple[int, int, int] | None:
         if scheme["kdf"]["algorithm"].dotted != _SCRYPT:
             return None
         params = scrypt_params.load(scheme["kdf"]["parameters"].dump(), strict=True)
-        cost = (
+        n, r, p = (
             int(params["cost"].native),
             int(params["block_size"].native),
             int(params["parallelization"].native),
         )
+        pin = params["key_length"].native is not None
     except (KeyFileCorrupt, ValueError, TypeError, KeyError):
         return None
-    n, r, p = cost
     if not (n > 1 and n & (n - 1) == 0 and r > 0 and p > 0) or 128 * n * r * p > _MAX_SCRYPT_MEMORY:
         raise KeyFileCorrupt(f"the key file's scrypt parameters (N={n}, r={r}, p={p}) are refused")
-    return cost
+    return n, r, p, pin
 
 
 def pin_protected(data: bytes) -> bool:
@@ -422,9 +427,10 @@ def pin_protected(data: bytes) -> bool:
     opens only with the PIN (and the store passphrase it was written with), whatever its
     header lines say."""
     try:
-        return _scrypt_cost(data) is not None
+        found = _scrypt_cost(data)
     except KeyFileCorrupt:
         return True
+    return found is not None and found[3]
 
 
 class SoftwareProvider(Provider):
@@ -454,20 +460,19 @@ class SoftwareProvider(Provider):
         return key
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
-        """PKCS#8 PEM: for a key with a PIN, encrypted under the PIN and the passphrase together
-        (PBES2, scrypt ``PIN_SCRYPT``); otherwise encrypted with the best available scheme when
-        a passphrase is given."""
+        """PKCS#8 PEM: for a key with a PIN, encrypted under the PIN and the passphrase together;
+        otherwise, where a passphrase is given, under it. Both PBES2 with scrypt (``PIN_SCRYPT``):
+        the passphrase costs a guesser as much here as on the session key and sealed secrets."""
         if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
             raise UnsupportedAlgorithm(f"{type(key).__name__} is not a software key")
         if key._pin is not None:
-            return _pin_pem(key._key, _pin_password(key._pin, passphrase))
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(passphrase)
-            if passphrase
-            else serialization.NoEncryption()
-        )
+            return _scrypt_pem(key._key, _pin_password(key._pin, passphrase), pin=True)
+        if passphrase:  # scrypt, as the session key and sealed secrets under the same passphrase
+            return _scrypt_pem(key._key, bytes(passphrase), pin=False)
         return key._key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
 
     def key_from_pem(
@@ -492,7 +497,8 @@ class SoftwareProvider(Provider):
         if not isinstance(data, bytes | bytearray | memoryview):
             raise KeyFileCorrupt(f"a key file is bytes, not {type(data).__name__}")
         data, pin = bytes(data), check_pin(pin)
-        if _scrypt_cost(data) is not None:  # refused parameters are raised before scrypt runs
+        found = _scrypt_cost(data)  # refused parameters are raised before scrypt runs
+        if found is not None and found[3]:
             if not pin:
                 raise WrongPassphrase("the key has a PIN; give it to use the key")
             return self._opened(
