@@ -236,3 +236,22 @@ def test_a_key_file_under_the_passphrase_alone_is_under_scrypt_too(store: KeySto
     with pytest.raises(WrongPassphrase):
         store.load("device", passphrase=b"a guess")
     assert store.load("device", passphrase=PASSPHRASE).public_key() == made.public_key()
+
+
+def test_a_key_file_of_an_earlier_release_under_the_passphrase_still_loads(
+    store: KeyStore,
+) -> None:
+    """Files written under the passphrase with PKCS#8's best available encryption (PBKDF2)
+    before key files moved to scrypt keep loading, and are no PIN files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE),
+    )
+    store.create("seed", KeyType.ECC256, KeyUsage.SIGN)  # the store directory, as it is made
+    path = store.path / "old.pem"
+    path.write_bytes(b"Entra-Keys-Type: ecc256\nEntra-Keys-Usage: sign\n" + pem)
+    path.chmod(0o600)
+    assert not store.info("old").pin
+    assert store.load("old", passphrase=PASSPHRASE).public_key() == key.public_key()
