@@ -21,11 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import entra_keys
-from entra_keys import KeyStore, KeyType, KeyUsage
 from entra_keys.cli import main
 from entra_keys.formats import REGISTRATION_SUBJECT
 
-from .contract.providers import open_apart, option_kind
+from .contract.providers import option_kind
 from .helpers import assert_keys_encrypted
 
 SRC = Path(entra_keys.__file__).resolve().parents[1]
@@ -478,23 +477,3 @@ def test_program_help_and_version() -> None:
     assert version.stdout.decode().strip() == f"entra-keys {entra_keys.__version__}"
     bad = run_program("keys", "create", "x", "--type", "rsa1024")
     assert bad.returncode == 2 and b"Traceback" not in bad.stderr
-
-
-def test_keys_show_describes_a_pin_key_without_its_pin(
-    cli: Cli, request: pytest.FixtureRequest
-) -> None:
-    """``keys show`` of a Windows Hello key (made with a PIN, which the command cannot take)
-    says ``pin: true``: a TPM key is only loaded (no authorization asked, no try spent) and shows
-    its public key; a software key, encrypted under its PIN, is described from its file."""
-    with open_apart(cli.kind, request) as provider:
-        key = KeyStore(provider, cli.store).create("ngc", KeyType.ECC256, KeyUsage.SIGN, pin=b"13")
-        expected = key.public_key()
-    shown = json.loads(cli.ok("--json", "keys", "show", "ngc"))
-    assert shown["pin"] is True and shown["type"] == "ecc256" and shown["usage"] == "sign"
-    if cli.kind == "software":
-        assert shown["public_key_pem"] is None and shown["jwk_thumbprint"] is None
-        text = cli.ok("keys", "show", "ngc")
-        assert re.search(r"PinProtected\s*: YES", text) and "(encrypted under its PIN)" in text
-    else:
-        assert serialization.load_pem_public_key(shown["public_key_pem"].encode()) == expected
-        assert re.search(r"PinProtected\s*: YES", cli.ok("keys", "show", "ngc"))
