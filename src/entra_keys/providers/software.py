@@ -57,6 +57,7 @@ from . import _sealed_blob
 from ._checks import check_pin, pcr_list
 
 __all__ = [
+    "PASSPHRASE_SCRYPT",
     "PIN_SCRYPT",
     "SoftwareECKey",
     "SoftwareProvider",
@@ -259,6 +260,10 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 #: file under PBKDF2 took 0.36 ms in the same run: all 10**6 six-digit PINs cost about 26
 #: CPU-hours instead of 6 minutes. The floor wanted was 50 ms a guess.
 PIN_SCRYPT = (_SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+#: scrypt's cost for a software key file under the store passphrase alone: (2**14, 8, 2), the
+#: CPU of ``PIN_SCRYPT`` (p runs N=2**14 twice) in 16 MiB, within the openssl command line's
+#: default 32 MiB limit, so ``openssl pkey`` still opens the file with the passphrase.
+PASSPHRASE_SCRYPT = (2**14, 8, 2)
 
 
 def _der_octets(*parts: bytes) -> bytes:
@@ -357,13 +362,15 @@ def _pkcs8_classes() -> Any:
 def _scrypt_pem(
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: bytes, *, pin: bool
 ) -> bytes:
-    """The key as PKCS#8 EncryptedPrivateKeyInfo, PBES2 with scrypt (``PIN_SCRYPT``) and
+    """The key as PKCS#8 EncryptedPrivateKeyInfo, PBES2 with scrypt (``PIN_SCRYPT``, or
+    ``PASSPHRASE_SCRYPT`` for a file under the passphrase alone) and
     AES-256-CBC; pyca (and openssl, within its scrypt memory limit) read it back. A PIN file
     names its key length (32) in the scrypt parameters, one under the passphrase alone does
     not: what tells them apart without the store's header lines."""
     core, algorithm, scrypt_params, pbes2_params, encrypted_info = _pkcs8_classes()
     salt, iv = os.urandom(16), os.urandom(16)
-    kek = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P).derive(password)
+    n, r, p = PIN_SCRYPT if pin else PASSPHRASE_SCRYPT
+    kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password)
     plain = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -373,9 +380,9 @@ def _scrypt_pem(
     params = scrypt_params(
         {
             "salt": salt,
-            "cost": _SCRYPT_N,
-            "block_size": _SCRYPT_R,
-            "parallelization": _SCRYPT_P,
+            "cost": n,
+            "block_size": r,
+            "parallelization": p,
             **({"key_length": 32} if pin else {}),
         }
     )
@@ -461,8 +468,9 @@ class SoftwareProvider(Provider):
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
         """PKCS#8 PEM: for a key with a PIN, encrypted under the PIN and the passphrase together;
-        otherwise, where a passphrase is given, under it. Both PBES2 with scrypt (``PIN_SCRYPT``):
-        the passphrase costs a guesser as much here as on the session key and sealed secrets."""
+        otherwise, where a passphrase is given, under it. Both PBES2 with scrypt
+        (``PIN_SCRYPT``, ``PASSPHRASE_SCRYPT``): a guess at the passphrase costs the CPU it costs
+        on the session key and sealed secrets."""
         if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
             raise UnsupportedAlgorithm(f"{type(key).__name__} is not a software key")
         if key._pin is not None:
