@@ -356,7 +356,10 @@ class _TPMKeyBase(_TPMObject):
         The hot path: the scheme, the null ticket and the digest's TPM2B are built once per key
         (the digest refilled under the connection's lock), and the signature is read from its
         marshaled form, not through tpm2-pytss's attribute wrappers (which cost several times
-        as much CPU per signature)."""
+        as much CPU per signature). Where no resource manager keeps handles per connection, the
+        signature is verified with the key's public half before it is returned: one that does
+        not verify came from another object given this key's handle by a TPM reset, and the
+        connection forgets its handles and signs once more."""
         sig_scheme = self._schemes.get((scheme, hash_alg.name))
         if sig_scheme is None:
             t = self._conn.tss
@@ -373,11 +376,8 @@ class _TPMKeyBase(_TPMObject):
                     raise
                 signature = self._sign_once(what, digest, sig_scheme)
             parts = _signature_parts(bytes(signature.marshal()))
-            # Without a resource manager a TPM reset gives this key's handle number to the
-            # next object loaded, whoever loads it; behind one, handles are this connection's.
             if conn.resource_manager or self._verifies(digest, scheme, hash_alg, parts):
                 return parts
-            # Another object's signature: a TPM reset gave this key's handle to it.
             with conn.lock:
                 if generation == conn.generation and attempt == 1:
                     conn.forget_reused()
