@@ -27,6 +27,7 @@ from entra_keys import (
     KeyUsage,
     Provider,
     TPMAuthFailure,
+    WrongPassphrase,
     open_provider,
 )
 from entra_keys.cli import main
@@ -338,3 +339,20 @@ def test_a_key_naming_another_parent_is_foreign_not_a_cleared_tpm(
     report = json.loads(capsys.readouterr().out)
     assert report["keys_unusable"] is False
     assert report["keys"][0]["health"]["result"] == "failed"
+
+
+def test_an_imported_key_with_a_pin_needs_it_to_load(tpm: Swtpm, tmp_path: Path) -> None:
+    """Imported with its PIN from a file that says emptyAuth TRUE: loading it without the PIN is
+    WrongPassphrase (the store's header says it has one), and no dictionary-attack try is spent;
+    with the PIN it signs."""
+    pem = _tools_key(tpm, tmp_path, KEYFILE_PRIMARY, imported=False)
+    before = _lockout_counter(tpm)
+    with open_provider("tpm", tcti=tpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.import_key_file("hello", pem.read_bytes(), pin=b"secret")
+        for _ in range(4):
+            with pytest.raises(WrongPassphrase, match="has a PIN"):
+                store.load("hello")
+        key = store.load("hello", pin=b"secret")
+        _verify(key.public_key(), _sign(key))
+    assert _lockout_counter(tpm) == before == 0

@@ -339,3 +339,29 @@ def test_a_writer_that_cannot_get_the_lock_in_time_fails_typed(
         holder.wait()
     store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
     assert sorted(info.name for info in store.list()) == ["device", "transport"]
+
+
+def test_a_leave_killed_half_way_is_invisible_to_contains_and_create(
+    provider: Provider, tmp_path: Path
+) -> None:
+    """``name in store`` lstat'ed the path and saw a half-done leave: after a leave killed
+    following its first moves, "ak" was gone while "device" and "transport" were there, and
+    ``create("transport")`` was KeyExists. It reads through the checked directory, which
+    completes the leave first: no key is in the store, and a new one is created."""
+    template = KeyStore(provider, tmp_path / "template")
+    _join(template)
+    src = str(Path(entra_keys.__file__).parent.parent)
+    for step in (2, 3, 5):  # the marker made, then one, two or four files moved
+        path = tmp_path / f"store-{step}"
+        shutil.copytree(template.path, path)
+        done = subprocess.run(
+            [sys.executable, "-c", KILLED_LEAVE, str(path), str(step)],
+            env={**os.environ, "PYTHONPATH": src},
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        store = KeyStore(provider, path)
+        assert [name in store for name in JOIN_KEYS] == [False] * len(JOIN_KEYS), step
+        store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+        assert [info.name for info in store.list()] == ["transport"]

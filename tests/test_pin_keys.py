@@ -6,10 +6,12 @@ is in tests/contract/ (test_keys, test_errors)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,77 @@ def test_an_old_pin_key_file_under_the_passphrase_alone_is_refused(store: KeySto
                  replace=True)  # fmt: skip
     key = store.load("ngc", passphrase=PASSPHRASE, pin=PIN)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [(b"\x02\x03\x00\x80\xd5", "N=32981, not a power of two"), (b"\x02\x01\x7f", "r=127: 508 MiB")],
+    ids=["damaged-N", "too-much-memory"],
+)
+def test_refused_scrypt_parameters_never_run(store: KeyStore, edit: bytes, why: str) -> None:
+    """A PIN key file whose scrypt parameters are damaged or ask for too much: KeyFileCorrupt
+    before scrypt runs. The refusal was swallowed as "PIN-protected" and the file handed to
+    OpenSSL anyway: an untyped InternalError, or seconds of CPU and then the key."""
+    store.create("ngc", KeyType.ECC256, KeyUsage.SIGN, passphrase=PASSPHRASE, pin=PIN)
+    path = store.path / "ngc.pem"
+    text = path.read_bytes()
+    begin = text.index(b"-----BEGIN ")
+    body = b"".join(text[begin:].split(b"\n")[1:-2])
+    der = base64.b64decode(body)
+    n, r = b"\x02\x03\x00\x80\x00", b"\x02\x01\x08"  # N = 2**15, r = 8, as written
+    assert der.count(n + r) == 1, why
+    der = der.replace(n, edit) if edit.startswith(b"\x02\x03") else der.replace(n + r, n + edit)
+    pem = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + base64.encodebytes(der)
+    path.write_bytes(text[:begin] + pem + b"-----END ENCRYPTED PRIVATE KEY-----\n")
+    started = time.perf_counter()
+    with pytest.raises(KeyFileCorrupt, match="scrypt parameters"):
+        store.load("ngc", passphrase=PASSPHRASE, pin=PIN)
+    assert time.perf_counter() - started < 0.05
+
+
+def test_a_key_file_under_the_passphrase_alone_is_under_scrypt_too(store: KeyStore) -> None:
+    """The store passphrase also protects the session key and sealed secrets under scrypt, but
+    key files were PKCS#8's best available encryption (PBKDF2, 2048 rounds: 0.5 ms a guess), so
+    guessing against device.pem was some 300 times cheaper and the passphrase found there opened
+    the rest. A key file under the passphrase is PBES2 with scrypt too, at the same CPU a guess,
+    which openssl opens with the passphrase alone; it is no PIN file."""
+    made = store.create("device", KeyType.ECC256, KeyUsage.SIGN, passphrase=PASSPHRASE)
+    path = store.path / "device.pem"
+    parsed = _asn1(path)
+    assert _objects(parsed) == ["PBES2", "scrypt", "aes-256-cbc"], parsed
+    integers = [int(v, 16) for v in re.findall(r"INTEGER\s+:([0-9A-F]+)", parsed)]
+    assert integers[:3] == [2**14, 8, 2], parsed  # PIN files' CPU (2**15, 8, 1) in 16 MiB
+    info = store.info("device")
+    assert info.encrypted and not info.pin
+    data = path.read_bytes()
+    opened = subprocess.run(
+        ["openssl", "pkey", "-in", str(path), "-pubout", "-passin", "fd:0"],
+        input=PASSPHRASE, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert serialization.load_pem_public_key(opened) == made.public_key()
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"Incorrect password|Could not deserialize"):
+        serialization.load_pem_private_key(data, b"a guess")  # what an attacker runs
+    assert time.perf_counter() - started > 0.02  # scrypt, not PBKDF2-2048's 0.5 ms
+    with pytest.raises(WrongPassphrase):
+        store.load("device", passphrase=b"a guess")
+    assert store.load("device", passphrase=PASSPHRASE).public_key() == made.public_key()
+
+
+def test_a_key_file_of_an_earlier_release_under_the_passphrase_still_loads(
+    store: KeyStore,
+) -> None:
+    """Files written under the passphrase with PKCS#8's best available encryption (PBKDF2)
+    before key files moved to scrypt keep loading, and are no PIN files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE),
+    )
+    store.create("seed", KeyType.ECC256, KeyUsage.SIGN)  # the store directory, as it is made
+    path = store.path / "old.pem"
+    path.write_bytes(b"Entra-Keys-Type: ecc256\nEntra-Keys-Usage: sign\n" + pem)
+    path.chmod(0o600)
+    assert not store.info("old").pin
+    assert store.load("old", passphrase=PASSPHRASE).public_key() == key.public_key()

@@ -271,3 +271,35 @@ def test_the_default_device_alone_still_falls_back(
     with caplog.at_level(logging.WARNING):
         assert open_provider("auto").kind == "software"
     assert "using the software provider" in caplog.text
+
+
+@pytest.mark.parametrize("naming", NAMINGS)
+def test_the_environment_s_software_choice_never_overrides_a_named_tpm(
+    naming: str,
+    no_tpm: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ENTRA_KEYS_PROVIDER=software`` left in the environment made ``--tcti ... keys create``
+    write a software key, exit 0, silently. A TPM named any way is a requirement the variable
+    does not undo: HardwareUnavailable naming both, and nothing written; an explicit choice of
+    the software provider still gets it."""
+    from entra_keys.cli import main
+
+    env, tcti, by = NAMINGS[naming]
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("ENTRA_KEYS_PROVIDER", "software")
+    pattern = rf"named by {re.escape(by)}, but \$ENTRA_KEYS_PROVIDER chooses the software"
+    with pytest.raises(HardwareUnavailable, match=pattern):
+        open_provider(tcti=tcti)
+    with pytest.raises(HardwareUnavailable, match=pattern):
+        entra_keys.KeyStore.open(tmp_path / "store", tcti=tcti)
+    store = tmp_path / "store"
+    argv = ["--store", str(store), *(["--tcti", tcti] if tcti else [])]
+    assert main([*argv, "keys", "create", "device", "--type", "ecc256"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "$ENTRA_KEYS_PROVIDER chooses the software" in err
+    assert not store.exists() or not any(store.iterdir())
+    assert open_provider("software", tcti=tcti).kind == "software"

@@ -25,6 +25,7 @@ from entra_keys import (
     KeyUsage,
     PRTSession,
     TPMError,
+    TPMObjectMemory,
     TPMUnreachable,
     open_provider,
 )
@@ -171,3 +172,71 @@ def test_a_cleared_tpm_makes_the_keys_unusable(tpm: Swtpm, joined: Join) -> None
         pytest.raises(KeysUnusable, match="leave and join again"),
     ):
         KeyStore(fresh, joined.store.path).load("device")
+
+
+def _other_program_loads(tcti: str, count: int) -> None:
+    """Another program, after a reset, loads ``count`` ECC signing keys and exits; with no
+    resource manager they stay, at the handle numbers the provider had."""
+    import tpm2_pytss as t
+
+    attrs = t.TPMA_OBJECT
+    sign = attrs.SIGN_ENCRYPT | attrs.FIXEDTPM | attrs.FIXEDPARENT | attrs.SENSITIVEDATAORIGIN
+    template = t.TPM2B_PUBLIC.parse("ecc256", objectAttributes=sign | attrs.USERWITHAUTH)
+    esys = t.ESAPI(tcti)
+    try:
+        for _ in range(count):
+            esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)
+    finally:
+        esys.close()
+
+
+def test_handles_a_reset_gave_to_another_program_are_never_used(tpm: Swtpm, joined: Join) -> None:
+    """After a reset another program's key takes a handle number the provider kept: the device
+    key's signature is still the device key's (checked against its public half), a load is not
+    "leave and join again", and the other program's object is not flushed by the provider."""
+    joined.use()
+    tpm.restart()
+    _other_program_loads(tpm.tcti, 1)
+    theirs = transient_handles(tpm.tcti)
+    assert len(theirs) == 1
+    joined.device.public_key().verify(joined.device.sign(b"m", ECDSA), b"m", ECDSA)
+    again = joined.store.load("device")
+    again.public_key().verify(again.sign(b"m", ECDSA), b"m", ECDSA)
+    joined.use()
+    joined.store.provider.close()
+    assert transient_handles(tpm.tcti) == theirs  # theirs, still loaded; none of ours
+    env = {**os.environ, "TPM2TOOLS_TCTI": tpm.tcti}
+    subprocess.run(["tpm2_flushcontext", "-t"], env=env, check=True, capture_output=True)
+
+
+def test_a_reset_tpm_full_of_another_programs_keys_is_a_typed_error(
+    tpm: Swtpm, joined: Join
+) -> None:
+    """With the TPM's slots taken by another program after a reset (one left: too few without a
+    persistent SRK), a use is the device key's signature or TPMObjectMemory: never another
+    key's signature, never KeysUnusable."""
+    joined.use()
+    tpm.restart()
+    _other_program_loads(tpm.tcti, 2)
+    provider = joined.store.provider
+    assert isinstance(provider, TPMProvider)
+    provider.connection.object_memory_wait = 0.1
+    try:
+        joined.device.public_key().verify(joined.device.sign(b"m", ECDSA), b"m", ECDSA)
+        again = joined.store.load("device")
+        again.public_key().verify(again.sign(b"m", ECDSA), b"m", ECDSA)
+    except TPMObjectMemory:
+        assert tpm.tcti and "persistent" not in (provider.info().storage_key or "")
+    env = {**os.environ, "TPM2TOOLS_TCTI": tpm.tcti}
+    subprocess.run(["tpm2_flushcontext", "-t"], env=env, check=True, capture_output=True)
+    joined.use()
+
+
+@pytest.mark.parametrize("pcrs", [None, [7]], ids=["pin", "pin-and-pcrs"])
+def test_seal_recovers_after_a_restart(tpm: Swtpm, joined: Join, pcrs: list[int] | None) -> None:
+    """A long-lived agent re-seals a renewed secret after a resume: the first seal after the
+    restart works (it reloads as every other operation does), and the secret unseals."""
+    joined.use()
+    tpm.restart()
+    sealed.seal(joined.store, "renewed", b"a renewed PRT", pin=PIN, pcrs=pcrs)
+    assert sealed.unseal(joined.store, "renewed", pin=PIN) == b"a renewed PRT"

@@ -328,3 +328,25 @@ def test_empty_or_missing_passphrase_file_is_refused(
     result = with_file(tmp_path, capsys, missing)("keys", "list")
     assert result.code == 1
     assert f"cannot read the passphrase file {missing}" in one_error_line(result.err)
+
+
+@pytest.mark.parametrize(
+    "damage", [b"[" * 100_000, b'{"a": ' * 10_000, b'{"session_key": "a", "session_key": "b"}']
+)
+def test_a_damaged_join_state_is_key_file_corrupt(
+    store: KeyStore, damage: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """100,000 ``[`` (under the 1 MiB limit) raised RecursionError from the API and ``status``
+    died with a traceback; a member named twice was read as its last value. The join state is
+    read with the strict, depth-bounded JSON reader: KeyFileCorrupt, and one error line."""
+    from entra_keys import KeyFileCorrupt
+    from entra_keys.cli import main
+
+    store.save_join_state({"device_id": "d", "session_key": "prt"})
+    path = store.path / "join.json"
+    path.write_bytes(damage)
+    with pytest.raises(KeyFileCorrupt, match="join state"):
+        store.load_join_state()
+    if not store.provider.hardware_backed:
+        assert main(["--provider", "software", "--store", str(store.path), "status"]) == 1
+        assert one_error_line(capsys.readouterr().err).startswith("entra-keys: error: the join")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
-from .errors import AttestationError, KeyUsageError, UnsupportedAlgorithm
+from .errors import AttestationError, InvalidData, KeyUsageError, UnsupportedAlgorithm
 from .tcg.model import MAX_NONCE, MIN_NONCE, KeyType, KeyUsage
 from .tcg.records import Certification, EndorsementKey, Quote
 
@@ -66,6 +66,11 @@ def check_nonce(nonce: bytes) -> None:
 
 def check_creatable(key_type: KeyType, usage: KeyUsage) -> None:
     """Refuse, the same way in both providers, what ``create_key`` cannot make."""
+    if not isinstance(key_type, KeyType) or not isinstance(usage, KeyUsage):
+        raise InvalidData(
+            f"a key type is a KeyType and a usage a KeyUsage, not {type(key_type).__name__} "
+            f"and {type(usage).__name__}"
+        )
     if key_type is KeyType.HMAC_SHA256 or usage is KeyUsage.DERIVE:
         raise UnsupportedAlgorithm("session keys are imported (import_session_key), not created")
     if usage is KeyUsage.DECRYPT and not key_type.is_rsa:

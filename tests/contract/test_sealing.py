@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import time
 
 import pytest
 
@@ -110,6 +111,31 @@ def test_an_altered_blob_fails_typed(provider: Provider) -> None:
             provider.unseal(reframe_sealed(fields, begin, end, cut=10), pin=pin)
     with pytest.raises(KeyFileCorrupt):
         provider.unseal(b"not a blob", pin=pin)
+
+
+def test_a_blob_of_repeated_begin_lines_is_refused_in_linear_time(provider: Provider) -> None:
+    """A blob of repeated BEGIN lines made the block search rescan to the end from each one:
+    1 MiB took about 4 minutes. A blob over the store's limit is refused before any parsing, and
+    one under it (60 KB of BEGIN lines with no END) in well under a second."""
+    pin = _pin_for(provider)
+    kind = provider.kind.upper().encode()
+    line = b"-----BEGIN ENTRA KEYS SEALED " + kind + b" DATA-----\nAAAA\n"
+    for size, match in ((60_000, "no end"), (1 << 20, "at most")):
+        blob = line * (size // len(line))
+        started = time.perf_counter()
+        with pytest.raises(KeyFileCorrupt, match=match):
+            provider.unseal(blob, pin=pin, name="a")
+        assert time.perf_counter() - started < 0.5
+
+
+def test_a_name_that_is_not_utf8_is_invalid_data(provider: Provider) -> None:
+    """A lone surrogate in a name raised UnicodeEncodeError from both providers."""
+    pin = _pin_for(provider)
+    with pytest.raises(InvalidData, match="UTF-8"):
+        provider.seal(b"secret", pin=pin, name="\ud800")
+    blob = provider.seal(b"secret", pin=pin, name="a")
+    with pytest.raises(InvalidData, match="UTF-8"):
+        provider.unseal(blob, pin=pin, name="\ud800")
 
 
 @pytest.mark.parametrize("secret", [SMALL, LARGE], ids=["small", "several-KB"])

@@ -25,6 +25,7 @@ from .common import (
     write_output,
     yes,
 )
+from .status import LOAD_ONLY_PIN
 
 __all__ = ["add_key_commands"]
 
@@ -33,10 +34,11 @@ _EXPORT_FORMATS = ("pem", "der", "jwk", "bcrypt", "tpm")
 log = logging.getLogger(__name__)
 
 
-def _describe(ctx: Context, info: KeyInfo, key: EntraPrivateKey, *, title: str) -> int:
-    """Print what the store and the key itself say about a key (``keys show``, ``create``)."""
-    thumbprint = formats.jwk_thumbprint(key)
-    pem = formats.public_pem(key).decode("ascii")
+def _describe(ctx: Context, info: KeyInfo, key: EntraPrivateKey | None, *, title: str) -> int:
+    """Print what the store and the key itself say about a key (``keys show``, ``create``);
+    without the key (a software key encrypted under its PIN), what the store says."""
+    thumbprint = formats.jwk_thumbprint(key) if key is not None else None
+    pem = formats.public_pem(key).decode("ascii") if key is not None else None
     if ctx.json:
         write_json({**info_json(info), "jwk_thumbprint": thumbprint, "public_key_pem": pem})
         return 0
@@ -50,9 +52,9 @@ def _describe(ctx: Context, info: KeyInfo, key: EntraPrivateKey, *, title: str) 
         ("PinProtected", yes(info.pin)),
         ("CountsTowardLockout", yes(info.lockout)),
         ("Path", str(info.path)),
-        ("JwkThumbprint", thumbprint),
+        ("JwkThumbprint", thumbprint or "(encrypted under its PIN)"),
     ]
-    write(sections([(title, rows)]) + pem)
+    write(sections([(title, rows)]) + (pem or ""))
     return 0
 
 
@@ -111,7 +113,12 @@ def cmd_keys_list(ctx: Context) -> int:
 def cmd_keys_show(ctx: Context) -> int:
     """Describe a stored key, with its JWK thumbprint and public key."""
     name = ctx.args.name
-    return _describe(ctx, ctx.store.info(name), ctx.load(name), title="Key")
+    info = ctx.store.info(name)
+    if not info.pin:
+        return _describe(ctx, info, ctx.load(name), title="Key")
+    if info.kind == "tpm":  # TPM2_Load asks for no authorization: no dictionary-attack try
+        return _describe(ctx, info, ctx.store.load(name, pin=LOAD_ONLY_PIN), title="Key")
+    return _describe(ctx, info, None, title="Key")
 
 
 def cmd_keys_delete(ctx: Context) -> int:

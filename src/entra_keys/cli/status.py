@@ -77,7 +77,7 @@ PIN_NOT_OPENED = "PIN-protected: encrypted under its PIN, not opened"
 LOCKOUT_LOADS = "counts wrong PINs toward lockout (no noDA): loads, not used"
 #: A stand-in authorization value: a TPM key loads without its PIN being checked (the TPM checks
 #: it at each use), and a key loaded with this one is never used.
-_LOAD_ONLY_PIN = b"status: load only"
+LOAD_ONLY_PIN = b"status: load only"
 #: The message ``unusable`` keys report, and the state ``status`` shows for them.
 UNUSABLE = "keys unusable on this TPM: leave and join again"
 
@@ -115,7 +115,7 @@ def _load_pin_key(ctx: Context, info: KeyInfo) -> str:
         if info.usage is KeyUsage.DERIVE:
             ctx.store.load_session_key(info.name)
         else:
-            ctx.store.load(info.name, pin=_LOAD_ONLY_PIN)
+            ctx.store.load(info.name, pin=LOAD_ONLY_PIN)
         return PIN_LOADS
     try:
         ctx.load(info.name)

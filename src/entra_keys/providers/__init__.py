@@ -4,7 +4,9 @@
 named by ``tcti``, ``TPM2TOOLS_TCTI`` or ``TSS2_TCTI``, or at /dev/tpmrm0; and last the software
 provider, with a logged warning. A TPM that is named (``tcti``, or either variable) is a
 requirement: when it cannot be opened the result is ``HardwareUnavailable`` with the reason,
-never software keys. Only ``auto`` with no TPM named falls back, and ``require_hardware=True``
+never software keys, and ``ENTRA_KEYS_PROVIDER=software`` does not override it
+(``HardwareUnavailable``; only an explicit ``kind`` does).
+Only ``auto`` with no TPM named falls back, and ``require_hardware=True``
 turns that fallback into a ``HardwareUnavailable`` error that says why there is no TPM. A key
 store that holds TPM keys asks for exactly that (``KeyStore.open``): no silent downgrade of a
 TPM join to software keys.
@@ -52,6 +54,13 @@ def open_provider(
     if chosen == "software":
         if require_hardware:
             raise HardwareUnavailable("hardware was required but the software provider was chosen")
+        by = _named_by(tcti) if kind is None else None
+        if by is not None:  # a named TPM is a requirement; a stale variable does not undo it
+            raise HardwareUnavailable(
+                f"a TPM is named by {by}, but $ENTRA_KEYS_PROVIDER chooses the software "
+                "provider: a named TPM is required (no software keys for it); unset one of them "
+                "or choose the provider explicitly (--provider, kind=)"
+            )
         return _software()
     try:
         from .tpm import TPMProvider

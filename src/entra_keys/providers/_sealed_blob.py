@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from ..errors import InvalidData, KeyFileCorrupt
 
 __all__ = [
+    "MAX_BLOB",
     "MAX_NAME",
     "MAX_SECRET",
     "NAMED",
@@ -47,11 +48,10 @@ UNBOUND = b"\x01"
 NAMED = b"\x02"
 #: The longest name a blob is bound to, in UTF-8 bytes (a store name is at most 64 ASCII).
 MAX_NAME = 255
-_BLOCK = re.compile(
-    rb"-----BEGIN ENTRA KEYS SEALED ([A-Z]+) DATA-----\r?\n"
-    rb"(.*?)-----END ENTRA KEYS SEALED \1 DATA-----",
-    re.DOTALL,
-)
+#: The largest blob read (the key store's file limit): a larger one is refused before parsing.
+MAX_BLOB = 64 * 1024
+_BEGIN = b"-----BEGIN ENTRA KEYS SEALED "
+_LABEL = re.compile(rb"([A-Z]{1,16}) DATA-----\r?\n")
 
 
 def label(kind: str) -> str:
@@ -72,7 +72,12 @@ def name_field(name: str) -> bytes:
     is not a string, or too long."""
     if not isinstance(name, str):
         raise InvalidData(f"a sealed secret's name is a str, not {type(name).__name__}")
-    encoded = name.encode("utf-8")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate
+        raise InvalidData(
+            f"a sealed secret's name is not encodable as UTF-8 ({exc.reason})"
+        ) from None
     if len(encoded) > MAX_NAME:
         raise InvalidData(f"a sealed secret's name is at most {MAX_NAME} bytes")
     return encoded
@@ -110,19 +115,27 @@ def frame(kind: str, fields: Sequence[bytes]) -> bytes:
 
 def unframe(blob: bytes, kind: str) -> list[bytes]:
     """The fields of a blob sealed by the ``kind`` provider; KeyFileCorrupt for a blob of the
-    other provider, and for anything truncated or altered in its framing."""
+    other provider, one over ``MAX_BLOB``, and anything truncated or altered in its framing.
+    Linear in the blob's size: one BEGIN line, its END line found once."""
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise KeyFileCorrupt(f"a sealed blob is bytes, not {type(blob).__name__}")
-    found = _BLOCK.search(bytes(blob))
+    data = bytes(blob)
+    if len(data) > MAX_BLOB:
+        raise KeyFileCorrupt(f"a sealed blob is at most {MAX_BLOB} bytes, not {len(data)}")
+    begin = data.find(_BEGIN)
+    found = _LABEL.match(data, begin + len(_BEGIN)) if begin >= 0 else None
     if found is None:
         raise KeyFileCorrupt("not a sealed secret (no ENTRA KEYS SEALED ... DATA block)")
+    end = data.find(b"-----END ENTRA KEYS SEALED " + found.group(1) + b" DATA-----", found.end())
+    if end < 0:
+        raise KeyFileCorrupt("not a sealed secret (its ENTRA KEYS SEALED block has no end)")
     sealed_by = found.group(1).decode("ascii").lower()
     if sealed_by != kind:
         raise KeyFileCorrupt(
             f"the secret was sealed by the {sealed_by} provider; unseal it with that provider"
         )
     try:
-        body = base64.b64decode(b"".join(found.group(2).split()), validate=True)
+        body = base64.b64decode(b"".join(data[found.end() : end].split()), validate=True)
     except binascii.Error as exc:
         raise KeyFileCorrupt(f"the sealed blob is not base64 ({exc})") from exc
     fields: list[bytes] = []

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InternalError, InvalidTag
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as symmetric_padding
@@ -55,8 +55,10 @@ from ..tcg.model import (
     PEM_LABELS,
 )
 from . import _sealed_blob
+from ._checks import check_pin, pcr_list
 
 __all__ = [
+    "PASSPHRASE_SCRYPT",
     "PIN_SCRYPT",
     "SoftwareECKey",
     "SoftwareProvider",
@@ -264,6 +266,10 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 #: file under PBKDF2 took 0.36 ms in the same run: all 10**6 six-digit PINs cost about 26
 #: CPU-hours instead of 6 minutes. The floor wanted was 50 ms a guess.
 PIN_SCRYPT = (_SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+#: scrypt's cost for a software key file under the store passphrase alone: (2**14, 8, 2), the
+#: CPU of ``PIN_SCRYPT`` (p runs N=2**14 twice) in 16 MiB, within the openssl command line's
+#: default 32 MiB limit, so ``openssl pkey`` still opens the file with the passphrase.
+PASSPHRASE_SCRYPT = (2**14, 8, 2)
 
 
 def _der_octets(*parts: bytes) -> bytes:
@@ -313,7 +319,7 @@ def _pss(hash_alg: hashes.HashAlgorithm) -> padding.PSS:
     return padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
-# -- software keys under a PIN: PKCS#8, PBES2 with scrypt (RFC 8018, RFC 7914 section 7) -------
+# -- key files under a PIN or a passphrase: PKCS#8, PBES2 with scrypt (RFC 8018, RFC 7914) ------
 
 _PBES2 = "1.2.840.113549.1.5.13"
 _SCRYPT = "1.3.6.1.4.1.11591.4.11"
@@ -359,12 +365,18 @@ def _pkcs8_classes() -> Any:
     return core, Algorithm, ScryptParams, PBES2Params, EncryptedPrivateKeyInfo
 
 
-def _pin_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: bytes) -> bytes:
-    """The key as PKCS#8 EncryptedPrivateKeyInfo, PBES2 with scrypt (``PIN_SCRYPT``) and
-    AES-256-CBC; pyca (and openssl, within its scrypt memory limit) read it back."""
+def _scrypt_pem(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: bytes, *, pin: bool
+) -> bytes:
+    """The key as PKCS#8 EncryptedPrivateKeyInfo, PBES2 with scrypt (``PIN_SCRYPT``, or
+    ``PASSPHRASE_SCRYPT`` for a file under the passphrase alone) and
+    AES-256-CBC; pyca (and openssl, within its scrypt memory limit) read it back. A PIN file
+    names its key length (32) in the scrypt parameters, one under the passphrase alone does
+    not: what tells them apart without the store's header lines."""
     core, algorithm, scrypt_params, pbes2_params, encrypted_info = _pkcs8_classes()
     salt, iv = os.urandom(16), os.urandom(16)
-    kek = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P).derive(password)
+    n, r, p = PIN_SCRYPT if pin else PASSPHRASE_SCRYPT
+    kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password)
     plain = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -374,10 +386,10 @@ def _pin_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: byte
     params = scrypt_params(
         {
             "salt": salt,
-            "cost": _SCRYPT_N,
-            "block_size": _SCRYPT_R,
-            "parallelization": _SCRYPT_P,
-            "key_length": 32,
+            "cost": n,
+            "block_size": r,
+            "parallelization": p,
+            **({"key_length": 32} if pin else {}),
         }
     )
     scheme = pbes2_params(
@@ -392,10 +404,11 @@ def _pin_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: byte
     return _pem(PEM_LABEL_ENCRYPTED_SOFTWARE_KEY, der)
 
 
-def _scrypt_cost(data: bytes) -> tuple[int, int, int] | None:
-    """The scrypt (N, r, p) of a PKCS#8 PEM encrypted with PBES2 and scrypt, or None for any
-    other key file (unencrypted, PBKDF2, not PKCS#8). KeyFileCorrupt for scrypt parameters that
-    would ask for more than ``_MAX_SCRYPT_MEMORY``."""
+def _scrypt_cost(data: bytes) -> tuple[int, int, int, bool] | None:
+    """The scrypt (N, r, p) of a PKCS#8 PEM encrypted with PBES2 and scrypt, and whether it is
+    a PIN file (its parameters name the key length, ``_scrypt_pem``); None for any other key
+    file (unencrypted, PBKDF2, not PKCS#8). KeyFileCorrupt for scrypt parameters that would ask
+    for more than ``_MAX_SCRYPT_MEMORY``."""
     begin = f"-----BEGIN {PEM_LABEL_ENCRYPTED_SOFTWARE_KEY}-----".encode()
     if begin not in data:
         return None
@@ -409,17 +422,17 @@ def _scrypt_cost(data: bytes) -> tuple[int, int, int] | None:
         if scheme["kdf"]["algorithm"].dotted != _SCRYPT:
             return None
         params = scrypt_params.load(scheme["kdf"]["parameters"].dump(), strict=True)
-        cost = (
+        n, r, p = (
             int(params["cost"].native),
             int(params["block_size"].native),
             int(params["parallelization"].native),
         )
+        pin = params["key_length"].native is not None
     except (KeyFileCorrupt, ValueError, TypeError, KeyError):
         return None
-    n, r, p = cost
     if not (n > 1 and n & (n - 1) == 0 and r > 0 and p > 0) or 128 * n * r * p > _MAX_SCRYPT_MEMORY:
         raise KeyFileCorrupt(f"the key file's scrypt parameters (N={n}, r={r}, p={p}) are refused")
-    return cost
+    return n, r, p, pin
 
 
 def pin_protected(data: bytes) -> bool:
@@ -427,9 +440,10 @@ def pin_protected(data: bytes) -> bool:
     opens only with the PIN (and the store passphrase it was written with), whatever its
     header lines say."""
     try:
-        return _scrypt_cost(data) is not None
+        found = _scrypt_cost(data)
     except KeyFileCorrupt:
         return True
+    return found is not None and found[3]
 
 
 class SoftwareProvider(Provider):
@@ -449,6 +463,7 @@ class SoftwareProvider(Provider):
         of what its key file is encrypted under (with the store passphrase, if any: both are
         needed), stretched by scrypt, and asked for again at every load."""
         check_creatable(key_type, usage)
+        pin = check_pin(pin)
         key: SoftwareRSAKey | SoftwareECKey
         if key_type.is_rsa:
             key = SoftwareRSAKey(rsa.generate_private_key(65537, key_type.bits), usage)
@@ -458,20 +473,20 @@ class SoftwareProvider(Provider):
         return key
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
-        """PKCS#8 PEM: for a key with a PIN, encrypted under the PIN and the passphrase together
-        (PBES2, scrypt ``PIN_SCRYPT``); otherwise encrypted with the best available scheme when
-        a passphrase is given."""
+        """PKCS#8 PEM: for a key with a PIN, encrypted under the PIN and the passphrase together;
+        otherwise, where a passphrase is given, under it. Both PBES2 with scrypt
+        (``PIN_SCRYPT``, ``PASSPHRASE_SCRYPT``): a guess at the passphrase costs the CPU it costs
+        on the session key and sealed secrets."""
         if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
             raise UnsupportedAlgorithm(f"{type(key).__name__} is not a software key")
         if key._pin is not None:
-            return _pin_pem(key._key, _pin_password(key._pin, passphrase))
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(passphrase)
-            if passphrase
-            else serialization.NoEncryption()
-        )
+            return _scrypt_pem(key._key, _pin_password(key._pin, passphrase), pin=True)
+        if passphrase:  # scrypt, as the session key and sealed secrets under the same passphrase
+            return _scrypt_pem(key._key, bytes(passphrase), pin=False)
         return key._key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
 
     def key_from_pem(
@@ -493,7 +508,11 @@ class SoftwareProvider(Provider):
         ``allow_imported`` is accepted and ignored: a software key never claims hardware.
         """
         del allow_imported
-        if pin_protected(data):
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise KeyFileCorrupt(f"a key file is bytes, not {type(data).__name__}")
+        data, pin = bytes(data), check_pin(pin)
+        found = _scrypt_cost(data)  # refused parameters are raised before scrypt runs
+        if found is not None and found[3]:
             if not pin:
                 raise WrongPassphrase("the key has a PIN; give it to use the key")
             return self._opened(
@@ -519,7 +538,7 @@ class SoftwareProvider(Provider):
         when it does not open), keeping ``pin`` for when it is written again."""
         try:
             key = serialization.load_pem_private_key(data, password=password)
-        except (ValueError, TypeError, _PycaUnsupported) as exc:
+        except (ValueError, TypeError, _PycaUnsupported, InternalError) as exc:
             if password is not None:
                 raise WrongPassphrase(wrong) from exc
             raise KeyFileCorrupt(f"not a readable PKCS#8 key ({exc})") from exc
@@ -591,7 +610,7 @@ class SoftwareProvider(Provider):
 
         check_nonce(nonce)
         ak_key = self._own_ak(ak)
-        return software_quote(ak_key, pcrs, nonce, bank, event_log=event_log)
+        return software_quote(ak_key, pcr_list(pcrs), nonce, bank, event_log=event_log)
 
     def certify(self, key: EntraPrivateKey, ak: EntraPrivateKey, nonce: bytes) -> Certification:
         """A TPM2_Certify-shaped statement about a software key, signed by a software AK."""
@@ -636,7 +655,9 @@ class SoftwareProvider(Provider):
 
     def session_key_from_pem(self, data: bytes, passphrase: bytes | None = None) -> SessionKey:
         """Loads a stored session key; a missing or wrong passphrase is WrongPassphrase."""
-        label, der = _unpem(data)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise KeyFileCorrupt(f"a session key file is bytes, not {type(data).__name__}")
+        label, der = _unpem(bytes(data))
         version, parts = _der_octets_parse(der)
         if label == PEM_LABEL_SESSION_KEY and version == 0 and len(parts) == 1:
             return SoftwareSessionKey(parts[0])
@@ -668,6 +689,7 @@ class SoftwareProvider(Provider):
         secret in the clear: PCRs or no passphrase are refused."""
         _sealed_blob.check_secret(data)
         named = _sealed_blob.name_field(name)
+        pin = check_pin(pin, limit=None, what="a passphrase (pin)")
         if pcrs is not None:
             raise UnsupportedAlgorithm(
                 "the software provider has no PCRs to bind a secret to: seal it with the TPM "
@@ -696,6 +718,7 @@ class SoftwareProvider(Provider):
         """Decrypts a secret sealed by ``seal`` as ``name``; a blob sealed as another name is
         KeyFileCorrupt; a missing or wrong passphrase, or an altered blob, is WrongPassphrase
         (AES-GCM cannot tell the two apart)."""
+        pin = check_pin(pin, limit=None, what="a passphrase (pin)")
         fields = _sealed_blob.unframe(blob, self.kind)
         version = fields[0] if fields else b""
         if version == _sealed_blob.UNBOUND and len(fields) == 4:

@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._json import load_object
 from ..errors import (
     ForeignKey,
     HardwareUnavailable,
+    InvalidData,
     KeyExists,
     KeyFileCorrupt,
     KeyNotFound,
@@ -53,7 +55,7 @@ from ..tcg.model import (
     SRK_HANDLE_RSA as SRK_HANDLE,
 )
 from . import _leave, tss2file
-from ._files import KEY_SUFFIX, locked, lstat, open_dir, read_file, write_atomic
+from ._files import KEY_SUFFIX, locked, open_dir, read_file, write_atomic
 
 __all__ = [
     "KeyInfo",
@@ -63,6 +65,7 @@ __all__ = [
     "list_keys",
     "parent_text",
     "storage_parents",
+    "store_path",
     "stored_kinds",
 ]
 
@@ -85,11 +88,20 @@ def default_store_path() -> Path:
     return Path(data_home) / "entra-keys"
 
 
+def store_path(path: str | os.PathLike[str] | None) -> Path:
+    """The store directory: ``path``, else ``default_store_path()``; KeyStoreError for a path
+    no file system takes (a NUL byte)."""
+    store = Path(path) if path is not None else default_store_path()
+    if "\0" in str(store):
+        raise KeyStoreError("a key store path may not hold a NUL byte", path=repr(str(store)))
+    return store
+
+
 def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
     """Leave the join of the store at ``path``: remove every key, the join state and the sealed
     data, all or nothing (a process killed half-way leaves a marker the next open completes).
     Needs no provider, so it works when the TPM is gone; the file names removed."""
-    store = Path(path) if path is not None else default_store_path()
+    store = store_path(path)
     with locked(store, create=False) as dir_fd:  # no writer runs while a leave does
         if dir_fd is None:
             return []
@@ -107,7 +119,7 @@ def list_keys(
     """The keys of the store at ``path`` (``KeyStore.list``) and the key files that cannot be
     read, with why (``KeyStore.broken``), from the files alone: needs no provider, so a TPM
     store is listed with the TPM out of reach, as ``leave`` works."""
-    found = _scan(Path(path) if path is not None else default_store_path())
+    found = _scan(store_path(path))
     keys = [info for _, info in found if isinstance(info, KeyInfo)]
     broken = [(name, str(error)) for name, error in found if not isinstance(error, KeyInfo)]
     return keys, broken
@@ -168,7 +180,7 @@ def _read_entry(dir_fd: int, store: Path, path: Path, what: str, name: str) -> b
 def stored_kinds(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
     """The providers whose keys the store at ``path`` holds ("tpm", "software"), read from the
     PEM labels of its key files; a file that cannot be read counts as none."""
-    store = Path(path) if path is not None else default_store_path()
+    store = store_path(path)
     kinds: set[str] = set()
     with open_dir(store) as dir_fd:
         if dir_fd is None:
@@ -195,7 +207,7 @@ def storage_parents(path: str | os.PathLike[str] | None = None) -> dict[str, int
     parse): it may be a TPM key too. Software key files are left out. Needs no provider."""
     from ..providers._sealed_blob import label as sealed_label
 
-    store = Path(path) if path is not None else default_store_path()
+    store = store_path(path)
     found: dict[str, int | None] = {}
     with open_dir(store) as dir_fd:
         if dir_fd is None:
@@ -261,7 +273,7 @@ class KeyStore:
 
     def __init__(self, provider: Provider, path: str | os.PathLike[str] | None = None) -> None:
         self.provider = provider
-        self.path = Path(path) if path is not None else default_store_path()
+        self.path = store_path(path)
         self._owns_provider = False
 
     @classmethod
@@ -276,7 +288,7 @@ class KeyStore:
         """The store at ``path`` with a provider chosen for it (``open_provider``'s rules): with
         ``auto``, a store that holds TPM keys requires the TPM, never a silent software downgrade.
         The store owns that provider: ``close()`` (or ``with``) closes it."""
-        store = Path(path) if path is not None else default_store_path()
+        store = store_path(path)
         chosen = kind or os.environ.get("ENTRA_KEYS_PROVIDER") or "auto"
         holds_tpm_keys = chosen == "auto" and "tpm" in stored_kinds(store)
         try:
@@ -388,10 +400,14 @@ class KeyStore:
         allow_imported: bool = False,
     ) -> EntraPrivateKey:
         """Loads the key stored under ``name``; errors name the key and leave the store as is.
-        A TPM key not made in the TPM is ``ImportedKey`` unless ``allow_imported``."""
+        A key the store recorded as having a PIN needs it (``WrongPassphrase``), so that no use
+        without it spends a dictionary-attack try. A TPM key not made in the TPM is
+        ``ImportedKey`` unless ``allow_imported``."""
         info, pem = self._read_for_provider(name)
         if info.usage is KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
+        if info.pin and not pin:  # the header is the store's: whatever the key file says
+            raise WrongPassphrase(f"key {name!r}: the key has a PIN; give it to use the key", name)
         if info.kind == "software" and info.pin and not _software_pin_file(pem):
             key = self._load_old_pin_key(info, pem, passphrase, pin)
         else:
@@ -487,13 +503,10 @@ class KeyStore:
                 ) from exc
         if len(data) > _MAX_JOIN_STATE:
             raise KeyFileCorrupt(f"the join state {path} is too large", path=str(path))
-        try:
-            state = json.loads(data)
-        except ValueError as exc:
-            raise KeyFileCorrupt(f"the join state {_JOIN_STATE} is not JSON ({exc})") from exc
-        if not isinstance(state, dict):
-            raise KeyFileCorrupt(f"the join state {_JOIN_STATE} is not a JSON object")
-        return state
+        try:  # the strict reader: no nesting past its limit, one object, no member twice
+            return load_object(data, f"the join state {_JOIN_STATE}", max_size=_MAX_JOIN_STATE)
+        except InvalidData as exc:
+            raise KeyFileCorrupt(str(exc), path=str(path)) from exc
 
     def info(self, name: str) -> KeyInfo:
         """Describes the key stored under ``name`` from its file alone."""
@@ -589,10 +602,25 @@ class KeyStore:
             )
 
     def __contains__(self, name: object) -> bool:
-        """True when an entry has that key name; a link is not followed (``load`` refuses it)."""
+        """True when an entry has that key name; a link is not followed (``load`` refuses it).
+        Read through the checked store directory, which completes a leave killed half-way
+        first, so no part of a join is seen."""
         if not isinstance(name, str) or _NAME.fullmatch(name) is None:
             return False
-        return lstat(self.path / (name + _SUFFIX)) is not None
+        with open_dir(self.path) as dir_fd:
+            if dir_fd is None:
+                return False
+            try:
+                os.stat(name + _SUFFIX, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise KeyStoreError(
+                    f"cannot read the key store {self.path}: {exc.strerror}",
+                    name,
+                    path=str(self.path),
+                ) from exc
+        return True
 
     # -- files --------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ hierarchy's standard primary, 0x40000001 in key files (the TCG key-file parent, 
 makes it), loaded from its saved context of this boot (``_primary_cache``) or created. Each is
 opened only when something needs it: opening the connection sends no command. New objects go
 under the default parent (``default_parent``): the SRK where the TPM has one, else the owner
-primary.
+primary. An object at 0x81000001 that is not the standard SRK (anyone with the owner
+authorization can persist their own key there) is never used: not as a parent, not as a salt key.
 
 Objects. A connection holds at most ``OBJECTS`` transient objects at once, counting what the next
 command needs: the objects it loads or creates, and a slot for a persistent key it names (the TPM
@@ -57,7 +58,7 @@ from ...errors import (
 from ...tcg import model
 from . import _errors, _primary_cache
 from ._key_cache import KeyCache
-from ._templates import storage_template
+from ._templates import srk_mismatch, storage_template
 from ._watchdog import Watchdog
 from .tcti import Tcti
 
@@ -212,6 +213,8 @@ class Connection:
         #: Persistent objects read (EKs): handle -> (ESYS handle, TPM2B_PUBLIC).
         self._persistent: dict[int, tuple[Any, Any]] = {}
         self._default: int | None = None
+        #: Why the object at SRK_HANDLE is not used (not the standard SRK), once seen.
+        self.refused_srk: str | None = None
         self._session: Any = None
         self._session_encrypts: tuple[bool, bool] | None = None  # (response, command)
         self._create_loaded = True  # TPM2_CreateLoaded until the TPM says it has none
@@ -261,9 +264,12 @@ class Connection:
         text = f"0x{self.storage_parent:08x}"
         if found is None or not found.owned:
             return text + " (persistent)" if self.storage_parent == SRK_HANDLE else text
-        if found.from_context:
-            return text + " (primary, owner hierarchy, saved primary context)"
-        return text + " (primary, owner hierarchy)"
+        where = (
+            "owner hierarchy, saved primary context" if found.from_context else "owner hierarchy"
+        )
+        if self.refused_srk is not None:
+            where += f"; 0x{SRK_HANDLE:08x} not used: {self.refused_srk}"
+        return f"{text} (primary, {where})"
 
     def parent(self, esys: Any, handle: int) -> Parent:
         """The storage key a key file names, opened on first need (the lock held): the
@@ -330,7 +336,13 @@ class Connection:
         return KeysUnusable(self.lost)
 
     def _no_srk(self) -> ForeignKey:
-        """The error for a key made under the persistent SRK where the TPM has none."""
+        """The error for a key made under the persistent SRK where the TPM has none, or where
+        the object there is not the standard SRK."""
+        if self.refused_srk is not None:
+            return ForeignKey(
+                f"the key was made under 0x{SRK_HANDLE:08x}, and the object there is not the "
+                f"standard SRK ({self.refused_srk}): it is not used as a storage key"
+            )
         if SRK_HANDLE in self._names:
             return self._gone(SRK_HANDLE, "the TPM no longer has it")
         return ForeignKey(
@@ -341,7 +353,10 @@ class Connection:
 
     def _open_srk(self, esys: Any) -> Parent | None:
         """The persistent SRK (one TPM2_ReadPublic, whose answer ESYS keeps: the salt key's
-        public area is the TPM's own), or None where the TPM has none."""
+        public area is the TPM's own), or None where the TPM has none or the object there is not
+        the standard SRK (``refused_srk`` says why, logged once): anyone with the owner
+        authorization can persist a key there whose private half they know, and a session
+        salted to it would give them every PIN and secret sent in it."""
         t = self.tss
         try:
             tr = self.with_room(lambda: esys.tr_from_tpmpublic(SRK_HANDLE), 1)
@@ -349,7 +364,23 @@ class Connection:
             if _errors.tpm_code(int(exc.rc)) == int(t.TPM2_RC.HANDLE):
                 return None
             raise
-        return Parent(SRK_HANDLE, tr, owned=False)
+        try:
+            public = tr_public(t, esys, tr)
+        except ValueError:  # metadata in another layout: ask the TPM again
+            public = esys.read_public(tr)[0]
+        why = srk_mismatch(t, public)
+        if why is None:
+            return Parent(SRK_HANDLE, tr, owned=False)
+        esys.tr_close(tr)
+        if self.refused_srk is None:
+            log.warning(
+                "0x%08x is not the standard SRK (%s): not used; keys go under the owner "
+                "hierarchy's standard primary",
+                SRK_HANDLE,
+                why,
+            )
+        self.refused_srk = why
+        return None
 
     def _load_saved_primary(self, esys: Any) -> Parent | None:
         """The owner primary from its saved context (``_primary_cache``), checked by the TPM's
@@ -536,14 +567,45 @@ class Connection:
 
     def retrying(self, operation: Callable[[], T]) -> T:
         """Run an operation; once more where it failed as a TPM restart or reset makes it fail
-        and the connection recovered (``recover``)."""
+        and the connection recovered (``recover``), or where the TPM refused it because a
+        handle of this connection now names another object (``reused``)."""
         generation = self.generation
         try:
             return operation()
         except TPMError as exc:
-            if not self.recover(exc, generation):
+            if not (self.recover(exc, generation) or self.reused(exc, generation)):
                 raise
         return operation()
+
+    def reused(self, error: TPMError, generation: int) -> bool:
+        """After a TPM refusal: True where a transient handle this connection holds (a storage
+        primary, a kept or pinned key) now names another object, and the connection forgot them
+        all, flushing none (they are another program's now).
+
+        A TPM reset with no resource manager (swtpm, /dev/tpm0) gives the handle numbers of this
+        connection to whatever is loaded next, so a command can reach another program's object
+        and fail for reasons of its own instead of TPM_RC_HANDLE. One TPM2_ReadPublic per handle,
+        on failures only. True too where another thread recovered since ``generation``."""
+        if self._closed or self.lost is not None or not _errors.is_tpm_refusal(error):
+            return False
+        with self.lock:
+            if generation != self.generation:
+                return True
+            if self._esys is None or not self.handles_reused(self._esys):
+                return False
+            self.forget_reused()
+        return True
+
+    def handles_reused(self, esys: Any) -> bool:
+        """True where a transient handle this connection holds is gone or names another object
+        than the one it loaded (the TPM's ReadPublic against the name it had; lock held)."""
+        return not all(self._names_object(esys, h, name) for h, name in self._held())
+
+    def forget_reused(self) -> None:
+        """Forget every handle, flushing none: the TPM was reset and gave their numbers to other
+        objects (the lock held). The next use reloads under a storage key reopened by name."""
+        log.info("a handle of this connection names another object (a TPM reset): reloading")
+        self._forget(flush=False)
 
     def flush_object(self, esys: Any, handle: Any) -> None:
         """TPM2_FlushContext of a transient object this connection loaded (the lock held)."""
@@ -716,19 +778,21 @@ class Connection:
                 esys.close()
 
     def _forget(self, *, flush: bool) -> None:
-        """Forget every handle of this generation (flushing them first where asked, errors
-        ignored: a reset took them already)."""
+        """Forget every handle of this generation. Where asked, first flush those that still
+        name the objects this connection loaded (a TPM reset may have given the others to
+        another program), and the session only where none was given away; errors ignored."""
         esys = self._esys
-        handles = [p.tr for p in self._parents.values() if p.owned]
-        handles += [obj._handle for obj in list(self.pinned) if obj._handle is not None]
-        if self._session is not None:
-            handles.append(self._session)
         if flush and esys is not None:
-            for handle in handles:
+            given_away = False
+            for handle, name in self._held():
+                if self._names_object(esys, handle, name):
+                    with contextlib.suppress(Exception):
+                        esys.flush_context(handle)
+                else:
+                    given_away = True
+            if self._session is not None and not given_away:
                 with contextlib.suppress(Exception):
-                    esys.flush_context(handle)
-            with contextlib.suppress(Exception):
-                self.keys.flush_all()
+                    esys.flush_context(self._session)
         self.keys.forget()
         for obj in list(self.pinned):
             obj._handle = None
@@ -737,6 +801,20 @@ class Connection:
         self._session = None
         self.objects = 0
         self.generation += 1
+
+    def _held(self) -> list[tuple[Any, bytes | None]]:
+        """(handle, name it had) of every transient object this connection holds."""
+        held = [(p.tr, self._names.get(p.handle)) for p in self._parents.values() if p.owned]
+        held += [(h, k.tpm_name) for k, h in self.keys.items()]
+        held += [(o._handle, o.tpm_name) for o in list(self.pinned) if o._handle is not None]
+        return held
+
+    def _names_object(self, esys: Any, handle: Any, name: bytes | None) -> bool:
+        """True where the TPM's ReadPublic of a handle answers the name it had."""
+        try:
+            return bytes(esys.read_public(handle)[1]) == name
+        except self.tss.TSS2_Exception:
+            return False
 
     def close(self) -> None:
         """Flush what this connection loaded (where no resource manager drops it) and close the

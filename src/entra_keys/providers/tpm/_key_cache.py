@@ -51,6 +51,10 @@ class KeyCache:
         self._entries[id(key)] = (key, handle)
         return True
 
+    def items(self) -> list[tuple[Any, Any]]:
+        """(key, handle) of every kept key."""
+        return list(self._entries.values())
+
     def take(self, key: object) -> Any:
         """Remove a key and hand its handle to the caller (None where not kept)."""
         entry = self._entries.pop(id(key), None)

@@ -14,8 +14,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Self
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 
@@ -157,6 +159,12 @@ class _TPMObject:
     def tpm_public(self) -> bytes:
         """The object's TPMT_PUBLIC, marshaled (what attestation certifies and names)."""
         return bytes(self._public.publicArea.marshal())
+
+    @property
+    def tpm_name(self) -> bytes:
+        """The object's name (nameAlg || H(TPMT_PUBLIC)): what the TPM's ReadPublic
+        answers for its handle."""
+        return bytes(self._public.get_name())
 
     def _key_file(self) -> bytes:
         """The object's TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) under its parent."""
@@ -348,21 +356,55 @@ class _TPMKeyBase(_TPMObject):
         The hot path: the scheme, the null ticket and the digest's TPM2B are built once per key
         (the digest refilled under the connection's lock), and the signature is read from its
         marshaled form, not through tpm2-pytss's attribute wrappers (which cost several times
-        as much CPU per signature)."""
+        as much CPU per signature). Where no resource manager keeps handles per connection, the
+        signature is verified with the key's public half before it is returned: one that does
+        not verify came from another object given this key's handle by a TPM reset, and the
+        connection forgets its handles and signs once more."""
         sig_scheme = self._schemes.get((scheme, hash_alg.name))
         if sig_scheme is None:
             t = self._conn.tss
             sig_scheme = t.TPMT_SIG_SCHEME(scheme=getattr(t.TPM2_ALG, scheme.name))
             sig_scheme.details.any.hashAlg = getattr(t.TPM2_ALG, hash_alg.name.upper())
             self._schemes[(scheme, hash_alg.name)] = sig_scheme
-        generation = self._conn.generation
-        try:  # Connection.retrying, inlined: no closure per signature
-            signature = self._sign_once(what, digest, sig_scheme)
-        except TPMError as exc:
-            if not self._conn.recover(exc, generation):
-                raise
-            signature = self._sign_once(what, digest, sig_scheme)
-        return _signature_parts(bytes(signature.marshal()))
+        conn = self._conn
+        for attempt in (1, 2):
+            generation = conn.generation
+            try:  # Connection.retrying, inlined: no closure per signature
+                signature = self._sign_once(what, digest, sig_scheme)
+            except TPMError as exc:
+                if not (conn.recover(exc, generation) or conn.reused(exc, generation)):
+                    raise
+                signature = self._sign_once(what, digest, sig_scheme)
+            parts = _signature_parts(bytes(signature.marshal()))
+            if conn.resource_manager or self._verifies(digest, scheme, hash_alg, parts):
+                return parts
+            with conn.lock:
+                if generation == conn.generation and attempt == 1:
+                    conn.forget_reused()
+        raise TPMError(f"{what}: the TPM's signature does not verify with the key's public half")
+
+    def _verifies(
+        self,
+        digest: bytes,
+        scheme: SignatureScheme,
+        hash_alg: hashes.HashAlgorithm,
+        parts: tuple[bytes, bytes],
+    ) -> bool:
+        """True where a signature the TPM returned is this key's (one public-key operation)."""
+        prehashed = utils.Prehashed(hash_alg)
+        key = self._pub
+        try:
+            if isinstance(key, rsa.RSAPublicKey):
+                pad: AsymmetricPadding = rsa_padding.PKCS1v15()
+                if scheme is SignatureScheme.RSAPSS:  # the TPM's salt length: digest or max
+                    pad = rsa_padding.PSS(rsa_padding.MGF1(hash_alg), rsa_padding.PSS.AUTO)
+                key.verify(parts[0], digest, pad, prehashed)
+            else:
+                r, s = (int.from_bytes(part, "big") for part in parts)
+                key.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(prehashed))
+        except InvalidSignature:
+            return False
+        return True
 
     def _sign_once(self, what: str, digest: bytes, sig_scheme: Any) -> Any:
         with self._use(what) as (esys, handle, session):

@@ -29,6 +29,7 @@ from typing import Any
 from ...errors import StorePermissionError
 from ...tcg import model
 from .._owned import check_owned, open_owned_dir
+from ._templates import without_unique
 
 __all__ = ["checked", "directory", "forget", "read", "write"]
 
@@ -164,7 +165,7 @@ def checked(
         return False
     if qualified != alg + hashlib.sha256(_OWNER + name).digest():
         return False
-    if _without_unique(public.publicArea) != _without_unique(template.publicArea):
+    if without_unique(public.publicArea) != without_unique(template.publicArea):
         return False
     expected = (
         struct.pack(">I", tpm_handle)
@@ -174,11 +175,3 @@ def checked(
         + bytes(public.marshal())
     )
     return metadata == expected
-
-
-def _without_unique(area: Any) -> bytes:
-    """A TPMT_PUBLIC marshaled without its unique field (the key itself)."""
-    raw = bytes(area.marshal())
-    copy = type(area).unmarshal(raw)[0]
-    copy.unique = type(copy.unique)()
-    return bytes(copy.marshal())

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ...errors import (
     EntraKeysError,
     ForeignKey,
-    InvalidData,
     KeyFileCorrupt,
     PCRMismatch,
     TPMError,
@@ -38,6 +37,7 @@ from ...errors import (
 )
 from ...tcg import model
 from .. import _sealed_blob
+from .._checks import check_pin, pcr_list
 from . import _errors
 from ._connection import Connection
 
@@ -65,7 +65,8 @@ def seal(
     the blob text."""
     _sealed_blob.check_secret(data)
     named = _sealed_blob.name_field(name)
-    _check_pin(pin)
+    pin = check_pin(pin, limit=MAX_PIN, what="a TPM PIN")
+    pcrs = pcr_list(pcrs) if pcrs is not None else None
     t = conn.tss
     selection = _selection(conn, pcrs) if pcrs is not None else None
     secret = bytearray(os.urandom(32))  # the envelope's key: what the TPM seals
@@ -74,12 +75,17 @@ def seal(
     )
     if pin:
         sensitive.sensitive.userAuth = t.TPM2B_AUTH(bytes(pin))
-    try:
+
+    def create() -> tuple[Any, Any]:
         with conn.command("seal a secret") as esys:
             policy = _policy_digest(conn, esys, selection, bool(pin))
             template = _template(t, pin=bool(pin), policy=policy)
             with conn.hmac_session(esys, encrypt=True) as session:
                 _, private, public = conn.create(esys, sensitive, template, session, loaded=False)
+        return private, public
+
+    try:
+        private, public = conn.retrying(create)
     finally:
         with contextlib.suppress(Exception):
             sensitive.sensitive.data.buffer[:] = bytes(len(secret))
@@ -120,7 +126,7 @@ def unseal(
     """The secret of a blob sealed by ``seal`` on this TPM as ``name``; typed errors for
     another name (KeyFileCorrupt, before the TPM is asked), another TPM (ForeignKey), a wrong
     PIN (TPMAuthFailure, with tries left), changed PCRs (PCRMismatch)."""
-    _check_pin(pin)
+    pin = check_pin(pin, limit=MAX_PIN, what="a TPM PIN")
     fields = _sealed_blob.unframe(blob, _KIND)
     version = fields[0] if fields else b""
     if version == _sealed_blob.UNBOUND and len(fields) in (6, 8):
@@ -288,10 +294,3 @@ def _is_policy_fail(conn: Connection, error: TPMError) -> bool:
         return False
     rc = conn.tss.TPM2_RC
     return error.rc & int(rc.FMT1) != 0 and error.rc & 0xBF == int(rc.POLICY_FAIL)
-
-
-def _check_pin(pin: bytes | None) -> None:
-    if pin is not None and not isinstance(pin, bytes | bytearray):
-        raise InvalidData(f"a PIN is bytes, not {type(pin).__name__}")
-    if pin and len(pin) > MAX_PIN:
-        raise InvalidData(f"a TPM PIN is at most {MAX_PIN} bytes, not {len(pin)}")

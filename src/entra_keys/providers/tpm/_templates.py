@@ -11,8 +11,15 @@ from typing import Any
 
 from ...tcg import model
 from ...tcg.model import KeyType, KeyUsage
+from ...tcg.wire import TPMA_OBJECT
 
-__all__ = ["key_template", "session_key_template", "storage_template"]
+__all__ = [
+    "key_template",
+    "session_key_template",
+    "srk_mismatch",
+    "storage_template",
+    "without_unique",
+]
 
 
 def storage_template(tss: Any, *, ecc: bool) -> Any:
@@ -22,6 +29,48 @@ def storage_template(tss: Any, *, ecc: bool) -> Any:
         nameAlg=model.NAME_ALG,
         objectAttributes=int(model.SRK_ATTRIBUTES),
     )
+
+
+def without_unique(area: Any) -> bytes:
+    """A TPMT_PUBLIC marshaled without its unique field (the key itself)."""
+    raw = bytes(area.marshal())
+    copy = type(area).unmarshal(raw)[0]
+    copy.unique = type(copy.unique)()
+    return bytes(copy.marshal())
+
+
+def srk_mismatch(tss: Any, public: Any) -> str | None:
+    """None where a TPM2B_PUBLIC is a standard storage key (RSA-2048 or ECC P-256 restricted
+    decryption, AES-128-CFB, SHA-256, the SRK attributes; noDA either way, as tpm2-tools'
+    default primary lacks it), else what is wrong with it.
+
+    fixedTPM, fixedParent and sensitiveDataOrigin say the TPM made the private half and it never
+    left (TPM2_Import and TPM2_Duplicate need them clear), so nobody knows it: a session salted
+    to the key is safe. The unique field is the key itself and is not compared.
+    """
+    area = public.publicArea
+    shape = _storage_shape(area)
+    if any(shape == _storage_shape(storage_template(tss, ecc=e).publicArea) for e in (True, False)):
+        return None
+    attrs = int(area.objectAttributes)
+    if ~attrs & int(
+        TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    ):
+        return (
+            f"attributes 0x{attrs:08x}: not a key the TPM made and keeps (fixedTPM, fixedParent, "
+            "sensitiveDataOrigin), so its private half may be known outside it"
+        )
+    return (
+        f"type 0x{int(area.type):04x}, attributes 0x{attrs:08x}: not the standard SRK template "
+        "(RSA-2048 or ECC P-256 restricted decryption, AES-128-CFB, SHA-256)"
+    )
+
+
+def _storage_shape(area: Any) -> bytes:
+    """A TPMT_PUBLIC without its unique field, noDA set: what a storage key is compared by."""
+    copy = type(area).unmarshal(without_unique(area))[0]
+    copy.objectAttributes = int(copy.objectAttributes) | int(TPMA_OBJECT.NODA)
+    return bytes(copy.marshal())
 
 
 def key_template(tss: Any, key_type: KeyType, usage: KeyUsage, *, pin: bool) -> Any:

@@ -38,10 +38,11 @@ from ...provider import (
     oaep_padding,
 )
 from ...tcg import model
+from .._checks import check_pin, pcr_list
 from . import _primary_cache
 from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
-from ._templates import key_template, session_key_template, storage_template
+from ._templates import key_template, session_key_template, srk_mismatch, storage_template
 from .tcti import NO_TPM, Tcti, default_tcti
 
 __all__ = [
@@ -82,7 +83,8 @@ def persist_storage_key(
     tcti: str | Tcti | None = None, owner_auth: bytes | None = None, *, timeout: float = 30.0
 ) -> bool:
     """Persist the standard SRK (RSA-2048, TCG Provisioning Guidance) at ``SRK_HANDLE`` with
-    the owner authorization; False where one is there already (idempotent).
+    the owner authorization; False where one is there already (idempotent). An object there
+    that is not the standard SRK (``_templates.srk_mismatch``) is a TPMError saying so.
 
     Opens its own connection, which opens no storage key (an owner password would refuse the
     provider's own primary). A TPM whose owner hierarchy has a password refuses without it:
@@ -91,6 +93,7 @@ def persist_storage_key(
     0x40000001 in their files), keep loading under that primary. The caller's saved primary
     context is removed, so its next open finds the SRK.
     """
+    owner_auth = check_pin(owner_auth, what="the owner authorization")
     tss = import_pytss()
     named = _named(tcti)
     if named is None:
@@ -109,8 +112,19 @@ def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
     t = conn.tss
     with conn.command("read the persistent SRK") as esys:
         _, data = esys.get_capability(t.TPM2_CAP.HANDLES, SRK_HANDLE, 1)
-    if [int(h) for h in data.data.handles][:1] == [SRK_HANDLE]:
-        return False
+        if [int(h) for h in data.data.handles][:1] == [SRK_HANDLE]:
+            tr = conn.with_room(lambda: esys.tr_from_tpmpublic(SRK_HANDLE), 1)
+            try:
+                why = srk_mismatch(t, esys.read_public(tr)[0])
+            finally:
+                esys.tr_close(tr)
+            if why is None:
+                return False
+            raise TPMError(
+                f"0x{SRK_HANDLE:08x} holds an object that is not the standard SRK ({why}): it "
+                "is not used, and tpm init leaves it; if it is not yours, remove it as the owner "
+                f"(tpm2_evictcontrol -C o -c 0x{SRK_HANDLE:08x}) and run tpm init again"
+            )
     template = storage_template(t, ecc=False)
     try:
         with conn.command("persist the SRK") as esys:
@@ -201,6 +215,7 @@ class TPMProvider(Provider):
         """
         conn = self.connection
         check_creatable(key_type, usage)
+        pin = check_pin(pin)
         template = key_template(conn.tss, key_type, usage, pin=bool(pin))
         loaded = bool(pin) or usage is KeyUsage.ATTEST
         what = f"create a {key_type.value} key"
@@ -265,6 +280,7 @@ class TPMProvider(Provider):
         del passphrase
         conn = self.connection
         t = conn.tss
+        pin = check_pin(pin)
         blob = self._read_blob(data)
         if not blob.empty_auth and not pin:
             raise WrongPassphrase("the key has a PIN; give it to use the key")
@@ -426,6 +442,7 @@ class TPMProvider(Provider):
         ``event_log`` the log is read after the quote, so it holds every quoted event (True:
         the kernel's, the log of /dev/tpm0's boot; a path: that file, e.g. a swtpm's)."""
         check_nonce(nonce)
+        pcrs = pcr_list(pcrs)
         from . import _endorsement
 
         selection = _endorsement.pcr_selection(self.connection, pcrs, bank)

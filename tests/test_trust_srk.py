@@ -1,0 +1,166 @@
+"""A persistent object at 0x81000001 is used as the storage key only when it is the standard SRK.
+
+Anyone with the owner authorization (usually empty) can persist a key of their own there: an
+imported storage key whose private half they know would receive every session's salt, and with
+it every PIN, session key and sealed secret that crosses the TPM interface. Each test plants one
+and checks that no session is salted to it, that keys go under the owner primary instead, and
+that ``tpm init`` and key files naming it refuse typed.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+from entra_keys import ForeignKey, KeyStore, KeyType, KeyUsage, TPMError, open_provider
+from entra_keys.cli import main
+from entra_keys.providers.tpm import SRK_HANDLE, persist_storage_key
+from entra_keys.store import sealed, storage_parents
+from entra_keys.tcg.model import TPM_RH_OWNER
+from entra_keys.testing.pcap import tpm_packets
+from entra_keys.testing.swtpm import Swtpm
+
+from .helpers import open_pcap_provider, transient_handles
+
+PIN = b"4711"
+OAEP = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
+#: TPM2_StartAuthSession (TPM 2.0 Part 3, 11.1): its first handle is the salt key.
+START_AUTH_SESSION = 0x176
+
+
+def _plant(tcti: str, *, imported: bool) -> None:
+    """Persist at 0x81000001 an ECC storage key the attacker knows (``imported``: TPM2_Import of
+    their own key), or one the TPM made from another template (P-384)."""
+    import tpm2_pytss as t
+    from tpm2_pytss import utils
+
+    attr = t.TPMA_OBJECT
+    storage = attr.RESTRICTED | attr.DECRYPT | attr.USERWITHAUTH | attr.NODA
+    made = storage | attr.FIXEDTPM | attr.FIXEDPARENT | attr.SENSITIVEDATAORIGIN
+    esys = t.ESAPI(tcti)
+    try:
+        template = t.TPM2B_PUBLIC.parse("ecc256:aes128cfb", objectAttributes=made)
+        if not imported:
+            template = t.TPM2B_PUBLIC.parse("ecc384:aes256cfb", objectAttributes=made)
+        parent, parent_public, *_ = esys.create_primary(
+            t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
+        )
+        handle = parent
+        if imported:
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            public = t.TPM2B_PUBLIC.from_pem(
+                pem, objectAttributes=storage, symmetric=t.TPMT_SYM_DEF_OBJECT.parse("aes128cfb")
+            )
+            public.publicArea.parameters.eccDetail.scheme.scheme = t.TPM2_ALG.NULL
+            public.publicArea.parameters.eccDetail.kdf.scheme = t.TPM2_ALG.NULL
+            sensitive = t.TPM2B_SENSITIVE.from_pem(pem)
+            sensitive.sensitiveArea.seedValue = t.TPM2B_DIGEST(os.urandom(32))
+            null = t.TPMT_SYM_DEF_OBJECT(algorithm=t.TPM2_ALG.NULL)
+            wrapped, dup, seed = utils.wrap(parent_public.publicArea, public, sensitive, b"", null)
+            private = esys.import_(parent, wrapped, public, dup, seed, null)
+            handle = esys.load(parent, private, public)
+        esys.evict_control(t.ESYS_TR.OWNER, handle, SRK_HANDLE)
+        if handle is not parent:
+            esys.flush_context(handle)
+        esys.flush_context(parent)
+    finally:
+        esys.close()
+
+
+def _evict_srk(tcti: str) -> None:
+    import tpm2_pytss as t
+
+    esys = t.ESAPI(tcti)
+    try:
+        esys.evict_control(t.ESYS_TR.OWNER, esys.tr_from_tpmpublic(SRK_HANDLE), SRK_HANDLE)
+    finally:
+        esys.close()
+
+
+def _salt_keys(capture: Path) -> list[int]:
+    """The salt key of each TPM2_StartAuthSession in a capture."""
+    keys = []
+    for packet in tpm_packets(capture)[::2]:
+        for start in range(len(packet) - 13):
+            tag, size, code = struct.unpack_from(">HII", packet, start)
+            if tag == 0x8001 and size == len(packet) - start:
+                if code == START_AUTH_SESSION:
+                    keys.append(struct.unpack_from(">I", packet, start + 10)[0])
+                break
+    return keys
+
+
+@pytest.mark.parametrize("imported", [True, False], ids=["imported-key", "other-template"])
+def test_no_session_is_salted_to_a_planted_srk(
+    own_swtpm: Swtpm,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    imported: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store_dir = tmp_path / "store"
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, store_dir)
+        transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+        wrapped = transport.public_key().encrypt(b"S" * 32, OAEP)
+        sealed.seal(store, "prt", b"a refresh token", pin=PIN)
+    _plant(own_swtpm.tcti, imported=imported)
+
+    capture = tmp_path / "victim.pcap"
+    with open_pcap_provider(own_swtpm.tcti, capture, monkeypatch) as provider:
+        store = KeyStore(provider, store_dir)
+        assert store.load("transport").decrypt(wrapped, OAEP) == b"S" * 32
+        assert sealed.unseal(store, "prt", pin=PIN) == b"a refresh token"
+        store.create("ngc", KeyType.RSA2048, KeyUsage.SIGN, pin=PIN)
+        storage = provider.info().storage_key or ""
+    assert storage.startswith(f"0x{TPM_RH_OWNER:08x} (primary"), storage
+    assert "0x81000001 not used" in storage and "not" in storage
+    assert "not the standard SRK" in caplog.text
+    salts = _salt_keys(capture)
+    assert salts, "no salted session in the capture"
+    assert SRK_HANDLE not in salts
+    assert storage_parents(store_dir)["ngc.pem"] == TPM_RH_OWNER  # not under the planted key
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_tpm_init_refuses_a_planted_srk_and_leaves_it(
+    own_swtpm: Swtpm,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("ENTRA_KEYS_STORE", str(tmp_path / "store"))
+    _plant(own_swtpm.tcti, imported=True)
+    with pytest.raises(TPMError, match="not the standard SRK"):
+        persist_storage_key(own_swtpm.tcti)
+    assert main(["--provider", "tpm", "--tcti", own_swtpm.tcti, "tpm", "init"]) == 1
+    err = capsys.readouterr().err
+    assert "not the standard SRK" in err and "already persistent" not in err
+
+
+def test_a_key_made_under_the_srk_does_not_load_under_a_planted_one(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    assert persist_storage_key(own_swtpm.tcti) is True
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    assert storage_parents(tmp_path / "store")["device.pem"] == SRK_HANDLE
+    _evict_srk(own_swtpm.tcti)
+    _plant(own_swtpm.tcti, imported=True)
+    with (
+        open_provider("tpm", tcti=own_swtpm.tcti) as provider,
+        pytest.raises(ForeignKey, match="not the standard SRK"),
+    ):
+        KeyStore(provider, tmp_path / "store").load("device")
+    assert transient_handles(own_swtpm.tcti) == []
