@@ -121,10 +121,17 @@ def test_tpm_init_needs_the_owner_password(
     assert "owner hierarchy has a password" in err and "--owner-auth-file" in err
     wrong = tmp_path / "wrong"
     wrong.write_text("nope\n")
+    wrong.chmod(0o600)
     assert _init(own_swtpm.tcti, "--owner-auth-file", str(wrong)) == 1
     assert "the one given is wrong" in capsys.readouterr().err
     right = tmp_path / "owner"
     right.write_text("ownerpw\n")
+    # The owner's password in a file others can read (or change) is refused, as a PIN file is.
+    right.chmod(0o644)
+    assert _init(own_swtpm.tcti, "--owner-auth-file", str(right)) == 1
+    assert "open to other users" in capsys.readouterr().err
+    assert not _has_srk(own_swtpm)
+    right.chmod(0o600)
     assert _init(own_swtpm.tcti, "--owner-auth-file", str(right)) == 0
     assert transient_handles(own_swtpm.tcti) == []
 

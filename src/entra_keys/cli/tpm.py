@@ -15,7 +15,15 @@ from ..errors import EntraKeysError, KeyStoreError, UnsupportedAlgorithm
 from ..store import default_store_path, storage_parents
 from ..store.keystore import parent_text
 from ..tcg.model import SRK_HANDLE_RSA, TPM_RH_OWNER
-from .common import Context, SubParsers, add_command, read_input, write, write_json
+from .common import (
+    CommandError,
+    Context,
+    SubParsers,
+    add_command,
+    read_passphrase_file,
+    write,
+    write_json,
+)
 
 __all__ = ["KEPT_PARENTS", "add_tpm_commands", "cmd_tpm_init"]
 
@@ -50,8 +58,14 @@ def cmd_tpm_init(ctx: Context) -> int:
 
     owner_auth = None
     if args.owner_auth_file:
-        raw = read_input(args.owner_auth_file, _MAX_OWNER_AUTH + 2, what="owner auth")
-        owner_auth = raw.splitlines()[0] if raw.strip() else b""
+        # This user's own file (mode 600), as PIN and passphrase files: it holds the owner's
+        # password, which can change every hierarchy key's parent.
+        owner_auth = read_passphrase_file(args.owner_auth_file, "owner password")
+        if len(owner_auth) > _MAX_OWNER_AUTH:
+            raise CommandError(
+                f"the owner password in {args.owner_auth_file} is longer than {_MAX_OWNER_AUTH} "
+                "bytes (a TPM2B_AUTH)"
+            )
     lost = {
         entry: parent
         for entry, parent in storage_parents(args.store).items()
