@@ -20,6 +20,7 @@ from entra_keys import (
     default_store_path,
     open_provider,
 )
+from entra_keys.store import sealed
 
 
 def test_software_key_is_encrypted_with_a_passphrase(tmp_path: Path) -> None:
@@ -47,7 +48,8 @@ def test_tpm_keys_take_no_passphrase(tpm_provider: Provider, tmp_path: Path) -> 
 
 
 def test_no_software_key_joins_tpm_keys(tpm_provider: Provider, tmp_path: Path) -> None:
-    """A store holding TPM keys gets no software key: that would downgrade the join."""
+    """A store holding TPM keys gets no software key, nor a software-sealed secret: that would
+    downgrade the join."""
     KeyStore(tpm_provider, tmp_path / "store").create("device", KeyType.ECC256, KeyUsage.SIGN)
     software = KeyStore(open_provider("software"), tmp_path / "store")
     for make in (
@@ -56,6 +58,7 @@ def test_no_software_key_joins_tpm_keys(tpm_provider: Provider, tmp_path: Path) 
             "transport", software.provider.create_key(KeyType.ECC256, KeyUsage.SIGN)
         ),
         lambda: software.create("device", KeyType.ECC256, KeyUsage.SIGN, replace=True),
+        lambda: sealed.seal(software, "refresh-token", b"a PRT", pin=b"123456"),
     ):
         with pytest.raises(HardwareUnavailable, match=r"holds TPM keys \(device\)"):
             make()

@@ -647,8 +647,10 @@ class KeyStore:
     # -- sealed secrets (store.sealed): NAME.sealed beside the keys, same rules -----------------
 
     def write_sealed(self, name: str, blob: bytes, *, replace: bool = False) -> None:
-        """Stores a provider's sealed blob as ``NAME.sealed``, atomically (0600, fsynced)."""
+        """Stores a provider's sealed blob as ``NAME.sealed``, atomically (0600, fsynced); a
+        software-sealed secret never joins TPM keys (a downgrade, as a software key would be)."""
         path = self._file(name).with_suffix(_SEALED_SUFFIX)
+        self._refuse_downgrade(name)
         if len(blob) > _MAX_FILE:
             raise KeyStoreError(f"the sealed secret {name!r} is larger than a store file", name)
         try:
