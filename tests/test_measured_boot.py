@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -546,6 +547,53 @@ def test_a_string_grub_measured_is_read_whatever_it_holds(soft_ak: EntraPrivateK
     binary = BootEvent(8, EV_IPL, b"\xff\xfe\x00\x01", b"\xff\xfe\x00\x01")
     extra = [*events[:at], binary, *events[at:]]
     refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, "cannot read")
+
+
+def test_a_command_line_linux_splits_otherwise_than_the_pattern_is_refused(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """Linux splits its command line at every byte isspace() takes (lib/ctype.c: byte A0 too)
+    and groups at double quotes. A kernel GRUB loads from a path holding such a byte gives the
+    kernel ``init=/bin/sh`` as an argument of its own, where the pattern sees one word: a lone
+    byte A0 (no UTF-8: unreadable), a character whose UTF-8 form holds A0 (à, Š, †), other
+    whitespace, controls and quotes are refused, in GRUB's lines and in systemd-stub's."""
+    at = index_of(BOOT.events, lambda e: e.data.startswith(b"kernel_cmdline: ")) + 1
+    rest = BOOT.kernel_cmdline[BOOT.kernel_cmdline.index(" ") :].encode()
+    events = list(BOOT.events)
+    odd_bytes = ["à", "Š", "†", "\x0b", "\r", '"', "\u3000", "\x7f", 'x="a', '\\"']
+    cases = {b"\xa0": "cannot read"}
+    cases |= {c.encode(): re.escape(f"holds {c if len(c) == 1 else chr(34)!r}") for c in odd_bytes}
+    for odd, message in cases.items():
+        line = b"/boot/vmlinuz-6.1.0-18-amd64" + odd + b"init=/bin/sh" + rest
+        string = BootEvent(8, EV_IPL, b"kernel_cmdline: " + line + b"\0", line)
+        extra = [*events[:at], string, *events[at:]]
+        refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, message)
+    wide = ("vmlinuzàinit=/bin/sh" + rest.decode() + "\0").encode("utf-16-le")
+    stub = [*events, BootEvent(12, EV_IPL, wide, wide)]
+    anyone = BootPolicy(
+        allowed_kernel_cmdline_patterns=[r"\S+ root=UUID=[0-9a-f-]+ ro quiet", ".*"]
+    )
+    refused(soft_ak, quote_of(soft_ak, booted_with(stub)), stub, anyone, "holds 'à'")
+    for line in ("vmlinuz" + rest.decode(), 'vmlinuz dm-mod.create="a,,,ro,0 1" "x y" ro'):
+        wide = (line + "\0").encode("utf-16-le")  # quotes that open and close values: taken
+        plain = [*events, BootEvent(12, EV_IPL, wide, wide)]
+        quote = quote_of(soft_ak, booted_with(plain))
+        assert verify(soft_ak, quote, write_log(plain), boot_policy=anyone).boot_facts
+
+
+def test_grub_removing_its_tpm_module_is_refused_whatever_its_label(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """``rmmod tpm`` is in the digest, its label is not: relabelled as a command line of any
+    kind, or with none, it is still refused (what GRUB ran after it is not measured)."""
+    at = index_of(BOOT.events, lambda e: e.data.startswith(b"kernel_cmdline: ")) + 1
+    events = list(BOOT.events)
+    genuine = [*events[:at], grub_string("grub_cmd: ", "rmmod tpm"), *events[at:]]
+    quote = quote_of(soft_ak, booted_with(genuine))
+    anything = BootPolicy(allowed_kernel_cmdline_patterns=[".*"])
+    for label in ("grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", ""):
+        lying = [*events[:at], grub_string(label, "rmmod tpm"), *events[at:]]
+        refused(soft_ak, quote, lying, anything, "removed its tpm module")
 
 
 def test_a_systemd_command_line_relabelled_to_hide_it_is_refused(

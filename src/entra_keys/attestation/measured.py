@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -635,8 +636,8 @@ class BootPolicy:
                     f"event {measured.event_index} (PCR {measured.pcr}) is a string the policy "
                     "cannot read, where it reads command lines"
                 )
-            words = (measured.text or "").removeprefix("grub_cmd: ").split()
-            if measured.label == "grub_cmd: " and words[:1] == ["rmmod"] and "tpm" in words:
+            words = (measured.text or "")[len(measured.label or "") :].split()
+            if words[:1] == ["rmmod"] and "tpm" in words:  # whatever its label (in no digest)
                 found.append(
                     f"event {measured.event_index}: GRUB removed its tpm module, so what it "
                     "ran after is not measured"
@@ -644,11 +645,15 @@ class BootPolicy:
         lines = facts.command_lines
         if not lines:
             found.append("no kernel command line is in the quoted events")
-        found += [
-            f"the kernel command line {line!r:.200} matches no allowed pattern"
-            for line in dict.fromkeys(lines)
-            if not any(p.fullmatch(line) for p in self._patterns)
-        ]
+        for line in dict.fromkeys(lines):
+            odd = _read_otherwise(line)
+            if odd is not None:
+                found.append(
+                    f"the kernel command line {line!r:.200} holds {odd!r}, which Linux reads "
+                    "otherwise than a pattern does (a separator, a quote or a control)"
+                )
+            elif not any(p.fullmatch(line) for p in self._patterns):
+                found.append(f"the kernel command line {line!r:.200} matches no allowed pattern")
         return found
 
     def _firmware(self, facts: BootFacts) -> list[str]:
@@ -683,6 +688,31 @@ class BootPolicy:
         if self.require_elam and not windows.elam_drivers:
             found.append("no early-launch anti-malware driver was measured")
         return found
+
+
+def _read_otherwise(line: str) -> str | None:
+    """The first character of a command line that Linux's parser (kernel/params.c next_arg:
+    isspace of lib/ctype.c, which counts byte A0 as a space; double quotes group) splits or
+    groups otherwise than a pattern's ``\\s``/``\\S`` would: any whitespace but space, tab and
+    newline, a character whose UTF-8 form (what the kernel gets, systemd's UTF-16 lines
+    converted by its EFI stub) holds byte A0, a control or a surrogate, and a ``"`` that does
+    not open a word or a value (after ``=``) and close it, in pairs (``dm-mod.create="a b"``).
+    None: the line is plain to both."""
+    quoted = False
+    for at, char in enumerate(line):
+        if char == '"':
+            before = line[at - 1] if at else " "
+            after = line[at + 1] if at + 1 < len(line) else " "
+            if (after if quoted else before) not in (" \t\n" if quoted else " \t\n="):
+                return char
+            quoted = not quoted
+        elif char not in " \t\n" and (
+            char.isspace()
+            or unicodedata.category(char) in ("Cc", "Cs")
+            or 0xA0 in char.encode("utf-8", "surrogatepass")
+        ):
+            return char
+    return '"' if quoted else None
 
 
 def _digest_text(digests: Mapping[str, bytes]) -> str:

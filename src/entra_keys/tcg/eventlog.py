@@ -1253,8 +1253,9 @@ class LoaderMeasurement:
     lines and files, systemd-boot's and systemd-stub's measurements): its text where it is one.
     ``text_measured``: the digest is of the text itself (a command, a command line); otherwise
     the text is a label (a file's path) and the digest is of what it names. ``label``: the GRUB
-    label a PCR 8 string carries (in ``text`` too; in no digest), whose rest is read as UTF-8
-    with any other byte escaped, so that no string GRUB measured is left unread."""
+    label a PCR 8 string carries (in ``text`` too; in no digest), whose rest is read as strict
+    UTF-8: a string that is not has no text (a policy reading it refuses), never an escaped
+    form that a pattern could read otherwise than the kernel does."""
 
     event_index: int
     pcr: int
@@ -1551,8 +1552,11 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
             grub = grub_string(event.data) if kind == EV_IPL and pcr == 8 else None
             label = None if grub is None else grub[0]
             loader_text = text if text is not None else _tag_text(decoded)
-            if grub is not None:  # every byte GRUB measured is read, none dropped
-                loader_text = grub[0] + grub[1].decode("utf-8", "backslashreplace")
+            if grub is not None:  # read strictly: bytes that are no UTF-8 are no text
+                try:
+                    loader_text = grub[0] + grub[1].decode("utf-8")
+                except UnicodeDecodeError:
+                    loader_text = None
             loader.append(
                 LoaderMeasurement(
                     event.index, pcr, event.type_name, loader_text, digests, verified is True,
