@@ -451,6 +451,50 @@ def test_a_kernel_relabelled_to_hide_it_is_refused(soft_ak: EntraPrivateKey) -> 
         assert caught.value.check is Check.BOOT_POLICY
 
 
+def test_a_kernel_grub_loads_after_the_last_application_is_refused(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """GRUB's ``chainloader`` has the firmware measure the allowed kernel into PCR 4 without
+    starting it; a later ``linux`` boots another kernel through GRUB's own loader (a PCR 9 file
+    only). The last PCR 4 application is then the allowed kernel, but a loader command (under
+    any label) or an unreadable string in PCR 8 after it is refused; a quote without PCR 8
+    proves nothing of it, and is refused too."""
+    events = list(BOOT.events)
+    start = index_of(events, lambda e: e.data.startswith(b"grub_cmd: linux "))
+    end = index_of(events, lambda e: e.event_type == EV_EFI_BOOT_SERVICES_APPLICATION, 2)
+    evil_line = (
+        "/boot/vmlinuz-6.1.0-99-evil" + BOOT.kernel_cmdline[BOOT.kernel_cmdline.index(" ") :]
+    )
+    kernels = BootPolicy(
+        allowed_boot_loaders=[BOOT.authenticode("shim"), BOOT.authenticode("grub")],
+        allowed_kernels=[BOOT.authenticode("kernel")],
+    )
+
+    def booted(command_label: str, command: bytes) -> list[BootEvent]:
+        return [
+            *events[:start],
+            grub_string("grub_cmd: ", "chainloader " + BOOT.kernel_cmdline),
+            events[end],  # the firmware's measurement of the allowed kernel, never started
+            BootEvent(8, EV_IPL, command_label.encode() + command + b"\0", command),
+            BootEvent(9, EV_IPL, b"/boot/vmlinuz-6.1.0-99-evil\0", b"EVIL KERNEL IMAGE"),
+            grub_string("kernel_cmdline: ", evil_line),
+            *events[end + 1 :],
+        ]
+
+    genuine = booted("grub_cmd: ", f"linux {evil_line}".encode())
+    quote = quote_of(soft_ak, booted_with(genuine))
+    for label in ("grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", ""):
+        lying = booted(label, f"linux {evil_line}".encode())
+        refused(soft_ak, quote, lying, kernels, "GRUB's 'linux' after the last boot application")
+    unreadable = booted("grub_cmd: ", b"linux /boot/vmlinuz-\xff")
+    refused(soft_ak, quote_of(soft_ak, booted_with(unreadable)), unreadable, kernels,
+            "a string the policy cannot read after the last boot application")  # fmt: skip
+    without_8 = quote_of(soft_ak, BOOT, [q for q in QUOTED if q != 8])
+    with pytest.raises(AttestationCheckFailed, match="PCR 8 is not covered"):
+        verify(soft_ak, without_8, BOOT.log(), boot_policy=kernels)
+    assert verify(soft_ak, quote_of(soft_ak, BOOT), BOOT.log(), boot_policy=kernels).boot_facts
+
+
 def test_a_signer_relabelled_to_hide_it_is_refused(soft_ak: EntraPrivateKey) -> None:
     """shim's vendor certificate is not an allowed signer; its authority event, relabelled as
     a Secure Boot variable (whose data check it passes: the digest is of its data), would vanish

@@ -30,11 +30,13 @@ from .._json import Members
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
 from ..tcg._efi import EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE, SHIM_LOCK
 from ..tcg.eventlog import (
+    LOADER_COMMANDS,
     MAX_LOG_SIZE,
     BootFacts,
     EfiVariable,
     EventLog,
     FrozenMapping,
+    LoadedImage,
     Measurement,
     Separator,
     SignatureEntry,
@@ -501,6 +503,8 @@ class BootPolicy:
             found.add(7)
         if self.allowed_boot_loaders is not None or self.allowed_kernels is not None:
             found.add(4)
+        if self.allowed_kernels is not None:
+            found.add(8)  # GRUB's loader commands after the kernel (``_loaded_after``)
         if self.allowed_kernel_cmdline_patterns is not None:
             found |= {8, 12}
         if self.allowed_firmware_versions is not None:
@@ -613,6 +617,7 @@ class BootPolicy:
                     f"the kernel (the last boot application, event {last.event_index}: "
                     f"{_digest_text(last.digests)}) is not an allowed kernel"
                 )
+            found += _loaded_after(facts, last)
             apps = apps[:-1]
         allowed = set(loaders or ()) | set(kernels or ())
         for app in apps:
@@ -713,6 +718,28 @@ def _read_otherwise(line: str) -> str | None:
         ):
             return char
     return '"' if quoted else None
+
+
+def _loaded_after(facts: BootFacts, last: LoadedImage) -> list[str]:
+    """The refusals for GRUB loader commands (``LOADER_COMMANDS``, whatever their label) in PCR
+    8 after the last PCR 4 application: GRUB's ``chainloader`` has the firmware measure an image
+    it may never start, and a later ``linux`` boots another kernel through GRUB's own loader
+    (PCR 9 only), so the last application is then not the kernel. A string there the policy
+    cannot read could be such a command, and is refused too."""
+    found = []
+    for measured in facts.boot_loader:
+        if measured.pcr != 8 or measured.event_index < last.event_index:
+            continue
+        body = None if measured.text is None else measured.text[len(measured.label or "") :]
+        command = (body or "").split(None, 1)[:1]
+        if body is None or (command and command[0] in LOADER_COMMANDS):
+            what = "a string the policy cannot read" if body is None else f"GRUB's {command[0]!r}"
+            found.append(
+                f"event {measured.event_index} (PCR 8) is {what} after the last boot "
+                f"application (event {last.event_index}): the kernel that booted may be one "
+                "GRUB loaded itself, not that application"
+            )
+    return found
 
 
 def _digest_text(digests: Mapping[str, bytes]) -> str:
