@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import functools
 import hashlib
 import json
@@ -32,6 +33,7 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -57,6 +59,7 @@ from entra_keys.tcg.records import MAX_QUOTE_JSON, Quote, quote_from_json, quote
 from entra_keys.tcg.structures import HASH_ALGORITHMS, TPMSQuoteInfo
 from entra_keys.testing.measured_boot import (
     BANKS,
+    EFI_CERT_X509,
     EFI_IMAGE_SECURITY_DATABASE,
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
@@ -69,6 +72,7 @@ from entra_keys.testing.measured_boot import (
     SyntheticBoot,
     event2,
     image_load_event,
+    signature_list,
     spec_id_event,
     synthetic_boot,
     variable_data,
@@ -88,6 +92,7 @@ BOOT = synthetic_boot()
 OFF = synthetic_boot(secure_boot=False)
 #: The same boot with ``init=/bin/sh`` on the kernel's command line (GRUB measures it twice:
 #: its ``linux`` command, and the command line itself).
+BOOT_FACTS = parse_event_log(BOOT.log()).facts(pcrs={"sha256": QUOTED})
 EVIL = synthetic_boot(
     kernel_cmdline="root=UUID=0d5c4a3e-8f0b-4a4e-9d1b-7c2e5f6a9b3d ro quiet init=/bin/sh"
 )
@@ -138,13 +143,18 @@ def index_of(events: Sequence[BootEvent], test: Callable[[BootEvent], bool], nth
     return [i for i, e in enumerate(events) if test(e)][nth]
 
 
+def signer(boot: SyntheticBoot, role: str) -> str:
+    """A signer as a policy names it: its certificate's SHA-256 fingerprint."""
+    return hashlib.sha256(boot.certificates[role]).hexdigest()
+
+
 def full_policy(boot: SyntheticBoot) -> BootPolicy:
     """Everything this boot is, stated as a policy (the README's example is of this form)."""
     return BootPolicy(
         secure_boot=True,
         allowed_boot_loaders=[boot.authenticode("shim"), boot.authenticode("grub")],
         allowed_kernels=[boot.authenticode("kernel")],
-        allowed_signers=[boot.subjects["db"], boot.subjects["shim"]],
+        allowed_signers=[signer(boot, "db"), signer(boot, "shim")],
         allowed_kernel_cmdline_patterns=[r"/boot/vmlinuz-\S+ root=UUID=[0-9a-f-]+ ro quiet"],
         required_dbx=[boot.dbx[0].hex()],
         forbidden_db=["0" * 64],
@@ -342,7 +352,7 @@ def test_every_requirement_of_the_policy_is_checked(soft_ak: EntraPrivateKey) ->
             good, allowed_boot_loaders=[BOOT.authenticode("shim")]
         ),
         "is not an allowed kernel": dataclasses.replace(good, allowed_kernels=["ab" * 32]),
-        "not an allowed signer": dataclasses.replace(good, allowed_signers=[BOOT.subjects["db"]]),
+        "not an allowed signer": dataclasses.replace(good, allowed_signers=[signer(BOOT, "db")]),
         "matches no allowed pattern": dataclasses.replace(
             good, allowed_kernel_cmdline_patterns=[r"/boot/vmlinuz-\S+ ro"]
         ),
@@ -501,7 +511,7 @@ def test_a_signer_relabelled_to_hide_it_is_refused(soft_ak: EntraPrivateKey) -> 
     from the authorities: a variable after PCR 7's separator is refused; relabelled as an action
     or a separator, its data does not match."""
     quote = quote_of(soft_ak, BOOT)
-    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    db_only = BootPolicy(allowed_signers=[signer(BOOT, "db")])
     with pytest.raises(AttestationCheckFailed, match="Distribution Secure Boot CA"):
         verify(soft_ak, quote, BOOT.log(), boot_policy=db_only)
     at = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
@@ -673,7 +683,7 @@ def test_a_separator_relabelled_to_hide_a_signer_is_refused(soft_ak: EntraPrivat
     before it: PCR 7 must hold one separator, and every variable there must be a Secure Boot
     variable holding what that variable holds."""
     quote = quote_of(soft_ak, BOOT)
-    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    db_only = BootPolicy(allowed_signers=[signer(BOOT, "db")])
     separator = index_of(BOOT.events, lambda e: e.pcr == 7 and e.event_type == EV_SEPARATOR)
     shim = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
     kinds = (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY, EV_EFI_ACTION, 0x1234)
@@ -713,7 +723,7 @@ def test_an_authority_before_the_separator_relabelled_to_hide_it_is_refused(
     driver = dataclasses.replace(driver, measured=driver.data)
     genuine = [*BOOT.events[:separator], driver, *BOOT.events[separator:]]
     quote = quote_of(soft_ak, booted_with(genuine))
-    policy = BootPolicy(allowed_signers=[BOOT.subjects["db"], BOOT.subjects["shim"]])
+    policy = BootPolicy(allowed_signers=[signer(BOOT, "db"), signer(BOOT, "shim")])
     refused(soft_ak, quote, genuine, policy, "Test KEK CA")
     expected = {
         EV_EFI_VARIABLE_DRIVER_CONFIG: "measures db a second time",
@@ -734,7 +744,7 @@ def test_a_hash_signer_must_be_allowed(soft_ak: EntraPrivateKey) -> None:
     shim = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
     owner = bytes.fromhex("77fa9abd03594d32bd6028f4e78f784b")
     digest = hashlib.sha256(b"a kernel enrolled by its hash").digest()
-    signers = [BOOT.subjects["db"], BOOT.subjects["shim"]]
+    signers = [signer(BOOT, "db"), signer(BOOT, "shim")]
     for guid, name in ((SHIM_LOCK, "MokListRT"), (EFI_IMAGE_SECURITY_DATABASE, "db")):
         events = list(BOOT.events)
         data = variable_data(guid, name, owner + digest)
@@ -750,6 +760,120 @@ def test_a_hash_signer_must_be_allowed(soft_ak: EntraPrivateKey) -> None:
     refused(soft_ak, quote, events, BootPolicy(allowed_signers=signers), "neither a certificate")
 
 
+def test_a_signer_is_named_by_its_key_not_its_subject(soft_ak: EntraPrivateKey) -> None:
+    """A subject is a name anyone may put in a certificate: a self-made certificate carrying
+    the allowed shim CA's subject, enrolled as a MOK, verified the attacker's kernel. Signers
+    are named by certificate fingerprint or SPKI SHA-256, which it does not have, and a policy
+    naming a signer by subject is InvalidData."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())  # the attacker's own
+    common_name = BOOT.subjects["shim"].removeprefix("CN=")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    made = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=99)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = made.public_bytes(serialization.Encoding.DER)
+    events = list(BOOT.events)
+    at = index_of(events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 1)
+    mok = variable_data(SHIM_LOCK, "MokListRT", bytes(16) + der)
+    events.insert(at + 1, BootEvent(7, EV_EFI_VARIABLE_AUTHORITY, mok, mok))
+    quote = quote_of(soft_ak, booted_with(events))
+    by_print = BootPolicy(
+        secure_boot=True, allowed_signers=[signer(BOOT, "db"), signer(BOOT, "shim")]
+    )
+    refused(soft_ak, quote, events, by_print, hashlib.sha256(der).hexdigest())
+    spki = [
+        hashlib.sha256(
+            x509.load_der_x509_certificate(BOOT.certificates[role])
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).hexdigest()
+        for role in ("db", "shim")
+    ]
+    refused(soft_ak, quote, events, BootPolicy(allowed_signers=spki), "not an allowed signer")
+    assert verify(
+        soft_ak, quote_of(soft_ak, BOOT), BOOT.log(), boot_policy=BootPolicy(allowed_signers=spki)
+    )
+    with pytest.raises(InvalidData, match="never by subject"):
+        BootPolicy(allowed_signers=[BOOT.subjects["shim"]])
+
+
+def test_required_dbx_counts_only_revocations_firmware_matches(soft_ak: EntraPrivateKey) -> None:
+    """Whoever can write dbx puts the required hash there in a form firmware does not match
+    against images: an EFI_CERT_SHA256 list of SignatureSize 16+33 (EDK2 skips it), or an
+    EFI_CERT_X509_SHA256 entry (a certificate's TBS hash). Neither revokes the image: refused.
+    The hash in a proper list is taken."""
+    sha256, x509_sha256 = (
+        "c1c41626-504c-4092-aca9-41f936934328",
+        "3bd2a492-96c0-4079-b420-fcf98ef103ed",
+    )
+    revoked = hashlib.sha256(b"a vulnerable shim's Authenticode").digest()
+
+    def with_dbx(sig_type: str, entry: bytes) -> list[BootEvent]:
+        body = bytes(16) + entry
+        lists = uuid.UUID(sig_type).bytes_le + struct.pack("<III", 28 + len(body), 0, len(body))
+        data = variable_data(EFI_IMAGE_SECURITY_DATABASE, "dbx", lists + body)
+        return [
+            BootEvent(7, e.event_type, data, data)
+            if e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG and b"d\0b\0x\0" in e.data
+            else e
+            for e in BOOT.events
+        ]
+
+    policy = BootPolicy(secure_boot=True, required_dbx=[revoked.hex()])
+    for sig_type, entry in ((sha256, revoked + b"\0"), (x509_sha256, revoked + bytes(16))):
+        events = with_dbx(sig_type, entry)
+        refused(soft_ak, quote_of(soft_ak, booted_with(events)), events, policy, "dbx lacks 1")
+    events = with_dbx(sha256, revoked)
+    assert verify(
+        soft_ak, quote_of(soft_ak, booted_with(events)), write_log(events), boot_policy=policy
+    )
+
+
+def test_a_certificate_pyca_refuses_is_a_typed_refusal(soft_ak: EntraPrivateKey) -> None:
+    """A certificate of X.509 version 6 (pyca raises its own InvalidVersion) as the entry of
+    a PCR 7 authority or in db: the policy refuses the signer it cannot name, or reads db
+    without it, and no exception but entra_keys' escapes."""
+    der = bytearray(BOOT.certificates["db"])
+    der[der.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02])) + 4] = 5
+    authority = variable_data(EFI_IMAGE_SECURITY_DATABASE, "db", bytes(16) + bytes(der))
+    events = list(BOOT.events)
+    at = index_of(events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY)
+    events[at] = BootEvent(7, EV_EFI_VARIABLE_AUTHORITY, authority, authority)
+    policy = BootPolicy(allowed_signers=[signer(BOOT, "db"), signer(BOOT, "shim")])
+    refused(soft_ak, quote_of(soft_ak, booted_with(events)), events, policy, "a certificate")
+    db = variable_data(
+        EFI_IMAGE_SECURITY_DATABASE, "db", signature_list(EFI_CERT_X509, [bytes(der)])
+    )
+    events = list(BOOT.events)
+    at = index_of(events, lambda e: e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG, 3)
+    events[at] = BootEvent(7, EV_EFI_VARIABLE_DRIVER_CONFIG, db, db)
+    by_subject = BootPolicy(forbidden_db=[BOOT.subjects["db"]])
+    result = verify(
+        soft_ak, quote_of(soft_ak, booted_with(events)), write_log(events), boot_policy=by_subject
+    )
+    assert result.boot_facts.db is not None and result.boot_facts.db[0].subject is None
+
+
+def test_a_generator_of_patterns_is_read_once() -> None:
+    """A generator of patterns is a collection like a list: its patterns are kept, not spent
+    by the type check (which would leave a policy that refuses every boot)."""
+    policy = BootPolicy(allowed_kernel_cmdline_patterns=(p for p in [".*", "a"]))
+    assert policy.allowed_kernel_cmdline_patterns == (".*", "a")
+    assert policy.violations(BOOT_FACTS) == ()
+    with pytest.raises(InvalidData, match="list of str"):
+        BootPolicy(allowed_kernel_cmdline_patterns=(p for p in [".*", 5]))  # type: ignore[misc]
+
+
 def test_the_structure_rules_take_real_firmware_logs() -> None:
     """The rules that bind types to content refuse no genuine log: firmware's PCRs 0, 4 and 7
     (variables, separators, db and shim authorities, shim's SbatLevel and MokListTrusted) and
@@ -759,7 +883,12 @@ def test_the_structure_rules_take_real_firmware_logs() -> None:
         facts = log.facts(pcrs={"sha256": range(24)})
         policy = BootPolicy(
             secure_boot=facts.secure_boot,
-            allowed_signers=[a.entry.subject or "" for a in facts.authorities if a.entry] or None,
+            allowed_signers=[
+                hashlib.sha256(a.entry.certificate).hexdigest()
+                for a in facts.authorities
+                if a.entry and a.entry.certificate
+            ]
+            or None,
             allowed_kernel_cmdline_patterns=[".*"],
             allowed_firmware_versions=[v for v in facts.firmware_versions if v] or ["none"],
             allowed_boot_loaders=[
@@ -1005,10 +1134,8 @@ def test_the_cos_quotes_tie_to_their_log(bank: int) -> None:
     assert facts.secure_boot is True and facts.kernel_cmdline is not None
     BootPolicy(
         secure_boot=True,
-        allowed_signers=[
-            "CN=UEFI DB Key v10,OU=Container Optimized OS,O=Google LLC.,L=Mountain View,"
-            "ST=California,C=US"
-        ],
+        # "CN=UEFI DB Key v10,OU=Container Optimized OS,O=Google LLC.": its key's SPKI SHA-256
+        allowed_signers=["4b4eb27158d8dd4a5bb760f5677f184708c15fdaf94d830a7e59c94b065a2724"],
         allowed_kernel_cmdline_patterns=[r"/syslinux/vmlinuz\.A .*"],
     ).check(facts)
     with pytest.raises(AttestationCheckFailed) as caught:
@@ -1185,7 +1312,7 @@ def test_end_to_end_a_relabelled_log_is_refused(tpm_quote: tuple[Quote, bytes]) 
     for at in (separator, shim):
         events[at] = dataclasses.replace(events[at], event_type=EV_EFI_VARIABLE_DRIVER_CONFIG)
     policy = TrustPolicy(enrolled_aks=[ak_public])
-    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    db_only = BootPolicy(allowed_signers=[signer(BOOT, "db")])
     log = write_log(events, ("sha1", "sha256"))
     with pytest.raises(AttestationCheckFailed, match="PCR 7") as caught:
         verify_quote(quote.attest, quote.signature, ak_public, NONCE,

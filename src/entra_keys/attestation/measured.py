@@ -335,6 +335,12 @@ _STATE_AUTHORITIES = frozenset({(SHIM_LOCK, "SbatLevel"), (SHIM_LOCK, "MokListTr
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+_NOT_BY_SUBJECT = (
+    " (a signer is named by its certificate's SHA-256 fingerprint or SubjectPublicKeyInfo "
+    "SHA-256, never by subject: a subject is a name any certificate may carry)"
+)
+
+
 def _hex_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str] | None:
     """Digests as lowercase hex (bytes taken as the raw digest; "sha256:" prefixes dropped)."""
     if values is None:
@@ -342,7 +348,8 @@ def _hex_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str] 
     found = _id_set(values, what)
     for value in found:
         if not _HEX.fullmatch(value) or len(value) % 2 or not 20 <= len(value) // 2 <= 64:
-            raise InvalidData(f"boot policy: {what}: {value!r:.80} is not a hex digest")
+            why = _NOT_BY_SUBJECT if what == "allowed_signers" else ""
+            raise InvalidData(f"boot policy: {what}: {value!r:.80} is not a hex digest{why}")
     return found
 
 
@@ -362,17 +369,33 @@ def _id_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _ids(entry: SignatureEntry) -> set[str]:
+def _ids(entry: SignatureEntry, *, subject: bool = False) -> set[str]:
     """What a policy may name a signature database entry by: its hash (hash entries), or a
-    certificate's SHA-256 fingerprint and subject (RFC 4514)."""
+    certificate's SHA-256 fingerprint and SubjectPublicKeyInfo SHA-256, and where ``subject``
+    (a list of what to refuse: a name matches every certificate that carries it) its subject
+    (RFC 4514)."""
     found = set()
     if entry.hash_hex is not None:
         found.add(entry.hash_hex)
     certificate = entry.certificate
     if certificate is not None:
         found.add(hashlib.sha256(certificate).hexdigest())
-        if entry.subject is not None:
+        if entry.spki_sha256 is not None:
+            found.add(entry.spki_sha256)
+        if subject and entry.subject is not None:
             found.add(entry.subject)
+    return found
+
+
+def _revocations(entry: SignatureEntry) -> set[str]:
+    """What a dbx entry revokes as ``required_dbx`` names it: an image hash in a list firmware
+    matches images against (``SignatureEntry.image_hash_hex``), or a certificate by its SHA-256
+    fingerprint; a certificate's TBS hash (EFI_CERT_X509_SHA*) revokes no image's hash."""
+    found = set()
+    if entry.image_hash_hex is not None:
+        found.add(entry.image_hash_hex)
+    if entry.certificate is not None:
+        found.add(hashlib.sha256(entry.certificate).hexdigest())
     return found
 
 
@@ -444,9 +467,9 @@ class BootPolicy:
 
         if self.secure_boot is not None and not isinstance(self.secure_boot, bool):
             raise InvalidData("boot policy: secure_boot is True, False or None")
-        for name in ("allowed_boot_loaders", "allowed_kernels", "required_dbx"):
+        for name in ("allowed_boot_loaders", "allowed_kernels", "required_dbx", "allowed_signers"):
             put(name, _hex_set(getattr(self, name), name))
-        for name in ("allowed_signers", "forbidden_db", "allowed_firmware_versions"):
+        for name in ("forbidden_db", "allowed_firmware_versions"):
             value = getattr(self, name)
             put(name, None if value is None else _id_set(value, name))
         for name in (
@@ -460,13 +483,11 @@ class BootPolicy:
                 raise InvalidData(f"boot policy: {name} is True or False")
         patterns = self.allowed_kernel_cmdline_patterns
         if patterns is not None:
-            if (
-                isinstance(patterns, str)
-                or not isinstance(patterns, Iterable)
-                or not all(isinstance(p, str) for p in patterns)
-            ):
+            if isinstance(patterns, str) or not isinstance(patterns, Iterable):
                 raise InvalidData("boot policy: allowed_kernel_cmdline_patterns is a list of str")
-            texts = tuple(patterns)
+            texts = tuple(patterns)  # read once: a generator is not read empty by the check
+            if not all(isinstance(p, str) for p in texts):
+                raise InvalidData("boot policy: allowed_kernel_cmdline_patterns is a list of str")
             try:
                 compiled = tuple(re.compile(p) for p in texts)
             except re.error as exc:
@@ -560,7 +581,7 @@ class BootPolicy:
             if facts.dbx is None:
                 found.append("dbx is not in the quoted events")
             else:
-                held = {name for entry in facts.dbx for name in _ids(entry)}
+                held = {name for entry in facts.dbx for name in _revocations(entry)}
                 missing = sorted(set(self.required_dbx) - held)
                 if missing:
                     shown = ", ".join(_short(bytes.fromhex(m)) for m in missing[:3])
@@ -570,7 +591,7 @@ class BootPolicy:
                 found.append("db is not in the quoted events")
             else:
                 for entry in facts.db:
-                    hit = _ids(entry) & set(self.forbidden_db)
+                    hit = _ids(entry, subject=True) & set(self.forbidden_db)
                     if hit:
                         found.append(f"db holds a forbidden entry ({sorted(hit)[0]:.80})")
         if self.allowed_signers is not None:
@@ -594,11 +615,12 @@ class BootPolicy:
                 )
             elif not _ids(entry) & allowed:
                 if entry.certificate is not None:
-                    name = entry.subject or hashlib.sha256(entry.certificate).hexdigest()
+                    print_ = hashlib.sha256(entry.certificate).hexdigest()
+                    name = f"{entry.subject or 'a certificate'} (SHA-256 {print_})"
                 else:
                     name = f"the {entry.type_name} hash {entry.hash_hex}"
                 found.append(
-                    f"an image was verified by {name:.120} ({where}), not an allowed signer"
+                    f"an image was verified by {name:.200} ({where}), not an allowed signer"
                 )
         return found
 
