@@ -1087,6 +1087,30 @@ def test_windows_modules_sharing_a_hash_merge_in_linear_time() -> None:
     assert seconds(20_000) < 10 * seconds(5_000)
 
 
+def test_sipa_records_out_of_a_container_are_read_or_refused(soft_ak: EntraPrivateKey) -> None:
+    """TESTSIGNING=1 where a reader of containers only would not look: as a top-level tagged
+    event (Windows logs values there too), it is read and refused; in a trust boundary whose
+    sizes leave a byte over, or under a tag of no SIPA form, it cannot be read, and is refused
+    where a Windows requirement is set. The same record in a container is the control."""
+    boundary, counter, testsigning = 0x40010001, 0x00020002, 0x00050003
+    good = _sipa(boundary, _sipa(counter, struct.pack("<Q", 7)))
+    cases = {
+        _sipa(boundary, _sipa(testsigning, b"\x01")): "test signing is on",
+        _sipa(testsigning, b"\x01"): "test signing is on",
+        _sipa(boundary, _sipa(testsigning, b"\x01") + b"\0"): "no SIPA records the policy",
+        _sipa(0x6C46F751, _sipa(testsigning, b"\x01")): "no SIPA records the policy",
+    }
+    closing = [BootEvent(p, EV_SEPARATOR, b"WBCL", b"WBCL") for p in (12, 13, 14)]
+    policy = BootPolicy(forbid_test_signing=True)
+    for data, message in cases.items():
+        events = [BootEvent(12, EV_EVENT_TAG, good, good), BootEvent(12, EV_EVENT_TAG, data, data)]
+        quote = quote_of(soft_ak, booted_with([*events, *closing]), [12, 13, 14])
+        refused(soft_ak, quote, [*events, *closing], policy, message)
+    events = [BootEvent(12, EV_EVENT_TAG, good, good), *closing]
+    quote = quote_of(soft_ak, booted_with(events), [12, 13, 14])
+    assert verify(soft_ak, quote, write_log(events), boot_policy=policy).boot_facts
+
+
 def test_windows_facts_without_sipa_events_are_refused() -> None:
     facts = parse_event_log(BOOT.log()).facts(pcrs={"sha256": range(24)})
     found = WINDOWS_POLICY.violations(facts)

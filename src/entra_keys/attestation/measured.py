@@ -42,6 +42,7 @@ from ..tcg.eventlog import (
     SignatureEntry,
     TaggedEvent,
     parse_event_log,
+    sipa_records,
 )
 from ..tcg.structures import (
     HASH_ALGORITHMS,
@@ -833,10 +834,17 @@ def _pcr_structure(facts: BootFacts, pcr: int, *, windows: bool) -> list[str]:
             )
     if windows:
         for event in measured:
-            if event.event_type == "EV_EVENT_TAG" and not isinstance(event.decoded, TaggedEvent):
+            if event.event_type != "EV_EVENT_TAG":
+                continue
+            if not isinstance(event.decoded, TaggedEvent):
                 found.append(
                     f"event {event.event_index} in PCR {pcr} is EV_EVENT_TAG but no tagged "
                     "event (another event relabelled?)"
+                )
+            elif sipa_records(event.decoded) is None:
+                found.append(
+                    f"event {event.event_index} in PCR {pcr} holds no SIPA records the "
+                    "policy can read (sizes that do not tile, or no SIPA event type)"
                 )
     return found
 

@@ -116,6 +116,7 @@ __all__ = [
     "parse_event_log",
     "read_event_log",
     "selection_digest",
+    "sipa_records",
 ]
 
 #: The largest log parsed: real logs are a few KB to a few hundred KB; 16 MiB bounds the work
@@ -1639,14 +1640,32 @@ def _tag_text(decoded: Decoded) -> str | None:
     return decoded.text if isinstance(decoded, TaggedEvent) else None
 
 
+def sipa_records(tagged: TaggedEvent) -> tuple[SipaRecord, ...] | None:
+    """The SIPA records a Windows tagged event (PCRs 12-14) holds: a container's records, or
+    the event itself as one record where it is none (Windows logs values at the top level
+    too); None where its id is of no SIPA form (systemd-stub's add-ons) or its sizes do not
+    tile (a record no reader can place)."""
+    if tagged.records is not None:
+        return tagged.records
+    if tagged.tag_id & _NOT_SIPA:
+        return None
+    return parse_sipa(struct.pack("<II", tagged.tag_id, len(tagged.data)) + tagged.data)
+
+
+#: The bits no SIPA event type sets (wbcl.h: a class in bits 16-19, a type below it, the
+#: aggregation and trust-point flags in the top two).
+_NOT_SIPA = 0x3FF00000
+
+
 def _windows_facts(events: Sequence[Event]) -> WindowsFacts | None:
-    """The SIPA facts of the EV_EVENT_TAG events in PCRs 12-14 (before each PCR's separator);
-    None where there are none (not a Windows boot)."""
+    """The SIPA facts of the EV_EVENT_TAG events in PCRs 12-14 (before each PCR's separator),
+    every one read (``sipa_records``); None where there are none (not a Windows boot)."""
     records: list[tuple[int, SipaRecord]] = []
     for event in events:
         decoded = event.decoded
-        if isinstance(decoded, TaggedEvent) and decoded.records is not None:
-            records.extend((event.pcr, record) for record in decoded.records)
+        found = sipa_records(decoded) if isinstance(decoded, TaggedEvent) else None
+        if found is not None:
+            records.extend((event.pcr, record) for record in found)
     if not records:
         return None
     state = _WindowsState()
