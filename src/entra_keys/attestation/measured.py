@@ -413,21 +413,25 @@ class BootPolicy:
     - ``allowed_kernels``: the last boot application measured in PCR 4 (the kernel or UKI, where
       it was loaded through the firmware's or shim's LoadImage) must be one of these. A kernel
       GRUB loads without shim is measured only as a file in PCR 9, whose name is a label no
-      digest covers: it cannot be proved, and the policy refuses.
+      digest covers: it cannot be proved, and the policy refuses, as it does a GRUB loader
+      command (``chainloader`` then ``linux``...) in PCR 8 after that application.
     - ``allowed_signers``: every db (or shim) entry that verified an image (the authority events
-      of PCR 7) must be named here: a certificate by subject (RFC 4514) or SHA-256
-      fingerprint, a hash entry (an image allowed by its hash in db or shim's MokList) by the
-      hash. An authority that names no verifier is refused, but shim's SbatLevel and
+      of PCR 7) must be named here: a certificate by its SHA-256 fingerprint or its
+      SubjectPublicKeyInfo SHA-256 (never by subject, which any certificate may carry), a hash
+      entry (an image allowed by its hash in db or shim's MokList) by the hash. An authority that names no verifier is refused, but shim's SbatLevel and
       MokListTrusted state.
     - ``allowed_kernel_cmdline_patterns``: regular expressions; every command line measured in
       PCRs 8 and 12 must match one in full, and there must be one: the text under any GRUB
       label (``kernel_cmdline``, ``module_cmdline``, or none, or ``grub_cmd`` before a path),
       the arguments of every GRUB command that starts a kernel or an image (``linux``,
       ``chainloader``, ``multiboot``, ``module``... whatever its label), systemd's lines
-      (``BootFacts.command_lines``). Every string there must be one the policy can read;
+      (``BootFacts.command_lines``), none holding what Linux splits or groups otherwise than a
+      pattern (byte A0, other whitespace, controls, stray quotes: ``_read_otherwise``). Every
+      string there must be one the policy can read (GRUB's: strict UTF-8);
       systemd-stub's add-ons and credentials in PCR 12 are refused (digests of files, which a
       relabelled line could pass for).
-    - ``required_dbx``: hashes (or certificate fingerprints) dbx must hold (PCR 7).
+    - ``required_dbx``: hashes (or certificate fingerprints) dbx must hold (PCR 7), an image
+      hash counted only in a list firmware matches images against (not a TBS hash).
     - ``forbidden_db``: hashes, certificate fingerprints or subjects db must not hold (PCR 7).
     - ``allowed_firmware_versions``: every EV_S_CRTM_VERSION string must be one of these (PCR 0).
     - Windows (SIPA events, PCRs 12-14): ``require_bitlocker`` (an unlock was measured),
