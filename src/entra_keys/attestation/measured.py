@@ -418,8 +418,8 @@ class BootPolicy:
     - ``allowed_signers``: every db (or shim) entry that verified an image (the authority events
       of PCR 7) must be named here: a certificate by its SHA-256 fingerprint or its
       SubjectPublicKeyInfo SHA-256 (never by subject, which any certificate may carry), a hash
-      entry (an image allowed by its hash in db or shim's MokList) by the hash. An authority that names no verifier is refused, but shim's SbatLevel and
-      MokListTrusted state.
+      entry (an image allowed by its hash in db or shim's MokList) by the hash. An authority
+      that names no verifier is refused, but shim's SbatLevel and MokListTrusted state.
     - ``allowed_kernel_cmdline_patterns``: regular expressions; every command line measured in
       PCRs 8 and 12 must match one in full, and there must be one: the text under any GRUB
       label (``kernel_cmdline``, ``module_cmdline``, or none, or ``grub_cmd`` before a path),
