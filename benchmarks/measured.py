@@ -97,7 +97,7 @@ def _run_verify(ctx: Context) -> list[Result]:
         secure_boot=True,
         allowed_boot_loaders=[boot.authenticode("shim"), boot.authenticode("grub")],
         allowed_kernels=[boot.authenticode("kernel")],
-        allowed_signers=[boot.subjects["db"], boot.subjects["shim"]],
+        allowed_signers=[hashlib.sha256(boot.certificates[r]).hexdigest() for r in ("db", "shim")],
         allowed_kernel_cmdline_patterns=[r"/boot/vmlinuz-\S+ root=UUID=[0-9a-f-]+ ro quiet"],
         required_dbx=[boot.dbx[0].hex()],
         allowed_firmware_versions=[boot.firmware_version],

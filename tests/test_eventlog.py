@@ -874,7 +874,7 @@ FUZZ_POLICIES = (
         secure_boot=True,
         allowed_boot_loaders=["00" * 32],
         allowed_kernels=["11" * 20],
-        allowed_signers=["CN=nobody"],
+        allowed_signers=["44" * 32],
         allowed_kernel_cmdline_patterns=[r"(a|b)*c", r".*"],
         required_dbx=["22" * 32],
         forbidden_db=["CN=nobody", "33" * 32],
@@ -905,7 +905,8 @@ def exercise(data: bytes) -> None:
     for facts in (every, covered):
         for entries in (facts.pk, facts.kek, facts.db, facts.dbx):
             for entry in entries or ():
-                _ = (entry.subject, entry.kind, entry.hash_hex)
+                _ = (entry.subject, entry.kind, entry.hash_hex, entry.spki_sha256)
+                _ = entry.image_hash_hex
         for policy in FUZZ_POLICIES:
             found = policy.violations(facts)
             assert all(isinstance(line, str) for line in found)
@@ -916,6 +917,51 @@ def exercise(data: bytes) -> None:
             else:
                 policy.check(facts)
     log.replay()
+
+
+def test_certificates_pyca_refuses_give_no_name_and_no_escape() -> None:
+    """Certificates pyca refuses with exceptions of its own (X.509 version 6 or 127:
+    InvalidVersion; a key algorithm it does not know: UnsupportedAlgorithm, on reading the key)
+    in db, KEK and an authority: no subject or no key hash, and every policy over the log
+    gives a typed refusal or none."""
+    from entra_keys.testing import measured_boot as mb
+
+    boot = mb.synthetic_boot()
+    genuine = boot.certificates["db"]
+    version = genuine.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02])) + 4
+    v6, v127 = bytearray(genuine), bytearray(genuine)
+    v6[version], v127[version] = 5, 127
+    rsa_oid = bytes.fromhex("06092a864886f70d010101")
+    assert rsa_oid in genuine
+    unknown_key = genuine.replace(rsa_oid, bytes.fromhex("06092a864886f70d01017f"))
+    odd = [bytes(v6), bytes(v127), unknown_key]
+    for der in odd:
+        entry = _efi.SignatureEntry(mb.EFI_CERT_X509, "EFI_CERT_X509_GUID", None, der)
+        assert entry.spki_sha256 is None and entry.kind == "certificate"
+    assert _efi.SignatureEntry(mb.EFI_CERT_X509, "", None, unknown_key).subject is not None
+    lists = mb.signature_list(mb.EFI_CERT_X509, odd)
+    events = []
+    for event in boot.events:
+        data = event.data
+        variable = _efi.decode_variable(data)
+        if (
+            event.event_type == mb.EV_EFI_VARIABLE_DRIVER_CONFIG
+            and variable
+            and variable.name == "db"
+        ):
+            data = mb.variable_data(mb.EFI_IMAGE_SECURITY_DATABASE, "db", lists)
+        elif event.event_type == mb.EV_EFI_VARIABLE_AUTHORITY:
+            data = mb.variable_data(mb.EFI_IMAGE_SECURITY_DATABASE, "db", bytes(16) + odd[0])
+        else:
+            events.append(event)
+            continue
+        events.append(mb.BootEvent(event.pcr, event.event_type, data, data))
+    log = mb.spec_id_event(["sha256"]) + b"".join(
+        mb.event2(e.pcr, e.event_type, [("sha256", e.digest("sha256"))], e.data) for e in events
+    )
+    facts = parse_event_log(log).facts()
+    assert facts.db is not None and [e.subject for e in facts.db][:2] == [None, None]
+    exercise(log)
 
 
 @FUZZ

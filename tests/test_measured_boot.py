@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -56,6 +59,7 @@ from entra_keys.tcg.records import MAX_QUOTE_JSON, Quote, quote_from_json, quote
 from entra_keys.tcg.structures import HASH_ALGORITHMS, TPMSQuoteInfo
 from entra_keys.testing.measured_boot import (
     BANKS,
+    EFI_CERT_X509,
     EFI_IMAGE_SECURITY_DATABASE,
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
@@ -68,6 +72,7 @@ from entra_keys.testing.measured_boot import (
     SyntheticBoot,
     event2,
     image_load_event,
+    signature_list,
     spec_id_event,
     synthetic_boot,
     variable_data,
@@ -87,6 +92,7 @@ BOOT = synthetic_boot()
 OFF = synthetic_boot(secure_boot=False)
 #: The same boot with ``init=/bin/sh`` on the kernel's command line (GRUB measures it twice:
 #: its ``linux`` command, and the command line itself).
+BOOT_FACTS = parse_event_log(BOOT.log()).facts(pcrs={"sha256": QUOTED})
 EVIL = synthetic_boot(
     kernel_cmdline="root=UUID=0d5c4a3e-8f0b-4a4e-9d1b-7c2e5f6a9b3d ro quiet init=/bin/sh"
 )
@@ -137,13 +143,18 @@ def index_of(events: Sequence[BootEvent], test: Callable[[BootEvent], bool], nth
     return [i for i, e in enumerate(events) if test(e)][nth]
 
 
+def signer(boot: SyntheticBoot, role: str) -> str:
+    """A signer as a policy names it: its certificate's SHA-256 fingerprint."""
+    return hashlib.sha256(boot.certificates[role]).hexdigest()
+
+
 def full_policy(boot: SyntheticBoot) -> BootPolicy:
     """Everything this boot is, stated as a policy (the README's example is of this form)."""
     return BootPolicy(
         secure_boot=True,
         allowed_boot_loaders=[boot.authenticode("shim"), boot.authenticode("grub")],
         allowed_kernels=[boot.authenticode("kernel")],
-        allowed_signers=[boot.subjects["db"], boot.subjects["shim"]],
+        allowed_signers=[signer(boot, "db"), signer(boot, "shim")],
         allowed_kernel_cmdline_patterns=[r"/boot/vmlinuz-\S+ root=UUID=[0-9a-f-]+ ro quiet"],
         required_dbx=[boot.dbx[0].hex()],
         forbidden_db=["0" * 64],
@@ -341,7 +352,7 @@ def test_every_requirement_of_the_policy_is_checked(soft_ak: EntraPrivateKey) ->
             good, allowed_boot_loaders=[BOOT.authenticode("shim")]
         ),
         "is not an allowed kernel": dataclasses.replace(good, allowed_kernels=["ab" * 32]),
-        "not an allowed signer": dataclasses.replace(good, allowed_signers=[BOOT.subjects["db"]]),
+        "not an allowed signer": dataclasses.replace(good, allowed_signers=[signer(BOOT, "db")]),
         "matches no allowed pattern": dataclasses.replace(
             good, allowed_kernel_cmdline_patterns=[r"/boot/vmlinuz-\S+ ro"]
         ),
@@ -450,13 +461,57 @@ def test_a_kernel_relabelled_to_hide_it_is_refused(soft_ak: EntraPrivateKey) -> 
         assert caught.value.check is Check.BOOT_POLICY
 
 
+def test_a_kernel_grub_loads_after_the_last_application_is_refused(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """GRUB's ``chainloader`` has the firmware measure the allowed kernel into PCR 4 without
+    starting it; a later ``linux`` boots another kernel through GRUB's own loader (a PCR 9 file
+    only). The last PCR 4 application is then the allowed kernel, but a loader command (under
+    any label) or an unreadable string in PCR 8 after it is refused; a quote without PCR 8
+    proves nothing of it, and is refused too."""
+    events = list(BOOT.events)
+    start = index_of(events, lambda e: e.data.startswith(b"grub_cmd: linux "))
+    end = index_of(events, lambda e: e.event_type == EV_EFI_BOOT_SERVICES_APPLICATION, 2)
+    evil_line = (
+        "/boot/vmlinuz-6.1.0-99-evil" + BOOT.kernel_cmdline[BOOT.kernel_cmdline.index(" ") :]
+    )
+    kernels = BootPolicy(
+        allowed_boot_loaders=[BOOT.authenticode("shim"), BOOT.authenticode("grub")],
+        allowed_kernels=[BOOT.authenticode("kernel")],
+    )
+
+    def booted(command_label: str, command: bytes) -> list[BootEvent]:
+        return [
+            *events[:start],
+            grub_string("grub_cmd: ", "chainloader " + BOOT.kernel_cmdline),
+            events[end],  # the firmware's measurement of the allowed kernel, never started
+            BootEvent(8, EV_IPL, command_label.encode() + command + b"\0", command),
+            BootEvent(9, EV_IPL, b"/boot/vmlinuz-6.1.0-99-evil\0", b"EVIL KERNEL IMAGE"),
+            grub_string("kernel_cmdline: ", evil_line),
+            *events[end + 1 :],
+        ]
+
+    genuine = booted("grub_cmd: ", f"linux {evil_line}".encode())
+    quote = quote_of(soft_ak, booted_with(genuine))
+    for label in ("grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", ""):
+        lying = booted(label, f"linux {evil_line}".encode())
+        refused(soft_ak, quote, lying, kernels, "GRUB's 'linux' after the last boot application")
+    unreadable = booted("grub_cmd: ", b"linux /boot/vmlinuz-\xff")
+    refused(soft_ak, quote_of(soft_ak, booted_with(unreadable)), unreadable, kernels,
+            "a string the policy cannot read after the last boot application")  # fmt: skip
+    without_8 = quote_of(soft_ak, BOOT, [q for q in QUOTED if q != 8])
+    with pytest.raises(AttestationCheckFailed, match="PCR 8 is not covered"):
+        verify(soft_ak, without_8, BOOT.log(), boot_policy=kernels)
+    assert verify(soft_ak, quote_of(soft_ak, BOOT), BOOT.log(), boot_policy=kernels).boot_facts
+
+
 def test_a_signer_relabelled_to_hide_it_is_refused(soft_ak: EntraPrivateKey) -> None:
     """shim's vendor certificate is not an allowed signer; its authority event, relabelled as
     a Secure Boot variable (whose data check it passes: the digest is of its data), would vanish
     from the authorities: a variable after PCR 7's separator is refused; relabelled as an action
     or a separator, its data does not match."""
     quote = quote_of(soft_ak, BOOT)
-    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    db_only = BootPolicy(allowed_signers=[signer(BOOT, "db")])
     with pytest.raises(AttestationCheckFailed, match="Distribution Secure Boot CA"):
         verify(soft_ak, quote, BOOT.log(), boot_policy=db_only)
     at = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
@@ -548,6 +603,53 @@ def test_a_string_grub_measured_is_read_whatever_it_holds(soft_ak: EntraPrivateK
     refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, "cannot read")
 
 
+def test_a_command_line_linux_splits_otherwise_than_the_pattern_is_refused(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """Linux splits its command line at every byte isspace() takes (lib/ctype.c: byte A0 too)
+    and groups at double quotes. A kernel GRUB loads from a path holding such a byte gives the
+    kernel ``init=/bin/sh`` as an argument of its own, where the pattern sees one word: a lone
+    byte A0 (no UTF-8: unreadable), a character whose UTF-8 form holds A0 (à, Š, †), other
+    whitespace, controls and quotes are refused, in GRUB's lines and in systemd-stub's."""
+    at = index_of(BOOT.events, lambda e: e.data.startswith(b"kernel_cmdline: ")) + 1
+    rest = BOOT.kernel_cmdline[BOOT.kernel_cmdline.index(" ") :].encode()
+    events = list(BOOT.events)
+    odd_bytes = ["à", "Š", "†", "\x0b", "\r", '"', "\u3000", "\x7f", 'x="a', '\\"']
+    cases = {b"\xa0": "cannot read"}
+    cases |= {c.encode(): re.escape(f"holds {c if len(c) == 1 else chr(34)!r}") for c in odd_bytes}
+    for odd, message in cases.items():
+        line = b"/boot/vmlinuz-6.1.0-18-amd64" + odd + b"init=/bin/sh" + rest
+        string = BootEvent(8, EV_IPL, b"kernel_cmdline: " + line + b"\0", line)
+        extra = [*events[:at], string, *events[at:]]
+        refused(soft_ak, quote_of(soft_ak, booted_with(extra)), extra, CMDLINE, message)
+    wide = ("vmlinuzàinit=/bin/sh" + rest.decode() + "\0").encode("utf-16-le")
+    stub = [*events, BootEvent(12, EV_IPL, wide, wide)]
+    anyone = BootPolicy(
+        allowed_kernel_cmdline_patterns=[r"\S+ root=UUID=[0-9a-f-]+ ro quiet", ".*"]
+    )
+    refused(soft_ak, quote_of(soft_ak, booted_with(stub)), stub, anyone, "holds 'à'")
+    for line in ("vmlinuz" + rest.decode(), 'vmlinuz dm-mod.create="a,,,ro,0 1" "x y" ro'):
+        wide = (line + "\0").encode("utf-16-le")  # quotes that open and close values: taken
+        plain = [*events, BootEvent(12, EV_IPL, wide, wide)]
+        quote = quote_of(soft_ak, booted_with(plain))
+        assert verify(soft_ak, quote, write_log(plain), boot_policy=anyone).boot_facts
+
+
+def test_grub_removing_its_tpm_module_is_refused_whatever_its_label(
+    soft_ak: EntraPrivateKey,
+) -> None:
+    """``rmmod tpm`` is in the digest, its label is not: relabelled as a command line of any
+    kind, or with none, it is still refused (what GRUB ran after it is not measured)."""
+    at = index_of(BOOT.events, lambda e: e.data.startswith(b"kernel_cmdline: ")) + 1
+    events = list(BOOT.events)
+    genuine = [*events[:at], grub_string("grub_cmd: ", "rmmod tpm"), *events[at:]]
+    quote = quote_of(soft_ak, booted_with(genuine))
+    anything = BootPolicy(allowed_kernel_cmdline_patterns=[".*"])
+    for label in ("grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", ""):
+        lying = [*events[:at], grub_string(label, "rmmod tpm"), *events[at:]]
+        refused(soft_ak, quote, lying, anything, "removed its tpm module")
+
+
 def test_a_systemd_command_line_relabelled_to_hide_it_is_refused(
     soft_ak: EntraPrivateKey,
 ) -> None:
@@ -581,7 +683,7 @@ def test_a_separator_relabelled_to_hide_a_signer_is_refused(soft_ak: EntraPrivat
     before it: PCR 7 must hold one separator, and every variable there must be a Secure Boot
     variable holding what that variable holds."""
     quote = quote_of(soft_ak, BOOT)
-    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    db_only = BootPolicy(allowed_signers=[signer(BOOT, "db")])
     separator = index_of(BOOT.events, lambda e: e.pcr == 7 and e.event_type == EV_SEPARATOR)
     shim = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
     kinds = (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY, EV_EFI_ACTION, 0x1234)
@@ -621,7 +723,7 @@ def test_an_authority_before_the_separator_relabelled_to_hide_it_is_refused(
     driver = dataclasses.replace(driver, measured=driver.data)
     genuine = [*BOOT.events[:separator], driver, *BOOT.events[separator:]]
     quote = quote_of(soft_ak, booted_with(genuine))
-    policy = BootPolicy(allowed_signers=[BOOT.subjects["db"], BOOT.subjects["shim"]])
+    policy = BootPolicy(allowed_signers=[signer(BOOT, "db"), signer(BOOT, "shim")])
     refused(soft_ak, quote, genuine, policy, "Test KEK CA")
     expected = {
         EV_EFI_VARIABLE_DRIVER_CONFIG: "measures db a second time",
@@ -642,7 +744,7 @@ def test_a_hash_signer_must_be_allowed(soft_ak: EntraPrivateKey) -> None:
     shim = index_of(BOOT.events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 2)
     owner = bytes.fromhex("77fa9abd03594d32bd6028f4e78f784b")
     digest = hashlib.sha256(b"a kernel enrolled by its hash").digest()
-    signers = [BOOT.subjects["db"], BOOT.subjects["shim"]]
+    signers = [signer(BOOT, "db"), signer(BOOT, "shim")]
     for guid, name in ((SHIM_LOCK, "MokListRT"), (EFI_IMAGE_SECURITY_DATABASE, "db")):
         events = list(BOOT.events)
         data = variable_data(guid, name, owner + digest)
@@ -658,6 +760,120 @@ def test_a_hash_signer_must_be_allowed(soft_ak: EntraPrivateKey) -> None:
     refused(soft_ak, quote, events, BootPolicy(allowed_signers=signers), "neither a certificate")
 
 
+def test_a_signer_is_named_by_its_key_not_its_subject(soft_ak: EntraPrivateKey) -> None:
+    """A subject is a name anyone may put in a certificate: a self-made certificate carrying
+    the allowed shim CA's subject, enrolled as a MOK, verified the attacker's kernel. Signers
+    are named by certificate fingerprint or SPKI SHA-256, which it does not have, and a policy
+    naming a signer by subject is InvalidData."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())  # the attacker's own
+    common_name = BOOT.subjects["shim"].removeprefix("CN=")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    made = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=99)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = made.public_bytes(serialization.Encoding.DER)
+    events = list(BOOT.events)
+    at = index_of(events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY, 1)
+    mok = variable_data(SHIM_LOCK, "MokListRT", bytes(16) + der)
+    events.insert(at + 1, BootEvent(7, EV_EFI_VARIABLE_AUTHORITY, mok, mok))
+    quote = quote_of(soft_ak, booted_with(events))
+    by_print = BootPolicy(
+        secure_boot=True, allowed_signers=[signer(BOOT, "db"), signer(BOOT, "shim")]
+    )
+    refused(soft_ak, quote, events, by_print, hashlib.sha256(der).hexdigest())
+    spki = [
+        hashlib.sha256(
+            x509.load_der_x509_certificate(BOOT.certificates[role])
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).hexdigest()
+        for role in ("db", "shim")
+    ]
+    refused(soft_ak, quote, events, BootPolicy(allowed_signers=spki), "not an allowed signer")
+    assert verify(
+        soft_ak, quote_of(soft_ak, BOOT), BOOT.log(), boot_policy=BootPolicy(allowed_signers=spki)
+    )
+    with pytest.raises(InvalidData, match="never by subject"):
+        BootPolicy(allowed_signers=[BOOT.subjects["shim"]])
+
+
+def test_required_dbx_counts_only_revocations_firmware_matches(soft_ak: EntraPrivateKey) -> None:
+    """Whoever can write dbx puts the required hash there in a form firmware does not match
+    against images: an EFI_CERT_SHA256 list of SignatureSize 16+33 (EDK2 skips it), or an
+    EFI_CERT_X509_SHA256 entry (a certificate's TBS hash). Neither revokes the image: refused.
+    The hash in a proper list is taken."""
+    sha256, x509_sha256 = (
+        "c1c41626-504c-4092-aca9-41f936934328",
+        "3bd2a492-96c0-4079-b420-fcf98ef103ed",
+    )
+    revoked = hashlib.sha256(b"a vulnerable shim's Authenticode").digest()
+
+    def with_dbx(sig_type: str, entry: bytes) -> list[BootEvent]:
+        body = bytes(16) + entry
+        lists = uuid.UUID(sig_type).bytes_le + struct.pack("<III", 28 + len(body), 0, len(body))
+        data = variable_data(EFI_IMAGE_SECURITY_DATABASE, "dbx", lists + body)
+        return [
+            BootEvent(7, e.event_type, data, data)
+            if e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG and b"d\0b\0x\0" in e.data
+            else e
+            for e in BOOT.events
+        ]
+
+    policy = BootPolicy(secure_boot=True, required_dbx=[revoked.hex()])
+    for sig_type, entry in ((sha256, revoked + b"\0"), (x509_sha256, revoked + bytes(16))):
+        events = with_dbx(sig_type, entry)
+        refused(soft_ak, quote_of(soft_ak, booted_with(events)), events, policy, "dbx lacks 1")
+    events = with_dbx(sha256, revoked)
+    assert verify(
+        soft_ak, quote_of(soft_ak, booted_with(events)), write_log(events), boot_policy=policy
+    )
+
+
+def test_a_certificate_pyca_refuses_is_a_typed_refusal(soft_ak: EntraPrivateKey) -> None:
+    """A certificate of X.509 version 6 (pyca raises its own InvalidVersion) as the entry of
+    a PCR 7 authority or in db: the policy refuses the signer it cannot name, or reads db
+    without it, and no exception but entra_keys' escapes."""
+    der = bytearray(BOOT.certificates["db"])
+    der[der.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02])) + 4] = 5
+    authority = variable_data(EFI_IMAGE_SECURITY_DATABASE, "db", bytes(16) + bytes(der))
+    events = list(BOOT.events)
+    at = index_of(events, lambda e: e.event_type == EV_EFI_VARIABLE_AUTHORITY)
+    events[at] = BootEvent(7, EV_EFI_VARIABLE_AUTHORITY, authority, authority)
+    policy = BootPolicy(allowed_signers=[signer(BOOT, "db"), signer(BOOT, "shim")])
+    refused(soft_ak, quote_of(soft_ak, booted_with(events)), events, policy, "a certificate")
+    db = variable_data(
+        EFI_IMAGE_SECURITY_DATABASE, "db", signature_list(EFI_CERT_X509, [bytes(der)])
+    )
+    events = list(BOOT.events)
+    at = index_of(events, lambda e: e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG, 3)
+    events[at] = BootEvent(7, EV_EFI_VARIABLE_DRIVER_CONFIG, db, db)
+    by_subject = BootPolicy(forbidden_db=[BOOT.subjects["db"]])
+    result = verify(
+        soft_ak, quote_of(soft_ak, booted_with(events)), write_log(events), boot_policy=by_subject
+    )
+    assert result.boot_facts.db is not None and result.boot_facts.db[0].subject is None
+
+
+def test_a_generator_of_patterns_is_read_once() -> None:
+    """A generator of patterns is a collection like a list: its patterns are kept, not spent
+    by the type check (which would leave a policy that refuses every boot)."""
+    policy = BootPolicy(allowed_kernel_cmdline_patterns=(p for p in [".*", "a"]))
+    assert policy.allowed_kernel_cmdline_patterns == (".*", "a")
+    assert policy.violations(BOOT_FACTS) == ()
+    with pytest.raises(InvalidData, match="list of str"):
+        BootPolicy(allowed_kernel_cmdline_patterns=(p for p in [".*", 5]))  # type: ignore[misc]
+
+
 def test_the_structure_rules_take_real_firmware_logs() -> None:
     """The rules that bind types to content refuse no genuine log: firmware's PCRs 0, 4 and 7
     (variables, separators, db and shim authorities, shim's SbatLevel and MokListTrusted) and
@@ -667,7 +883,12 @@ def test_the_structure_rules_take_real_firmware_logs() -> None:
         facts = log.facts(pcrs={"sha256": range(24)})
         policy = BootPolicy(
             secure_boot=facts.secure_boot,
-            allowed_signers=[a.entry.subject or "" for a in facts.authorities if a.entry] or None,
+            allowed_signers=[
+                hashlib.sha256(a.entry.certificate).hexdigest()
+                for a in facts.authorities
+                if a.entry and a.entry.certificate
+            ]
+            or None,
             allowed_kernel_cmdline_patterns=[".*"],
             allowed_firmware_versions=[v for v in facts.firmware_versions if v] or ["none"],
             allowed_boot_loaders=[
@@ -866,6 +1087,30 @@ def test_windows_modules_sharing_a_hash_merge_in_linear_time() -> None:
     assert seconds(20_000) < 10 * seconds(5_000)
 
 
+def test_sipa_records_out_of_a_container_are_read_or_refused(soft_ak: EntraPrivateKey) -> None:
+    """TESTSIGNING=1 where a reader of containers only would not look: as a top-level tagged
+    event (Windows logs values there too), it is read and refused; in a trust boundary whose
+    sizes leave a byte over, or under a tag of no SIPA form, it cannot be read, and is refused
+    where a Windows requirement is set. The same record in a container is the control."""
+    boundary, counter, testsigning = 0x40010001, 0x00020002, 0x00050003
+    good = _sipa(boundary, _sipa(counter, struct.pack("<Q", 7)))
+    cases = {
+        _sipa(boundary, _sipa(testsigning, b"\x01")): "test signing is on",
+        _sipa(testsigning, b"\x01"): "test signing is on",
+        _sipa(boundary, _sipa(testsigning, b"\x01") + b"\0"): "no SIPA records the policy",
+        _sipa(0x6C46F751, _sipa(testsigning, b"\x01")): "no SIPA records the policy",
+    }
+    closing = [BootEvent(p, EV_SEPARATOR, b"WBCL", b"WBCL") for p in (12, 13, 14)]
+    policy = BootPolicy(forbid_test_signing=True)
+    for data, message in cases.items():
+        events = [BootEvent(12, EV_EVENT_TAG, good, good), BootEvent(12, EV_EVENT_TAG, data, data)]
+        quote = quote_of(soft_ak, booted_with([*events, *closing]), [12, 13, 14])
+        refused(soft_ak, quote, [*events, *closing], policy, message)
+    events = [BootEvent(12, EV_EVENT_TAG, good, good), *closing]
+    quote = quote_of(soft_ak, booted_with(events), [12, 13, 14])
+    assert verify(soft_ak, quote, write_log(events), boot_policy=policy).boot_facts
+
+
 def test_windows_facts_without_sipa_events_are_refused() -> None:
     facts = parse_event_log(BOOT.log()).facts(pcrs={"sha256": range(24)})
     found = WINDOWS_POLICY.violations(facts)
@@ -913,10 +1158,8 @@ def test_the_cos_quotes_tie_to_their_log(bank: int) -> None:
     assert facts.secure_boot is True and facts.kernel_cmdline is not None
     BootPolicy(
         secure_boot=True,
-        allowed_signers=[
-            "CN=UEFI DB Key v10,OU=Container Optimized OS,O=Google LLC.,L=Mountain View,"
-            "ST=California,C=US"
-        ],
+        # "CN=UEFI DB Key v10,OU=Container Optimized OS,O=Google LLC.": its key's SPKI SHA-256
+        allowed_signers=["4b4eb27158d8dd4a5bb760f5677f184708c15fdaf94d830a7e59c94b065a2724"],
         allowed_kernel_cmdline_patterns=[r"/syslinux/vmlinuz\.A .*"],
     ).check(facts)
     with pytest.raises(AttestationCheckFailed) as caught:
@@ -1093,7 +1336,7 @@ def test_end_to_end_a_relabelled_log_is_refused(tpm_quote: tuple[Quote, bytes]) 
     for at in (separator, shim):
         events[at] = dataclasses.replace(events[at], event_type=EV_EFI_VARIABLE_DRIVER_CONFIG)
     policy = TrustPolicy(enrolled_aks=[ak_public])
-    db_only = BootPolicy(allowed_signers=[BOOT.subjects["db"]])
+    db_only = BootPolicy(allowed_signers=[signer(BOOT, "db")])
     log = write_log(events, ("sha1", "sha256"))
     with pytest.raises(AttestationCheckFailed, match="PCR 7") as caught:
         verify_quote(quote.attest, quote.signature, ak_public, NONCE,

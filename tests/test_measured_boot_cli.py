@@ -6,6 +6,7 @@ through the commands, verified, tampered with and refused (exit 1, one error lin
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,7 +110,9 @@ def _policy(tmp_path: Path, **overrides: object) -> Path:
         "secure_boot": True,
         "allowed_boot_loaders": [BOOT.authenticode("shim"), BOOT.authenticode("grub")],
         "allowed_kernels": [BOOT.authenticode("kernel")],
-        "allowed_signers": [BOOT.subjects["db"], BOOT.subjects["shim"]],
+        "allowed_signers": [
+            hashlib.sha256(BOOT.certificates[r]).hexdigest() for r in ("db", "shim")
+        ],
         "allowed_kernel_cmdline_patterns": [r"/boot/vmlinuz-\S+ root=UUID=[0-9a-f-]+ ro quiet"],
         "required_dbx": [BOOT.dbx[0].hex()],
         **overrides,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -29,16 +30,19 @@ from .._json import Members
 from ..errors import AttestationCheckFailed, Check, InvalidData, MalformedAttestation
 from ..tcg._efi import EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE, SHIM_LOCK
 from ..tcg.eventlog import (
+    LOADER_COMMANDS,
     MAX_LOG_SIZE,
     BootFacts,
     EfiVariable,
     EventLog,
     FrozenMapping,
+    LoadedImage,
     Measurement,
     Separator,
     SignatureEntry,
     TaggedEvent,
     parse_event_log,
+    sipa_records,
 )
 from ..tcg.structures import (
     HASH_ALGORITHMS,
@@ -332,6 +336,12 @@ _STATE_AUTHORITIES = frozenset({(SHIM_LOCK, "SbatLevel"), (SHIM_LOCK, "MokListTr
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+_NOT_BY_SUBJECT = (
+    " (a signer is named by its certificate's SHA-256 fingerprint or SubjectPublicKeyInfo "
+    "SHA-256, never by subject: a subject is a name any certificate may carry)"
+)
+
+
 def _hex_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str] | None:
     """Digests as lowercase hex (bytes taken as the raw digest; "sha256:" prefixes dropped)."""
     if values is None:
@@ -339,7 +349,8 @@ def _hex_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str] 
     found = _id_set(values, what)
     for value in found:
         if not _HEX.fullmatch(value) or len(value) % 2 or not 20 <= len(value) // 2 <= 64:
-            raise InvalidData(f"boot policy: {what}: {value!r:.80} is not a hex digest")
+            why = _NOT_BY_SUBJECT if what == "allowed_signers" else ""
+            raise InvalidData(f"boot policy: {what}: {value!r:.80} is not a hex digest{why}")
     return found
 
 
@@ -359,17 +370,33 @@ def _id_set(values: Iterable[str | bytes] | None, what: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _ids(entry: SignatureEntry) -> set[str]:
+def _ids(entry: SignatureEntry, *, subject: bool = False) -> set[str]:
     """What a policy may name a signature database entry by: its hash (hash entries), or a
-    certificate's SHA-256 fingerprint and subject (RFC 4514)."""
+    certificate's SHA-256 fingerprint and SubjectPublicKeyInfo SHA-256, and where ``subject``
+    (a list of what to refuse: a name matches every certificate that carries it) its subject
+    (RFC 4514)."""
     found = set()
     if entry.hash_hex is not None:
         found.add(entry.hash_hex)
     certificate = entry.certificate
     if certificate is not None:
         found.add(hashlib.sha256(certificate).hexdigest())
-        if entry.subject is not None:
+        if entry.spki_sha256 is not None:
+            found.add(entry.spki_sha256)
+        if subject and entry.subject is not None:
             found.add(entry.subject)
+    return found
+
+
+def _revocations(entry: SignatureEntry) -> set[str]:
+    """What a dbx entry revokes as ``required_dbx`` names it: an image hash in a list firmware
+    matches images against (``SignatureEntry.image_hash_hex``), or a certificate by its SHA-256
+    fingerprint; a certificate's TBS hash (EFI_CERT_X509_SHA*) revokes no image's hash."""
+    found = set()
+    if entry.image_hash_hex is not None:
+        found.add(entry.image_hash_hex)
+    if entry.certificate is not None:
+        found.add(hashlib.sha256(entry.certificate).hexdigest())
     return found
 
 
@@ -386,21 +413,25 @@ class BootPolicy:
     - ``allowed_kernels``: the last boot application measured in PCR 4 (the kernel or UKI, where
       it was loaded through the firmware's or shim's LoadImage) must be one of these. A kernel
       GRUB loads without shim is measured only as a file in PCR 9, whose name is a label no
-      digest covers: it cannot be proved, and the policy refuses.
+      digest covers: it cannot be proved, and the policy refuses, as it does a GRUB loader
+      command (``chainloader`` then ``linux``...) in PCR 8 after that application.
     - ``allowed_signers``: every db (or shim) entry that verified an image (the authority events
-      of PCR 7) must be named here: a certificate by subject (RFC 4514) or SHA-256
-      fingerprint, a hash entry (an image allowed by its hash in db or shim's MokList) by the
-      hash. An authority that names no verifier is refused, but shim's SbatLevel and
-      MokListTrusted state.
+      of PCR 7) must be named here: a certificate by its SHA-256 fingerprint or its
+      SubjectPublicKeyInfo SHA-256 (never by subject, which any certificate may carry), a hash
+      entry (an image allowed by its hash in db or shim's MokList) by the hash. An authority
+      that names no verifier is refused, but shim's SbatLevel and MokListTrusted state.
     - ``allowed_kernel_cmdline_patterns``: regular expressions; every command line measured in
       PCRs 8 and 12 must match one in full, and there must be one: the text under any GRUB
       label (``kernel_cmdline``, ``module_cmdline``, or none, or ``grub_cmd`` before a path),
       the arguments of every GRUB command that starts a kernel or an image (``linux``,
       ``chainloader``, ``multiboot``, ``module``... whatever its label), systemd's lines
-      (``BootFacts.command_lines``). Every string there must be one the policy can read;
+      (``BootFacts.command_lines``), none holding what Linux splits or groups otherwise than a
+      pattern (byte A0, other whitespace, controls, stray quotes: ``_read_otherwise``). Every
+      string there must be one the policy can read (GRUB's: strict UTF-8);
       systemd-stub's add-ons and credentials in PCR 12 are refused (digests of files, which a
       relabelled line could pass for).
-    - ``required_dbx``: hashes (or certificate fingerprints) dbx must hold (PCR 7).
+    - ``required_dbx``: hashes (or certificate fingerprints) dbx must hold (PCR 7), an image
+      hash counted only in a list firmware matches images against (not a TBS hash).
     - ``forbidden_db``: hashes, certificate fingerprints or subjects db must not hold (PCR 7).
     - ``allowed_firmware_versions``: every EV_S_CRTM_VERSION string must be one of these (PCR 0).
     - Windows (SIPA events, PCRs 12-14): ``require_bitlocker`` (an unlock was measured),
@@ -441,9 +472,9 @@ class BootPolicy:
 
         if self.secure_boot is not None and not isinstance(self.secure_boot, bool):
             raise InvalidData("boot policy: secure_boot is True, False or None")
-        for name in ("allowed_boot_loaders", "allowed_kernels", "required_dbx"):
+        for name in ("allowed_boot_loaders", "allowed_kernels", "required_dbx", "allowed_signers"):
             put(name, _hex_set(getattr(self, name), name))
-        for name in ("allowed_signers", "forbidden_db", "allowed_firmware_versions"):
+        for name in ("forbidden_db", "allowed_firmware_versions"):
             value = getattr(self, name)
             put(name, None if value is None else _id_set(value, name))
         for name in (
@@ -457,13 +488,11 @@ class BootPolicy:
                 raise InvalidData(f"boot policy: {name} is True or False")
         patterns = self.allowed_kernel_cmdline_patterns
         if patterns is not None:
-            if (
-                isinstance(patterns, str)
-                or not isinstance(patterns, Iterable)
-                or not all(isinstance(p, str) for p in patterns)
-            ):
+            if isinstance(patterns, str) or not isinstance(patterns, Iterable):
                 raise InvalidData("boot policy: allowed_kernel_cmdline_patterns is a list of str")
-            texts = tuple(patterns)
+            texts = tuple(patterns)  # read once: a generator is not read empty by the check
+            if not all(isinstance(p, str) for p in texts):
+                raise InvalidData("boot policy: allowed_kernel_cmdline_patterns is a list of str")
             try:
                 compiled = tuple(re.compile(p) for p in texts)
             except re.error as exc:
@@ -500,6 +529,8 @@ class BootPolicy:
             found.add(7)
         if self.allowed_boot_loaders is not None or self.allowed_kernels is not None:
             found.add(4)
+        if self.allowed_kernels is not None:
+            found.add(8)  # GRUB's loader commands after the kernel (``_loaded_after``)
         if self.allowed_kernel_cmdline_patterns is not None:
             found |= {8, 12}
         if self.allowed_firmware_versions is not None:
@@ -555,7 +586,7 @@ class BootPolicy:
             if facts.dbx is None:
                 found.append("dbx is not in the quoted events")
             else:
-                held = {name for entry in facts.dbx for name in _ids(entry)}
+                held = {name for entry in facts.dbx for name in _revocations(entry)}
                 missing = sorted(set(self.required_dbx) - held)
                 if missing:
                     shown = ", ".join(_short(bytes.fromhex(m)) for m in missing[:3])
@@ -565,7 +596,7 @@ class BootPolicy:
                 found.append("db is not in the quoted events")
             else:
                 for entry in facts.db:
-                    hit = _ids(entry) & set(self.forbidden_db)
+                    hit = _ids(entry, subject=True) & set(self.forbidden_db)
                     if hit:
                         found.append(f"db holds a forbidden entry ({sorted(hit)[0]:.80})")
         if self.allowed_signers is not None:
@@ -589,11 +620,12 @@ class BootPolicy:
                 )
             elif not _ids(entry) & allowed:
                 if entry.certificate is not None:
-                    name = entry.subject or hashlib.sha256(entry.certificate).hexdigest()
+                    print_ = hashlib.sha256(entry.certificate).hexdigest()
+                    name = f"{entry.subject or 'a certificate'} (SHA-256 {print_})"
                 else:
                     name = f"the {entry.type_name} hash {entry.hash_hex}"
                 found.append(
-                    f"an image was verified by {name:.120} ({where}), not an allowed signer"
+                    f"an image was verified by {name:.200} ({where}), not an allowed signer"
                 )
         return found
 
@@ -612,6 +644,7 @@ class BootPolicy:
                     f"the kernel (the last boot application, event {last.event_index}: "
                     f"{_digest_text(last.digests)}) is not an allowed kernel"
                 )
+            found += _loaded_after(facts, last)
             apps = apps[:-1]
         allowed = set(loaders or ()) | set(kernels or ())
         for app in apps:
@@ -635,8 +668,8 @@ class BootPolicy:
                     f"event {measured.event_index} (PCR {measured.pcr}) is a string the policy "
                     "cannot read, where it reads command lines"
                 )
-            words = (measured.text or "").removeprefix("grub_cmd: ").split()
-            if measured.label == "grub_cmd: " and words[:1] == ["rmmod"] and "tpm" in words:
+            words = (measured.text or "")[len(measured.label or "") :].split()
+            if words[:1] == ["rmmod"] and "tpm" in words:  # whatever its label (in no digest)
                 found.append(
                     f"event {measured.event_index}: GRUB removed its tpm module, so what it "
                     "ran after is not measured"
@@ -644,11 +677,15 @@ class BootPolicy:
         lines = facts.command_lines
         if not lines:
             found.append("no kernel command line is in the quoted events")
-        found += [
-            f"the kernel command line {line!r:.200} matches no allowed pattern"
-            for line in dict.fromkeys(lines)
-            if not any(p.fullmatch(line) for p in self._patterns)
-        ]
+        for line in dict.fromkeys(lines):
+            odd = _read_otherwise(line)
+            if odd is not None:
+                found.append(
+                    f"the kernel command line {line!r:.200} holds {odd!r}, which Linux reads "
+                    "otherwise than a pattern does (a separator, a quote or a control)"
+                )
+            elif not any(p.fullmatch(line) for p in self._patterns):
+                found.append(f"the kernel command line {line!r:.200} matches no allowed pattern")
         return found
 
     def _firmware(self, facts: BootFacts) -> list[str]:
@@ -683,6 +720,53 @@ class BootPolicy:
         if self.require_elam and not windows.elam_drivers:
             found.append("no early-launch anti-malware driver was measured")
         return found
+
+
+def _read_otherwise(line: str) -> str | None:
+    """The first character of a command line that Linux's parser (kernel/params.c next_arg:
+    isspace of lib/ctype.c, which counts byte A0 as a space; double quotes group) splits or
+    groups otherwise than a pattern's ``\\s``/``\\S`` would: any whitespace but space, tab and
+    newline, a character whose UTF-8 form (what the kernel gets, systemd's UTF-16 lines
+    converted by its EFI stub) holds byte A0, a control or a surrogate, and a ``"`` that does
+    not open a word or a value (after ``=``) and close it, in pairs (``dm-mod.create="a b"``).
+    None: the line is plain to both."""
+    quoted = False
+    for at, char in enumerate(line):
+        if char == '"':
+            before = line[at - 1] if at else " "
+            after = line[at + 1] if at + 1 < len(line) else " "
+            if (after if quoted else before) not in (" \t\n" if quoted else " \t\n="):
+                return char
+            quoted = not quoted
+        elif char not in " \t\n" and (
+            char.isspace()
+            or unicodedata.category(char) in ("Cc", "Cs")
+            or 0xA0 in char.encode("utf-8", "surrogatepass")
+        ):
+            return char
+    return '"' if quoted else None
+
+
+def _loaded_after(facts: BootFacts, last: LoadedImage) -> list[str]:
+    """The refusals for GRUB loader commands (``LOADER_COMMANDS``, whatever their label) in PCR
+    8 after the last PCR 4 application: GRUB's ``chainloader`` has the firmware measure an image
+    it may never start, and a later ``linux`` boots another kernel through GRUB's own loader
+    (PCR 9 only), so the last application is then not the kernel. A string there the policy
+    cannot read could be such a command, and is refused too."""
+    found = []
+    for measured in facts.boot_loader:
+        if measured.pcr != 8 or measured.event_index < last.event_index:
+            continue
+        body = None if measured.text is None else measured.text[len(measured.label or "") :]
+        command = (body or "").split(None, 1)[:1]
+        if body is None or (command and command[0] in LOADER_COMMANDS):
+            what = "a string the policy cannot read" if body is None else f"GRUB's {command[0]!r}"
+            found.append(
+                f"event {measured.event_index} (PCR 8) is {what} after the last boot "
+                f"application (event {last.event_index}): the kernel that booted may be one "
+                "GRUB loaded itself, not that application"
+            )
+    return found
 
 
 def _digest_text(digests: Mapping[str, bytes]) -> str:
@@ -754,10 +838,17 @@ def _pcr_structure(facts: BootFacts, pcr: int, *, windows: bool) -> list[str]:
             )
     if windows:
         for event in measured:
-            if event.event_type == "EV_EVENT_TAG" and not isinstance(event.decoded, TaggedEvent):
+            if event.event_type != "EV_EVENT_TAG":
+                continue
+            if not isinstance(event.decoded, TaggedEvent):
                 found.append(
                     f"event {event.event_index} in PCR {pcr} is EV_EVENT_TAG but no tagged "
                     "event (another event relabelled?)"
+                )
+            elif sipa_records(event.decoded) is None:
+                found.append(
+                    f"event {event.event_index} in PCR {pcr} holds no SIPA records the "
+                    "policy can read (sizes that do not tile, or no SIPA event type)"
                 )
     return found
 

@@ -13,6 +13,7 @@ against the bytes at hand before anything is sliced; recursion and node counts a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
 import uuid
 import warnings
@@ -177,20 +178,51 @@ class SignatureEntry:
             return None
         return self.data[:size].hex()
 
+    @property
+    def image_hash_hex(self) -> str | None:
+        """The hash in hex where the entry is one firmware matches against an image's digest
+        (UEFI 2.10 §32.5.3.3): an EFI_CERT_SHA* entry exactly that hash's size (EDK2 skips a
+        list of another SignatureSize); None for a certificate's TBS hash (EFI_CERT_X509_SHA*)."""
+        name, size = SIGNATURE_TYPES.get(self.signature_type, ("", None))
+        if size is None or name.startswith("EFI_CERT_X509_") or len(self.data) != size:
+            return None
+        return self.data.hex()
+
     @cached_property
     def subject(self) -> str | None:
         """The certificate's subject as RFC 4514 text, where pyca parses the certificate."""
+        parsed = self._parsed
+        return None if parsed is None else parsed[0]
+
+    @cached_property
+    def spki_sha256(self) -> str | None:
+        """The SHA-256 of the certificate's DER SubjectPublicKeyInfo (hex), where pyca parses
+        the certificate and its key: what names the key that verifies, whatever the subject."""
+        parsed = self._parsed
+        return None if parsed is None else parsed[1]
+
+    @cached_property
+    def _parsed(self) -> tuple[str, str | None] | None:
         der = self.certificate
         if der is None:
             return None
         from cryptography import x509  # only when asked: reading a log needs no x509
+        from cryptography.hazmat.primitives import serialization
 
-        try:
+        try:  # any refusal of pyca's (ValueError, InvalidVersion, UnsupportedAlgorithm...)
             with warnings.catch_warnings():  # firmware certificates pyca frowns at (serials)
                 warnings.simplefilter("ignore")
-                return x509.load_der_x509_certificate(der).subject.rfc4514_string()
-        except ValueError:
+                certificate = x509.load_der_x509_certificate(der)
+                subject = certificate.subject.rfc4514_string()
+        except Exception:
             return None
+        try:
+            spki = certificate.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        except Exception:  # a key pyca does not read: named by fingerprint only
+            return subject, None
+        return subject, hashlib.sha256(spki).hexdigest()
 
     @property
     def kind(self) -> str:

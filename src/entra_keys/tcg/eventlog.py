@@ -116,6 +116,7 @@ __all__ = [
     "parse_event_log",
     "read_event_log",
     "selection_digest",
+    "sipa_records",
 ]
 
 #: The largest log parsed: real logs are a few KB to a few hundred KB; 16 MiB bounds the work
@@ -1253,8 +1254,9 @@ class LoaderMeasurement:
     lines and files, systemd-boot's and systemd-stub's measurements): its text where it is one.
     ``text_measured``: the digest is of the text itself (a command, a command line); otherwise
     the text is a label (a file's path) and the digest is of what it names. ``label``: the GRUB
-    label a PCR 8 string carries (in ``text`` too; in no digest), whose rest is read as UTF-8
-    with any other byte escaped, so that no string GRUB measured is left unread."""
+    label a PCR 8 string carries (in ``text`` too; in no digest), whose rest is read as strict
+    UTF-8: a string that is not has no text (a policy reading it refuses), never an escaped
+    form that a pattern could read otherwise than the kernel does."""
 
     event_index: int
     pcr: int
@@ -1551,8 +1553,11 @@ def _facts(log: EventLog, events: Sequence[Event], coverage: _Coverage) -> BootF
             grub = grub_string(event.data) if kind == EV_IPL and pcr == 8 else None
             label = None if grub is None else grub[0]
             loader_text = text if text is not None else _tag_text(decoded)
-            if grub is not None:  # every byte GRUB measured is read, none dropped
-                loader_text = grub[0] + grub[1].decode("utf-8", "backslashreplace")
+            if grub is not None:  # read strictly: bytes that are no UTF-8 are no text
+                try:
+                    loader_text = grub[0] + grub[1].decode("utf-8")
+                except UnicodeDecodeError:
+                    loader_text = None
             loader.append(
                 LoaderMeasurement(
                     event.index, pcr, event.type_name, loader_text, digests, verified is True,
@@ -1635,14 +1640,32 @@ def _tag_text(decoded: Decoded) -> str | None:
     return decoded.text if isinstance(decoded, TaggedEvent) else None
 
 
+def sipa_records(tagged: TaggedEvent) -> tuple[SipaRecord, ...] | None:
+    """The SIPA records a Windows tagged event (PCRs 12-14) holds: a container's records, or
+    the event itself as one record where it is none (Windows logs values at the top level
+    too); None where its id is of no SIPA form (systemd-stub's add-ons) or its sizes do not
+    tile (a record no reader can place)."""
+    if tagged.records is not None:
+        return tagged.records
+    if tagged.tag_id & _NOT_SIPA:
+        return None
+    return parse_sipa(struct.pack("<II", tagged.tag_id, len(tagged.data)) + tagged.data)
+
+
+#: The bits no SIPA event type sets (wbcl.h: a class in bits 16-19, a type below it, the
+#: aggregation and trust-point flags in the top two).
+_NOT_SIPA = 0x3FF00000
+
+
 def _windows_facts(events: Sequence[Event]) -> WindowsFacts | None:
-    """The SIPA facts of the EV_EVENT_TAG events in PCRs 12-14 (before each PCR's separator);
-    None where there are none (not a Windows boot)."""
+    """The SIPA facts of the EV_EVENT_TAG events in PCRs 12-14 (before each PCR's separator),
+    every one read (``sipa_records``); None where there are none (not a Windows boot)."""
     records: list[tuple[int, SipaRecord]] = []
     for event in events:
         decoded = event.decoded
-        if isinstance(decoded, TaggedEvent) and decoded.records is not None:
-            records.extend((event.pcr, record) for record in decoded.records)
+        found = sipa_records(decoded) if isinstance(decoded, TaggedEvent) else None
+        if found is not None:
+            records.extend((event.pcr, record) for record in found)
     if not records:
         return None
     state = _WindowsState()
