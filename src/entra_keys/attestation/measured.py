@@ -35,7 +35,6 @@ from ..tcg.eventlog import (
     BootFacts,
     EfiVariable,
     EventLog,
-    FrozenMapping,
     LoadedImage,
     Measurement,
     Separator,
@@ -51,6 +50,7 @@ from ..tcg.structures import (
     TPMSQuoteInfo,
     hash_info_by_name,
 )
+from ..tcg.wire import FrozenMapping
 
 #: EV_NO_ACTION: logged, never extended (PFP 1.05 §10.4.5).
 _EV_NO_ACTION = 0x00000003

@@ -36,7 +36,7 @@ checked in the order above. Results are frozen and own their data. Trust is one 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -77,6 +77,7 @@ from ..tcg.structures import (
     TPMTSignature,
     hash_info_by_name,
 )
+from ..tcg.wire import FrozenMapping
 from .ak import (
     AKPublic,
     ResolvedAK,
@@ -470,30 +471,6 @@ def _check_nonce(attest: TPMSAttest, nonce: bytes, policy: TrustPolicy) -> Nonce
 # --- quotes --------------------------------------------------------------------------------
 
 
-class _ReadOnly(Mapping[Any, Any]):
-    """A read-only mapping a result owns (its PCR values); it pickles."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: dict[Any, Any]) -> None:
-        self._data = data  # a dict the verifier made for this result alone
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return _ReadOnly, (self._data,)
-
-
 @dataclass(frozen=True)
 class QuoteResult:
     """A verified quote: the PCR values the TPM vouches for (by bank name) and what it signed."""
@@ -597,8 +574,8 @@ def verify_quote(
         attest=parsed,
         signature=sig,
         nonce=inputs.nonce,
-        pcr_values=_ReadOnly(
-            {HASH_ALGORITHMS[alg].name: _ReadOnly(dict(v)) for alg, v in quoted.values.items()}
+        pcr_values=FrozenMapping(
+            {HASH_ALGORITHMS[alg].name: FrozenMapping(v) for alg, v in quoted.values.items()}
         ),
         pcr_digest=quoted.digest,
         hardware_backed=not software and trust.evidence is not AKEvidence.UNVERIFIED,

@@ -35,11 +35,10 @@ import dataclasses
 import errno
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
 from cryptography.hazmat.primitives import hashes
@@ -67,7 +66,7 @@ from ._efi import (
     text_of,
 )
 from .wire import HASH_ALGORITHMS as WIRE_HASHES
-from .wire import TPM_ALG_SM3_256, readable_bytes
+from .wire import TPM_ALG_SM3_256, FrozenMapping, readable_bytes
 
 __all__ = [
     "BITLOCKER_FLAGS",
@@ -88,7 +87,6 @@ __all__ = [
     "EventLog",
     "EventText",
     "FirmwareBlob",
-    "FrozenMapping",
     "GptData",
     "HcrtmComponent",
     "ImageLoad",
@@ -130,35 +128,6 @@ MAX_EVENT_DATA = 1024 * 1024
 KERNEL_EVENT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
 #: The most algorithms a Spec ID event may declare, hence digests per event.
 MAX_ALGORITHMS = 16
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class FrozenMapping(Mapping[_K, _V]):
-    """A read-only mapping a parsed log or its facts own (an event's digests, the facts'
-    measurements); unlike ``MappingProxyType`` it pickles, so that a result carrying a log
-    crosses to and from a ``VerifierPool`` worker."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[_K, _V]) -> None:
-        self._data = dict(data)  # its own copy: nothing outside changes it
-
-    def __getitem__(self, key: _K) -> _V:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[_K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return FrozenMapping, (self._data,)
 
 
 #: TPM_ALG_ID -> (bank name, digest size) of the banks a log may carry: tcg.wire's SHA family,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 
@@ -67,6 +67,7 @@ __all__ = [
     "U16",
     "U32",
     "U64",
+    "FrozenMapping",
     "HashInfo",
     "Reader",
     "as_bytes",
@@ -125,6 +126,36 @@ TPM_ECC_NIST_P224 = 0x0002
 TPM_ECC_NIST_P256 = 0x0003
 TPM_ECC_NIST_P384 = 0x0004
 TPM_ECC_NIST_P521 = 0x0005
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class FrozenMapping(Mapping[_K, _V]):
+    """A read-only mapping a result owns (a quote's PCR values, an event's digests, boot
+    facts' measurements); unlike ``MappingProxyType`` it pickles, so that a result crosses to
+    and from a ``VerifierPool`` worker."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[_K, _V]) -> None:
+        self._data = dict(data)  # its own copy: nothing outside changes it
+
+    def __getitem__(self, key: _K) -> _V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[_K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return FrozenMapping, (self._data,)
 
 
 class TPMA_OBJECT(enum.IntFlag):  # noqa: N801 - the specification's name
