@@ -421,7 +421,7 @@ def test_a_cbc_attempt_is_reserved_before_it_opens_and_given_back_on_success(
         for _ in range(2):
             answer = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
             assert answer == (DecryptionError, session_module._NOT_DECRYPTED)
-        kind, message = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
+        _, message = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
         assert "refuses AES-CBC replies while 1 are being opened and 2 failed" in message
         release.set()
         thread.join()
