@@ -417,14 +417,16 @@ def test_a_cbc_attempt_is_reserved_before_it_opens_and_given_back_on_success(
     with prt.loaded():
         thread = threading.Thread(target=lambda: opened.append(prt.decrypt_reply(genuine, read)))
         thread.start()
-        assert reading.wait(60)
-        for _ in range(2):
-            answer = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
-            assert answer == (DecryptionError, session_module._NOT_DECRYPTED)
-        _, message = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
-        assert "refuses AES-CBC replies while 1 are being opened and 2 failed" in message
-        release.set()
-        thread.join()
+        try:
+            assert reading.wait(60)
+            for _ in range(2):
+                answer = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
+                assert answer == (DecryptionError, session_module._NOT_DECRYPTED)
+            _, message = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
+            assert "refuses AES-CBC replies while 1 are being opened and 2 failed" in message
+        finally:
+            release.set()
+            thread.join()
         assert opened == [TOKEN_REPLY]
         answer = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
         assert answer == (DecryptionError, session_module._NOT_DECRYPTED)
