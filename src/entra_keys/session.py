@@ -31,8 +31,11 @@ spliced blocks make "is it still a JSON object" a byte-by-byte oracle), so the C
 opened only where the caller says so: ``allow_cbc=True``, or ``PRTSession.decrypt_reply``, which
 the protocol's reply parsers use with the reply's expected shape (required members, no error
 object: a CBC reply that is not the reply expected is the one DecryptionError, nothing of its
-plaintext in any message). ``require_gcm=True`` refuses it in every case. A ``PRTSession``
-counts the CBC replies that fail: after ``CBC_FAILURE_LIMIT`` it refuses CBC replies for
+plaintext in any message). ``require_gcm=True`` refuses it in every case; both switches are
+True or False only (a TypeError otherwise: "no" would read as true). A ``PRTSession`` counts
+the CBC replies that fail: each takes an attempt under a lock before anything is derived,
+given back only once it opened (and was read), so that no more than ``CBC_FAILURE_LIMIT`` are
+answered even when they arrive at once; that many failed, it refuses CBC replies for
 ``CBC_LOCKOUT`` seconds, so an oracle that needs thousands of answers gets a few an hour.
 
 So that no padding oracle is offered, every failure once decryption begins (form, tag, padding,
@@ -758,11 +761,12 @@ class PRTSession:
         when it is not the reply expected.
 
         Under GCM the reply is authenticated and what ``read`` raises goes out as it is (a
-        ServiceError for the service's error object). Under CBC, what ``read`` refuses (a
-        missing member, a number out of range, an error object, which Entra sends in the clear)
-        is the one DecryptionError of a reply that does not decrypt, counted as a CBC failure:
-        a reply altered through its IV must decrypt to the whole expected reply to tell its
-        author anything, and nothing of its plaintext is in any message.
+        ServiceError for the service's error object). Under CBC, every EntraKeysError ``read``
+        raises (a missing member, a number out of range, an error object, which Entra sends in
+        the clear, a key in it that does not open) is the one DecryptionError of a reply that
+        does not decrypt, counted as a CBC failure: a reply altered through its IV must decrypt
+        to the whole expected reply to tell its author anything, and nothing of its plaintext
+        is in any message. So ``read`` does every check of the plaintext itself.
         """
         cbc = not _switch(require_gcm, "require_gcm")
         limit = self.max_response_size
