@@ -482,6 +482,29 @@ def test_cbc_bit_flips_that_keep_a_json_object_are_not_detected(
         prt.decrypt_response(assemble(head, iv, _flip(ciphertext, 2), tag), allow_cbc=True)
 
 
+def test_a_cbc_reply_can_lose_a_block_prefix_under_a_chosen_first_block(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """The risk that remains, stated precisely (SECURITY.md): with one known plaintext block
+    P[a], the IV C[a-1] xor P[a] xor Q in front of C[a..n] decrypts to Q || P[a+1..n], so a
+    token reply loses every member before the cut (scope) and gets a first block of the
+    attacker's choosing (token_type rewritten), and the parser takes it. require_gcm refuses
+    it."""
+    reply = (
+        b'{"token_type":"pop","scope":"openid profile offline_access https://graph.microsoft'
+        b'.com/.default","expires_in":"3599","access_token":"eyJ0.A.B","id_token":"eyJ0.C.D"}'
+    )
+    head, iv, ciphertext, tag = raw_parts(service.encrypt_response(reply, mode="cbc"))
+    blocks = [iv] + [ciphertext[i : i + 16] for i in range(0, len(ciphertext), 16)]
+    known, chosen = reply[32:48], b'{"token_type":"B'  # P[3], inside the predictable scope
+    forged = assemble(head, _xor(_xor(blocks[2], known), chosen), b"".join(blocks[3:]), tag)
+    got = parse_token_response(forged, prt)
+    assert "scope" not in got and got["token_type"].startswith("Bine_access https://graph")
+    assert got["access_token"] == "eyJ0.A.B"
+    with pytest.raises(DecryptionError):
+        parse_token_response(forged, prt, require_gcm=True)
+
+
 def test_pkcs7_strip_agrees_with_pyca() -> None:
     """The branch-free padding check gives pyca's answer for every pad byte and corruption."""
     blocks = [os.urandom(16) for _ in range(2000)]
