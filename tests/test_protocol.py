@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import hashlib
 import hmac
 import json
@@ -23,11 +24,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
 from entra_keys import KeyStore, KeyType, KeyUsage, Provider
+from entra_keys._json import b64url_decode, b64url_encode
 from entra_keys.errors import DecryptionError, EntraKeysError, InvalidData, ServiceError
 from entra_keys.protocol import (
     PRT,
@@ -933,6 +936,143 @@ def test_a_cbc_client_key_of_another_size_is_no_detail_for_an_oracle(
     with pytest.raises(InvalidData, match="is 32 bytes, not 47"):
         parse_prt_response(reply, transport_key, store, "prt")
     assert "prt" not in store
+
+
+def _cbc_probe(service: TokenService, captured: str, plain: bytes) -> str:
+    """The attacker's probe: a captured CBC block sent alone under the IV that makes it decrypt
+    to ``plain``. The test computes that IV with the service's key; the attacker finds it by
+    searching, one answer at a time (256 tries for a last byte of 0x01)."""
+    head, _, _, ciphertext_text, _ = captured.split(".")
+    header = json.loads(b64url_decode(head))
+    key = service.derived_key(base64.b64decode(header["ctx"]), kdf_version=1)
+    block = b64url_decode(ciphertext_text)[16:32]
+    decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()  # one block: the IV is chosen
+    intermediate = decryptor.update(block) + decryptor.finalize()
+    iv = bytes(a ^ b for a, b in zip(intermediate, plain, strict=True))
+    return ".".join([head, "", b64url_encode(iv), b64url_encode(block), ""])
+
+
+@pytest.mark.parametrize("key_type", [17, 23, 1, 99])
+def test_a_client_key_is_no_padding_oracle_in_a_replayed_prt_reply(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService, key_type: int
+) -> None:
+    """The attack: whoever can alter the plain PRT reply replays the session's session_key_jwe
+    (the device imports the same session key) and puts a block of a captured CBC reply, under
+    a chosen IV, in tgt_ad.clientKey. A keyType other than 18 had no pinned length, so the
+    clientKey opened exactly when its padding was valid: a padding oracle, no lockout. Now a
+    CBC clientKey opens only at its keyType's key length (17 and 23: 16 bytes, 1: 8), so the
+    probe that makes a valid one-byte pad fails as a wrong one does; a keyType of unknown
+    length (99) opens only under GCM."""
+    captured = service.encrypt_response(b'{"access_token":"eyJ0.SECRET-0123456789"}', mode="cbc")
+    right = _cbc_probe(service, captured, b"\x00" * 15 + b"\x01")
+    wrong = _cbc_probe(service, captured, b"\x00" * 15 + b"\x02")
+
+    def parse(client_key: str, **options: Any) -> PRT:
+        tgt_ad = {"keyType": key_type, "clientKey": client_key}
+        reply = prt_reply(service, transport_key, tgt_ad=tgt_ad)
+        return parse_prt_response(reply, transport_key, store, "prt", replace=True, **options)
+
+    seen = set()
+    for probe in (right, wrong):
+        with pytest.raises(DecryptionError) as caught:
+            parse(probe)
+        assert caught.value.__context__ is None
+        seen.add(str(caught.value))
+    assert len(seen) == 1 and "does not decrypt" in seen.pop()
+    assert "prt" not in store
+    # The genuine client key of the keyType's length opens in either form (or GCM only).
+    size = {17: 16, 23: 16, 1: 8, 99: 20}[key_type]
+    genuine = bytes(range(size))
+    prt = parse(service.encrypt_response(genuine, mode="gcm"))
+    assert prt.tgt_ad is not None and prt.tgt_ad.client_key == genuine
+    cbc = service.encrypt_response(genuine, mode="cbc")
+    if key_type == 99:
+        with pytest.raises(DecryptionError, match="does not decrypt"):
+            parse(cbc)
+    else:
+        prt = parse(cbc)
+        assert prt.tgt_ad is not None and prt.tgt_ad.client_key == genuine
+        with pytest.raises(DecryptionError, match="does not decrypt"):
+            parse(cbc, require_gcm=True)
+
+
+def test_parse_prt_response_takes_require_gcm_as_a_bool_only(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService
+) -> None:
+    """``require_gcm="no"`` is a TypeError before any key is imported, not a truthy switch."""
+    reply = prt_reply(service, transport_key, tgt_ad=tgt(service, AD_KEY, "cbc"))
+    for value in ("no", "", None, 1):
+        with pytest.raises(TypeError, match="True or False"):
+            parse_prt_response(reply, transport_key, store, "prt", require_gcm=value)  # type: ignore[arg-type]
+    assert "prt" not in store
+
+
+def test_a_cbc_renewal_that_is_not_the_whole_expected_reply_is_the_one_counted_failure(
+    prt_session: PRTSession, service: TokenService, transport_key: EntraPrivateKey
+) -> None:
+    """The checks of a renewal's plaintext that ran after it was opened (its client keys, a new
+    session_key_jwe, the transport key for it) were other errors, uncounted, some carrying the
+    plaintext (a clientKey's length, a session_key_jwe's alg). Under CBC each is now the one
+    DecryptionError, unchained, counted toward the session's CBC limit, and the stored key is
+    unchanged; under GCM (authenticated) each says what it is."""
+    prt_session.cbc_failure_limit = 100  # every variant is to be answered
+    base = {"refresh_token": "r", "id_token": "i", "refresh_token_expires_in": 100}
+    header = b64url_encode(b'{"alg":"SECRETPLAINTEXT","enc":"A256GCM"}')
+    stranger = rsa.generate_private_key(65537, 2048).public_key()
+    raw16 = base64.b64encode(b"k" * 16).decode()
+    variants: list[tuple[dict[str, Any], dict[str, Any], type[Exception], str | None]] = [
+        ({"tgt_ad": {"keyType": 18, "clientKey": raw16}}, {}, InvalidData, "32 bytes, not 16"),
+        ({"tgt_ad": {"keyType": 18, "clientKey": "ab$"}}, {}, InvalidData, "base64"),
+        ({"tgt_ad": {"keyType": 18, "clientKey": "a.b.c"}}, {}, InvalidData, "5 segments"),
+        ({"tgt_ad": tgt(service, b"k" * 16, "gcm")}, {}, InvalidData, "32 bytes, not 16"),
+        ({"tgt_ad": tgt(TokenService(), AD_KEY, "cbc")}, {}, DecryptionError, "does not"),
+        (
+            {"session_key_jwe": header + ".a.a.a.a"},
+            {"transport_key": transport_key},
+            InvalidData,
+            "SECRETPLAINTEXT",
+        ),
+        ({"session_key_jwe": "x.y.z.w.v"}, {}, InvalidData, "pass the transport key"),
+        (
+            {"session_key_jwe": TokenService().session_key_jwe(stranger)},
+            {"transport_key": transport_key},
+            DecryptionError,
+            None,
+        ),
+    ]
+    one = failure_of(
+        lambda: parse_refresh_response(TokenService().encrypt_response(b"{}"), prt_session)
+    )
+    ctx = b"k" * 24
+    for members, options, kind, detail in variants:
+        plain = json.dumps({**base, **members}).encode()
+        before = prt_session._cbc_failures
+        cbc = service.encrypt_response(plain, mode="cbc")
+        assert (
+            failure_of(functools.partial(parse_refresh_response, cbc, prt_session, **options))
+            == one
+        )
+        assert prt_session._cbc_failures == before + 1, members
+        gcm = service.encrypt_response(plain, mode="gcm")
+        with pytest.raises(kind, match=detail):
+            parse_refresh_response(gcm, prt_session, **options)
+        assert prt_session._cbc_failures == before + 1
+        assert prt_session.derive_key(ctx, kdf_version=1) == kbkdf(service.session_key, ctx)
+    # The control: the whole expected reply opens under CBC, a new session key included.
+    renewed = TokenService()
+    plain = json.dumps({**base, "session_key_jwe": renewed.session_key_jwe(public(transport_key))})
+    cbc = service.encrypt_response(plain.encode(), mode="cbc")
+    assert parse_refresh_response(cbc, prt_session, transport_key=transport_key).refresh_token
+    assert prt_session.derive_key(ctx, kdf_version=1) == kbkdf(renewed.session_key, ctx)
+
+
+def failure_of(call: Any) -> tuple[type[BaseException], str]:
+    """The type and message of the EntraKeysError ``call`` raises, which must be unchained (a
+    chained exception would carry what the plaintext held)."""
+    with pytest.raises(EntraKeysError) as caught:
+        call()
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+    return type(caught.value), str(caught.value)
 
 
 # -- session-key-signed requests ------------------------------------------------------------

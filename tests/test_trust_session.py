@@ -17,6 +17,7 @@ import os
 import pickle
 import statistics
 import sys
+import threading
 import time
 import tracemalloc
 import unicodedata
@@ -349,6 +350,119 @@ def test_the_json_format_oracle_gets_no_answer_from_the_token_reply_parser(
         assert parse_token_response(reply, prt)["access_token"].endswith("secret7")
 
 
+def _locked_session(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService
+) -> PRTSession:
+    """A session with the default CBC lockout (the ``prt`` fixture turns it off)."""
+    return PRTSession.create(
+        store, "locked", transport_key, service.session_key_jwe(public(transport_key))
+    )
+
+
+def test_concurrent_cbc_probes_get_no_more_answers_than_the_limit(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService
+) -> None:
+    """The check-then-count race: 12 threads each send an altered CBC reply (a random IV, each
+    answer one oracle bit) at once. Every attempt is reserved under the lock before anything is
+    derived, so at most CBC_FAILURE_LIMIT are decrypted and answered; the rest are refused
+    without being opened, and the session is then locked out."""
+    prt = _locked_session(store, transport_key, service)
+    genuine = service.encrypt_response(
+        b'{"access_token":"' + b"A" * 60_000 + b'","token_type":"pop"}', mode="cbc"
+    )
+    head, _, ciphertext, tag = raw_parts(genuine)
+    probes = [assemble(head, os.urandom(16), ciphertext, tag) for _ in range(12)]
+    barrier = threading.Barrier(len(probes))
+    answers: list[str] = []
+
+    def attempt(body: str) -> None:
+        barrier.wait()
+        kind, message = failure(functools.partial(prt.decrypt_response, body, allow_cbc=True))
+        assert kind is DecryptionError
+        answers.append("answered" if message == session_module._NOT_DECRYPTED else message)
+
+    with prt.loaded():
+        threads = [threading.Thread(target=attempt, args=(body,)) for body in probes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(answers) == len(probes)
+        assert answers.count("answered") == session_module.CBC_FAILURE_LIMIT
+        assert all("refuses AES-CBC replies" in a for a in answers if a != "answered")
+        assert prt._cbc_failures == session_module.CBC_FAILURE_LIMIT and not prt._cbc_pending
+        locked = failure(functools.partial(prt.decrypt_response, genuine, allow_cbc=True))
+        assert "refuses AES-CBC replies for" in locked[1]
+
+
+def test_a_cbc_attempt_is_reserved_before_it_opens_and_given_back_on_success(
+    store: KeyStore, transport_key: EntraPrivateKey, service: TokenService
+) -> None:
+    """While a genuine CBC reply is being read (its attempt reserved), two probes are answered
+    and a third is refused unopened: failed and pending attempts together reach the limit. The
+    genuine reply opens and gives its attempt back, so one more probe is answered, which locks
+    the session out."""
+    prt = _locked_session(store, transport_key, service)
+    genuine = service.encrypt_response(TOKEN_REPLY, mode="cbc")
+    head, _, ciphertext, tag = raw_parts(genuine)
+    probe = assemble(head, os.urandom(16), ciphertext, tag)
+    reading, release = threading.Event(), threading.Event()
+    opened: list[bytes] = []
+
+    def read(plain: bytes) -> bytes:
+        reading.set()
+        assert release.wait(60)
+        return plain
+
+    with prt.loaded():
+        thread = threading.Thread(target=lambda: opened.append(prt.decrypt_reply(genuine, read)))
+        thread.start()
+        try:
+            assert reading.wait(60)
+            for _ in range(2):
+                answer = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
+                assert answer == (DecryptionError, session_module._NOT_DECRYPTED)
+            _, message = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
+            assert "refuses AES-CBC replies while 1 are being opened and 2 failed" in message
+        finally:
+            release.set()
+            thread.join()
+        assert opened == [TOKEN_REPLY]
+        answer = failure(functools.partial(prt.decrypt_response, probe, allow_cbc=True))
+        assert answer == (DecryptionError, session_module._NOT_DECRYPTED)
+        locked = failure(functools.partial(prt.decrypt_response, genuine, allow_cbc=True))
+        assert "refuses AES-CBC replies for" in locked[1]
+        assert prt._cbc_failures == 3 and not prt._cbc_pending
+
+
+@pytest.mark.parametrize("value", ["no", "false", "", 1, 0, None, [0]])
+def test_the_cbc_switches_take_only_bools(
+    prt: PRTSession, service: TokenService, value: object
+) -> None:
+    """``allow_cbc="no"`` opened the unauthenticated form and ``require_gcm=None`` left it open
+    (truthiness): every reader and parser takes True or False only, else a TypeError, before
+    anything is opened."""
+    cbc = service.encrypt_response(TOKEN_REPLY, mode="cbc")
+    bad: Any = value
+    calls: list[Callable[[], object]] = [
+        lambda: decrypt_response(prt.key, cbc, allow_cbc=bad),
+        lambda: decrypt_response(prt.key, cbc, allow_cbc=True, require_gcm=bad),
+        lambda: session_module.decrypt_jwe(prt.key, cbc, allow_cbc=bad),
+        lambda: session_module.decrypt_jwe(prt.key, cbc, allow_cbc=True, require_gcm=bad),
+        lambda: prt.decrypt_response(cbc, allow_cbc=bad),
+        lambda: prt.decrypt_response(cbc, allow_cbc=True, require_gcm=bad),
+        lambda: prt.decrypt_jwe(cbc, allow_cbc=bad),
+        lambda: prt.decrypt_jwe(cbc, allow_cbc=True, require_gcm=bad),
+        lambda: prt.decrypt_reply(cbc, bytes, require_gcm=bad),
+        lambda: parse_token_response(cbc, prt, require_gcm=bad),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="is True or False"):
+            call()
+    assert not prt._cbc_failures and not prt._cbc_pending
+    assert parse_token_response(cbc, prt, require_gcm=False)["token_type"] == "Bearer"
+
+
 def test_cbc_bit_flips_that_keep_a_json_object_are_not_detected(
     prt: PRTSession, service: TokenService
 ) -> None:
@@ -366,6 +480,29 @@ def test_cbc_bit_flips_that_keep_a_json_object_are_not_detected(
     head, iv, ciphertext, tag = raw_parts(gcm)
     with pytest.raises(DecryptionError):
         prt.decrypt_response(assemble(head, iv, _flip(ciphertext, 2), tag), allow_cbc=True)
+
+
+def test_a_cbc_reply_can_lose_a_block_prefix_under_a_chosen_first_block(
+    prt: PRTSession, service: TokenService
+) -> None:
+    """The risk that remains, stated precisely (SECURITY.md): with one known plaintext block
+    P[a], the IV C[a-1] xor P[a] xor Q in front of C[a..n] decrypts to Q || P[a+1..n], so a
+    token reply loses every member before the cut (scope) and gets a first block of the
+    attacker's choosing (token_type rewritten), and the parser takes it. require_gcm refuses
+    it."""
+    reply = (
+        b'{"token_type":"pop","scope":"openid profile offline_access https://graph.microsoft'
+        b'.com/.default","expires_in":"3599","access_token":"eyJ0.A.B","id_token":"eyJ0.C.D"}'
+    )
+    head, iv, ciphertext, tag = raw_parts(service.encrypt_response(reply, mode="cbc"))
+    blocks = [iv] + [ciphertext[i : i + 16] for i in range(0, len(ciphertext), 16)]
+    known, chosen = reply[32:48], b'{"token_type":"B'  # P[3], inside the predictable scope
+    forged = assemble(head, _xor(_xor(blocks[2], known), chosen), b"".join(blocks[3:]), tag)
+    got = parse_token_response(forged, prt)
+    assert "scope" not in got and got["token_type"].startswith("Bine_access https://graph")
+    assert got["access_token"] == "eyJ0.A.B"
+    with pytest.raises(DecryptionError):
+        parse_token_response(forged, prt, require_gcm=True)
 
 
 def test_pkcs7_strip_agrees_with_pyca() -> None:

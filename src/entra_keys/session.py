@@ -31,8 +31,11 @@ spliced blocks make "is it still a JSON object" a byte-by-byte oracle), so the C
 opened only where the caller says so: ``allow_cbc=True``, or ``PRTSession.decrypt_reply``, which
 the protocol's reply parsers use with the reply's expected shape (required members, no error
 object: a CBC reply that is not the reply expected is the one DecryptionError, nothing of its
-plaintext in any message). ``require_gcm=True`` refuses it in every case. A ``PRTSession``
-counts the CBC replies that fail: after ``CBC_FAILURE_LIMIT`` it refuses CBC replies for
+plaintext in any message). ``require_gcm=True`` refuses it in every case; both switches are
+True or False only (a TypeError otherwise: "no" would read as true). A ``PRTSession`` counts
+the CBC replies that fail: each takes an attempt under a lock before anything is derived,
+given back only once it opened (and was read), so that no more than ``CBC_FAILURE_LIMIT`` are
+answered even when they arrive at once; that many failed, it refuses CBC replies for
 ``CBC_LOCKOUT`` seconds, so an oracle that needs thousands of answers gets a few an hour.
 
 So that no padding oracle is offered, every failure once decryption begins (form, tag, padding,
@@ -58,7 +61,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -77,6 +80,7 @@ from ._json import (
 )
 from .errors import (
     DecryptionError,
+    EntraKeysError,
     InvalidData,
     KeyUsageError,
     ServiceError,
@@ -424,15 +428,15 @@ def decrypt_response(
     decryption begins (form, tag, padding, UTF-8, JSON, not an object, CBC where not allowed)
     is one DecryptionError with one message, so that no padding oracle is offered.
     """
+    cbc = _switch(allow_cbc, "allow_cbc") and not _switch(require_gcm, "require_gcm")
     limit = _check_limit(max_response_size)
-    plain, _ = _open_jwe(
+    return _open_jwe(
         session_key,
         _response_text(body, limit),
         what="an encrypted response",
         json_limit=limit,
-        cbc=allow_cbc and not require_gcm,
+        cbc=cbc,
     )
-    return plain
 
 
 def _response_text(body: bytes | str, limit: int) -> str:
@@ -483,37 +487,29 @@ def decrypt_jwe(
     may be another key's); under GCM the length is authenticated and left to the caller to
     check.
     """
+    cbc = _switch(allow_cbc, "allow_cbc") and not _switch(require_gcm, "require_gcm")
     limit = _check_limit(max_size)
     if not isinstance(token, str):
         raise TypeError(f"a JWE is a str, not {type(token).__name__}")
     _refuse_oversize(len(token), limit, "characters")
-    plain, _ = _open_jwe(
-        session_key,
-        token,
-        what="a JWE",
-        json_limit=None,
-        cbc_size=size,
-        cbc=allow_cbc and not require_gcm,
-    )
-    return plain
+    return _open_jwe(session_key, token, what="a JWE", json_limit=None, cbc_size=size, cbc=cbc)
 
 
-def _open_jwe(
-    session_key: SessionKey,
-    text: str,
-    *,
-    what: str,
-    json_limit: int | None,
-    cbc: bool,
-    cbc_size: int | None = None,
-    guard: PRTSession | None = None,
-) -> tuple[bytes, bool]:
-    """Check a compact ``dir`` JWE's form and header (InvalidData) and open it (one
-    DecryptionError); the plaintext, and whether it came in the CBC form.
+class _Jwe(NamedTuple):
+    """A compact ``dir`` JWE of Entra's form and header, read but not opened."""
 
-    The CBC form is opened only with ``cbc``; with a ``guard`` (the session), only while it
-    takes CBC replies, and a CBC reply that fails counts against it.
-    """
+    header_b64: str
+    ctx: bytes
+    iv: bytes
+    ciphertext: bytes
+    tag: bytes
+    #: "gcm", "cbc", or None for any other IV and tag lengths (``_reply_form``).
+    form: str | None
+
+
+def _read_jwe(text: str, what: str) -> _Jwe:
+    """A compact ``dir`` JWE's segments, its form and header checked (InvalidData): all public,
+    so refused before any key is derived."""
     parts = _segments(text.strip(), 5, f"{what} (compact JWE)")
     header_b64 = parts[0]
     header = Members.load(_segment(header_b64, "JWE header"), "JWE header")
@@ -544,32 +540,71 @@ def _open_jwe(
     iv = _segment(parts[2], "JWE IV")
     ciphertext = _segment(parts[3], "JWE ciphertext")
     tag = _segment(parts[4], "JWE tag")
-    # From here on every failure is the same: form, lengths, tag, padding and content alike.
-    # The form is public (the lengths), so one not taken is refused before any key is derived.
-    form = _reply_form(iv, tag)
-    is_cbc = form == "cbc"
-    if form is None or (is_cbc and not cbc):
+    return _Jwe(header_b64, ctx, iv, ciphertext, tag, _reply_form(iv, tag))
+
+
+def _form_taken(jwe: _Jwe, cbc: bool) -> str:
+    """The one DecryptionError for a form not taken (the lengths are public: before any key is
+    derived). From here on every failure is the same: form, lengths, tag, padding, content."""
+    if jwe.form is None or (jwe.form == "cbc" and not cbc):
         raise DecryptionError(_NOT_DECRYPTED)
-    if is_cbc and guard is not None:
-        guard._refuse_cbc_while_locked()
-    key = derive_key(session_key, ctx, kdf_version=1)
+    return jwe.form
+
+
+def _decrypt(
+    session_key: SessionKey,
+    jwe: _Jwe,
+    form: str,
+    *,
+    json_limit: int | None,
+    cbc_size: int | None,
+) -> bytes:
+    """The plaintext of a JWE in a form taken (``_form_taken``), or the one DecryptionError."""
+    key = derive_key(session_key, jwe.ctx, kdf_version=1)
     plain = _open_response(
         key,
         form,
-        iv,
-        ciphertext,
-        tag,
-        header_b64.encode("ascii"),
+        jwe.iv,
+        jwe.ciphertext,
+        jwe.tag,
+        jwe.header_b64.encode("ascii"),
         json_limit=json_limit,
         cbc_size=cbc_size,
     )
     if plain is None:
-        if is_cbc and guard is not None:
-            guard._count_cbc_failure()
         # Raised outside any except block: no chained exception holds the failed plaintext.
         raise DecryptionError(_NOT_DECRYPTED)
     log.debug("decrypted a %d-byte JWE", len(plain))
-    return plain, is_cbc
+    return plain
+
+
+def _open_jwe(
+    session_key: SessionKey,
+    text: str,
+    *,
+    what: str,
+    json_limit: int | None,
+    cbc: bool,
+    cbc_size: int | None = None,
+) -> bytes:
+    """Check a compact ``dir`` JWE's form and header (InvalidData) and open it (one
+    DecryptionError), the CBC form only with ``cbc``; nothing counts (``PRTSession._open``
+    does)."""
+    jwe = _read_jwe(text, what)
+    form = _form_taken(jwe, cbc)
+    return _decrypt(session_key, jwe, form, json_limit=json_limit, cbc_size=cbc_size)
+
+
+def _switch(value: object, name: str) -> bool:
+    """A caller's switch: True or False only (a string such as "no" is a caller's bug that
+    truthiness would read as True)."""
+    if type(value) is not bool:
+        raise TypeError(f"{name} is True or False, not {value!r:.40}")
+    return value
+
+
+def _identity(plain: bytes) -> bytes:
+    return plain
 
 
 def _shown(value: object) -> str:
@@ -631,6 +666,7 @@ class PRTSession:
         self.key = key
         self._cbc_lock = threading.Lock()
         self._cbc_failures = 0
+        self._cbc_pending = 0
         self._cbc_locked_until = 0.0
 
     @classmethod
@@ -703,18 +739,17 @@ class PRTSession:
         is ``max_response_size`` if given, else the session's ``max_response_size``. The
         unauthenticated CBC form opens only with ``allow_cbc=True`` (not with ``require_gcm``),
         and only while the session takes CBC replies (``cbc_failure_limit``)."""
+        cbc = _switch(allow_cbc, "allow_cbc") and not _switch(require_gcm, "require_gcm")
         limit = _check_limit(
             self.max_response_size if max_response_size is None else max_response_size
         )
-        plain, _ = _open_jwe(
-            self.key,
+        return self._open(
             _response_text(body, limit),
+            _identity,
             what="an encrypted response",
             json_limit=limit,
-            cbc=allow_cbc and not require_gcm,
-            guard=self,
+            cbc=cbc,
         )
-        return plain
 
     def decrypt_reply(
         self, body: bytes | str, read: Callable[[bytes], _T], *, require_gcm: bool = False
@@ -726,30 +761,22 @@ class PRTSession:
         when it is not the reply expected.
 
         Under GCM the reply is authenticated and what ``read`` raises goes out as it is (a
-        ServiceError for the service's error object). Under CBC, what ``read`` refuses (a
-        missing member, a number out of range, an error object, which Entra sends in the clear)
-        is the one DecryptionError of a reply that does not decrypt, counted as a CBC failure:
-        a reply altered through its IV must decrypt to the whole expected reply to tell its
-        author anything, and nothing of its plaintext is in any message.
+        ServiceError for the service's error object). Under CBC, every EntraKeysError ``read``
+        raises (a missing member, a number out of range, an error object, which Entra sends in
+        the clear, a key in it that does not open) is the one DecryptionError of a reply that
+        does not decrypt, counted as a CBC failure: a reply altered through its IV must decrypt
+        to the whole expected reply to tell its author anything, and nothing of its plaintext
+        is in any message. So ``read`` does every check of the plaintext itself.
         """
+        cbc = not _switch(require_gcm, "require_gcm")
         limit = self.max_response_size
-        plain, is_cbc = _open_jwe(
-            self.key,
+        return self._open(
             _response_text(body, _check_limit(limit)),
+            read,
             what="an encrypted response",
             json_limit=limit,
-            cbc=not require_gcm,
-            guard=self,
+            cbc=cbc,
         )
-        if not is_cbc:
-            return read(plain)
-        try:
-            return read(plain)
-        except InvalidData:  # ServiceError included
-            pass
-        # Raised outside the except block: no chained exception holds the plaintext.
-        self._count_cbc_failure()
-        raise DecryptionError(_NOT_DECRYPTED)
 
     def decrypt_jwe(
         self,
@@ -762,43 +789,83 @@ class PRTSession:
         """The plaintext bytes of a ``dir`` JWE that need not hold JSON (a Kerberos clientKey);
         see ``decrypt_jwe``. Bounded by the session's ``max_response_size``; the CBC form only
         with ``allow_cbc=True`` and while the session takes CBC replies."""
+        cbc = _switch(allow_cbc, "allow_cbc") and not _switch(require_gcm, "require_gcm")
         limit = _check_limit(self.max_response_size)
         if not isinstance(token, str):
             raise TypeError(f"a JWE is a str, not {type(token).__name__}")
         _refuse_oversize(len(token), limit, "characters")
-        plain, _ = _open_jwe(
-            self.key,
-            token,
-            what="a JWE",
-            json_limit=None,
-            cbc_size=size,
-            cbc=allow_cbc and not require_gcm,
-            guard=self,
-        )
-        return plain
+        return self._open(token, _identity, what="a JWE", json_limit=None, cbc=cbc, cbc_size=size)
 
-    def _refuse_cbc_while_locked(self) -> None:
-        """A DecryptionError, before anything is derived, while the session refuses CBC; the
-        count starts again once the lockout has passed."""
+    def _open(
+        self,
+        text: str,
+        read: Callable[[bytes], _T],
+        *,
+        what: str,
+        json_limit: int | None,
+        cbc: bool,
+        cbc_size: int | None = None,
+    ) -> _T:
+        """Open a reply and ``read`` it. A CBC reply first takes one of the session's attempts
+        (refused while none is left), and every failure, the decryption's or what ``read``
+        raises, is the one DecryptionError, its attempt counted as failed; a success gives its
+        attempt back. Under GCM what ``read`` raises goes out as it is."""
+        jwe = _read_jwe(text, what)
+        form = _form_taken(jwe, cbc)
+        if form == "gcm":
+            return read(_decrypt(self.key, jwe, form, json_limit=json_limit, cbc_size=cbc_size))
+        self._reserve_cbc_attempt()
+        failed = True
+        try:
+            plain = _decrypt(self.key, jwe, form, json_limit=json_limit, cbc_size=cbc_size)
+            try:
+                value = read(plain)
+                failed = False
+            except EntraKeysError:  # InvalidData, ServiceError, DecryptionError alike
+                pass
+        finally:
+            self._settle_cbc_attempt(failed)
+        if failed:
+            # Raised outside the except block: no chained exception holds the plaintext.
+            raise DecryptionError(_NOT_DECRYPTED)
+        return value
+
+    def _reserve_cbc_attempt(self) -> None:
+        """Take one CBC attempt before anything is derived, counted as failed until it is
+        settled, so that concurrent replies cannot all be answered: a DecryptionError while the
+        session is locked out or its failed and pending attempts reach ``cbc_failure_limit``.
+        The count starts again once the lockout has passed."""
         with self._cbc_lock:
-            if not self._cbc_locked_until:
-                return
-            left = self._cbc_locked_until - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if self._cbc_locked_until and self._cbc_locked_until <= now:
                 self._cbc_failures, self._cbc_locked_until = 0, 0.0
+            failures, pending = self._cbc_failures, self._cbc_pending
+            if not self._cbc_locked_until and failures + pending < self.cbc_failure_limit:
+                self._cbc_pending += 1
                 return
-            failures = self._cbc_failures
+            left = max(self._cbc_locked_until - now, 0.0)
+        if left:
+            raise DecryptionError(
+                f"this session refuses AES-CBC replies for {left:.0f} s more: {failures} failed "
+                "to open (the unauthenticated form, which an attacker can probe by altering "
+                "replies); GCM replies still open"
+            )
         raise DecryptionError(
-            f"this session refuses AES-CBC replies for {left:.0f} s more: {failures} failed to "
-            "open (the unauthenticated form, which an attacker can probe by altering replies); "
-            "GCM replies still open"
+            f"this session refuses AES-CBC replies while {pending} are being opened and "
+            f"{failures} failed (at most {self.cbc_failure_limit} may be at stake at once: the "
+            "unauthenticated form, which an attacker can probe by altering replies); GCM "
+            "replies still open"
         )
 
-    def _count_cbc_failure(self) -> None:
+    def _settle_cbc_attempt(self, failed: bool) -> None:
+        """Give a reserved attempt back (the reply opened) or count it as failed, locking the
+        session out for ``cbc_lockout`` seconds once ``cbc_failure_limit`` have failed."""
         with self._cbc_lock:
-            self._cbc_failures += 1
-            if self._cbc_failures >= self.cbc_failure_limit:
-                self._cbc_locked_until = time.monotonic() + self.cbc_lockout
+            self._cbc_pending -= 1
+            if failed:
+                self._cbc_failures += 1
+                if self._cbc_failures >= self.cbc_failure_limit and not self._cbc_locked_until:
+                    self._cbc_locked_until = time.monotonic() + self.cbc_lockout
 
     def __repr__(self) -> str:
         backing = "hardware" if self.hardware_backed else "software"

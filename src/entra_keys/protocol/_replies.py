@@ -33,7 +33,25 @@ from ..store.keystore import KeyStore
 KERBEROS_KEY_NONE = 0
 #: ``keyType`` aes256-cts-hmac-sha1-96 (RFC 3962): a 32-byte client key.
 KERBEROS_AES256_CTS = 18
-_CLIENT_KEY_BYTES = {KERBEROS_AES256_CTS: 32}
+# The key length of each Kerberos encryption type: des-cbc-crc, des-cbc-md5 (RFC 3961 §6.2),
+# des3-cbc-sha1-kd (§6.3), aes128/256-cts-hmac-sha1-96 (RFC 3962), aes128-cts-hmac-sha256-128,
+# aes256-cts-hmac-sha384-192 (RFC 8009), rc4-hmac, rc4-hmac-exp (RFC 4757), camellia128/256-
+# cts-cmac (RFC 6803). A CBC clientKey opens only at its type's exact length: at least 8 pad
+# bytes must then be right at once, which leaves no padding oracle (2**64 tries, not 256 a
+# byte). A keyType not here has a clientKey opened only in the authenticated GCM form.
+_CLIENT_KEY_BYTES = {
+    1: 8,
+    3: 8,
+    16: 24,
+    17: 16,
+    KERBEROS_AES256_CTS: 32,
+    19: 16,
+    20: 32,
+    23: 16,
+    24: 16,
+    25: 16,
+    26: 32,
+}
 # Kerberos numbers (encryption types, account types) are 32-bit signed (RFC 4120 §5.2.9).
 _INT32 = (-(2**31), 2**31 - 1)
 # The longest refresh_token_expires_in taken, in seconds (a 32-bit count, 68 years): a date
@@ -158,12 +176,16 @@ def _tgt(value: object, what: str) -> _Tgt | None:
     return _Tgt(key_type, client_key if key_type != KERBEROS_KEY_NONE else None, fields)
 
 
-def _open_tgt(spec: _Tgt | None, key: SessionKey, what: str) -> KerberosTGT | None:
+def _open_tgt(
+    spec: _Tgt | None, key: SessionKey, what: str, require_gcm: bool
+) -> KerberosTGT | None:
     if spec is None:
         return None
     expected = _CLIENT_KEY_BYTES.get(spec.key_type)
     client_key = (
-        None if spec.client_key is None else _open_client_key(key, spec.client_key, expected)
+        None
+        if spec.client_key is None
+        else _open_client_key(key, spec.client_key, expected, require_gcm)
     )
     if client_key is not None and expected is not None and len(client_key) != expected:
         raise InvalidData(
@@ -173,15 +195,16 @@ def _open_tgt(spec: _Tgt | None, key: SessionKey, what: str) -> KerberosTGT | No
     return KerberosTGT(spec.key_type, client_key, **spec.fields)
 
 
-def _open_client_key(key: SessionKey, token: str, size: int | None) -> bytes:
+def _open_client_key(key: SessionKey, token: str, size: int | None, require_gcm: bool) -> bytes:
     """A clientKey's plaintext: the bytes of a ``dir`` JWE opened with KDF v1 over its ctx
     (12-byte IV AES-256-GCM, AAD the header; 16-byte IV AES-256-CBC + PKCS#7), or plain base64.
 
     A client key is raw key bytes (roadlib hex-encodes them, Himmelblau takes 32 bytes), so it
-    is opened by ``session.decrypt_jwe`` (``PRTSession.decrypt_jwe``), not by
-    ``decrypt_response``, which insists on JSON; every failure once decryption begins is the
-    same DecryptionError, a CBC plaintext not ``size`` bytes long included (its length is not
-    authenticated: it may be another session's key).
+    is opened by ``session.decrypt_jwe``, not by ``decrypt_response``, which insists on JSON;
+    every failure once decryption begins is the same DecryptionError, a CBC plaintext not
+    ``size`` bytes long included (its length is not authenticated: it may be another session's
+    key). The CBC form is taken only with a ``size`` (a keyType of known length) and without
+    ``require_gcm``: whether an unpinned CBC token opens is a padding oracle on it.
     """
     if "." not in token:
         try:
@@ -190,9 +213,10 @@ def _open_client_key(key: SessionKey, token: str, size: int | None) -> bytes:
             raise InvalidData(f"a clientKey that is no JWE is base64: {exc}") from exc
     if token.count(".") != 4:
         raise InvalidData(f"a clientKey JWE has 5 segments, this one has {token.count('.') + 1}")
-    # The CBC form (roadlib, Himmelblau: either) is taken: a clientKey is read from the PRT
-    # reply, whose plain form only TLS protects anyway, or from inside an encrypted renewal.
-    return decrypt_jwe(key, token, size=size, allow_cbc=True)
+    # The CBC form (roadlib, Himmelblau: either) is taken at a pinned length. Nothing counts
+    # here: a plain PRT reply makes a new session each time, and a renewal's reply is counted
+    # as a whole (PRTSession.decrypt_reply).
+    return decrypt_jwe(key, token, size=size, allow_cbc=size is not None, require_gcm=require_gcm)
 
 
 @dataclass
@@ -246,15 +270,15 @@ def _prt_fields(fields: Members, moment: datetime.datetime) -> _Prt:
     )
 
 
-def _prt(parsed: _Prt, session: PRTSession, key: SessionKey, what: str) -> PRT:
+def _prt(parsed: _Prt, session: PRTSession, key: SessionKey, what: str, require_gcm: bool) -> PRT:
     return PRT(
         session=session,
         refresh_token=parsed.refresh_token,
         refresh_token_expires_at=parsed.expires_at,
         id_token=parsed.id_token,
         token_type=parsed.token_type,
-        tgt_ad=_open_tgt(parsed.tgt_ad, key, f"{what}'s tgt_ad"),
-        tgt_cloud=_open_tgt(parsed.tgt_cloud, key, f"{what}'s tgt_cloud"),
+        tgt_ad=_open_tgt(parsed.tgt_ad, key, f"{what}'s tgt_ad", require_gcm),
+        tgt_cloud=_open_tgt(parsed.tgt_cloud, key, f"{what}'s tgt_cloud", require_gcm),
         kerberos_top_level_names=parsed.top_level_names,
         reply=parsed.reply,
     )
@@ -269,6 +293,7 @@ def parse_prt_response(
     replace: bool = False,
     passphrase: bytes | None = None,
     received_at: datetime.datetime | None = None,
+    require_gcm: bool = False,
 ) -> PRT:
     """The PRT of a PRT reply: its session key imported into the provider and stored under
     ``name`` (as ``PRTSession.create`` does), its Kerberos client keys decrypted.
@@ -298,14 +323,21 @@ def parse_prt_response(
     (also one over ``MAX_JSON_SIZE``, 1 MiB, refused before it is decoded) is InvalidData, the
     service's error object a ``ServiceError``; a session key or client key for another key is
     DecryptionError.
+
+    A client key comes as a ``dir`` JWE under the new session key, GCM or CBC (roadlib and
+    Himmelblau take either): a CBC one opens only at its keyType's exact key length (so that
+    whoever alters the reply gets no padding oracle), one of a keyType whose length is not
+    known only under GCM, and ``require_gcm=True`` refuses the CBC form for every keyType.
     """
     what = "the PRT reply"
+    if type(require_gcm) is not bool:  # before any key is touched; "no" would read as True
+        raise TypeError(f"require_gcm is True or False, not {require_gcm!r:.40}")
     parsed = _prt_fields(Members.load(body, what), _received(received_at))
     if parsed.session_key_jwe is None:
         raise InvalidData(f"{what} has no 'session_key_jwe'")
     key = import_session_key(store.provider, transport_key, parsed.session_key_jwe)
     session = PRTSession(store, name, key)
-    prt = _prt(parsed, session, key, what)
+    prt = _prt(parsed, session, key, what, require_gcm)
     store.save_session_key(name, key, passphrase=passphrase, replace=replace)
     return prt
 
@@ -322,9 +354,12 @@ def parse_refresh_response(
     """The renewed PRT of a ``refresh_prt_request`` reply: an encrypted reply, a ``dir`` JWE
     under ``prt_session`` (``PRTSession.decrypt_reply``, at most its ``max_response_size``,
     1 MiB), GCM or the unauthenticated CBC form Entra sends renewals in (``require_gcm``
-    refuses CBC). A CBC reply that is not the whole expected reply (a member missing or out
-    of range, an error object) is the one DecryptionError and counts toward the session's
-    CBC limit, so that whoever alters it learns nothing of its plaintext.
+    refuses CBC, for the reply and its client keys). A CBC reply that is not the whole
+    expected reply (a member missing or out of range, an error object, a client key or a new
+    session key that does not open, a new session key without ``transport_key``) is the one
+    DecryptionError and counts toward the session's CBC limit, so that whoever alters it
+    learns nothing of its plaintext: every check of the plaintext runs before the reply is
+    settled.
 
     A plain body is refused (the service's error object as a ``ServiceError``): only the
     session can vouch for a reply that carries a PRT and, perhaps, a new session key. Its
@@ -336,21 +371,24 @@ def parse_refresh_response(
     if not isinstance(prt_session, PRTSession):
         raise InvalidData(f"a PRTSession opens the reply, not {type(prt_session).__name__}")
     moment = _received(received_at)  # the caller's value, checked before anything is opened
-    parsed = prt_session.decrypt_reply(
+
+    def read(plain: bytes) -> tuple[PRT, SessionKey | None]:
         # decrypt_reply bounded the reply: its plaintext is read whatever its size
-        body,
-        lambda plain: _prt_fields(Members.load(plain, what, max_size=len(plain)), moment),
-        require_gcm=require_gcm,
-    )
-    if parsed.session_key_jwe is None:
-        return _prt(parsed, prt_session, prt_session.key, what)
-    if transport_key is None:
-        raise InvalidData(f"{what} carries a new session key: pass the transport key")
-    key = import_session_key(prt_session.store.provider, transport_key, parsed.session_key_jwe)
-    prt = _prt(parsed, prt_session, key, what)
-    # PRTSession.renew, once the reply is known good (renew would decrypt the key again).
-    prt_session.store.save_session_key(prt_session.name, key, passphrase=passphrase, replace=True)
-    prt_session.key = key
+        parsed = _prt_fields(Members.load(plain, what, max_size=len(plain)), moment)
+        if parsed.session_key_jwe is None:
+            return _prt(parsed, prt_session, prt_session.key, what, require_gcm), None
+        if transport_key is None:
+            raise InvalidData(f"{what} carries a new session key: pass the transport key")
+        key = import_session_key(prt_session.store.provider, transport_key, parsed.session_key_jwe)
+        return _prt(parsed, prt_session, key, what, require_gcm), key
+
+    prt, key = prt_session.decrypt_reply(body, read, require_gcm=require_gcm)
+    if key is not None:
+        # PRTSession.renew, once the reply is known good (renew would decrypt the key again).
+        prt_session.store.save_session_key(
+            prt_session.name, key, passphrase=passphrase, replace=True
+        )
+        prt_session.key = key
     return prt
 
 
