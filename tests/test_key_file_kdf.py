@@ -241,3 +241,49 @@ def test_scrypt_at_or_above_what_entra_keys_writes_loads(
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         assert store.info("weak").pin is pin
         store.delete("weak")
+
+
+@pytest.mark.parametrize(
+    ("salt", "nonce"), [(16, 0), (16, 7), (16, 13), (15, 12)], ids=["n0", "n7", "n13", "salt15"]
+)
+def test_a_session_key_file_with_a_damaged_salt_or_nonce_is_corrupt(
+    store: KeyStore, salt: int, nonce: int
+) -> None:
+    """A nonce under 8 bytes was AESGCM's untyped ValueError, after a full scrypt run: every
+    salt or nonce length but the written ones is KeyFileCorrupt, before scrypt runs."""
+    der = software._der_octets(os.urandom(salt), os.urandom(nonce), os.urandom(48))
+    pem = software._pem(software.PEM_LABEL_ENCRYPTED_SESSION_KEY, der)
+    path = store.path / "prt.pem"
+    path.write_bytes(b"Entra-Keys-Type: hmac-sha256\nEntra-Keys-Usage: derive\n" + pem)
+    path.chmod(0o600)
+    for load in (
+        lambda: SoftwareProvider().session_key_from_pem(pem, PASSPHRASE),
+        lambda: store.load_session_key("prt", passphrase=PASSPHRASE),
+    ):
+        started = time.perf_counter()
+        with pytest.raises(KeyFileCorrupt, match="salt or nonce is damaged"):
+            load()
+        assert time.perf_counter() - started < FAST
+
+
+def test_a_pin_key_whose_file_is_not_encrypted_is_refused(store: KeyStore) -> None:
+    """The store records a PIN, the PKCS#8 is plain: it opened with any PIN and was written
+    again still plain under the PIN header. It never held its PIN: KeyFileCorrupt for every
+    PIN, and the file is left as it is."""
+    store.create("ngc", KeyType.ECC256, KeyUsage.SIGN, pin=PIN)
+    path = store.path / "ngc.pem"
+    header = b"".join(
+        line for line in path.read_bytes().splitlines(keepends=True) if line.startswith(b"Entra")
+    )
+    assert b"Entra-Keys-PIN: yes" in header
+    plain = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.write_bytes(header + plain)
+    assert store.info("ngc").pin
+    for pin, passphrase in ((PIN, None), (b"000000", None), (b"anything", PASSPHRASE)):
+        with pytest.raises(KeyFileCorrupt, match="not encrypted: its PIN was never part"):
+            store.load("ngc", pin=pin, passphrase=passphrase)
+    with pytest.raises(WrongPassphrase, match="has a PIN"):
+        store.load("ngc")
+    assert path.read_bytes() == header + plain

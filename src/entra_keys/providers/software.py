@@ -55,7 +55,7 @@ from ..tcg.model import (
     PEM_LABELS,
 )
 from . import _sealed_blob
-from ._checks import check_pin, pcr_list
+from ._checks import check_passphrase, check_pin, pcr_list
 
 __all__ = [
     "PASSPHRASE_SCRYPT",
@@ -557,6 +557,7 @@ class SoftwareProvider(Provider):
         otherwise, where a passphrase is given, under it. Both PBES2 with scrypt
         (``PIN_SCRYPT``, ``PASSPHRASE_SCRYPT``): a guess at the passphrase costs the CPU it costs
         on the session key and sealed secrets."""
+        passphrase = check_passphrase(passphrase)
         if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
             raise UnsupportedAlgorithm(f"{type(key).__name__} is not a software key")
         if key._pin is not None:
@@ -590,7 +591,7 @@ class SoftwareProvider(Provider):
         del allow_imported
         if not isinstance(data, bytes | bytearray | memoryview):
             raise KeyFileCorrupt(f"a key file is bytes, not {type(data).__name__}")
-        data, pin = bytes(data), check_pin(pin)
+        data, pin, passphrase = bytes(data), check_pin(pin), check_passphrase(passphrase)
         found = _encryption(data)  # refused schemes and costs are raised before a KDF runs
         if found is not None and found.pin:
             if not pin:
@@ -727,6 +728,7 @@ class SoftwareProvider(Provider):
 
     def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
         """The raw key in a PEM structure, or scrypt + AES-256-GCM with a passphrase."""
+        passphrase = check_passphrase(passphrase)
         if not isinstance(key, SoftwareSessionKey):
             raise UnsupportedAlgorithm("only software session keys can be stored by this provider")
         if not passphrase:
@@ -741,6 +743,7 @@ class SoftwareProvider(Provider):
         """Loads a stored session key; a missing or wrong passphrase is WrongPassphrase."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise KeyFileCorrupt(f"a session key file is bytes, not {type(data).__name__}")
+        passphrase = check_passphrase(passphrase)
         label, der = _unpem(bytes(data))
         version, parts = _der_octets_parse(der)
         if label == PEM_LABEL_SESSION_KEY and version == 0 and len(parts) == 1:
@@ -750,6 +753,8 @@ class SoftwareProvider(Provider):
         if not passphrase:
             raise WrongPassphrase("the session key is encrypted and no passphrase was given")
         salt, nonce, sealed = parts
+        if len(salt) != 16 or len(nonce) != 12:  # as written; checked before scrypt runs
+            raise KeyFileCorrupt("the session key file's salt or nonce is damaged")
         try:
             secret = _session_kek(passphrase, salt).decrypt(
                 nonce, sealed, PEM_LABEL_ENCRYPTED_SESSION_KEY.encode()
