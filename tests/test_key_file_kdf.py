@@ -29,8 +29,9 @@ from entra_keys.providers.software import SoftwareProvider
 PASSPHRASE = b"the store passphrase"
 PIN = b"246810"
 HEADER = b"Entra-Keys-Type: ecc256\nEntra-Keys-Usage: sign\n"
-#: Longer than any refusal takes, far shorter than the KDF work the files name.
-FAST = 0.05
+#: Far longer than a refusal takes on a loaded machine, far shorter than the work the refused
+#: files name (minutes, or never); the message matched says which check refused them.
+FAST = 0.5
 
 
 @pytest.fixture

@@ -470,7 +470,15 @@ def _encryption(data: bytes) -> _Encryption | None:
         else:
             raise KeyFileCorrupt(f"the key file's key derivation ({kdf}) is not scrypt")
         salt = len(bytes(found["salt"].native))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        LookupError,
+        AttributeError,
+        ArithmeticError,
+        RecursionError,
+    ) as exc:
+        # asn1crypto's errors on malformed DER (IndexError among them)
         raise KeyFileCorrupt(f"not a PKCS#8 encrypted key entra_keys reads ({exc})") from exc
     if length not in (None, 32) or not 8 <= salt <= 64:
         raise KeyFileCorrupt(f"the key file's {encryption.kdf} salt or key length is refused")
