@@ -7,6 +7,7 @@ so that code written against one runs on the other, but its keys are never ``har
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -307,7 +308,7 @@ def _unpem(data: bytes) -> tuple[str, bytes]:
             raise ValueError("no end line")
         return label, base64.b64decode("".join(body.split()), validate=True)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise KeyFileCorrupt(f"not a readable session key PEM ({exc})") from exc
+        raise KeyFileCorrupt(f"not a readable PEM ({exc})") from exc
 
 
 def _session_kek(passphrase: bytes, salt: bytes) -> AESGCM:
@@ -352,6 +353,7 @@ def _pin_password(pin: bytes, passphrase: bytes | None) -> bytes:
     return b"entra-keys PIN key\x00" + b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
+@functools.cache
 def _pkcs8_classes() -> Any:
     """asn1crypto's classes of EncryptedPrivateKeyInfo with PBES2 and scrypt (made on first use:
     asn1crypto is imported only where a PIN file is read or written)."""
