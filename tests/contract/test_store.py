@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from entra_keys import (
+    EntraPrivateKey,
+    InvalidData,
     KeyExists,
     KeyFileCorrupt,
     KeyNotFound,
@@ -22,6 +25,7 @@ from entra_keys import (
     Provider,
     StorePermissionError,
 )
+from entra_keys.provider import oaep_padding
 
 PEM_LABEL = {"tpm": b"-----BEGIN TSS2 PRIVATE KEY-----", "software": b"-----BEGIN PRIVATE KEY-----"}
 
@@ -158,3 +162,33 @@ def test_a_key_of_another_provider_is_refused_by_name(
     with pytest.raises(KeyFileCorrupt, match=f"'ours' is a {store.provider.kind} key"):
         theirs.load("ours")
     assert store.load("ours").key_type is KeyType.ECC256
+
+
+@pytest.mark.parametrize(
+    "passphrase",
+    ["secret", 6, 0, False, 1.5, [b"x"]],
+    ids=["str", "int", "zero", "False", "float", "list"],
+)
+def test_a_passphrase_that_is_not_bytes_is_invalid_data(
+    store: KeyStore, provider: Provider, transport_key: EntraPrivateKey, passphrase: object
+) -> None:
+    """A str passphrase was an untyped TypeError, 6 encrypted under six NUL bytes, and 0 or
+    False wrote the key unencrypted without a word: each is InvalidData, nothing written."""
+    device = store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+    session = provider.import_session_key(
+        transport_key, transport_key.public_key().encrypt(os.urandom(32), oaep_padding("sha1"))
+    )
+    store.save_session_key("prt", session)
+    bad: Any = passphrase
+    for attempt in (
+        lambda: store.create("other", KeyType.ECC256, KeyUsage.SIGN, passphrase=bad),
+        lambda: store.create("other", KeyType.ECC256, KeyUsage.SIGN, passphrase=bad, pin=b"1234"),
+        lambda: store.save("other", device, passphrase=bad),
+        lambda: store.save_session_key("other", session, passphrase=bad),
+        lambda: store.load("device", passphrase=bad),
+        lambda: store.load_session_key("prt", passphrase=bad),
+    ):
+        with pytest.raises(InvalidData, match="a passphrase is bytes"):
+            attempt()
+    assert "other" not in store
+    assert sorted(info.name for info in store.list()) == ["device", "prt"]

@@ -1,11 +1,12 @@
-"""What both providers take as a PIN and as a list of PCRs, refused alike (``InvalidData``)."""
+"""What both providers take as a PIN, a store passphrase and a list of PCRs, refused alike
+(``InvalidData``)."""
 
 from __future__ import annotations
 
 from ..errors import InvalidData
 from ..tcg import model
 
-__all__ = ["MAX_PIN", "check_pin", "pcr_list"]
+__all__ = ["MAX_PIN", "check_passphrase", "check_pin", "pcr_list"]
 
 #: The longest key PIN: a TPM2B_AUTH holds at most a TPMU_HA (64 bytes, TPM 2.0 Part 2, 10.4.5).
 MAX_PIN = 64
@@ -33,6 +34,17 @@ def check_pin(pin: object, *, limit: int | None = MAX_PIN, what: str = "a PIN") 
             "authorization value: it would not be the one given)"
         )
     return data or None
+
+
+def check_passphrase(passphrase: object) -> bytes | None:
+    """The store passphrase as bytes (None for none or an empty one); InvalidData for one that
+    is not bytes-like: ``bytes()`` would make a str a TypeError, an int that many NUL bytes,
+    and 0 or False no passphrase at all (an unencrypted key file)."""
+    if passphrase is None:
+        return None
+    if not isinstance(passphrase, bytes | bytearray | memoryview):
+        raise InvalidData(f"a passphrase is bytes, not {type(passphrase).__name__}")
+    return bytes(passphrase) or None
 
 
 def pcr_list(pcrs: object) -> list[int]:

@@ -7,11 +7,12 @@ so that code written against one runs on the other, but its keys are never ``har
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from cryptography.exceptions import InternalError, InvalidTag
 from cryptography.exceptions import UnsupportedAlgorithm as _PycaUnsupported
@@ -55,7 +56,7 @@ from ..tcg.model import (
     PEM_LABELS,
 )
 from . import _sealed_blob
-from ._checks import check_pin, pcr_list
+from ._checks import check_passphrase, check_pin, pcr_list
 
 __all__ = [
     "PASSPHRASE_SCRYPT",
@@ -307,7 +308,7 @@ def _unpem(data: bytes) -> tuple[str, bytes]:
             raise ValueError("no end line")
         return label, base64.b64decode("".join(body.split()), validate=True)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise KeyFileCorrupt(f"not a readable session key PEM ({exc})") from exc
+        raise KeyFileCorrupt(f"not a readable PEM ({exc})") from exc
 
 
 def _session_kek(passphrase: bytes, salt: bytes) -> AESGCM:
@@ -323,10 +324,26 @@ def _pss(hash_alg: hashes.HashAlgorithm) -> padding.PSS:
 
 _PBES2 = "1.2.840.113549.1.5.13"
 _SCRYPT = "1.3.6.1.4.1.11591.4.11"
+_PBKDF2 = "1.2.840.113549.1.5.12"
+_HMAC_SHA256 = "1.2.840.113549.2.9"
 _AES256_CBC = "2.16.840.1.101.3.4.1.42"
-#: The most memory (128 * r * N bytes) a PIN file's scrypt parameters may ask for: a file with
-#: larger ones is refused before scrypt runs.
+#: The most memory (128 * r * N * p bytes) a key file's scrypt parameters may ask for: a file
+#: with larger ones is refused before scrypt runs.
 _MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+#: The PBKDF2-HMAC-SHA256 rounds read in a key file of an earlier release (PKCS#8's best
+#: available encryption wrote 2048): fewer are weaker than any file entra_keys wrote, more than
+#: 10**6 (0.25 s here) would let a 300-byte file hold a load for minutes (2**31 - 1 rounds) or
+#: make pyca panic (2**31 and up).
+PBKDF2_ROUNDS = range(2048, 10**6 + 1)
+
+
+class _Encryption(NamedTuple):
+    """How a PKCS#8 key file is encrypted: its KDF (``"scrypt"`` or ``"pbkdf2"``), the cost,
+    and whether it is a PIN file (scrypt parameters naming the key length, ``_scrypt_pem``)."""
+
+    kdf: str
+    cost: tuple[int, ...]
+    pin: bool
 
 
 def _pin_password(pin: bytes, passphrase: bytes | None) -> bytes:
@@ -336,6 +353,7 @@ def _pin_password(pin: bytes, passphrase: bytes | None) -> bytes:
     return b"entra-keys PIN key\x00" + b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
+@functools.cache
 def _pkcs8_classes() -> Any:
     """asn1crypto's classes of EncryptedPrivateKeyInfo with PBES2 and scrypt (made on first use:
     asn1crypto is imported only where a PIN file is read or written)."""
@@ -356,13 +374,21 @@ def _pkcs8_classes() -> Any:
             ("key_length", core.Integer, {"optional": True}),
         ]
 
+    class PBKDF2Params(core.Sequence):  # type: ignore[misc]
+        _fields = [  # noqa: RUF012 - the prf's DEFAULT (hmacWithSHA1) is absent: refused
+            ("salt", core.OctetString),
+            ("iteration_count", core.Integer),
+            ("key_length", core.Integer, {"optional": True}),
+            ("prf", Algorithm, {"optional": True}),
+        ]
+
     class PBES2Params(core.Sequence):  # type: ignore[misc]
         _fields = [("kdf", Algorithm), ("scheme", Algorithm)]  # noqa: RUF012
 
     class EncryptedPrivateKeyInfo(core.Sequence):  # type: ignore[misc]
         _fields = [("algorithm", Algorithm), ("data", core.OctetString)]  # noqa: RUF012
 
-    return core, Algorithm, ScryptParams, PBES2Params, EncryptedPrivateKeyInfo
+    return core, Algorithm, ScryptParams, PBES2Params, EncryptedPrivateKeyInfo, PBKDF2Params
 
 
 def _scrypt_pem(
@@ -373,7 +399,7 @@ def _scrypt_pem(
     AES-256-CBC; pyca (and openssl, within its scrypt memory limit) read it back. A PIN file
     names its key length (32) in the scrypt parameters, one under the passphrase alone does
     not: what tells them apart without the store's header lines."""
-    core, algorithm, scrypt_params, pbes2_params, encrypted_info = _pkcs8_classes()
+    core, algorithm, scrypt_params, pbes2_params, encrypted_info, _ = _pkcs8_classes()
     salt, iv = os.urandom(16), os.urandom(16)
     n, r, p = PIN_SCRYPT if pin else PASSPHRASE_SCRYPT
     kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password)
@@ -404,46 +430,110 @@ def _scrypt_pem(
     return _pem(PEM_LABEL_ENCRYPTED_SOFTWARE_KEY, der)
 
 
-def _scrypt_cost(data: bytes) -> tuple[int, int, int, bool] | None:
-    """The scrypt (N, r, p) of a PKCS#8 PEM encrypted with PBES2 and scrypt, and whether it is
-    a PIN file (its parameters name the key length, ``_scrypt_pem``); None for any other key
-    file (unencrypted, PBKDF2, not PKCS#8). KeyFileCorrupt for scrypt parameters that would ask
-    for more than ``_MAX_SCRYPT_MEMORY``."""
-    begin = f"-----BEGIN {PEM_LABEL_ENCRYPTED_SOFTWARE_KEY}-----".encode()
-    if begin not in data:
+def _encryption(data: bytes) -> _Encryption | None:
+    """How a software key file is encrypted, read before pyca sees it: None for one that is not
+    (one unencrypted PEM block); KeyFileCorrupt, naming why, for anything but the schemes
+    entra_keys writes (PBES2, scrypt within ``_MAX_SCRYPT_MEMORY`` and not below ``PIN_SCRYPT``
+    for a PIN file or ``PASSPHRASE_SCRYPT`` otherwise, AES-256-CBC) and reads from earlier
+    releases (PBES2, PBKDF2-HMAC-SHA256 in ``PBKDF2_ROUNDS``, AES-256-CBC)."""
+    blocks = data.count(b"-----BEGIN ")
+    if blocks > 1:  # pyca would open whichever it likes: the one checked here, or another
+        raise KeyFileCorrupt(f"a key file holds one PEM block, not {blocks}")
+    if b"Proc-Type:" in data:
+        raise KeyFileCorrupt(
+            "OpenSSL's traditional PEM encryption is not a key file entra_keys writes"
+        )
+    if f"-----BEGIN {PEM_LABEL_ENCRYPTED_SOFTWARE_KEY}-----".encode() not in data:
         return None
     try:
-        _, der = _unpem(data[data.index(begin) :])
-        _, _, scrypt_params, pbes2_params, encrypted_info = _pkcs8_classes()
+        _, der = _unpem(data)
+        _, _, scrypt_params, pbes2_params, encrypted_info, pbkdf2_params = _pkcs8_classes()
         info = encrypted_info.load(der, strict=True)
-        if info["algorithm"]["algorithm"].dotted != _PBES2:
-            return None
+        scheme_oid = info["algorithm"]["algorithm"].dotted
+        if scheme_oid != _PBES2:
+            raise KeyFileCorrupt(f"the key file is encrypted with {scheme_oid}, not PBES2")
         scheme = pbes2_params.load(info["algorithm"]["parameters"].dump(), strict=True)
-        if scheme["kdf"]["algorithm"].dotted != _SCRYPT:
-            return None
-        params = scrypt_params.load(scheme["kdf"]["parameters"].dump(), strict=True)
-        n, r, p = (
-            int(params["cost"].native),
-            int(params["block_size"].native),
-            int(params["parallelization"].native),
-        )
-        pin = params["key_length"].native is not None
-    except (KeyFileCorrupt, ValueError, TypeError, KeyError):
-        return None
+        cipher, iv = scheme["scheme"]["algorithm"].dotted, scheme["scheme"]["parameters"]
+        if cipher != _AES256_CBC or len(_octets(iv)) != 16:
+            raise KeyFileCorrupt(f"the key file's cipher ({cipher}) is not AES-256-CBC")
+        kdf, params = scheme["kdf"]["algorithm"].dotted, scheme["kdf"]["parameters"].dump()
+        if kdf == _SCRYPT:
+            found = scrypt_params.load(params, strict=True)
+            cost = tuple(int(found[f].native) for f in ("cost", "block_size", "parallelization"))
+            length = found["key_length"].native
+            encryption = _Encryption("scrypt", cost, pin=length is not None)
+        elif kdf == _PBKDF2:
+            found = pbkdf2_params.load(params, strict=True)
+            prf = found["prf"]["algorithm"].dotted if found["prf"].native is not None else None
+            if prf != _HMAC_SHA256:
+                raise KeyFileCorrupt(f"the key file's PBKDF2 uses {prf or 'HMAC-SHA1'}")
+            length = found["key_length"].native
+            encryption = _Encryption("pbkdf2", (int(found["iteration_count"].native),), pin=False)
+        else:
+            raise KeyFileCorrupt(f"the key file's key derivation ({kdf}) is not scrypt")
+        salt = len(bytes(found["salt"].native))
+    except (
+        ValueError,
+        TypeError,
+        LookupError,
+        AttributeError,
+        ArithmeticError,
+        RecursionError,
+    ) as exc:
+        # asn1crypto's errors on malformed DER (IndexError among them)
+        raise KeyFileCorrupt(f"not a PKCS#8 encrypted key entra_keys reads ({exc})") from exc
+    if length not in (None, 32) or not 8 <= salt <= 64:
+        raise KeyFileCorrupt(f"the key file's {encryption.kdf} salt or key length is refused")
+    _check_cost(encryption)
+    return encryption
+
+
+def _octets(value: Any) -> bytes:
+    """The bytes of an asn1crypto Any holding an OCTET STRING; ValueError for anything else."""
+    from asn1crypto import core
+
+    return bytes(core.OctetString.load(value.dump(), strict=True).native)
+
+
+def _check_cost(found: _Encryption) -> None:
+    """KeyFileCorrupt for a KDF cost out of what entra_keys writes and reads: too much work
+    (refused before it runs) or less than a file of its kind is written with."""
+    if found.kdf == "pbkdf2":
+        if found.cost[0] not in PBKDF2_ROUNDS:
+            raise KeyFileCorrupt(
+                f"the key file's PBKDF2 rounds ({found.cost[0]}) are refused: entra_keys reads "
+                f"{PBKDF2_ROUNDS.start} to {PBKDF2_ROUNDS.stop - 1}"
+            )
+        return
+    n, r, p = found.cost
+    floor_n, floor_r, floor_p = PIN_SCRYPT if found.pin else PASSPHRASE_SCRYPT
     if not (n > 1 and n & (n - 1) == 0 and r > 0 and p > 0) or 128 * n * r * p > _MAX_SCRYPT_MEMORY:
         raise KeyFileCorrupt(f"the key file's scrypt parameters (N={n}, r={r}, p={p}) are refused")
-    return n, r, p, pin
+    if n * r < floor_n * floor_r or n * r * p < floor_n * floor_r * floor_p:
+        raise KeyFileCorrupt(
+            f"the key file's scrypt parameters (N={n}, r={r}, p={p}) are refused: weaker than "
+            f"the (N={floor_n}, r={floor_r}, p={floor_p}) entra_keys writes"
+        )
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is pyo3's PanicException: a Rust panic in pyca, raised as a
+    BaseException that no ``except Exception`` stops."""
+    return any(
+        c.__name__ == "PanicException" and c.__module__ == "pyo3_runtime" for c in type(exc).__mro__
+    )
 
 
 def pin_protected(data: bytes) -> bool:
     """Whether a software key file is written under its PIN (PKCS#8, PBES2 with scrypt): it
     opens only with the PIN (and the store passphrase it was written with), whatever its
-    header lines say."""
+    header lines say. A file whose encryption is refused is none: its load is KeyFileCorrupt,
+    not a request for a PIN."""
     try:
-        found = _scrypt_cost(data)
+        found = _encryption(data)
     except KeyFileCorrupt:
-        return True
-    return found is not None and found[3]
+        return False
+    return found is not None and found.pin
 
 
 class SoftwareProvider(Provider):
@@ -477,6 +567,7 @@ class SoftwareProvider(Provider):
         otherwise, where a passphrase is given, under it. Both PBES2 with scrypt
         (``PIN_SCRYPT``, ``PASSPHRASE_SCRYPT``): a guess at the passphrase costs the CPU it costs
         on the session key and sealed secrets."""
+        passphrase = check_passphrase(passphrase)
         if not isinstance(key, SoftwareRSAKey | SoftwareECKey):
             raise UnsupportedAlgorithm(f"{type(key).__name__} is not a software key")
         if key._pin is not None:
@@ -510,16 +601,16 @@ class SoftwareProvider(Provider):
         del allow_imported
         if not isinstance(data, bytes | bytearray | memoryview):
             raise KeyFileCorrupt(f"a key file is bytes, not {type(data).__name__}")
-        data, pin = bytes(data), check_pin(pin)
-        found = _scrypt_cost(data)  # refused parameters are raised before scrypt runs
-        if found is not None and found[3]:
+        data, pin, passphrase = bytes(data), check_pin(pin), check_passphrase(passphrase)
+        found = _encryption(data)  # refused schemes and costs are raised before a KDF runs
+        if found is not None and found.pin:
             if not pin:
                 raise WrongPassphrase("the key has a PIN; give it to use the key")
             return self._opened(
                 data, usage, _pin_password(pin, passphrase), pin=pin,
                 wrong="the PIN is wrong (or the store passphrase, or the key is damaged)",
             )  # fmt: skip
-        encrypted = PEM_LABEL_ENCRYPTED_SOFTWARE_KEY.encode() in data
+        encrypted = found is not None
         secret = passphrase or pin
         if encrypted and not secret:
             raise WrongPassphrase("the key is encrypted and no passphrase was given")
@@ -542,6 +633,10 @@ class SoftwareProvider(Provider):
             if password is not None:
                 raise WrongPassphrase(wrong) from exc
             raise KeyFileCorrupt(f"not a readable PKCS#8 key ({exc})") from exc
+        except BaseException as exc:  # pyo3's PanicException is no Exception
+            if not _is_panic(exc):
+                raise
+            raise KeyFileCorrupt(f"not a readable PKCS#8 key (pyca panicked: {exc})") from None
         made: SoftwareRSAKey | SoftwareECKey | None = None
         try:
             if isinstance(key, rsa.RSAPrivateKey):
@@ -643,6 +738,7 @@ class SoftwareProvider(Provider):
 
     def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
         """The raw key in a PEM structure, or scrypt + AES-256-GCM with a passphrase."""
+        passphrase = check_passphrase(passphrase)
         if not isinstance(key, SoftwareSessionKey):
             raise UnsupportedAlgorithm("only software session keys can be stored by this provider")
         if not passphrase:
@@ -657,6 +753,7 @@ class SoftwareProvider(Provider):
         """Loads a stored session key; a missing or wrong passphrase is WrongPassphrase."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise KeyFileCorrupt(f"a session key file is bytes, not {type(data).__name__}")
+        passphrase = check_passphrase(passphrase)
         label, der = _unpem(bytes(data))
         version, parts = _der_octets_parse(der)
         if label == PEM_LABEL_SESSION_KEY and version == 0 and len(parts) == 1:
@@ -666,6 +763,8 @@ class SoftwareProvider(Provider):
         if not passphrase:
             raise WrongPassphrase("the session key is encrypted and no passphrase was given")
         salt, nonce, sealed = parts
+        if len(salt) != 16 or len(nonce) != 12:  # as written; checked before scrypt runs
+            raise KeyFileCorrupt("the session key file's salt or nonce is damaged")
         try:
             secret = _session_kek(passphrase, salt).decrypt(
                 nonce, sealed, PEM_LABEL_ENCRYPTED_SESSION_KEY.encode()

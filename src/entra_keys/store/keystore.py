@@ -45,6 +45,7 @@ from ..errors import (
 )
 from ..provider import EntraPrivateKey, KeyType, KeyUsage, Provider, SessionKey
 from ..providers import open_provider
+from ..providers._checks import check_passphrase
 from ..tcg.model import (
     ENCRYPTED_PEM_LABELS,
     KIND_BY_PEM_LABEL,
@@ -343,6 +344,7 @@ class KeyStore:
         replace: bool = False,
     ) -> EntraPrivateKey:
         """Creates a key in the provider and stores it under ``name`` (with a PIN if given)."""
+        passphrase = check_passphrase(passphrase)
         self._file(name)  # refuse a bad name before making a key
         if not replace and name in self:
             raise KeyExists(f"key {name!r} already exists", name)
@@ -362,6 +364,7 @@ class KeyStore:
     ) -> None:
         """Stores a key of this store's provider under ``name``, atomically (a key with a PIN
         stays under it)."""
+        passphrase = check_passphrase(passphrase)
         self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.key_to_pem(key, passphrase)
@@ -377,6 +380,7 @@ class KeyStore:
         replace: bool = False,
     ) -> None:
         """Stores the PRT session key under ``name``; a new PRT's key replaces it atomically."""
+        passphrase = check_passphrase(passphrase)
         self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.session_key_to_pem(key, passphrase)
@@ -403,6 +407,7 @@ class KeyStore:
         A key the store recorded as having a PIN needs it (``WrongPassphrase``), so that no use
         without it spends a dictionary-attack try. A TPM key not made in the TPM is
         ``ImportedKey`` unless ``allow_imported``."""
+        passphrase = check_passphrase(passphrase)
         info, pem = self._read_for_provider(name)
         if info.usage is KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a session key: load it with load_session_key")
@@ -425,6 +430,7 @@ class KeyStore:
 
     def load_session_key(self, name: str, *, passphrase: bytes | None = None) -> SessionKey:
         """Loads the session key stored under ``name`` (typed errors name it)."""
+        passphrase = check_passphrase(passphrase)
         info, pem = self._read_for_provider(name)
         if info.usage is not KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
@@ -437,10 +443,19 @@ class KeyStore:
         """A software PIN key of an earlier release: its PKCS#8 was encrypted under the store
         passphrase if there was one, else under the PIN. Under the PIN it opens with the PIN
         and is written again under the PIN and the passphrase (scrypt); under the passphrase
-        alone the PIN was never part of it, so it is refused: create the key again."""
+        alone the PIN was never part of it, so it is refused: create the key again. So is an
+        unencrypted one: any PIN would open it."""
         name = info.name
         if not pin:
             raise WrongPassphrase(f"key {name!r}: the key has a PIN; give it to use the key", name)
+        if not info.encrypted:
+            raise KeyFileCorrupt(
+                f"key {name!r} is recorded as having a PIN but its file is not encrypted: its PIN "
+                "was never part of the file, so it is refused rather than opened with any PIN. "
+                f"Create the key again with its PIN (store.create({name!r}, ..., pin=PIN, "
+                "replace=True)) and register the new key where the old one was (Windows Hello)",
+                name,
+            )
         try:
             key = self.provider.key_from_pem(pem, info.usage, None, pin=pin)
         except WrongPassphrase:
@@ -457,6 +472,8 @@ class KeyStore:
         migrated = _header(key.key_type, key.usage, pin=True) + self.provider.key_to_pem(
             key, passphrase
         )
+        if not _software_pin_file(migrated):  # never written again where no PIN opens it
+            raise KeyFileCorrupt(f"key {name!r}: the key did not keep its PIN", name)
         with self.locked():
             if self._read(name)[1] == pem:  # still the file read: write it under the PIN
                 write_atomic(self.path, self._file(name), migrated, replace=True)
