@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._json import load_object
+from .._json import dump_object, load_object
 from ..errors import (
     ForeignKey,
     HardwareUnavailable,
@@ -482,8 +481,11 @@ class KeyStore:
 
     def save_join_state(self, state: Mapping[str, Any]) -> None:
         """Records what a join established (device id, certificate, AK, session key names)
-        beside the keys, atomically, for ``status`` to report."""
-        data = json.dumps(dict(state), indent=2, sort_keys=True).encode()
+        beside the keys, atomically, for ``status`` to report; InvalidData, before the
+        recorded state is replaced, for anything ``load_join_state`` would not read back."""
+        data = dump_object(state, "the join state")
+        if len(data) > _MAX_JOIN_STATE:
+            raise InvalidData(f"the join state is {len(data)} bytes, over {_MAX_JOIN_STATE}")
         write_atomic(self.path, self.path / _JOIN_STATE, data, replace=True)
 
     def load_join_state(self) -> dict[str, Any] | None:
