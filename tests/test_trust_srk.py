@@ -17,7 +17,16 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from entra_keys import ForeignKey, KeyStore, KeyType, KeyUsage, TPMError, open_provider
+from entra_keys import (
+    ForeignKey,
+    KeyFileCorrupt,
+    KeyStore,
+    KeysUnusable,
+    KeyType,
+    KeyUsage,
+    TPMError,
+    open_provider,
+)
 from entra_keys.cli import main
 from entra_keys.providers.tpm import SRK_HANDLE, persist_storage_key
 from entra_keys.store import sealed, storage_parents
@@ -163,4 +172,82 @@ def test_a_key_made_under_the_srk_does_not_load_under_a_planted_one(
         pytest.raises(ForeignKey, match="not the standard SRK"),
     ):
         KeyStore(provider, tmp_path / "store").load("device")
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def _swap_in_standard_shaped(tcti: str) -> None:
+    """Evict the SRK and persist at 0x81000001 another key of a standard SRK's shape: the TCG
+    ECC P-256 storage template, made by this TPM (owner authorization, nothing else)."""
+    import tpm2_pytss as t
+
+    _evict_srk(tcti)
+    attr = t.TPMA_OBJECT
+    made = (
+        attr.RESTRICTED
+        | attr.DECRYPT
+        | attr.USERWITHAUTH
+        | attr.NODA
+        | attr.FIXEDTPM
+        | attr.FIXEDPARENT
+        | attr.SENSITIVEDATAORIGIN
+    )
+    esys = t.ESAPI(tcti)
+    try:
+        template = t.TPM2B_PUBLIC.parse("ecc256:aes128cfb", objectAttributes=made)
+        handle = esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)[0]
+        esys.evict_control(t.ESYS_TR.OWNER, handle, SRK_HANDLE)
+        esys.flush_context(handle)
+    finally:
+        esys.close()
+
+
+def test_another_standard_shaped_srk_is_a_foreign_key_not_leave(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    assert persist_storage_key(own_swtpm.tcti) is True
+    store_dir = tmp_path / "store"
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, store_dir)
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+        wrapped = transport.public_key().encrypt(b"K" * 32, OAEP)
+        store.save_session_key("prt", provider.import_session_key(transport, wrapped))
+        srk_name = provider.storage_key_name(SRK_HANDLE)
+        assert store.info("device").parent_name == srk_name
+        assert store.info("prt").parent_name == srk_name
+    _swap_in_standard_shaped(own_swtpm.tcti)
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, store_dir)
+        assert provider.info().storage_key == "0x81000001 (persistent)"  # the shape passes
+        for load in (lambda: store.load("device"), lambda: store.load_session_key("prt")):
+            with pytest.raises(ForeignKey) as refused:
+                load()
+            assert not isinstance(refused.value, KeysUnusable)
+            assert "now holds another storage key" in str(refused.value)
+            assert "tpm init" in str(refused.value) and "leave" not in str(refused.value)
+    assert transient_handles(own_swtpm.tcti) == []
+    _evict_srk(own_swtpm.tcti)  # the way back the message names: the same SRK, the same keys
+    assert persist_storage_key(own_swtpm.tcti) is True
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        key = KeyStore(provider, store_dir).load("device")
+        signature = key.sign(b"x", ec.ECDSA(hashes.SHA256()))
+        key.public_key().verify(signature, b"x", ec.ECDSA(hashes.SHA256()))
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_a_key_file_whose_srk_name_was_edited_is_refused_before_loading(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    assert persist_storage_key(own_swtpm.tcti) is True
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        path = tmp_path / "store" / "device.pem"
+        recorded = provider.storage_key_name(SRK_HANDLE).hex()
+        path.write_bytes(path.read_bytes().replace(recorded.encode(), b"000b" + b"00" * 32))
+        with pytest.raises(ForeignKey, match="now holds another storage key"):
+            store.load("device")
+        path.write_bytes(path.read_bytes().replace(b"000b" + b"00" * 32, b"zz"))
+        with pytest.raises(KeyFileCorrupt, match="Parent-Name"):
+            store.load("device")
     assert transient_handles(own_swtpm.tcti) == []

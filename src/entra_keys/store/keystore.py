@@ -265,6 +265,9 @@ class KeyInfo:
     """A wrong authorization of this key counts toward the TPM's dictionary-attack lockout (its
     public area lacks noDA): it may have a PIN whatever its file says, so nothing the library
     does unasked (``status``) uses it; it is only loaded."""
+    parent_name: bytes | None = None
+    """The TPM name of the persistent SRK the key was made under (``Entra-Keys-Parent-Name``):
+    it loads only where 0x81000001 still holds that key. None in other and older files."""
 
 
 class KeyStore:
@@ -348,7 +351,8 @@ class KeyStore:
         self._refuse_downgrade(name)
         key = self.provider.create_key(key_type, usage, pin=pin)
         pem = self.provider.key_to_pem(key, passphrase)
-        self._write(name, _header(key.key_type, key.usage, pin=bool(pin)) + pem, replace=replace)
+        header = _header(key.key_type, key.usage, pin=bool(pin), parent=self._parent_name(pem))
+        self._write(name, header + pem, replace=replace)
         return key
 
     def save(
@@ -364,7 +368,12 @@ class KeyStore:
         self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.key_to_pem(key, passphrase)
-        header = _header(key.key_type, key.usage, pin=bool(getattr(key, "has_pin", False)))
+        header = _header(
+            key.key_type,
+            key.usage,
+            pin=bool(getattr(key, "has_pin", False)),
+            parent=self._parent_name(pem),
+        )
         self._write(name, header + pem, replace=replace)
 
     def save_session_key(
@@ -379,7 +388,43 @@ class KeyStore:
         self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.session_key_to_pem(key, passphrase)
-        self._write(name, _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE) + pem, replace=replace)
+        header = _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE, parent=self._parent_name(pem))
+        self._write(name, header + pem, replace=replace)
+
+    def _parent_name(self, pem: bytes) -> bytes | None:
+        """The name of the persistent SRK a TPM key file names as its parent, to record beside
+        it; None for any other parent and for software keys."""
+        if self.provider.kind != "tpm" or _file_parent(pem) != SRK_HANDLE:
+            return None
+        from ..providers.tpm.provider import TPMProvider
+
+        if not isinstance(self.provider, TPMProvider):
+            return None
+        return self.provider.storage_key_name(SRK_HANDLE)
+
+    def _check_parent(self, info: KeyInfo, pem: bytes) -> None:
+        """A key file that records its SRK's name loads only under that SRK: another storage
+        key persisted at 0x81000001 is a ForeignKey naming the change (the TPM was not cleared
+        and the join is intact), never 'leave and join again'; nothing is sent to that key."""
+        recorded = info.parent_name
+        if recorded is None or self.provider.kind != "tpm" or _file_parent(pem) != SRK_HANDLE:
+            return
+        from ..providers.tpm.provider import TPMProvider
+
+        if not isinstance(self.provider, TPMProvider):
+            return
+        with _naming(info.name), _unusable(info.name, self.provider.kind, pem):
+            now = self.provider.storage_key_name(SRK_HANDLE)
+        if now != recorded:
+            raise ForeignKey(
+                f"key {info.name!r}: 0x{SRK_HANDLE:08x} now holds another storage key than the "
+                f"one this key was made under (name {now.hex()}, the key file records "
+                f"{recorded.hex()}). The TPM was not cleared and the key file is intact: if the "
+                "SRK was evicted and another key persisted there, remove that object "
+                f"(tpm2_evictcontrol -C o -c 0x{SRK_HANDLE:08x}) and run `entra-keys tpm init`",
+                info.name,
+                path=str(info.path),
+            )
 
     def _write(self, name: str, data: bytes, *, replace: bool) -> None:
         """Write a key file under the store's lock, once more refusing a software key beside TPM
@@ -410,6 +455,7 @@ class KeyStore:
         if info.kind == "software" and info.pin and not _software_pin_file(pem):
             key = self._load_old_pin_key(info, pem, passphrase, pin)
         else:
+            self._check_parent(info, pem)
             with _naming(name), _unusable(name, self.provider.kind, pem):
                 key = self.provider.key_from_pem(
                     pem, info.usage, passphrase, pin=pin, allow_imported=allow_imported
@@ -427,6 +473,7 @@ class KeyStore:
         info, pem = self._read_for_provider(name)
         if info.usage is not KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
+        self._check_parent(info, pem)
         with _naming(name), _unusable(name, self.provider.kind, pem):
             return self.provider.session_key_from_pem(pem, passphrase)
 
@@ -582,7 +629,9 @@ class KeyStore:
                 name,
             ) from exc
         # A PIN given, or a file that says the key has one: status and list never use it.
-        header = _header(key.key_type, key.usage, pin=bool(pin) or info.pin)
+        header = _header(
+            key.key_type, key.usage, pin=bool(pin) or info.pin, parent=self._parent_name(pem)
+        )
         self._write(name, header + pem, replace=replace)
         return key
 
@@ -697,11 +746,25 @@ class KeyStore:
         return sorted(n for n in names if _NAME.fullmatch(n))
 
 
-def _header(key_type: KeyType, usage: KeyUsage, *, pin: bool = False) -> bytes:
-    """The explanatory-text lines before the PEM block that say what the key is (and that it
-    needs a PIN, which ``status`` reads without trying one)."""
+def _header(
+    key_type: KeyType, usage: KeyUsage, *, pin: bool = False, parent: bytes | None = None
+) -> bytes:
+    """The explanatory-text lines before the PEM block that say what the key is (that it needs
+    a PIN, which ``status`` reads without trying one, and the name of the SRK it was made
+    under)."""
     text = f"Entra-Keys-Type: {key_type.value}\nEntra-Keys-Usage: {usage.value}\n"
-    return (text + ("Entra-Keys-PIN: yes\n" if pin else "")).encode()
+    text += "Entra-Keys-PIN: yes\n" if pin else ""
+    text += f"Entra-Keys-Parent-Name: {parent.hex()}\n" if parent is not None else ""
+    return text.encode()
+
+
+def _file_parent(pem: bytes) -> int | None:
+    """The parent handle a TSS2 PRIVATE KEY names, or None (another file, or unreadable)."""
+    begin = _PEM_BEGIN.search(pem)
+    if begin is None or begin.group(1).decode() != _TSS2_LABEL:
+        return None
+    end = pem.find(b"-----END ", begin.end())
+    return tss2file.tss2_parent(pem[begin.end() : end]) if end > 0 else None
 
 
 @contextlib.contextmanager
@@ -726,9 +789,7 @@ def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
     except ForeignKey as exc:
         if kind != "tpm" or isinstance(exc, KeysUnusable):
             raise
-        begin = _PEM_BEGIN.search(pem)
-        end = pem.find(b"-----END ", begin.end()) if begin else -1
-        parent = tss2file.tss2_parent(pem[begin.end() : end]) if begin and end > 0 else None
+        parent = _file_parent(pem)
         names = f"parent {parent_text(parent)}" if parent is not None else "parent (unreadable)"
         if isinstance(exc.__cause__, TPMError):  # the TPM itself refused the blob
             raise KeysUnusable(
@@ -829,6 +890,14 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
             f"key {name!r}: the Entra-Keys-Type / Entra-Keys-Usage header is missing or wrong",
             name,
         ) from None
+    parent_name: bytes | None = None
+    if "Entra-Keys-Parent-Name" in fields:
+        try:
+            parent_name = bytes.fromhex(fields["Entra-Keys-Parent-Name"])
+        except ValueError:
+            parent_name = b""
+        if not 2 < len(parent_name) <= 2 + 64:
+            raise KeyFileCorrupt(f"key {name!r}: the Entra-Keys-Parent-Name header is wrong", name)
     body = data[begin.end() : end]
     body_and_lines = data[begin.start() :]
     tss2 = label == _TSS2_LABEL
@@ -844,4 +913,5 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         or (tss2 and tss2file.tss2_has_pin(body))
         or (label == PEM_LABEL_ENCRYPTED_SOFTWARE_KEY and _software_pin_file(body_and_lines)),
         lockout=tss2 and tss2file.counts_toward_lockout(body),
+        parent_name=parent_name,
     )

@@ -503,6 +503,17 @@ class TPMProvider(Provider):
             self.connection, blob, pin=pin, name=name, allow_unbound=allow_unbound
         )
 
+    def storage_key_name(self, handle: int) -> bytes:
+        """The TPM name of the storage key ``handle`` names (opened as a key file's parent is:
+        ForeignKey where this TPM does not offer it), for a key file to record and compare."""
+        conn = self.connection
+
+        def read() -> bytes:
+            with conn.command("open the storage key") as esys:
+                return bytes(esys.tr_get_name(conn.parent(esys, handle).tr))
+
+        return conn.retrying(read)
+
     def info(self) -> ProviderInfo:
         """The TPM's manufacturer, vendor string, firmware and specification version."""
         conn = self.connection
