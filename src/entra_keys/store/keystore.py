@@ -105,7 +105,7 @@ def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
         if dir_fd is None:
             return []
         try:
-            return _leave.leave(dir_fd)
+            return _leave.leave(dir_fd, str(store))
         except OSError as exc:
             raise KeyStoreError(
                 f"cannot leave the join in {store}: {exc.strerror}", path=str(store)
@@ -413,7 +413,7 @@ class KeyStore:
 
         if not isinstance(self.provider, TPMProvider):
             return
-        with _naming(info.name), _unusable(info.name, self.provider.kind, pem):
+        with _naming(info.name), _unusable(info.name, self.provider, pem):
             now = self.provider.storage_key_name(SRK_HANDLE)
         if now != recorded:
             raise ForeignKey(
@@ -456,7 +456,7 @@ class KeyStore:
             key = self._load_old_pin_key(info, pem, passphrase, pin)
         else:
             self._check_parent(info, pem)
-            with _naming(name), _unusable(name, self.provider.kind, pem):
+            with _naming(name), _unusable(name, self.provider, pem):
                 key = self.provider.key_from_pem(
                     pem, info.usage, passphrase, pin=pin, allow_imported=allow_imported
                 )
@@ -474,7 +474,7 @@ class KeyStore:
         if info.usage is not KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
         self._check_parent(info, pem)
-        with _naming(name), _unusable(name, self.provider.kind, pem):
+        with _naming(name), _unusable(name, self.provider, pem):
             return self.provider.session_key_from_pem(pem, passphrase)
 
     def _load_old_pin_key(
@@ -777,7 +777,7 @@ def _naming(name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
+def _unusable(name: str, provider: Provider, pem: bytes) -> Iterator[None]:
     """A stored TPM key this TPM refuses, said as what it is. The TPM refusing the blob under
     the parent the file names means the storage hierarchy it was made under is gone: one state
     for the whole store (KeysUnusable). A file naming a parent this TPM does not offer is a
@@ -787,8 +787,8 @@ def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
     try:
         yield
     except ForeignKey as exc:
-        if kind != "tpm" or isinstance(exc, KeysUnusable):
-            raise
+        if provider.kind != "tpm" or isinstance(exc, KeysUnusable) or _srk_refused(provider):
+            raise  # an object at 0x81000001 that is not the standard SRK: ForeignKey says so
         parent = _file_parent(pem)
         names = f"parent {parent_text(parent)}" if parent is not None else "parent (unreadable)"
         if isinstance(exc.__cause__, TPMError):  # the TPM itself refused the blob
@@ -814,6 +814,14 @@ def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
             name,
             path=exc.path,
         ) from exc
+
+
+def _srk_refused(provider: Provider) -> bool:
+    """Whether the TPM holds an object at 0x81000001 that the provider refused as not the
+    standard SRK (planted, or made with an authorization value): no sign of a cleared TPM."""
+    from ..providers.tpm.provider import TPMProvider
+
+    return isinstance(provider, TPMProvider) and provider.connection.refused_srk is not None
 
 
 def _software_pin_file(pem: bytes) -> bool:
