@@ -575,7 +575,7 @@ class Connection:
             int(t.TPM2_RC.BAD_AUTH),
         ):
             return False
-        why = "its authorization value is not the standard SRK's empty one (TPM2_Load failed it)"
+        why = "its authorization value is not the standard SRK's empty one (a command failed it)"
         log.warning("0x%08x is not the standard SRK (%s): not used", SRK_HANDLE, why)
         self.refused_srk = why
         self._refused_srk_names.add(bytes(esys.tr_get_name(found.tr)))
