@@ -167,13 +167,17 @@ def test_cleared_tpm_is_one_state_leave_and_join_again(
     assert transient_handles(own_swtpm.tcti) == []
 
 
+#: The TCG SRK template's attributes: tpm2-tools' default primary and noDA.
+SRK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt"
+
+
 def test_keys_under_a_persistent_srk_are_unusable_after_a_clear(
     own_swtpm: Swtpm, tmp_path: Path
 ) -> None:
     """A clear also evicts the persistent SRK: the keys' parent 0x81000001 is gone."""
     env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
     for argv in (
-        ["tpm2_createprimary", "-C", "o", "-c", str(tmp_path / "srk.ctx")],
+        ["tpm2_createprimary", "-C", "o", "-a", SRK_ATTRIBUTES, "-c", str(tmp_path / "srk.ctx")],
         ["tpm2_evictcontrol", "-C", "o", "-c", str(tmp_path / "srk.ctx"), "0x81000001"],
         ["tpm2_flushcontext", "-t"],
     ):

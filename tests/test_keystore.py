@@ -3,14 +3,18 @@ keys that take none, no software key beside TPM keys; and the default path."""
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from entra_keys import (
     HardwareUnavailable,
+    InvalidData,
     KeyStore,
     KeyType,
     KeyUsage,
@@ -76,3 +80,40 @@ def test_default_path_follows_the_environment(
     store = KeyStore(open_provider("software"))
     store.create("k", KeyType.ECC256, KeyUsage.SIGN)
     assert (tmp_path / "xdg" / "entra-keys" / "k.pem").is_file()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"device_id": math.nan},
+        {"device_id": math.inf},
+        {"certificate": "a" * (1024 * 1024 + 10)},
+        {1: "a", "1": "b"},
+        {(1, 2): "x"},
+        {"device_id": b"raw"},
+        {"display_name": "\ud800"},
+        {"x": functools.reduce(lambda inner, _: [inner], range(100_000), [])},
+        "abc",
+        [("device_id", "d")],
+    ],
+    ids=[
+        "nan",
+        "infinity",
+        "over-1-MiB",
+        "colliding-names",
+        "tuple-name",
+        "bytes",
+        "lone-surrogate",
+        "100000-deep",
+        "str",
+        "pairs",
+    ],
+)
+def test_a_join_state_the_reader_would_refuse_is_never_written(
+    provider: Provider, tmp_path: Path, state: Any
+) -> None:
+    store = KeyStore(provider, tmp_path / "store")
+    store.save_join_state({"device_id": "d-1", "session_key": "prt"})
+    with pytest.raises(InvalidData):
+        store.save_join_state(state)
+    assert store.load_join_state() == {"device_id": "d-1", "session_key": "prt"}

@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 import entra_keys
-from entra_keys import KeyStore, KeyStoreError, KeyType, KeyUsage, Provider
+from entra_keys import (
+    KeyStore,
+    KeyStoreError,
+    KeyType,
+    KeyUsage,
+    Provider,
+    StorePermissionError,
+)
 from entra_keys.cli import main
 from entra_keys.store._leave import MARKER
 
@@ -365,3 +372,42 @@ def test_a_leave_killed_half_way_is_invisible_to_contains_and_create(
         assert [name in store for name in JOIN_KEYS] == [False] * len(JOIN_KEYS), step
         store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
         assert [info.name for info in store.list()] == ["transport"]
+
+
+@pytest.mark.parametrize("entry", ["sub.pem", "x.sealed", "join.json"])
+def test_a_directory_named_as_a_join_file_is_refused_before_the_leave(
+    provider: Provider, tmp_path: Path, entry: str
+) -> None:
+    store = KeyStore(provider, tmp_path / "store")
+    _join(store)
+    in_the_way = store.path / entry
+    if entry == "join.json":
+        (store.path / entry).unlink()
+    os.mkdir(in_the_way, 0o700)
+    (in_the_way / "inside").write_text("the user's own")
+    before = sorted(os.listdir(store.path))
+    with pytest.raises(StorePermissionError) as refused:
+        store.leave()
+    assert refused.value.path == str(in_the_way) and str(in_the_way) in str(refused.value)
+    assert sorted(os.listdir(store.path)) == before  # nothing removed, no marker
+    assert [info.name for info in store.list()] == JOIN_KEYS  # the store still opens
+    store.create("another", KeyType.ECC256, KeyUsage.SIGN)
+    shutil.move(in_the_way, tmp_path / "moved-out")
+    assert "another.pem" in store.leave()
+    assert store.list() == [] and (tmp_path / "moved-out" / "inside").exists()
+
+
+def test_a_leave_decided_with_directories_in_the_way_never_wedges_the_store(
+    provider: Provider, tmp_path: Path
+) -> None:
+    store = KeyStore(provider, tmp_path / "store")
+    _join(store)
+    os.mkdir(store.path / MARKER, 0o700)  # a leave decided, and killed, by an earlier release
+    os.mkdir(store.path / MARKER / "old.pem", 0o700)  # which had moved a directory there
+    (store.path / MARKER / "old.pem" / "inside").write_text("x")
+    os.mkdir(store.path / "sub.pem", 0o700)  # and one more in the store
+    assert store.list() == []  # the open completes the leave
+    assert "device" not in store and store.load_join_state() is None
+    assert sorted(os.listdir(store.path)) == ["sub.pem"]  # left where it was, no marker
+    store.create("device", KeyType.ECC256, KeyUsage.SIGN)  # and the store takes a new join
+    assert [info.name for info in store.list()] == ["device"]

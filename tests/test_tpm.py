@@ -138,8 +138,11 @@ def test_persistent_srk_is_used_where_provisioned(own_swtpm: Swtpm, tmp_path: Pa
     with open_provider("tpm", tcti=own_swtpm.tcti) as before:
         KeyStore(before, tmp_path / "store").create("old", KeyType.ECC256, KeyUsage.SIGN)
     ctx = tmp_path / "srk.ctx"
-    subprocess.run(["tpm2_createprimary", "-C", "o", "-G", "rsa2048", "-c", str(ctx)],
-                   env=env, check=True, capture_output=True)  # fmt: skip
+    # The TCG SRK template: tpm2-tools' default attributes and noDA (without it, an object there
+    # is not the standard SRK: test_trust_srk.py).
+    attributes = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt"
+    subprocess.run(["tpm2_createprimary", "-C", "o", "-G", "rsa2048", "-a", attributes,
+                    "-c", str(ctx)], env=env, check=True, capture_output=True)  # fmt: skip
     subprocess.run(["tpm2_evictcontrol", "-C", "o", "-c", str(ctx), "0x81000001"],
                    env=env, check=True, capture_output=True)  # fmt: skip
     # tpm2-tools without a resource manager leave their objects loaded: flush them.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 from pathlib import Path
 
@@ -20,11 +21,15 @@ from entra_keys import ForeignKey, KeyStore, KeyType, KeyUsage, PRTSession, open
 from entra_keys.cli import main
 from entra_keys.providers.tpm import persist_storage_key
 from entra_keys.store import sealed
-from entra_keys.testing.pcap import tpm_commands
+from entra_keys.testing.pcap import command_codes, tpm_commands, tpm_packets
 from entra_keys.testing.swtpm import Swtpm
 from entra_keys.testing.token_service import TokenService
 
 from .helpers import join_keys, open_pcap_provider, transient_handles
+
+#: TPM 2.0 Part 2, 6.5: the command codes the owner password authorizes, and the session's.
+CREATE_PRIMARY, EVICT_CONTROL, START_AUTH_SESSION = 0x131, 0x120, 0x176
+TPM_RH_NULL = 0x40000007
 
 PIN = b"246810"
 #: Every file of the join ``_join_before_init`` makes.
@@ -134,6 +139,45 @@ def test_tpm_init_needs_the_owner_password(
     right.chmod(0o600)
     assert _init(own_swtpm.tcti, "--owner-auth-file", str(right)) == 0
     assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_the_owner_password_never_crosses_the_tpm_interface(
+    own_swtpm: Swtpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = b"Owner-Pa55word-xyzzy"
+    env = {**os.environ, "TPM2TOOLS_TCTI": own_swtpm.tcti}
+    subprocess.run(["tpm2_changeauth", "-c", "owner", owner.decode()], env=env, check=True)
+    capture = tmp_path / "init.pcap"
+    monkeypatch.setenv("TCTI_PCAP_FILE", str(capture))
+    assert persist_storage_key(f"pcap:{own_swtpm.tcti}", owner) is True
+    assert _has_srk(own_swtpm)
+    data = capture.read_bytes()
+    assert owner not in data  # a password session would carry it twice (CreatePrimary, Evict)
+    codes = command_codes(capture)
+    # Both owner-authorized commands ran, after a session salted to a key (an unsalted HMAC
+    # session would let a capture test guesses of the password offline).
+    assert {CREATE_PRIMARY, EVICT_CONTROL} <= set(codes) and START_AUTH_SESSION in codes
+    starts = [p for p in tpm_packets(capture)[::2] if _code(p) == START_AUTH_SESSION]
+    assert starts and all(_salt_key(p) != TPM_RH_NULL for p in starts)
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def _code(packet: bytes) -> int | None:
+    """The command code of a captured command (its TPM header found after the framing)."""
+    for start in range(len(packet) - 9):
+        tag, size, code = struct.unpack_from(">HII", packet, start)
+        if tag in (0x8001, 0x8002) and size == len(packet) - start:
+            return int(code)
+    return None
+
+
+def _salt_key(packet: bytes) -> int:
+    """TPM2_StartAuthSession's first handle, tpmKey (TPM 2.0 Part 3, 11.1)."""
+    for start in range(len(packet) - 13):
+        tag, size, _ = struct.unpack_from(">HII", packet, start)
+        if tag in (0x8001, 0x8002) and size == len(packet) - start:
+            return int(struct.unpack_from(">I", packet, start + 10)[0])
+    raise AssertionError("no TPM header")
 
 
 def test_open_sign_close_takes_five_commands_with_a_persistent_srk(

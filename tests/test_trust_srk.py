@@ -17,7 +17,16 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from entra_keys import ForeignKey, KeyStore, KeyType, KeyUsage, TPMError, open_provider
+from entra_keys import (
+    ForeignKey,
+    KeyFileCorrupt,
+    KeyStore,
+    KeysUnusable,
+    KeyType,
+    KeyUsage,
+    TPMError,
+    open_provider,
+)
 from entra_keys.cli import main
 from entra_keys.providers.tpm import SRK_HANDLE, persist_storage_key
 from entra_keys.store import sealed, storage_parents
@@ -26,6 +35,7 @@ from entra_keys.testing.pcap import tpm_packets
 from entra_keys.testing.swtpm import Swtpm
 
 from .helpers import open_pcap_provider, transient_handles
+from .test_foreign_keys import _lockout_counter
 
 PIN = b"4711"
 OAEP = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
@@ -160,7 +170,144 @@ def test_a_key_made_under_the_srk_does_not_load_under_a_planted_one(
     _plant(own_swtpm.tcti, imported=True)
     with (
         open_provider("tpm", tcti=own_swtpm.tcti) as provider,
-        pytest.raises(ForeignKey, match="not the standard SRK"),
+        pytest.raises(ForeignKey, match="not the standard SRK") as refused,
     ):
         KeyStore(provider, tmp_path / "store").load("device")
+    assert not isinstance(refused.value, KeysUnusable)  # the join is intact: never "leave"
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def _swap_in_standard_shaped(tcti: str) -> None:
+    """Evict the SRK and persist at 0x81000001 another key of a standard SRK's shape: the TCG
+    ECC P-256 storage template, made by this TPM (owner authorization, nothing else)."""
+    import tpm2_pytss as t
+
+    _evict_srk(tcti)
+    attr = t.TPMA_OBJECT
+    made = (
+        attr.RESTRICTED
+        | attr.DECRYPT
+        | attr.USERWITHAUTH
+        | attr.NODA
+        | attr.FIXEDTPM
+        | attr.FIXEDPARENT
+        | attr.SENSITIVEDATAORIGIN
+    )
+    esys = t.ESAPI(tcti)
+    try:
+        template = t.TPM2B_PUBLIC.parse("ecc256:aes128cfb", objectAttributes=made)
+        handle = esys.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER)[0]
+        esys.evict_control(t.ESYS_TR.OWNER, handle, SRK_HANDLE)
+        esys.flush_context(handle)
+    finally:
+        esys.close()
+
+
+def test_another_standard_shaped_srk_is_a_foreign_key_not_leave(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    assert persist_storage_key(own_swtpm.tcti) is True
+    store_dir = tmp_path / "store"
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, store_dir)
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        transport = store.create("transport", KeyType.RSA2048, KeyUsage.DECRYPT)
+        wrapped = transport.public_key().encrypt(b"K" * 32, OAEP)
+        store.save_session_key("prt", provider.import_session_key(transport, wrapped))
+        srk_name = provider.storage_key_name(SRK_HANDLE)
+        assert store.info("device").parent_name == srk_name
+        assert store.info("prt").parent_name == srk_name
+    _swap_in_standard_shaped(own_swtpm.tcti)
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, store_dir)
+        assert provider.info().storage_key == "0x81000001 (persistent)"  # the shape passes
+        for load in (lambda: store.load("device"), lambda: store.load_session_key("prt")):
+            with pytest.raises(ForeignKey) as refused:
+                load()
+            assert not isinstance(refused.value, KeysUnusable)
+            assert "now holds another storage key" in str(refused.value)
+            assert "tpm init" in str(refused.value) and "leave" not in str(refused.value)
+    assert transient_handles(own_swtpm.tcti) == []
+    _evict_srk(own_swtpm.tcti)  # the way back the message names: the same SRK, the same keys
+    assert persist_storage_key(own_swtpm.tcti) is True
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        key = KeyStore(provider, store_dir).load("device")
+        signature = key.sign(b"x", ec.ECDSA(hashes.SHA256()))
+        key.public_key().verify(signature, b"x", ec.ECDSA(hashes.SHA256()))
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def test_a_key_file_whose_srk_name_was_edited_is_refused_before_loading(
+    own_swtpm: Swtpm, tmp_path: Path
+) -> None:
+    assert persist_storage_key(own_swtpm.tcti) is True
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        store.create("device", KeyType.ECC256, KeyUsage.SIGN)
+        path = tmp_path / "store" / "device.pem"
+        recorded = provider.storage_key_name(SRK_HANDLE).hex()
+        path.write_bytes(path.read_bytes().replace(recorded.encode(), b"000b" + b"00" * 32))
+        with pytest.raises(ForeignKey, match="now holds another storage key"):
+            store.load("device")
+        path.write_bytes(path.read_bytes().replace(b"000b" + b"00" * 32, b"zz"))
+        with pytest.raises(KeyFileCorrupt, match="Parent-Name"):
+            store.load("device")
+    assert transient_handles(own_swtpm.tcti) == []
+
+
+def _plant_with_auth_value(tcti: str, *, no_da: bool) -> None:
+    """Persist at 0x81000001 a primary of the standard SRK's template (noDA as given) made with
+    an authorization value of the planter's: ReadPublic cannot show it."""
+    import tpm2_pytss as t
+
+    from entra_keys.providers.tpm._templates import storage_template
+
+    esys = t.ESAPI(tcti)
+    try:
+        template = storage_template(t, ecc=False)
+        if not no_da:
+            template.publicArea.objectAttributes &= ~t.TPMA_OBJECT.NODA
+        sensitive = t.TPM2B_SENSITIVE_CREATE(
+            sensitive=t.TPMS_SENSITIVE_CREATE(userAuth=t.TPM2B_AUTH(b"attacker-chosen"))
+        )
+        handle = esys.create_primary(sensitive, template, t.ESYS_TR.OWNER)[0]
+        esys.evict_control(t.ESYS_TR.OWNER, handle, SRK_HANDLE)
+        esys.flush_context(handle)
+    finally:
+        esys.close()
+
+
+@pytest.mark.parametrize("no_da", [True, False], ids=["noDA", "noDA-clear"])
+def test_an_srk_with_an_auth_value_is_not_used_and_spends_no_try(
+    own_swtpm: Swtpm, tmp_path: Path, no_da: bool
+) -> None:
+    assert persist_storage_key(own_swtpm.tcti) is True
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        KeyStore(provider, tmp_path / "store").create("old", KeyType.ECC256, KeyUsage.SIGN)
+    old = tmp_path / "store" / "old.pem"  # as an earlier release wrote it: no SRK name recorded
+    old.write_bytes(
+        b"".join(
+            line
+            for line in old.read_bytes().splitlines(keepends=True)
+            if not line.startswith(b"Entra-Keys-Parent-Name:")
+        )
+    )
+    _evict_srk(own_swtpm.tcti)
+    _plant_with_auth_value(own_swtpm.tcti, no_da=no_da)
+    before = _lockout_counter(own_swtpm)
+    with open_provider("tpm", tcti=own_swtpm.tcti) as provider:
+        store = KeyStore(provider, tmp_path / "store")
+        with pytest.raises(ForeignKey, match="not the standard SRK") as refused:
+            store.load("old")
+        assert not isinstance(refused.value, KeysUnusable)
+        for name in ("k0", "k1", "k2"):
+            key = store.create(name, KeyType.ECC256, KeyUsage.SIGN)
+            key.sign(b"x", ec.ECDSA(hashes.SHA256()))
+        ngc = store.create("ngc", KeyType.ECC256, KeyUsage.SIGN, pin=PIN)
+        ngc.sign(b"x", ec.ECDSA(hashes.SHA256()))
+        storage = provider.info().storage_key or ""
+    assert "0x81000001 not used" in storage, storage
+    parents = storage_parents(tmp_path / "store")
+    assert [parents[f"{n}.pem"] for n in ("k0", "k1", "k2", "ngc")] == [TPM_RH_OWNER] * 4
+    assert _lockout_counter(own_swtpm) == before == 0
     assert transient_handles(own_swtpm.tcti) == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 
 from ..errors import KeyStoreError, StorePermissionError
@@ -44,11 +45,16 @@ def pending(dir_fd: int) -> bool:
     return True
 
 
-def leave(dir_fd: int) -> list[str]:
-    """Remove every file of the join from the open store directory; the names removed."""
+def leave(dir_fd: int, store: str = ".") -> list[str]:
+    """Remove every file of the join from the open store directory (``store`` names it in
+    errors); the names removed. An entry named as a join file that is neither a regular file
+    nor a link (a directory ``x.pem``) is refused before anything changes."""
     if not pending(dir_fd):
-        if not any(is_join_file(entry) for entry in os.listdir(dir_fd)):
+        entries = [entry for entry in os.listdir(dir_fd) if is_join_file(entry)]
+        if not entries:
             return []
+        for entry in entries:
+            _check_removable(dir_fd, entry, store)
         with contextlib.suppress(FileExistsError):  # another leave decided it just now
             os.mkdir(MARKER, 0o700, dir_fd=dir_fd)
         os.fsync(dir_fd)  # the decision is on disk: the join is gone from here on
@@ -71,13 +77,16 @@ def finish(dir_fd: int) -> list[str]:
                 f"the key store's {MARKER} is owned by uid {st.st_uid}, not by this user"
             )
         for entry in sorted(os.listdir(dir_fd)):
-            if is_join_file(entry):
+            if is_join_file(entry) and not _is_directory(dir_fd, entry):  # left: never a wedge
                 with contextlib.suppress(FileNotFoundError):  # a concurrent leave took it
                     os.rename(entry, entry, src_dir_fd=dir_fd, dst_dir_fd=marker_fd)
         os.fsync(dir_fd)
         for entry in sorted(os.listdir(marker_fd)):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry, dir_fd=marker_fd)
+                if _is_directory(marker_fd, entry):  # moved there by an earlier release
+                    shutil.rmtree(entry, dir_fd=marker_fd)
+                else:
+                    os.unlink(entry, dir_fd=marker_fd)
             removed.append(entry)
         os.fsync(marker_fd)
     except OSError as exc:
@@ -92,3 +101,25 @@ def finish(dir_fd: int) -> list[str]:
         raise KeyStoreError(f"cannot complete leaving the join: {exc.strerror}") from exc
     os.fsync(dir_fd)
     return sorted(removed)
+
+
+def _check_removable(dir_fd: int, entry: str, store: str) -> None:
+    """StorePermissionError naming ``entry`` unless a leave can unlink it (a file or a link)."""
+    try:
+        mode = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        path = os.path.join(store, entry)
+        raise StorePermissionError(
+            f"{path} is named as a file of the join but is not a regular file: a leave removes "
+            "files only; move it out of the key store and leave again (nothing was removed)",
+            path=path,
+        )
+
+
+def _is_directory(dir_fd: int, entry: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(entry, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._json import load_object
+from .._json import dump_object, load_object
 from ..errors import (
     ForeignKey,
     HardwareUnavailable,
@@ -107,7 +106,7 @@ def leave(path: str | os.PathLike[str] | None = None) -> list[str]:
         if dir_fd is None:
             return []
         try:
-            return _leave.leave(dir_fd)
+            return _leave.leave(dir_fd, str(store))
         except OSError as exc:
             raise KeyStoreError(
                 f"cannot leave the join in {store}: {exc.strerror}", path=str(store)
@@ -267,6 +266,9 @@ class KeyInfo:
     """A wrong authorization of this key counts toward the TPM's dictionary-attack lockout (its
     public area lacks noDA): it may have a PIN whatever its file says, so nothing the library
     does unasked (``status``) uses it; it is only loaded."""
+    parent_name: bytes | None = None
+    """The TPM name of the persistent SRK the key was made under (``Entra-Keys-Parent-Name``):
+    it loads only where 0x81000001 still holds that key. None in other and older files."""
 
 
 class KeyStore:
@@ -351,7 +353,8 @@ class KeyStore:
         self._refuse_downgrade(name)
         key = self.provider.create_key(key_type, usage, pin=pin)
         pem = self.provider.key_to_pem(key, passphrase)
-        self._write(name, _header(key.key_type, key.usage, pin=bool(pin)) + pem, replace=replace)
+        header = _header(key.key_type, key.usage, pin=bool(pin), parent=self._parent_name(pem))
+        self._write(name, header + pem, replace=replace)
         return key
 
     def save(
@@ -368,7 +371,12 @@ class KeyStore:
         self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.key_to_pem(key, passphrase)
-        header = _header(key.key_type, key.usage, pin=bool(getattr(key, "has_pin", False)))
+        header = _header(
+            key.key_type,
+            key.usage,
+            pin=bool(getattr(key, "has_pin", False)),
+            parent=self._parent_name(pem),
+        )
         self._write(name, header + pem, replace=replace)
 
     def save_session_key(
@@ -384,7 +392,43 @@ class KeyStore:
         self._file(name)
         self._refuse_downgrade(name)
         pem = self.provider.session_key_to_pem(key, passphrase)
-        self._write(name, _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE) + pem, replace=replace)
+        header = _header(KeyType.HMAC_SHA256, KeyUsage.DERIVE, parent=self._parent_name(pem))
+        self._write(name, header + pem, replace=replace)
+
+    def _parent_name(self, pem: bytes) -> bytes | None:
+        """The name of the persistent SRK a TPM key file names as its parent, to record beside
+        it; None for any other parent and for software keys."""
+        if self.provider.kind != "tpm" or _file_parent(pem) != SRK_HANDLE:
+            return None
+        from ..providers.tpm.provider import TPMProvider
+
+        if not isinstance(self.provider, TPMProvider):
+            return None
+        return self.provider.storage_key_name(SRK_HANDLE)
+
+    def _check_parent(self, info: KeyInfo, pem: bytes) -> None:
+        """A key file that records its SRK's name loads only under that SRK: another storage
+        key persisted at 0x81000001 is a ForeignKey naming the change (the TPM was not cleared
+        and the join is intact), never 'leave and join again'; nothing is sent to that key."""
+        recorded = info.parent_name
+        if recorded is None or self.provider.kind != "tpm" or _file_parent(pem) != SRK_HANDLE:
+            return
+        from ..providers.tpm.provider import TPMProvider
+
+        if not isinstance(self.provider, TPMProvider):
+            return
+        with _naming(info.name), _unusable(info.name, self.provider, pem):
+            now = self.provider.storage_key_name(SRK_HANDLE)
+        if now != recorded:
+            raise ForeignKey(
+                f"key {info.name!r}: 0x{SRK_HANDLE:08x} now holds another storage key than the "
+                f"one this key was made under (name {now.hex()}, the key file records "
+                f"{recorded.hex()}). The TPM was not cleared and the key file is intact: if the "
+                "SRK was evicted and another key persisted there, remove that object "
+                f"(tpm2_evictcontrol -C o -c 0x{SRK_HANDLE:08x}) and run `entra-keys tpm init`",
+                info.name,
+                path=str(info.path),
+            )
 
     def _write(self, name: str, data: bytes, *, replace: bool) -> None:
         """Write a key file under the store's lock, once more refusing a software key beside TPM
@@ -416,7 +460,8 @@ class KeyStore:
         if info.kind == "software" and info.pin and not _software_pin_file(pem):
             key = self._load_old_pin_key(info, pem, passphrase, pin)
         else:
-            with _naming(name), _unusable(name, self.provider.kind, pem):
+            self._check_parent(info, pem)
+            with _naming(name), _unusable(name, self.provider, pem):
                 key = self.provider.key_from_pem(
                     pem, info.usage, passphrase, pin=pin, allow_imported=allow_imported
                 )
@@ -434,7 +479,8 @@ class KeyStore:
         info, pem = self._read_for_provider(name)
         if info.usage is not KeyUsage.DERIVE:
             raise KeyUsageError(f"key {name!r} is a {info.usage.value} key, not a session key")
-        with _naming(name), _unusable(name, self.provider.kind, pem):
+        self._check_parent(info, pem)
+        with _naming(name), _unusable(name, self.provider, pem):
             return self.provider.session_key_from_pem(pem, passphrase)
 
     def _load_old_pin_key(
@@ -499,8 +545,11 @@ class KeyStore:
 
     def save_join_state(self, state: Mapping[str, Any]) -> None:
         """Records what a join established (device id, certificate, AK, session key names)
-        beside the keys, atomically, for ``status`` to report."""
-        data = json.dumps(dict(state), indent=2, sort_keys=True).encode()
+        beside the keys, atomically, for ``status`` to report; InvalidData, before the
+        recorded state is replaced, for anything ``load_join_state`` would not read back."""
+        data = dump_object(state, "the join state")
+        if len(data) > _MAX_JOIN_STATE:
+            raise InvalidData(f"the join state is {len(data)} bytes, over {_MAX_JOIN_STATE}")
         write_atomic(self.path, self.path / _JOIN_STATE, data, replace=True)
 
     def load_join_state(self) -> dict[str, Any] | None:
@@ -597,7 +646,9 @@ class KeyStore:
                 name,
             ) from exc
         # A PIN given, or a file that says the key has one: status and list never use it.
-        header = _header(key.key_type, key.usage, pin=bool(pin) or info.pin)
+        header = _header(
+            key.key_type, key.usage, pin=bool(pin) or info.pin, parent=self._parent_name(pem)
+        )
         self._write(name, header + pem, replace=replace)
         return key
 
@@ -712,11 +763,25 @@ class KeyStore:
         return sorted(n for n in names if _NAME.fullmatch(n))
 
 
-def _header(key_type: KeyType, usage: KeyUsage, *, pin: bool = False) -> bytes:
-    """The explanatory-text lines before the PEM block that say what the key is (and that it
-    needs a PIN, which ``status`` reads without trying one)."""
+def _header(
+    key_type: KeyType, usage: KeyUsage, *, pin: bool = False, parent: bytes | None = None
+) -> bytes:
+    """The explanatory-text lines before the PEM block that say what the key is (that it needs
+    a PIN, which ``status`` reads without trying one, and the name of the SRK it was made
+    under)."""
     text = f"Entra-Keys-Type: {key_type.value}\nEntra-Keys-Usage: {usage.value}\n"
-    return (text + ("Entra-Keys-PIN: yes\n" if pin else "")).encode()
+    text += "Entra-Keys-PIN: yes\n" if pin else ""
+    text += f"Entra-Keys-Parent-Name: {parent.hex()}\n" if parent is not None else ""
+    return text.encode()
+
+
+def _file_parent(pem: bytes) -> int | None:
+    """The parent handle a TSS2 PRIVATE KEY names, or None (another file, or unreadable)."""
+    begin = _PEM_BEGIN.search(pem)
+    if begin is None or begin.group(1).decode() != _TSS2_LABEL:
+        return None
+    end = pem.find(b"-----END ", begin.end())
+    return tss2file.tss2_parent(pem[begin.end() : end]) if end > 0 else None
 
 
 @contextlib.contextmanager
@@ -729,7 +794,7 @@ def _naming(name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
+def _unusable(name: str, provider: Provider, pem: bytes) -> Iterator[None]:
     """A stored TPM key this TPM refuses, said as what it is. The TPM refusing the blob under
     the parent the file names means the storage hierarchy it was made under is gone: one state
     for the whole store (KeysUnusable). A file naming a parent this TPM does not offer is a
@@ -739,11 +804,9 @@ def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
     try:
         yield
     except ForeignKey as exc:
-        if kind != "tpm" or isinstance(exc, KeysUnusable):
-            raise
-        begin = _PEM_BEGIN.search(pem)
-        end = pem.find(b"-----END ", begin.end()) if begin else -1
-        parent = tss2file.tss2_parent(pem[begin.end() : end]) if begin and end > 0 else None
+        if provider.kind != "tpm" or isinstance(exc, KeysUnusable) or _srk_refused(provider):
+            raise  # an object at 0x81000001 that is not the standard SRK: ForeignKey says so
+        parent = _file_parent(pem)
         names = f"parent {parent_text(parent)}" if parent is not None else "parent (unreadable)"
         if isinstance(exc.__cause__, TPMError):  # the TPM itself refused the blob
             raise KeysUnusable(
@@ -768,6 +831,14 @@ def _unusable(name: str, kind: str, pem: bytes) -> Iterator[None]:
             name,
             path=exc.path,
         ) from exc
+
+
+def _srk_refused(provider: Provider) -> bool:
+    """Whether the TPM holds an object at 0x81000001 that the provider refused as not the
+    standard SRK (planted, or made with an authorization value): no sign of a cleared TPM."""
+    from ..providers.tpm.provider import TPMProvider
+
+    return isinstance(provider, TPMProvider) and provider.connection.refused_srk is not None
 
 
 def _software_pin_file(pem: bytes) -> bool:
@@ -844,6 +915,14 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
             f"key {name!r}: the Entra-Keys-Type / Entra-Keys-Usage header is missing or wrong",
             name,
         ) from None
+    parent_name: bytes | None = None
+    if "Entra-Keys-Parent-Name" in fields:
+        try:
+            parent_name = bytes.fromhex(fields["Entra-Keys-Parent-Name"])
+        except ValueError:
+            parent_name = b""
+        if not 2 < len(parent_name) <= 2 + 64:
+            raise KeyFileCorrupt(f"key {name!r}: the Entra-Keys-Parent-Name header is wrong", name)
     body = data[begin.end() : end]
     body_and_lines = data[begin.start() :]
     tss2 = label == _TSS2_LABEL
@@ -859,4 +938,5 @@ def _parse_key_file(name: str, path: Path, data: bytes) -> KeyInfo:
         or (tss2 and tss2file.tss2_has_pin(body))
         or (label == PEM_LABEL_ENCRYPTED_SOFTWARE_KEY and _software_pin_file(body_and_lines)),
         lockout=tss2 and tss2file.counts_toward_lockout(body),
+        parent_name=parent_name,
     )

@@ -215,6 +215,8 @@ class Connection:
         self._default: int | None = None
         #: Why the object at SRK_HANDLE is not used (not the standard SRK), once seen.
         self.refused_srk: str | None = None
+        #: Names of objects at SRK_HANDLE whose authorization failed (not the standard SRK).
+        self._refused_srk_names: set[bytes] = set()
         self._session: Any = None
         self._session_encrypts: tuple[bool, bool] | None = None  # (response, command)
         self._create_loaded = True  # TPM2_CreateLoaded until the TPM says it has none
@@ -369,6 +371,8 @@ class Connection:
         except ValueError:  # metadata in another layout: ask the TPM again
             public = esys.read_public(tr)[0]
         why = srk_mismatch(t, public)
+        if why is None and bytes(esys.tr_get_name(tr)) in self._refused_srk_names:
+            why = self.refused_srk
         if why is None:
             return Parent(SRK_HANDLE, tr, owned=False)
         esys.tr_close(tr)
@@ -524,7 +528,12 @@ class Connection:
         (``flush_object``) or hands it to the key cache."""
         found = self.parent(esys, parent)
         need = 1 + found.command_slots
-        handle = self.with_room(lambda: esys.load(found.tr, private, public), need)
+        try:
+            handle = self.with_room(lambda: esys.load(found.tr, private, public), need)
+        except self.tss.TSS2_Exception as exc:
+            if self._refuse_srk_auth(esys, found, exc):
+                raise self._no_srk() from exc
+            raise
         self.objects += 1
         if auth:
             esys.tr_set_auth(handle, auth)
@@ -538,6 +547,49 @@ class Connection:
         makes the object in a slot either way) and spares the first use its TPM2_Load; the
         caller keeps or flushes the handle. Without (a sealed object, used only from its blob)
         the object is not kept."""
+        try:
+            return self._create(esys, sensitive, template, session, loaded=loaded)
+        except self.tss.TSS2_Exception as exc:
+            srk = self._parents.get(SRK_HANDLE)
+            if (
+                srk is None
+                or self._default != SRK_HANDLE
+                or not self._refuse_srk_auth(esys, srk, exc)
+            ):
+                raise
+        # As for any other object there that is not the standard SRK: the owner primary, with
+        # a new session salted to it where the refused one was used.
+        if session != self.tss.ESYS_TR.PASSWORD:
+            session = self.session(esys, encrypt=True)
+        return self._create(esys, sensitive, template, session, loaded=loaded)
+
+    def _refuse_srk_auth(self, esys: Any, found: Parent, exc: Exception) -> bool:
+        """After TPM2_Load or TPM2_Create under ``found`` failed its authorization: where that
+        is the persistent SRK, whose standard authValue is empty (and whose noDA made the
+        failure cost no try), it is not the standard SRK: refused for this connection as a
+        mismatched shape is (``refused_srk``), the default parent reset. True where refused."""
+        t = self.tss
+        code = _errors.tpm_code(int(getattr(exc, "rc", 0)))
+        if found.handle != SRK_HANDLE or code not in (
+            int(t.TPM2_RC.AUTH_FAIL),
+            int(t.TPM2_RC.BAD_AUTH),
+        ):
+            return False
+        why = "its authorization value is not the standard SRK's empty one (a command failed it)"
+        log.warning("0x%08x is not the standard SRK (%s): not used", SRK_HANDLE, why)
+        self.refused_srk = why
+        self._refused_srk_names.add(bytes(esys.tr_get_name(found.tr)))
+        del self._parents[SRK_HANDLE]
+        self._names.pop(SRK_HANDLE, None)
+        esys.tr_close(found.tr)
+        if self._default == SRK_HANDLE:
+            self._default = None
+        self.drop_session(esys)
+        return True
+
+    def _create(
+        self, esys: Any, sensitive: Any, template: Any, session: Any, *, loaded: bool
+    ) -> tuple[Any, Any, Any]:
         t = self.tss
         found = self.default_parent(esys)
         need = 1 + found.command_slots

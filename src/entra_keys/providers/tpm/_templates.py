@@ -41,18 +41,25 @@ def without_unique(area: Any) -> bytes:
 
 def srk_mismatch(tss: Any, public: Any) -> str | None:
     """None where a TPM2B_PUBLIC is a standard storage key (RSA-2048 or ECC P-256 restricted
-    decryption, AES-128-CFB, SHA-256, the SRK attributes; noDA either way, as tpm2-tools'
-    default primary lacks it), else what is wrong with it.
+    decryption, AES-128-CFB, SHA-256, the SRK attributes noDA included), else what is wrong.
 
     fixedTPM, fixedParent and sensitiveDataOrigin say the TPM made the private half and it never
     left (TPM2_Import and TPM2_Duplicate need them clear), so nobody knows it: a session salted
-    to the key is safe. The unique field is the key itself and is not compared.
+    to the key is safe. noDA makes a parent authorization that fails (an object made with an
+    authValue, which ReadPublic cannot show) cost no dictionary-attack try. The unique field is
+    the key itself and is not compared.
     """
     area = public.publicArea
     shape = _storage_shape(area)
     if any(shape == _storage_shape(storage_template(tss, ecc=e).publicArea) for e in (True, False)):
         return None
     attrs = int(area.objectAttributes)
+    no_da = _storage_shape(area, no_da=True)
+    if any(no_da == _storage_shape(storage_template(tss, ecc=e).publicArea) for e in (True, False)):
+        return (
+            f"attributes 0x{attrs:08x}: noDA clear, so each use with an authorization value "
+            "other than the standard SRK's empty one would spend a dictionary-attack try"
+        )
     if ~attrs & int(
         TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
     ):
@@ -66,10 +73,12 @@ def srk_mismatch(tss: Any, public: Any) -> str | None:
     )
 
 
-def _storage_shape(area: Any) -> bytes:
-    """A TPMT_PUBLIC without its unique field, noDA set: what a storage key is compared by."""
+def _storage_shape(area: Any, *, no_da: bool = False) -> bytes:
+    """A TPMT_PUBLIC without its unique field (with ``no_da``, noDA set): what a storage key is
+    compared by."""
     copy = type(area).unmarshal(without_unique(area))[0]
-    copy.objectAttributes = int(copy.objectAttributes) | int(TPMA_OBJECT.NODA)
+    if no_da:
+        copy.objectAttributes = int(copy.objectAttributes) | int(TPMA_OBJECT.NODA)
     return bytes(copy.marshal())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from ...errors import (
@@ -127,17 +127,22 @@ def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
             )
     template = storage_template(t, ecc=False)
     try:
-        with conn.command("persist the SRK") as esys:
+        with (
+            conn.command("persist the SRK") as esys,
+            _owner_session(conn, esys, owner_auth) as auth,
+        ):
             esys.tr_set_auth(t.ESYS_TR.OWNER, owner_auth or b"")
             try:
                 primary = conn.with_room(
                     lambda: esys.create_primary(
-                        t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER
+                        t.TPM2B_SENSITIVE_CREATE(), template, t.ESYS_TR.OWNER, session1=auth
                     ),
                     1,
                 )[0]
                 try:
-                    persistent = esys.evict_control(t.ESYS_TR.OWNER, primary, SRK_HANDLE)
+                    persistent = esys.evict_control(
+                        t.ESYS_TR.OWNER, primary, SRK_HANDLE, session1=auth
+                    )
                     esys.tr_close(persistent)
                 finally:
                     esys.flush_context(primary)
@@ -152,6 +157,55 @@ def _persist_srk(conn: Connection, owner_auth: bytes | None) -> bool:
             exc.tries_left,
         ) from exc
     return True
+
+
+@contextlib.contextmanager
+def _owner_session(conn: Connection, esys: Any, owner_auth: bytes | None) -> Iterator[Any]:
+    """The session that carries the owner authorization: with a password, an HMAC session
+    salted to a NULL-hierarchy primary (which needs no authorization; the TPM returns its
+    public area), so neither the password nor an HMAC an offline guess could test crosses the
+    TPM interface; without one, the plain password session (nothing to hide)."""
+    t = conn.tss
+    if not owner_auth:
+        yield t.ESYS_TR.PASSWORD
+        return
+    salt_key = _null_primary(conn, esys)
+    try:
+        session = esys.start_auth_session(
+            tpm_key=salt_key,
+            bind=t.ESYS_TR.NONE,
+            session_type=t.TPM2_SE.HMAC,
+            symmetric=t.TPMT_SYM_DEF.parse("aes128cfb"),
+            auth_hash=t.TPM2_ALG.SHA256,
+        )
+    finally:
+        esys.flush_context(salt_key)  # the session keeps its salt; the slot is needed
+    try:
+        esys.trsess_set_attributes(session, t.TPMA_SESSION.CONTINUESESSION)
+        yield session
+    finally:
+        with contextlib.suppress(Exception):
+            esys.flush_context(session)
+
+
+def _null_primary(conn: Connection, esys: Any) -> Any:
+    """The standard ECC storage primary of the NULL hierarchy (RSA-2048 where the TPM refuses
+    ECC): a salt key that needs no authorization."""
+    t = conn.tss
+    try:
+        return conn.with_room(
+            lambda: esys.create_primary(
+                t.TPM2B_SENSITIVE_CREATE(), storage_template(t, ecc=True), t.ESYS_TR.NULL
+            ),
+            1,
+        )[0]
+    except t.TSS2_Exception:
+        return conn.with_room(
+            lambda: esys.create_primary(
+                t.TPM2B_SENSITIVE_CREATE(), storage_template(t, ecc=False), t.ESYS_TR.NULL
+            ),
+            1,
+        )[0]
 
 
 class TPMProvider(Provider):
@@ -502,6 +556,17 @@ class TPMProvider(Provider):
         return _sealing.unseal(
             self.connection, blob, pin=pin, name=name, allow_unbound=allow_unbound
         )
+
+    def storage_key_name(self, handle: int) -> bytes:
+        """The TPM name of the storage key ``handle`` names (opened as a key file's parent is:
+        ForeignKey where this TPM does not offer it), for a key file to record and compare."""
+        conn = self.connection
+
+        def read() -> bytes:
+            with conn.command("open the storage key") as esys:
+                return bytes(esys.tr_get_name(conn.parent(esys, handle).tr))
+
+        return conn.retrying(read)
 
     def info(self) -> ProviderInfo:
         """The TPM's manufacturer, vendor string, firmware and specification version."""
