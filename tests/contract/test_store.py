@@ -187,6 +187,9 @@ def test_a_passphrase_that_is_not_bytes_is_invalid_data(
         lambda: store.save_session_key("other", session, passphrase=bad),
         lambda: store.load("device", passphrase=bad),
         lambda: store.load_session_key("prt", passphrase=bad),
+        # the providers themselves, outside a store, refuse it alike
+        lambda: provider.key_to_pem(device, passphrase=bad),
+        lambda: provider.session_key_to_pem(session, passphrase=bad),
     ):
         with pytest.raises(InvalidData, match="a passphrase is bytes"):
             attempt()

@@ -38,7 +38,7 @@ from ...provider import (
     oaep_padding,
 )
 from ...tcg import model
-from .._checks import check_pin, pcr_list
+from .._checks import check_passphrase, check_pin, pcr_list
 from . import _primary_cache
 from ._connection import SRK_HANDLE, Connection, import_pytss
 from ._keys import TPMECKey, TPMRSAKey, TPMSessionKey, make_key, wipe
@@ -305,7 +305,7 @@ class TPMProvider(Provider):
 
     def key_to_pem(self, key: EntraPrivateKey, passphrase: bytes | None = None) -> bytes:
         """The TSS2 PRIVATE KEY PEM (TCG TPM 2.0 key file) of a key of this TPM."""
-        if passphrase:
+        if check_passphrase(passphrase):  # a str, 0 or False: InvalidData, as in software
             raise UnsupportedAlgorithm(
                 "a TPM key file is bound to this TPM and needs no passphrase"
             )
@@ -439,7 +439,7 @@ class TPMProvider(Provider):
 
     def session_key_to_pem(self, key: SessionKey, passphrase: bytes | None = None) -> bytes:
         """The session key object as a TSS2 PRIVATE KEY blob only this TPM can load."""
-        if passphrase:
+        if check_passphrase(passphrase):
             raise UnsupportedAlgorithm(
                 "a TPM key file is bound to this TPM and needs no passphrase"
             )
