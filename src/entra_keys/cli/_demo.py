@@ -168,9 +168,10 @@ class JoinDemo:
         return self._create("transport", KeyUsage.DECRYPT)
 
     def check_ek(self) -> str | Skipped:
-        # The RSA EK alone: the ECC one's certificate and key are three TPM commands not needed.
-        eks = self.provider.endorsement_keys(KeyType.RSA2048) or self.provider.endorsement_keys()
-        _check(bool(eks), "the provider has no endorsement key")
+        # The RSA EK alone (both providers have one): the ECC one's certificate and key are
+        # three TPM commands not needed.
+        eks = self.provider.endorsement_keys(KeyType.RSA2048)
+        _check(bool(eks), "the provider has no RSA-2048 endorsement key")
         ek = eks[0]
         self._ek = ek
         if not ek.hardware_backed:
